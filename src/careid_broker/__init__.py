@@ -1,0 +1,1 @@
+"""The federation broker: OpenID Provider for web apps, card sign-in, registration."""

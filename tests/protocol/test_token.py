@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+from careid_protocol.errors import ErrorCode
+from careid_protocol.token import (
+    FORMAT,
+    AuthToken,
+    ProtocolError,
+    SignatureAlgorithm,
+    algorithm_for_key,
+    digest_to_sign,
+    ecdsa_der_to_raw,
+    is_valid_challenge,
+    is_valid_origin,
+    parse_token,
+    to_be_signed,
+    verify_token,
+)
+
+ORIGIN = "https://broker.example.nhs.uk"
+CHALLENGE = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _key(alg: SignatureAlgorithm) -> PrivateKey:
+    if alg is SignatureAlgorithm.ES256:
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg is SignatureAlgorithm.ES384:
+        return ec.generate_private_key(ec.SECP384R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _cert(key: PrivateKey) -> x509.Certificate:
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "Alex Morgan"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, "555000000001"),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _sign(key: PrivateKey, alg: SignatureAlgorithm, origin: str, challenge: str) -> bytes:
+    """Sign as a card does: the private-key operation over H(TBS), prehashed."""
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    digest = digest_to_sign(origin, challenge, alg)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        der = key.sign(digest, ec.ECDSA(Prehashed(alg.hash())))
+        return ecdsa_der_to_raw(der, alg)
+    return key.sign(digest, padding.PKCS1v15(), Prehashed(alg.hash()))
+
+
+def _token(
+    alg: SignatureAlgorithm, origin: str = ORIGIN, challenge: str = CHALLENGE
+) -> dict[str, str]:
+    key = _key(alg)
+    cert = _cert(key)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return AuthToken(
+        certificate=cert.public_bytes(Encoding.DER),
+        algorithm=alg,
+        signature=_sign(key, alg, origin, challenge),
+        agent_version="0.1.0",
+    ).to_json()
+
+
+def test_tbs_is_hash_of_origin_then_hash_of_challenge_text() -> None:
+    # Independent computation with hashlib: the challenge is hashed as text.
+    expected = (
+        hashlib.sha384(ORIGIN.encode()).digest() + hashlib.sha384(CHALLENGE.encode()).digest()
+    )
+    assert to_be_signed(ORIGIN, CHALLENGE, SignatureAlgorithm.ES384) == expected
+    assert len(to_be_signed(ORIGIN, CHALLENGE, SignatureAlgorithm.RS256)) == 64
+    assert (
+        digest_to_sign(ORIGIN, CHALLENGE, SignatureAlgorithm.ES256)
+        == hashlib.sha256(
+            hashlib.sha256(ORIGIN.encode()).digest() + hashlib.sha256(CHALLENGE.encode()).digest()
+        ).digest()
+    )
+
+
+@pytest.mark.parametrize("alg", list(SignatureAlgorithm))
+def test_round_trip_each_algorithm(alg: SignatureAlgorithm) -> None:
+    token = _token(alg)
+    cert = verify_token(token, ORIGIN, CHALLENGE)
+    assert cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == "555000000001"
+    if alg is not SignatureAlgorithm.RS256:
+        assert len(base64.b64decode(token["signature"])) == (96 if alg.value == "ES384" else 64)
+
+
+@pytest.mark.parametrize("alg", list(SignatureAlgorithm))
+def test_another_origin_or_challenge_fails(alg: SignatureAlgorithm) -> None:
+    token = _token(alg)
+    other = base64.urlsafe_b64encode(bytes(32)).rstrip(b"=").decode()
+    for origin, challenge in [("https://evil.example", CHALLENGE), (ORIGIN, other)]:
+        with pytest.raises(ProtocolError) as err:
+            verify_token(token, origin, challenge)
+        assert err.value.code is ErrorCode.SIGNATURE_INVALID
+
+
+def test_algorithm_must_match_key() -> None:
+    token = _token(SignatureAlgorithm.ES256)
+    token["algorithm"] = "ES384"
+    with pytest.raises(ProtocolError) as err:
+        verify_token(token, ORIGIN, CHALLENGE)
+    assert err.value.code is ErrorCode.TOKEN_UNSUPPORTED_ALGORITHM
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"format": "careid-auth:1.1"}, ErrorCode.TOKEN_UNSUPPORTED_FORMAT),
+        ({"format": "careid-auth:10"}, ErrorCode.TOKEN_UNSUPPORTED_FORMAT),
+        ({"format": None}, ErrorCode.TOKEN_UNSUPPORTED_FORMAT),
+        ({"algorithm": "none"}, ErrorCode.TOKEN_UNSUPPORTED_ALGORITHM),
+        ({"algorithm": "HS256"}, ErrorCode.TOKEN_UNSUPPORTED_ALGORITHM),
+        ({"extra": "x"}, ErrorCode.TOKEN_MALFORMED),
+        ({"signature": "!!notbase64"}, ErrorCode.TOKEN_MALFORMED),
+        ({"signature": ""}, ErrorCode.TOKEN_MALFORMED),
+        ({"certificate": 12}, ErrorCode.TOKEN_MALFORMED),
+        ({"certificate": "A" * 20000}, ErrorCode.TOKEN_MALFORMED),
+        (
+            {"certificate": base64.b64encode(b"not a cert").decode()},
+            ErrorCode.CERTIFICATE_MALFORMED,
+        ),
+        ({"agentVersion": ""}, ErrorCode.TOKEN_MALFORMED),
+        ({"agentVersion": "x\n"}, ErrorCode.TOKEN_MALFORMED),
+    ],
+)
+def test_strict_format(change: dict[str, Any], code: ErrorCode) -> None:
+    token: dict[str, Any] = dict(_token(SignatureAlgorithm.ES256))
+    token.update(change)
+    with pytest.raises(ProtocolError) as err:
+        verify_token(token, ORIGIN, CHALLENGE)
+    assert err.value.code is code
+
+
+def test_missing_field_is_malformed() -> None:
+    token = _token(SignatureAlgorithm.ES256)
+    del token["agentVersion"]
+    with pytest.raises(ProtocolError) as err:
+        parse_token(token)
+    assert err.value.code is ErrorCode.TOKEN_MALFORMED
+
+
+def test_format_constant() -> None:
+    assert FORMAT == "careid-auth:1"
+
+
+@pytest.mark.parametrize(
+    ("challenge", "ok"),
+    [
+        (CHALLENGE, True),
+        (CHALLENGE[:-1], False),
+        (CHALLENGE + "A", False),
+        (CHALLENGE[:-1] + "=", False),
+        (CHALLENGE[:-1] + "+", False),
+        ("A" * 42 + "B", False),  # non-zero spare bits: not a canonical encoding
+        (None, False),
+        (43, False),
+    ],
+)
+def test_challenge_validation(challenge: object, ok: bool) -> None:
+    assert is_valid_challenge(challenge) is ok
+
+
+@pytest.mark.parametrize(
+    ("origin", "dev", "ok"),
+    [
+        ("https://broker.example.nhs.uk", False, True),
+        ("https://broker.example.nhs.uk:8443", False, True),
+        ("https://broker.example.nhs.uk/", False, False),
+        ("https://broker.example.nhs.uk/login", False, False),
+        ("https://user@broker.example.nhs.uk", False, False),
+        ("https://BROKER.example.nhs.uk", False, False),
+        ("http://broker.example.nhs.uk", False, False),
+        ("http://localhost:5000", False, False),
+        ("http://localhost:5000", True, True),
+        ("http://127.0.0.1:5000", True, True),
+        ("http://evil.example:5000", True, False),
+        ("https://broker.example.nhs.uk:99999", False, False),
+        ("null", False, False),
+        ("", False, False),
+        (" https://broker.example.nhs.uk", False, False),
+    ],
+)
+def test_origin_validation(origin: str, dev: bool, ok: bool) -> None:
+    assert is_valid_origin(origin, allow_dev_http=dev) is ok
+
+
+def test_algorithm_for_small_rsa_key_is_refused() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+    with pytest.raises(ProtocolError):
+        algorithm_for_key(key.public_key())
