@@ -63,6 +63,37 @@ class ErrorCode(StrEnum):
     SIGNATURE_INVALID = "signature_invalid"
     IDENTITY_MISSING = "identity_missing"
 
+    # The broker's store (database) and its records.
+    STORE_UNAVAILABLE = "store_unavailable"
+    REGISTRATION_CARD_LINKED = "registration_card_linked"
+    REGISTRATION_ACCOUNT_LINKED = "registration_account_linked"
+    SIGNING_KEY_UNAVAILABLE = "signing_key_unavailable"
+
+    # The directory and password sign-in (broker side).
+    DIRECTORY_UNAVAILABLE = "directory_unavailable"
+    DIRECTORY_READ_ONLY = "directory_read_only"
+    DIRECTORY_DATA_INVALID = "directory_data_invalid"
+    DIRECTORY_CONFIG_INVALID = "directory_config_invalid"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    ACCOUNT_LOCKED = "account_locked"
+    ACCOUNT_DISABLED = "account_disabled"
+    ACCOUNT_EXPIRED = "account_expired"
+    PASSWORD_EXPIRED = "password_expired"
+    AUP_NOT_ACCEPTED = "aup_not_accepted"
+    CARE_IDENTITY_NOT_FOUND = "care_identity_not_found"
+    CARE_IDENTITY_INACTIVE = "care_identity_inactive"
+
+    # The development kit's PKI commands (developers and testers, never clinicians).
+    DEVKIT_PKI_EXISTS = "devkit_pki_exists"
+    DEVKIT_PKI_NOT_FOUND = "devkit_pki_not_found"
+    DEVKIT_PKI_DAMAGED = "devkit_pki_damaged"
+    DEVKIT_INVALID_ARGUMENT = "devkit_invalid_argument"
+    DEVKIT_CARD_NOT_FOUND = "devkit_card_not_found"
+    DEVKIT_KEY_UNUSABLE = "devkit_key_unusable"
+    # The development kit's virtual card.
+    DEVKIT_CARD_PROFILE_NOT_FOUND = "devkit_card_profile_not_found"
+    DEVKIT_CARD_PROFILE_INVALID = "devkit_card_profile_invalid"
+
 
 _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.NO_READER: (
@@ -188,6 +219,95 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.IDENTITY_MISSING: (
         "Your smartcard does not name a Care Identity. Ask your Registration Authority"
         " to check the card."
+    ),
+    ErrorCode.STORE_UNAVAILABLE: (
+        "The sign-in service cannot reach its database right now. Try again in a few"
+        " minutes; if it keeps happening, contact IT support."
+    ),
+    ErrorCode.REGISTRATION_CARD_LINKED: (
+        "This smartcard is already linked to another account. Ask your local"
+        " administrator to check the registration."
+    ),
+    ErrorCode.REGISTRATION_ACCOUNT_LINKED: (
+        "This account is already linked to a smartcard. Ask your local administrator to"
+        " remove the old link before registering a new card."
+    ),
+    ErrorCode.SIGNING_KEY_UNAVAILABLE: (
+        "The sign-in service cannot load its signing key. Contact IT support; they"
+        " should check the key passphrase setting."
+    ),
+    ErrorCode.DIRECTORY_UNAVAILABLE: "The directory could not be reached. Try again shortly.",
+    ErrorCode.DIRECTORY_READ_ONLY: (
+        "This service cannot record your acceptance in the directory. Accept the policy in"
+        " NHSmail itself, then try again."
+    ),
+    ErrorCode.DIRECTORY_DATA_INVALID: (
+        "Your account details in the directory could not be read. Ask your local"
+        " administrator to check your account."
+    ),
+    ErrorCode.DIRECTORY_CONFIG_INVALID: (
+        "The sign-in service's directory settings are not valid. IT support should correct"
+        " them; the service's log names each problem."
+    ),
+    ErrorCode.INVALID_CREDENTIALS: (
+        "The email address or password is not correct. Check them and try again."
+    ),
+    ErrorCode.ACCOUNT_LOCKED: (
+        "Your account is locked after too many wrong passwords. Try again later, or ask"
+        " your local administrator to unlock it."
+    ),
+    ErrorCode.ACCOUNT_DISABLED: (
+        "Your NHSmail account is disabled. Ask your local administrator to re-enable it."
+    ),
+    ErrorCode.ACCOUNT_EXPIRED: (
+        "Your NHSmail account has expired. Ask your local administrator to extend it."
+    ),
+    ErrorCode.PASSWORD_EXPIRED: (
+        "Your NHSmail password has expired or must be changed. Change it in NHSmail, then"
+        " try again."
+    ),
+    ErrorCode.AUP_NOT_ACCEPTED: (
+        "You need to accept the NHSmail acceptable use policy before you can sign in."
+        " Sign in to NHSmail with your email and password, accept the policy, then try"
+        " again."
+    ),
+    ErrorCode.CARE_IDENTITY_NOT_FOUND: (
+        "No Care Identity record was found for your account. Ask your Registration"
+        " Authority to check your Care Identity."
+    ),
+    ErrorCode.CARE_IDENTITY_INACTIVE: (
+        "Your Care Identity is not active. Ask your Registration Authority to check it."
+    ),
+    ErrorCode.DEVKIT_PKI_EXISTS: (
+        "A development PKI already exists in that folder. Pass --force to replace it"
+        " (cards issued by the old one stop being trusted), or choose another folder."
+    ),
+    ErrorCode.DEVKIT_PKI_NOT_FOUND: (
+        "No development PKI was found in that folder. Create one with"
+        " `careid-devkit pki init FOLDER`."
+    ),
+    ErrorCode.DEVKIT_PKI_DAMAGED: (
+        "The development PKI's files could not be read. Create it again with"
+        " `careid-devkit pki init --force FOLDER`."
+    ),
+    ErrorCode.DEVKIT_INVALID_ARGUMENT: (
+        "A value given to the command is not valid. Correct it and run the command again."
+    ),
+    ErrorCode.DEVKIT_CARD_NOT_FOUND: (
+        "The development PKI has issued no such card certificate. Check the UUID and the"
+        " serial number."
+    ),
+    ErrorCode.DEVKIT_KEY_UNUSABLE: (
+        "The key or certificate file could not be used. Give an unencrypted PEM private"
+        " key, and a certificate that belongs to that key."
+    ),
+    ErrorCode.DEVKIT_CARD_PROFILE_NOT_FOUND: (
+        "The card profile file was not found. Check the path, or create one with"
+        " `careid-devkit pki issue-card`."
+    ),
+    ErrorCode.DEVKIT_CARD_PROFILE_INVALID: (
+        "The card profile cannot be used as a card. Issue the card again with"
+        " `careid-devkit pki issue-card`."
     ),
 }
 

@@ -1,0 +1,134 @@
+"""The agent's errors: every one carries a stable code and a plain message.
+
+Two roots, as STYLE.md asks of each component: `CardError` for the reader and the card
+(raised by the transport, APDU and PIV layers) and `AgentError` for the agent's own API
+(PIN entry, origins, requests; filled in by the service layer). The HTTP layer turns
+either into `{"error": code, "message": message}`; the CLI prints the same pair.
+"""
+
+from __future__ import annotations
+
+from careid_protocol.errors import ErrorCode, message_for
+
+
+class CardError(Exception):
+    """Something went wrong with the reader or the card."""
+
+    code: ErrorCode = ErrorCode.CARD_COMMUNICATION
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message if message is not None else message_for(self.code)
+        super().__init__(self.message)
+
+
+class NoReaderError(CardError):
+    """No PC/SC reader is connected (or the PC/SC service is not running)."""
+
+    code = ErrorCode.NO_READER
+
+
+class NoCardError(CardError):
+    """The reader has no card in it."""
+
+    code = ErrorCode.NO_CARD
+
+
+class CardRemovedError(CardError):
+    """The card was removed (or reset by another program) during an operation."""
+
+    code = ErrorCode.CARD_REMOVED
+
+
+class NotPivCardError(CardError):
+    """The card has no PIV application."""
+
+    code = ErrorCode.NOT_PIV_CARD
+
+
+class WrongPinError(CardError):
+    """The card refused the PIN; `retries_left` more tries before it blocks."""
+
+    code = ErrorCode.WRONG_PIN
+
+    def __init__(self, retries_left: int, message: str | None = None) -> None:
+        self.retries_left = retries_left
+        if message is None:
+            tries = "1 try" if retries_left == 1 else f"{retries_left} tries"
+            message = f"The PIN was not correct. {tries} left before the card is blocked."
+        super().__init__(message)
+
+
+class PinBlockedError(CardError):
+    """The PIN retry counter is exhausted: only the Registration Authority can reset it."""
+
+    code = ErrorCode.PIN_BLOCKED
+
+
+class PinFormatError(CardError):
+    """The PIN cannot be a PIV PIN (length or characters); nothing was sent to the card."""
+
+    code = ErrorCode.PIN_INVALID_FORMAT
+
+
+class ReaderBusyError(CardError):
+    """Another program holds the reader (exclusive connection or a long transaction)."""
+
+    code = ErrorCode.READER_BUSY
+
+
+class CardCommunicationError(CardError):
+    """PC/SC or the card failed in a way the user can only retry."""
+
+    code = ErrorCode.CARD_COMMUNICATION
+
+
+class MalformedDataError(CardCommunicationError):
+    """The card answered 9000 with data that does not follow SP 800-73-4."""
+
+
+class NoCertificateError(CardError):
+    """The card has no PIV Authentication certificate."""
+
+    code = ErrorCode.CARD_NO_CERTIFICATE
+
+
+class CertificateMalformedError(CardError):
+    """The card's certificate object is present but cannot be parsed."""
+
+    code = ErrorCode.CERTIFICATE_MALFORMED
+
+
+class UnsupportedKeyError(CardError):
+    """The card's key is not ECC P-256, ECC P-384 or RSA-2048."""
+
+    code = ErrorCode.CARD_UNSUPPORTED_KEY
+
+
+class SecurityStatusError(CardError):
+    """The card refused an operation because the PIN was not verified (6982)."""
+
+    code = ErrorCode.CARD_SECURITY_NOT_SATISFIED
+
+
+class ApduError(CardError):
+    """The card answered a status word no more specific error describes."""
+
+    code = ErrorCode.CARD_COMMUNICATION
+
+    def __init__(self, sw: int, message: str | None = None) -> None:
+        self.sw = sw
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # The status word is for logs and support; `message` stays plain for the user.
+        return f"{self.message} (SW {self.sw:04X})"
+
+
+class AgentError(Exception):
+    """Something went wrong in the agent itself (its API, PIN entry, configuration)."""
+
+    code: ErrorCode = ErrorCode.AGENT_INTERNAL
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message if message is not None else message_for(self.code)
+        super().__init__(self.message)
