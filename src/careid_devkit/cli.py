@@ -11,6 +11,7 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each area registers its own subcommands."""
     from careid_devkit.cardsim.commands import register as register_card
+    from careid_devkit.demo import register as register_demo
     from careid_devkit.pki_commands import register as register_pki
 
     parser = argparse.ArgumentParser(
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_pki(sub)
     register_card(sub)
+    register_demo(sub)
     return parser
 
 
