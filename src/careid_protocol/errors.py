@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     AGENT_INTERNAL = "agent_internal"
+    AGENT_BUSY = "agent_busy"
+    AGENT_CONFIG_INVALID = "agent_config_invalid"
+    INVALID_CARD_SESSION = "invalid_card_session"
 
     # The signed challenge and the certificate (broker side).
     TOKEN_MALFORMED = "token_malformed"
@@ -158,6 +161,18 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.AGENT_INTERNAL: (
         "The smartcard agent hit a problem. Try again; if it keeps happening, restart"
         " the workstation or contact IT support."
+    ),
+    ErrorCode.AGENT_BUSY: (
+        "The smartcard agent is handling too many requests. Close other sign-in pages and"
+        " try again."
+    ),
+    ErrorCode.AGENT_CONFIG_INVALID: (
+        "The smartcard agent's settings are not valid. Ask IT support to correct them; the"
+        " agent's log names each problem."
+    ),
+    ErrorCode.INVALID_CARD_SESSION: (
+        "The sign-in service sent a session reference the smartcard agent cannot use."
+        " Reload the page and sign in again."
     ),
     ErrorCode.TOKEN_MALFORMED: (
         "The response from your smartcard agent was not valid. Reload the page and try"

@@ -1,0 +1,279 @@
+"""Connections to the directory: one per request, over TLS when configured, with failover.
+
+Every operation gets a fresh connection from the first server in the pool's order that
+answers, bound as the account the operation needs, and closed afterwards. No connection
+outlives a request, so a directory that went away and came back is simply used again,
+and a hung server costs one request a receive timeout, never a wedged shared socket.
+Anything unexpected — a refused connection, a timeout, a TLS failure, a result code we
+do not expect — becomes `DirectoryUnavailableError`: the broker denies, never allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from ldap3 import BASE, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
+from ldap3 import NONE as NO_SERVER_INFO
+from ldap3.core.exceptions import LDAPException
+
+from careid_broker.directory.bindresult import PPOLICY_REQUEST
+from careid_broker.directory.config import DirectoryConfig, ServerAddress, TlsMode
+from careid_broker.directory.pool import ServerPool
+from careid_broker.directory.refusal import refusal_for, restriction_after_bind
+from careid_broker.errors import BrokerError, DirectoryUnavailableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# RFC 4511 result codes the adapter tells apart.
+RESULT_SUCCESS = 0
+RESULT_SIZE_LIMIT_EXCEEDED = 4
+
+
+class ServerFault(Exception):
+    """This server answered, but not usefully: try the next one, then deny."""
+
+
+class BindRole(Enum):
+    """Whose credentials a connection binds with."""
+
+    SERVICE = "service"
+    WRITER = "writer"
+    USER = "user"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BindAccount:
+    """A DN and password to bind with (the password never appears in repr or logs).
+
+    The password is bytes: ldap3 would otherwise SASLprep (NFKC-normalise) a str, and
+    raise on some characters; the directory should check exactly what was typed.
+    """
+
+    role: BindRole
+    dn: str
+    password: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """A search result: its DN and attribute values, names folded to lower case."""
+
+    dn: str
+    values: Mapping[str, list[str]]
+
+    def get(self, attribute: str | None) -> list[str]:
+        """All values of an attribute (none when absent or not mapped)."""
+        if not attribute:
+            return []
+        return self.values.get(attribute.casefold(), [])
+
+    def first(self, attribute: str | None) -> str | None:
+        """The first non-blank value of an attribute, stripped."""
+        for value in self.get(attribute):
+            if value.strip():
+                return value.strip()
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchResult:
+    """Entries found, and whether the server stopped at the size limit."""
+
+    entries: list[Entry]
+    truncated: bool
+
+
+class _VerifyingTls(Tls):  # type: ignore[misc]  # ldap3 ships no type information
+    """TLS that checks the chain and the host name with the ssl module itself.
+
+    ldap3's own wrapper turns the context's hostname check off and calls the deprecated
+    `ssl.match_hostname` afterwards; here the standard context does both, during the
+    handshake, for LDAPS and StartTLS alike.
+    """
+
+    def __init__(self, ca_file: Path | None) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED)
+        self._context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None
+        )
+        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        connection.socket = self._context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=connection.server.host,
+        )
+
+
+class Connector:
+    """Runs one operation on a freshly bound connection, failing over across servers."""
+
+    def __init__(
+        self, config: DirectoryConfig, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._config = config
+        self._pool: ServerPool[ServerAddress] = ServerPool(
+            config.servers(),
+            strategy=config.pool_strategy,
+            retry_after=config.server_retry_after,
+            monotonic=monotonic,
+        )
+        self._tls = _VerifyingTls(config.ca_file) if config.use_tls is not TlsMode.NONE else None
+        # ldap3 writes the receive timeout into SO_RCVTIMEO as an integer of seconds.
+        self._receive_timeout = max(1, math.ceil(config.receive_timeout))
+
+    @property
+    def time_limit(self) -> int:
+        """The server-side time limit for searches, in whole seconds."""
+        return self._receive_timeout
+
+    def run(self, account: BindAccount, operation: Callable[[Connection], T]) -> T:
+        """Bind as `account` and run `operation`; the first server that answers wins.
+
+        A `BrokerError` (wrong password, locked account, ambiguous data) is an answer
+        and ends the attempt; a transport failure or `ServerFault` moves on to the next
+        server; when none is left, `DirectoryUnavailableError` names each failure.
+        """
+        failures: list[str] = []
+        for index, address in self._pool.order():
+            connection = self._connection(address, account)
+            try:
+                self._open(connection, address)
+                self._bind(connection, account)
+                result = operation(connection)
+            except BrokerError:
+                self._pool.mark_ok(index)
+                raise
+            except ServerFault as exc:
+                failures.append(f"{address.url}: {exc}")
+                self._pool.mark_failed(index)
+                continue
+            except (LDAPException, OSError) as exc:
+                failures.append(f"{address.url}: {type(exc).__name__}: {exc}")
+                self._pool.mark_failed(index)
+                continue
+            finally:
+                _close(connection)
+            self._pool.mark_ok(index)
+            return result
+        detail = "; ".join(failures)
+        log.warning("directory unavailable (%s bind): %s", account.role.value, detail)
+        raise DirectoryUnavailableError(detail=detail)
+
+    def _connection(self, address: ServerAddress, account: BindAccount) -> Connection:
+        server = Server(
+            address.host,
+            port=address.port,
+            use_ssl=address.use_ssl,
+            tls=self._tls,
+            get_info=NO_SERVER_INFO,
+            connect_timeout=self._config.connect_timeout,
+        )
+        return Connection(
+            server,
+            user=account.dn,
+            password=account.password,
+            authentication=SIMPLE,
+            client_strategy=SYNC,
+            auto_bind=False,
+            raise_exceptions=False,
+            # Referrals would send these credentials to a server we were not given.
+            auto_referrals=False,
+            read_only=account.role is not BindRole.WRITER,
+            receive_timeout=self._receive_timeout,
+            check_names=False,
+        )
+
+    def _open(self, connection: Connection, address: ServerAddress) -> None:
+        connection.open(read_server_info=False)
+        if self._config.use_tls is TlsMode.STARTTLS:
+            # ldap3 raises on failure; a False return (operations pending) is a failure too.
+            if not connection.start_tls(read_server_info=False):
+                raise ServerFault("StartTLS was not established")
+
+    def _bind(self, connection: Connection, account: BindAccount) -> None:
+        controls = [PPOLICY_REQUEST] if account.role is BindRole.USER else None
+        bound = connection.bind(read_server_info=False, controls=controls)
+        result = cast(dict[str, Any], connection.result or {})
+        if bound:
+            restriction = restriction_after_bind(result) if controls else None
+            if restriction is not None:
+                raise restriction
+            return
+        if account.role is BindRole.USER:
+            raise refusal_for(result)
+        # The broker's own account was refused: a configuration fault (or a directory in
+        # trouble), never the user's — the same on every server, but try them all.
+        raise ServerFault(f"{account.role.value} account bind refused: {result.get('description')}")
+
+    def search(
+        self,
+        connection: Connection,
+        *,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        size_limit: int,
+        base_only: bool = False,
+    ) -> SearchResult:
+        """Run a search on a bound connection and decode every value as UTF-8."""
+        connection.search(
+            base,
+            search_filter,
+            search_scope=BASE if base_only else SUBTREE,
+            attributes=attributes or ["1.1"],
+            size_limit=size_limit,
+            time_limit=self._receive_timeout,
+        )
+        result = cast(dict[str, Any], connection.result or {})
+        code = result.get("result")
+        if code not in (RESULT_SUCCESS, RESULT_SIZE_LIMIT_EXCEEDED):
+            # noSuchObject included: a missing search base is a configuration fault, and
+            # reading it as "no such user" would hide it behind wrong-password messages.
+            raise ServerFault(
+                f"search under {base!r} failed: {code} {result.get('description')}"
+                f" {result.get('message') or ''}".rstrip()
+            )
+        entries = [
+            decode_entry(item)
+            for item in cast(list[dict[str, Any]], connection.response or [])
+            if item.get("type") == "searchResEntry"
+        ]
+        return SearchResult(entries=entries, truncated=code == RESULT_SIZE_LIMIT_EXCEEDED)
+
+
+def decode_entry(item: Mapping[str, Any]) -> Entry:
+    """An ldap3 search response item as an `Entry` (names folded, values UTF-8)."""
+    values: dict[str, list[str]] = {}
+    raw = cast(Mapping[str, list[bytes]], item.get("raw_attributes") or {})
+    for name, items in raw.items():
+        # Attribute names come back as the server spells them (AD: its schema's case).
+        key = name.split(";", 1)[0].casefold()
+        values.setdefault(key, []).extend(
+            value.decode("utf-8", errors="replace") for value in items
+        )
+    return Entry(dn=str(item.get("dn", "")), values=values)
+
+
+def _close(connection: Connection) -> None:
+    try:
+        connection.unbind()
+    except (LDAPException, OSError):
+        pass  # the connection is being thrown away; unbind is only a courtesy
+    # ldap3 leaves the socket of a failed connect (or a dead connection) open.
+    sock = getattr(connection, "socket", None)
+    if isinstance(sock, socket.socket):
+        sock.close()

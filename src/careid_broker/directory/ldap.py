@@ -1,0 +1,297 @@
+"""The directory adapter over LDAP (ldap3): accounts, password sign-in, Care Identities.
+
+Searches run as the broker's service account; a password is checked by a simple bind
+as the user on a separate, fresh connection. Every filter value is escaped
+(`filters`), every failure to get an answer is `DirectoryUnavailableError`, and the
+next call simply tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from ldap3 import MODIFY_REPLACE, Connection
+
+from careid_broker.directory import filters, policy
+from careid_broker.directory.config import DirectoryConfig
+from careid_broker.directory.connector import (
+    BindAccount,
+    BindRole,
+    Connector,
+    Entry,
+    SearchResult,
+    ServerFault,
+)
+from careid_broker.directory.models import CareIdentity, MailAccount
+from careid_broker.directory.reading import read_account, read_care_identity
+from careid_broker.directory.values import format_time
+from careid_broker.errors import (
+    BrokerError,
+    DirectoryDataError,
+    DirectoryReadOnlyError,
+    DirectoryUnavailableError,
+    InvalidCredentialsError,
+)
+
+log = logging.getLogger(__name__)
+
+# Longer than any real address (RFC 5321 caps a path at 256) or search: refuse, do not
+# send the directory a megabyte of filter.
+MAX_MAIL_LENGTH = 320
+MAX_SEARCH_TEXT = 128
+MAX_UUID_LENGTH = 64
+# A password longer than this (in UTF-8 bytes) is not a password anyone typed.
+MAX_PASSWORD_LENGTH = 1024
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _lookup_value(value: str, max_length: int) -> str | None:
+    """A value fit to look up (stripped), or None when nothing could match it."""
+    value = value.strip()
+    if not value or len(value) > max_length:
+        return None
+    # Escaping keeps a NUL from changing the filter, but OpenLDAP's IA5 matching rules
+    # stop reading an assertion at NUL, so "alex@x\0" would match alex@x. No address,
+    # UUID or name holds a control character, so such a value matches nothing.
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # lone surrogates from a broken form: no entry holds those
+    return value
+
+
+class LdapDirectory:
+    """The `Directory` the broker uses in production, over one or more LDAP servers."""
+
+    def __init__(
+        self,
+        config: DirectoryConfig,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._connector = Connector(config, monotonic=monotonic)
+        self._service = BindAccount(
+            role=BindRole.SERVICE, dn=config.bind_dn, password=config.bind_password.encode()
+        )
+        self._writer = BindAccount(
+            role=BindRole.WRITER,
+            dn=config.write_bind_dn or config.bind_dn,
+            password=(config.write_bind_password or config.bind_password).encode(),
+        )
+
+    @property
+    def config(self) -> DirectoryConfig:
+        """The settings this adapter was built with."""
+        return self._config
+
+    @property
+    def current_aup_version(self) -> str:
+        """The acceptable use policy version users must have accepted."""
+        return self._config.current_aup_version
+
+    # Mail accounts.
+
+    def find_account(self, mail: str) -> MailAccount | None:
+        """The account with exactly that mail address (case-insensitive), or None."""
+        value = _lookup_value(mail, MAX_MAIL_LENGTH)
+        if value is None:
+            return None
+        return self._find_one_account(self._config.mapping.accounts.mail, value)
+
+    def find_account_by_uuid(self, uuid: str) -> MailAccount | None:
+        """The account linked to that Care Identity UUID, or None."""
+        value = _lookup_value(uuid, MAX_UUID_LENGTH)
+        if value is None:
+            return None
+        return self._find_one_account(self._config.mapping.accounts.care_identity_uuid, value)
+
+    def _find_one_account(self, attribute: str, value: str) -> MailAccount | None:
+        mapping = self._config.mapping.accounts
+        search_filter = filters.all_of(
+            filters.equals("objectClass", mapping.object_class),
+            filters.equals(attribute, value),
+        )
+        entry = self._search_one(self._config.accounts_base, search_filter, mapping.attributes())
+        return read_account(entry, mapping) if entry is not None else None
+
+    def _search_one(self, base: str, search_filter: str, attributes: list[str]) -> Entry | None:
+        """The single entry matching, None for no match; two matches are a data fault."""
+
+        def operation(connection: Connection) -> SearchResult:
+            # Size limit 2: enough to see that a value meant to be unique is not.
+            return self._connector.search(
+                connection,
+                base=base,
+                search_filter=search_filter,
+                attributes=attributes,
+                size_limit=2,
+            )
+
+        found = self._connector.run(self._service, operation)
+        if len(found.entries) > 1 or found.truncated:
+            raise DirectoryDataError(detail=f"more than one entry matches {search_filter}")
+        return found.entries[0] if found.entries else None
+
+    def authenticate(self, mail: str, password: str) -> MailAccount:
+        """The account, once the directory has accepted its password.
+
+        Unknown address and wrong password give the same `InvalidCredentialsError`. An
+        empty password is refused here, before any bind: a simple bind with a name and
+        no password is an "unauthenticated" bind (RFC 4513 §5.1.2), which some servers
+        answer with success without checking anything. The caller still applies
+        `check_account`.
+        """
+        try:
+            secret = password.encode("utf-8")
+        except UnicodeEncodeError:
+            secret = b""  # lone surrogates: nothing anyone could have set as a password
+        if not secret or len(secret) > MAX_PASSWORD_LENGTH:
+            raise InvalidCredentialsError(detail="empty or unusable password, not sent")
+        account = self.find_account(mail)
+        if account is None:
+            raise InvalidCredentialsError(detail="no account has that mail address")
+        user = BindAccount(role=BindRole.USER, dn=account.dn, password=secret)
+        self._connector.run(user, lambda _connection: None)
+        return account
+
+    def check_account(self, account: MailAccount) -> None:
+        """Raise the first reason the account may not sign in (see `policy`)."""
+        policy.check_account(
+            account, now=self._clock(), current_aup_version=self._config.current_aup_version
+        )
+
+    def accept_aup(self, account: MailAccount, version: str) -> MailAccount:
+        """Record acceptance of that AUP version now; the account as re-read afterwards."""
+        if not self._config.writable:
+            raise DirectoryReadOnlyError(detail="directory.writable is false")
+        version = version.strip()
+        if not version:
+            raise ValueError("an AUP version is required")
+        mapping = self._config.mapping.accounts
+        changes: dict[str, list[tuple[str, list[str]]]] = {
+            mapping.aup_version: [(MODIFY_REPLACE, [version])]
+        }
+        if mapping.aup_time:
+            stamp = format_time(self._clock(), mapping.aup_time_format)
+            changes[mapping.aup_time] = [(MODIFY_REPLACE, [stamp])]
+
+        def operation(connection: Connection) -> None:
+            connection.modify(account.dn, changes)
+            result = connection.result or {}
+            if result.get("result") != 0:
+                raise ServerFault(
+                    f"recording AUP acceptance on {account.dn} failed:"
+                    f" {result.get('result')} {result.get('description')}"
+                )
+
+        self._connector.run(self._writer, operation)
+        log.info("recorded AUP %s acceptance for %s", version, account.dn)
+        updated = self.find_account(account.mail)
+        if updated is None:
+            raise DirectoryUnavailableError(detail=f"{account.dn} vanished after the update")
+        return updated
+
+    def search_accounts(
+        self, text: str, org_codes: Iterable[str], limit: int = 50
+    ) -> list[MailAccount]:
+        """Accounts of those organisations whose mail, name or UUID contains `text`.
+
+        For local administrators: no organisations, no results. Empty text lists the
+        organisations' accounts. At most `limit` (capped by `search_limit`), sorted by
+        name.
+        """
+        mapping = self._config.mapping.accounts
+        orgs = sorted({code.strip() for code in org_codes if code and code.strip()})
+        if not orgs:
+            return []
+        if mapping.org_code is None:
+            log.warning("account search refused: the mapping names no organisation attribute")
+            return []
+        text = text.strip()[:MAX_SEARCH_TEXT]
+        if text and _lookup_value(text, MAX_SEARCH_TEXT) is None:
+            return []
+        limit = max(1, min(limit, self._config.search_limit))
+        parts = [
+            filters.equals("objectClass", mapping.object_class),
+            filters.any_of(filters.equals(mapping.org_code, code) for code in orgs),
+        ]
+        if text:
+            searched = (
+                mapping.mail,
+                mapping.display_name,
+                mapping.given_name,
+                mapping.surname,
+                mapping.care_identity_uuid,
+            )
+            parts.append(filters.any_of(filters.contains(a, text) for a in searched if a))
+        search_filter = filters.all_of(*parts)
+
+        def operation(connection: Connection) -> list[Entry]:
+            return self._connector.search(
+                connection,
+                base=self._config.accounts_base,
+                search_filter=search_filter,
+                attributes=mapping.attributes(),
+                size_limit=limit,
+            ).entries
+
+        accounts = [read_account(e, mapping) for e in self._connector.run(self._service, operation)]
+        # The filter already scopes by organisation; checking again costs nothing and
+        # keeps an administrator inside their organisations even if the filter did not.
+        wanted = {code.casefold() for code in orgs}
+        scoped = [a for a in accounts if (a.org_code or "").casefold() in wanted]
+        scoped.sort(key=lambda a: (a.display_name.casefold(), a.mail.casefold()))
+        return scoped[:limit]
+
+    # Care Identity records.
+
+    def find_care_identity(self, uuid: str) -> CareIdentity | None:
+        """The Care Identity record with that UUID, or None."""
+        value = _lookup_value(uuid, MAX_UUID_LENGTH)
+        if value is None:
+            return None
+        mapping = self._config.mapping.care_identities
+        search_filter = filters.all_of(
+            filters.equals("objectClass", mapping.object_class),
+            filters.equals(mapping.uuid, value),
+        )
+        entry = self._search_one(
+            self._config.care_identities_base, search_filter, mapping.attributes()
+        )
+        return read_care_identity(entry, mapping) if entry is not None else None
+
+    def check_care_identity(self, identity: CareIdentity | None) -> CareIdentity:
+        """The record, if it exists and is active; else the reason it may not be used."""
+        return policy.check_care_identity(identity)
+
+    # Health.
+
+    def ping(self) -> bool:
+        """Whether the directory answers the service account now; never raises."""
+
+        def operation(connection: Connection) -> None:
+            self._connector.search(
+                connection,
+                base=self._config.accounts_base,
+                search_filter="(objectClass=*)",
+                attributes=[],
+                size_limit=1,
+                base_only=True,
+            )
+
+        try:
+            self._connector.run(self._service, operation)
+        except BrokerError:
+            return False
+        return True

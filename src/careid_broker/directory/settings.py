@@ -1,0 +1,171 @@
+"""Typed reading of a TOML-shaped settings table that names every problem at once.
+
+An administrator fixing a configuration wants the whole list, not one fault per restart,
+so readers record problems ("directory.urls[1]: ...") and return a placeholder; the
+caller raises once, with all of them, when it has read everything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=StrEnum)
+
+# RFC 4512 §1.4: an attribute description is a short name (descr) or a numeric OID.
+# Names from configuration are written into filters unescaped, so only these shapes pass.
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-2](?:\.(?:0|[1-9][0-9]*))+")
+
+
+def is_attribute_name(text: str) -> bool:
+    """Whether text is a plain LDAP attribute name or numeric OID."""
+    return _ATTRIBUTE_NAME.fullmatch(text) is not None
+
+
+class SettingsReader:
+    """Reads one table; problems go to a list shared with nested readers."""
+
+    def __init__(self, data: object, where: str, problems: list[str]) -> None:
+        self._where = where
+        self._problems = problems
+        self._seen: set[str] = set()
+        if isinstance(data, Mapping):
+            self._data: Mapping[str, object] = data
+        else:
+            self._data = {}
+            self.problem(None, f"must be a table, not {type(data).__name__}")
+
+    def problem(self, key: str | None, text: str) -> None:
+        """Record a problem with a key of this table (or the table itself)."""
+        self._problems.append(f"{self.path(key)}: {text}")
+
+    def path(self, key: str | None) -> str:
+        """The dotted name of a key, for messages."""
+        if key is None:
+            return self._where
+        return f"{self._where}.{key}" if self._where else key
+
+    def has(self, key: str) -> bool:
+        """Whether the key is present."""
+        return key in self._data
+
+    def _get(self, key: str) -> object:
+        self._seen.add(key)
+        return self._data.get(key)
+
+    def string(self, key: str, default: str | None = None) -> str:
+        """A non-empty string; required when there is no default."""
+        value = self._get(key)
+        if value is None:
+            if default is None:
+                self.problem(key, "is required")
+                return ""
+            return default
+        if not isinstance(value, str) or not value.strip():
+            self.problem(key, "must be a non-empty string")
+            return default or ""
+        return value.strip()
+
+    def optional_string(self, key: str) -> str | None:
+        """A string, or None when absent or empty."""
+        value = self._get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem(key, "must be a string")
+            return None
+        return value.strip() or None
+
+    def attribute(self, key: str, default: str | None) -> str:
+        """An attribute name; required when there is no default."""
+        value = self.string(key, default)
+        if value and not is_attribute_name(value):
+            self.problem(key, f"{value!r} is not an LDAP attribute name")
+        return value
+
+    def optional_attribute(self, key: str, default: str | None) -> str | None:
+        """An attribute name, or None when set to "" (not kept in this directory)."""
+        if not self.has(key):
+            return default
+        value = self.optional_string(key)
+        if value is not None and not is_attribute_name(value):
+            self.problem(key, f"{value!r} is not an LDAP attribute name")
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A non-empty list of non-empty strings."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            value = [value]
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(item, str) and item.strip() for item in value)
+        ):
+            self.problem(key, "must be a non-empty list of non-empty strings")
+            return default
+        return tuple(str(item).strip() for item in value)
+
+    def number(self, key: str, default: float, *, minimum: float, maximum: float) -> float:
+        """A number within [minimum, maximum]."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(key, "must be a number")
+            return default
+        if not minimum <= value <= maximum:
+            self.problem(key, f"must be between {minimum:g} and {maximum:g}")
+            return default
+        return float(value)
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
+        """An integer within [minimum, maximum] (TOML also allows 0x2 for flags)."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(key, "must be a whole number")
+            return default
+        if not minimum <= value <= maximum:
+            self.problem(key, f"must be between {minimum} and {maximum}")
+            return default
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        """true or false."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(key, "must be true or false")
+            return default
+        return value
+
+    def choice(self, key: str, kind: type[E], default: E) -> E:
+        """One of an enumeration's values."""
+        value = self._get(key)
+        if value is None:
+            return default
+        try:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return kind(value)
+        except ValueError:
+            allowed = ", ".join(member.value for member in kind)
+            self.problem(key, f"must be one of: {allowed}")
+            return default
+
+    def table(self, key: str) -> SettingsReader:
+        """A nested table (empty when absent)."""
+        value = self._get(key)
+        return SettingsReader({} if value is None else value, self.path(key), self._problems)
+
+    def finish(self) -> None:
+        """Name keys nobody read: usually a typing mistake that would silently not apply."""
+        for key in sorted(set(self._data) - self._seen):
+            self.problem(key, "is not a known setting")

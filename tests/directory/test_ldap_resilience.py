@@ -1,0 +1,140 @@
+"""The adapter when the directory is down, hung, misconfigured, or one of several."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from directory_support import make_directory
+
+from careid_broker.directory import DirectoryConfig, LdapDirectory
+from careid_broker.errors import DirectoryUnavailableError
+from careid_devkit.slapd import DEMO_USER_PASSWORD, Slapd
+from careid_protocol.errors import ErrorCode, message_for
+
+pytestmark = pytest.mark.slapd
+
+ALEX = "alex.morgan@nhs.net"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # nothing listens here once the socket is closed
+
+
+def _timed(call: Callable[[], object]) -> tuple[BaseException | None, float]:
+    started = time.monotonic()
+    try:
+        call()
+    except DirectoryUnavailableError as exc:
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def test_directory_down_then_back_without_restarting_the_adapter(own_slapd: Slapd) -> None:
+    directory = make_directory(own_slapd)
+    assert directory.find_account(ALEX) is not None
+
+    own_slapd.stop()
+    error, elapsed = _timed(lambda: directory.find_account(ALEX))
+    assert isinstance(error, DirectoryUnavailableError)
+    assert error.code == ErrorCode.DIRECTORY_UNAVAILABLE
+    assert error.message == message_for(ErrorCode.DIRECTORY_UNAVAILABLE)
+    assert elapsed < 2.0  # within the 1 s connect timeout (refused at once, in fact)
+    # Down means denied, for every operation — never "no such user" or "wrong password".
+    with pytest.raises(DirectoryUnavailableError):
+        directory.authenticate(ALEX, DEMO_USER_PASSWORD)
+    with pytest.raises(DirectoryUnavailableError):
+        directory.find_care_identity("555000000001")
+    with pytest.raises(DirectoryUnavailableError):
+        directory.search_accounts("", ["RX1"])
+    assert directory.ping() is False
+
+    own_slapd.start()  # same port, same data
+    assert directory.ping() is True
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+
+
+def test_hung_directory_is_unavailable_within_the_receive_timeout(own_slapd: Slapd) -> None:
+    directory = make_directory(own_slapd, receive_timeout=1.0)
+    own_slapd.pause()
+    try:
+        error, elapsed = _timed(lambda: directory.find_account(ALEX))
+        assert isinstance(error, DirectoryUnavailableError)
+        assert 0.9 <= elapsed < 3.0
+        error, elapsed = _timed(lambda: directory.authenticate(ALEX, DEMO_USER_PASSWORD))
+        assert isinstance(error, DirectoryUnavailableError)
+        assert elapsed < 3.0
+    finally:
+        own_slapd.resume()
+    assert directory.find_account(ALEX) is not None
+
+
+def test_failover_to_the_next_server(own_slapd: Slapd) -> None:
+    dead = f"ldap://127.0.0.1:{_closed_port()}"
+    directory = make_directory(own_slapd, urls=[dead, own_slapd.url])
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+    assert directory.ping() is True
+
+
+def test_a_hung_server_is_skipped_for_a_while_after_it_failed(
+    slapd_factory: Callable[..., Slapd],
+) -> None:
+    first, second = slapd_factory(), slapd_factory()
+    directory = make_directory(
+        first, urls=[first.url, second.url], receive_timeout=1.0, server_retry_after=60
+    )
+    first.pause()
+    try:
+        _, slow = _timed(lambda: directory.find_account(ALEX))
+        assert slow >= 0.9  # paid one receive timeout on the hung server, then used the other
+        started = time.monotonic()
+        assert directory.find_account(ALEX) is not None
+        assert time.monotonic() - started < 0.5  # the hung server now goes last
+    finally:
+        first.resume()
+
+
+def test_every_server_down_names_each_failure(own_slapd: Slapd) -> None:
+    ports = [_closed_port(), _closed_port()]
+    directory = make_directory(own_slapd, urls=[f"ldap://127.0.0.1:{p}" for p in ports])
+    with pytest.raises(DirectoryUnavailableError) as caught:
+        directory.find_account(ALEX)
+    assert caught.value.detail is not None
+    for port in ports:
+        assert str(port) in caught.value.detail
+
+
+def test_wrong_service_password_is_unavailable_not_a_user_error(demo_slapd: Slapd) -> None:
+    directory = make_directory(demo_slapd, bind_password="not-the-service-password")
+    with pytest.raises(DirectoryUnavailableError) as caught:
+        directory.authenticate(ALEX, DEMO_USER_PASSWORD)
+    assert "service account bind refused" in (caught.value.detail or "")
+    assert "not-the-service-password" not in str(caught.value)
+    assert directory.ping() is False
+
+
+def test_a_missing_search_base_is_a_fault_not_an_unknown_user(demo_slapd: Slapd) -> None:
+    directory = make_directory(demo_slapd, accounts_base="ou=nobody,dc=nhs,dc=example")
+    with pytest.raises(DirectoryUnavailableError) as caught:
+        directory.find_account(ALEX)
+    assert "noSuchObject" in (caught.value.detail or "")
+
+
+def test_round_robin_keeps_working_with_one_server_down(
+    slapd_factory: Callable[..., Slapd],
+) -> None:
+    first, second = slapd_factory(), slapd_factory()
+    settings = first.directory_settings(
+        urls=[first.url, second.url], pool_strategy="round_robin", server_retry_after=0
+    )
+    directory = LdapDirectory(DirectoryConfig.from_mapping(settings))
+    second.stop()
+    # Round robin starts each request on the next server: with one of two down, every
+    # request still succeeds (the next in turn answers).
+    for _ in range(4):
+        assert directory.find_account(ALEX) is not None
