@@ -86,6 +86,26 @@ class ErrorCode(StrEnum):
     CARE_IDENTITY_NOT_FOUND = "care_identity_not_found"
     CARE_IDENTITY_INACTIVE = "care_identity_inactive"
 
+    # The broker's sign-in pages, its configuration and operations.
+    BROKER_CONFIG_INVALID = "broker_config_invalid"
+    CSRF_INVALID = "csrf_invalid"
+    SIGNIN_FORM_INCOMPLETE = "signin_form_incomplete"
+    SIGNIN_THROTTLED = "signin_throttled"
+    CARD_REQUIRED = "card_required"
+    CARD_SIGNIN_UNAVAILABLE = "card_signin_unavailable"
+    PAGE_NOT_FOUND = "page_not_found"
+    REQUEST_INVALID = "request_invalid"
+    BROKER_INTERNAL = "broker_internal"
+    OPS_ENDPOINT_FORBIDDEN = "ops_endpoint_forbidden"
+
+    # The OpenID Provider (broker side).
+    OIDC_CONFIG_INVALID = "oidc_config_invalid"
+    OIDC_REQUEST_INVALID = "oidc_request_invalid"
+    OIDC_SIGNIN_EXPIRED = "oidc_signin_expired"
+    OIDC_LOGOUT_INVALID = "oidc_logout_invalid"
+    OIDC_TOKEN_REFUSED = "oidc_token_refused"
+    OIDC_CLIENT_KEYS_UNAVAILABLE = "oidc_client_keys_unavailable"
+
     # The development kit's PKI commands (developers and testers, never clinicians).
     DEVKIT_PKI_EXISTS = "devkit_pki_exists"
     DEVKIT_PKI_NOT_FOUND = "devkit_pki_not_found"
@@ -292,6 +312,68 @@ _MESSAGES: dict[ErrorCode, str] = {
     ),
     ErrorCode.CARE_IDENTITY_INACTIVE: (
         "Your Care Identity is not active. Ask your Registration Authority to check it."
+    ),
+    ErrorCode.BROKER_CONFIG_INVALID: (
+        "The sign-in service's settings are not valid. IT support should run"
+        " `careid-broker check-config`, which names each problem, and correct them."
+    ),
+    ErrorCode.CSRF_INVALID: (
+        "This form has expired or did not come from this sign-in page, so it was not"
+        " accepted. Reload the page and try again."
+    ),
+    ErrorCode.SIGNIN_FORM_INCOMPLETE: "Enter your email address and your password.",
+    ErrorCode.SIGNIN_THROTTLED: (
+        "There have been too many sign-in attempts. Wait a few minutes, then try again;"
+        " if you have forgotten your password, reset it in NHSmail."
+    ),
+    ErrorCode.CARD_REQUIRED: (
+        "The service you are signing in to needs your smartcard. Sign in with your"
+        " smartcard instead of your password."
+    ),
+    ErrorCode.CARD_SIGNIN_UNAVAILABLE: (
+        "Signing in with a smartcard is not available on this sign-in service yet. Sign"
+        " in with your email address and password, or ask IT support."
+    ),
+    ErrorCode.PAGE_NOT_FOUND: (
+        "There is no page at this address. Check the address, or go back to the service"
+        " you were using and sign in from there."
+    ),
+    ErrorCode.REQUEST_INVALID: (
+        "The sign-in service could not accept this request. Go back, reload the page and"
+        " try again."
+    ),
+    ErrorCode.BROKER_INTERNAL: (
+        "Something went wrong in the sign-in service. Try again; if it keeps happening,"
+        " contact IT support and give them the reference shown on this page."
+    ),
+    ErrorCode.OPS_ENDPOINT_FORBIDDEN: (
+        "This operations page is only available to monitoring systems on the allowed"
+        " networks. Ask the service's administrators for access."
+    ),
+    ErrorCode.OIDC_CONFIG_INVALID: (
+        "The sign-in service's client (relying party) settings are not valid. IT support"
+        " should correct them; the service's log names each problem."
+    ),
+    ErrorCode.OIDC_REQUEST_INVALID: (
+        "The service that sent you here asked for sign-in in a way this sign-in service"
+        " cannot accept, so you have not been sent back to it. Go back to that service"
+        " and try again; if it keeps happening, tell its IT support team."
+    ),
+    ErrorCode.OIDC_SIGNIN_EXPIRED: (
+        "This sign-in has expired or was already finished. Go back to the service you"
+        " were using and sign in again."
+    ),
+    ErrorCode.OIDC_LOGOUT_INVALID: (
+        "The sign-out request could not be checked, so you have not been sent back to"
+        " the service. Close the browser window to be sure you are signed out."
+    ),
+    ErrorCode.OIDC_TOKEN_REFUSED: (
+        "A web application's token request was refused. Its IT support team should"
+        " check its client settings; the sign-in service's audit log names the reason."
+    ),
+    ErrorCode.OIDC_CLIENT_KEYS_UNAVAILABLE: (
+        "A web application's public keys could not be loaded, so it cannot sign in"
+        " users. Its IT support team should check its jwks_uri setting."
     ),
     ErrorCode.DEVKIT_PKI_EXISTS: (
         "A development PKI already exists in that folder. Pass --force to replace it"

@@ -1,0 +1,149 @@
+"""The broker's store: SQLAlchemy 2 models, repositories, Alembic migrations, audit.
+
+Start-up:  `store = create_store(url, clock=...)`, `repos = Repositories.build(store)`.
+Operations: `upgrade(url)` (`careid-broker db upgrade`), `store.ping()` (/readyz).
+Repositories return frozen dataclasses; nothing above this package sees ORM objects.
+"""
+
+from __future__ import annotations
+
+from careid_broker.store.audit import AuditLog, AuditRecord, ChainHead, Outcome, VerifyResult
+from careid_broker.store.challenges import CardChallenges, ChallengeOutcome, IssuedChallenge
+from careid_broker.store.codes import (
+    AuthorizationCodes,
+    CodeGrant,
+    IssuedCode,
+    RedeemOutcome,
+    RedeemResult,
+)
+from careid_broker.store.engine import Clock, Store, create_store, utc_now
+from careid_broker.store.errors import (
+    ConflictSide,
+    RegistrationConflictError,
+    SigningKeyUnavailableError,
+    StoreError,
+    StoreUnavailableError,
+)
+from careid_broker.store.jtis import UsedJtis
+from careid_broker.store.keys import (
+    ActiveSigningKey,
+    KeyAlgorithm,
+    KeyState,
+    PublishedKey,
+    RotationResult,
+    SigningKeys,
+)
+from careid_broker.store.migrate import current_revision, head_revision, upgrade
+from careid_broker.store.outbox import Delivery, LogoutOutbox, RetryPolicy
+from careid_broker.store.registrations import (
+    LinkMode,
+    NewRegistration,
+    RegistrationPage,
+    RegistrationRecord,
+    Registrations,
+)
+from careid_broker.store.repositories import Repositories
+from careid_broker.store.sessions import (
+    EndedSession,
+    EndReason,
+    NewSession,
+    SessionRecord,
+    SigninSessions,
+)
+from careid_broker.store.subjects import Subjects
+from careid_broker.store.throttle import (
+    Throttle,
+    ThrottlePolicy,
+    ThrottleState,
+    account_key,
+    address_key,
+)
+from careid_broker.store.tokens import (
+    AccessTokenInfo,
+    IssuedTokens,
+    RevokeOutcome,
+    RevokeResult,
+    RotateOutcome,
+    RotateResult,
+    TokenKind,
+    TokenRecord,
+    Tokens,
+    new_opaque_token,
+)
+from careid_broker.store.transactions import (
+    AuthorizationRequest,
+    LoginTransactionRecord,
+    LoginTransactions,
+    NewLoginTransaction,
+    TransactionStatus,
+)
+
+__all__ = [
+    "AccessTokenInfo",
+    "ActiveSigningKey",
+    "AuditLog",
+    "AuditRecord",
+    "AuthorizationCodes",
+    "AuthorizationRequest",
+    "CardChallenges",
+    "ChainHead",
+    "ChallengeOutcome",
+    "Clock",
+    "CodeGrant",
+    "ConflictSide",
+    "Delivery",
+    "EndReason",
+    "EndedSession",
+    "IssuedChallenge",
+    "IssuedCode",
+    "IssuedTokens",
+    "KeyAlgorithm",
+    "KeyState",
+    "LinkMode",
+    "LoginTransactionRecord",
+    "LoginTransactions",
+    "LogoutOutbox",
+    "NewLoginTransaction",
+    "NewRegistration",
+    "NewSession",
+    "Outcome",
+    "PublishedKey",
+    "RedeemOutcome",
+    "RedeemResult",
+    "RegistrationConflictError",
+    "RegistrationPage",
+    "RegistrationRecord",
+    "Registrations",
+    "Repositories",
+    "RetryPolicy",
+    "RevokeOutcome",
+    "RevokeResult",
+    "RotateOutcome",
+    "RotateResult",
+    "RotationResult",
+    "SessionRecord",
+    "SigninSessions",
+    "SigningKeyUnavailableError",
+    "SigningKeys",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "Subjects",
+    "Throttle",
+    "ThrottlePolicy",
+    "ThrottleState",
+    "TokenKind",
+    "TokenRecord",
+    "Tokens",
+    "TransactionStatus",
+    "UsedJtis",
+    "VerifyResult",
+    "account_key",
+    "address_key",
+    "create_store",
+    "current_revision",
+    "head_revision",
+    "new_opaque_token",
+    "upgrade",
+    "utc_now",
+]

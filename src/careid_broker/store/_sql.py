@@ -1,0 +1,66 @@
+"""The few places where SQLite and PostgreSQL need different SQL."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Table, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from careid_broker.store.base import Base
+
+# Keys for pg_advisory_xact_lock: fixed, arbitrary 64-bit numbers, one per serialized
+# resource. They only need to differ from each other and from other applications'
+# keys in the same database.
+AUDIT_CHAIN_LOCK = 0x63617265_69640001  # "careid" + 1
+SIGNING_KEYS_LOCK = 0x63617265_69640002
+
+
+def dialect_name(session: Session) -> str:
+    """ "sqlite" or "postgresql" for the session's connection."""
+    return session.get_bind().dialect.name
+
+
+def insert_ignore(
+    session: Session, model: type[Base], values: dict[str, Any], conflict_columns: list[str]
+) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING; True when the row was inserted.
+
+    A conditional insert rather than try/except IntegrityError: on PostgreSQL a failed
+    INSERT aborts the whole transaction, and two instances may race to insert.
+    """
+    table = cast(Table, model.__table__)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT run through the ORM.
+    marker = table.c[conflict_columns[0]]
+    if dialect_name(session) == "postgresql":
+        pg_stmt = postgresql.insert(table).values(**values)
+        pg_stmt = pg_stmt.on_conflict_do_nothing(index_elements=conflict_columns)
+        inserted = session.execute(pg_stmt.returning(marker)).first()
+    else:
+        lite_stmt = sqlite.insert(table).values(**values)
+        lite_stmt = lite_stmt.on_conflict_do_nothing(index_elements=conflict_columns)
+        inserted = session.execute(lite_stmt.returning(marker)).first()
+    return inserted is not None
+
+
+def serialize_on(session: Session, lock_key: int) -> None:
+    """Hold an exclusive lock on a named resource until the transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do — a write
+    transaction began with BEGIN IMMEDIATE already holds the database's only write lock.
+    """
+    if dialect_name(session) == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+
+
+def serialize_on_name(session: Session, name: str) -> None:
+    """Like `serialize_on`, for a resource named at run time (e.g. one token family).
+
+    The name is hashed to the advisory lock's 64-bit key; a collision only makes two
+    unrelated transactions wait for each other, never lets two related ones overlap.
+    """
+    if dialect_name(session) == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}
+        )

@@ -1,0 +1,253 @@
+"""Engine and session setup: `create_store(url)` and the `Store` unit of work.
+
+SQLite (one broker instance): WAL so readers never block the writer, foreign keys on,
+a busy timeout, and every write transaction opened with `BEGIN IMMEDIATE` so that
+concurrent writers queue for the lock instead of failing half-way with "database is
+locked" when a read lock cannot be upgraded.
+
+PostgreSQL (several instances behind a load balancer): psycopg 3, pool pre-ping so a
+restarted database or a dropped idle connection is noticed before use, and a lock
+timeout so one stuck instance cannot hang the others forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from careid_broker.store.base import require_aware
+from careid_broker.store.errors import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+WRITE_OPTION = "careid_write"
+
+
+def utc_now() -> datetime:
+    """The real clock: timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(kw_only=True, slots=True)
+class _Ambient:
+    session: Session
+    write: bool
+
+
+class Store:
+    """The broker's database: sessions, transactions, the clock.
+
+    Repositories call `transaction()` / `session()` themselves. When the caller already
+    holds a `transaction()` on this thread, they join it (inside a SAVEPOINT), so a
+    service can make several repository calls atomic:
+
+        with store.transaction():
+            ended = sessions.end_session(sid, EndReason.CARD_REMOVED)
+            outbox.enqueue(sid=ended.sid, sub=ended.sub, client_ids=ended.relying_parties)
+    """
+
+    def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.dialect_name = engine.dialect.name
+        write_bind = engine.execution_options(**{WRITE_OPTION: True})
+        self._readers = sessionmaker(bind=engine, expire_on_commit=False)
+        self._writers = sessionmaker(bind=write_bind, expire_on_commit=False)
+        # Per-instance, so two Store objects (two "broker instances" in one test
+        # process) never share a transaction.
+        self._ambient: ContextVar[_Ambient | None] = ContextVar(
+            f"careid_store_{id(self):x}", default=None
+        )
+
+    def now(self) -> datetime:
+        """The injected clock's time, checked to be timezone-aware, in UTC."""
+        return require_aware(self.clock())
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on an exception."""
+        current = self._ambient.get()
+        if current is not None:
+            if not current.write:
+                # On SQLite a read transaction cannot safely upgrade to a write lock
+                # (another writer may hold it: deadlock); open the write first.
+                raise RuntimeError("store.transaction() opened inside a read-only session()")
+            with _unavailable_on_connection_errors(), current.session.begin_nested():
+                yield current.session
+            return
+        session = self._writers()
+        token = self._ambient.set(_Ambient(session=session, write=True))
+        try:
+            with _unavailable_on_connection_errors(), session.begin():
+                yield session
+        finally:
+            self._ambient.reset(token)
+            session.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read-only unit of work (rolled back at the end), or the current one."""
+        current = self._ambient.get()
+        if current is not None:
+            yield current.session
+            return
+        session = self._readers()
+        token = self._ambient.set(_Ambient(session=session, write=False))
+        try:
+            with _unavailable_on_connection_errors():
+                session.begin()
+                yield session
+        finally:
+            # Closing rolls back: nothing read-only is ever committed.
+            self._ambient.reset(token)
+            session.close()
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query (for /readyz)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            # The URL may carry a password: log the error class and message only.
+            log.warning("store ping failed: %s", type(exc.orig).__name__)
+            return False
+        return True
+
+    def dispose(self) -> None:
+        """Close every pooled connection (at shutdown, or after a fork)."""
+        self.engine.dispose()
+
+
+@contextmanager
+def _unavailable_on_connection_errors() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        # Connection refused or dropped, "database is locked" past the busy timeout,
+        # PostgreSQL's lock_timeout or a deadlock: the caller can only fail closed and
+        # retry later. Keep the driver's first line only: str(exc) would add the SQL
+        # and its bound parameters (token hashes, mail addresses) to the log.
+        reason = str(exc.orig).strip().splitlines()[0][:200] if str(exc.orig).strip() else ""
+        raise StoreUnavailableError(detail=f"{type(exc.orig).__name__}: {reason}") from exc
+
+
+def create_store(
+    url: str | URL,
+    *,
+    clock: Clock = utc_now,
+    busy_timeout: timedelta = timedelta(seconds=15),
+    pool_size: int = 5,
+    echo: bool = False,
+) -> Store:
+    """A Store for a SQLite file URL or a PostgreSQL URL (`postgresql+psycopg://…`)."""
+    return Store(
+        create_store_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo),
+        clock=clock,
+    )
+
+
+def create_store_engine(
+    url: str | URL,
+    *,
+    busy_timeout: timedelta = timedelta(seconds=15),
+    pool_size: int = 5,
+    echo: bool = False,
+) -> Engine:
+    """The configured Engine alone (used by `create_store` and by migrations)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, busy_timeout=busy_timeout, echo=echo)
+    if backend == "postgresql":
+        return _postgresql_engine(parsed, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
+    raise ValueError(
+        f"unsupported database URL scheme {parsed.drivername!r}:"
+        " use sqlite:///path/to/broker.db or postgresql+psycopg://…"
+    )
+
+
+def _sqlite_engine(url: URL, *, busy_timeout: timedelta, echo: bool) -> Engine:
+    if url.get_driver_name() not in ("pysqlite", ""):
+        raise ValueError(f"unsupported SQLite driver {url.drivername!r}: use sqlite:///…")
+    memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    kwargs: dict[str, Any] = {"echo": echo}
+    if memory:
+        log.warning(
+            "the broker store is an in-memory SQLite database: everything is lost at exit"
+            " and only one thread may use it; use a file or PostgreSQL in production"
+        )
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    engine = create_engine(url, **kwargs)
+    timeout_ms = int(busy_timeout.total_seconds() * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (below): the sqlite3 module's own implicit
+        # transactions would start SELECTs outside any transaction and break SAVEPOINT.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {timeout_ms:d}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                _enable_wal(cursor, deadline=time.monotonic() + busy_timeout.total_seconds())
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front: concurrent writers wait in the busy
+        # handler instead of failing when a deferred read lock cannot be upgraded.
+        write = bool(conn.get_execution_options().get(WRITE_OPTION))
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
+
+    return engine
+
+
+def _enable_wal(cursor: Any, *, deadline: float) -> None:
+    # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database
+    # is locked" at once instead of calling the busy handler: several connections (or
+    # processes) opening a new database together must take turns. Once in WAL mode the
+    # setting persists in the file and this is a cheap no-op.
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _postgresql_engine(url: URL, *, busy_timeout: timedelta, pool_size: int, echo: bool) -> Engine:
+    if url.drivername == "postgresql":
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; the broker ships psycopg 3.
+        url = url.set(drivername="postgresql+psycopg")
+    connect_args: dict[str, Any] = {}
+    if "options" not in url.query:
+        timeout_ms = int(busy_timeout.total_seconds() * 1000)
+        connect_args["options"] = f"-c lock_timeout={timeout_ms:d}"
+    return create_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )

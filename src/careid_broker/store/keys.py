@@ -1,0 +1,258 @@
+"""The OP's signing keys: next → current → previous → retired, per algorithm.
+
+A new key is published (state `next`) one rotation before it signs anything, so RPs
+that cache the JWKS already know it; the previous key stays published until its tokens
+have expired. Each algorithm (RS256 by default, ES256 for clients that ask for it) has
+its own lifecycle; the JWKS shows them all. Private keys are encrypted at rest when a
+passphrase is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from careid_broker.store._sql import SIGNING_KEYS_LOCK, serialize_on
+from careid_broker.store.engine import Store
+from careid_broker.store.errors import SigningKeyUnavailableError
+from careid_broker.store.jwk import public_jwk
+from careid_broker.store.models import SigningKey
+
+log = logging.getLogger(__name__)
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+class KeyState(StrEnum):
+    """Where a key is in its life."""
+
+    NEXT = "next"
+    CURRENT = "current"
+    PREVIOUS = "previous"
+    RETIRED = "retired"
+
+
+class KeyAlgorithm(StrEnum):
+    """JWS algorithms the OP signs with."""
+
+    RS256 = "RS256"
+    ES256 = "ES256"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PublishedKey:
+    """A key as the JWKS shows it."""
+
+    kid: str
+    alg: KeyAlgorithm
+    state: KeyState
+    public_jwk: Mapping[str, Any]
+    created_at: datetime
+    activated_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ActiveSigningKey:
+    """The current key with its private half, for signing ID and logout tokens."""
+
+    kid: str
+    alg: KeyAlgorithm
+    private_key: PrivateKey
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RotationResult:
+    """What a rotation did; `rotated` is False when another instance already had."""
+
+    rotated: bool
+    current_kid: str
+    next_kid: str
+    retired_kids: tuple[str, ...]
+
+
+def generate_private_key(alg: KeyAlgorithm) -> PrivateKey:
+    """A fresh key pair for the algorithm."""
+    if alg is KeyAlgorithm.RS256:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+class SigningKeys:
+    """Create, rotate, publish and load the OP's signing keys of one algorithm."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        passphrase: bytes | None = None,
+        alg: KeyAlgorithm = KeyAlgorithm.RS256,
+    ) -> None:
+        self._store = store
+        self._passphrase = passphrase
+        self._alg = alg
+
+    @property
+    def alg(self) -> KeyAlgorithm:
+        """The algorithm whose keys this object creates, rotates and loads."""
+        return self._alg
+
+    def for_alg(self, alg: KeyAlgorithm) -> SigningKeys:
+        """The same store and passphrase, for another algorithm's keys."""
+        if alg is self._alg:
+            return self
+        return SigningKeys(self._store, passphrase=self._passphrase, alg=alg)
+
+    def ensure_keys(self) -> None:
+        """Create a current and a next key if there is no current key yet."""
+        with self._store.transaction() as session:
+            serialize_on(session, SIGNING_KEYS_LOCK)
+            states = _by_state(session, self._alg)
+            if KeyState.CURRENT not in states:
+                self._add(session, KeyState.CURRENT)
+            if KeyState.NEXT not in states:
+                self._add(session, KeyState.NEXT)
+
+    def rotate(self, *, expected_current_kid: str | None = None) -> RotationResult:
+        """previous → retired, current → previous, next → current, new next.
+
+        With `expected_current_kid`, rotate only if that key is still current: two
+        instances running the same scheduled rotation rotate once, not twice.
+        """
+        now = self._store.now()
+        with self._store.transaction() as session:
+            serialize_on(session, SIGNING_KEYS_LOCK)
+            states = _by_state(session, self._alg)
+            current = states.get(KeyState.CURRENT)
+            if expected_current_kid is not None and current != [expected_current_kid]:
+                next_kids = states.get(KeyState.NEXT) or [""]
+                return RotationResult(
+                    rotated=False,
+                    current_kid=(current or [""])[0],
+                    next_kid=next_kids[0],
+                    retired_kids=(),
+                )
+            retired = tuple(states.get(KeyState.PREVIOUS, []))
+            _move(session, self._alg, KeyState.PREVIOUS, KeyState.RETIRED, retired_at=now)
+            _move(session, self._alg, KeyState.CURRENT, KeyState.PREVIOUS)
+            if KeyState.NEXT not in states:
+                log.warning("no published next signing key: activating an unpublished one")
+                self._add(session, KeyState.NEXT)
+            _move(session, self._alg, KeyState.NEXT, KeyState.CURRENT, activated_at=now)
+            new_next = self._add(session, KeyState.NEXT)
+            current_kid = session.scalars(
+                select(SigningKey.kid).where(
+                    SigningKey.alg == self._alg.value, SigningKey.state == KeyState.CURRENT.value
+                )
+            ).one()
+            return RotationResult(
+                rotated=True, current_kid=current_kid, next_kid=new_next, retired_kids=retired
+            )
+
+    def publishable(self) -> list[PublishedKey]:
+        """The keys the JWKS shows, of every algorithm: current, next, previous."""
+        order = {KeyState.CURRENT: 0, KeyState.NEXT: 1, KeyState.PREVIOUS: 2}
+        with self._store.session() as session:
+            rows = session.scalars(
+                select(SigningKey).where(SigningKey.state != KeyState.RETIRED.value)
+            ).all()
+            keys = [
+                PublishedKey(
+                    kid=r.kid,
+                    alg=KeyAlgorithm(r.alg),
+                    state=KeyState(r.state),
+                    public_jwk=dict(r.public_jwk),
+                    created_at=r.created_at,
+                    activated_at=r.activated_at,
+                )
+                for r in rows
+            ]
+        return sorted(keys, key=lambda k: (order[k.state], k.alg.value, k.created_at))
+
+    def current(self) -> ActiveSigningKey:
+        """The key to sign with now; `SigningKeyUnavailableError` if none or undecryptable."""
+        with self._store.session() as session:
+            row = session.scalar(
+                select(SigningKey).where(
+                    SigningKey.alg == self._alg.value, SigningKey.state == KeyState.CURRENT.value
+                )
+            )
+            if row is None:
+                raise SigningKeyUnavailableError(
+                    detail=f"no current {self._alg.value} signing key: run key initialisation"
+                )
+            pem, encrypted, kid, alg = row.private_key_pem, row.encrypted, row.kid, row.alg
+        if encrypted and self._passphrase is None:
+            raise SigningKeyUnavailableError(
+                detail=f"signing key {kid} is encrypted; no passphrase set"
+            )
+        try:
+            key = serialization.load_pem_private_key(
+                pem.encode("ascii"), password=self._passphrase if encrypted else None
+            )
+        except (ValueError, TypeError) as exc:
+            # A wrong passphrase or a damaged PEM: name the key, never the passphrase.
+            raise SigningKeyUnavailableError(
+                detail=f"signing key {kid} could not be decrypted"
+            ) from exc
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise SigningKeyUnavailableError(detail=f"signing key {kid} has an unsupported type")
+        return ActiveSigningKey(kid=kid, alg=KeyAlgorithm(alg), private_key=key)
+
+    def _add(self, session: Session, state: KeyState) -> str:
+        key = generate_private_key(self._alg)
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(self._passphrase)
+            if self._passphrase
+            else serialization.NoEncryption()
+        )
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        ).decode("ascii")
+        jwk = public_jwk(key.public_key(), alg=self._alg.value)
+        now = self._store.now()
+        session.add(
+            SigningKey(
+                kid=jwk["kid"],
+                alg=self._alg.value,
+                private_key_pem=pem,
+                encrypted=bool(self._passphrase),
+                public_jwk=jwk,
+                state=state.value,
+                created_at=now,
+                activated_at=now if state is KeyState.CURRENT else None,
+                retired_at=None,
+            )
+        )
+        session.flush()
+        return str(jwk["kid"])
+
+
+def _by_state(session: Session, alg: KeyAlgorithm) -> dict[KeyState, list[str]]:
+    states: dict[KeyState, list[str]] = {}
+    for kid, state in session.execute(
+        select(SigningKey.kid, SigningKey.state).where(
+            SigningKey.alg == alg.value, SigningKey.state != KeyState.RETIRED.value
+        )
+    ):
+        states.setdefault(KeyState(state), []).append(kid)
+    return states
+
+
+def _move(
+    session: Session, alg: KeyAlgorithm, source: KeyState, target: KeyState, **values: Any
+) -> None:
+    session.execute(
+        update(SigningKey)
+        .where(SigningKey.alg == alg.value, SigningKey.state == source.value)
+        .values(state=target.value, **values),
+        execution_options={"synchronize_session": False},
+    )

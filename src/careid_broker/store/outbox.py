@@ -1,0 +1,166 @@
+"""The back-channel logout outbox: deliveries claimed safely by several instances.
+
+Enqueue in the same transaction that ends the session (the transactional outbox), so a
+crash can never end a session yet forget to tell its RPs. Workers claim due rows with
+a lease: PostgreSQL `FOR UPDATE SKIP LOCKED` lets two instances claim disjoint rows
+without waiting on each other; on SQLite the write lock serializes claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+
+from careid_broker.store._sql import dialect_name
+from careid_broker.store.base import new_secret
+from careid_broker.store.engine import Store
+from careid_broker.store.models import LogoutDelivery
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delivery:
+    """A back-channel logout to send: build the logout token with this `jti`."""
+
+    id: int
+    client_id: str
+    jti: str
+    sid: str
+    sub: str
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryPolicy:
+    """Exponential back-off between delivery attempts, then give up."""
+
+    max_attempts: int = 8
+    first_delay: timedelta = timedelta(seconds=5)
+    max_delay: timedelta = timedelta(minutes=30)
+
+    def delay_after(self, attempts: int) -> timedelta:
+        """The wait before the next attempt, after `attempts` failures."""
+        return min(self.first_delay * (1 << min(max(attempts - 1, 0), 30)), self.max_delay)
+
+
+def _delivery(row: LogoutDelivery) -> Delivery:
+    return Delivery(
+        id=row.id,
+        client_id=row.client_id,
+        jti=row.jti,
+        sid=row.sid,
+        sub=row.sub,
+        attempts=row.attempts,
+        created_at=row.created_at,
+    )
+
+
+class LogoutOutbox:
+    """Enqueue, claim and settle back-channel logout deliveries."""
+
+    def __init__(self, store: Store, *, policy: RetryPolicy | None = None) -> None:
+        self._store = store
+        self._policy = policy or RetryPolicy()
+
+    def enqueue(self, *, sid: str, sub: str, client_ids: Iterable[str]) -> list[Delivery]:
+        """One pending delivery per client, each with its own logout token `jti`."""
+        now = self._store.now()
+        rows = [
+            LogoutDelivery(
+                client_id=client_id,
+                jti=new_secret(24),
+                sid=sid,
+                sub=sub,
+                created_at=now,
+                attempts=0,
+                next_attempt_at=now,
+                claimed_until=None,
+                delivered_at=None,
+                abandoned_at=None,
+                last_error=None,
+            )
+            for client_id in dict.fromkeys(client_ids)
+        ]
+        with self._store.transaction() as session:
+            session.add_all(rows)
+            session.flush()
+            return [_delivery(r) for r in rows]
+
+    def claim_due(self, limit: int, *, lease: timedelta = timedelta(seconds=60)) -> list[Delivery]:
+        """Claim up to `limit` due deliveries for this worker until the lease ends.
+
+        No delivery is ever handed to two workers while its lease runs; one whose
+        worker died becomes due again when the lease passes.
+        """
+        now = self._store.now()
+        with self._store.transaction() as session:
+            query = (
+                select(LogoutDelivery)
+                .where(
+                    LogoutDelivery.delivered_at.is_(None),
+                    LogoutDelivery.abandoned_at.is_(None),
+                    LogoutDelivery.next_attempt_at <= now,
+                    or_(
+                        LogoutDelivery.claimed_until.is_(None),
+                        LogoutDelivery.claimed_until <= now,
+                    ),
+                )
+                .order_by(LogoutDelivery.next_attempt_at, LogoutDelivery.id)
+                .limit(limit)
+            )
+            if dialect_name(session) == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = session.scalars(query).all()
+            if not rows:
+                return []
+            session.execute(
+                update(LogoutDelivery)
+                .where(LogoutDelivery.id.in_([r.id for r in rows]))
+                .values(claimed_until=now + lease),
+                execution_options={"synchronize_session": False},
+            )
+            return [_delivery(r) for r in rows]
+
+    def mark_delivered(self, delivery_id: int) -> None:
+        """The RP answered 200: done."""
+        with self._store.transaction() as session:
+            session.execute(
+                update(LogoutDelivery)
+                .where(LogoutDelivery.id == delivery_id)
+                .values(delivered_at=self._store.now(), claimed_until=None),
+                execution_options={"synchronize_session": False},
+            )
+
+    def mark_failed(self, delivery_id: int, error: str) -> bool:
+        """Record a failed attempt; True if it will be retried, False if abandoned.
+
+        `error` is a short description for administrators (a status code, "timeout"):
+        never the logout token.
+        """
+        now = self._store.now()
+        with self._store.transaction() as session:
+            row = session.get(LogoutDelivery, delivery_id, with_for_update=True)
+            if row is None or row.delivered_at is not None:
+                return False
+            row.attempts += 1
+            row.last_error = error[:500]
+            row.claimed_until = None
+            if row.attempts >= self._policy.max_attempts:
+                row.abandoned_at = now
+                return False
+            row.next_attempt_at = now + self._policy.delay_after(row.attempts)
+            return True
+
+    def pending_count(self) -> int:
+        """Deliveries neither delivered nor abandoned (for metrics)."""
+        with self._store.session() as session:
+            count = session.scalar(
+                select(func.count()).where(
+                    LogoutDelivery.delivered_at.is_(None),
+                    LogoutDelivery.abandoned_at.is_(None),
+                )
+            )
+            return int(count or 0)

@@ -1,0 +1,216 @@
+"""Card ↔ account registrations: one card identity links to one mail account."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from careid_broker.store.engine import Store
+from careid_broker.store.errors import ConflictSide, RegistrationConflictError
+from careid_broker.store.models import Registration
+from careid_broker.store.subjects import normalise_mail
+
+
+class LinkMode(StrEnum):
+    """What a registration pins: the Care Identity UUID (survives card renewal) or
+    the exact certificate (a renewed card must register again)."""
+
+    UUID = "uuid"
+    CERTIFICATE = "certificate"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewRegistration:
+    """What the registration service asks to store."""
+
+    card_uuid: str
+    account_mail: str
+    account_dn: str
+    org_code: str
+    link_mode: LinkMode
+    cert_issuer_dn: str
+    cert_serial: str  # hex
+    cert_fingerprint: str  # SHA-256 of the DER certificate, hex
+    how: str = "self-service"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegistrationRecord:
+    """A stored registration."""
+
+    id: int
+    card_uuid: str
+    account_mail: str
+    account_dn: str
+    org_code: str
+    link_mode: LinkMode
+    cert_issuer_dn: str
+    cert_serial: str
+    cert_fingerprint: str
+    registered_at: datetime
+    how: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegistrationPage:
+    """One page of a filtered listing, newest first, with the total match count."""
+
+    items: tuple[RegistrationRecord, ...]
+    total: int
+    offset: int
+    limit: int
+
+
+def _record(row: Registration) -> RegistrationRecord:
+    return RegistrationRecord(
+        id=row.id,
+        card_uuid=row.card_uuid,
+        account_mail=row.account_mail,
+        account_dn=row.account_dn,
+        org_code=row.org_code,
+        link_mode=LinkMode(row.link_mode),
+        cert_issuer_dn=row.cert_issuer_dn,
+        cert_serial=row.cert_serial,
+        cert_fingerprint=row.cert_fingerprint,
+        registered_at=row.registered_at,
+        how=row.how,
+    )
+
+
+def _escape_like(value: str) -> str:
+    # A search for "a_b" must not match "axb": LIKE wildcards in user text are literal.
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Registrations:
+    """Create, find, list and remove registrations."""
+
+    MAX_PAGE = 200
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def create(self, new: NewRegistration) -> RegistrationRecord:
+        """Store a link; `RegistrationConflictError` names the side already linked.
+
+        The unique constraints decide, not a prior lookup: two instances registering
+        the same card at once cannot both succeed.
+        """
+        mail = normalise_mail(new.account_mail)
+        row = Registration(
+            card_uuid=new.card_uuid,
+            account_mail=mail,
+            account_dn=new.account_dn,
+            org_code=new.org_code,
+            link_mode=new.link_mode.value,
+            cert_issuer_dn=new.cert_issuer_dn,
+            cert_serial=new.cert_serial.lower(),
+            cert_fingerprint=new.cert_fingerprint.lower(),
+            registered_at=self._store.now(),
+            how=new.how,
+        )
+        with self._store.transaction() as session:
+            try:
+                # A savepoint keeps the caller's transaction usable after a conflict
+                # (PostgreSQL aborts the whole transaction on a failed INSERT).
+                with session.begin_nested():
+                    session.add(row)
+                    session.flush()
+            except IntegrityError as exc:
+                sides = self._conflicting_sides(new.card_uuid, mail)
+                if not sides:
+                    raise  # not a uniqueness conflict: a real bug, let it surface
+                raise RegistrationConflictError(
+                    frozenset(sides), detail=f"registration conflict on {sorted(sides)}"
+                ) from exc
+            return _record(row)
+
+    def _conflicting_sides(self, card_uuid: str, mail: str) -> set[ConflictSide]:
+        with self._store.session() as session:
+            sides: set[ConflictSide] = set()
+            if session.scalar(select(Registration.id).where(Registration.card_uuid == card_uuid)):
+                sides.add(ConflictSide.CARD)
+            if session.scalar(select(Registration.id).where(Registration.account_mail == mail)):
+                sides.add(ConflictSide.ACCOUNT)
+            return sides
+
+    def by_uuid(self, card_uuid: str) -> RegistrationRecord | None:
+        """The registration of a card identity, or None."""
+        with self._store.session() as session:
+            row = session.scalar(select(Registration).where(Registration.card_uuid == card_uuid))
+            return _record(row) if row else None
+
+    def by_mail(self, mail: str) -> RegistrationRecord | None:
+        """The registration of a mail account, or None."""
+        with self._store.session() as session:
+            row = session.scalar(
+                select(Registration).where(Registration.account_mail == normalise_mail(mail))
+            )
+            return _record(row) if row else None
+
+    def search(
+        self,
+        *,
+        org_codes: Collection[str] | None = None,
+        card_uuid: str | None = None,
+        text: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> RegistrationPage:
+        """Filtered registrations, newest first (ties broken by id: stable paging).
+
+        `org_codes` scopes a local administrator to their organisations; an empty
+        collection matches nothing (an administrator with no organisations sees none).
+        `text` matches part of the mail, DN or UUID, case-insensitively.
+        """
+        if offset < 0 or not 1 <= limit <= self.MAX_PAGE:
+            raise ValueError(f"offset must be >= 0 and limit 1..{self.MAX_PAGE}")
+        query = select(Registration)
+        if org_codes is not None:
+            query = query.where(Registration.org_code.in_(list(org_codes)))
+        if card_uuid is not None:
+            query = query.where(Registration.card_uuid == card_uuid)
+        if text:
+            pattern = f"%{_escape_like(text.strip().lower())}%"
+            query = query.where(
+                or_(
+                    func.lower(Registration.account_mail).like(pattern, escape="\\"),
+                    func.lower(Registration.account_dn).like(pattern, escape="\\"),
+                    func.lower(Registration.card_uuid).like(pattern, escape="\\"),
+                )
+            )
+        with self._store.session() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(
+                query.order_by(Registration.registered_at.desc(), Registration.id.desc())
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            return RegistrationPage(
+                items=tuple(_record(r) for r in rows), total=total, offset=offset, limit=limit
+            )
+
+    def remove(
+        self, *, card_uuid: str | None = None, mail: str | None = None
+    ) -> RegistrationRecord | None:
+        """Delete the registration of a card or an account; what was removed, or None."""
+        if (card_uuid is None) == (mail is None):
+            raise ValueError("give exactly one of card_uuid or mail")
+        condition = (
+            Registration.card_uuid == card_uuid
+            if card_uuid is not None
+            else Registration.account_mail == normalise_mail(mail or "")
+        )
+        with self._store.transaction() as session:
+            # DELETE … RETURNING: of two administrators removing at once, exactly one
+            # gets the record back (and audits the removal); the other gets None.
+            row = session.scalars(
+                delete(Registration).where(condition).returning(Registration),
+                execution_options={"synchronize_session": False},
+            ).one_or_none()
+            return _record(row) if row else None

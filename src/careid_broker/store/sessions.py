@@ -1,0 +1,277 @@
+"""The broker's sign-in sessions, the RPs that joined them, and ending them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from careid_broker.store._sql import insert_ignore
+from careid_broker.store.base import new_secret, sha256_hex
+from careid_broker.store.engine import Store
+from careid_broker.store.models import OAuthToken, SessionRelyingParty, SigninSession
+from careid_broker.store.subjects import normalise_mail
+from careid_broker.store.tokens import lock_families_where, revoke_tokens_where
+
+
+class EndReason(StrEnum):
+    """Why a session ended (recorded, audited, shown to administrators)."""
+
+    LOGOUT = "logout"
+    CARD_REMOVED = "card_removed"
+    REGISTRATION_REMOVED = "registration_removed"
+    ADMIN = "admin"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionRecord:
+    """A sign-in session."""
+
+    sid: str
+    sub: str
+    account_mail: str
+    card_uuid: str | None
+    acr: str
+    amr: tuple[str, ...]
+    auth_time: datetime
+    created_at: datetime
+    last_seen_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+
+    @property
+    def active(self) -> bool:
+        """True until the session is ended."""
+        return self.ended_at is None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewSession:
+    """A created session; `card_session` (if any) is handed to the agent only."""
+
+    record: SessionRecord
+    card_session: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EndedSession:
+    """The result of ending a session.
+
+    `ended_now` is False when it had already ended: nothing changed, and
+    `relying_parties` is empty so a repeated end never sends a second logout.
+    """
+
+    sid: str
+    sub: str
+    account_mail: str
+    ended_at: datetime
+    reason: str
+    ended_now: bool
+    relying_parties: tuple[str, ...]
+    tokens_revoked: int
+
+
+def _record(row: SigninSession) -> SessionRecord:
+    return SessionRecord(
+        sid=row.sid,
+        sub=row.sub,
+        account_mail=row.account_mail,
+        card_uuid=row.card_uuid,
+        acr=row.acr,
+        amr=tuple(row.amr),
+        auth_time=row.auth_time,
+        created_at=row.created_at,
+        last_seen_at=row.last_seen_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+    )
+
+
+class SigninSessions:
+    """Create, find and end sign-in sessions."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def create(
+        self,
+        *,
+        sub: str,
+        account_mail: str,
+        acr: str,
+        amr: Sequence[str],
+        auth_time: datetime,
+        card_uuid: str | None = None,
+        with_card_session: bool = False,
+    ) -> NewSession:
+        """Start a session; a card sign-in asks for a card-session id for the agent."""
+        now = self._store.now()
+        card_session = new_secret() if with_card_session else None
+        row = SigninSession(
+            sid=new_secret(),
+            sub=sub,
+            account_mail=normalise_mail(account_mail),
+            card_uuid=card_uuid,
+            acr=acr,
+            amr=list(amr),
+            auth_time=auth_time,
+            created_at=now,
+            last_seen_at=now,
+            ended_at=None,
+            end_reason=None,
+            card_session_hash=sha256_hex(card_session) if card_session else None,
+        )
+        with self._store.transaction() as session:
+            session.add(row)
+            session.flush()
+            return NewSession(record=_record(row), card_session=card_session)
+
+    def get(self, sid: str) -> SessionRecord | None:
+        """A session by sid (active or ended), or None."""
+        with self._store.session() as session:
+            row = session.get(SigninSession, sid)
+            return _record(row) if row else None
+
+    def find_by_card_session(self, card_session: str) -> SessionRecord | None:
+        """The session the agent's card-removed report names, or None."""
+        with self._store.session() as session:
+            row = session.scalar(
+                select(SigninSession).where(
+                    SigninSession.card_session_hash == sha256_hex(card_session)
+                )
+            )
+            return _record(row) if row else None
+
+    def active_for_account(self, mail: str) -> list[SessionRecord]:
+        """The account's open sessions, newest first (for the admin console)."""
+        with self._store.session() as session:
+            rows = session.scalars(
+                select(SigninSession)
+                .where(
+                    SigninSession.account_mail == normalise_mail(mail),
+                    SigninSession.ended_at.is_(None),
+                )
+                .order_by(SigninSession.created_at.desc())
+            ).all()
+            return [_record(r) for r in rows]
+
+    def touch(self, sid: str) -> bool:
+        """Record activity on an active session; False if it has ended or is unknown."""
+        with self._store.transaction() as session:
+            result = session.execute(
+                update(SigninSession)
+                .where(SigninSession.sid == sid, SigninSession.ended_at.is_(None))
+                .values(last_seen_at=self._store.now()),
+                execution_options={"synchronize_session": False},
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def add_relying_party(self, sid: str, client_id: str) -> bool:
+        """Remember that a client receives tokens in this session; False if it ended.
+
+        Call it in the same transaction that issues the tokens, and issue none on
+        False. The session row is share-locked, so a concurrent `end_session` either
+        waits and then sees (and revokes) the new tokens and tells this RP, or wins and
+        this returns False.
+        """
+        with self._store.transaction() as session:
+            active = session.scalar(
+                select(SigninSession.sid)
+                .where(SigninSession.sid == sid, SigninSession.ended_at.is_(None))
+                .with_for_update(read=True)
+            )
+            if active is None:
+                return False
+            insert_ignore(
+                session,
+                SessionRelyingParty,
+                {"sid": sid, "client_id": client_id, "first_issued_at": self._store.now()},
+                ["sid", "client_id"],
+            )
+            return True
+
+    def relying_parties(self, sid: str) -> tuple[str, ...]:
+        """The clients that received tokens in a session, in the order they joined."""
+        with self._store.session() as session:
+            return _relying_parties(session, sid)
+
+    def end_session(self, sid: str, reason: str) -> EndedSession | None:
+        """End a session and revoke its tokens; None if the sid is unknown.
+
+        Idempotent: ending an ended session changes nothing (`ended_now=False`).
+        """
+        now = self._store.now()
+        with self._store.transaction() as session:
+            rows = session.execute(
+                update(SigninSession)
+                .where(SigninSession.sid == sid, SigninSession.ended_at.is_(None))
+                .values(ended_at=now, end_reason=str(reason))
+                .returning(SigninSession.sid, SigninSession.sub, SigninSession.account_mail),
+                execution_options={"synchronize_session": False},
+            ).all()
+            if rows:
+                return _finish_ending(session, rows[0], now=now, reason=str(reason))
+            existing = session.get(SigninSession, sid)
+            if existing is None:
+                return None
+            return EndedSession(
+                sid=existing.sid,
+                sub=existing.sub,
+                account_mail=existing.account_mail,
+                ended_at=existing.ended_at or now,
+                reason=existing.end_reason or str(reason),
+                ended_now=False,
+                relying_parties=(),
+                tokens_revoked=0,
+            )
+
+    def end_sessions_for_account(self, mail: str, reason: str) -> list[EndedSession]:
+        """End every open session of an account (e.g. its registration was removed)."""
+        now = self._store.now()
+        with self._store.transaction() as session:
+            rows = session.execute(
+                update(SigninSession)
+                .where(
+                    SigninSession.account_mail == normalise_mail(mail),
+                    SigninSession.ended_at.is_(None),
+                )
+                .values(ended_at=now, end_reason=str(reason))
+                .returning(SigninSession.sid, SigninSession.sub, SigninSession.account_mail),
+                execution_options={"synchronize_session": False},
+            ).all()
+            # All the families up front, in one sorted pass: two removals of the same
+            # account at once then cannot lock them in different orders.
+            lock_families_where(session, OAuthToken.sid.in_([row.sid for row in rows]))
+            return [_finish_ending(session, row, now=now, reason=str(reason)) for row in rows]
+
+
+def _relying_parties(session: Session, sid: str) -> tuple[str, ...]:
+    return tuple(
+        session.scalars(
+            select(SessionRelyingParty.client_id)
+            .where(SessionRelyingParty.sid == sid)
+            .order_by(SessionRelyingParty.first_issued_at, SessionRelyingParty.client_id)
+        ).all()
+    )
+
+
+def _finish_ending(session: Session, row: Any, *, now: datetime, reason: str) -> EndedSession:
+    # Tokens die with the session: a removed card or a removed registration must not
+    # leave a refresh token that keeps an RP signed in.
+    revoked = revoke_tokens_where(session, OAuthToken.sid == row.sid, now)
+    return EndedSession(
+        sid=row.sid,
+        sub=row.sub,
+        account_mail=row.account_mail,
+        ended_at=now,
+        reason=reason,
+        ended_now=True,
+        relying_parties=_relying_parties(session, row.sid),
+        tokens_revoked=revoked,
+    )

@@ -1,0 +1,193 @@
+"""Login transactions and card challenges: hashed ids, expiry, single use under races."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from store_helpers import FakeClock
+
+from careid_broker.store import (
+    AuthorizationRequest,
+    CardChallenges,
+    ChallengeOutcome,
+    Repositories,
+    Store,
+    TransactionStatus,
+)
+from careid_broker.store.challenges import new_challenge
+from careid_broker.store.models import CardChallenge, LoginTransaction
+from careid_protocol.errors import ErrorCode
+
+REQUEST = AuthorizationRequest(
+    client_id="webmail",
+    redirect_uri="https://webmail.example/cb",
+    scope="openid email",
+    state="st-1",
+    nonce="n-1",
+    code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    code_challenge_method="S256",
+    prompt="login",
+    max_age=300,
+    acr_values="AAL3_ANY",
+    extras={"login_hint": "alice@nhs.net", "ui_locales": ["en-GB"]},
+)
+
+
+def test_a_transaction_keeps_the_request_and_only_a_hash_of_its_id(
+    repos: Repositories, store: Store, clock: FakeClock
+) -> None:
+    created = repos.transactions.create(REQUEST)
+    assert len(created.transaction_id) >= 43
+    record = repos.transactions.get(created.transaction_id)
+    assert record is not None and record == created.record
+    assert record.request == REQUEST
+    assert record.status is TransactionStatus.PENDING
+    assert record.expires_at == clock.now + timedelta(minutes=15)
+    with store.session() as session:
+        stored = session.execute(select(LoginTransaction.id_hash)).scalar_one()
+    assert stored != created.transaction_id and created.transaction_id not in stored
+    assert repos.transactions.get("not-a-transaction") is None
+
+
+def test_a_transaction_completes_once_and_not_after_expiry(
+    repos: Repositories, clock: FakeClock
+) -> None:
+    first = repos.transactions.create(REQUEST)
+    done = repos.transactions.complete(first.transaction_id)
+    assert done is not None and done.status is TransactionStatus.COMPLETED
+    assert done.completed_at == clock.now
+    assert repos.transactions.complete(first.transaction_id) is None
+
+    late = repos.transactions.create(REQUEST)
+    clock.advance(timedelta(minutes=15))
+    record = repos.transactions.get(late.transaction_id)
+    assert record is not None and record.status is TransactionStatus.EXPIRED
+    assert repos.transactions.complete(late.transaction_id) is None
+
+
+def test_expire_ends_a_pending_transaction(repos: Repositories) -> None:
+    created = repos.transactions.create(REQUEST)
+    assert repos.transactions.expire(created.transaction_id) is True
+    assert repos.transactions.expire(created.transaction_id) is False
+    record = repos.transactions.get(created.transaction_id)
+    assert record is not None and record.status is TransactionStatus.EXPIRED
+    assert repos.challenges.issue(created.transaction_id) is None
+
+
+def test_purge_removes_old_transactions_with_their_challenges(
+    repos: Repositories, store: Store, clock: FakeClock
+) -> None:
+    old = repos.transactions.create(REQUEST)
+    assert repos.challenges.issue(old.transaction_id) is not None
+    clock.advance(timedelta(days=2))
+    fresh = repos.transactions.create(REQUEST)
+    assert repos.transactions.purge() == 1
+    assert repos.transactions.get(old.transaction_id) is None
+    assert repos.transactions.get(fresh.transaction_id) is not None
+    with store.session() as session:
+        assert session.scalars(select(CardChallenge.challenge)).all() == []
+
+
+def test_challenges_are_43_char_base64url_from_the_csprng(
+    repos: Repositories, clock: FakeClock
+) -> None:
+    tx = repos.transactions.create(REQUEST)
+    issued = repos.challenges.issue(tx.transaction_id)
+    assert issued is not None
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", issued.challenge)
+    assert issued.expires_at == clock.now + timedelta(minutes=5)
+    assert len({new_challenge() for _ in range(100)}) == 100
+
+
+def test_no_challenge_for_an_unknown_or_finished_transaction(repos: Repositories) -> None:
+    assert repos.challenges.issue("unknown") is None
+    tx = repos.transactions.create(REQUEST)
+    repos.transactions.complete(tx.transaction_id)
+    assert repos.challenges.issue(tx.transaction_id) is None
+
+
+def test_consume_outcomes(repos: Repositories, clock: FakeClock) -> None:
+    tx = repos.transactions.create(REQUEST)
+    other = repos.transactions.create(REQUEST)
+    consume = repos.challenges.consume
+
+    ok = repos.challenges.issue(tx.transaction_id)
+    assert ok is not None
+    assert consume(ok.challenge, tx.transaction_id) is ChallengeOutcome.OK
+    assert consume(ok.challenge, tx.transaction_id) is ChallengeOutcome.USED
+
+    assert consume(new_challenge(), tx.transaction_id) is ChallengeOutcome.UNKNOWN
+    assert consume("short", tx.transaction_id) is ChallengeOutcome.UNKNOWN
+
+    # Presented from another browser window: refused AND burned.
+    stray = repos.challenges.issue(tx.transaction_id)
+    assert stray is not None
+    assert consume(stray.challenge, other.transaction_id) is ChallengeOutcome.WRONG_TRANSACTION
+    assert consume(stray.challenge, tx.transaction_id) is ChallengeOutcome.USED
+
+    stale = repos.challenges.issue(tx.transaction_id)
+    assert stale is not None
+    clock.advance(timedelta(minutes=5))
+    assert consume(stale.challenge, tx.transaction_id) is ChallengeOutcome.EXPIRED
+
+
+def test_consume_honours_an_explicit_time(repos: Repositories, clock: FakeClock) -> None:
+    tx = repos.transactions.create(REQUEST)
+    issued = repos.challenges.issue(tx.transaction_id)
+    assert issued is not None
+    later = clock.now + timedelta(minutes=5, seconds=1)
+    outcome = repos.challenges.consume(issued.challenge, tx.transaction_id, now=later)
+    assert outcome is ChallengeOutcome.EXPIRED
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code"),
+    [
+        (ChallengeOutcome.OK, None),
+        (ChallengeOutcome.UNKNOWN, ErrorCode.CHALLENGE_UNKNOWN),
+        (ChallengeOutcome.EXPIRED, ErrorCode.CHALLENGE_EXPIRED),
+        (ChallengeOutcome.USED, ErrorCode.CHALLENGE_USED),
+        (ChallengeOutcome.WRONG_TRANSACTION, ErrorCode.CHALLENGE_WRONG_TRANSACTION),
+    ],
+)
+def test_each_refusal_maps_to_its_stable_code(
+    outcome: ChallengeOutcome, code: ErrorCode | None
+) -> None:
+    assert outcome.error_code is code
+
+
+def test_one_challenge_from_many_threads_and_two_instances_succeeds_once(
+    repos: Repositories,
+    store: Store,
+    other_store: Store,
+    concurrently: Callable[..., list[Any]],
+) -> None:
+    instances = [CardChallenges(store), CardChallenges(other_store)]
+    for _ in range(3):  # a few rounds: a lucky interleaving should not hide a race
+        tx = repos.transactions.create(REQUEST)
+        issued = repos.challenges.issue(tx.transaction_id)
+        assert issued is not None
+        challenge, transaction_id = issued.challenge, tx.transaction_id
+        outcomes = concurrently(
+            8,
+            lambda i, c=challenge, t=transaction_id: instances[i % 2].consume(c, t),
+        )
+        assert outcomes.count(ChallengeOutcome.OK) == 1
+        assert set(outcomes) == {ChallengeOutcome.OK, ChallengeOutcome.USED}
+
+
+def test_foreign_keys_are_enforced(store: Store) -> None:
+    with pytest.raises(IntegrityError, match="(?i)foreign key"), store.transaction() as session:
+        session.execute(
+            text(
+                "INSERT INTO card_challenges (challenge, transaction_hash, created_at,"
+                " expires_at) VALUES (:c, :t, :n, :n)"
+            ),
+            {"c": new_challenge(), "t": "f" * 64, "n": "2025-01-01 00:00:00"},
+        )

@@ -1,0 +1,159 @@
+"""Engine behaviour: UTC times, transactions that join, pragmas, failing closed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.engine import URL
+
+from careid_broker.store import (
+    AuthorizationRequest,
+    LoginTransactions,
+    Repositories,
+    Store,
+    StoreUnavailableError,
+    create_store,
+)
+from careid_broker.store.engine import create_store_engine
+from careid_broker.store.models import LoginTransaction
+from careid_protocol.errors import ErrorCode
+
+REQUEST = AuthorizationRequest(client_id="webmail", redirect_uri="https://rp/cb", scope="openid")
+
+
+def _count_transactions(store: Store) -> int:
+    with store.session() as session:
+        return len(session.scalars(select(LoginTransaction.id_hash)).all())
+
+
+def test_times_come_back_as_the_same_instant_in_utc(repos: Repositories) -> None:
+    sub = repos.subjects.sub_for_account(mail="a@nhs.net", dn="uid=a")
+    local = datetime(2025, 6, 1, 10, 0, 0, 654321, tzinfo=timezone(timedelta(hours=2)))
+    created = repos.sessions.create(
+        sub=sub, account_mail="a@nhs.net", acr="AAL1_USERPASS", amr=["pwd"], auth_time=local
+    )
+    stored = repos.sessions.get(created.record.sid)
+    assert stored is not None
+    assert stored.auth_time == local
+    assert stored.auth_time.utcoffset() == timedelta(0)
+    assert stored.auth_time.hour == 8 and stored.auth_time.microsecond == 654321
+
+
+def test_a_naive_clock_is_refused(db_url: str) -> None:
+    store = create_store(db_url, clock=lambda: datetime(2025, 1, 1))
+    try:
+        with pytest.raises(ValueError, match="naive"):
+            LoginTransactions(store).create(REQUEST)
+    finally:
+        store.dispose()
+
+
+def test_an_exception_rolls_the_whole_transaction_back(store: Store) -> None:
+    transactions = LoginTransactions(store)
+    with pytest.raises(RuntimeError, match="boom"), store.transaction():
+        transactions.create(REQUEST)
+        transactions.create(REQUEST)
+        raise RuntimeError("boom")
+    assert _count_transactions(store) == 0
+
+
+def test_nested_calls_join_the_outer_transaction_in_a_savepoint(store: Store) -> None:
+    transactions = LoginTransactions(store)
+    with store.transaction():
+        kept = transactions.create(REQUEST)
+        with pytest.raises(RuntimeError), store.transaction():
+            transactions.create(REQUEST)
+            raise RuntimeError("inner failure")
+        # The inner savepoint rolled back; the outer transaction carries on.
+        assert transactions.get(kept.transaction_id) is not None
+    assert _count_transactions(store) == 1
+
+
+def test_a_write_inside_a_read_session_is_refused(store: Store) -> None:
+    with store.session(), pytest.raises(RuntimeError, match="read-only"):
+        LoginTransactions(store).create(REQUEST)
+
+
+def test_read_sessions_commit_nothing(store: Store) -> None:
+    with store.session() as session:
+        session.add(
+            LoginTransaction(
+                id_hash="0" * 64,
+                client_id="x",
+                redirect_uri="https://rp/cb",
+                scope="openid",
+                extras={},
+                created_at=store.now(),
+                expires_at=store.now(),
+                status="pending",
+            )
+        )
+        session.flush()
+    assert _count_transactions(store) == 0
+
+
+def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
+    store = create_store(f"sqlite:///{tmp_path / 'b.db'}", busy_timeout=timedelta(seconds=7))
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 7000
+    finally:
+        store.dispose()
+
+
+def test_ping_answers_for_a_live_database(store: Store) -> None:
+    assert store.ping() is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////nonexistent-dir-for-careid/broker.db",
+        "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2",
+    ],
+)
+def test_an_unreachable_database_fails_closed(url: str) -> None:
+    store = create_store(url)
+    try:
+        assert store.ping() is False
+        with pytest.raises(StoreUnavailableError) as caught:
+            LoginTransactions(store).create(REQUEST)
+        assert caught.value.code is ErrorCode.STORE_UNAVAILABLE
+        assert "database" in caught.value.message
+    finally:
+        store.dispose()
+
+
+def test_plain_postgresql_urls_use_psycopg_3() -> None:
+    engine = create_store_engine("postgresql://u@db.example/broker")
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
+
+
+def test_other_databases_are_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        create_store("mysql://u@h/db")
+
+
+def test_store_now_is_utc_even_from_a_local_clock() -> None:
+    store = create_store(
+        "sqlite://", clock=lambda: datetime(2025, 1, 1, 12, tzinfo=timezone(timedelta(hours=-5)))
+    )
+    assert store.now() == datetime(2025, 1, 1, 17, tzinfo=UTC)
+    assert store.now().tzinfo is UTC
+    store.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_connections_carry_a_lock_timeout(pg_database: URL) -> None:
+    store = create_store(pg_database, busy_timeout=timedelta(seconds=9))
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "9s"
+    finally:
+        store.dispose()

@@ -1,0 +1,162 @@
+"""The OP's signing keys: publication, rotation, encryption at rest, JWKs.
+
+JWKs and signatures are checked with joserfc (authlib's JOSE library), an
+implementation independent of the store's own JWK code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet, RSAKey
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from store_helpers import FakeClock
+
+from careid_broker.store import (
+    KeyAlgorithm,
+    KeyState,
+    SigningKeys,
+    SigningKeyUnavailableError,
+    Store,
+)
+from careid_broker.store.models import SigningKey
+from careid_protocol.errors import ErrorCode
+
+
+def _states(keys: SigningKeys) -> dict[str, KeyState]:
+    return {k.kid: k.state for k in keys.publishable()}
+
+
+def _sign_and_verify(keys: SigningKeys) -> None:
+    active = keys.current()
+    header = {"alg": active.alg.value, "kid": active.kid}
+    token = jwt.encode(header, {"sub": "x"}, _joserfc_key(active.private_key))
+    jwks = KeySet.import_key_set({"keys": [dict(k.public_jwk) for k in keys.publishable()]})
+    assert jwt.decode(token, jwks).claims == {"sub": "x"}
+
+
+def _joserfc_key(private_key: Any) -> ECKey | RSAKey:
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        return RSAKey.import_key(private_key)
+    return ECKey.import_key(private_key)
+
+
+def test_initial_keys_are_a_current_and_a_published_next(store: Store) -> None:
+    keys = SigningKeys(store, alg=KeyAlgorithm.ES256)
+    keys.ensure_keys()
+    keys.ensure_keys()  # idempotent
+    published = keys.publishable()
+    assert [k.state for k in published] == [KeyState.CURRENT, KeyState.NEXT]
+    for key in published:
+        jwk = dict(key.public_jwk)
+        assert jwk["kid"] == key.kid == ECKey.import_key(jwk).thumbprint()
+        assert jwk["alg"] == "ES256" and jwk["use"] == "sig" and "d" not in jwk
+    assert keys.current().kid == published[0].kid
+    _sign_and_verify(keys)
+
+
+def test_rotation_moves_every_key_one_step(store: Store, clock: FakeClock) -> None:
+    keys = SigningKeys(store, alg=KeyAlgorithm.ES256)
+    keys.ensure_keys()
+    first = _states(keys)
+    current0 = next(k for k, s in first.items() if s is KeyState.CURRENT)
+    next0 = next(k for k, s in first.items() if s is KeyState.NEXT)
+
+    clock.advance(timedelta(days=30))
+    result = keys.rotate()
+    assert result.rotated and result.current_kid == next0 and result.retired_kids == ()
+    assert _states(keys) == {
+        next0: KeyState.CURRENT,
+        current0: KeyState.PREVIOUS,
+        result.next_kid: KeyState.NEXT,
+    }
+    active = [k for k in keys.publishable() if k.state is KeyState.CURRENT][0]
+    assert active.activated_at == clock.now
+    _sign_and_verify(keys)
+
+    second = keys.rotate()
+    assert second.retired_kids == (current0,)
+    assert current0 not in _states(keys)  # retired keys leave the JWKS
+    assert len(keys.publishable()) == 3
+
+
+def test_a_scheduled_rotation_run_by_two_instances_rotates_once(
+    store: Store, other_store: Store, concurrently: Callable[..., list[Any]]
+) -> None:
+    SigningKeys(store, alg=KeyAlgorithm.ES256).ensure_keys()
+    instances = [
+        SigningKeys(store, alg=KeyAlgorithm.ES256),
+        SigningKeys(other_store, alg=KeyAlgorithm.ES256),
+    ]
+    expected = instances[0].current().kid
+    results = concurrently(
+        4, lambda i: instances[i % 2].rotate(expected_current_kid=expected).rotated
+    )
+    assert results.count(True) == 1
+    assert len(instances[0].publishable()) == 3
+
+
+def test_two_current_keys_are_impossible(store: Store) -> None:
+    keys = SigningKeys(store, alg=KeyAlgorithm.ES256)
+    keys.ensure_keys()
+    with pytest.raises(IntegrityError), store.transaction() as session:
+        session.execute(update(SigningKey).values(state="current"))
+
+
+def test_private_keys_are_encrypted_when_a_passphrase_is_set(store: Store) -> None:
+    keys = SigningKeys(store, passphrase=b"correct horse", alg=KeyAlgorithm.ES256)
+    keys.ensure_keys()
+    with store.session() as session:
+        pems = session.scalars(select(SigningKey.private_key_pem)).all()
+    assert all(p.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----") for p in pems)
+    _sign_and_verify(keys)
+
+    for wrong in (SigningKeys(store, passphrase=b"wrong"), SigningKeys(store)):
+        with pytest.raises(SigningKeyUnavailableError) as caught:
+            wrong.current()
+        assert caught.value.code is ErrorCode.SIGNING_KEY_UNAVAILABLE
+        assert "horse" not in str(caught.value)
+
+
+def test_rs256_keys_publish_rsa_jwks(store: Store) -> None:
+    keys = SigningKeys(store)  # RS256 by default
+    keys.ensure_keys()
+    jwk = dict(keys.publishable()[0].public_jwk)
+    assert jwk["kty"] == "RSA" and jwk["alg"] == "RS256" and jwk["e"] == "AQAB"
+    assert jwk["kid"] == RSAKey.import_key(jwk).thumbprint()
+    _sign_and_verify(keys)
+
+
+def test_no_current_key_is_a_typed_error(store: Store) -> None:
+    with pytest.raises(SigningKeyUnavailableError):
+        SigningKeys(store).current()
+
+
+def test_each_algorithm_has_its_own_lifecycle_and_one_jwks(store: Store) -> None:
+    rsa_keys = SigningKeys(store)
+    ec_keys = rsa_keys.for_alg(KeyAlgorithm.ES256)
+    assert rsa_keys.for_alg(KeyAlgorithm.RS256) is rsa_keys and ec_keys.alg is KeyAlgorithm.ES256
+    rsa_keys.ensure_keys()
+    ec_keys.ensure_keys()
+    assert rsa_keys.current().alg is KeyAlgorithm.RS256
+    assert ec_keys.current().alg is KeyAlgorithm.ES256
+    published = rsa_keys.publishable()
+    assert published == ec_keys.publishable()
+    assert sorted((k.alg.value, k.state.value) for k in published) == [
+        ("ES256", "current"),
+        ("ES256", "next"),
+        ("RS256", "current"),
+        ("RS256", "next"),
+    ]
+    rsa_current = rsa_keys.current().kid
+    ec_keys.rotate()
+    assert rsa_keys.current().kid == rsa_current  # the other algorithm is untouched
+    assert len(rsa_keys.publishable()) == 5
+    _sign_and_verify(rsa_keys)
+    _sign_and_verify(ec_keys)

@@ -1,0 +1,101 @@
+"""Throttling counters: free failures, exponential blocks, windows, shared counting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from store_helpers import FakeClock
+
+from careid_broker.store import (
+    Store,
+    Throttle,
+    ThrottlePolicy,
+    account_key,
+    address_key,
+)
+
+POLICY = ThrottlePolicy(
+    free_failures=3,
+    window=timedelta(minutes=15),
+    first_block=timedelta(seconds=30),
+    max_block=timedelta(minutes=4),
+)
+
+
+def test_keys_hide_the_mail_address() -> None:
+    key = account_key(" Alice@NHS.net ")
+    assert key == account_key("alice@nhs.net")
+    assert key.startswith("account:") and "alice" not in key and len(key) == 8 + 64
+    assert address_key("2001:DB8::1") == "addr:2001:db8::1"
+
+
+def test_blocks_start_after_the_free_failures_and_double(store: Store, clock: FakeClock) -> None:
+    throttle = Throttle(store, policy=POLICY)
+    key = account_key("alice@nhs.net")
+    for n in range(1, 4):
+        state = throttle.record_failure(key)
+        assert state.failures == n and not state.blocked
+
+    blocks = []
+    for _ in range(5):
+        state = throttle.record_failure(key)
+        assert state.blocked
+        blocks.append(state.retry_after.total_seconds())
+        assert throttle.check(key).blocked_until == state.blocked_until
+    assert blocks == [30, 60, 120, 240, 240]  # doubling, capped at max_block
+
+    clock.advance(timedelta(minutes=4))
+    assert not throttle.check(key).blocked
+    assert throttle.check(key).retry_after == timedelta(0)
+
+
+def test_a_quiet_window_starts_the_count_again(store: Store, clock: FakeClock) -> None:
+    throttle = Throttle(store, policy=POLICY)
+    key = address_key("192.0.2.7")
+    for _ in range(3):
+        throttle.record_failure(key)
+    clock.advance(timedelta(minutes=15))
+    state = throttle.record_failure(key)
+    assert state.failures == 1 and not state.blocked
+
+
+def test_failures_within_the_window_keep_counting_after_a_block(
+    store: Store, clock: FakeClock
+) -> None:
+    throttle = Throttle(store, policy=POLICY)
+    key = account_key("bob@nhs.net")
+    for _ in range(4):
+        throttle.record_failure(key)
+    clock.advance(timedelta(minutes=14))
+    # Still inside the window (and past the block): the next failure is the fifth.
+    assert throttle.record_failure(key).failures == 5
+
+
+def test_reset_and_unknown_keys(store: Store) -> None:
+    throttle = Throttle(store, policy=POLICY)
+    key = account_key("carol@nhs.net")
+    assert throttle.check(key).failures == 0 and not throttle.check(key).blocked
+    for _ in range(5):
+        throttle.record_failure(key)
+    assert throttle.check(key).blocked
+    throttle.reset(key)
+    assert throttle.check(key).failures == 0 and not throttle.check(key).blocked
+
+
+def test_an_explicit_policy_and_time_override_the_defaults(store: Store, clock: FakeClock) -> None:
+    throttle = Throttle(store)
+    strict = ThrottlePolicy(free_failures=0, first_block=timedelta(seconds=5))
+    later = clock.now + timedelta(hours=1)
+    state = throttle.record_failure("k", now=later, policy=strict)
+    assert state.blocked_until == later + timedelta(seconds=5)
+
+
+def test_failures_from_two_instances_at_once_are_all_counted(
+    store: Store, other_store: Store, concurrently: Callable[..., list[Any]]
+) -> None:
+    instances = [Throttle(store, policy=POLICY), Throttle(other_store, policy=POLICY)]
+    key = account_key("dave@nhs.net")
+    concurrently(8, lambda i: instances[i % 2].record_failure(key))
+    assert instances[0].check(key).failures == 8
