@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     from careid_devkit.cardsim.commands import register as register_card
     from careid_devkit.demo import register as register_demo
     from careid_devkit.pki_commands import register as register_pki
+    from careid_devkit.webmail.commands import register as register_webmail
 
     parser = argparse.ArgumentParser(
         prog="careid-devkit",
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_pki(sub)
     register_card(sub)
     register_demo(sub)
+    register_webmail(sub)
     return parser
 
 

@@ -116,6 +116,11 @@ class ErrorCode(StrEnum):
     # The development kit's virtual card.
     DEVKIT_CARD_PROFILE_NOT_FOUND = "devkit_card_profile_not_found"
     DEVKIT_CARD_PROFILE_INVALID = "devkit_card_profile_invalid"
+    # The development kit's demo relying party ("webmail").
+    DEVKIT_WEBMAIL_SIGNIN_FAILED = "devkit_webmail_signin_failed"
+    DEVKIT_WEBMAIL_PROVIDER_UNAVAILABLE = "devkit_webmail_provider_unavailable"
+    DEVKIT_WEBMAIL_ASSURANCE_TOO_LOW = "devkit_webmail_assurance_too_low"
+    DEVKIT_WEBMAIL_LOGOUT_TOKEN_INVALID = "devkit_webmail_logout_token_invalid"
 
 
 _MESSAGES: dict[ErrorCode, str] = {
@@ -339,8 +344,7 @@ _MESSAGES: dict[ErrorCode, str] = {
         " you were using and sign in from there."
     ),
     ErrorCode.REQUEST_INVALID: (
-        "The sign-in service could not accept this request. Go back, reload the page and"
-        " try again."
+        "The sign-in service could not accept this request. Go back, reload the page and try again."
     ),
     ErrorCode.BROKER_INTERNAL: (
         "Something went wrong in the sign-in service. Try again; if it keeps happening,"
@@ -405,6 +409,24 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.DEVKIT_CARD_PROFILE_INVALID: (
         "The card profile cannot be used as a card. Issue the card again with"
         " `careid-devkit pki issue-card`."
+    ),
+    ErrorCode.DEVKIT_WEBMAIL_SIGNIN_FAILED: (
+        "Signing in to the webmail did not finish, so you are not signed in. Go back to"
+        " the webmail's home page and sign in again; if it keeps happening, check the"
+        " webmail's and the sign-in service's logs."
+    ),
+    ErrorCode.DEVKIT_WEBMAIL_PROVIDER_UNAVAILABLE: (
+        "The webmail cannot reach the sign-in service. Check that the broker is running"
+        " at the issuer address the webmail was given (--issuer), then try again."
+    ),
+    ErrorCode.DEVKIT_WEBMAIL_ASSURANCE_TOO_LOW: (
+        "You chose to sign in with your smartcard, but you were signed in another way."
+        " Sign in again and use your smartcard."
+    ),
+    ErrorCode.DEVKIT_WEBMAIL_LOGOUT_TOKEN_INVALID: (
+        "A back-channel logout request was refused because its logout token could not be"
+        " verified. Check that the webmail's issuer and client ID match the broker's"
+        " configuration; the webmail's log names the reason."
     ),
 }
 
