@@ -14,6 +14,7 @@ next APDU with CardRemovedError instead of signing with another card.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -58,9 +59,9 @@ def _rfc3339(moment: dt.datetime) -> str:
 
 
 class PinPolicy(StrEnum):
-    """When the agent asks for the PIN."""
+    """When the agent asks for the PIN (the values are the configuration's words)."""
 
-    EVERY_SIGN = "every-sign"
+    EVERY_SIGNIN = "every-signin"
     ONCE_PER_INSERTION = "once-per-insertion"
 
 
@@ -136,6 +137,8 @@ class PinRequest:
     uuid: str | None
     retries_left: int | None
     """Tries left as last seen on this insertion; None when not known."""
+    requester: str | None = None
+    """Who asks for the signature (the web origin), so the prompt can name it."""
 
 
 class PinProvider(Protocol):
@@ -145,6 +148,23 @@ class PinProvider(Protocol):
     """
 
     def __call__(self, request: PinRequest, /) -> str | bytearray: ...
+
+
+class PinPad(Protocol):
+    """A reader's secure PIN entry: the reader sends VERIFY itself, so the PIN never
+    passes through this computer (PC/SC Part 10, FEATURE_VERIFY_PIN_DIRECT)."""
+
+    def available(self, connection: CardConnection) -> bool:
+        """Whether this connection's reader offers secure PIN entry."""
+        ...
+
+    def verify(self, connection: CardConnection, request: PinRequest) -> None:
+        """Have the person type the PIN on the reader; raises WrongPinError,
+        PinBlockedError, or an AgentError when cancelled or timed out."""
+        ...
+
+
+DigestSource = Callable[["CardIdentity"], tuple[bytes, hashes.HashAlgorithm]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,7 +194,7 @@ class CardService:
         connect: ConnectionFactory,
         *,
         identity_rule: IdentityRule = DEFAULT_RULE,
-        pin_policy: PinPolicy = PinPolicy.EVERY_SIGN,
+        pin_policy: PinPolicy = PinPolicy.EVERY_SIGNIN,
         clock: Clock = _utcnow,
         cache_size: int = 8,
     ) -> None:
@@ -201,6 +221,11 @@ class CardService:
             self._cache.move_to_end(entry.identity.insertion_id)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+
+    def cached_identity(self, insertion_id: str) -> CardIdentity | None:
+        """What is known about an insertion without touching the card; None if unread."""
+        entry = self._cached(insertion_id)
+        return entry.identity if entry is not None else None
 
     def forget(self, insertion_id: str | None = None) -> None:
         """Drop what is cached about one insertion (or all): the card watcher calls this
@@ -299,6 +324,23 @@ class CardService:
         """Sign a digest with the slot 9A key, asking `pin_provider` for the PIN."""
         if len(digest) != hash_algorithm.digest_size:
             raise ValueError("digest length does not match the hash algorithm")
+        return self.sign_with(lambda identity: (digest, hash_algorithm), pin_provider)
+
+    def sign_with(
+        self,
+        prepare: DigestSource,
+        pin_provider: PinProvider,
+        *,
+        pin_pad: PinPad | None = None,
+        requester: str | None = None,
+    ) -> SignResult:
+        """Sign what `prepare(identity)` returns, with the slot 9A key.
+
+        The digest is a function of the card because the hash depends on its key (SHA-384
+        for P-384), and asking for the identity first would cost a transaction more.
+        With a `pin_pad` whose reader offers secure PIN entry, the reader takes the PIN;
+        otherwise `pin_provider` is asked, outside any transaction.
+        """
         connection = self._connect()
         try:
             entry = self._cached(connection.insertion_id)
@@ -307,25 +349,32 @@ class CardService:
                     session = PivSession(connection)
                     session.select()
                     entry = self._entry(connection, session)
-            elif self._pin_policy is PinPolicy.ONCE_PER_INSERTION and entry.pin_verified:
+            digest, hash_algorithm = prepare(entry.identity)
+            if len(digest) != hash_algorithm.digest_size:
+                raise ValueError("digest length does not match the hash algorithm")
+            if self._pin_policy is PinPolicy.ONCE_PER_INSERTION and entry.pin_verified:
                 signature = self._sign_verified(connection, entry, digest, hash_algorithm)
                 if signature is not None:
                     return SignResult(
                         identity=entry.identity, signature=signature, reader=connection.reader
                     )
-            pin = pin_provider(
-                PinRequest(
-                    reader=connection.reader,
-                    holder_name=entry.identity.holder_name,
-                    uuid=entry.identity.uuid,
-                    retries_left=entry.retries_left,
-                )
+            request = PinRequest(
+                reader=connection.reader,
+                holder_name=entry.identity.holder_name,
+                uuid=entry.identity.uuid,
+                retries_left=entry.retries_left,
+                requester=requester,
             )
+            pad = pin_pad if pin_pad is not None and pin_pad.available(connection) else None
+            pin = pin_provider(request) if pad is None else None
             try:
                 with connection.transaction():
                     session = PivSession(connection)
                     session.select()
-                    self._verify(entry, session, pin)
+                    if pin is not None:
+                        self._verify(entry, functools.partial(session.verify_pin, pin))
+                    elif pad is not None:
+                        self._verify(entry, functools.partial(pad.verify, connection, request))
                     signature = session.sign_digest(
                         digest, algorithm=entry.identity.algorithm, hash_algorithm=hash_algorithm
                     )
@@ -360,9 +409,9 @@ class CardService:
                     entry.pin_verified = False
                 return None
 
-    def _verify(self, entry: _Insertion, session: PivSession, pin: str | bytearray) -> None:
+    def _verify(self, entry: _Insertion, verify: Callable[[], None]) -> None:
         try:
-            session.verify_pin(pin)
+            verify()
         except WrongPinError as exc:
             with self._lock:
                 entry.retries_left = exc.retries_left

@@ -1,7 +1,7 @@
-"""`careid-agent`: look at readers and the card; later, run the localhost service.
+"""`careid-agent`: look at readers and the card, and run the localhost service (`serve`).
 
 Each subcommand lives in its own `_register_*` function that adds a subparser and sets
-`func=handler`, with `handler(args, env) -> int`; `serve` will be added the same way.
+`func=handler`, with `handler(args, env) -> int`.
 Errors print their stable code and plain message on stderr and exit 1.
 """
 
@@ -11,15 +11,32 @@ import argparse
 import functools
 import json
 import logging
+import logging.handlers
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from careid_agent import __version__, transport
 from careid_agent.apdu import TRACE
-from careid_agent.card import CardService, CardStatus
-from careid_agent.errors import AgentError, CardError, NoReaderError, PinBlockedError
+from careid_agent.card import CardService, CardStatus, PinPolicy
+from careid_agent.config import (
+    Overrides,
+    PinProviderKind,
+    default_config_paths,
+    find_config,
+    load_config,
+)
+from careid_agent.errors import (
+    AgentError,
+    CardError,
+    ConfigError,
+    NoReaderError,
+    PinBlockedError,
+)
 from careid_agent.transport import CardConnection, ReaderInfo
 
 _VERBOSITY = [logging.WARNING, logging.INFO, logging.DEBUG, TRACE]
@@ -129,6 +146,128 @@ def _register_status(sub: Any) -> None:
     parser.set_defaults(func=_status)
 
 
+# -- serve --------------------------------------------------------------------------------
+
+_DEV_BANNER = """\
+*************************************************************************
+*  careid-agent is running in DEVELOPMENT MODE (--dev).                 *
+*  http://localhost origins are accepted and the PIN may come from the  *
+*  environment. Never run a clinical workstation like this.             *
+*************************************************************************"""
+
+
+def _serve(args: argparse.Namespace, env: CliEnv) -> int:
+    from careid_agent.serve import Agent  # the HTTP stack only loads for `serve`
+
+    path = args.config or find_config(default_config_paths())
+    overrides = Overrides(
+        port=args.port,
+        allowed_origins=tuple(args.allow_origin or ()),
+        pin_provider=args.pin_provider,
+        pin_policy=args.pin_policy,
+        reader=args.reader,
+        log_level=args.log_level,
+        log_file=args.log_file,
+        dev=args.dev,
+    )
+    config = load_config(path, overrides=overrides)
+    agent_log = logging.getLogger("careid_agent")
+    previous_level = agent_log.level
+    if args.verbose == 0:
+        agent_log.setLevel(config.log_level.upper())
+    file_handler = _log_file_handler(config.log_file) if config.log_file else None
+    if file_handler is not None:
+        agent_log.addHandler(file_handler)
+    try:
+        if config.dev:
+            print(_DEV_BANNER, file=env.stderr)
+            agent_log.warning("development mode: not for clinical use")
+        agent_log.info("settings from %s", path or "the command line")
+        try:
+            agent = Agent(config)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot listen on 127.0.0.1:{config.port} ({exc.strerror}). Is another"
+                " careid-agent already running?"
+            ) from exc
+        _run_until_signalled(agent, env)
+    finally:
+        agent_log.setLevel(previous_level)  # main() may be called again in this process
+        if file_handler is not None:
+            agent_log.removeHandler(file_handler)
+            file_handler.close()
+    return 0
+
+
+def _log_file_handler(path: Path) -> logging.Handler:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=1_000_000, backupCount=3, encoding="utf-8"
+        )
+    except OSError as exc:
+        raise ConfigError(f"{path}: the log file cannot be written ({exc.strerror}).") from exc
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+def _run_until_signalled(agent: Any, env: CliEnv) -> None:
+    stop = threading.Event()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+            if hasattr(signal, name):
+                number = getattr(signal, name)
+                previous[number] = signal.signal(number, lambda *_: stop.set())
+    agent.start()
+    print(f"careid-agent: listening on {agent.url}", file=env.stderr, flush=True)
+    try:
+        # The main thread runs PIN dialogs (macOS only allows UI there) until told to stop.
+        agent.runner.run_until(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        agent.stop()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _register_serve(sub: Any) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the localhost API that sign-in pages call (http://127.0.0.1:47600)",
+        description="Run the agent's localhost API. Settings come from --config, else the"
+        " first of " + ", ".join(str(p) for p in default_config_paths()) + "; flags"
+        " override them.",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
+    parser.add_argument("--port", type=int, help="port on 127.0.0.1 (default 47600)")
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a sign-in page origin (https://host[:port]); repeat for several; replaces"
+        " the file's list",
+    )
+    parser.add_argument(
+        "--pin-provider", choices=[k.value for k in PinProviderKind], help="how to ask for the PIN"
+    )
+    parser.add_argument(
+        "--pin-policy", choices=[p.value for p in PinPolicy], help="when to ask for the PIN"
+    )
+    parser.add_argument(
+        "--reader", metavar="NAME", help="use only this reader (or part of its name)"
+    )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-file", metavar="FILE", help="also log to this file (rotated)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="DEVELOPMENT ONLY: accept http://localhost origins and the env PIN provider",
+    )
+    parser.set_defaults(func=_serve)
+
+
 # -- entry point --------------------------------------------------------------------------
 
 
@@ -149,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _register_readers(sub)
     _register_status(sub)
+    _register_serve(sub)
     return parser
 
 

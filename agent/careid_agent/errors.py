@@ -132,3 +132,94 @@ class AgentError(Exception):
     def __init__(self, message: str | None = None) -> None:
         self.message = message if message is not None else message_for(self.code)
         super().__init__(self.message)
+
+
+class PinEntryCancelledError(AgentError):
+    """The person cancelled PIN entry (dialog, terminal or the reader's PIN pad)."""
+
+    code = ErrorCode.PIN_ENTRY_CANCELLED
+
+
+class PinEntryTimeoutError(AgentError):
+    """Nobody entered a PIN before the prompt timed out."""
+
+    code = ErrorCode.PIN_ENTRY_TIMEOUT
+
+
+class PinProviderUnavailableError(AgentError):
+    """The configured way of asking for the PIN cannot work here (no display, no terminal,
+    no PIN pad, no `CAREID_AGENT_PIN`)."""
+
+    code = ErrorCode.PIN_PROVIDER_UNAVAILABLE
+
+
+class CardBusyError(AgentError):
+    """Another sign-in holds the card and did not finish within the wait."""
+
+    code = ErrorCode.CARD_BUSY
+
+
+class AgentBusyError(AgentError):
+    """Too many connections or event streams are open."""
+
+    code = ErrorCode.AGENT_BUSY
+
+
+class ConfigError(AgentError):
+    """The agent's configuration is not valid; `message` names the setting for IT staff."""
+
+    code = ErrorCode.AGENT_CONFIG_INVALID
+
+
+class RequestError(AgentError):
+    """A request to the localhost API was refused before touching the card."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+class OriginNotAllowedError(RequestError):
+    """The `Origin` header is missing or not on the allow-list."""
+
+    code = ErrorCode.ORIGIN_NOT_ALLOWED
+
+
+class HostNotAllowedError(RequestError):
+    """The `Host` header is not the agent's own loopback address (DNS rebinding)."""
+
+    code = ErrorCode.HOST_NOT_ALLOWED
+
+
+class BadRequestError(RequestError):
+    """The request is not the JSON the endpoint expects."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+class BodyTooLargeError(RequestError):
+    """The request body is over the agent's limit."""
+
+    code = ErrorCode.BODY_TOO_LARGE
+
+
+class InvalidChallengeError(RequestError):
+    """The challenge is not 43 base64url characters."""
+
+    code = ErrorCode.INVALID_CHALLENGE
+
+
+class InvalidCardSessionError(RequestError):
+    """The card session reference is not a string the agent can keep and send back."""
+
+    code = ErrorCode.INVALID_CARD_SESSION
+
+
+class NotFoundError(RequestError):
+    """No such endpoint."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class MethodNotAllowedError(RequestError):
+    """The endpoint exists but not with this HTTP method."""
+
+    code = ErrorCode.METHOD_NOT_ALLOWED

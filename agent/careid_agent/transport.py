@@ -30,6 +30,8 @@ from careid_agent.errors import (
 
 log = logging.getLogger(__name__)
 
+#: The PC/SC binding: other modules take it from here, so only this one imports pyscard.
+PCSC_API: Any = scard
 _MASK = 0xFFFFFFFF
 #: How long a failed APDU waits for PC/SC to report a removal before calling it a read
 #: failure.
@@ -211,6 +213,24 @@ class PcscConnection:
             current = event_state & ~self._api.SCARD_STATE_CHANGED
         return CardCommunicationError()
 
+    def control_code(self, function: int) -> int:
+        """The platform's reader control code for a function number (SCARD_CTL_CODE:
+        0x42000000 + n on pcsc-lite and macOS, CTL_CODE(0x31, n, ...) on Windows)."""
+        return int(self._api.SCARD_CTL_CODE(function))
+
+    def control(self, code: int, data: bytes | bytearray = b"") -> bytes:
+        """SCardControl: a command to the reader itself (PC/SC Part 10 features)."""
+        if not self._open:
+            raise CardCommunicationError()
+        command = list(data)
+        try:
+            rv, response = self._api.SCardControl(self._handle, code, command)
+        finally:
+            command.clear()
+        if _rv(rv) != _rv(self._api.SCARD_S_SUCCESS):
+            raise error_for_pcsc(rv, connected=True, api=self._api)
+        return bytes(response)
+
     def begin_transaction(self) -> None:
         """Take the card exclusively until `end_transaction()` (blocks while another has it)."""
         rv = self._api.SCardBeginTransaction(self._handle)
@@ -256,7 +276,8 @@ class PcscConnection:
         self.close()
 
 
-def _establish(api: Any) -> int:
+def establish_context(api: Any) -> int:
+    """A PC/SC context (user scope); the typed error when the service is unavailable."""
     rv, context = api.SCardEstablishContext(api.SCARD_SCOPE_USER)
     if _rv(rv) != _rv(api.SCARD_S_SUCCESS):
         # Windows stops its smart card service when the last reader goes away, so "no
@@ -265,7 +286,8 @@ def _establish(api: Any) -> int:
     return int(context)
 
 
-def _reader_names(api: Any, context: int) -> list[str]:
+def reader_names(api: Any, context: int) -> list[str]:
+    """The names of the readers PC/SC knows; empty when there is none."""
     rv, names = api.SCardListReaders(context, [])
     if _rv(rv) == _rv(api.SCARD_E_NO_READERS_AVAILABLE):
         return []
@@ -298,11 +320,11 @@ def _reader_states(api: Any, context: int, names: Sequence[str]) -> list[ReaderI
 def list_readers(*, api: Any = scard) -> list[ReaderInfo]:
     """Every reader and whether it holds a card; empty when there is no reader (or service)."""
     try:
-        context = _establish(api)
+        context = establish_context(api)
     except NoReaderError:
         return []
     try:
-        return _reader_states(api, context, _reader_names(api, context))
+        return _reader_states(api, context, reader_names(api, context))
     finally:
         api.SCardReleaseContext(context)
 
@@ -343,10 +365,10 @@ def connect(
     reader: str | None = None, *, preference: Sequence[str] = (), api: Any = scard
 ) -> PcscConnection:
     """Connect (shared) to the card in `reader`, or in the first reader holding a card."""
-    context = _establish(api)
+    context = establish_context(api)
     try:
         chosen = choose_reader(
-            _reader_states(api, context, _reader_names(api, context)), reader, preference
+            _reader_states(api, context, reader_names(api, context)), reader, preference
         )
         rv, handle, protocol = api.SCardConnect(
             context,

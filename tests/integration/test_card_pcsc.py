@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.hashes import HashAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from careid_agent.card import CardService
+from careid_agent.card import CardIdentity, CardService
 from careid_agent.errors import (
     CardRemovedError,
     NoCardError,
@@ -25,6 +26,7 @@ from careid_protocol.errors import ErrorCode
 from careid_protocol.piv import Ins
 from careid_protocol.token import (
     AuthToken,
+    SignatureAlgorithm,
     algorithm_for_key,
     digest_to_sign,
     ecdsa_der_to_raw,
@@ -51,12 +53,18 @@ def _pin(value: str = PIN) -> Callable[[object], bytearray]:
 
 def _signed_token(service: CardService, pin: str = PIN) -> dict[str, str]:
     """What `/v1/authenticate` does, minus HTTP: sign the contract's digest."""
-    identity = service.read_identity()
-    alg = algorithm_for_key(identity.certificate.public_key())
-    result = service.sign(digest_to_sign(ORIGIN, CHALLENGE, alg), alg.hash(), _pin(pin))
-    signature = (
-        result.signature if alg.value == "RS256" else ecdsa_der_to_raw(result.signature, alg)
-    )
+    algs: list[SignatureAlgorithm] = []
+
+    def prepare(identity: CardIdentity) -> tuple[bytes, HashAlgorithm]:
+        alg = algorithm_for_key(identity.certificate.public_key())
+        algs.append(alg)
+        return digest_to_sign(ORIGIN, CHALLENGE, alg), alg.hash()
+
+    result = service.sign_with(prepare, _pin(pin))
+    alg = algs[0]
+    signature = result.signature
+    if alg is not SignatureAlgorithm.RS256:
+        signature = ecdsa_der_to_raw(signature, alg)
     return AuthToken(
         certificate=result.identity.certificate_der,
         algorithm=alg,
@@ -89,7 +97,7 @@ def test_status_and_signature_through_pcscd(
         before = card.counters.commands
         verify_token(_signed_token(service), ORIGIN, CHALLENGE)
         expected = 5 if algorithm is KeyAlgorithm.RSA2048 else 3
-        assert card.counters.commands - before == expected + 1  # +1: read_identity's SELECT
+        assert card.counters.commands - before == expected
 
 
 def test_wrong_pin_counts_down_then_blocks_and_stays_blocked(

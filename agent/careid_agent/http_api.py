@@ -1,0 +1,401 @@
+"""The localhost HTTP API on the standard library's ThreadingHTTPServer.
+
+Small and dependable on purpose: no framework, a handful of routes, every refusal a JSON
+`{"error": code, "message": text}`. Checks run cheapest and most telling first: Host
+(DNS rebinding), Origin (the allow-list), route and method, body; only then does a
+request reach the card. Connections are capped, requests time out, and the server
+banner names no software version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from careid_agent.errors import (
+    AgentBusyError,
+    AgentError,
+    BadRequestError,
+    CardError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PinBlockedError,
+    WrongPinError,
+)
+from careid_agent.events import EventHub, StreamClosed
+from careid_agent.http_policy import (
+    Headers,
+    RequestPolicy,
+    check_body_length,
+    parse_challenge,
+    parse_json_object,
+)
+from careid_agent.service import AgentService
+from careid_protocol.errors import ErrorCode, message_for
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 32
+#: Seconds a client may take to send its request (not the time a sign-in may take).
+REQUEST_TIMEOUT = 15.0
+#: How often an idle event stream checks whether its page has gone.
+_SSE_POLL = 0.5
+
+_STATUS: dict[ErrorCode, HTTPStatus] = {
+    ErrorCode.BAD_REQUEST: HTTPStatus.BAD_REQUEST,
+    ErrorCode.INVALID_CHALLENGE: HTTPStatus.BAD_REQUEST,
+    ErrorCode.INVALID_CARD_SESSION: HTTPStatus.BAD_REQUEST,
+    ErrorCode.HOST_NOT_ALLOWED: HTTPStatus.FORBIDDEN,
+    ErrorCode.ORIGIN_NOT_ALLOWED: HTTPStatus.FORBIDDEN,
+    ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+    ErrorCode.METHOD_NOT_ALLOWED: HTTPStatus.METHOD_NOT_ALLOWED,
+    ErrorCode.BODY_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    # The person or the card said no.
+    ErrorCode.WRONG_PIN: HTTPStatus.FORBIDDEN,
+    ErrorCode.PIN_BLOCKED: HTTPStatus.FORBIDDEN,
+    ErrorCode.PIN_INVALID_FORMAT: HTTPStatus.FORBIDDEN,
+    ErrorCode.PIN_ENTRY_CANCELLED: HTTPStatus.FORBIDDEN,
+    ErrorCode.PIN_ENTRY_TIMEOUT: HTTPStatus.FORBIDDEN,
+    ErrorCode.CARD_SECURITY_NOT_SATISFIED: HTTPStatus.FORBIDDEN,
+    # The workstation is not in a state to sign: no reader, no card, the wrong card.
+    ErrorCode.NO_READER: HTTPStatus.CONFLICT,
+    ErrorCode.NO_CARD: HTTPStatus.CONFLICT,
+    ErrorCode.CARD_REMOVED: HTTPStatus.CONFLICT,
+    ErrorCode.NOT_PIV_CARD: HTTPStatus.CONFLICT,
+    ErrorCode.CARD_NO_CERTIFICATE: HTTPStatus.CONFLICT,
+    ErrorCode.CARD_UNSUPPORTED_KEY: HTTPStatus.CONFLICT,
+    ErrorCode.CERTIFICATE_MALFORMED: HTTPStatus.CONFLICT,
+    # Try again in a moment.
+    ErrorCode.CARD_BUSY: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.READER_BUSY: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.AGENT_BUSY: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.PIN_PROVIDER_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.CARD_COMMUNICATION: HTTPStatus.BAD_GATEWAY,
+}
+_RETRY_LATER = {ErrorCode.CARD_BUSY, ErrorCode.READER_BUSY, ErrorCode.AGENT_BUSY}
+
+
+def http_status(code: ErrorCode) -> HTTPStatus:
+    """The HTTP status for an error code (500 for the agent's own failures)."""
+    return _STATUS.get(code, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+def error_body(error: AgentError | CardError) -> dict[str, Any]:
+    """`{"error", "message"}`, and `triesLeft` for PIN refusals."""
+    body: dict[str, Any] = {"error": error.code.value, "message": error.message}
+    if isinstance(error, WrongPinError):
+        body["triesLeft"] = error.retries_left
+    elif isinstance(error, PinBlockedError):
+        body["triesLeft"] = 0
+    return body
+
+
+class AgentHTTPServer(ThreadingHTTPServer):
+    """Listens on 127.0.0.1 only, with a cap on simultaneous connections."""
+
+    daemon_threads = True
+    # Windows' SO_REUSEADDR lets another program bind the same port and steal requests;
+    # there, ask for the port exclusively instead.
+    allow_reuse_address = sys.platform != "win32"
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        service: AgentService,
+        hub: EventHub,
+        allowed_origins: frozenset[str] | tuple[str, ...],
+        keepalive: float = 15.0,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self.service = service
+        self.hub = hub
+        self.keepalive = keepalive
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(("127.0.0.1", port), AgentRequestHandler)
+        self.policy = RequestPolicy(port=self.port, allowed_origins=allowed_origins)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when asked for port 0)."""
+        return int(self.server_address[1])
+
+    def server_bind(self) -> None:
+        """Bind, exclusively on Windows."""
+        exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+        if exclusive is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+        super().server_bind()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve on a new thread, or refuse at once when all slots are taken."""
+        if not self._slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that broke mid-answer: worth a debug line, not a traceback."""
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Handle one connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _refuse_busy(sock: socket.socket) -> None:
+    body = json.dumps(error_body(AgentBusyError())).encode("utf-8")
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+    )
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(head.encode("ascii") + body)
+    except OSError:
+        pass  # the client is gone already; nothing to tell it
+
+
+Route = Callable[["AgentRequestHandler", str], None]
+
+
+class AgentRequestHandler(BaseHTTPRequestHandler):
+    """One connection to the agent's API."""
+
+    server: AgentHTTPServer
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT
+    # Headers and body go out in two writes; with Nagle on, the second waits for the
+    # client's delayed ACK: ~40 ms added to every sign-in (found by bench/agent_latency.py).
+    disable_nagle_algorithm = True
+
+    def version_string(self) -> str:
+        """The Server header: the product, no version for scanners to match."""
+        return "careid-agent"
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        self._dispatch("OPTIONS")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch("HEAD")
+
+    def _dispatch(self, method: str) -> None:
+        origin: str | None = None
+        try:
+            policy = self.server.policy
+            policy.check_host(self.headers.get_all("Host") or [])
+            origins = self.headers.get_all("Origin") or []
+            origin = policy.allowed_origin(origins)
+            path = urlsplit(self.path).path if self.path.startswith("/") else ""
+            routes = _ROUTES.get(path)
+            if routes is None:
+                policy.check_origin(origins)
+                raise NotFoundError()
+            if method == "OPTIONS":
+                self._preflight(policy.check_origin(origins))
+                return
+            allowed = policy.check_origin(origins)
+            route = routes.get(method)
+            if route is None:
+                raise MethodNotAllowedError()
+            route(self, allowed)
+        except (AgentError, CardError) as exc:
+            self._send_error(exc, origin)
+        except OSError as exc:
+            # The page went away (tab closed, timed out); there is nobody to answer.
+            self.close_connection = True
+            log.debug("%s %s: connection lost: %s", method, self.path[:100], exc)
+        except Exception:
+            log.exception("unexpected failure handling %s %s", method, self.path[:100])
+            self._send_error(AgentError(), origin)
+
+    # -- responses -----------------------------------------------------------------------
+
+    def _send_json(
+        self, status: int, body: dict[str, Any], origin: str | None, extra: Headers | None = None
+    ) -> None:
+        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if origin is not None:
+            for name, value in self.server.policy.cors_headers(origin):
+                self.send_header(name, value)
+        for name, value in extra or []:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _send_error(self, error: AgentError | CardError, origin: str | None) -> None:
+        status = http_status(error.code)
+        if status >= 500 or status == HTTPStatus.BAD_GATEWAY:
+            log.warning("%s %s: %s", self.command, self.path[:100], error.code.value)
+        else:
+            log.info("%s %s refused: %s", self.command, self.path[:100], error.code.value)
+        extra: Headers = [("Connection", "close")]
+        if error.code in _RETRY_LATER:
+            extra.append(("Retry-After", "1"))
+        # An unread body would be taken for the next request: close after any refusal.
+        self.close_connection = True
+        self._send_json(status, error_body(error), origin, extra)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed requests (bad request line, headers too long) answer JSON too."""
+        self.close_connection = True
+        # An unparseable request line leaves the version at HTTP/0.9, which has no status
+        # line; answer in HTTP/1.0 so the client can read the refusal.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        body = {"error": ErrorCode.BAD_REQUEST.value, "message": message_for(ErrorCode.BAD_REQUEST)}
+        payload = json.dumps(body).encode("utf-8")
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            pass  # the client went away mid-refusal
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Access log at DEBUG (paths only: nothing secret travels in a URL here)."""
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _read_body(self) -> bytes:
+        length = check_body_length(
+            self.headers.get_all("Content-Length") or [],
+            self.headers.get_all("Transfer-Encoding") or [],
+        )
+        if not length:
+            return b""
+        try:
+            return self.rfile.read(length)
+        except TimeoutError as exc:  # announced a body, never sent it
+            raise BadRequestError() from exc
+
+    # -- routes --------------------------------------------------------------------------
+
+    def _preflight(self, origin: str) -> None:
+        self._no_body()
+        request = {k.lower(): v for k, v in self.headers.items()}
+        headers = self.server.policy.preflight_headers(origin, request)
+        self.send_response(HTTPStatus.NO_CONTENT)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _client_gone(self) -> bool:
+        """Whether the page closed its end (readable with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _no_body(self) -> None:
+        if self._read_body():
+            raise BadRequestError()
+
+    def status(self, origin: str) -> None:
+        """GET /v1/status."""
+        self._no_body()
+        self._send_json(HTTPStatus.OK, self.server.service.status(), origin)
+
+    def authenticate(self, origin: str) -> None:
+        """POST /v1/authenticate {"challenge": C}."""
+        challenge = parse_challenge(self._read_body(), self.headers.get("Content-Type"))
+        token = self.server.service.authenticate(origin, challenge)
+        self._send_json(HTTPStatus.OK, token, origin)
+
+    def card_sessions(self, origin: str) -> None:
+        """POST /v1/card-sessions {"cardSession": S}."""
+        data = parse_json_object(
+            self._read_body(), self.headers.get("Content-Type"), {"cardSession"}
+        )
+        answer = self.server.service.add_card_session(origin, data["cardSession"])
+        self._send_json(HTTPStatus.CREATED, answer, origin)
+
+    def events(self, origin: str) -> None:
+        """GET /v1/events: text/event-stream until the page or the agent goes away."""
+        self._no_body()
+        subscription = self.server.hub.subscribe()
+        try:
+            self.close_connection = True
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Connection", "close")
+            for name, value in self.server.policy.cors_headers(origin):
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(b"retry: 3000\n\n")
+            for initial in self.server.service.current_events():
+                self.wfile.write(initial.encode())
+            self.wfile.flush()
+            quiet_since = time.monotonic()
+            while True:
+                event = subscription.next(timeout=min(_SSE_POLL, self.server.keepalive))
+                if event is not None:
+                    self.wfile.write(event.encode())
+                elif self._client_gone():
+                    break  # free the stream's slot now, not at the next keep-alive
+                elif time.monotonic() - quiet_since >= self.server.keepalive:
+                    # A comment keeps proxies and the browser from timing the stream out.
+                    self.wfile.write(b": keep-alive\n\n")
+                else:
+                    continue
+                self.wfile.flush()
+                quiet_since = time.monotonic()
+        except (StreamClosed, OSError):
+            pass  # the agent is stopping, the page went away, or it stopped reading
+        finally:
+            subscription.close()
+
+
+_ROUTES: dict[str, dict[str, Route]] = {
+    "/v1/status": {"GET": AgentRequestHandler.status},
+    "/v1/authenticate": {"POST": AgentRequestHandler.authenticate},
+    "/v1/card-sessions": {"POST": AgentRequestHandler.card_sessions},
+    "/v1/events": {"GET": AgentRequestHandler.events},
+}

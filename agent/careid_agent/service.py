@@ -1,0 +1,229 @@
+"""What the localhost API does, without HTTP: status, sign a challenge, keep card
+sessions, and react to card events.
+
+One card operation runs at a time. The lock covers the whole sign-in, PIN prompt
+included (the PC/SC transaction does not: see `card.py`), so a second page asking at the
+same moment waits a bounded time and then gets "card busy" rather than a second PIN
+prompt stacked on the first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from careid_agent import __version__
+from careid_agent.card import CardIdentity, CardService, PinPolicy
+from careid_agent.errors import (
+    CardBusyError,
+    CardError,
+    CardRemovedError,
+    NoCardError,
+    NoReaderError,
+)
+from careid_agent.events import EventHub, ServerEvent
+from careid_agent.pin import PinEntry
+from careid_agent.sessions import CardSession, CardSessions, RemovalNotifier, check_card_session
+from careid_agent.transport import ReaderInfo, choose_reader
+from careid_agent.watcher import CardEvent, CardEventType
+from careid_protocol.piv import Algorithm
+from careid_protocol.token import (
+    FORMAT,
+    AuthToken,
+    SignatureAlgorithm,
+    digest_to_sign,
+    ecdsa_der_to_raw,
+)
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = f"careid-agent/{__version__}"
+#: `GET /v1/status` is polled by pages; it never waits long behind a sign-in.
+STATUS_WAIT = 1.0
+
+#: The JOSE algorithm for each card key type (DESIGN.md, "The signed challenge").
+JOSE_ALGORITHMS: dict[Algorithm, SignatureAlgorithm] = {
+    Algorithm.ECC_P256: SignatureAlgorithm.ES256,
+    Algorithm.ECC_P384: SignatureAlgorithm.ES384,
+    Algorithm.RSA_2048: SignatureAlgorithm.RS256,
+}
+
+
+def _rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reader_matcher(reader: str | None) -> Callable[[str], bool]:
+    """Whether a reader name is one the agent uses (all, or those naming `reader`)."""
+    if reader is None:
+        return lambda name: True
+    wanted = reader.lower()
+    return lambda name: name == reader or wanted in name.lower()
+
+
+class AgentService:
+    """The agent's operations, called by the HTTP layer and the card watcher."""
+
+    def __init__(
+        self,
+        *,
+        cards: CardService,
+        pin_entry: PinEntry,
+        list_readers: Callable[[], list[ReaderInfo]],
+        sessions: CardSessions,
+        notifier: RemovalNotifier,
+        hub: EventHub,
+        reader: str | None = None,
+        reader_preference: Sequence[str] = (),
+        pin_policy: PinPolicy = PinPolicy.EVERY_SIGNIN,
+        card_wait: float = 10.0,
+        present_cards: Callable[[], dict[str, str]] = dict,
+    ) -> None:
+        self._cards = cards
+        self._pin = pin_entry
+        self._list_readers = list_readers
+        self._sessions = sessions
+        self._notifier = notifier
+        self._hub = hub
+        self._preference = tuple(reader_preference)
+        self._pin_policy = pin_policy
+        self._card_wait = card_wait
+        self._present_cards = present_cards
+        self.wants_reader = reader_matcher(reader)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _card(self, wait: float) -> Iterator[None]:
+        if not self._lock.acquire(timeout=wait):
+            raise CardBusyError()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _readers(self) -> list[ReaderInfo]:
+        try:
+            return [r for r in self._list_readers() if self.wants_reader(r.name)]
+        except CardError as exc:
+            log.info("cannot list readers: %s", exc.message)
+            return []
+
+    # -- GET /v1/status ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Readers, whether a card is in, and who it names (no PIN needed)."""
+        readers = self._readers()
+        body: dict[str, Any] = {
+            "agentVersion": AGENT_VERSION,
+            "protocol": FORMAT,
+            "pinPolicy": self._pin_policy.value,
+            "readers": [{"name": r.name, "cardPresent": r.card_present} for r in readers],
+            "cardPresent": any(r.card_present for r in readers),
+            "card": None,
+        }
+        error: CardError | None = None
+        if not readers:
+            error = NoReaderError()
+        elif not body["cardPresent"]:
+            error = NoCardError()
+        else:
+            try:
+                with self._card(min(STATUS_WAIT, self._card_wait)):
+                    status = self._cards.status()
+                body["card"] = status.to_json() | {
+                    "algorithm": JOSE_ALGORITHMS[status.algorithm].value
+                }
+            except CardBusyError:
+                body["cardBusy"] = True
+            except CardError as exc:
+                error = exc
+        if error is not None:
+            body["cardError"] = {"error": error.code.value, "message": error.message}
+        return body
+
+    # -- POST /v1/authenticate ---------------------------------------------------------
+
+    def authenticate(self, origin: str, challenge: str) -> dict[str, str]:
+        """Have the card sign `challenge` for `origin`; the careid-auth:1 token."""
+
+        def prepare(identity: CardIdentity) -> tuple[bytes, Any]:
+            algorithm = JOSE_ALGORITHMS[identity.algorithm]
+            return digest_to_sign(origin, challenge, algorithm), algorithm.hash()
+
+        with self._card(self._card_wait):
+            result = self._cards.sign_with(
+                prepare, self._pin.provider, pin_pad=self._pin.pin_pad, requester=origin
+            )
+        algorithm = JOSE_ALGORITHMS[result.identity.algorithm]
+        signature = result.signature
+        if algorithm is not SignatureAlgorithm.RS256:
+            signature = ecdsa_der_to_raw(signature, algorithm)
+        log.info(
+            "signed a challenge for %s with the card of %s in %r",
+            origin,
+            result.identity.uuid or "<no UUID>",
+            result.reader,
+        )
+        return AuthToken(
+            certificate=result.identity.certificate_der,
+            algorithm=algorithm,
+            signature=signature,
+            agent_version=AGENT_VERSION,
+        ).to_json()
+
+    # -- POST /v1/card-sessions --------------------------------------------------------
+
+    def add_card_session(self, origin: str, card_session: object) -> dict[str, str]:
+        """Keep (origin, the card in the reader, S) until that card leaves."""
+        reference = check_card_session(card_session)
+        try:
+            chosen = choose_reader(self._readers(), None, self._preference)
+        except (NoReaderError, NoCardError):
+            # The card that signed in has already gone: the session must end now.
+            self._notifier.notify(
+                [CardSession(origin=origin, insertion_id="", reader="", card_session=reference)]
+            )
+            raise
+        session = CardSession(
+            origin=origin,
+            insertion_id=chosen.insertion_id or "",
+            reader=chosen.name,
+            card_session=reference,
+        )
+        if not self._sessions.add(session):
+            self._notifier.notify([session])
+            raise CardRemovedError()
+        return {"cardSession": reference, "reader": chosen.name}
+
+    # -- the card watcher and GET /v1/events -------------------------------------------
+
+    def on_card_event(self, event: CardEvent) -> None:
+        """A card went in or out: update the cache, end its sessions, tell the pages."""
+        if event.type is CardEventType.REMOVED:
+            self._cards.forget(event.insertion_id)
+            ended = self._sessions.card_removed(event.insertion_id)
+            if ended:
+                log.info(
+                    "card removed from %r: ending %d card session(s)", event.reader, len(ended)
+                )
+                self._notifier.notify(ended)
+        self._hub.publish(
+            ServerEvent(
+                name=event.type.value, data={"reader": event.reader, "at": _rfc3339(event.at)}
+            )
+        )
+
+    def current_events(self) -> list[ServerEvent]:
+        """A `card-inserted` for each card already in, sent first on a new event stream."""
+        now = _rfc3339(dt.datetime.now(dt.UTC))
+        return [
+            ServerEvent(
+                name=CardEventType.INSERTED.value,
+                data={"reader": reader, "at": now, "initial": True},
+            )
+            for reader in sorted(self._present_cards())
+        ]

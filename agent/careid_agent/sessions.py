@@ -1,0 +1,192 @@
+"""Card sessions: "this sign-in lasts while this card stays in the reader".
+
+After a card sign-in the broker gives the page a card session reference S, and the page
+hands it to the agent (`POST /v1/card-sessions`). The agent keeps (origin, card
+insertion, S); when that card leaves the reader it tells each origin
+`POST {origin}/card/removed {"cardSession": S}`, and the broker ends the session and logs
+the person out of its web apps — the "tap out" of a shared clinical workstation.
+
+Notices go only to allow-listed origins (checked again when sending), never follow
+redirects, retry a few times with a short timeout, and run on their own threads so a slow
+broker never delays the card watcher. S is a bearer reference to someone's session, so it
+is never logged; a short fingerprint stands in for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from careid_agent.errors import InvalidCardSessionError
+
+log = logging.getLogger(__name__)
+
+#: URL-safe characters only (RFC 3986 "unreserved"), 16 to 256 of them: long enough to
+#: be unguessable, short enough that a page cannot make the agent hoard memory.
+CARD_SESSION_RE = re.compile(r"[A-Za-z0-9._~-]{16,256}")
+MAX_SESSIONS_PER_CARD = 32
+#: Insertions remembered as gone, to catch a registration racing a removal.
+_GONE_MEMORY = 64
+
+
+def check_card_session(value: object) -> str:
+    """S if it is a string the agent may keep and send back; else InvalidCardSession."""
+    if not isinstance(value, str) or not CARD_SESSION_RE.fullmatch(value):
+        raise InvalidCardSessionError()
+    return value
+
+
+def fingerprint(card_session: str) -> str:
+    """A short stand-in for S in logs."""
+    return hashlib.sha256(card_session.encode("ascii")).hexdigest()[:12]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CardSession:
+    """One sign-in that ends when its card leaves the reader."""
+
+    origin: str
+    insertion_id: str
+    reader: str
+    card_session: str
+
+
+class CardSessions:
+    """The card sessions of the cards now in the readers (thread-safe)."""
+
+    def __init__(self, *, max_per_card: int = MAX_SESSIONS_PER_CARD) -> None:
+        self._max = max_per_card
+        self._by_card: dict[str, OrderedDict[tuple[str, str], CardSession]] = {}
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, session: CardSession) -> bool:
+        """Keep a session; False when its card has already left (notify at once)."""
+        with self._lock:
+            if session.insertion_id in self._gone:
+                return False
+            sessions = self._by_card.setdefault(session.insertion_id, OrderedDict())
+            key = (session.origin, session.card_session)
+            sessions[key] = session
+            sessions.move_to_end(key)
+            while len(sessions) > self._max:
+                # The oldest sign-in on this card is the one least likely still open.
+                dropped = sessions.popitem(last=False)[1]
+                log.warning(
+                    "too many card sessions; forgetting %s", fingerprint(dropped.card_session)
+                )
+            return True
+
+    def card_removed(self, insertion_id: str) -> list[CardSession]:
+        """Forget a card's sessions and return them, to be reported ended."""
+        with self._lock:
+            self._gone[insertion_id] = None
+            while len(self._gone) > _GONE_MEMORY:
+                self._gone.popitem(last=False)
+            return list(self._by_card.pop(insertion_id, {}).values())
+
+    def count(self) -> int:
+        """Sessions kept now."""
+        with self._lock:
+            return sum(len(s) for s in self._by_card.values())
+
+
+Poster = Callable[[str, bytes, float], int]
+"""POST a JSON body to a URL with a timeout; the HTTP status (raises OSError on failure)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # A redirect could carry S to a host that is not on the allow-list.
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def post_json(url: str, body: bytes, timeout: float) -> int:
+    """POST with urllib (system proxies and CA store); the status code."""
+    request = urllib.request.Request(  # noqa: S310 - the URL is an allow-listed origin
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "careid-agent"},
+    )
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+
+
+class RemovalNotifier:
+    """Sends `card/removed` notices, with retries, on a small thread pool."""
+
+    def __init__(
+        self,
+        *,
+        is_allowed: Callable[[str], bool],
+        post: Poster = post_json,
+        timeout: float = 3.0,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        workers: int = 4,
+    ) -> None:
+        self._is_allowed = is_allowed
+        self._post = post
+        self._timeout = timeout
+        self._attempts = attempts
+        self._backoff = backoff
+        self._sleep = sleep
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="careid-removed")
+
+    def notify(self, sessions: Iterable[CardSession]) -> list[Future[bool]]:
+        """Queue a notice per session; each future says whether the origin took it."""
+        return [self._pool.submit(self._send, session) for session in sessions]
+
+    def close(self, wait: bool = True) -> None:
+        """Stop taking notices; with `wait`, finish those queued first."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def _send(self, session: CardSession) -> bool:
+        tag = fingerprint(session.card_session)
+        if not self._is_allowed(session.origin):
+            log.warning(
+                "not telling %s about card session %s: origin no longer allowed",
+                session.origin,
+                tag,
+            )
+            return False
+        url = f"{session.origin}/card/removed"
+        body = json.dumps({"cardSession": session.card_session}).encode("ascii")
+        for attempt in range(1, self._attempts + 1):
+            try:
+                status = self._post(url, body, self._timeout)
+            except (OSError, ValueError) as exc:  # refused, timed out, TLS, bad URL
+                log.info("card/removed to %s failed (try %d): %s", session.origin, attempt, exc)
+            else:
+                if 200 <= status < 300:
+                    log.info("told %s that card session %s ended", session.origin, tag)
+                    return True
+                if 400 <= status < 500 and status not in (408, 429):
+                    log.warning(
+                        "%s refused card/removed for %s: HTTP %d", session.origin, tag, status
+                    )
+                    return False
+                log.info("card/removed to %s: HTTP %d (try %d)", session.origin, status, attempt)
+            if attempt < self._attempts:
+                self._sleep(self._backoff * 2 ** (attempt - 1))
+        log.warning("could not tell %s that card session %s ended", session.origin, tag)
+        return False
