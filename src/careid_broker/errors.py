@@ -116,3 +116,70 @@ class CareIdentityInactiveError(BrokerError):
     """The Care Identity record exists but is not active."""
 
     default_code = ErrorCode.CARE_IDENTITY_INACTIVE
+
+
+# Certificate validation (`careid_broker.pki`).
+
+
+class PkiConfigError(BrokerError):
+    """The `[pki]` settings are not valid; `problems` names each fault."""
+
+    default_code = ErrorCode.BROKER_CONFIG_INVALID
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__(detail="; ".join(self.problems))
+
+
+class CertificateMalformedError(BrokerError):
+    """The card's certificate cannot be parsed."""
+
+    default_code = ErrorCode.CERTIFICATE_MALFORMED
+
+
+class CertificateUntrustedError(BrokerError):
+    """No valid chain leads from the certificate to a configured trust anchor."""
+
+    default_code = ErrorCode.CERTIFICATE_UNTRUSTED
+
+
+class CertificateExpiredError(BrokerError):
+    """The certificate's notAfter has passed, beyond the allowed clock skew."""
+
+    default_code = ErrorCode.CERTIFICATE_EXPIRED
+
+
+class CertificateNotYetValidError(BrokerError):
+    """The certificate's notBefore is in the future, beyond the allowed clock skew."""
+
+    default_code = ErrorCode.CERTIFICATE_NOT_YET_VALID
+
+
+class CertificateUsageError(BrokerError):
+    """The certificate may not be used to sign in (keyUsage / extendedKeyUsage)."""
+
+    default_code = ErrorCode.CERTIFICATE_USAGE
+
+
+class CertificatePolicyError(BrokerError):
+    """A required certificate policy is missing, or a disallowed one is asserted."""
+
+    default_code = ErrorCode.CERTIFICATE_POLICY
+
+
+class CertificateRevokedError(BrokerError):
+    """The issuer says the certificate is revoked (or, over OCSP, does not know it)."""
+
+    default_code = ErrorCode.CERTIFICATE_REVOKED
+
+
+class RevocationUnavailableError(BrokerError):
+    """No trustworthy, fresh revocation status could be obtained: the broker denies."""
+
+    default_code = ErrorCode.REVOCATION_UNAVAILABLE
+
+
+class IdentityMissingError(BrokerError):
+    """The certificate names no Care Identity UUID under the configured rule."""
+
+    default_code = ErrorCode.IDENTITY_MISSING

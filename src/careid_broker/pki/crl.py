@@ -1,0 +1,313 @@
+"""CRL checking (RFC 5280 §5, §6.3): distribution points or configured files, cached.
+
+A CRL is fetched (or read) once, verified against the issuer that signed the
+certificate in question, and served from memory until its nextUpdate. A background
+thread (`start()`/`stop()`, or `refresh_due()` called directly) fetches each cached CRL
+afresh before it goes stale, so sign-ins do not wait on the download. A CRL past its
+nextUpdate (beyond the clock skew) is never used: the check fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum, unique
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
+from careid_broker.pki.certfiles import parse_crl
+from careid_broker.pki.config import CrlSettings
+from careid_broker.pki.crl_checks import CrlProblem, is_stale, verify_crl
+from careid_broker.pki.http import HttpFetcher, HttpFetchError
+from careid_broker.pki.status import Clock, RevocationSource, RevocationStatus, describe, utc_now
+
+logger = logging.getLogger(__name__)
+
+#: The background thread wakes at most this far apart (seconds of real time).
+MAX_POLL_SECONDS = 60.0
+
+
+@unique
+class SourceKind(StrEnum):
+    """Where a CRL comes from."""
+
+    URL = "url"
+    FILE = "file"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrlSource:
+    """A distribution point URL or a configured CRL file."""
+
+    kind: SourceKind
+    location: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Entry:
+    crl: x509.CertificateRevocationList
+    next_update: datetime
+    fetched_at: datetime
+    file_stamp: tuple[int, int, int] | None
+
+
+_Key = tuple[CrlSource, bytes]
+
+
+def distribution_points(certificate: x509.Certificate) -> list[str]:
+    """The certificate's full-CRL http(s) distribution point URLs (RFC 5280 §4.2.1.13).
+
+    Points naming another CRL issuer (indirect CRLs) or only some reasons (partitioned
+    CRLs) are skipped: neither alone says whether the certificate is revoked.
+    """
+    try:
+        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return []
+    urls: list[str] = []
+    for point in points:
+        if point.crl_issuer or point.reasons or not point.full_name:
+            continue
+        urls.extend(
+            name.value
+            for name in point.full_name
+            if isinstance(name, x509.UniformResourceIdentifier)
+            and name.value.lower().startswith(("http://", "https://"))
+        )
+    return urls
+
+
+def _file_stamp(path: str) -> tuple[int, int, int]:
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
+class CrlCache:
+    """Answers "is this certificate on its issuer's CRL?" from verified, fresh CRLs."""
+
+    def __init__(
+        self,
+        settings: CrlSettings,
+        *,
+        clock: Clock,
+        http: HttpFetcher,
+        max_clock_skew: timedelta,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._http = http
+        self._skew = max_clock_skew
+        self._lock = threading.Lock()
+        self._entries: dict[_Key, _Entry] = {}
+        self._issuers: dict[bytes, x509.Certificate] = {}
+        self._fetch_locks: dict[_Key, threading.Lock] = {}
+        # Configured files found to hold another issuer's CRL, by file stamp: not reread
+        # on every sign-in while unchanged.
+        self._foreign: dict[_Key, tuple[int, int, int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
+        """Not revoked as a status; on the CRL: CertificateRevokedError; else unavailable."""
+        now = utc_now(self._clock)
+        sources = self._sources(certificate)
+        if not sources:
+            raise RevocationUnavailableError(
+                detail=f"no CRL source for {describe(certificate)}: it has no http(s)"
+                " distribution point and no CRL file is configured"
+            )
+        problems: list[str] = []
+        for source in sources:
+            try:
+                entry, cached = self._entry(source, issuer, now)
+            except CrlProblem as exc:
+                # A configured file may hold another issuer's CRL: not this one's source.
+                if not (exc.other_issuer and source.kind is SourceKind.FILE):
+                    problems.append(f"{source.location}: {exc}")
+                continue
+            revoked = entry.crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
+            if revoked is not None:
+                raise CertificateRevokedError(
+                    detail=f"CRL ({source.location}): {describe(certificate)} revoked at"
+                    f" {revoked.revocation_date_utc.isoformat()}{_reason(revoked)}"
+                )
+            return RevocationStatus(
+                source=RevocationSource.CRL,
+                cached=cached,
+                this_update=entry.crl.last_update_utc,
+                next_update=entry.next_update,
+                location=source.location,
+            )
+        detail = "; ".join(problems) or "no configured CRL file is from this issuer"
+        raise RevocationUnavailableError(
+            detail=f"no usable CRL for {describe(certificate)}: {detail}"
+        )
+
+    def refresh_due(self) -> int:
+        """Fetch afresh every cached CRL that is due; the number fetched successfully.
+
+        Due: fetched `refresh_interval` ago, or within `refresh_interval` of its
+        nextUpdate, or (a file) changed on disk. A failed refresh keeps the old CRL
+        (usable until its nextUpdate) and is logged.
+        """
+        now = utc_now(self._clock)
+        interval = self._settings.refresh_interval
+        with self._lock:
+            entries = list(self._entries.items())
+        refreshed = 0
+        for (source, fingerprint), entry in entries:
+            due = (
+                now >= entry.fetched_at + interval
+                or now >= entry.next_update - interval
+                or self._file_changed(source, entry)
+            )
+            if not due:
+                continue
+            issuer = self._issuers[fingerprint]
+            try:
+                self._fetch((source, fingerprint), source, issuer, now)
+            except CrlProblem as exc:
+                logger.warning("could not refresh the CRL from %s: %s", source.location, exc)
+                continue
+            refreshed += 1
+        return refreshed
+
+    def start(self) -> None:
+        """Refresh cached CRLs in a background thread until `stop()`."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        poll = min(MAX_POLL_SECONDS, self._settings.refresh_interval.total_seconds() / 2)
+        self._thread = threading.Thread(
+            target=self._run, args=(poll,), name="careid-crl-refresh", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background thread (waits for a refresh in progress)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self, poll: float) -> None:
+        while not self._stop.wait(poll):
+            try:
+                self.refresh_due()
+            except Exception:
+                # The refresher must outlive a surprise; sign-ins fetch on demand anyway.
+                logger.exception("the CRL refresher hit an unexpected error")
+
+    def _sources(self, certificate: x509.Certificate) -> list[CrlSource]:
+        # Configured files first: an operator who configured one wants it used.
+        sources = [
+            CrlSource(kind=SourceKind.FILE, location=str(path)) for path in self._settings.files
+        ]
+        if self._settings.use_distribution_points:
+            sources.extend(
+                CrlSource(kind=SourceKind.URL, location=url)
+                for url in distribution_points(certificate)
+            )
+        return sources
+
+    def _entry(
+        self, source: CrlSource, issuer: x509.Certificate, now: datetime
+    ) -> tuple[_Entry, bool]:
+        """A verified, not-stale CRL for this source and issuer, and whether it was cached."""
+        key: _Key = (source, issuer.fingerprint(hashes.SHA256()))
+        entry = self._cached(key)
+        if entry is not None and now < entry.next_update and not self._file_changed(source, entry):
+            return entry, True
+        if source.kind is SourceKind.FILE:
+            with self._lock:
+                foreign = self._foreign.get(key)
+            try:
+                unchanged = foreign is not None and _file_stamp(source.location) == foreign
+            except OSError:
+                unchanged = False
+            if unchanged:
+                raise CrlProblem("another issuer's CRL", other_issuer=True)
+        with self._fetch_lock(key):
+            # Another sign-in may have fetched it while we waited.
+            entry = self._cached(key)
+            if entry is not None and now < entry.next_update:
+                if not self._file_changed(source, entry):
+                    return entry, True
+            try:
+                return self._fetch(key, source, issuer, now), False
+            except CrlProblem as exc:
+                # Between nextUpdate and nextUpdate + skew the old CRL still counts.
+                usable = entry is not None and not is_stale(entry.next_update, now, self._skew)
+                if entry is not None and usable and not exc.other_issuer:
+                    return entry, True
+                raise
+
+    def _fetch(
+        self, key: _Key, source: CrlSource, issuer: x509.Certificate, now: datetime
+    ) -> _Entry:
+        stamp: tuple[int, int, int] | None = None
+        try:
+            if source.kind is SourceKind.FILE:
+                stamp = _file_stamp(source.location)
+                data = Path(source.location).read_bytes()
+            else:
+                data = self._http.get(source.location, self._settings.timeout_seconds)
+        except (HttpFetchError, OSError) as exc:
+            raise CrlProblem(f"cannot fetch: {exc}") from exc
+        try:
+            crl = parse_crl(data, source=source.location)
+        except ValueError as exc:
+            raise CrlProblem(str(exc)) from exc
+        try:
+            next_update = verify_crl(crl, issuer, now=now, skew=self._skew)
+        except CrlProblem as exc:
+            if exc.other_issuer and stamp is not None:
+                with self._lock:
+                    self._foreign[key] = stamp
+            raise
+        fresh = _Entry(crl=crl, next_update=next_update, fetched_at=now, file_stamp=stamp)
+        with self._lock:
+            old = self._entries.get(key)
+            # Never step back to an older CRL (a replayed or lagging mirror).
+            if old is None or crl.last_update_utc >= old.crl.last_update_utc:
+                self._entries[key] = fresh
+                self._issuers[key[1]] = issuer
+            else:
+                logger.warning("ignoring a CRL from %s older than the one cached", source.location)
+                fresh = old
+        if is_stale(fresh.next_update, now, self._skew):
+            raise CrlProblem(
+                f"the CRL is stale: nextUpdate {fresh.next_update.isoformat()} has passed"
+            )
+        return fresh
+
+    def _cached(self, key: _Key) -> _Entry | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def _fetch_lock(self, key: _Key) -> threading.Lock:
+        with self._lock:
+            return self._fetch_locks.setdefault(key, threading.Lock())
+
+    @staticmethod
+    def _file_changed(source: CrlSource, entry: _Entry) -> bool:
+        if source.kind is not SourceKind.FILE:
+            return False
+        try:
+            return _file_stamp(source.location) != entry.file_stamp
+        except OSError:
+            return True
+
+
+def _reason(revoked: x509.RevokedCertificate) -> str:
+    try:
+        reason = revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return ""
+    return f" ({reason.value})"

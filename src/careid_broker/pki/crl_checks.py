@@ -1,0 +1,94 @@
+"""Whether a CRL can answer for certificates of an issuer (RFC 5280 §6.3.3), pure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+
+class CrlProblem(Exception):
+    """The CRL cannot be used; the message says why (for the operator's log)."""
+
+    def __init__(self, message: str, *, other_issuer: bool = False) -> None:
+        super().__init__(message)
+        self.other_issuer = other_issuer
+        """The CRL is well-formed but another issuer's (not a fault of a shared file)."""
+
+
+def is_stale(next_update: datetime, now: datetime, skew: timedelta) -> bool:
+    """A CRL past its nextUpdate, beyond the clock skew, must not be used."""
+    return next_update < now - skew
+
+
+def verify_crl(
+    crl: x509.CertificateRevocationList,
+    issuer: x509.Certificate,
+    *,
+    now: datetime,
+    skew: timedelta,
+) -> datetime:
+    """Check issuer, signature, scope and thisUpdate; return nextUpdate (or CrlProblem).
+
+    Staleness is left to the caller, who may still hold a fresher CRL.
+    """
+    if crl.issuer != issuer.subject:
+        raise CrlProblem(
+            f"the CRL is from {crl.issuer.rfc4514_string()}, not {issuer.subject.rfc4514_string()}",
+            other_issuer=True,
+        )
+    try:
+        key_usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        key_usage = None
+    if key_usage is not None and not key_usage.crl_sign:
+        raise CrlProblem("the issuer's keyUsage does not allow it to sign CRLs")
+    key = issuer.public_key()
+    if not isinstance(
+        key,
+        rsa.RSAPublicKey
+        | ec.EllipticCurvePublicKey
+        | ed25519.Ed25519PublicKey
+        | ed448.Ed448PublicKey
+        | dsa.DSAPublicKey,
+    ) or not crl.is_signature_valid(key):
+        raise CrlProblem(
+            f"the CRL's signature does not verify with {issuer.subject.rfc4514_string()}'s key"
+        )
+    _check_scope(crl)
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise CrlProblem("the CRL has no nextUpdate, so its freshness cannot be judged")
+    if crl.last_update_utc > now + skew:
+        raise CrlProblem(f"the CRL's thisUpdate {crl.last_update_utc.isoformat()} is in the future")
+    return next_update
+
+
+def _check_scope(crl: x509.CertificateRevocationList) -> None:
+    """Refuse CRLs that do not list every revoked end-entity certificate of the issuer."""
+    extensions = crl.extensions
+    for extension in extensions:
+        if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
+            raise CrlProblem(
+                f"the CRL has an unrecognised critical extension {extension.oid.dotted_string}"
+            )
+    try:
+        extensions.get_extension_for_class(x509.DeltaCRLIndicator)
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        raise CrlProblem("a delta CRL cannot be used on its own")
+    try:
+        point = extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return
+    if (
+        point.only_contains_ca_certs
+        or point.only_contains_attribute_certs
+        or point.only_some_reasons is not None
+        or point.indirect_crl
+    ):
+        raise CrlProblem(
+            "the CRL covers only part of the issuer's certificates (issuingDistributionPoint)"
+        )

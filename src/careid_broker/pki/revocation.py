@@ -1,0 +1,88 @@
+"""Revocation by the deployment's choice: `ocsp`, `crl` or `ocsp-then-crl`; soft-fail.
+
+Fail closed by default: no trustworthy, fresh status means no sign-in. With `soft_fail`
+an unobtainable status is accepted, but never silently: a warning is logged and the
+outcome says so, for the caller to audit. A definite "revoked" is never softened.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography import x509
+
+from careid_broker.errors import RevocationUnavailableError
+from careid_broker.pki.config import PkiConfig, RevocationMode
+from careid_broker.pki.crl import CrlCache
+from careid_broker.pki.http import HttpFetcher
+from careid_broker.pki.ocsp import OcspClient
+from careid_broker.pki.status import Clock, RevocationStatus, describe
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevocationOutcome:
+    """The certificate is not known to be revoked: by which status, or by soft-fail."""
+
+    status: RevocationStatus | None
+    soft_fail_used: bool = False
+    soft_fail_reason: str | None = None
+
+
+class RevocationChecker:
+    """Runs the configured revocation checks for a certificate and its issuer."""
+
+    def __init__(self, config: PkiConfig, *, clock: Clock, http: HttpFetcher) -> None:
+        self._mode = config.revocation
+        self._soft_fail = config.soft_fail
+        skew: timedelta = config.max_clock_skew
+        self.ocsp = OcspClient(config.ocsp, clock=clock, http=http, max_clock_skew=skew)
+        self.crl = CrlCache(config.crl, clock=clock, http=http, max_clock_skew=skew)
+        if self._soft_fail:
+            logger.warning(
+                "revocation soft-fail is ON: cards whose revocation status cannot be"
+                " obtained will be accepted (each such sign-in is logged and audited)"
+            )
+
+    def check(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationOutcome:
+        """A good status, or a soft-fail outcome; raises revoked / unavailable errors."""
+        try:
+            return RevocationOutcome(status=self._status(certificate, issuer))
+        except RevocationUnavailableError as exc:
+            if not self._soft_fail:
+                raise
+            reason = exc.detail or exc.message
+            logger.warning(
+                "SOFT-FAIL: accepting %s without a revocation status: %s",
+                describe(certificate),
+                reason,
+            )
+            return RevocationOutcome(status=None, soft_fail_used=True, soft_fail_reason=reason)
+
+    def _status(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
+        if self._mode is RevocationMode.CRL:
+            return self.crl.check(certificate, issuer)
+        if self._mode is RevocationMode.OCSP:
+            return self.ocsp.check(certificate, issuer)
+        try:
+            return self.ocsp.check(certificate, issuer)
+        except RevocationUnavailableError as ocsp_failure:
+            logger.info("OCSP unavailable, trying the CRL: %s", ocsp_failure.detail)
+            try:
+                return self.crl.check(certificate, issuer)
+            except RevocationUnavailableError as crl_failure:
+                raise RevocationUnavailableError(
+                    detail=f"{ocsp_failure.detail}; then {crl_failure.detail}"
+                ) from crl_failure
+
+    def start(self) -> None:
+        """Start background work (CRL refresh) where the mode uses CRLs."""
+        if self._mode is not RevocationMode.OCSP:
+            self.crl.start()
+
+    def stop(self) -> None:
+        """Stop background work."""
+        self.crl.stop()

@@ -1,0 +1,203 @@
+"""`CertificateValidator`: is this card certificate one we accept, and whose is it?
+
+The order is DESIGN.md's ("The signed challenge", verification order), each failure a
+typed `BrokerError` with a stable code and an operator `detail`:
+
+parse → chain to the trust anchors → validity with bounded skew → keyUsage / EKU →
+certificate policies → revocation → (the caller's signature check, if given) → UUID.
+
+Chain and validity. cryptography's verifier checks validity itself at the time it is
+given, and then fails with one undifferentiated `VerificationError`. So the chain is
+built at `now` moved into the card's own validity period (`clamp_into_validity`, which
+is `now` itself for a card in date) and the card's dates are then checked against the
+real `now` with the configured skew: an expired card from a trusted CA gets
+`certificate_expired`, not `certificate_untrusted`, and a card a minute "early" (a
+workstation or CA clock slightly ahead) is accepted within the skew. Where the time was
+moved, the CA certificates are checked against the real `now` as well, so a clamped
+time never lends validity to an expired CA. Mapping the verifier's error strings
+instead would break with every cryptography release.
+
+The card's extended key usage and subjectAltName are left to our own checks
+(`extension_policies`): the web-PKI defaults would reject a card without clientAuth as
+"untrusted" rather than "usage", and would require a SAN that real PIV/Care Identity
+card certificates need not carry (their identity is in the subject).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509 import verification
+
+from careid_broker.errors import (
+    CertificateMalformedError,
+    CertificateUntrustedError,
+    IdentityMissingError,
+)
+from careid_broker.pki.checks import (
+    check_issuers_valid,
+    check_policies,
+    check_usage,
+    check_validity,
+    clamp_into_validity,
+)
+from careid_broker.pki.config import PkiConfig
+from careid_broker.pki.http import HttpFetcher
+from careid_broker.pki.revocation import RevocationChecker
+from careid_broker.pki.status import (
+    Clock,
+    RevocationSource,
+    RevocationStatus,
+    describe,
+    utc_now,
+)
+from careid_protocol.identity import holder_name, uuid_from_certificate
+
+logger = logging.getLogger(__name__)
+
+#: A card certificate is a few kilobytes; anything much larger is not one.
+MAX_CERTIFICATE_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidatedCertificate:
+    """A card certificate that passed every check, with what sign-in and audit need."""
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    """The card first, then each issuer up to and including the trust anchor."""
+    uuid: str
+    holder_name: str
+    issuer_dn: str
+    serial_hex: str
+    fingerprint_sha256: str
+    revocation: RevocationStatus | None
+    """The status that cleared the card; None only when soft-fail was used."""
+    soft_fail_used: bool
+    soft_fail_reason: str | None
+
+    @property
+    def revocation_method(self) -> RevocationSource | None:
+        """OCSP or CRL, whichever answered; None when soft-fail accepted the card."""
+        return self.revocation.source if self.revocation is not None else None
+
+
+def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
+    """A certificate from DER, fully parsed, or CertificateMalformedError."""
+    if isinstance(data, x509.Certificate):
+        certificate = data
+    else:
+        if len(data) > MAX_CERTIFICATE_BYTES:
+            raise CertificateMalformedError(
+                detail=f"certificate of {len(data)} bytes (at most {MAX_CERTIFICATE_BYTES})"
+            )
+        try:
+            certificate = x509.load_der_x509_certificate(data)
+        except ValueError as exc:
+            raise CertificateMalformedError(detail=f"not a DER certificate: {exc}") from exc
+    try:
+        # Parsed lazily by cryptography: make a damaged field fail here, as "malformed".
+        certificate.extensions  # noqa: B018
+        certificate.public_key()
+        certificate.not_valid_after_utc  # noqa: B018
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateMalformedError(detail=f"certificate does not parse: {exc}") from exc
+    return certificate
+
+
+class CertificateValidator:
+    """Validates card certificates against the `[pki]` configuration."""
+
+    def __init__(self, config: PkiConfig, *, clock: Clock, http: HttpFetcher) -> None:
+        self._config = config
+        self._clock = clock
+        self._store = verification.Store(list(config.trust_anchors))
+        self._intermediates = list(config.intermediates)
+        self._ee_policy = (
+            verification.ExtensionPolicy.webpki_defaults_ee()
+            .may_be_present(x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, None)
+            .may_be_present(x509.SubjectAlternativeName, verification.Criticality.AGNOSTIC, None)
+        )
+        self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
+        self.revocation = RevocationChecker(config, clock=clock, http=http)
+
+    def validate(
+        self,
+        certificate: bytes | x509.Certificate,
+        *,
+        check_signature: Callable[[x509.Certificate], None] | None = None,
+    ) -> ValidatedCertificate:
+        """Every check in DESIGN.md's order; raises the first failure's BrokerError.
+
+        `check_signature`, when given, runs after revocation and before the UUID (the
+        contract's order); it should raise the caller's own `BrokerError`.
+        """
+        config = self._config
+        leaf = parse_certificate(certificate)
+        now = utc_now(self._clock)
+        skew = config.max_clock_skew
+        at = clamp_into_validity(leaf, now)
+        chain = self._chain(leaf, at)
+        check_validity(leaf, now, skew)
+        if at != now:
+            check_issuers_valid(chain[1:], now, skew)
+        check_usage(leaf)
+        check_policies(
+            leaf,
+            required=config.require_policies,
+            match=config.policy_match,
+            disallowed=config.disallowed_policies,
+        )
+        outcome = self.revocation.check(leaf, chain[1])
+        if check_signature is not None:
+            check_signature(leaf)
+        uuid = uuid_from_certificate(leaf, config.identity)
+        if uuid is None:
+            raise IdentityMissingError(
+                detail=f"{describe(leaf)}: subject {leaf.subject.rfc4514_string()!r} holds no"
+                " Care Identity UUID under the configured identity rule"
+            )
+        return ValidatedCertificate(
+            certificate=leaf,
+            chain=chain,
+            uuid=uuid,
+            holder_name=holder_name(leaf),
+            issuer_dn=leaf.issuer.rfc4514_string(),
+            serial_hex=f"{leaf.serial_number:X}",
+            fingerprint_sha256=leaf.fingerprint(hashes.SHA256()).hex(),
+            revocation=outcome.status,
+            soft_fail_used=outcome.soft_fail_used,
+            soft_fail_reason=outcome.soft_fail_reason,
+        )
+
+    def _chain(self, leaf: x509.Certificate, at: datetime) -> tuple[x509.Certificate, ...]:
+        verifier = (
+            verification.PolicyBuilder()
+            .store(self._store)
+            .time(at)
+            .extension_policies(ca_policy=self._ca_policy, ee_policy=self._ee_policy)
+            .build_client_verifier()
+        )
+        try:
+            verified = verifier.verify(leaf, self._intermediates)
+        except verification.VerificationError as exc:
+            raise CertificateUntrustedError(detail=f"{describe(leaf)}: {exc}") from exc
+        chain = tuple(verified.chain)
+        if len(chain) < 2:
+            # A trust anchor presented as a card: nothing vouches for it but itself.
+            raise CertificateUntrustedError(detail=f"{describe(leaf)} is itself a trust anchor")
+        return chain
+
+    def start(self) -> None:
+        """Start background work (the CRL refresher)."""
+        self.revocation.start()
+
+    def stop(self) -> None:
+        """Stop background work."""
+        self.revocation.stop()

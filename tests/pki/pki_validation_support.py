@@ -1,0 +1,264 @@
+"""Helpers for the certificate-validation tests (imported by tests/pki modules).
+
+`PkiEnv` is one development PKI with the devkit's real OCSP/CRL HTTP server on
+127.0.0.1, sharing a settable clock with the validators under test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import uuid as uuid_module
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig, UrllibFetcher
+from careid_devkit.ocsp_responder import PkiServer
+from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
+
+#: A fixed "now": the PKI is made at NOW and tests start a minute later.
+NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
+START = NOW + timedelta(minutes=1)
+PIN = "246810"
+DEV_POLICY = DEV_CARD_AUTH_POLICY_OID.dotted_string
+
+_uuids = itertools.count(1)
+
+
+def next_uuid() -> str:
+    """A fresh 12-digit Care Identity UUID, so tests never share (or revoke) a card."""
+    return f"5551{next(_uuids):08d}"
+
+
+class FakeClock:
+    """A settable clock shared by the PKI server and the validators."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@dataclass(kw_only=True)
+class PkiEnv:
+    """One PKI folder, its running HTTP server and the clock they share."""
+
+    pki: Pki
+    server: PkiServer
+    clock: FakeClock
+    work: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.pki.directory
+
+    def issue(self, **kwargs: Any) -> x509.Certificate:
+        """A card certificate from this PKI (defaults: fresh UUID, P-256, issued at NOW)."""
+        kwargs.setdefault("uuid", next_uuid())
+        kwargs.setdefault("name", "Alex Morgan")
+        kwargs.setdefault("algorithm", "p256")
+        kwargs.setdefault("pin", PIN)
+        kwargs.setdefault("now", NOW)
+        profile = self.pki.issue_card(**kwargs)
+        return x509.load_pem_x509_certificate(profile.certificate_pem.encode("ascii"))
+
+    def mapping(self, **overrides: Any) -> dict[str, Any]:
+        """A `[pki]` table trusting this PKI; overrides replace keys (tables merged)."""
+        data: dict[str, Any] = {
+            "trust_anchors": ["root-ca.pem"],
+            "intermediates": ["issuing-ca.pem"],
+            "revocation": "ocsp",
+            "ocsp": {"timeout_seconds": 2},
+            "crl": {"timeout_seconds": 2},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return data
+
+    def config(self, **overrides: Any) -> PkiConfig:
+        return PkiConfig.from_mapping(self.mapping(**overrides), base_dir=self.directory)
+
+    def validator(
+        self, *, http: HttpFetcher | None = None, **overrides: Any
+    ) -> CertificateValidator:
+        return CertificateValidator(
+            self.config(**overrides),
+            clock=self.clock,
+            http=http if http is not None else UrllibFetcher(),
+        )
+
+    def craft(
+        self,
+        *,
+        key_usage: x509.KeyUsage | None = None,
+        eku: list[x509.ObjectIdentifier] | None = None,
+        san: bool = True,
+        subject: x509.Name | None = None,
+        ocsp_url: bool = True,
+        signer_key: CertificateIssuerPrivateKeyTypes | None = None,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> x509.Certificate:
+        """A card-like certificate signed by the issuing CA, with chosen extensions.
+
+        Not recorded in the PKI's state: OCSP answers "unknown" for it, the CRL does not
+        list it — use `revocation = "crl"` to test the other checks on it.
+        """
+        issuer = self.pki.issuing_certificate
+        key = ec.generate_private_key(ec.SECP256R1())
+        uuid = next_uuid()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(
+                subject
+                if subject is not None
+                else x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, "Crafted Card"),
+                        x509.NameAttribute(NameOID.SERIAL_NUMBER, uuid),
+                    ]
+                )
+            )
+            .issuer_name(issuer.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or NOW - timedelta(minutes=5))
+            .not_valid_after(not_after or NOW + timedelta(days=365))
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self.pki.issuing_key.public_key()
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            [x509.UniformResourceIdentifier(self.pki.urls.crl)], None, None, None
+                        )
+                    ]
+                ),
+                critical=False,
+            )
+        )
+        builder = builder.add_extension(
+            key_usage if key_usage is not None else key_usage_for(digital_signature=True),
+            critical=True,
+        )
+        if eku is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        if san:
+            urn = uuid_module.uuid4().urn
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(urn)]), critical=False
+            )
+        if ocsp_url:
+            builder = builder.add_extension(
+                x509.AuthorityInformationAccess(
+                    [
+                        x509.AccessDescription(
+                            AuthorityInformationAccessOID.OCSP,
+                            x509.UniformResourceIdentifier(self.pki.urls.ocsp),
+                        )
+                    ]
+                ),
+                critical=False,
+            )
+        return builder.sign(signer_key or self.pki.issuing_key, hashes.SHA256())
+
+
+def key_usage_for(
+    *, digital_signature: bool = False, key_encipherment: bool = False
+) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+
+
+class RecordingFetcher:
+    """Forwards to a real fetcher (or a replacement per call) and records what was asked."""
+
+    def __init__(
+        self,
+        inner: HttpFetcher | None = None,
+        *,
+        on_post: Callable[[str, bytes], bytes] | None = None,
+        on_get: Callable[[str], bytes] | None = None,
+    ) -> None:
+        self.inner = inner if inner is not None else UrllibFetcher()
+        self.on_post = on_post
+        self.on_get = on_get
+        self.posts: list[tuple[str, bytes]] = []
+        self.gets: list[str] = []
+
+    def post(self, url: str, body: bytes, content_type: str, timeout: float) -> bytes:
+        assert content_type == "application/ocsp-request"
+        self.posts.append((url, body))
+        if self.on_post is not None:
+            return self.on_post(url, body)
+        return self.inner.post(url, body, content_type, timeout)
+
+    def get(self, url: str, timeout: float) -> bytes:
+        self.gets.append(url)
+        if self.on_get is not None:
+            return self.on_get(url)
+        return self.inner.get(url, timeout)
+
+
+def request_nonce(body: bytes) -> bytes | None:
+    """The nonce in a DER OCSP request, if any."""
+    request = ocsp.load_der_ocsp_request(body)
+    try:
+        return request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        return None
+
+
+def der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+@contextmanager
+def silent_port() -> Iterator[str]:
+    """A URL on 127.0.0.1 that accepts connections (the backlog) but never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/ocsp"
+
+
+def closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/ocsp"
