@@ -98,6 +98,19 @@ class ErrorCode(StrEnum):
     BROKER_INTERNAL = "broker_internal"
     OPS_ENDPOINT_FORBIDDEN = "ops_endpoint_forbidden"
 
+    # Card sign-in, one-time registration and the session lock (broker and its pages).
+    CARD_NOT_REGISTERED = "card_not_registered"
+    CARD_CERTIFICATE_NOT_REGISTERED = "card_certificate_not_registered"
+    CARD_ACCOUNT_MISSING = "card_account_missing"
+    CARD_IDENTITY_MISMATCH = "card_identity_mismatch"
+    REQUEST_NOT_SAME_ORIGIN = "request_not_same_origin"
+    AGENT_UNREACHABLE = "agent_unreachable"
+    BROKER_UNREACHABLE = "broker_unreachable"
+    BROWSER_UNSUPPORTED = "browser_unsupported"
+    REGISTRATION_EXPIRED = "registration_expired"
+    REGISTRATION_PREREQUISITES_MISSING = "registration_prerequisites_missing"
+    CARD_REMOVAL_THROTTLED = "card_removal_throttled"
+
     # The OpenID Provider (broker side).
     OIDC_CONFIG_INVALID = "oidc_config_invalid"
     OIDC_REQUEST_INVALID = "oidc_request_invalid"
@@ -105,6 +118,17 @@ class ErrorCode(StrEnum):
     OIDC_LOGOUT_INVALID = "oidc_logout_invalid"
     OIDC_TOKEN_REFUSED = "oidc_token_refused"
     OIDC_CLIENT_KEYS_UNAVAILABLE = "oidc_client_keys_unavailable"
+
+    # Local administrators: the console, the registrations API and the CLI (broker side).
+    ADMIN_NOT_AUTHORISED = "admin_not_authorised"
+    ADMIN_REASON_REQUIRED = "admin_reason_required"
+    ADMIN_REGISTRATION_CHANGED = "admin_registration_changed"
+    REGISTRATION_NOT_FOUND = "registration_not_found"
+    API_TOKEN_MISSING = "api_token_missing"
+    API_TOKEN_INVALID = "api_token_invalid"
+    API_SCOPE_INSUFFICIENT = "api_scope_insufficient"
+    API_REQUEST_INVALID = "api_request_invalid"
+    AUDIT_CHAIN_BROKEN = "audit_chain_broken"
 
     # The development kit's PKI commands (developers and testers, never clinicians).
     DEVKIT_PKI_EXISTS = "devkit_pki_exists"
@@ -121,6 +145,13 @@ class ErrorCode(StrEnum):
     DEVKIT_WEBMAIL_PROVIDER_UNAVAILABLE = "devkit_webmail_provider_unavailable"
     DEVKIT_WEBMAIL_ASSURANCE_TOO_LOW = "devkit_webmail_assurance_too_low"
     DEVKIT_WEBMAIL_LOGOUT_TOKEN_INVALID = "devkit_webmail_logout_token_invalid"
+    # The development kit's card tray and one-command demo.
+    DEVKIT_TRAY_CARD_UNKNOWN = "devkit_tray_card_unknown"
+    DEVKIT_TRAY_READER_UNAVAILABLE = "devkit_tray_reader_unavailable"
+    DEVKIT_TRAY_REQUEST_REFUSED = "devkit_tray_request_refused"
+    DEVKIT_DEMO_PORT_IN_USE = "devkit_demo_port_in_use"
+    DEVKIT_DEMO_PART_MISSING = "devkit_demo_part_missing"
+    DEVKIT_DEMO_SERVICE_FAILED = "devkit_demo_service_failed"
 
 
 _MESSAGES: dict[ErrorCode, str] = {
@@ -354,6 +385,51 @@ _MESSAGES: dict[ErrorCode, str] = {
         "This operations page is only available to monitoring systems on the allowed"
         " networks. Ask the service's administrators for access."
     ),
+    ErrorCode.CARD_NOT_REGISTERED: (
+        "This smartcard is not registered for signing in yet. Register it once with your"
+        " NHSmail email address and password, then sign in with the card."
+    ),
+    ErrorCode.CARD_CERTIFICATE_NOT_REGISTERED: (
+        "This smartcard's certificate is not the one registered to your account: a renewed"
+        " or replacement card must be registered again. Register this card, then sign in."
+    ),
+    ErrorCode.CARD_ACCOUNT_MISSING: (
+        "The NHSmail account this smartcard is registered to no longer exists. Ask your"
+        " local administrator to check the registration."
+    ),
+    ErrorCode.CARD_IDENTITY_MISMATCH: (
+        "This smartcard names a different Care Identity from the one your NHSmail account"
+        " is linked to. Use your own smartcard, or ask your local administrator to check"
+        " your account."
+    ),
+    ErrorCode.REQUEST_NOT_SAME_ORIGIN: (
+        "This request did not come from the sign-in page, so it was refused. Open the"
+        " sign-in page again and try again."
+    ),
+    ErrorCode.AGENT_UNREACHABLE: (
+        "The smartcard agent is not running on this computer, or is not installed. Start"
+        " it (or ask IT support to install it), then try again."
+    ),
+    ErrorCode.BROKER_UNREACHABLE: (
+        "The sign-in service could not be reached. Check your network connection and try again."
+    ),
+    ErrorCode.BROWSER_UNSUPPORTED: (
+        "Signing in with a smartcard needs an up-to-date web browser (Microsoft Edge,"
+        " Google Chrome or Mozilla Firefox) with JavaScript turned on. Use one, or sign in"
+        " with your email address and password."
+    ),
+    ErrorCode.REGISTRATION_EXPIRED: (
+        "Your smartcard registration was not finished in time, so nothing was saved. Start"
+        " the registration again."
+    ),
+    ErrorCode.REGISTRATION_PREREQUISITES_MISSING: (
+        "Your account is not ready for smartcard sign-in yet. Sort out each problem listed"
+        " on this page, then start the registration again."
+    ),
+    ErrorCode.CARD_REMOVAL_THROTTLED: (
+        "Too many card-removal reports came from this address. The smartcard agent will"
+        " try again shortly."
+    ),
     ErrorCode.OIDC_CONFIG_INVALID: (
         "The sign-in service's client (relying party) settings are not valid. IT support"
         " should correct them; the service's log names each problem."
@@ -378,6 +454,45 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.OIDC_CLIENT_KEYS_UNAVAILABLE: (
         "A web application's public keys could not be loaded, so it cannot sign in"
         " users. Its IT support team should check its jwks_uri setting."
+    ),
+    ErrorCode.ADMIN_NOT_AUTHORISED: (
+        "Only local administrators can use this page, and the directory does not list you"
+        " as one for any organisation. If you should be, ask your IT service desk to give"
+        " you local administrator rights, then sign in again."
+    ),
+    ErrorCode.ADMIN_REASON_REQUIRED: (
+        "Choose why you are removing this registration. If you choose another reason,"
+        " describe it in the box (up to 500 characters)."
+    ),
+    ErrorCode.ADMIN_REGISTRATION_CHANGED: (
+        "The registration changed or was removed while you were looking at it, so"
+        " nothing was removed. Open the person's page again and check it before trying"
+        " again."
+    ),
+    ErrorCode.REGISTRATION_NOT_FOUND: (
+        "No registration with that Care Identity UUID was found in the organisations you"
+        " may manage. Check the UUID."
+    ),
+    ErrorCode.API_TOKEN_MISSING: (
+        "This API needs an access token. Get one from /api/v1/token with your client"
+        " credentials and send it in the Authorization header as a Bearer token."
+    ),
+    ErrorCode.API_TOKEN_INVALID: (
+        "The access token is not valid: it may have expired or been revoked. Get a new"
+        " one from /api/v1/token."
+    ),
+    ErrorCode.API_SCOPE_INSUFFICIENT: (
+        "The access token does not allow this. Ask the sign-in service's administrators"
+        " to give your API client the scope this call needs, then get a new token."
+    ),
+    ErrorCode.API_REQUEST_INVALID: (
+        "The request's parameters are not valid. Check them against the API description"
+        " at /api/v1/openapi.json."
+    ),
+    ErrorCode.AUDIT_CHAIN_BROKEN: (
+        "The audit log's hash chain is broken: an entry was changed, removed or"
+        " reordered. Keep the database as it is and tell your security team; the verify"
+        " command names the first broken entry."
     ),
     ErrorCode.DEVKIT_PKI_EXISTS: (
         "A development PKI already exists in that folder. Pass --force to replace it"
@@ -427,6 +542,30 @@ _MESSAGES: dict[ErrorCode, str] = {
         "A back-channel logout request was refused because its logout token could not be"
         " verified. Check that the webmail's issuer and client ID match the broker's"
         " configuration; the webmail's log names the reason."
+    ),
+    ErrorCode.DEVKIT_TRAY_CARD_UNKNOWN: (
+        "The card tray has no card with that name. Reload the tray page to see the demo"
+        " cards, or ask GET /cards for their ids."
+    ),
+    ErrorCode.DEVKIT_TRAY_READER_UNAVAILABLE: (
+        "The virtual reader did not take the card. Check that pcscd is running with the"
+        " vpcd reader driver (Debian package vsmartcard-vpcd), then try again."
+    ),
+    ErrorCode.DEVKIT_TRAY_REQUEST_REFUSED: (
+        "The card tray only accepts requests from its own page. Use the tray page, or send"
+        " JSON with the X-Card-Tray header to http://localhost or 127.0.0.1."
+    ),
+    ErrorCode.DEVKIT_DEMO_PORT_IN_USE: (
+        "A port the demo needs is used by another program. Stop that program, or give the"
+        " demo another port with the matching --…-port option (0 picks a free one)."
+    ),
+    ErrorCode.DEVKIT_DEMO_PART_MISSING: (
+        "A system part the demo needs is not installed. Run `bash .ci/setup` (it installs"
+        " the Debian packages), then start the demo again."
+    ),
+    ErrorCode.DEVKIT_DEMO_SERVICE_FAILED: (
+        "A part of the demo stopped or did not start, so the demo stopped everything it"
+        " started. The log file named above says why."
     ),
 }
 

@@ -1,0 +1,196 @@
+"""The `api` blueprint: `/api/v1/…`, the registrations API for organisations' own systems.
+
+Bearer tokens only (no cookies, so no CSRF token either): a request without a token is
+401 with a `WWW-Authenticate` challenge, a token without the scope 403, and anything
+outside the client's organisations 404 — the same answer as for something that does not
+exist. Errors are JSON: `{"error": code, "message": text, "request_id": id}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from flask.wrappers import Response
+
+from careid_broker.admin.api_auth import ApiAuthRefusal, ApiToken
+from careid_broker.admin.config import ApiScope
+from careid_broker.admin.errors import OutOfScopeError
+from careid_broker.admin.export import registration_json
+from careid_broker.admin.openapi import openapi_document
+from careid_broker.admin.reasons import parse_reason
+from careid_broker.admin.removal import remove_registration
+from careid_broker.admin.rights import Actor
+from careid_broker.admin.wiring import admin_service, api_auth
+from careid_broker.auditing import audit
+from careid_broker.errors import BrokerError
+from careid_broker.logging_setup import current_request_id
+from careid_broker.services import services
+from careid_broker.store import Outcome
+from careid_broker.web.csrf import csrf_exempt
+from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER, status_for
+from careid_protocol.errors import ErrorCode, message_for
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_LIMIT = 200
+_ORG = re.compile(r"[A-Za-z0-9]{1,32}")
+_REMOVAL_KEYS = frozenset({"reason", "reason_text"})
+_STATUS = {
+    ErrorCode.REGISTRATION_NOT_FOUND: 404,
+    ErrorCode.ADMIN_REASON_REQUIRED: 400,
+    ErrorCode.ADMIN_REGISTRATION_CHANGED: 409,
+    ErrorCode.API_REQUEST_INVALID: 400,
+}
+
+
+def _error(code: ErrorCode, status: int, *, challenge: str | None = None) -> Response:
+    response = jsonify(
+        {"error": code.value, "message": message_for(code), "request_id": current_request_id()}
+    )
+    response.status_code = status
+    if challenge:
+        response.headers["WWW-Authenticate"] = challenge
+    if status == 503:
+        retry = UNAVAILABLE_RETRY_AFTER.total_seconds()
+        response.headers["Retry-After"] = str(int(retry))
+    return response
+
+
+@blueprint.errorhandler(ApiAuthRefusal)
+def _refused(exc: ApiAuthRefusal) -> Response:
+    return _error(exc.code, exc.status, challenge=exc.www_authenticate)
+
+
+@blueprint.errorhandler(BrokerError)
+def _broker_error(exc: BrokerError) -> Response:
+    log.info("api refused: %s", exc.code.value, extra={"detail": exc.detail})
+    return _error(exc.code, _STATUS.get(exc.code) or status_for(exc.code))
+
+
+def _actor(token: ApiToken) -> Actor:
+    return Actor(name=f"api:{token.client.client_id}", org_codes=token.client.org_codes, via="api")
+
+
+def _invalid(detail: str) -> BrokerError:
+    return BrokerError(ErrorCode.API_REQUEST_INVALID, detail=detail)
+
+
+def _integer(name: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 9 or not minimum <= int(raw) <= maximum:
+        raise _invalid(f"{name} must be a whole number from {minimum} to {maximum}")
+    return int(raw)
+
+
+def _text(name: str, max_length: int) -> str | None:
+    raw = request.args.get(name)
+    if raw is None or not raw.strip():
+        return None
+    if len(raw) > max_length:
+        raise _invalid(f"{name} is longer than {max_length} characters")
+    return raw.strip()
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> Response:
+    """This API's OpenAPI 3.1 description."""
+    response = jsonify(openapi_document(services().config.broker.issuer))
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@blueprint.post("/token")
+@csrf_exempt
+def token() -> Response:
+    """OAuth 2.0 token endpoint for API clients (client credentials grant only)."""
+    response: Response = api_auth().server.create_token_response()
+    auth = request.authorization
+    claimed = (auth.username if auth and auth.username else request.form.get("client_id")) or ""
+    claimed = claimed[:64]
+    issued = response.status_code == 200
+    body = response.get_json(silent=True) or {}
+    details: dict[str, Any] = {"via": "api", "client_id": claimed or None}
+    if issued:
+        details["scope"] = body.get("scope")
+    else:
+        details["reason"] = str(body.get("error", "error"))[:64]
+    audit(
+        "api.token",
+        outcome=Outcome.SUCCESS if issued else Outcome.FAILURE,
+        # Only a client that authenticated is the actor; a refused id is just a claim.
+        actor=f"api:{claimed}" if issued else None,
+        details=details,
+    )
+    return response
+
+
+@blueprint.get("/registrations")
+def list_registrations() -> Response:
+    """A page of the client's registrations, newest first."""
+    actor = _actor(api_auth().authenticate(ApiScope.READ))
+    org = _text("org", 32)
+    if org is not None and not _ORG.fullmatch(org):
+        raise _invalid("org must be an organisation (ODS) code")
+    limit = _integer("limit", 50, minimum=1, maximum=MAX_LIMIT)
+    offset = _integer("offset", 0, minimum=0, maximum=10**9)
+    page = admin_service().list_registrations(
+        actor,
+        org=org,
+        card_uuid=_text("uuid", 64),
+        text=_text("q", 128),
+        offset=offset,
+        limit=limit,
+    )
+    following = offset + len(page.items)
+    return jsonify(
+        {
+            "items": [registration_json(r) for r in page.items],
+            "total": page.total,
+            "offset": offset,
+            "limit": limit,
+            "next_offset": following if following < page.total else None,
+        }
+    )
+
+
+@blueprint.get("/registrations/<card_uuid>")
+def get_registration(card_uuid: str) -> Response:
+    """One registration of the client's organisations."""
+    actor = _actor(api_auth().authenticate(ApiScope.READ))
+    if len(card_uuid) > 64:
+        raise OutOfScopeError(detail="UUID too long")
+    return jsonify(registration_json(admin_service().registration(actor, card_uuid)))
+
+
+@blueprint.post("/registrations/<card_uuid>/remove")
+@csrf_exempt
+def remove(card_uuid: str) -> Response:
+    """Remove a registration with a reason; the person's sessions end."""
+    actor = _actor(api_auth().authenticate(ApiScope.WRITE))
+    if len(card_uuid) > 64:
+        raise OutOfScopeError(detail="UUID too long")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not set(body) <= _REMOVAL_KEYS:
+        raise _invalid("the body must be a JSON object with reason (and reason_text)")
+    kind, text = body.get("reason"), body.get("reason_text")
+    if not isinstance(kind, str) or not (text is None or isinstance(text, str)):
+        raise _invalid("reason and reason_text must be strings")
+    removal = remove_registration(
+        admin_service(), actor, card_uuid=card_uuid, reason=parse_reason(kind, text)
+    )
+    return jsonify(
+        {
+            "removed": registration_json(removal.registration),
+            "reason": removal.reason.kind.value,
+            "reason_text": removal.reason.text,
+            "sessions_ended": len(removal.ended),
+            "relying_parties_notified": list(removal.relying_parties),
+        }
+    )

@@ -1,0 +1,273 @@
+"""Break-glass commands on the broker host: `registrations list|remove`, `audit verify|export`.
+
+They act with the host's authority (every organisation) and are audited as
+`cli:<login name>`. A removal does exactly what the console does — sessions end, relying
+parties are told (queued in the outbox, delivered by the running broker if not here) —
+so the broker app is built for it; listing and the audit commands need the store only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from careid_broker.admin.errors import OutOfScopeError, RegistrationChangedError
+from careid_broker.admin.export import registration_json, timestamp
+from careid_broker.admin.reasons import RemovalReason, reason_from_words
+from careid_broker.admin.rights import Actor
+from careid_broker.config import BrokerConfig, BrokerConfigError, load_config
+from careid_broker.errors import BrokerError
+from careid_broker.store import (
+    AuditLog,
+    ChainHead,
+    RegistrationRecord,
+    Registrations,
+    create_store,
+)
+from careid_protocol.errors import ErrorCode, message_for
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _cli_actor() -> Actor:
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return Actor(name=f"cli:{who}"[:64], org_codes=None, via="cli")
+
+
+def _config(args: argparse.Namespace) -> BrokerConfig | None:
+    try:
+        return load_config(args.config)
+    except BrokerConfigError as exc:
+        print(f"careid-broker: {message_for(exc.code)}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  problem: {problem}", file=sys.stderr)
+        return None
+
+
+def _fail(code: ErrorCode, detail: str | None = None) -> int:
+    print(f"careid-broker: {code.value}: {message_for(code)}", file=sys.stderr)
+    if detail:
+        print(f"  {detail}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+# registrations list
+
+
+def _list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    store = create_store(config.database.url)
+    try:
+        registrations = Registrations(store)
+        orgs = sorted({args.org, args.org.upper(), args.org.lower()}) if args.org else None
+        records: list[RegistrationRecord] = []
+        offset = 0
+        while True:
+            page = registrations.search(
+                org_codes=orgs, card_uuid=args.uuid, offset=offset, limit=Registrations.MAX_PAGE
+            )
+            records.extend(page.items)
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                break
+    finally:
+        store.dispose()
+    if args.json:
+        json.dump([registration_json(r) for r in records], sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    columns = ("card_uuid", "account_mail", "org_code", "link_mode", "registered_at", "how")
+    print("\t".join(columns))
+    for record in records:
+        row = registration_json(record)
+        print("\t".join(str(row[c]) for c in columns))
+    print(f"# {len(records)} registration{'' if len(records) == 1 else 's'}", file=sys.stderr)
+    return EXIT_OK
+
+
+# registrations remove
+
+
+def _remove(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        reason = reason_from_words(args.reason, args.detail)
+    except BrokerError as exc:
+        return _fail(exc.code, "give --reason lost_card|left_organisation|wrong_link, or words")
+    from careid_broker.admin.removal import remove_registration
+    from careid_broker.admin.wiring import admin_service
+    from careid_broker.app import create_app
+
+    app = create_app(config)
+    try:
+        with app.app_context():
+            try:
+                removal = remove_registration(
+                    admin_service(), _cli_actor(), card_uuid=args.uuid, reason=reason
+                )
+            except (OutOfScopeError, RegistrationChangedError) as exc:
+                return _fail(exc.code, f"Care Identity UUID {args.uuid!r}")
+    finally:
+        _stop_background(app)
+    record = removal.registration
+    print(f"removed: {record.card_uuid} linked to {record.account_mail} ({record.org_code})")
+    print(f"reason: {removal.reason.describe()}")
+    print(f"sessions ended: {len(removal.ended)}")
+    told = ", ".join(removal.relying_parties) or "none"
+    print(f"relying parties told (back-channel logout queued): {told}")
+    return EXIT_OK
+
+
+def _stop_background(app: Flask) -> None:
+    # The OP may have started its delivery thread to send the logouts now; give it a
+    # moment to finish. Whatever it has not sent stays queued for the running broker.
+    from careid_broker.oidc.provider import EXTENSION_KEY as OIDC_KEY
+    from careid_broker.services import EXTENSION_KEY as SERVICES_KEY
+
+    provider = app.extensions.get(OIDC_KEY)
+    stop = getattr(provider, "stop_worker", None)
+    if callable(stop):
+        stop()
+    services = app.extensions.get(SERVICES_KEY)
+    if services is not None:
+        services.store.dispose()
+
+
+# audit verify / export
+
+
+@contextmanager
+def _audit_log(config: BrokerConfig) -> Iterator[AuditLog]:
+    store = create_store(config.database.url)
+    try:
+        yield AuditLog(store)
+    finally:
+        store.dispose()
+
+
+def _verify(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    with _audit_log(config) as log:
+        result = log.verify_chain(anchor=args.anchor)
+    if not result.ok:
+        print(
+            f"audit chain BROKEN at entry {result.first_broken_seq}: {result.reason}"
+            f" ({result.checked} entries before it verified)"
+        )
+        return _fail(
+            ErrorCode.AUDIT_CHAIN_BROKEN, f"first broken entry: seq {result.first_broken_seq}"
+        )
+    if result.head is None:
+        print("audit chain OK: the log is empty")
+    else:
+        print(
+            f"audit chain OK: {result.checked} entries; head {result.head.seq}:{result.head.hash}"
+            " (record it elsewhere; pass it back as --anchor)"
+        )
+    return EXIT_OK
+
+
+def parse_anchor(text: str) -> ChainHead:
+    """`SEQ:HASH`, as printed by a successful verify (record it somewhere else)."""
+    seq, _, digest = text.strip().partition(":")
+    if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"{text!r} is not SEQ:HASH (64 lower-case hex digits)")
+    return ChainHead(seq=int(seq), hash=digest)
+
+
+def parse_since(text: str) -> datetime:
+    """`2026-11-01` or an ISO 8601 time; a time without a zone is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    out: TextIO
+    with _audit_log(config) as log:
+        if args.output is not None:
+            with args.output.open("w", encoding="utf-8") as out:
+                count = _write_lines(log, args.since, out)
+        else:
+            count = _write_lines(log, args.since, sys.stdout)
+    since = f" since {timestamp(args.since)}" if args.since else ""
+    print(f"# exported {count} audit entries{since}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write_lines(log: AuditLog, since: datetime | None, out: TextIO) -> int:
+    count = 0
+    for entry in log.export(since=since):
+        out.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+        count += 1
+    return count
+
+
+def register(sub: Any) -> None:
+    """Add the `registrations` and `audit` command groups to the broker's CLI."""
+    registrations = sub.add_parser("registrations", help="smartcard registrations (break-glass)")
+    reg_actions = registrations.add_subparsers(
+        dest="registrations_command", required=True, metavar="ACTION"
+    )
+    listing = reg_actions.add_parser("list", help="list registrations")
+    listing.add_argument("--org", help="only this organisation (ODS code)")
+    listing.add_argument("--uuid", help="only this Care Identity UUID")
+    listing.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    listing.set_defaults(func=_list)
+    removing = reg_actions.add_parser(
+        "remove", help="remove a registration: sessions end, relying parties are told"
+    )
+    removing.add_argument("--uuid", required=True, help="the Care Identity UUID")
+    reasons = ", ".join(r.value for r in RemovalReason if r is not RemovalReason.OTHER)
+    removing.add_argument(
+        "--reason", required=True, help=f"{reasons}; or other words (recorded as 'other')"
+    )
+    removing.add_argument("--detail", help="with --reason other: the description")
+    removing.set_defaults(func=_remove)
+
+    audit = sub.add_parser("audit", help="the hash-chained audit log")
+    audit_actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_actions.add_parser(
+        "verify", help="walk the hash chain; exit 1 naming the first broken entry"
+    )
+    verify.add_argument(
+        "--anchor",
+        type=parse_anchor,
+        help="SEQ:HASH of a head recorded earlier: also catches a rewritten or cut chain",
+    )
+    verify.set_defaults(func=_verify)
+    exporting = audit_actions.add_parser("export", help="write entries as JSON lines")
+    exporting.add_argument(
+        "--since", type=parse_since, help="from this date or time on (UTC unless given)"
+    )
+    exporting.add_argument("--output", type=Path, help="write to this file (default: stdout)")
+    exporting.set_defaults(func=_export)
+
+
+__all__ = ["register"]

@@ -1,0 +1,209 @@
+"""The `admin` blueprint: the local administrators' web console under `/admin`.
+
+Thin views over `AdminService` and `remove_registration`; access is decided by
+`access.admin_view`. Anything outside the administrator's organisations is the
+broker's ordinary "page not found" — the same page as for an address that never
+existed. Every form posts a CSRF token (checked app-wide); no page has inline script.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask.wrappers import Response
+from werkzeug.wrappers import Response as BaseResponse
+
+from careid_broker.admin.access import admin_view
+from careid_broker.admin.errors import (
+    OutOfScopeError,
+    RegistrationChangedError,
+    RemovalReasonError,
+)
+from careid_broker.admin.export import csv_lines
+from careid_broker.admin.reasons import MAX_REASON_TEXT, Reason, RemovalReason, parse_reason
+from careid_broker.admin.removal import remove_registration
+from careid_broker.admin.rights import Actor, describe_orgs
+from careid_broker.admin.service import UserDetails, clean_search_text
+from careid_broker.admin.wiring import admin_service
+from careid_broker.auditing import audit
+from careid_broker.services import services
+from careid_broker.store import Outcome
+from careid_broker.web.errors import error_response
+from careid_protocol.errors import ErrorCode, message_for
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+
+MAX_MAIL_LENGTH = 320
+
+
+@blueprint.app_template_filter("admin_time")
+def admin_time(value: datetime | None) -> str:
+    """ "21 Nov 2026, 05:42 UTC": times as an administrator reads them."""
+    if value is None:
+        return ""
+    utc = value.astimezone(UTC)
+    return f"{utc.day} {utc:%b %Y, %H:%M} UTC"
+
+
+def _page(template: str, *, status: int = 200, **context: object) -> Response:
+    return Response(render_template(template, **context), status=status, mimetype="text/html")
+
+
+def _not_found() -> Response:
+    return error_response(ErrorCode.PAGE_NOT_FOUND)
+
+
+def _details(actor: Actor, mail: str) -> UserDetails | None:
+    if len(mail) > MAX_MAIL_LENGTH:
+        return None
+    try:
+        return admin_service().user(actor, mail)
+    except OutOfScopeError:
+        return None
+
+
+@blueprint.get("/")
+@blueprint.get("")
+@admin_view
+def home(actor: Actor) -> BaseResponse:
+    """Search the people of my organisations."""
+    query = clean_search_text(request.args.get("q"))
+    results = admin_service().search(actor, query) if query else None
+    return _page(
+        "admin_home.html",
+        actor=actor,
+        orgs=describe_orgs(actor.org_codes or ()),
+        query=query,
+        results=results,
+    )
+
+
+@blueprint.get("/users/<mail>")
+@admin_view
+def user(actor: Actor, mail: str) -> BaseResponse:
+    """A person's account, registration, sign-ins and audit trail."""
+    details = _details(actor, mail)
+    if details is None:
+        return _not_found()
+    return _page("admin_user.html", actor=actor, user=details)
+
+
+@blueprint.get("/users/<mail>/remove")
+@admin_view
+def remove_form(actor: Actor, mail: str) -> BaseResponse:
+    """Step 1 of removal: choose the reason."""
+    details = _details(actor, mail)
+    if details is None:
+        return _not_found()
+    if details.registration is None:
+        return redirect(url_for("admin.user", mail=details.mail), code=303)
+    return _removal_form(actor, details)
+
+
+def _removal_form(
+    actor: Actor,
+    details: UserDetails,
+    *,
+    chosen: str | None = None,
+    text: str = "",
+    failed: bool = False,
+) -> Response:
+    return _page(
+        "admin_remove.html",
+        status=400 if failed else 200,
+        actor=actor,
+        user=details,
+        reasons=list(RemovalReason),
+        chosen=chosen,
+        text=text,
+        max_text=MAX_REASON_TEXT,
+        error=message_for(ErrorCode.ADMIN_REASON_REQUIRED) if failed else None,
+        code=ErrorCode.ADMIN_REASON_REQUIRED.value if failed else None,
+    )
+
+
+@blueprint.post("/users/<mail>/remove")
+@admin_view
+def remove_check(actor: Actor, mail: str) -> BaseResponse:
+    """Step 2: the reason checked, ask for confirmation (nothing is removed yet)."""
+    details = _details(actor, mail)
+    if details is None:
+        return _not_found()
+    if details.registration is None:
+        return redirect(url_for("admin.user", mail=details.mail), code=303)
+    chosen = request.form.get("reason")
+    text = request.form.get("reason_text", "")[: MAX_REASON_TEXT * 2]
+    try:
+        reason = parse_reason(chosen, text)
+    except RemovalReasonError:
+        return _removal_form(actor, details, chosen=chosen, text=text, failed=True)
+    return _page(
+        "admin_confirm.html",
+        actor=actor,
+        user=details,
+        registration=details.registration,
+        reason=reason,
+    )
+
+
+@blueprint.post("/users/<mail>/remove/confirm")
+@admin_view
+def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
+    """Step 3: remove, then back to the person's page with what was done."""
+    details = _details(actor, mail)
+    if details is None:
+        return _not_found()
+    card_uuid = request.form.get("card_uuid", "")[:64]
+    try:
+        reason: Reason = parse_reason(request.form.get("reason"), request.form.get("reason_text"))
+        removal = remove_registration(
+            admin_service(),
+            actor,
+            card_uuid=card_uuid,
+            reason=reason,
+            expected_mail=details.mail,
+        )
+    except RemovalReasonError:
+        return _removal_form(actor, details, failed=True)
+    except RegistrationChangedError:
+        flash(message_for(ErrorCode.ADMIN_REGISTRATION_CHANGED), "error")
+        return redirect(url_for("admin.user", mail=details.mail), code=303)
+    except OutOfScopeError:
+        return _not_found()
+    sessions = len(removal.ended)
+    services_told = len(removal.relying_parties)
+    flash(
+        "The smartcard registration was removed."
+        f" {sessions} signed-in session{'' if sessions == 1 else 's'} ended;"
+        f" {services_told} service{'' if services_told == 1 else 's'} told to sign them out."
+        " They can now register a smartcard again.",
+        "success",
+    )
+    return redirect(url_for("admin.user", mail=details.mail), code=303)
+
+
+@blueprint.get("/registrations.csv")
+@admin_view
+def export_csv(actor: Actor) -> BaseResponse:
+    """Every registration of my organisations, as CSV."""
+    records = list(admin_service().all_registrations(actor))
+    audit(
+        "admin.registrations.export",
+        outcome=Outcome.SUCCESS,
+        actor=actor.name,
+        details={
+            "via": actor.via,
+            "org_codes": sorted(actor.org_codes or ()),
+            "rows": len(records),
+        },
+    )
+    stamp = services().store.now().strftime("%Y%m%d")
+    orgs = "-".join(sorted(actor.org_codes or ())) or "all"
+    return Response(
+        "".join(csv_lines(records)),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="registrations-{orgs}-{stamp}.csv"',
+        },
+    )

@@ -1,0 +1,111 @@
+"""Removing a registration: the link goes, the person's sessions end, their RPs are told.
+
+One database transaction holds all of it — the link deleted, every open session of the
+account ended (tokens revoked), a back-channel logout queued for each relying party of
+those sessions (the OP's outbox), and the audit entry naming who removed what and why —
+so a failure part-way leaves everything as it was. Afterwards the person can register
+again, with the same card or a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from careid_broker.admin.errors import OutOfScopeError, RegistrationChangedError
+from careid_broker.admin.reasons import Reason
+from careid_broker.admin.rights import Actor
+from careid_broker.admin.service import AdminService
+from careid_broker.store import EndedSession, EndReason, Outcome, RegistrationRecord
+from careid_broker.store.subjects import normalise_mail
+
+EVENT_REMOVE = "admin.registration.remove"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Removal:
+    """What a removal did."""
+
+    registration: RegistrationRecord
+    reason: Reason
+    ended: tuple[EndedSession, ...]
+
+    @property
+    def relying_parties(self) -> tuple[str, ...]:
+        """Every relying party told by back-channel logout (each once)."""
+        return tuple(dict.fromkeys(rp for ended in self.ended for rp in ended.relying_parties))
+
+
+def remove_registration(
+    service: AdminService,
+    actor: Actor,
+    *,
+    card_uuid: str,
+    reason: Reason,
+    expected_mail: str | None = None,
+) -> Removal:
+    """Remove the registration of a Care Identity UUID.
+
+    `expected_mail` is what the console's confirmation page showed: if the registration
+    now belongs to someone else (or is gone) nothing is removed and
+    `RegistrationChangedError` says so. Out of the actor's scope, or unknown without an
+    expectation: `OutOfScopeError`, audited.
+    """
+    uuid = card_uuid.strip()
+    current = service.repos.registrations.by_uuid(uuid) if uuid else None
+    if current is not None and not service.covers_registration(actor, current):
+        _refused(service, actor, current.account_mail, reason)
+        raise OutOfScopeError(detail=f"{actor.name} may not remove {uuid!r}")
+    expected = normalise_mail(expected_mail) if expected_mail is not None else None
+    if current is None:
+        if expected is not None:
+            raise RegistrationChangedError(detail=f"{uuid!r} is no longer registered")
+        _refused(service, actor, None, reason)
+        raise OutOfScopeError(detail=f"{actor.name} asked to remove unknown {uuid!r}")
+    if expected is not None and current.account_mail != expected:
+        raise RegistrationChangedError(detail=f"{uuid!r} now belongs to another account")
+
+    repos = service.repos
+    with repos.store.transaction():
+        removed = repos.registrations.remove(card_uuid=uuid)
+        if removed is None or removed.id != current.id:
+            # Another administrator got there first (or it was re-made): roll back.
+            raise RegistrationChangedError(detail=f"{uuid!r} changed during removal")
+        ended = tuple(
+            repos.sessions.end_sessions_for_account(
+                removed.account_mail, EndReason.REGISTRATION_REMOVED
+            )
+        )
+        for session in ended:
+            service.session_ended(session)
+        removal = Removal(registration=removed, reason=reason, ended=ended)
+        # Last, inside the transaction: the chain lock is held only until the commit.
+        service.audit(
+            EVENT_REMOVE,
+            outcome=Outcome.SUCCESS,
+            actor=actor.name,
+            subject=removed.account_mail,
+            org=removed.org_code,
+            details={
+                "via": actor.via,
+                "card_uuid": removed.card_uuid,
+                "reason": reason.kind.value,
+                "reason_text": reason.text,
+                "link_mode": removed.link_mode.value,
+                "cert_serial": removed.cert_serial,
+                "registered_at": removed.registered_at.isoformat(),
+                "sessions_ended": len(ended),
+                "relying_parties": list(removal.relying_parties),
+            },
+        )
+    return removal
+
+
+def _refused(service: AdminService, actor: Actor, subject: str | None, reason: Reason) -> None:
+    service.audit(
+        EVENT_REMOVE,
+        outcome=Outcome.FAILURE,
+        code=OutOfScopeError.default_code,
+        actor=actor.name,
+        subject=subject,
+        details={"via": actor.via, "reason": reason.kind.value},
+    )

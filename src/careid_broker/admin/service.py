@@ -1,0 +1,288 @@
+"""What local administrators can find out: search, a person's page, registrations.
+
+No Flask here: the console, the API and the CLI each build an `AdminService` with the
+broker's repositories, directory, clock and audit function, and pass the `Actor` doing
+the work. Every lookup is scoped: an account or registration outside the actor's
+organisations is `OutOfScopeError`, exactly as if it did not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from careid_broker.admin.config import AdminSettings, org_key
+from careid_broker.admin.errors import OutOfScopeError
+from careid_broker.admin.rights import Actor
+from careid_broker.directory import CareIdentity, Directory, MailAccount, account_refusals
+from careid_broker.store import (
+    AuditRecord,
+    EndedSession,
+    Outcome,
+    RegistrationPage,
+    RegistrationRecord,
+    Repositories,
+    SessionRecord,
+)
+from careid_broker.store.subjects import normalise_mail
+
+SessionEndedHook = Callable[[EndedSession], None]
+MAX_SEARCH_TEXT = 128
+EXPORT_BATCH = 200
+
+
+class Auditor(Protocol):
+    """`careid_broker.auditing.audit`'s shape: append one audit entry."""
+
+    def __call__(
+        self,
+        event: str,
+        *,
+        outcome: Outcome | str,
+        code: str | None = None,
+        actor: str | None = None,
+        subject: str | None = None,
+        org: str | None = None,
+        rp: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditRecord: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserSummary:
+    """One search result: a directory account, a registration, or both."""
+
+    mail: str
+    name: str
+    org_code: str | None
+    care_identity_uuid: str | None
+    registration: RegistrationRecord | None
+    in_directory: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserDetails:
+    """Everything the person's page shows."""
+
+    mail: str
+    account: MailAccount | None
+    # Error codes of every reason the account may not sign in now (empty: it may).
+    refusals: tuple[str, ...]
+    current_aup_version: str
+    care_identity: CareIdentity | None
+    registration: RegistrationRecord | None
+    active_sessions: tuple[SessionRecord, ...]
+    recent_signins: tuple[AuditRecord, ...]
+    audit_trail: tuple[AuditRecord, ...]
+
+    @property
+    def name(self) -> str:
+        """The display name, or the address when the directory has no account."""
+        return self.account.display_name if self.account else self.mail
+
+    @property
+    def aup_current(self) -> bool:
+        """Whether the current acceptable use policy is accepted."""
+        accepted = (self.account.aup_version or "") if self.account else ""
+        return accepted.strip().casefold() == self.current_aup_version.strip().casefold()
+
+
+def clean_search_text(text: str | None) -> str:
+    """Search text as used: trimmed, bounded, without control characters."""
+    cleaned = "".join(ch for ch in (text or "") if ch.isprintable())
+    return cleaned.strip()[:MAX_SEARCH_TEXT]
+
+
+class AdminService:
+    """Scoped queries for local administrators; removal lives in `removal.py`."""
+
+    def __init__(
+        self,
+        *,
+        repos: Repositories,
+        directory: Directory,
+        settings: AdminSettings,
+        session_ended: SessionEndedHook,
+        audit: Auditor,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.repos = repos
+        self.directory = directory
+        self.settings = settings
+        self.session_ended = session_ended
+        self.audit = audit
+        self.now = now
+
+    # Scope.
+
+    def covers_registration(self, actor: Actor, registration: RegistrationRecord) -> bool:
+        """Whether the actor may act on a registration.
+
+        The organisation recorded at registration, or the person's organisation in the
+        directory now: someone who moved trusts can be helped by either administrator.
+        """
+        if actor.covers(registration.org_code):
+            return True
+        account = self.directory.find_account(registration.account_mail)
+        return account is not None and actor.covers(account.org_code)
+
+    def _stored_org_codes(self, actor: Actor) -> list[str] | None:
+        codes = actor.sql_org_codes()
+        if codes is None:
+            return None
+        # Stored as the directory spelled them at registration; ODS codes are upper case,
+        # but a directory that keeps them in lower case must not hide its registrations.
+        return sorted({*codes, *(code.lower() for code in codes)})
+
+    # Search and the person's page.
+
+    def search(self, actor: Actor, text: str | None) -> list[UserSummary]:
+        """Accounts and registrations of the actor's organisations matching the text."""
+        query = clean_search_text(text)
+        if not query:
+            return []
+        limit = self.settings.search_limit
+        accounts: list[MailAccount] = []
+        if actor.org_codes:
+            accounts = self.directory.search_accounts(query, sorted(actor.org_codes), limit)
+        page = self.repos.registrations.search(
+            org_codes=self._stored_org_codes(actor), text=query, limit=min(limit, 200)
+        )
+        by_mail = {r.account_mail: r for r in page.items}
+        results: list[UserSummary] = []
+        for account in accounts:
+            if not actor.covers(account.org_code):
+                continue
+            mail = normalise_mail(account.mail)
+            registration = by_mail.pop(mail, None) or self.repos.registrations.by_mail(mail)
+            results.append(
+                UserSummary(
+                    mail=mail,
+                    name=account.display_name,
+                    org_code=account.org_code,
+                    care_identity_uuid=account.care_identity_uuid,
+                    registration=registration,
+                    in_directory=True,
+                )
+            )
+        # Registrations the directory search did not bring back: made at one of the
+        # actor's organisations by someone who has since moved, or matched on the DN.
+        for registration in by_mail.values():
+            moved = self.directory.find_account(registration.account_mail)
+            results.append(
+                UserSummary(
+                    mail=registration.account_mail,
+                    name=moved.display_name if moved else registration.account_mail,
+                    org_code=moved.org_code if moved else registration.org_code,
+                    care_identity_uuid=registration.card_uuid,
+                    registration=registration,
+                    in_directory=moved is not None,
+                )
+            )
+        return results[:limit]
+
+    def user(self, actor: Actor, mail: str) -> UserDetails:
+        """A person's page; `OutOfScopeError` when unknown or not the actor's."""
+        wanted = normalise_mail(mail)
+        account = self.directory.find_account(wanted) if wanted else None
+        registration = self.repos.registrations.by_mail(wanted) if wanted else None
+        in_scope = (account is not None and actor.covers(account.org_code)) or (
+            registration is not None and actor.covers(registration.org_code)
+        )
+        if not in_scope:
+            self._refused(actor, "admin.user.view", wanted)
+            raise OutOfScopeError(detail=f"{actor.name} asked for {wanted!r}: not in scope")
+        now = self.now()
+        refusals: tuple[str, ...] = ()
+        if account is not None:
+            refusals = tuple(
+                error.code.value
+                for error in account_refusals(
+                    account, now=now, current_aup_version=self.directory.current_aup_version
+                )
+            )
+        uuid = (registration.card_uuid if registration else None) or (
+            account.care_identity_uuid if account else None
+        )
+        identity = self.directory.find_care_identity(uuid) if uuid else None
+        audit = self.repos.audit
+        subjects = [wanted, *([uuid] if uuid else [])]
+        return UserDetails(
+            mail=wanted,
+            account=account,
+            refusals=refusals,
+            current_aup_version=self.directory.current_aup_version,
+            care_identity=identity,
+            registration=registration,
+            active_sessions=tuple(self.repos.sessions.active_for_account(wanted)),
+            recent_signins=tuple(
+                audit.list_for_subject(
+                    [wanted], event_prefix="signin.", limit=self.settings.recent_signins
+                )
+            ),
+            audit_trail=tuple(audit.list_for_subject(subjects, limit=self.settings.audit_entries)),
+        )
+
+    # Registrations (the API and the CLI).
+
+    def registration(self, actor: Actor, card_uuid: str) -> RegistrationRecord:
+        """One registration by Care Identity UUID; `OutOfScopeError` if not the actor's."""
+        found = self.repos.registrations.by_uuid(card_uuid.strip())
+        if found is None or not self.covers_registration(actor, found):
+            self._refused(actor, "admin.registration.view", found.account_mail if found else None)
+            raise OutOfScopeError(detail=f"{actor.name} asked for registration {card_uuid!r}")
+        return found
+
+    def list_registrations(
+        self,
+        actor: Actor,
+        *,
+        org: str | None = None,
+        card_uuid: str | None = None,
+        text: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> RegistrationPage:
+        """A page of the actor's registrations, newest first, optionally filtered.
+
+        Naming an organisation the actor may not act on is `OutOfScopeError` (404), not
+        an empty page: an integration with a wrong setting should hear about it.
+        """
+        codes = self._stored_org_codes(actor)
+        if org is not None:
+            if not actor.covers(org):
+                self._refused(actor, "admin.registrations.list", None)
+                raise OutOfScopeError(detail=f"{actor.name} asked for organisation {org!r}")
+            codes = sorted({org_key(org), org.strip(), org_key(org).lower()})
+        return self.repos.registrations.search(
+            org_codes=codes,
+            card_uuid=card_uuid.strip() if card_uuid else None,
+            text=clean_search_text(text) or None,
+            offset=offset,
+            limit=limit,
+        )
+
+    def all_registrations(
+        self, actor: Actor, *, org: str | None = None
+    ) -> Iterator[RegistrationRecord]:
+        """Every registration in scope (for exports), newest first, in batches."""
+        offset = 0
+        while True:
+            page = self.list_registrations(actor, org=org, offset=offset, limit=EXPORT_BATCH)
+            yield from page.items
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    def _refused(self, actor: Actor, event: str, subject: str | None) -> None:
+        # Probing another organisation is worth knowing about; the answer stays a 404.
+        self.audit(
+            event,
+            outcome=Outcome.FAILURE,
+            code=OutOfScopeError.default_code,
+            actor=actor.name,
+            subject=subject or None,
+            details={"via": actor.via},
+        )

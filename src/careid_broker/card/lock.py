@@ -1,0 +1,107 @@
+"""The session lock: a card-removed report ends the session that card opened.
+
+The agent reports `POST /card/removed {"cardSession": S}` with no cookie: S is the only
+credential, a 256-bit secret handed to the agent at sign-in and kept in the store only
+as a hash. Whatever the report names — an active session, an ended one, nothing at all —
+the answer is the same, so the endpoint reveals nothing. Because it is unauthenticated
+it is rate-limited per client address (`WindowLimiter`), to keep a flood from becoming
+database load; S itself cannot be guessed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from careid_broker.store import EndedSession, EndReason, SigninSessions, Store
+
+#: What the agent accepts as a card-session reference (its `CARD_SESSION_RE`), so a
+#: report the agent could never have sent is not even looked up.
+CARD_SESSION_RE = re.compile(r"[A-Za-z0-9._~-]{16,256}")
+
+SessionEndedHook = Callable[[EndedSession], None]
+
+
+class SessionLock:
+    """Ends the session a card-session reference names."""
+
+    def __init__(self, *, store: Store, sessions: SigninSessions) -> None:
+        self._store = store
+        self._sessions = sessions
+
+    def card_removed(
+        self, card_session: object, *, on_ended: SessionEndedHook
+    ) -> EndedSession | None:
+        """End the active session with that card session; the ended session, or None.
+
+        `on_ended` (the broker's back-channel logout hook) runs in the same database
+        transaction as the ending, so the logout deliveries are queued atomically with it.
+        """
+        if not isinstance(card_session, str) or not CARD_SESSION_RE.fullmatch(card_session):
+            return None
+        record = self._sessions.find_by_card_session(card_session)
+        if record is None or not record.active:
+            return None
+        with self._store.transaction():
+            ended = self._sessions.end_session(record.sid, EndReason.CARD_REMOVED)
+            if ended is None or not ended.ended_now:
+                return None  # ended meanwhile by something else, which told the RPs
+            on_ended(ended)
+        return ended
+
+
+@dataclass(kw_only=True, slots=True)
+class _Window:
+    started: float
+    count: int
+
+
+class WindowLimiter:
+    """At most `limit` events per key in each fixed window, counted in this process.
+
+    In memory on purpose: the point is to keep a flood off the database, so counting in
+    the database would defeat it. With several workers each allows `limit`.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        window: timedelta,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
+    ) -> None:
+        self._limit = limit
+        self._window = window.total_seconds()
+        self._clock = clock
+        self._max_keys = max_keys
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> float | None:
+        """None when the event is allowed (and counted); else seconds until it would be."""
+        now = self._clock()
+        with self._lock:
+            current = self._windows.get(key)
+            if current is None or now - current.started >= self._window:
+                if current is None and len(self._windows) >= self._max_keys:
+                    self._prune(now)
+                self._windows[key] = _Window(started=now, count=1)
+                return None
+            if current.count >= self._limit:
+                return max(0.0, current.started + self._window - now)
+            current.count += 1
+            return None
+
+    def _prune(self, now: float) -> None:
+        stale = [key for key, w in self._windows.items() if now - w.started >= self._window]
+        for key in stale:
+            del self._windows[key]
+        if len(self._windows) >= self._max_keys:
+            # Still full of live windows (a flood from many addresses): forgetting them
+            # lets a few extra reports through, which is better than unbounded memory.
+            self._windows.clear()

@@ -1,0 +1,269 @@
+"""Card sign-in, I/O-free: is this `careid-auth:1` token good, and may its card sign in?
+
+The checks run in DESIGN.md's order ("Verification order"): token format → challenge
+(consumed atomically, so a replayed or raced token gets `challenge_used` however fast it
+comes back) → certificate, chain, validity, usage, policies, revocation (the
+`CertificateValidator`) → signature over TBS rebuilt from the broker's OWN origin and
+its own stored challenge → UUID → registration → directory. Cheap and single-use first:
+the slow revocation check only ever runs for a challenge this request has just burned.
+
+Every refusal is a `CardRefusal` carrying the stable code and what was known of the card
+by then (`AttemptFacts`), so the caller can audit issuer, serial and UUID even for a
+card that was never validated. The dependencies (challenges, validator, registrations,
+directory) come through the constructor; nothing here touches Flask or HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from cryptography import x509
+
+from careid_broker.directory import CareIdentity, Directory, MailAccount
+from careid_broker.errors import BrokerError
+from careid_broker.pki import ValidatedCertificate
+from careid_broker.store import (
+    CardChallenges,
+    ChallengeOutcome,
+    LinkMode,
+    RegistrationRecord,
+    Registrations,
+)
+from careid_protocol.errors import ErrorCode
+from careid_protocol.identity import DEFAULT_RULE, IdentityRule, uuid_from_certificate
+from careid_protocol.token import AuthToken, ProtocolError, parse_token, verify_signature
+
+log = logging.getLogger(__name__)
+
+
+class CertificateChecker(Protocol):
+    """What card sign-in needs of `careid_broker.pki.CertificateValidator`."""
+
+    def validate(
+        self,
+        certificate: bytes | x509.Certificate,
+        *,
+        check_signature: Callable[[x509.Certificate], None] | None = None,
+    ) -> ValidatedCertificate:
+        """Every certificate check; raises the first failure's BrokerError."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptFacts:
+    """What an attempt revealed about the card, for the audit trail.
+
+    Until `validated` the issuer, serial and UUID are only what the certificate claims:
+    recorded, because a refused card is exactly what an investigator wants to trace.
+    """
+
+    cert_issuer: str | None = None
+    cert_serial: str | None = None
+    uuid: str | None = None
+    validated: bool = False
+    revocation: str | None = None
+    soft_fail: bool = False
+    account_mail: str | None = None
+    org_code: str | None = None
+
+    def audit_details(self) -> dict[str, object]:
+        """The facts as audit details (known values only)."""
+        details: dict[str, object] = {"certificate_validated": self.validated}
+        for key, value in (
+            ("cert_issuer", self.cert_issuer),
+            ("cert_serial", self.cert_serial),
+            ("uuid", self.uuid),
+            ("revocation", self.revocation),
+        ):
+            if value is not None:
+                details[key] = value
+        if self.soft_fail:
+            details["revocation_soft_fail"] = True
+        return details
+
+
+class CardRefusal(BrokerError):
+    """A card attempt refused with a stable code; `facts` is what was known by then."""
+
+    def __init__(self, code: ErrorCode, *, facts: AttemptFacts, detail: str | None = None) -> None:
+        super().__init__(code, detail=detail)
+        self.facts = facts
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifiedCard:
+    """A token whose challenge, certificate and signature all checked out."""
+
+    certificate: ValidatedCertificate
+    facts: AttemptFacts
+
+    @property
+    def uuid(self) -> str:
+        """The Care Identity UUID the validated certificate names."""
+        return self.certificate.uuid
+
+
+@dataclass(frozen=True, kw_only=True)
+class CardSigninDecision:
+    """A card that may sign in: its registration, the account and the Care Identity."""
+
+    card: VerifiedCard
+    registration: RegistrationRecord
+    account: MailAccount
+    identity: CareIdentity
+    facts: AttemptFacts
+
+
+def claimed_facts(certificate: x509.Certificate, rule: IdentityRule) -> AttemptFacts:
+    """Issuer, serial and UUID as an unvalidated certificate states them."""
+    try:
+        issuer = certificate.issuer.rfc4514_string()
+        uuid = uuid_from_certificate(certificate, rule)
+    except ValueError:  # a subject or issuer that does not decode
+        return AttemptFacts(cert_serial=f"{certificate.serial_number:X}")
+    return AttemptFacts(cert_issuer=issuer, cert_serial=f"{certificate.serial_number:X}", uuid=uuid)
+
+
+def same_certificate(registration: RegistrationRecord, certificate: ValidatedCertificate) -> bool:
+    """Whether the registration's pinned issuer and serial are this certificate's."""
+    return (
+        registration.cert_issuer_dn == certificate.issuer_dn
+        and registration.cert_serial.lower() == certificate.serial_hex.lower()
+    )
+
+
+class CardSignin:
+    """Checks `careid-auth:1` tokens and decides whether their card may sign in."""
+
+    def __init__(
+        self,
+        *,
+        origin: str,
+        challenges: CardChallenges,
+        validator: CertificateChecker,
+        registrations: Registrations,
+        directory: Directory,
+        link_mode: LinkMode = LinkMode.UUID,
+        identity_rule: IdentityRule = DEFAULT_RULE,
+    ) -> None:
+        self.origin = origin
+        self._challenges = challenges
+        self._validator = validator
+        self._registrations = registrations
+        self._directory = directory
+        self._link_mode = link_mode
+        self._identity_rule = identity_rule
+
+    def verify(self, token: object, *, challenge: object, transaction_id: str) -> VerifiedCard:
+        """Token format, challenge, certificate and signature; raises `CardRefusal`.
+
+        `transaction_id` is the login (or registration) transaction the browser holds:
+        a challenge issued for any other is refused, and burned.
+        """
+        facts = AttemptFacts()
+        try:
+            if not isinstance(token, Mapping):
+                raise ProtocolError(ErrorCode.TOKEN_MALFORMED, "token is not a JSON object")
+            parsed = parse_token(token)
+            certificate: bytes | x509.Certificate = parsed.certificate
+            try:
+                certificate = x509.load_der_x509_certificate(parsed.certificate)
+                facts = claimed_facts(certificate, self._identity_rule)
+            except ValueError:
+                pass  # the validator names it certificate_malformed, in its turn
+            if not isinstance(challenge, str):
+                raise ProtocolError(ErrorCode.CHALLENGE_UNKNOWN, "no challenge was sent")
+            outcome = self._challenges.consume(challenge, transaction_id)
+            if outcome is not ChallengeOutcome.OK:
+                code = outcome.error_code or ErrorCode.CHALLENGE_UNKNOWN
+                raise ProtocolError(code, f"challenge {outcome.value}")
+            validated = self._validator.validate(
+                certificate, check_signature=self._signature_check(parsed, challenge, facts)
+            )
+        except ProtocolError as exc:
+            raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
+        except CardRefusal:
+            raise
+        except BrokerError as exc:
+            raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
+        method = validated.revocation_method
+        return VerifiedCard(
+            certificate=validated,
+            facts=AttemptFacts(
+                cert_issuer=validated.issuer_dn,
+                cert_serial=validated.serial_hex,
+                uuid=validated.uuid,
+                validated=True,
+                revocation=method.value if method is not None else None,
+                soft_fail=validated.soft_fail_used,
+            ),
+        )
+
+    def _signature_check(
+        self, token: AuthToken, challenge: str, facts: AttemptFacts
+    ) -> Callable[[x509.Certificate], None]:
+        def check(certificate: x509.Certificate) -> None:
+            # TBS from the broker's own origin and the challenge it stored and has just
+            # consumed: nothing the client sent but the signature itself.
+            try:
+                verify_signature(token, certificate, self.origin, challenge)
+            except ProtocolError as exc:
+                raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
+
+        return check
+
+    def decide(self, card: VerifiedCard) -> CardSigninDecision:
+        """Registration, then the account, then the Care Identity; raises `CardRefusal`."""
+        facts = card.facts
+        try:
+            registration = self._registrations.by_uuid(card.uuid)
+            if registration is None:
+                raise CardRefusal(
+                    ErrorCode.CARD_NOT_REGISTERED, facts=facts, detail="no registration"
+                )
+            facts = replace(
+                facts, account_mail=registration.account_mail, org_code=registration.org_code
+            )
+            pinned = (
+                registration.link_mode is LinkMode.CERTIFICATE
+                or self._link_mode is LinkMode.CERTIFICATE
+            )
+            if pinned and not same_certificate(registration, card.certificate):
+                raise CardRefusal(
+                    ErrorCode.CARD_CERTIFICATE_NOT_REGISTERED,
+                    facts=facts,
+                    detail=f"registered serial {registration.cert_serial} of"
+                    f" {registration.cert_issuer_dn!r}",
+                )
+            account = self._directory.find_account(registration.account_mail)
+            if account is None:
+                raise CardRefusal(ErrorCode.CARD_ACCOUNT_MISSING, facts=facts)
+            facts = replace(facts, org_code=account.org_code or registration.org_code)
+            self._directory.check_account(account)
+            if account.care_identity_uuid and account.care_identity_uuid != card.uuid:
+                # The RP's claims come from the account's Care Identity: they must be
+                # the card's, or the RP would be told about someone else's roles.
+                raise CardRefusal(
+                    ErrorCode.CARD_IDENTITY_MISMATCH,
+                    facts=facts,
+                    detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
+                )
+            identity = self._directory.check_care_identity(
+                self._directory.find_care_identity(card.uuid)
+            )
+        except CardRefusal:
+            raise
+        except BrokerError as exc:
+            raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
+        return CardSigninDecision(
+            card=card, registration=registration, account=account, identity=identity, facts=facts
+        )
+
+    def signin(
+        self, token: object, *, challenge: object, transaction_id: str
+    ) -> CardSigninDecision:
+        """`verify` then `decide`: the whole card sign-in check."""
+        return self.decide(self.verify(token, challenge=challenge, transaction_id=transaction_id))

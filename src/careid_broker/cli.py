@@ -1,0 +1,243 @@
+"""`careid-broker`: serve, check the configuration, migrate the database, rotate keys."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from careid_broker.config import BrokerConfig, BrokerConfigError, default_config_path, load_config
+from careid_broker.store import KeyAlgorithm, Repositories, Store, create_store
+from careid_protocol.errors import message_for
+
+
+def load_cli_config(args: argparse.Namespace) -> BrokerConfig:
+    """The configuration named by `--config` (or `$CAREID_CONFIG`, or the default)."""
+    return load_config(args.config)
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path: Path | None = args.config
+    return path or default_config_path()
+
+
+def _report_config_error(exc: BrokerConfigError) -> int:
+    print(f"careid-broker: {message_for(exc.code)}", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  problem: {problem}", file=sys.stderr)
+    return 2
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    try:
+        config = load_config(path)
+    except BrokerConfigError as exc:
+        return _report_config_error(exc)
+    for name in config.env_overrides:
+        print(f"note: {name} overrides the file")
+    if config.oidc is None:
+        print("note: the OpenID Provider is not installed; [oidc] was checked only in part")
+    problems: list[str] = []
+    if args.connect:
+        problems.extend(_connection_problems(config))
+    for problem in problems:
+        print(f"  problem: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"configuration OK: {path.resolve()}")
+    return 0
+
+
+def _connection_problems(config: BrokerConfig) -> list[str]:
+    from careid_broker.directory import LdapDirectory
+    from careid_broker.web.ops import schema_is_current
+
+    problems: list[str] = []
+    store = create_store(config.database.url)
+    try:
+        if not store.ping():
+            problems.append("database: does not answer (see the log line above)")
+        elif not schema_is_current(store):
+            problems.append("database: schema is not current; run `careid-broker db upgrade`")
+    finally:
+        store.dispose()
+    if not LdapDirectory(config.directory).ping():
+        problems.append("directory: does not answer the service account's search")
+    return problems
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from careid_broker.logging_setup import configure_logging
+    from careid_broker.server import serve
+
+    path = _config_path(args)
+    try:
+        config = load_config(path)
+    except BrokerConfigError as exc:
+        return _report_config_error(exc)
+    configure_logging(config.logging)
+    serve(path, bind=args.bind, workers=args.workers, threads=args.threads)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from careid_broker.store import current_revision, upgrade
+
+    try:
+        config = load_cli_config(args)
+    except BrokerConfigError as exc:
+        return _report_config_error(exc)
+    _make_sqlite_folder(config.database.url)
+    upgrade(config.database.url)
+    print(f"database schema at revision {current_revision(config.database.url)}")
+    return 0
+
+
+def _make_sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite database file, so a first upgrade just works."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from careid_broker.store import current_revision, head_revision
+
+    try:
+        config = load_cli_config(args)
+    except BrokerConfigError as exc:
+        return _report_config_error(exc)
+    current, head = current_revision(config.database.url), head_revision()
+    print(f"database schema at revision {current or 'none'}; this broker ships {head}")
+    return 0 if current == head else 1
+
+
+def _repositories(config: BrokerConfig) -> tuple[Store, Repositories]:
+    passphrase = config.tokens.signing_key_passphrase
+    store = create_store(config.database.url)
+    return store, Repositories.build(
+        store, key_passphrase=passphrase.encode("utf-8") if passphrase else None
+    )
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    try:
+        config = load_cli_config(args)
+    except BrokerConfigError as exc:
+        return _report_config_error(exc)
+    store, repos = _repositories(config)
+    try:
+        # Every algorithm in use rotates together (RS256 always; ES256 once a client asked
+        # for it), so no key lives longer than the rotation schedule says.
+        published = repos.keys.publishable()
+        in_use = {key.alg for key in published} | {KeyAlgorithm.RS256}
+        if args.if_current:
+            # A kid names one algorithm's key: rotate that lifecycle only.
+            in_use = {key.alg for key in published if key.kid == args.if_current} or {
+                KeyAlgorithm.RS256
+            }
+        results = [
+            (alg, repos.keys.for_alg(alg).rotate(expected_current_kid=args.if_current))
+            for alg in sorted(in_use)
+        ]
+    finally:
+        store.dispose()
+    status = 0
+    for alg, result in results:
+        if not result.rotated:
+            print(f"{alg}: not rotated: the current key is {result.current_kid}")
+            status = 1
+            continue
+        print(f"{alg}: current signing key: {result.current_kid}")
+        print(f"{alg}: next signing key (published, not yet used): {result.next_kid}")
+        for kid in result.retired_kids:
+            print(f"{alg}: retired: {kid}")
+    return status
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    try:
+        config = load_cli_config(args)
+    except BrokerConfigError as exc:
+        return _report_config_error(exc)
+    store, repos = _repositories(config)
+    try:
+        keys = repos.keys.publishable()
+    finally:
+        store.dispose()
+    for key in keys:
+        created = f"{key.created_at:%Y-%m-%d %H:%M}Z"
+        print(f"{key.state.value:8} {key.alg.value} {key.kid} created {created}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (the OpenID Provider may add its own subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="careid-broker", description="The Care Identity federation broker."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $CAREID_CONFIG or config/broker.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the broker under gunicorn")
+    serve.add_argument("--bind", help="HOST:PORT (default: [server] bind)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
+    serve.add_argument("--threads", type=int, help="threads per worker (default: [server] threads)")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", help="check the configuration and name every problem")
+    check.add_argument(
+        "--connect", action="store_true", help="also check that the database and directory answer"
+    )
+    check.set_defaults(func=_check_config)
+
+    db = sub.add_parser("db", help="the database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="apply the schema migrations").set_defaults(func=_db_upgrade)
+    db_sub.add_parser("current", help="show the schema revision").set_defaults(func=_db_current)
+
+    keys = sub.add_parser("keys", help="the OpenID Provider's signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    rotate = keys_sub.add_parser(
+        "rotate", help="next key becomes current, a new next key is published, oldest retired"
+    )
+    rotate.add_argument(
+        "--if-current", metavar="KID", help="rotate only if KID is still current (run once of many)"
+    )
+    rotate.set_defaults(func=_keys_rotate)
+    keys_sub.add_parser("list", help="the published keys").set_defaults(func=_keys_list)
+
+    _register_optional(sub, "careid_broker.oidc.commands")
+    _register_optional(sub, "careid_broker.admin.commands")
+    return parser
+
+
+def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> None:
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            return
+        raise
+    module.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run one subcommand and return its exit status."""
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

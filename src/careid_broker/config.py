@@ -1,0 +1,448 @@
+"""The broker's configuration: `config/broker.toml` plus `CAREID_*` environment overrides.
+
+`load_config(path)` reads the file, applies the environment (see `config_env`), and
+checks every section, raising one `BrokerConfigError` that names every problem — what
+`careid-broker check-config` prints. Sections: `[broker]`, `[server]`, `[logging]`,
+`[ops]`, `[database]`, `[directory]` (`DirectoryConfig`), `[signin]`, `[oidc]` (read
+by the OpenID Provider's own `OidcConfig`), `[card]` (`CardSettings`) and `[pki]`
+(`PkiConfig`: card sign-in is available only when it is given), `[admin]` and `[api]`
+(local administrators' console and API: `careid_broker.admin.config`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum, unique
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from careid_broker.admin.config import (
+    AdminSettings,
+    ApiSettings,
+    read_admin_settings,
+    read_api_settings,
+)
+from careid_broker.card.settings import CardSettings, read_card_settings
+from careid_broker.config_env import CONFIG_PATH_ENV, SECTIONS, apply_env_overrides
+from careid_broker.directory import DirectoryConfig
+from careid_broker.directory.settings import SettingsReader
+from careid_broker.errors import BrokerError
+from careid_broker.pki.config import PkiConfig
+from careid_broker.store import ThrottlePolicy
+from careid_protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from careid_broker.oidc.config import OidcConfig
+
+DEFAULT_CONFIG_PATH = Path("config") / "broker.toml"
+# The key in the shipped demo configuration: public, so refused outside development.
+DEMO_SECRET_KEY = "demo-only-not-secret-change-me-5f1c0e7d9a2b4c6e8f"  # noqa: S105
+MIN_SECRET_KEY_LENGTH = 32
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class BrokerConfigError(BrokerError):
+    """The broker's settings are not valid; `problems` names every fault."""
+
+    default_code = ErrorCode.BROKER_CONFIG_INVALID
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__(detail="; ".join(self.problems))
+
+
+@unique
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerSettings:
+    """`[broker]`: who the broker is, cookies and sessions."""
+
+    issuer: str
+    secret_key: str = field(repr=False)
+    dev: bool = False
+    session_lifetime: timedelta = timedelta(hours=8)
+    session_idle: timedelta = timedelta(hours=2)
+    trusted_proxies: int = 0
+    dev_disable_workers: bool = False
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are `Secure` (and `__Host-` named) everywhere but development."""
+        return not self.dev
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """`[server]`: how `careid-broker serve` runs gunicorn."""
+
+    bind: str = "127.0.0.1:5000"
+    workers: int = 2
+    threads: int = 4
+    timeout_seconds: int = 30
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingSettings:
+    """`[logging]`."""
+
+    level: str = "INFO"
+    format: LogFormat = LogFormat.JSON
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpsSettings:
+    """`[ops]`: who may read /metrics."""
+
+    metrics_allowed_networks: tuple[IpNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    """`[database]`: the store (the URL may hold a password, so it stays out of repr)."""
+
+    url: str = field(repr=False)
+    pool_size: int = 5
+    busy_timeout: timedelta = timedelta(seconds=15)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SigninSettings:
+    """`[signin]`: password throttling and where the help on refusal pages points."""
+
+    account_throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    address_throttle: ThrottlePolicy = field(
+        default_factory=lambda: ThrottlePolicy(free_failures=30)
+    )
+    aup_url: str = "https://portal.nhs.net/"
+    help_contact: str = "your local IT service desk"
+    help_url: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenSettings:
+    """The store-side lifetimes and key passphrase from `[oidc]` (the OP reads the rest)."""
+
+    code_lifetime: timedelta = timedelta(seconds=60)
+    access_token_lifetime: timedelta = timedelta(seconds=600)
+    refresh_token_lifetime: timedelta = timedelta(seconds=28800)
+    signing_key_passphrase: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerConfig:
+    """Every section, checked; `oidc` is the OP's `OidcConfig` (None until it is installed)."""
+
+    broker: BrokerSettings
+    server: ServerSettings = field(default_factory=ServerSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
+    database: DatabaseSettings
+    directory: DirectoryConfig
+    signin: SigninSettings = field(default_factory=SigninSettings)
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    oidc: OidcConfig | None = None
+    oidc_settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    card: CardSettings = field(default_factory=CardSettings)
+    pki: PkiConfig | None = None
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    source: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+    env_overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        base_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        source: Path | None = None,
+    ) -> BrokerConfig:
+        """From parsed TOML (and an environment), raising one error naming every problem."""
+        root = (base_dir or Path.cwd()).resolve()
+        merged, applied, problems = apply_env_overrides(data, env or {})
+        for name in sorted(set(merged) - set(SECTIONS)):
+            problems.append(f"[{name}]: is not a known section")
+        top = SettingsReader(merged, "", problems)
+
+        broker = _broker(top.table("broker"))
+        server = _server(top.table("server"))
+        logging_settings = _logging(top.table("logging"))
+        ops = _ops(top.table("ops"))
+        database = _database(top.table("database"), root)
+        signin = _signin(top.table("signin"))
+        directory = _directory(merged.get("directory"), root, problems)
+        oidc_table = merged.get("oidc") or {}
+        tokens = _tokens(oidc_table)
+        oidc = _oidc(oidc_table, root, problems)
+        card = read_card_settings(top.table("card"))
+        pki = _pki(merged.get("pki"), root, problems)
+        admin = read_admin_settings(merged.get("admin"), problems)
+        api = read_api_settings(
+            merged.get("api"),
+            problems,
+            reserved_client_ids=[c.client_id for c in oidc.clients] if oidc else (),
+        )
+        if problems:
+            raise BrokerConfigError(problems)
+        assert directory is not None  # noqa: S101 - None only alongside a problem
+        return cls(
+            broker=broker,
+            server=server,
+            logging=logging_settings,
+            ops=ops,
+            database=database,
+            directory=directory,
+            signin=signin,
+            tokens=tokens,
+            oidc=oidc,
+            oidc_settings=oidc_table if isinstance(oidc_table, Mapping) else {},
+            card=card,
+            pki=pki,
+            admin=admin,
+            api=api,
+            source=source,
+            base_dir=root,
+            env_overrides=tuple(applied),
+        )
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """`$CAREID_CONFIG`, else `config/broker.toml` in the working folder."""
+    environ = os.environ if env is None else env
+    return Path(environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = None) -> BrokerConfig:
+    """Read, override from the environment, and check the configuration file."""
+    environ = dict(os.environ) if env is None else dict(env)
+    config_path = (path or default_config_path(environ)).resolve()
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BrokerConfigError([f"{config_path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BrokerConfigError([f"{config_path}: not valid TOML: {exc}"]) from None
+    return BrokerConfig.from_mapping(
+        data, base_dir=config_path.parent, env=environ, source=config_path
+    )
+
+
+def _seconds(reader: SettingsReader, key: str, default: timedelta, *, minimum: int) -> timedelta:
+    value = reader.integer(key, int(default.total_seconds()), minimum=minimum, maximum=10**7)
+    return timedelta(seconds=value)
+
+
+def _broker(reader: SettingsReader) -> BrokerSettings:
+    dev = reader.boolean("dev", False)
+    issuer = reader.string("issuer").rstrip("/")
+    if issuer:
+        parts = urlsplit(issuer)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            reader.problem("issuer", f"{issuer!r} must be an https:// URL")
+        elif parts.scheme == "http" and not dev:
+            reader.problem("issuer", "must be https:// unless dev = true")
+        if parts.query or parts.fragment:
+            reader.problem("issuer", "must have no query or fragment (OpenID Discovery §3)")
+    secret_key = reader.string("secret_key")
+    if secret_key and len(secret_key) < MIN_SECRET_KEY_LENGTH:
+        reader.problem("secret_key", f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
+    if secret_key == DEMO_SECRET_KEY and not dev:
+        reader.problem("secret_key", "is the public demo key; set CAREID_SECRET_KEY")
+    settings = BrokerSettings(
+        issuer=issuer,
+        secret_key=secret_key,
+        dev=dev,
+        session_lifetime=_seconds(
+            reader, "session_lifetime_seconds", timedelta(hours=8), minimum=60
+        ),
+        session_idle=_seconds(reader, "session_idle_seconds", timedelta(hours=2), minimum=60),
+        trusted_proxies=reader.integer("trusted_proxies", 0, minimum=0, maximum=5),
+        dev_disable_workers=reader.boolean("dev_disable_workers", False),
+    )
+    reader.finish()
+    return settings
+
+
+def _server(reader: SettingsReader) -> ServerSettings:
+    settings = ServerSettings(
+        bind=reader.string("bind", "127.0.0.1:5000"),
+        workers=reader.integer("workers", 2, minimum=1, maximum=64),
+        threads=reader.integer("threads", 4, minimum=1, maximum=64),
+        timeout_seconds=reader.integer("timeout_seconds", 30, minimum=5, maximum=600),
+    )
+    reader.finish()
+    return settings
+
+
+def _logging(reader: SettingsReader) -> LoggingSettings:
+    level = reader.string("level", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        reader.problem("level", "must be one of: DEBUG, INFO, WARNING, ERROR")
+        level = "INFO"
+    settings = LoggingSettings(
+        level=level, format=reader.choice("format", LogFormat, LogFormat.JSON)
+    )
+    reader.finish()
+    return settings
+
+
+def _ops(reader: SettingsReader) -> OpsSettings:
+    networks: list[IpNetwork] = []
+    for text in reader.strings("metrics_allowed_networks", ("127.0.0.0/8", "::1/128")):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            reader.problem("metrics_allowed_networks", f"{text!r} is not an address or network")
+    reader.finish()
+    return OpsSettings(metrics_allowed_networks=tuple(networks))
+
+
+def _database(reader: SettingsReader, root: Path) -> DatabaseSettings:
+    raw = reader.string("url")
+    url = raw
+    if raw:
+        try:
+            parsed = make_url(raw)
+        except ArgumentError:
+            reader.problem("url", "is not a database URL (sqlite:///… or postgresql+psycopg://…)")
+        else:
+            backend = parsed.get_backend_name()
+            if backend not in ("sqlite", "postgresql"):
+                reader.problem("url", f"{backend!r} databases are not supported")
+            elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                # Relative to the configuration file, not to wherever the server started.
+                path = Path(parsed.database)
+                if not path.is_absolute():
+                    url = parsed.set(database=os.path.normpath(root / path)).render_as_string(
+                        hide_password=False
+                    )
+    settings = DatabaseSettings(
+        url=url,
+        pool_size=reader.integer("pool_size", 5, minimum=1, maximum=100),
+        busy_timeout=timedelta(
+            seconds=reader.number("busy_timeout_seconds", 15.0, minimum=0.1, maximum=300)
+        ),
+    )
+    reader.finish()
+    return settings
+
+
+def _throttle(reader: SettingsReader, prefix: str, free: int) -> ThrottlePolicy:
+    window = reader.integer("window_seconds", 900, minimum=1, maximum=86400)
+    first = reader.integer("first_block_seconds", 30, minimum=1, maximum=86400)
+    longest = reader.integer("max_block_seconds", 3600, minimum=1, maximum=86400)
+    if longest < first:
+        reader.problem("max_block_seconds", "must not be less than first_block_seconds")
+    return ThrottlePolicy(
+        free_failures=reader.integer(f"{prefix}_free_failures", free, minimum=1, maximum=10000),
+        window=timedelta(seconds=window),
+        first_block=timedelta(seconds=first),
+        max_block=timedelta(seconds=max(longest, first)),
+    )
+
+
+def _signin(reader: SettingsReader) -> SigninSettings:
+    aup_url = reader.string("aup_url", "https://portal.nhs.net/")
+    help_url = reader.optional_string("help_url")
+    for key, value in (("aup_url", aup_url), ("help_url", help_url)):
+        if value is not None and urlsplit(value).scheme not in ("https", "http"):
+            reader.problem(key, f"{value!r} must be an http(s) URL")
+    settings = SigninSettings(
+        account_throttle=_throttle(reader, "account", 5),
+        # A hospital's staff may share one public address: far more room per address.
+        address_throttle=_throttle(reader, "address", 30),
+        aup_url=aup_url,
+        help_contact=reader.string("help_contact", "your local IT service desk"),
+        help_url=help_url,
+    )
+    reader.finish()
+    return settings
+
+
+def _directory(data: object, root: Path, problems: list[str]) -> DirectoryConfig | None:
+    if data is None:
+        problems.append("[directory]: is required")
+        return None
+    if not isinstance(data, Mapping):
+        problems.append("[directory]: must be a table")
+        return None
+    try:
+        return DirectoryConfig.from_mapping(data, where="directory", base_dir=root)
+    except BrokerError as exc:
+        problems.extend(getattr(exc, "problems", None) or [str(exc)])
+        return None
+
+
+def _pki(data: object, root: Path, problems: list[str]) -> PkiConfig | None:
+    """`[pki]`, or None when absent: then card sign-in is switched off."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        problems.append("[pki]: must be a table")
+        return None
+    try:
+        return PkiConfig.from_mapping(data, base_dir=root)
+    except BrokerError as exc:
+        problems.extend(getattr(exc, "problems", None) or [str(exc)])
+        return None
+
+
+def _tokens(data: object) -> TokenSettings:
+    # Read leniently: the OP's OidcConfig checks `[oidc]` in full and names its problems;
+    # reading twice must not name them twice.
+    table: Mapping[str, object] = data if isinstance(data, Mapping) else {}
+
+    def seconds(key: str, default: int) -> timedelta:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            value = default
+        return timedelta(seconds=value)
+
+    passphrase = table.get("signing_key_passphrase")
+    return TokenSettings(
+        code_lifetime=seconds("code_lifetime_seconds", 60),
+        access_token_lifetime=seconds("access_token_lifetime_seconds", 600),
+        refresh_token_lifetime=seconds("refresh_token_lifetime_seconds", 28800),
+        signing_key_passphrase=passphrase if isinstance(passphrase, str) and passphrase else None,
+    )
+
+
+def _oidc(data: object, root: Path, problems: list[str]) -> OidcConfig | None:
+    """The OP's `OidcConfig`, or None while the OP package is not installed."""
+    try:
+        module = importlib.import_module("careid_broker.oidc.config")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("careid_broker.oidc", "careid_broker.oidc.config"):
+            raise
+        return None
+    if not isinstance(data, Mapping):
+        problems.append("[oidc]: must be a table")
+        return None
+    try:
+        parsed: OidcConfig = module.OidcConfig.from_mapping(dict(data), base_dir=root)
+    except BrokerError as exc:
+        problems.extend(getattr(exc, "problems", None) or [str(exc)])
+        return None
+    return parsed

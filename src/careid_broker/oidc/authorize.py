@@ -1,0 +1,300 @@
+"""The authorization endpoint's decisions: validate, reuse a sign-in or hand off to login.
+
+`GET|POST /authorize` validates the request with authlib's code grant (client, exact
+redirect URI, scope, PKCE, nonce) and then decides:
+
+- a current sign-in satisfies it (no prompt=login, within max_age, acr_values met,
+  the id_token_hint's user) → a code at once;
+- prompt=none and none does → `login_required` to the RP;
+- otherwise the request is stored as a login transaction and the browser goes to the
+  login page, which comes back to `GET /authorize/resume?tx=…` after signing in.
+
+Errors go back to the RP only when its redirect URI was checked; otherwise an error page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oidc.core.errors import LoginRequiredError
+from flask import redirect, render_template, url_for
+from flask.wrappers import Response
+
+from careid_broker import assurance
+from careid_broker.errors import BrokerError, InvalidCredentialsError
+from careid_broker.oidc.claims import user_claims
+from careid_broker.oidc.errors import SigninExpiredError
+from careid_broker.oidc.models import SignedInUser
+from careid_broker.oidc.provider import OidcProvider
+from careid_broker.store import AuthorizationRequest, SessionRecord, TransactionStatus
+from careid_protocol.errors import ErrorCode, message_for
+
+log = logging.getLogger(__name__)
+
+# UI hints kept with a login transaction for the login page; they change nothing else.
+_UI_HINTS = ("login_hint", "ui_locales", "display")
+_PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Checks:
+    """The OIDC parameters that decide whether a sign-in can be reused."""
+
+    prompts: frozenset[str]
+    max_age: int | None
+    acr_values: str | None
+    hinted_sub: str | None
+
+
+class StoredAuthorizationRequest(OAuth2Request):  # type: ignore[misc]
+    """A login transaction's request, replayed through authlib's grant after sign-in."""
+
+    def __init__(self, issuer: str, params: Mapping[str, str]) -> None:
+        super().__init__("GET", f"{issuer}/authorize")
+        self._params = dict(params)
+        self.payload = BasicOAuth2Payload(self._params)
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._params
+
+    @property
+    def form(self) -> dict[str, str]:
+        return {}
+
+
+def _stored_params(request: AuthorizationRequest) -> dict[str, str]:
+    values: dict[str, Any] = {
+        "response_type": "code",
+        "client_id": request.client_id,
+        "redirect_uri": request.redirect_uri,
+        "scope": request.scope,
+        "state": request.state,
+        "nonce": request.nonce,
+        "code_challenge": request.code_challenge,
+        "code_challenge_method": request.code_challenge_method,
+        "prompt": request.prompt,
+        "max_age": None if request.max_age is None else str(request.max_age),
+        "acr_values": request.acr_values,
+    }
+    return {key: str(value) for key, value in values.items() if value is not None}
+
+
+def with_iss(provider: OidcProvider, response: Response) -> Response:
+    """RFC 9207 §2: `iss` in every authorization response that goes to the RP."""
+    location = response.headers.get("Location")
+    if location and "iss" not in parse_qs(urlsplit(location).query):
+        response.headers["Location"] = add_params_to_uri(location, {"iss": provider.issuer})
+    return response
+
+
+def _error(provider: OidcProvider, request: OAuth2Request, error: OAuth2Error) -> Response:
+    if error.redirect_uri:
+        response: Response = provider.server.handle_error_response(request, error)
+        return with_iss(provider, response)
+    # The redirect URI is missing or not registered: sending the browser there would
+    # make the broker an open redirector (RFC 6749 §4.1.2.1), so the user sees a page.
+    log.info(
+        "authorization request refused without redirect: %s (%s)",
+        error.error,
+        error.get_error_description(),
+    )
+    page = render_template(
+        "oidc_error.html",
+        code=ErrorCode.OIDC_REQUEST_INVALID.value,
+        message=message_for(ErrorCode.OIDC_REQUEST_INVALID),
+        oauth_error=error.error,
+        oauth_description=error.get_error_description(),
+    )
+    return Response(page, status=400, mimetype="text/html")
+
+
+def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -> _Checks:
+    data = request.payload.data
+    prompts = frozenset((data.get("prompt") or "").split()) & _PROMPTS
+    if "none" in prompts and len(prompts) > 1:
+        raise InvalidRequestError("prompt=none cannot be combined.", redirect_uri=redirect_uri)
+    max_age: int | None = None
+    if data.get("max_age") not in (None, ""):
+        try:
+            max_age = int(data["max_age"])
+        except ValueError:
+            max_age = -1
+        if max_age < 0:
+            raise InvalidRequestError(
+                "max_age must be a whole number of seconds.", redirect_uri=redirect_uri
+            )
+    hinted_sub: str | None = None
+    if data.get("id_token_hint"):
+        claims = provider.signer.verify(data["id_token_hint"])
+        if claims is None or claims.get("iss") != provider.issuer:
+            raise InvalidRequestError(
+                "id_token_hint is not an ID token from this provider.", redirect_uri=redirect_uri
+            )
+        hinted_sub = str(claims.get("sub"))
+    return _Checks(
+        prompts=prompts,
+        max_age=max_age,
+        acr_values=data.get("acr_values") or None,
+        hinted_sub=hinted_sub,
+    )
+
+
+def _reusable(provider: OidcProvider, signin: SessionRecord | None, checks: _Checks) -> bool:
+    if signin is None or "login" in checks.prompts:
+        return False
+    if checks.max_age is not None:
+        age = (provider.clock() - signin.auth_time).total_seconds()
+        if age > checks.max_age:
+            return False
+    if not assurance.satisfies(signin.acr, checks.acr_values):
+        return False
+    return checks.hinted_sub is None or checks.hinted_sub == signin.sub
+
+
+def signed_in_user(provider: OidcProvider, signin: SessionRecord) -> SignedInUser:
+    """The user behind a session, with claims read from the directory now.
+
+    Raises the directory's refusal (disabled account, AUP no longer current…) or
+    `DirectoryUnavailableError`: a directory that cannot be read denies.
+    """
+    directory = provider.directory
+    account = directory.find_account(signin.account_mail)
+    if account is None:
+        raise InvalidCredentialsError(detail="the account is gone from the directory")
+    directory.check_account(account)
+    identity = (
+        directory.find_care_identity(account.care_identity_uuid)
+        if account.care_identity_uuid
+        else None
+    )
+    return SignedInUser(
+        sub=signin.sub,
+        sid=signin.sid,
+        account_mail=signin.account_mail,
+        acr=signin.acr,
+        amr=tuple(signin.amr),
+        auth_time=signin.auth_time,
+        claims=user_claims(account, identity),
+    )
+
+
+def _issue(
+    provider: OidcProvider, request: OAuth2Request, grant: Any, user: SignedInUser
+) -> Response:
+    response: Response = provider.server.create_authorization_response(
+        request=request, grant_user=user, grant=grant
+    )
+    from careid_broker.auditing import audit
+
+    audit(
+        "oidc.authorize",
+        outcome="success",
+        subject=user.account_mail,
+        rp=request.payload.client_id,
+        details={"acr": user.acr},
+    )
+    return with_iss(provider, response)
+
+
+def _to_login(tx: str, acr_values: str | None) -> Response:
+    card = "required" if assurance.demands_card(acr_values) else None
+    return redirect(url_for("login.page", tx=tx, card=card))  # type: ignore[return-value]
+
+
+def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
+    """Handle GET or POST /authorize for the current Flask request."""
+    server = provider.server
+    request = server.create_oauth2_request(None)
+    try:
+        grant = server.get_authorization_grant(request)
+        grant.validate_no_multiple_request_parameter(request)
+        redirect_uri = grant.validate_authorization_request()
+        checks = _checks(provider, request, redirect_uri)
+    except OAuth2Error as error:
+        error.state = request.payload.state
+        return _error(provider, request, error)
+
+    if _reusable(provider, signin, checks):
+        assert signin is not None  # noqa: S101 - _reusable is False without one
+        try:
+            user = signed_in_user(provider, signin)
+        except BrokerError as exc:
+            if exc.code is ErrorCode.DIRECTORY_UNAVAILABLE:
+                if "none" in checks.prompts:
+                    # No page may be shown: tell the RP to try again later (OIDC Core §3.1.2.6).
+                    unavailable = OAuth2Error(
+                        error="temporarily_unavailable",
+                        description="The directory could not be reached.",
+                        redirect_uri=redirect_uri,
+                        state=request.payload.state,
+                    )
+                    return _error(provider, request, unavailable)
+                raise
+            # The account may no longer sign in: the login page names the reason.
+            log.info("signed-in session not reusable: %s", exc.code.value)
+        else:
+            return _issue(provider, request, grant, user)
+    if "none" in checks.prompts:
+        refusal = LoginRequiredError(redirect_uri=redirect_uri, state=request.payload.state)
+        return _error(provider, request, refusal)
+
+    data = request.payload.data
+    created = provider.repos.transactions.create(
+        AuthorizationRequest(
+            client_id=request.payload.client_id,
+            redirect_uri=redirect_uri,
+            scope=request.payload.scope or "",
+            state=data.get("state") or None,
+            nonce=data.get("nonce") or None,
+            code_challenge=data.get("code_challenge") or None,
+            code_challenge_method=data.get("code_challenge_method") or None,
+            prompt=" ".join(sorted(checks.prompts)) or None,
+            max_age=checks.max_age,
+            acr_values=checks.acr_values,
+            extras={key: data[key] for key in _UI_HINTS if data.get(key)},
+        )
+    )
+    return _to_login(created.transaction_id, checks.acr_values)
+
+
+def resume(provider: OidcProvider, tx: str | None, signin: SessionRecord | None) -> Response:
+    """Handle GET /authorize/resume?tx=… after the login page signed the user in."""
+    record = provider.repos.transactions.get(tx) if tx else None
+    if record is None or record.status is not TransactionStatus.PENDING:
+        raise SigninExpiredError(detail="login transaction unknown, expired or completed")
+    assert tx is not None  # noqa: S101 - a record was found by it
+    stored = record.request
+    if signin is None:
+        return _to_login(tx, stored.acr_values)
+    prompts = frozenset((stored.prompt or "").split())
+    fresh = signin.auth_time >= record.created_at
+    if "login" in prompts and not fresh:
+        return _to_login(tx, stored.acr_values)
+    if stored.max_age is not None and not fresh:
+        if (provider.clock() - signin.auth_time).total_seconds() > stored.max_age:
+            return _to_login(tx, stored.acr_values)
+    if not assurance.satisfies(signin.acr, stored.acr_values):
+        return _to_login(tx, stored.acr_values)
+
+    request = StoredAuthorizationRequest(provider.issuer, _stored_params(stored))
+    server = provider.server
+    try:
+        # Checked again: the client's registration may have changed meanwhile.
+        grant = server.get_authorization_grant(request)
+        grant.validate_authorization_request()
+    except OAuth2Error as error:
+        error.state = stored.state
+        return _error(provider, request, error)
+    user = signed_in_user(provider, signin)
+    if provider.repos.transactions.complete(tx) is None:
+        raise SigninExpiredError(detail="login transaction completed by another request")
+    return _issue(provider, request, grant, user)

@@ -1,0 +1,141 @@
+"""private_key_jwt client authentication (OIDC Core §9, RFC 7523 §2.2) on authlib.
+
+The client signs a short JWT with its own key; we check it against the public keys
+declared for it in clients.toml (`jwks` inline, or `jwks_uri`: a file or an https URL,
+fetched with a timeout and cached). Each assertion's `jti` is accepted once (stored
+until the assertion expires), so a captured assertion cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from careid_broker.oidc.clients import AuthMethod
+from careid_broker.oidc.errors import ClientKeysUnavailableError
+from careid_broker.oidc.models import OAuthClient
+from careid_broker.store import UsedJtis
+
+log = logging.getLogger(__name__)
+
+JWKS_CACHE_SECONDS = 300.0
+JWKS_MAX_BYTES = 256 * 1024
+# An assertion valid for longer than this is refused: a jti must be remembered for the
+# whole validity, and RFC 7523 expects "a short time" anyway.
+MAX_ASSERTION_LIFETIME = timedelta(minutes=10)
+
+
+def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    """Read a JWK set from a file:// or http(s):// URL (bounded size)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - from config
+        body = response.read(JWKS_MAX_BYTES + 1)
+    if len(body) > JWKS_MAX_BYTES:
+        raise ValueError("JWK set larger than 256 KiB")
+    value = json.loads(body)
+    if not isinstance(value, dict):
+        raise ValueError("a JWK set must be a JSON object")
+    return value
+
+
+class ClientKeyResolver:
+    """The public keys of a client: inline, or fetched from `jwks_uri` and cached."""
+
+    def __init__(
+        self,
+        *,
+        fetch: Callable[[str], dict[str, Any]] = fetch_jwks,
+        monotonic: Callable[[], float] = time.monotonic,
+        cache_seconds: float = JWKS_CACHE_SECONDS,
+    ) -> None:
+        self._fetch = fetch
+        self._monotonic = monotonic
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, KeySet]] = {}
+        self._lock = threading.Lock()
+
+    def keys_for(self, client: OAuthClient) -> KeySet:
+        """The client's KeySet; `ClientKeysUnavailableError` when it cannot be had."""
+        record = client.record
+        if record.jwks is not None:
+            return KeySet.import_key_set(dict(record.jwks))  # type: ignore[arg-type]
+        if record.jwks_uri is None:
+            raise ClientKeysUnavailableError(detail=f"{record.client_id}: no keys declared")
+        now = self._monotonic()
+        with self._lock:
+            cached = self._cache.get(record.jwks_uri)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        try:
+            key_set = KeySet.import_key_set(self._fetch(record.jwks_uri))  # type: ignore[arg-type]
+        except (OSError, ValueError, JoseError) as exc:
+            if cached is not None:
+                # A JWKS host that is briefly down should not lock the client out.
+                log.warning(
+                    "jwks_uri of %s unavailable (%s); using the cached keys",
+                    record.client_id,
+                    type(exc).__name__,
+                )
+                return cached[1]
+            raise ClientKeysUnavailableError(
+                detail=f"{record.client_id}: {type(exc).__name__}: {exc}"
+            ) from exc
+        with self._lock:
+            self._cache[record.jwks_uri] = (now, key_set)
+        return key_set
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
+    """authlib's RFC 7523 client assertion check, with our keys, audience and jti store."""
+
+    CLIENT_AUTH_METHOD = AuthMethod.PRIVATE_KEY_JWT.value
+
+    def __init__(
+        self,
+        *,
+        audiences: list[str],
+        resolver: ClientKeyResolver,
+        jtis: UsedJtis,
+        clock: Callable[[], datetime],
+    ) -> None:
+        super().__init__(validate_jti=True, leeway=60)
+        self._audiences = audiences
+        self._resolver = resolver
+        self._jtis = jtis
+        self._clock = clock
+
+    def get_audiences(self) -> list[str]:
+        # RFC 7523 §3: the issuer or the token endpoint URL identify us.
+        return list(self._audiences)
+
+    def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
+        try:
+            return self._resolver.keys_for(client)
+        except ClientKeysUnavailableError as exc:
+            log.warning("private_key_jwt: %s", exc)
+            raise InvalidClientError(description="The client's keys could not be loaded.") from exc
+
+    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        now = self._clock()
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float):
+            return False
+        expires = datetime.fromtimestamp(exp, UTC)
+        if expires - now > MAX_ASSERTION_LIFETIME:
+            raise InvalidClientError(description="The client assertion is valid for too long.")
+        # Remembered a minute past expiry: the leeway lets it be accepted that long.
+        return self._jtis.use_once(
+            scope=f"client_assertion:{claims['sub']}",
+            jti=str(jti),
+            expires_at=max(expires, now) + timedelta(seconds=60),
+        )

@@ -1,0 +1,52 @@
+"""OpenID Provider metadata (OpenID Connect Discovery 1.0 §3, RFC 8414, RFC 9207)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from careid_broker.assurance import ACR_ANY_CARD, ACR_CARD, ACR_PASSWORD
+from careid_broker.oidc.claims import CLAIMS_SUPPORTED
+from careid_broker.oidc.clients import SUPPORTED_SCOPES, AuthMethod, IdTokenAlg
+from careid_broker.store import KeyAlgorithm
+
+# The paths of the OP's endpoints under the issuer.
+PATHS = {
+    "authorization_endpoint": "/authorize",
+    "token_endpoint": "/token",
+    "userinfo_endpoint": "/userinfo",
+    "jwks_uri": "/jwks",
+    "revocation_endpoint": "/revoke",
+    "end_session_endpoint": "/logout",
+}
+
+
+def provider_metadata(issuer: str) -> dict[str, Any]:
+    """The discovery document for an issuer URL (no trailing slash)."""
+    auth_methods = [m.value for m in AuthMethod]
+    return {
+        "issuer": issuer,
+        **{name: f"{issuer}{path}" for name, path in PATHS.items()},
+        "scopes_supported": list(SUPPORTED_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [a.value for a in IdTokenAlg],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": [a.value for a in KeyAlgorithm],
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": list(CLAIMS_SUPPORTED),
+        "claim_types_supported": ["normal"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "acr_values_supported": [ACR_CARD, ACR_PASSWORD, ACR_ANY_CARD],
+        "prompt_values_supported": ["none", "login"],
+        "display_values_supported": ["page"],
+        "ui_locales_supported": ["en-GB"],
+        "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+    }

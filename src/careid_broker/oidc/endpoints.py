@@ -1,0 +1,93 @@
+"""The token-holding endpoints on authlib: RFC 7009 revocation and OIDC userinfo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import ResourceProtector
+from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oidc.core import UserInfoEndpoint
+from flask import request as flask_request
+
+from careid_broker.oidc.claims import claims_for_scope
+from careid_broker.oidc.context import CLIENT_AUTH_METHODS, ServerContext
+from careid_broker.oidc.models import OAuthClient, TokenView
+
+
+class StoreRevocation(RevocationEndpoint):  # type: ignore[misc]
+    """RFC 7009 revocation through `repos.tokens` (a refresh token takes its family)."""
+
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def __init__(self, context: ServerContext) -> None:
+        super().__init__()
+        self._ctx = context
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenView | None:
+        found = self._ctx.repos.tokens.find(token_string)
+        if found is None:
+            return None  # RFC 7009 §2.2: an unknown token is answered 200 all the same
+        return TokenView(
+            raw=token_string,
+            client=None,
+            client_id=found.client_id,
+            sub=found.sub,
+            scope=found.scope,
+            sid=found.sid,
+        )
+
+    def revoke_token(self, token: TokenView, request: OAuth2Request) -> None:
+        result = self._ctx.repos.tokens.revoke_token(token.raw, client_id=token.client_id)
+        self._ctx.on_token_event(
+            "revocation", token.client_id, None, {"tokens_revoked": result.tokens_revoked}
+        )
+
+
+class StoreBearerValidator(BearerTokenValidator):  # type: ignore[misc]
+    """Access tokens for userinfo: live ones only (not expired, not revoked)."""
+
+    def __init__(self, context: ServerContext) -> None:
+        super().__init__()
+        self._ctx = context
+
+    def authenticate_token(self, token_string: str) -> TokenView | None:
+        info = self._ctx.repos.tokens.lookup_access_token(token_string)
+        if info is None:
+            return None
+        record = self._ctx.clients.get(info.client_id)
+        return TokenView(
+            raw=token_string,
+            client=OAuthClient(record) if record else None,
+            client_id=info.client_id,
+            sub=info.sub,
+            scope=info.scope,
+            sid=info.sid,
+            claims=info.claims,
+        )
+
+
+class BearerFromHeaderOrBody(ResourceProtector):  # type: ignore[misc]
+    """RFC 6750 §2.1 header, or §2.2 form body (OIDC Core §5.3.1 allows both)."""
+
+    def parse_request_authorization(self, request: Any) -> tuple[Any, str]:
+        if not request.headers.get("Authorization") and flask_request.method == "POST":
+            token = flask_request.form.get("access_token")
+            if token and flask_request.mimetype == "application/x-www-form-urlencoded":
+                return self.get_token_validator("bearer"), token
+        return super().parse_request_authorization(request)  # type: ignore[no-any-return]
+
+
+class StoreUserInfo(UserInfoEndpoint):  # type: ignore[misc]
+    """OIDC Core §5.3: the claims the token's scopes release, as of sign-in."""
+
+    def __init__(self, context: ServerContext, protector: ResourceProtector) -> None:
+        super().__init__(resource_protector=protector)
+        self._ctx = context
+
+    def get_issuer(self) -> str:
+        return self._ctx.issuer
+
+    def generate_user_info(self, user: dict[str, Any], scope: str) -> dict[str, Any]:
+        return {"sub": user["sub"], **claims_for_scope(user.get("claims", {}), scope)}

@@ -1,0 +1,112 @@
+"""The OP's JWKS and JWT signing, over the store's rotating signing keys.
+
+The JWKS publishes every key in state next, current or previous, of every algorithm
+(an RP caching it already knows the next key before it signs anything, and still knows
+the previous one while tokens it signed are alive). Tokens are signed with the current
+key of the algorithm the client registered (RS256 by default, ES256 per client), with
+its `kid` in the header so RPs pick the right key.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, RSAKey
+
+from careid_broker.store import ActiveSigningKey, KeyAlgorithm, SigningKeys
+
+# How long a loaded current key is reused before asking the store again. A rotation
+# makes the published `next` key current; signing with the old one a little longer is
+# harmless because it stays published as `previous`.
+CURRENT_KEY_CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Loaded:
+    kid: str
+    key: RSAKey | ECKey
+    loaded_at: float
+
+
+def _joserfc_key(active: ActiveSigningKey) -> RSAKey | ECKey:
+    if isinstance(active.private_key, rsa.RSAPrivateKey):
+        return RSAKey.import_key(active.private_key)
+    return ECKey.import_key(active.private_key)
+
+
+class TokenSigner:
+    """Sign JWTs with the current key of an algorithm; publish and verify with the JWKS."""
+
+    def __init__(
+        self,
+        keys_for: Callable[[KeyAlgorithm], SigningKeys],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        cache_seconds: float = CURRENT_KEY_CACHE_SECONDS,
+    ) -> None:
+        self._keys_for = keys_for
+        self._monotonic = monotonic
+        self._cache_seconds = cache_seconds
+        self._cache: dict[KeyAlgorithm, _Loaded] = {}
+        self._lock = threading.Lock()
+
+    def ensure_keys(self, algorithms: set[KeyAlgorithm] | frozenset[KeyAlgorithm]) -> None:
+        """Create a current and a next key for each algorithm that has none yet."""
+        for alg in sorted(algorithms):
+            self._keys_for(alg).ensure_keys()
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWK set to serve at the jwks_uri."""
+        keys = self._keys_for(KeyAlgorithm.RS256).publishable()
+        return {"keys": [dict(k.public_jwk) for k in keys]}
+
+    def verification_keys(self) -> KeySet:
+        """The published keys as a joserfc KeySet (to check our own ID tokens)."""
+        return KeySet.import_key_set(self.jwks())  # type: ignore[arg-type]
+
+    def current(self, alg: KeyAlgorithm) -> tuple[str, RSAKey | ECKey]:
+        """The kid and private key to sign with now."""
+        now = self._monotonic()
+        with self._lock:
+            cached = self._cache.get(alg)
+            if cached is not None and now - cached.loaded_at < self._cache_seconds:
+                return cached.kid, cached.key
+        active = self._keys_for(alg).current()
+        loaded = _Loaded(kid=active.kid, key=_joserfc_key(active), loaded_at=now)
+        with self._lock:
+            self._cache[alg] = loaded
+        return loaded.kid, loaded.key
+
+    def forget(self) -> None:
+        """Drop cached keys (after a rotation in this process)."""
+        with self._lock:
+            self._cache.clear()
+
+    def sign(self, claims: Mapping[str, Any], *, alg: KeyAlgorithm, typ: str = "JWT") -> str:
+        """A compact JWS over the claims, with `kid` and `typ` in the header."""
+        kid, key = self.current(alg)
+        header = {"alg": alg.value, "kid": kid, "typ": typ}
+        return jwt.encode(header, dict(claims), key, algorithms=[alg.value])
+
+    def verify(self, token: str) -> dict[str, Any] | None:
+        """The claims of a JWT signed by one of our published keys, else None.
+
+        Only the signature is checked; the caller judges the claims (an expired ID
+        token is still a fine logout hint, OIDC RP-Initiated Logout §2).
+        """
+        try:
+            decoded = jwt.decode(
+                token,
+                self.verification_keys(),
+                algorithms=[alg.value for alg in KeyAlgorithm],
+            )
+        except (JoseError, ValueError):
+            return None
+        return dict(decoded.claims)

@@ -1,0 +1,331 @@
+"""authlib's AuthorizationServer, wired to the store's repositories.
+
+The grants and endpoints are authlib's own (RFC 6749 code and refresh grants, RFC 7636
+PKCE, OpenID Connect `OpenIDCode`, RFC 7009 revocation, OIDC userinfo, RFC 9207 `iss`);
+what is ours is storage — each storage hook calls one repository — and policy: S256
+only, PKCE required unless a confidential client opts out, codes consumed atomically,
+refresh tokens rotated with reuse detection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Request, grants
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode
+from flask import g
+
+from careid_broker.oidc.claims import authentication_claims, claims_for_scope
+from careid_broker.oidc.client_auth import ClientKeyResolver, PrivateKeyJwt
+from careid_broker.oidc.clients import AuthMethod
+from careid_broker.oidc.context import CLIENT_AUTH_METHODS, ServerContext
+from careid_broker.oidc.endpoints import (
+    BearerFromHeaderOrBody,
+    StoreBearerValidator,
+    StoreRevocation,
+    StoreUserInfo,
+)
+from careid_broker.oidc.models import OAuthClient, SignedInUser, StoredCode, TokenView
+from careid_broker.store import (
+    CodeGrant,
+    KeyAlgorithm,
+    RedeemOutcome,
+    RotateOutcome,
+    TokenKind,
+    new_opaque_token,
+)
+
+log = logging.getLogger(__name__)
+
+
+class S256Challenge(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 only, required unless a confidential client opted out."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    # RFC 7636 §4.3: no method means "plain", which is refused.
+    DEFAULT_CODE_CHALLENGE_METHOD = "plain"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        payload = grant.request.payload.data
+        client: OAuthClient = grant.request.client
+        challenge = payload.get("code_challenge")
+        if not challenge:
+            if payload.get("code_challenge_method"):
+                raise InvalidRequestError("Missing 'code_challenge'.")
+            if client.record.require_pkce:
+                raise InvalidRequestError("PKCE is required: send code_challenge with S256.")
+            return
+        if not payload.get("code_challenge_method"):
+            raise InvalidRequestError("code_challenge_method must be S256 (plain is refused).")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant: Any, result: Any) -> None:
+        code: StoredCode = grant.request.authorization_code
+        client: OAuthClient = grant.request.client
+        if client.record.require_pkce and not code.code_challenge:
+            raise InvalidGrantError("This code was issued without PKCE.")
+        super().validate_code_verifier(grant, result)
+
+
+class CareIdOpenIDCode(OpenIDCode):  # type: ignore[misc]
+    """ID tokens: our keys (kid per algorithm), our claims, `auth_time` from the sign-in."""
+
+    def __init__(self, context: ServerContext) -> None:
+        super().__init__(require_nonce=False)
+        self._ctx = context
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        # The nonce binds the ID token to the RP's browser session; replaying a code
+        # is already impossible (single use), so nonces need no server-side memory.
+        return False
+
+    def get_client_algorithm(self, client: OAuthClient) -> str:
+        return client.record.id_token_alg.value
+
+    def get_encode_header(self, client: OAuthClient) -> dict[str, str]:
+        # The kid and the key must be one pair even if a rotation lands mid-request.
+        alg = KeyAlgorithm(client.record.id_token_alg.value)
+        kid, key = self._ctx.signer.current(alg)
+        g.careid_id_token_key = key
+        return {"alg": alg.value, "kid": kid, "typ": "JWT"}
+
+    def resolve_client_private_key(self, client: OAuthClient) -> Any:
+        return g.pop("careid_id_token_key")
+
+    def get_client_claims(self, client: OAuthClient) -> dict[str, Any]:
+        now = int(self._ctx.clock().timestamp())
+        return {
+            "iss": self._ctx.issuer,
+            "aud": client.get_client_id(),
+            "iat": now,
+            "exp": now + self._ctx.id_token_lifetime_seconds,
+        }
+
+    def get_authorization_code_claims(self, authorization_code: StoredCode) -> dict[str, Any]:
+        claims: dict[str, Any] = super().get_authorization_code_claims(authorization_code)
+        grant = authorization_code.grant
+        claims.update(
+            authentication_claims(
+                acr=grant.acr, amr=grant.amr, auth_time=grant.auth_time, sid=grant.sid
+            )
+        )
+        return claims
+
+    def generate_user_info(self, user: SignedInUser, scope: str) -> dict[str, Any]:
+        return {"sub": user.sub, **claims_for_scope(user.claims, scope)}
+
+
+class CodeGrantWithStore(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    """The code grant; codes live in `repos.codes` (hashed, single use)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    ctx: ServerContext  # set on the subclass made by `build_server`
+
+    def generate_authorization_code(self) -> str:
+        # The store mints the code itself (only its hash is kept), so this is where
+        # the code is created and saved; `save_authorization_code` has nothing to add.
+        user: SignedInUser = self.request.user
+        data = self.request.payload.data
+        issued = self.ctx.repos.codes.issue(
+            CodeGrant(
+                client_id=self.request.client.get_client_id(),
+                redirect_uri=self.request.payload.redirect_uri,
+                scope=self.request.scope,
+                sid=user.sid,
+                sub=user.sub,
+                auth_time=user.auth_time,
+                acr=user.acr,
+                amr=user.amr,
+                nonce=data.get("nonce") or None,
+                code_challenge=data.get("code_challenge") or None,
+                code_challenge_method=data.get("code_challenge_method") or None,
+                claims=dict(user.claims),
+            )
+        )
+        return issued.code
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        return None
+
+    def query_authorization_code(self, code: str, client: OAuthClient) -> StoredCode | None:
+        result = self.ctx.repos.codes.redeem(code, client_id=client.get_client_id())
+        if result.outcome is RedeemOutcome.REUSED:
+            log.warning(
+                "authorization code replayed by %s: %d tokens revoked",
+                client.get_client_id(),
+                result.tokens_revoked,
+            )
+            self.ctx.on_token_event(
+                "authorization_code",
+                client.get_client_id(),
+                "code_reused",
+                {"tokens_revoked": result.tokens_revoked},
+            )
+        if result.outcome is not RedeemOutcome.OK or result.grant is None:
+            return None
+        # A session that ended within the code's minute is caught in `save_token`,
+        # atomically with issuing the tokens.
+        assert result.code_id is not None  # noqa: S101 - set with OK
+        return StoredCode(result.code_id, result.grant)
+
+    def delete_authorization_code(self, authorization_code: StoredCode) -> None:
+        return None  # consumed atomically when it was queried
+
+    def authenticate_user(self, authorization_code: StoredCode) -> SignedInUser:
+        return authorization_code.user()
+
+
+class RefreshGrantWithStore(grants.RefreshTokenGrant):  # type: ignore[misc]
+    """Refresh with rotation: the old token works once; a replay revokes its family."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+    ctx: ServerContext
+
+    def authenticate_refresh_token(self, refresh_token: str) -> TokenView | None:
+        # Found even when already rotated or revoked: the rotation in `save_token`
+        # must see a replay to revoke the family.
+        found = self.ctx.repos.tokens.find(refresh_token)
+        if found is None or found.kind is not TokenKind.REFRESH:
+            return None
+        client: OAuthClient = self.request.client
+        if found.client_id != client.get_client_id():
+            # Another client holding this client's refresh token means it leaked: the
+            # store's rotation refuses it and revokes the whole grant (nothing issued).
+            result = self.ctx.repos.tokens.rotate_refresh_token(
+                refresh_token,
+                client_id=client.get_client_id(),
+                new_access_token=new_opaque_token(),
+                new_refresh_token=new_opaque_token(),
+            )
+            self.ctx.on_token_event(
+                "refresh_token",
+                client.get_client_id(),
+                f"refresh_{result.outcome.value}",
+                {"tokens_revoked": result.tokens_revoked},
+            )
+            return None
+        return TokenView(
+            raw=refresh_token,
+            client=None,
+            client_id=found.client_id,
+            sub=found.sub,
+            scope=found.scope,
+            sid=found.sid,
+        )
+
+    def authenticate_user(self, refresh_token: TokenView) -> dict[str, str]:
+        return {"sub": refresh_token.sub}
+
+    def revoke_old_credential(self, refresh_token: TokenView) -> None:
+        return None  # rotated atomically in save_token
+
+
+class IssuerInResponse(IssuerParameter):  # type: ignore[misc]
+    """RFC 9207: `iss` on every authorization response."""
+
+    def __init__(self, issuer: str) -> None:
+        self._issuer = issuer
+
+    def get_issuer(self) -> str:
+        return self._issuer
+
+
+class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """authlib's Flask AuthorizationServer with storage from the broker's store."""
+
+    def __init__(self, context: ServerContext) -> None:
+        super().__init__()
+        self.ctx = context
+        self.issuer_parameter = IssuerInResponse(context.issuer)
+
+    def query_client(self, client_id: str) -> OAuthClient | None:
+        record = self.ctx.clients.get(client_id) if isinstance(client_id, str) else None
+        return OAuthClient(record) if record is not None else None
+
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        # A login transaction resumed after sign-in carries its own stored request.
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        client: OAuthClient = request.client
+        client_id = client.get_client_id()
+        if request.payload.grant_type == "refresh_token":
+            old: TokenView = request.refresh_token
+            result = self.ctx.repos.tokens.rotate_refresh_token(
+                old.raw,
+                client_id=client_id,
+                new_access_token=token["access_token"],
+                new_refresh_token=token["refresh_token"],
+                scope=token.get("scope"),
+            )
+            if result.outcome is not RotateOutcome.OK:
+                self.ctx.on_token_event(
+                    "refresh_token",
+                    client_id,
+                    f"refresh_{result.outcome.value}",
+                    {"tokens_revoked": result.tokens_revoked},
+                )
+                raise InvalidGrantError("The refresh token is not valid.")
+            return
+        user: SignedInUser = request.user
+        code: StoredCode = request.authorization_code
+        repos = self.ctx.repos
+        # One transaction: the RP joins the session (to be told by back-channel logout
+        # when it ends) and gets its tokens, or — if the session ended meanwhile —
+        # neither happens.
+        with repos.store.transaction():
+            if not repos.sessions.add_relying_party(user.sid, client_id):
+                raise InvalidGrantError("The sign-in session has ended.")
+            repos.tokens.issue(
+                client_id=client_id,
+                sub=user.sub,
+                scope=token.get("scope", code.get_scope()),
+                access_token=token["access_token"],
+                refresh_token=token.get("refresh_token"),
+                sid=user.sid,
+                code_id=code.code_id,
+            )
+
+
+def build_server(
+    context: ServerContext, *, jti_clock: Callable[[], datetime]
+) -> BrokerAuthorizationServer:
+    """The wired AuthorizationServer: grants, extensions, endpoints, client auth."""
+    server = BrokerAuthorizationServer(context)
+    code_grant = type("CodeGrant", (CodeGrantWithStore,), {"ctx": context})
+    refresh_grant = type("RefreshGrant", (RefreshGrantWithStore,), {"ctx": context})
+    server.register_grant(code_grant, [S256Challenge(required=True), CareIdOpenIDCode(context)])
+    server.register_grant(refresh_grant)
+    server.register_token_generator(
+        "default",
+        BearerTokenGenerator(
+            access_token_generator=lambda **_: new_opaque_token(),
+            refresh_token_generator=lambda **_: new_opaque_token(),
+            expires_generator=lambda client, grant_type: context.access_token_lifetime_seconds,
+        ),
+    )
+    server.register_extension(server.issuer_parameter)
+    server.register_client_auth_method(
+        AuthMethod.PRIVATE_KEY_JWT.value,
+        PrivateKeyJwt(
+            audiences=[context.issuer, f"{context.issuer}/token"],
+            resolver=ClientKeyResolver(),
+            jtis=context.repos.jtis,
+            clock=jti_clock,
+        ),
+    )
+    server.register_endpoint(StoreRevocation(context))
+    protector = BearerFromHeaderOrBody()
+    protector.register_token_validator(StoreBearerValidator(context))
+    server.register_endpoint(StoreUserInfo(context, protector))
+    return server

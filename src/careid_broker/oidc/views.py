@@ -1,0 +1,149 @@
+"""The `oidc` blueprint: thin views over the provider (discovery, JWKS, the endpoints)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, render_template, request
+from flask.wrappers import Response
+
+from careid_broker.oidc import authorize as authorize_flow
+from careid_broker.oidc.discovery import provider_metadata
+from careid_broker.oidc.provider import current_provider
+from careid_broker.store import EndReason
+from careid_broker.web.csrf import csrf_exempt
+from careid_broker.web.signin_session import current_signin, end_signin
+from careid_protocol.errors import ErrorCode, message_for
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("oidc", __name__)
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_TX_LENGTH = 128
+
+
+@blueprint.before_request
+def _start_worker() -> None:
+    # Started here rather than in create_app: under gunicorn each worker process must
+    # start its own thread after the fork.
+    current_provider().ensure_worker()
+
+
+def _public_json(document: object, *, max_age: int) -> Response:
+    # Public documents that browser-based RPs fetch cross-origin.
+    response = Response(json.dumps(document), mimetype="application/json")
+    response.headers["Cache-Control"] = f"public, max-age={max_age}"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@blueprint.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    """OpenID Provider metadata."""
+    return _public_json(provider_metadata(current_provider().issuer), max_age=3600)
+
+
+@blueprint.get("/jwks")
+def jwks() -> Response:
+    """The published signing keys (next, current and previous of each algorithm)."""
+    # Short caching: a rotation publishes the next key a whole rotation ahead anyway.
+    return _public_json(current_provider().signer.jwks(), max_age=300)
+
+
+@blueprint.route("/authorize", methods=["GET", "POST"])
+@csrf_exempt
+def authorize() -> Response:
+    """The authorization endpoint (GET, or POST from an RP's auto-submitted form)."""
+    return authorize_flow.authorize(current_provider(), current_signin())
+
+
+@blueprint.get("/authorize/resume")
+def resume() -> Response:
+    """Where the login page returns after a sign-in for a login transaction."""
+    tx = request.args.get("tx") or None
+    if tx is not None and len(tx) > MAX_TX_LENGTH:
+        tx = None
+    return authorize_flow.resume(current_provider(), tx, current_signin())
+
+
+def _grant_type_label() -> str:
+    grant_type = request.form.get("grant_type", "")
+    return grant_type if grant_type in ("authorization_code", "refresh_token") else "other"
+
+
+@blueprint.post("/token")
+@csrf_exempt
+def token() -> Response:
+    """The token endpoint: code exchange and refresh."""
+    provider = current_provider()
+    response: Response = provider.server.create_token_response()
+    result = "success"
+    if response.status_code != 200:
+        try:
+            result = str(json.loads(response.get_data(as_text=True)).get("error", "error"))
+        except (ValueError, AttributeError):
+            result = "error"
+    provider.metrics.tokens.inc(grant_type=_grant_type_label(), result=result)
+    return response
+
+
+@blueprint.route("/userinfo", methods=["GET", "POST"])
+@csrf_exempt
+def userinfo() -> Response:
+    """OIDC userinfo (bearer token in the header, or in a POST form body)."""
+    response: Response = current_provider().server.create_endpoint_response("userinfo")
+    response.headers.update(_NO_STORE)
+    return response
+
+
+@blueprint.post("/revoke")
+@csrf_exempt
+def revoke() -> Response:
+    """RFC 7009 token revocation."""
+    response: Response = current_provider().server.create_endpoint_response("revocation")
+    response.headers.update(_NO_STORE)
+    return response
+
+
+def _logout_page(template: str, *, status: int = 200, **context: object) -> Response:
+    page = render_template(template, **context)
+    return Response(page, status=status, mimetype="text/html", headers=_NO_STORE)
+
+
+@blueprint.route("/logout", methods=["GET", "POST"])
+@csrf_exempt
+def logout() -> Response:
+    """RP-initiated logout (the `end_session_endpoint`)."""
+    server = current_provider().server
+    try:
+        validated = server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        log.info("logout request refused: %s", error.get_error_description())
+        return _logout_page(
+            "oidc_error.html",
+            status=400,
+            code=ErrorCode.OIDC_LOGOUT_INVALID.value,
+            message=message_for(ErrorCode.OIDC_LOGOUT_INVALID),
+            oauth_error=error.error,
+            oauth_description=error.get_error_description(),
+        )
+    if validated.needs_confirmation:
+        signin = current_signin()
+        if signin is None:
+            return _logout_page("oidc_logout_done.html", client=validated.client)
+        return _logout_page("oidc_logout_confirm.html", signin=signin, client=validated.client)
+    response: Response | None = server.create_endpoint_response("end_session", validated)
+    if response is not None:
+        response.headers.update(_NO_STORE)
+        return response
+    return _logout_page("oidc_logout_done.html", client=validated.client)
+
+
+@blueprint.post("/logout/confirm")
+def logout_confirm() -> Response:
+    """The user's own "Sign out" after a logout request without an ID token hint."""
+    end_signin(EndReason.LOGOUT)
+    return _logout_page("oidc_logout_done.html", client=None)

@@ -1,0 +1,90 @@
+"""What the registration views share: the service over the app's current parts, the
+browser's pending step, page rendering with the agent CSP, and the audit call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import render_template, session, url_for
+from flask.wrappers import Response
+
+from careid_broker.auditing import audit
+from careid_broker.card import binding
+from careid_broker.card.pages import script_context, with_agent_csp
+from careid_broker.card.wiring import CardServices, card_services
+from careid_broker.errors import BrokerError
+from careid_broker.registration.service import RegistrationService
+from careid_broker.registration.state import PendingRegistration
+from careid_broker.services import services
+from careid_broker.store import LoginTransactions, Outcome
+from careid_broker.web.errors import error_response
+from careid_protocol.errors import ErrorCode
+
+PENDING_KEY = "careid_register"
+MAX_MAIL_LENGTH = 320
+MAX_TX_LENGTH = 128
+
+
+def registration_service(card: CardServices) -> RegistrationService:
+    """The registration service over the app's current store and directory."""
+    svc = services()
+    return RegistrationService(
+        issuer=svc.config.broker.issuer,
+        store=svc.store,
+        password_signin=svc.password_signin,
+        directory=svc.directory,
+        transactions=LoginTransactions(svc.store, ttl=card.settings.registration_lifetime),
+        challenges=svc.repos.challenges,
+        registrations=svc.repos.registrations,
+        link_mode=card.settings.link_mode,
+        clock=svc.clock,
+    )
+
+
+def available_card() -> CardServices:
+    """The card services; `card_signin_unavailable` without a `[pki]` section."""
+    card = card_services()
+    if not card.available:
+        raise BrokerError(ErrorCode.CARD_SIGNIN_UNAVAILABLE, detail="no [pki] configured")
+    return card
+
+
+def current_pending(service: RegistrationService) -> PendingRegistration:
+    """This browser's pending step, or `RegistrationExpiredError`."""
+    pending_id = session.get(PENDING_KEY)
+    return service.pending(pending_id if isinstance(pending_id, str) else None)
+
+
+def render_page(
+    card: CardServices, template: str, *, status: int = 200, **context: object
+) -> Response:
+    """A registration page, its script allowed to reach the agent (CSP `connect-src`)."""
+    page = render_template(template, card=script_context(card), **context)
+    return with_agent_csp(Response(page, status=status, mimetype="text/html"), card)
+
+
+def return_tx(value: object) -> str | None:
+    """An RP login transaction to go back to afterwards, if this browser opened it."""
+    if isinstance(value, str) and len(value) <= MAX_TX_LENGTH:
+        if binding.knows_login_transaction(value):
+            return value
+    return None
+
+
+def audit_step(
+    event: str,
+    outcome: Outcome,
+    *,
+    code: ErrorCode | None = None,
+    mail: str | None = None,
+    org: str | None = None,
+    details: Mapping[str, object] | None = None,
+) -> None:
+    """Audit a registration step; the person is both actor and subject."""
+    audit(event, outcome=outcome, code=code, actor=mail, subject=mail, org=org, details=details)
+
+
+def restart() -> Response:
+    """Forget the browser's pending step and say the registration must start again."""
+    session.pop(PENDING_KEY, None)
+    return error_response(ErrorCode.REGISTRATION_EXPIRED, retry_url=url_for("registration.start"))

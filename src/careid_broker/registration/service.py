@@ -1,0 +1,291 @@
+"""One-time registration, I/O-free: password → card → confirmation → the link.
+
+1. `start`: the email address and password (the password sign-in's own checks and
+   throttling), then every account prerequisite, each named (`account_refusals`).
+2. `present_card`: the same `careid-auth:1` check as sign-in, with a challenge bound to
+   this registration; the Care Identity must be active, must be the account's own when
+   the directory names one, and neither side may already be linked elsewhere.
+3. `confirm`: the link is stored (the store's unique constraints decide a race), in the
+   same database transaction that uses up the registration, so a failure stores nothing.
+
+Every step re-reads the account from the directory: a prerequisite that stops holding
+halfway (the account disabled meanwhile) stops the registration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from careid_broker.card.service import AttemptFacts, CardRefusal, CardSignin
+from careid_broker.directory import CareIdentity, Directory, MailAccount, account_refusals
+from careid_broker.errors import BrokerError
+from careid_broker.registration.state import (
+    CardDetails,
+    PendingRegistration,
+    Stage,
+    from_record,
+    to_request,
+)
+from careid_broker.signin.password import PasswordSignin
+from careid_broker.store import (
+    CardChallenges,
+    IssuedChallenge,
+    LinkMode,
+    LoginTransactions,
+    NewRegistration,
+    RegistrationRecord,
+    Registrations,
+    Store,
+)
+from careid_broker.store.subjects import normalise_mail
+from careid_protocol.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+HOW_SELF_SERVICE = "self-service"
+HOW_RENEWAL = "self-service-renewal"
+
+
+class RegistrationExpiredError(BrokerError):
+    """No registration step is pending for this browser (expired, finished, or none)."""
+
+    default_code = ErrorCode.REGISTRATION_EXPIRED
+
+
+class PrerequisitesMissingError(BrokerError):
+    """The account is not ready for smartcard sign-in; `problems` names each reason."""
+
+    default_code = ErrorCode.REGISTRATION_PREREQUISITES_MISSING
+
+    def __init__(self, problems: tuple[BrokerError, ...]) -> None:
+        self.problems = problems
+        super().__init__(detail=", ".join(p.code.value for p in problems))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Started:
+    """Step 1 done: the stored step, the account, and what it still lacks."""
+
+    pending: PendingRegistration
+    account: MailAccount
+    problems: tuple[BrokerError, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Confirmed:
+    """Step 3 done: the stored link (and the one it replaced, for a renewed card)."""
+
+    registration: RegistrationRecord
+    account: MailAccount
+    replaced: RegistrationRecord | None
+
+
+class RegistrationService:
+    """The three steps of one-time registration."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        store: Store,
+        password_signin: PasswordSignin,
+        directory: Directory,
+        transactions: LoginTransactions,
+        challenges: CardChallenges,
+        registrations: Registrations,
+        link_mode: LinkMode,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._issuer = issuer
+        self._store = store
+        self._password = password_signin
+        self._directory = directory
+        self._transactions = transactions
+        self._challenges = challenges
+        self._registrations = registrations
+        self._link_mode = link_mode
+        self._clock = clock
+
+    # Step 1 ------------------------------------------------------------------------------
+
+    def start(
+        self, mail: str, password: str, *, client_address: str, return_tx: str | None
+    ) -> Started:
+        """Check the password; store step 1 and name every missing prerequisite.
+
+        Raises what password sign-in raises: `InvalidCredentialsError`,
+        `SigninThrottledError`, `AccountLockedError`, `PasswordExpiredError`,
+        `DirectoryUnavailableError`.
+        """
+        checked = self._password.check(mail, password, client_address=client_address)
+        account = checked.account
+        created = self._transactions.create(
+            to_request(
+                issuer=self._issuer,
+                stage=Stage.PASSWORD,
+                mail=account.mail,
+                dn=account.dn,
+                display_name=account.display_name,
+                org_code=account.org_code or "",
+                return_tx=return_tx,
+            )
+        )
+        pending = from_record(created.transaction_id, created.record)
+        assert pending is not None  # noqa: S101 - made just above from a valid step
+        return Started(pending=pending, account=account, problems=self._problems(account))
+
+    def pending(self, pending_id: str | None) -> PendingRegistration:
+        """The browser's pending step, or `RegistrationExpiredError`."""
+        record = self._transactions.get(pending_id) if pending_id else None
+        found = from_record(pending_id, record) if pending_id and record else None
+        if found is None:
+            raise RegistrationExpiredError(detail="no pending registration step")
+        return found
+
+    def account(self, pending: PendingRegistration) -> tuple[MailAccount, tuple[BrokerError, ...]]:
+        """The account as the directory has it now, and what it lacks."""
+        account = self._directory.find_account(pending.mail)
+        if account is None or normalise_mail(account.mail) != normalise_mail(pending.mail):
+            raise RegistrationExpiredError(detail="the account is no longer in the directory")
+        return account, self._problems(account)
+
+    def _problems(self, account: MailAccount) -> tuple[BrokerError, ...]:
+        return tuple(
+            account_refusals(
+                account, now=self._clock(), current_aup_version=self._directory.current_aup_version
+            )
+        )
+
+    def accept_aup(self, pending: PendingRegistration) -> MailAccount:
+        """Record acceptance of the current AUP (`DirectoryReadOnlyError` when it cannot)."""
+        account, _ = self.account(pending)
+        return self._directory.accept_aup(account, self._directory.current_aup_version)
+
+    # Step 2 ------------------------------------------------------------------------------
+
+    def issue_challenge(self, pending: PendingRegistration) -> IssuedChallenge:
+        """A challenge bound to this registration (step 1 done, nothing missing)."""
+        self._ready_for_card(pending)
+        issued = self._challenges.issue(pending.id)
+        if issued is None:
+            raise RegistrationExpiredError(detail="the registration step expired")
+        return issued
+
+    def _ready_for_card(self, pending: PendingRegistration) -> MailAccount:
+        if pending.stage is not Stage.PASSWORD:
+            raise RegistrationExpiredError(detail=f"registration is at stage {pending.stage}")
+        account, problems = self.account(pending)
+        if problems:
+            raise PrerequisitesMissingError(problems)
+        return account
+
+    def present_card(
+        self, pending: PendingRegistration, token: object, *, challenge: object, card: CardSignin
+    ) -> PendingRegistration:
+        """Check the card for this registration; store step 2. Raises `CardRefusal`."""
+        facts = AttemptFacts(account_mail=pending.mail, org_code=pending.org_code or None)
+        try:
+            account = self._ready_for_card(pending)
+            verified = card.verify(token, challenge=challenge, transaction_id=pending.id)
+            facts = replace(verified.facts, account_mail=account.mail, org_code=account.org_code)
+            uuid = verified.uuid
+            self._directory.check_care_identity(self._directory.find_care_identity(uuid))
+            if account.care_identity_uuid and account.care_identity_uuid != uuid:
+                raise BrokerError(
+                    ErrorCode.CARD_IDENTITY_MISMATCH,
+                    detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
+                )
+            self._check_conflicts(account, uuid)
+        except CardRefusal as refusal:
+            raise CardRefusal(
+                refusal.code,
+                facts=replace(refusal.facts, account_mail=pending.mail, org_code=facts.org_code),
+                detail=refusal.detail,
+            ) from refusal
+        except BrokerError as exc:
+            raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
+        certificate = verified.certificate
+        with self._store.transaction():
+            created = self._transactions.create(
+                to_request(
+                    issuer=self._issuer,
+                    stage=Stage.CARD,
+                    mail=account.mail,
+                    dn=account.dn,
+                    display_name=account.display_name,
+                    org_code=account.org_code or "",
+                    return_tx=pending.return_tx,
+                    card=CardDetails(
+                        uuid=uuid,
+                        holder_name=certificate.holder_name,
+                        issuer_dn=certificate.issuer_dn,
+                        serial_hex=certificate.serial_hex,
+                        fingerprint=certificate.fingerprint_sha256,
+                    ),
+                )
+            )
+            self._transactions.expire(pending.id)
+        step = from_record(created.transaction_id, created.record)
+        assert step is not None  # noqa: S101 - made just above from a valid step
+        return step
+
+    def _check_conflicts(self, account: MailAccount, uuid: str) -> None:
+        """Refuse early what the store would refuse at confirmation (it still decides)."""
+        by_card = self._registrations.by_uuid(uuid)
+        if by_card is not None and by_card.account_mail != normalise_mail(account.mail):
+            raise BrokerError(
+                ErrorCode.REGISTRATION_CARD_LINKED, detail="the card is linked to another account"
+            )
+        by_account = self._registrations.by_mail(account.mail)
+        if by_account is not None and by_account.card_uuid != uuid:
+            raise BrokerError(
+                ErrorCode.REGISTRATION_ACCOUNT_LINKED,
+                detail="the account is linked to another card identity",
+            )
+
+    # Step 3 ------------------------------------------------------------------------------
+
+    def confirm(self, pending: PendingRegistration) -> tuple[Confirmed, CareIdentity]:
+        """Store the link; `RegistrationConflictError` (nothing stored) on a conflict.
+
+        The same card identity registering again for the same account (a renewed card,
+        or a certificate-pinned link to update) replaces the old link in the same
+        transaction; anything else already linked is a conflict for an administrator.
+        """
+        if pending.stage is not Stage.CARD or pending.card is None:
+            raise RegistrationExpiredError(detail=f"registration is at stage {pending.stage}")
+        card = pending.card
+        account, problems = self.account(pending)
+        if problems:
+            raise PrerequisitesMissingError(problems)
+        identity = self._directory.check_care_identity(
+            self._directory.find_care_identity(card.uuid)
+        )
+        with self._store.transaction():
+            if self._transactions.complete(pending.id) is None:
+                raise RegistrationExpiredError(detail="confirmed already, or expired")
+            existing = self._registrations.by_mail(account.mail)
+            replaced = None
+            if existing is not None and existing.card_uuid == card.uuid:
+                replaced = self._registrations.remove(mail=account.mail)
+            record = self._registrations.create(
+                NewRegistration(
+                    card_uuid=card.uuid,
+                    account_mail=account.mail,
+                    account_dn=account.dn,
+                    org_code=account.org_code or "",
+                    link_mode=self._link_mode,
+                    cert_issuer_dn=card.issuer_dn,
+                    cert_serial=card.serial_hex,
+                    cert_fingerprint=card.fingerprint,
+                    how=HOW_RENEWAL if replaced is not None else HOW_SELF_SERVICE,
+                )
+            )
+        return Confirmed(registration=record, account=account, replaced=replaced), identity
+
+    def cancel(self, pending_id: str) -> None:
+        """Abandon the registration: its pending step is expired (nothing was stored)."""
+        self._transactions.expire(pending_id)

@@ -1,0 +1,140 @@
+"""A registration in progress: server-side, bound to one browser, expiring, single use.
+
+Each step's outcome is stored as a broker-local login transaction (the store's
+`LoginTransactions`: hashed id, expiry, single-use completion) whose id only the
+browser's session cookie holds. A step never changes a stored step: it makes the next
+one and expires the last, so what the confirm page shows is exactly what was verified,
+and a step that fails leaves the previous one as it was. The registration itself is
+written only at confirmation; until then nothing links a card to an account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum, unique
+from typing import Any
+
+from careid_broker.store import AuthorizationRequest, LoginTransactionRecord, TransactionStatus
+
+#: The client id of registration transactions: no registered client has it, so the
+#: OpenID Provider can never issue a code for one.
+REGISTRATION_CLIENT_ID = "careid-broker:registration"
+PURPOSE = "registration"
+
+
+@unique
+class Stage(StrEnum):
+    """How far a registration has got."""
+
+    PASSWORD = "password"  # noqa: S105 - step 1 done: the person knows the account's password
+    CARD = "card"  # step 2 done: a valid card with an active Care Identity was presented
+
+
+@dataclass(frozen=True, kw_only=True)
+class CardDetails:
+    """The card presented at step 2, as its validated certificate states it."""
+
+    uuid: str
+    holder_name: str
+    issuer_dn: str
+    serial_hex: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingRegistration:
+    """One stored step of a registration."""
+
+    id: str
+    """The transaction id: a secret held only in the browser's session."""
+    stage: Stage
+    mail: str
+    dn: str
+    display_name: str
+    org_code: str
+    return_tx: str | None
+    """The RP login transaction to carry on with afterwards, if it began at one."""
+    card: CardDetails | None
+    expires_at: datetime
+
+
+def to_request(
+    *,
+    issuer: str,
+    stage: Stage,
+    mail: str,
+    dn: str,
+    display_name: str,
+    org_code: str,
+    return_tx: str | None,
+    card: CardDetails | None = None,
+) -> AuthorizationRequest:
+    """The transaction that stores a step."""
+    extras: dict[str, Any] = {
+        "purpose": PURPOSE,
+        "stage": stage.value,
+        "mail": mail,
+        "dn": dn,
+        "display_name": display_name,
+        "org_code": org_code,
+        "return_tx": return_tx,
+    }
+    if card is not None:
+        extras["card"] = {
+            "uuid": card.uuid,
+            "holder_name": card.holder_name,
+            "issuer_dn": card.issuer_dn,
+            "serial_hex": card.serial_hex,
+            "fingerprint": card.fingerprint,
+        }
+    return AuthorizationRequest(
+        client_id=REGISTRATION_CLIENT_ID,
+        redirect_uri=f"{issuer}/register",
+        scope="",
+        extras=extras,
+    )
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"registration state lacks {key}")
+    return value
+
+
+def from_record(pending_id: str, record: LoginTransactionRecord) -> PendingRegistration | None:
+    """The step a transaction stores; None if it is not a pending registration step."""
+    if record.request.client_id != REGISTRATION_CLIENT_ID:
+        return None
+    if record.status is not TransactionStatus.PENDING:
+        return None
+    extras = record.request.extras
+    try:
+        if extras.get("purpose") != PURPOSE:
+            return None
+        card_data = extras.get("card")
+        card = None
+        if isinstance(card_data, Mapping):
+            card = CardDetails(
+                uuid=_text(card_data, "uuid"),
+                holder_name=_text(card_data, "holder_name"),
+                issuer_dn=_text(card_data, "issuer_dn"),
+                serial_hex=_text(card_data, "serial_hex"),
+                fingerprint=_text(card_data, "fingerprint"),
+            )
+        return_tx = extras.get("return_tx")
+        return PendingRegistration(
+            id=pending_id,
+            stage=Stage(_text(extras, "stage")),
+            mail=_text(extras, "mail"),
+            dn=_text(extras, "dn"),
+            display_name=_text(extras, "display_name"),
+            org_code=_text(extras, "org_code"),
+            return_tx=return_tx if isinstance(return_tx, str) else None,
+            card=card,
+            expires_at=record.expires_at,
+        )
+    except ValueError:
+        return None

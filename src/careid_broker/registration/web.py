@@ -1,0 +1,379 @@
+"""One-time registration pages (blueprint `registration`), thin over `RegistrationService`.
+
+- `GET /register[?tx=T]` step 1 page; `POST /register` email + password
+- `GET /register/card` the prerequisites (each missing one named) or step 2's page;
+  `POST /register/aup` accepts the current AUP when the directory is writable
+- `POST /register/challenge`, `POST /register/authenticate` (JSON, like `/card/*`)
+- `GET /register/confirm` step 3's page; `POST /register/confirm` stores the link and
+  signs the person in by card; `POST /register/cancel` abandons it
+
+The pending step's id lives only in this browser's session; each step is audited
+(`registration.*`) with its outcome and, for the card, issuer, serial and UUID.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, redirect, request, session, url_for
+from flask.wrappers import Response
+from werkzeug.wrappers import Response as BaseResponse
+
+from careid_broker.assurance import ACR_CARD, AMR_CARD
+from careid_broker.auditing import audit
+from careid_broker.card.pages import (
+    card_status,
+    json_refusal,
+    read_json_body,
+    same_origin,
+)
+from careid_broker.card.service import CardRefusal
+from careid_broker.card.web import rfc3339
+from careid_broker.card.wiring import CardServices, card_services
+from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
+from careid_broker.registration.context import (
+    MAX_MAIL_LENGTH,
+    PENDING_KEY,
+    audit_step,
+    available_card,
+    current_pending,
+    registration_service,
+    render_page,
+    restart,
+    return_tx,
+)
+from careid_broker.registration.service import RegistrationExpiredError
+from careid_broker.registration.state import Stage
+from careid_broker.services import services
+from careid_broker.signin.password import SigninThrottledError
+from careid_broker.store import Outcome
+from careid_broker.web.errors import error_response
+from careid_broker.web.signin_session import begin_signin_session
+from careid_protocol.errors import ErrorCode, message_for
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("registration", __name__)
+
+# Step 1 ----------------------------------------------------------------------------------
+
+
+@blueprint.get("/register")
+def start() -> BaseResponse:
+    """Step 1: the email address and password (or carry on where this browser left off)."""
+    card = available_card()
+    service = registration_service(card)
+    try:
+        pending = current_pending(service)
+    except RegistrationExpiredError:
+        return _start_form(card, tx=return_tx(request.args.get("tx")))
+    if pending.stage is Stage.CARD:
+        return redirect(url_for("registration.confirm_page"), code=303)
+    return redirect(url_for("registration.card_page"), code=303)
+
+
+def _start_form(
+    card: CardServices,
+    *,
+    tx: str | None,
+    email: str = "",
+    summary: list[tuple[str, str]] | None = None,
+    code: ErrorCode | None = None,
+    status: int = 200,
+) -> Response:
+    return render_page(
+        card,
+        "register_start.html",
+        status=status,
+        tx=tx,
+        email=email,
+        summary=summary or [],
+        code=code.value if code else None,
+    )
+
+
+@blueprint.post("/register")
+def submit_password() -> BaseResponse:
+    """Step 1's form: check the password and every account prerequisite."""
+    card = available_card()
+    svc = services()
+    tx = return_tx(request.form.get("tx"))
+    email = request.form.get("email", "").strip()[:MAX_MAIL_LENGTH]
+    password = request.form.get("password", "")
+    if not email or not password:
+        return _start_form(
+            card,
+            tx=tx,
+            email=email,
+            summary=[("email", message_for(ErrorCode.SIGNIN_FORM_INCOMPLETE))],
+            code=ErrorCode.SIGNIN_FORM_INCOMPLETE,
+            status=400,
+        )
+    try:
+        started = registration_service(card).start(
+            email, password, client_address=request.remote_addr or "unknown", return_tx=tx
+        )
+    except InvalidCredentialsError as exc:
+        audit_step("registration.start", Outcome.FAILURE, code=exc.code)
+        return _start_form(
+            card,
+            tx=tx,
+            email=email,
+            summary=[("email", exc.message)],
+            code=exc.code,
+            status=400,
+        )
+    except SigninThrottledError as exc:
+        audit_step("registration.start", Outcome.FAILURE, code=exc.code)
+        return error_response(
+            exc.code, retry_after=exc.retry_after, retry_url=url_for("registration.start")
+        )
+    except BrokerError as exc:  # directory down, locked, password expired
+        if isinstance(exc, DirectoryUnavailableError):
+            svc.metrics.directory_errors.inc(operation="registration")
+        audit_step("registration.start", Outcome.FAILURE, code=exc.code)
+        return error_response(exc.code, retry_url=url_for("registration.start"))
+    account = started.account
+    previous = session.get(PENDING_KEY)
+    if isinstance(previous, str):
+        registration_service(card).cancel(previous)  # one registration per browser at a time
+    session[PENDING_KEY] = started.pending.id
+    audit_step(
+        "registration.start",
+        Outcome.FAILURE if started.problems else Outcome.SUCCESS,
+        code=ErrorCode.REGISTRATION_PREREQUISITES_MISSING if started.problems else None,
+        mail=account.mail,
+        org=account.org_code,
+        details={"missing": [p.code.value for p in started.problems]},
+    )
+    return redirect(url_for("registration.card_page"), code=303)
+
+
+# Step 2 ----------------------------------------------------------------------------------
+
+
+@blueprint.get("/register/card")
+def card_page() -> BaseResponse:
+    """What the account still lacks, each named; else step 2 (present the card)."""
+    card = available_card()
+    service = registration_service(card)
+    try:
+        pending = current_pending(service)
+    except RegistrationExpiredError:
+        return restart()
+    if pending.stage is Stage.CARD:
+        return redirect(url_for("registration.confirm_page"), code=303)
+    account, problems = service.account(pending)
+    if problems:
+        writable = services().config.directory.writable
+        return render_page(
+            card,
+            "register_checks.html",
+            status=403,
+            account=account,
+            problems=[(p.code.value, p.message) for p in problems],
+            aup_missing=any(p.code is ErrorCode.AUP_NOT_ACCEPTED for p in problems),
+            aup_writable=writable,
+            aup_version=services().directory.current_aup_version,
+            aup_url=services().config.signin.aup_url,
+            code=ErrorCode.REGISTRATION_PREREQUISITES_MISSING.value,
+        )
+    return render_page(card, "register_card.html", account=account)
+
+
+@blueprint.post("/register/aup")
+def accept_aup() -> BaseResponse:
+    """Accept the current acceptable use policy in the directory, then carry on."""
+    card = available_card()
+    service = registration_service(card)
+    try:
+        pending = current_pending(service)
+    except RegistrationExpiredError:
+        return restart()
+    if request.form.get("accept") != "yes":
+        return redirect(url_for("registration.card_page"), code=303)
+    try:
+        account = service.accept_aup(pending)
+    except BrokerError as exc:  # read-only directory, directory down
+        audit_step("registration.aup", Outcome.FAILURE, code=exc.code, mail=pending.mail)
+        return error_response(exc.code, retry_url=url_for("registration.card_page"))
+    audit_step(
+        "registration.aup",
+        Outcome.SUCCESS,
+        mail=account.mail,
+        org=account.org_code,
+        details={"aup_version": account.aup_version},
+    )
+    return redirect(url_for("registration.card_page"), code=303)
+
+
+@blueprint.post("/register/challenge")
+def challenge() -> Response:
+    """A challenge bound to this browser's registration (JSON)."""
+    card = available_card()
+    if not same_origin(card.origin):
+        return json_refusal(ErrorCode.REQUEST_NOT_SAME_ORIGIN)
+    service = registration_service(card)
+    try:
+        issued = service.issue_challenge(current_pending(service))
+    except BrokerError as exc:
+        return json_refusal(exc.code)
+    return jsonify({"challenge": issued.challenge, "expiresAt": rfc3339(issued.expires_at)})
+
+
+@blueprint.post("/register/authenticate")
+def authenticate() -> Response:
+    """Step 2: the agent's token for this registration's challenge (JSON)."""
+    card = available_card()
+    if not same_origin(card.origin):
+        return json_refusal(ErrorCode.REQUEST_NOT_SAME_ORIGIN)
+    svc = services()
+    service = registration_service(card)
+    body = read_json_body()
+    try:
+        pending = current_pending(service)
+    except RegistrationExpiredError as exc:
+        return json_refusal(exc.code)
+    signin = card.signin(svc)
+    assert signin is not None  # noqa: S101 - available_card() checked
+    try:
+        if body is None:
+            raise BrokerError(ErrorCode.TOKEN_MALFORMED, detail="no JSON object")
+        step = service.present_card(
+            pending, body.get("token"), challenge=body.get("challenge"), card=signin
+        )
+    except CardRefusal as refusal:
+        facts = refusal.facts
+        log.info("registration card refused: %s", refusal.code.value)
+        audit(
+            "registration.card",
+            outcome=Outcome.FAILURE,
+            code=refusal.code,
+            actor=pending.mail,
+            subject=pending.mail,
+            org=facts.org_code,
+            details=facts.audit_details(),
+        )
+        extra = (
+            {"aup": svc.config.signin.aup_url} if refusal.code is ErrorCode.AUP_NOT_ACCEPTED else {}
+        )
+        return json_refusal(refusal.code, extra=extra)
+    except BrokerError as exc:
+        return json_refusal(exc.code)
+    session[PENDING_KEY] = step.id
+    assert step.card is not None  # noqa: S101 - a card step always has its card
+    audit(
+        "registration.card",
+        outcome=Outcome.SUCCESS,
+        actor=step.mail,
+        subject=step.mail,
+        org=step.org_code or None,
+        details={
+            "uuid": step.card.uuid,
+            "cert_issuer": step.card.issuer_dn,
+            "cert_serial": step.card.serial_hex,
+        },
+    )
+    return jsonify({"redirect": url_for("registration.confirm_page")})
+
+
+# Step 3 ----------------------------------------------------------------------------------
+
+
+@blueprint.get("/register/confirm")
+def confirm_page() -> BaseResponse:
+    """Step 3: the card holder beside the mail account; confirm or cancel."""
+    card = available_card()
+    service = registration_service(card)
+    try:
+        pending = current_pending(service)
+    except RegistrationExpiredError:
+        return restart()
+    if pending.stage is not Stage.CARD or pending.card is None:
+        return redirect(url_for("registration.card_page"), code=303)
+    existing = services().repos.registrations.by_mail(pending.mail)
+    return render_page(card, "register_confirm.html", pending=pending, existing=existing)
+
+
+@blueprint.post("/register/confirm")
+def confirm() -> BaseResponse:
+    """Store the link and sign in by card; or say why not (nothing is stored then)."""
+    card = available_card()
+    svc = services()
+    service = registration_service(card)
+    try:
+        pending = current_pending(service)
+    except RegistrationExpiredError:
+        return restart()
+    try:
+        confirmed, _identity = service.confirm(pending)
+    except RegistrationExpiredError:
+        return restart()
+    except BrokerError as exc:  # a conflict, the account or identity no longer fit
+        details = {"uuid": pending.card.uuid} if pending.card else {}
+        audit_step(
+            "registration.create",
+            Outcome.FAILURE,
+            code=exc.code,
+            mail=pending.mail,
+            org=pending.org_code or None,
+            details=details,
+        )
+        log.info("registration refused at confirmation: %s", exc.code.value)
+        return error_response(exc.code, status=card_status(exc.code))
+    session.pop(PENDING_KEY, None)
+    record = confirmed.registration
+    audit_step(
+        "registration.create",
+        Outcome.SUCCESS,
+        mail=record.account_mail,
+        org=record.org_code or None,
+        details={
+            "uuid": record.card_uuid,
+            "link_mode": record.link_mode.value,
+            "cert_issuer": record.cert_issuer_dn,
+            "cert_serial": record.cert_serial,
+            "replaced_serial": confirmed.replaced.cert_serial if confirmed.replaced else None,
+        },
+    )
+    svc.metrics.registry.counter(
+        "careid_card_registrations_total", "Smartcards registered (linked to an account)."
+    ).inc()
+    new = begin_signin_session(
+        confirmed.account,
+        method="card",
+        acr=ACR_CARD,
+        amr=AMR_CARD,
+        card_uuid=record.card_uuid,
+        card_session=card.settings.session_lock,
+    )
+    svc.metrics.signins.inc(method="card", result="success")
+    audit_step(
+        "signin.card",
+        Outcome.SUCCESS,
+        mail=confirmed.account.mail,
+        org=confirmed.account.org_code,
+        details={"uuid": record.card_uuid, "sid": new.record.sid, "via": "registration"},
+    )
+    next_url = (
+        url_for("oidc.resume", tx=pending.return_tx) if pending.return_tx else url_for("login.page")
+    )
+    return render_page(
+        card,
+        "register_done.html",
+        registration=record,
+        account=confirmed.account,
+        card_session=new.card_session,
+        next_url=next_url,
+    )
+
+
+@blueprint.post("/register/cancel")
+def cancel() -> BaseResponse:
+    """Abandon the registration in progress (nothing was stored)."""
+    available_card()
+    pending_id = session.pop(PENDING_KEY, None)
+    if isinstance(pending_id, str):
+        registration_service(card_services()).cancel(pending_id)
+        audit_step("registration.cancel", Outcome.SUCCESS)
+    return redirect(url_for("registration.start"), code=303)

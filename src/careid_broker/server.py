@@ -1,0 +1,86 @@
+"""`careid-broker serve`: the broker under gunicorn, configured from the broker's own file.
+
+Each worker builds its own app (no preloading): the store's connection pool and any
+background threads must be created after the fork, never inherited across it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+
+from careid_broker.config import BrokerConfig, load_config
+from careid_broker.logging_setup import gunicorn_logconfig
+
+
+def gunicorn_options(
+    config: BrokerConfig,
+    *,
+    bind: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """gunicorn settings from `[server]`, with command-line overrides."""
+    server = config.server
+    thread_count = threads if threads is not None else server.threads
+    return {
+        "bind": [bind or server.bind],
+        "workers": workers if workers is not None else server.workers,
+        "threads": thread_count,
+        "worker_class": "gthread" if thread_count > 1 else "sync",
+        "timeout": server.timeout_seconds,
+        "graceful_timeout": min(30, server.timeout_seconds),
+        "proc_name": "careid-broker",
+        # gunicorn's control socket is one fixed path per user: two brokers on a host
+        # would fight over it, and nothing here uses it.
+        "control_socket_disable": True,
+        "preload_app": False,
+        "accesslog": None,
+        "errorlog": "-",
+        "logconfig_dict": gunicorn_logconfig(config.logging),
+        # Request lines and headers beyond these are refused before the app sees them.
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+    }
+
+
+class BrokerServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
+    """A gunicorn application that builds the broker in each worker."""
+
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self._factory()
+
+
+def serve(
+    config_path: Path,
+    *,
+    bind: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+) -> None:
+    """Run gunicorn until it is stopped (SIGTERM or SIGINT)."""
+    config = load_config(config_path)
+
+    def factory() -> Flask:
+        from careid_broker.app import create_app
+
+        # Read again in the worker, so the environment the worker sees is what applies.
+        return create_app(load_config(config_path))
+
+    BrokerServer(
+        factory, gunicorn_options(config, bind=bind, workers=workers, threads=threads)
+    ).run()

@@ -1,0 +1,120 @@
+"""Password sign-in: throttling, an LDAP bind as the user, then the account checks.
+
+The order matters. Throttling is checked first, so a blocked guesser costs the
+directory nothing. The password is checked before anything about the account is
+revealed: a refused account (disabled, policy not accepted) is only named to someone
+who knew its password. Unknown address and wrong password are one error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from careid_broker.directory import Directory, MailAccount
+from careid_broker.errors import (
+    AccountLockedError,
+    BrokerError,
+    InvalidCredentialsError,
+)
+from careid_broker.store import Throttle, ThrottlePolicy, ThrottleState, account_key, address_key
+from careid_protocol.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+class SigninThrottledError(BrokerError):
+    """Too many recent failures for this account or this client address."""
+
+    default_code = ErrorCode.SIGNIN_THROTTLED
+
+    def __init__(self, retry_after: timedelta, *, detail: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail=detail)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThrottlePolicies:
+    """Separate allowances: one person's account, and one client address (shared by many)."""
+
+    account: ThrottlePolicy
+    address: ThrottlePolicy
+
+
+@dataclass(frozen=True, kw_only=True)
+class PasswordCheck:
+    """A password the directory accepted, and the first reason the account may not sign in.
+
+    The account is returned with its refusal so the refusal can be audited against the
+    account's organisation.
+    """
+
+    account: MailAccount
+    refusal: BrokerError | None
+
+    @property
+    def allowed(self) -> bool:
+        """True when the account may sign in."""
+        return self.refusal is None
+
+
+class PasswordSignin:
+    """Checks an email address and password; the account if it may sign in."""
+
+    def __init__(
+        self, *, directory: Directory, throttle: Throttle, policies: ThrottlePolicies
+    ) -> None:
+        self._directory = directory
+        self._throttle = throttle
+        self._policies = policies
+
+    def check(self, mail: str, password: str, *, client_address: str) -> PasswordCheck:
+        """The account and its verdict; raises when the password itself was not accepted.
+
+        Raises `SigninThrottledError`, `InvalidCredentialsError`, `AccountLockedError`,
+        `PasswordExpiredError` or `DirectoryUnavailableError`. The account checks
+        (disabled, expired, AUP, unreadable data) come back as `PasswordCheck.refusal`.
+        """
+        keys = (account_key(mail), address_key(client_address))
+        blocked = [state for state in map(self._throttle.check, keys) if state.blocked]
+        if blocked:
+            raise SigninThrottledError(
+                max(state.retry_after for state in blocked),
+                detail=", ".join(state.key.split(":", 1)[0] for state in blocked),
+            )
+        try:
+            account = self._directory.authenticate(mail, password)
+        except InvalidCredentialsError:
+            self._count_failure(keys[0], self._policies.account)
+            self._count_failure(keys[1], self._policies.address)
+            raise
+        except AccountLockedError:
+            # The account is the directory's to lock; the address keeps counting so one
+            # client cannot walk through many accounts locking each.
+            self._count_failure(keys[1], self._policies.address)
+            raise
+        self._throttle.reset(keys[0])
+        # The address counter is left alone: a guesser must not clear it by signing in
+        # to an account of their own between guesses.
+        try:
+            self._directory.check_account(account)
+        except BrokerError as refusal:
+            return PasswordCheck(account=account, refusal=refusal)
+        return PasswordCheck(account=account, refusal=None)
+
+    def throttle_state(self, mail: str, client_address: str) -> tuple[ThrottleState, ...]:
+        """Where the account and the address stand (for tests and the admin console)."""
+        return tuple(
+            self._throttle.check(k) for k in (account_key(mail), address_key(client_address))
+        )
+
+    def _count_failure(self, key: str, policy: ThrottlePolicy) -> None:
+        state = self._throttle.record_failure(key, policy=policy)
+        if state.blocked:
+            log.warning(
+                "sign-in throttled: %s blocked for %ds after %d failures",
+                key.split(":", 1)[0],
+                int(state.retry_after.total_seconds()),
+                state.failures,
+            )

@@ -1,0 +1,312 @@
+/* Smartcard sign-in for the broker's pages (protocol careid-auth:1, DESIGN.md).
+ *
+ * The page asks the broker for a challenge, has the workstation agent sign it with the
+ * card (the agent asks for the PIN), posts the agent's token back to the broker and
+ * follows the redirect. After a card sign-in the card-session reference is handed to
+ * the agent, which reports the card's removal to the broker (the session lock).
+ *
+ * No inline script anywhere (strict CSP): everything this file needs is in data-*
+ * attributes and in the hidden #card-texts list the template renders, so all wording
+ * stays in the broker's error registry. `window.CareIdCard` is shared with register.js.
+ */
+(function () {
+  "use strict";
+
+  var AGENT_STATUS_TIMEOUT_MS = 4000;
+  // The agent waits for the PIN itself (and times out on its own); this only stops a
+  // page from waiting forever on an agent that stopped answering.
+  var AGENT_SIGN_TIMEOUT_MS = 180000;
+  var AGENT_SESSION_TIMEOUT_MS = 5000;
+  var BROKER_TIMEOUT_MS = 30000;
+
+  function supported() {
+    return (
+      typeof window.fetch === "function" &&
+      typeof window.Promise === "function" &&
+      typeof window.AbortController === "function" &&
+      typeof window.JSON === "object" &&
+      typeof document.querySelector === "function"
+    );
+  }
+
+  /** A refusal to show: a stable code, the plain message, and any link to offer. */
+  function CardProblem(code, message, extra) {
+    this.code = code;
+    this.message = message;
+    this.extra = extra || {};
+  }
+
+  function text(key) {
+    var node = document.querySelector('#card-texts [data-text="' + key + '"]');
+    return node ? node.textContent.trim() : "";
+  }
+
+  function messageFor(code) {
+    var node = document.querySelector('#card-texts [data-code="' + code + '"]');
+    return node ? node.textContent.trim() : code;
+  }
+
+  function withTimeout(promiseFactory, ms) {
+    var controller = new AbortController();
+    var timer = window.setTimeout(function () {
+      controller.abort();
+    }, ms);
+    return promiseFactory(controller.signal).finally(function () {
+      window.clearTimeout(timer);
+    });
+  }
+
+  function readJson(response) {
+    return response.text().then(function (body) {
+      try {
+        return body ? JSON.parse(body) : {};
+      } catch (ignored) {
+        return {};
+      }
+    });
+  }
+
+  /** POST JSON to the broker (same origin, CSRF header); the answer or a CardProblem. */
+  function postBroker(url, csrfToken, payload) {
+    return withTimeout(function (signal) {
+      return window.fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: {
+          "Content-Type": "application/json",
+          Accept: "application/json",
+          "X-CSRF-Token": csrfToken,
+        },
+        body: JSON.stringify(payload),
+        signal: signal,
+      });
+    }, BROKER_TIMEOUT_MS).then(
+      function (response) {
+        return readJson(response).then(function (body) {
+          if (response.ok) {
+            return body;
+          }
+          var code = body.error || "request_invalid";
+          throw new CardProblem(code, body.message || messageFor("broker_unreachable"), body);
+        });
+      },
+      function () {
+        throw new CardProblem("broker_unreachable", messageFor("broker_unreachable"));
+      }
+    );
+  }
+
+  /** A request to the agent on 127.0.0.1; its JSON, or a CardProblem with its code. */
+  function callAgent(agentUrl, path, options, timeoutMs) {
+    return withTimeout(function (signal) {
+      var init = {
+        method: options.method || "GET",
+        mode: "cors",
+        credentials: "omit",
+        cache: "no-store",
+        signal: signal,
+      };
+      if (options.body !== undefined) {
+        init.headers = { "Content-Type": "application/json" };
+        init.body = JSON.stringify(options.body);
+      }
+      return window.fetch(agentUrl + path, init);
+    }, timeoutMs).then(
+      function (response) {
+        return readJson(response).then(function (body) {
+          if (response.ok) {
+            return body;
+          }
+          var code = body.error || "agent_internal";
+          var message = body.message || messageFor("agent_unreachable");
+          // Our agent's message already counts the tries left; a third-party agent's
+          // may not, so add the count only when the message does not carry it.
+          if (
+            typeof body.triesLeft === "number" &&
+            code === "wrong_pin" &&
+            message.indexOf(String(body.triesLeft)) === -1
+          ) {
+            message += " " + text("tries-left") + " " + body.triesLeft + ".";
+          }
+          throw new CardProblem(code, message, body);
+        });
+      },
+      function () {
+        // Refused connection, no agent, or an agent that does not allow this page's
+        // origin (the browser hides which): all mean "the agent cannot be used here".
+        throw new CardProblem("agent_unreachable", messageFor("agent_unreachable"));
+      }
+    );
+  }
+
+  function agentStatus(agentUrl) {
+    return callAgent(agentUrl, "/v1/status", {}, AGENT_STATUS_TIMEOUT_MS);
+  }
+
+  function agentSign(agentUrl, challenge) {
+    return callAgent(
+      agentUrl,
+      "/v1/authenticate",
+      { method: "POST", body: { challenge: challenge } },
+      AGENT_SIGN_TIMEOUT_MS
+    );
+  }
+
+  /** Hand the card-session reference to the agent; true when it took it. */
+  function armSessionLock(agentUrl, cardSession) {
+    return callAgent(
+      agentUrl,
+      "/v1/card-sessions",
+      { method: "POST", body: { cardSession: cardSession } },
+      AGENT_SESSION_TIMEOUT_MS
+    ).then(
+      function () {
+        return true;
+      },
+      function () {
+        return false;
+      }
+    );
+  }
+
+  /** The status line, the error box and the button of one card area. */
+  function Ui(button) {
+    this.button = button;
+    this.status = document.getElementById("card-status");
+    this.error = document.getElementById("card-error");
+    this.errorMessage = document.getElementById("card-error-message");
+    this.errorAction = document.getElementById("card-error-action");
+    this.errorLink = document.getElementById("card-error-link");
+  }
+
+  Ui.prototype.busy = function (key) {
+    if (this.button) {
+      this.button.disabled = true;
+      this.button.setAttribute("aria-disabled", "true");
+    }
+    this.error.hidden = true;
+    this.status.textContent = text(key);
+    this.status.hidden = false;
+  };
+
+  Ui.prototype.idle = function () {
+    if (this.button) {
+      this.button.disabled = false;
+      this.button.removeAttribute("aria-disabled");
+    }
+    this.status.hidden = true;
+  };
+
+  Ui.prototype.show = function (problem, links) {
+    this.idle();
+    this.error.setAttribute("data-error-code", problem.code);
+    this.errorMessage.textContent = problem.message;
+    var link = (links || {})[problem.code];
+    if (link && link.href) {
+      this.errorLink.href = link.href;
+      this.errorLink.textContent = link.label;
+      this.errorAction.hidden = false;
+    } else {
+      this.errorAction.hidden = true;
+    }
+    this.error.hidden = false;
+    this.error.focus();
+  };
+
+  /** The links offered with a refusal (install help, registration, the AUP). */
+  function linksFor(problem, installUrl) {
+    var links = {
+      agent_unreachable: { href: installUrl, label: text("install-link") },
+    };
+    if (problem.extra.register) {
+      links[problem.code] = { href: problem.extra.register, label: text("register-link") };
+    } else if (problem.extra.aup) {
+      links[problem.code] = { href: problem.extra.aup, label: text("aup-link") };
+    }
+    return links;
+  }
+
+  /** One challenge → agent signature → broker check round; the broker's answer. */
+  function cardRound(options, ui) {
+    ui.busy("preparing");
+    return postBroker(options.challengeUrl, options.csrfToken, { tx: options.tx || null })
+      .then(function (issued) {
+        ui.busy("pin");
+        return agentSign(options.agentUrl, issued.challenge).then(function (token) {
+          ui.busy("checking");
+          return postBroker(options.authenticateUrl, options.csrfToken, {
+            tx: options.tx || null,
+            challenge: issued.challenge,
+            token: token,
+          });
+        });
+      });
+  }
+
+  function optionsFrom(element) {
+    var data = element.dataset;
+    return {
+      agentUrl: (data.agentUrl || "").replace(/\/+$/, ""),
+      installUrl: data.installUrl,
+      challengeUrl: data.challengeUrl,
+      authenticateUrl: data.authenticateUrl,
+      csrfToken: data.csrfToken,
+      tx: data.tx || null,
+      sessionLock: data.sessionLock === "true",
+    };
+  }
+
+  function bindLoginForm() {
+    var form = document.getElementById("card-signin-form");
+    if (!form || !form.dataset.challengeUrl) {
+      return; // card sign-in is off: the button leads to the explanation page
+    }
+    if (!supported()) {
+      return; // the button's plain GET explains what the browser lacks
+    }
+    var options = optionsFrom(form);
+    var ui = new Ui(document.getElementById("card-signin-button"));
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (ui.button && ui.button.disabled) {
+        return;
+      }
+      cardRound(options, ui)
+        .then(function (answer) {
+          ui.busy("signed-in");
+          var armed = answer.cardSession
+            ? armSessionLock(options.agentUrl, answer.cardSession)
+            : Promise.resolve(true);
+          return armed.then(function () {
+            window.location.assign(answer.redirect);
+          });
+        })
+        .catch(function (problem) {
+          if (!(problem instanceof CardProblem)) {
+            problem = new CardProblem("broker_unreachable", messageFor("broker_unreachable"));
+          }
+          ui.show(problem, linksFor(problem, options.installUrl));
+        });
+    });
+  }
+
+  window.CareIdCard = {
+    supported: supported,
+    CardProblem: CardProblem,
+    Ui: Ui,
+    text: text,
+    messageFor: messageFor,
+    agentStatus: agentStatus,
+    armSessionLock: armSessionLock,
+    cardRound: cardRound,
+    linksFor: linksFor,
+    optionsFrom: optionsFrom,
+  };
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", bindLoginForm);
+  } else {
+    bindLoginForm();
+  }
+})();

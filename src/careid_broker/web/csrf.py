@@ -1,0 +1,95 @@
+"""CSRF protection for every form post, on by default.
+
+The token is a random value kept in the browser's signed Flask session cookie
+(HttpOnly, SameSite=Lax) and echoed in each form's hidden `csrf_token` field (or an
+`X-CSRF-Token` header for same-origin scripts). A cross-site page can neither read the
+cookie nor forge its signature, so it cannot produce a matching pair. The value is
+replaced at every sign-in and sign-out.
+
+Endpoints that are cross-site or non-browser by design (OAuth's token endpoint, the
+authorization endpoint's POST form, back-channel calls) opt out with `@csrf_exempt`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Flask, current_app, request, session
+from flask.wrappers import Response
+
+from careid_broker.auditing import audit
+from careid_broker.services import services
+from careid_broker.store import Outcome
+from careid_broker.web.errors import error_response
+from careid_protocol.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+FIELD_NAME = "csrf_token"
+HEADER_NAME = "X-CSRF-Token"
+_SESSION_KEY = "csrf"
+_EXEMPT_ATTRIBUTE = "_careid_csrf_exempt"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_MAX_TOKEN_LENGTH = 128
+
+
+def csrf_exempt(view: F) -> F:
+    """Mark a view as not needing a CSRF token (the same function is returned)."""
+    setattr(view, _EXEMPT_ATTRIBUTE, True)
+    return view
+
+
+def csrf_token() -> str:
+    """The token for this browser's forms (created on first use); a Jinja global."""
+    token = session.get(_SESSION_KEY)
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        session[_SESSION_KEY] = token
+    return token
+
+
+def rotate_csrf() -> None:
+    """Replace the token (at sign-in and sign-out)."""
+    session[_SESSION_KEY] = secrets.token_urlsafe(32)
+
+
+def _is_exempt() -> bool:
+    if request.endpoint is None:
+        return True  # no view will run: routing answers 404/405 itself
+    view = current_app.view_functions.get(request.endpoint)
+    return view is None or bool(getattr(view, _EXEMPT_ATTRIBUTE, False))
+
+
+def _check() -> Response | None:
+    if request.method in _SAFE_METHODS or _is_exempt():
+        return None
+    expected = session.get(_SESSION_KEY)
+    sent = request.form.get(FIELD_NAME) or request.headers.get(HEADER_NAME) or ""
+    if (
+        isinstance(expected, str)
+        and expected
+        and len(sent) <= _MAX_TOKEN_LENGTH
+        and hmac.compare_digest(sent.encode(), expected.encode())
+    ):
+        return None
+    reason = "missing" if not sent else ("no_session" if not expected else "mismatch")
+    services().metrics.csrf_refusals.inc()
+    audit(
+        "csrf.refused",
+        outcome=Outcome.FAILURE,
+        code=ErrorCode.CSRF_INVALID,
+        details={"endpoint": request.endpoint, "reason": reason},
+    )
+    return error_response(ErrorCode.CSRF_INVALID)
+
+
+def init_app(app: Flask) -> None:
+    """Check every unsafe request before its view; offer `csrf_token()` to templates."""
+    app.before_request(_check)
+    app.jinja_env.globals["csrf_token"] = csrf_token

@@ -1,0 +1,63 @@
+"""Per-request id, access log line and latency metrics.
+
+The request id comes from the reverse proxy's `X-Request-ID` when it is a plain token,
+else a fresh one; it is echoed in the response, shown on error pages (so a user can
+quote it to the service desk) and written into every log line and audit entry. The
+access log line names the path only: query strings carry login transaction ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, g, request
+from flask.wrappers import Response
+
+from careid_broker.services import services
+
+log = logging.getLogger("careid_broker.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
+
+
+def _start() -> None:
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def _finish(response: Response) -> Response:
+    started = g.get("request_started")
+    elapsed = time.perf_counter() - started if isinstance(started, float) else 0.0
+    endpoint = request.endpoint or "none"
+    metrics = services().metrics
+    metrics.latency.observe(elapsed, endpoint=endpoint, method=request.method)
+    metrics.requests.inc(endpoint=endpoint, method=request.method, status=str(response.status_code))
+    request_id = g.get("request_id")
+    if isinstance(request_id, str):
+        response.headers[REQUEST_ID_HEADER] = request_id
+    log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "endpoint": endpoint,
+            "status": response.status_code,
+            "duration_ms": round(elapsed * 1000, 2),
+            "client": request.remote_addr,
+        },
+    )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Install the hooks (first, so every other hook sees the request id)."""
+    app.before_request(_start)
+    app.after_request(_finish)

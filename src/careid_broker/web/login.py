@@ -1,0 +1,268 @@
+"""The sign-in page (`/login`), password sign-in, the card button's fallback and `/signout`.
+
+`/login?tx=<login transaction>` is where the OpenID Provider sends a browser that must
+sign in; after a successful sign-in the browser goes back to `oidc.resume` with the same
+`tx`. Without `tx` the page ends on "You are signed in".
+
+The smartcard button is driven by `static/card-signin.js` (the `card` blueprint's
+endpoints); showing the page records `tx` in the browser's session, which is what lets
+this browser, and no other, sign in to that transaction by card. `/login/card` is only
+reached without the script: it explains what the browser lacks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask.wrappers import Response
+from werkzeug.routing import BuildError
+from werkzeug.wrappers import Response as BaseResponse
+
+from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_PASSWORD, demands_card
+from careid_broker.auditing import audit
+from careid_broker.card import binding as card_binding
+from careid_broker.card.pages import script_context, with_agent_csp
+from careid_broker.card.wiring import card_services
+from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
+from careid_broker.services import services
+from careid_broker.signin.password import SigninThrottledError
+from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, TransactionStatus
+from careid_broker.web.errors import error_response, status_for
+from careid_broker.web.security_headers import allow_form_action, origin_of
+from careid_broker.web.signin_session import begin_signin, current_signin, end_signin
+from careid_protocol.errors import ErrorCode, message_for
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("login", __name__)
+
+EVENT_PASSWORD = "signin.password"  # noqa: S105 - an audit event name
+EVENT_CARD = "signin.card"
+MAX_MAIL_LENGTH = 320
+MAX_TX_LENGTH = 128
+
+
+def _transaction(tx_id: str | None) -> LoginTransactionRecord | None:
+    """The pending login transaction named by `tx`; a page for an unusable one."""
+    if tx_id is None:
+        return None
+    record = None
+    if len(tx_id) <= MAX_TX_LENGTH:
+        record = services().repos.transactions.get(tx_id)
+    if record is None or record.status is not TransactionStatus.PENDING:
+        raise BrokerError(ErrorCode.OIDC_SIGNIN_EXPIRED)
+    # The form's answer is a redirect on to this relying party (see security_headers).
+    allow_form_action(origin_of(record.request.redirect_uri))
+    return record
+
+
+def _audit_name(text: str) -> str | None:
+    """The typed address, for the audit log, only if it looks like one.
+
+    People sometimes type their password into the email field; that must not be kept.
+    """
+    text = text.strip().lower()
+    if 3 <= len(text) <= MAX_MAIL_LENGTH and "@" in text and not any(c.isspace() for c in text):
+        return text
+    return None
+
+
+def _login_hint(tx: LoginTransactionRecord | None) -> str:
+    hint = tx.request.extras.get("login_hint") if tx else None
+    return hint if isinstance(hint, str) and _audit_name(hint) else ""
+
+
+def _form(
+    *,
+    tx_id: str | None,
+    card_only: bool,
+    email: str = "",
+    errors: dict[str, str] | None = None,
+    summary: list[tuple[str, str]] | None = None,
+    code: ErrorCode | None = None,
+    status: int = 200,
+) -> Response:
+    card = card_services()
+    page = render_template(
+        "login.html",
+        tx=tx_id,
+        card_only=card_only,
+        email=email,
+        errors=errors or {},
+        summary=summary or [],
+        code=code.value if code else None,
+        card=script_context(card),
+    )
+    return with_agent_csp(Response(page, status=status, mimetype="text/html"), card)
+
+
+@blueprint.get("/login")
+def page() -> BaseResponse:
+    """The sign-in page, or "You are signed in" when there is nothing to sign in to."""
+    tx_id = request.args.get("tx") or None
+    tx = _transaction(tx_id)
+    if tx is not None and tx_id is not None:
+        card_binding.remember_login_transaction(tx_id)
+    card_only = request.args.get("card") == "required" or (
+        tx is not None and demands_card(tx.request.acr_values)
+    )
+    if tx is None:
+        # A broker page that sent the browser here (the admin console's step-up) names
+        # where to go back to; only a path on this broker is kept.
+        card_binding.remember_next(request.args.get("next"))
+        current = current_signin()
+        if current is not None and not (card_only and current.acr != ACR_CARD):
+            target = card_binding.pop_next()
+            if target is not None:
+                return redirect(target, code=303)
+            return Response(
+                render_template("signed_in.html", session=current), mimetype="text/html"
+            )
+    return _form(tx_id=tx_id, card_only=card_only, email=_login_hint(tx))
+
+
+@blueprint.post("/login")
+def submit() -> BaseResponse:
+    """Password sign-in."""
+    svc = services()
+    tx_id = request.form.get("tx") or None
+    tx = _transaction(tx_id)
+    rp = tx.request.client_id if tx else None
+    card_only = tx is not None and demands_card(tx.request.acr_values)
+    email = request.form.get("email", "").strip()[:MAX_MAIL_LENGTH]
+    password = request.form.get("password", "")
+    who = _audit_name(email)
+
+    def refused(code: ErrorCode, *, org: str | None = None) -> None:
+        svc.metrics.signins.inc(method="password", result=code.value)
+        audit(
+            EVENT_PASSWORD,
+            outcome=Outcome.FAILURE,
+            code=code,
+            actor=who,
+            subject=who,
+            org=org,
+            rp=rp,
+        )
+
+    errors: dict[str, str] = {}
+    if not email:
+        errors["email"] = "Enter your email address"
+    if not password:
+        errors["password"] = "Enter your password"  # noqa: S105 - a message
+    if errors:
+        refused(ErrorCode.SIGNIN_FORM_INCOMPLETE)
+        return _form(
+            tx_id=tx_id,
+            card_only=card_only,
+            email=email,
+            errors=errors,
+            summary=list(errors.items()),
+            code=ErrorCode.SIGNIN_FORM_INCOMPLETE,
+            status=400,
+        )
+    if card_only:
+        refused(ErrorCode.CARD_REQUIRED)
+        return error_response(ErrorCode.CARD_REQUIRED, retry_url=url_for("login.page", tx=tx_id))
+
+    try:
+        checked = svc.password_signin.check(
+            email, password, client_address=request.remote_addr or "unknown"
+        )
+    except InvalidCredentialsError:
+        refused(ErrorCode.INVALID_CREDENTIALS)
+        message = message_for(ErrorCode.INVALID_CREDENTIALS)
+        return _form(
+            tx_id=tx_id,
+            card_only=False,
+            email=email,
+            summary=[("email", message)],
+            code=ErrorCode.INVALID_CREDENTIALS,
+            status=400,
+        )
+    except SigninThrottledError as exc:
+        refused(exc.code)
+        return error_response(
+            exc.code, retry_after=exc.retry_after, retry_url=url_for("login.page", tx=tx_id)
+        )
+    except DirectoryUnavailableError as exc:
+        svc.metrics.directory_errors.inc(operation="authenticate")
+        log.warning("directory unavailable at sign-in: %s", exc.detail)
+        refused(exc.code)
+        return error_response(exc.code, retry_url=url_for("login.page", tx=tx_id))
+    except BrokerError as exc:  # locked, password expired, unreadable directory data
+        refused(exc.code)
+        return error_response(exc.code, status=status_for(exc.code))
+
+    account = checked.account
+    if checked.refusal is not None:
+        log.info("account refused at sign-in: %s", checked.refusal.code.value)
+        refused(checked.refusal.code, org=account.org_code)
+        return error_response(checked.refusal.code, status=status_for(checked.refusal.code))
+
+    session = begin_signin(account, method="pwd", acr=ACR_PASSWORD, amr=AMR_PASSWORD)
+    svc.metrics.signins.inc(method="password", result="success")
+    audit(
+        EVENT_PASSWORD,
+        outcome=Outcome.SUCCESS,
+        actor=account.mail,
+        subject=account.mail,
+        org=account.org_code,
+        rp=rp,
+        details={"sid": session.sid, "acr": session.acr},
+    )
+    return redirect(_after_signin(tx_id), code=303)
+
+
+def _after_signin(tx_id: str | None) -> str:
+    if tx_id is None:
+        return card_binding.pop_next() or url_for("login.page")
+    try:
+        return url_for("oidc.resume", tx=tx_id)
+    except BuildError:
+        # Only while the OpenID Provider is not installed: nothing to resume.
+        log.error("signed in for a login transaction, but no oidc.resume endpoint exists")
+        return url_for("login.page")
+
+
+@blueprint.get("/login/card")
+def card() -> Response:
+    """The smartcard button without its script: why card sign-in cannot go on here.
+
+    With the script the button never navigates here. Without it the browser cannot
+    talk to the agent (`browser_unsupported`); on a broker with no `[pki]` card
+    sign-in is switched off altogether (`card_signin_unavailable`).
+    """
+    tx_id = request.args.get("tx") or None
+    tx = _transaction(tx_id)
+    code = (
+        ErrorCode.BROWSER_UNSUPPORTED
+        if card_services().available
+        else ErrorCode.CARD_SIGNIN_UNAVAILABLE
+    )
+    services().metrics.signins.inc(method="card", result=code.value)
+    audit(EVENT_CARD, outcome=Outcome.FAILURE, code=code, rp=tx.request.client_id if tx else None)
+    card_only = tx is not None and demands_card(tx.request.acr_values)
+    back = None if card_only else url_for("login.page", tx=tx_id)
+    status = 400 if code is ErrorCode.BROWSER_UNSUPPORTED else None
+    return error_response(code, status=status, retry_url=back)
+
+
+@blueprint.get("/signout")
+def signout_page() -> Response:
+    """Asks before signing out (a GET must not end a session: links can be forged)."""
+    current = current_signin()
+    return Response(
+        render_template("signout.html", session=current, done=False), mimetype="text/html"
+    )
+
+
+@blueprint.post("/signout")
+def signout() -> Response:
+    """Ends the broker session; its relying parties are told by back-channel logout."""
+    ended = end_signin(EndReason.LOGOUT)
+    return Response(
+        render_template("signout.html", session=None, done=True, ended=ended is not None),
+        mimetype="text/html",
+    )

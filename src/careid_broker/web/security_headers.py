@@ -1,0 +1,80 @@
+"""Security headers on every response: a strict CSP, HSTS outside development, and friends.
+
+The CSP allows no inline script or style at all. `form-action` needs care: browsers
+(Chromium at least) apply it to every redirect that follows a form submission, so the
+sign-in form, whose answer is a redirect on to the relying party, must name that
+party's origin. Views that render such a form call `allow_form_action(origin)` for the
+origins the form may end up at.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from flask import Flask, g, request
+from flask.wrappers import Response
+
+from careid_broker.services import services
+
+# scheme://host[:port] with nothing a header could be split on.
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_FORM_ACTION_KEY = "careid_form_action_origins"
+
+HSTS_VALUE = "max-age=31536000"
+BASE_CSP = (
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+)
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) URL, or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    origin = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    return origin if _ORIGIN.fullmatch(origin) else None
+
+
+def allow_form_action(*origins: str | None) -> None:
+    """Let this response's forms (and the redirects after them) reach these origins."""
+    allowed: set[str] = g.setdefault(_FORM_ACTION_KEY, set())
+    allowed.update(o for o in origins if o is not None and _ORIGIN.fullmatch(o))
+
+
+def content_security_policy() -> str:
+    """The CSP for the current response."""
+    extra = sorted(g.get(_FORM_ACTION_KEY) or ())
+    return "; ".join((*BASE_CSP, " ".join(("form-action 'self'", *extra))))
+
+
+def _apply(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", content_security_policy())
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if services().config.broker.secure_cookies:
+        headers.setdefault("Strict-Transport-Security", HSTS_VALUE)
+    if "Cache-Control" not in headers and request.endpoint != "static":
+        # Sign-in pages, tokens and error pages must never be served from a cache.
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Install the after-request hook."""
+    app.after_request(_apply)

@@ -1,0 +1,198 @@
+"""Helpers for the local administrators' tests (a plain module: tests have no packages).
+
+Until the card sign-in lands, a test app gets a test-only route that opens a sign-in
+session exactly as the card (or password) flow does — `begin_signin` — and audits it
+as the real flows do, so the console sees a genuine card session and sign-in history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+BROKER_TESTS = Path(__file__).resolve().parents[1] / "broker"
+if str(BROKER_TESTS) not in sys.path:
+    sys.path.append(str(BROKER_TESTS))
+
+from broker_support import csrf_token_from, services  # noqa: E402
+from flask import Blueprint, Flask, request  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
+from oidc_support import basic, write_test_clients  # noqa: E402
+from werkzeug.test import TestResponse  # noqa: E402
+
+from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD  # noqa: E402
+from careid_broker.auditing import audit  # noqa: E402
+from careid_broker.oidc.client_secrets import hash_secret  # noqa: E402
+from careid_broker.store import LinkMode, NewRegistration, Outcome, RegistrationRecord  # noqa: E402
+from careid_broker.web.csrf import csrf_exempt  # noqa: E402
+from careid_broker.web.signin_session import begin_signin  # noqa: E402
+
+LEE = "lee.admin@nhs.net"
+ALEX = "alex.morgan@nhs.net"
+KIM = "kim.taylor@nhs.net"
+SAM = "sam.patel@nhs.net"
+UUIDS = {LEE: "555000000004", ALEX: "555000000001", KIM: "555000000005", SAM: "555000000002"}
+ORGS = {LEE: "RX1", ALEX: "RX1", KIM: "Y00001", SAM: "RX1"}
+ISSUER_DN = "CN=Care Identity Dev Issuing CA,O=NHS Demo"
+
+READER_SECRET = "reader-secret-for-the-admin-api-tests-01"
+WRITER_SECRET = "writer-secret-for-the-admin-api-tests-02"
+OTHER_ORG_SECRET = "other-org-secret-for-the-admin-tests-03"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _fast_hash(secret: str) -> str:
+    return hash_secret(secret, log2_n=10)  # cheap scrypt: tests check behaviour, not cost
+
+
+def api_settings() -> dict[str, Any]:
+    """An `[api]` section: a reader and a writer for RX1, a writer for Y00001."""
+    return {
+        "token_lifetime_seconds": 600,
+        "clients": {
+            "rx1-reader": {
+                "name": "RX1 reporting",
+                "secret_hash": _fast_hash(READER_SECRET),
+                "scopes": ["registrations:read"],
+                "org_codes": ["RX1"],
+            },
+            "rx1-writer": {
+                "name": "RX1 leavers tool",
+                "secret_hash": _fast_hash(WRITER_SECRET),
+                "scopes": ["registrations:read", "registrations:write"],
+                "org_codes": ["rx1"],
+            },
+            "y1-writer": {
+                "name": "Y00001 leavers tool",
+                "secret_hash": _fast_hash(OTHER_ORG_SECRET),
+                "scopes": ["registrations:read", "registrations:write"],
+                "org_codes": ["Y00001"],
+            },
+        },
+    }
+
+
+def make_admin_app(
+    app_factory: Any, tmp_path: Path, *, backchannel_uri: str | None = None, **sections: Any
+) -> Flask:
+    """An app with the OIDC test clients, the API clients and the test sign-in route."""
+    clients = write_test_clients(
+        tmp_path / "admin-test-clients.toml", backchannel_uri=backchannel_uri
+    )
+    settings: dict[str, Any] = {"oidc": {"clients_file": str(clients)}, "api": api_settings()}
+    settings.update(sections)
+    app: Flask = app_factory(**settings)
+    install_test_signin(app)
+    return app
+
+
+def install_test_signin(app: Flask) -> None:
+    """POST /_test/signin {mail, method}: a sign-in session as the real flows open one."""
+    test_routes = Blueprint("test_signin", __name__)
+
+    @test_routes.post("/_test/signin")
+    @csrf_exempt
+    def signin() -> tuple[str, int]:
+        mail = request.form["mail"]
+        card = request.form.get("method", "card") == "card"
+        account = services(app).directory.find_account(mail)
+        assert account is not None, mail
+        session = begin_signin(
+            account,
+            method="card" if card else "pwd",
+            acr=ACR_CARD if card else ACR_PASSWORD,
+            amr=AMR_CARD if card else AMR_PASSWORD,
+            card_uuid=account.care_identity_uuid if card else None,
+            card_session=card,
+        )
+        audit(
+            "signin.card" if card else "signin.password",
+            outcome=Outcome.SUCCESS,
+            actor=account.mail,
+            subject=account.mail,
+            org=account.org_code,
+            details={"sid": session.sid, "acr": session.acr},
+        )
+        return "", 204
+
+    app.register_blueprint(test_routes)
+
+
+def sign_in(client: FlaskClient, mail: str, *, method: str = "card") -> None:
+    """Sign this browser in (card by default)."""
+    response = client.post("/_test/signin", data={"mail": mail, "method": method})
+    assert response.status_code == 204, response.get_data(as_text=True)
+
+
+def register(
+    app: Flask,
+    mail: str,
+    *,
+    uuid: str | None = None,
+    org: str | None = None,
+    how: str = "self-service",
+) -> RegistrationRecord:
+    """Store a registration as the registration flow does."""
+    card_uuid = uuid or UUIDS[mail]
+    return services(app).repos.registrations.create(
+        NewRegistration(
+            card_uuid=card_uuid,
+            account_mail=mail,
+            account_dn=f"uid={mail.split('@')[0]},ou=people,dc=nhs,dc=example",
+            org_code=org or ORGS[mail],
+            link_mode=LinkMode.UUID,
+            cert_issuer_dn=ISSUER_DN,
+            cert_serial=hashlib.sha256(card_uuid.encode()).hexdigest()[:16],
+            cert_fingerprint=hashlib.sha256(f"cert:{card_uuid}".encode()).hexdigest(),
+            how=how,
+        )
+    )
+
+
+def page_csrf(client: FlaskClient, path: str) -> tuple[TestResponse, str]:
+    """GET a page with a form; (response, its CSRF token)."""
+    response = client.get(path)
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return response, csrf_token_from(response.get_data(as_text=True))
+
+
+def api_token(client: FlaskClient, client_id: str, secret: str, scope: str | None = None) -> str:
+    """A bearer token from /api/v1/token (client_secret_basic)."""
+    form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    response = client.post("/api/v1/token", data=form, headers=basic(client_id, secret))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    token = response.get_json()["access_token"]
+    assert isinstance(token, str)
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for a bearer token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def write_broker_toml(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """A broker.toml from flat sections (what the CLI tests need)."""
+    lines: list[str] = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

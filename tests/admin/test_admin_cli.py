@@ -1,0 +1,185 @@
+"""Break-glass commands: `careid-broker registrations list|remove`, `audit verify|export`.
+
+Run in-process through `careid_broker.cli.main` against the same database as a test
+app, with a real broker.toml.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from admin_support import ALEX, KIM, LEE, UUIDS, register, sign_in, write_broker_toml
+from broker_support import FakeClock, services
+from flask import Flask
+from oidc_support import Browser, TestRelyingParty
+from sqlalchemy import create_engine, text
+
+from careid_broker.cli import main
+from careid_broker.oidc.provider import provider_for
+from careid_broker.store import EndReason
+
+
+@pytest.fixture
+def cli_config(
+    tmp_path: Path, broker_settings: dict[str, dict[str, Any]], admin_app: Flask
+) -> Path:
+    """A broker.toml for the admin app's database, directory and clients."""
+    sections = {name: dict(values) for name, values in broker_settings.items()}
+    sections["oidc"] = {"clients_file": str(tmp_path / "admin-test-clients.toml")}
+    sections.pop("signin", None)
+    return write_broker_toml(tmp_path / "broker.toml", sections)
+
+
+def _run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str, str]:
+    status = main(["--config", str(config), *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _tamper(store_url: str, statement: str) -> None:
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def test_audit_verify_finds_a_tampered_row_and_names_it(
+    admin_app: Flask, cli_config: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for person in (ALEX, LEE, KIM):
+        sign_in(admin_app.test_client(), person)
+    status, out, _ = _run(capsys, cli_config, "audit", "verify")
+    assert status == 0 and "audit chain OK: 3 entries" in out
+    head = re.search(r"head (3:[0-9a-f]{64})", out)
+    assert head is not None
+    status, _, _ = _run(capsys, cli_config, "audit", "verify", "--anchor", head.group(1))
+    assert status == 0
+    status, out, _ = _run(capsys, cli_config, "audit", "verify", "--anchor", "3:" + "0" * 64)
+    assert status == 1 and "BROKEN at entry 3" in out and "anchor" in out
+    # Someone with database access rewrites who signed in at entry 2.
+    _tamper(store_url, "UPDATE audit_log SET actor = 'someone.else@nhs.net' WHERE seq = 2")
+    status, out, err = _run(capsys, cli_config, "audit", "verify")
+    assert status == 1
+    assert "BROKEN at entry 2" in out and "do not match its hash" in out
+    assert "audit_chain_broken" in err and "seq 2" in err
+
+
+def test_audit_verify_finds_a_deleted_row(
+    admin_app: Flask, cli_config: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for person in (ALEX, LEE, KIM):
+        sign_in(admin_app.test_client(), person)
+    _tamper(store_url, "DELETE FROM audit_log WHERE seq = 2")
+    status, out, _ = _run(capsys, cli_config, "audit", "verify")
+    assert status == 1 and "BROKEN at entry 2" in out and "missing" in out
+
+
+def test_audit_export_since_writes_json_lines(
+    admin_app: Flask,
+    cli_config: Path,
+    clock: FakeClock,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sign_in(admin_app.test_client(), ALEX)
+    start = clock()
+    clock.advance(timedelta(days=2))
+    sign_in(admin_app.test_client(), LEE)
+    sign_in(admin_app.test_client(), KIM)
+    since = (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    status, out, err = _run(capsys, cli_config, "audit", "export", "--since", since)
+    assert status == 0 and "exported 2 audit entries" in err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [entry["actor"] for entry in lines] == [LEE, KIM]
+    assert all(len(entry["hash"]) == 64 and entry["event"] == "signin.card" for entry in lines)
+    target = tmp_path / "audit.jsonl"
+    status, _, _ = _run(capsys, cli_config, "audit", "export", "--output", str(target))
+    assert status == 0 and len(target.read_text().splitlines()) == 3
+    with pytest.raises(SystemExit):
+        main(["--config", str(cli_config), "audit", "export", "--since", "last tuesday"])
+
+
+def test_registrations_list_filters_by_organisation_and_uuid(
+    admin_app: Flask, cli_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register(admin_app, ALEX)
+    register(admin_app, KIM)
+    status, out, _ = _run(capsys, cli_config, "registrations", "list")
+    assert status == 0 and ALEX in out and KIM in out
+    status, out, _ = _run(capsys, cli_config, "registrations", "list", "--org", "y00001", "--json")
+    assert status == 0
+    assert [r["account_mail"] for r in json.loads(out)] == [KIM]
+    status, out, _ = _run(capsys, cli_config, "registrations", "list", "--uuid", UUIDS[ALEX])
+    rows = out.strip().splitlines()
+    assert rows[0].startswith("card_uuid\t") and len(rows) == 2 and ALEX in rows[1]
+
+
+def test_registrations_remove_ends_sessions_and_queues_logouts(
+    admin_app: Flask,
+    cli_config: Path,
+    clock: FakeClock,
+    test_rp: TestRelyingParty,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    register(admin_app, ALEX)
+    alex = admin_app.test_client()
+    sign_in(alex, ALEX)
+    rp = Browser(alex)
+    assert rp.redeem(rp.signed_in_code()).status_code == 200
+    status, out, _ = _run(
+        capsys,
+        cli_config,
+        "registrations",
+        "remove",
+        "--uuid",
+        UUIDS[ALEX],
+        "--reason",
+        "card left on a train",
+    )
+    assert status == 0, out
+    assert f"removed: {UUIDS[ALEX]} linked to {ALEX}" in out
+    assert "reason: other: card left on a train" in out and "sessions ended: 1" in out
+    repos = services(admin_app).repos
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is None
+    assert repos.sessions.active_for_account(ALEX) == []
+    ended = repos.audit.list_recent(event_prefix="admin.registration.remove", limit=1)[0]
+    assert ended.actor is not None and ended.actor.startswith("cli:")
+    assert ended.details["reason_text"] == "card left on a train"
+    assert ended.details["via"] == "cli"
+    # The logout was queued in the shared outbox: any running broker delivers it. (The
+    # command ran on the real clock, a moment after this app's settable one.)
+    clock.advance(timedelta(minutes=1))
+    assert provider_for(admin_app).backchannel.deliver_due().delivered == 1
+    assert len(test_rp.wait_for(1)) == 1
+    reasons = [
+        s.end_reason
+        for s in [
+            repos.sessions.get(e.details["sid"])
+            for e in repos.audit.list_recent(event_prefix="signin.card")
+        ]
+        if s is not None
+    ]
+    assert reasons == [EndReason.REGISTRATION_REMOVED.value]
+    # Nothing there any more: exit 1 with the stable code.
+    status, _, err = _run(
+        capsys,
+        cli_config,
+        "registrations",
+        "remove",
+        "--uuid",
+        UUIDS[ALEX],
+        "--reason",
+        "lost_card",
+    )
+    assert status == 1 and "registration_not_found" in err
+    status, _, err = _run(
+        capsys, cli_config, "registrations", "remove", "--uuid", UUIDS[KIM], "--reason", "other"
+    )
+    assert status == 1 and "admin_reason_required" in err

@@ -1,0 +1,368 @@
+"""The local administrators' console: who gets in, what they see, scoping, removal."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import urllib.parse
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from admin_support import (
+    ALEX,
+    KIM,
+    LEE,
+    SAM,
+    UUIDS,
+    make_admin_app,
+    page_csrf,
+    register,
+    sign_in,
+)
+from broker_support import AppFactory, FakeClock, error_code_of, services
+from flask import Flask
+from flask.testing import FlaskClient
+from oidc_support import Browser, TestRelyingParty
+from sqlalchemy import select
+
+from careid_broker.directory import MailAccount
+from careid_broker.oidc.provider import provider_for
+from careid_broker.store import AuditRecord, EndedSession, EndReason
+from careid_broker.store.models import SigninSession
+from careid_devkit.slapd import Slapd
+
+
+def _audit(app: Flask, event: str) -> list[AuditRecord]:
+    return services(app).repos.audit.list_recent(event_prefix=event, limit=100)
+
+
+# Who may open the console.
+
+
+def test_a_browser_not_signed_in_is_sent_to_sign_in_with_the_card(admin_app: Flask) -> None:
+    response = admin_app.test_client().get("/admin/users/alex.morgan@nhs.net")
+    assert response.status_code == 303
+    location = urllib.parse.urlsplit(response.headers["Location"])
+    assert location.path == "/login"
+    query = urllib.parse.parse_qs(location.query)
+    assert query["card"] == ["required"]
+    assert query["next"] == ["/admin/users/alex.morgan@nhs.net"]
+
+
+def test_a_password_session_is_asked_to_step_up_to_the_card(admin_app: Flask) -> None:
+    browser = admin_app.test_client()
+    sign_in(browser, LEE, method="pwd")
+    response = browser.get("/admin?q=alex")
+    assert response.status_code == 303
+    location = urllib.parse.urlsplit(response.headers["Location"])
+    assert location.path == "/login"
+    assert urllib.parse.parse_qs(location.query) == {
+        "card": ["required"],
+        "next": ["/admin?q=alex"],
+    }
+    # The same card holder, signed in with the card, gets in.
+    sign_in(browser, LEE)
+    assert browser.get("/admin?q=alex").status_code == 200
+
+
+def test_someone_who_administers_nothing_is_refused_and_audited(admin_app: Flask) -> None:
+    alex = admin_app.test_client()
+    sign_in(alex, ALEX)
+    for path in ("/admin", "/admin/users/lee.admin@nhs.net", "/admin/registrations.csv"):
+        response = alex.get(path)
+        assert response.status_code == 403, path
+        assert error_code_of(response) == "admin_not_authorised"
+    denied = _audit(admin_app, "admin.denied")
+    assert len(denied) == 3 and {e.actor for e in denied} == {ALEX}
+
+
+def test_rights_are_re_read_after_at_most_five_minutes(
+    admin_app: Flask, lee: FlaskClient, clock: FakeClock
+) -> None:
+    assert lee.get("/admin").status_code == 200
+    svc = services(admin_app)
+    real = svc.directory
+
+    class Demoted:
+        """The directory after lee's administrator rights were taken away."""
+
+        current_aup_version = real.current_aup_version
+
+        def find_account(self, mail: str) -> MailAccount | None:
+            account = real.find_account(mail)
+            if account is not None and account.mail == LEE:
+                return dataclasses.replace(account, admin_org_codes=())
+            return account
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    svc.directory = Demoted()  # type: ignore[assignment]
+    clock.advance(timedelta(minutes=4, seconds=59))
+    assert lee.get("/admin").status_code == 200  # still within the cache
+    clock.advance(timedelta(seconds=2))
+    assert lee.get("/admin").status_code == 403
+    # A new sign-in reads them again at once (no waiting for the cache).
+    svc.directory = real
+    sign_in(lee, LEE)
+    assert lee.get("/admin").status_code == 200
+
+
+def test_the_console_fails_closed_when_the_directory_is_down(
+    app_factory: AppFactory, tmp_path: Path, own_slapd: Slapd
+) -> None:
+    app = make_admin_app(app_factory, tmp_path, directory_slapd=own_slapd)
+    browser = app.test_client()
+    sign_in(browser, LEE)
+    own_slapd.stop()
+    response = browser.get("/admin")
+    assert response.status_code == 503
+    assert error_code_of(response) == "directory_unavailable"
+
+
+# Finding people, and what the console shows.
+
+
+@pytest.mark.parametrize("query", ["Alex Morgan", "morgan", "ALEX.MORGAN@nhs.net", UUIDS[ALEX]])
+def test_lee_finds_alex_by_name_email_or_uuid(
+    admin_app: Flask, lee: FlaskClient, query: str
+) -> None:
+    register(admin_app, ALEX)
+    register(admin_app, KIM)
+    page = lee.get("/admin", query_string={"q": query}).get_data(as_text=True)
+    assert 'id="admin-results"' in page
+    assert f'data-mail="{ALEX}"' in page
+    assert KIM not in page and "Kim Taylor" not in page
+    assert f'href="/admin/users/{ALEX}"' in page
+
+
+def test_kim_of_another_organisation_is_never_found(admin_app: Flask, lee: FlaskClient) -> None:
+    register(admin_app, KIM)
+    for query in ("kim", KIM, UUIDS[KIM], "Taylor"):
+        page = lee.get("/admin", query_string={"q": query}).get_data(as_text=True)
+        assert 'id="admin-no-results"' in page, query
+        assert 'id="admin-results"' not in page and f"/admin/users/{KIM}" not in page
+        assert "Kim Taylor" not in page and "Y00001" not in page
+
+
+def test_the_person_page_shows_account_registration_signins_and_trail(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    registration = register(admin_app, ALEX)
+    alex = admin_app.test_client()
+    sign_in(alex, ALEX)
+    page = lee.get(f"/admin/users/{ALEX}").get_data(as_text=True)
+    assert '<h1 id="admin-user-name">Alex Morgan</h1>' in page
+    assert 'id="admin-account-status">Active' in page
+    assert "Accepted (version 2024-1" in page
+    assert f'id="admin-registration-uuid">{UUIDS[ALEX]}<' in page
+    assert registration.cert_serial in page and registration.cert_issuer_dn in page
+    assert 'id="remove-registration"' in page
+    assert 'id="admin-sessions"' in page  # alex is signed in now
+    signins = page.split('id="admin-signins"', 1)[1].split("</table>", 1)[0]
+    assert "Smartcard" in signins and "Signed in" in signins
+    assert 'id="admin-audit"' in page and 'data-event="signin.card"' in page
+    # Accessible structure: every table has column headers, the form fields labels.
+    assert page.count('<th scope="col">') >= 13
+
+
+def test_a_person_without_a_registration_has_no_remove_button(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    page = lee.get(f"/admin/users/{SAM}").get_data(as_text=True)
+    assert 'id="admin-no-registration"' in page and 'id="remove-registration"' not in page
+    assert "Not accepted (current version 2024-1)" in page
+    assert "aup_not_accepted" in page
+    response = lee.get(f"/admin/users/{SAM}/remove")
+    assert response.status_code == 303 and response.headers["Location"] == f"/admin/users/{SAM}"
+
+
+# Scoping: kim.taylor (Y00001) does not exist for lee (RX1).
+
+
+def test_kim_is_not_found_by_guessed_urls_and_cannot_be_removed(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    register(admin_app, KIM)
+    register(admin_app, ALEX)
+    nobody = lee.get("/admin/users/nobody@nhs.net")
+    assert nobody.status_code == 404 and error_code_of(nobody) == "page_not_found"
+    for path in (f"/admin/users/{KIM}", f"/admin/users/{KIM}/remove"):
+        response = lee.get(path)
+        assert response.status_code == 404, path
+        assert error_code_of(response) == "page_not_found"
+        assert "Kim" not in response.get_data(as_text=True)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    form = {"csrf_token": token, "reason": "lost_card", "card_uuid": UUIDS[KIM]}
+    assert lee.post(f"/admin/users/{KIM}/remove", data=form).status_code == 404
+    assert lee.post(f"/admin/users/{KIM}/remove/confirm", data=form).status_code == 404
+    # Alex's page with kim's UUID slipped into the confirmation: still nothing removed.
+    assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form).status_code == 404
+    repos = services(admin_app).repos
+    assert repos.registrations.by_uuid(UUIDS[KIM]) is not None
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    refused = _audit(admin_app, "admin.")
+    assert any(e.subject == KIM and e.outcome.value == "failure" for e in refused)
+
+
+# Removal.
+
+
+def test_removal_needs_a_reason_and_other_needs_words(admin_app: Flask, lee: FlaskClient) -> None:
+    register(admin_app, ALEX)
+    page, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    text = page.get_data(as_text=True)
+    assert '<legend class="legend">Why are you removing this registration?</legend>' in text
+    for value in ("lost_card", "left_organisation", "wrong_link", "other"):
+        assert f'<label class="radio-label" for="reason-{value}">' in text
+    assert '<label class="label" for="reason-text">' in text
+    for form in ({}, {"reason": "bored"}, {"reason": "other", "reason_text": "   "}):
+        response = lee.post(f"/admin/users/{ALEX}/remove", data={"csrf_token": token, **form})
+        assert response.status_code == 400
+        assert error_code_of(response) == "admin_reason_required"
+    assert services(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+
+
+def test_a_removal_without_the_csrf_token_is_refused(admin_app: Flask, lee: FlaskClient) -> None:
+    register(admin_app, ALEX)
+    form = {"reason": "lost_card", "card_uuid": UUIDS[ALEX]}
+    response = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
+    assert response.status_code == 400 and error_code_of(response) == "csrf_invalid"
+    forged = lee.post(
+        f"/admin/users/{ALEX}/remove/confirm", data={**form, "csrf_token": "forged" * 8}
+    )
+    assert forged.status_code == 400 and error_code_of(forged) == "csrf_invalid"
+    assert services(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+
+
+def test_lee_removes_alexs_registration_and_alex_is_signed_out_everywhere(
+    admin_app: Flask,
+    lee: FlaskClient,
+    test_rp: TestRelyingParty,
+    session_ended: list[EndedSession],
+) -> None:
+    register(admin_app, ALEX)
+    # Alex is signed in by card and signed in to a relying party (tokens issued).
+    alex = admin_app.test_client()
+    sign_in(alex, ALEX)
+    rp = Browser(alex)
+    assert rp.redeem(rp.signed_in_code()).status_code == 200
+    assert alex.get("/admin").status_code == 403
+
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    confirm = lee.post(
+        f"/admin/users/{ALEX}/remove",
+        data={"csrf_token": token, "reason": "other", "reason_text": "card  snapped in two"},
+    )
+    assert confirm.status_code == 200
+    text = confirm.get_data(as_text=True)
+    assert 'id="confirm-remove"' in text and "Another reason: card snapped in two" in text
+    # Nothing happens before the confirmation.
+    repos = services(admin_app).repos
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None and not session_ended
+
+    done = lee.post(
+        f"/admin/users/{ALEX}/remove/confirm",
+        data={
+            "csrf_token": token,
+            "card_uuid": UUIDS[ALEX],
+            "reason": "other",
+            "reason_text": "card snapped in two",
+        },
+    )
+    assert done.status_code == 303 and done.headers["Location"] == f"/admin/users/{ALEX}"
+    page = lee.get(done.headers["Location"]).get_data(as_text=True)
+    assert 'id="admin-notice"' in page and "registration was removed" in page
+    assert "1 signed-in session ended; 1 service told" in page
+    assert 'id="admin-no-registration"' in page
+
+    # The link is gone; alex's session ended with its tokens; the RP is told.
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is None
+    assert [e.account_mail for e in session_ended] == [ALEX]
+    assert session_ended[0].reason == EndReason.REGISTRATION_REMOVED
+    assert session_ended[0].relying_parties == ("rp",) and session_ended[0].tokens_revoked >= 1
+    with repos.store.session() as db:
+        open_sessions = db.scalars(
+            select(SigninSession).where(
+                SigninSession.account_mail == ALEX, SigninSession.ended_at.is_(None)
+            )
+        ).all()
+    assert open_sessions == []
+    assert provider_for(admin_app).backchannel.deliver_due().delivered == 1
+    assert len(test_rp.wait_for(1)) == 1 and "logout_token" in test_rp.received[0].form
+    # Alex's browser is signed out (sent to sign in, no longer refused as a non-admin).
+    assert alex.get("/admin").status_code == 303
+    assert repos.sessions.active_for_account(ALEX) == []
+    assert repos.sessions.active_for_account(LEE) != []
+
+    # Audited with the administrator, the person and the reason.
+    (entry,) = _audit(admin_app, "admin.registration.remove")
+    assert entry.actor == LEE and entry.subject == ALEX and entry.organisation == "RX1"
+    assert entry.details["reason"] == "other"
+    assert entry.details["reason_text"] == "card snapped in two"
+    assert entry.details["card_uuid"] == UUIDS[ALEX] and entry.details["via"] == "console"
+    trail = lee.get(f"/admin/users/{ALEX}").get_data(as_text=True)
+    assert 'data-event="admin.registration.remove"' in trail
+
+    # Alex can register again.
+    again = register(admin_app, ALEX)
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) == again
+
+
+def test_a_stale_confirmation_removes_nothing(admin_app: Flask, lee: FlaskClient) -> None:
+    register(admin_app, ALEX)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    form = {"csrf_token": token, "card_uuid": UUIDS[ALEX], "reason": "lost_card"}
+    assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form).status_code == 303
+    register(admin_app, ALEX, uuid="555000000099")  # a new card, registered meanwhile
+    again = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
+    assert again.status_code == 303
+    page = lee.get(again.headers["Location"]).get_data(as_text=True)
+    assert "changed or was removed while you were looking" in page
+    assert services(admin_app).repos.registrations.by_uuid("555000000099") is not None
+
+
+# CSV export.
+
+
+def test_the_csv_export_holds_my_organisations_registrations_only(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    register(admin_app, ALEX)
+    register(admin_app, KIM)
+    register(admin_app, "zz.formula@nhs.net", uuid="555000000088", org="RX1", how="=HYPERLINK(1)")
+    response = lee.get("/admin/registrations.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert {r["account_mail"] for r in rows} == {ALEX, "zz.formula@nhs.net"}
+    alex = next(r for r in rows if r["account_mail"] == ALEX)
+    assert alex["card_uuid"] == UUIDS[ALEX] and alex["org_code"] == "RX1"
+    assert alex["link_mode"] == "uuid" and alex["registered_at"].endswith("Z")
+    # A cell a spreadsheet would run as a formula is defused.
+    formula = next(r for r in rows if r["account_mail"] == "zz.formula@nhs.net")
+    assert formula["how"] == "'=HYPERLINK(1)"
+    (entry,) = _audit(admin_app, "admin.registrations.export")
+    assert entry.actor == LEE and entry.details["rows"] == 2
+
+
+def test_a_registration_made_at_my_organisation_stays_mine_after_a_move(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    # Kim registered while at RX1, and the directory now says Y00001: RX1's
+    # administrator can still find and remove that registration ("left the organisation").
+    register(admin_app, KIM, org="RX1")
+    page = lee.get("/admin", query_string={"q": "kim.taylor"}).get_data(as_text=True)
+    assert f'data-mail="{KIM}"' in page and "Kim Taylor" in page and "Y00001" in page
+    assert lee.get(f"/admin/users/{KIM}").status_code == 200
+    _, token = page_csrf(lee, f"/admin/users/{KIM}/remove")
+    done = lee.post(
+        f"/admin/users/{KIM}/remove/confirm",
+        data={"csrf_token": token, "card_uuid": UUIDS[KIM], "reason": "left_organisation"},
+    )
+    assert done.status_code == 303
+    assert services(admin_app).repos.registrations.by_uuid(UUIDS[KIM]) is None
+    # With the registration gone, kim is Y00001's alone again.
+    assert lee.get(f"/admin/users/{KIM}").status_code == 404

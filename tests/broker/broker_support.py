@@ -1,0 +1,113 @@
+"""Helpers for the broker app tests (a plain module: the tests folder has no packages)."""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from careid_broker.services import EXTENSION_KEY, BrokerServices
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO / "src" / "careid_broker" / "templates"
+DEMO_PASSWORD = "Demo-Password-1"
+TEST_SECRET_KEY = "test-secret-key-for-the-broker-tests-0123456789"
+# The clients file used when the repository has none yet: one public client.
+FALLBACK_CLIENTS = """\
+[clients.testrp]
+name = "Test RP"
+token_endpoint_auth_method = "none"
+redirect_uris = ["https://rp.example.test/callback"]
+"""
+
+# `app_factory(directory_slapd=None, env=None, **section_overrides) -> Flask`
+AppFactory = Callable[..., Flask]
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class FakeClock:
+    """A settable UTC clock starting at the real time (signed cookies use real time)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        with self._lock:
+            self.now += delta
+
+
+def csrf_token_from(page: str) -> str:
+    """The CSRF token in a rendered form."""
+    match = _CSRF.search(page)
+    assert match is not None, "no csrf_token field on the page"
+    return html.unescape(match.group(1))
+
+
+def login_form(client: FlaskClient, tx: str | None = None) -> str:
+    """GET the sign-in page and return the browser's CSRF token.
+
+    Signed in already and without `tx`, /login says so and shows no form; the token is
+    then read from the sign-out page (one token per browser session).
+    """
+    page = client.get("/login", query_string={"tx": tx} if tx else None)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    text = page.get_data(as_text=True)
+    if 'name="csrf_token"' not in text:
+        text = client.get("/signout").get_data(as_text=True)
+    return csrf_token_from(text)
+
+
+def password_login(
+    client: FlaskClient,
+    mail: str,
+    password: str = DEMO_PASSWORD,
+    tx: str | None = None,
+    *,
+    extra: Mapping[str, str] | None = None,
+) -> TestResponse:
+    """Fill in and post the sign-in form as a browser would; the POST's response."""
+    form: dict[str, str] = {
+        "csrf_token": login_form(client, tx),
+        "email": mail,
+        "password": password,
+    }
+    if tx:
+        form["tx"] = tx
+    form.update(extra or {})
+    return client.post("/login", data=form)
+
+
+def cookie_value(client: FlaskClient, name: str) -> str | None:
+    """A cookie the test client holds (any domain/path), or None."""
+    cookie = client.get_cookie(name)
+    return cookie.value if cookie is not None else None
+
+
+def error_code_of(response: TestResponse) -> str | None:
+    """The stable error code a page or JSON error carries."""
+    if response.is_json:
+        body: Any = response.get_json()
+        return body.get("error") if isinstance(body, dict) else None
+    match = re.search(r'data-error-code="([a-z0-9_]+)"', response.get_data(as_text=True))
+    return match.group(1) if match else None
+
+
+def services(app: Flask) -> BrokerServices:
+    """The app's BrokerServices (outside a request)."""
+    found = app.extensions[EXTENSION_KEY]
+    assert isinstance(found, BrokerServices)
+    return found

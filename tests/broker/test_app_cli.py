@@ -1,0 +1,218 @@
+"""`careid-broker`: check-config, db upgrade, keys rotate, and serve under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from broker_support import TEST_SECRET_KEY
+
+from careid_broker.cli import main
+from careid_broker.store import (
+    Repositories,
+    create_store,
+    current_revision,
+    head_revision,
+)
+from careid_devkit.slapd import Slapd
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def write_config(
+    folder: Path, *, slapd: Slapd, database_url: str, clients_file: Path, **extra: str
+) -> Path:
+    """A broker.toml for these parts (development mode)."""
+    sections: dict[str, dict[str, object]] = {
+        "broker": {
+            "issuer": "http://localhost:5000",
+            "secret_key": TEST_SECRET_KEY,
+            "dev": True,
+            "dev_disable_workers": True,
+        },
+        "logging": {"format": "json"},
+        "database": {"url": database_url},
+        "directory": slapd.directory_settings(connect_timeout=1.0, receive_timeout=1.0),
+        "oidc": {"clients_file": str(clients_file)},
+    }
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    lines.extend(extra.values())
+    path = folder / "broker.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, demo_slapd: Slapd, clients_file: Path) -> Path:
+    return write_config(
+        tmp_path,
+        slapd=demo_slapd,
+        database_url="sqlite:///data/broker.db",
+        clients_file=clients_file,
+    )
+
+
+def test_check_config_accepts_a_good_file_and_checks_connections(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(config_file), "check-config"]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+    # --connect: the directory answers, but the database has no schema yet.
+    (config_file.parent / "data").mkdir()
+    assert main(["--config", str(config_file), "check-config", "--connect"]) == 1
+    assert "careid-broker db upgrade" in capsys.readouterr().err
+
+
+def test_check_config_names_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[broker]\nissuer = "ftp://x"\nsecret_key = "short"\n[server]\nworkers = "two"\n'
+        "[database]\n[directory]\nurls = []\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("CAREID_SERVER_THREADS", "lots")
+    assert main(["--config", str(bad), "check-config"]) == 2
+    err = capsys.readouterr().err
+    problems = [line for line in err.splitlines() if line.strip().startswith("problem:")]
+    assert len(problems) >= 7, err
+    for fragment in (
+        "broker.issuer",
+        "broker.secret_key",
+        "server.workers",
+        "database.url: is required",
+        "directory.urls",
+        "directory.bind_dn: is required",
+        "CAREID_SERVER_THREADS",
+    ):
+        assert fragment in err
+    assert "`careid-broker check-config`" in err  # the plain message with the code's advice
+
+
+def test_db_upgrade_creates_the_schema(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{config_file.parent / 'data' / 'broker.db'}"
+    assert main(["--config", str(config_file), "db", "upgrade"]) == 0
+    assert current_revision(url) == head_revision()
+    assert head_revision() in capsys.readouterr().out
+    assert main(["--config", str(config_file), "db", "current"]) == 0
+    # Idempotent: a second upgrade changes nothing.
+    assert main(["--config", str(config_file), "db", "upgrade"]) == 0
+
+
+def test_keys_rotate_changes_the_published_keys(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{config_file.parent / 'data' / 'broker.db'}"
+    assert main(["--config", str(config_file), "db", "upgrade"]) == 0
+    store = create_store(url)
+    try:
+        repos = Repositories.build(store)
+        repos.keys.ensure_keys()
+        before = {k.state.value: k.kid for k in repos.keys.publishable()}
+        capsys.readouterr()
+        assert main(["--config", str(config_file), "keys", "rotate"]) == 0
+        after = {k.state.value: k.kid for k in repos.keys.publishable()}
+    finally:
+        store.dispose()
+    # The published next key became current, the old current stays published as previous,
+    # and a new next key is published before it signs anything.
+    assert after["current"] == before["next"]
+    assert after["previous"] == before["current"]
+    assert after["next"] not in before.values()
+    out = capsys.readouterr().out
+    assert after["current"] in out and after["next"] in out
+    assert main(["--config", str(config_file), "keys", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(kid in listed for kid in after.values())
+    # --if-current: a second instance running the same rotation does nothing.
+    assert (
+        main(["--config", str(config_file), "keys", "rotate", f"--if-current={before['current']}"])
+        == 1
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback test
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_serve_runs_gunicorn_workers_that_answer(config_file: Path) -> None:
+    assert main(["--config", str(config_file), "db", "upgrade"]) == 0
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "careid_broker.cli",
+        "--config",
+        str(config_file),
+        "serve",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+    ]
+    log_path = config_file.parent / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREID_")}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        status, body = 0, b""
+        while time.monotonic() < deadline:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.1)
+        assert status == 200, log_path.read_text()
+        assert b'"ok"' in body
+        status, body = _get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 200, body
+        status, body = _get(f"http://127.0.0.1:{port}/login")
+        assert status == 200 and b"Email address" in body
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    text = log_path.read_text()
+    assert text.count("Booting worker") == 2, text
+    assert '"request_id"' in text  # JSON request lines from the workers

@@ -1,0 +1,191 @@
+"""The broker's configuration: the shipped file, environment overrides, every problem named."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broker_support import REPO, TEST_SECRET_KEY
+
+from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, demands_card, satisfies
+from careid_broker.config import (
+    DEMO_SECRET_KEY,
+    BrokerConfig,
+    BrokerConfigError,
+    LogFormat,
+    load_config,
+)
+from careid_broker.config_env import apply_env_overrides, target_of
+
+DIRECTORY = {
+    "urls": ["ldap://127.0.0.1:3389"],
+    "bind_dn": "cn=careid-broker,ou=services,dc=nhs,dc=example",
+    "bind_password": "Demo-Broker-Service-1",
+    "accounts_base": "ou=people,dc=nhs,dc=example",
+    "care_identities_base": "ou=careidentities,dc=nhs,dc=example",
+    "current_aup_version": "2024-1",
+}
+
+
+def _settings(clients_file: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "broker": {"issuer": "https://sso.example.test", "secret_key": TEST_SECRET_KEY},
+        "database": {"url": "sqlite:///broker.db"},
+        "directory": dict(DIRECTORY),
+        "oidc": {"clients_file": str(clients_file)},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+def test_the_shipped_configuration_is_valid(tmp_path: Path) -> None:
+    if not (REPO / "config" / "clients.toml").is_file():
+        pytest.skip("config/clients.toml (the OpenID Provider's demo clients) is not there yet")
+    config = load_config(REPO / "config" / "broker.toml", env={})
+    assert config.broker.dev is True
+    assert config.broker.issuer == "http://localhost:5000"
+    assert config.database.url == f"sqlite:///{(REPO / 'var' / 'broker.db').resolve()}"
+    assert config.directory.current_aup_version == "2024-1"
+    assert config.logging.format is LogFormat.JSON
+    assert config.oidc is not None
+
+
+def test_defaults_and_a_relative_sqlite_path(tmp_path: Path, clients_file: Path) -> None:
+    config = BrokerConfig.from_mapping(_settings(clients_file), base_dir=tmp_path)
+    assert config.broker.secure_cookies
+    assert config.broker.session_lifetime == timedelta(hours=8)
+    assert config.server.workers == 2
+    assert config.signin.account_throttle.free_failures == 5
+    assert config.signin.address_throttle.free_failures == 30
+    assert config.database.url == f"sqlite:///{tmp_path.resolve() / 'broker.db'}"
+    assert config.tokens.code_lifetime == timedelta(seconds=60)
+    assert "secret" not in repr(config.broker) and TEST_SECRET_KEY not in repr(config)
+
+
+def test_environment_overrides_apply_with_their_types(tmp_path: Path, clients_file: Path) -> None:
+    secret_file = tmp_path / "ldap-password"
+    secret_file.write_text("from-a-file\n")
+    data = _settings(clients_file)
+    del data["directory"]["bind_password"]
+    data["directory"]["bind_password_file"] = str(secret_file)
+    env = {
+        "CAREID_DATABASE_URL": "postgresql+psycopg://careid@db.example.test/careid",
+        "CAREID_SECRET_KEY": "s" * 40,
+        "CAREID_DIRECTORY_BIND_PASSWORD": "from-the-environment",
+        "CAREID_DIRECTORY_URLS": "ldap://a.example.test, ldap://b.example.test",
+        "CAREID_SERVER_WORKERS": "4",
+        "CAREID_BROKER_DEV": "false",
+        "CAREID_OIDC_SIGNING_KEY_PASSPHRASE": "key-passphrase",
+        "CAREID_SIGNIN_ACCOUNT_FREE_FAILURES": "7",
+        "CAREID_TEST_DATABASE_URL": "ignored: not a section",
+        "HOME": "/root",
+    }
+    config = BrokerConfig.from_mapping(data, base_dir=tmp_path, env=env)
+    assert config.database.url == "postgresql+psycopg://careid@db.example.test/careid"
+    assert config.broker.secret_key == "s" * 40
+    assert config.directory.bind_password == "from-the-environment"
+    assert config.directory.urls == ("ldap://a.example.test", "ldap://b.example.test")
+    assert config.server.workers == 4
+    assert config.signin.account_throttle.free_failures == 7
+    assert config.tokens.signing_key_passphrase == "key-passphrase"
+    assert set(config.env_overrides) == set(env) - {"CAREID_TEST_DATABASE_URL", "HOME"}
+
+
+def test_a_badly_typed_override_is_named() -> None:
+    _, applied, problems = apply_env_overrides({}, {"CAREID_SERVER_WORKERS": "many"})
+    assert applied == []
+    assert problems == ["CAREID_SERVER_WORKERS (sets server.workers): must be a whole number"]
+    assert target_of("CAREID_OIDC_REQUIRE_PKCE") == ("oidc", "require_pkce")
+    assert target_of("CAREID_CONFIG") is None
+    assert target_of("CAREID_AGENT_PORT") is None
+
+
+def test_every_problem_is_named_at_once(tmp_path: Path, clients_file: Path) -> None:
+    data = _settings(
+        clients_file,
+        broker={"issuer": "http://sso.example.test/?x=1", "secret_key": "short", "colour": "red"},
+        server={"workers": 0},
+        database={"url": "mysql://x@y/z"},
+        signin={"aup_url": "ftp://example.test", "first_block_seconds": 60, "max_block_seconds": 5},
+        ops={"metrics_allowed_networks": ["10.0.0.0/8", "not-a-network"]},
+        logs={"level": "INFO"},
+    )
+    del data["directory"]["bind_dn"]
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path, env={"CAREID_SERVER_THREADS": "x"})
+    problems = "\n".join(raised.value.problems)
+    expected = [
+        "[logs]: is not a known section",
+        "broker.issuer: must be https:// unless dev = true",
+        "broker.issuer: must have no query or fragment",
+        "broker.secret_key: must be at least 32 characters",
+        "broker.colour: is not a known setting",
+        "server.workers: must be between 1 and 64",
+        "database.url: 'mysql' databases are not supported",
+        "signin.aup_url: 'ftp://example.test' must be an http(s) URL",
+        "signin.max_block_seconds: must not be less than first_block_seconds",
+        "ops.metrics_allowed_networks: 'not-a-network' is not an address or network",
+        "directory.bind_dn: is required",
+        "CAREID_SERVER_THREADS (sets server.threads): must be a whole number",
+    ]
+    for problem in expected:
+        assert problem in problems
+    assert raised.value.code.value == "broker_config_invalid"
+
+
+def test_the_public_demo_key_is_refused_outside_development(
+    tmp_path: Path, clients_file: Path
+) -> None:
+    data = _settings(clients_file, broker={"secret_key": DEMO_SECRET_KEY})
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    assert any("public demo key" in p for p in raised.value.problems)
+    data["broker"].update(dev=True, issuer="http://localhost:5000")
+    assert BrokerConfig.from_mapping(data, base_dir=tmp_path).broker.dev
+
+
+def test_the_op_section_is_checked_by_the_op(tmp_path: Path) -> None:
+    data = _settings(tmp_path / "missing-clients.toml")
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    assert any("missing-clients.toml" in p for p in raised.value.problems)
+
+
+def test_a_missing_or_broken_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(BrokerConfigError) as raised:
+        load_config(tmp_path / "nope.toml", env={})
+    assert "cannot read" in raised.value.problems[0]
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[broker\n")
+    with pytest.raises(BrokerConfigError) as raised:
+        load_config(broken, env={})
+    assert "not valid TOML" in raised.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    ("session_acr", "requested", "expected"),
+    [
+        (ACR_PASSWORD, None, True),
+        (ACR_PASSWORD, "", True),
+        (ACR_PASSWORD, "AAL1_USERPASS", True),
+        (ACR_PASSWORD, "AAL3_ANY", False),
+        (ACR_PASSWORD, "AAL3_SMARTCARD", False),
+        (ACR_PASSWORD, "AAL1_USERPASS AAL3_ANY", True),  # any one listed value will do
+        (ACR_PASSWORD, "urn:unknown:acr", True),  # unknown values ask for nothing
+        (ACR_PASSWORD, "urn:unknown:acr AAL3_ANY", False),
+        (ACR_CARD, "AAL3_ANY", True),
+        (ACR_CARD, "AAL1_USERPASS", True),
+        (ACR_CARD, ["AAL3_SMARTCARD"], True),
+        ("something-else", "AAL1_USERPASS", False),
+    ],
+)
+def test_acr_satisfaction(session_acr: str, requested: Any, expected: bool) -> None:
+    assert satisfies(session_acr, requested) is expected
+
+
+def test_demands_card() -> None:
+    assert demands_card("AAL3_ANY") and not demands_card(None)
+    assert not demands_card("AAL3_ANY AAL1_USERPASS")

@@ -1,0 +1,96 @@
+"""JSON log lines carry a request id and never a password, cookie, token or code."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from broker_support import DEMO_PASSWORD, cookie_value, login_form, password_login, services
+from flask import Flask
+from flask.testing import FlaskClient
+
+from careid_broker.config import LogFormat, LoggingSettings
+from careid_broker.logging_setup import REDACTED, JsonFormatter, formatter_for
+from careid_broker.store import AuthorizationRequest
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Everything logged (DEBUG and up) during the test, formatted as in production."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+def test_a_sign_in_logs_json_with_request_ids_and_no_secrets(
+    app: Flask, client: FlaskClient, log_lines: io.StringIO
+) -> None:
+    tx = services(app).repos.transactions.create(
+        AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
+    )
+    csrf = login_form(client, tx.transaction_id)
+    password_login(client, "alex.morgan@nhs.net", "Wrong-Password-9", tx=tx.transaction_id)
+    response = password_login(client, "alex.morgan@nhs.net", tx=tx.transaction_id)
+    assert response.status_code == 303
+    client.get("/nowhere")  # an error page too
+
+    text = log_lines.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    request_lines = [line for line in lines if line["logger"] == "careid_broker.access"]
+    assert len(request_lines) >= 6
+    for line in request_lines:
+        assert len(line["request_id"]) >= 8
+        assert {"time", "level", "message", "method", "path", "status"} <= set(line)
+        assert "?" not in line["path"]  # query strings carry transaction ids
+    audit_lines = [line for line in lines if line["message"].startswith("audit ")]
+    assert audit_lines and all("request_id" in line for line in audit_lines)
+
+    secrets = {
+        "password": DEMO_PASSWORD,
+        "wrong password": "Wrong-Password-9",
+        "sign-in cookie": cookie_value(client, "careid-signin"),
+        "browser cookie": cookie_value(client, "careid-browser"),
+        "csrf token": csrf,
+        "transaction id": tx.transaction_id,
+    }
+    for name, value in secrets.items():
+        assert value and value not in text, f"the {name} appears in the log"
+
+
+def test_a_request_id_from_the_proxy_is_kept_and_returned(
+    client: FlaskClient, log_lines: io.StringIO
+) -> None:
+    response = client.get("/healthz", headers={"X-Request-ID": "proxy-abc-12345678"})
+    assert response.headers["X-Request-ID"] == "proxy-abc-12345678"
+    assert '"request_id": "proxy-abc-12345678"' in log_lines.getvalue()
+    hostile = client.get("/healthz", headers={"X-Request-ID": 'bad"} {id}'})
+    assert hostile.headers["X-Request-ID"] != 'bad"} {id}'
+
+
+def test_extra_fields_named_like_secrets_are_blanked() -> None:
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "hello", None, None)
+    record.password = "hunter2"
+    record.refresh_token = "rt"
+    record.code = "auth-code"
+    record.error_code = "invalid_credentials"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["password"] == line["refresh_token"] == line["code"] == REDACTED
+    assert line["error_code"] == "invalid_credentials"
+
+
+def test_text_format_is_available_for_a_terminal() -> None:
+    formatter = formatter_for(LoggingSettings(level="INFO", format=LogFormat.TEXT))
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "hello %s", ("there",), None)
+    assert formatter.format(record).endswith("INFO t [-] hello there")

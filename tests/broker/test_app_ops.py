@@ -1,0 +1,154 @@
+"""/healthz, /readyz (store and directory, recovering by itself), /metrics."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from broker_support import DEMO_PASSWORD, AppFactory, error_code_of, password_login, services
+from flask import Flask
+from flask.testing import FlaskClient
+
+from careid_broker.metrics import BrokerMetrics, Registry
+from careid_devkit.slapd import Slapd
+
+
+def test_healthz_answers(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_checks_the_store_and_the_directory(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready", "checks": {"store": "ok", "directory": "ok"}}
+
+
+def test_directory_down_refuses_sign_in_and_fails_readyz_then_recovers(
+    app_factory: AppFactory, own_slapd: Slapd
+) -> None:
+    app = app_factory(directory_slapd=own_slapd)
+    client = app.test_client()
+    own_slapd.stop()
+
+    response = password_login(client, "alex.morgan@nhs.net")
+    assert response.status_code == 503
+    assert error_code_of(response) == "directory_unavailable"
+    assert "Try again shortly" in response.get_data(as_text=True)
+    assert response.headers["Retry-After"] == "30"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["directory"] == "directory_unavailable"
+    metrics = services(app).metrics
+    assert metrics.directory_errors.value(operation="authenticate") == 1
+    assert metrics.directory_errors.value(operation="ping") == 1
+    entry = services(app).repos.audit.list_recent(limit=1)[0]
+    assert entry.error_code == "directory_unavailable"
+
+    own_slapd.start()  # back, on the same port: no restart of the broker
+    assert client.get("/readyz").status_code == 200
+    assert password_login(client, "alex.morgan@nhs.net").status_code == 303
+
+
+def test_readyz_fails_on_a_database_without_the_schema(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    app = app_factory(database={"url": f"sqlite:///{tmp_path / 'never-migrated.db'}"})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["store"] == "schema_not_current"
+
+
+def test_readyz_fails_when_the_database_does_not_answer(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-folder" / "broker.db"
+    app = app_factory(database={"url": f"sqlite:///{missing}"})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["store"] == "store_unavailable"
+    # Sign-in fails closed with the store's own message.
+    signin = app.test_client().get("/login")
+    assert signin.status_code == 200  # the page itself needs no database
+    refused = password_login(app.test_client(), "nobody@nhs.net", "x")
+    assert refused.status_code == 503 and error_code_of(refused) == "store_unavailable"
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
+    match = re.search(r"^" + pattern + "$", text, flags=re.MULTILINE)
+    assert match is not None, f"no sample {name}{{{wanted}}}"
+    return float(match.group(1))
+
+
+def test_metrics_count_sign_ins_by_result_and_time_requests(
+    app: Flask, client: FlaskClient
+) -> None:
+    password_login(client, "alex.morgan@nhs.net")
+    password_login(client, "nobody@nhs.net", DEMO_PASSWORD)
+    password_login(client, "sam.patel@nhs.net")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain; version=0.0.4")
+    text = response.get_data(as_text=True)
+    assert _sample(text, "careid_signins_total", method="password", result="success") == 1
+    assert (
+        _sample(text, "careid_signins_total", method="password", result="invalid_credentials") == 1
+    )
+    assert _sample(text, "careid_signins_total", method="password", result="aup_not_accepted") == 1
+    posts = _sample(
+        text, "careid_http_request_duration_seconds_count", endpoint="login.submit", method="POST"
+    )
+    assert posts == 3
+    inf = _sample(
+        text,
+        "careid_http_request_duration_seconds_bucket",
+        endpoint="login.submit",
+        method="POST",
+        le="+Inf",
+    )
+    assert inf == 3
+    assert "# TYPE careid_http_request_duration_seconds histogram" in text
+    assert _sample(text, "careid_logout_outbox_pending") == 0
+
+
+def test_metrics_are_refused_outside_the_allowed_networks(app: Flask) -> None:
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "203.0.113.5"
+    response = client.get("/metrics")
+    assert response.status_code == 403
+    assert error_code_of(response) == "ops_endpoint_forbidden"
+
+
+def test_the_exposition_format_escapes_and_orders_series() -> None:
+    registry = Registry()
+    counter = registry.counter("x_total", "Things.\nSecond line", ("kind",))
+    counter.inc(kind='a"b\\c')
+    counter.inc(2, kind="plain")
+    histogram = registry.histogram("y_seconds", "Time.", buckets=(0.1, 1.0))
+    histogram.observe(0.5)
+    histogram.observe(0.05)
+    text = registry.render()
+    assert "# HELP x_total Things.\\nSecond line" in text
+    assert 'x_total{kind="a\\"b\\\\c"} 1' in text
+    assert 'x_total{kind="plain"} 2' in text
+    assert 'y_seconds_bucket{le="0.1"} 1' in text
+    assert 'y_seconds_bucket{le="1"} 2' in text
+    assert 'y_seconds_bucket{le="+Inf"} 2' in text
+    assert "y_seconds_sum 0.55" in text and "y_seconds_count 2" in text
+    # The same name returns the same metric; another shape is a mistake.
+    assert registry.counter("x_total", "Things.", ("kind",)) is counter
+    try:
+        registry.counter("x_total", "Things.", ("other",))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a second shape for one name was accepted")
+
+
+def test_the_op_has_a_token_counter_to_use() -> None:
+    metrics = BrokerMetrics()
+    metrics.tokens.inc(grant_type="authorization_code", result="success")
+    assert 'grant_type="authorization_code",result="success"} 1' in metrics.render()

@@ -1,0 +1,277 @@
+"""Password sign-in against the real demo directory: every seeded account state."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from broker_support import (
+    DEMO_PASSWORD,
+    AppFactory,
+    cookie_value,
+    error_code_of,
+    login_form,
+    password_login,
+    services,
+)
+from flask import Flask
+from flask.testing import FlaskClient
+
+from careid_broker.assurance import ACR_PASSWORD, AMR_PASSWORD
+from careid_broker.store import AuditRecord, AuthorizationRequest, EndedSession, Outcome
+from careid_protocol.errors import ErrorCode, message_for
+
+SIGNIN_COOKIE = "careid-signin"
+BROWSER_COOKIE = "careid-browser"
+
+
+def _last_audit(app: Flask, event: str = "signin.password") -> AuditRecord:
+    entries = services(app).repos.audit.list_recent(event_prefix=event, limit=1)
+    assert entries, f"no {event} audit entry"
+    return entries[0]
+
+
+def test_alex_signs_in_and_gets_a_password_session(app: Flask, client: FlaskClient) -> None:
+    response = password_login(client, "alex.morgan@nhs.net")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/login"
+    sessions = services(app).repos.sessions.active_for_account("alex.morgan@nhs.net")
+    assert len(sessions) == 1
+    session = sessions[0]
+    assert session.acr == ACR_PASSWORD and session.amr == AMR_PASSWORD
+    assert session.card_uuid is None
+    # The cookie names the session, signed: never the bare sid RPs see in their tokens.
+    cookie = cookie_value(client, SIGNIN_COOKIE)
+    assert cookie is not None and session.sid not in cookie
+
+    page = client.get("/login")
+    assert "You are signed in" in page.get_data(as_text=True)
+    assert "alex.morgan@nhs.net" in page.get_data(as_text=True)
+
+    entry = _last_audit(app)
+    assert entry.outcome is Outcome.SUCCESS
+    assert entry.actor == entry.subject == "alex.morgan@nhs.net"
+    assert entry.organisation == "RX1"
+    assert entry.client_address == "127.0.0.1"
+    assert entry.details["sid"] == session.sid
+
+
+def test_the_cookies_are_httponly_and_samesite_lax(client: FlaskClient) -> None:
+    response = password_login(client, "alex.morgan@nhs.net")
+    set_cookies = response.headers.getlist("Set-Cookie")
+    signin = next(c for c in set_cookies if c.startswith(f"{SIGNIN_COOKIE}="))
+    browser = next(c for c in set_cookies if c.startswith(f"{BROWSER_COOKIE}="))
+    for header in (signin, browser):
+        assert "HttpOnly" in header and "SameSite=Lax" in header and "Path=/" in header
+        assert "Secure" not in header  # development mode
+
+
+def test_outside_development_cookies_are_secure_and_host_prefixed(
+    app_factory: AppFactory,
+) -> None:
+    app = app_factory(broker={"dev": False, "issuer": "https://sso.example.test"})
+    client = app.test_client()
+    client.environ_base["wsgi.url_scheme"] = "https"
+    response = password_login(client, "alex.morgan@nhs.net")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    set_cookies = response.headers.getlist("Set-Cookie")
+    signin = next(c for c in set_cookies if c.startswith(f"__Host-{SIGNIN_COOKIE}="))
+    browser = next(c for c in set_cookies if c.startswith(f"__Host-{BROWSER_COOKIE}="))
+    for header in (signin, browser):
+        assert "Secure" in header and "HttpOnly" in header and "SameSite=Lax" in header
+        assert "Domain" not in header
+
+
+def test_each_sign_in_rotates_the_session_and_ends_the_one_before(
+    app: Flask, client: FlaskClient, session_ended: list[EndedSession]
+) -> None:
+    password_login(client, "alex.morgan@nhs.net")
+    first_cookie = cookie_value(client, SIGNIN_COOKIE)
+    first_browser = cookie_value(client, BROWSER_COOKIE)
+    first = services(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0]
+
+    # Someone else signs in at the same (shared) browser, for an RP's new request.
+    tx = services(app).repos.transactions.create(
+        AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
+    )
+    response = password_login(client, "lee.admin@nhs.net", tx=tx.transaction_id)
+    assert response.status_code == 303
+    assert cookie_value(client, SIGNIN_COOKIE) not in (None, first_cookie)
+    assert cookie_value(client, BROWSER_COOKIE) != first_browser  # CSRF token replaced
+    ended = services(app).repos.sessions.get(first.sid)
+    assert ended is not None and not ended.active and ended.end_reason == "logout"
+    assert [e.sid for e in session_ended] == [first.sid]
+    assert services(app).repos.sessions.active_for_account("alex.morgan@nhs.net") == []
+    assert len(services(app).repos.sessions.active_for_account("lee.admin@nhs.net")) == 1
+    assert "lee.admin@nhs.net" in client.get("/login").get_data(as_text=True)
+
+
+def test_a_cookie_from_before_sign_in_is_worthless_afterwards(
+    app: Flask, client: FlaskClient
+) -> None:
+    planted = client.application.test_client()
+    password_login(planted, "kim.taylor@nhs.net")
+    fixated = cookie_value(planted, SIGNIN_COOKIE)
+    assert fixated is not None
+    client.set_cookie(SIGNIN_COOKIE, fixated)
+    tx = services(app).repos.transactions.create(
+        AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
+    )
+    password_login(client, "alex.morgan@nhs.net", tx=tx.transaction_id)
+    assert cookie_value(client, SIGNIN_COOKIE) != fixated
+    # The planted session was ended, so the attacker's copy signs nobody in.
+    assert "Sign in" in planted.get("/login").get_data(as_text=True)
+    assert "You are signed in" not in planted.get("/login").get_data(as_text=True)
+
+
+def test_a_forged_cookie_is_ignored(app: Flask, client: FlaskClient) -> None:
+    password_login(client, "alex.morgan@nhs.net")
+    sid = services(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0].sid
+    other = app.test_client()
+    other.set_cookie(SIGNIN_COOKIE, sid)  # the bare sid, as an RP would know it
+    assert "You are signed in" not in other.get("/login").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("mail", "code", "advice"),
+    [
+        ("sam.patel@nhs.net", "aup_not_accepted", "Read and accept the acceptable use policy"),
+        ("chris.old@nhs.net", "aup_not_accepted", "Read and accept the acceptable use policy"),
+        ("jo.bloggs@nhs.net", "account_disabled", "contact your local administrator"),
+    ],
+)
+def test_directory_states_refuse_with_a_page_saying_what_to_do(
+    app: Flask, client: FlaskClient, mail: str, code: str, advice: str
+) -> None:
+    response = password_login(client, mail)
+    assert response.status_code == 403
+    assert error_code_of(response) == code
+    page = response.get_data(as_text=True)
+    assert advice in page
+    assert message_for(ErrorCode(code)).split(".")[0] in page.replace("&#39;", "'")
+    if code == "aup_not_accepted":
+        assert 'href="https://portal.nhs.net/"' in page
+    assert cookie_value(client, SIGNIN_COOKIE) is None
+    assert services(app).repos.sessions.active_for_account(mail) == []
+    entry = _last_audit(app)
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == code
+    assert entry.actor == mail and entry.organisation == "RX1"
+
+
+@pytest.mark.parametrize("mail", ["pat.jones@nhs.net", "kim.taylor@nhs.net", "lee.admin@nhs.net"])
+def test_other_active_accounts_sign_in(app: Flask, client: FlaskClient, mail: str) -> None:
+    # pat's Care Identity is inactive: that matters to card sign-in only.
+    response = password_login(client, mail)
+    assert response.status_code == 303
+    assert len(services(app).repos.sessions.active_for_account(mail)) == 1
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(
+    app: Flask, client: FlaskClient
+) -> None:
+    wrong = password_login(client, "kim.taylor@nhs.net", "not-the-password")
+    unknown = password_login(client, "nobody.here@nhs.net", DEMO_PASSWORD)
+    for response in (wrong, unknown):
+        assert response.status_code == 400
+        assert error_code_of(response) == "invalid_credentials"
+    message = message_for(ErrorCode.INVALID_CREDENTIALS)
+    pages = [r.get_data(as_text=True) for r in (wrong, unknown)]
+    assert all(message in page for page in pages)
+    # Apart from the typed address and the per-request tokens, the pages are identical.
+    normalised = [
+        _strip_variable(page, mail)
+        for page, mail in zip(pages, ("kim.taylor@nhs.net", "nobody.here@nhs.net"), strict=True)
+    ]
+    assert normalised[0] == normalised[1]
+    assert 'href="#email"' in pages[0]  # the error summary links to the field
+    assert "not-the-password" not in pages[0]  # never echoed back
+    codes = [e.error_code for e in services(app).repos.audit.list_recent(limit=2)]
+    assert codes == ["invalid_credentials", "invalid_credentials"]
+
+
+def _strip_variable(page: str, mail: str) -> str:
+    page = page.replace(mail, "MAIL")
+    return re.sub(r'name="csrf_token" value="[^"]+"', "", page)
+
+
+def test_missing_fields_are_named_in_an_error_summary_linked_to_them(
+    app: Flask, client: FlaskClient
+) -> None:
+    response = password_login(client, "", "")
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert 'class="error-summary"' in page and 'role="alert"' in page
+    assert '<a href="#email">Enter your email address</a>' in page
+    assert '<a href="#password">Enter your password</a>' in page
+    assert 'aria-describedby="email-error"' in page and 'aria-invalid="true"' in page
+    assert "<title>Error: Sign in" in page
+    entry = _last_audit(app)
+    assert entry.error_code == "signin_form_incomplete" and entry.actor is None
+
+
+def test_something_typed_into_the_email_field_that_is_not_an_address_is_not_audited(
+    app: Flask, client: FlaskClient
+) -> None:
+    password_login(client, "Secret-Typed-Here", DEMO_PASSWORD)
+    entry = _last_audit(app)
+    assert entry.error_code == "invalid_credentials"
+    assert entry.actor is None and entry.subject is None
+
+
+def test_with_a_login_transaction_the_browser_goes_back_to_the_op(
+    app: Flask, client: FlaskClient
+) -> None:
+    tx = services(app).repos.transactions.create(
+        AuthorizationRequest(
+            client_id="testrp", redirect_uri="https://rp.example.test/callback", scope="openid"
+        )
+    )
+    response = password_login(client, "alex.morgan@nhs.net", tx=tx.transaction_id)
+    assert response.status_code == 303
+    if "oidc" in app.blueprints:
+        assert response.headers["Location"] == f"/authorize/resume?tx={tx.transaction_id}"
+    entry = _last_audit(app)
+    assert entry.relying_party == "testrp" and entry.outcome is Outcome.SUCCESS
+    # Completing the transaction is the OP's job, on resume.
+    record = services(app).repos.transactions.get(tx.transaction_id)
+    assert record is not None and record.status.value == "pending"
+
+
+def test_a_request_that_demands_a_card_refuses_the_password(
+    app: Flask, client: FlaskClient
+) -> None:
+    tx = services(app).repos.transactions.create(
+        AuthorizationRequest(
+            client_id="testrp",
+            redirect_uri="https://rp.example.test/callback",
+            scope="openid",
+            acr_values="AAL3_ANY",
+        )
+    )
+    # The page offers no password form; a hand-made post is still refused.
+    card_page = client.get("/login", query_string={"tx": tx.transaction_id})
+    assert 'name="password"' not in card_page.get_data(as_text=True)
+    response = client.post(
+        "/login",
+        data={
+            "csrf_token": login_form(client),
+            "tx": tx.transaction_id,
+            "email": "alex.morgan@nhs.net",
+            "password": DEMO_PASSWORD,
+        },
+    )
+    assert response.status_code == 403
+    assert error_code_of(response) == "card_required"
+    assert cookie_value(client, SIGNIN_COOKIE) is None
+    assert _last_audit(app).relying_party == "testrp"
+
+
+def test_the_card_button_leads_to_a_labelled_placeholder(app: Flask, client: FlaskClient) -> None:
+    response = client.get("/login/card")
+    assert response.status_code == 501
+    assert error_code_of(response) == "card_signin_unavailable"
+    page = response.get_data(as_text=True)
+    assert "placeholder" in page
+    assert cookie_value(client, SIGNIN_COOKIE) is None
+    entry = _last_audit(app, "signin.card")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "card_signin_unavailable"

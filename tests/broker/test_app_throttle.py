@@ -1,0 +1,108 @@
+"""Throttling per account and per client address, with exponential back-off."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from broker_support import (
+    DEMO_PASSWORD,
+    AppFactory,
+    FakeClock,
+    error_code_of,
+    password_login,
+    services,
+)
+from flask.testing import FlaskClient
+
+from careid_devkit.slapd import Slapd
+
+POLICY = {"first_block_seconds": 30, "max_block_seconds": 120, "window_seconds": 900}
+
+
+def _from(client: FlaskClient, address: str) -> FlaskClient:
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_an_account_is_blocked_then_backs_off_then_recovers(
+    app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
+) -> None:
+    # A private directory: the failed binds below count towards its own lockout.
+    app = app_factory(
+        directory_slapd=own_slapd,
+        signin={**POLICY, "account_free_failures": 2, "address_free_failures": 100},
+    )
+    client = app.test_client()
+    mail = "lee.admin@nhs.net"
+    for _ in range(2):
+        assert error_code_of(password_login(client, mail, "wrong")) == "invalid_credentials"
+    # The third failure is still answered, and blocks the account for 30 s.
+    assert error_code_of(password_login(client, mail, "wrong")) == "invalid_credentials"
+
+    blocked = password_login(client, mail, DEMO_PASSWORD)  # even the right password
+    assert blocked.status_code == 429
+    assert error_code_of(blocked) == "signin_throttled"
+    assert blocked.headers["Retry-After"] == "30"
+    assert "You can try again in 1 minute" in blocked.get_data(as_text=True)
+    assert services(app).repos.sessions.active_for_account(mail) == []
+
+    # Another browser, another address: the account is what is blocked.
+    elsewhere = _from(app.test_client(), "192.0.2.10")
+    assert password_login(elsewhere, mail, DEMO_PASSWORD).status_code == 429
+
+    clock.advance(timedelta(seconds=31))
+    # One more failure after the block: blocked again, for twice as long.
+    assert error_code_of(password_login(client, mail, "wrong")) == "invalid_credentials"
+    again = password_login(client, mail, DEMO_PASSWORD)
+    assert again.status_code == 429 and again.headers["Retry-After"] == "60"
+
+    clock.advance(timedelta(seconds=61))
+    assert password_login(client, mail, DEMO_PASSWORD).status_code == 303
+    # Success clears the account's count.
+    state = services(app).password_signin.throttle_state(mail, "127.0.0.1")[0]
+    assert state.failures == 0 and not state.blocked
+
+    codes = [e.error_code for e in services(app).repos.audit.list_recent(limit=20)]
+    assert codes.count("signin_throttled") == 3
+    signins = services(app).metrics.signins
+    assert signins.value(method="password", result="signin_throttled") == 3
+
+
+def test_one_address_trying_many_accounts_is_blocked(
+    app_factory: AppFactory, clock: FakeClock
+) -> None:
+    # Unknown addresses never reach a bind, so the shared directory is not touched.
+    app = app_factory(signin={**POLICY, "account_free_failures": 50, "address_free_failures": 3})
+    guesser = _from(app.test_client(), "198.51.100.7")
+    for n in range(4):
+        response = password_login(guesser, f"nobody{n}@nhs.net", "guess")
+        assert error_code_of(response) == "invalid_credentials"
+    blocked = password_login(guesser, "alex.morgan@nhs.net", DEMO_PASSWORD)
+    assert blocked.status_code == 429 and error_code_of(blocked) == "signin_throttled"
+
+    # Everyone else carries on.
+    colleague = _from(app.test_client(), "198.51.100.8")
+    assert password_login(colleague, "alex.morgan@nhs.net", DEMO_PASSWORD).status_code == 303
+
+    clock.advance(timedelta(seconds=31))
+    assert password_login(guesser, "alex.morgan@nhs.net", DEMO_PASSWORD).status_code == 303
+
+
+def test_the_directory_lockout_is_reported_as_locked(
+    app_factory: AppFactory, own_slapd: Slapd
+) -> None:
+    # The demo directory locks an account after five failed binds (ppolicy).
+    app = app_factory(
+        directory_slapd=own_slapd,
+        signin={"account_free_failures": 100, "address_free_failures": 100},
+    )
+    client = app.test_client()
+    mail = "kim.taylor@nhs.net"
+    for _ in range(5):
+        assert error_code_of(password_login(client, mail, "wrong")) == "invalid_credentials"
+    locked = password_login(client, mail, DEMO_PASSWORD)
+    assert locked.status_code == 403
+    assert error_code_of(locked) == "account_locked"
+    assert "contact your local administrator" in locked.get_data(as_text=True)
+    entry = services(app).repos.audit.list_recent(limit=1)[0]
+    assert entry.error_code == "account_locked" and entry.actor == mail

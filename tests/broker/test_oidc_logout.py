@@ -1,0 +1,319 @@
+"""RP-initiated logout and OpenID Connect Back-Channel Logout 1.0.
+
+The back-channel tests run a tiny relying party on 127.0.0.1 and check the logout token
+it receives the way an RP must (Back-Channel Logout 1.0 §2.6): signature by a published
+key, `typ`, `iss`, `aud`, `events`, `sid`, `jti`, and no `nonce`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broker_support import FakeClock, csrf_token_from, error_code_of
+from flask import Flask
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from oidc_support import (
+    ISSUER,
+    OTHER_SECRET,
+    POST_LOGOUT,
+    Browser,
+    TestRelyingParty,
+    id_token_claims,
+    make_oidc_app,
+)
+
+from careid_broker.oidc import provider_for
+from careid_broker.oidc.backchannel import LOGOUT_EVENT, DeliveryReport
+from careid_devkit.webmail.errors import LogoutTokenError
+from careid_devkit.webmail.logout_token import JtiCache, LogoutTokenValidator
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def test_rp() -> Iterator[TestRelyingParty]:
+    with TestRelyingParty().running() as rp:
+        yield rp
+
+
+@pytest.fixture
+def oidc_app(app_factory: AppFactory, tmp_path: Path, test_rp: TestRelyingParty) -> Flask:
+    return make_oidc_app(
+        app_factory,
+        tmp_path,
+        backchannel_uri=test_rp.url,
+        other_backchannel=test_rp.url + "?rp=other",
+        backchannel_first_retry_seconds=5,
+    )
+
+
+@pytest.fixture
+def browser(oidc_app: Flask) -> Browser:
+    return Browser(oidc_app.test_client())
+
+
+def _sign_in(browser: Browser) -> dict[str, Any]:
+    response = browser.redeem(browser.signed_in_code())
+    assert response.status_code == 200
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def _signed_in(browser: Browser) -> bool:
+    return "code" in browser.authorize(prompt="none").params
+
+
+def _sign_out(browser: Browser) -> None:
+    page = browser.client.get("/signout").get_data(as_text=True)
+    done = browser.client.post("/signout", data={"csrf_token": csrf_token_from(page)})
+    assert done.status_code == 200
+
+
+# RP-initiated logout.
+
+
+def test_logout_with_id_token_hint_ends_the_session_and_returns_to_the_rp(
+    browser: Browser,
+) -> None:
+    tokens = _sign_in(browser)
+    response = browser.client.get(
+        "/logout",
+        query_string={
+            "id_token_hint": tokens["id_token"],
+            "post_logout_redirect_uri": POST_LOGOUT,
+            "state": "bye-state",
+        },
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"{POST_LOGOUT}?state=bye-state"
+    assert not _signed_in(browser)
+    # The session's tokens die with it.
+    userinfo = browser.client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert userinfo.status_code == 401
+
+
+def test_logout_by_post_is_accepted(browser: Browser) -> None:
+    tokens = _sign_in(browser)
+    response = browser.client.post(
+        "/logout",
+        data={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": POST_LOGOUT},
+    )
+    assert response.status_code == 302 and response.headers["Location"] == POST_LOGOUT
+    assert not _signed_in(browser)
+
+
+def test_an_unregistered_post_logout_uri_is_never_redirected_to(browser: Browser) -> None:
+    tokens = _sign_in(browser)
+    response = browser.client.get(
+        "/logout",
+        query_string={
+            "id_token_hint": tokens["id_token"],
+            "post_logout_redirect_uri": "https://evil.example/landing",
+        },
+    )
+    assert response.status_code == 200 and "Location" not in response.headers
+    assert "You have signed out" in response.get_data(as_text=True)
+    assert not _signed_in(browser)
+
+
+def test_an_invalid_id_token_hint_gets_an_error_page_and_ends_nothing(browser: Browser) -> None:
+    tokens = _sign_in(browser)
+    header, payload, _signature = tokens["id_token"].split(".")
+    tampered = f"{header}.{payload}.{'A' * 40}"
+    response = browser.client.get(
+        "/logout",
+        query_string={"id_token_hint": tampered, "post_logout_redirect_uri": POST_LOGOUT},
+    )
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert error_code_of(response) == "oidc_logout_invalid"
+    assert _signed_in(browser)
+
+
+def test_a_hint_for_someone_else_does_not_sign_this_person_out(oidc_app: Flask) -> None:
+    alex = Browser(oidc_app.test_client())
+    kim = Browser(oidc_app.test_client())
+    _sign_in(alex)
+    kim_tokens = kim.redeem(kim.signed_in_code(mail="kim.taylor@nhs.net")).get_json()
+    response = alex.client.get(
+        "/logout",
+        query_string={
+            "id_token_hint": kim_tokens["id_token"],
+            "post_logout_redirect_uri": POST_LOGOUT,
+        },
+    )
+    assert response.status_code == 302
+    assert _signed_in(alex)
+
+
+def test_logout_without_a_hint_asks_first_and_never_redirects(browser: Browser) -> None:
+    _sign_in(browser)
+    asked = browser.client.get(
+        "/logout", query_string={"client_id": "rp", "post_logout_redirect_uri": POST_LOGOUT}
+    )
+    assert asked.status_code == 200 and "Location" not in asked.headers
+    page = asked.get_data(as_text=True)
+    assert "Test RP asked to sign you out" in page
+    assert _signed_in(browser), "a bare link must not sign anyone out"
+    # The confirmation is an ordinary form: CSRF-protected.
+    forged = browser.client.post("/logout/confirm", data={})
+    assert forged.status_code == 400 and _signed_in(browser)
+    confirmed = browser.client.post("/logout/confirm", data={"csrf_token": csrf_token_from(page)})
+    assert confirmed.status_code == 200 and "Location" not in confirmed.headers
+    assert not _signed_in(browser)
+
+
+# Back-channel logout.
+
+
+class _PublishedKeys:
+    """The broker's JWKS and algorithms as the webmail's validator asks for them."""
+
+    def __init__(self, browser: Browser) -> None:
+        self._browser = browser
+
+    def key_set(self, *, refresh: bool = False) -> KeySet:
+        return KeySet.import_key_set(self._browser.client.get("/jwks").get_json())
+
+    def signing_algorithms(self) -> list[str]:
+        metadata = self._browser.client.get("/.well-known/openid-configuration").get_json()
+        algorithms: list[str] = metadata["id_token_signing_alg_values_supported"]
+        return algorithms
+
+
+def _webmail_validator(browser: Browser, *, client_id: str) -> LogoutTokenValidator:
+    clock = lambda: datetime.now(UTC)  # noqa: E731 - a one-line clock
+    return LogoutTokenValidator(
+        issuer=ISSUER,
+        client_id=client_id,
+        keys=_PublishedKeys(browser),
+        clock=clock,
+        max_age=timedelta(minutes=5),
+        clock_skew=timedelta(seconds=30),
+        replay=JtiCache(clock=clock),
+    )
+
+
+def _check_logout_token(
+    token: str, browser: Browser, *, audience: str, expected_sid: str, expected_sub: str
+) -> dict[str, Any]:
+    keys = KeySet.import_key_set(browser.client.get("/jwks").get_json())
+    decoded = jwt.decode(token, keys, algorithms=["RS256", "ES256"])
+    claims = dict(decoded.claims)
+    assert decoded.header["typ"] == "logout+jwt" and decoded.header["kid"]
+    assert claims["iss"] == ISSUER and claims["aud"] == audience
+    assert claims["events"] == {LOGOUT_EVENT: {}}
+    assert claims["sid"] == expected_sid and claims["sub"] == expected_sub
+    assert claims["jti"] and claims["iat"] <= claims["exp"]
+    assert "nonce" not in claims
+    return claims
+
+
+def test_ending_a_session_sends_a_logout_token_to_every_rp_of_it(
+    oidc_app: Flask, test_rp: TestRelyingParty
+) -> None:
+    rp = Browser(oidc_app.test_client())
+    tokens = _sign_in(rp)
+    _, id_claims = id_token_claims(rp.client, tokens["id_token"])
+    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
+    other_auth = other.signed_in_code()  # single sign-on: same browser session
+    assert other.redeem(other_auth, auth="post", secret=OTHER_SECRET).status_code == 200
+
+    _sign_out(rp)
+    report = provider_for(oidc_app).backchannel.deliver_due()
+    assert report.delivered == 2
+    received = test_rp.wait_for(2)
+    by_path = {r.path: r for r in received}
+    assert set(by_path) == {"/backchannel-logout", "/backchannel-logout?rp=other"}
+    assert all(r.content_type == "application/x-www-form-urlencoded" for r in received)
+    jtis = set()
+    for path, audience in (
+        ("/backchannel-logout", "rp"),
+        ("/backchannel-logout?rp=other", "other"),
+    ):
+        claims = _check_logout_token(
+            by_path[path].form["logout_token"],
+            rp,
+            audience=audience,
+            expected_sid=id_claims["sid"],
+            expected_sub=id_claims["sub"],
+        )
+        jtis.add(claims["jti"])
+    assert len(jtis) == 2
+    # And the demo webmail's own §2.6 validator (independent code) accepts it, once.
+    validator = _webmail_validator(rp, client_id="rp")
+    request = validator.validate(by_path["/backchannel-logout"].form["logout_token"])
+    assert request.sid == id_claims["sid"] and request.sub == id_claims["sub"]
+    with pytest.raises(LogoutTokenError):
+        validator.validate(by_path["/backchannel-logout"].form["logout_token"])
+    # Delivered once: a later pass sends nothing again.
+    assert provider_for(oidc_app).backchannel.deliver_due().delivered == 0
+
+
+def test_an_rp_that_fails_first_is_retried_after_a_back_off(
+    oidc_app: Flask, test_rp: TestRelyingParty, clock: FakeClock
+) -> None:
+    rp = Browser(oidc_app.test_client())
+    _sign_in(rp)
+    test_rp.fail_next = 1
+    _sign_out(rp)
+    backchannel = provider_for(oidc_app).backchannel
+    first = backchannel.deliver_due()
+    assert first.retrying == 1 and first.delivered == 0 and test_rp.attempts == 1
+    # Not due again until the back-off has passed.
+    assert backchannel.deliver_due().retrying == 0 and test_rp.attempts == 1
+    clock.advance(timedelta(seconds=6))
+    second = backchannel.deliver_due()
+    assert second.delivered == 1 and test_rp.attempts == 2
+    assert len(test_rp.wait_for(1)) == 1
+
+
+def test_an_unreachable_rp_is_given_up_after_the_last_attempt(
+    app_factory: AppFactory, tmp_path: Path, clock: FakeClock
+) -> None:
+    app = make_oidc_app(
+        app_factory,
+        tmp_path,
+        backchannel_uri="http://127.0.0.1:9/backchannel-logout",  # discard port: refused
+        backchannel_max_attempts=2,
+        backchannel_first_retry_seconds=1,
+        backchannel_timeout_seconds=1,
+    )
+    rp = Browser(app.test_client())
+    _sign_in(rp)
+    _sign_out(rp)
+    backchannel = provider_for(app).backchannel
+    assert backchannel.deliver_due().retrying == 1
+    clock.advance(timedelta(seconds=2))
+    assert backchannel.deliver_due().abandoned == 1
+    clock.advance(timedelta(hours=1))
+    assert backchannel.deliver_due() == DeliveryReport()
+
+
+def test_the_delivery_thread_sends_without_being_asked(
+    app_factory: AppFactory, tmp_path: Path, test_rp: TestRelyingParty
+) -> None:
+    # Workers on here (the other tests switch them off and drive deliveries themselves),
+    # with a poll so slow that only the wake-up at sign-out can explain a quick delivery.
+    app = make_oidc_app(
+        app_factory,
+        tmp_path,
+        backchannel_uri=test_rp.url,
+        backchannel_poll_seconds=60,
+        broker={"dev_disable_workers": False},
+    )
+    rp = Browser(app.test_client())
+    _sign_in(rp)
+    provider = provider_for(app)
+    try:
+        assert provider.worker is not None and provider.worker.running
+        _sign_out(rp)
+        assert len(test_rp.wait_for(1, timeout=5)) == 1
+    finally:
+        provider.stop_worker()

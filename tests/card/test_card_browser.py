@@ -1,0 +1,223 @@
+"""The pages' scripts in a real browser (Debian's Chromium driven by Playwright): the
+broker's app on a loopback port and a stand-in agent speaking the agent's HTTP API
+(CORS and all) with a software card. The whole chain with the real agent, PC/SC and the
+virtual card is tests/e2e; this checks card-signin.js and register.js themselves, fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from broker_support import services
+from card_fixtures import CardAppFactory
+from card_support import ALEX, CardPki, SimulatedAgent, register_card
+from flask import Flask
+from werkzeug.serving import make_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+TIMEOUT_MS = 15_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class StandInAgent:
+    """The agent's HTTP API on 127.0.0.1 for one origin, signing with a software card."""
+
+    origin: str
+    card: SimulatedAgent | None = None
+    refusal: tuple[int, dict[str, Any]] | None = None
+    card_sessions: list[str] = field(default_factory=list)
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, body: dict[str, Any] | None) -> None:
+                payload = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                if self.headers.get("Origin") == agent.origin:
+                    self.send_header("Access-Control-Allow-Origin", agent.origin)
+                    self.send_header("Access-Control-Allow-Methods", "GET, POST")
+                    self.send_header("Access-Control-Allow-Headers", "Content-Type")
+                    self.send_header("Access-Control-Allow-Private-Network", "true")
+                    self.send_header("Vary", "Origin")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _body(self) -> dict[str, Any]:
+                length = int(self.headers.get("Content-Length") or 0)
+                data = json.loads(self.rfile.read(length) or b"{}")
+                return data if isinstance(data, dict) else {}
+
+            def do_OPTIONS(self) -> None:  # noqa: N802 - http.server's naming
+                self._send(204, None)
+
+            def do_GET(self) -> None:  # noqa: N802
+                card = agent.card
+                status = {
+                    "agentVersion": "stand-in/1",
+                    "cardPresent": card is not None,
+                    "card": {"holderName": card.profile.name, "uuid": card.uuid} if card else None,
+                }
+                self._send(200, status)
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self._body()
+                if self.path == "/v1/card-sessions":
+                    agent.card_sessions.append(str(body.get("cardSession")))
+                    self._send(201, {"cardSession": body.get("cardSession")})
+                elif agent.refusal is not None:
+                    self._send(*agent.refusal)
+                else:
+                    assert agent.card is not None
+                    origin = self.headers.get("Origin") or ""
+                    self._send(200, agent.card.sign(str(body["challenge"]), origin=origin))
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class Served:
+    app: Flask
+    url: str
+    agent: StandInAgent
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("needs Chromium (Debian package chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (dev extra)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    context = chromium.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def served(card_app_factory: CardAppFactory, card_pki: CardPki) -> Iterator[Served]:
+    port = _free_port()
+    origin = f"http://localhost:{port}"
+    agent = StandInAgent(origin=origin, card=card_pki.agent("alex"))
+    app = card_app_factory(broker={"issuer": origin}, card={"agent_url": agent.url})
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield Served(app=app, url=origin, agent=agent)
+    finally:
+        server.shutdown()
+        agent.close()
+
+
+def _error(page: Any) -> tuple[str, str]:
+    box = page.locator("#card-error")
+    box.wait_for(state="visible")
+    return box.get_attribute("data-error-code") or "", page.locator(
+        "#card-error-message"
+    ).inner_text()
+
+
+def test_the_button_signs_in_and_hands_the_card_session_to_the_agent(
+    served: Served, card_pki: CardPki, page: Any
+) -> None:
+    register_card(served.app, card_pki.agent("alex"), ALEX[0])
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    page.get_by_role("heading", name="You are signed in").wait_for()
+    assert "with your smartcard" in page.locator("main").inner_text()
+    assert len(served.agent.card_sessions) == 1
+    session = services(served.app).repos.sessions.find_by_card_session(
+        served.agent.card_sessions[0]
+    )
+    assert session is not None and session.account_mail == ALEX[0] and session.active
+
+
+def test_an_unregistered_card_is_offered_registration(served: Served, page: Any) -> None:
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    code, message = _error(page)
+    assert code == "card_not_registered" and "not registered" in message
+    link = page.locator("#card-error-link")
+    assert link.get_attribute("href") == "/register"
+    assert link.inner_text() == "Register your smartcard"
+
+
+def test_wrong_pin_says_how_many_tries_are_left(served: Served, page: Any) -> None:
+    served.agent.refusal = (
+        403,
+        {"error": "wrong_pin", "message": "The PIN was not correct.", "triesLeft": 2},
+    )
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    code, message = _error(page)
+    assert code == "wrong_pin" and "The PIN was not correct." in message and "2" in message
+    assert page.locator("#card-signin-button").is_enabled()  # the person can try again
+
+
+def test_no_agent_running_links_to_the_install_instructions(served: Served, page: Any) -> None:
+    served.agent.close()
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    code, message = _error(page)
+    assert code == "agent_unreachable" and "smartcard agent" in message
+    assert page.locator("#card-error-link").get_attribute("href") == "/card/agent-help"
+
+
+def test_registration_by_its_pages_then_the_lock_is_armed(served: Served, page: Any) -> None:
+    page.goto(f"{served.url}/register")
+    page.locator('#check-browser[data-state="ok"]').wait_for()
+    page.locator('#check-agent[data-state="ok"]').wait_for()
+    page.get_by_role("textbox", name="Email address").fill(ALEX[0])
+    page.get_by_label("Password", exact=True).fill("Demo-Password-1")
+    page.locator("#register-password-button").click()
+    page.locator("#register-card-button").click()
+    page.locator("#register-confirm-button").wait_for()
+    assert page.locator("#confirm-uuid").inner_text() == ALEX[1]
+    page.locator("#register-confirm-button").click()
+    page.locator('#register-lock-status[data-state="armed"]').wait_for()
+    assert services(served.app).repos.registrations.by_uuid(ALEX[1]) is not None
+    assert len(served.agent.card_sessions) == 1

@@ -1,0 +1,136 @@
+"""The session lock: the agent's card-removed report ends the session and logs its RPs
+out (well within 2 s); any other report changes nothing and is answered the same."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from broker_support import services
+from card_fixtures import BACKENDS, CardAppFactory
+from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
+from flask import Flask
+from oidc_support import Browser, TestRelyingParty, query_of
+
+from careid_broker.card.lock import WindowLimiter
+from careid_broker.oidc import current_provider
+from careid_broker.store import EndedSession
+
+
+def _card_signin_to_rp(app: Flask, pki: CardPki) -> tuple[Browser, str]:
+    """A card sign-in through the RP `rp` (which receives tokens); the card session."""
+    agent = pki.agent("alex")
+    register_card(app, agent, ALEX[0])
+    rp = Browser(app.test_client())
+    authorization = rp.authorize()
+    tx = query_of(authorization.location)["tx"]
+    card = CardBrowser(rp.client)
+    card.open_login(tx)
+    answer = card.sign_in(agent, tx)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    resumed = rp.client.get(answer.get_json()["redirect"])
+    authorization.response = resumed
+    assert rp.redeem(authorization).status_code == 200
+    return rp, answer.get_json()["cardSession"]
+
+
+def _removed(app: Flask, body: object, **headers: str):
+    # The agent: its own HTTP client, no cookies, no Origin, no CSRF token.
+    return app.test_client().post("/card/removed", json=body, headers=headers)
+
+
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+def test_removing_the_card_ends_the_session_and_every_rp_is_told_within_two_seconds(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    test_rp: TestRelyingParty,
+    session_ended: list[EndedSession],
+) -> None:
+    app = card_app_factory(backchannel_uri=test_rp.url, broker={"dev_disable_workers": False})
+    rp, card_session = _card_signin_to_rp(app, card_pki)
+    assert services(app).repos.sessions.active_for_account(ALEX[0])
+
+    started = time.monotonic()
+    response = _removed(app, {"cardSession": card_session})
+    received = test_rp.wait_for(1, timeout=5.0)
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 204 and response.get_data() == b""
+    assert elapsed < 2.0, f"the RP heard of the removal after {elapsed:.2f} s"
+    assert services(app).repos.sessions.active_for_account(ALEX[0]) == []
+    assert [e.reason for e in session_ended] == ["card_removed"]
+    assert "logout_token" in received[0].form
+    entry = last_audit(app, "session.end")
+    assert entry.subject == ALEX[0] and entry.details["reason"] == "card_removed"
+    # The browser's session is gone too: the RP's next request needs a new sign-in.
+    assert rp.authorize().location.startswith("/login?")
+
+
+def test_reports_for_unknown_or_ended_sessions_change_nothing_and_look_the_same(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    test_rp: TestRelyingParty,
+    session_ended: list[EndedSession],
+) -> None:
+    app = card_app_factory(backchannel_uri=test_rp.url)
+    _, card_session = _card_signin_to_rp(app, card_pki)
+    answers = [
+        _removed(app, {"cardSession": "x" * 43}),
+        _removed(app, {"cardSession": 12}),
+        _removed(app, {"other": card_session}),
+        _removed(app, ["not", "an", "object"]),
+        app.test_client().post("/card/removed", data="not json"),
+    ]
+    assert {(a.status_code, a.get_data()) for a in answers} == {(204, b"")}
+    assert services(app).repos.sessions.active_for_account(ALEX[0])
+    assert session_ended == []
+
+    first = _removed(app, {"cardSession": card_session})
+    second = _removed(app, {"cardSession": card_session})
+    assert (first.status_code, first.get_data()) == (second.status_code, second.get_data())
+    assert len(session_ended) == 1  # no second logout for an ended session
+    with app.app_context():
+        assert current_provider().backchannel.deliver_due().delivered == 1
+    assert len(test_rp.wait_for(1)) == 1
+
+
+def test_with_the_session_lock_off_a_report_ends_nothing(
+    card_app_factory: CardAppFactory, card_pki: CardPki, session_ended: list[EndedSession]
+) -> None:
+    app = card_app_factory(card={"session_lock": True})
+    _, card_session = _card_signin_to_rp(app, card_pki)
+    off = card_app_factory(card={"session_lock": False})
+    # The same store, a broker configured without the lock: it ignores the report.
+    assert _removed(off, {"cardSession": card_session}).status_code == 204
+    assert services(app).repos.sessions.active_for_account(ALEX[0])
+    assert session_ended == []
+
+
+def test_reports_are_rate_limited_per_client_address(
+    card_app_factory: CardAppFactory,
+) -> None:
+    app = card_app_factory(card={"removal_rate_limit": 3, "removal_rate_window_seconds": 60})
+    statuses = [_removed(app, {"cardSession": "y" * 43}).status_code for _ in range(4)]
+    assert statuses == [204, 204, 204, 429]
+    limited = _removed(app, {"cardSession": "y" * 43})
+    assert limited.get_json()["error"] == "card_removal_throttled"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    other = app.test_client().post(
+        "/card/removed", json={"cardSession": "y" * 43}, environ_base={"REMOTE_ADDR": "10.1.2.3"}
+    )
+    assert other.status_code == 204
+
+
+def test_the_window_limiter_counts_per_key_and_forgets_old_windows() -> None:
+    now = [100.0]
+    limiter = WindowLimiter(limit=2, window=timedelta(seconds=10), clock=lambda: now[0], max_keys=2)
+    assert limiter.allow("a") is None and limiter.allow("a") is None
+    assert limiter.allow("a") == pytest.approx(10.0)
+    assert limiter.allow("b") is None
+    now[0] += 4
+    assert limiter.allow("a") == pytest.approx(6.0)
+    now[0] += 6
+    assert limiter.allow("a") is None  # a new window
+    assert limiter.allow("c") is None  # pruned b's stale window to make room
+    assert limiter.allow("c") is None and limiter.allow("c") is not None

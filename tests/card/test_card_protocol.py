@@ -1,0 +1,208 @@
+"""The careid-auth:1 contract at the broker: challenges (single use, bound to one login
+transaction and one browser, expiring), origin binding, token format, same-origin only."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import datetime, timedelta
+
+import pytest
+from broker_support import FakeClock, services
+from card_fixtures import BACKENDS, CardAppFactory
+from card_support import ALEX, ISSUER, CardBrowser, CardPki, last_audit, register_card
+from flask import Flask
+from oidc_support import Browser, query_of
+
+from careid_protocol.errors import ErrorCode
+
+
+@pytest.fixture
+def alex(card_app: Flask, card_pki: CardPki):
+    agent = card_pki.agent("alex")
+    register_card(card_app, agent, ALEX[0])
+    return agent
+
+
+def _code(response) -> str:
+    return response.get_json()["error"]
+
+
+def test_a_challenge_is_43_base64url_characters_and_expires_in_five_minutes(
+    browser: CardBrowser, card_clock: FakeClock
+) -> None:
+    browser.open_login()
+    first = browser.challenge().get_json()
+    second = browser.challenge().get_json()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", first["challenge"])
+    assert first["challenge"] != second["challenge"]
+    expires = datetime.fromisoformat(first["expiresAt"].replace("Z", "+00:00"))
+    assert first["expiresAt"].endswith("Z")
+    assert abs((expires - card_clock.now) - timedelta(minutes=5)) < timedelta(seconds=2)
+
+
+def test_the_challenge_lifetime_is_configurable(
+    card_app_factory: CardAppFactory, card_clock: FakeClock
+) -> None:
+    browser = CardBrowser(card_app_factory(card={"challenge_lifetime_seconds": 60}).test_client())
+    browser.open_login()
+    issued = browser.challenge().get_json()
+    expires = datetime.fromisoformat(issued["expiresAt"].replace("Z", "+00:00"))
+    assert abs((expires - card_clock.now) - timedelta(seconds=60)) < timedelta(seconds=2)
+
+
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+def test_a_replayed_token_is_refused(card_app: Flask, browser: CardBrowser, alex) -> None:
+    browser.open_login()
+    challenge = browser.challenge().get_json()["challenge"]
+    token = alex.sign(challenge)
+    assert browser.authenticate(token, challenge).status_code == 200
+    browser.open_login()  # signed in now: the page still hands out its token
+    replay = browser.authenticate(token, challenge)
+    assert replay.status_code == 400 and _code(replay) == "challenge_used"
+    assert len(services(browser.client.application).repos.sessions.active_for_account(ALEX[0])) == 1
+
+
+def test_a_token_signed_for_another_origin_is_refused(
+    card_app: Flask, browser: CardBrowser, alex
+) -> None:
+    browser.open_login()
+    response = browser.sign_in(alex, origin="https://phishing.example")
+    assert response.status_code == 400 and _code(response) == "signature_invalid"
+    assert last_audit(card_app, "signin.card").error_code == "signature_invalid"
+
+
+def test_a_challenge_from_another_login_transaction_is_refused_and_burned(
+    card_app: Flask, alex
+) -> None:
+    rp = Browser(card_app.test_client())
+    tx_a = query_of(rp.authorize().location)["tx"]
+    tx_b = query_of(rp.authorize().location)["tx"]
+    browser = CardBrowser(rp.client)
+    browser.open_login(tx_a)
+    browser.open_login(tx_b)
+    challenge = browser.challenge(tx_a).get_json()["challenge"]
+    token = alex.sign(challenge)
+    wrong = browser.authenticate(token, challenge, tx_b)
+    assert wrong.status_code == 400 and _code(wrong) == "challenge_wrong_transaction"
+    # It left the window it was issued to: not usable there any more either.
+    again = browser.authenticate(token, challenge, tx_a)
+    assert _code(again) == "challenge_used"
+
+
+def test_another_browser_cannot_use_a_transaction_or_its_challenge(card_app: Flask, alex) -> None:
+    rp = Browser(card_app.test_client())
+    tx = query_of(rp.authorize().location)["tx"]
+    owner = CardBrowser(rp.client)
+    owner.open_login(tx)
+    challenge = owner.challenge(tx).get_json()["challenge"]
+
+    other = CardBrowser(card_app.test_client())
+    other.open_login()  # its own session and CSRF token, but never shown `tx`
+    assert _code(other.challenge(tx)) == "challenge_wrong_transaction"
+    stolen = other.authenticate(alex.sign(challenge), challenge, tx)
+    assert stolen.status_code == 400 and _code(stolen) == "challenge_wrong_transaction"
+    # The owner's challenge is still good: the other browser could not burn it.
+    good = owner.authenticate(alex.sign(challenge), challenge, tx)
+    assert good.status_code == 200, good.get_data(as_text=True)
+
+
+def test_a_local_challenge_cannot_be_used_from_another_browser(card_app: Flask, alex) -> None:
+    owner = CardBrowser(card_app.test_client())
+    owner.open_login()
+    challenge = owner.challenge().get_json()["challenge"]
+    other = CardBrowser(card_app.test_client())
+    other.open_login()
+    other.challenge()  # the other browser's own local transaction
+    response = other.authenticate(alex.sign(challenge), challenge)
+    assert _code(response) == "challenge_wrong_transaction"
+
+
+def test_an_expired_challenge_is_refused(browser: CardBrowser, alex, card_clock: FakeClock) -> None:
+    browser.open_login()
+    challenge = browser.challenge().get_json()["challenge"]
+    card_clock.advance(timedelta(minutes=5, seconds=1))
+    response = browser.authenticate(alex.sign(challenge), challenge)
+    assert response.status_code == 400 and _code(response) == "challenge_expired"
+
+
+def test_an_unknown_or_missing_challenge_is_refused(browser: CardBrowser, alex) -> None:
+    browser.open_login()
+    browser.challenge()
+    made_up = base64.urlsafe_b64encode(b"\0" * 32).rstrip(b"=").decode()
+    assert _code(browser.authenticate(alex.sign(made_up), made_up)) == "challenge_unknown"
+    token = alex.sign(made_up)
+    body = {"tx": None, "token": token}
+    assert _code(browser.post_json("/card/authenticate", body)) == "challenge_unknown"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda t: {**t, "format": "careid-auth:2"}, "token_unsupported_format"),
+        (lambda t: {**t, "algorithm": "HS256"}, "token_unsupported_algorithm"),
+        (lambda t: {**t, "algorithm": "ES384"}, "token_unsupported_algorithm"),
+        (lambda t: {**t, "extra": "field"}, "token_malformed"),
+        (lambda t: {k: v for k, v in t.items() if k != "signature"}, "token_malformed"),
+        (lambda t: {**t, "certificate": "not base64!"}, "token_malformed"),
+        (
+            lambda t: {**t, "certificate": base64.b64encode(b"junk").decode()},
+            "certificate_malformed",
+        ),
+        (lambda t: {**t, "signature": base64.b64encode(b"\1" * 64).decode()}, "signature_invalid"),
+    ],
+)
+def test_malformed_tokens_get_their_own_codes(browser: CardBrowser, alex, change, code) -> None:
+    browser.open_login()
+    challenge = browser.challenge().get_json()["challenge"]
+    response = browser.authenticate(change(alex.sign(challenge)), challenge)
+    assert response.status_code in (400, 403) and _code(response) == code
+
+
+def test_a_token_that_is_not_an_object_or_too_large_is_refused(browser: CardBrowser, alex) -> None:
+    browser.open_login()
+    challenge = browser.challenge().get_json()["challenge"]
+    assert _code(browser.post_json("/card/authenticate", {"challenge": challenge})) == (
+        "token_malformed"
+    )
+    huge = {"tx": None, "challenge": challenge, "token": {"certificate": "A" * 40000}}
+    response = browser.post_json("/card/authenticate", huge)
+    assert response.status_code == 400 and _code(response) == "token_malformed"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": ISSUER, "Sec-Fetch-Site": "same-site"},
+        {},
+    ],
+)
+def test_only_same_origin_script_calls_are_answered(
+    card_app: Flask, browser: CardBrowser, headers: dict[str, str]
+) -> None:
+    browser.open_login()
+    sent = {"X-CSRF-Token": browser.csrf or "", "Accept": "application/json", **headers}
+    for path in ("/card/challenge", "/card/authenticate"):
+        response = browser.client.post(path, json={"tx": None}, headers=sent)
+        assert response.status_code == 403 and _code(response) == "request_not_same_origin"
+    assert last_audit(card_app, "signin.card").error_code == "request_not_same_origin"
+
+
+def test_the_csrf_token_is_required(browser: CardBrowser) -> None:
+    browser.open_login()
+    headers = browser.headers()
+    del headers["X-CSRF-Token"]
+    response = browser.client.post("/card/challenge", json={"tx": None}, headers=headers)
+    assert response.status_code == 400 and _code(response) == "csrf_invalid"
+
+
+def test_a_finished_login_transaction_gets_no_challenge(card_app: Flask, alex) -> None:
+    rp = Browser(card_app.test_client())
+    tx = query_of(rp.authorize().location)["tx"]
+    browser = CardBrowser(rp.client)
+    browser.open_login(tx)
+    services(card_app).repos.transactions.expire(tx)
+    response = browser.challenge(tx)
+    assert response.status_code == 400 and _code(response) == ErrorCode.OIDC_SIGNIN_EXPIRED

@@ -1,0 +1,180 @@
+"""Card sign-in refusals: each with its stable code, its plain message, its audit entry,
+and no session left behind."""
+
+from __future__ import annotations
+
+import pytest
+from broker_support import services
+from card_fixtures import CardAppFactory
+from card_support import (
+    ALEX,
+    CHRIS,
+    JO,
+    LEE,
+    PAT,
+    CardBrowser,
+    CardPki,
+    last_audit,
+    register_card,
+)
+from flask import Flask
+from oidc_support import Browser, query_of
+
+from careid_broker.store import Outcome
+from careid_devkit.slapd import Slapd
+from careid_protocol.errors import ErrorCode, message_for
+
+
+def _refused(app: Flask, browser: CardBrowser, card: str, pki: CardPki, *, tx: str | None = None):
+    browser.open_login(tx)
+    return browser.sign_in(pki.agent(card), tx)
+
+
+def _assert_refusal(app: Flask, response, code: ErrorCode, status: int) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["error"] == code.value
+    assert body["message"] == message_for(code)
+    assert body["request_id"]
+    assert services(app).repos.sessions.active_for_account(ALEX[0]) == []
+    entry = last_audit(app, "signin.card")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == code.value
+    assert entry.client_address == "127.0.0.1"
+
+
+def test_an_unregistered_card_is_offered_registration(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    response = _refused(card_app, browser, "alex", card_pki)
+    _assert_refusal(card_app, response, ErrorCode.CARD_NOT_REGISTERED, 403)
+    assert response.get_json()["register"] == "/register"
+    entry = last_audit(card_app, "signin.card")
+    agent = card_pki.agent("alex")
+    assert entry.subject == ALEX[1] and entry.details["uuid"] == ALEX[1]
+    assert entry.details["cert_serial"] == agent.serial_hex
+    assert entry.details["certificate_validated"] is True
+
+
+def test_the_registration_offer_keeps_the_rp_transaction(
+    card_app: Flask, card_pki: CardPki
+) -> None:
+    rp = Browser(card_app.test_client())
+    tx = query_of(rp.authorize().location)["tx"]
+    browser = CardBrowser(rp.client)
+    response = _refused(card_app, browser, "alex", card_pki, tx=tx)
+    assert response.get_json()["register"] == f"/register?tx={tx}"
+    assert last_audit(card_app, "signin.card").relying_party == "rp"
+
+
+@pytest.mark.parametrize(
+    ("person", "card", "code"),
+    [
+        (JO, "jo", ErrorCode.ACCOUNT_DISABLED),
+        (CHRIS, "chris", ErrorCode.AUP_NOT_ACCEPTED),
+        (PAT, "pat", ErrorCode.CARE_IDENTITY_INACTIVE),
+    ],
+)
+def test_the_directory_refuses_accounts_and_care_identities_that_may_not_sign_in(
+    card_app: Flask,
+    card_pki: CardPki,
+    browser: CardBrowser,
+    person: tuple[str, str, str],
+    card: str,
+    code: ErrorCode,
+) -> None:
+    register_card(card_app, card_pki.agent(card), person[0])
+    response = _refused(card_app, browser, card, card_pki)
+    _assert_refusal(card_app, response, code, 403)
+    assert services(card_app).repos.sessions.active_for_account(person[0]) == []
+    entry = last_audit(card_app, "signin.card")
+    assert entry.subject == person[0] and entry.organisation == "RX1"
+    if code is ErrorCode.AUP_NOT_ACCEPTED:
+        assert response.get_json()["aup"] == services(card_app).config.signin.aup_url
+
+
+@pytest.mark.parametrize(
+    ("card", "code", "status"),
+    [
+        ("alex_expired", ErrorCode.CERTIFICATE_EXPIRED, 403),
+        ("alex_revoked", ErrorCode.CERTIFICATE_REVOKED, 403),
+        ("alex_untrusted", ErrorCode.CERTIFICATE_UNTRUSTED, 403),
+    ],
+)
+def test_bad_certificates_are_refused_even_for_a_registered_identity(
+    card_app: Flask,
+    card_pki: CardPki,
+    browser: CardBrowser,
+    card: str,
+    code: ErrorCode,
+    status: int,
+) -> None:
+    register_card(card_app, card_pki.agent("alex"), ALEX[0])
+    response = _refused(card_app, browser, card, card_pki)
+    _assert_refusal(card_app, response, code, status)
+    entry = last_audit(card_app, "signin.card")
+    assert entry.details["certificate_validated"] is False
+    assert entry.details["cert_serial"] == card_pki.agent(card).serial_hex
+    assert entry.details["uuid"] == ALEX[1]  # as the certificate claims it
+
+
+def test_no_revocation_status_fails_closed(
+    card_app_factory: CardAppFactory, card_pki: CardPki
+) -> None:
+    app = card_app_factory(
+        pki=card_pki.pki_settings(
+            ocsp={"responder_url": "http://127.0.0.1:9/ocsp", "timeout_seconds": 1}
+        )
+    )
+    register_card(app, card_pki.agent("alex"), ALEX[0])
+    browser = CardBrowser(app.test_client())
+    response = _refused(app, browser, "alex", card_pki)
+    _assert_refusal(app, response, ErrorCode.REVOCATION_UNAVAILABLE, 503)
+    assert response.headers["Retry-After"]
+
+
+def test_a_directory_that_is_down_denies(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_card_slapd: Slapd
+) -> None:
+    app = card_app_factory(directory_slapd=own_card_slapd)
+    register_card(app, card_pki.agent("alex"), ALEX[0])
+    own_card_slapd.stop()
+    browser = CardBrowser(app.test_client())
+    response = _refused(app, browser, "alex", card_pki)
+    _assert_refusal(app, response, ErrorCode.DIRECTORY_UNAVAILABLE, 503)
+
+
+def test_a_registration_whose_account_left_the_directory_is_refused(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    register_card(card_app, card_pki.agent("alex"), "gone.away@nhs.net")
+    response = _refused(card_app, browser, "alex", card_pki)
+    _assert_refusal(card_app, response, ErrorCode.CARD_ACCOUNT_MISSING, 403)
+
+
+def test_a_card_linked_to_an_account_the_directory_gives_another_identity_is_refused(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    # Lee's account is Care Identity 555000000004 in the directory; a link to Alex's
+    # card would send Lee's RPs Alex's UUID with Lee's roles, or the reverse.
+    register_card(card_app, card_pki.agent("alex"), LEE[0])
+    response = _refused(card_app, browser, "alex", card_pki)
+    _assert_refusal(card_app, response, ErrorCode.CARD_IDENTITY_MISMATCH, 403)
+    assert services(card_app).repos.sessions.active_for_account(LEE[0]) == []
+
+
+def test_without_a_pki_section_card_sign_in_says_it_is_unavailable(
+    card_app_factory: CardAppFactory,
+) -> None:
+    app = card_app_factory(pki=None)
+    browser = CardBrowser(app.test_client())
+    page = browser.open_login()
+    text = page.get_data(as_text=True)
+    assert "card-signin.js" not in text and "data-challenge-url" not in text
+    assert "connect-src" not in page.headers["Content-Security-Policy"]
+    response = browser.challenge()
+    assert response.status_code == 501
+    assert response.get_json()["error"] == "card_signin_unavailable"
+    fallback = browser.client.get("/login/card")
+    assert fallback.status_code == 501
+    assert "card_signin_unavailable" in fallback.get_data(as_text=True)
+    assert app.test_client().get("/register").status_code == 501

@@ -1,0 +1,140 @@
+"""Card sign-in that succeeds: the OIDC code flow end to end, assurance, claims, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from broker_support import password_login, services
+from card_fixtures import BACKENDS, CardAppFactory
+from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
+from flask import Flask
+from oidc_support import ALL_SCOPES, Browser, id_token_claims, query_of
+
+from careid_broker.store import Outcome
+
+
+def _userinfo(browser: Browser, access_token: str) -> Any:
+    response = browser.client.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+def test_a_registered_card_signs_in_to_an_rp_with_card_assurance_and_care_identity_claims(
+    card_app: Flask, card_pki: CardPki
+) -> None:
+    agent = card_pki.agent("alex")
+    register_card(card_app, agent, ALEX[0])
+    rp = Browser(card_app.test_client())
+    card = CardBrowser(rp.client)
+
+    authorization = rp.authorize(scope=ALL_SCOPES)
+    assert authorization.location.startswith("/login?")
+    tx = query_of(authorization.location)["tx"]
+    card.open_login(tx)
+    answer = card.sign_in(agent, tx)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    body = answer.get_json()
+    assert body["redirect"] == f"/authorize/resume?tx={tx}"
+    assert isinstance(body["cardSession"], str) and len(body["cardSession"]) >= 43
+
+    resumed = rp.client.get(body["redirect"])
+    assert resumed.status_code == 302 and resumed.location.startswith(rp.redirect_uri)
+    code = query_of(resumed.location)["code"]
+    authorization.response = resumed
+    tokens = rp.redeem(authorization)
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    assert code  # redeemed above
+    _, claims = id_token_claims(rp.client, tokens.get_json()["id_token"])
+    assert claims["acr"] == "AAL3_SMARTCARD"
+    assert claims["amr"] == ["sc", "pin", "hwk"]
+    assert claims["authentication_assurance_level"] == "3"
+    assert claims["nonce"] == authorization.nonce
+
+    info = _userinfo(rp, tokens.get_json()["access_token"])
+    assert info["nhsid_useruid"] == ALEX[1]
+    assert info["email"] == ALEX[0]
+    roles = info["nhsid_nrbac_roles"]
+    assert [(r["role_code"], r["org_code"]) for r in roles] == [("R8000", "RX1")]
+
+
+def test_signing_in_without_an_rp_ends_on_the_signed_in_page_and_is_audited(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    agent = card_pki.agent("alex")
+    register_card(card_app, agent, ALEX[0])
+    browser.open_login()
+    answer = browser.sign_in(agent)
+    assert answer.status_code == 200
+    assert answer.get_json()["redirect"] == "/login"
+    page = browser.client.get("/login").get_data(as_text=True)
+    assert "You are signed in" in page and "with your smartcard" in page
+
+    sessions = services(card_app).repos.sessions.active_for_account(ALEX[0])
+    assert len(sessions) == 1
+    session = sessions[0]
+    assert session.acr == "AAL3_SMARTCARD" and session.amr == ("sc", "pin", "hwk")
+    assert session.card_uuid == ALEX[1]
+    found = services(card_app).repos.sessions.find_by_card_session(answer.get_json()["cardSession"])
+    assert found is not None and found.sid == session.sid
+
+    entry = last_audit(card_app, "signin.card")
+    assert entry.outcome is Outcome.SUCCESS and entry.error_code is None
+    assert entry.subject == ALEX[0] and entry.organisation == "RX1"
+    assert entry.client_address == "127.0.0.1"
+    assert entry.details["uuid"] == ALEX[1]
+    assert entry.details["cert_serial"] == agent.serial_hex
+    assert entry.details["cert_issuer"] == agent.certificate.issuer.rfc4514_string()
+    assert entry.details["revocation"] == "ocsp" and entry.details["certificate_validated"]
+
+
+@pytest.mark.parametrize("card_name", ["alex_rsa", "alex_p384"])
+def test_rsa_and_p384_cards_sign_in_too(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser, card_name: str
+) -> None:
+    agent = card_pki.agent(card_name)
+    register_card(card_app, agent, ALEX[0])
+    assert agent.algorithm.value in ("RS256", "ES384")
+    browser.open_login()
+    answer = browser.sign_in(agent)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+
+
+def test_acr_values_aal3_any_steps_a_password_session_up_without_losing_the_request(
+    card_app: Flask, card_pki: CardPki
+) -> None:
+    agent = card_pki.agent("alex")
+    register_card(card_app, agent, ALEX[0])
+    rp = Browser(card_app.test_client())
+    signed_in = password_login(rp.client, ALEX[0])
+    assert signed_in.status_code == 303
+
+    authorization = rp.authorize(acr_values="AAL3_ANY")
+    params = query_of(authorization.location)
+    assert authorization.location.startswith("/login?") and params["card"] == "required"
+    card = CardBrowser(rp.client)
+    page = card.open_login(params["tx"], card="required").get_data(as_text=True)
+    assert 'id="card-signin-button"' in page and 'name="password"' not in page
+
+    answer = card.sign_in(agent, params["tx"])
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    resumed = rp.client.get(answer.get_json()["redirect"])
+    assert resumed.status_code == 302 and resumed.location.startswith(rp.redirect_uri)
+    assert query_of(resumed.location)["state"] == authorization.state
+    authorization.response = resumed
+    tokens = rp.redeem(authorization)
+    _, claims = id_token_claims(rp.client, tokens.get_json()["id_token"])
+    assert claims["acr"] == "AAL3_SMARTCARD"
+
+
+def test_with_the_session_lock_off_no_card_session_is_handed_out(
+    card_app_factory: CardAppFactory, card_pki: CardPki
+) -> None:
+    app = card_app_factory(card={"session_lock": False})
+    agent = card_pki.agent("alex")
+    register_card(app, agent, ALEX[0])
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    answer = browser.sign_in(agent)
+    assert answer.status_code == 200 and answer.get_json()["cardSession"] is None

@@ -1,0 +1,171 @@
+"""One-time registration: the three steps, then card-only sign-in; carrying on to the RP
+that sent the person; re-registration after a removal; nothing stored until confirmed."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from broker_support import FakeClock, csrf_token_from, error_code_of, services
+from card_fixtures import BACKENDS, CardAppFactory
+from card_support import ALEX, CardBrowser, CardPki, audits, last_audit
+from flask import Flask
+from oidc_support import Browser, query_of
+
+from careid_broker.store import LinkMode, Outcome
+
+
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+def test_alex_registers_in_three_steps_and_is_signed_in_by_card(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    agent = card_pki.agent("alex")
+    step1 = browser.register_password(ALEX[0])
+    assert step1.status_code == 303 and step1.location == "/register/card"
+
+    card_page = browser.client.get("/register/card")
+    assert card_page.status_code == 200
+    page = card_page.get_data(as_text=True)
+    assert 'id="register-card-form"' in page and 'id="register-card-button"' in page
+    assert 'data-challenge-url="/register/challenge"' in page
+    assert (
+        "connect-src 'self' http://127.0.0.1:47600" in card_page.headers["Content-Security-Policy"]
+    )
+
+    step2 = browser.register_card(agent)
+    assert step2.status_code == 200, step2.get_data(as_text=True)
+    assert step2.get_json() == {"redirect": "/register/confirm"}
+    # Nothing is linked before the person confirms.
+    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+
+    confirm = browser.client.get("/register/confirm").get_data(as_text=True)
+    assert re.search(r'id="confirm-holder-name">Alex Morgan<', confirm)
+    assert re.search(r'id="confirm-uuid">555000000001<', confirm)
+    assert re.search(r'id="confirm-account-name">Alex Morgan<', confirm)
+    assert re.search(r'id="confirm-account-mail">alex.morgan@nhs.net<', confirm)
+    assert 'id="confirm-replaces"' not in confirm
+
+    done = browser.register_confirm()
+    assert done.status_code == 200
+    page = done.get_data(as_text=True)
+    card_session = re.search(r'data-card-session="([^"]+)"', page)
+    assert card_session is not None
+    assert 'id="register-continue-link"' in page and 'href="/login"' in page
+
+    repos = services(card_app).repos
+    record = repos.registrations.by_uuid(ALEX[1])
+    assert record is not None and record.account_mail == ALEX[0]
+    assert record.link_mode is LinkMode.UUID and record.org_code == "RX1"
+    assert record.cert_serial == agent.serial_hex.lower()
+    sessions = repos.sessions.active_for_account(ALEX[0])
+    assert len(sessions) == 1 and sessions[0].acr == "AAL3_SMARTCARD"
+    assert repos.sessions.find_by_card_session(card_session.group(1)) is not None
+    events = {e.event: e for e in reversed(audits(card_app, "registration."))}
+    assert set(events) == {"registration.start", "registration.card", "registration.create"}
+    assert all(e.outcome is Outcome.SUCCESS for e in events.values())
+    assert events["registration.create"].details["uuid"] == ALEX[1]
+
+    # From now on the card alone signs in (a fresh browser).
+    later = CardBrowser(card_app.test_client())
+    later.open_login()
+    assert later.sign_in(agent).status_code == 200
+
+
+def test_registration_begun_from_an_rp_sign_in_carries_on_to_that_rp(
+    card_app: Flask, card_pki: CardPki
+) -> None:
+    rp = Browser(card_app.test_client())
+    authorization = rp.authorize()
+    tx = query_of(authorization.location)["tx"]
+    card = CardBrowser(rp.client)
+    card.open_login(tx)
+    refused = card.sign_in(card_pki.agent("alex"), tx)
+    register_url = refused.get_json()["register"]
+    assert register_url == f"/register?tx={tx}"
+
+    start = rp.client.get(register_url).get_data(as_text=True)
+    assert f'name="tx" value="{tx}"' in start
+    done = card.register(card_pki.agent("alex"), ALEX[0], tx=tx)
+    assert f'href="/authorize/resume?tx={tx}"' in done.get_data(as_text=True)
+    resumed = rp.client.get(f"/authorize/resume?tx={tx}")
+    assert resumed.status_code == 302 and resumed.location.startswith(rp.redirect_uri)
+
+
+def test_re_registration_after_an_administrator_removed_the_link(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    agent = card_pki.agent("alex")
+    browser.register(agent, ALEX[0])
+    removed = services(card_app).repos.registrations.remove(card_uuid=ALEX[1])
+    assert removed is not None
+    again = CardBrowser(card_app.test_client())
+    again.open_login()
+    assert again.sign_in(agent).get_json()["error"] == "card_not_registered"
+    again.register(agent, ALEX[0])
+    assert services(card_app).repos.registrations.by_mail(ALEX[0]) is not None
+
+
+def test_cancelling_stores_nothing_and_starts_over(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    browser.register_password(ALEX[0])
+    browser.register_card(card_pki.agent("alex"))
+    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    cancelled = browser.client.post("/register/cancel", data={"csrf_token": csrf_token_from(page)})
+    assert cancelled.status_code == 303 and cancelled.location == "/register"
+    assert browser.client.get("/register").status_code == 200  # the first step again
+    token = csrf_token_from(browser.client.get("/register").get_data(as_text=True))
+    confirm = browser.client.post("/register/confirm", data={"csrf_token": token})
+    assert confirm.status_code == 400 and error_code_of(confirm) == "registration_expired"
+    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+    assert last_audit(card_app, "registration.cancel").outcome is Outcome.SUCCESS
+
+
+def test_a_registration_left_too_long_expires_and_stores_nothing(
+    card_app_factory: CardAppFactory, card_pki: CardPki, card_clock: FakeClock
+) -> None:
+    app = card_app_factory(card={"registration_lifetime_seconds": 120})
+    browser = CardBrowser(app.test_client())
+    browser.register_password(ALEX[0])
+    browser.register_card(card_pki.agent("alex"))
+    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    card_clock.advance(timedelta(seconds=121))
+    response = browser.client.post("/register/confirm", data={"csrf_token": csrf_token_from(page)})
+    assert response.status_code == 400
+    assert 'data-error-code="registration_expired"' in response.get_data(as_text=True)
+    assert services(app).repos.registrations.by_uuid(ALEX[1]) is None
+    assert services(app).repos.sessions.active_for_account(ALEX[0]) == []
+
+
+def test_the_steps_cannot_be_skipped(card_app: Flask, card_pki: CardPki) -> None:
+    browser = CardBrowser(card_app.test_client())
+    browser.open_login()
+    assert error_code_of(browser.client.get("/register/card")) == "registration_expired"
+    assert error_code_of(browser.client.get("/register/confirm")) == "registration_expired"
+    challenge = browser.challenge(path="/register/challenge")
+    assert challenge.get_json()["error"] == "registration_expired"
+    browser.register_password(ALEX[0])
+    # Step 2 not done: the confirmation page sends the person back to it.
+    assert browser.client.get("/register/confirm").location == "/register/card"
+    posted = browser.client.post("/register/confirm", data={"csrf_token": browser.csrf or ""})
+    assert posted.status_code == 400 and error_code_of(posted) == "registration_expired"
+    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+
+
+def test_registration_and_sign_in_challenges_are_not_interchangeable(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    agent = card_pki.agent("alex")
+    browser.register_password(ALEX[0])
+    page = browser.client.get("/register/card").get_data(as_text=True)
+    assert "register-card-form" in page
+    registration_challenge = browser.challenge(path="/register/challenge").get_json()["challenge"]
+    signin_challenge = browser.challenge().get_json()["challenge"]
+    wrong = browser.authenticate(agent.sign(registration_challenge), registration_challenge)
+    assert wrong.get_json()["error"] == "challenge_wrong_transaction"
+    crossed = browser.authenticate(
+        agent.sign(signin_challenge), signin_challenge, path="/register/authenticate"
+    )
+    assert crossed.get_json()["error"] == "challenge_wrong_transaction"
+    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None

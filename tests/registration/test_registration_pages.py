@@ -1,0 +1,60 @@
+"""The registration pages: labelled fields, the three steps, this computer's checks, and
+stable ids for the end-to-end tests; scripts only from the broker (strict CSP)."""
+
+from __future__ import annotations
+
+import re
+
+from card_support import ALEX, CardBrowser, CardPki
+from flask import Flask
+
+START_IDS = (
+    "register-password-form",
+    "email",
+    "password",
+    "register-password-button",
+    "register-steps",
+    "register-checks",
+    "check-browser",
+    "check-agent",
+    "register-texts",
+)
+
+
+def test_step_one_has_labelled_fields_and_the_computer_checks(card_app: Flask) -> None:
+    response = card_app.test_client().get("/register")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    for element_id in START_IDS:
+        assert f'id="{element_id}"' in page, element_id
+    assert '<label class="label" for="email">Email address</label>' in page
+    assert '<label class="label" for="password">Password</label>' in page
+    assert 'aria-current="step"' in page
+    # Before the script runs, the checks say what the browser lacks.
+    assert re.search(r'id="check-browser" data-state="problem">[^<]*JavaScript', page)
+    assert 'data-agent-url="http://127.0.0.1:47600"' in page
+    assert "/static/card-signin.js" in page and "/static/register.js" in page
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page)
+    csp = response.headers["Content-Security-Policy"]
+    assert "connect-src 'self' http://127.0.0.1:47600" in csp
+
+
+def test_the_confirm_and_done_pages_carry_their_ids(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    browser.register_password(ALEX[0])
+    browser.register_card(card_pki.agent("alex"))
+    confirm = browser.client.get("/register/confirm").get_data(as_text=True)
+    for element_id in (
+        "register-summary",
+        "confirm-holder-name",
+        "confirm-uuid",
+        "confirm-account-name",
+        "confirm-account-mail",
+        "register-confirm-button",
+        "register-cancel-button",
+    ):
+        assert f'id="{element_id}"' in confirm, element_id
+    done = browser.register_confirm().get_data(as_text=True)
+    for element_id in ("register-done", "register-lock-status", "register-continue-link"):
+        assert f'id="{element_id}"' in done, element_id

@@ -1,0 +1,199 @@
+"""Registration refusals: each missing prerequisite named, the AUP accepted where the
+directory allows, bad cards and identities at step 2, conflicts at steps 2 and 3 — and
+none of them leaves a link behind."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from broker_support import csrf_token_from, error_code_of, services
+from card_fixtures import CardAppFactory
+from card_support import (
+    ALEX,
+    CHRIS,
+    JO,
+    PAT,
+    SAM,
+    UNKNOWN_UUID,
+    CardBrowser,
+    CardPki,
+    last_audit,
+    register_card,
+)
+from flask import Flask
+
+from careid_broker.store import LinkMode, NewRegistration, Outcome
+from careid_devkit.slapd import Slapd
+
+
+def _problems(page: str) -> list[str]:
+    return re.findall(r'<li id="problem-[a-z_]+" data-error-code="([a-z_]+)"', page)
+
+
+def _nothing_stored(app: Flask, mail: str, uuid: str) -> None:
+    repos = services(app).repos
+    assert repos.registrations.by_mail(mail) is None and repos.registrations.by_uuid(uuid) is None
+
+
+def test_a_wrong_password_is_said_plainly_and_nothing_starts(
+    card_app: Flask, browser: CardBrowser
+) -> None:
+    response = browser.register_password(ALEX[0], "not-the-password")
+    assert response.status_code == 400
+    assert error_code_of(response) == "invalid_credentials"
+    assert browser.client.get("/register").status_code == 200  # still step 1
+    assert last_audit(card_app, "registration.start").outcome is Outcome.FAILURE
+
+
+@pytest.mark.parametrize(
+    ("person", "missing"),
+    [
+        (SAM, ["aup_not_accepted"]),
+        (CHRIS, ["aup_not_accepted"]),
+        (JO, ["account_disabled"]),
+    ],
+)
+def test_each_missing_prerequisite_is_named(
+    card_app: Flask, browser: CardBrowser, person: tuple[str, str, str], missing: list[str]
+) -> None:
+    assert browser.register_password(person[0]).status_code == 303
+    page = browser.client.get("/register/card")
+    assert page.status_code == 403
+    text = page.get_data(as_text=True)
+    assert _problems(text) == missing
+    assert 'data-error-code="registration_prerequisites_missing"' in text
+    if "aup_not_accepted" in missing:
+        # The demo directory is read-only: a link to where the policy is accepted.
+        assert 'id="register-aup-link"' in text and 'id="register-aup-form"' not in text
+    challenge = browser.challenge(path="/register/challenge")
+    assert challenge.get_json()["error"] == "registration_prerequisites_missing"
+    entry = last_audit(card_app, "registration.start")
+    assert entry.outcome is Outcome.FAILURE and entry.details["missing"] == missing
+
+
+def test_the_aup_can_be_accepted_when_the_directory_is_writable(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_card_slapd: Slapd
+) -> None:
+    writable = own_card_slapd.directory_settings(
+        writable=True,
+        write_bind_dn=own_card_slapd.aup_writer_bind_dn,
+        write_bind_password=own_card_slapd.aup_writer_password,
+        connect_timeout=1.0,
+        receive_timeout=1.0,
+    )
+    app = card_app_factory(directory=writable)
+    browser = CardBrowser(app.test_client())
+    browser.register_password(SAM[0])
+    page = browser.client.get("/register/card").get_data(as_text=True)
+    assert 'id="register-aup-form"' in page and 'id="register-aup-button"' in page
+    accepted = browser.client.post(
+        "/register/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
+    )
+    assert accepted.status_code == 303 and accepted.location == "/register/card"
+    assert browser.client.get("/register/card").status_code == 200  # step 2 now
+    account = services(app).directory.find_account(SAM[0])
+    assert account is not None and account.aup_version == "2024-1"
+    assert last_audit(app, "registration.aup").outcome is Outcome.SUCCESS
+    browser.register_card(card_pki.agent("sam"))
+    assert browser.register_confirm().status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("card", "code"),
+    [
+        ("pat", "care_identity_inactive"),
+        ("unknown", "care_identity_not_found"),
+        ("alex_revoked", "certificate_revoked"),
+        ("alex_expired", "certificate_expired"),
+        ("alex_untrusted", "certificate_untrusted"),
+    ],
+)
+def test_step_two_refuses_cards_that_cannot_be_registered(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser, card: str, code: str
+) -> None:
+    browser.register_password(PAT[0] if card == "pat" else ALEX[0])
+    response = browser.register_card(card_pki.agent(card))
+    assert response.status_code in (403, 503), response.get_data(as_text=True)
+    assert response.get_json()["error"] == code
+    entry = last_audit(card_app, "registration.card")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == code
+    assert entry.details["cert_serial"] == card_pki.agent(card).serial_hex
+    _nothing_stored(card_app, ALEX[0], ALEX[1])
+    # Still at step 2: the person can try again with the right card.
+    assert browser.client.get("/register/card").status_code in (200, 403)
+
+
+def test_someone_else_s_card_does_not_register_to_this_account(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    browser.register_password(ALEX[0])
+    response = browser.register_card(card_pki.agent("lee"))
+    assert response.get_json()["error"] == "card_identity_mismatch"
+    _nothing_stored(card_app, ALEX[0], "555000000004")
+
+
+def test_a_card_linked_to_another_account_is_a_conflict_for_an_administrator(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    register_card(card_app, card_pki.agent("alex"), "someone.else@nhs.net")
+    browser.register_password(ALEX[0])
+    response = browser.register_card(card_pki.agent("alex"))
+    assert response.status_code == 409
+    body = response.get_json()
+    assert body["error"] == "registration_card_linked" and "local administrator" in body["message"]
+    assert services(card_app).repos.registrations.by_mail(ALEX[0]) is None
+
+
+def test_an_account_linked_to_another_card_is_a_conflict_for_an_administrator(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    services(card_app).repos.registrations.create(
+        NewRegistration(
+            card_uuid=UNKNOWN_UUID,
+            account_mail=ALEX[0],
+            account_dn="uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            org_code="RX1",
+            link_mode=LinkMode.UUID,
+            cert_issuer_dn="CN=Some CA",
+            cert_serial="01",
+            cert_fingerprint="00" * 32,
+        )
+    )
+    browser.register_password(ALEX[0])
+    response = browser.register_card(card_pki.agent("alex"))
+    assert response.status_code == 409
+    assert response.get_json()["error"] == "registration_account_linked"
+    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+
+
+def test_a_conflict_that_appears_before_confirmation_stores_nothing_and_is_audited(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    browser.register_password(ALEX[0])
+    assert browser.register_card(card_pki.agent("alex")).status_code == 200
+    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    # Another instance (or an administrator) links the card meanwhile.
+    register_card(card_app, card_pki.agent("alex"), "someone.else@nhs.net")
+    response = browser.client.post("/register/confirm", data={"csrf_token": csrf_token_from(page)})
+    assert response.status_code == 409
+    text = response.get_data(as_text=True)
+    assert 'data-error-code="registration_card_linked"' in text
+    assert "local administrator" in text
+    assert services(card_app).repos.registrations.by_mail(ALEX[0]) is None
+    assert services(card_app).repos.sessions.active_for_account(ALEX[0]) == []
+    entry = last_audit(card_app, "registration.create")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "registration_card_linked"
+    assert entry.details["uuid"] == ALEX[1]
+
+
+def test_registration_needs_the_same_origin_for_its_script_calls(
+    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+) -> None:
+    browser.register_password(ALEX[0])
+    browser.client.get("/register/card")
+    headers = browser.headers(Origin="https://evil.example")
+    for path in ("/register/challenge", "/register/authenticate"):
+        response = browser.client.post(path, json={}, headers=headers)
+        assert response.status_code == 403
+        assert response.get_json()["error"] == "request_not_same_origin"
