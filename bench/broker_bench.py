@@ -1,0 +1,452 @@
+"""What the broker sign-in benchmarks share: a real `careid-broker serve` on a throwaway
+database, a browser over real HTTP, the OIDC legs around the sign-in step, virtual
+users, and the report.
+
+Each bench (password, card) keeps its own sign-in step, warm-up and JSON header; this
+module holds everything before and after that step so both measure the same way.
+Imported as a plain module: `python bench/X.py` puts this folder on sys.path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from careid_broker.oidc.client_secrets import hash_secret
+
+TARGET_SIGNINS_PER_SECOND = 20.0
+TARGET_P95_MS = 500.0
+CLIENT_ID = "bench"
+CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
+REDIRECT = "https://rp.bench.test/callback"
+CLI = str(Path(sys.executable).with_name("careid-broker"))
+# What a sign-in may raise when the broker misbehaves: counted as an error, not fatal.
+SIGNIN_FAILURES = (AssertionError, OSError, KeyError, ValueError)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def write_config(
+    folder: Path,
+    *,
+    port: int,
+    database_url: str,
+    directory: Mapping[str, Any],
+    extra_sections: Mapping[str, Mapping[str, Any]],
+) -> Path:
+    """broker.toml (and the bench client's clients.toml) in `folder`; its path."""
+    clients = folder / "clients.toml"
+    clients.write_text(
+        f"[clients.{CLIENT_ID}]\n"
+        f'secret_hash = "{hash_secret(CLIENT_SECRET)}"\n'  # production cost: part of the flow
+        f'redirect_uris = ["{REDIRECT}"]\n',
+        encoding="utf-8",
+    )
+    sections: dict[str, Mapping[str, Any]] = {
+        "broker": {
+            "issuer": f"http://127.0.0.1:{port}",
+            "secret_key": secrets.token_urlsafe(32),
+            "dev": True,
+        },
+        "logging": {"format": "text", "level": "WARNING"},
+        "database": {"url": database_url},
+        "directory": directory,
+        "oidc": {"clients_file": str(clients)},
+        **extra_sections,
+    }
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+    config = folder / "broker.toml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+@contextmanager
+def serve(config: Path, *, port: int, workers: int, threads: int, log: Path) -> Iterator[str]:
+    """`careid-broker serve` on 127.0.0.1:`port` until the block ends; its base URL."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                CLI,
+                "--config",
+                str(config),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the broker did not start: {log.read_text()[-2000:]}")
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    conn.request("GET", "/healthz")
+                    if conn.getresponse().status == 200:
+                        conn.close()
+                        break
+                except OSError:
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@contextmanager
+def _throwaway_postgres(admin_url: str) -> Iterator[str]:
+    """A fresh database on the server `admin_url` names, dropped afterwards; its URL."""
+    server = make_url(admin_url)
+    if server.drivername == "postgresql":
+        server = server.set(drivername="postgresql+psycopg")
+    name = f"careid_bench_{secrets.token_hex(4)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def _database_for(backend: str, folder: Path, pg_url: str | None) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'broker.db'}"
+        return
+    assert pg_url is not None
+    with _throwaway_postgres(pg_url) as url:
+        yield url
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerSetup:
+    """How to run the broker under test: its server, directory and bench-specific config."""
+
+    workers: int
+    threads: int
+    pg_url: str | None
+    directory: Mapping[str, Any]
+    extra_sections: Mapping[str, Mapping[str, Any]]
+    # Runs against the migrated database before the broker starts (e.g. registrations).
+    prepare: Callable[[str], None] | None = None
+
+
+@contextmanager
+def running_broker(backend: str, folder: Path, setup: BrokerSetup) -> Iterator[int]:
+    """The broker on `backend`'s own database in `folder`/`backend`; its port."""
+    run_dir = folder / backend
+    run_dir.mkdir()
+    port = free_port()
+    with _database_for(backend, run_dir, setup.pg_url) as url:
+        config = write_config(
+            run_dir,
+            port=port,
+            database_url=url,
+            directory=setup.directory,
+            extra_sections=setup.extra_sections,
+        )
+        subprocess.run(
+            [CLI, "--config", str(config), "db", "upgrade"], check=True, capture_output=True
+        )
+        if setup.prepare is not None:
+            setup.prepare(url)
+        with serve(
+            config,
+            port=port,
+            workers=setup.workers,
+            threads=setup.threads,
+            log=run_dir / "log",
+        ):
+            yield port
+
+
+class Browser:
+    """One browser: a kept-alive connection, its own cookies, time spent waiting."""
+
+    def __init__(self, port: int) -> None:
+        self.origin = f"http://127.0.0.1:{port}"
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.cookies: dict[str, str] = {}
+        self.waited = 0.0
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: Mapping[str, str] | None = None,
+        body_json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: bool = True,
+    ) -> tuple[int, dict[str, str], bytes]:
+        sent = dict(headers or {})
+        body: str | None = None
+        if form is not None:
+            body = urllib.parse.urlencode(dict(form))
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        elif body_json is not None:
+            body = json.dumps(body_json)
+            sent["Content-Type"] = "application/json"
+        if cookies and self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        started = time.perf_counter()
+        self._conn.request(method, path, body=body, headers=sent)
+        response = self._conn.getresponse()
+        data = response.read()
+        self.waited += time.perf_counter() - started
+        if cookies:
+            for line in response.headers.get_all("Set-Cookie") or []:
+                name, _, rest = line.partition("=")
+                value = rest.split(";", 1)[0]
+                if value:
+                    self.cookies[name.strip()] = value
+                else:
+                    self.cookies.pop(name.strip(), None)
+        return response.status, dict(response.headers), data
+
+
+def path_of(url: str) -> str:
+    """The path and query of `url`, as sent on the request line."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def query_value(url: str, name: str) -> str:
+    """The first `name` parameter of `url`'s query (KeyError when absent)."""
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)[name][0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Authorization:
+    """A started authorization: where the login page is, its tx, the PKCE verifier."""
+
+    login_url: str
+    tx: str
+    verifier: str
+
+
+def authorize(browser: Browser, *, extra: Mapping[str, str] | None = None) -> Authorization:
+    """GET /authorize as the relying party sends the browser (PKCE S256)."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    query = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT,
+            "scope": "openid profile email nationalrbacaccess",
+            "state": secrets.token_urlsafe(8),
+            "nonce": secrets.token_urlsafe(8),
+            "code_challenge": challenge.rstrip(b"=").decode(),
+            "code_challenge_method": "S256",
+            **(extra or {}),
+        }
+    )
+    status, headers, _ = browser.request("GET", f"/authorize?{query}")
+    assert status == 302, f"authorize {status}"
+    login = headers["Location"]
+    return Authorization(login_url=login, tx=query_value(login, "tx"), verifier=verifier)
+
+
+def finish_signin(browser: Browser, authorization: Authorization, resume: str) -> dict[str, Any]:
+    """Resume the authorization, redeem the code, and return the userinfo claims."""
+    status, headers, _ = browser.request("GET", resume)
+    assert status == 302 and headers["Location"].startswith(REDIRECT), f"resume {status}"
+    code = query_value(headers["Location"], "code")
+    auth = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    status, _, body = browser.request(
+        "POST",
+        "/token",
+        cookies=False,
+        headers={"Authorization": f"Basic {auth}"},
+        form={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": authorization.verifier,
+        },
+    )
+    assert status == 200, f"token {status} {body[:200]!r}"
+    access_token = json.loads(body)["access_token"]
+    status, _, body = browser.request(
+        "GET", "/userinfo", cookies=False, headers={"Authorization": f"Bearer {access_token}"}
+    )
+    assert status == 200, f"userinfo {status}"
+    claims: dict[str, Any] = json.loads(body)
+    return claims
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50/p95/p99/mean of `values` (seconds) in milliseconds; None when there are none."""
+    ordered = sorted(values)
+
+    def pct(p: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 1)
+
+    return {
+        "p50": pct(50),
+        "p95": pct(95),
+        "p99": pct(99),
+        "mean": round(statistics.fmean(ordered) * 1000, 1) if ordered else None,
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadOutcome:
+    """What the virtual users did: each sign-in's latency (s), the failures, the wall time."""
+
+    latencies: tuple[float, ...]
+    errors: tuple[str, ...]
+    elapsed: float
+
+    def report(self, *, latency_key: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The per-backend JSON result, judged against the targets."""
+        rate = len(self.latencies) / self.elapsed if self.elapsed else 0.0
+        latency = percentiles(list(self.latencies))
+        p95 = latency["p95"]
+        return {
+            "signins": len(self.latencies),
+            "errors": len(self.errors),
+            "error_samples": list(self.errors[:3]),
+            "duration_s": round(self.elapsed, 2),
+            "signins_per_second": round(rate, 1),
+            latency_key: latency,
+            **(extra or {}),
+            "meets_target": bool(
+                not self.errors
+                and rate >= TARGET_SIGNINS_PER_SECOND
+                and p95 is not None
+                and p95 < TARGET_P95_MS
+            ),
+        }
+
+
+def run_users(signin: Callable[[int], float], *, signins: int, users: int) -> LoadOutcome:
+    """`signins` calls of `signin(slot)` shared among `users` threads.
+
+    `slot` spreads the users over the bench's accounts or cards; `signin` returns the
+    latency to record, and a failure it raises is counted rather than stopping the run.
+    """
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    counter = iter(range(signins))
+
+    def user(index: int) -> None:
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                return
+            try:
+                latency = signin(n + index)
+            except SIGNIN_FAILURES as exc:
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            with lock:
+                latencies.append(latency)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return LoadOutcome(latencies=tuple(latencies), errors=tuple(errors), elapsed=elapsed)
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """--signins and --users."""
+    parser.add_argument("--signins", type=int, default=200)
+    parser.add_argument("--users", type=int, default=8, help="simulated browsers at once")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--workers, --threads, --pg-url and --backend."""
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument("--pg-url", default=os.environ.get("CAREID_TEST_DATABASE_URL"))
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+
+
+def select_backends(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The backends to measure; PostgreSQL only when a server is named (required if asked)."""
+    backends: list[str] = []
+    if args.backend in ("sqlite", "both"):
+        backends.append("sqlite")
+    if args.backend in ("postgresql", "both"):
+        if args.pg_url:
+            backends.append("postgresql")
+        elif args.backend == "postgresql":
+            parser.error("PostgreSQL needs --pg-url or CAREID_TEST_DATABASE_URL")
+    return backends
+
+
+def server_label(args: argparse.Namespace) -> str:
+    """The report's description of the server under test."""
+    return f"careid-broker serve, {args.workers} gunicorn workers x {args.threads} threads"
+
+
+def emit(report: Mapping[str, Any]) -> int:
+    """Print the report as JSON; exit status 0 only if every backend met the targets."""
+    print(json.dumps(report, indent=2))
+    results = report["results"]
+    return 0 if results and all(r["meets_target"] for r in results) else 1
