@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: the real PC/SC stack.
+"""Fixtures shared by the whole suite: the real PC/SC stack here; the broker's (slapd,
+the store, the app) and card sign-in's from the plugins named in `pytest_plugins`.
 
 Fixtures start the real parts themselves and stop only what they started: a pcscd that
 was already running (a developer's workstation) is reused and left alone.
@@ -7,12 +8,26 @@ was already running (a developer's workstation) is reused and left alone.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from careid_devkit.pcscd import Pcscd, PcscdUnavailable, ensure_pcscd
+
+# The test folders are not packages: their helper modules import by name from the folder
+# (pytest puts a folder on sys.path when it loads the folder's conftest). The plugins and
+# their helpers must import before any of that, from wherever the run starts.
+for _folder in ("broker", "card"):
+    _path = str(Path(__file__).resolve().parent / _folder)
+    if _path not in sys.path:
+        sys.path.append(_path)
+
+# Plugins, not folder conftests: a session fixture defined in a folder's conftest starts
+# again for every folder that loads it; these start once per run (pytest only accepts
+# `pytest_plugins` here, in the top conftest).
+pytest_plugins = ["broker_fixtures", "card_fixtures"]
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 

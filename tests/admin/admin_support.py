@@ -8,28 +8,22 @@ as the real flows do, so the console sees a genuine card session and sign-in his
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-BROKER_TESTS = Path(__file__).resolve().parents[1] / "broker"
-if str(BROKER_TESTS) not in sys.path:
-    sys.path.append(str(BROKER_TESTS))
+from broker_support import csrf_token_from, services
+from flask import Blueprint, Flask, request
+from flask.testing import FlaskClient
+from oidc_support import basic, write_test_clients
+from werkzeug.test import TestResponse
 
-from broker_support import csrf_token_from, services  # noqa: E402
-from flask import Blueprint, Flask, request  # noqa: E402
-from flask.testing import FlaskClient  # noqa: E402
-from oidc_support import basic, write_test_clients  # noqa: E402
-from werkzeug.test import TestResponse  # noqa: E402
-
-from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD  # noqa: E402
-from careid_broker.auditing import audit  # noqa: E402
-from careid_broker.oidc.client_secrets import hash_secret  # noqa: E402
-from careid_broker.store import LinkMode, NewRegistration, Outcome, RegistrationRecord  # noqa: E402
-from careid_broker.web.csrf import csrf_exempt  # noqa: E402
-from careid_broker.web.signin_session import begin_signin  # noqa: E402
+from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
+from careid_broker.auditing import audit
+from careid_broker.oidc.client_secrets import hash_secret
+from careid_broker.store import LinkMode, NewRegistration, Outcome, RegistrationRecord
+from careid_broker.web.csrf import csrf_exempt
+from careid_broker.web.signin_session import begin_signin
 
 LEE = "lee.admin@nhs.net"
 ALEX = "alex.morgan@nhs.net"
@@ -173,26 +167,3 @@ def api_token(client: FlaskClient, client_id: str, secret: str, scope: str | Non
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header for a bearer token."""
     return {"Authorization": f"Bearer {token}"}
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def write_broker_toml(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    """A broker.toml from flat sections (what the CLI tests need)."""
-    lines: list[str] = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path

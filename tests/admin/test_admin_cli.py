@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_support import ALEX, KIM, LEE, UUIDS, register, sign_in, write_broker_toml
-from broker_support import FakeClock, services
+from admin_support import ALEX, KIM, LEE, UUIDS, register, sign_in
+from broker_support import FakeClock, services, write_broker_toml
 from flask import Flask
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import create_engine, text

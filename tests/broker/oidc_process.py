@@ -31,29 +31,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def write_broker_toml(path: Path, sections: Mapping[str, Mapping[str, object]]) -> Path:
-    """A broker.toml from flat sections (enough for the test settings)."""
-    lines: list[str] = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
 class BrokerProcess:
     """`careid-broker serve` (gunicorn) on a loopback port, stopped by `stop()`."""
 

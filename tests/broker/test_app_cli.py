@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from broker_support import TEST_SECRET_KEY
+from broker_support import TEST_SECRET_KEY, write_broker_toml
 
 from careid_broker.cli import main
 from careid_broker.store import (
@@ -25,20 +25,7 @@ from careid_broker.store import (
 from careid_devkit.slapd import Slapd
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def write_config(
-    folder: Path, *, slapd: Slapd, database_url: str, clients_file: Path, **extra: str
-) -> Path:
+def write_config(folder: Path, *, slapd: Slapd, database_url: str, clients_file: Path) -> Path:
     """A broker.toml for these parts (development mode)."""
     sections: dict[str, dict[str, object]] = {
         "broker": {
@@ -52,15 +39,7 @@ def write_config(
         "directory": slapd.directory_settings(connect_timeout=1.0, receive_timeout=1.0),
         "oidc": {"clients_file": str(clients_file)},
     }
-    lines: list[str] = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    lines.extend(extra.values())
-    path = folder / "broker.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_broker_toml(folder / "broker.toml", sections)
 
 
 @pytest.fixture

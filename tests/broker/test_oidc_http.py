@@ -12,12 +12,13 @@ import json
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from broker_support import write_broker_toml
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from oidc_process import (
@@ -27,13 +28,10 @@ from oidc_process import (
     free_port,
     redeem_over_http,
     run_cli,
-    write_broker_toml,
 )
 from oidc_support import ALEX, REDIRECT, RP_SECRET, write_test_clients
-from sqlalchemy import create_engine, delete
 from sqlalchemy.engine import URL
 
-from careid_broker.store.base import Base
 from careid_devkit.slapd import Slapd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,13 +170,9 @@ def test_openid_client_signs_in_with_pkce_and_validates_everything(
 
 @pytest.fixture
 def two_brokers(
-    tmp_path: Path, demo_slapd: Slapd, pg_database: URL
+    tmp_path: Path, demo_slapd: Slapd, pg_database: URL, pg_cleaner: Callable[[], None]
 ) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
-    engine = create_engine(pg_database)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(delete(table))
-    engine.dispose()
+    pg_cleaner()
     url = pg_database.render_as_string(hide_password=False)
     ports = free_port(), free_port()
     # One issuer: in production both sit behind one load-balanced name.

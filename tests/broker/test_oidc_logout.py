@@ -7,7 +7,7 @@ key, `typ`, `iss`, `aud`, `events`, `sid`, `jti`, and no `nonce`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,6 @@ from careid_devkit.webmail.errors import LogoutTokenError
 from careid_devkit.webmail.logout_token import JtiCache, LogoutTokenValidator
 
 AppFactory = Callable[..., Flask]
-
-
-@pytest.fixture
-def test_rp() -> Iterator[TestRelyingParty]:
-    with TestRelyingParty().running() as rp:
-        yield rp
 
 
 @pytest.fixture

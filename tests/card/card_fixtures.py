@@ -1,24 +1,26 @@
-"""Fixtures for card sign-in and registration (imported by tests/card and
-tests/registration conftest files).
+"""Card sign-in's fixtures, for every test folder (a pytest plugin: tests/conftest.py
+loads it; tests/card and tests/registration use them).
 
-Real parts: OpenLDAP slapd with the demo directory, the development PKI with the
-devkit's OCSP/CRL server on 127.0.0.1, the store on SQLite (and PostgreSQL where
-CAREID_TEST_DATABASE_URL is set, for tests that ask for it), the broker app built by
-`create_app`. The app's clock is shared with the OCSP server and reset before each test.
+Real parts: OpenLDAP slapd with the demo directory (broker_fixtures' `demo_slapd` and
+`own_slapd`), the development PKI with the devkit's OCSP/CRL server on 127.0.0.1, the
+store on SQLite (and PostgreSQL where CAREID_TEST_DATABASE_URL is set, for tests that ask
+for it), the broker app built by `create_app`.
+
+The app's clock is shared with the OCSP server for the whole session. A test reaches
+either only through `card_clock` or `card_pki`, which set it back to the real time
+first, so what one test does to the clock never leaks into the next.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_support import TEST_SECRET_KEY, FakeClock, services
+from broker_fixtures import AppBuilder, empty_store_url
+from broker_support import TEST_SECRET_KEY, FakeClock
 from card_support import (
     ALEX,
     CHRIS,
@@ -34,42 +36,37 @@ from card_support import (
 )
 from cryptography import x509
 from flask import Flask
-from oidc_support import TestRelyingParty, write_test_clients
-from sqlalchemy import create_engine, delete, text
-from sqlalchemy.engine import URL, make_url
+from oidc_support import write_test_clients
 
-from careid_broker.app import create_app
-from careid_broker.config import BrokerConfig
-from careid_broker.store import EndedSession, upgrade
-from careid_broker.store.base import Base
 from careid_devkit.ocsp_responder import start_pki_server
 from careid_devkit.pki import init_pki
-from careid_devkit.slapd import DEBIAN_SBIN, Slapd, start_slapd
+from careid_devkit.slapd import Slapd
 
-PG_ENV = "CAREID_TEST_DATABASE_URL"
 CardAppFactory = Callable[..., Flask]
 
 
 @pytest.fixture(scope="session")
-def card_clock() -> FakeClock:
-    """The clock of the apps and the OCSP server (reset to the real time per test)."""
+def _card_session_clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(autouse=True)
-def _reset_card_clock(card_clock: FakeClock) -> None:
-    card_clock.now = datetime.now(UTC)
+@pytest.fixture
+def card_clock(_card_session_clock: FakeClock) -> FakeClock:
+    """The clock of the apps and the OCSP server, set to the real time for this test."""
+    _card_session_clock.now = datetime.now(UTC)
+    return _card_session_clock
 
 
 @pytest.fixture(scope="session")
-def card_pki(tmp_path_factory: pytest.TempPathFactory, card_clock: FakeClock) -> Iterator[CardPki]:
-    """The trusted PKI, served on 127.0.0.1, and a card for each demo person and case."""
+def _card_session_pki(
+    tmp_path_factory: pytest.TempPathFactory, _card_session_clock: FakeClock
+) -> Iterator[CardPki]:
     work = tmp_path_factory.mktemp("card-pki")
     now = datetime.now(UTC)
     # Certificates carry the server's URL, known once it listens: start it on a first
     # PKI, then remake the PKI with that base URL (the server rereads the folder).
     init_pki(work / "pki", now=now - timedelta(days=1))
-    with start_pki_server(work / "pki", "127.0.0.1", 0, clock=card_clock) as server:
+    with start_pki_server(work / "pki", "127.0.0.1", 0, clock=_card_session_clock) as server:
         pki = init_pki(work / "pki", base_url=server.url, now=now - timedelta(days=1), force=True)
         untrusted = init_pki(work / "untrusted", base_url=server.url, now=now - timedelta(days=1))
         env = CardPki(pki=pki, server=server, untrusted=untrusted)
@@ -103,112 +100,35 @@ def card_pki(tmp_path_factory: pytest.TempPathFactory, card_clock: FakeClock) ->
         yield env
 
 
-def _have_slapd() -> bool:
-    return os.access(DEBIAN_SBIN / "slapd", os.X_OK) and os.access(DEBIAN_SBIN / "slapadd", os.X_OK)
-
-
-@pytest.fixture(scope="session")
-def card_slapd_factory(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Callable[[], Slapd]]:
-    if not _have_slapd():
-        pytest.skip("needs OpenLDAP slapd (Debian package slapd)")
-    started: list[Slapd] = []
-
-    def start() -> Slapd:
-        instance = start_slapd(tmp_path_factory.mktemp("card-slapd"))
-        started.append(instance)
-        return instance
-
-    yield start
-    for instance in started:
-        instance.stop()
-
-
-@pytest.fixture(scope="session")
-def card_slapd(card_slapd_factory: Callable[[], Slapd]) -> Slapd:
-    """The shared demo directory: tests must not stop or change it."""
-    return card_slapd_factory()
+@pytest.fixture
+def card_pki(_card_session_pki: CardPki, card_clock: FakeClock) -> CardPki:
+    """The trusted PKI, served on 127.0.0.1 (its OCSP answers use `card_clock`), and a
+    card for each demo person and case."""
+    return _card_session_pki
 
 
 @pytest.fixture
-def own_card_slapd(card_slapd_factory: Callable[[], Slapd]) -> Slapd:
-    """A private demo directory this test may stop or write to."""
-    return card_slapd_factory()
-
-
-@pytest.fixture(scope="session")
-def card_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("card-db") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture(scope="session")
-def card_pg_database() -> Iterator[URL]:
-    raw = os.environ.get(PG_ENV)
-    if not raw:
-        pytest.skip(f"needs PostgreSQL: set {PG_ENV}=postgresql+psycopg://user@host/db")
-    server = make_url(raw)
-    if server.drivername == "postgresql":
-        server = server.set(drivername="postgresql+psycopg")
-    name = f"careid_card_{secrets.token_hex(6)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """SQLite by default; `@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)`
-    runs a test on PostgreSQL as well."""
-    backend = getattr(request, "param", "sqlite")
-    if backend == "sqlite":
-        path = tmp_path / "broker.db"
-        shutil.copyfile(request.getfixturevalue("card_sqlite_template"), path)
-        return f"sqlite:///{path}"
-    url: URL = request.getfixturevalue("card_pg_database")
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(delete(table))
-    finally:
-        engine.dispose()
-    return url.render_as_string(hide_password=False)
-
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture
-def session_ended() -> list[EndedSession]:
-    return []
+def card_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The card app's empty, migrated database: SQLite, unless the test asks for both
+    backends with `@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)`."""
+    return empty_store_url(request, tmp_path, getattr(request, "param", "sqlite"))
 
 
 @pytest.fixture
 def card_app_factory(
-    card_slapd: Slapd,
+    demo_slapd: Slapd,
     card_pki: CardPki,
-    store_url: str,
+    card_store_url: str,
     card_clock: FakeClock,
     tmp_path: Path,
-    session_ended: list[EndedSession],
-) -> Iterator[CardAppFactory]:
+    app_builder: AppBuilder,
+) -> CardAppFactory:
     """`factory(backchannel_uri=None, directory_slapd=None, **sections)` → a broker app.
 
     Sections are merged over the defaults: development mode, no background workers,
-    the demo directory, the OIDC test clients, `[pki]` trusting `card_pki`, `[card]`.
+    the demo directory, the OIDC test clients, `[pki]` trusting `card_pki` (`pki=None`:
+    none), `[card]`.
     """
-    built: list[Flask] = []
 
     def build(
         *,
@@ -217,9 +137,9 @@ def card_app_factory(
         **overrides: dict[str, Any],
     ) -> Flask:
         clients = write_test_clients(
-            tmp_path / f"clients-{len(built)}.toml", backchannel_uri=backchannel_uri
+            tmp_path / f"clients-{len(app_builder.built)}.toml", backchannel_uri=backchannel_uri
         )
-        directory = directory_slapd or card_slapd
+        directory = directory_slapd or demo_slapd
         settings: dict[str, dict[str, Any]] = {
             "broker": {
                 "issuer": ISSUER,
@@ -227,37 +147,15 @@ def card_app_factory(
                 "dev": True,
                 "dev_disable_workers": True,
             },
-            "database": {"url": store_url},
+            "database": {"url": card_store_url},
             "directory": directory.directory_settings(connect_timeout=1.0, receive_timeout=1.0),
             "oidc": {"clients_file": str(clients)},
             "pki": card_pki.pki_settings(),
             "card": {},
         }
-        for section, values in overrides.items():
-            if section == "pki" and values is None:
-                settings.pop("pki")
-                continue
-            settings.setdefault(section, {}).update(values)
-        config = BrokerConfig.from_mapping(settings, base_dir=tmp_path, env={})
-        app = create_app(config, clock=card_clock)
-        app.config["TESTING"] = True
-        svc = services(app)
-        real_hook = svc.session_ended
+        return app_builder.build(settings, overrides, clock=card_clock)
 
-        def record(ended: EndedSession) -> None:
-            session_ended.append(ended)
-            real_hook(ended)
-
-        svc.session_ended = record
-        built.append(app)
-        return app
-
-    yield build
-    for app in built:
-        card = app.extensions.get("careid.card")
-        if card is not None and card.validator is not None:
-            card.validator.stop()
-        services(app).store.dispose()
+    return build
 
 
 @pytest.fixture
@@ -268,10 +166,3 @@ def card_app(card_app_factory: CardAppFactory) -> Flask:
 @pytest.fixture
 def browser(card_app: Flask) -> CardBrowser:
     return CardBrowser(card_app.test_client())
-
-
-@pytest.fixture
-def test_rp() -> Iterator[TestRelyingParty]:
-    rp = TestRelyingParty()
-    with rp.running():
-        yield rp

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import html
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from broker_support import DEMO_PASSWORD, csrf_token_from, services
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -26,23 +25,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-# The broker tests' helpers (FakeClock, csrf, services, the OIDC browser and test RP).
-_BROKER_TESTS = str(Path(__file__).resolve().parents[1] / "broker")
-if _BROKER_TESTS not in sys.path:
-    sys.path.append(_BROKER_TESTS)
-
-from broker_support import DEMO_PASSWORD, csrf_token_from, services  # noqa: E402
-
-from careid_broker.store import (  # noqa: E402
+from careid_broker.store import (
     AuditRecord,
     LinkMode,
     NewRegistration,
     RegistrationRecord,
 )
-from careid_devkit.card_profile import CardProfile  # noqa: E402
-from careid_devkit.ocsp_responder import PkiServer  # noqa: E402
-from careid_devkit.pki import Pki  # noqa: E402
-from careid_protocol.token import (  # noqa: E402
+from careid_devkit.card_profile import CardProfile
+from careid_devkit.ocsp_responder import PkiServer
+from careid_devkit.pki import Pki
+from careid_protocol.token import (
     algorithm_for_key,
     digest_to_sign,
     ecdsa_der_to_raw,

@@ -7,8 +7,9 @@ import time
 from datetime import timedelta
 
 import pytest
+from broker_fixtures import BACKENDS
 from broker_support import services
-from card_fixtures import BACKENDS, CardAppFactory
+from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
 from oidc_support import Browser, TestRelyingParty, query_of
@@ -40,7 +41,7 @@ def _removed(app: Flask, body: object, **headers: str):
     return app.test_client().post("/card/removed", json=body, headers=headers)
 
 
-@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
 def test_removing_the_card_ends_the_session_and_every_rp_is_told_within_two_seconds(
     card_app_factory: CardAppFactory,
     card_pki: CardPki,

@@ -8,8 +8,9 @@ import re
 from datetime import datetime, timedelta
 
 import pytest
+from broker_fixtures import BACKENDS
 from broker_support import FakeClock, services
-from card_fixtures import BACKENDS, CardAppFactory
+from card_fixtures import CardAppFactory
 from card_support import ALEX, ISSUER, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
 from oidc_support import Browser, query_of
@@ -51,7 +52,7 @@ def test_the_challenge_lifetime_is_configurable(
     assert abs((expires - card_clock.now) - timedelta(seconds=60)) < timedelta(seconds=2)
 
 
-@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
 def test_a_replayed_token_is_refused(card_app: Flask, browser: CardBrowser, alex) -> None:
     browser.open_login()
     challenge = browser.challenge().get_json()["challenge"]

@@ -133,11 +133,11 @@ def test_no_revocation_status_fails_closed(
 
 
 def test_a_directory_that_is_down_denies(
-    card_app_factory: CardAppFactory, card_pki: CardPki, own_card_slapd: Slapd
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
 ) -> None:
-    app = card_app_factory(directory_slapd=own_card_slapd)
+    app = card_app_factory(directory_slapd=own_slapd)
     register_card(app, card_pki.agent("alex"), ALEX[0])
-    own_card_slapd.stop()
+    own_slapd.stop()
     browser = CardBrowser(app.test_client())
     response = _refused(app, browser, "alex", card_pki)
     _assert_refusal(app, response, ErrorCode.DIRECTORY_UNAVAILABLE, 503)

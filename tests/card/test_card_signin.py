@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from broker_fixtures import BACKENDS
 from broker_support import password_login, services
-from card_fixtures import BACKENDS, CardAppFactory
+from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
 from oidc_support import ALL_SCOPES, Browser, id_token_claims, query_of
@@ -20,7 +21,7 @@ def _userinfo(browser: Browser, access_token: str) -> Any:
     return response.get_json()
 
 
-@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
 def test_a_registered_card_signs_in_to_an_rp_with_card_assurance_and_care_identity_claims(
     card_app: Flask, card_pki: CardPki
 ) -> None:

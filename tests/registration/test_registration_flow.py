@@ -7,8 +7,9 @@ import re
 from datetime import timedelta
 
 import pytest
+from broker_fixtures import BACKENDS
 from broker_support import FakeClock, csrf_token_from, error_code_of, services
-from card_fixtures import BACKENDS, CardAppFactory
+from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, audits, last_audit
 from flask import Flask
 from oidc_support import Browser, query_of
@@ -16,7 +17,7 @@ from oidc_support import Browser, query_of
 from careid_broker.store import LinkMode, Outcome
 
 
-@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
 def test_alex_registers_in_three_steps_and_is_signed_in_by_card(
     card_app: Flask, card_pki: CardPki, browser: CardBrowser
 ) -> None:

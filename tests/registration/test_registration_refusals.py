@@ -73,12 +73,12 @@ def test_each_missing_prerequisite_is_named(
 
 
 def test_the_aup_can_be_accepted_when_the_directory_is_writable(
-    card_app_factory: CardAppFactory, card_pki: CardPki, own_card_slapd: Slapd
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
 ) -> None:
-    writable = own_card_slapd.directory_settings(
+    writable = own_slapd.directory_settings(
         writable=True,
-        write_bind_dn=own_card_slapd.aup_writer_bind_dn,
-        write_bind_password=own_card_slapd.aup_writer_password,
+        write_bind_dn=own_slapd.aup_writer_bind_dn,
+        write_bind_password=own_slapd.aup_writer_password,
         connect_timeout=1.0,
         receive_timeout=1.0,
     )

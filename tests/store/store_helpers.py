@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
-
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
 
 T = TypeVar("T")
 
@@ -44,20 +39,3 @@ def run_concurrently(n: int, work: Callable[[int], T]) -> list[T]:
 
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(start, range(n)))
-
-
-@contextmanager
-def fresh_pg_database(admin_url: URL, prefix: str) -> Iterator[URL]:
-    """Create a uniquely named PostgreSQL database; drop it (forcibly) afterwards."""
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield admin_url.set(database=name)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()

@@ -42,8 +42,8 @@ def test_times_come_back_as_the_same_instant_in_utc(repos: Repositories) -> None
     assert stored.auth_time.hour == 8 and stored.auth_time.microsecond == 654321
 
 
-def test_a_naive_clock_is_refused(db_url: str) -> None:
-    store = create_store(db_url, clock=lambda: datetime(2025, 1, 1))
+def test_a_naive_clock_is_refused(store_url: str) -> None:
+    store = create_store(store_url, clock=lambda: datetime(2025, 1, 1))
     try:
         with pytest.raises(ValueError, match="naive"):
             LoginTransactions(store).create(REQUEST)

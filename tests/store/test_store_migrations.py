@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from broker_fixtures import fresh_pg_database
 from sqlalchemy import inspect
-from store_helpers import fresh_pg_database
 
 from careid_broker.store import current_revision, head_revision, upgrade
 from careid_broker.store.base import Base
