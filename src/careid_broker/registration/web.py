@@ -7,8 +7,9 @@
 - `GET /register/confirm` step 3's page; `POST /register/confirm` stores the link and
   signs the person in by card; `POST /register/cancel` abandons it
 
-The pending step's id lives only in this browser's session; each step is audited
-(`registration.*`) with its outcome and, for the card, issuer, serial and UUID.
+The pending step's id lives only in this browser's session (`steps` loads it for each
+view after step 1); each step is audited (`registration.*`) with its outcome and, for the
+card, issuer, serial and UUID.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from careid_broker.card.pages import (
     card_status,
     json_refusal,
     read_json_body,
-    same_origin,
 )
 from careid_broker.card.service import CardRefusal
 from careid_broker.card.web import rfc3339
@@ -42,8 +42,9 @@ from careid_broker.registration.context import (
     restart,
     return_tx,
 )
-from careid_broker.registration.service import RegistrationExpiredError
-from careid_broker.registration.state import Stage
+from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
+from careid_broker.registration.state import PendingRegistration, Stage
+from careid_broker.registration.steps import page_step, script_step
 from careid_broker.services import services
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.store import Outcome
@@ -153,14 +154,11 @@ def submit_password() -> BaseResponse:
 
 
 @blueprint.get("/register/card")
-def card_page() -> BaseResponse:
+@page_step
+def card_page(
+    card: CardServices, service: RegistrationService, pending: PendingRegistration
+) -> BaseResponse:
     """What the account still lacks, each named; else step 2 (present the card)."""
-    card = available_card()
-    service = registration_service(card)
-    try:
-        pending = current_pending(service)
-    except RegistrationExpiredError:
-        return restart()
     if pending.stage is Stage.CARD:
         return redirect(url_for("registration.confirm_page"), code=303)
     account, problems = service.account(pending)
@@ -182,14 +180,11 @@ def card_page() -> BaseResponse:
 
 
 @blueprint.post("/register/aup")
-def accept_aup() -> BaseResponse:
+@page_step
+def accept_aup(
+    card: CardServices, service: RegistrationService, pending: PendingRegistration
+) -> BaseResponse:
     """Accept the current acceptable use policy in the directory, then carry on."""
-    card = available_card()
-    service = registration_service(card)
-    try:
-        pending = current_pending(service)
-    except RegistrationExpiredError:
-        return restart()
     if request.form.get("accept") != "yes":
         return redirect(url_for("registration.card_page"), code=303)
     try:
@@ -208,32 +203,26 @@ def accept_aup() -> BaseResponse:
 
 
 @blueprint.post("/register/challenge")
-def challenge() -> Response:
+@script_step(refused=BrokerError)  # a store outage too is answered in JSON, as /card/* does
+def challenge(
+    card: CardServices, service: RegistrationService, pending: PendingRegistration
+) -> Response:
     """A challenge bound to this browser's registration (JSON)."""
-    card = available_card()
-    if not same_origin(card.origin):
-        return json_refusal(ErrorCode.REQUEST_NOT_SAME_ORIGIN)
-    service = registration_service(card)
     try:
-        issued = service.issue_challenge(current_pending(service))
+        issued = service.issue_challenge(pending)
     except BrokerError as exc:
         return json_refusal(exc.code)
     return jsonify({"challenge": issued.challenge, "expiresAt": rfc3339(issued.expires_at)})
 
 
 @blueprint.post("/register/authenticate")
-def authenticate() -> Response:
+@script_step()
+def authenticate(
+    card: CardServices, service: RegistrationService, pending: PendingRegistration
+) -> Response:
     """Step 2: the agent's token for this registration's challenge (JSON)."""
-    card = available_card()
-    if not same_origin(card.origin):
-        return json_refusal(ErrorCode.REQUEST_NOT_SAME_ORIGIN)
     svc = services()
-    service = registration_service(card)
     body = read_json_body()
-    try:
-        pending = current_pending(service)
-    except RegistrationExpiredError as exc:
-        return json_refusal(exc.code)
     signin = card.signin(svc)
     assert signin is not None  # noqa: S101 - available_card() checked
     try:
@@ -281,14 +270,11 @@ def authenticate() -> Response:
 
 
 @blueprint.get("/register/confirm")
-def confirm_page() -> BaseResponse:
+@page_step
+def confirm_page(
+    card: CardServices, service: RegistrationService, pending: PendingRegistration
+) -> BaseResponse:
     """Step 3: the card holder beside the mail account; confirm or cancel."""
-    card = available_card()
-    service = registration_service(card)
-    try:
-        pending = current_pending(service)
-    except RegistrationExpiredError:
-        return restart()
     if pending.stage is not Stage.CARD or pending.card is None:
         return redirect(url_for("registration.card_page"), code=303)
     existing = services().repos.registrations.by_mail(pending.mail)
@@ -296,15 +282,12 @@ def confirm_page() -> BaseResponse:
 
 
 @blueprint.post("/register/confirm")
-def confirm() -> BaseResponse:
+@page_step
+def confirm(
+    card: CardServices, service: RegistrationService, pending: PendingRegistration
+) -> BaseResponse:
     """Store the link and sign in by card; or say why not (nothing is stored then)."""
-    card = available_card()
     svc = services()
-    service = registration_service(card)
-    try:
-        pending = current_pending(service)
-    except RegistrationExpiredError:
-        return restart()
     try:
         confirmed, _identity = service.confirm(pending)
     except RegistrationExpiredError:

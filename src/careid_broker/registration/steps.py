@@ -1,0 +1,75 @@
+"""The views of a registration in progress, each given this browser's pending step.
+
+`page_step` wraps the pages: no pending step (expired, finished, never begun) restarts
+the registration. `script_step` wraps the page script's JSON calls: a request from
+another origin is refused, and no pending step is answered in JSON (like `/card/*`) for
+the script to show. Either way the view runs as `view(card, service, pending)`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask.wrappers import Response
+from werkzeug.wrappers import Response as BaseResponse
+
+from careid_broker.card.pages import json_refusal, same_origin
+from careid_broker.card.wiring import CardServices
+from careid_broker.errors import BrokerError
+from careid_broker.registration.context import (
+    available_card,
+    current_pending,
+    registration_service,
+    restart,
+)
+from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
+from careid_broker.registration.state import PendingRegistration
+from careid_protocol.errors import ErrorCode
+
+R = TypeVar("R", bound=BaseResponse)
+StepView = Callable[[CardServices, RegistrationService, PendingRegistration], R]
+
+
+def page_step(view: StepView[BaseResponse]) -> Callable[[], BaseResponse]:
+    """Run a registration page with the pending step; restart when there is none."""
+
+    @functools.wraps(view)
+    def wrapper() -> BaseResponse:
+        card = available_card()
+        service = registration_service(card)
+        try:
+            pending = current_pending(service)
+        except RegistrationExpiredError:
+            return restart()
+        return view(card, service, pending)
+
+    return wrapper
+
+
+def script_step(
+    *, refused: type[BrokerError] = RegistrationExpiredError
+) -> Callable[[StepView[Response]], Callable[[], Response]]:
+    """Run a same-origin JSON call with the pending step.
+
+    A `refused` error while loading the step (by default: there is none) is answered in
+    JSON with its code; any other goes on to the app's error handler.
+    """
+
+    def decorate(view: StepView[Response]) -> Callable[[], Response]:
+        @functools.wraps(view)
+        def wrapper() -> Response:
+            card = available_card()
+            if not same_origin(card.origin):
+                return json_refusal(ErrorCode.REQUEST_NOT_SAME_ORIGIN)
+            service = registration_service(card)
+            try:
+                pending = current_pending(service)
+            except refused as exc:
+                return json_refusal(exc.code)
+            return view(card, service, pending)
+
+        return wrapper
+
+    return decorate
