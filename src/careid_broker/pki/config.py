@@ -82,6 +82,9 @@ class OcspSettings:
     max_response_age: timedelta = timedelta(hours=1)
     """How old a response without nextUpdate may be (its thisUpdate)."""
     cache_max_entries: int = 10_000
+    failure_backoff: timedelta = timedelta(seconds=30)
+    """After a responder fails (timeout, connection error, no usable answer), skip it
+    for this long and go straight to the fallback; zero: always ask it."""
 
     def nonce_required_for(self, url: str) -> bool:
         """Whether a response from this responder must echo our nonce."""
@@ -273,6 +276,9 @@ def _ocsp(reader: _Reader) -> OcspSettings:
             )
         ),
         cache_max_entries=reader.integer("cache_max_entries", 10_000, minimum=0, maximum=1_000_000),
+        failure_backoff=timedelta(
+            seconds=reader.integer("failure_backoff_seconds", 30, minimum=0, maximum=3600)
+        ),
     )
     reader.finish()
     return settings

@@ -10,6 +10,10 @@ responder (the CA's policy) declared it valid until nextUpdate — the same wind
 relying party without a nonce, or with a CRL, accepts. A revocation made inside that
 window is seen at the latest at nextUpdate, as with a CRL. "Unknown" answers and answers
 without nextUpdate are not cached.
+
+Back-off (`ocsp_backoff`). A responder that fails is skipped for a while, so that a
+responder outage does not cost every sign-in the full timeout. Cached answers are still
+served meanwhile; only asking the responder is skipped.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki.config import OcspSettings
 from careid_broker.pki.http import HttpFetcher, HttpFetchError
+from careid_broker.pki.ocsp_backoff import ResponderBackoff
 from careid_broker.pki.ocsp_response import (
     InvalidOcspResponse,
     OcspAnswer,
+    OcspResponderUnusable,
     request_der,
     verify_response,
 )
@@ -93,6 +99,7 @@ class OcspClient:
         self._skew = max_clock_skew
         self._lock = threading.Lock()
         self._cache: OrderedDict[_CacheKey, _Cached] = OrderedDict()
+        self.backoff = ResponderBackoff(settings.failure_backoff)
 
     def check(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
         """The "good" status; revoked or unknown: CertificateRevokedError.
@@ -110,6 +117,11 @@ class OcspClient:
         if cached is not None:
             return self._conclude(certificate, cached.answer, cached.location, cached=True)
         url = self._responder_url(certificate)
+        skipped = self.backoff.skip_reason(url, now)
+        if skipped is not None:
+            raise RevocationUnavailableError(
+                detail=f"OCSP responder {url} not asked about {describe(certificate)}: {skipped}"
+            )
         nonce = os.urandom(NONCE_LENGTH) if self._settings.nonce_required_for(url) else None
         if nonce is not None:
             builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
@@ -121,6 +133,7 @@ class OcspClient:
                 self._settings.timeout_seconds,
             )
         except (HttpFetchError, OSError) as exc:
+            self.backoff.failed(url, utc_now(self._clock), str(exc))
             raise RevocationUnavailableError(
                 detail=f"OCSP responder {url} unreachable for {describe(certificate)}: {exc}"
             ) from exc
@@ -138,9 +151,16 @@ class OcspClient:
             # An answer we cannot trust tells us nothing: the same as no answer. Logged
             # loudly because a bad signature or nonce can mean an attack.
             logger.error("rejected OCSP response from %s: %s", url, exc)
+            if isinstance(exc, OcspResponderUnusable):
+                self.backoff.failed(url, utc_now(self._clock), str(exc))
+            else:
+                # It answered, about this one card: the responder itself is up, and one
+                # odd card must not turn it off for everyone else.
+                self.backoff.answered(url, utc_now(self._clock))
             raise RevocationUnavailableError(
                 detail=f"OCSP response from {url} for {describe(certificate)} rejected: {exc}"
             ) from exc
+        self.backoff.answered(url, utc_now(self._clock))
         self._remember(key, answer, url)
         return self._conclude(certificate, answer, url, cached=False)
 

@@ -25,6 +25,18 @@ class InvalidOcspResponse(Exception):
     """The response cannot be relied on; the message says why."""
 
 
+class OcspResponderUnusable(InvalidOcspResponse):
+    """No OCSP answer at all: not an OCSPResponse (a proxy's error page, say), or the
+    responder said tryLater / internalError. The responder is in trouble, whichever
+    certificate was asked about; other failures concern the one answer."""
+
+
+#: Response statuses that mean "the responder cannot answer now" (RFC 6960 §4.2.1).
+#: malformedRequest, sigRequired and unauthorized are about the request, not the
+#: responder's health.
+_RESPONDER_TROUBLE = (ocsp.OCSPResponseStatus.TRY_LATER, ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+
+
 @dataclass(frozen=True, kw_only=True)
 class OcspAnswer:
     """A verified answer about one certificate."""
@@ -66,7 +78,9 @@ def verify_response(
         response = ocsp.load_der_ocsp_response(der)
         status = response.response_status
     except ValueError as exc:
-        raise InvalidOcspResponse(f"not an OCSP response ({exc})") from exc
+        raise OcspResponderUnusable(f"not an OCSP response ({exc})") from exc
+    if status in _RESPONDER_TROUBLE:
+        raise OcspResponderUnusable(f"the responder answered {status.name}")
     if status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise InvalidOcspResponse(f"the responder answered {status.name}")
     try:
