@@ -113,6 +113,29 @@ def build_root_ca(
     )
 
 
+def _subordinate(
+    *,
+    key_public: CertificatePublicKeyTypes,
+    name: x509.Name,
+    issuer: x509.Certificate,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.CertificateBuilder:
+    """What every certificate our issuing chain signs for itself starts with: names,
+    key, a random serial, validity, and the key identifiers path building needs."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject)
+        .public_key(key_public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key_public), critical=False)
+        .add_extension(authority_key_identifier(issuer), critical=False)
+    )
+
+
 def build_issuing_ca(
     *,
     key_public: CertificatePublicKeyTypes,
@@ -124,17 +147,15 @@ def build_issuing_ca(
 ) -> x509.Certificate:
     """An intermediate CA that may sign end-entity certificates only (pathLen 0)."""
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject)
-        .public_key(key_public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        _subordinate(
+            key_public=key_public,
+            name=name,
+            issuer=issuer,
+            not_before=not_before,
+            not_after=not_after,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key_public), critical=False)
-        .add_extension(authority_key_identifier(issuer), critical=False)
         .sign(issuer_key, signature_hash(issuer_key))
     )
 
@@ -150,19 +171,17 @@ def build_ocsp_signer(
 ) -> x509.Certificate:
     """A delegated OCSP responder certificate (RFC 6960 §4.2.2.2)."""
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject)
-        .public_key(key_public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        _subordinate(
+            key_public=key_public,
+            name=name,
+            issuer=issuer,
+            not_before=not_before,
+            not_after=not_after,
+        )
         .add_extension(_key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
         # id-pkix-ocsp-nocheck: clients need not ask about the responder's own status.
         .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key_public), critical=False)
-        .add_extension(authority_key_identifier(issuer), critical=False)
         .sign(issuer_key, signature_hash(issuer_key))
     )
 
