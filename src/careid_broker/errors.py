@@ -143,6 +143,12 @@ class CertificateUntrustedError(BrokerError):
     default_code = ErrorCode.CERTIFICATE_UNTRUSTED
 
 
+class CertificateKeyUnsupportedError(BrokerError):
+    """A certificate in the chain has a key of a type or size the broker does not accept."""
+
+    default_code = ErrorCode.CERTIFICATE_KEY_UNSUPPORTED
+
+
 class CertificateExpiredError(BrokerError):
     """The certificate's notAfter has passed, beyond the allowed clock skew."""
 

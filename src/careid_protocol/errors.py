@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
     CHALLENGE_WRONG_TRANSACTION = "challenge_wrong_transaction"
     CERTIFICATE_MALFORMED = "certificate_malformed"
     CERTIFICATE_UNTRUSTED = "certificate_untrusted"
+    CERTIFICATE_KEY_UNSUPPORTED = "certificate_key_unsupported"
     CERTIFICATE_EXPIRED = "certificate_expired"
     CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
     CERTIFICATE_USAGE = "certificate_usage"
@@ -260,6 +261,10 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.CERTIFICATE_UNTRUSTED: (
         "Your smartcard was not issued by an authority this service trusts. Use your"
         " Care Identity smartcard, or ask your Registration Authority."
+    ),
+    ErrorCode.CERTIFICATE_KEY_UNSUPPORTED: (
+        "Your smartcard uses a kind of key this service does not accept. Ask your"
+        " Registration Authority for a card with a supported key."
     ),
     ErrorCode.CERTIFICATE_EXPIRED: (
         "The certificate on your smartcard has expired. Ask your Registration Authority"

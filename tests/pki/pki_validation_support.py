@@ -19,7 +19,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
@@ -116,6 +119,7 @@ class PkiEnv:
         signer_key: CertificateIssuerPrivateKeyTypes | None = None,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
+        subject_key: CertificatePublicKeyTypes | None = None,
     ) -> x509.Certificate:
         """A card-like certificate signed by the issuing CA, with chosen extensions.
 
@@ -123,7 +127,7 @@ class PkiEnv:
         list it — use `revocation = "crl"` to test the other checks on it.
         """
         issuer = self.pki.issuing_certificate
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = subject_key or ec.generate_private_key(ec.SECP256R1()).public_key()
         uuid = next_uuid()
         builder = (
             x509.CertificateBuilder()
@@ -138,7 +142,7 @@ class PkiEnv:
                 )
             )
             .issuer_name(issuer.subject)
-            .public_key(key.public_key())
+            .public_key(key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before or NOW - timedelta(minutes=5))
             .not_valid_after(not_after or NOW + timedelta(days=365))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+from careid_broker.pki.keys import UnsupportedKey, supported_key
 
 
 class CrlProblem(Exception):
@@ -44,15 +45,11 @@ def verify_crl(
         key_usage = None
     if key_usage is not None and not key_usage.crl_sign:
         raise CrlProblem("the issuer's keyUsage does not allow it to sign CRLs")
-    key = issuer.public_key()
-    if not isinstance(
-        key,
-        rsa.RSAPublicKey
-        | ec.EllipticCurvePublicKey
-        | ed25519.Ed25519PublicKey
-        | ed448.Ed448PublicKey
-        | dsa.DSAPublicKey,
-    ) or not crl.is_signature_valid(key):
+    try:
+        key = supported_key(issuer)
+    except UnsupportedKey as exc:
+        raise CrlProblem(f"the CRL's issuer key cannot be used: {exc}") from exc
+    if not crl.is_signature_valid(key):
         raise CrlProblem(
             f"the CRL's signature does not verify with {issuer.subject.rfc4514_string()}'s key"
         )

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from careid_broker.pki.keys import UnsupportedKey
 from careid_broker.pki.signatures import key_hash, signature_is_valid
 
 #: CertID hashes we can recompute (what OCSPRequestBuilder accepts).
@@ -86,13 +87,17 @@ def verify_response(
     try:
         single = _single_response(response, certificate, issuer)
         signer = _signer(response, issuer, now=now, skew=skew)
-        if not signature_is_valid(
-            signer,
-            signature=response.signature,
-            data=response.tbs_response_bytes,
-            hash_algorithm=response.signature_hash_algorithm,
-            algorithm_oid=response.signature_algorithm_oid,
-        ):
+        try:
+            valid = signature_is_valid(
+                signer,
+                signature=response.signature,
+                data=response.tbs_response_bytes,
+                hash_algorithm=response.signature_hash_algorithm,
+                algorithm_oid=response.signature_algorithm_oid,
+            )
+        except UnsupportedKey as exc:
+            raise InvalidOcspResponse(f"the responder's key cannot be used: {exc}") from exc
+        if not valid:
             raise InvalidOcspResponse(
                 f"the signature does not verify with {signer.subject.rfc4514_string()}'s key"
             )

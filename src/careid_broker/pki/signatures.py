@@ -5,8 +5,10 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.x509.oid import SignatureAlgorithmOID
+
+from careid_broker.pki.keys import supported_key
 
 
 def key_hash(certificate: x509.Certificate) -> bytes:
@@ -23,21 +25,21 @@ def signature_is_valid(
     hash_algorithm: hashes.HashAlgorithm | None,
     algorithm_oid: x509.ObjectIdentifier,
 ) -> bool:
-    """Whether `signature` over `data` was made with `signer`'s private key."""
-    key = signer.public_key()
+    """Whether `signature` over `data` was made with `signer`'s private key.
+
+    The signer's key must be one `supported_key` accepts (UnsupportedKey otherwise).
+    """
+    key = supported_key(signer)
+    if hash_algorithm is None:
+        return False
     try:
-        if isinstance(key, ec.EllipticCurvePublicKey) and hash_algorithm is not None:
+        if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(hash_algorithm))
-        elif isinstance(key, rsa.RSAPublicKey) and hash_algorithm is not None:
-            if algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
-                pss = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=padding.PSS.AUTO)
-                key.verify(signature, data, pss, hash_algorithm)
-            else:
-                key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            key.verify(signature, data)
+        elif algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
+            pss = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=padding.PSS.AUTO)
+            key.verify(signature, data, pss, hash_algorithm)
         else:
-            return False
+            key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
     except InvalidSignature:
         return False
     return True

@@ -3,8 +3,10 @@
 The order is DESIGN.md's ("The signed challenge", verification order), each failure a
 typed `BrokerError` with a stable code and an operator `detail`:
 
-parse → chain to the trust anchors → validity with bounded skew → keyUsage / EKU →
-certificate policies → revocation → (the caller's signature check, if given) → UUID.
+parse → every key EC P-256/P-384 or RSA ≥ 2048 (card first, CAs once the chain is built) →
+chain to the trust anchors →
+validity with bounded skew → keyUsage / EKU → certificate policies → revocation →
+(the caller's signature check, if given) → UUID.
 
 Chain and validity. cryptography's verifier checks validity itself at the time it is
 given, and then fails with one undifferentiated `VerificationError`. So the chain is
@@ -36,6 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 
 from careid_broker.errors import (
+    CertificateKeyUnsupportedError,
     CertificateMalformedError,
     CertificateUntrustedError,
     IdentityMissingError,
@@ -49,6 +52,7 @@ from careid_broker.pki.checks import (
 )
 from careid_broker.pki.config import PkiConfig
 from careid_broker.pki.http import HttpFetcher
+from careid_broker.pki.keys import UnsupportedKey, supported_key
 from careid_broker.pki.revocation import RevocationChecker
 from careid_broker.pki.status import (
     Clock,
@@ -111,6 +115,16 @@ def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
     return certificate
 
 
+def _check_keys(certificates: tuple[x509.Certificate, ...]) -> None:
+    """Refuse a card or CA key of a type we do not accept, by name rather than as
+    "untrusted" (cryptography's verifier would refuse some of them without saying why)."""
+    for certificate in certificates:
+        try:
+            supported_key(certificate)
+        except UnsupportedKey as exc:
+            raise CertificateKeyUnsupportedError(detail=str(exc)) from exc
+
+
 class CertificateValidator:
     """Validates card certificates against the `[pki]` configuration."""
 
@@ -140,6 +154,7 @@ class CertificateValidator:
         """
         config = self._config
         leaf = parse_certificate(certificate)
+        _check_keys((leaf,))
         now = utc_now(self._clock)
         skew = config.max_clock_skew
         at = clamp_into_validity(leaf, now)
@@ -192,6 +207,7 @@ class CertificateValidator:
         if len(chain) < 2:
             # A trust anchor presented as a card: nothing vouches for it but itself.
             raise CertificateUntrustedError(detail=f"{describe(leaf)} is itself a trust anchor")
+        _check_keys(chain[1:])
         return chain
 
     def start(self) -> None:
