@@ -1,35 +1,39 @@
 """`create_app`: the broker's Flask application factory.
 
-Everything the views use is built here once and kept in `app.extensions["careid"]`
-(`services()`); tests pass a directory, a store or a clock of their own.
+It builds the one `Broker` (`build_broker`: every service, once) and hands it to each
+web area's `init_app(app, broker)`; views reach it with `current_broker()`. Tests pass
+a directory, a store or a clock of their own.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from types import ModuleType
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from careid_broker.admin.api import blueprint as api_blueprint
-from careid_broker.admin.console import blueprint as admin_blueprint
-from careid_broker.card import wiring as card_wiring
-from careid_broker.card.web import blueprint as card_blueprint
+from careid_broker.broker import build_broker
 from careid_broker.config import BrokerConfig, load_config
-from careid_broker.directory import Directory, LdapDirectory
-from careid_broker.errors import BrokerError
-from careid_broker.metrics import BrokerMetrics
-from careid_broker.registration.web import blueprint as registration_blueprint
-from careid_broker.services import EXTENSION_KEY, BrokerServices, notify_relying_parties
-from careid_broker.signin.password import PasswordSignin, ThrottlePolicies
-from careid_broker.store import KeyAlgorithm, Repositories, Store, create_store, utc_now
-from careid_broker.web import csrf, errors, instrumentation, security_headers, signin_session
-from careid_broker.web.login import blueprint as login_blueprint
-from careid_broker.web.ops import blueprint as ops_blueprint
+from careid_broker.directory import Directory
+from careid_broker.pki import HttpFetcher
+from careid_broker.store import Store
+from careid_broker.web import (
+    admin_api,
+    admin_console,
+    card,
+    context,
+    csrf,
+    errors,
+    instrumentation,
+    login,
+    oidc,
+    ops,
+    registration,
+    security_headers,
+    signin_cookie,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,79 +48,40 @@ def create_app(
     directory: Directory | None = None,
     store: Store | None = None,
     clock: Callable[[], datetime] | None = None,
+    http: HttpFetcher | None = None,
 ) -> Flask:
     """The broker app. Without `config`, `$CAREID_CONFIG` or `config/broker.toml` is read."""
     config = config or load_config()
-    if clock is None:
-        clock = store.clock if store is not None else utc_now
-    if store is None:
-        store = create_store(
-            config.database.url,
-            clock=clock,
-            busy_timeout=config.database.busy_timeout,
-            pool_size=config.database.pool_size,
-        )
-    if directory is None:
-        directory = LdapDirectory(config.directory, clock=clock)
-
+    broker = build_broker(
+        config,
+        directory=directory,
+        store=store,
+        clock=clock,
+        http=http,
+        request_facts=context.request_facts,
+    )
     app = Flask(__name__)
     _configure_flask(app, config)
-    repos = Repositories.build(
-        store,
-        key_passphrase=(
-            config.tokens.signing_key_passphrase.encode("utf-8")
-            if config.tokens.signing_key_passphrase
-            else None
-        ),
-        key_algorithm=KeyAlgorithm.RS256,
-        code_ttl=config.tokens.code_lifetime,
-        access_token_ttl=config.tokens.access_token_lifetime,
-        refresh_token_ttl=config.tokens.refresh_token_lifetime,
-        throttle_policy=config.signin.account_throttle,
-        challenge_ttl=config.card.challenge_lifetime,
-        logout_retry=config.oidc.logout_retry if config.oidc is not None else None,
-    )
-    metrics = BrokerMetrics()
-    metrics.registry.gauge(
-        "careid_logout_outbox_pending",
-        "Back-channel logouts waiting to be delivered (absent while the store is down).",
-        lambda: _pending_logouts(repos),
-    )
-    app.extensions[EXTENSION_KEY] = BrokerServices(
-        config=config,
-        store=store,
-        repos=repos,
-        directory=directory,
-        clock=clock,
-        metrics=metrics,
-        password_signin=PasswordSignin(
-            directory=directory,
-            throttle=repos.throttle,
-            policies=ThrottlePolicies(
-                account=config.signin.account_throttle, address=config.signin.address_throttle
-            ),
-        ),
-        session_ended=notify_relying_parties,
-    )
+    context.init_app(app, broker)
 
     # Order matters: the request id first (every later hook logs with it), CSRF before
     # any view; after-request hooks run in reverse, so instrumentation sees the final
     # response, headers and cookies included.
     instrumentation.init_app(app)
     security_headers.init_app(app)
-    signin_session.init_app(app)
+    signin_cookie.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)
-    app.register_blueprint(login_blueprint)
-    card_wiring.init_app(app)
-    app.register_blueprint(card_blueprint)
-    app.register_blueprint(registration_blueprint)
-    app.register_blueprint(ops_blueprint)
-    app.register_blueprint(admin_blueprint)
-    app.register_blueprint(api_blueprint)
-    _register_oidc(app)
+    for area in (login, card, registration, ops, admin_console, admin_api, oidc):
+        app.register_blueprint(area.blueprint)
     if config.broker.dev:
         log.warning("the broker runs in DEVELOPMENT mode: cookies are not Secure, no HSTS")
+    if config.broker.dev_disable_workers:
+        log.warning(
+            "dev_disable_workers: no CRL refresher and no back-channel logout delivery in"
+            " this process (development only)"
+        )
+    broker.start()
     return app
 
 
@@ -143,32 +108,3 @@ def _configure_flask(app: Flask, config: BrokerConfig) -> None:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
-
-
-def _pending_logouts(repos: Repositories) -> float | None:
-    try:
-        return float(repos.outbox.pending_count())
-    except BrokerError:
-        return None
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    """The module, or None when it (not something it imports) is absent."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name and not name.startswith(f"{exc.name}."):
-            raise
-        return None
-
-
-def _register_oidc(app: Flask) -> None:
-    # TODO(lead): import careid_broker.oidc directly once the OpenID Provider has landed.
-    module = _optional_module("careid_broker.oidc")
-    if module is None or not hasattr(module, "blueprint"):
-        log.warning("the OpenID Provider (careid_broker.oidc) is not installed")
-        return
-    app.register_blueprint(module.blueprint)
-    init_app = getattr(module, "init_app", None)
-    if callable(init_app):
-        init_app(app)

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from careid_broker.commands import admin as admin_commands
+from careid_broker.commands import oidc as oidc_commands
 from careid_broker.config import BrokerConfig, BrokerConfigError, default_config_path, load_config
-from careid_broker.store import KeyAlgorithm, Repositories, Store, create_store
+from careid_broker.directory import LdapDirectory
+from careid_broker.logging_setup import configure_logging
+from careid_broker.server import serve
+from careid_broker.store import (
+    KeyAlgorithm,
+    Repositories,
+    Store,
+    create_store,
+    current_revision,
+    head_revision,
+    schema_is_current,
+    upgrade,
+)
 from careid_protocol.errors import message_for
 
 
@@ -40,8 +53,6 @@ def _check_config(args: argparse.Namespace) -> int:
         return _report_config_error(exc)
     for name in config.env_overrides:
         print(f"note: {name} overrides the file")
-    if config.oidc is None:
-        print("note: the OpenID Provider is not installed; [oidc] was checked only in part")
     problems: list[str] = []
     if args.connect:
         problems.extend(_connection_problems(config))
@@ -54,9 +65,6 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _connection_problems(config: BrokerConfig) -> list[str]:
-    from careid_broker.directory import LdapDirectory
-    from careid_broker.web.ops import schema_is_current
-
     problems: list[str] = []
     store = create_store(config.database.url)
     try:
@@ -72,9 +80,6 @@ def _connection_problems(config: BrokerConfig) -> list[str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from careid_broker.logging_setup import configure_logging
-    from careid_broker.server import serve
-
     path = _config_path(args)
     try:
         config = load_config(path)
@@ -86,8 +91,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from careid_broker.store import current_revision, upgrade
-
     try:
         config = load_cli_config(args)
     except BrokerConfigError as exc:
@@ -106,8 +109,6 @@ def _make_sqlite_folder(url: str) -> None:
 
 
 def _db_current(args: argparse.Namespace) -> int:
-    from careid_broker.store import current_revision, head_revision
-
     try:
         config = load_cli_config(args)
     except BrokerConfigError as exc:
@@ -118,11 +119,8 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _repositories(config: BrokerConfig) -> tuple[Store, Repositories]:
-    passphrase = config.tokens.signing_key_passphrase
     store = create_store(config.database.url)
-    return store, Repositories.build(
-        store, key_passphrase=passphrase.encode("utf-8") if passphrase else None
-    )
+    return store, Repositories.build(store, key_passphrase=config.oidc.key_passphrase)
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
@@ -177,7 +175,8 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (the OpenID Provider may add its own subcommands)."""
+    """The argument parser: the broker's own commands, the OpenID Provider's and the
+    local administrators'."""
     parser = argparse.ArgumentParser(
         prog="careid-broker", description="The Care Identity federation broker."
     )
@@ -217,19 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=_keys_rotate)
     keys_sub.add_parser("list", help="the published keys").set_defaults(func=_keys_list)
 
-    _register_optional(sub, "careid_broker.oidc.commands")
-    _register_optional(sub, "careid_broker.admin.commands")
+    oidc_commands.register(sub)
+    admin_commands.register(sub)
     return parser
-
-
-def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> None:
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            return
-        raise
-    module.register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,15 +3,14 @@
 `load_config(path)` reads the file, applies the environment (see `config_env`), and
 checks every section, raising one `BrokerConfigError` that names every problem — what
 `careid-broker check-config` prints. Sections: `[broker]`, `[server]`, `[logging]`,
-`[ops]`, `[database]`, `[directory]` (`DirectoryConfig`), `[signin]`, `[oidc]` (read
-by the OpenID Provider's own `OidcConfig`), `[card]` (`CardSettings`) and `[pki]`
-(`PkiConfig`: card sign-in is available only when it is given), `[admin]` and `[api]`
+`[ops]`, `[database]`, `[directory]` (`DirectoryConfig`), `[signin]`, `[oidc]`
+(`OidcConfig`: lifetimes, signing key passphrase, clients), `[card]` (`CardSettings`)
+and `[pki]` (`PkiConfig`: card sign-in is available only when it is given), `[admin]` and `[api]`
 (local administrators' console and API: `careid_broker.admin.config`).
 """
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import os
 import tomllib
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum, unique
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
@@ -35,14 +34,12 @@ from careid_broker.admin.config import (
 from careid_broker.card.settings import CardSettings, read_card_settings
 from careid_broker.config_env import CONFIG_PATH_ENV, SECTIONS, apply_env_overrides
 from careid_broker.directory import DirectoryConfig
-from careid_broker.directory.settings import SettingsReader
 from careid_broker.errors import BrokerError
+from careid_broker.oidc.config import OidcConfig
 from careid_broker.pki.config import PkiConfig
+from careid_broker.settings import SettingsReader
 from careid_broker.store import ThrottlePolicy
 from careid_protocol.errors import ErrorCode
-
-if TYPE_CHECKING:
-    from careid_broker.oidc.config import OidcConfig
 
 DEFAULT_CONFIG_PATH = Path("config") / "broker.toml"
 # The key in the shipped demo configuration: public, so refused outside development.
@@ -139,18 +136,8 @@ class SigninSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TokenSettings:
-    """The store-side lifetimes and key passphrase from `[oidc]` (the OP reads the rest)."""
-
-    code_lifetime: timedelta = timedelta(seconds=60)
-    access_token_lifetime: timedelta = timedelta(seconds=600)
-    refresh_token_lifetime: timedelta = timedelta(seconds=28800)
-    signing_key_passphrase: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, kw_only=True)
 class BrokerConfig:
-    """Every section, checked; `oidc` is the OP's `OidcConfig` (None until it is installed)."""
+    """Every section, checked."""
 
     broker: BrokerSettings
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -159,9 +146,7 @@ class BrokerConfig:
     database: DatabaseSettings
     directory: DirectoryConfig
     signin: SigninSettings = field(default_factory=SigninSettings)
-    tokens: TokenSettings = field(default_factory=TokenSettings)
-    oidc: OidcConfig | None = None
-    oidc_settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    oidc: OidcConfig
     card: CardSettings = field(default_factory=CardSettings)
     pki: PkiConfig | None = None
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -193,9 +178,7 @@ class BrokerConfig:
         database = _database(top.table("database"), root)
         signin = _signin(top.table("signin"))
         directory = _directory(merged.get("directory"), root, problems)
-        oidc_table = merged.get("oidc") or {}
-        tokens = _tokens(oidc_table)
-        oidc = _oidc(oidc_table, root, problems)
+        oidc = _oidc(merged.get("oidc") or {}, root, problems)
         card = read_card_settings(top.table("card"))
         pki = _pki(merged.get("pki"), root, problems)
         admin = read_admin_settings(merged.get("admin"), problems)
@@ -206,7 +189,8 @@ class BrokerConfig:
         )
         if problems:
             raise BrokerConfigError(problems)
-        assert directory is not None  # noqa: S101 - None only alongside a problem
+        # None only alongside a problem:
+        assert directory is not None and oidc is not None  # noqa: S101
         return cls(
             broker=broker,
             server=server,
@@ -215,9 +199,7 @@ class BrokerConfig:
             database=database,
             directory=directory,
             signin=signin,
-            tokens=tokens,
             oidc=oidc,
-            oidc_settings=oidc_table if isinstance(oidc_table, Mapping) else {},
             card=card,
             pki=pki,
             admin=admin,
@@ -270,6 +252,10 @@ def _broker(reader: SettingsReader) -> BrokerSettings:
         reader.problem("secret_key", f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
     if secret_key == DEMO_SECRET_KEY and not dev:
         reader.problem("secret_key", "is the public demo key; set CAREID_SECRET_KEY")
+    disable_workers = reader.boolean("dev_disable_workers", False)
+    if disable_workers and not dev:
+        # It stops CRL refreshes and logout deliveries: a test switch, never production's.
+        reader.problem("dev_disable_workers", "is a development switch: it needs dev = true")
     settings = BrokerSettings(
         issuer=issuer,
         secret_key=secret_key,
@@ -279,7 +265,7 @@ def _broker(reader: SettingsReader) -> BrokerSettings:
         ),
         session_idle=_seconds(reader, "session_idle_seconds", timedelta(hours=2), minimum=60),
         trusted_proxies=reader.integer("trusted_proxies", 0, minimum=0, maximum=5),
-        dev_disable_workers=reader.boolean("dev_disable_workers", False),
+        dev_disable_workers=disable_workers,
     )
     reader.finish()
     return settings
@@ -409,40 +395,13 @@ def _pki(data: object, root: Path, problems: list[str]) -> PkiConfig | None:
         return None
 
 
-def _tokens(data: object) -> TokenSettings:
-    # Read leniently: the OP's OidcConfig checks `[oidc]` in full and names its problems;
-    # reading twice must not name them twice.
-    table: Mapping[str, object] = data if isinstance(data, Mapping) else {}
-
-    def seconds(key: str, default: int) -> timedelta:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            value = default
-        return timedelta(seconds=value)
-
-    passphrase = table.get("signing_key_passphrase")
-    return TokenSettings(
-        code_lifetime=seconds("code_lifetime_seconds", 60),
-        access_token_lifetime=seconds("access_token_lifetime_seconds", 600),
-        refresh_token_lifetime=seconds("refresh_token_lifetime_seconds", 28800),
-        signing_key_passphrase=passphrase if isinstance(passphrase, str) and passphrase else None,
-    )
-
-
 def _oidc(data: object, root: Path, problems: list[str]) -> OidcConfig | None:
-    """The OP's `OidcConfig`, or None while the OP package is not installed."""
-    try:
-        module = importlib.import_module("careid_broker.oidc.config")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("careid_broker.oidc", "careid_broker.oidc.config"):
-            raise
-        return None
+    """The OP's `OidcConfig`, or None after naming its problems."""
     if not isinstance(data, Mapping):
         problems.append("[oidc]: must be a table")
         return None
     try:
-        parsed: OidcConfig = module.OidcConfig.from_mapping(dict(data), base_dir=root)
+        return OidcConfig.from_mapping(dict(data), base_dir=root)
     except BrokerError as exc:
         problems.extend(getattr(exc, "problems", None) or [str(exc)])
         return None
-    return parsed

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
+from careid_broker.app import create_app
 from careid_broker.config import BrokerConfig, load_config
 from careid_broker.logging_setup import gunicorn_logconfig
 
@@ -76,8 +77,6 @@ def serve(
     config = load_config(config_path)
 
     def factory() -> Flask:
-        from careid_broker.app import create_app
-
         # Read again in the worker, so the environment the worker sees is what applies.
         return create_app(load_config(config_path))
 

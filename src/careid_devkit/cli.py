@@ -7,14 +7,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from careid_devkit.cardsim.commands import register as register_card
+from careid_devkit.demo import register as register_demo
+from careid_devkit.pki_commands import register as register_pki
+from careid_devkit.webmail.commands import register as register_webmail
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each area registers its own subcommands."""
-    from careid_devkit.cardsim.commands import register as register_card
-    from careid_devkit.demo import register as register_demo
-    from careid_devkit.pki_commands import register as register_pki
-    from careid_devkit.webmail.commands import register as register_webmail
-
     parser = argparse.ArgumentParser(
         prog="careid-devkit",
         description="Development PKI, virtual PIV card and demo (DEMO/TEST MATERIAL ONLY).",

@@ -1,8 +1,8 @@
 """Helpers for the local administrators' tests (a plain module: tests have no packages).
 
-Until the card sign-in lands, a test app gets a test-only route that opens a sign-in
-session exactly as the card (or password) flow does — `begin_signin` — and audits it
-as the real flows do, so the console sees a genuine card session and sign-in history.
+A test app gets a test-only route that opens a sign-in session exactly as the card (or
+password) flow completes one — `complete_signin`, which also audits it — so the console
+sees a genuine card session and sign-in history without a card at hand.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from broker_support import csrf_token_from, services
+from broker_support import broker_of, csrf_token_from
 from flask import Blueprint, Flask, request
 from flask.testing import FlaskClient
 from oidc_support import basic, write_test_clients
 from werkzeug.test import TestResponse
 
 from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
-from careid_broker.auditing import audit
 from careid_broker.oidc.client_secrets import hash_secret
-from careid_broker.store import LinkMode, NewRegistration, Outcome, RegistrationRecord
+from careid_broker.signin.sessions import SigninDecision
+from careid_broker.store import LinkMode, NewRegistration, RegistrationRecord
 from careid_broker.web.csrf import csrf_exempt
-from careid_broker.web.signin_session import begin_signin
+from careid_broker.web.signin_cookie import complete_signin
 
 LEE = "lee.admin@nhs.net"
 ALEX = "alex.morgan@nhs.net"
@@ -93,23 +93,19 @@ def install_test_signin(app: Flask) -> None:
     def signin() -> tuple[str, int]:
         mail = request.form["mail"]
         card = request.form.get("method", "card") == "card"
-        account = services(app).directory.find_account(mail)
+        account = broker_of(app).directory.find_account(mail)
         assert account is not None, mail
-        session = begin_signin(
-            account,
-            method="card" if card else "pwd",
-            acr=ACR_CARD if card else ACR_PASSWORD,
-            amr=AMR_CARD if card else AMR_PASSWORD,
-            card_uuid=account.care_identity_uuid if card else None,
-            card_session=card,
-        )
-        audit(
-            "signin.card" if card else "signin.password",
-            outcome=Outcome.SUCCESS,
-            actor=account.mail,
-            subject=account.mail,
-            org=account.org_code,
-            details={"sid": session.sid, "acr": session.acr},
+        complete_signin(
+            SigninDecision(
+                account=account,
+                method="card" if card else "pwd",
+                acr=ACR_CARD if card else ACR_PASSWORD,
+                amr=AMR_CARD if card else AMR_PASSWORD,
+                event="signin.card" if card else "signin.password",
+                org_code=account.org_code,
+                card_uuid=account.care_identity_uuid if card else None,
+                card_session=card,
+            )
         )
         return "", 204
 
@@ -132,7 +128,7 @@ def register(
 ) -> RegistrationRecord:
     """Store a registration as the registration flow does."""
     card_uuid = uuid or UUIDS[mail]
-    return services(app).repos.registrations.create(
+    return broker_of(app).repos.registrations.create(
         NewRegistration(
             card_uuid=card_uuid,
             account_mail=mail,

@@ -21,7 +21,7 @@ from admin_support import (
     register,
     sign_in,
 )
-from broker_support import FakeClock, services
+from broker_support import FakeClock, broker_of
 from flask import Flask
 from flask.testing import FlaskClient
 from oidc_support import Browser, TestRelyingParty, basic, write_test_clients
@@ -30,7 +30,6 @@ from werkzeug.test import TestResponse
 
 from careid_broker.config import BrokerConfig, BrokerConfigError
 from careid_broker.errors import DirectoryUnavailableError
-from careid_broker.oidc.provider import provider_for
 from careid_broker.store import EndedSession, EndReason
 
 
@@ -101,7 +100,7 @@ def test_the_token_endpoint_issues_client_credentials_tokens(
         code_grant.status_code == 400 and code_grant.get_json()["error"] == "unsupported_grant_type"
     )
     # Only the token's digest is stored; issuing and refusing are audited, never the secret.
-    entries = services(admin_app).repos.audit.list_recent(event_prefix="api.token", limit=10)
+    entries = broker_of(admin_app).repos.audit.list_recent(event_prefix="api.token", limit=10)
     assert [e.outcome.value for e in reversed(entries)] == [
         "success",
         "success",
@@ -153,7 +152,7 @@ def test_a_token_without_the_scope_is_403(admin_app: Flask, api: FlaskClient) ->
     challenge = response.headers["WWW-Authenticate"]
     assert 'error="insufficient_scope"' in challenge and 'scope="registrations:write"' in challenge
     _conforms(api, response, "/api/v1/registrations/{card_uuid}/remove", "post")
-    assert services(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
 
 
 # Organisations.
@@ -181,7 +180,7 @@ def test_another_organisations_registrations_are_404(admin_app: Flask, api: Flas
     )
     listed = api.get("/api/v1/registrations", headers=bearer(token)).get_json()
     assert [r["account_mail"] for r in listed["items"]] == [ALEX] and listed["total"] == 1
-    assert services(admin_app).repos.registrations.by_uuid(UUIDS[KIM]) is not None
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[KIM]) is not None
     # Y00001's own client sees kim, and not alex.
     other = api_token(api, "y1-writer", OTHER_ORG_SECRET)
     theirs = api.get("/api/v1/registrations", headers=bearer(other)).get_json()
@@ -258,9 +257,9 @@ def test_removal_by_api_ends_sessions_and_tells_relying_parties(
     assert body["reason_text"] is None
     assert body["sessions_ended"] == 1 and body["relying_parties_notified"] == ["rp"]
     assert [e.reason for e in session_ended] == [EndReason.REGISTRATION_REMOVED]
-    assert provider_for(admin_app).backchannel.deliver_due().delivered == 1
+    assert broker_of(admin_app).oidc.backchannel.deliver_due().delivered == 1
     assert len(test_rp.wait_for(1)) == 1
-    entry = services(admin_app).repos.audit.list_recent(
+    entry = broker_of(admin_app).repos.audit.list_recent(
         event_prefix="admin.registration.remove", limit=1
     )[0]
     assert entry.actor == "api:rx1-writer" and entry.subject == ALEX
@@ -310,8 +309,8 @@ def test_every_api_route_is_in_the_openapi_document_and_nothing_else(
 
 def test_a_directory_that_is_down_is_503_not_a_guess(admin_app: Flask, api: FlaskClient) -> None:
     register(admin_app, KIM)
-    svc = services(admin_app)
-    real = svc.directory
+    switch = broker_of(admin_app).directory
+    real = switch.real
 
     class Down:
         current_aup_version = real.current_aup_version
@@ -323,7 +322,7 @@ def test_a_directory_that_is_down_is_503_not_a_guess(admin_app: Flask, api: Flas
             return getattr(real, name)
 
     token = api_token(api, "rx1-reader", READER_SECRET)
-    svc.directory = Down()  # type: ignore[assignment]
+    switch.use(Down())
     # Kim's registration is Y00001's; whether kim now works at RX1 needs the directory.
     response = api.get(f"/api/v1/registrations/{UUIDS[KIM]}", headers=bearer(token))
     _error(response, 503, "directory_unavailable")

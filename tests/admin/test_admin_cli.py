@@ -14,22 +14,27 @@ from typing import Any
 
 import pytest
 from admin_support import ALEX, KIM, LEE, UUIDS, register, sign_in
-from broker_support import FakeClock, services, write_broker_toml
+from broker_support import FakeClock, broker_of, write_broker_toml
 from flask import Flask
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import create_engine, text
 
 from careid_broker.cli import main
-from careid_broker.oidc.provider import provider_for
 from careid_broker.store import EndReason
+from careid_devkit.slapd import Slapd
 
 
 @pytest.fixture
 def cli_config(
-    tmp_path: Path, broker_settings: dict[str, dict[str, Any]], admin_app: Flask
+    tmp_path: Path,
+    broker_settings: dict[str, dict[str, Any]],
+    admin_app: Flask,
+    demo_slapd: Slapd,
 ) -> Path:
-    """A broker.toml for the admin app's database, directory and clients."""
+    """A broker.toml for the admin app's database and clients, and the demo directory
+    (the CLI runs the real `careid-broker`, which reaches a real slapd)."""
     sections = {name: dict(values) for name, values in broker_settings.items()}
+    sections["directory"] = demo_slapd.directory_settings()
     sections["oidc"] = {"clients_file": str(tmp_path / "admin-test-clients.toml")}
     sections.pop("signin", None)
     return write_broker_toml(tmp_path / "broker.toml", sections)
@@ -146,7 +151,7 @@ def test_registrations_remove_ends_sessions_and_queues_logouts(
     assert status == 0, out
     assert f"removed: {UUIDS[ALEX]} linked to {ALEX}" in out
     assert "reason: other: card left on a train" in out and "sessions ended: 1" in out
-    repos = services(admin_app).repos
+    repos = broker_of(admin_app).repos
     assert repos.registrations.by_uuid(UUIDS[ALEX]) is None
     assert repos.sessions.active_for_account(ALEX) == []
     ended = repos.audit.list_recent(event_prefix="admin.registration.remove", limit=1)[0]
@@ -156,7 +161,7 @@ def test_registrations_remove_ends_sessions_and_queues_logouts(
     # The logout was queued in the shared outbox: any running broker delivers it. (The
     # command ran on the real clock, a moment after this app's settable one.)
     clock.advance(timedelta(minutes=1))
-    assert provider_for(admin_app).backchannel.deliver_due().delivered == 1
+    assert broker_of(admin_app).oidc.backchannel.deliver_due().delivered == 1
     assert len(test_rp.wait_for(1)) == 1
     reasons = [
         s.end_reason

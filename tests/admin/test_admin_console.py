@@ -21,21 +21,20 @@ from admin_support import (
     register,
     sign_in,
 )
-from broker_support import AppFactory, FakeClock, error_code_of, services
+from broker_support import AppFactory, FakeClock, broker_of, error_code_of
 from flask import Flask
 from flask.testing import FlaskClient
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import select
 
 from careid_broker.directory import MailAccount
-from careid_broker.oidc.provider import provider_for
 from careid_broker.store import AuditRecord, EndedSession, EndReason
 from careid_broker.store.models import SigninSession
 from careid_devkit.slapd import Slapd
 
 
 def _audit(app: Flask, event: str) -> list[AuditRecord]:
-    return services(app).repos.audit.list_recent(event_prefix=event, limit=100)
+    return broker_of(app).repos.audit.list_recent(event_prefix=event, limit=100)
 
 
 # Who may open the console.
@@ -82,8 +81,8 @@ def test_rights_are_re_read_after_at_most_five_minutes(
     admin_app: Flask, lee: FlaskClient, clock: FakeClock
 ) -> None:
     assert lee.get("/admin").status_code == 200
-    svc = services(admin_app)
-    real = svc.directory
+    switch = broker_of(admin_app).directory
+    real = switch.real
 
     class Demoted:
         """The directory after lee's administrator rights were taken away."""
@@ -99,13 +98,13 @@ def test_rights_are_re_read_after_at_most_five_minutes(
         def __getattr__(self, name: str) -> object:
             return getattr(real, name)
 
-    svc.directory = Demoted()  # type: ignore[assignment]
+    switch.use(Demoted())
     clock.advance(timedelta(minutes=4, seconds=59))
     assert lee.get("/admin").status_code == 200  # still within the cache
     clock.advance(timedelta(seconds=2))
     assert lee.get("/admin").status_code == 403
     # A new sign-in reads them again at once (no waiting for the cache).
-    svc.directory = real
+    switch.restore()
     sign_in(lee, LEE)
     assert lee.get("/admin").status_code == 200
 
@@ -200,7 +199,7 @@ def test_kim_is_not_found_by_guessed_urls_and_cannot_be_removed(
     assert lee.post(f"/admin/users/{KIM}/remove/confirm", data=form).status_code == 404
     # Alex's page with kim's UUID slipped into the confirmation: still nothing removed.
     assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form).status_code == 404
-    repos = services(admin_app).repos
+    repos = broker_of(admin_app).repos
     assert repos.registrations.by_uuid(UUIDS[KIM]) is not None
     assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
     refused = _audit(admin_app, "admin.")
@@ -222,7 +221,7 @@ def test_removal_needs_a_reason_and_other_needs_words(admin_app: Flask, lee: Fla
         response = lee.post(f"/admin/users/{ALEX}/remove", data={"csrf_token": token, **form})
         assert response.status_code == 400
         assert error_code_of(response) == "admin_reason_required"
-    assert services(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
 
 
 def test_a_removal_without_the_csrf_token_is_refused(admin_app: Flask, lee: FlaskClient) -> None:
@@ -234,7 +233,7 @@ def test_a_removal_without_the_csrf_token_is_refused(admin_app: Flask, lee: Flas
         f"/admin/users/{ALEX}/remove/confirm", data={**form, "csrf_token": "forged" * 8}
     )
     assert forged.status_code == 400 and error_code_of(forged) == "csrf_invalid"
-    assert services(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
 
 
 def test_lee_removes_alexs_registration_and_alex_is_signed_out_everywhere(
@@ -260,7 +259,7 @@ def test_lee_removes_alexs_registration_and_alex_is_signed_out_everywhere(
     text = confirm.get_data(as_text=True)
     assert 'id="confirm-remove"' in text and "Another reason: card snapped in two" in text
     # Nothing happens before the confirmation.
-    repos = services(admin_app).repos
+    repos = broker_of(admin_app).repos
     assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None and not session_ended
 
     done = lee.post(
@@ -290,7 +289,7 @@ def test_lee_removes_alexs_registration_and_alex_is_signed_out_everywhere(
             )
         ).all()
     assert open_sessions == []
-    assert provider_for(admin_app).backchannel.deliver_due().delivered == 1
+    assert broker_of(admin_app).oidc.backchannel.deliver_due().delivered == 1
     assert len(test_rp.wait_for(1)) == 1 and "logout_token" in test_rp.received[0].form
     # Alex's browser is signed out (sent to sign in, no longer refused as a non-admin).
     assert alex.get("/admin").status_code == 303
@@ -321,7 +320,7 @@ def test_a_stale_confirmation_removes_nothing(admin_app: Flask, lee: FlaskClient
     assert again.status_code == 303
     page = lee.get(again.headers["Location"]).get_data(as_text=True)
     assert "changed or was removed while you were looking" in page
-    assert services(admin_app).repos.registrations.by_uuid("555000000099") is not None
+    assert broker_of(admin_app).repos.registrations.by_uuid("555000000099") is not None
 
 
 # CSV export.
@@ -363,6 +362,6 @@ def test_a_registration_made_at_my_organisation_stays_mine_after_a_move(
         data={"csrf_token": token, "card_uuid": UUIDS[KIM], "reason": "left_organisation"},
     )
     assert done.status_code == 303
-    assert services(admin_app).repos.registrations.by_uuid(UUIDS[KIM]) is None
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[KIM]) is None
     # With the registration gone, kim is Y00001's alone again.
     assert lee.get(f"/admin/users/{KIM}").status_code == 404

@@ -18,9 +18,9 @@ started again for each folder).
 - `broker_settings`: the settings mapping `app_factory` starts from.
 - `app_factory(directory_slapd=None, env=None, **section_overrides)`: builds an app;
   overrides are merged per section, e.g. `app_factory(signin={"account_free_failures": 2})`.
-- `session_ended`: every EndedSession the apps reported to the back-channel hook (which
-  still runs: the recorder wraps it); `app_builder` builds and closes those apps for
-  `app_factory` and other factories (card sign-in's).
+- `session_ended`: every EndedSession the apps published (the recorder subscribes beside
+  the OpenID Provider); `app_builder` builds and closes those apps for `app_factory`
+  and other factories (card sign-in's).
 - `test_rp`: a relying party on 127.0.0.1 receiving back-channel logouts.
 """
 
@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_support import FALLBACK_CLIENTS, REPO, TEST_SECRET_KEY, AppFactory, FakeClock, services
+from broker_support import (
+    FALLBACK_CLIENTS,
+    REPO,
+    TEST_SECRET_KEY,
+    AppFactory,
+    FakeClock,
+    SwitchableDirectory,
+    broker_of,
+)
 from flask import Flask
 from oidc_support import TestRelyingParty
 from sqlalchemy import create_engine, delete, text
@@ -43,9 +51,20 @@ from sqlalchemy.engine import URL, make_url
 
 from careid_broker.app import create_app
 from careid_broker.config import BrokerConfig
+from careid_broker.directory import Directory, LdapDirectory
+from careid_broker.directory.memory import MemoryDirectory
 from careid_broker.store import EndedSession, upgrade
 from careid_broker.store.base import Base
-from careid_devkit.slapd import DEBIAN_SBIN, Slapd, start_slapd
+from careid_devkit.slapd import (
+    DEBIAN_SBIN,
+    DEMO_ACCOUNTS_BASE,
+    DEMO_CARE_IDENTITIES_BASE,
+    DEMO_SEED,
+    DEMO_SERVICE_DN,
+    DEMO_SERVICE_PASSWORD,
+    Slapd,
+    start_slapd,
+)
 
 PG_ENV = "CAREID_TEST_DATABASE_URL"
 # `@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)` and the like.
@@ -53,6 +72,27 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 # The directory.
+
+#: A `[directory]` section naming the demo directory's bases and service account, for an
+#: app whose directory is the in-memory one (`MemoryDirectory`, the demo seed): nothing
+#: listens at its URL and nothing connects to it.
+MEMORY_DIRECTORY_SETTINGS: dict[str, Any] = {
+    "urls": ["ldap://127.0.0.1:9"],
+    "bind_dn": DEMO_SERVICE_DN,
+    "bind_password": DEMO_SERVICE_PASSWORD,
+    "accounts_base": DEMO_ACCOUNTS_BASE,
+    "care_identities_base": DEMO_CARE_IDENTITIES_BASE,
+    "current_aup_version": "2024-1",
+}
+_SLAPD_FIXTURES = frozenset({"slapd_factory", "demo_slapd", "own_slapd"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts a real slapd `slapd`, so `-m "not slapd"` skips it
+    and the in-process tier (on the in-memory directory) starts no external process."""
+    for item in items:
+        if _SLAPD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slapd)
 
 
 def _have_slapd() -> bool:
@@ -191,10 +231,9 @@ def clients_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def broker_settings(
-    demo_slapd: Slapd, store_url: str, clients_file: Path
-) -> dict[str, dict[str, Any]]:
-    """The settings (as parsed TOML) the test app starts from: development mode."""
+def broker_settings(store_url: str, clients_file: Path) -> dict[str, dict[str, Any]]:
+    """The settings (as parsed TOML) the test app starts from: development mode, the
+    in-memory demo directory (`app_factory(directory_slapd=…)` for a real slapd)."""
     return {
         "broker": {
             "issuer": "http://localhost:5000",
@@ -203,7 +242,7 @@ def broker_settings(
             "dev_disable_workers": True,
         },
         "database": {"url": store_url},
-        "directory": demo_slapd.directory_settings(connect_timeout=1.0, receive_timeout=1.0),
+        "directory": dict(MEMORY_DIRECTORY_SETTINGS),
         "signin": {},
         "oidc": {"clients_file": str(clients_file)},
     }
@@ -231,6 +270,7 @@ class AppBuilder:
         *,
         clock: FakeClock,
         env: Mapping[str, str] | None = None,
+        ldap: bool = False,
     ) -> Flask:
         """An app from `settings` with `overrides` merged per section (None drops one)."""
         merged = {section: dict(values) for section, values in settings.items()}
@@ -240,25 +280,25 @@ class AppBuilder:
             else:
                 merged.setdefault(section, {}).update(values)
         config = BrokerConfig.from_mapping(merged, base_dir=self._base_dir, env=dict(env or {}))
-        app = create_app(config, clock=clock)
+        real: Directory = (
+            LdapDirectory(config.directory, clock=clock)
+            if ldap
+            else MemoryDirectory.from_ldif(
+                DEMO_SEED,
+                clock=clock,
+                current_aup_version=config.directory.current_aup_version,
+                writable=config.directory.writable,
+            )
+        )
+        app = create_app(config, clock=clock, directory=SwitchableDirectory(real))
         app.config["TESTING"] = True
-        svc = services(app)
-        real_hook = svc.session_ended
-
-        def record(ended: EndedSession) -> None:
-            self._ended.append(ended)
-            real_hook(ended)
-
-        svc.session_ended = record
+        broker_of(app).session_events.on_ended(self._ended.append)
         self.built.append(app)
         return app
 
     def close(self) -> None:
         for app in self.built:
-            card = app.extensions.get("careid.card")
-            if card is not None and card.validator is not None:
-                card.validator.stop()
-            services(app).store.dispose()
+            broker_of(app).stop()
 
 
 @pytest.fixture
@@ -286,7 +326,9 @@ def app_factory(
             settings["directory"] = directory_slapd.directory_settings(
                 connect_timeout=1.0, receive_timeout=1.0
             )
-        return app_builder.build(settings, overrides, clock=clock, env=env)
+        return app_builder.build(
+            settings, overrides, clock=clock, env=env, ldap=directory_slapd is not None
+        )
 
     return build
 

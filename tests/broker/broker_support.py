@@ -15,7 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from careid_broker.services import EXTENSION_KEY, BrokerServices
+from careid_broker.broker import Broker
+from careid_broker.directory import Directory
+from careid_broker.web import context
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "src" / "careid_broker" / "templates"
@@ -107,11 +109,28 @@ def error_code_of(response: TestResponse) -> str | None:
     return match.group(1) if match else None
 
 
-def services(app: Flask) -> BrokerServices:
-    """The app's BrokerServices (outside a request)."""
-    found = app.extensions[EXTENSION_KEY]
-    assert isinstance(found, BrokerServices)
-    return found
+class SwitchableDirectory:
+    """A test double in front of an app's real directory: `use(other)` changes what the
+    broker sees mid-test (a directory going down, rights taken away), `restore()` puts
+    the real one back. Everything else is the real directory's."""
+
+    def __init__(self, real: Directory) -> None:
+        self.real = real
+        self._current: Directory = real
+
+    def use(self, other: object) -> None:
+        self._current = other  # type: ignore[assignment]
+
+    def restore(self) -> None:
+        self._current = self.real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._current, name)
+
+
+def broker_of(app: Flask) -> Broker:
+    """The app's one `Broker` (outside a request)."""
+    return context.broker_of(app)
 
 
 def _toml_value(value: object) -> str:

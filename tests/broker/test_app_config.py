@@ -61,7 +61,7 @@ def test_defaults_and_a_relative_sqlite_path(tmp_path: Path, clients_file: Path)
     assert config.signin.account_throttle.free_failures == 5
     assert config.signin.address_throttle.free_failures == 30
     assert config.database.url == f"sqlite:///{tmp_path.resolve() / 'broker.db'}"
-    assert config.tokens.code_lifetime == timedelta(seconds=60)
+    assert config.oidc.code_ttl == timedelta(seconds=60)
     assert "secret" not in repr(config.broker) and TEST_SECRET_KEY not in repr(config)
 
 
@@ -90,7 +90,7 @@ def test_environment_overrides_apply_with_their_types(tmp_path: Path, clients_fi
     assert config.directory.urls == ("ldap://a.example.test", "ldap://b.example.test")
     assert config.server.workers == 4
     assert config.signin.account_throttle.free_failures == 7
-    assert config.tokens.signing_key_passphrase == "key-passphrase"
+    assert config.oidc.signing_key_passphrase == "key-passphrase"
     assert set(config.env_overrides) == set(env) - {"CAREID_TEST_DATABASE_URL", "HOME"}
 
 

@@ -6,10 +6,10 @@ import pytest
 from broker_support import (
     DEMO_PASSWORD,
     AppFactory,
+    broker_of,
     cookie_value,
     error_code_of,
     login_form,
-    services,
 )
 from flask import Flask
 from flask.testing import FlaskClient
@@ -34,11 +34,11 @@ def test_a_missing_or_wrong_token_is_refused_and_audited(
     assert response.status_code == 400
     assert error_code_of(response) == "csrf_invalid"
     assert cookie_value(client, "careid-signin") is None
-    assert services(app).repos.sessions.active_for_account("alex.morgan@nhs.net") == []
-    entry = services(app).repos.audit.list_recent(limit=1)[0]
+    assert broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net") == []
+    entry = broker_of(app).repos.audit.list_recent(limit=1)[0]
     assert entry.event == "csrf.refused" and entry.outcome is Outcome.FAILURE
     assert entry.error_code == "csrf_invalid" and entry.client_address == "127.0.0.1"
-    assert services(app).metrics.csrf_refusals.value() == 1
+    assert broker_of(app).metrics.csrf_refusals.value() == 1
 
 
 def test_a_token_from_another_browser_is_refused(app: Flask, client: FlaskClient) -> None:

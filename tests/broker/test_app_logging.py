@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from broker_support import DEMO_PASSWORD, cookie_value, login_form, password_login, services
+from broker_support import DEMO_PASSWORD, broker_of, cookie_value, login_form, password_login
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -37,7 +37,7 @@ def log_lines() -> Iterator[io.StringIO]:
 def test_a_sign_in_logs_json_with_request_ids_and_no_secrets(
     app: Flask, client: FlaskClient, log_lines: io.StringIO
 ) -> None:
-    tx = services(app).repos.transactions.create(
+    tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
     )
     csrf = login_form(client, tx.transaction_id)

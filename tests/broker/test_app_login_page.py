@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from broker_support import TEMPLATES, AppFactory, error_code_of, services
+from broker_support import TEMPLATES, AppFactory, broker_of, error_code_of
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -103,7 +103,9 @@ def test_csp_is_strict_and_the_usual_security_headers_are_set(client: FlaskClien
 
 
 def test_outside_development_hsts_is_sent(app_factory: AppFactory) -> None:
-    app = app_factory(broker={"dev": False, "issuer": "https://sso.example.test"})
+    app = app_factory(
+        broker={"dev": False, "dev_disable_workers": False, "issuer": "https://sso.example.test"}
+    )
     response = app.test_client().get("/login", base_url="https://sso.example.test")
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
 
@@ -131,7 +133,7 @@ def test_the_stylesheet_is_served_from_the_broker(client: FlaskClient) -> None:
 def test_a_login_transaction_is_carried_and_its_rp_origin_allowed_as_form_action(
     app: Flask, client: FlaskClient
 ) -> None:
-    tx = services(app).repos.transactions.create(
+    tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(
             client_id="testrp",
             redirect_uri="https://rp.example.test:8443/callback",
@@ -151,7 +153,7 @@ def test_a_login_transaction_is_carried_and_its_rp_origin_allowed_as_form_action
 def test_a_card_only_request_shows_only_the_smartcard_option(
     app: Flask, client: FlaskClient
 ) -> None:
-    tx = services(app).repos.transactions.create(
+    tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(
             client_id="testrp",
             redirect_uri="https://rp.example.test/callback",
@@ -171,10 +173,10 @@ def test_an_unknown_or_finished_login_transaction_gets_an_error_page(
     response = client.get("/login", query_string={"tx": "no-such-transaction"})
     assert response.status_code == 400
     assert error_code_of(response) == "oidc_signin_expired"
-    tx = services(app).repos.transactions.create(
+    tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
     )
-    services(app).repos.transactions.complete(tx.transaction_id)
+    broker_of(app).repos.transactions.complete(tx.transaction_id)
     response = client.get("/login", query_string={"tx": tx.transaction_id})
     assert error_code_of(response) == "oidc_signin_expired"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from broker_support import DEMO_PASSWORD, AppFactory, error_code_of, password_login, services
+from broker_support import DEMO_PASSWORD, AppFactory, broker_of, error_code_of, password_login
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -40,10 +40,10 @@ def test_directory_down_refuses_sign_in_and_fails_readyz_then_recovers(
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.get_json()["checks"]["directory"] == "directory_unavailable"
-    metrics = services(app).metrics
+    metrics = broker_of(app).metrics
     assert metrics.directory_errors.value(operation="authenticate") == 1
     assert metrics.directory_errors.value(operation="ping") == 1
-    entry = services(app).repos.audit.list_recent(limit=1)[0]
+    entry = broker_of(app).repos.audit.list_recent(limit=1)[0]
     assert entry.error_code == "directory_unavailable"
 
     own_slapd.start()  # back, on the same port: no restart of the broker

@@ -8,11 +8,11 @@ import pytest
 from broker_support import (
     DEMO_PASSWORD,
     AppFactory,
+    broker_of,
     cookie_value,
     error_code_of,
     login_form,
     password_login,
-    services,
 )
 from flask import Flask
 from flask.testing import FlaskClient
@@ -26,7 +26,7 @@ BROWSER_COOKIE = "careid-browser"
 
 
 def _last_audit(app: Flask, event: str = "signin.password") -> AuditRecord:
-    entries = services(app).repos.audit.list_recent(event_prefix=event, limit=1)
+    entries = broker_of(app).repos.audit.list_recent(event_prefix=event, limit=1)
     assert entries, f"no {event} audit entry"
     return entries[0]
 
@@ -35,7 +35,7 @@ def test_alex_signs_in_and_gets_a_password_session(app: Flask, client: FlaskClie
     response = password_login(client, "alex.morgan@nhs.net")
     assert response.status_code == 303
     assert response.headers["Location"] == "/login"
-    sessions = services(app).repos.sessions.active_for_account("alex.morgan@nhs.net")
+    sessions = broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net")
     assert len(sessions) == 1
     session = sessions[0]
     assert session.acr == ACR_PASSWORD and session.amr == AMR_PASSWORD
@@ -69,7 +69,9 @@ def test_the_cookies_are_httponly_and_samesite_lax(client: FlaskClient) -> None:
 def test_outside_development_cookies_are_secure_and_host_prefixed(
     app_factory: AppFactory,
 ) -> None:
-    app = app_factory(broker={"dev": False, "issuer": "https://sso.example.test"})
+    app = app_factory(
+        broker={"dev": False, "dev_disable_workers": False, "issuer": "https://sso.example.test"}
+    )
     client = app.test_client()
     client.environ_base["wsgi.url_scheme"] = "https"
     response = password_login(client, "alex.morgan@nhs.net")
@@ -88,21 +90,21 @@ def test_each_sign_in_rotates_the_session_and_ends_the_one_before(
     password_login(client, "alex.morgan@nhs.net")
     first_cookie = cookie_value(client, SIGNIN_COOKIE)
     first_browser = cookie_value(client, BROWSER_COOKIE)
-    first = services(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0]
+    first = broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0]
 
     # Someone else signs in at the same (shared) browser, for an RP's new request.
-    tx = services(app).repos.transactions.create(
+    tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
     )
     response = password_login(client, "lee.admin@nhs.net", tx=tx.transaction_id)
     assert response.status_code == 303
     assert cookie_value(client, SIGNIN_COOKIE) not in (None, first_cookie)
     assert cookie_value(client, BROWSER_COOKIE) != first_browser  # CSRF token replaced
-    ended = services(app).repos.sessions.get(first.sid)
+    ended = broker_of(app).repos.sessions.get(first.sid)
     assert ended is not None and not ended.active and ended.end_reason == "logout"
     assert [e.sid for e in session_ended] == [first.sid]
-    assert services(app).repos.sessions.active_for_account("alex.morgan@nhs.net") == []
-    assert len(services(app).repos.sessions.active_for_account("lee.admin@nhs.net")) == 1
+    assert broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net") == []
+    assert len(broker_of(app).repos.sessions.active_for_account("lee.admin@nhs.net")) == 1
     assert "lee.admin@nhs.net" in client.get("/login").get_data(as_text=True)
 
 
@@ -114,7 +116,7 @@ def test_a_cookie_from_before_sign_in_is_worthless_afterwards(
     fixated = cookie_value(planted, SIGNIN_COOKIE)
     assert fixated is not None
     client.set_cookie(SIGNIN_COOKIE, fixated)
-    tx = services(app).repos.transactions.create(
+    tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
     )
     password_login(client, "alex.morgan@nhs.net", tx=tx.transaction_id)
@@ -126,7 +128,7 @@ def test_a_cookie_from_before_sign_in_is_worthless_afterwards(
 
 def test_a_forged_cookie_is_ignored(app: Flask, client: FlaskClient) -> None:
     password_login(client, "alex.morgan@nhs.net")
-    sid = services(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0].sid
+    sid = broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0].sid
     other = app.test_client()
     other.set_cookie(SIGNIN_COOKIE, sid)  # the bare sid, as an RP would know it
     assert "You are signed in" not in other.get("/login").get_data(as_text=True)
@@ -152,7 +154,7 @@ def test_directory_states_refuse_with_a_page_saying_what_to_do(
     if code == "aup_not_accepted":
         assert 'href="https://portal.nhs.net/"' in page
     assert cookie_value(client, SIGNIN_COOKIE) is None
-    assert services(app).repos.sessions.active_for_account(mail) == []
+    assert broker_of(app).repos.sessions.active_for_account(mail) == []
     entry = _last_audit(app)
     assert entry.outcome is Outcome.FAILURE and entry.error_code == code
     assert entry.actor == mail and entry.organisation == "RX1"
@@ -163,7 +165,7 @@ def test_other_active_accounts_sign_in(app: Flask, client: FlaskClient, mail: st
     # pat's Care Identity is inactive: that matters to card sign-in only.
     response = password_login(client, mail)
     assert response.status_code == 303
-    assert len(services(app).repos.sessions.active_for_account(mail)) == 1
+    assert len(broker_of(app).repos.sessions.active_for_account(mail)) == 1
 
 
 def test_wrong_password_and_unknown_user_get_the_same_answer(
@@ -185,7 +187,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(
     assert normalised[0] == normalised[1]
     assert 'href="#email"' in pages[0]  # the error summary links to the field
     assert "not-the-password" not in pages[0]  # never echoed back
-    codes = [e.error_code for e in services(app).repos.audit.list_recent(limit=2)]
+    codes = [e.error_code for e in broker_of(app).repos.audit.list_recent(limit=2)]
     assert codes == ["invalid_credentials", "invalid_credentials"]
 
 
@@ -221,7 +223,7 @@ def test_something_typed_into_the_email_field_that_is_not_an_address_is_not_audi
 def test_with_a_login_transaction_the_browser_goes_back_to_the_op(
     app: Flask, client: FlaskClient
 ) -> None:
-    tx = services(app).repos.transactions.create(
+    tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(
             client_id="testrp", redirect_uri="https://rp.example.test/callback", scope="openid"
         )
@@ -233,14 +235,14 @@ def test_with_a_login_transaction_the_browser_goes_back_to_the_op(
     entry = _last_audit(app)
     assert entry.relying_party == "testrp" and entry.outcome is Outcome.SUCCESS
     # Completing the transaction is the OP's job, on resume.
-    record = services(app).repos.transactions.get(tx.transaction_id)
+    record = broker_of(app).repos.transactions.get(tx.transaction_id)
     assert record is not None and record.status.value == "pending"
 
 
 def test_a_request_that_demands_a_card_refuses_the_password(
     app: Flask, client: FlaskClient
 ) -> None:
-    tx = services(app).repos.transactions.create(
+    tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(
             client_id="testrp",
             redirect_uri="https://rp.example.test/callback",

@@ -7,10 +7,10 @@ from datetime import timedelta
 from broker_support import (
     AppFactory,
     FakeClock,
+    broker_of,
     cookie_value,
     csrf_token_from,
     password_login,
-    services,
 )
 from flask import Flask
 from flask.testing import FlaskClient
@@ -26,8 +26,8 @@ def test_signout_asks_first_then_ends_the_session_and_tells_the_rps(
     app: Flask, client: FlaskClient, session_ended: list[EndedSession]
 ) -> None:
     password_login(client, "alex.morgan@nhs.net")
-    sid = services(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0].sid
-    services(app).repos.sessions.add_relying_party(sid, "testrp")
+    sid = broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0].sid
+    broker_of(app).repos.sessions.add_relying_party(sid, "testrp")
 
     confirm = client.get("/signout")
     assert confirm.status_code == 200
@@ -39,11 +39,11 @@ def test_signout_asks_first_then_ends_the_session_and_tells_the_rps(
     assert cookie_value(client, "careid-signin") is None
     assert not _signed_in(client)
 
-    record = services(app).repos.sessions.get(sid)
+    record = broker_of(app).repos.sessions.get(sid)
     assert record is not None and record.end_reason == "logout"
     assert [e.sid for e in session_ended] == [sid]
     assert session_ended[0].relying_parties == ("testrp",)
-    entry = services(app).repos.audit.list_recent(event_prefix="session.", limit=1)[0]
+    entry = broker_of(app).repos.audit.list_recent(event_prefix="session.", limit=1)[0]
     assert entry.outcome is Outcome.SUCCESS and entry.subject == "alex.morgan@nhs.net"
     assert entry.details["reason"] == "logout" and entry.details["relying_parties"] == ["testrp"]
     # The CSRF token was replaced: the old one no longer works.

@@ -8,9 +8,9 @@ from broker_support import (
     DEMO_PASSWORD,
     AppFactory,
     FakeClock,
+    broker_of,
     error_code_of,
     password_login,
-    services,
 )
 from flask.testing import FlaskClient
 
@@ -44,7 +44,7 @@ def test_an_account_is_blocked_then_backs_off_then_recovers(
     assert error_code_of(blocked) == "signin_throttled"
     assert blocked.headers["Retry-After"] == "30"
     assert "You can try again in 1 minute" in blocked.get_data(as_text=True)
-    assert services(app).repos.sessions.active_for_account(mail) == []
+    assert broker_of(app).repos.sessions.active_for_account(mail) == []
 
     # Another browser, another address: the account is what is blocked.
     elsewhere = _from(app.test_client(), "192.0.2.10")
@@ -59,12 +59,12 @@ def test_an_account_is_blocked_then_backs_off_then_recovers(
     clock.advance(timedelta(seconds=61))
     assert password_login(client, mail, DEMO_PASSWORD).status_code == 303
     # Success clears the account's count.
-    state = services(app).password_signin.throttle_state(mail, "127.0.0.1")[0]
+    state = broker_of(app).password.throttle_state(mail, "127.0.0.1")[0]
     assert state.failures == 0 and not state.blocked
 
-    codes = [e.error_code for e in services(app).repos.audit.list_recent(limit=20)]
+    codes = [e.error_code for e in broker_of(app).repos.audit.list_recent(limit=20)]
     assert codes.count("signin_throttled") == 3
-    signins = services(app).metrics.signins
+    signins = broker_of(app).metrics.signins
     assert signins.value(method="password", result="signin_throttled") == 3
 
 
@@ -104,5 +104,5 @@ def test_the_directory_lockout_is_reported_as_locked(
     assert locked.status_code == 403
     assert error_code_of(locked) == "account_locked"
     assert "contact your local administrator" in locked.get_data(as_text=True)
-    entry = services(app).repos.audit.list_recent(limit=1)[0]
+    entry = broker_of(app).repos.audit.list_recent(limit=1)[0]
     assert entry.error_code == "account_locked" and entry.actor == mail

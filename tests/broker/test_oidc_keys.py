@@ -6,12 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from broker_support import broker_of
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from oidc_support import Browser, id_token_claims, make_oidc_app
 
-from careid_broker.oidc import provider_for
 from careid_broker.store import KeyAlgorithm, KeyState
 
 
@@ -32,7 +32,7 @@ def test_jwks_publish_current_and_next_of_every_algorithm_in_use(oidc_app: Flask
     published = _published(browser)
     # RS256 (the default) and ES256 (the jwtrp client): a current and a next key each.
     assert sorted(published.values()) == ["ES256", "ES256", "RS256", "RS256"]
-    states = {k.kid: k.state for k in provider_for(oidc_app).repos.keys.publishable()}
+    states = {k.kid: k.state for k in broker_of(oidc_app).oidc.repos.keys.publishable()}
     assert set(states) == set(published)
     assert sorted(states.values()) == sorted([KeyState.CURRENT, KeyState.NEXT] * 2)
 
@@ -41,7 +41,7 @@ def test_a_rotation_signs_with_the_published_next_key_and_keeps_the_old_one(
     oidc_app: Flask,
 ) -> None:
     browser = Browser(oidc_app.test_client())
-    provider = provider_for(oidc_app)
+    provider = broker_of(oidc_app).oidc
     before = browser.redeem(browser.signed_in_code()).get_json()["id_token"]
     old_header, _ = id_token_claims(browser.client, before)
     rs256 = provider.repos.keys.for_alg(KeyAlgorithm.RS256)

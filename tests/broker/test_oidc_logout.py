@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_support import FakeClock, csrf_token_from, error_code_of
+from broker_support import FakeClock, broker_of, csrf_token_from, error_code_of
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -27,7 +27,6 @@ from oidc_support import (
     make_oidc_app,
 )
 
-from careid_broker.oidc import provider_for
 from careid_broker.oidc.backchannel import LOGOUT_EVENT, DeliveryReport
 from careid_devkit.webmail.errors import LogoutTokenError
 from careid_devkit.webmail.logout_token import JtiCache, LogoutTokenValidator
@@ -220,7 +219,7 @@ def test_ending_a_session_sends_a_logout_token_to_every_rp_of_it(
     assert other.redeem(other_auth, auth="post", secret=OTHER_SECRET).status_code == 200
 
     _sign_out(rp)
-    report = provider_for(oidc_app).backchannel.deliver_due()
+    report = broker_of(oidc_app).oidc.backchannel.deliver_due()
     assert report.delivered == 2
     received = test_rp.wait_for(2)
     by_path = {r.path: r for r in received}
@@ -247,7 +246,7 @@ def test_ending_a_session_sends_a_logout_token_to_every_rp_of_it(
     with pytest.raises(LogoutTokenError):
         validator.validate(by_path["/backchannel-logout"].form["logout_token"])
     # Delivered once: a later pass sends nothing again.
-    assert provider_for(oidc_app).backchannel.deliver_due().delivered == 0
+    assert broker_of(oidc_app).oidc.backchannel.deliver_due().delivered == 0
 
 
 def test_an_rp_that_fails_first_is_retried_after_a_back_off(
@@ -257,7 +256,7 @@ def test_an_rp_that_fails_first_is_retried_after_a_back_off(
     _sign_in(rp)
     test_rp.fail_next = 1
     _sign_out(rp)
-    backchannel = provider_for(oidc_app).backchannel
+    backchannel = broker_of(oidc_app).oidc.backchannel
     first = backchannel.deliver_due()
     assert first.retrying == 1 and first.delivered == 0 and test_rp.attempts == 1
     # Not due again until the back-off has passed.
@@ -282,7 +281,7 @@ def test_an_unreachable_rp_is_given_up_after_the_last_attempt(
     rp = Browser(app.test_client())
     _sign_in(rp)
     _sign_out(rp)
-    backchannel = provider_for(app).backchannel
+    backchannel = broker_of(app).oidc.backchannel
     assert backchannel.deliver_due().retrying == 1
     clock.advance(timedelta(seconds=2))
     assert backchannel.deliver_due().abandoned == 1
@@ -304,7 +303,7 @@ def test_the_delivery_thread_sends_without_being_asked(
     )
     rp = Browser(app.test_client())
     _sign_in(rp)
-    provider = provider_for(app)
+    provider = broker_of(app).oidc
     try:
         assert provider.worker is not None and provider.worker.running
         _sign_out(rp)

@@ -1,8 +1,8 @@
 """Card sign-in's fixtures, for every test folder (a pytest plugin: tests/conftest.py
 loads it; tests/card and tests/registration use them).
 
-Real parts: OpenLDAP slapd with the demo directory (broker_fixtures' `demo_slapd` and
-`own_slapd`), the development PKI with the devkit's OCSP/CRL server on 127.0.0.1, the
+Parts: the in-memory demo directory (a real slapd where a test passes `own_slapd`), the
+development PKI with the devkit's OCSP/CRL server on 127.0.0.1, the
 store on SQLite (and PostgreSQL where CAREID_TEST_DATABASE_URL is set, for tests that ask
 for it), the broker app built by `create_app`.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_fixtures import AppBuilder, empty_store_url
+from broker_fixtures import MEMORY_DIRECTORY_SETTINGS, AppBuilder, empty_store_url
 from broker_support import TEST_SECRET_KEY, FakeClock
 from card_support import (
     ALEX,
@@ -116,7 +116,6 @@ def card_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def card_app_factory(
-    demo_slapd: Slapd,
     card_pki: CardPki,
     card_store_url: str,
     card_clock: FakeClock,
@@ -125,9 +124,9 @@ def card_app_factory(
 ) -> CardAppFactory:
     """`factory(backchannel_uri=None, directory_slapd=None, **sections)` → a broker app.
 
-    Sections are merged over the defaults: development mode, no background workers,
-    the demo directory, the OIDC test clients, `[pki]` trusting `card_pki` (`pki=None`:
-    none), `[card]`.
+    Sections are merged over the defaults: development mode, no background workers, the
+    in-memory demo directory (`directory_slapd=` for a real slapd), the OIDC test
+    clients, `[pki]` trusting `card_pki` (`pki=None`: none), `[card]`.
     """
 
     def build(
@@ -139,7 +138,6 @@ def card_app_factory(
         clients = write_test_clients(
             tmp_path / f"clients-{len(app_builder.built)}.toml", backchannel_uri=backchannel_uri
         )
-        directory = directory_slapd or demo_slapd
         settings: dict[str, dict[str, Any]] = {
             "broker": {
                 "issuer": ISSUER,
@@ -148,12 +146,18 @@ def card_app_factory(
                 "dev_disable_workers": True,
             },
             "database": {"url": card_store_url},
-            "directory": directory.directory_settings(connect_timeout=1.0, receive_timeout=1.0),
+            "directory": (
+                directory_slapd.directory_settings(connect_timeout=1.0, receive_timeout=1.0)
+                if directory_slapd is not None
+                else dict(MEMORY_DIRECTORY_SETTINGS)
+            ),
             "oidc": {"clients_file": str(clients)},
             "pki": card_pki.pki_settings(),
             "card": {},
         }
-        return app_builder.build(settings, overrides, clock=card_clock)
+        return app_builder.build(
+            settings, overrides, clock=card_clock, ldap=directory_slapd is not None
+        )
 
     return build
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker_support import DEMO_PASSWORD, csrf_token_from, services
+from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -139,7 +139,7 @@ def register_card(
 ) -> RegistrationRecord:
     """Store a registration directly (what a finished registration leaves)."""
     certificate = agent.certificate
-    return services(app).repos.registrations.create(
+    return broker_of(app).repos.registrations.create(
         NewRegistration(
             card_uuid=agent.uuid,
             account_mail=mail,
@@ -155,14 +155,14 @@ def register_card(
 
 def last_audit(app: Flask, event: str) -> AuditRecord:
     """The newest audit entry of an event."""
-    entries = services(app).repos.audit.list_recent(event_prefix=event, limit=1)
+    entries = broker_of(app).repos.audit.list_recent(event_prefix=event, limit=1)
     assert entries, f"no {event} audit entry"
     return entries[0]
 
 
 def audits(app: Flask, event: str) -> list[AuditRecord]:
     """Every audit entry of an event, newest first."""
-    return list(services(app).repos.audit.list_recent(event_prefix=event, limit=200))
+    return list(broker_of(app).repos.audit.list_recent(event_prefix=event, limit=200))
 
 
 def page_csrf(page: str) -> str:

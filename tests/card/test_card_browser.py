@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from broker_support import services
+from broker_support import broker_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardPki, SimulatedAgent, register_card
 from flask import Flask
@@ -170,7 +170,7 @@ def test_the_button_signs_in_and_hands_the_card_session_to_the_agent(
     page.get_by_role("heading", name="You are signed in").wait_for()
     assert "with your smartcard" in page.locator("main").inner_text()
     assert len(served.agent.card_sessions) == 1
-    session = services(served.app).repos.sessions.find_by_card_session(
+    session = broker_of(served.app).repos.sessions.find_by_card_session(
         served.agent.card_sessions[0]
     )
     assert session is not None and session.account_mail == ALEX[0] and session.active
@@ -219,5 +219,5 @@ def test_registration_by_its_pages_then_the_lock_is_armed(served: Served, page: 
     assert page.locator("#confirm-uuid").inner_text() == ALEX[1]
     page.locator("#register-confirm-button").click()
     page.locator('#register-lock-status[data-state="armed"]').wait_for()
-    assert services(served.app).repos.registrations.by_uuid(ALEX[1]) is not None
+    assert broker_of(served.app).repos.registrations.by_uuid(ALEX[1]) is not None
     assert len(served.agent.card_sessions) == 1

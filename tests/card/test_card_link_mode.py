@@ -3,7 +3,7 @@ renewed card must be registered again, which its holder can do)."""
 
 from __future__ import annotations
 
-from broker_support import services
+from broker_support import broker_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, register_card
 
@@ -46,7 +46,7 @@ def test_pinned_to_the_certificate_a_renewed_card_must_register_again(
     confirm_page = browser.client.get("/register/confirm").get_data(as_text=True)
     assert 'id="confirm-replaces"' in confirm_page
     assert browser.register_confirm().status_code == 200
-    record = services(app).repos.registrations.by_uuid(ALEX[1])
+    record = broker_of(app).repos.registrations.by_uuid(ALEX[1])
     assert record is not None and record.cert_serial == renewed.serial_hex.lower()
     assert record.how == "self-service-renewal" and record.link_mode is LinkMode.CERTIFICATE
 

@@ -8,14 +8,13 @@ from datetime import timedelta
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import services
+from broker_support import broker_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
 from oidc_support import Browser, TestRelyingParty, query_of
 
 from careid_broker.card.lock import WindowLimiter
-from careid_broker.oidc import current_provider
 from careid_broker.store import EndedSession
 
 
@@ -50,7 +49,7 @@ def test_removing_the_card_ends_the_session_and_every_rp_is_told_within_two_seco
 ) -> None:
     app = card_app_factory(backchannel_uri=test_rp.url, broker={"dev_disable_workers": False})
     rp, card_session = _card_signin_to_rp(app, card_pki)
-    assert services(app).repos.sessions.active_for_account(ALEX[0])
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0])
 
     started = time.monotonic()
     response = _removed(app, {"cardSession": card_session})
@@ -59,7 +58,7 @@ def test_removing_the_card_ends_the_session_and_every_rp_is_told_within_two_seco
 
     assert response.status_code == 204 and response.get_data() == b""
     assert elapsed < 2.0, f"the RP heard of the removal after {elapsed:.2f} s"
-    assert services(app).repos.sessions.active_for_account(ALEX[0]) == []
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
     assert [e.reason for e in session_ended] == ["card_removed"]
     assert "logout_token" in received[0].form
     entry = last_audit(app, "session.end")
@@ -84,15 +83,14 @@ def test_reports_for_unknown_or_ended_sessions_change_nothing_and_look_the_same(
         app.test_client().post("/card/removed", data="not json"),
     ]
     assert {(a.status_code, a.get_data()) for a in answers} == {(204, b"")}
-    assert services(app).repos.sessions.active_for_account(ALEX[0])
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0])
     assert session_ended == []
 
     first = _removed(app, {"cardSession": card_session})
     second = _removed(app, {"cardSession": card_session})
     assert (first.status_code, first.get_data()) == (second.status_code, second.get_data())
     assert len(session_ended) == 1  # no second logout for an ended session
-    with app.app_context():
-        assert current_provider().backchannel.deliver_due().delivered == 1
+    assert broker_of(app).oidc.backchannel.deliver_due().delivered == 1
     assert len(test_rp.wait_for(1)) == 1
 
 
@@ -104,7 +102,7 @@ def test_with_the_session_lock_off_a_report_ends_nothing(
     off = card_app_factory(card={"session_lock": False})
     # The same store, a broker configured without the lock: it ignores the report.
     assert _removed(off, {"cardSession": card_session}).status_code == 204
-    assert services(app).repos.sessions.active_for_account(ALEX[0])
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0])
     assert session_ended == []
 
 

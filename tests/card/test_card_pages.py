@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from broker_support import REPO, error_code_of, services
+from broker_support import REPO, broker_of, error_code_of
 from card_fixtures import CardAppFactory
 from card_support import CardBrowser
 from flask import Flask
@@ -120,4 +120,4 @@ def test_showing_the_login_page_binds_its_transaction_to_this_browser(card_app: 
     assert other.challenge(tx).get_json()["error"] == "challenge_wrong_transaction"
     other.open_login(tx)  # now this browser has been shown the page for tx too
     assert other.challenge(tx).status_code == 200
-    assert services(card_app).repos.transactions.get(tx) is not None
+    assert broker_of(card_app).repos.transactions.get(tx) is not None

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import FakeClock, services
+from broker_support import FakeClock, broker_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, ISSUER, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
@@ -61,7 +61,9 @@ def test_a_replayed_token_is_refused(card_app: Flask, browser: CardBrowser, alex
     browser.open_login()  # signed in now: the page still hands out its token
     replay = browser.authenticate(token, challenge)
     assert replay.status_code == 400 and _code(replay) == "challenge_used"
-    assert len(services(browser.client.application).repos.sessions.active_for_account(ALEX[0])) == 1
+    assert (
+        len(broker_of(browser.client.application).repos.sessions.active_for_account(ALEX[0])) == 1
+    )
 
 
 def test_a_token_signed_for_another_origin_is_refused(
@@ -204,6 +206,6 @@ def test_a_finished_login_transaction_gets_no_challenge(card_app: Flask, alex) -
     tx = query_of(rp.authorize().location)["tx"]
     browser = CardBrowser(rp.client)
     browser.open_login(tx)
-    services(card_app).repos.transactions.expire(tx)
+    broker_of(card_app).repos.transactions.expire(tx)
     response = browser.challenge(tx)
     assert response.status_code == 400 and _code(response) == ErrorCode.OIDC_SIGNIN_EXPIRED

@@ -4,7 +4,7 @@ and no session left behind."""
 from __future__ import annotations
 
 import pytest
-from broker_support import services
+from broker_support import broker_of
 from card_fixtures import CardAppFactory
 from card_support import (
     ALEX,
@@ -36,7 +36,7 @@ def _assert_refusal(app: Flask, response, code: ErrorCode, status: int) -> None:
     assert body["error"] == code.value
     assert body["message"] == message_for(code)
     assert body["request_id"]
-    assert services(app).repos.sessions.active_for_account(ALEX[0]) == []
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
     entry = last_audit(app, "signin.card")
     assert entry.outcome is Outcome.FAILURE and entry.error_code == code.value
     assert entry.client_address == "127.0.0.1"
@@ -85,11 +85,11 @@ def test_the_directory_refuses_accounts_and_care_identities_that_may_not_sign_in
     register_card(card_app, card_pki.agent(card), person[0])
     response = _refused(card_app, browser, card, card_pki)
     _assert_refusal(card_app, response, code, 403)
-    assert services(card_app).repos.sessions.active_for_account(person[0]) == []
+    assert broker_of(card_app).repos.sessions.active_for_account(person[0]) == []
     entry = last_audit(card_app, "signin.card")
     assert entry.subject == person[0] and entry.organisation == "RX1"
     if code is ErrorCode.AUP_NOT_ACCEPTED:
-        assert response.get_json()["aup"] == services(card_app).config.signin.aup_url
+        assert response.get_json()["aup"] == broker_of(card_app).config.signin.aup_url
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_a_card_linked_to_an_account_the_directory_gives_another_identity_is_ref
     register_card(card_app, card_pki.agent("alex"), LEE[0])
     response = _refused(card_app, browser, "alex", card_pki)
     _assert_refusal(card_app, response, ErrorCode.CARD_IDENTITY_MISMATCH, 403)
-    assert services(card_app).repos.sessions.active_for_account(LEE[0]) == []
+    assert broker_of(card_app).repos.sessions.active_for_account(LEE[0]) == []
 
 
 def test_without_a_pki_section_card_sign_in_says_it_is_unavailable(

@@ -4,7 +4,7 @@ tells the audit trail."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from cryptography import x509
 
 from careid_broker.card.service import CardRefusal, CardSignin
 from careid_broker.errors import CertificateRevokedError
-from careid_broker.pki import CertificateValidator, PkiConfig, UrllibFetcher, ValidatedCertificate
+from careid_broker.pki import CertificateValidator, PkiConfig, TrustedCertificate, UrllibFetcher
 from careid_broker.store import (
     AuthorizationRequest,
     CardChallenges,
@@ -26,6 +26,7 @@ from careid_broker.store import (
     upgrade,
 )
 from careid_protocol.errors import ErrorCode
+from careid_protocol.identity import IdentityRule
 
 
 @dataclass
@@ -39,18 +40,13 @@ class RecordingValidator:
     transaction: str = ""
     fail_with: Exception | None = None
 
-    def validate(
-        self,
-        certificate: bytes | x509.Certificate,
-        *,
-        check_signature: Callable[[x509.Certificate], None] | None = None,
-    ) -> ValidatedCertificate:
+    def trust(self, certificate: bytes | x509.Certificate) -> TrustedCertificate:
         # By now the challenge must be used up: a second consume must say so.
         outcome = self.challenges.consume(self.challenge, self.transaction)
         self.calls.append(outcome.value)
         if self.fail_with is not None:
             raise self.fail_with
-        return self.real.validate(certificate, check_signature=check_signature)
+        return self.real.trust(certificate)
 
 
 class NoDirectory:
@@ -163,3 +159,45 @@ def test_a_non_object_token_or_a_missing_challenge_is_refused_without_the_store(
         signin.verify(token, challenge=None, transaction_id=tx)
     assert raised.value.code is ErrorCode.CHALLENGE_UNKNOWN
     assert validator.calls == []
+
+
+def test_revocation_is_checked_before_the_signature(
+    parts: tuple[CardSignin, RecordingValidator, str], card_pki: CardPki
+) -> None:
+    # A revoked card whose token is also signed for another origin: the card is refused
+    # as revoked, so its holder learns the card itself is the problem.
+    signin, validator, tx = parts
+    challenge = _issue(signin, validator, tx)
+    token = card_pki.agent("alex_revoked").sign(challenge, origin="https://elsewhere.example")
+    with pytest.raises(CardRefusal) as raised:
+        signin.verify(token, challenge=challenge, transaction_id=tx)
+    assert raised.value.code is ErrorCode.CERTIFICATE_REVOKED
+
+
+def test_the_signature_is_checked_before_the_uuid(
+    parts: tuple[CardSignin, RecordingValidator, str], card_pki: CardPki
+) -> None:
+    # An identity rule no certificate meets: a bad signature is refused as such first,
+    # and only a good one gets as far as the UUID.
+    signin, validator, tx = parts
+    strict = CardSignin(
+        origin=ISSUER,
+        challenges=signin._challenges,
+        validator=validator,
+        registrations=signin._registrations,
+        directory=NoDirectory(),  # type: ignore[arg-type]
+        identity_rule=IdentityRule(pattern=r"no-such-uuid"),
+    )
+    agent = card_pki.agent("alex")
+    challenge = _issue(signin, validator, tx)
+    with pytest.raises(CardRefusal) as raised:
+        strict.verify(
+            agent.sign(challenge, origin="https://elsewhere.example"),
+            challenge=challenge,
+            transaction_id=tx,
+        )
+    assert raised.value.code is ErrorCode.SIGNATURE_INVALID
+    challenge = _issue(signin, validator, tx)
+    with pytest.raises(CardRefusal) as raised:
+        strict.verify(agent.sign(challenge), challenge=challenge, transaction_id=tx)
+    assert raised.value.code is ErrorCode.IDENTITY_MISSING

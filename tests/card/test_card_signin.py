@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import password_login, services
+from broker_support import broker_of, password_login
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
@@ -72,12 +72,14 @@ def test_signing_in_without_an_rp_ends_on_the_signed_in_page_and_is_audited(
     page = browser.client.get("/login").get_data(as_text=True)
     assert "You are signed in" in page and "with your smartcard" in page
 
-    sessions = services(card_app).repos.sessions.active_for_account(ALEX[0])
+    sessions = broker_of(card_app).repos.sessions.active_for_account(ALEX[0])
     assert len(sessions) == 1
     session = sessions[0]
     assert session.acr == "AAL3_SMARTCARD" and session.amr == ("sc", "pin", "hwk")
     assert session.card_uuid == ALEX[1]
-    found = services(card_app).repos.sessions.find_by_card_session(answer.get_json()["cardSession"])
+    found = broker_of(card_app).repos.sessions.find_by_card_session(
+        answer.get_json()["cardSession"]
+    )
     assert found is not None and found.sid == session.sid
 
     entry = last_audit(card_app, "signin.card")

@@ -227,30 +227,23 @@ def test_a_uuid_of_the_wrong_shape_is_no_identity(env: PkiEnv) -> None:
         env.validator(revocation="crl").validate(env.craft(subject=subject))
 
 
-class _BadSignature(BrokerError):
-    default_code = ErrorCode.SIGNATURE_INVALID
-
-
-def test_the_callers_signature_check_runs_after_revocation_and_before_the_uuid(
-    env: PkiEnv,
-) -> None:
-    seen: list[x509.Certificate] = []
-
-    def refuse(certificate: x509.Certificate) -> None:
-        seen.append(certificate)
-        raise _BadSignature(detail="test")
-
-    # Revoked cards never reach the signature check ...
+def test_trust_stops_at_revocation_and_identify_names_the_holder(env: PkiEnv) -> None:
+    # A revoked card is refused by trust() itself ...
     revoked = env.issue(issuer_key=env.pki.issuing_key)  # unknown to the responder
     with pytest.raises(BrokerError) as caught:
-        env.validator().validate(revoked, check_signature=refuse)
-    assert caught.value.code is ErrorCode.CERTIFICATE_REVOKED and not seen
+        env.validator().trust(revoked)
+    assert caught.value.code is ErrorCode.CERTIFICATE_REVOKED
 
-    # ... and a card with no UUID fails on the signature first.
+    # ... while a card with no UUID is trusted, and refused only when identified: the
+    # card sign-in checks the token's signature in between.
     nameless = env.craft(subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "X")]))
-    with pytest.raises(_BadSignature):
-        env.validator(revocation="crl").validate(nameless, check_signature=refuse)
-    assert seen == [nameless]
+    validator = env.validator(revocation="crl")
+    trusted = validator.trust(nameless)
+    assert trusted.certificate == nameless
+    with pytest.raises(IdentityMissingError):
+        validator.identify(trusted)
+    with pytest.raises(IdentityMissingError):
+        validator.validate(nameless)
 
 
 def test_the_eku_check_is_ours_not_the_chain_builders(env: PkiEnv) -> None:

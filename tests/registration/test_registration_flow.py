@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import FakeClock, csrf_token_from, error_code_of, services
+from broker_support import FakeClock, broker_of, csrf_token_from, error_code_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, audits, last_audit
 from flask import Flask
@@ -38,7 +38,7 @@ def test_alex_registers_in_three_steps_and_is_signed_in_by_card(
     assert step2.status_code == 200, step2.get_data(as_text=True)
     assert step2.get_json() == {"redirect": "/register/confirm"}
     # Nothing is linked before the person confirms.
-    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+    assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
 
     confirm = browser.client.get("/register/confirm").get_data(as_text=True)
     assert re.search(r'id="confirm-holder-name">Alex Morgan<', confirm)
@@ -54,7 +54,7 @@ def test_alex_registers_in_three_steps_and_is_signed_in_by_card(
     assert card_session is not None
     assert 'id="register-continue-link"' in page and 'href="/login"' in page
 
-    repos = services(card_app).repos
+    repos = broker_of(card_app).repos
     record = repos.registrations.by_uuid(ALEX[1])
     assert record is not None and record.account_mail == ALEX[0]
     assert record.link_mode is LinkMode.UUID and record.org_code == "RX1"
@@ -98,13 +98,13 @@ def test_re_registration_after_an_administrator_removed_the_link(
 ) -> None:
     agent = card_pki.agent("alex")
     browser.register(agent, ALEX[0])
-    removed = services(card_app).repos.registrations.remove(card_uuid=ALEX[1])
+    removed = broker_of(card_app).repos.registrations.remove(card_uuid=ALEX[1])
     assert removed is not None
     again = CardBrowser(card_app.test_client())
     again.open_login()
     assert again.sign_in(agent).get_json()["error"] == "card_not_registered"
     again.register(agent, ALEX[0])
-    assert services(card_app).repos.registrations.by_mail(ALEX[0]) is not None
+    assert broker_of(card_app).repos.registrations.by_mail(ALEX[0]) is not None
 
 
 def test_cancelling_stores_nothing_and_starts_over(
@@ -119,7 +119,7 @@ def test_cancelling_stores_nothing_and_starts_over(
     token = csrf_token_from(browser.client.get("/register").get_data(as_text=True))
     confirm = browser.client.post("/register/confirm", data={"csrf_token": token})
     assert confirm.status_code == 400 and error_code_of(confirm) == "registration_expired"
-    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+    assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
     assert last_audit(card_app, "registration.cancel").outcome is Outcome.SUCCESS
 
 
@@ -135,8 +135,8 @@ def test_a_registration_left_too_long_expires_and_stores_nothing(
     response = browser.client.post("/register/confirm", data={"csrf_token": csrf_token_from(page)})
     assert response.status_code == 400
     assert 'data-error-code="registration_expired"' in response.get_data(as_text=True)
-    assert services(app).repos.registrations.by_uuid(ALEX[1]) is None
-    assert services(app).repos.sessions.active_for_account(ALEX[0]) == []
+    assert broker_of(app).repos.registrations.by_uuid(ALEX[1]) is None
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
 
 
 def test_the_steps_cannot_be_skipped(card_app: Flask, card_pki: CardPki) -> None:
@@ -151,7 +151,7 @@ def test_the_steps_cannot_be_skipped(card_app: Flask, card_pki: CardPki) -> None
     assert browser.client.get("/register/confirm").location == "/register/card"
     posted = browser.client.post("/register/confirm", data={"csrf_token": browser.csrf or ""})
     assert posted.status_code == 400 and error_code_of(posted) == "registration_expired"
-    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+    assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
 
 
 def test_registration_and_sign_in_challenges_are_not_interchangeable(
@@ -169,4 +169,4 @@ def test_registration_and_sign_in_challenges_are_not_interchangeable(
         agent.sign(signin_challenge), signin_challenge, path="/register/authenticate"
     )
     assert crossed.get_json()["error"] == "challenge_wrong_transaction"
-    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+    assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None

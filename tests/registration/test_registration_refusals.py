@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from broker_support import csrf_token_from, error_code_of, services
+from broker_support import broker_of, csrf_token_from, error_code_of
 from card_fixtures import CardAppFactory
 from card_support import (
     ALEX,
@@ -32,7 +32,7 @@ def _problems(page: str) -> list[str]:
 
 
 def _nothing_stored(app: Flask, mail: str, uuid: str) -> None:
-    repos = services(app).repos
+    repos = broker_of(app).repos
     assert repos.registrations.by_mail(mail) is None and repos.registrations.by_uuid(uuid) is None
 
 
@@ -92,7 +92,7 @@ def test_the_aup_can_be_accepted_when_the_directory_is_writable(
     )
     assert accepted.status_code == 303 and accepted.location == "/register/card"
     assert browser.client.get("/register/card").status_code == 200  # step 2 now
-    account = services(app).directory.find_account(SAM[0])
+    account = broker_of(app).directory.find_account(SAM[0])
     assert account is not None and account.aup_version == "2024-1"
     assert last_audit(app, "registration.aup").outcome is Outcome.SUCCESS
     browser.register_card(card_pki.agent("sam"))
@@ -142,13 +142,13 @@ def test_a_card_linked_to_another_account_is_a_conflict_for_an_administrator(
     assert response.status_code == 409
     body = response.get_json()
     assert body["error"] == "registration_card_linked" and "local administrator" in body["message"]
-    assert services(card_app).repos.registrations.by_mail(ALEX[0]) is None
+    assert broker_of(card_app).repos.registrations.by_mail(ALEX[0]) is None
 
 
 def test_an_account_linked_to_another_card_is_a_conflict_for_an_administrator(
     card_app: Flask, card_pki: CardPki, browser: CardBrowser
 ) -> None:
-    services(card_app).repos.registrations.create(
+    broker_of(card_app).repos.registrations.create(
         NewRegistration(
             card_uuid=UNKNOWN_UUID,
             account_mail=ALEX[0],
@@ -164,7 +164,7 @@ def test_an_account_linked_to_another_card_is_a_conflict_for_an_administrator(
     response = browser.register_card(card_pki.agent("alex"))
     assert response.status_code == 409
     assert response.get_json()["error"] == "registration_account_linked"
-    assert services(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+    assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
 
 
 def test_a_conflict_that_appears_before_confirmation_stores_nothing_and_is_audited(
@@ -180,8 +180,8 @@ def test_a_conflict_that_appears_before_confirmation_stores_nothing_and_is_audit
     text = response.get_data(as_text=True)
     assert 'data-error-code="registration_card_linked"' in text
     assert "local administrator" in text
-    assert services(card_app).repos.registrations.by_mail(ALEX[0]) is None
-    assert services(card_app).repos.sessions.active_for_account(ALEX[0]) == []
+    assert broker_of(card_app).repos.registrations.by_mail(ALEX[0]) is None
+    assert broker_of(card_app).repos.sessions.active_for_account(ALEX[0]) == []
     entry = last_audit(card_app, "registration.create")
     assert entry.outcome is Outcome.FAILURE and entry.error_code == "registration_card_linked"
     assert entry.details["uuid"] == ALEX[1]

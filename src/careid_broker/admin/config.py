@@ -23,12 +23,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum, unique
-from typing import TYPE_CHECKING
 
-from careid_broker.directory.settings import SettingsReader
-
-if TYPE_CHECKING:
-    from careid_broker.oidc.client_secrets import SecretHash
+from careid_broker.oidc.client_secrets import SecretHash, parse_secret_hash, verify_secret
+from careid_broker.settings import SettingsReader
 
 # Rights are re-read from the directory at least this often (the issue's promise: a
 # revoked administrator loses access within five minutes).
@@ -68,7 +65,6 @@ class ApiClient:
     def check_secret(self, presented: str) -> bool:
         """Whether the presented secret matches the stored hash."""
         # Imported here: broker.toml is read (this module) before the OP package loads.
-        from careid_broker.oidc.client_secrets import verify_secret
 
         return verify_secret(presented, self.secret)
 
@@ -145,8 +141,6 @@ def _client(
         reader.problem("secret", "plain secrets are not accepted: store secret_hash instead")
     text = reader.string("secret_hash")
     if text:
-        from careid_broker.oidc.client_secrets import parse_secret_hash
-
         try:
             secret = parse_secret_hash(text)
         except ValueError as exc:

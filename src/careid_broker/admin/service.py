@@ -8,14 +8,14 @@ organisations is `OutOfScopeError`, exactly as if it did not exist.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
 
 from careid_broker.admin.config import AdminSettings, org_key
 from careid_broker.admin.errors import OutOfScopeError
 from careid_broker.admin.rights import Actor
+from careid_broker.auditing import Auditor
 from careid_broker.directory import CareIdentity, Directory, MailAccount, account_refusals
 from careid_broker.store import (
     AuditRecord,
@@ -31,23 +31,6 @@ from careid_broker.store.subjects import normalise_mail
 SessionEndedHook = Callable[[EndedSession], None]
 MAX_SEARCH_TEXT = 128
 EXPORT_BATCH = 200
-
-
-class Auditor(Protocol):
-    """`careid_broker.auditing.audit`'s shape: append one audit entry."""
-
-    def __call__(
-        self,
-        event: str,
-        *,
-        outcome: Outcome | str,
-        code: str | None = None,
-        actor: str | None = None,
-        subject: str | None = None,
-        org: str | None = None,
-        rp: str | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> AuditRecord: ...
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,40 +17,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from careid_broker.store import EndedSession, EndReason, SigninSessions, Store
+from careid_broker.metrics import BrokerMetrics
+from careid_broker.signin.sessions import SigninSessions
+from careid_broker.store import EndedSession
 
 #: What the agent accepts as a card-session reference (its `CARD_SESSION_RE`), so a
 #: report the agent could never have sent is not even looked up.
 CARD_SESSION_RE = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 
-SessionEndedHook = Callable[[EndedSession], None]
-
 
 class SessionLock:
     """Ends the session a card-session reference names."""
 
-    def __init__(self, *, store: Store, sessions: SigninSessions) -> None:
-        self._store = store
+    def __init__(self, *, sessions: SigninSessions, metrics: BrokerMetrics) -> None:
         self._sessions = sessions
+        self._removals = metrics.registry.counter(
+            "careid_card_removals_total", "Sessions ended because their card was removed."
+        )
 
-    def card_removed(
-        self, card_session: object, *, on_ended: SessionEndedHook
-    ) -> EndedSession | None:
+    def card_removed(self, card_session: object) -> EndedSession | None:
         """End the active session with that card session; the ended session, or None.
 
-        `on_ended` (the broker's back-channel logout hook) runs in the same database
-        transaction as the ending, so the logout deliveries are queued atomically with it.
+        Its relying parties are told (back-channel logout queued in the same database
+        transaction as the ending) and the ending is audited.
         """
         if not isinstance(card_session, str) or not CARD_SESSION_RE.fullmatch(card_session):
             return None
-        record = self._sessions.find_by_card_session(card_session)
-        if record is None or not record.active:
-            return None
-        with self._store.transaction():
-            ended = self._sessions.end_session(record.sid, EndReason.CARD_REMOVED)
-            if ended is None or not ended.ended_now:
-                return None  # ended meanwhile by something else, which told the RPs
-            on_ended(ended)
+        ended = self._sessions.end_by_card_session(card_session)
+        if ended is not None:
+            self._removals.inc()
         return ended
 
 

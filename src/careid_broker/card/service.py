@@ -1,11 +1,13 @@
 """Card sign-in, I/O-free: is this `careid-auth:1` token good, and may its card sign in?
 
-The checks run in DESIGN.md's order ("Verification order"): token format → challenge
-(consumed atomically, so a replayed or raced token gets `challenge_used` however fast it
-comes back) → certificate, chain, validity, usage, policies, revocation (the
-`CertificateValidator`) → signature over TBS rebuilt from the broker's OWN origin and
-its own stored challenge → UUID → registration → directory. Cheap and single-use first:
-the slow revocation check only ever runs for a challenge this request has just burned.
+The checks run in DESIGN.md's order ("Verification order"), in one straight line here:
+token format → challenge (consumed atomically, so a replayed or raced token gets
+`challenge_used` however fast it comes back) → certificate, chain, validity, usage,
+policies, revocation (`CertificateValidator.trust`, which stops there) → signature over
+TBS rebuilt from the broker's OWN origin and its own stored challenge
+(`careid_protocol.verify_signature`) → UUID (`identify`) → registration → directory.
+Cheap and single-use first: the slow revocation check only ever runs for a challenge
+this request has just burned.
 
 Every refusal is a `CardRefusal` carrying the stable code and what was known of the card
 by then (`AttemptFacts`), so the caller can audit issuer, serial and UUID even for a
@@ -16,7 +18,7 @@ directory) come through the constructor; nothing here touches Flask or HTTP.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -24,7 +26,7 @@ from cryptography import x509
 
 from careid_broker.directory import CareIdentity, Directory, MailAccount
 from careid_broker.errors import BrokerError
-from careid_broker.pki import ValidatedCertificate
+from careid_broker.pki import TrustedCertificate, ValidatedCertificate, identify
 from careid_broker.store import (
     CardChallenges,
     ChallengeOutcome,
@@ -34,7 +36,7 @@ from careid_broker.store import (
 )
 from careid_protocol.errors import ErrorCode
 from careid_protocol.identity import DEFAULT_RULE, IdentityRule, uuid_from_certificate
-from careid_protocol.token import AuthToken, ProtocolError, parse_token, verify_signature
+from careid_protocol.token import ProtocolError, parse_token, verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,8 @@ log = logging.getLogger(__name__)
 class CertificateChecker(Protocol):
     """What card sign-in needs of `careid_broker.pki.CertificateValidator`."""
 
-    def validate(
-        self,
-        certificate: bytes | x509.Certificate,
-        *,
-        check_signature: Callable[[x509.Certificate], None] | None = None,
-    ) -> ValidatedCertificate:
-        """Every certificate check; raises the first failure's BrokerError."""
+    def trust(self, certificate: bytes | x509.Certificate) -> TrustedCertificate:
+        """Every certificate check up to revocation; raises the first failure's BrokerError."""
         ...
 
 
@@ -180,13 +177,13 @@ class CardSignin:
             if outcome is not ChallengeOutcome.OK:
                 code = outcome.error_code or ErrorCode.CHALLENGE_UNKNOWN
                 raise ProtocolError(code, f"challenge {outcome.value}")
-            validated = self._validator.validate(
-                certificate, check_signature=self._signature_check(parsed, challenge, facts)
-            )
+            trusted = self._validator.trust(certificate)
+            # TBS from the broker's own origin and the challenge it stored and has just
+            # consumed: nothing the client sent but the signature itself.
+            verify_signature(parsed, trusted.certificate, self.origin, challenge)
+            validated = identify(trusted, self._identity_rule)
         except ProtocolError as exc:
             raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
-        except CardRefusal:
-            raise
         except BrokerError as exc:
             raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
         method = validated.revocation_method
@@ -201,19 +198,6 @@ class CardSignin:
                 soft_fail=validated.soft_fail_used,
             ),
         )
-
-    def _signature_check(
-        self, token: AuthToken, challenge: str, facts: AttemptFacts
-    ) -> Callable[[x509.Certificate], None]:
-        def check(certificate: x509.Certificate) -> None:
-            # TBS from the broker's own origin and the challenge it stored and has just
-            # consumed: nothing the client sent but the signature itself.
-            try:
-                verify_signature(token, certificate, self.origin, challenge)
-            except ProtocolError as exc:
-                raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
-
-        return check
 
     def decide(self, card: VerifiedCard) -> CardSigninDecision:
         """Registration, then the account, then the Care Identity; raises `CardRefusal`."""

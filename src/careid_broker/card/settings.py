@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from careid_broker.directory.settings import SettingsReader
+from careid_broker.settings import SettingsReader
 from careid_broker.store.registrations import LinkMode
 
 DEFAULT_AGENT_URL = "http://127.0.0.1:47600"

@@ -1,7 +1,9 @@
 """The broker's directory: mail accounts, AUP acceptance and Care Identity records (LDAP).
 
 Services depend on the `Directory` protocol; `LdapDirectory` is the production adapter,
-built from a `DirectoryConfig` (see `DirectoryConfig.from_mapping`).
+built from a `DirectoryConfig` (see `DirectoryConfig.from_mapping`). `MemoryDirectory`
+holds the same data in memory (the demo seed, for the in-process test tier) and answers
+as slapd does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from careid_broker.directory.mapping import (
     StatusKind,
     StatusRule,
 )
+from careid_broker.directory.memory import MemoryDirectory
 from careid_broker.directory.models import CareIdentity, Directory, MailAccount, Role
 from careid_broker.directory.policy import account_refusals, check_account, check_care_identity
 from careid_broker.directory.values import TimeFormat
@@ -28,6 +31,7 @@ __all__ = [
     "DirectoryConfig",
     "LdapDirectory",
     "MailAccount",
+    "MemoryDirectory",
     "PoolStrategy",
     "Role",
     "StatusKind",

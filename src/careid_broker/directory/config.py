@@ -13,8 +13,8 @@ from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
 from careid_broker.directory.mapping import AttributeMapping
-from careid_broker.directory.settings import SettingsReader
 from careid_broker.errors import DirectoryConfigError
+from careid_broker.settings import SettingsReader
 
 
 @unique

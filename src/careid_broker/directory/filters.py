@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from ldap3.utils.conv import escape_filter_chars
 
-from careid_broker.directory.settings import is_attribute_name
+from careid_broker.settings import is_attribute_name
 
 
 def _attribute(name: str) -> str:

@@ -25,6 +25,13 @@ from careid_broker.directory.connector import (
     SearchResult,
     ServerFault,
 )
+from careid_broker.directory.lookups import (
+    MAX_MAIL_LENGTH,
+    MAX_SEARCH_TEXT,
+    MAX_UUID_LENGTH,
+    lookup_value,
+    password_bytes,
+)
 from careid_broker.directory.models import CareIdentity, MailAccount
 from careid_broker.directory.reading import read_account, read_care_identity
 from careid_broker.directory.values import format_time
@@ -38,34 +45,9 @@ from careid_broker.errors import (
 
 log = logging.getLogger(__name__)
 
-# Longer than any real address (RFC 5321 caps a path at 256) or search: refuse, do not
-# send the directory a megabyte of filter.
-MAX_MAIL_LENGTH = 320
-MAX_SEARCH_TEXT = 128
-MAX_UUID_LENGTH = 64
-# A password longer than this (in UTF-8 bytes) is not a password anyone typed.
-MAX_PASSWORD_LENGTH = 1024
-
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _lookup_value(value: str, max_length: int) -> str | None:
-    """A value fit to look up (stripped), or None when nothing could match it."""
-    value = value.strip()
-    if not value or len(value) > max_length:
-        return None
-    # Escaping keeps a NUL from changing the filter, but OpenLDAP's IA5 matching rules
-    # stop reading an assertion at NUL, so "alex@x\0" would match alex@x. No address,
-    # UUID or name holds a control character, so such a value matches nothing.
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None  # lone surrogates from a broken form: no entry holds those
-    return value
 
 
 class LdapDirectory:
@@ -104,14 +86,14 @@ class LdapDirectory:
 
     def find_account(self, mail: str) -> MailAccount | None:
         """The account with exactly that mail address (case-insensitive), or None."""
-        value = _lookup_value(mail, MAX_MAIL_LENGTH)
+        value = lookup_value(mail, MAX_MAIL_LENGTH)
         if value is None:
             return None
         return self._find_one_account(self._config.mapping.accounts.mail, value)
 
     def find_account_by_uuid(self, uuid: str) -> MailAccount | None:
         """The account linked to that Care Identity UUID, or None."""
-        value = _lookup_value(uuid, MAX_UUID_LENGTH)
+        value = lookup_value(uuid, MAX_UUID_LENGTH)
         if value is None:
             return None
         return self._find_one_account(self._config.mapping.accounts.care_identity_uuid, value)
@@ -152,12 +134,7 @@ class LdapDirectory:
         answer with success without checking anything. The caller still applies
         `check_account`.
         """
-        try:
-            secret = password.encode("utf-8")
-        except UnicodeEncodeError:
-            secret = b""  # lone surrogates: nothing anyone could have set as a password
-        if not secret or len(secret) > MAX_PASSWORD_LENGTH:
-            raise InvalidCredentialsError(detail="empty or unusable password, not sent")
+        secret = password_bytes(password)
         account = self.find_account(mail)
         if account is None:
             raise InvalidCredentialsError(detail="no account has that mail address")
@@ -219,7 +196,7 @@ class LdapDirectory:
             log.warning("account search refused: the mapping names no organisation attribute")
             return []
         text = text.strip()[:MAX_SEARCH_TEXT]
-        if text and _lookup_value(text, MAX_SEARCH_TEXT) is None:
+        if text and lookup_value(text, MAX_SEARCH_TEXT) is None:
             return []
         limit = max(1, min(limit, self._config.search_limit))
         parts = [
@@ -258,7 +235,7 @@ class LdapDirectory:
 
     def find_care_identity(self, uuid: str) -> CareIdentity | None:
         """The Care Identity record with that UUID, or None."""
-        value = _lookup_value(uuid, MAX_UUID_LENGTH)
+        value = lookup_value(uuid, MAX_UUID_LENGTH)
         if value is None:
             return None
         mapping = self._config.mapping.care_identities

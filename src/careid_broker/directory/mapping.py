@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum, unique
 
-from careid_broker.directory.settings import SettingsReader
 from careid_broker.directory.values import TimeFormat, parse_flags
 from careid_broker.errors import DirectoryConfigError
+from careid_broker.settings import SettingsReader
 
 
 @unique

@@ -1,6 +1,6 @@
 """OpenID Connect Back-Channel Logout 1.0: tell every RP of an ended session.
 
-`notify_session_ended` queues one delivery per RP (in the store's outbox, so several
+`BackchannelLogout.enqueue` queues one delivery per RP (in the store's outbox, so several
 broker instances share the work and a crash loses nothing); a daemon thread per process
 (`DeliveryWorker`) claims due deliveries, signs a logout token for each and POSTs it,
 retrying with back-off when the RP is down or refuses.
@@ -16,10 +16,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
-
-from flask import after_this_request, has_request_context
-from flask.wrappers import Response
+from typing import Any, Protocol
 
 from careid_broker.oidc.claims import public_sid
 from careid_broker.oidc.clients import ClientRegistry
@@ -34,9 +31,6 @@ from careid_broker.store import (
     StoreError,
     Subjects,
 )
-
-if TYPE_CHECKING:
-    from careid_broker.oidc.provider import OidcProvider
 
 log = logging.getLogger(__name__)
 
@@ -250,30 +244,3 @@ class DeliveryWorker:
                 continue  # there may be more due: look again at once
             self._wake.wait(self._poll)
             self._wake.clear()
-
-
-def notify_session_ended(ended: EndedSession) -> None:
-    """Queue back-channel logout for every RP of a session that just ended.
-
-    Called by whatever ends a session (sign-out, card removed, registration removed),
-    inside a Flask app context; idempotent for an already-ended session.
-    """
-    provider: OidcProvider = _current_provider()
-    if not provider.backchannel.enqueue(ended):
-        return
-    if has_request_context():
-        # Usually called inside the transaction that ends the session: wake the worker
-        # once the request is done (and the deliveries committed), not before.
-        @after_this_request
-        def _wake(response: Response) -> Response:
-            provider.wake_worker()
-            return response
-
-    else:
-        provider.wake_worker()
-
-
-def _current_provider() -> OidcProvider:
-    from careid_broker.oidc.provider import current_provider
-
-    return current_provider()

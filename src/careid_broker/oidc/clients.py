@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from careid_broker.directory.settings import SettingsReader
 from careid_broker.oidc.client_secrets import SecretHash, parse_secret_hash, verify_secret
 from careid_broker.oidc.errors import OidcConfigError
+from careid_broker.settings import SettingsReader
 
 
 @unique

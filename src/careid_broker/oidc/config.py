@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from careid_broker.directory.settings import SettingsReader
 from careid_broker.oidc.clients import ClientRegistry, load_clients
 from careid_broker.oidc.errors import OidcConfigError
+from careid_broker.settings import SettingsReader
 from careid_broker.store import RetryPolicy
 
 DEFAULT_CLIENTS_FILE = "clients.toml"

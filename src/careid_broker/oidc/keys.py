@@ -48,22 +48,33 @@ class TokenSigner:
         self,
         keys_for: Callable[[KeyAlgorithm], SigningKeys],
         *,
+        ensure: frozenset[KeyAlgorithm] = frozenset(),
         monotonic: Callable[[], float] = time.monotonic,
         cache_seconds: float = CURRENT_KEY_CACHE_SECONDS,
     ) -> None:
         self._keys_for = keys_for
+        # Keys the clients need, made on first use rather than at start-up: a broker
+        # must start (and say it is not ready) while its database is down.
+        self._missing = set(ensure)
+        self._ensure_lock = threading.Lock()
         self._monotonic = monotonic
         self._cache_seconds = cache_seconds
         self._cache: dict[KeyAlgorithm, _Loaded] = {}
         self._lock = threading.Lock()
 
-    def ensure_keys(self, algorithms: set[KeyAlgorithm] | frozenset[KeyAlgorithm]) -> None:
-        """Create a current and a next key for each algorithm that has none yet."""
-        for alg in sorted(algorithms):
-            self._keys_for(alg).ensure_keys()
+    def ensure_keys(self) -> None:
+        """Create a current and a next key for each algorithm the clients need that has
+        none yet (once per process; again after a failure)."""
+        if not self._missing:
+            return
+        with self._ensure_lock:
+            for alg in sorted(self._missing):
+                self._keys_for(alg).ensure_keys()
+                self._missing.discard(alg)
 
     def jwks(self) -> dict[str, Any]:
         """The public JWK set to serve at the jwks_uri."""
+        self.ensure_keys()
         keys = self._keys_for(KeyAlgorithm.RS256).publishable()
         return {"keys": [dict(k.public_jwk) for k in keys]}
 
@@ -73,6 +84,7 @@ class TokenSigner:
 
     def current(self, alg: KeyAlgorithm) -> tuple[str, RSAKey | ECKey]:
         """The kid and private key to sign with now."""
+        self.ensure_keys()
         now = self._monotonic()
         with self._lock:
             cached = self._cache.get(alg)

@@ -1,7 +1,8 @@
 """OpenID Connect RP-Initiated Logout 1.0 on authlib's `EndSessionEndpoint`.
 
 With a valid `id_token_hint` the browser's session is ended at once (when it is that
-user's) and the browser goes to the client's registered `post_logout_redirect_uri`.
+user's: the view does it, since it owns the cookie, with `hinted_sub`) and the browser
+goes to the client's registered `post_logout_redirect_uri`.
 Without one the user is asked first — a bare link must not be able to sign people out
 — and is never redirected: nothing vouches for where the request came from
 (RP-Initiated Logout §3, §6).
@@ -9,7 +10,6 @@ Without one the user is asked first — a bare link must not be able to sign peo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
@@ -17,21 +17,16 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
 from joserfc.jwk import KeySet
 
 from careid_broker.oidc.keys import TokenSigner
-from careid_broker.store import EndReason, KeyAlgorithm
-from careid_broker.web.signin_session import current_signin, end_signin
-
-# Ends the browser's session if it belongs to the hinted user (None: no hint).
-EndCurrentSession = Callable[[str | None], None]
+from careid_broker.store import KeyAlgorithm
 
 
 class BrokerEndSession(EndSessionEndpoint):  # type: ignore[misc]
-    """authlib's end_session endpoint with our keys and our session ending."""
+    """authlib's end_session endpoint with our keys; it decides, the view ends the session."""
 
-    def __init__(self, *, issuer: str, signer: TokenSigner, end: EndCurrentSession) -> None:
+    def __init__(self, *, issuer: str, signer: TokenSigner) -> None:
         super().__init__()
         self._issuer = issuer
         self._signer = signer
-        self._end = end
 
     def get_server_jwks(self) -> KeySet:
         return self._signer.verification_keys()
@@ -48,20 +43,10 @@ class BrokerEndSession(EndSessionEndpoint):  # type: ignore[misc]
         return validated
 
     def end_session(self, end_session_request: EndSessionRequest) -> None:
-        claims = end_session_request.id_token_claims
-        hinted_sub = str(claims["sub"]) if claims and "sub" in claims else None
-        self._end(hinted_sub)
+        """Nothing here: the view has already ended the browser's session (`hinted_sub`)."""
 
 
-def end_browser_session(hinted_sub: str | None) -> None:
-    """End the current browser's sign-in if it is the hinted user's (or any, unhinted).
-
-    An ID token for someone else (an old hint after another person signed in on this
-    browser) must not sign the current person out.
-    """
-    current = current_signin()
-    if current is None:
-        return
-    if hinted_sub is not None and hinted_sub != current.sub:
-        return
-    end_signin(EndReason.LOGOUT)
+def hinted_sub(end_session_request: EndSessionRequest) -> str | None:
+    """The `sub` of a validated request's id_token_hint (None: no hint)."""
+    claims = end_session_request.id_token_claims
+    return str(claims["sub"]) if claims and "sub" in claims else None

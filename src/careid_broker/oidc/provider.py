@@ -1,22 +1,21 @@
-"""The OpenID Provider of one app: its server, signer, back-channel worker — built once.
+"""The OpenID Provider: its server, signer and back-channel logout, built once with the
+broker (`build_provider`), no Flask request needed.
 
-Built lazily from the broker's services the first time a request needs it (so it works
-whatever order `create_app` registers things in) and kept in
-`app.extensions["careid_oidc"]`.
+It subscribes to "a session ended" when the broker is built: each ended session queues
+a back-channel logout per relying party in the same transaction, and the delivery
+thread is woken once that transaction has committed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, current_app
-
+from careid_broker.auditing import Auditor
 from careid_broker.directory import Directory
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.oidc.backchannel import BackchannelLogout, DeliveryWorker
@@ -24,15 +23,12 @@ from careid_broker.oidc.clients import ClientRegistry
 from careid_broker.oidc.config import OidcConfig
 from careid_broker.oidc.context import ServerContext
 from careid_broker.oidc.keys import TokenSigner
-from careid_broker.oidc.logout import BrokerEndSession, end_browser_session
+from careid_broker.oidc.logout import BrokerEndSession
 from careid_broker.oidc.server import BrokerAuthorizationServer, build_server
-from careid_broker.store import KeyAlgorithm, Outcome, Repositories
+from careid_broker.store import EndedSession, KeyAlgorithm, Outcome, Repositories, Store
 from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
-
-EXTENSION_KEY = "careid_oidc"
-_build_lock = threading.Lock()
 
 
 @dataclass(kw_only=True)
@@ -42,25 +38,31 @@ class OidcProvider:
     issuer: str
     config: OidcConfig
     clients: ClientRegistry
+    store: Store
     repos: Repositories
-    # Looked up at each use: tests may swap the directory or clock on the services.
-    directory_of: Callable[[], Directory]
+    directory: Directory
     clock: Callable[[], datetime]
     metrics: BrokerMetrics
+    audit: Auditor
     signer: TokenSigner
     server: BrokerAuthorizationServer
     backchannel: BackchannelLogout
     worker: DeliveryWorker | None
-    _worker_pid: int | None = None
-
-    @property
-    def directory(self) -> Directory:
-        """The broker's directory."""
-        return self.directory_of()
+    _worker_pid: int | None = field(default=None, repr=False)
 
     def endpoint(self, path: str) -> str:
         """An absolute URL under the issuer (discovery advertises these)."""
         return f"{self.issuer}{path}"
+
+    def session_ended(self, ended: EndedSession) -> None:
+        """Queue back-channel logout for every RP of a session that just ended.
+
+        Called inside the transaction that ended it; the delivery thread is woken once
+        that commits (the deliveries are not visible before). Idempotent for an
+        already-ended session.
+        """
+        if self.backchannel.enqueue(ended):
+            self.store.after_commit(self.wake_worker)
 
     def ensure_worker(self) -> None:
         """Start this process's delivery thread if configured (again after a fork)."""
@@ -88,20 +90,32 @@ def build_provider(
     *,
     issuer: str,
     config: OidcConfig,
+    store: Store,
     repos: Repositories,
-    directory_of: Callable[[], Directory],
+    directory: Directory,
     clock: Callable[[], datetime],
     metrics: BrokerMetrics,
-    start_worker: bool,
+    audit: Auditor,
+    with_worker: bool,
 ) -> OidcProvider:
-    """Wire the provider; creates the signing keys the clients need if missing."""
-    signer = TokenSigner(repos.keys.for_alg)
-    signer.ensure_keys({KeyAlgorithm(alg.value) for alg in config.clients.id_token_algorithms()})
+    """Wire the provider. The signing keys the clients need are made on first use."""
+    signer = TokenSigner(
+        repos.keys.for_alg,
+        ensure=frozenset(KeyAlgorithm(alg.value) for alg in config.clients.id_token_algorithms()),
+    )
 
     def on_token_event(
         grant_type: str, client_id: str | None, error: str | None, details: dict[str, Any]
     ) -> None:
-        _token_event(repos, grant_type, client_id, error, details)
+        # Security-relevant token events only (a replayed code or refresh token, a
+        # revocation); routine issuance is counted in metrics, not audited one by one.
+        audit(
+            f"oidc.{grant_type}",
+            outcome=Outcome.FAILURE if error else Outcome.SUCCESS,
+            code=ErrorCode.OIDC_TOKEN_REFUSED if error else None,
+            rp=client_id,
+            details={**details, **({"reason": error} if error else {})},
+        )
 
     context = ServerContext(
         issuer=issuer,
@@ -125,79 +139,23 @@ def build_provider(
     )
     worker = (
         DeliveryWorker(backchannel, poll_seconds=config.backchannel_poll_seconds)
-        if start_worker
+        if with_worker
         else None
     )
     server = build_server(context, jti_clock=clock)
-    server.register_endpoint(
-        BrokerEndSession(issuer=issuer, signer=signer, end=end_browser_session)
-    )
+    server.register_endpoint(BrokerEndSession(issuer=issuer, signer=signer))
     return OidcProvider(
         issuer=issuer,
         config=config,
         clients=config.clients,
+        store=store,
         repos=repos,
-        directory_of=directory_of,
+        directory=directory,
         clock=clock,
         metrics=metrics,
+        audit=audit,
         signer=signer,
         server=server,
         backchannel=backchannel,
         worker=worker,
     )
-
-
-def _token_event(
-    repos: Repositories,
-    grant_type: str,
-    client_id: str | None,
-    error: str | None,
-    details: dict[str, Any],
-) -> None:
-    # Security-relevant token events only (a replayed code or refresh token, a
-    # revocation); routine issuance is counted in metrics, not audited one by one.
-    from careid_broker.auditing import audit
-
-    audit(
-        f"oidc.{grant_type}",
-        outcome=Outcome.FAILURE if error else Outcome.SUCCESS,
-        code=ErrorCode.OIDC_TOKEN_REFUSED if error else None,
-        rp=client_id,
-        details={**details, **({"reason": error} if error else {})},
-    )
-
-
-def provider_for(app: Flask) -> OidcProvider:
-    """The app's provider, built on first use from its services."""
-    found = app.extensions.get(EXTENSION_KEY)
-    if isinstance(found, OidcProvider):
-        return found
-    with _build_lock:
-        found = app.extensions.get(EXTENSION_KEY)
-        if isinstance(found, OidcProvider):
-            return found
-        from careid_broker.services import EXTENSION_KEY as SERVICES_KEY
-
-        services = app.extensions.get(SERVICES_KEY)
-        if services is None:
-            raise RuntimeError("the broker services are not set up: build the app with create_app")
-        config = services.config
-        oidc_config = config.oidc
-        if not isinstance(oidc_config, OidcConfig):
-            raise RuntimeError("the [oidc] configuration was not loaded")
-        provider = build_provider(
-            issuer=config.broker.issuer,
-            config=oidc_config,
-            repos=services.repos,
-            directory_of=lambda: services.directory,
-            clock=lambda: services.clock(),
-            metrics=services.metrics,
-            start_worker=oidc_config.backchannel_worker and not config.broker.dev_disable_workers,
-        )
-        app.extensions[EXTENSION_KEY] = provider
-        return provider
-
-
-def current_provider() -> OidcProvider:
-    """The provider of the app handling the current request."""
-    return provider_for(current_app._get_current_object())  # type: ignore[attr-defined]

@@ -18,7 +18,12 @@ from careid_broker.pki.config import (
 from careid_broker.pki.http import HttpFetcher, HttpFetchError, UrllibFetcher
 from careid_broker.pki.revocation import RevocationChecker, RevocationOutcome
 from careid_broker.pki.status import Clock, RevocationSource, RevocationStatus, system_clock
-from careid_broker.pki.validator import CertificateValidator, ValidatedCertificate
+from careid_broker.pki.validator import (
+    CertificateValidator,
+    TrustedCertificate,
+    ValidatedCertificate,
+    identify,
+)
 
 __all__ = [
     "CertificateValidator",
@@ -36,6 +41,8 @@ __all__ = [
     "RevocationSource",
     "RevocationStatus",
     "UrllibFetcher",
+    "TrustedCertificate",
     "ValidatedCertificate",
+    "identify",
     "system_clock",
 ]

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from careid_broker.directory.settings import SettingsReader
 from careid_broker.errors import PkiConfigError
 from careid_broker.pki.certfiles import load_certificate_paths, parse_crl
+from careid_broker.settings import SettingsReader
 from careid_protocol.identity import DEFAULT_RULE, IdentityRule, attribute_oid
 
 _OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]*))+")

@@ -4,9 +4,11 @@ The order is DESIGN.md's ("The signed challenge", verification order), each fail
 typed `BrokerError` with a stable code and an operator `detail`:
 
 parse → every key EC P-256/P-384 or RSA ≥ 2048 (card first, CAs once the chain is built) →
-chain to the trust anchors →
-validity with bounded skew → keyUsage / EKU → certificate policies → revocation →
-(the caller's signature check, if given) → UUID.
+chain to the trust anchors → validity with bounded skew → keyUsage / EKU → certificate
+policies → revocation: `trust()` stops there. Card sign-in then checks the token's
+signature with the trusted key before `identify()` reads the holder's UUID
+(`careid_broker.card.service`); `validate()` is `trust()` then `identify()`, for callers
+with no signature to check.
 
 Chain and validity. cryptography's verifier checks validity itself at the time it is
 given, and then fails with one undifferentiated `VerificationError`. So the chain is
@@ -28,7 +30,6 @@ card certificates need not carry (their identity is in the subject).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,23 +62,20 @@ from careid_broker.pki.status import (
     describe,
     utc_now,
 )
-from careid_protocol.identity import holder_name, uuid_from_certificate
+from careid_protocol.identity import IdentityRule, holder_name, uuid_from_certificate
+from careid_protocol.token import MAX_CERTIFICATE_BYTES
 
 logger = logging.getLogger(__name__)
 
-#: A card certificate is a few kilobytes; anything much larger is not one.
-MAX_CERTIFICATE_BYTES = 16 * 1024
-
 
 @dataclass(frozen=True, kw_only=True)
-class ValidatedCertificate:
-    """A card certificate that passed every check, with what sign-in and audit need."""
+class TrustedCertificate:
+    """A card certificate that chains to a trust anchor, is in date, fit for sign-in and
+    not revoked: its key may be trusted; whose it is comes next (`identify`)."""
 
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
     """The card first, then each issuer up to and including the trust anchor."""
-    uuid: str
-    holder_name: str
     issuer_dn: str
     serial_hex: str
     fingerprint_sha256: str
@@ -90,6 +88,37 @@ class ValidatedCertificate:
     def revocation_method(self) -> RevocationSource | None:
         """OCSP or CRL, whichever answered; None when soft-fail accepted the card."""
         return self.revocation.source if self.revocation is not None else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidatedCertificate(TrustedCertificate):
+    """A trusted card certificate with its holder: what sign-in and audit need."""
+
+    uuid: str
+    holder_name: str
+
+
+def identify(trusted: TrustedCertificate, rule: IdentityRule) -> ValidatedCertificate:
+    """The holder's Care Identity UUID under `rule`, or IdentityMissingError."""
+    leaf = trusted.certificate
+    uuid = uuid_from_certificate(leaf, rule)
+    if uuid is None:
+        raise IdentityMissingError(
+            detail=f"{describe(leaf)}: subject {leaf.subject.rfc4514_string()!r} holds no"
+            " Care Identity UUID under the configured identity rule"
+        )
+    return ValidatedCertificate(
+        certificate=trusted.certificate,
+        chain=trusted.chain,
+        issuer_dn=trusted.issuer_dn,
+        serial_hex=trusted.serial_hex,
+        fingerprint_sha256=trusted.fingerprint_sha256,
+        revocation=trusted.revocation,
+        soft_fail_used=trusted.soft_fail_used,
+        soft_fail_reason=trusted.soft_fail_reason,
+        uuid=uuid,
+        holder_name=holder_name(leaf),
+    )
 
 
 def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
@@ -141,17 +170,9 @@ class CertificateValidator:
         self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
         self.revocation = RevocationChecker(config, clock=clock, http=http)
 
-    def validate(
-        self,
-        certificate: bytes | x509.Certificate,
-        *,
-        check_signature: Callable[[x509.Certificate], None] | None = None,
-    ) -> ValidatedCertificate:
-        """Every check in DESIGN.md's order; raises the first failure's BrokerError.
-
-        `check_signature`, when given, runs after revocation and before the UUID (the
-        contract's order); it should raise the caller's own `BrokerError`.
-        """
+    def trust(self, certificate: bytes | x509.Certificate) -> TrustedCertificate:
+        """Every certificate check up to and including revocation, in DESIGN.md's order;
+        raises the first failure's BrokerError."""
         config = self._config
         leaf = parse_certificate(certificate)
         _check_keys((leaf,))
@@ -170,19 +191,9 @@ class CertificateValidator:
             disallowed=config.disallowed_policies,
         )
         outcome = self.revocation.check(leaf, chain[1])
-        if check_signature is not None:
-            check_signature(leaf)
-        uuid = uuid_from_certificate(leaf, config.identity)
-        if uuid is None:
-            raise IdentityMissingError(
-                detail=f"{describe(leaf)}: subject {leaf.subject.rfc4514_string()!r} holds no"
-                " Care Identity UUID under the configured identity rule"
-            )
-        return ValidatedCertificate(
+        return TrustedCertificate(
             certificate=leaf,
             chain=chain,
-            uuid=uuid,
-            holder_name=holder_name(leaf),
             issuer_dn=leaf.issuer.rfc4514_string(),
             serial_hex=f"{leaf.serial_number:X}",
             fingerprint_sha256=leaf.fingerprint(hashes.SHA256()).hex(),
@@ -190,6 +201,14 @@ class CertificateValidator:
             soft_fail_used=outcome.soft_fail_used,
             soft_fail_reason=outcome.soft_fail_reason,
         )
+
+    def identify(self, trusted: TrustedCertificate) -> ValidatedCertificate:
+        """The holder of a trusted certificate, by the configured identity rule."""
+        return identify(trusted, self._config.identity)
+
+    def validate(self, certificate: bytes | x509.Certificate) -> ValidatedCertificate:
+        """`trust` then `identify`: for callers with no signature to check in between."""
+        return self.identify(self.trust(certificate))
 
     def _chain(self, leaf: x509.Certificate, at: datetime) -> tuple[x509.Certificate, ...]:
         verifier = (

@@ -33,7 +33,12 @@ from careid_broker.store.keys import (
     RotationResult,
     SigningKeys,
 )
-from careid_broker.store.migrate import current_revision, head_revision, upgrade
+from careid_broker.store.migrate import (
+    current_revision,
+    head_revision,
+    schema_is_current,
+    upgrade,
+)
 from careid_broker.store.outbox import Delivery, LogoutOutbox, RetryPolicy
 from careid_broker.store.registrations import (
     LinkMode,
@@ -144,6 +149,7 @@ __all__ = [
     "current_revision",
     "head_revision",
     "new_opaque_token",
+    "schema_is_current",
     "upgrade",
     "utc_now",
 ]

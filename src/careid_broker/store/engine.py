@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +47,7 @@ def utc_now() -> datetime:
 class _Ambient:
     session: Session
     write: bool
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Store:
@@ -91,13 +92,26 @@ class Store:
                 yield current.session
             return
         session = self._writers()
-        token = self._ambient.set(_Ambient(session=session, write=True))
+        ambient = _Ambient(session=session, write=True)
+        token = self._ambient.set(ambient)
         try:
             with _unavailable_on_connection_errors(), session.begin():
                 yield session
         finally:
             self._ambient.reset(token)
             session.close()
+        for callback in ambient.after_commit:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the current write transaction has committed (at once when
+        there is none); never when it rolls back. For work that must see the commit,
+        such as waking the logout deliverer."""
+        current = self._ambient.get()
+        if current is None or not current.write:
+            callback()
+        else:
+            current.after_commit.append(callback)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

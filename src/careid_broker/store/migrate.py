@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,8 +12,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
-from careid_broker.store.engine import WRITE_OPTION, create_store_engine
+from careid_broker.store.engine import WRITE_OPTION, Store, create_store_engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -70,3 +73,28 @@ def head_revision() -> str:
     if head is None:
         raise RuntimeError("the broker ships no migrations")  # a packaging mistake
     return head
+
+
+# Stores seen at the current revision: a schema does not go back while a broker runs,
+# so the check (and alembic's log lines) happen once per process, not at every probe.
+_CURRENT_SCHEMAS: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@functools.cache
+def _cached_head() -> str:
+    return head_revision()
+
+
+def schema_is_current(store: Store) -> bool:
+    """Whether the database's schema is at the revision this broker ships."""
+    if store in _CURRENT_SCHEMAS:
+        return True
+    try:
+        with store.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except DBAPIError:
+        return False
+    if current != _cached_head():
+        return False
+    _CURRENT_SCHEMAS.add(store)
+    return True

@@ -21,9 +21,8 @@ from typing import TypeVar
 from flask import Flask, current_app, request, session
 from flask.wrappers import Response
 
-from careid_broker.auditing import audit
-from careid_broker.services import services
 from careid_broker.store import Outcome
+from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
 from careid_protocol.errors import ErrorCode
 
@@ -79,8 +78,8 @@ def _check() -> Response | None:
     ):
         return None
     reason = "missing" if not sent else ("no_session" if not expected else "mismatch")
-    services().metrics.csrf_refusals.inc()
-    audit(
+    current_broker().metrics.csrf_refusals.inc()
+    current_broker().audit(
         "csrf.refused",
         outcome=Outcome.FAILURE,
         code=ErrorCode.CSRF_INVALID,

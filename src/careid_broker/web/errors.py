@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
-from careid_broker.services import services
+from careid_broker.web.context import current_broker
 from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def error_response(
             request_id=current_request_id(),
             retry_url=retry_url,
             wait=minutes_text(retry_after) if retry_after and status == 429 else None,
-            signin=services().config.signin,
+            signin=current_broker().config.signin,
         )
         response = Response(page, mimetype="text/html")
     response.status_code = status

@@ -16,7 +16,7 @@ import uuid
 from flask import Flask, g, request
 from flask.wrappers import Response
 
-from careid_broker.services import services
+from careid_broker.web.context import current_broker
 
 log = logging.getLogger("careid_broker.access")
 
@@ -34,7 +34,7 @@ def _finish(response: Response) -> Response:
     started = g.get("request_started")
     elapsed = time.perf_counter() - started if isinstance(started, float) else 0.0
     endpoint = request.endpoint or "none"
-    metrics = services().metrics
+    metrics = current_broker().metrics
     metrics.latency.observe(elapsed, endpoint=endpoint, method=request.method)
     metrics.requests.inc(endpoint=endpoint, method=request.method, status=str(response.status_code))
     request_id = g.get("request_id")

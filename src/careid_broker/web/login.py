@@ -20,17 +20,17 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_PASSWORD, demands_card
-from careid_broker.auditing import audit
-from careid_broker.card import binding as card_binding
-from careid_broker.card.pages import script_context, with_agent_csp
-from careid_broker.card.wiring import card_services
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
-from careid_broker.services import services
+from careid_broker.origins import origin_of
 from careid_broker.signin.password import SigninThrottledError
+from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, TransactionStatus
+from careid_broker.web import card_binding
+from careid_broker.web.card_pages import script_context, with_agent_csp
+from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response, status_for
-from careid_broker.web.security_headers import allow_form_action, origin_of
-from careid_broker.web.signin_session import begin_signin, current_signin, end_signin
+from careid_broker.web.security_headers import allow_form_action
+from careid_broker.web.signin_cookie import complete_signin, current_signin, end_signin
 from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _transaction(tx_id: str | None) -> LoginTransactionRecord | None:
         return None
     record = None
     if len(tx_id) <= MAX_TX_LENGTH:
-        record = services().repos.transactions.get(tx_id)
+        record = current_broker().repos.transactions.get(tx_id)
     if record is None or record.status is not TransactionStatus.PENDING:
         raise BrokerError(ErrorCode.OIDC_SIGNIN_EXPIRED)
     # The form's answer is a redirect on to this relying party (see security_headers).
@@ -83,7 +83,7 @@ def _form(
     code: ErrorCode | None = None,
     status: int = 200,
 ) -> Response:
-    card = card_services()
+    card = current_broker().card
     page = render_template(
         "login.html",
         tx=tx_id,
@@ -125,7 +125,7 @@ def page() -> BaseResponse:
 @blueprint.post("/login")
 def submit() -> BaseResponse:
     """Password sign-in."""
-    svc = services()
+    svc = current_broker()
     tx_id = request.form.get("tx") or None
     tx = _transaction(tx_id)
     rp = tx.request.client_id if tx else None
@@ -136,7 +136,7 @@ def submit() -> BaseResponse:
 
     def refused(code: ErrorCode, *, org: str | None = None) -> None:
         svc.metrics.signins.inc(method="password", result=code.value)
-        audit(
+        svc.audit(
             EVENT_PASSWORD,
             outcome=Outcome.FAILURE,
             code=code,
@@ -167,7 +167,7 @@ def submit() -> BaseResponse:
         return error_response(ErrorCode.CARD_REQUIRED, retry_url=url_for("login.page", tx=tx_id))
 
     try:
-        checked = svc.password_signin.check(
+        checked = svc.password.check(
             email, password, client_address=request.remote_addr or "unknown"
         )
     except InvalidCredentialsError:
@@ -201,16 +201,16 @@ def submit() -> BaseResponse:
         refused(checked.refusal.code, org=account.org_code)
         return error_response(checked.refusal.code, status=status_for(checked.refusal.code))
 
-    session = begin_signin(account, method="pwd", acr=ACR_PASSWORD, amr=AMR_PASSWORD)
-    svc.metrics.signins.inc(method="password", result="success")
-    audit(
-        EVENT_PASSWORD,
-        outcome=Outcome.SUCCESS,
-        actor=account.mail,
-        subject=account.mail,
-        org=account.org_code,
+    complete_signin(
+        SigninDecision(
+            account=account,
+            method="pwd",
+            acr=ACR_PASSWORD,
+            amr=AMR_PASSWORD,
+            event=EVENT_PASSWORD,
+            org_code=account.org_code,
+        ),
         rp=rp,
-        details={"sid": session.sid, "acr": session.acr},
     )
     return redirect(_after_signin(tx_id), code=303)
 
@@ -238,11 +238,13 @@ def card() -> Response:
     tx = _transaction(tx_id)
     code = (
         ErrorCode.BROWSER_UNSUPPORTED
-        if card_services().available
+        if current_broker().card.available
         else ErrorCode.CARD_SIGNIN_UNAVAILABLE
     )
-    services().metrics.signins.inc(method="card", result=code.value)
-    audit(EVENT_CARD, outcome=Outcome.FAILURE, code=code, rp=tx.request.client_id if tx else None)
+    broker = current_broker()
+    broker.metrics.signins.inc(method="card", result=code.value)
+    rp = tx.request.client_id if tx else None
+    broker.audit(EVENT_CARD, outcome=Outcome.FAILURE, code=code, rp=rp)
     card_only = tx is not None and demands_card(tx.request.acr_values)
     back = None if card_only else url_for("login.page", tx=tx_id)
     status = 400 if code is ErrorCode.BROWSER_UNSUPPORTED else None

@@ -7,50 +7,21 @@ when it passes again; nothing here caches a failure, so recovery needs no restar
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
-import weakref
 
-from alembic.runtime.migration import MigrationContext
 from flask import Blueprint, jsonify, request
 from flask.wrappers import Response
-from sqlalchemy.exc import DBAPIError
 
 from careid_broker.metrics import CONTENT_TYPE
-from careid_broker.services import services
-from careid_broker.store import Store, head_revision
+from careid_broker.store import schema_is_current
+from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
 from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("ops", __name__)
-
-
-# Stores seen at the current revision: a schema does not go back while a broker runs,
-# so the check (and alembic's log lines) happen once per process, not at every probe.
-_CURRENT_SCHEMAS: weakref.WeakSet[Store] = weakref.WeakSet()
-
-
-@functools.cache
-def _head() -> str:
-    return head_revision()
-
-
-def schema_is_current(store: Store) -> bool:
-    """Whether the database's schema is at the revision this broker ships."""
-    if store in _CURRENT_SCHEMAS:
-        return True
-    try:
-        with store.engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-    except DBAPIError:
-        return False
-    if current != _head():
-        return False
-    _CURRENT_SCHEMAS.add(store)
-    return True
 
 
 @blueprint.get("/healthz")
@@ -62,7 +33,7 @@ def healthz() -> Response:
 @blueprint.get("/readyz")
 def readyz() -> Response:
     """Ready to sign people in: the store answers with the current schema, the directory answers."""
-    svc = services()
+    svc = current_broker()
     checks: dict[str, str] = {}
     if not svc.store.ping():
         checks["store"] = ErrorCode.STORE_UNAVAILABLE.value
@@ -90,7 +61,7 @@ def _allowed(address: str | None) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    networks = services().config.ops.metrics_allowed_networks
+    networks = current_broker().config.ops.metrics_allowed_networks
     return any(ip in network for network in networks)
 
 
@@ -99,4 +70,4 @@ def metrics() -> Response:
     """Prometheus text exposition."""
     if not _allowed(request.remote_addr):
         return error_response(ErrorCode.OPS_ENDPOINT_FORBIDDEN)
-    return Response(services().metrics.render(), content_type=CONTENT_TYPE)
+    return Response(current_broker().metrics.render(), content_type=CONTENT_TYPE)

@@ -9,16 +9,12 @@ origins the form may end up at.
 
 from __future__ import annotations
 
-import re
-from urllib.parse import urlsplit
-
 from flask import Flask, g, request
 from flask.wrappers import Response
 
-from careid_broker.services import services
+from careid_broker.origins import ORIGIN_RE
+from careid_broker.web.context import current_broker
 
-# scheme://host[:port] with nothing a header could be split on.
-_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _FORM_ACTION_KEY = "careid_form_action_origins"
 
 HSTS_VALUE = "max-age=31536000"
@@ -33,24 +29,10 @@ BASE_CSP = (
 )
 
 
-def origin_of(url: str) -> str | None:
-    """`scheme://host[:port]` of an http(s) URL, or None."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    origin = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
-    return origin if _ORIGIN.fullmatch(origin) else None
-
-
 def allow_form_action(*origins: str | None) -> None:
     """Let this response's forms (and the redirects after them) reach these origins."""
     allowed: set[str] = g.setdefault(_FORM_ACTION_KEY, set())
-    allowed.update(o for o in origins if o is not None and _ORIGIN.fullmatch(o))
+    allowed.update(o for o in origins if o is not None and ORIGIN_RE.fullmatch(o))
 
 
 def content_security_policy() -> str:
@@ -67,7 +49,7 @@ def _apply(response: Response) -> Response:
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    if services().config.broker.secure_cookies:
+    if current_broker().config.broker.secure_cookies:
         headers.setdefault("Strict-Transport-Security", HSTS_VALUE)
     if "Cache-Control" not in headers and request.endpoint != "static":
         # Sign-in pages, tokens and error pages must never be served from a cache.

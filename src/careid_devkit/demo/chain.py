@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from careid_broker.config import load_config
+from careid_broker.store import Repositories, create_store
 from careid_devkit.demo.accounts import DEMO_PIN, CardSpec
 from careid_devkit.demo.configs import (
     DemoUrls,
@@ -203,9 +205,6 @@ class DemoChain:
 
     def _ensure_signing_keys(self) -> None:
         # Before the workers start, so the first request finds the keys made once.
-        from careid_broker.config import load_config
-        from careid_broker.store import Repositories, create_store
-
         config = load_config(self.broker_config, env=child_environment())
         store = create_store(config.database.url)
         try:

@@ -18,9 +18,19 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from careid_agent.card import CardService
+from careid_agent.transport import connect
 from careid_devkit.card_profile import CardProfile
 from careid_devkit.demo.chain import DemoChain
 from careid_devkit.demo.processes import http_answers
+from careid_protocol.token import (
+    AuthToken,
+    SignatureAlgorithm,
+    algorithm_for_key,
+    digest_to_sign,
+    ecdsa_der_to_raw,
+    verify_token,
+)
 
 Say = Callable[[str], None]
 
@@ -98,17 +108,6 @@ def _new_challenge() -> str:
 
 def pcsc_signature_check(chain: DemoChain, profile: CardProfile, say: Say) -> bool:
     """Sign a challenge with the card through PC/SC (PIN from the profile) and verify it."""
-    from careid_agent.card import CardService
-    from careid_agent.transport import connect
-    from careid_protocol.token import (
-        AuthToken,
-        SignatureAlgorithm,
-        algorithm_for_key,
-        digest_to_sign,
-        ecdsa_der_to_raw,
-        verify_token,
-    )
-
     origin, challenge = chain.urls.broker, _new_challenge()
     service = CardService(lambda: connect(chain.settings.reader))
     identity = service.read_identity()
@@ -137,8 +136,6 @@ def pcsc_signature_check(chain: DemoChain, profile: CardProfile, say: Say) -> bo
 
 def agent_signature_check(chain: DemoChain, say: Say) -> bool:
     """Have the running agent sign for the broker's origin (env PIN) and verify the token."""
-    from careid_protocol.token import verify_token
-
     origin, challenge = chain.urls.broker, _new_challenge()
     request = urllib.request.Request(  # noqa: S310 - the demo's own loopback URL
         f"{chain.urls.agent}/v1/authenticate",

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from careid_broker.config_env import SECTIONS
+from careid_broker.oidc.client_secrets import hash_secret
 from careid_devkit.demo.ports import DemoPorts
 from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
 from careid_devkit.slapd import Slapd
@@ -86,8 +88,6 @@ def to_toml(tables: Mapping[str, Mapping[str, Any]], *, header: str = "") -> str
 
 def broker_sections() -> tuple[str, ...]:
     """The sections this broker knows (parts of it are still being added)."""
-    from careid_broker.config_env import SECTIONS
-
     return tuple(SECTIONS)
 
 
@@ -150,8 +150,6 @@ def card_settings(urls: DemoUrls) -> dict[str, Any]:
 
 def clients_settings(urls: DemoUrls, *, secret: str = DEMO_CLIENT_SECRET) -> dict[str, Any]:
     """clients.toml: the webmail, at the demo's webmail port."""
-    from careid_broker.oidc.client_secrets import hash_secret
-
     return {
         "clients.webmail": {
             "name": "Webmail (demo)",

@@ -18,7 +18,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -39,8 +39,6 @@ _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 def _tray() -> CardTray:
-    from flask import current_app
-
     tray: CardTray = current_app.extensions[EXTENSION]
     return tray
 

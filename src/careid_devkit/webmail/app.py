@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app
+from flask import Flask
 from flask.wrappers import Response
 
 from careid_devkit.webmail.config import WebmailConfig
 from careid_devkit.webmail.cookie_sessions import ServerSideSessions
 from careid_devkit.webmail.logout_token import JtiCache, LogoutTokenValidator
 from careid_devkit.webmail.provider import Provider
+from careid_devkit.webmail.services import EXTENSION, STATUS_PATH, WebmailServices
 from careid_devkit.webmail.sessions import SessionStore
-
-EXTENSION = "careid_webmail"
-STATUS_PATH = "/session-status"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class WebmailServices:
-    """What the views use, built once per app."""
-
-    config: WebmailConfig
-    store: SessionStore
-    sessions: ServerSideSessions
-    provider: Provider
-    logout_tokens: LogoutTokenValidator
-    clock: Callable[[], datetime]
-
-
-def services() -> WebmailServices:
-    """The current app's services (inside a request or app context)."""
-    found: WebmailServices = current_app.extensions[EXTENSION]
-    return found
+from careid_devkit.webmail.views import bp
 
 
 def _utc_now() -> datetime:
@@ -49,8 +29,6 @@ def create_webmail_app(
     store: SessionStore | None = None,
 ) -> Flask:
     """The webmail app: sign-in through the broker, who is signed in, sign-out."""
-    from careid_devkit.webmail.views import bp
-
     app = Flask("careid_devkit.webmail")
     # Nothing the webmail accepts is large: a logout token, a sign-out form.
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024

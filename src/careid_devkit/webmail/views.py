@@ -12,11 +12,11 @@ from flask import Blueprint, jsonify, redirect, render_template, request, sessio
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
-from careid_devkit.webmail.app import STATUS_PATH, services
 from careid_devkit.webmail.config import ACR_ANY_CARD, ACR_CARD
 from careid_devkit.webmail.cookie_sessions import ServerSession
 from careid_devkit.webmail.errors import LogoutTokenError, SignInError, WebmailError
 from careid_devkit.webmail.identity import acr_in_words, user_from_claims
+from careid_devkit.webmail.services import STATUS_PATH, services
 from careid_devkit.webmail.sessions import SessionState
 from careid_protocol.errors import ErrorCode, message_for
 

@@ -8,15 +8,14 @@ from collections.abc import Mapping
 from flask import render_template, session, url_for
 from flask.wrappers import Response
 
-from careid_broker.auditing import audit
-from careid_broker.card import binding
-from careid_broker.card.pages import script_context, with_agent_csp
-from careid_broker.card.wiring import CardServices, card_services
+from careid_broker.card.wiring import CardServices
 from careid_broker.errors import BrokerError
 from careid_broker.registration.service import RegistrationService
 from careid_broker.registration.state import PendingRegistration
-from careid_broker.services import services
-from careid_broker.store import LoginTransactions, Outcome
+from careid_broker.store import Outcome
+from careid_broker.web import card_binding as binding
+from careid_broker.web.card_pages import script_context, with_agent_csp
+from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
 from careid_protocol.errors import ErrorCode
 
@@ -25,25 +24,9 @@ MAX_MAIL_LENGTH = 320
 MAX_TX_LENGTH = 128
 
 
-def registration_service(card: CardServices) -> RegistrationService:
-    """The registration service over the app's current store and directory."""
-    svc = services()
-    return RegistrationService(
-        issuer=svc.config.broker.issuer,
-        store=svc.store,
-        password_signin=svc.password_signin,
-        directory=svc.directory,
-        transactions=LoginTransactions(svc.store, ttl=card.settings.registration_lifetime),
-        challenges=svc.repos.challenges,
-        registrations=svc.repos.registrations,
-        link_mode=card.settings.link_mode,
-        clock=svc.clock,
-    )
-
-
 def available_card() -> CardServices:
     """The card services; `card_signin_unavailable` without a `[pki]` section."""
-    card = card_services()
+    card = current_broker().card
     if not card.available:
         raise BrokerError(ErrorCode.CARD_SIGNIN_UNAVAILABLE, detail="no [pki] configured")
     return card
@@ -81,7 +64,9 @@ def audit_step(
     details: Mapping[str, object] | None = None,
 ) -> None:
     """Audit a registration step; the person is both actor and subject."""
-    audit(event, outcome=outcome, code=code, actor=mail, subject=mail, org=org, details=details)
+    current_broker().audit(
+        event, outcome=outcome, code=code, actor=mail, subject=mail, org=org, details=details
+    )
 
 
 def restart() -> Response:

@@ -24,10 +24,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from careid_broker.admin.rights import Actor, CachedRights, admin_orgs, session_key
 from careid_broker.assurance import ACR_CARD, level_of
-from careid_broker.auditing import audit
-from careid_broker.services import services
 from careid_broker.store import Outcome, SessionRecord
-from careid_broker.web.signin_session import current_signin
+from careid_broker.web.context import current_broker
+from careid_broker.web.signin_cookie import current_signin
 from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ def rights_for(signin: SessionRecord) -> frozenset[str]:
     A directory that cannot be reached raises `DirectoryUnavailableError`: the console
     is refused (a 503 page), never opened on stale rights.
     """
-    svc = services()
+    svc = current_broker()
     now = svc.store.now()
     cached = CachedRights.from_json(session.get(RIGHTS_KEY))
     if cached is not None and cached.fresh_for(
@@ -72,7 +71,7 @@ def step_up_url() -> str:
 
 
 def _denied(signin: SessionRecord) -> Response:
-    audit(
+    current_broker().audit(
         "admin.denied",
         outcome=Outcome.FAILURE,
         code=ErrorCode.ADMIN_NOT_AUTHORISED,

@@ -21,35 +21,34 @@ from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
 from careid_broker.assurance import ACR_CARD, AMR_CARD
-from careid_broker.auditing import audit
-from careid_broker.card.pages import (
+from careid_broker.card.service import CardRefusal
+from careid_broker.card.wiring import CardServices
+from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
+from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
+from careid_broker.registration.state import PendingRegistration, Stage
+from careid_broker.signin.password import SigninThrottledError
+from careid_broker.signin.sessions import SigninDecision
+from careid_broker.store import Outcome
+from careid_broker.web.card_pages import (
     card_status,
     json_refusal,
     read_json_body,
+    rfc3339,
 )
-from careid_broker.card.service import CardRefusal
-from careid_broker.card.web import rfc3339
-from careid_broker.card.wiring import CardServices, card_services
-from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
-from careid_broker.registration.context import (
+from careid_broker.web.context import current_broker
+from careid_broker.web.errors import error_response
+from careid_broker.web.registration_pages import (
     MAX_MAIL_LENGTH,
     PENDING_KEY,
     audit_step,
     available_card,
     current_pending,
-    registration_service,
     render_page,
     restart,
     return_tx,
 )
-from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
-from careid_broker.registration.state import PendingRegistration, Stage
-from careid_broker.registration.steps import page_step, script_step
-from careid_broker.services import services
-from careid_broker.signin.password import SigninThrottledError
-from careid_broker.store import Outcome
-from careid_broker.web.errors import error_response
-from careid_broker.web.signin_session import begin_signin_session
+from careid_broker.web.registration_steps import page_step, script_step
+from careid_broker.web.signin_cookie import complete_signin
 from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ blueprint = Blueprint("registration", __name__)
 def start() -> BaseResponse:
     """Step 1: the email address and password (or carry on where this browser left off)."""
     card = available_card()
-    service = registration_service(card)
+    service = current_broker().registration
     try:
         pending = current_pending(service)
     except RegistrationExpiredError:
@@ -97,7 +96,7 @@ def _start_form(
 def submit_password() -> BaseResponse:
     """Step 1's form: check the password and every account prerequisite."""
     card = available_card()
-    svc = services()
+    svc = current_broker()
     tx = return_tx(request.form.get("tx"))
     email = request.form.get("email", "").strip()[:MAX_MAIL_LENGTH]
     password = request.form.get("password", "")
@@ -111,7 +110,7 @@ def submit_password() -> BaseResponse:
             status=400,
         )
     try:
-        started = registration_service(card).start(
+        started = current_broker().registration.start(
             email, password, client_address=request.remote_addr or "unknown", return_tx=tx
         )
     except InvalidCredentialsError as exc:
@@ -137,7 +136,7 @@ def submit_password() -> BaseResponse:
     account = started.account
     previous = session.get(PENDING_KEY)
     if isinstance(previous, str):
-        registration_service(card).cancel(previous)  # one registration per browser at a time
+        current_broker().registration.cancel(previous)  # one registration per browser at a time
     session[PENDING_KEY] = started.pending.id
     audit_step(
         "registration.start",
@@ -163,7 +162,7 @@ def card_page(
         return redirect(url_for("registration.confirm_page"), code=303)
     account, problems = service.account(pending)
     if problems:
-        writable = services().config.directory.writable
+        writable = current_broker().config.directory.writable
         return render_page(
             card,
             "register_checks.html",
@@ -172,8 +171,8 @@ def card_page(
             problems=[(p.code.value, p.message) for p in problems],
             aup_missing=any(p.code is ErrorCode.AUP_NOT_ACCEPTED for p in problems),
             aup_writable=writable,
-            aup_version=services().directory.current_aup_version,
-            aup_url=services().config.signin.aup_url,
+            aup_version=current_broker().directory.current_aup_version,
+            aup_url=current_broker().config.signin.aup_url,
             code=ErrorCode.REGISTRATION_PREREQUISITES_MISSING.value,
         )
     return render_page(card, "register_card.html", account=account)
@@ -221,9 +220,9 @@ def authenticate(
     card: CardServices, service: RegistrationService, pending: PendingRegistration
 ) -> Response:
     """Step 2: the agent's token for this registration's challenge (JSON)."""
-    svc = services()
+    svc = current_broker()
     body = read_json_body()
-    signin = card.signin(svc)
+    signin = card.signin
     assert signin is not None  # noqa: S101 - available_card() checked
     try:
         if body is None:
@@ -234,7 +233,7 @@ def authenticate(
     except CardRefusal as refusal:
         facts = refusal.facts
         log.info("registration card refused: %s", refusal.code.value)
-        audit(
+        current_broker().audit(
             "registration.card",
             outcome=Outcome.FAILURE,
             code=refusal.code,
@@ -251,7 +250,7 @@ def authenticate(
         return json_refusal(exc.code)
     session[PENDING_KEY] = step.id
     assert step.card is not None  # noqa: S101 - a card step always has its card
-    audit(
+    current_broker().audit(
         "registration.card",
         outcome=Outcome.SUCCESS,
         actor=step.mail,
@@ -277,7 +276,7 @@ def confirm_page(
     """Step 3: the card holder beside the mail account; confirm or cancel."""
     if pending.stage is not Stage.CARD or pending.card is None:
         return redirect(url_for("registration.card_page"), code=303)
-    existing = services().repos.registrations.by_mail(pending.mail)
+    existing = current_broker().repos.registrations.by_mail(pending.mail)
     return render_page(card, "register_confirm.html", pending=pending, existing=existing)
 
 
@@ -287,7 +286,7 @@ def confirm(
     card: CardServices, service: RegistrationService, pending: PendingRegistration
 ) -> BaseResponse:
     """Store the link and sign in by card; or say why not (nothing is stored then)."""
-    svc = services()
+    svc = current_broker()
     try:
         confirmed, _identity = service.confirm(pending)
     except RegistrationExpiredError:
@@ -322,21 +321,18 @@ def confirm(
     svc.metrics.registry.counter(
         "careid_card_registrations_total", "Smartcards registered (linked to an account)."
     ).inc()
-    new = begin_signin_session(
-        confirmed.account,
-        method="card",
-        acr=ACR_CARD,
-        amr=AMR_CARD,
-        card_uuid=record.card_uuid,
-        card_session=card.settings.session_lock,
-    )
-    svc.metrics.signins.inc(method="card", result="success")
-    audit_step(
-        "signin.card",
-        Outcome.SUCCESS,
-        mail=confirmed.account.mail,
-        org=confirmed.account.org_code,
-        details={"uuid": record.card_uuid, "sid": new.record.sid, "via": "registration"},
+    new = complete_signin(
+        SigninDecision(
+            account=confirmed.account,
+            method="card",
+            acr=ACR_CARD,
+            amr=AMR_CARD,
+            event="signin.card",
+            org_code=confirmed.account.org_code,
+            card_uuid=record.card_uuid,
+            card_session=card.settings.session_lock,
+            audit_details={"uuid": record.card_uuid, "via": "registration"},
+        )
     )
     next_url = (
         url_for("oidc.resume", tx=pending.return_tx) if pending.return_tx else url_for("login.page")
@@ -357,6 +353,6 @@ def cancel() -> BaseResponse:
     available_card()
     pending_id = session.pop(PENDING_KEY, None)
     if isinstance(pending_id, str):
-        registration_service(card_services()).cancel(pending_id)
+        current_broker().registration.cancel(pending_id)
         audit_step("registration.cancel", Outcome.SUCCESS)
     return redirect(url_for("registration.start"), code=303)

@@ -23,12 +23,10 @@ from careid_broker.admin.openapi import openapi_document
 from careid_broker.admin.reasons import parse_reason
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
-from careid_broker.admin.wiring import admin_service, api_auth
-from careid_broker.auditing import audit
 from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
-from careid_broker.services import services
 from careid_broker.store import Outcome
+from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER, status_for
 from careid_protocol.errors import ErrorCode, message_for
@@ -101,7 +99,7 @@ def _text(name: str, max_length: int) -> str | None:
 @blueprint.get("/openapi.json")
 def openapi() -> Response:
     """This API's OpenAPI 3.1 description."""
-    response = jsonify(openapi_document(services().config.broker.issuer))
+    response = jsonify(openapi_document(current_broker().config.broker.issuer))
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
@@ -110,7 +108,7 @@ def openapi() -> Response:
 @csrf_exempt
 def token() -> Response:
     """OAuth 2.0 token endpoint for API clients (client credentials grant only)."""
-    response: Response = api_auth().server.create_token_response()
+    response: Response = current_broker().api.server.create_token_response()
     auth = request.authorization
     claimed = (auth.username if auth and auth.username else request.form.get("client_id")) or ""
     claimed = claimed[:64]
@@ -121,7 +119,7 @@ def token() -> Response:
         details["scope"] = body.get("scope")
     else:
         details["reason"] = str(body.get("error", "error"))[:64]
-    audit(
+    current_broker().audit(
         "api.token",
         outcome=Outcome.SUCCESS if issued else Outcome.FAILURE,
         # Only a client that authenticated is the actor; a refused id is just a claim.
@@ -134,13 +132,13 @@ def token() -> Response:
 @blueprint.get("/registrations")
 def list_registrations() -> Response:
     """A page of the client's registrations, newest first."""
-    actor = _actor(api_auth().authenticate(ApiScope.READ))
+    actor = _actor(current_broker().api.authenticate(ApiScope.READ))
     org = _text("org", 32)
     if org is not None and not _ORG.fullmatch(org):
         raise _invalid("org must be an organisation (ODS) code")
     limit = _integer("limit", 50, minimum=1, maximum=MAX_LIMIT)
     offset = _integer("offset", 0, minimum=0, maximum=10**9)
-    page = admin_service().list_registrations(
+    page = current_broker().admin.list_registrations(
         actor,
         org=org,
         card_uuid=_text("uuid", 64),
@@ -163,17 +161,17 @@ def list_registrations() -> Response:
 @blueprint.get("/registrations/<card_uuid>")
 def get_registration(card_uuid: str) -> Response:
     """One registration of the client's organisations."""
-    actor = _actor(api_auth().authenticate(ApiScope.READ))
+    actor = _actor(current_broker().api.authenticate(ApiScope.READ))
     if len(card_uuid) > 64:
         raise OutOfScopeError(detail="UUID too long")
-    return jsonify(registration_json(admin_service().registration(actor, card_uuid)))
+    return jsonify(registration_json(current_broker().admin.registration(actor, card_uuid)))
 
 
 @blueprint.post("/registrations/<card_uuid>/remove")
 @csrf_exempt
 def remove(card_uuid: str) -> Response:
     """Remove a registration with a reason; the person's sessions end."""
-    actor = _actor(api_auth().authenticate(ApiScope.WRITE))
+    actor = _actor(current_broker().api.authenticate(ApiScope.WRITE))
     if len(card_uuid) > 64:
         raise OutOfScopeError(detail="UUID too long")
     body = request.get_json(silent=True)
@@ -183,7 +181,7 @@ def remove(card_uuid: str) -> Response:
     if not isinstance(kind, str) or not (text is None or isinstance(text, str)):
         raise _invalid("reason and reason_text must be strings")
     removal = remove_registration(
-        admin_service(), actor, card_uuid=card_uuid, reason=parse_reason(kind, text)
+        current_broker().admin, actor, card_uuid=card_uuid, reason=parse_reason(kind, text)
     )
     return jsonify(
         {

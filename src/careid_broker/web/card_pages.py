@@ -5,6 +5,7 @@ same-origin check for their JSON endpoints, and JSON refusals with a status per 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import jsonify, request, url_for
@@ -43,6 +44,11 @@ _CARD_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REGISTRATION_PREREQUISITES_MISSING: 403,
     ErrorCode.CARD_REMOVAL_THROTTLED: 429,
 }
+
+
+def rfc3339(moment: datetime) -> str:
+    """An aware datetime as RFC 3339 in UTC with a `Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def card_status(code: ErrorCode) -> int:

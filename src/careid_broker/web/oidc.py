@@ -9,12 +9,13 @@ from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, render_template, request
 from flask.wrappers import Response
 
-from careid_broker.oidc import authorize as authorize_flow
 from careid_broker.oidc.discovery import provider_metadata
-from careid_broker.oidc.provider import current_provider
+from careid_broker.oidc.logout import hinted_sub
 from careid_broker.store import EndReason
+from careid_broker.web import oidc_authorize as authorize_flow
+from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
-from careid_broker.web.signin_session import current_signin, end_signin
+from careid_broker.web.signin_cookie import current_signin, end_signin
 from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ MAX_TX_LENGTH = 128
 def _start_worker() -> None:
     # Started here rather than in create_app: under gunicorn each worker process must
     # start its own thread after the fork.
-    current_provider().ensure_worker()
+    current_broker().oidc.ensure_worker()
 
 
 def _public_json(document: object, *, max_age: int) -> Response:
@@ -43,21 +44,21 @@ def _public_json(document: object, *, max_age: int) -> Response:
 @blueprint.get("/.well-known/openid-configuration")
 def discovery() -> Response:
     """OpenID Provider metadata."""
-    return _public_json(provider_metadata(current_provider().issuer), max_age=3600)
+    return _public_json(provider_metadata(current_broker().oidc.issuer), max_age=3600)
 
 
 @blueprint.get("/jwks")
 def jwks() -> Response:
     """The published signing keys (next, current and previous of each algorithm)."""
     # Short caching: a rotation publishes the next key a whole rotation ahead anyway.
-    return _public_json(current_provider().signer.jwks(), max_age=300)
+    return _public_json(current_broker().oidc.signer.jwks(), max_age=300)
 
 
 @blueprint.route("/authorize", methods=["GET", "POST"])
 @csrf_exempt
 def authorize() -> Response:
     """The authorization endpoint (GET, or POST from an RP's auto-submitted form)."""
-    return authorize_flow.authorize(current_provider(), current_signin())
+    return authorize_flow.authorize(current_broker().oidc, current_signin())
 
 
 @blueprint.get("/authorize/resume")
@@ -66,7 +67,7 @@ def resume() -> Response:
     tx = request.args.get("tx") or None
     if tx is not None and len(tx) > MAX_TX_LENGTH:
         tx = None
-    return authorize_flow.resume(current_provider(), tx, current_signin())
+    return authorize_flow.resume(current_broker().oidc, tx, current_signin())
 
 
 def _grant_type_label() -> str:
@@ -78,7 +79,7 @@ def _grant_type_label() -> str:
 @csrf_exempt
 def token() -> Response:
     """The token endpoint: code exchange and refresh."""
-    provider = current_provider()
+    provider = current_broker().oidc
     response: Response = provider.server.create_token_response()
     result = "success"
     if response.status_code != 200:
@@ -94,7 +95,7 @@ def token() -> Response:
 @csrf_exempt
 def userinfo() -> Response:
     """OIDC userinfo (bearer token in the header, or in a POST form body)."""
-    response: Response = current_provider().server.create_endpoint_response("userinfo")
+    response: Response = current_broker().oidc.server.create_endpoint_response("userinfo")
     response.headers.update(_NO_STORE)
     return response
 
@@ -103,7 +104,7 @@ def userinfo() -> Response:
 @csrf_exempt
 def revoke() -> Response:
     """RFC 7009 token revocation."""
-    response: Response = current_provider().server.create_endpoint_response("revocation")
+    response: Response = current_broker().oidc.server.create_endpoint_response("revocation")
     response.headers.update(_NO_STORE)
     return response
 
@@ -117,7 +118,7 @@ def _logout_page(template: str, *, status: int = 200, **context: object) -> Resp
 @csrf_exempt
 def logout() -> Response:
     """RP-initiated logout (the `end_session_endpoint`)."""
-    server = current_provider().server
+    server = current_broker().oidc.server
     try:
         validated = server.validate_endpoint_request("end_session")
     except OAuth2Error as error:
@@ -135,11 +136,26 @@ def logout() -> Response:
         if signin is None:
             return _logout_page("oidc_logout_done.html", client=validated.client)
         return _logout_page("oidc_logout_confirm.html", signin=signin, client=validated.client)
+    _end_browser_session(hinted_sub(validated))
     response: Response | None = server.create_endpoint_response("end_session", validated)
     if response is not None:
         response.headers.update(_NO_STORE)
         return response
     return _logout_page("oidc_logout_done.html", client=validated.client)
+
+
+def _end_browser_session(hinted: str | None) -> None:
+    """End the current browser's sign-in if it is the hinted user's (or any, unhinted).
+
+    An ID token for someone else (an old hint after another person signed in on this
+    browser) must not sign the current person out.
+    """
+    current = current_signin()
+    if current is None:
+        return
+    if hinted is not None and hinted != current.sub:
+        return
+    end_signin(EndReason.LOGOUT)
 
 
 @blueprint.post("/logout/confirm")

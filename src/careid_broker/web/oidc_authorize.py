@@ -193,9 +193,7 @@ def _issue(
     response: Response = provider.server.create_authorization_response(
         request=request, grant_user=user, grant=grant
     )
-    from careid_broker.auditing import audit
-
-    audit(
+    provider.audit(
         "oidc.authorize",
         outcome="success",
         subject=user.account_mail,

@@ -18,22 +18,27 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from flask import Blueprint, jsonify, render_template, request, url_for
 from flask.wrappers import Response
 
 from careid_broker.assurance import ACR_CARD, AMR_CARD
-from careid_broker.auditing import audit
-from careid_broker.card import binding
-from careid_broker.card.pages import install_url, json_refusal, read_json_body, same_origin
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSigninDecision
-from careid_broker.card.wiring import CardServices, card_services
+from careid_broker.card.wiring import CardServices
 from careid_broker.errors import BrokerError
-from careid_broker.services import services
+from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import Outcome, TransactionStatus
+from careid_broker.web import card_binding as binding
+from careid_broker.web.card_pages import (
+    install_url,
+    json_refusal,
+    read_json_body,
+    rfc3339,
+    same_origin,
+)
+from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
-from careid_broker.web.signin_session import begin_signin_session
+from careid_broker.web.signin_cookie import complete_signin
 from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -59,7 +64,7 @@ class _Binding:
 
 def _binding(tx: object, *, create_local: bool) -> _Binding:
     """The transaction for this request's `tx`, checked against this browser's session."""
-    svc = services()
+    svc = current_broker()
     if tx is None:
         local = binding.local_transaction(
             svc.repos.transactions, issuer=svc.config.broker.issuer, create=create_local
@@ -88,7 +93,7 @@ def _binding(tx: object, *, create_local: bool) -> _Binding:
 
 def _precheck(card: CardServices) -> Response | None:
     if not same_origin(card.origin):
-        audit(
+        current_broker().audit(
             EVENT_CARD,
             outcome=Outcome.FAILURE,
             code=ErrorCode.REQUEST_NOT_SAME_ORIGIN,
@@ -100,15 +105,10 @@ def _precheck(card: CardServices) -> Response | None:
     return None
 
 
-def rfc3339(moment: datetime) -> str:
-    """An aware datetime as RFC 3339 in UTC with a `Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 @blueprint.post("/card/challenge")
 def challenge() -> Response:
     """A fresh single-use challenge for this browser's login transaction."""
-    card = card_services()
+    card = current_broker().card
     refused = _precheck(card)
     if refused is not None:
         return refused
@@ -117,7 +117,7 @@ def challenge() -> Response:
         return json_refusal(ErrorCode.REQUEST_INVALID)
     try:
         bound = _binding(body.get("tx"), create_local=True)
-        issued = services().repos.challenges.issue(bound.transaction_id)
+        issued = current_broker().repos.challenges.issue(bound.transaction_id)
     except BrokerError as exc:
         return json_refusal(exc.code)
     if issued is None:
@@ -128,11 +128,10 @@ def challenge() -> Response:
 @blueprint.post("/card/authenticate")
 def authenticate() -> Response:
     """Check the agent's token; sign in by card, or say why not."""
-    card = card_services()
+    card = current_broker().card
     refused = _precheck(card)
     if refused is not None:
         return refused
-    svc = services()
     body = read_json_body()
     tx = body.get("tx") if body is not None else None
     rp: str | None = None
@@ -141,7 +140,7 @@ def authenticate() -> Response:
             raise CardRefusal(ErrorCode.TOKEN_MALFORMED, facts=AttemptFacts(), detail="no JSON")
         bound = _binding(tx, create_local=False)
         rp = bound.rp
-        signin = card.signin(svc)
+        signin = card.signin
         assert signin is not None  # noqa: S101 - _precheck refused when unavailable
         decision = signin.signin(
             body.get("token"), challenge=body.get("challenge"), transaction_id=bound.transaction_id
@@ -156,7 +155,7 @@ def authenticate() -> Response:
 
 
 def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Response:
-    svc = services()
+    svc = current_broker()
     code = refusal.code
     facts = refusal.facts
     svc.metrics.signins.inc(method="card", result=code.value)
@@ -167,7 +166,7 @@ def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Respons
         code.value,
         extra={"error_code": code.value, "detail": refusal.detail},
     )
-    audit(
+    current_broker().audit(
         EVENT_CARD,
         outcome=Outcome.FAILURE,
         code=code,
@@ -189,29 +188,20 @@ def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Respons
 
 
 def _signed_in(card: CardServices, decision: CardSigninDecision, bound: _Binding) -> Response:
-    svc = services()
-    facts = decision.facts
-    # One transaction: a sign-in that cannot be audited does not happen (and SQLite
-    # takes its write lock once, not twice).
-    with svc.store.transaction():
-        new = begin_signin_session(
-            decision.account,
+    new = complete_signin(
+        SigninDecision(
+            account=decision.account,
             method="card",
             acr=ACR_CARD,
             amr=AMR_CARD,
+            event=EVENT_CARD,
+            org_code=decision.facts.org_code,
             card_uuid=decision.card.uuid,
             card_session=card.settings.session_lock,
-        )
-        audit(
-            EVENT_CARD,
-            outcome=Outcome.SUCCESS,
-            actor=decision.account.mail,
-            subject=decision.account.mail,
-            org=facts.org_code,
-            rp=bound.rp,
-            details={**facts.audit_details(), "sid": new.record.sid, "acr": new.record.acr},
-        )
-    svc.metrics.signins.inc(method="card", result="success")
+            audit_details=decision.facts.audit_details(),
+        ),
+        rp=bound.rp,
+    )
     # A local transaction is kept (until it expires) for this browser's next card
     # sign-in; an RP's is completed by the OpenID Provider when it issues the code.
     redirect = (
@@ -226,7 +216,7 @@ def _signed_in(card: CardServices, decision: CardSigninDecision, bound: _Binding
 @csrf_exempt
 def removed() -> Response:
     """The agent's card-removed report: always 204, whatever it names (rate-limited)."""
-    card = card_services()
+    card = current_broker().card
     address = request.remote_addr or "unknown"
     wait = card.removal_limiter.allow(address)
     if wait is not None:
@@ -237,32 +227,15 @@ def removed() -> Response:
     body = request.get_json(silent=True)
     reference = body.get("cardSession") if isinstance(body, dict) else None
     if card.settings.session_lock and reference is not None:
-        svc = services()
-        ended = card.lock.card_removed(reference, on_ended=lambda e: services().session_ended(e))
-        if ended is not None:
+        if card.lock.card_removed(reference) is not None:
             log.info("card removed: session ended")
-            audit(
-                "session.end",
-                outcome=Outcome.SUCCESS,
-                actor=ended.account_mail,
-                subject=ended.account_mail,
-                details={
-                    "sid": ended.sid,
-                    "reason": ended.reason,
-                    "relying_parties": list(ended.relying_parties),
-                    "tokens_revoked": ended.tokens_revoked,
-                },
-            )
-            svc.metrics.registry.counter(
-                "careid_card_removals_total", "Sessions ended because their card was removed."
-            ).inc()
     return Response(status=204)
 
 
 @blueprint.get("/card/agent-help")
 def agent_help() -> Response:
     """How to install and start the smartcard agent (the default install link)."""
-    card = card_services()
+    card = current_broker().card
     page = render_template(
         "card_agent_help.html",
         agent_url=card.settings.agent_url,

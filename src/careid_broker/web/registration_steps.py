@@ -15,17 +15,17 @@ from typing import TypeVar
 from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
-from careid_broker.card.pages import json_refusal, same_origin
 from careid_broker.card.wiring import CardServices
 from careid_broker.errors import BrokerError
-from careid_broker.registration.context import (
-    available_card,
-    current_pending,
-    registration_service,
-    restart,
-)
 from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
 from careid_broker.registration.state import PendingRegistration
+from careid_broker.web.card_pages import json_refusal, same_origin
+from careid_broker.web.context import current_broker
+from careid_broker.web.registration_pages import (
+    available_card,
+    current_pending,
+    restart,
+)
 from careid_protocol.errors import ErrorCode
 
 R = TypeVar("R", bound=BaseResponse)
@@ -38,7 +38,7 @@ def page_step(view: StepView[BaseResponse]) -> Callable[[], BaseResponse]:
     @functools.wraps(view)
     def wrapper() -> BaseResponse:
         card = available_card()
-        service = registration_service(card)
+        service = current_broker().registration
         try:
             pending = current_pending(service)
         except RegistrationExpiredError:
@@ -63,7 +63,7 @@ def script_step(
             card = available_card()
             if not same_origin(card.origin):
                 return json_refusal(ErrorCode.REQUEST_NOT_SAME_ORIGIN)
-            service = registration_service(card)
+            service = current_broker().registration
             try:
                 pending = current_pending(service)
             except refused as exc:

@@ -14,7 +14,6 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
-from careid_broker.admin.access import admin_view
 from careid_broker.admin.errors import (
     OutOfScopeError,
     RegistrationChangedError,
@@ -25,10 +24,9 @@ from careid_broker.admin.reasons import MAX_REASON_TEXT, Reason, RemovalReason, 
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor, describe_orgs
 from careid_broker.admin.service import UserDetails, clean_search_text
-from careid_broker.admin.wiring import admin_service
-from careid_broker.auditing import audit
-from careid_broker.services import services
 from careid_broker.store import Outcome
+from careid_broker.web.admin_access import admin_view
+from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
 from careid_protocol.errors import ErrorCode, message_for
 
@@ -58,7 +56,7 @@ def _details(actor: Actor, mail: str) -> UserDetails | None:
     if len(mail) > MAX_MAIL_LENGTH:
         return None
     try:
-        return admin_service().user(actor, mail)
+        return current_broker().admin.user(actor, mail)
     except OutOfScopeError:
         return None
 
@@ -69,7 +67,7 @@ def _details(actor: Actor, mail: str) -> UserDetails | None:
 def home(actor: Actor) -> BaseResponse:
     """Search the people of my organisations."""
     query = clean_search_text(request.args.get("q"))
-    results = admin_service().search(actor, query) if query else None
+    results = current_broker().admin.search(actor, query) if query else None
     return _page(
         "admin_home.html",
         actor=actor,
@@ -158,7 +156,7 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
     try:
         reason: Reason = parse_reason(request.form.get("reason"), request.form.get("reason_text"))
         removal = remove_registration(
-            admin_service(),
+            current_broker().admin,
             actor,
             card_uuid=card_uuid,
             reason=reason,
@@ -187,8 +185,8 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
 @admin_view
 def export_csv(actor: Actor) -> BaseResponse:
     """Every registration of my organisations, as CSV."""
-    records = list(admin_service().all_registrations(actor))
-    audit(
+    records = list(current_broker().admin.all_registrations(actor))
+    current_broker().audit(
         "admin.registrations.export",
         outcome=Outcome.SUCCESS,
         actor=actor.name,
@@ -198,7 +196,7 @@ def export_csv(actor: Actor) -> BaseResponse:
             "rows": len(records),
         },
     )
-    stamp = services().store.now().strftime("%Y%m%d")
+    stamp = current_broker().store.now().strftime("%Y%m%d")
     orgs = "-".join(sorted(actor.org_codes or ())) or "all"
     return Response(
         "".join(csv_lines(records)),

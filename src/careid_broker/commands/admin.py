@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from careid_broker.admin.errors import OutOfScopeError, RegistrationChangedError
 from careid_broker.admin.export import registration_json, timestamp
 from careid_broker.admin.reasons import RemovalReason, reason_from_words
+from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
+from careid_broker.broker import build_broker
 from careid_broker.config import BrokerConfig, BrokerConfigError, load_config
 from careid_broker.errors import BrokerError
 from careid_broker.store import (
@@ -32,9 +34,6 @@ from careid_broker.store import (
     create_store,
 )
 from careid_protocol.errors import ErrorCode, message_for
-
-if TYPE_CHECKING:
-    from flask import Flask
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -111,21 +110,20 @@ def _remove(args: argparse.Namespace) -> int:
         reason = reason_from_words(args.reason, args.detail)
     except BrokerError as exc:
         return _fail(exc.code, "give --reason lost_card|left_organisation|wrong_link, or words")
-    from careid_broker.admin.removal import remove_registration
-    from careid_broker.admin.wiring import admin_service
-    from careid_broker.app import create_app
-
-    app = create_app(config)
+    # The same graph the web app builds, without Flask: the sessions end and the
+    # relying parties' logouts are queued exactly as from the console.
+    broker = build_broker(config)
     try:
-        with app.app_context():
-            try:
-                removal = remove_registration(
-                    admin_service(), _cli_actor(), card_uuid=args.uuid, reason=reason
-                )
-            except (OutOfScopeError, RegistrationChangedError) as exc:
-                return _fail(exc.code, f"Care Identity UUID {args.uuid!r}")
+        try:
+            removal = remove_registration(
+                broker.admin, _cli_actor(), card_uuid=args.uuid, reason=reason
+            )
+        except (OutOfScopeError, RegistrationChangedError) as exc:
+            return _fail(exc.code, f"Care Identity UUID {args.uuid!r}")
     finally:
-        _stop_background(app)
+        # The delivery thread may have started to send the logouts now; whatever it has
+        # not sent stays queued for the running broker.
+        broker.stop()
     record = removal.registration
     print(f"removed: {record.card_uuid} linked to {record.account_mail} ({record.org_code})")
     print(f"reason: {removal.reason.describe()}")
@@ -133,21 +131,6 @@ def _remove(args: argparse.Namespace) -> int:
     told = ", ".join(removal.relying_parties) or "none"
     print(f"relying parties told (back-channel logout queued): {told}")
     return EXIT_OK
-
-
-def _stop_background(app: Flask) -> None:
-    # The OP may have started its delivery thread to send the logouts now; give it a
-    # moment to finish. Whatever it has not sent stays queued for the running broker.
-    from careid_broker.oidc.provider import EXTENSION_KEY as OIDC_KEY
-    from careid_broker.services import EXTENSION_KEY as SERVICES_KEY
-
-    provider = app.extensions.get(OIDC_KEY)
-    stop = getattr(provider, "stop_worker", None)
-    if callable(stop):
-        stop()
-    services = app.extensions.get(SERVICES_KEY)
-    if services is not None:
-        services.store.dispose()
 
 
 # audit verify / export

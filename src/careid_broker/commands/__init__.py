@@ -1,0 +1,1 @@
+"""The broker's command-line subcommands, over the same `Broker` the web app uses."""

@@ -1,0 +1,188 @@
+"""`SigninSessions`: starting, finding and ending the browser's sign-in sessions.
+
+A session starts when a sign-in completes (`complete`): any session the browser held
+ends first (one browser, one signed-in person), the new one is stored, and the success
+is audited, all in one database transaction, so a sign-in that cannot be audited does
+not happen. Sessions end after `lifetime` from sign-in or `idle` without use; every
+session that ends is published on `SessionEvents` (back-channel logout) in the same
+transaction as the ending, and audited.
+
+The browser's cookie is the web layer's business (`web.signin_cookie`); this service
+sees only session ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from careid_broker.auditing import Auditor
+from careid_broker.directory import MailAccount
+from careid_broker.metrics import BrokerMetrics
+from careid_broker.signin.events import SessionEvents
+from careid_broker.store import (
+    EndedSession,
+    EndReason,
+    NewSession,
+    Outcome,
+    Repositories,
+    SessionRecord,
+    Store,
+)
+
+Method = Literal["pwd", "card"]
+# Recording activity costs a database write; once a minute is plenty for idle expiry.
+TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SigninDecision:
+    """Who signed in, and how: what a sign-in method decided, ready to become a session."""
+
+    account: MailAccount
+    method: Method
+    acr: str
+    amr: tuple[str, ...]
+    event: str
+    """The audit event of the success (`signin.password`, `signin.card`)."""
+    org_code: str | None = None
+    card_uuid: str | None = None
+    card_session: bool = False
+    """Whether the agent gets a card-session id (the session lock on card removal)."""
+    audit_details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SigninBinding:
+    """What the sign-in is for: a relying party's login transaction (or the broker's
+    own sign-in), and the session this browser held before, which ends first."""
+
+    rp: str | None = None
+    previous_sid: str | None = None
+
+
+class SigninSessions:
+    """The sign-in session service (store, clock, auditor, session-ended events)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        repos: Repositories,
+        auditor: Auditor,
+        events: SessionEvents,
+        metrics: BrokerMetrics,
+        lifetime: timedelta,
+        idle: timedelta,
+    ) -> None:
+        self._store = store
+        self._repos = repos
+        self._audit = auditor
+        self._events = events
+        self._metrics = metrics
+        self._lifetime = lifetime
+        self._idle = idle
+
+    def expired(self, record: SessionRecord, now: datetime) -> bool:
+        """Whether a session is past its lifetime or idle limit."""
+        return now >= record.auth_time + self._lifetime or now >= record.last_seen_at + self._idle
+
+    def find(self, sid: str) -> SessionRecord | None:
+        """The active, unexpired session `sid`, or None.
+
+        An expired session is ended here (and its relying parties told). Activity is
+        recorded at most once a minute.
+        """
+        found = self._repos.sessions.get(sid)
+        if found is None or not found.active:
+            return None
+        now = self._store.now()
+        if self.expired(found, now):
+            self.end(found.sid, EndReason.EXPIRED)
+            return None
+        if now - found.last_seen_at >= TOUCH_INTERVAL:
+            self._repos.sessions.touch(found.sid)
+        return found
+
+    def complete(self, decision: SigninDecision, binding: SigninBinding) -> NewSession:
+        """Start the decided session: end the browser's previous one, store the new one
+        and audit the success, in one transaction (SQLite takes its write lock once)."""
+        with self._store.transaction():
+            if binding.previous_sid is not None:
+                self.end(binding.previous_sid, EndReason.LOGOUT, why="replaced by a new sign-in")
+            account = decision.account
+            new = self._repos.sessions.create(
+                sub=self._repos.subjects.sub_for_account(mail=account.mail, dn=account.dn),
+                account_mail=account.mail,
+                acr=decision.acr,
+                amr=list(decision.amr),
+                auth_time=self._store.now(),
+                card_uuid=decision.card_uuid,
+                with_card_session=decision.card_session,
+            )
+            self._audit(
+                decision.event,
+                outcome=Outcome.SUCCESS,
+                actor=account.mail,
+                subject=account.mail,
+                org=decision.org_code,
+                rp=binding.rp,
+                details={
+                    **decision.audit_details,
+                    "sid": new.record.sid,
+                    "acr": new.record.acr,
+                },
+            )
+        self._metrics.signins.inc(method=_metric_method(decision.method), result="success")
+        return new
+
+    def end(
+        self, sid: str, reason: EndReason | str, *, why: str | None = None
+    ) -> EndedSession | None:
+        """End session `sid` (idempotent), tell its relying parties and audit it."""
+        # The transactional outbox: the session ends and its logout deliveries are queued
+        # in one transaction, so a crash can never do one without the other.
+        with self._store.transaction():
+            ended = self._repos.sessions.end_session(sid, str(reason))
+            if ended is not None and ended.ended_now:
+                self.publish_ended(ended, why=why)
+        return ended
+
+    def end_by_card_session(self, card_session: str) -> EndedSession | None:
+        """End the session the agent's card-removed report names, if it is still open."""
+        # Looked up before any write: most reports name nothing, and must stay cheap.
+        record = self._repos.sessions.find_by_card_session(card_session)
+        if record is None or not record.active:
+            return None
+        with self._store.transaction():
+            ended = self._repos.sessions.end_session(record.sid, EndReason.CARD_REMOVED)
+            if ended is None or not ended.ended_now:
+                return None  # ended meanwhile by something else, which told the RPs
+            self.publish_ended(ended)
+        return ended
+
+    def publish_ended(self, ended: EndedSession, *, why: str | None = None) -> None:
+        """Tell subscribers (back-channel logout) and audit a session that just ended;
+        call inside the transaction that ended it."""
+        self._events.session_ended(ended)
+        details: dict[str, object] = {
+            "sid": ended.sid,
+            "reason": ended.reason,
+            "relying_parties": list(ended.relying_parties),
+            "tokens_revoked": ended.tokens_revoked,
+        }
+        if why:
+            details["why"] = why
+        self._audit(
+            "session.end",
+            outcome=Outcome.SUCCESS,
+            actor=ended.account_mail,
+            subject=ended.account_mail,
+            details=details,
+        )
+
+
+def _metric_method(method: Method) -> str:
+    return "password" if method == "pwd" else "card"
