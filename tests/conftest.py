@@ -8,7 +8,6 @@ was already running (a developer's workstation) is reused and left alone.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +15,9 @@ import pytest
 
 from careid_devkit.pcscd import Pcscd, PcscdUnavailable, ensure_pcscd
 
-# The test folders are not packages: their helper modules import by name from the folder
-# (pytest puts a folder on sys.path when it loads the folder's conftest). The plugins and
-# their helpers must import before any of that, from wherever the run starts.
-for _folder in ("broker", "card"):
-    _path = str(Path(__file__).resolve().parent / _folder)
-    if _path not in sys.path:
-        sys.path.append(_path)
-
-# Plugins, not folder conftests: a session fixture defined in a folder's conftest starts
+# The test folders are not packages: their helper modules import by name, from the
+# folders pytest's `pythonpath` setting (pyproject.toml) names. Plugins, not folder
+# conftests: a session fixture defined in a folder's conftest starts
 # again for every folder that loads it; these start once per run (pytest only accepts
 # `pytest_plugins` here, in the top conftest).
 pytest_plugins = ["broker_fixtures", "card_fixtures"]

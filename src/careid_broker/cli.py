@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from careid_broker.codes import message_for
 from careid_broker.commands import admin as admin_commands
 from careid_broker.commands import oidc as oidc_commands
 from careid_broker.config import BrokerConfig, BrokerConfigError, default_config_path, load_config
@@ -25,7 +26,6 @@ from careid_broker.store import (
     schema_is_current,
     upgrade,
 )
-from careid_protocol.errors import message_for
 
 
 def load_cli_config(args: argparse.Namespace) -> BrokerConfig:

@@ -32,6 +32,7 @@ from careid_broker.admin.config import (
     read_api_settings,
 )
 from careid_broker.card.settings import CardSettings, read_card_settings
+from careid_broker.codes import BrokerCode
 from careid_broker.config_env import CONFIG_PATH_ENV, SECTIONS, apply_env_overrides
 from careid_broker.directory import DirectoryConfig
 from careid_broker.errors import BrokerError
@@ -39,7 +40,6 @@ from careid_broker.oidc.config import OidcConfig
 from careid_broker.pki.config import PkiConfig
 from careid_broker.settings import SettingsReader
 from careid_broker.store import ThrottlePolicy
-from careid_protocol.errors import ErrorCode
 
 DEFAULT_CONFIG_PATH = Path("config") / "broker.toml"
 # The key in the shipped demo configuration: public, so refused outside development.
@@ -52,7 +52,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class BrokerConfigError(BrokerError):
     """The broker's settings are not valid; `problems` names every fault."""
 
-    default_code = ErrorCode.BROKER_CONFIG_INVALID
+    default_code = BrokerCode.BROKER_CONFIG_INVALID
 
     def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
         self.problems: tuple[str, ...] = tuple(problems)

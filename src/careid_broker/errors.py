@@ -1,8 +1,10 @@
 """The broker's error classes: one root, a subclass per thing that went wrong.
 
-Each carries a stable `code` from `careid_protocol.errors` (what a login page or an API
-client switches on) and a plain `message` for the person in front of the screen. `detail`
-is for the operator's log only — never shown to users, and never holding a secret.
+Each carries a stable `code` (a `careid-auth:1` code from `careid_protocol.errors`, or the
+broker's own from `careid_broker.codes`: what a login page or an API client switches on),
+the HTTP `status` it is answered with and a plain `message` for the person in front of
+the screen. `detail` is for the operator's log only — never shown to users, and never
+holding a secret.
 """
 
 from __future__ import annotations
@@ -10,17 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from careid_protocol.errors import ErrorCode, message_for
+from careid_broker.codes import BrokerCode, Code, message_for, status_for
+from careid_protocol.errors import ErrorCode
 
 
 class BrokerError(Exception):
     """Root of every error the broker raises on purpose."""
 
-    default_code: ClassVar[ErrorCode | None] = None
+    default_code: ClassVar[Code | None] = None
 
     def __init__(
         self,
-        code: ErrorCode | None = None,
+        code: Code | None = None,
         message: str | None = None,
         *,
         detail: str | None = None,
@@ -28,10 +31,15 @@ class BrokerError(Exception):
         resolved = code if code is not None else self.default_code
         if resolved is None:
             raise TypeError(f"{type(self).__name__} needs an error code")
-        self.code: ErrorCode = resolved
+        self.code: Code = resolved
         self.message: str = message if message is not None else message_for(resolved)
         self.detail: str | None = detail
         super().__init__(self.message)
+
+    @property
+    def status(self) -> int:
+        """The HTTP status this refusal is answered with."""
+        return status_for(self.code)
 
     def __str__(self) -> str:
         if self.detail:
@@ -45,25 +53,25 @@ class BrokerError(Exception):
 class DirectoryUnavailableError(BrokerError):
     """The directory did not answer, or answered with an error: the broker denies."""
 
-    default_code = ErrorCode.DIRECTORY_UNAVAILABLE
+    default_code = BrokerCode.DIRECTORY_UNAVAILABLE
 
 
 class DirectoryReadOnlyError(BrokerError):
     """A change was asked of a directory configured read-only."""
 
-    default_code = ErrorCode.DIRECTORY_READ_ONLY
+    default_code = BrokerCode.DIRECTORY_READ_ONLY
 
 
 class DirectoryDataError(BrokerError):
     """A directory entry the decision depends on is ambiguous or malformed."""
 
-    default_code = ErrorCode.DIRECTORY_DATA_INVALID
+    default_code = BrokerCode.DIRECTORY_DATA_INVALID
 
 
 class DirectoryConfigError(BrokerError):
     """The directory configuration is not valid; `problems` names each fault."""
 
-    default_code = ErrorCode.DIRECTORY_CONFIG_INVALID
+    default_code = BrokerCode.DIRECTORY_CONFIG_INVALID
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems: tuple[str, ...] = tuple(problems)
@@ -73,49 +81,49 @@ class DirectoryConfigError(BrokerError):
 class InvalidCredentialsError(BrokerError):
     """Unknown user or wrong password: deliberately the same error for both."""
 
-    default_code = ErrorCode.INVALID_CREDENTIALS
+    default_code = BrokerCode.INVALID_CREDENTIALS
 
 
 class AccountLockedError(BrokerError):
     """The directory's own lockout refused the bind."""
 
-    default_code = ErrorCode.ACCOUNT_LOCKED
+    default_code = BrokerCode.ACCOUNT_LOCKED
 
 
 class AccountDisabledError(BrokerError):
     """The mail account is disabled."""
 
-    default_code = ErrorCode.ACCOUNT_DISABLED
+    default_code = BrokerCode.ACCOUNT_DISABLED
 
 
 class AccountExpiredError(BrokerError):
     """The mail account's expiry time has passed."""
 
-    default_code = ErrorCode.ACCOUNT_EXPIRED
+    default_code = BrokerCode.ACCOUNT_EXPIRED
 
 
 class PasswordExpiredError(BrokerError):
     """The directory accepted the password but says it must be changed first."""
 
-    default_code = ErrorCode.PASSWORD_EXPIRED
+    default_code = BrokerCode.PASSWORD_EXPIRED
 
 
 class AupNotAcceptedError(BrokerError):
     """The current acceptable use policy version has not been accepted."""
 
-    default_code = ErrorCode.AUP_NOT_ACCEPTED
+    default_code = BrokerCode.AUP_NOT_ACCEPTED
 
 
 class CareIdentityNotFoundError(BrokerError):
     """No Care Identity record exists for the account or certificate."""
 
-    default_code = ErrorCode.CARE_IDENTITY_NOT_FOUND
+    default_code = BrokerCode.CARE_IDENTITY_NOT_FOUND
 
 
 class CareIdentityInactiveError(BrokerError):
     """The Care Identity record exists but is not active."""
 
-    default_code = ErrorCode.CARE_IDENTITY_INACTIVE
+    default_code = BrokerCode.CARE_IDENTITY_INACTIVE
 
 
 # Certificate validation (`careid_broker.pki`).
@@ -124,7 +132,7 @@ class CareIdentityInactiveError(BrokerError):
 class PkiConfigError(BrokerError):
     """The `[pki]` settings are not valid; `problems` names each fault."""
 
-    default_code = ErrorCode.BROKER_CONFIG_INVALID
+    default_code = BrokerCode.BROKER_CONFIG_INVALID
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems: tuple[str, ...] = tuple(problems)

@@ -19,6 +19,7 @@ from types import FrameType
 from cryptography import x509
 
 from careid_devkit.card_profile import KeyAlgorithm, save_profile
+from careid_devkit.codes import DevkitCode
 from careid_devkit.ocsp_responder import DEFAULT_RESPONSE_VALIDITY, start_pki_server
 from careid_devkit.pki import (
     CARD_LIFETIME,
@@ -34,7 +35,6 @@ from careid_devkit.pki import (
     not_yet_valid_validity,
 )
 from careid_devkit.pki.authority import now_utc
-from careid_protocol.errors import ErrorCode
 
 #: Exit status for refused input and refused operations (argparse uses 2 as well).
 EXIT_REFUSED = 2
@@ -139,17 +139,17 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise PkiError(
-            ErrorCode.DEVKIT_KEY_UNUSABLE, f"cannot read the {what} {path}: {exc.strerror}"
+            DevkitCode.DEVKIT_KEY_UNUSABLE, f"cannot read the {what} {path}: {exc.strerror}"
         ) from exc
 
 
 def _issue_card(args: argparse.Namespace) -> int:
     try:
         if args.issuer_cert is not None and args.issuer_key is None:
-            raise PkiError(ErrorCode.DEVKIT_INVALID_ARGUMENT, "--issuer-cert needs --issuer-key")
+            raise PkiError(DevkitCode.DEVKIT_INVALID_ARGUMENT, "--issuer-cert needs --issuer-key")
         if not args.out.parent.is_dir():
             raise PkiError(
-                ErrorCode.DEVKIT_INVALID_ARGUMENT, f"the folder of {args.out} does not exist"
+                DevkitCode.DEVKIT_INVALID_ARGUMENT, f"the folder of {args.out} does not exist"
             )
         pki = Pki.open(args.directory)
         now = now_utc(None)
@@ -185,7 +185,7 @@ def _issue_card(args: argparse.Namespace) -> int:
         return _refused(exc)
     except OSError as exc:
         detail = f"cannot write {args.out}: {exc.strerror}"
-        return _refused(PkiError(ErrorCode.DEVKIT_INVALID_ARGUMENT, detail))
+        return _refused(PkiError(DevkitCode.DEVKIT_INVALID_ARGUMENT, detail))
     cert = x509.load_pem_x509_certificate(profile.certificate_pem.encode("ascii"))
     print(f"Issued a {profile.algorithm} card for {profile.name} (UUID {profile.uuid}).")
     print(f"  serial {cert.serial_number:X}, issuer {cert.issuer.rfc4514_string()}")
@@ -207,7 +207,7 @@ def _revoke(args: argparse.Namespace) -> int:
                 serial = int(text, 16)
             except ValueError:
                 raise PkiError(
-                    ErrorCode.DEVKIT_INVALID_ARGUMENT, f"--serial {args.serial!r} is not hex"
+                    DevkitCode.DEVKIT_INVALID_ARGUMENT, f"--serial {args.serial!r} is not hex"
                 ) from None
         pki = Pki.open(args.directory)
         revoked = pki.revoke(
@@ -245,10 +245,10 @@ def _serve(args: argparse.Namespace) -> int:
         responder_log.setLevel(logging.INFO)
     minutes = args.response_validity_minutes
     if not (0 <= args.port <= 65535):
-        return _refused(PkiError(ErrorCode.DEVKIT_INVALID_ARGUMENT, "--port must be 0 to 65535"))
+        return _refused(PkiError(DevkitCode.DEVKIT_INVALID_ARGUMENT, "--port must be 0 to 65535"))
     if not (math.isfinite(minutes) and 0 < minutes <= 7 * 24 * 60):
         detail = "--response-validity-minutes must be more than 0 and at most a week"
-        return _refused(PkiError(ErrorCode.DEVKIT_INVALID_ARGUMENT, detail))
+        return _refused(PkiError(DevkitCode.DEVKIT_INVALID_ARGUMENT, detail))
     try:
         server = start_pki_server(
             args.directory,
@@ -262,7 +262,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _refused(
             PkiError(
-                ErrorCode.DEVKIT_INVALID_ARGUMENT,
+                DevkitCode.DEVKIT_INVALID_ARGUMENT,
                 f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port",
             )
         )

@@ -21,7 +21,7 @@ from admin_support import (
     register,
     sign_in,
 )
-from broker_support import FakeClock, broker_of
+from broker_support import broker_of
 from flask import Flask
 from flask.testing import FlaskClient
 from oidc_support import Browser, TestRelyingParty, basic, write_test_clients
@@ -31,6 +31,7 @@ from werkzeug.test import TestResponse
 from careid_broker.config import BrokerConfig, BrokerConfigError
 from careid_broker.errors import DirectoryUnavailableError
 from careid_broker.store import EndedSession, EndReason
+from support.clock import FakeClock
 
 
 @pytest.fixture

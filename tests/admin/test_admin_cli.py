@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from admin_support import ALEX, KIM, LEE, UUIDS, register, sign_in
-from broker_support import FakeClock, broker_of, write_broker_toml
+from broker_support import broker_of, write_broker_toml
 from flask import Flask
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import create_engine, text
@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 from careid_broker.cli import main
 from careid_broker.store import EndReason
 from careid_devkit.slapd import Slapd
+from support.clock import FakeClock
 
 
 @pytest.fixture

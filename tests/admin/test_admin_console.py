@@ -21,7 +21,7 @@ from admin_support import (
     register,
     sign_in,
 )
-from broker_support import AppFactory, FakeClock, broker_of, error_code_of
+from broker_support import AppFactory, broker_of, error_code_of
 from flask import Flask
 from flask.testing import FlaskClient
 from oidc_support import Browser, TestRelyingParty
@@ -31,6 +31,7 @@ from careid_broker.directory import MailAccount
 from careid_broker.store import AuditRecord, EndedSession, EndReason
 from careid_broker.store.models import SigninSession
 from careid_devkit.slapd import Slapd
+from support.clock import FakeClock
 
 
 def _audit(app: Flask, event: str) -> list[AuditRecord]:

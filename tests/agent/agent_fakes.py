@@ -8,24 +8,15 @@ transactions, close) and can simulate the card being pulled out.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from cardsim_profiles import make_test_profile
 
 from careid_agent.errors import CardRemovedError, NoCardError, NoReaderError
-
-# The devkit's test profiles live beside its tests; pytest only puts that folder on
-# sys.path when it collects them, so make it importable when the agent tests run alone.
-_DEVKIT_TESTS = str(Path(__file__).resolve().parent.parent / "devkit")
-if _DEVKIT_TESTS not in sys.path:
-    sys.path.append(_DEVKIT_TESTS)
-
-from cardsim_profiles import make_test_profile  # type: ignore[import-not-found]  # noqa: E402
-
-from careid_devkit.card_profile import CardProfile, KeyAlgorithm  # noqa: E402
-from careid_devkit.cardsim import InProcessConnection, PivApplet  # noqa: E402
+from careid_devkit.card_profile import CardProfile, KeyAlgorithm
+from careid_devkit.cardsim import InProcessConnection, PivApplet
 
 __all__ = [
     "KeyAlgorithm",

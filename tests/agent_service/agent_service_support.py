@@ -13,24 +13,18 @@ import http.client
 import json
 import secrets
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-_DEVKIT_TESTS = str(Path(__file__).resolve().parent.parent / "devkit")
-if _DEVKIT_TESTS not in sys.path:
-    sys.path.append(_DEVKIT_TESTS)
+from cardsim_profiles import make_test_profile
 
-from cardsim_profiles import make_test_profile  # type: ignore[import-not-found]  # noqa: E402
-
-from careid_agent import transport  # noqa: E402
-from careid_devkit.card_profile import CardProfile, KeyAlgorithm  # noqa: E402
-from careid_devkit.cardsim import PivApplet, VpcdCardClient  # noqa: E402
+from careid_agent import transport
+from careid_devkit.card_profile import CardProfile, KeyAlgorithm
+from careid_devkit.cardsim import PivApplet, VpcdCardClient
 
 __all__ = ["KeyAlgorithm", "make_test_profile"]
 

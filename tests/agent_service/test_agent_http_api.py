@@ -6,29 +6,22 @@ from __future__ import annotations
 import http.client
 import socket
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from agent_fakes import KeyAlgorithm, VirtualReader, make_test_profile
 from agent_service_support import ORIGIN, call, new_challenge
 
-_AGENT_TESTS = str(Path(__file__).resolve().parent.parent / "agent")
-if _AGENT_TESTS not in sys.path:
-    sys.path.append(_AGENT_TESTS)
-
-from agent_fakes import KeyAlgorithm, VirtualReader, make_test_profile  # type: ignore[import-not-found]  # noqa: E402,E501
-
-from careid_agent.card import PinRequest  # noqa: E402
-from careid_agent.config import Overrides, parse_config  # noqa: E402
-from careid_agent.http_api import http_status  # noqa: E402
-from careid_agent.pin import PinEntry  # noqa: E402
-from careid_agent.serve import Agent  # noqa: E402
-from careid_agent.transport import ReaderInfo  # noqa: E402
-from careid_protocol.errors import ErrorCode  # noqa: E402
-from careid_protocol.token import verify_token  # noqa: E402
+from careid_agent.card import PinRequest
+from careid_agent.config import Overrides, parse_config
+from careid_agent.http_api import http_status
+from careid_agent.pin import PinEntry
+from careid_agent.serve import Agent
+from careid_agent.transport import ReaderInfo
+from careid_protocol.errors import ErrorCode
+from careid_protocol.token import verify_token
 
 
 class QuietSource:

@@ -12,25 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import sys
-from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-
-_AGENT_TESTS = str(Path(__file__).resolve().parent.parent / "agent")
-if _AGENT_TESTS not in sys.path:
-    sys.path.append(_AGENT_TESTS)
-
-from agent_fakes import (  # type: ignore[import-not-found]  # noqa: E402
+from agent_fakes import (
     KeyAlgorithm,
     ReaderConnection,
     VirtualReader,
     make_test_profile,
 )
+from cryptography.hazmat.primitives import hashes
 
-from careid_agent.card import CardService, PinRequest  # noqa: E402
-from careid_agent.errors import (  # noqa: E402
+from careid_agent.card import CardService, PinRequest
+from careid_agent.errors import (
     CardCommunicationError,
     PinBlockedError,
     PinEntryCancelledError,
@@ -39,7 +32,7 @@ from careid_agent.errors import (  # noqa: E402
     PinProviderUnavailableError,
     WrongPinError,
 )
-from careid_agent.pinpad import (  # noqa: E402
+from careid_agent.pinpad import (
     GET_FEATURE_REQUEST_FUNCTION,
     Feature,
     ReaderPinPad,

@@ -40,7 +40,6 @@ from broker_support import (
     REPO,
     TEST_SECRET_KEY,
     AppFactory,
-    FakeClock,
     SwitchableDirectory,
     broker_of,
 )
@@ -65,6 +64,7 @@ from careid_devkit.slapd import (
     Slapd,
     start_slapd,
 )
+from support.clock import FakeClock
 
 PG_ENV = "CAREID_TEST_DATABASE_URL"
 # `@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)` and the like.

@@ -5,9 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
-import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +33,6 @@ redirect_uris = ["https://rp.example.test/callback"]
 AppFactory = Callable[..., Flask]
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-class FakeClock:
-    """A settable UTC clock starting at the real time (signed cookies use real time)."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime.now(UTC)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        with self._lock:
-            self.now += delta
 
 
 def csrf_token_from(page: str) -> str:

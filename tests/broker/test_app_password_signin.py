@@ -18,8 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from careid_broker.assurance import ACR_PASSWORD, AMR_PASSWORD
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import AuditRecord, AuthorizationRequest, EndedSession, Outcome
-from careid_protocol.errors import ErrorCode, message_for
 
 SIGNIN_COOKIE = "careid-signin"
 BROWSER_COOKIE = "careid-browser"
@@ -150,7 +150,7 @@ def test_directory_states_refuse_with_a_page_saying_what_to_do(
     assert error_code_of(response) == code
     page = response.get_data(as_text=True)
     assert advice in page
-    assert message_for(ErrorCode(code)).split(".")[0] in page.replace("&#39;", "'")
+    assert message_for(BrokerCode(code)).split(".")[0] in page.replace("&#39;", "'")
     if code == "aup_not_accepted":
         assert 'href="https://portal.nhs.net/"' in page
     assert cookie_value(client, SIGNIN_COOKIE) is None
@@ -176,7 +176,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(
     for response in (wrong, unknown):
         assert response.status_code == 400
         assert error_code_of(response) == "invalid_credentials"
-    message = message_for(ErrorCode.INVALID_CREDENTIALS)
+    message = message_for(BrokerCode.INVALID_CREDENTIALS)
     pages = [r.get_data(as_text=True) for r in (wrong, unknown)]
     assert all(message in page for page in pages)
     # Apart from the typed address and the per-request tokens, the pages are identical.

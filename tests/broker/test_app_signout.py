@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from broker_support import (
     AppFactory,
-    FakeClock,
     broker_of,
     cookie_value,
     csrf_token_from,
@@ -16,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from careid_broker.store import EndedSession, Outcome
+from support.clock import FakeClock
 
 
 def _signed_in(client: FlaskClient) -> bool:

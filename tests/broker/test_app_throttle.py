@@ -7,7 +7,6 @@ from datetime import timedelta
 from broker_support import (
     DEMO_PASSWORD,
     AppFactory,
-    FakeClock,
     broker_of,
     error_code_of,
     password_login,
@@ -15,6 +14,7 @@ from broker_support import (
 from flask.testing import FlaskClient
 
 from careid_devkit.slapd import Slapd
+from support.clock import FakeClock
 
 POLICY = {"first_block_seconds": 30, "max_block_seconds": 120, "window_seconds": 900}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import ECKey
 
+from careid_broker.codes import BrokerCode
 from careid_broker.oidc.client_secrets import (
     hash_secret,
     new_client_secret,
@@ -24,7 +25,6 @@ from careid_broker.oidc.clients import (
 )
 from careid_broker.oidc.config import OidcConfig
 from careid_broker.oidc.errors import OidcConfigError
-from careid_protocol.errors import ErrorCode
 
 REPO = Path(__file__).resolve().parents[2]
 # Cheap scrypt parameters: these tests are about the format, not the cost.
@@ -34,7 +34,7 @@ FAST = {"log2_n": 10, "r": 8, "p": 1}
 def _problems(data: dict[str, object], tmp_path: Path) -> tuple[str, ...]:
     with pytest.raises(OidcConfigError) as caught:
         clients_from_mapping(data, base_dir=tmp_path)
-    assert caught.value.code is ErrorCode.OIDC_CONFIG_INVALID
+    assert caught.value.code is BrokerCode.OIDC_CONFIG_INVALID
     return caught.value.problems
 
 

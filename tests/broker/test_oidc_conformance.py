@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from authlib.oidc.discovery import OpenIDProviderMetadata
-from broker_support import FakeClock, error_code_of
+from broker_support import error_code_of
 from flask import Flask
 from flask.testing import FlaskClient
 from oidc_support import (
@@ -32,6 +32,7 @@ from oidc_support import (
 )
 
 from careid_devkit.slapd import Slapd
+from support.clock import FakeClock
 
 
 @pytest.fixture

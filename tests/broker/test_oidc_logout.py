@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_support import FakeClock, broker_of, csrf_token_from, error_code_of
+from broker_support import broker_of, csrf_token_from, error_code_of
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -30,6 +30,7 @@ from oidc_support import (
 from careid_broker.oidc.backchannel import LOGOUT_EVENT, DeliveryReport
 from careid_devkit.webmail.errors import LogoutTokenError
 from careid_devkit.webmail.logout_token import JtiCache, LogoutTokenValidator
+from support.clock import FakeClock
 
 AppFactory = Callable[..., Flask]
 

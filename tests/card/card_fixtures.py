@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from broker_fixtures import MEMORY_DIRECTORY_SETTINGS, AppBuilder, empty_store_url
-from broker_support import TEST_SECRET_KEY, FakeClock
+from broker_support import TEST_SECRET_KEY
 from card_support import (
     ALEX,
     CHRIS,
@@ -41,6 +41,7 @@ from oidc_support import write_test_clients
 from careid_devkit.ocsp_responder import start_pki_server
 from careid_devkit.pki import init_pki
 from careid_devkit.slapd import Slapd
+from support.clock import FakeClock
 
 CardAppFactory = Callable[..., Flask]
 

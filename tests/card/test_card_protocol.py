@@ -9,13 +9,14 @@ from datetime import datetime, timedelta
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import FakeClock, broker_of
+from broker_support import broker_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, ISSUER, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
 from oidc_support import Browser, query_of
 
-from careid_protocol.errors import ErrorCode
+from careid_broker.codes import BrokerCode
+from support.clock import FakeClock
 
 
 @pytest.fixture
@@ -208,4 +209,4 @@ def test_a_finished_login_transaction_gets_no_challenge(card_app: Flask, alex) -
     browser.open_login(tx)
     broker_of(card_app).repos.transactions.expire(tx)
     response = browser.challenge(tx)
-    assert response.status_code == 400 and _code(response) == ErrorCode.OIDC_SIGNIN_EXPIRED
+    assert response.status_code == 400 and _code(response) == BrokerCode.OIDC_SIGNIN_EXPIRED

@@ -20,9 +20,10 @@ from card_support import (
 from flask import Flask
 from oidc_support import Browser, query_of
 
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import Outcome
 from careid_devkit.slapd import Slapd
-from careid_protocol.errors import ErrorCode, message_for
+from careid_protocol.errors import ErrorCode
 
 
 def _refused(app: Flask, browser: CardBrowser, card: str, pki: CardPki, *, tx: str | None = None):
@@ -46,7 +47,7 @@ def test_an_unregistered_card_is_offered_registration(
     card_app: Flask, card_pki: CardPki, browser: CardBrowser
 ) -> None:
     response = _refused(card_app, browser, "alex", card_pki)
-    _assert_refusal(card_app, response, ErrorCode.CARD_NOT_REGISTERED, 403)
+    _assert_refusal(card_app, response, BrokerCode.CARD_NOT_REGISTERED, 403)
     assert response.get_json()["register"] == "/register"
     entry = last_audit(card_app, "signin.card")
     agent = card_pki.agent("alex")
@@ -69,9 +70,9 @@ def test_the_registration_offer_keeps_the_rp_transaction(
 @pytest.mark.parametrize(
     ("person", "card", "code"),
     [
-        (JO, "jo", ErrorCode.ACCOUNT_DISABLED),
-        (CHRIS, "chris", ErrorCode.AUP_NOT_ACCEPTED),
-        (PAT, "pat", ErrorCode.CARE_IDENTITY_INACTIVE),
+        (JO, "jo", BrokerCode.ACCOUNT_DISABLED),
+        (CHRIS, "chris", BrokerCode.AUP_NOT_ACCEPTED),
+        (PAT, "pat", BrokerCode.CARE_IDENTITY_INACTIVE),
     ],
 )
 def test_the_directory_refuses_accounts_and_care_identities_that_may_not_sign_in(
@@ -88,7 +89,7 @@ def test_the_directory_refuses_accounts_and_care_identities_that_may_not_sign_in
     assert broker_of(card_app).repos.sessions.active_for_account(person[0]) == []
     entry = last_audit(card_app, "signin.card")
     assert entry.subject == person[0] and entry.organisation == "RX1"
-    if code is ErrorCode.AUP_NOT_ACCEPTED:
+    if code is BrokerCode.AUP_NOT_ACCEPTED:
         assert response.get_json()["aup"] == broker_of(card_app).config.signin.aup_url
 
 
@@ -140,7 +141,7 @@ def test_a_directory_that_is_down_denies(
     own_slapd.stop()
     browser = CardBrowser(app.test_client())
     response = _refused(app, browser, "alex", card_pki)
-    _assert_refusal(app, response, ErrorCode.DIRECTORY_UNAVAILABLE, 503)
+    _assert_refusal(app, response, BrokerCode.DIRECTORY_UNAVAILABLE, 503)
 
 
 def test_a_registration_whose_account_left_the_directory_is_refused(
@@ -148,7 +149,7 @@ def test_a_registration_whose_account_left_the_directory_is_refused(
 ) -> None:
     register_card(card_app, card_pki.agent("alex"), "gone.away@nhs.net")
     response = _refused(card_app, browser, "alex", card_pki)
-    _assert_refusal(card_app, response, ErrorCode.CARD_ACCOUNT_MISSING, 403)
+    _assert_refusal(card_app, response, BrokerCode.CARD_ACCOUNT_MISSING, 403)
 
 
 def test_a_card_linked_to_an_account_the_directory_gives_another_identity_is_refused(
@@ -158,7 +159,7 @@ def test_a_card_linked_to_an_account_the_directory_gives_another_identity_is_ref
     # card would send Lee's RPs Alex's UUID with Lee's roles, or the reverse.
     register_card(card_app, card_pki.agent("alex"), LEE[0])
     response = _refused(card_app, browser, "alex", card_pki)
-    _assert_refusal(card_app, response, ErrorCode.CARD_IDENTITY_MISMATCH, 403)
+    _assert_refusal(card_app, response, BrokerCode.CARD_IDENTITY_MISMATCH, 403)
     assert broker_of(card_app).repos.sessions.active_for_account(LEE[0]) == []
 
 

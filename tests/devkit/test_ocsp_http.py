@@ -20,7 +20,6 @@ from cryptography.x509 import ocsp
 from pki_fixtures import (
     NOW,
     PIN,
-    FakeClock,
     card_cert,
     nonce_of,
     ocsp_request_der,
@@ -29,6 +28,7 @@ from pki_fixtures import (
 
 from careid_devkit.ocsp_responder import PkiServer, start_pki_server
 from careid_devkit.pki import Pki, init_pki
+from support.clock import FakeClock
 
 TIMEOUT = 5
 

@@ -15,16 +15,16 @@ from cryptography.x509 import ocsp
 from pki_fixtures import (
     NOW,
     PIN,
-    FakeClock,
     card_cert,
     nonce_of,
     ocsp_request_der,
     verify_ocsp_signature,
 )
 
+from careid_devkit.codes import DevkitCode
 from careid_devkit.ocsp_responder import OcspResponder, decode_get_path
 from careid_devkit.pki import Pki, PkiError, init_pki
-from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ def test_cert_id_with_an_unsupported_hash_is_unauthorized(
 def test_responder_refuses_a_folder_without_a_pki(tmp_path: Path) -> None:
     with pytest.raises(PkiError) as caught:
         OcspResponder(tmp_path)
-    assert caught.value.code is ErrorCode.DEVKIT_PKI_NOT_FOUND
+    assert caught.value.code is DevkitCode.DEVKIT_PKI_NOT_FOUND
 
 
 def test_unreadable_pki_answers_internal_error(pki: Pki, responder: OcspResponder) -> None:

@@ -17,6 +17,7 @@ from cryptography.x509.verification import VerificationError
 from pki_fixtures import NOW, PIN, card_cert, verify_chain
 
 from careid_devkit.card_profile import CardProfile, KeyAlgorithm
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki import (
     CARD_LIFETIME,
     DEV_CARD_AUTH_POLICY_OID,
@@ -27,7 +28,6 @@ from careid_devkit.pki import (
     init_pki,
     not_yet_valid_validity,
 )
-from careid_protocol.errors import ErrorCode
 
 BASE_URL = "http://pki.test:5080"
 ExtT = TypeVar("ExtT", bound=x509.ExtensionType)
@@ -300,7 +300,7 @@ def test_issuer_certificate_must_match_issuer_key(dev_pki: Pki, other_pki: Pki) 
             issuer_key=other_pki.issuing_key,
             issuer_cert=dev_pki.issuing_certificate,
         )
-    assert caught.value.code is ErrorCode.DEVKIT_KEY_UNUSABLE
+    assert caught.value.code is DevkitCode.DEVKIT_KEY_UNUSABLE
     with pytest.raises(PkiError) as caught:
         dev_pki.issue_card(
             uuid="555000000007",
@@ -309,7 +309,7 @@ def test_issuer_certificate_must_match_issuer_key(dev_pki: Pki, other_pki: Pki) 
             pin=PIN,
             issuer_cert=other_pki.issuing_certificate,
         )
-    assert caught.value.code is ErrorCode.DEVKIT_INVALID_ARGUMENT
+    assert caught.value.code is DevkitCode.DEVKIT_INVALID_ARGUMENT
 
 
 def test_default_card_lifetime_never_outlives_the_issuing_ca(dev_pki: Pki) -> None:
@@ -349,7 +349,7 @@ def test_invalid_card_input_is_refused_with_a_stable_code(
     issued_before = len(dev_pki.state().issued)
     with pytest.raises(PkiError) as caught:
         dev_pki.issue_card(**request)  # type: ignore[arg-type]
-    assert caught.value.code is ErrorCode.DEVKIT_INVALID_ARGUMENT
+    assert caught.value.code is DevkitCode.DEVKIT_INVALID_ARGUMENT
     assert caught.value.detail
     assert len(dev_pki.state().issued) == issued_before
 
@@ -364,7 +364,7 @@ def test_validity_must_end_after_it_starts(dev_pki: Pki) -> None:
             not_before=NOW,
             not_after=NOW - timedelta(seconds=1),
         )
-    assert caught.value.code is ErrorCode.DEVKIT_INVALID_ARGUMENT
+    assert caught.value.code is DevkitCode.DEVKIT_INVALID_ARGUMENT
 
 
 def test_pin_and_puk_are_kept_and_default_puk_is_eight_random_digits(dev_pki: Pki) -> None:

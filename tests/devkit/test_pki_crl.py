@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pki_fixtures import NOW, PIN, card_cert
 
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki import Pki, PkiError, init_pki
 from careid_protocol.errors import ErrorCode
 
@@ -96,11 +97,11 @@ def test_revoking_again_changes_nothing_but_the_crl_number(pki: Pki) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "code"),
     [
-        ({"uuid": "555000000099"}, ErrorCode.DEVKIT_CARD_NOT_FOUND),
-        ({"uuid": "555000000001", "serial": 12345}, ErrorCode.DEVKIT_CARD_NOT_FOUND),
-        ({"uuid": "5550000001"}, ErrorCode.DEVKIT_INVALID_ARGUMENT),
-        ({"uuid": "555000000001", "reason": "removeFromCRL"}, ErrorCode.DEVKIT_INVALID_ARGUMENT),
-        ({"uuid": "555000000001", "reason": "lostIt"}, ErrorCode.DEVKIT_INVALID_ARGUMENT),
+        ({"uuid": "555000000099"}, DevkitCode.DEVKIT_CARD_NOT_FOUND),
+        ({"uuid": "555000000001", "serial": 12345}, DevkitCode.DEVKIT_CARD_NOT_FOUND),
+        ({"uuid": "5550000001"}, DevkitCode.DEVKIT_INVALID_ARGUMENT),
+        ({"uuid": "555000000001", "reason": "removeFromCRL"}, DevkitCode.DEVKIT_INVALID_ARGUMENT),
+        ({"uuid": "555000000001", "reason": "lostIt"}, DevkitCode.DEVKIT_INVALID_ARGUMENT),
     ],
 )
 def test_revoke_refusals(pki: Pki, kwargs: dict[str, object], code: ErrorCode) -> None:
@@ -119,7 +120,7 @@ def test_write_crl_increments_the_number_and_refuses_a_past_next_update(pki: Pki
     for hours in (0, -1, float("nan"), float("inf"), 400 * 24):
         with pytest.raises(PkiError) as caught:
             pki.write_crl(next_update_hours=hours)
-        assert caught.value.code is ErrorCode.DEVKIT_INVALID_ARGUMENT
+        assert caught.value.code is DevkitCode.DEVKIT_INVALID_ARGUMENT
     assert _number(_crl_on_disk(pki)) == 2
 
 

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pki_fixtures import NOW, PIN, card_cert
 
 from careid_devkit.card_profile import KeyAlgorithm, load_profile, save_profile
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki import Pki, PkiError, init_pki, load_issuer_key
-from careid_protocol.errors import ErrorCode
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_init_refuses_an_existing_pki_unless_forced(pki: Pki) -> None:
     card = pki.issue_card(uuid="555000000001", name="Alex", algorithm="p256", pin=PIN)
     with pytest.raises(PkiError) as caught:
         init_pki(pki.directory)
-    assert caught.value.code is ErrorCode.DEVKIT_PKI_EXISTS
+    assert caught.value.code is DevkitCode.DEVKIT_PKI_EXISTS
     assert Pki.open(pki.directory).root_certificate == old_root
     fresh = init_pki(pki.directory, force=True)
     assert fresh.root_certificate != old_root
@@ -105,18 +105,18 @@ def test_init_refuses_an_existing_pki_unless_forced(pki: Pki) -> None:
 def test_open_refuses_missing_and_damaged_pki(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(PkiError) as caught:
         Pki.open(tmp_path / "nothing-here")
-    assert caught.value.code is ErrorCode.DEVKIT_PKI_NOT_FOUND
+    assert caught.value.code is DevkitCode.DEVKIT_PKI_NOT_FOUND
     pki.paths.state.write_text("{not json")
     with pytest.raises(PkiError) as caught:
         Pki.open(pki.directory)
-    assert caught.value.code is ErrorCode.DEVKIT_PKI_DAMAGED
+    assert caught.value.code is DevkitCode.DEVKIT_PKI_DAMAGED
 
 
 def test_open_refuses_a_pki_with_a_missing_key(pki: Pki) -> None:
     pki.paths.issuing_key.unlink()
     with pytest.raises(PkiError) as caught:
         Pki.open(pki.directory)
-    assert caught.value.code is ErrorCode.DEVKIT_PKI_DAMAGED
+    assert caught.value.code is DevkitCode.DEVKIT_PKI_DAMAGED
 
 
 @pytest.mark.parametrize(
@@ -125,14 +125,14 @@ def test_open_refuses_a_pki_with_a_missing_key(pki: Pki) -> None:
 def test_init_refuses_a_bad_base_url(tmp_path: Path, url: str) -> None:
     with pytest.raises(PkiError) as caught:
         init_pki(tmp_path / "pki", base_url=url)
-    assert caught.value.code is ErrorCode.DEVKIT_INVALID_ARGUMENT
+    assert caught.value.code is DevkitCode.DEVKIT_INVALID_ARGUMENT
     assert not (tmp_path / "pki" / "ca.json").exists()
 
 
 def test_issuer_key_loader_refuses_junk_and_encrypted_keys(tmp_path: Path) -> None:
     with pytest.raises(PkiError) as caught:
         load_issuer_key(b"not a key", source="junk.pem")
-    assert caught.value.code is ErrorCode.DEVKIT_KEY_UNUSABLE
+    assert caught.value.code is DevkitCode.DEVKIT_KEY_UNUSABLE
     encrypted = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -140,4 +140,4 @@ def test_issuer_key_loader_refuses_junk_and_encrypted_keys(tmp_path: Path) -> No
     )
     with pytest.raises(PkiError) as caught:
         load_issuer_key(encrypted, source="enc.pem")
-    assert caught.value.code is ErrorCode.DEVKIT_KEY_UNUSABLE
+    assert caught.value.code is DevkitCode.DEVKIT_KEY_UNUSABLE

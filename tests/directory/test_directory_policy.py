@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from careid_broker.codes import BrokerCode
 from careid_broker.directory import (
     CareIdentity,
     MailAccount,
@@ -22,7 +23,6 @@ from careid_broker.errors import (
     CareIdentityNotFoundError,
     DirectoryDataError,
 )
-from careid_protocol.errors import ErrorCode
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 GOOD = MailAccount(
@@ -68,10 +68,10 @@ def test_all_refusals_are_listed_most_fundamental_first() -> None:
     bad = replace(GOOD, active=False, aup_version=None, expires=NOW, problems=("x",))
     codes = [r.code for r in account_refusals(bad, now=NOW, current_aup_version="2024-1")]
     assert codes == [
-        ErrorCode.DIRECTORY_DATA_INVALID,
-        ErrorCode.ACCOUNT_DISABLED,
-        ErrorCode.ACCOUNT_EXPIRED,
-        ErrorCode.AUP_NOT_ACCEPTED,
+        BrokerCode.DIRECTORY_DATA_INVALID,
+        BrokerCode.ACCOUNT_DISABLED,
+        BrokerCode.ACCOUNT_EXPIRED,
+        BrokerCode.AUP_NOT_ACCEPTED,
     ]
     with pytest.raises(DirectoryDataError):
         _check(bad)

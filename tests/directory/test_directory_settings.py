@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from careid_broker.codes import BrokerCode
 from careid_broker.directory import (
     AttributeMapping,
     DirectoryConfig,
@@ -16,7 +17,6 @@ from careid_broker.directory import (
     TlsMode,
 )
 from careid_broker.errors import DirectoryConfigError
-from careid_protocol.errors import ErrorCode
 
 MINIMAL: dict[str, object] = {
     "urls": ["ldap://dir.trust.example"],
@@ -31,7 +31,7 @@ MINIMAL: dict[str, object] = {
 def _problems(data: dict[str, object], **kwargs: object) -> list[str]:
     with pytest.raises(DirectoryConfigError) as caught:
         DirectoryConfig.from_mapping(data, **kwargs)  # type: ignore[arg-type]
-    assert caught.value.code == ErrorCode.DIRECTORY_CONFIG_INVALID
+    assert caught.value.code == BrokerCode.DIRECTORY_CONFIG_INVALID
     return list(caught.value.problems)
 
 

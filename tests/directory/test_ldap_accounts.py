@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from directory_support import NOW, bound_connection, make_directory
 
+from careid_broker.codes import BrokerCode
 from careid_broker.directory import LdapDirectory, MailAccount, Role
 from careid_broker.errors import (
     AccountDisabledError,
@@ -18,7 +19,6 @@ from careid_broker.errors import (
     InvalidCredentialsError,
 )
 from careid_devkit.slapd import DEMO_USER_PASSWORD, Slapd
-from careid_protocol.errors import ErrorCode
 
 pytestmark = pytest.mark.slapd
 
@@ -134,7 +134,7 @@ def test_wrong_password_and_unknown_user_are_the_same_error(directory: LdapDirec
         directory.authenticate("sam.patel@nhs.net", "not-the-password")
     with pytest.raises(InvalidCredentialsError) as unknown:
         directory.authenticate("no.such.person@nhs.net", "not-the-password")
-    assert wrong.value.code == unknown.value.code == ErrorCode.INVALID_CREDENTIALS
+    assert wrong.value.code == unknown.value.code == BrokerCode.INVALID_CREDENTIALS
     assert wrong.value.message == unknown.value.message
     assert type(wrong.value) is type(unknown.value)
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 from directory_support import make_directory
 
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.directory import DirectoryConfig, LdapDirectory
 from careid_broker.errors import DirectoryUnavailableError
 from careid_devkit.slapd import DEMO_USER_PASSWORD, Slapd
-from careid_protocol.errors import ErrorCode, message_for
 
 pytestmark = pytest.mark.slapd
 
@@ -42,8 +42,8 @@ def test_directory_down_then_back_without_restarting_the_adapter(own_slapd: Slap
     own_slapd.stop()
     error, elapsed = _timed(lambda: directory.find_account(ALEX))
     assert isinstance(error, DirectoryUnavailableError)
-    assert error.code == ErrorCode.DIRECTORY_UNAVAILABLE
-    assert error.message == message_for(ErrorCode.DIRECTORY_UNAVAILABLE)
+    assert error.code == BrokerCode.DIRECTORY_UNAVAILABLE
+    assert error.message == message_for(BrokerCode.DIRECTORY_UNAVAILABLE)
     assert elapsed < 2.0  # within the 1 s connect timeout (refused at once, in fact)
     # Down means denied, for every operation — never "no such user" or "wrong password".
     with pytest.raises(DirectoryUnavailableError):

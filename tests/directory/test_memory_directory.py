@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from broker_support import FakeClock
 from directory_support import NOW
 
+from careid_broker.codes import BrokerCode
 from careid_broker.directory import (
     CareIdentity,
     DirectoryConfig,
@@ -55,7 +55,7 @@ from careid_broker.errors import (
     PasswordExpiredError,
 )
 from careid_devkit.slapd import DEMO_AUP_VERSION, DEMO_SEED, DEMO_USER_PASSWORD, Slapd
-from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 
 BACKENDS = ["memory", pytest.param("slapd", marks=pytest.mark.slapd)]
 
@@ -684,12 +684,12 @@ def test_both_directories_give_the_same_answers(
         isinstance(strasse, MailAccount)
         and strasse.display_name == "\u0130lk\u00e9  Stra\u00dfe \ufb00x"
     )
-    assert found["555000000090"] == ("DirectoryDataError", ErrorCode.DIRECTORY_DATA_INVALID)
+    assert found["555000000090"] == ("DirectoryDataError", BrokerCode.DIRECTORY_DATA_INVALID)
     fold = found["long.fold@nhs.net"]
     assert isinstance(fold, MailAccount) and fold.display_name == "Rowan Folded-Line Name"
     assert found["search strasse ['zz9']"] == [strasse]
     assert isinstance(signed_in[-8], MailAccount)  # the services policy never locks
-    assert signed_in[-1] == ("AccountLockedError", ErrorCode.ACCOUNT_LOCKED)
+    assert signed_in[-1] == ("AccountLockedError", BrokerCode.ACCOUNT_LOCKED)
 
 
 # The memory directory's own parts.

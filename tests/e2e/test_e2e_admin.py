@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from careid_broker.codes import BrokerCode
 from careid_broker.store import Repositories
 from careid_devkit.demo import DemoChain
-from careid_protocol.errors import ErrorCode
 
 from .e2e_support import (
     card_refusal,
@@ -74,7 +74,7 @@ def test_lee_removes_alexs_registration_and_alex_registers_again(
     card = new_page()
     open_webmail_sign_in(card, chain)
     press_card_button(card)
-    assert card_refusal(card)[0] == ErrorCode.CARD_NOT_REGISTERED
+    assert card_refusal(card)[0] == BrokerCode.CARD_NOT_REGISTERED
     # ... and Alex can register again, by the same three steps.
     card.get_by_role("link", name="Register your smartcard").click()
     register_by_three_steps(card, chain, "alex.morgan")

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import Repositories
 from careid_devkit.demo import DemoChain
-from careid_protocol.errors import ErrorCode, message_for
+from careid_protocol.errors import ErrorCode
 
 from .e2e_support import (
     ExtraPorts,
@@ -28,14 +29,14 @@ from .e2e_support import (
 
 REFUSALS = [
     # (card in the reader, account it is registered to, refusal)
-    ("555000000099", None, ErrorCode.CARD_NOT_REGISTERED),
+    ("555000000099", None, BrokerCode.CARD_NOT_REGISTERED),
     ("555000000001-revoked", "alex.morgan", ErrorCode.CERTIFICATE_REVOKED),
     ("555000000001-expired", "alex.morgan", ErrorCode.CERTIFICATE_EXPIRED),
     ("555000000001-untrusted", "alex.morgan", ErrorCode.CERTIFICATE_UNTRUSTED),
-    ("555000000003", "jo.bloggs", ErrorCode.ACCOUNT_DISABLED),
-    ("555000000002", "sam.patel", ErrorCode.AUP_NOT_ACCEPTED),
-    ("555000000007", "chris.old", ErrorCode.AUP_NOT_ACCEPTED),
-    ("555000000006", "pat.jones", ErrorCode.CARE_IDENTITY_INACTIVE),
+    ("555000000003", "jo.bloggs", BrokerCode.ACCOUNT_DISABLED),
+    ("555000000002", "sam.patel", BrokerCode.AUP_NOT_ACCEPTED),
+    ("555000000007", "chris.old", BrokerCode.AUP_NOT_ACCEPTED),
+    ("555000000006", "pat.jones", BrokerCode.CARE_IDENTITY_INACTIVE),
 ]
 
 
@@ -59,9 +60,9 @@ def test_card_sign_in_is_refused_with_its_message(
     assert (shown_code, message) == (code, message_for(code))
     # Still on the broker's page, not signed in anywhere.
     assert page.url.startswith(f"{chain.urls.broker}/login")
-    if code is ErrorCode.CARD_NOT_REGISTERED:
+    if code is BrokerCode.CARD_NOT_REGISTERED:
         assert page.get_by_role("link", name="Register your smartcard").is_visible()
-    if code is ErrorCode.AUP_NOT_ACCEPTED:
+    if code is BrokerCode.AUP_NOT_ACCEPTED:
         assert page.get_by_role("link", name="Read and accept the acceptable use policy")
 
 
@@ -129,6 +130,6 @@ def test_directory_down_is_refused_plainly(
     press_card_button(page)
     shown_code, message = card_refusal(page)
     assert (shown_code, message) == (
-        ErrorCode.DIRECTORY_UNAVAILABLE,
-        message_for(ErrorCode.DIRECTORY_UNAVAILABLE),
+        BrokerCode.DIRECTORY_UNAVAILABLE,
+        message_for(BrokerCode.DIRECTORY_UNAVAILABLE),
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import Repositories
 from careid_devkit.demo import DemoChain
-from careid_protocol.errors import ErrorCode, message_for
 
 from .e2e_support import (
     card_refusal,
@@ -27,8 +27,8 @@ def test_alex_registers_by_three_steps_then_signs_in_with_the_card_alone(
     open_webmail_sign_in(page, chain)
     press_card_button(page)
     code, message = card_refusal(page)
-    assert code == ErrorCode.CARD_NOT_REGISTERED
-    assert message == message_for(ErrorCode.CARD_NOT_REGISTERED)
+    assert code == BrokerCode.CARD_NOT_REGISTERED
+    assert message == message_for(BrokerCode.CARD_NOT_REGISTERED)
     # The refusal offers registration, keeping the webmail's sign-in request.
     page.get_by_role("link", name="Register your smartcard").click()
     register_by_three_steps(page, chain, "alex.morgan")

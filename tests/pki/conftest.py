@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pki_validation_support import NOW, START, FakeClock, PkiEnv
+from pki_validation_support import NOW, START, PkiEnv
 
 from careid_devkit.ocsp_responder import start_pki_server
 from careid_devkit.pki import init_pki
+from support.clock import FakeClock
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PkiEnv]:
     """One PKI whose certificates point at its own running server."""
     work = tmp_path_factory.mktemp("pki-validation")
     directory = work / "pki"
-    clock = FakeClock()
+    clock = FakeClock(START)
     # The certificates must carry the server's URL, which is known only once it listens
     # on its free port: start it on a first PKI, then remake the PKI with that base URL.
     # The responder rereads the folder whenever ca.json changes, so it serves the new one.

@@ -29,6 +29,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig, UrllibFetcher
 from careid_devkit.ocsp_responder import PkiServer
 from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
+from support.clock import FakeClock
 
 #: A fixed "now": the PKI is made at NOW and tests start a minute later.
 NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
@@ -42,19 +43,6 @@ _uuids = itertools.count(1)
 def next_uuid() -> str:
     """A fresh 12-digit Care Identity UUID, so tests never share (or revoke) a card."""
     return f"5551{next(_uuids):08d}"
-
-
-class FakeClock:
-    """A settable clock shared by the PKI server and the validators."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
 
 
 @dataclass(kw_only=True)

@@ -13,9 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pki_validation_support import DEV_POLICY, PkiEnv
 
+from careid_broker.codes import BrokerCode
 from careid_broker.errors import PkiConfigError
 from careid_broker.pki import PkiConfig, PolicyMatch, RevocationMode
-from careid_protocol.errors import ErrorCode
 from careid_protocol.identity import DEFAULT_RULE
 
 EXAMPLE = """
@@ -54,7 +54,7 @@ pattern = "^[0-9]{{12}}$"
 def _problems(data: dict[str, Any], base_dir: Path) -> tuple[str, ...]:
     with pytest.raises(PkiConfigError) as caught:
         PkiConfig.from_mapping(data, base_dir=base_dir)
-    assert caught.value.code is ErrorCode.BROKER_CONFIG_INVALID
+    assert caught.value.code is BrokerCode.BROKER_CONFIG_INVALID
     assert caught.value.detail == "; ".join(caught.value.problems)
     return caught.value.problems
 

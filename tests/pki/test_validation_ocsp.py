@@ -16,7 +16,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pki_validation_support import (
     NOW,
     START,
-    FakeClock,
     PkiEnv,
     RecordingFetcher,
     closed_port_url,
@@ -28,6 +27,7 @@ from pki_validation_support import (
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki import CertificateValidator, RevocationSource, UrllibFetcher
 from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 
 
 def _served(env: PkiEnv) -> int:

@@ -8,13 +8,14 @@ from datetime import timedelta
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import FakeClock, broker_of, csrf_token_from, error_code_of
+from broker_support import broker_of, csrf_token_from, error_code_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, audits, last_audit
 from flask import Flask
 from oidc_support import Browser, query_of
 
 from careid_broker.store import LinkMode, Outcome
+from support.clock import FakeClock
 
 
 @pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)

@@ -14,14 +14,15 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
-from store_helpers import FakeClock, run_concurrently
+from store_helpers import START, run_concurrently
 
 from careid_broker.store import Repositories, Store, create_store
+from support.clock import FakeClock
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture

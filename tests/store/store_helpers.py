@@ -5,28 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 T = TypeVar("T")
 
 START = datetime(2025, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
-
-
-class FakeClock:
-    """A settable clock: tests move time instead of sleeping."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        with self._lock:
-            self.now += delta
 
 
 def run_concurrently(n: int, work: Callable[[int], T]) -> list[T]:

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from store_helpers import FakeClock
 
 from careid_broker.store import AuditLog, ChainHead, Outcome, Repositories, Store
 from careid_broker.store.audit import GENESIS_HASH
 from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 
 
 def _fill(audit: AuditLog, clock: FakeClock, n: int = 5) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
-from store_helpers import FakeClock
 
 from careid_broker.store import (
     AuthorizationRequest,
@@ -23,6 +22,7 @@ from careid_broker.store import (
 from careid_broker.store.challenges import new_challenge
 from careid_broker.store.models import CardChallenge, LoginTransaction
 from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 
 REQUEST = AuthorizationRequest(
     client_id="webmail",

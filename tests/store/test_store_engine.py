@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 
+from careid_broker.codes import BrokerCode
 from careid_broker.store import (
     AuthorizationRequest,
     LoginTransactions,
@@ -19,7 +20,6 @@ from careid_broker.store import (
 )
 from careid_broker.store.engine import create_store_engine
 from careid_broker.store.models import LoginTransaction
-from careid_protocol.errors import ErrorCode
 
 REQUEST = AuthorizationRequest(client_id="webmail", redirect_uri="https://rp/cb", scope="openid")
 
@@ -123,7 +123,7 @@ def test_an_unreachable_database_fails_closed(url: str) -> None:
         assert store.ping() is False
         with pytest.raises(StoreUnavailableError) as caught:
             LoginTransactions(store).create(REQUEST)
-        assert caught.value.code is ErrorCode.STORE_UNAVAILABLE
+        assert caught.value.code is BrokerCode.STORE_UNAVAILABLE
         assert "database" in caught.value.message
     finally:
         store.dispose()

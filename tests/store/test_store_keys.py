@@ -16,8 +16,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from store_helpers import FakeClock
 
+from careid_broker.codes import BrokerCode
 from careid_broker.store import (
     KeyAlgorithm,
     KeyState,
@@ -26,7 +26,7 @@ from careid_broker.store import (
     Store,
 )
 from careid_broker.store.models import SigningKey
-from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 
 
 def _states(keys: SigningKeys) -> dict[str, KeyState]:
@@ -120,7 +120,7 @@ def test_private_keys_are_encrypted_when_a_passphrase_is_set(store: Store) -> No
     for wrong in (SigningKeys(store, passphrase=b"wrong"), SigningKeys(store)):
         with pytest.raises(SigningKeyUnavailableError) as caught:
             wrong.current()
-        assert caught.value.code is ErrorCode.SIGNING_KEY_UNAVAILABLE
+        assert caught.value.code is BrokerCode.SIGNING_KEY_UNAVAILABLE
         assert "horse" not in str(caught.value)
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from store_helpers import FakeClock
 
+from careid_broker.codes import BrokerCode
 from careid_broker.store import (
     ConflictSide,
     LinkMode,
@@ -23,6 +23,7 @@ from careid_broker.store import (
 )
 from careid_broker.store.models import Registration, Subject
 from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 
 
 def _new(
@@ -96,13 +97,13 @@ def test_create_and_find_by_either_side(repos: Repositories, clock: FakeClock) -
 @pytest.mark.parametrize(
     ("second", "sides", "code"),
     [
-        (_new(mail="bob@nhs.net"), {ConflictSide.CARD}, ErrorCode.REGISTRATION_CARD_LINKED),
+        (_new(mail="bob@nhs.net"), {ConflictSide.CARD}, BrokerCode.REGISTRATION_CARD_LINKED),
         (
             _new(uuid="200000000002", mail="alice.smith@nhs.net"),
             {ConflictSide.ACCOUNT},
-            ErrorCode.REGISTRATION_ACCOUNT_LINKED,
+            BrokerCode.REGISTRATION_ACCOUNT_LINKED,
         ),
-        (_new(), {ConflictSide.CARD, ConflictSide.ACCOUNT}, ErrorCode.REGISTRATION_CARD_LINKED),
+        (_new(), {ConflictSide.CARD, ConflictSide.ACCOUNT}, BrokerCode.REGISTRATION_CARD_LINKED),
     ],
 )
 def test_conflicts_name_the_side_already_linked(

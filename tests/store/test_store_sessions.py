@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from store_helpers import FakeClock
 
 from careid_broker.store import (
     EndReason,
@@ -19,6 +18,7 @@ from careid_broker.store import (
     Store,
     new_opaque_token,
 )
+from support.clock import FakeClock
 
 
 def _session(repos: Repositories, mail: str = "alice@nhs.net", card: bool = True) -> NewSession:

@@ -6,8 +6,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from store_helpers import FakeClock
-
 from careid_broker.store import (
     Store,
     Throttle,
@@ -15,6 +13,7 @@ from careid_broker.store import (
     account_key,
     address_key,
 )
+from support.clock import FakeClock
 
 POLICY = ThrottlePolicy(
     free_failures=3,

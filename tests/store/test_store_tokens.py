@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
-from store_helpers import FakeClock
 
 from careid_broker.store import (
     AuthorizationCodes,
@@ -22,6 +21,7 @@ from careid_broker.store import (
     UsedJtis,
     new_opaque_token,
 )
+from support.clock import FakeClock
 
 
 def _grant(repos: Repositories, client_id: str = "webmail") -> CodeGrant:

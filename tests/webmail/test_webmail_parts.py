@@ -12,6 +12,7 @@ import requests
 from webmail_fake_op import FakeOP
 from webmail_support import make_config, session_state, sign_in
 
+from careid_devkit.codes import DevkitCode
 from careid_devkit.webmail import WebmailConfig, create_webmail_app
 from careid_devkit.webmail.commands import build_config, make_webmail_server, register
 from careid_devkit.webmail.config import CLIENT_SECRET_ENV, DEMO_CLIENT_SECRET
@@ -19,24 +20,16 @@ from careid_devkit.webmail.errors import SignInError, WebmailError
 from careid_devkit.webmail.identity import acr_in_words, user_from_claims
 from careid_devkit.webmail.logout_token import JtiCache
 from careid_devkit.webmail.sessions import SessionState, SessionStore, SignedInUser
-from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def _user(sub: str = "sub-1", op_sid: str | None = "op-sid-1") -> SignedInUser:
     return user_from_claims({"sub": sub, "sid": op_sid, "name": "A"}, id_token="t", now=T0)
 
 
-def _store(clock: Clock, **kw: int) -> SessionStore:
+def _store(clock: FakeClock, **kw: int) -> SessionStore:
     return SessionStore(
         clock=clock,
         idle_timeout=timedelta(minutes=30),
@@ -46,7 +39,7 @@ def _store(clock: Clock, **kw: int) -> SessionStore:
 
 
 def test_sessions_expire_when_idle_and_at_the_absolute_limit() -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     store = _store(clock)
     sid = store.create()
     store.sign_in(sid, _user())
@@ -68,7 +61,7 @@ def test_sessions_expire_when_idle_and_at_the_absolute_limit() -> None:
 
 
 def test_rotation_moves_the_session_and_kills_the_old_id() -> None:
-    store = _store(Clock())
+    store = _store(FakeClock(T0))
     old = store.create()
     store.save(old, {"k": "v"})
     new = store.rotate(old)
@@ -79,7 +72,7 @@ def test_rotation_moves_the_session_and_kills_the_old_id() -> None:
 
 
 def test_store_stays_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     store = _store(clock, max_sessions=3)
     first = store.create()
     for _ in range(5):
@@ -90,7 +83,7 @@ def test_store_stays_bounded() -> None:
 
 
 def test_op_logout_matches_sid_and_sub() -> None:
-    store = _store(Clock())
+    store = _store(FakeClock(T0))
     a, b, c = store.create(), store.create(), store.create()
     store.sign_in(a, _user("sub-1", "op-1"))
     store.sign_in(b, _user("sub-1", "op-2"))
@@ -110,7 +103,7 @@ def test_op_logout_matches_sid_and_sub() -> None:
 
 
 def test_jti_cache_refuses_a_replay_until_the_entry_expires() -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     cache = JtiCache(clock=clock, max_entries=2)
     until = T0 + timedelta(minutes=6)
     assert cache.first_use("iss", "j1", keep_until=until)
@@ -160,7 +153,7 @@ def test_config_refuses_unusable_values(bad: dict[str, object]) -> None:
     settings: dict[str, object] = {"client_secret": "s", **bad}
     with pytest.raises(WebmailError) as caught:
         WebmailConfig(**settings)  # type: ignore[arg-type]
-    assert caught.value.code is ErrorCode.DEVKIT_INVALID_ARGUMENT
+    assert caught.value.code is DevkitCode.DEVKIT_INVALID_ARGUMENT
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -30,8 +30,8 @@ from authlib.oauth2.rfc6750 import (
 )
 
 from careid_broker.admin.config import ApiClient, ApiScope, ApiSettings
+from careid_broker.codes import BrokerCode, Code
 from careid_broker.store import Tokens, new_opaque_token
-from careid_protocol.errors import ErrorCode
 
 REALM = "careid-broker-api"
 SUBJECT_PREFIX = "api-client:"
@@ -166,7 +166,7 @@ class ApiBearerValidator(BearerTokenValidator):  # type: ignore[misc]
 class ApiAuthRefusal(Exception):
     """Why a request's bearer token was not accepted, as the response should say it."""
 
-    def __init__(self, *, status: int, code: ErrorCode, www_authenticate: str) -> None:
+    def __init__(self, *, status: int, code: Code, www_authenticate: str) -> None:
         super().__init__(code.value)
         self.status = status
         self.code = code
@@ -194,18 +194,18 @@ class ApiAuth:
             token: ApiToken = self._protector.acquire_token([scope.value])
         except MissingAuthorizationError:
             raise ApiAuthRefusal(
-                status=401, code=ErrorCode.API_TOKEN_MISSING, www_authenticate=_challenge()
+                status=401, code=BrokerCode.API_TOKEN_MISSING, www_authenticate=_challenge()
             ) from None
         except InsufficientScopeError:
             raise ApiAuthRefusal(
                 status=403,
-                code=ErrorCode.API_SCOPE_INSUFFICIENT,
+                code=BrokerCode.API_SCOPE_INSUFFICIENT,
                 www_authenticate=_challenge(error="insufficient_scope", scope=scope.value),
             ) from None
         except OAuth2Error:  # invalid_token, or not a Bearer token at all
             raise ApiAuthRefusal(
                 status=401,
-                code=ErrorCode.API_TOKEN_INVALID,
+                code=BrokerCode.API_TOKEN_INVALID,
                 www_authenticate=_challenge(error="invalid_token"),
             ) from None
         return token

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from careid_broker.codes import BrokerCode
 from careid_broker.errors import BrokerError
-from careid_protocol.errors import ErrorCode
 
 
 class NotAnAdministratorError(BrokerError):
     """The signed-in person is not a local administrator of any organisation."""
 
-    default_code = ErrorCode.ADMIN_NOT_AUTHORISED
+    default_code = BrokerCode.ADMIN_NOT_AUTHORISED
 
 
 class OutOfScopeError(BrokerError):
@@ -19,16 +19,16 @@ class OutOfScopeError(BrokerError):
     someone exists in another organisation.
     """
 
-    default_code = ErrorCode.REGISTRATION_NOT_FOUND
+    default_code = BrokerCode.REGISTRATION_NOT_FOUND
 
 
 class RemovalReasonError(BrokerError):
     """A removal was asked for without a usable reason."""
 
-    default_code = ErrorCode.ADMIN_REASON_REQUIRED
+    default_code = BrokerCode.ADMIN_REASON_REQUIRED
 
 
 class RegistrationChangedError(BrokerError):
     """The registration confirmed for removal is no longer the one stored."""
 
-    default_code = ErrorCode.ADMIN_REGISTRATION_CHANGED
+    default_code = BrokerCode.ADMIN_REGISTRATION_CHANGED

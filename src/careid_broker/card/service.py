@@ -24,6 +24,7 @@ from typing import Protocol
 
 from cryptography import x509
 
+from careid_broker.codes import BrokerCode, Code
 from careid_broker.directory import CareIdentity, Directory, MailAccount
 from careid_broker.errors import BrokerError
 from careid_broker.pki import TrustedCertificate, ValidatedCertificate, identify
@@ -85,7 +86,7 @@ class AttemptFacts:
 class CardRefusal(BrokerError):
     """A card attempt refused with a stable code; `facts` is what was known by then."""
 
-    def __init__(self, code: ErrorCode, *, facts: AttemptFacts, detail: str | None = None) -> None:
+    def __init__(self, code: Code, *, facts: AttemptFacts, detail: str | None = None) -> None:
         super().__init__(code, detail=detail)
         self.facts = facts
 
@@ -206,7 +207,7 @@ class CardSignin:
             registration = self._registrations.by_uuid(card.uuid)
             if registration is None:
                 raise CardRefusal(
-                    ErrorCode.CARD_NOT_REGISTERED, facts=facts, detail="no registration"
+                    BrokerCode.CARD_NOT_REGISTERED, facts=facts, detail="no registration"
                 )
             facts = replace(
                 facts, account_mail=registration.account_mail, org_code=registration.org_code
@@ -217,21 +218,21 @@ class CardSignin:
             )
             if pinned and not same_certificate(registration, card.certificate):
                 raise CardRefusal(
-                    ErrorCode.CARD_CERTIFICATE_NOT_REGISTERED,
+                    BrokerCode.CARD_CERTIFICATE_NOT_REGISTERED,
                     facts=facts,
                     detail=f"registered serial {registration.cert_serial} of"
                     f" {registration.cert_issuer_dn!r}",
                 )
             account = self._directory.find_account(registration.account_mail)
             if account is None:
-                raise CardRefusal(ErrorCode.CARD_ACCOUNT_MISSING, facts=facts)
+                raise CardRefusal(BrokerCode.CARD_ACCOUNT_MISSING, facts=facts)
             facts = replace(facts, org_code=account.org_code or registration.org_code)
             self._directory.check_account(account)
             if account.care_identity_uuid and account.care_identity_uuid != card.uuid:
                 # The RP's claims come from the account's Care Identity: they must be
                 # the card's, or the RP would be told about someone else's roles.
                 raise CardRefusal(
-                    ErrorCode.CARD_IDENTITY_MISMATCH,
+                    BrokerCode.CARD_IDENTITY_MISMATCH,
                     facts=facts,
                     detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
                 )

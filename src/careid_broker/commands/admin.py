@@ -24,6 +24,7 @@ from careid_broker.admin.reasons import RemovalReason, reason_from_words
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.broker import build_broker
+from careid_broker.codes import BrokerCode, Code, message_for
 from careid_broker.config import BrokerConfig, BrokerConfigError, load_config
 from careid_broker.errors import BrokerError
 from careid_broker.store import (
@@ -33,7 +34,6 @@ from careid_broker.store import (
     Registrations,
     create_store,
 )
-from careid_protocol.errors import ErrorCode, message_for
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -56,7 +56,7 @@ def _config(args: argparse.Namespace) -> BrokerConfig | None:
         return None
 
 
-def _fail(code: ErrorCode, detail: str | None = None) -> int:
+def _fail(code: Code, detail: str | None = None) -> int:
     print(f"careid-broker: {code.value}: {message_for(code)}", file=sys.stderr)
     if detail:
         print(f"  {detail}", file=sys.stderr)
@@ -157,7 +157,7 @@ def _verify(args: argparse.Namespace) -> int:
             f" ({result.checked} entries before it verified)"
         )
         return _fail(
-            ErrorCode.AUDIT_CHAIN_BROKEN, f"first broken entry: seq {result.first_broken_seq}"
+            BrokerCode.AUDIT_CHAIN_BROKEN, f"first broken entry: seq {result.first_broken_seq}"
         )
     if result.head is None:
         print("audit chain OK: the log is empty")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from careid_broker.codes import BrokerCode
 from careid_broker.errors import BrokerError
-from careid_protocol.errors import ErrorCode
 
 
 class OidcConfigError(BrokerError):
     """The `[oidc]` settings or the clients file are not valid; `problems` names each."""
 
-    default_code = ErrorCode.OIDC_CONFIG_INVALID
+    default_code = BrokerCode.OIDC_CONFIG_INVALID
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems: tuple[str, ...] = tuple(problems)
@@ -26,16 +26,16 @@ class OidcConfigError(BrokerError):
 class UntrustedAuthorizationRequestError(BrokerError):
     """An authorization request whose redirect URI cannot be trusted: shown, not sent."""
 
-    default_code = ErrorCode.OIDC_REQUEST_INVALID
+    default_code = BrokerCode.OIDC_REQUEST_INVALID
 
 
 class SigninExpiredError(BrokerError):
     """The login transaction is unknown, expired or already completed."""
 
-    default_code = ErrorCode.OIDC_SIGNIN_EXPIRED
+    default_code = BrokerCode.OIDC_SIGNIN_EXPIRED
 
 
 class ClientKeysUnavailableError(BrokerError):
     """A private_key_jwt client's keys (inline or `jwks_uri`) could not be loaded."""
 
-    default_code = ErrorCode.OIDC_CLIENT_KEYS_UNAVAILABLE
+    default_code = BrokerCode.OIDC_CLIENT_KEYS_UNAVAILABLE

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from careid_broker.auditing import Auditor
+from careid_broker.codes import BrokerCode
 from careid_broker.directory import Directory
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.oidc.backchannel import BackchannelLogout, DeliveryWorker
@@ -26,7 +27,6 @@ from careid_broker.oidc.keys import TokenSigner
 from careid_broker.oidc.logout import BrokerEndSession
 from careid_broker.oidc.server import BrokerAuthorizationServer, build_server
 from careid_broker.store import EndedSession, KeyAlgorithm, Outcome, Repositories, Store
-from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def build_provider(
         audit(
             f"oidc.{grant_type}",
             outcome=Outcome.FAILURE if error else Outcome.SUCCESS,
-            code=ErrorCode.OIDC_TOKEN_REFUSED if error else None,
+            code=BrokerCode.OIDC_TOKEN_REFUSED if error else None,
             rp=client_id,
             details={**details, **({"reason": error} if error else {})},
         )

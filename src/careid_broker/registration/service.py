@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSignin
+from careid_broker.codes import BrokerCode
 from careid_broker.directory import CareIdentity, Directory, MailAccount, account_refusals
 from careid_broker.errors import BrokerError
 from careid_broker.registration.state import (
@@ -41,7 +42,6 @@ from careid_broker.store import (
     Store,
 )
 from careid_broker.store.subjects import normalise_mail
-from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,13 @@ HOW_RENEWAL = "self-service-renewal"
 class RegistrationExpiredError(BrokerError):
     """No registration step is pending for this browser (expired, finished, or none)."""
 
-    default_code = ErrorCode.REGISTRATION_EXPIRED
+    default_code = BrokerCode.REGISTRATION_EXPIRED
 
 
 class PrerequisitesMissingError(BrokerError):
     """The account is not ready for smartcard sign-in; `problems` names each reason."""
 
-    default_code = ErrorCode.REGISTRATION_PREREQUISITES_MISSING
+    default_code = BrokerCode.REGISTRATION_PREREQUISITES_MISSING
 
     def __init__(self, problems: tuple[BrokerError, ...]) -> None:
         self.problems = problems
@@ -195,7 +195,7 @@ class RegistrationService:
             self._directory.check_care_identity(self._directory.find_care_identity(uuid))
             if account.care_identity_uuid and account.care_identity_uuid != uuid:
                 raise BrokerError(
-                    ErrorCode.CARD_IDENTITY_MISMATCH,
+                    BrokerCode.CARD_IDENTITY_MISMATCH,
                     detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
                 )
             self._check_conflicts(account, uuid)
@@ -237,12 +237,12 @@ class RegistrationService:
         by_card = self._registrations.by_uuid(uuid)
         if by_card is not None and by_card.account_mail != normalise_mail(account.mail):
             raise BrokerError(
-                ErrorCode.REGISTRATION_CARD_LINKED, detail="the card is linked to another account"
+                BrokerCode.REGISTRATION_CARD_LINKED, detail="the card is linked to another account"
             )
         by_account = self._registrations.by_mail(account.mail)
         if by_account is not None and by_account.card_uuid != uuid:
             raise BrokerError(
-                ErrorCode.REGISTRATION_ACCOUNT_LINKED,
+                BrokerCode.REGISTRATION_ACCOUNT_LINKED,
                 detail="the account is linked to another card identity",
             )
 

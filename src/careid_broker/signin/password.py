@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from careid_broker.codes import BrokerCode
 from careid_broker.directory import Directory, MailAccount
 from careid_broker.errors import (
     AccountLockedError,
@@ -19,7 +20,6 @@ from careid_broker.errors import (
     InvalidCredentialsError,
 )
 from careid_broker.store import Throttle, ThrottlePolicy, ThrottleState, account_key, address_key
-from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class SigninThrottledError(BrokerError):
     """Too many recent failures for this account or this client address."""
 
-    default_code = ErrorCode.SIGNIN_THROTTLED
+    default_code = BrokerCode.SIGNIN_THROTTLED
 
     def __init__(self, retry_after: timedelta, *, detail: str | None = None) -> None:
         self.retry_after = retry_after

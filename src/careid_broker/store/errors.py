@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from careid_broker.codes import BrokerCode
 from careid_broker.errors import BrokerError
-from careid_protocol.errors import ErrorCode
 
 
 class StoreError(BrokerError):
     """Root of the store's errors."""
 
-    default_code = ErrorCode.STORE_UNAVAILABLE
+    default_code = BrokerCode.STORE_UNAVAILABLE
 
 
 class StoreUnavailableError(StoreError):
     """The database could not be reached, or stayed locked past the timeout."""
 
-    default_code = ErrorCode.STORE_UNAVAILABLE
+    default_code = BrokerCode.STORE_UNAVAILABLE
 
 
 class ConflictSide(StrEnum):
@@ -41,9 +41,9 @@ class RegistrationConflictError(StoreError):
         # The card side is named first: a card linked elsewhere is the stronger signal
         # that an administrator must look (the same card presented for two accounts).
         code = (
-            ErrorCode.REGISTRATION_CARD_LINKED
+            BrokerCode.REGISTRATION_CARD_LINKED
             if ConflictSide.CARD in sides
-            else ErrorCode.REGISTRATION_ACCOUNT_LINKED
+            else BrokerCode.REGISTRATION_ACCOUNT_LINKED
         )
         super().__init__(code, detail=detail)
 
@@ -51,4 +51,4 @@ class RegistrationConflictError(StoreError):
 class SigningKeyUnavailableError(StoreError):
     """No usable signing key, or its private key could not be decrypted."""
 
-    default_code = ErrorCode.SIGNING_KEY_UNAVAILABLE
+    default_code = BrokerCode.SIGNING_KEY_UNAVAILABLE

@@ -24,10 +24,10 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from careid_broker.admin.rights import Actor, CachedRights, admin_orgs, session_key
 from careid_broker.assurance import ACR_CARD, level_of
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import Outcome, SessionRecord
 from careid_broker.web.context import current_broker
 from careid_broker.web.signin_cookie import current_signin
-from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,14 @@ def _denied(signin: SessionRecord) -> Response:
     current_broker().audit(
         "admin.denied",
         outcome=Outcome.FAILURE,
-        code=ErrorCode.ADMIN_NOT_AUTHORISED,
+        code=BrokerCode.ADMIN_NOT_AUTHORISED,
         actor=signin.account_mail,
         details={"path": request.path[:200]},
     )
     page = render_template(
         "admin_denied.html",
-        code=ErrorCode.ADMIN_NOT_AUTHORISED.value,
-        message=message_for(ErrorCode.ADMIN_NOT_AUTHORISED),
+        code=BrokerCode.ADMIN_NOT_AUTHORISED.value,
+        message=message_for(BrokerCode.ADMIN_NOT_AUTHORISED),
         account_mail=signin.account_mail,
     )
     return Response(page, status=403, mimetype="text/html")

@@ -23,13 +23,13 @@ from careid_broker.admin.openapi import openapi_document
 from careid_broker.admin.reasons import parse_reason
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
+from careid_broker.codes import BrokerCode, Code, message_for
 from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
 from careid_broker.store import Outcome
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
-from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER, status_for
-from careid_protocol.errors import ErrorCode, message_for
+from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,9 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_LIMIT = 200
 _ORG = re.compile(r"[A-Za-z0-9]{1,32}")
 _REMOVAL_KEYS = frozenset({"reason", "reason_text"})
-_STATUS = {
-    ErrorCode.REGISTRATION_NOT_FOUND: 404,
-    ErrorCode.ADMIN_REASON_REQUIRED: 400,
-    ErrorCode.ADMIN_REGISTRATION_CHANGED: 409,
-    ErrorCode.API_REQUEST_INVALID: 400,
-}
 
 
-def _error(code: ErrorCode, status: int, *, challenge: str | None = None) -> Response:
+def _error(code: Code, status: int, *, challenge: str | None = None) -> Response:
     response = jsonify(
         {"error": code.value, "message": message_for(code), "request_id": current_request_id()}
     )
@@ -67,7 +61,7 @@ def _refused(exc: ApiAuthRefusal) -> Response:
 @blueprint.errorhandler(BrokerError)
 def _broker_error(exc: BrokerError) -> Response:
     log.info("api refused: %s", exc.code.value, extra={"detail": exc.detail})
-    return _error(exc.code, _STATUS.get(exc.code) or status_for(exc.code))
+    return _error(exc.code, exc.status)
 
 
 def _actor(token: ApiToken) -> Actor:
@@ -75,7 +69,7 @@ def _actor(token: ApiToken) -> Actor:
 
 
 def _invalid(detail: str) -> BrokerError:
-    return BrokerError(ErrorCode.API_REQUEST_INVALID, detail=detail)
+    return BrokerError(BrokerCode.API_REQUEST_INVALID, detail=detail)
 
 
 def _integer(name: str, default: int, *, minimum: int, maximum: int) -> int:

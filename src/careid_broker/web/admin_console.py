@@ -24,11 +24,11 @@ from careid_broker.admin.reasons import MAX_REASON_TEXT, Reason, RemovalReason, 
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor, describe_orgs
 from careid_broker.admin.service import UserDetails, clean_search_text
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import Outcome
 from careid_broker.web.admin_access import admin_view
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
-from careid_protocol.errors import ErrorCode, message_for
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -49,7 +49,7 @@ def _page(template: str, *, status: int = 200, **context: object) -> Response:
 
 
 def _not_found() -> Response:
-    return error_response(ErrorCode.PAGE_NOT_FOUND)
+    return error_response(BrokerCode.PAGE_NOT_FOUND)
 
 
 def _details(actor: Actor, mail: str) -> UserDetails | None:
@@ -116,8 +116,8 @@ def _removal_form(
         chosen=chosen,
         text=text,
         max_text=MAX_REASON_TEXT,
-        error=message_for(ErrorCode.ADMIN_REASON_REQUIRED) if failed else None,
-        code=ErrorCode.ADMIN_REASON_REQUIRED.value if failed else None,
+        error=message_for(BrokerCode.ADMIN_REASON_REQUIRED) if failed else None,
+        code=BrokerCode.ADMIN_REASON_REQUIRED.value if failed else None,
     )
 
 
@@ -165,7 +165,7 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
     except RemovalReasonError:
         return _removal_form(actor, details, failed=True)
     except RegistrationChangedError:
-        flash(message_for(ErrorCode.ADMIN_REGISTRATION_CHANGED), "error")
+        flash(message_for(BrokerCode.ADMIN_REGISTRATION_CHANGED), "error")
         return redirect(url_for("admin.user", mail=details.mail), code=303)
     except OutOfScopeError:
         return _not_found()

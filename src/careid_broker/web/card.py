@@ -25,6 +25,7 @@ from flask.wrappers import Response
 from careid_broker.assurance import ACR_CARD, AMR_CARD
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSigninDecision
 from careid_broker.card.wiring import CardServices
+from careid_broker.codes import BrokerCode
 from careid_broker.errors import BrokerError
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import Outcome, TransactionStatus
@@ -49,7 +50,7 @@ EVENT_CARD = "signin.card"
 MAX_TX_LENGTH = 128
 # Codes after which the page offers registration (with a link in the answer).
 _OFFER_REGISTRATION = frozenset(
-    {ErrorCode.CARD_NOT_REGISTERED, ErrorCode.CARD_CERTIFICATE_NOT_REGISTERED}
+    {BrokerCode.CARD_NOT_REGISTERED, BrokerCode.CARD_CERTIFICATE_NOT_REGISTERED}
 )
 
 
@@ -87,7 +88,7 @@ def _binding(tx: object, *, create_local: bool) -> _Binding:
         )
     record = svc.repos.transactions.get(tx)
     if record is None or record.status is not TransactionStatus.PENDING:
-        raise BrokerError(ErrorCode.OIDC_SIGNIN_EXPIRED, detail="login transaction not pending")
+        raise BrokerError(BrokerCode.OIDC_SIGNIN_EXPIRED, detail="login transaction not pending")
     return _Binding(transaction_id=tx, rp_tx=tx, rp=record.request.client_id)
 
 
@@ -96,12 +97,12 @@ def _precheck(card: CardServices) -> Response | None:
         current_broker().audit(
             EVENT_CARD,
             outcome=Outcome.FAILURE,
-            code=ErrorCode.REQUEST_NOT_SAME_ORIGIN,
+            code=BrokerCode.REQUEST_NOT_SAME_ORIGIN,
             details={"endpoint": request.endpoint},
         )
-        return json_refusal(ErrorCode.REQUEST_NOT_SAME_ORIGIN)
+        return json_refusal(BrokerCode.REQUEST_NOT_SAME_ORIGIN)
     if not card.available:
-        return json_refusal(ErrorCode.CARD_SIGNIN_UNAVAILABLE)
+        return json_refusal(BrokerCode.CARD_SIGNIN_UNAVAILABLE)
     return None
 
 
@@ -114,14 +115,14 @@ def challenge() -> Response:
         return refused
     body = read_json_body()
     if body is None:
-        return json_refusal(ErrorCode.REQUEST_INVALID)
+        return json_refusal(BrokerCode.REQUEST_INVALID)
     try:
         bound = _binding(body.get("tx"), create_local=True)
         issued = current_broker().repos.challenges.issue(bound.transaction_id)
     except BrokerError as exc:
         return json_refusal(exc.code)
     if issued is None:
-        return json_refusal(ErrorCode.OIDC_SIGNIN_EXPIRED)
+        return json_refusal(BrokerCode.OIDC_SIGNIN_EXPIRED)
     return jsonify({"challenge": issued.challenge, "expiresAt": rfc3339(issued.expires_at)})
 
 
@@ -159,7 +160,7 @@ def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Respons
     code = refusal.code
     facts = refusal.facts
     svc.metrics.signins.inc(method="card", result=code.value)
-    if code is ErrorCode.DIRECTORY_UNAVAILABLE:
+    if code is BrokerCode.DIRECTORY_UNAVAILABLE:
         svc.metrics.directory_errors.inc(operation="card_signin")
     log.info(
         "card sign-in refused: %s",
@@ -179,7 +180,7 @@ def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Respons
     extra: dict[str, str] = {}
     if code in _OFFER_REGISTRATION:
         extra["register"] = url_for("registration.start", tx=tx)
-    elif code is ErrorCode.AUP_NOT_ACCEPTED:
+    elif code is BrokerCode.AUP_NOT_ACCEPTED:
         extra["aup"] = svc.config.signin.aup_url
     response = json_refusal(code, extra=extra)
     if response.status_code == 503:

@@ -12,38 +12,14 @@ from flask import jsonify, request, url_for
 from flask.wrappers import Response
 
 from careid_broker.card.wiring import CardServices
+from careid_broker.codes import BrokerCode, Code, message_for, status_for
 from careid_broker.logging_setup import current_request_id
 from careid_broker.web.csrf import csrf_token
-from careid_broker.web.errors import status_for
 from careid_broker.web.security_headers import content_security_policy
-from careid_protocol.errors import ErrorCode, message_for
 from careid_protocol.token import MAX_TOKEN_JSON_BYTES
 
 #: A card endpoint's body: the token plus the challenge, the transaction id and JSON.
 MAX_CARD_BODY_BYTES = MAX_TOKEN_JSON_BYTES + 1024
-
-_CARD_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.REQUEST_NOT_SAME_ORIGIN: 403,
-    ErrorCode.CERTIFICATE_MALFORMED: 403,
-    ErrorCode.CERTIFICATE_UNTRUSTED: 403,
-    ErrorCode.CERTIFICATE_KEY_UNSUPPORTED: 403,
-    ErrorCode.CERTIFICATE_EXPIRED: 403,
-    ErrorCode.CERTIFICATE_NOT_YET_VALID: 403,
-    ErrorCode.CERTIFICATE_USAGE: 403,
-    ErrorCode.CERTIFICATE_POLICY: 403,
-    ErrorCode.CERTIFICATE_REVOKED: 403,
-    ErrorCode.IDENTITY_MISSING: 403,
-    ErrorCode.REVOCATION_UNAVAILABLE: 503,
-    ErrorCode.CARD_NOT_REGISTERED: 403,
-    ErrorCode.CARD_CERTIFICATE_NOT_REGISTERED: 403,
-    ErrorCode.CARD_ACCOUNT_MISSING: 403,
-    ErrorCode.CARD_IDENTITY_MISMATCH: 403,
-    ErrorCode.REGISTRATION_CARD_LINKED: 409,
-    ErrorCode.REGISTRATION_ACCOUNT_LINKED: 409,
-    ErrorCode.REGISTRATION_EXPIRED: 400,
-    ErrorCode.REGISTRATION_PREREQUISITES_MISSING: 403,
-    ErrorCode.CARD_REMOVAL_THROTTLED: 429,
-}
 
 
 def rfc3339(moment: datetime) -> str:
@@ -51,13 +27,8 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def card_status(code: ErrorCode) -> int:
-    """The HTTP status a card refusal is answered with."""
-    return _CARD_STATUS.get(code) or status_for(code)
-
-
 def json_refusal(
-    code: ErrorCode, *, status: int | None = None, extra: Mapping[str, Any] | None = None
+    code: Code, *, status: int | None = None, extra: Mapping[str, Any] | None = None
 ) -> Response:
     """`{"error", "message", "request_id", …}` with the code's status (JSON always)."""
     body: dict[str, Any] = {
@@ -67,7 +38,7 @@ def json_refusal(
     }
     body.update(extra or {})
     response = jsonify(body)
-    response.status_code = status or card_status(code)
+    response.status_code = status or status_for(code)
     return response
 
 
@@ -114,9 +85,9 @@ def install_url(card: CardServices) -> str:
 #: Refusals the pages' script detects itself (no server answer carries them): their
 #: messages are written into the page, so the registry stays the one source of wording.
 SCRIPT_CODES = (
-    ErrorCode.AGENT_UNREACHABLE,
-    ErrorCode.BROKER_UNREACHABLE,
-    ErrorCode.BROWSER_UNSUPPORTED,
+    BrokerCode.AGENT_UNREACHABLE,
+    BrokerCode.BROKER_UNREACHABLE,
+    BrokerCode.BROWSER_UNSUPPORTED,
 )
 
 

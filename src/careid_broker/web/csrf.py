@@ -21,10 +21,10 @@ from typing import TypeVar
 from flask import Flask, current_app, request, session
 from flask.wrappers import Response
 
+from careid_broker.codes import BrokerCode
 from careid_broker.store import Outcome
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
-from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,10 @@ def _check() -> Response | None:
     current_broker().audit(
         "csrf.refused",
         outcome=Outcome.FAILURE,
-        code=ErrorCode.CSRF_INVALID,
+        code=BrokerCode.CSRF_INVALID,
         details={"endpoint": request.endpoint, "reason": reason},
     )
-    return error_response(ErrorCode.CSRF_INVALID)
+    return error_response(BrokerCode.CSRF_INVALID)
 
 
 def init_app(app: Flask) -> None:

@@ -2,7 +2,8 @@
 
 Every refusal the broker shows names its code, says in plain words what to do next, and
 carries the request id so the service desk can find the log lines. The per-code advice
-(where to accept the AUP, whom to ask about a disabled account) is in `error.html`.
+(where to accept the AUP, whom to ask about a disabled account) is in `error.html`; each
+code's message, status and heading are `careid_broker.codes`'.
 """
 
 from __future__ import annotations
@@ -15,58 +16,15 @@ from flask import Flask, jsonify, render_template, request
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException
 
+from careid_broker.codes import BrokerCode, Code, heading_for, message_for, status_for
 from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
 from careid_broker.web.context import current_broker
-from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
 
-_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.DIRECTORY_UNAVAILABLE: 503,
-    ErrorCode.STORE_UNAVAILABLE: 503,
-    ErrorCode.SIGNING_KEY_UNAVAILABLE: 503,
-    ErrorCode.SIGNIN_THROTTLED: 429,
-    ErrorCode.PAGE_NOT_FOUND: 404,
-    ErrorCode.BROKER_INTERNAL: 500,
-    ErrorCode.CARD_SIGNIN_UNAVAILABLE: 501,
-    ErrorCode.OPS_ENDPOINT_FORBIDDEN: 403,
-    ErrorCode.ACCOUNT_LOCKED: 403,
-    ErrorCode.ACCOUNT_DISABLED: 403,
-    ErrorCode.ACCOUNT_EXPIRED: 403,
-    ErrorCode.PASSWORD_EXPIRED: 403,
-    ErrorCode.AUP_NOT_ACCEPTED: 403,
-    ErrorCode.DIRECTORY_DATA_INVALID: 403,
-    ErrorCode.CARD_REQUIRED: 403,
-    ErrorCode.CARE_IDENTITY_NOT_FOUND: 403,
-    ErrorCode.CARE_IDENTITY_INACTIVE: 403,
-}
-_HEADINGS: dict[ErrorCode, str] = {
-    ErrorCode.DIRECTORY_UNAVAILABLE: "Sorry, sign-in is not available right now",
-    ErrorCode.STORE_UNAVAILABLE: "Sorry, sign-in is not available right now",
-    ErrorCode.SIGNING_KEY_UNAVAILABLE: "Sorry, sign-in is not available right now",
-    ErrorCode.SIGNIN_THROTTLED: "Too many sign-in attempts",
-    ErrorCode.ACCOUNT_LOCKED: "Your account is locked",
-    ErrorCode.ACCOUNT_DISABLED: "Your account is disabled",
-    ErrorCode.ACCOUNT_EXPIRED: "Your account has expired",
-    ErrorCode.PASSWORD_EXPIRED: "You need to change your password",
-    ErrorCode.AUP_NOT_ACCEPTED: "Accept the acceptable use policy first",
-    ErrorCode.DIRECTORY_DATA_INVALID: "Your account details could not be read",
-    ErrorCode.CARD_REQUIRED: "Sign in with your smartcard",
-    ErrorCode.CARD_SIGNIN_UNAVAILABLE: "Smartcard sign-in is not available yet",
-    ErrorCode.CSRF_INVALID: "This page has expired",
-    ErrorCode.OIDC_SIGNIN_EXPIRED: "This sign-in has expired",
-    ErrorCode.PAGE_NOT_FOUND: "Page not found",
-    ErrorCode.BROKER_INTERNAL: "Sorry, there is a problem with the service",
-    ErrorCode.OPS_ENDPOINT_FORBIDDEN: "Access denied",
-}
 # How long to suggest waiting when the broker itself or its directory is down.
 UNAVAILABLE_RETRY_AFTER = timedelta(seconds=30)
-
-
-def status_for(code: ErrorCode) -> int:
-    """The HTTP status a page for that code is served with (400 unless listed)."""
-    return _STATUS.get(code, 400)
 
 
 def wants_json() -> bool:
@@ -82,7 +40,7 @@ def minutes_text(delta: timedelta) -> str:
 
 
 def error_response(
-    code: ErrorCode,
+    code: Code,
     *,
     status: int | None = None,
     retry_url: str | None = None,
@@ -101,7 +59,7 @@ def error_response(
     else:
         page = render_template(
             "error.html",
-            heading=_HEADINGS.get(code, "Sorry, there is a problem"),
+            heading=heading_for(code),
             code=code.value,
             message=message,
             request_id=current_request_id(),
@@ -126,12 +84,12 @@ def _broker_error(exc: BrokerError) -> Response:
 
 def _http_error(exc: HTTPException) -> Response:
     if exc.code == 404:
-        return error_response(ErrorCode.PAGE_NOT_FOUND)
+        return error_response(BrokerCode.PAGE_NOT_FOUND)
     if exc.code is not None and exc.code >= 500:
         log.error("server error %s: %s", exc.code, exc.description)
-        return error_response(ErrorCode.BROKER_INTERNAL, status=exc.code)
+        return error_response(BrokerCode.BROKER_INTERNAL, status=exc.code)
     status = exc.code if exc.code is not None and exc.code >= 400 else 400
-    response = error_response(ErrorCode.REQUEST_INVALID, status=status)
+    response = error_response(BrokerCode.REQUEST_INVALID, status=status)
     if exc.code == 405 and exc.response is None:
         allowed = getattr(exc, "valid_methods", None)
         if allowed:
@@ -141,7 +99,7 @@ def _http_error(exc: HTTPException) -> Response:
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unexpected error: %s", type(exc).__name__)
-    return error_response(ErrorCode.BROKER_INTERNAL)
+    return error_response(BrokerCode.BROKER_INTERNAL)
 
 
 def init_app(app: Flask) -> None:

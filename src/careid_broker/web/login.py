@@ -20,6 +20,7 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_PASSWORD, demands_card
+from careid_broker.codes import BrokerCode, Code, message_for, status_for
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
 from careid_broker.origins import origin_of
 from careid_broker.signin.password import SigninThrottledError
@@ -28,10 +29,9 @@ from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, Tran
 from careid_broker.web import card_binding
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
-from careid_broker.web.errors import error_response, status_for
+from careid_broker.web.errors import error_response
 from careid_broker.web.security_headers import allow_form_action
 from careid_broker.web.signin_cookie import complete_signin, current_signin, end_signin
-from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _transaction(tx_id: str | None) -> LoginTransactionRecord | None:
     if len(tx_id) <= MAX_TX_LENGTH:
         record = current_broker().repos.transactions.get(tx_id)
     if record is None or record.status is not TransactionStatus.PENDING:
-        raise BrokerError(ErrorCode.OIDC_SIGNIN_EXPIRED)
+        raise BrokerError(BrokerCode.OIDC_SIGNIN_EXPIRED)
     # The form's answer is a redirect on to this relying party (see security_headers).
     allow_form_action(origin_of(record.request.redirect_uri))
     return record
@@ -80,7 +80,7 @@ def _form(
     email: str = "",
     errors: dict[str, str] | None = None,
     summary: list[tuple[str, str]] | None = None,
-    code: ErrorCode | None = None,
+    code: Code | None = None,
     status: int = 200,
 ) -> Response:
     card = current_broker().card
@@ -134,7 +134,7 @@ def submit() -> BaseResponse:
     password = request.form.get("password", "")
     who = _audit_name(email)
 
-    def refused(code: ErrorCode, *, org: str | None = None) -> None:
+    def refused(code: Code, *, org: str | None = None) -> None:
         svc.metrics.signins.inc(method="password", result=code.value)
         svc.audit(
             EVENT_PASSWORD,
@@ -152,33 +152,33 @@ def submit() -> BaseResponse:
     if not password:
         errors["password"] = "Enter your password"  # noqa: S105 - a message
     if errors:
-        refused(ErrorCode.SIGNIN_FORM_INCOMPLETE)
+        refused(BrokerCode.SIGNIN_FORM_INCOMPLETE)
         return _form(
             tx_id=tx_id,
             card_only=card_only,
             email=email,
             errors=errors,
             summary=list(errors.items()),
-            code=ErrorCode.SIGNIN_FORM_INCOMPLETE,
+            code=BrokerCode.SIGNIN_FORM_INCOMPLETE,
             status=400,
         )
     if card_only:
-        refused(ErrorCode.CARD_REQUIRED)
-        return error_response(ErrorCode.CARD_REQUIRED, retry_url=url_for("login.page", tx=tx_id))
+        refused(BrokerCode.CARD_REQUIRED)
+        return error_response(BrokerCode.CARD_REQUIRED, retry_url=url_for("login.page", tx=tx_id))
 
     try:
         checked = svc.password.check(
             email, password, client_address=request.remote_addr or "unknown"
         )
     except InvalidCredentialsError:
-        refused(ErrorCode.INVALID_CREDENTIALS)
-        message = message_for(ErrorCode.INVALID_CREDENTIALS)
+        refused(BrokerCode.INVALID_CREDENTIALS)
+        message = message_for(BrokerCode.INVALID_CREDENTIALS)
         return _form(
             tx_id=tx_id,
             card_only=False,
             email=email,
             summary=[("email", message)],
-            code=ErrorCode.INVALID_CREDENTIALS,
+            code=BrokerCode.INVALID_CREDENTIALS,
             status=400,
         )
     except SigninThrottledError as exc:
@@ -237,9 +237,9 @@ def card() -> Response:
     tx_id = request.args.get("tx") or None
     tx = _transaction(tx_id)
     code = (
-        ErrorCode.BROWSER_UNSUPPORTED
+        BrokerCode.BROWSER_UNSUPPORTED
         if current_broker().card.available
-        else ErrorCode.CARD_SIGNIN_UNAVAILABLE
+        else BrokerCode.CARD_SIGNIN_UNAVAILABLE
     )
     broker = current_broker()
     broker.metrics.signins.inc(method="card", result=code.value)
@@ -247,7 +247,7 @@ def card() -> Response:
     broker.audit(EVENT_CARD, outcome=Outcome.FAILURE, code=code, rp=rp)
     card_only = tx is not None and demands_card(tx.request.acr_values)
     back = None if card_only else url_for("login.page", tx=tx_id)
-    status = 400 if code is ErrorCode.BROWSER_UNSUPPORTED else None
+    status = 400 if code is BrokerCode.BROWSER_UNSUPPORTED else None
     return error_response(code, status=status, retry_url=back)
 
 

@@ -9,6 +9,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, render_template, request
 from flask.wrappers import Response
 
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.oidc.discovery import provider_metadata
 from careid_broker.oidc.logout import hinted_sub
 from careid_broker.store import EndReason
@@ -16,7 +17,6 @@ from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.signin_cookie import current_signin, end_signin
-from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def logout() -> Response:
         return _logout_page(
             "oidc_error.html",
             status=400,
-            code=ErrorCode.OIDC_LOGOUT_INVALID.value,
-            message=message_for(ErrorCode.OIDC_LOGOUT_INVALID),
+            code=BrokerCode.OIDC_LOGOUT_INVALID.value,
+            message=message_for(BrokerCode.OIDC_LOGOUT_INVALID),
             oauth_error=error.error,
             oauth_description=error.get_error_description(),
         )

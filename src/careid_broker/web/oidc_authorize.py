@@ -29,13 +29,13 @@ from flask import redirect, render_template, url_for
 from flask.wrappers import Response
 
 from careid_broker import assurance
+from careid_broker.codes import BrokerCode, message_for
 from careid_broker.errors import BrokerError, InvalidCredentialsError
 from careid_broker.oidc.claims import user_claims
 from careid_broker.oidc.errors import SigninExpiredError
 from careid_broker.oidc.models import SignedInUser
 from careid_broker.oidc.provider import OidcProvider
 from careid_broker.store import AuthorizationRequest, SessionRecord, TransactionStatus
-from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def _error(provider: OidcProvider, request: OAuth2Request, error: OAuth2Error) -
     )
     page = render_template(
         "oidc_error.html",
-        code=ErrorCode.OIDC_REQUEST_INVALID.value,
-        message=message_for(ErrorCode.OIDC_REQUEST_INVALID),
+        code=BrokerCode.OIDC_REQUEST_INVALID.value,
+        message=message_for(BrokerCode.OIDC_REQUEST_INVALID),
         oauth_error=error.error,
         oauth_description=error.get_error_description(),
     )
@@ -226,7 +226,7 @@ def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
         try:
             user = signed_in_user(provider, signin)
         except BrokerError as exc:
-            if exc.code is ErrorCode.DIRECTORY_UNAVAILABLE:
+            if exc.code is BrokerCode.DIRECTORY_UNAVAILABLE:
                 if "none" in checks.prompts:
                     # No page may be shown: tell the RP to try again later (OIDC Core §3.1.2.6).
                     unavailable = OAuth2Error(

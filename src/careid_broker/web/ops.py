@@ -13,11 +13,11 @@ import logging
 from flask import Blueprint, jsonify, request
 from flask.wrappers import Response
 
+from careid_broker.codes import BrokerCode
 from careid_broker.metrics import CONTENT_TYPE
 from careid_broker.store import schema_is_current
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
-from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def readyz() -> Response:
     svc = current_broker()
     checks: dict[str, str] = {}
     if not svc.store.ping():
-        checks["store"] = ErrorCode.STORE_UNAVAILABLE.value
+        checks["store"] = BrokerCode.STORE_UNAVAILABLE.value
     elif not schema_is_current(svc.store):
         checks["store"] = "schema_not_current"
     else:
@@ -45,7 +45,7 @@ def readyz() -> Response:
         checks["directory"] = "ok"
     else:
         svc.metrics.directory_errors.inc(operation="ping")
-        checks["directory"] = ErrorCode.DIRECTORY_UNAVAILABLE.value
+        checks["directory"] = BrokerCode.DIRECTORY_UNAVAILABLE.value
     ready = all(value == "ok" for value in checks.values())
     if not ready:
         log.warning("not ready: %s", checks, extra={"checks": checks})
@@ -69,5 +69,5 @@ def _allowed(address: str | None) -> bool:
 def metrics() -> Response:
     """Prometheus text exposition."""
     if not _allowed(request.remote_addr):
-        return error_response(ErrorCode.OPS_ENDPOINT_FORBIDDEN)
+        return error_response(BrokerCode.OPS_ENDPOINT_FORBIDDEN)
     return Response(current_broker().metrics.render(), content_type=CONTENT_TYPE)

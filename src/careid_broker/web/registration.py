@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from careid_broker.assurance import ACR_CARD, AMR_CARD
 from careid_broker.card.service import CardRefusal
 from careid_broker.card.wiring import CardServices
+from careid_broker.codes import BrokerCode, Code, message_for, status_for
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
 from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
 from careid_broker.registration.state import PendingRegistration, Stage
@@ -30,7 +31,6 @@ from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import Outcome
 from careid_broker.web.card_pages import (
-    card_status,
     json_refusal,
     read_json_body,
     rfc3339,
@@ -49,7 +49,7 @@ from careid_broker.web.registration_pages import (
 )
 from careid_broker.web.registration_steps import page_step, script_step
 from careid_broker.web.signin_cookie import complete_signin
-from careid_protocol.errors import ErrorCode, message_for
+from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _start_form(
     tx: str | None,
     email: str = "",
     summary: list[tuple[str, str]] | None = None,
-    code: ErrorCode | None = None,
+    code: Code | None = None,
     status: int = 200,
 ) -> Response:
     return render_page(
@@ -105,8 +105,8 @@ def submit_password() -> BaseResponse:
             card,
             tx=tx,
             email=email,
-            summary=[("email", message_for(ErrorCode.SIGNIN_FORM_INCOMPLETE))],
-            code=ErrorCode.SIGNIN_FORM_INCOMPLETE,
+            summary=[("email", message_for(BrokerCode.SIGNIN_FORM_INCOMPLETE))],
+            code=BrokerCode.SIGNIN_FORM_INCOMPLETE,
             status=400,
         )
     try:
@@ -141,7 +141,7 @@ def submit_password() -> BaseResponse:
     audit_step(
         "registration.start",
         Outcome.FAILURE if started.problems else Outcome.SUCCESS,
-        code=ErrorCode.REGISTRATION_PREREQUISITES_MISSING if started.problems else None,
+        code=BrokerCode.REGISTRATION_PREREQUISITES_MISSING if started.problems else None,
         mail=account.mail,
         org=account.org_code,
         details={"missing": [p.code.value for p in started.problems]},
@@ -169,11 +169,11 @@ def card_page(
             status=403,
             account=account,
             problems=[(p.code.value, p.message) for p in problems],
-            aup_missing=any(p.code is ErrorCode.AUP_NOT_ACCEPTED for p in problems),
+            aup_missing=any(p.code is BrokerCode.AUP_NOT_ACCEPTED for p in problems),
             aup_writable=writable,
             aup_version=current_broker().directory.current_aup_version,
             aup_url=current_broker().config.signin.aup_url,
-            code=ErrorCode.REGISTRATION_PREREQUISITES_MISSING.value,
+            code=BrokerCode.REGISTRATION_PREREQUISITES_MISSING.value,
         )
     return render_page(card, "register_card.html", account=account)
 
@@ -243,7 +243,9 @@ def authenticate(
             details=facts.audit_details(),
         )
         extra = (
-            {"aup": svc.config.signin.aup_url} if refusal.code is ErrorCode.AUP_NOT_ACCEPTED else {}
+            {"aup": svc.config.signin.aup_url}
+            if refusal.code is BrokerCode.AUP_NOT_ACCEPTED
+            else {}
         )
         return json_refusal(refusal.code, extra=extra)
     except BrokerError as exc:
@@ -302,7 +304,7 @@ def confirm(
             details=details,
         )
         log.info("registration refused at confirmation: %s", exc.code.value)
-        return error_response(exc.code, status=card_status(exc.code))
+        return error_response(exc.code, status=status_for(exc.code))
     session.pop(PENDING_KEY, None)
     record = confirmed.registration
     audit_step(

@@ -9,6 +9,7 @@ from flask import render_template, session, url_for
 from flask.wrappers import Response
 
 from careid_broker.card.wiring import CardServices
+from careid_broker.codes import BrokerCode, Code
 from careid_broker.errors import BrokerError
 from careid_broker.registration.service import RegistrationService
 from careid_broker.registration.state import PendingRegistration
@@ -17,7 +18,6 @@ from careid_broker.web import card_binding as binding
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
-from careid_protocol.errors import ErrorCode
 
 PENDING_KEY = "careid_register"
 MAX_MAIL_LENGTH = 320
@@ -28,7 +28,7 @@ def available_card() -> CardServices:
     """The card services; `card_signin_unavailable` without a `[pki]` section."""
     card = current_broker().card
     if not card.available:
-        raise BrokerError(ErrorCode.CARD_SIGNIN_UNAVAILABLE, detail="no [pki] configured")
+        raise BrokerError(BrokerCode.CARD_SIGNIN_UNAVAILABLE, detail="no [pki] configured")
     return card
 
 
@@ -58,7 +58,7 @@ def audit_step(
     event: str,
     outcome: Outcome,
     *,
-    code: ErrorCode | None = None,
+    code: Code | None = None,
     mail: str | None = None,
     org: str | None = None,
     details: Mapping[str, object] | None = None,
@@ -72,4 +72,4 @@ def audit_step(
 def restart() -> Response:
     """Forget the browser's pending step and say the registration must start again."""
     session.pop(PENDING_KEY, None)
-    return error_response(ErrorCode.REGISTRATION_EXPIRED, retry_url=url_for("registration.start"))
+    return error_response(BrokerCode.REGISTRATION_EXPIRED, retry_url=url_for("registration.start"))

@@ -16,6 +16,7 @@ from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
 from careid_broker.card.wiring import CardServices
+from careid_broker.codes import BrokerCode
 from careid_broker.errors import BrokerError
 from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
 from careid_broker.registration.state import PendingRegistration
@@ -26,7 +27,6 @@ from careid_broker.web.registration_pages import (
     current_pending,
     restart,
 )
-from careid_protocol.errors import ErrorCode
 
 R = TypeVar("R", bound=BaseResponse)
 StepView = Callable[[CardServices, RegistrationService, PendingRegistration], R]
@@ -62,7 +62,7 @@ def script_step(
         def wrapper() -> Response:
             card = available_card()
             if not same_origin(card.origin):
-                return json_refusal(ErrorCode.REQUEST_NOT_SAME_ORIGIN)
+                return json_refusal(BrokerCode.REQUEST_NOT_SAME_ORIGIN)
             service = current_broker().registration
             try:
                 pending = current_pending(service)

@@ -19,7 +19,8 @@ from careid_devkit.cardsim.apdu import ApduLogEntry
 from careid_devkit.cardsim.applet import PivApplet
 from careid_devkit.cardsim.contents import CardProfileError
 from careid_devkit.cardsim.vpcd import DEFAULT_HOST, DEFAULT_PORT, VpcdCardClient
-from careid_protocol.errors import ErrorCode, message_for
+from careid_devkit.codes import DevkitCode, message_for
+from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     insert.set_defaults(func=insert_card)
 
 
-def _fail(code: ErrorCode, detail: str) -> int:
+def _fail(code: DevkitCode | ErrorCode, detail: str) -> int:
     print(f"careid-devkit card: {message_for(code)} [{code}: {detail}]", file=sys.stderr)
     return EXIT_USAGE
 
@@ -71,7 +72,7 @@ def insert_card(args: argparse.Namespace) -> int:
     """Serve the card until SIGINT/SIGTERM; exit 0 then, 2 on a bad profile."""
     path: Path = args.profile
     if not path.is_file():
-        return _fail(ErrorCode.DEVKIT_CARD_PROFILE_NOT_FOUND, str(path))
+        return _fail(DevkitCode.DEVKIT_CARD_PROFILE_NOT_FOUND, str(path))
 
     def persist(changed: CardProfile) -> None:
         # So a PIN blocked now is still blocked when the card is inserted again.
@@ -83,12 +84,12 @@ def insert_card(args: argparse.Namespace) -> int:
             try:
                 stream = stack.enter_context(args.apdu_log.open("a", encoding="utf-8"))
             except OSError as exc:
-                return _fail(ErrorCode.DEVKIT_INVALID_ARGUMENT, f"APDU log: {exc}")
+                return _fail(DevkitCode.DEVKIT_INVALID_ARGUMENT, f"APDU log: {exc}")
             apdu_log = _apdu_writer(stream)
         try:
             applet = PivApplet(_load(path), on_counters_changed=persist, apdu_log=apdu_log)
         except CardProfileError as exc:
-            return _fail(ErrorCode.DEVKIT_CARD_PROFILE_INVALID, exc.detail)
+            return _fail(DevkitCode.DEVKIT_CARD_PROFILE_INVALID, exc.detail)
         return _serve(applet, args.vpcd_host, args.vpcd_port)
 
 

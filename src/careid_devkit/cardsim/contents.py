@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from careid_devkit.card_profile import CardProfile, KeyAlgorithm
+from careid_devkit.codes import DevkitCode, message_for
 from careid_protocol import tlv
-from careid_protocol.errors import ErrorCode, message_for
 from careid_protocol.piv import (
     PIV_AID,
     PIV_RID,
@@ -50,7 +50,7 @@ _GSC_RID = bytes.fromhex("A000000116")
 class CardProfileError(ValueError):
     """The card profile cannot back a card (bad key, certificate, PIN, CHUID or counters)."""
 
-    code = ErrorCode.DEVKIT_CARD_PROFILE_INVALID
+    code = DevkitCode.DEVKIT_CARD_PROFILE_INVALID
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"{message_for(self.code)} ({detail})")

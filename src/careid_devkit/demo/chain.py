@@ -16,6 +16,7 @@ from pathlib import Path
 
 from careid_broker.config import load_config
 from careid_broker.store import Repositories, create_store
+from careid_devkit.codes import DevkitCode, message_for
 from careid_devkit.demo.accounts import DEMO_PIN, CardSpec
 from careid_devkit.demo.configs import (
     DemoUrls,
@@ -37,7 +38,6 @@ from careid_devkit.ocsp_responder import PkiServer, start_pki_server
 from careid_devkit.pcscd import Pcscd, PcscdUnavailable, ensure_pcscd
 from careid_devkit.slapd import Slapd, SlapdUnavailable, start_slapd
 from careid_devkit.tray import DEFAULT_READER, CardTray, TrayServer, pcsc_reader_state
-from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ _CONFIG_HEADER = (
 class PartMissingError(Exception):
     """A system part (pcscd, slapd, vpcd) is not installed or will not start."""
 
-    code = ErrorCode.DEVKIT_DEMO_PART_MISSING
+    code = DevkitCode.DEVKIT_DEMO_PART_MISSING
 
     def __init__(self, detail: str) -> None:
         self.detail = detail

@@ -5,13 +5,13 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, fields, replace
 
-from careid_protocol.errors import ErrorCode, message_for
+from careid_devkit.codes import DevkitCode, message_for
 
 
 class PortInUseError(Exception):
     """A port the demo needs is taken; names the part and the flag that moves it."""
 
-    code = ErrorCode.DEVKIT_DEMO_PORT_IN_USE
+    code = DevkitCode.DEVKIT_DEMO_PORT_IN_USE
 
     def __init__(self, part: str, port: int) -> None:
         self.part = part

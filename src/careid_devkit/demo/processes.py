@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from careid_protocol.errors import ErrorCode, message_for
+from careid_devkit.codes import DevkitCode, message_for
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _SCRUBBED_PREFIXES = ("CAREID_",)
 class ServiceFailedError(Exception):
     """A part of the demo exited or never answered; names it and its log."""
 
-    code = ErrorCode.DEVKIT_DEMO_SERVICE_FAILED
+    code = DevkitCode.DEVKIT_DEMO_SERVICE_FAILED
 
     def __init__(self, name: str, detail: str, log_path: Path | None = None) -> None:
         self.name = name

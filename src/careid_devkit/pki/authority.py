@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from careid_devkit.card_profile import CardProfile, KeyAlgorithm
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki import cards
 from careid_devkit.pki.certs import (
     CardCertificateRequest,
@@ -48,7 +49,6 @@ from careid_devkit.pki.state import (
     save_state,
     utc,
 )
-from careid_protocol.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def check_crl_hours(hours: float) -> None:
     """Refuse a CRL lifetime that is not a sensible number of hours."""
     if not (math.isfinite(hours) and 0 < hours <= MAX_CRL_HOURS):
         raise PkiError(
-            ErrorCode.DEVKIT_INVALID_ARGUMENT,
+            DevkitCode.DEVKIT_INVALID_ARGUMENT,
             f"the CRL's next update must be between 0 and {MAX_CRL_HOURS:g} hours ahead",
         )
 
@@ -129,9 +129,9 @@ class Pki:
             )
         except OSError as exc:
             detail = f"cannot read {exc.filename}: {exc.strerror}"
-            raise PkiError(ErrorCode.DEVKIT_PKI_DAMAGED, detail) from exc
+            raise PkiError(DevkitCode.DEVKIT_PKI_DAMAGED, detail) from exc
         except PkiError as exc:
-            raise PkiError(ErrorCode.DEVKIT_PKI_DAMAGED, exc.detail) from exc
+            raise PkiError(DevkitCode.DEVKIT_PKI_DAMAGED, exc.detail) from exc
 
     @property
     def directory(self) -> Path:
@@ -175,7 +175,7 @@ class Pki:
         puk = cards.validate_puk(puk)
         if issuer_cert is not None and issuer_key is None:
             raise PkiError(
-                ErrorCode.DEVKIT_INVALID_ARGUMENT, "an issuer certificate needs its issuer key"
+                DevkitCode.DEVKIT_INVALID_ARGUMENT, "an issuer certificate needs its issuer key"
             )
         moment = now_utc(now)
         if issuer_key is None:
@@ -186,7 +186,7 @@ class Pki:
         else:
             if not same_public_key(issuer_key, issuer_cert):
                 raise PkiError(
-                    ErrorCode.DEVKIT_KEY_UNUSABLE,
+                    DevkitCode.DEVKIT_KEY_UNUSABLE,
                     "the issuer certificate does not belong to the issuer key",
                 )
             signer_key, issuer = issuer_key, issuer_cert
@@ -199,7 +199,7 @@ class Pki:
             end = min(start + CARD_LIFETIME, utc(issuer.not_valid_after_utc))
         if end <= start:
             raise PkiError(
-                ErrorCode.DEVKIT_INVALID_ARGUMENT, "the certificate must end after it starts"
+                DevkitCode.DEVKIT_INVALID_ARGUMENT, "the certificate must end after it starts"
             )
         card_key = generate_card_key(key_algorithm)
         guid = uuid_module.uuid4().bytes
@@ -290,13 +290,13 @@ class Pki:
             targets = state.issued_to(uuid)
             if not targets:
                 raise PkiError(
-                    ErrorCode.DEVKIT_CARD_NOT_FOUND, f"no certificate was issued to UUID {uuid}"
+                    DevkitCode.DEVKIT_CARD_NOT_FOUND, f"no certificate was issued to UUID {uuid}"
                 )
             if serial is not None:
                 targets = tuple(cert for cert in targets if cert.serial == serial)
                 if not targets:
                     raise PkiError(
-                        ErrorCode.DEVKIT_CARD_NOT_FOUND,
+                        DevkitCode.DEVKIT_CARD_NOT_FOUND,
                         f"UUID {uuid} has no certificate with serial {serial:X}",
                     )
             new = tuple(

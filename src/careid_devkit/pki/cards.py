@@ -9,9 +9,9 @@ from datetime import date, datetime, timedelta
 from cryptography import x509
 
 from careid_devkit.card_profile import KeyAlgorithm
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki.chuid import Chuid, Fascn
 from careid_devkit.pki.errors import PkiError
-from careid_protocol.errors import ErrorCode
 
 _UUID = re.compile(r"[0-9]{12}")
 _PIN = re.compile(r"[0-9]{6,8}")
@@ -21,7 +21,7 @@ _MAX_NAME = 64
 
 
 def _invalid(detail: str) -> PkiError:
-    return PkiError(ErrorCode.DEVKIT_INVALID_ARGUMENT, detail)
+    return PkiError(DevkitCode.DEVKIT_INVALID_ARGUMENT, detail)
 
 
 def validate_uuid(uuid: str) -> str:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki.constants import (
     CA_ISSUERS_PATH,
     CARD_ORGANIZATION,
@@ -25,7 +26,6 @@ from careid_devkit.pki.constants import (
 )
 from careid_devkit.pki.errors import PkiError
 from careid_devkit.pki.keys import issuer_public_key, signature_hash
-from careid_protocol.errors import ErrorCode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,12 +52,12 @@ def normalise_base_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PkiError(
-            ErrorCode.DEVKIT_INVALID_ARGUMENT,
+            DevkitCode.DEVKIT_INVALID_ARGUMENT,
             f"base URL {url!r} must look like http://127.0.0.1:5080",
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise PkiError(
-            ErrorCode.DEVKIT_INVALID_ARGUMENT,
+            DevkitCode.DEVKIT_INVALID_ARGUMENT,
             f"base URL {url!r} must not have a query, fragment or user name",
         )
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"

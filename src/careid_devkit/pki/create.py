@@ -9,6 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki.authority import DEFAULT_CRL_HOURS, Pki, now_utc, write_cert, write_key
 from careid_devkit.pki.certs import (
     build_issuing_ca,
@@ -30,7 +31,6 @@ from careid_devkit.pki.constants import (
 from careid_devkit.pki.errors import PkiError
 from careid_devkit.pki.files import README_TEXT, PkiPaths, locked, pem_with_header, write_atomic
 from careid_devkit.pki.state import PkiState, save_state
-from careid_protocol.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ def init_pki(
     paths = PkiPaths(directory=Path(directory))
     base_url = normalise_base_url(base_url)
     if paths.directory.exists() and not paths.directory.is_dir():
-        raise PkiError(ErrorCode.DEVKIT_INVALID_ARGUMENT, f"{paths.directory} is not a folder")
+        raise PkiError(DevkitCode.DEVKIT_INVALID_ARGUMENT, f"{paths.directory} is not a folder")
     if not force and (paths.state.exists() or paths.root_key.exists()):
-        raise PkiError(ErrorCode.DEVKIT_PKI_EXISTS, f"{paths.directory} already holds a PKI")
+        raise PkiError(DevkitCode.DEVKIT_PKI_EXISTS, f"{paths.directory} already holds a PKI")
     moment = now_utc(now)
     ca_start = moment - CA_BACKDATE
     root_key = ec.generate_private_key(ec.SECP384R1())

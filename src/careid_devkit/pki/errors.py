@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from careid_protocol.errors import ErrorCode, message_for
+from careid_devkit.codes import DevkitCode, message_for
+from careid_protocol.errors import ErrorCode
 
 
 class PkiError(Exception):
     """A development-PKI operation was refused; `code` is stable, `detail` says what."""
 
-    def __init__(self, code: ErrorCode, detail: str | None = None) -> None:
+    def __init__(self, code: DevkitCode | ErrorCode, detail: str | None = None) -> None:
         self.code = code
         self.detail = detail
         self.message = message_for(code)

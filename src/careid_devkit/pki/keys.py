@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 
 from careid_devkit.card_profile import KeyAlgorithm
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki.errors import PkiError
-from careid_protocol.errors import ErrorCode
 
 #: The key types a PIV slot 9A key may have in this project (SP 800-78-4 Table 3-1).
 CardPrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -57,7 +57,7 @@ def load_issuer_key(data: bytes, *, source: str) -> CertificateIssuerPrivateKeyT
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PkiError(
-            ErrorCode.DEVKIT_KEY_UNUSABLE, f"{source} is not an unencrypted PEM private key"
+            DevkitCode.DEVKIT_KEY_UNUSABLE, f"{source} is not an unencrypted PEM private key"
         ) from exc
     if not isinstance(
         key,
@@ -66,7 +66,7 @@ def load_issuer_key(data: bytes, *, source: str) -> CertificateIssuerPrivateKeyT
         | ed25519.Ed25519PrivateKey
         | ed448.Ed448PrivateKey,
     ):
-        raise PkiError(ErrorCode.DEVKIT_KEY_UNUSABLE, f"{source} holds a key that cannot sign")
+        raise PkiError(DevkitCode.DEVKIT_KEY_UNUSABLE, f"{source} holds a key that cannot sign")
     return key
 
 
@@ -75,7 +75,9 @@ def load_certificate(data: bytes, *, source: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError as exc:
-        raise PkiError(ErrorCode.DEVKIT_KEY_UNUSABLE, f"{source} is not a PEM certificate") from exc
+        raise PkiError(
+            DevkitCode.DEVKIT_KEY_UNUSABLE, f"{source} is not a PEM certificate"
+        ) from exc
 
 
 def same_public_key(key: CertificateIssuerPrivateKeyTypes, certificate: x509.Certificate) -> bool:
@@ -94,5 +96,5 @@ def issuer_public_key(certificate: x509.Certificate) -> CertificateIssuerPublicK
         | ed25519.Ed25519PublicKey
         | ed448.Ed448PublicKey,
     ):
-        raise PkiError(ErrorCode.DEVKIT_KEY_UNUSABLE, "the certificate's key cannot sign")
+        raise PkiError(DevkitCode.DEVKIT_KEY_UNUSABLE, "the certificate's key cannot sign")
     return key

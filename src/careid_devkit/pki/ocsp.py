@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509 import ocsp
 
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki.authority import Pki
 from careid_devkit.pki.errors import PkiError
 from careid_devkit.pki.files import PkiPaths
 from careid_devkit.pki.keys import issuer_public_key, signature_hash
 from careid_devkit.pki.state import PkiState, utc
-from careid_protocol.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _subject_public_key_bits(certificate: x509.Certificate) -> bytes:
         return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    raise PkiError(ErrorCode.DEVKIT_KEY_UNUSABLE, "DSA issuers are not supported")
+    raise PkiError(DevkitCode.DEVKIT_KEY_UNUSABLE, "DSA issuers are not supported")
 
 
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
@@ -114,7 +114,7 @@ class OcspResponder:
                 stamp = _stamp(self._paths.state)
             except FileNotFoundError as exc:
                 detail = f"{self._paths.directory} has no {self._paths.state.name}"
-                raise PkiError(ErrorCode.DEVKIT_PKI_NOT_FOUND, detail) from exc
+                raise PkiError(DevkitCode.DEVKIT_PKI_NOT_FOUND, detail) from exc
             if self._snapshot is None or self._snapshot.stamp != stamp:
                 pki = Pki.open(self._paths.directory)
                 self._snapshot = _Snapshot(

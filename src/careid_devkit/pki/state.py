@@ -10,9 +10,9 @@ from typing import Any
 from cryptography import x509
 
 from careid_devkit.card_profile import KeyAlgorithm
+from careid_devkit.codes import DevkitCode
 from careid_devkit.pki.errors import PkiError
 from careid_devkit.pki.files import PkiPaths, write_atomic
-from careid_protocol.errors import ErrorCode
 
 STATE_FORMAT = "careid-devkit-pki:1"
 
@@ -166,12 +166,12 @@ def load_state(paths: PkiPaths) -> PkiState:
         text = paths.state.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise PkiError(
-            ErrorCode.DEVKIT_PKI_NOT_FOUND, f"{paths.directory} has no {paths.state.name}"
+            DevkitCode.DEVKIT_PKI_NOT_FOUND, f"{paths.directory} has no {paths.state.name}"
         ) from exc
     try:
         return PkiState.from_json(json.loads(text))
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise PkiError(ErrorCode.DEVKIT_PKI_DAMAGED, f"{paths.state} is damaged ({exc})") from exc
+        raise PkiError(DevkitCode.DEVKIT_PKI_DAMAGED, f"{paths.state} is damaged ({exc})") from exc
 
 
 def save_state(paths: PkiPaths, state: PkiState) -> None:

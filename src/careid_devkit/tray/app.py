@@ -23,8 +23,9 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from careid_devkit.codes import DevkitCode, message_for
 from careid_devkit.tray.reader import CardTray, TrayError
-from careid_protocol.errors import ErrorCode, message_for
+from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _state() -> dict[str, Any]:
 
 
 def _refused(detail: str) -> TrayError:
-    return TrayError(ErrorCode.DEVKIT_TRAY_REQUEST_REFUSED, detail, status=403)
+    return TrayError(DevkitCode.DEVKIT_TRAY_REQUEST_REFUSED, detail, status=403)
 
 
 def _check_host() -> None:
@@ -104,7 +105,7 @@ def create_tray_app(tray: CardTray) -> Flask:
 
     @app.errorhandler(404)
     def not_found(_error: Exception) -> ResponseReturnValue:
-        code = ErrorCode.PAGE_NOT_FOUND
+        code = DevkitCode.PAGE_NOT_FOUND
         return jsonify(error=code.value, message=message_for(code)), 404
 
     @app.errorhandler(405)

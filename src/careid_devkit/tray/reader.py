@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from careid_devkit.cardsim.applet import PivApplet
 from careid_devkit.cardsim.vpcd import DEFAULT_PORT, VpcdCardClient
+from careid_devkit.codes import DevkitCode, message_for
 from careid_devkit.tray.model import TrayCard
-from careid_protocol.errors import ErrorCode, message_for
+from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ ReaderState = Callable[[], bool | None]
 class TrayError(Exception):
     """The tray refused or could not do something; `code` is stable."""
 
-    def __init__(self, code: ErrorCode, detail: str, *, status: int) -> None:
+    def __init__(self, code: DevkitCode | ErrorCode, detail: str, *, status: int) -> None:
         self.code = code
         self.detail = detail
         self.status = status
@@ -120,7 +121,7 @@ class CardTray:
         found = self._cards.get(card_id)
         if found is None:
             raise TrayError(
-                ErrorCode.DEVKIT_TRAY_CARD_UNKNOWN, f"no card {card_id[:64]!r}", status=404
+                DevkitCode.DEVKIT_TRAY_CARD_UNKNOWN, f"no card {card_id[:64]!r}", status=404
             )
         return found
 
@@ -168,7 +169,7 @@ class CardTray:
                 profile = card.load()
             except (OSError, ValueError) as exc:
                 raise TrayError(
-                    ErrorCode.DEVKIT_CARD_PROFILE_INVALID,
+                    DevkitCode.DEVKIT_CARD_PROFILE_INVALID,
                     f"{card.profile_path}: {exc}",
                     status=500,
                 ) from exc
@@ -178,7 +179,7 @@ class CardTray:
             if not client.wait_inserted(self._insert_timeout):
                 client.stop()
                 raise TrayError(
-                    ErrorCode.DEVKIT_TRAY_READER_UNAVAILABLE,
+                    DevkitCode.DEVKIT_TRAY_READER_UNAVAILABLE,
                     f"vpcd at {self._vpcd[0]}:{self._vpcd[1]} did not take the card",
                     status=503,
                 )

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from careid_devkit.codes import DevkitCode
 from careid_devkit.webmail.errors import WebmailError
-from careid_protocol.errors import ErrorCode
 
 # DEMO MATERIAL: the webmail client's secret as published in config/clients.toml, so the
 # demo works out of the box. A real deployment passes its own secret.
@@ -53,22 +53,22 @@ class WebmailConfig:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise WebmailError(
-                    ErrorCode.DEVKIT_INVALID_ARGUMENT, f"{name} must be an http(s) URL: {url!r}"
+                    DevkitCode.DEVKIT_INVALID_ARGUMENT, f"{name} must be an http(s) URL: {url!r}"
                 )
             if url.endswith("/") or parts.query or parts.fragment:
                 raise WebmailError(
-                    ErrorCode.DEVKIT_INVALID_ARGUMENT,
+                    DevkitCode.DEVKIT_INVALID_ARGUMENT,
                     f"{name} must have no trailing slash, query or fragment: {url!r}",
                 )
         if not self.client_id or not self.client_secret:
             raise WebmailError(
-                ErrorCode.DEVKIT_INVALID_ARGUMENT, "client_id and client_secret must be set"
+                DevkitCode.DEVKIT_INVALID_ARGUMENT, "client_id and client_secret must be set"
             )
         if "openid" not in self.scopes:
-            raise WebmailError(ErrorCode.DEVKIT_INVALID_ARGUMENT, "scopes must include openid")
+            raise WebmailError(DevkitCode.DEVKIT_INVALID_ARGUMENT, "scopes must include openid")
         if self.status_poll_seconds < 1 or self.max_sessions < 1:
             raise WebmailError(
-                ErrorCode.DEVKIT_INVALID_ARGUMENT,
+                DevkitCode.DEVKIT_INVALID_ARGUMENT,
                 "status_poll_seconds and max_sessions must be positive",
             )
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from careid_protocol.errors import ErrorCode, message_for
+from careid_devkit.codes import DevkitCode, message_for
+from careid_protocol.errors import ErrorCode
 
 
 class WebmailError(Exception):
@@ -10,7 +11,7 @@ class WebmailError(Exception):
 
     status: int = 400
 
-    def __init__(self, code: ErrorCode, detail: str | None = None) -> None:
+    def __init__(self, code: DevkitCode | ErrorCode, detail: str | None = None) -> None:
         self.code = code
         self.detail = detail
         self.message = message_for(code)
@@ -21,7 +22,7 @@ class SignInError(WebmailError):
     """The sign-in round trip failed: the OP said no, or its answer did not check out."""
 
     def __init__(
-        self, detail: str, code: ErrorCode = ErrorCode.DEVKIT_WEBMAIL_SIGNIN_FAILED
+        self, detail: str, code: DevkitCode | ErrorCode = DevkitCode.DEVKIT_WEBMAIL_SIGNIN_FAILED
     ) -> None:
         super().__init__(code, detail)
 
@@ -32,11 +33,11 @@ class ProviderUnavailableError(WebmailError):
     status = 502
 
     def __init__(self, detail: str) -> None:
-        super().__init__(ErrorCode.DEVKIT_WEBMAIL_PROVIDER_UNAVAILABLE, detail)
+        super().__init__(DevkitCode.DEVKIT_WEBMAIL_PROVIDER_UNAVAILABLE, detail)
 
 
 class LogoutTokenError(WebmailError):
     """A back-channel logout token failed one of the checks of Back-Channel Logout §2.6."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(ErrorCode.DEVKIT_WEBMAIL_LOGOUT_TOKEN_INVALID, detail)
+        super().__init__(DevkitCode.DEVKIT_WEBMAIL_LOGOUT_TOKEN_INVALID, detail)

@@ -12,13 +12,13 @@ from flask import Blueprint, jsonify, redirect, render_template, request, sessio
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
+from careid_devkit.codes import DevkitCode, message_for
 from careid_devkit.webmail.config import ACR_ANY_CARD, ACR_CARD
 from careid_devkit.webmail.cookie_sessions import ServerSession
 from careid_devkit.webmail.errors import LogoutTokenError, SignInError, WebmailError
 from careid_devkit.webmail.identity import acr_in_words, user_from_claims
 from careid_devkit.webmail.services import STATUS_PATH, services
 from careid_devkit.webmail.sessions import SessionState
-from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def callback() -> ResponseReturnValue:
     if result.requested_acr == ACR_ANY_CARD and user.acr != ACR_CARD:
         raise SignInError(
             f"asked for {ACR_ANY_CARD} but the OP answered acr={user.acr!r}",
-            code=ErrorCode.DEVKIT_WEBMAIL_ASSURANCE_TOO_LOW,
+            code=DevkitCode.DEVKIT_WEBMAIL_ASSURANCE_TOO_LOW,
         )
     current = _session()
     # A fresh id at sign-in: an id planted in the browser beforehand is worth nothing.
@@ -146,8 +146,8 @@ def logout() -> ResponseReturnValue:
         return (
             render_template(
                 "error.html",
-                code=ErrorCode.CSRF_INVALID,
-                message=message_for(ErrorCode.CSRF_INVALID),
+                code=DevkitCode.CSRF_INVALID,
+                message=message_for(DevkitCode.CSRF_INVALID),
             ),
             400,
         )
@@ -196,7 +196,7 @@ def backchannel_logout() -> ResponseReturnValue:
 
 def _logout_refused(reason: str) -> Response:
     # Back-Channel Logout §2.8: 400 with an OAuth-style error body.
-    code = ErrorCode.DEVKIT_WEBMAIL_LOGOUT_TOKEN_INVALID
+    code = DevkitCode.DEVKIT_WEBMAIL_LOGOUT_TOKEN_INVALID
     log.warning("%s: back-channel logout refused: %s", code, reason)
     response = jsonify(
         error="invalid_request",

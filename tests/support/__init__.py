@@ -1,0 +1,1 @@
+"""Helpers every test folder shares, importable as `support` (pytest's `pythonpath`)."""
