@@ -35,9 +35,10 @@ from careid_broker.card.settings import CardSettings, read_card_settings
 from careid_broker.codes import BrokerCode
 from careid_broker.config_env import CONFIG_PATH_ENV, SECTIONS, apply_env_overrides
 from careid_broker.directory import DirectoryConfig
+from careid_broker.directory.config import read_directory_config
 from careid_broker.errors import BrokerError
-from careid_broker.oidc.config import OidcConfig
-from careid_broker.pki.config import PkiConfig
+from careid_broker.oidc.config import OidcConfig, read_oidc_config
+from careid_broker.pki.config import PkiConfig, read_pki_config
 from careid_broker.settings import SettingsReader
 from careid_broker.store import ThrottlePolicy
 
@@ -171,20 +172,23 @@ class BrokerConfig:
             problems.append(f"[{name}]: is not a known section")
         top = SettingsReader(merged, "", problems)
 
-        broker = _broker(top.table("broker"))
-        server = _server(top.table("server"))
-        logging_settings = _logging(top.table("logging"))
-        ops = _ops(top.table("ops"))
-        database = _database(top.table("database"), root)
-        signin = _signin(top.table("signin"))
-        directory = _directory(merged.get("directory"), root, problems)
-        oidc = _oidc(merged.get("oidc") or {}, root, problems)
+        broker = read_broker_settings(top.table("broker"))
+        server = read_server_settings(top.table("server"))
+        logging_settings = read_logging_settings(top.table("logging"))
+        ops = read_ops_settings(top.table("ops"))
+        database = read_database_settings(top.table("database"), root)
+        signin = read_signin_settings(top.table("signin"))
+        directory: DirectoryConfig | None = None
+        if top.has("directory"):
+            directory = read_directory_config(top.table("directory"), base_dir=root)
+        else:
+            problems.append("[directory]: is required")
+        oidc = read_oidc_config(top.table("oidc"), base_dir=root)
         card = read_card_settings(top.table("card"))
-        pki = _pki(merged.get("pki"), root, problems)
-        admin = read_admin_settings(merged.get("admin"), problems)
+        pki = read_pki_config(top.table("pki"), base_dir=root) if top.has("pki") else None
+        admin = read_admin_settings(top.table("admin"))
         api = read_api_settings(
-            merged.get("api"),
-            problems,
+            top.table("api"),
             reserved_client_ids=[c.client_id for c in oidc.clients] if oidc else (),
         )
         if problems:
@@ -236,7 +240,7 @@ def _seconds(reader: SettingsReader, key: str, default: timedelta, *, minimum: i
     return timedelta(seconds=value)
 
 
-def _broker(reader: SettingsReader) -> BrokerSettings:
+def read_broker_settings(reader: SettingsReader) -> BrokerSettings:
     dev = reader.boolean("dev", False)
     issuer = reader.string("issuer").rstrip("/")
     if issuer:
@@ -271,7 +275,7 @@ def _broker(reader: SettingsReader) -> BrokerSettings:
     return settings
 
 
-def _server(reader: SettingsReader) -> ServerSettings:
+def read_server_settings(reader: SettingsReader) -> ServerSettings:
     settings = ServerSettings(
         bind=reader.string("bind", "127.0.0.1:5000"),
         workers=reader.integer("workers", 2, minimum=1, maximum=64),
@@ -282,7 +286,7 @@ def _server(reader: SettingsReader) -> ServerSettings:
     return settings
 
 
-def _logging(reader: SettingsReader) -> LoggingSettings:
+def read_logging_settings(reader: SettingsReader) -> LoggingSettings:
     level = reader.string("level", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         reader.problem("level", "must be one of: DEBUG, INFO, WARNING, ERROR")
@@ -294,7 +298,7 @@ def _logging(reader: SettingsReader) -> LoggingSettings:
     return settings
 
 
-def _ops(reader: SettingsReader) -> OpsSettings:
+def read_ops_settings(reader: SettingsReader) -> OpsSettings:
     networks: list[IpNetwork] = []
     for text in reader.strings("metrics_allowed_networks", ("127.0.0.0/8", "::1/128")):
         try:
@@ -305,7 +309,7 @@ def _ops(reader: SettingsReader) -> OpsSettings:
     return OpsSettings(metrics_allowed_networks=tuple(networks))
 
 
-def _database(reader: SettingsReader, root: Path) -> DatabaseSettings:
+def read_database_settings(reader: SettingsReader, root: Path) -> DatabaseSettings:
     raw = reader.string("url")
     url = raw
     if raw:
@@ -349,7 +353,7 @@ def _throttle(reader: SettingsReader, prefix: str, free: int) -> ThrottlePolicy:
     )
 
 
-def _signin(reader: SettingsReader) -> SigninSettings:
+def read_signin_settings(reader: SettingsReader) -> SigninSettings:
     aup_url = reader.string("aup_url", "https://portal.nhs.net/")
     help_url = reader.optional_string("help_url")
     for key, value in (("aup_url", aup_url), ("help_url", help_url)):
@@ -365,43 +369,3 @@ def _signin(reader: SettingsReader) -> SigninSettings:
     )
     reader.finish()
     return settings
-
-
-def _directory(data: object, root: Path, problems: list[str]) -> DirectoryConfig | None:
-    if data is None:
-        problems.append("[directory]: is required")
-        return None
-    if not isinstance(data, Mapping):
-        problems.append("[directory]: must be a table")
-        return None
-    try:
-        return DirectoryConfig.from_mapping(data, where="directory", base_dir=root)
-    except BrokerError as exc:
-        problems.extend(getattr(exc, "problems", None) or [str(exc)])
-        return None
-
-
-def _pki(data: object, root: Path, problems: list[str]) -> PkiConfig | None:
-    """`[pki]`, or None when absent: then card sign-in is switched off."""
-    if data is None:
-        return None
-    if not isinstance(data, Mapping):
-        problems.append("[pki]: must be a table")
-        return None
-    try:
-        return PkiConfig.from_mapping(data, base_dir=root)
-    except BrokerError as exc:
-        problems.extend(getattr(exc, "problems", None) or [str(exc)])
-        return None
-
-
-def _oidc(data: object, root: Path, problems: list[str]) -> OidcConfig | None:
-    """The OP's `OidcConfig`, or None after naming its problems."""
-    if not isinstance(data, Mapping):
-        problems.append("[oidc]: must be a table")
-        return None
-    try:
-        return OidcConfig.from_mapping(dict(data), base_dir=root)
-    except BrokerError as exc:
-        problems.extend(getattr(exc, "problems", None) or [str(exc)])
-        return None

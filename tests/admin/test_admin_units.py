@@ -15,6 +15,7 @@ from careid_broker.admin.reasons import RemovalReason, parse_reason, reason_from
 from careid_broker.admin.rights import Actor, CachedRights, admin_orgs, session_key
 from careid_broker.directory import MailAccount
 from careid_broker.oidc.client_secrets import hash_secret
+from careid_broker.settings import SettingsReader
 from careid_broker.store import LinkMode, RegistrationRecord
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -142,9 +143,13 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_defused() -> None:
 
 def test_admin_settings_are_bounded_to_five_minutes() -> None:
     problems: list[str] = []
-    settings = read_admin_settings({"rights_cache_seconds": 60, "search_limit": 10}, problems)
+    settings = read_admin_settings(
+        SettingsReader({"rights_cache_seconds": 60, "search_limit": 10}, "admin", problems)
+    )
     assert problems == [] and settings.rights_cache == timedelta(seconds=60)
-    read_admin_settings({"rights_cache_seconds": 301, "colour": "blue"}, problems)
+    read_admin_settings(
+        SettingsReader({"rights_cache_seconds": 301, "colour": "blue"}, "admin", problems)
+    )
     assert problems == [
         "admin.rights_cache_seconds: must be between 0 and 300",
         "admin.colour: is not a known setting",
@@ -155,33 +160,40 @@ def test_api_clients_are_checked_and_every_problem_named() -> None:
     good_hash = hash_secret("a-long-enough-secret-for-this-test", log2_n=10)
     problems: list[str] = []
     settings = read_api_settings(
-        {
-            "clients": {
-                "tool": {
-                    "secret_hash": good_hash,
-                    "scopes": ["registrations:read"],
-                    "org_codes": ["RX1"],
-                },
-                "webmail": {
-                    "secret_hash": good_hash,
-                    "scopes": ["registrations:read"],
-                    "org_codes": ["RX1"],
-                },
-                "plain": {
-                    "secret": "hunter2",
-                    "scopes": ["registrations:read"],
-                    "org_codes": ["RX1"],
-                },
-                "greedy": {"secret_hash": good_hash, "scopes": ["openid"], "org_codes": ["RX1"]},
-                "nowhere": {"secret_hash": good_hash, "scopes": ["registrations:write"]},
-                "bad org": {
-                    "secret_hash": good_hash,
-                    "scopes": ["registrations:read"],
-                    "org_codes": ["R X"],
-                },
-            }
-        },
-        problems,
+        SettingsReader(
+            {
+                "clients": {
+                    "tool": {
+                        "secret_hash": good_hash,
+                        "scopes": ["registrations:read"],
+                        "org_codes": ["RX1"],
+                    },
+                    "webmail": {
+                        "secret_hash": good_hash,
+                        "scopes": ["registrations:read"],
+                        "org_codes": ["RX1"],
+                    },
+                    "plain": {
+                        "secret": "hunter2",
+                        "scopes": ["registrations:read"],
+                        "org_codes": ["RX1"],
+                    },
+                    "greedy": {
+                        "secret_hash": good_hash,
+                        "scopes": ["openid"],
+                        "org_codes": ["RX1"],
+                    },
+                    "nowhere": {"secret_hash": good_hash, "scopes": ["registrations:write"]},
+                    "bad org": {
+                        "secret_hash": good_hash,
+                        "scopes": ["registrations:read"],
+                        "org_codes": ["R X"],
+                    },
+                }
+            },
+            "api",
+            problems,
+        ),
         reserved_client_ids=["webmail"],
     )
     assert set(settings.clients) == {"tool"}

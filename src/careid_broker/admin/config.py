@@ -86,9 +86,8 @@ def org_key(code: str) -> str:
     return code.strip().upper()
 
 
-def read_admin_settings(data: object, problems: list[str]) -> AdminSettings:
-    """`[admin]` from parsed TOML; problems are appended to `problems`."""
-    reader = SettingsReader({} if data is None else data, "admin", problems)
+def read_admin_settings(reader: SettingsReader) -> AdminSettings:
+    """`[admin]`; problems go to the reader."""
     settings = AdminSettings(
         rights_cache=timedelta(
             seconds=reader.integer(
@@ -107,29 +106,25 @@ def read_admin_settings(data: object, problems: list[str]) -> AdminSettings:
 
 
 def read_api_settings(
-    data: object, problems: list[str], *, reserved_client_ids: Collection[str] = ()
+    reader: SettingsReader, *, reserved_client_ids: Collection[str] = ()
 ) -> ApiSettings:
-    """`[api]` from parsed TOML; `reserved_client_ids` are the relying parties' ids."""
-    reader = SettingsReader({} if data is None else data, "api", problems)
+    """`[api]`; `reserved_client_ids` are the relying parties' ids; problems go to the
+    reader."""
     lifetime = reader.integer("token_lifetime_seconds", 600, minimum=60, maximum=3600)
     clients_reader = reader.table("clients")
-    raw = data.get("clients") if isinstance(data, Mapping) else None
+    raw = reader.data.get("clients")
     clients: dict[str, ApiClient] = {}
     if isinstance(raw, Mapping):
         for client_id in raw:
-            client = _client(
-                clients_reader.table(client_id), client_id, reserved_client_ids, problems
-            )
+            client = _client(clients_reader.table(client_id), client_id, reserved_client_ids)
             if client is not None:
                 clients[client_id] = client
     reader.finish()
     return ApiSettings(token_lifetime=timedelta(seconds=lifetime), clients=clients)
 
 
-def _client(
-    reader: SettingsReader, client_id: str, reserved: Collection[str], problems: list[str]
-) -> ApiClient | None:
-    problems_before = len(problems)
+def _client(reader: SettingsReader, client_id: str, reserved: Collection[str]) -> ApiClient | None:
+    problems_before = reader.problem_count
     if not _CLIENT_ID.fullmatch(client_id):
         reader.problem(None, "a client id is 1-64 letters, digits, '.', '_' or '-'")
     if client_id in reserved:
@@ -162,7 +157,7 @@ def _client(
         if not _ORG_CODE.fullmatch(code):
             reader.problem("org_codes", f"{code!r} is not an organisation (ODS) code")
     reader.finish()
-    if secret is None or len(problems) != problems_before:
+    if secret is None or reader.problem_count != problems_before:
         return None
     return ApiClient(
         client_id=client_id,

@@ -223,3 +223,12 @@ def _mapping(reader: SettingsReader, root: Path, problems: list[str]) -> Attribu
         reader.problem("mapping_file", f"{str(path)!r} is not valid TOML: {exc}")
         return AttributeMapping()
     return AttributeMapping.read(SettingsReader(data, path.name, problems))
+
+
+def read_directory_config(reader: SettingsReader, *, base_dir: Path) -> DirectoryConfig | None:
+    """`[directory]` through the shared reader; None when it named a problem."""
+    try:
+        return DirectoryConfig.from_mapping(reader.data, where=reader.path(None), base_dir=base_dir)
+    except DirectoryConfigError as exc:
+        reader.problems_found(exc.problems)
+        return None

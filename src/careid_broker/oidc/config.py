@@ -127,3 +127,12 @@ def _passphrase(reader: SettingsReader) -> str | None:
     # Better set as CAREID_OIDC_SIGNING_KEY_PASSPHRASE: the broker's environment
     # overrides (config_env) put it here before this table is read.
     return reader.optional_string("signing_key_passphrase")
+
+
+def read_oidc_config(reader: SettingsReader, *, base_dir: Path) -> OidcConfig | None:
+    """`[oidc]` through the shared reader; None when it named a problem."""
+    try:
+        return OidcConfig.from_mapping(reader.data, base_dir=base_dir)
+    except OidcConfigError as exc:
+        reader.problems_found(exc.problems)
+        return None

@@ -329,3 +329,12 @@ def _identity(reader: _Reader) -> IdentityRule:
     except ValueError as exc:
         reader.problem("pattern", str(exc))
         return defaults
+
+
+def read_pki_config(reader: SettingsReader, *, base_dir: Path) -> PkiConfig | None:
+    """`[pki]` through the shared reader; None when it named a problem."""
+    try:
+        return PkiConfig.from_mapping(reader.data, base_dir=base_dir, where=reader.path(None))
+    except PkiConfigError as exc:
+        reader.problems_found(exc.problems)
+        return None

@@ -8,7 +8,7 @@ caller raises once, with all of them, when it has read everything.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import TypeVar
 
@@ -46,6 +46,20 @@ class SettingsReader:
         if key is None:
             return self._where
         return f"{self._where}.{key}" if self._where else key
+
+    @property
+    def data(self) -> Mapping[str, object]:
+        """The table being read (empty when it was absent or not a table)."""
+        return self._data
+
+    @property
+    def problem_count(self) -> int:
+        """How many problems have been recorded so far (by every reader of this file)."""
+        return len(self._problems)
+
+    def problems_found(self, problems: Iterable[str]) -> None:
+        """Record problems another reader of this table has already named in full."""
+        self._problems.extend(problems)
 
     def has(self, key: str) -> bool:
         """Whether the key is present."""
