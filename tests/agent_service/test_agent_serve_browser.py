@@ -62,7 +62,7 @@ def pages() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def browser(pages: tuple[str, str]) -> Iterator[Any]:
+def chromium(pages: tuple[str, str]) -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         pytest.skip("needs Chromium (Debian package chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (dev extra)")
@@ -107,8 +107,8 @@ LISTEN = """([agent]) => {
 }"""
 
 
-def _open(browser: Any, origin: str, *, allow_local: bool = True) -> Any:
-    context = browser.new_context()
+def _open(chromium: Any, origin: str, *, allow_local: bool = True) -> Any:
+    context = chromium.new_context()
     if allow_local:
         context.grant_permissions(["local-network-access"], origin=origin)
     page = context.new_page()
@@ -119,7 +119,7 @@ def _open(browser: Any, origin: str, *, allow_local: bool = True) -> Any:
 def test_an_allowed_page_gets_a_token_and_another_cannot(
     slot: CardSlot,
     start_agent: StartAgent,
-    browser: Any,
+    chromium: Any,
     pages: tuple[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -128,7 +128,7 @@ def test_an_allowed_page_gets_a_token_and_another_cannot(
     agent = start_agent(allowed_origins=[allowed])
     caplog.set_level(logging.DEBUG, logger="careid_agent.http_api")
 
-    page = _open(browser, allowed)
+    page = _open(chromium, allowed)
     challenge = new_challenge()
     result = page.evaluate(FETCH_TOKEN, [agent.url, challenge])
     assert result.get("status") == 200, result
@@ -148,7 +148,7 @@ def test_an_allowed_page_gets_a_token_and_another_cannot(
 
     before = slot.commands
     caplog.clear()
-    other = _open(browser, stranger)
+    other = _open(chromium, stranger)
     refused = other.evaluate(FETCH_TOKEN, [agent.url, new_challenge()])
     assert "failed" in refused, refused  # CORS: the browser never hands the page a reply
     assert "refused: origin_not_allowed" in caplog.text
@@ -159,14 +159,14 @@ def test_an_allowed_page_gets_a_token_and_another_cannot(
 def test_chromium_156_asks_before_a_public_page_reaches_loopback(
     slot: CardSlot,
     start_agent: StartAgent,
-    browser: Any,
+    chromium: Any,
     pages: tuple[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     allowed, _ = pages
     agent = start_agent(allowed_origins=[allowed])
     caplog.set_level(logging.DEBUG, logger="careid_agent.http_api")
-    page = _open(browser, allowed, allow_local=False)
+    page = _open(chromium, allowed, allow_local=False)
     result = page.evaluate(FETCH_TOKEN, [agent.url, new_challenge()])
     # No Local Network Access permission: Chromium refuses before anything is sent.
     assert "failed" in result, result

@@ -41,13 +41,13 @@ def oidc_app(app_factory: Callable[..., Flask], tmp_path: Path) -> Flask:
 
 
 @pytest.fixture
-def browser(oidc_app: Flask) -> Browser:
+def oidc_browser(oidc_app: Flask) -> Browser:
     return Browser(oidc_app.test_client())
 
 
-def _tokens(browser: Browser, **params: Any) -> dict[str, Any]:
-    authorization = browser.signed_in_code(**params)
-    response = browser.redeem(authorization)
+def _tokens(oidc_browser: Browser, **params: Any) -> dict[str, Any]:
+    authorization = oidc_browser.signed_in_code(**params)
+    response = oidc_browser.redeem(authorization)
     assert response.status_code == 200, response.get_data(as_text=True)
     body: dict[str, Any] = response.get_json()
     return body
@@ -60,8 +60,8 @@ def _userinfo(client: FlaskClient, access_token: str) -> Any:
 # Discovery (Config OP).
 
 
-def test_oidcc_discovery_metadata(browser: Browser) -> None:
-    response = browser.client.get("/.well-known/openid-configuration")
+def test_oidcc_discovery_metadata(oidc_browser: Browser) -> None:
+    response = oidc_browser.client.get("/.well-known/openid-configuration")
     assert response.status_code == 200 and response.mimetype == "application/json"
     meta = response.get_json()
     OpenIDProviderMetadata(meta).validate()  # authlib's own Discovery 1.0 checks
@@ -89,8 +89,8 @@ def test_oidcc_discovery_metadata(browser: Browser) -> None:
     assert {"RS256", "ES256"} <= set(meta["id_token_signing_alg_values_supported"])
 
 
-def test_oidcc_discovery_jwks_are_public_signing_keys(browser: Browser) -> None:
-    keys = browser.client.get("/jwks").get_json()["keys"]
+def test_oidcc_discovery_jwks_are_public_signing_keys(oidc_browser: Browser) -> None:
+    keys = oidc_browser.client.get("/jwks").get_json()["keys"]
     assert keys, "no published keys"
     for key in keys:
         assert key["use"] == "sig" and key["kid"] and key["alg"] in ("RS256", "ES256")
@@ -100,18 +100,18 @@ def test_oidcc_discovery_jwks_are_public_signing_keys(browser: Browser) -> None:
 # The code flow.
 
 
-def test_oidcc_server_happy_flow(browser: Browser) -> None:
-    authorization = browser.signed_in_code()
+def test_oidcc_server_happy_flow(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.signed_in_code()
     params = authorization.params
     assert params["state"] == authorization.state
     assert params["iss"] == ISSUER  # RFC 9207
-    response = browser.redeem(authorization)
+    response = oidc_browser.redeem(authorization)
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
     body = response.get_json()
     assert body["token_type"] == "Bearer" and body["expires_in"] == 600
     assert body["access_token"] and body["refresh_token"]
-    header, claims = id_token_claims(browser.client, body["id_token"])
+    header, claims = id_token_claims(oidc_browser.client, body["id_token"])
     assert header["alg"] == "RS256" and header["kid"]
     assert claims["iss"] == ISSUER and claims["aud"] == "rp"
     assert claims["nonce"] == authorization.nonce
@@ -131,52 +131,54 @@ def test_oidcc_server_happy_flow(browser: Browser) -> None:
     assert claims["nhsid_user_orgs"] == [{"org_code": "RX1"}]
 
 
-def test_the_authorization_endpoint_accepts_post(browser: Browser) -> None:
-    authorization = browser.sign_in(browser.authorize(method="POST"))
-    assert browser.redeem(authorization).status_code == 200
+def test_the_authorization_endpoint_accepts_post(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.sign_in(oidc_browser.authorize(method="POST"))
+    assert oidc_browser.redeem(authorization).status_code == 200
 
 
-def test_oidcc_codereuse_second_redemption_fails_and_revokes(browser: Browser) -> None:
-    authorization = browser.signed_in_code()
-    first = browser.redeem(authorization)
+def test_oidcc_codereuse_second_redemption_fails_and_revokes(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.signed_in_code()
+    first = oidc_browser.redeem(authorization)
     assert first.status_code == 200
     access_token = first.get_json()["access_token"]
-    assert _userinfo(browser.client, access_token).status_code == 200
+    assert _userinfo(oidc_browser.client, access_token).status_code == 200
 
-    second = browser.redeem(authorization)
+    second = oidc_browser.redeem(authorization)
     assert second.status_code == 400 and second.get_json()["error"] == "invalid_grant"
-    counter = browser.client.application.extensions["careid"].metrics.tokens
+    counter = oidc_browser.client.application.extensions["careid"].metrics.tokens
     assert counter.value(grant_type="authorization_code", result="success") == 1
     assert counter.value(grant_type="authorization_code", result="invalid_grant") == 1
     # RFC 6749 §4.1.2: what the code issued is revoked.
-    assert _userinfo(browser.client, access_token).status_code == 401
-    refresh = browser.token(
+    assert _userinfo(oidc_browser.client, access_token).status_code == 401
+    refresh = oidc_browser.token(
         {"grant_type": "refresh_token", "refresh_token": first.get_json()["refresh_token"]}
     )
     assert refresh.status_code == 400
 
 
-def test_oidcc_ensure_registered_redirect_uri_gets_a_page_not_a_redirect(browser: Browser) -> None:
+def test_oidcc_ensure_registered_redirect_uri_gets_a_page_not_a_redirect(
+    oidc_browser: Browser,
+) -> None:
     for redirect_uri in ("https://evil.example/cb", REDIRECT + "/", REDIRECT.upper()):
-        response = browser.authorize(redirect_uri=redirect_uri).response
+        response = oidc_browser.authorize(redirect_uri=redirect_uri).response
         assert response.status_code == 400 and "Location" not in response.headers
         assert error_code_of(response) == "oidc_request_invalid"
 
 
-def test_oidcc_ensure_redirect_uri_is_required(browser: Browser) -> None:
-    response = browser.authorize(redirect_uri=None).response
+def test_oidcc_ensure_redirect_uri_is_required(oidc_browser: Browser) -> None:
+    response = oidc_browser.authorize(redirect_uri=None).response
     assert response.status_code == 400 and "Location" not in response.headers
     assert error_code_of(response) == "oidc_request_invalid"
 
 
-def test_an_unknown_client_gets_a_page_not_a_redirect(browser: Browser) -> None:
-    browser.client_id = "nobody"
-    response = browser.authorize().response
+def test_an_unknown_client_gets_a_page_not_a_redirect(oidc_browser: Browser) -> None:
+    oidc_browser.client_id = "nobody"
+    response = oidc_browser.authorize().response
     assert response.status_code == 400 and "Location" not in response.headers
 
 
-def test_oidcc_prompt_none_not_logged_in_is_login_required(browser: Browser) -> None:
-    authorization = browser.authorize(prompt="none")
+def test_oidcc_prompt_none_not_logged_in_is_login_required(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.authorize(prompt="none")
     assert authorization.response.status_code == 302
     assert authorization.location.startswith(REDIRECT)
     params = authorization.params
@@ -184,102 +186,110 @@ def test_oidcc_prompt_none_not_logged_in_is_login_required(browser: Browser) -> 
     assert params["state"] == authorization.state and params["iss"] == ISSUER
 
 
-def test_oidcc_prompt_none_logged_in_returns_a_code(browser: Browser) -> None:
-    first = browser.signed_in_code()
-    _, first_claims = id_token_claims(browser.client, browser.redeem(first).get_json()["id_token"])
-    again = browser.authorize(prompt="none")
+def test_oidcc_prompt_none_logged_in_returns_a_code(oidc_browser: Browser) -> None:
+    first = oidc_browser.signed_in_code()
+    _, first_claims = id_token_claims(
+        oidc_browser.client, oidc_browser.redeem(first).get_json()["id_token"]
+    )
+    again = oidc_browser.authorize(prompt="none")
     assert again.response.status_code == 302 and "code" in again.params
     assert again.params["iss"] == ISSUER
-    _, claims = id_token_claims(browser.client, browser.redeem(again).get_json()["id_token"])
+    _, claims = id_token_claims(
+        oidc_browser.client, oidc_browser.redeem(again).get_json()["id_token"]
+    )
     # Single sign-on: same person, same session, same sign-in time.
     assert claims["sub"] == first_claims["sub"] and claims["sid"] == first_claims["sid"]
     assert claims["auth_time"] == first_claims["auth_time"]
 
 
 def test_oidcc_prompt_login_reauthenticates_with_a_later_auth_time(
-    browser: Browser, clock: FakeClock
+    oidc_browser: Browser, clock: FakeClock
 ) -> None:
-    first = _tokens(browser)
-    _, first_claims = id_token_claims(browser.client, first["id_token"])
+    first = _tokens(oidc_browser)
+    _, first_claims = id_token_claims(oidc_browser.client, first["id_token"])
     clock.advance(timedelta(seconds=5))
-    authorization = browser.authorize(prompt="login")
+    authorization = oidc_browser.authorize(prompt="login")
     assert authorization.location.startswith("/login?"), "prompt=login must ask again"
-    result = browser.sign_in(authorization)
-    _, claims = id_token_claims(browser.client, browser.redeem(result).get_json()["id_token"])
+    result = oidc_browser.sign_in(authorization)
+    _, claims = id_token_claims(
+        oidc_browser.client, oidc_browser.redeem(result).get_json()["id_token"]
+    )
     assert claims["auth_time"] >= first_claims["auth_time"] + 5
     assert claims["sub"] == first_claims["sub"]
 
 
-def test_oidcc_max_age_1_reauthenticates(browser: Browser, clock: FakeClock) -> None:
-    first = _tokens(browser)
-    _, first_claims = id_token_claims(browser.client, first["id_token"])
+def test_oidcc_max_age_1_reauthenticates(oidc_browser: Browser, clock: FakeClock) -> None:
+    first = _tokens(oidc_browser)
+    _, first_claims = id_token_claims(oidc_browser.client, first["id_token"])
     clock.advance(timedelta(seconds=2))
-    authorization = browser.authorize(max_age="1")
+    authorization = oidc_browser.authorize(max_age="1")
     assert authorization.location.startswith("/login?")
-    result = browser.sign_in(authorization)
-    _, claims = id_token_claims(browser.client, browser.redeem(result).get_json()["id_token"])
+    result = oidc_browser.sign_in(authorization)
+    _, claims = id_token_claims(
+        oidc_browser.client, oidc_browser.redeem(result).get_json()["id_token"]
+    )
     assert claims["auth_time"] > first_claims["auth_time"]
 
 
-def test_max_age_not_passed_reuses_the_sign_in(browser: Browser, clock: FakeClock) -> None:
-    _tokens(browser)
+def test_max_age_not_passed_reuses_the_sign_in(oidc_browser: Browser, clock: FakeClock) -> None:
+    _tokens(oidc_browser)
     clock.advance(timedelta(seconds=30))
-    again = browser.authorize(max_age="3600")
+    again = oidc_browser.authorize(max_age="3600")
     assert again.response.status_code == 302 and "code" in again.params
 
 
-def test_oidcc_userinfo_get_and_post(browser: Browser) -> None:
-    tokens = _tokens(browser)
+def test_oidcc_userinfo_get_and_post(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser)
     access_token = tokens["access_token"]
-    _, claims = id_token_claims(browser.client, tokens["id_token"])
-    by_header = _userinfo(browser.client, access_token)
-    by_post_header = browser.client.post(
+    _, claims = id_token_claims(oidc_browser.client, tokens["id_token"])
+    by_header = _userinfo(oidc_browser.client, access_token)
+    by_post_header = oidc_browser.client.post(
         "/userinfo", headers={"Authorization": f"Bearer {access_token}"}
     )
-    by_body = browser.client.post("/userinfo", data={"access_token": access_token})
+    by_body = oidc_browser.client.post("/userinfo", data={"access_token": access_token})
     for response in (by_header, by_post_header, by_body):
         assert response.status_code == 200, response.get_data(as_text=True)
         info = response.get_json()
         assert info["sub"] == claims["sub"]
         assert info["email"] == ALEX and info["nhsid_useruid"] == "555000000001"
         assert info["nhsid_nrbac_roles"][0]["role_code"] == "R8000"
-    unauthenticated = browser.client.get("/userinfo")
+    unauthenticated = oidc_browser.client.get("/userinfo")
     assert unauthenticated.status_code == 401
-    bad = _userinfo(browser.client, "not-a-token")
+    bad = _userinfo(oidc_browser.client, "not-a-token")
     assert bad.status_code == 401 and "invalid_token" in bad.headers["WWW-Authenticate"]
 
 
-def test_oidcc_scope_order_is_irrelevant_and_scopes_limit_claims(browser: Browser) -> None:
-    tokens = _tokens(browser, scope="email openid")
+def test_oidcc_scope_order_is_irrelevant_and_scopes_limit_claims(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser, scope="email openid")
     assert tokens["scope"] == "email openid"
-    _, claims = id_token_claims(browser.client, tokens["id_token"])
+    _, claims = id_token_claims(oidc_browser.client, tokens["id_token"])
     assert claims["email"] == ALEX
     for withheld in ("name", "nhsid_useruid", "nhsid_nrbac_roles", "nhsid_user_orgs"):
         assert withheld not in claims
-    info = _userinfo(browser.client, tokens["access_token"]).get_json()
+    info = _userinfo(oidc_browser.client, tokens["access_token"]).get_json()
     assert set(info) == {"sub", "email", "email_verified"}
 
 
-def test_unknown_scope_values_are_ignored_but_openid_is_required(browser: Browser) -> None:
-    tokens = _tokens(browser, scope="openid phone made-up")
+def test_unknown_scope_values_are_ignored_but_openid_is_required(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser, scope="openid phone made-up")
     assert tokens["scope"] == "openid"
-    refused = browser.authorize(scope="profile email")
+    refused = oidc_browser.authorize(scope="profile email")
     assert refused.params["error"] == "invalid_scope" and refused.params["iss"] == ISSUER
 
 
-def test_oidcc_client_secret_post(browser: Browser) -> None:
-    authorization = browser.signed_in_code()
-    response = browser.redeem(authorization, auth="post")
+def test_oidcc_client_secret_post(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.signed_in_code()
+    response = oidc_browser.redeem(authorization, auth="post")
     assert response.status_code == 200 and response.get_json()["id_token"]
 
 
-def test_client_secret_basic_with_a_wrong_secret_is_invalid_client(browser: Browser) -> None:
-    authorization = browser.signed_in_code()
-    response = browser.redeem(authorization, secret="wrong-secret-wrong-secret")
+def test_client_secret_basic_with_a_wrong_secret_is_invalid_client(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.signed_in_code()
+    response = oidc_browser.redeem(authorization, secret="wrong-secret-wrong-secret")
     assert response.status_code == 401 and response.get_json()["error"] == "invalid_client"
     assert response.headers["WWW-Authenticate"].startswith("Basic ")
     # The code was not spent by a client that failed to authenticate.
-    assert browser.redeem(authorization).status_code == 200
+    assert oidc_browser.redeem(authorization).status_code == 200
 
 
 def test_a_client_only_uses_its_registered_auth_method(oidc_app: Flask) -> None:
@@ -323,27 +333,27 @@ def test_private_key_jwt_assertions_are_single_use_and_checked(oidc_app: Flask) 
     assert again.status_code in (400, 401) and again.get_json()["error"] == "invalid_client"
 
 
-def test_oidcc_request_without_nonce_has_no_nonce_claim(browser: Browser) -> None:
-    tokens = _tokens(browser, nonce=None)
-    _, claims = id_token_claims(browser.client, tokens["id_token"])
+def test_oidcc_request_without_nonce_has_no_nonce_claim(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser, nonce=None)
+    _, claims = id_token_claims(oidc_browser.client, tokens["id_token"])
     assert "nonce" not in claims  # absent, never null
 
 
 def test_oidcc_display_login_hint_ui_locales_and_unknown_parameters_are_tolerated(
-    browser: Browser,
+    oidc_browser: Browser,
 ) -> None:
-    authorization = browser.authorize(
+    authorization = oidc_browser.authorize(
         display="page", login_hint=ALEX, ui_locales="en-GB cy", claims_locales="en", foo="bar"
     )
-    login_page = browser.client.get(authorization.location)
+    login_page = oidc_browser.client.get(authorization.location)
     assert login_page.status_code == 200
     assert ALEX in login_page.get_data(as_text=True)  # the hint fills in the email address
-    result = browser.sign_in(authorization)
-    assert browser.redeem(result).status_code == 200
+    result = oidc_browser.sign_in(authorization)
+    assert oidc_browser.redeem(result).status_code == 200
 
 
-def test_an_unsupported_response_type_is_returned_to_the_client(browser: Browser) -> None:
-    authorization = browser.authorize(response_type="token")
+def test_an_unsupported_response_type_is_returned_to_the_client(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.authorize(response_type="token")
     assert authorization.location.startswith(REDIRECT)
     assert authorization.params["error"] == "unsupported_response_type"
     assert authorization.params["iss"] == ISSUER
@@ -353,53 +363,55 @@ def test_an_unsupported_response_type_is_returned_to_the_client(browser: Browser
 # The login hand-off (/login?tx=… and back to /authorize/resume?tx=…).
 
 
-def test_resume_needs_a_live_pending_transaction(browser: Browser) -> None:
-    unknown = browser.client.get("/authorize/resume", query_string={"tx": "no-such-transaction"})
+def test_resume_needs_a_live_pending_transaction(oidc_browser: Browser) -> None:
+    unknown = oidc_browser.client.get(
+        "/authorize/resume", query_string={"tx": "no-such-transaction"}
+    )
     assert unknown.status_code == 400 and error_code_of(unknown) == "oidc_signin_expired"
-    authorization = browser.authorize()
+    authorization = oidc_browser.authorize()
     tx = query_of(authorization.location)["tx"]
     # Not signed in yet: back to the sign-in page, nothing issued.
-    early = browser.client.get("/authorize/resume", query_string={"tx": tx})
+    early = oidc_browser.client.get("/authorize/resume", query_string={"tx": tx})
     assert early.status_code == 302 and early.headers["Location"].startswith("/login?")
-    done = browser.sign_in(authorization)
+    done = oidc_browser.sign_in(authorization)
     assert "code" in done.params
     # A transaction completes once: a replayed resume issues no second code.
-    replayed = browser.client.get("/authorize/resume", query_string={"tx": tx})
+    replayed = oidc_browser.client.get("/authorize/resume", query_string={"tx": tx})
     assert replayed.status_code == 400 and error_code_of(replayed) == "oidc_signin_expired"
 
 
-def test_a_login_transaction_expires(browser: Browser, clock: FakeClock) -> None:
-    authorization = browser.authorize()
+def test_a_login_transaction_expires(oidc_browser: Browser, clock: FakeClock) -> None:
+    authorization = oidc_browser.authorize()
     clock.advance(timedelta(minutes=16))
     tx = query_of(authorization.location)["tx"]
-    expired = browser.client.get("/authorize/resume", query_string={"tx": tx})
+    expired = oidc_browser.client.get("/authorize/resume", query_string={"tx": tx})
     assert expired.status_code == 400 and error_code_of(expired) == "oidc_signin_expired"
 
 
 # PKCE (RFC 7636 and the Security BCP, RFC 9700 §2.1.1).
 
 
-def test_pkce_is_required(browser: Browser) -> None:
-    authorization = browser.authorize(pkce=False)
+def test_pkce_is_required(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.authorize(pkce=False)
     assert authorization.params["error"] == "invalid_request"
     assert authorization.params["iss"] == ISSUER
     assert authorization.params["state"] == authorization.state
 
 
-def test_pkce_plain_and_a_missing_method_are_refused(browser: Browser) -> None:
-    plain = browser.authorize(code_challenge_method="plain")
+def test_pkce_plain_and_a_missing_method_are_refused(oidc_browser: Browser) -> None:
+    plain = oidc_browser.authorize(code_challenge_method="plain")
     assert plain.params["error"] == "invalid_request"
-    no_method = browser.authorize(code_challenge_method=None)
+    no_method = oidc_browser.authorize(code_challenge_method=None)
     assert no_method.params["error"] == "invalid_request"
 
 
-def test_pkce_a_wrong_or_missing_verifier_fails(browser: Browser) -> None:
-    authorization = browser.signed_in_code()
-    wrong = browser.redeem(authorization, code_verifier="x" * 50)
+def test_pkce_a_wrong_or_missing_verifier_fails(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.signed_in_code()
+    wrong = oidc_browser.redeem(authorization, code_verifier="x" * 50)
     assert wrong.status_code == 400 and wrong.get_json()["error"] == "invalid_grant"
     # A failed exchange burns the code: it may have been stolen.
-    assert browser.redeem(authorization).status_code == 400
-    missing = browser.redeem(browser.signed_in_code(), code_verifier=None)
+    assert oidc_browser.redeem(authorization).status_code == 400
+    missing = oidc_browser.redeem(oidc_browser.signed_in_code(), code_verifier=None)
     assert missing.status_code == 400 and missing.get_json()["error"] == "invalid_request"
 
 
@@ -447,52 +459,54 @@ def test_a_code_is_bound_to_its_client_and_redirect_uri(oidc_app: Flask) -> None
     assert moved.status_code == 400 and moved.get_json()["error"] == "invalid_grant"
 
 
-def test_a_code_expires_after_60_seconds(browser: Browser, clock: FakeClock) -> None:
-    authorization = browser.signed_in_code()
+def test_a_code_expires_after_60_seconds(oidc_browser: Browser, clock: FakeClock) -> None:
+    authorization = oidc_browser.signed_in_code()
     clock.advance(timedelta(seconds=61))
-    response = browser.redeem(authorization)
+    response = oidc_browser.redeem(authorization)
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
 
 
-def test_a_code_is_worthless_once_its_session_has_ended(browser: Browser) -> None:
-    authorization = browser.signed_in_code()
-    page = browser.client.get("/signout").get_data(as_text=True)
+def test_a_code_is_worthless_once_its_session_has_ended(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.signed_in_code()
+    page = oidc_browser.client.get("/signout").get_data(as_text=True)
     from broker_support import csrf_token_from
 
-    browser.client.post("/signout", data={"csrf_token": csrf_token_from(page)})
-    response = browser.redeem(authorization)
+    oidc_browser.client.post("/signout", data={"csrf_token": csrf_token_from(page)})
+    response = oidc_browser.redeem(authorization)
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
 
 
 # Assurance.
 
 
-def test_a_password_session_never_satisfies_aal3_any(browser: Browser) -> None:
-    _tokens(browser)
-    authorization = browser.authorize(acr_values="AAL3_ANY")
+def test_a_password_session_never_satisfies_aal3_any(oidc_browser: Browser) -> None:
+    _tokens(oidc_browser)
+    authorization = oidc_browser.authorize(acr_values="AAL3_ANY")
     location = authorization.location
     assert location.startswith("/login?") and query_of(location)["card"] == "required"
     # prompt=none cannot show the card page: the RP is told at once.
-    silent = browser.authorize(acr_values="AAL3_ANY", prompt="none")
+    silent = oidc_browser.authorize(acr_values="AAL3_ANY", prompt="none")
     assert silent.params["error"] == "login_required"
 
 
-def test_acr_values_a_password_meets_are_served_from_the_session(browser: Browser) -> None:
-    _tokens(browser)
-    again = browser.authorize(acr_values="AAL1_USERPASS", prompt="none")
-    _, claims = id_token_claims(browser.client, browser.redeem(again).get_json()["id_token"])
+def test_acr_values_a_password_meets_are_served_from_the_session(oidc_browser: Browser) -> None:
+    _tokens(oidc_browser)
+    again = oidc_browser.authorize(acr_values="AAL1_USERPASS", prompt="none")
+    _, claims = id_token_claims(
+        oidc_browser.client, oidc_browser.redeem(again).get_json()["id_token"]
+    )
     assert claims["acr"] == "AAL1_USERPASS"
 
 
-def test_id_token_hint_for_another_user_is_not_served_silently(browser: Browser) -> None:
-    tokens = _tokens(browser)
-    same = browser.authorize(prompt="none", id_token_hint=tokens["id_token"])
+def test_id_token_hint_for_another_user_is_not_served_silently(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser)
+    same = oidc_browser.authorize(prompt="none", id_token_hint=tokens["id_token"])
     assert "code" in same.params
-    other = Browser(browser.client.application.test_client())
+    other = Browser(oidc_browser.client.application.test_client())
     other_tokens = _tokens(other, mail="kim.taylor@nhs.net")
-    mismatch = browser.authorize(prompt="none", id_token_hint=other_tokens["id_token"])
+    mismatch = oidc_browser.authorize(prompt="none", id_token_hint=other_tokens["id_token"])
     assert mismatch.params["error"] == "login_required"
-    forged = browser.authorize(prompt="none", id_token_hint="e30.e30.sig")
+    forged = oidc_browser.authorize(prompt="none", id_token_hint="e30.e30.sig")
     assert forged.params["error"] == "invalid_request"
 
 
@@ -500,43 +514,47 @@ def test_a_directory_outage_is_temporarily_unavailable_for_prompt_none(
     app_factory: Callable[..., Flask], tmp_path: Path, own_slapd: Slapd
 ) -> None:
     app = make_oidc_app(app_factory, tmp_path, directory_slapd=own_slapd)
-    browser = Browser(app.test_client())
-    _tokens(browser)
+    oidc_browser = Browser(app.test_client())
+    _tokens(oidc_browser)
     own_slapd.stop()
-    silent = browser.authorize(prompt="none")
+    silent = oidc_browser.authorize(prompt="none")
     assert silent.params["error"] == "temporarily_unavailable"
     assert silent.params["iss"] == ISSUER and silent.params["state"] == silent.state
     # With a person at the screen, the broker says so itself and fails closed.
-    shown = browser.authorize().response
+    shown = oidc_browser.authorize().response
     assert shown.status_code == 503 and error_code_of(shown) == "directory_unavailable"
 
 
 # Refresh tokens and revocation.
 
 
-def test_refresh_tokens_rotate_and_a_replay_revokes_the_family(browser: Browser) -> None:
-    tokens = _tokens(browser)
-    first = browser.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+def test_refresh_tokens_rotate_and_a_replay_revokes_the_family(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser)
+    first = oidc_browser.token(
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
     assert first.status_code == 200, first.get_data(as_text=True)
     rotated = first.get_json()
     assert rotated["refresh_token"] != tokens["refresh_token"]
-    assert _userinfo(browser.client, rotated["access_token"]).status_code == 200
+    assert _userinfo(oidc_browser.client, rotated["access_token"]).status_code == 200
 
-    replay = browser.token(
+    replay = oidc_browser.token(
         {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     )
     assert replay.status_code == 400 and replay.get_json()["error"] == "invalid_grant"
     # Two holders of one refresh token: every token of the grant is revoked.
-    assert _userinfo(browser.client, rotated["access_token"]).status_code == 401
-    after = browser.token(
+    assert _userinfo(oidc_browser.client, rotated["access_token"]).status_code == 401
+    after = oidc_browser.token(
         {"grant_type": "refresh_token", "refresh_token": rotated["refresh_token"]}
     )
     assert after.status_code == 400
 
 
-def test_a_refresh_token_presented_by_another_client_revokes_its_grant(browser: Browser) -> None:
-    tokens = _tokens(browser)
-    stolen = browser.client.post(
+def test_a_refresh_token_presented_by_another_client_revokes_its_grant(
+    oidc_browser: Browser,
+) -> None:
+    tokens = _tokens(oidc_browser)
+    stolen = oidc_browser.client.post(
         "/token",
         data={
             "grant_type": "refresh_token",
@@ -546,14 +564,16 @@ def test_a_refresh_token_presented_by_another_client_revokes_its_grant(browser: 
         },
     )
     assert stolen.status_code == 400 and stolen.get_json()["error"] == "invalid_grant"
-    assert _userinfo(browser.client, tokens["access_token"]).status_code == 401
-    own = browser.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert _userinfo(oidc_browser.client, tokens["access_token"]).status_code == 401
+    own = oidc_browser.token(
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
     assert own.status_code == 400
 
 
-def test_a_refresh_may_narrow_but_not_widen_the_scope(browser: Browser) -> None:
-    tokens = _tokens(browser, scope="openid email")
-    wider = browser.token(
+def test_a_refresh_may_narrow_but_not_widen_the_scope(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser, scope="openid email")
+    wider = oidc_browser.token(
         {
             "grant_type": "refresh_token",
             "refresh_token": tokens["refresh_token"],
@@ -561,44 +581,44 @@ def test_a_refresh_may_narrow_but_not_widen_the_scope(browser: Browser) -> None:
         }
     )
     assert wider.status_code == 400 and wider.get_json()["error"] == "invalid_scope"
-    narrower = browser.token(
+    narrower = oidc_browser.token(
         {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "scope": "openid"}
     )
     assert narrower.status_code == 200 and narrower.get_json()["scope"] == "openid"
 
 
-def test_revocation_of_a_refresh_token_revokes_its_grant(browser: Browser) -> None:
-    tokens = _tokens(browser)
-    response = browser.client.post(
+def test_revocation_of_a_refresh_token_revokes_its_grant(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser)
+    response = oidc_browser.client.post(
         "/revoke",
         data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
         headers=basic("rp", RP_SECRET),
     )
     assert response.status_code == 200
-    assert _userinfo(browser.client, tokens["access_token"]).status_code == 401
-    refresh = browser.token(
+    assert _userinfo(oidc_browser.client, tokens["access_token"]).status_code == 401
+    refresh = oidc_browser.token(
         {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     )
     assert refresh.status_code == 400
     # RFC 7009 §2.2: an unknown (or already revoked) token is still a 200.
-    again = browser.client.post(
+    again = oidc_browser.client.post(
         "/revoke", data={"token": "unknown-token"}, headers=basic("rp", RP_SECRET)
     )
     assert again.status_code == 200
 
 
-def test_revocation_needs_the_owning_client(browser: Browser) -> None:
-    tokens = _tokens(browser)
-    foreign = browser.client.post(
+def test_revocation_needs_the_owning_client(oidc_browser: Browser) -> None:
+    tokens = _tokens(oidc_browser)
+    foreign = oidc_browser.client.post(
         "/revoke",
         data={"token": tokens["access_token"], "client_id": "other", "client_secret": OTHER_SECRET},
     )
     assert foreign.status_code == 400
-    assert _userinfo(browser.client, tokens["access_token"]).status_code == 200
-    unauthenticated = browser.client.post("/revoke", data={"token": tokens["access_token"]})
+    assert _userinfo(oidc_browser.client, tokens["access_token"]).status_code == 200
+    unauthenticated = oidc_browser.client.post("/revoke", data={"token": tokens["access_token"]})
     assert unauthenticated.status_code in (400, 401)
-    own = browser.client.post(
+    own = oidc_browser.client.post(
         "/revoke", data={"token": tokens["access_token"]}, headers=basic("rp", RP_SECRET)
     )
     assert own.status_code == 200
-    assert _userinfo(browser.client, tokens["access_token"]).status_code == 401
+    assert _userinfo(oidc_browser.client, tokens["access_token"]).status_code == 401

@@ -47,24 +47,24 @@ def oidc_app(app_factory: AppFactory, tmp_path: Path, test_rp: TestRelyingParty)
 
 
 @pytest.fixture
-def browser(oidc_app: Flask) -> Browser:
+def oidc_browser(oidc_app: Flask) -> Browser:
     return Browser(oidc_app.test_client())
 
 
-def _sign_in(browser: Browser) -> dict[str, Any]:
-    response = browser.redeem(browser.signed_in_code())
+def _sign_in(oidc_browser: Browser) -> dict[str, Any]:
+    response = oidc_browser.redeem(oidc_browser.signed_in_code())
     assert response.status_code == 200
     body: dict[str, Any] = response.get_json()
     return body
 
 
-def _signed_in(browser: Browser) -> bool:
-    return "code" in browser.authorize(prompt="none").params
+def _signed_in(oidc_browser: Browser) -> bool:
+    return "code" in oidc_browser.authorize(prompt="none").params
 
 
-def _sign_out(browser: Browser) -> None:
-    page = browser.client.get("/signout").get_data(as_text=True)
-    done = browser.client.post("/signout", data={"csrf_token": csrf_token_from(page)})
+def _sign_out(oidc_browser: Browser) -> None:
+    page = oidc_browser.client.get("/signout").get_data(as_text=True)
+    done = oidc_browser.client.post("/signout", data={"csrf_token": csrf_token_from(page)})
     assert done.status_code == 200
 
 
@@ -72,10 +72,10 @@ def _sign_out(browser: Browser) -> None:
 
 
 def test_logout_with_id_token_hint_ends_the_session_and_returns_to_the_rp(
-    browser: Browser,
+    oidc_browser: Browser,
 ) -> None:
-    tokens = _sign_in(browser)
-    response = browser.client.get(
+    tokens = _sign_in(oidc_browser)
+    response = oidc_browser.client.get(
         "/logout",
         query_string={
             "id_token_hint": tokens["id_token"],
@@ -85,27 +85,27 @@ def test_logout_with_id_token_hint_ends_the_session_and_returns_to_the_rp(
     )
     assert response.status_code == 302
     assert response.headers["Location"] == f"{POST_LOGOUT}?state=bye-state"
-    assert not _signed_in(browser)
+    assert not _signed_in(oidc_browser)
     # The session's tokens die with it.
-    userinfo = browser.client.get(
+    userinfo = oidc_browser.client.get(
         "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
     assert userinfo.status_code == 401
 
 
-def test_logout_by_post_is_accepted(browser: Browser) -> None:
-    tokens = _sign_in(browser)
-    response = browser.client.post(
+def test_logout_by_post_is_accepted(oidc_browser: Browser) -> None:
+    tokens = _sign_in(oidc_browser)
+    response = oidc_browser.client.post(
         "/logout",
         data={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": POST_LOGOUT},
     )
     assert response.status_code == 302 and response.headers["Location"] == POST_LOGOUT
-    assert not _signed_in(browser)
+    assert not _signed_in(oidc_browser)
 
 
-def test_an_unregistered_post_logout_uri_is_never_redirected_to(browser: Browser) -> None:
-    tokens = _sign_in(browser)
-    response = browser.client.get(
+def test_an_unregistered_post_logout_uri_is_never_redirected_to(oidc_browser: Browser) -> None:
+    tokens = _sign_in(oidc_browser)
+    response = oidc_browser.client.get(
         "/logout",
         query_string={
             "id_token_hint": tokens["id_token"],
@@ -114,20 +114,22 @@ def test_an_unregistered_post_logout_uri_is_never_redirected_to(browser: Browser
     )
     assert response.status_code == 200 and "Location" not in response.headers
     assert "You have signed out" in response.get_data(as_text=True)
-    assert not _signed_in(browser)
+    assert not _signed_in(oidc_browser)
 
 
-def test_an_invalid_id_token_hint_gets_an_error_page_and_ends_nothing(browser: Browser) -> None:
-    tokens = _sign_in(browser)
+def test_an_invalid_id_token_hint_gets_an_error_page_and_ends_nothing(
+    oidc_browser: Browser,
+) -> None:
+    tokens = _sign_in(oidc_browser)
     header, payload, _signature = tokens["id_token"].split(".")
     tampered = f"{header}.{payload}.{'A' * 40}"
-    response = browser.client.get(
+    response = oidc_browser.client.get(
         "/logout",
         query_string={"id_token_hint": tampered, "post_logout_redirect_uri": POST_LOGOUT},
     )
     assert response.status_code == 400 and "Location" not in response.headers
     assert error_code_of(response) == "oidc_logout_invalid"
-    assert _signed_in(browser)
+    assert _signed_in(oidc_browser)
 
 
 def test_a_hint_for_someone_else_does_not_sign_this_person_out(oidc_app: Flask) -> None:
@@ -146,21 +148,23 @@ def test_a_hint_for_someone_else_does_not_sign_this_person_out(oidc_app: Flask) 
     assert _signed_in(alex)
 
 
-def test_logout_without_a_hint_asks_first_and_never_redirects(browser: Browser) -> None:
-    _sign_in(browser)
-    asked = browser.client.get(
+def test_logout_without_a_hint_asks_first_and_never_redirects(oidc_browser: Browser) -> None:
+    _sign_in(oidc_browser)
+    asked = oidc_browser.client.get(
         "/logout", query_string={"client_id": "rp", "post_logout_redirect_uri": POST_LOGOUT}
     )
     assert asked.status_code == 200 and "Location" not in asked.headers
     page = asked.get_data(as_text=True)
     assert "Test RP asked to sign you out" in page
-    assert _signed_in(browser), "a bare link must not sign anyone out"
+    assert _signed_in(oidc_browser), "a bare link must not sign anyone out"
     # The confirmation is an ordinary form: CSRF-protected.
-    forged = browser.client.post("/logout/confirm", data={})
-    assert forged.status_code == 400 and _signed_in(browser)
-    confirmed = browser.client.post("/logout/confirm", data={"csrf_token": csrf_token_from(page)})
+    forged = oidc_browser.client.post("/logout/confirm", data={})
+    assert forged.status_code == 400 and _signed_in(oidc_browser)
+    confirmed = oidc_browser.client.post(
+        "/logout/confirm", data={"csrf_token": csrf_token_from(page)}
+    )
     assert confirmed.status_code == 200 and "Location" not in confirmed.headers
-    assert not _signed_in(browser)
+    assert not _signed_in(oidc_browser)
 
 
 # Back-channel logout.
@@ -169,8 +173,8 @@ def test_logout_without_a_hint_asks_first_and_never_redirects(browser: Browser) 
 class _PublishedKeys:
     """The broker's JWKS and algorithms as the webmail's validator asks for them."""
 
-    def __init__(self, browser: Browser) -> None:
-        self._browser = browser
+    def __init__(self, oidc_browser: Browser) -> None:
+        self._browser = oidc_browser
 
     def key_set(self, *, refresh: bool = False) -> KeySet:
         return KeySet.import_key_set(self._browser.client.get("/jwks").get_json())
@@ -181,12 +185,12 @@ class _PublishedKeys:
         return algorithms
 
 
-def _webmail_validator(browser: Browser, *, client_id: str) -> LogoutTokenValidator:
+def _webmail_validator(oidc_browser: Browser, *, client_id: str) -> LogoutTokenValidator:
     clock = lambda: datetime.now(UTC)  # noqa: E731 - a one-line clock
     return LogoutTokenValidator(
         issuer=ISSUER,
         client_id=client_id,
-        keys=_PublishedKeys(browser),
+        keys=_PublishedKeys(oidc_browser),
         clock=clock,
         max_age=timedelta(minutes=5),
         clock_skew=timedelta(seconds=30),
@@ -195,9 +199,9 @@ def _webmail_validator(browser: Browser, *, client_id: str) -> LogoutTokenValida
 
 
 def _check_logout_token(
-    token: str, browser: Browser, *, audience: str, expected_sid: str, expected_sub: str
+    token: str, oidc_browser: Browser, *, audience: str, expected_sid: str, expected_sub: str
 ) -> dict[str, Any]:
-    keys = KeySet.import_key_set(browser.client.get("/jwks").get_json())
+    keys = KeySet.import_key_set(oidc_browser.client.get("/jwks").get_json())
     decoded = jwt.decode(token, keys, algorithms=["RS256", "ES256"])
     claims = dict(decoded.claims)
     assert decoded.header["typ"] == "logout+jwt" and decoded.header["kid"]

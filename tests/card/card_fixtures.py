@@ -169,5 +169,5 @@ def card_app(card_app_factory: CardAppFactory) -> Flask:
 
 
 @pytest.fixture
-def browser(card_app: Flask) -> CardBrowser:
+def card_browser(card_app: Flask) -> CardBrowser:
     return CardBrowser(card_app.test_client())

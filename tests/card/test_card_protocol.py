@@ -31,11 +31,11 @@ def _code(response) -> str:
 
 
 def test_a_challenge_is_43_base64url_characters_and_expires_in_five_minutes(
-    browser: CardBrowser, card_clock: FakeClock
+    card_browser: CardBrowser, card_clock: FakeClock
 ) -> None:
-    browser.open_login()
-    first = browser.challenge().get_json()
-    second = browser.challenge().get_json()
+    card_browser.open_login()
+    first = card_browser.challenge().get_json()
+    second = card_browser.challenge().get_json()
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", first["challenge"])
     assert first["challenge"] != second["challenge"]
     expires = datetime.fromisoformat(first["expiresAt"].replace("Z", "+00:00"))
@@ -46,32 +46,35 @@ def test_a_challenge_is_43_base64url_characters_and_expires_in_five_minutes(
 def test_the_challenge_lifetime_is_configurable(
     card_app_factory: CardAppFactory, card_clock: FakeClock
 ) -> None:
-    browser = CardBrowser(card_app_factory(card={"challenge_lifetime_seconds": 60}).test_client())
-    browser.open_login()
-    issued = browser.challenge().get_json()
+    card_browser = CardBrowser(
+        card_app_factory(card={"challenge_lifetime_seconds": 60}).test_client()
+    )
+    card_browser.open_login()
+    issued = card_browser.challenge().get_json()
     expires = datetime.fromisoformat(issued["expiresAt"].replace("Z", "+00:00"))
     assert abs((expires - card_clock.now) - timedelta(seconds=60)) < timedelta(seconds=2)
 
 
 @pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
-def test_a_replayed_token_is_refused(card_app: Flask, browser: CardBrowser, alex) -> None:
-    browser.open_login()
-    challenge = browser.challenge().get_json()["challenge"]
+def test_a_replayed_token_is_refused(card_app: Flask, card_browser: CardBrowser, alex) -> None:
+    card_browser.open_login()
+    challenge = card_browser.challenge().get_json()["challenge"]
     token = alex.sign(challenge)
-    assert browser.authenticate(token, challenge).status_code == 200
-    browser.open_login()  # signed in now: the page still hands out its token
-    replay = browser.authenticate(token, challenge)
+    assert card_browser.authenticate(token, challenge).status_code == 200
+    card_browser.open_login()  # signed in now: the page still hands out its token
+    replay = card_browser.authenticate(token, challenge)
     assert replay.status_code == 400 and _code(replay) == "challenge_used"
     assert (
-        len(broker_of(browser.client.application).repos.sessions.active_for_account(ALEX[0])) == 1
+        len(broker_of(card_browser.client.application).repos.sessions.active_for_account(ALEX[0]))
+        == 1
     )
 
 
 def test_a_token_signed_for_another_origin_is_refused(
-    card_app: Flask, browser: CardBrowser, alex
+    card_app: Flask, card_browser: CardBrowser, alex
 ) -> None:
-    browser.open_login()
-    response = browser.sign_in(alex, origin="https://phishing.example")
+    card_browser.open_login()
+    response = card_browser.sign_in(alex, origin="https://phishing.example")
     assert response.status_code == 400 and _code(response) == "signature_invalid"
     assert last_audit(card_app, "signin.card").error_code == "signature_invalid"
 
@@ -82,15 +85,15 @@ def test_a_challenge_from_another_login_transaction_is_refused_and_burned(
     rp = Browser(card_app.test_client())
     tx_a = query_of(rp.authorize().location)["tx"]
     tx_b = query_of(rp.authorize().location)["tx"]
-    browser = CardBrowser(rp.client)
-    browser.open_login(tx_a)
-    browser.open_login(tx_b)
-    challenge = browser.challenge(tx_a).get_json()["challenge"]
+    card_browser = CardBrowser(rp.client)
+    card_browser.open_login(tx_a)
+    card_browser.open_login(tx_b)
+    challenge = card_browser.challenge(tx_a).get_json()["challenge"]
     token = alex.sign(challenge)
-    wrong = browser.authenticate(token, challenge, tx_b)
+    wrong = card_browser.authenticate(token, challenge, tx_b)
     assert wrong.status_code == 400 and _code(wrong) == "challenge_wrong_transaction"
     # It left the window it was issued to: not usable there any more either.
-    again = browser.authenticate(token, challenge, tx_a)
+    again = card_browser.authenticate(token, challenge, tx_a)
     assert _code(again) == "challenge_used"
 
 
@@ -122,22 +125,24 @@ def test_a_local_challenge_cannot_be_used_from_another_browser(card_app: Flask, 
     assert _code(response) == "challenge_wrong_transaction"
 
 
-def test_an_expired_challenge_is_refused(browser: CardBrowser, alex, card_clock: FakeClock) -> None:
-    browser.open_login()
-    challenge = browser.challenge().get_json()["challenge"]
+def test_an_expired_challenge_is_refused(
+    card_browser: CardBrowser, alex, card_clock: FakeClock
+) -> None:
+    card_browser.open_login()
+    challenge = card_browser.challenge().get_json()["challenge"]
     card_clock.advance(timedelta(minutes=5, seconds=1))
-    response = browser.authenticate(alex.sign(challenge), challenge)
+    response = card_browser.authenticate(alex.sign(challenge), challenge)
     assert response.status_code == 400 and _code(response) == "challenge_expired"
 
 
-def test_an_unknown_or_missing_challenge_is_refused(browser: CardBrowser, alex) -> None:
-    browser.open_login()
-    browser.challenge()
+def test_an_unknown_or_missing_challenge_is_refused(card_browser: CardBrowser, alex) -> None:
+    card_browser.open_login()
+    card_browser.challenge()
     made_up = base64.urlsafe_b64encode(b"\0" * 32).rstrip(b"=").decode()
-    assert _code(browser.authenticate(alex.sign(made_up), made_up)) == "challenge_unknown"
+    assert _code(card_browser.authenticate(alex.sign(made_up), made_up)) == "challenge_unknown"
     token = alex.sign(made_up)
     body = {"tx": None, "token": token}
-    assert _code(browser.post_json("/card/authenticate", body)) == "challenge_unknown"
+    assert _code(card_browser.post_json("/card/authenticate", body)) == "challenge_unknown"
 
 
 @pytest.mark.parametrize(
@@ -156,21 +161,25 @@ def test_an_unknown_or_missing_challenge_is_refused(browser: CardBrowser, alex) 
         (lambda t: {**t, "signature": base64.b64encode(b"\1" * 64).decode()}, "signature_invalid"),
     ],
 )
-def test_malformed_tokens_get_their_own_codes(browser: CardBrowser, alex, change, code) -> None:
-    browser.open_login()
-    challenge = browser.challenge().get_json()["challenge"]
-    response = browser.authenticate(change(alex.sign(challenge)), challenge)
+def test_malformed_tokens_get_their_own_codes(
+    card_browser: CardBrowser, alex, change, code
+) -> None:
+    card_browser.open_login()
+    challenge = card_browser.challenge().get_json()["challenge"]
+    response = card_browser.authenticate(change(alex.sign(challenge)), challenge)
     assert response.status_code in (400, 403) and _code(response) == code
 
 
-def test_a_token_that_is_not_an_object_or_too_large_is_refused(browser: CardBrowser, alex) -> None:
-    browser.open_login()
-    challenge = browser.challenge().get_json()["challenge"]
-    assert _code(browser.post_json("/card/authenticate", {"challenge": challenge})) == (
+def test_a_token_that_is_not_an_object_or_too_large_is_refused(
+    card_browser: CardBrowser, alex
+) -> None:
+    card_browser.open_login()
+    challenge = card_browser.challenge().get_json()["challenge"]
+    assert _code(card_browser.post_json("/card/authenticate", {"challenge": challenge})) == (
         "token_malformed"
     )
     huge = {"tx": None, "challenge": challenge, "token": {"certificate": "A" * 40000}}
-    response = browser.post_json("/card/authenticate", huge)
+    response = card_browser.post_json("/card/authenticate", huge)
     assert response.status_code == 400 and _code(response) == "token_malformed"
 
 
@@ -184,29 +193,29 @@ def test_a_token_that_is_not_an_object_or_too_large_is_refused(browser: CardBrow
     ],
 )
 def test_only_same_origin_script_calls_are_answered(
-    card_app: Flask, browser: CardBrowser, headers: dict[str, str]
+    card_app: Flask, card_browser: CardBrowser, headers: dict[str, str]
 ) -> None:
-    browser.open_login()
-    sent = {"X-CSRF-Token": browser.csrf or "", "Accept": "application/json", **headers}
+    card_browser.open_login()
+    sent = {"X-CSRF-Token": card_browser.csrf or "", "Accept": "application/json", **headers}
     for path in ("/card/challenge", "/card/authenticate"):
-        response = browser.client.post(path, json={"tx": None}, headers=sent)
+        response = card_browser.client.post(path, json={"tx": None}, headers=sent)
         assert response.status_code == 403 and _code(response) == "request_not_same_origin"
     assert last_audit(card_app, "signin.card").error_code == "request_not_same_origin"
 
 
-def test_the_csrf_token_is_required(browser: CardBrowser) -> None:
-    browser.open_login()
-    headers = browser.headers()
+def test_the_csrf_token_is_required(card_browser: CardBrowser) -> None:
+    card_browser.open_login()
+    headers = card_browser.headers()
     del headers["X-CSRF-Token"]
-    response = browser.client.post("/card/challenge", json={"tx": None}, headers=headers)
+    response = card_browser.client.post("/card/challenge", json={"tx": None}, headers=headers)
     assert response.status_code == 400 and _code(response) == "csrf_invalid"
 
 
 def test_a_finished_login_transaction_gets_no_challenge(card_app: Flask, alex) -> None:
     rp = Browser(card_app.test_client())
     tx = query_of(rp.authorize().location)["tx"]
-    browser = CardBrowser(rp.client)
-    browser.open_login(tx)
+    card_browser = CardBrowser(rp.client)
+    card_browser.open_login(tx)
     broker_of(card_app).repos.transactions.expire(tx)
-    response = browser.challenge(tx)
+    response = card_browser.challenge(tx)
     assert response.status_code == 400 and _code(response) == BrokerCode.OIDC_SIGNIN_EXPIRED

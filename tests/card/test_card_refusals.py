@@ -26,9 +26,11 @@ from careid_devkit.slapd import Slapd
 from careid_protocol.errors import ErrorCode
 
 
-def _refused(app: Flask, browser: CardBrowser, card: str, pki: CardPki, *, tx: str | None = None):
-    browser.open_login(tx)
-    return browser.sign_in(pki.agent(card), tx)
+def _refused(
+    app: Flask, card_browser: CardBrowser, card: str, pki: CardPki, *, tx: str | None = None
+):
+    card_browser.open_login(tx)
+    return card_browser.sign_in(pki.agent(card), tx)
 
 
 def _assert_refusal(app: Flask, response, code: ErrorCode, status: int) -> None:
@@ -44,9 +46,9 @@ def _assert_refusal(app: Flask, response, code: ErrorCode, status: int) -> None:
 
 
 def test_an_unregistered_card_is_offered_registration(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
-    response = _refused(card_app, browser, "alex", card_pki)
+    response = _refused(card_app, card_browser, "alex", card_pki)
     _assert_refusal(card_app, response, BrokerCode.CARD_NOT_REGISTERED, 403)
     assert response.get_json()["register"] == "/register"
     entry = last_audit(card_app, "signin.card")
@@ -61,8 +63,8 @@ def test_the_registration_offer_keeps_the_rp_transaction(
 ) -> None:
     rp = Browser(card_app.test_client())
     tx = query_of(rp.authorize().location)["tx"]
-    browser = CardBrowser(rp.client)
-    response = _refused(card_app, browser, "alex", card_pki, tx=tx)
+    card_browser = CardBrowser(rp.client)
+    response = _refused(card_app, card_browser, "alex", card_pki, tx=tx)
     assert response.get_json()["register"] == f"/register?tx={tx}"
     assert last_audit(card_app, "signin.card").relying_party == "rp"
 
@@ -78,13 +80,13 @@ def test_the_registration_offer_keeps_the_rp_transaction(
 def test_the_directory_refuses_accounts_and_care_identities_that_may_not_sign_in(
     card_app: Flask,
     card_pki: CardPki,
-    browser: CardBrowser,
+    card_browser: CardBrowser,
     person: tuple[str, str, str],
     card: str,
     code: ErrorCode,
 ) -> None:
     register_card(card_app, card_pki.agent(card), person[0])
-    response = _refused(card_app, browser, card, card_pki)
+    response = _refused(card_app, card_browser, card, card_pki)
     _assert_refusal(card_app, response, code, 403)
     assert broker_of(card_app).repos.sessions.active_for_account(person[0]) == []
     entry = last_audit(card_app, "signin.card")
@@ -104,13 +106,13 @@ def test_the_directory_refuses_accounts_and_care_identities_that_may_not_sign_in
 def test_bad_certificates_are_refused_even_for_a_registered_identity(
     card_app: Flask,
     card_pki: CardPki,
-    browser: CardBrowser,
+    card_browser: CardBrowser,
     card: str,
     code: ErrorCode,
     status: int,
 ) -> None:
     register_card(card_app, card_pki.agent("alex"), ALEX[0])
-    response = _refused(card_app, browser, card, card_pki)
+    response = _refused(card_app, card_browser, card, card_pki)
     _assert_refusal(card_app, response, code, status)
     entry = last_audit(card_app, "signin.card")
     assert entry.details["certificate_validated"] is False
@@ -127,8 +129,8 @@ def test_no_revocation_status_fails_closed(
         )
     )
     register_card(app, card_pki.agent("alex"), ALEX[0])
-    browser = CardBrowser(app.test_client())
-    response = _refused(app, browser, "alex", card_pki)
+    card_browser = CardBrowser(app.test_client())
+    response = _refused(app, card_browser, "alex", card_pki)
     _assert_refusal(app, response, ErrorCode.REVOCATION_UNAVAILABLE, 503)
     assert response.headers["Retry-After"]
 
@@ -139,26 +141,26 @@ def test_a_directory_that_is_down_denies(
     app = card_app_factory(directory_slapd=own_slapd)
     register_card(app, card_pki.agent("alex"), ALEX[0])
     own_slapd.stop()
-    browser = CardBrowser(app.test_client())
-    response = _refused(app, browser, "alex", card_pki)
+    card_browser = CardBrowser(app.test_client())
+    response = _refused(app, card_browser, "alex", card_pki)
     _assert_refusal(app, response, BrokerCode.DIRECTORY_UNAVAILABLE, 503)
 
 
 def test_a_registration_whose_account_left_the_directory_is_refused(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
     register_card(card_app, card_pki.agent("alex"), "gone.away@nhs.net")
-    response = _refused(card_app, browser, "alex", card_pki)
+    response = _refused(card_app, card_browser, "alex", card_pki)
     _assert_refusal(card_app, response, BrokerCode.CARD_ACCOUNT_MISSING, 403)
 
 
 def test_a_card_linked_to_an_account_the_directory_gives_another_identity_is_refused(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
     # Lee's account is Care Identity 555000000004 in the directory; a link to Alex's
     # card would send Lee's RPs Alex's UUID with Lee's roles, or the reverse.
     register_card(card_app, card_pki.agent("alex"), LEE[0])
-    response = _refused(card_app, browser, "alex", card_pki)
+    response = _refused(card_app, card_browser, "alex", card_pki)
     _assert_refusal(card_app, response, BrokerCode.CARD_IDENTITY_MISMATCH, 403)
     assert broker_of(card_app).repos.sessions.active_for_account(LEE[0]) == []
 
@@ -167,15 +169,15 @@ def test_without_a_pki_section_card_sign_in_says_it_is_unavailable(
     card_app_factory: CardAppFactory,
 ) -> None:
     app = card_app_factory(pki=None)
-    browser = CardBrowser(app.test_client())
-    page = browser.open_login()
+    card_browser = CardBrowser(app.test_client())
+    page = card_browser.open_login()
     text = page.get_data(as_text=True)
     assert "card-signin.js" not in text and "data-challenge-url" not in text
     assert "connect-src" not in page.headers["Content-Security-Policy"]
-    response = browser.challenge()
+    response = card_browser.challenge()
     assert response.status_code == 501
     assert response.get_json()["error"] == "card_signin_unavailable"
-    fallback = browser.client.get("/login/card")
+    fallback = card_browser.client.get("/login/card")
     assert fallback.status_code == 501
     assert "card_signin_unavailable" in fallback.get_data(as_text=True)
     assert app.test_client().get("/register").status_code == 501

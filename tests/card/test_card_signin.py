@@ -15,8 +15,10 @@ from oidc_support import ALL_SCOPES, Browser, id_token_claims, query_of
 from careid_broker.store import Outcome
 
 
-def _userinfo(browser: Browser, access_token: str) -> Any:
-    response = browser.client.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+def _userinfo(card_browser: Browser, access_token: str) -> Any:
+    response = card_browser.client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {access_token}"}
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
 
@@ -61,15 +63,15 @@ def test_a_registered_card_signs_in_to_an_rp_with_card_assurance_and_care_identi
 
 
 def test_signing_in_without_an_rp_ends_on_the_signed_in_page_and_is_audited(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
     agent = card_pki.agent("alex")
     register_card(card_app, agent, ALEX[0])
-    browser.open_login()
-    answer = browser.sign_in(agent)
+    card_browser.open_login()
+    answer = card_browser.sign_in(agent)
     assert answer.status_code == 200
     assert answer.get_json()["redirect"] == "/login"
-    page = browser.client.get("/login").get_data(as_text=True)
+    page = card_browser.client.get("/login").get_data(as_text=True)
     assert "You are signed in" in page and "with your smartcard" in page
 
     sessions = broker_of(card_app).repos.sessions.active_for_account(ALEX[0])
@@ -94,13 +96,13 @@ def test_signing_in_without_an_rp_ends_on_the_signed_in_page_and_is_audited(
 
 @pytest.mark.parametrize("card_name", ["alex_rsa", "alex_p384"])
 def test_rsa_and_p384_cards_sign_in_too(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser, card_name: str
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser, card_name: str
 ) -> None:
     agent = card_pki.agent(card_name)
     register_card(card_app, agent, ALEX[0])
     assert agent.algorithm.value in ("RS256", "ES384")
-    browser.open_login()
-    answer = browser.sign_in(agent)
+    card_browser.open_login()
+    answer = card_browser.sign_in(agent)
     assert answer.status_code == 200, answer.get_data(as_text=True)
 
 
@@ -137,7 +139,7 @@ def test_with_the_session_lock_off_no_card_session_is_handed_out(
     app = card_app_factory(card={"session_lock": False})
     agent = card_pki.agent("alex")
     register_card(app, agent, ALEX[0])
-    browser = CardBrowser(app.test_client())
-    browser.open_login()
-    answer = browser.sign_in(agent)
+    card_browser = CardBrowser(app.test_client())
+    card_browser.open_login()
+    answer = card_browser.sign_in(agent)
     assert answer.status_code == 200 and answer.get_json()["cardSession"] is None

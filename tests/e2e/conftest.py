@@ -151,7 +151,7 @@ def _reset(chain: DemoChain, store: Store) -> None:
 
 
 @pytest.fixture(scope="package")
-def browser(playwright_api: Any, chain: DemoChain) -> Iterator[Any]:
+def chromium(playwright_api: Any, chain: DemoChain) -> Iterator[Any]:
     with playwright_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
@@ -159,12 +159,12 @@ def browser(playwright_api: Any, chain: DemoChain) -> Iterator[Any]:
 
 
 @pytest.fixture
-def new_page(browser: Any) -> Iterator[Any]:
+def new_page(chromium: Any) -> Iterator[Any]:
     """Open pages in fresh browser contexts (own cookies: another person, another tab)."""
     contexts: list[Any] = []
 
     def open_page() -> Any:
-        context = browser.new_context()
+        context = chromium.new_context()
         context.set_default_timeout(PAGE_TIMEOUT_MS)
         contexts.append(context)
         return context.new_page()

@@ -20,13 +20,13 @@ from support.clock import FakeClock
 
 @pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
 def test_alex_registers_in_three_steps_and_is_signed_in_by_card(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
     agent = card_pki.agent("alex")
-    step1 = browser.register_password(ALEX[0])
+    step1 = card_browser.register_password(ALEX[0])
     assert step1.status_code == 303 and step1.location == "/register/card"
 
-    card_page = browser.client.get("/register/card")
+    card_page = card_browser.client.get("/register/card")
     assert card_page.status_code == 200
     page = card_page.get_data(as_text=True)
     assert 'id="register-card-form"' in page and 'id="register-card-button"' in page
@@ -35,20 +35,20 @@ def test_alex_registers_in_three_steps_and_is_signed_in_by_card(
         "connect-src 'self' http://127.0.0.1:47600" in card_page.headers["Content-Security-Policy"]
     )
 
-    step2 = browser.register_card(agent)
+    step2 = card_browser.register_card(agent)
     assert step2.status_code == 200, step2.get_data(as_text=True)
     assert step2.get_json() == {"redirect": "/register/confirm"}
     # Nothing is linked before the person confirms.
     assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
 
-    confirm = browser.client.get("/register/confirm").get_data(as_text=True)
+    confirm = card_browser.client.get("/register/confirm").get_data(as_text=True)
     assert re.search(r'id="confirm-holder-name">Alex Morgan<', confirm)
     assert re.search(r'id="confirm-uuid">555000000001<', confirm)
     assert re.search(r'id="confirm-account-name">Alex Morgan<', confirm)
     assert re.search(r'id="confirm-account-mail">alex.morgan@nhs.net<', confirm)
     assert 'id="confirm-replaces"' not in confirm
 
-    done = browser.register_confirm()
+    done = card_browser.register_confirm()
     assert done.status_code == 200
     page = done.get_data(as_text=True)
     card_session = re.search(r'data-card-session="([^"]+)"', page)
@@ -95,10 +95,10 @@ def test_registration_begun_from_an_rp_sign_in_carries_on_to_that_rp(
 
 
 def test_re_registration_after_an_administrator_removed_the_link(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
     agent = card_pki.agent("alex")
-    browser.register(agent, ALEX[0])
+    card_browser.register(agent, ALEX[0])
     removed = broker_of(card_app).repos.registrations.remove(card_uuid=ALEX[1])
     assert removed is not None
     again = CardBrowser(card_app.test_client())
@@ -109,16 +109,18 @@ def test_re_registration_after_an_administrator_removed_the_link(
 
 
 def test_cancelling_stores_nothing_and_starts_over(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
-    browser.register_password(ALEX[0])
-    browser.register_card(card_pki.agent("alex"))
-    page = browser.client.get("/register/confirm").get_data(as_text=True)
-    cancelled = browser.client.post("/register/cancel", data={"csrf_token": csrf_token_from(page)})
+    card_browser.register_password(ALEX[0])
+    card_browser.register_card(card_pki.agent("alex"))
+    page = card_browser.client.get("/register/confirm").get_data(as_text=True)
+    cancelled = card_browser.client.post(
+        "/register/cancel", data={"csrf_token": csrf_token_from(page)}
+    )
     assert cancelled.status_code == 303 and cancelled.location == "/register"
-    assert browser.client.get("/register").status_code == 200  # the first step again
-    token = csrf_token_from(browser.client.get("/register").get_data(as_text=True))
-    confirm = browser.client.post("/register/confirm", data={"csrf_token": token})
+    assert card_browser.client.get("/register").status_code == 200  # the first step again
+    token = csrf_token_from(card_browser.client.get("/register").get_data(as_text=True))
+    confirm = card_browser.client.post("/register/confirm", data={"csrf_token": token})
     assert confirm.status_code == 400 and error_code_of(confirm) == "registration_expired"
     assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
     assert last_audit(card_app, "registration.cancel").outcome is Outcome.SUCCESS
@@ -128,12 +130,14 @@ def test_a_registration_left_too_long_expires_and_stores_nothing(
     card_app_factory: CardAppFactory, card_pki: CardPki, card_clock: FakeClock
 ) -> None:
     app = card_app_factory(card={"registration_lifetime_seconds": 120})
-    browser = CardBrowser(app.test_client())
-    browser.register_password(ALEX[0])
-    browser.register_card(card_pki.agent("alex"))
-    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    card_browser = CardBrowser(app.test_client())
+    card_browser.register_password(ALEX[0])
+    card_browser.register_card(card_pki.agent("alex"))
+    page = card_browser.client.get("/register/confirm").get_data(as_text=True)
     card_clock.advance(timedelta(seconds=121))
-    response = browser.client.post("/register/confirm", data={"csrf_token": csrf_token_from(page)})
+    response = card_browser.client.post(
+        "/register/confirm", data={"csrf_token": csrf_token_from(page)}
+    )
     assert response.status_code == 400
     assert 'data-error-code="registration_expired"' in response.get_data(as_text=True)
     assert broker_of(app).repos.registrations.by_uuid(ALEX[1]) is None
@@ -141,32 +145,36 @@ def test_a_registration_left_too_long_expires_and_stores_nothing(
 
 
 def test_the_steps_cannot_be_skipped(card_app: Flask, card_pki: CardPki) -> None:
-    browser = CardBrowser(card_app.test_client())
-    browser.open_login()
-    assert error_code_of(browser.client.get("/register/card")) == "registration_expired"
-    assert error_code_of(browser.client.get("/register/confirm")) == "registration_expired"
-    challenge = browser.challenge(path="/register/challenge")
+    card_browser = CardBrowser(card_app.test_client())
+    card_browser.open_login()
+    assert error_code_of(card_browser.client.get("/register/card")) == "registration_expired"
+    assert error_code_of(card_browser.client.get("/register/confirm")) == "registration_expired"
+    challenge = card_browser.challenge(path="/register/challenge")
     assert challenge.get_json()["error"] == "registration_expired"
-    browser.register_password(ALEX[0])
+    card_browser.register_password(ALEX[0])
     # Step 2 not done: the confirmation page sends the person back to it.
-    assert browser.client.get("/register/confirm").location == "/register/card"
-    posted = browser.client.post("/register/confirm", data={"csrf_token": browser.csrf or ""})
+    assert card_browser.client.get("/register/confirm").location == "/register/card"
+    posted = card_browser.client.post(
+        "/register/confirm", data={"csrf_token": card_browser.csrf or ""}
+    )
     assert posted.status_code == 400 and error_code_of(posted) == "registration_expired"
     assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
 
 
 def test_registration_and_sign_in_challenges_are_not_interchangeable(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
     agent = card_pki.agent("alex")
-    browser.register_password(ALEX[0])
-    page = browser.client.get("/register/card").get_data(as_text=True)
+    card_browser.register_password(ALEX[0])
+    page = card_browser.client.get("/register/card").get_data(as_text=True)
     assert "register-card-form" in page
-    registration_challenge = browser.challenge(path="/register/challenge").get_json()["challenge"]
-    signin_challenge = browser.challenge().get_json()["challenge"]
-    wrong = browser.authenticate(agent.sign(registration_challenge), registration_challenge)
+    registration_challenge = card_browser.challenge(path="/register/challenge").get_json()[
+        "challenge"
+    ]
+    signin_challenge = card_browser.challenge().get_json()["challenge"]
+    wrong = card_browser.authenticate(agent.sign(registration_challenge), registration_challenge)
     assert wrong.get_json()["error"] == "challenge_wrong_transaction"
-    crossed = browser.authenticate(
+    crossed = card_browser.authenticate(
         agent.sign(signin_challenge), signin_challenge, path="/register/authenticate"
     )
     assert crossed.get_json()["error"] == "challenge_wrong_transaction"

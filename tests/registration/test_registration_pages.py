@@ -40,11 +40,11 @@ def test_step_one_has_labelled_fields_and_the_computer_checks(card_app: Flask) -
 
 
 def test_the_confirm_and_done_pages_carry_their_ids(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
-    browser.register_password(ALEX[0])
-    browser.register_card(card_pki.agent("alex"))
-    confirm = browser.client.get("/register/confirm").get_data(as_text=True)
+    card_browser.register_password(ALEX[0])
+    card_browser.register_card(card_pki.agent("alex"))
+    confirm = card_browser.client.get("/register/confirm").get_data(as_text=True)
     for element_id in (
         "register-summary",
         "confirm-holder-name",
@@ -55,6 +55,6 @@ def test_the_confirm_and_done_pages_carry_their_ids(
         "register-cancel-button",
     ):
         assert f'id="{element_id}"' in confirm, element_id
-    done = browser.register_confirm().get_data(as_text=True)
+    done = card_browser.register_confirm().get_data(as_text=True)
     for element_id in ("register-done", "register-lock-status", "register-continue-link"):
         assert f'id="{element_id}"' in done, element_id

@@ -37,12 +37,12 @@ def _nothing_stored(app: Flask, mail: str, uuid: str) -> None:
 
 
 def test_a_wrong_password_is_said_plainly_and_nothing_starts(
-    card_app: Flask, browser: CardBrowser
+    card_app: Flask, card_browser: CardBrowser
 ) -> None:
-    response = browser.register_password(ALEX[0], "not-the-password")
+    response = card_browser.register_password(ALEX[0], "not-the-password")
     assert response.status_code == 400
     assert error_code_of(response) == "invalid_credentials"
-    assert browser.client.get("/register").status_code == 200  # still step 1
+    assert card_browser.client.get("/register").status_code == 200  # still step 1
     assert last_audit(card_app, "registration.start").outcome is Outcome.FAILURE
 
 
@@ -55,10 +55,10 @@ def test_a_wrong_password_is_said_plainly_and_nothing_starts(
     ],
 )
 def test_each_missing_prerequisite_is_named(
-    card_app: Flask, browser: CardBrowser, person: tuple[str, str, str], missing: list[str]
+    card_app: Flask, card_browser: CardBrowser, person: tuple[str, str, str], missing: list[str]
 ) -> None:
-    assert browser.register_password(person[0]).status_code == 303
-    page = browser.client.get("/register/card")
+    assert card_browser.register_password(person[0]).status_code == 303
+    page = card_browser.client.get("/register/card")
     assert page.status_code == 403
     text = page.get_data(as_text=True)
     assert _problems(text) == missing
@@ -66,7 +66,7 @@ def test_each_missing_prerequisite_is_named(
     if "aup_not_accepted" in missing:
         # The demo directory is read-only: a link to where the policy is accepted.
         assert 'id="register-aup-link"' in text and 'id="register-aup-form"' not in text
-    challenge = browser.challenge(path="/register/challenge")
+    challenge = card_browser.challenge(path="/register/challenge")
     assert challenge.get_json()["error"] == "registration_prerequisites_missing"
     entry = last_audit(card_app, "registration.start")
     assert entry.outcome is Outcome.FAILURE and entry.details["missing"] == missing
@@ -83,20 +83,20 @@ def test_the_aup_can_be_accepted_when_the_directory_is_writable(
         receive_timeout=1.0,
     )
     app = card_app_factory(directory=writable)
-    browser = CardBrowser(app.test_client())
-    browser.register_password(SAM[0])
-    page = browser.client.get("/register/card").get_data(as_text=True)
+    card_browser = CardBrowser(app.test_client())
+    card_browser.register_password(SAM[0])
+    page = card_browser.client.get("/register/card").get_data(as_text=True)
     assert 'id="register-aup-form"' in page and 'id="register-aup-button"' in page
-    accepted = browser.client.post(
+    accepted = card_browser.client.post(
         "/register/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
     )
     assert accepted.status_code == 303 and accepted.location == "/register/card"
-    assert browser.client.get("/register/card").status_code == 200  # step 2 now
+    assert card_browser.client.get("/register/card").status_code == 200  # step 2 now
     account = broker_of(app).directory.find_account(SAM[0])
     assert account is not None and account.aup_version == "2024-1"
     assert last_audit(app, "registration.aup").outcome is Outcome.SUCCESS
-    browser.register_card(card_pki.agent("sam"))
-    assert browser.register_confirm().status_code == 200
+    card_browser.register_card(card_pki.agent("sam"))
+    assert card_browser.register_confirm().status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -110,10 +110,10 @@ def test_the_aup_can_be_accepted_when_the_directory_is_writable(
     ],
 )
 def test_step_two_refuses_cards_that_cannot_be_registered(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser, card: str, code: str
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser, card: str, code: str
 ) -> None:
-    browser.register_password(PAT[0] if card == "pat" else ALEX[0])
-    response = browser.register_card(card_pki.agent(card))
+    card_browser.register_password(PAT[0] if card == "pat" else ALEX[0])
+    response = card_browser.register_card(card_pki.agent(card))
     assert response.status_code in (403, 503), response.get_data(as_text=True)
     assert response.get_json()["error"] == code
     entry = last_audit(card_app, "registration.card")
@@ -121,24 +121,24 @@ def test_step_two_refuses_cards_that_cannot_be_registered(
     assert entry.details["cert_serial"] == card_pki.agent(card).serial_hex
     _nothing_stored(card_app, ALEX[0], ALEX[1])
     # Still at step 2: the person can try again with the right card.
-    assert browser.client.get("/register/card").status_code in (200, 403)
+    assert card_browser.client.get("/register/card").status_code in (200, 403)
 
 
 def test_someone_else_s_card_does_not_register_to_this_account(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
-    browser.register_password(ALEX[0])
-    response = browser.register_card(card_pki.agent("lee"))
+    card_browser.register_password(ALEX[0])
+    response = card_browser.register_card(card_pki.agent("lee"))
     assert response.get_json()["error"] == "card_identity_mismatch"
     _nothing_stored(card_app, ALEX[0], "555000000004")
 
 
 def test_a_card_linked_to_another_account_is_a_conflict_for_an_administrator(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
     register_card(card_app, card_pki.agent("alex"), "someone.else@nhs.net")
-    browser.register_password(ALEX[0])
-    response = browser.register_card(card_pki.agent("alex"))
+    card_browser.register_password(ALEX[0])
+    response = card_browser.register_card(card_pki.agent("alex"))
     assert response.status_code == 409
     body = response.get_json()
     assert body["error"] == "registration_card_linked" and "local administrator" in body["message"]
@@ -146,7 +146,7 @@ def test_a_card_linked_to_another_account_is_a_conflict_for_an_administrator(
 
 
 def test_an_account_linked_to_another_card_is_a_conflict_for_an_administrator(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
     broker_of(card_app).repos.registrations.create(
         NewRegistration(
@@ -160,22 +160,24 @@ def test_an_account_linked_to_another_card_is_a_conflict_for_an_administrator(
             cert_fingerprint="00" * 32,
         )
     )
-    browser.register_password(ALEX[0])
-    response = browser.register_card(card_pki.agent("alex"))
+    card_browser.register_password(ALEX[0])
+    response = card_browser.register_card(card_pki.agent("alex"))
     assert response.status_code == 409
     assert response.get_json()["error"] == "registration_account_linked"
     assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
 
 
 def test_a_conflict_that_appears_before_confirmation_stores_nothing_and_is_audited(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
-    browser.register_password(ALEX[0])
-    assert browser.register_card(card_pki.agent("alex")).status_code == 200
-    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    card_browser.register_password(ALEX[0])
+    assert card_browser.register_card(card_pki.agent("alex")).status_code == 200
+    page = card_browser.client.get("/register/confirm").get_data(as_text=True)
     # Another instance (or an administrator) links the card meanwhile.
     register_card(card_app, card_pki.agent("alex"), "someone.else@nhs.net")
-    response = browser.client.post("/register/confirm", data={"csrf_token": csrf_token_from(page)})
+    response = card_browser.client.post(
+        "/register/confirm", data={"csrf_token": csrf_token_from(page)}
+    )
     assert response.status_code == 409
     text = response.get_data(as_text=True)
     assert 'data-error-code="registration_card_linked"' in text
@@ -188,12 +190,12 @@ def test_a_conflict_that_appears_before_confirmation_stores_nothing_and_is_audit
 
 
 def test_registration_needs_the_same_origin_for_its_script_calls(
-    card_app: Flask, card_pki: CardPki, browser: CardBrowser
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
 ) -> None:
-    browser.register_password(ALEX[0])
-    browser.client.get("/register/card")
-    headers = browser.headers(Origin="https://evil.example")
+    card_browser.register_password(ALEX[0])
+    card_browser.client.get("/register/card")
+    headers = card_browser.headers(Origin="https://evil.example")
     for path in ("/register/challenge", "/register/authenticate"):
-        response = browser.client.post(path, json={}, headers=headers)
+        response = card_browser.client.post(path, json={}, headers=headers)
         assert response.status_code == 403
         assert response.get_json()["error"] == "request_not_same_origin"

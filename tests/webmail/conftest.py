@@ -40,6 +40,6 @@ def app(op: FakeOP) -> Flask:
 
 
 @pytest.fixture
-def browser(app: Flask) -> FlaskClient:
+def webmail_client(app: Flask) -> FlaskClient:
     """One browser (cookie jar) on the webmail."""
     return app.test_client()

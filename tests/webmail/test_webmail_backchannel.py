@@ -59,30 +59,32 @@ def test_sub_only_token_ends_every_session_of_the_user(app: Flask, op: FakeOP) -
 
 
 def test_token_for_an_unknown_session_is_accepted_and_changes_nothing(
-    app: Flask, browser: FlaskClient, op: FakeOP
+    app: Flask, webmail_client: FlaskClient, op: FakeOP
 ) -> None:
-    sign_in(browser)
+    sign_in(webmail_client)
     assert _post(app, op.logout_token(sid="someone-elses-session")).status_code == 200
-    assert session_state(browser) == "signed_in"
+    assert session_state(webmail_client) == "signed_in"
 
 
-def test_signing_in_again_after_the_end_works(app: Flask, browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)
+def test_signing_in_again_after_the_end_works(
+    app: Flask, webmail_client: FlaskClient, op: FakeOP
+) -> None:
+    sign_in(webmail_client)
     _post(app, op.logout_token())
-    assert session_state(browser) == "ended"
-    sign_in(browser)
-    assert session_state(browser) == "signed_in"
-    page = browser.get("/").get_data(as_text=True)
+    assert session_state(webmail_client) == "ended"
+    sign_in(webmail_client)
+    assert session_state(webmail_client) == "signed_in"
+    page = webmail_client.get("/").get_data(as_text=True)
     assert "Signed in as Alex Morgan" in page
     assert '<div class="notice ended" role="alert">' not in page  # only the script's, hidden
 
 
-def test_key_rotation_is_followed(app: Flask, browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)  # the webmail has the OP's JWKS cached now
+def test_key_rotation_is_followed(app: Flask, webmail_client: FlaskClient, op: FakeOP) -> None:
+    sign_in(webmail_client)  # the webmail has the OP's JWKS cached now
     new_key = rsa_key("op-key-2")
     op.extra_keys.append(new_key)
     assert _post(app, op.logout_token(key=new_key)).status_code == 200
-    assert session_state(browser) == "ended"
+    assert session_state(webmail_client) == "ended"
 
 
 def _now() -> int:
@@ -145,12 +147,12 @@ REFUSALS: dict[str, tuple[Callable[[FakeOP], str], str]] = {
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_bad_logout_tokens_are_refused_and_the_session_is_left_alone(
     app: Flask,
-    browser: FlaskClient,
+    webmail_client: FlaskClient,
     op: FakeOP,
     case: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sign_in(browser)
+    sign_in(webmail_client)
     build, reason = REFUSALS[case]
     with caplog.at_level(logging.WARNING, logger="careid_devkit.webmail"):
         response = _post(app, build(op))
@@ -159,11 +161,11 @@ def test_bad_logout_tokens_are_refused_and_the_session_is_left_alone(
     assert response.headers["Cache-Control"] == "no-store"
     refusals = [r.getMessage() for r in caplog.records if "logout refused" in r.getMessage()]
     assert len(refusals) == 1 and reason in refusals[0], refusals
-    assert session_state(browser) == "signed_in"
+    assert session_state(webmail_client) == "signed_in"
 
 
-def test_replayed_jti_is_refused(app: Flask, browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)
+def test_replayed_jti_is_refused(app: Flask, webmail_client: FlaskClient, op: FakeOP) -> None:
+    sign_in(webmail_client)
     # A genuine token for some other session is used once...
     first = op.logout_token(sid="another-session", jti="jti-replayed")
     assert _post(app, first).status_code == 200
@@ -172,26 +174,28 @@ def test_replayed_jti_is_refused(app: Flask, browser: FlaskClient, op: FakeOP) -
     response = _post(app, replay)
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_request"
-    assert session_state(browser) == "signed_in"
+    assert session_state(webmail_client) == "signed_in"
     # The same token sent twice is refused the second time too.
     assert _post(app, first).status_code == 400
 
 
-def test_forged_token_cannot_use_up_a_jti(app: Flask, browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)
+def test_forged_token_cannot_use_up_a_jti(
+    app: Flask, webmail_client: FlaskClient, op: FakeOP
+) -> None:
+    sign_in(webmail_client)
     forged = op.logout_token(key=spare_key("op-key-1"), jti="jti-genuine")
     assert _post(app, forged).status_code == 400
     assert _post(app, op.logout_token(jti="jti-genuine")).status_code == 200
-    assert session_state(browser) == "ended"
+    assert session_state(webmail_client) == "ended"
 
 
-def test_logout_must_be_a_form_post(app: Flask, browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)
+def test_logout_must_be_a_form_post(app: Flask, webmail_client: FlaskClient, op: FakeOP) -> None:
+    sign_in(webmail_client)
     client = app.test_client()
     as_json = client.post("/backchannel-logout", json={"logout_token": op.logout_token()})
     assert as_json.status_code == 400
     assert client.get("/backchannel-logout").status_code == 405
-    assert session_state(browser) == "signed_in"
+    assert session_state(webmail_client) == "signed_in"
 
 
 def test_unreachable_keys_are_not_blamed_on_the_sender(op: FakeOP) -> None:

@@ -15,16 +15,18 @@ from webmail_fake_op import FakeOP
 from webmail_support import BASE_URL, CLIENT_ID, session_state, sign_in
 
 
-def _csrf(browser: FlaskClient) -> str:
-    page = browser.get("/").get_data(as_text=True)
+def _csrf(webmail_client: FlaskClient) -> str:
+    page = webmail_client.get("/").get_data(as_text=True)
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert found is not None, "the signed-in page has a sign-out form"
     return found.group(1)
 
 
-def test_logout_ends_the_local_session_and_goes_to_the_op(browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)
-    response = browser.post("/logout", data={"csrf_token": _csrf(browser)})
+def test_logout_ends_the_local_session_and_goes_to_the_op(
+    webmail_client: FlaskClient, op: FakeOP
+) -> None:
+    sign_in(webmail_client)
+    response = webmail_client.post("/logout", data={"csrf_token": _csrf(webmail_client)})
     assert response.status_code == 302
     target = urlsplit(response.headers["Location"])
     assert f"{target.scheme}://{target.netloc}{target.path}" == f"{op.issuer}/logout"
@@ -34,36 +36,38 @@ def test_logout_ends_the_local_session_and_goes_to_the_op(browser: FlaskClient, 
     assert params["client_id"] == CLIENT_ID
     assert len(params["state"]) >= 16
     # Signed out here before the browser even reaches the OP.
-    assert session_state(browser) == "signed_out"
+    assert session_state(webmail_client) == "signed_out"
 
     at_op = requests.get(response.headers["Location"], allow_redirects=False, timeout=5)
     assert op.end_session_requests[-1]["id_token_hint"] == op.issued_id_tokens[-1]
     back = urlsplit(at_op.headers["Location"])
-    page = browser.get(f"{back.path}?{back.query}").get_data(as_text=True)
+    page = webmail_client.get(f"{back.path}?{back.query}").get_data(as_text=True)
     assert "You have signed out of the webmail and of the sign-in service." in page
     assert "Signed in as" not in page
 
 
-def test_logout_return_with_a_foreign_state_says_nothing(browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)
-    browser.post("/logout", data={"csrf_token": _csrf(browser)})
-    page = browser.get("/?state=not-ours").get_data(as_text=True)
+def test_logout_return_with_a_foreign_state_says_nothing(
+    webmail_client: FlaskClient, op: FakeOP
+) -> None:
+    sign_in(webmail_client)
+    webmail_client.post("/logout", data={"csrf_token": _csrf(webmail_client)})
+    page = webmail_client.get("/?state=not-ours").get_data(as_text=True)
     assert "You have signed out" not in page
 
 
-def test_logout_without_the_form_token_is_refused(browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)
-    response = browser.post("/logout", data={"csrf_token": "guessed"})
+def test_logout_without_the_form_token_is_refused(webmail_client: FlaskClient, op: FakeOP) -> None:
+    sign_in(webmail_client)
+    response = webmail_client.post("/logout", data={"csrf_token": "guessed"})
     assert response.status_code == 400
     assert "csrf_invalid" in response.get_data(as_text=True)
-    assert session_state(browser) == "signed_in"
-    assert browser.get("/logout").status_code == 405  # no sign-out by a bare link
+    assert session_state(webmail_client) == "signed_in"
+    assert webmail_client.get("/logout").status_code == 405  # no sign-out by a bare link
     assert op.end_session_requests == []
 
 
-def test_the_form_token_dies_with_the_session(browser: FlaskClient, op: FakeOP) -> None:
-    sign_in(browser)
-    token = _csrf(browser)
-    browser.post("/logout", data={"csrf_token": token})
+def test_the_form_token_dies_with_the_session(webmail_client: FlaskClient, op: FakeOP) -> None:
+    sign_in(webmail_client)
+    token = _csrf(webmail_client)
+    webmail_client.post("/logout", data={"csrf_token": token})
     # The old form token died with the session.
-    assert browser.post("/logout", data={"csrf_token": token}).status_code == 400
+    assert webmail_client.post("/logout", data={"csrf_token": token}).status_code == 400

@@ -31,9 +31,9 @@ def make_config(op: FakeOP, **overrides: object) -> WebmailConfig:
     return WebmailConfig(**settings)  # type: ignore[arg-type]
 
 
-def start_sign_in(browser: FlaskClient, query: str = "") -> str:
+def start_sign_in(webmail_client: FlaskClient, query: str = "") -> str:
     """Follow /login to the OP; the OP's redirect back to /callback (path and query)."""
-    response = browser.get(f"/login{query}")
+    response = webmail_client.get(f"/login{query}")
     assert response.status_code == 302, response.get_data(as_text=True)
     at_op = requests.get(response.headers["Location"], allow_redirects=False, timeout=5)
     assert at_op.status_code == 302, at_op.text
@@ -42,14 +42,14 @@ def start_sign_in(browser: FlaskClient, query: str = "") -> str:
     return f"{back.path}?{back.query}"
 
 
-def sign_in(browser: FlaskClient, query: str = "") -> TestResponse:
+def sign_in(webmail_client: FlaskClient, query: str = "") -> TestResponse:
     """The whole round trip; the callback's response."""
-    return browser.get(start_sign_in(browser, query))
+    return webmail_client.get(start_sign_in(webmail_client, query))
 
 
-def session_state(browser: FlaskClient) -> str:
+def session_state(webmail_client: FlaskClient) -> str:
     """What /session-status says for this browser."""
-    response = browser.get("/session-status")
+    response = webmail_client.get("/session-status")
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
     state: str = response.get_json()["state"]
