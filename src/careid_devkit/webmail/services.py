@@ -30,7 +30,7 @@ class WebmailServices:
     clock: Callable[[], datetime]
 
 
-def services() -> WebmailServices:
+def current_webmail() -> WebmailServices:
     """The current app's services (inside a request or app context)."""
     found: WebmailServices = current_app.extensions[EXTENSION]
     return found

@@ -17,7 +17,7 @@ from careid_devkit.webmail.config import ACR_ANY_CARD, ACR_CARD
 from careid_devkit.webmail.cookie_sessions import ServerSession
 from careid_devkit.webmail.errors import LogoutTokenError, SignInError, WebmailError
 from careid_devkit.webmail.identity import acr_in_words, user_from_claims
-from careid_devkit.webmail.services import STATUS_PATH, services
+from careid_devkit.webmail.services import STATUS_PATH, current_webmail
 from careid_devkit.webmail.sessions import SessionState
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def _webmail_error(error: WebmailError) -> ResponseReturnValue:
 
 @bp.get("/")
 def home() -> ResponseReturnValue:
-    svc = services()
+    svc = current_webmail()
     current = _session()
     notice = current.pop(NOTICE_KEY, None)
     if "state" in request.args:
@@ -105,7 +105,7 @@ def home() -> ResponseReturnValue:
 
 @bp.get("/login")
 def login() -> ResponseReturnValue:
-    svc = services()
+    svc = current_webmail()
     base = urlsplit(svc.config.base_url)
     if request.host != base.netloc:
         # The callback comes back to base_url: start there, or the state would be held
@@ -118,7 +118,7 @@ def login() -> ResponseReturnValue:
 
 @bp.get("/callback")
 def callback() -> ResponseReturnValue:
-    svc = services()
+    svc = current_webmail()
     result = svc.provider.finish_sign_in()
     user = user_from_claims(result.claims, id_token=result.id_token, now=svc.clock())
     if result.requested_acr == ACR_ANY_CARD and user.acr != ACR_CARD:
@@ -138,7 +138,7 @@ def callback() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    svc = services()
+    svc = current_webmail()
     current = _session()
     expected = current.get(CSRF_KEY)
     offered = request.form.get("csrf_token", "")
@@ -168,13 +168,13 @@ def logout() -> ResponseReturnValue:
 
 @bp.get(STATUS_PATH)
 def session_status() -> ResponseReturnValue:
-    svc = services()
+    svc = current_webmail()
     return jsonify(state=svc.store.state(_session().sid).value)
 
 
 @bp.post("/backchannel-logout")
 def backchannel_logout() -> ResponseReturnValue:
-    svc = services()
+    svc = current_webmail()
     if request.mimetype != "application/x-www-form-urlencoded":
         return _logout_refused("the request is not a form post")
     token = request.form.get("logout_token", "")
