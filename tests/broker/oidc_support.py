@@ -311,11 +311,23 @@ class ReceivedLogout:
     content_type: str
 
 
+def _unverified_jti(token: str) -> str:
+    """The `jti` of a JWT, unverified (the tests check signatures elsewhere)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return ""
+    return str(claims.get("jti", ""))
+
+
 class TestRelyingParty:
     """A tiny RP on 127.0.0.1 receiving back-channel logout POSTs.
 
     `fail_next` answers that many requests with HTTP 503 before accepting, to
-    exercise the OP's retry.
+    exercise the OP's retry; `slow_next` accepts that many only after `slow_seconds`
+    (past the OP's timeout: it never hears the answer). Like a real RP it refuses a
+    logout token whose `jti` it has seen before (400).
     """
 
     __test__ = False  # not a test class, despite the name
@@ -323,7 +335,11 @@ class TestRelyingParty:
     def __init__(self) -> None:
         self.received: list[ReceivedLogout] = []
         self.fail_next = 0
+        self.slow_next = 0
+        self.slow_seconds = 0.0
         self.attempts = 0
+        self.replays = 0
+        self._seen_jtis: set[str] = set()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         rp = self
@@ -332,13 +348,21 @@ class TestRelyingParty:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode("utf-8")
+                form = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
+                jti = _unverified_jti(form.get("logout_token", ""))
                 with rp._lock:
                     rp.attempts += 1
                     failing = rp.fail_next > 0
+                    slow = not failing and rp.slow_next > 0
+                    replay = not failing and jti in rp._seen_jtis
                     if failing:
                         rp.fail_next -= 1
+                    elif replay:
+                        rp.replays += 1
                     else:
-                        form = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
+                        rp._seen_jtis.add(jti)
+                        if slow:
+                            rp.slow_next -= 1
                         rp.received.append(
                             ReceivedLogout(
                                 path=self.path,
@@ -347,7 +371,9 @@ class TestRelyingParty:
                             )
                         )
                     rp._arrived.notify_all()
-                self.send_response(503 if failing else 200)
+                if slow:
+                    time.sleep(rp.slow_seconds)
+                self.send_response(503 if failing else 400 if replay else 200)
                 self.send_header("Cache-Control", "no-store")
                 self.send_header("Content-Length", "0")
                 self.end_headers()

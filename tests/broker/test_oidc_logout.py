@@ -272,6 +272,42 @@ def test_an_rp_that_fails_first_is_retried_after_a_back_off(
     assert len(test_rp.wait_for(1)) == 1
 
 
+def test_a_retry_after_a_lost_answer_is_a_new_logout_token(
+    app_factory: AppFactory, tmp_path: Path, test_rp: TestRelyingParty, clock: FakeClock
+) -> None:
+    # The RP takes the first logout but answers after the OP stopped waiting: the OP
+    # must retry with a new jti (the RP would refuse the old one as a replay), and count
+    # the logout delivered, not failed.
+    app = make_oidc_app(
+        app_factory,
+        tmp_path,
+        backchannel_uri=test_rp.url,
+        backchannel_timeout_seconds=0.5,
+        backchannel_first_retry_seconds=1,
+    )
+    rp = Browser(app.test_client())
+    _, id_claims = id_token_claims(rp.client, _sign_in(rp)["id_token"])
+    test_rp.slow_next, test_rp.slow_seconds = 1, 1.5
+    _sign_out(rp)
+    backchannel = broker_of(app).oidc.backchannel
+    assert backchannel.deliver_due().retrying == 1
+    clock.advance(timedelta(seconds=2))
+    assert backchannel.deliver_due().delivered == 1
+    first, second = test_rp.wait_for(2)
+    assert test_rp.replays == 0
+    jtis = [
+        _check_logout_token(
+            received.form["logout_token"],
+            rp,
+            audience="rp",
+            expected_sid=id_claims["sid"],
+            expected_sub=id_claims["sub"],
+        )["jti"]
+        for received in (first, second)
+    ]
+    assert jtis[0] != jtis[1]
+
+
 def test_an_unreachable_rp_is_given_up_after_the_last_attempt(
     app_factory: AppFactory, tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -22,7 +22,8 @@ from careid_broker.store.models import LogoutDelivery
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Delivery:
-    """A back-channel logout to send: build the logout token with this `jti`."""
+    """A back-channel logout to send: build the logout token with this `jti` (a new one
+    for every attempt)."""
 
     id: int
     client_id: str
@@ -114,14 +115,14 @@ class LogoutOutbox:
             if dialect_name(session) == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = session.scalars(query).all()
-            if not rows:
-                return []
-            session.execute(
-                update(LogoutDelivery)
-                .where(LogoutDelivery.id.in_([r.id for r in rows]))
-                .values(claimed_until=now + lease),
-                execution_options={"synchronize_session": False},
-            )
+            for row in rows:
+                row.claimed_until = now + lease
+                if row.attempts:
+                    # A retry is a new logout token (Back-Channel Logout 1.0 §2.4, §2.6):
+                    # the RP may have received and recorded the last one's jti even if
+                    # its answer never reached us, and would rightly refuse it again.
+                    row.jti = new_secret(24)
+            session.flush()
             return [_delivery(r) for r in rows]
 
     def mark_delivered(self, delivery_id: int) -> None:
