@@ -7,6 +7,7 @@ key, `typ`, `iss`, `aud`, `events`, `sid`, `jti`, and no `nonce`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -351,3 +352,36 @@ def test_the_delivery_thread_sends_without_being_asked(
         assert len(test_rp.wait_for(1, timeout=5)) == 1
     finally:
         provider.stop_worker()
+
+
+def test_a_logout_queued_before_a_restart_is_delivered_by_the_next_workers_alone(
+    app_factory: AppFactory, tmp_path: Path, test_rp: TestRelyingParty
+) -> None:
+    # The broker that ended the session stopped before delivering (workers off here).
+    before = make_oidc_app(app_factory, tmp_path, backchannel_uri=test_rp.url)
+    rp = Browser(before.test_client())
+    _sign_in(rp)
+    _sign_out(rp)
+    assert broker_of(before).repos.outbox.pending_count() == 1 and test_rp.attempts == 0
+    # Two workers start on the same database and see no OpenID traffic at all, only
+    # health checks: the logout is delivered anyway, and once.
+    workers = [
+        make_oidc_app(
+            app_factory,
+            tmp_path,
+            backchannel_uri=test_rp.url,
+            backchannel_poll_seconds=0.2,
+            broker={"dev_disable_workers": False},
+        )
+        for _ in range(2)
+    ]
+    try:
+        for worker in workers:
+            assert worker.test_client().get("/healthz").status_code == 200
+        assert len(test_rp.wait_for(1, timeout=5)) == 1
+        time.sleep(1)  # several polls of both workers
+        assert test_rp.attempts == 1
+        assert broker_of(workers[0]).repos.outbox.pending_count() == 0
+    finally:
+        for worker in workers:
+            broker_of(worker).oidc.stop_worker()
