@@ -214,3 +214,10 @@ def test_attribute_mapping_from_toml_text() -> None:
     with pytest.raises(DirectoryConfigError) as caught:
         AttributeMapping.from_mapping({"accounts": "nope"})
     assert caught.value.problems == ("mapping.accounts: must be a table, not str",)
+
+
+def test_default_timeouts_fit_a_person_waiting_at_the_sign_in_page() -> None:
+    # One connect plus one receive: a stopped directory is reported in about 5 s.
+    config = DirectoryConfig.from_mapping(MINIMAL)
+    assert config.connect_timeout + config.receive_timeout <= 5.0
+    assert (config.connect_timeout, config.receive_timeout) == (2.0, 3.0)

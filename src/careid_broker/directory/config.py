@@ -44,6 +44,10 @@ class ServerAddress:
     use_ssl: bool
 
 
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_RECEIVE_TIMEOUT = 3.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class DirectoryConfig:
     """Everything the LDAP adapter needs; passwords are kept out of repr()."""
@@ -54,9 +58,12 @@ class DirectoryConfig:
     bind_password: str = field(repr=False)
     accounts_base: str
     care_identities_base: str
-    connect_timeout: float = 5.0
-    # ldap3 sets SO_RCVTIMEO from this as whole seconds, so it is rounded up when used.
-    receive_timeout: float = 10.0
+    # From the sign-in's budget: a person at the login page should hear "try again
+    # shortly" within about five seconds of a directory that has stopped answering, one
+    # connect plus one receive. ldap3 sets SO_RCVTIMEO from the receive timeout in whole
+    # seconds, so it is rounded up when used.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    receive_timeout: float = DEFAULT_RECEIVE_TIMEOUT
     # A server that failed is skipped for this long (unless every server has failed).
     server_retry_after: float = 30.0
     use_tls: TlsMode = TlsMode.NONE
@@ -133,8 +140,12 @@ class DirectoryConfig:
             bind_password=bind_password,
             accounts_base=accounts_base,
             care_identities_base=care_identities_base,
-            connect_timeout=reader.number("connect_timeout", 5.0, minimum=0.1, maximum=120),
-            receive_timeout=reader.number("receive_timeout", 10.0, minimum=0.1, maximum=600),
+            connect_timeout=reader.number(
+                "connect_timeout", DEFAULT_CONNECT_TIMEOUT, minimum=0.1, maximum=120
+            ),
+            receive_timeout=reader.number(
+                "receive_timeout", DEFAULT_RECEIVE_TIMEOUT, minimum=0.1, maximum=600
+            ),
             server_retry_after=reader.number("server_retry_after", 30.0, minimum=0, maximum=3600),
             use_tls=use_tls,
             ca_file=ca_file,
