@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import re
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from broker_fixtures import fresh_pg_database
 from broker_support import DEMO_PASSWORD, AppFactory, broker_of, error_code_of, password_login
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
 
 from careid_broker.metrics import BrokerMetrics, Registry
+from careid_broker.store import upgrade
 from careid_devkit.slapd import Slapd
 
 
@@ -73,6 +81,80 @@ def test_readyz_fails_when_the_database_does_not_answer(
     assert signin.status_code == 200  # the page itself needs no database
     refused = password_login(app.test_client(), "nobody@nhs.net", "x")
     assert refused.status_code == 503 and error_code_of(refused) == "store_unavailable"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of this test's own (root may mount one; skip where it may not)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Write a file until the disk is full; the file, to remove to make room again."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_readyz_fails_while_the_database_disk_is_full_then_recovers(
+    app_factory: AppFactory, small_disk: Path
+) -> None:
+    url = f"sqlite:///{small_disk / 'broker.db'}"
+    upgrade(url)
+    app = app_factory(database={"url": url})
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    filler = _fill(small_disk)
+    # Reads still work (the schema check passes); the write a sign-in needs does not.
+    full = client.get("/readyz")
+    assert full.status_code == 503
+    assert full.get_json()["checks"]["store"] == "not_writable"
+    refused = password_login(client, "alex.morgan@nhs.net")
+    assert refused.status_code == 503 and error_code_of(refused) == "store_unavailable"
+    filler.unlink()
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.postgres
+def test_readyz_fails_on_a_postgresql_that_answers_reads_only(
+    app_factory: AppFactory, pg_server: URL
+) -> None:
+    # A replica, or a primary put read-only by its operator: reads work, writes do not.
+    with fresh_pg_database(pg_server, "careid_readonly") as url:
+        upgrade(url)
+        admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(
+                    text(f'ALTER DATABASE "{url.database}" SET default_transaction_read_only = on')
+                )
+        finally:
+            admin.dispose()
+        app = app_factory(database={"url": url.render_as_string(hide_password=False)})
+        try:
+            response = app.test_client().get("/readyz")
+            assert response.status_code == 503
+            assert response.get_json()["checks"]["store"] == "not_writable"
+        finally:
+            broker_of(app).store.dispose()
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

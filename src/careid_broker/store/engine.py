@@ -13,6 +13,8 @@ timeout so one stuck instance cannot hang the others forever.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,12 +33,17 @@ from sqlalchemy.pool import StaticPool
 
 from careid_broker.store.base import require_aware
 from careid_broker.store.errors import StoreUnavailableError
+from careid_broker.store.models import Heartbeat
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
 WRITE_OPTION = "careid_write"
+
+
+#: The room a SQLite database's disk must have for /readyz: several sign-ins' worth.
+MIN_FREE_BYTES = 1024 * 1024
 
 
 def utc_now() -> datetime:
@@ -139,6 +147,40 @@ class Store:
         except DBAPIError as exc:
             # The URL may carry a password: log the error class and message only.
             log.warning("store ping failed: %s", type(exc.orig).__name__)
+            return False
+        return True
+
+    def prove_writable(self, host: str) -> bool:
+        """True when the database commits a write (a heartbeat row per host), for
+        /readyz: a full disk or a read-only replica answers reads but not this.
+
+        SQLite can commit a one-row write into WAL pages it already holds while a
+        sign-in's new rows find no room, so for a SQLite file the disk must also have
+        `MIN_FREE_BYTES` free.
+        """
+        database = self.engine.url.database if self.dialect_name == "sqlite" else None
+        if database and database != ":memory:":
+            try:
+                free = shutil.disk_usage(os.path.dirname(os.path.abspath(database))).free
+            except OSError as exc:
+                log.warning("store not writable: %s", type(exc).__name__)
+                return False
+            if free < MIN_FREE_BYTES:
+                log.warning("store not writable: %d bytes free beside the database", free)
+                return False
+        try:
+            with self.transaction() as session:
+                statement = _upsert(self.dialect_name, Heartbeat).values(
+                    host=host[:255], beat_at=self.now()
+                )
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["host"], set_={"beat_at": statement.excluded.beat_at}
+                    )
+                )
+        except (StoreUnavailableError, DBAPIError) as exc:
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc.__cause__
+            log.warning("store refused the readiness write: %s", type(cause).__name__)
             return False
         return True
 
@@ -265,3 +307,10 @@ def _postgresql_engine(url: URL, *, busy_timeout: timedelta, pool_size: int, ech
         pool_recycle=1800,
         connect_args=connect_args,
     )
+
+
+def _upsert(dialect: str, table: type[Heartbeat]) -> Any:
+    """INSERT … ON CONFLICT for this dialect (both SQLite and PostgreSQL have it)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

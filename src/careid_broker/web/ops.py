@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 
 from flask import Blueprint, jsonify, request
 from flask.wrappers import Response
@@ -32,13 +33,16 @@ def healthz() -> Response:
 
 @blueprint.get("/readyz")
 def readyz() -> Response:
-    """Ready to sign people in: the store answers with the current schema, the directory answers."""
+    """Ready to sign people in: the store answers with the current schema and commits a
+    write (a full disk answers reads only), the directory answers."""
     svc = current_broker()
     checks: dict[str, str] = {}
     if not svc.store.ping():
         checks["store"] = BrokerCode.STORE_UNAVAILABLE.value
     elif not schema_is_current(svc.store):
         checks["store"] = "schema_not_current"
+    elif not svc.store.prove_writable(socket.gethostname()):
+        checks["store"] = "not_writable"
     else:
         checks["store"] = "ok"
     if svc.directory.ping():
