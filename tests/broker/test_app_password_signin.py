@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from careid_broker.assurance import ACR_PASSWORD, AMR_PASSWORD
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import AuditRecord, AuthorizationRequest, EndedSession, Outcome
+from careid_broker.store.errors import StoreUnavailableError
 
 SIGNIN_COOKIE = "careid-signin"
 BROWSER_COOKIE = "careid-browser"
@@ -277,3 +278,26 @@ def test_the_card_button_leads_to_a_labelled_placeholder(app: Flask, client: Fla
     assert cookie_value(client, SIGNIN_COOKIE) is None
     entry = _last_audit(app, "signin.card")
     assert entry.outcome is Outcome.FAILURE and entry.error_code == "card_signin_unavailable"
+
+
+def test_a_sign_in_that_cannot_be_audited_does_not_happen(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The success entry and the session it describes commit together: when the audit
+    # write fails (the database went away mid-sign-in) neither is kept, and the person
+    # is told the service is unavailable rather than signed in.
+    audit_log = broker_of(app).repos.audit
+    real_append = audit_log.append
+
+    def failing_append(event: str, *args: object, **kwargs: object) -> AuditRecord:
+        if event == "signin.password":
+            raise StoreUnavailableError(detail="test: the database went away")
+        return real_append(event, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit_log, "append", failing_append)
+    response = password_login(client, "alex.morgan@nhs.net")
+    assert response.status_code == 503 and error_code_of(response) == "store_unavailable"
+    assert broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net") == []
+    monkeypatch.undo()
+    entries = broker_of(app).repos.audit.list_recent(event_prefix="signin.password", limit=20)
+    assert [e.outcome for e in entries if e.outcome == Outcome.SUCCESS] == []
