@@ -63,6 +63,7 @@ class BrokerCode(StrEnum):
     BROWSER_UNSUPPORTED = "browser_unsupported"
     REGISTRATION_EXPIRED = "registration_expired"
     REGISTRATION_PREREQUISITES_MISSING = "registration_prerequisites_missing"
+    REGISTRATION_ALREADY_DONE = "registration_already_done"
 
     # The OpenID Provider (broker side).
     OIDC_CONFIG_INVALID = "oidc_config_invalid"
@@ -219,6 +220,10 @@ _MESSAGES: dict[BrokerCode, str] = {
         "Your smartcard registration was not finished in time, so nothing was saved. Start"
         " the registration again."
     ),
+    BrokerCode.REGISTRATION_ALREADY_DONE: (
+        "This smartcard is already registered for your account, so nothing was changed."
+        " Sign in with your smartcard."
+    ),
     BrokerCode.REGISTRATION_PREREQUISITES_MISSING: (
         "Your account is not ready for smartcard sign-in yet. Sort out each problem listed"
         " on this page, then start the registration again."
@@ -327,6 +332,7 @@ _STATUS: Final[dict[Code, int]] = {
     BrokerCode.REGISTRATION_CARD_LINKED: 409,
     BrokerCode.REGISTRATION_ACCOUNT_LINKED: 409,
     BrokerCode.REGISTRATION_PREREQUISITES_MISSING: 403,
+    BrokerCode.REGISTRATION_ALREADY_DONE: 409,
     BrokerCode.REGISTRATION_NOT_FOUND: 404,
     BrokerCode.ADMIN_REGISTRATION_CHANGED: 409,
 }

@@ -179,3 +179,28 @@ def test_registration_and_sign_in_challenges_are_not_interchangeable(
     )
     assert crossed.get_json()["error"] == "challenge_wrong_transaction"
     assert broker_of(card_app).repos.registrations.by_uuid(ALEX[1]) is None
+
+
+def test_a_stale_confirmation_after_registering_elsewhere_changes_nothing(
+    card_app: Flask, card_pki: CardPki
+) -> None:
+    # Alex gets to step 3 in one window, finishes in another, then presses Confirm in
+    # the first: it is already done, so nothing is replaced and nobody is signed in.
+    agent = card_pki.agent("alex")
+    stale = CardBrowser(card_app.test_client())
+    assert stale.register_password(ALEX[0]).status_code == 303
+    assert stale.register_card(agent).status_code == 200
+    other = CardBrowser(card_app.test_client())
+    assert other.register(agent, ALEX[0]).status_code == 200
+    repos = broker_of(card_app).repos
+    record = repos.registrations.by_uuid(ALEX[1])
+    assert record is not None
+    sessions = repos.sessions.active_for_account(ALEX[0])
+
+    answer = stale.register_confirm()
+    assert answer.status_code == 409
+    assert error_code_of(answer) == "registration_already_done"
+    assert 'href="/login"' in answer.get_data(as_text=True)
+    assert repos.registrations.by_uuid(ALEX[1]) == record
+    assert repos.sessions.active_for_account(ALEX[0]) == sessions
+    assert last_audit(card_app, "registration.create").error_code == "registration_already_done"

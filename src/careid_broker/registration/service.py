@@ -55,6 +55,13 @@ class RegistrationExpiredError(BrokerError):
     default_code = BrokerCode.REGISTRATION_EXPIRED
 
 
+class RegistrationAlreadyDoneError(BrokerError):
+    """This card's certificate is already linked to this account (finished in another
+    browser meanwhile): nothing to store."""
+
+    default_code = BrokerCode.REGISTRATION_ALREADY_DONE
+
+
 class PrerequisitesMissingError(BrokerError):
     """The account is not ready for smartcard sign-in; `problems` names each reason."""
 
@@ -268,6 +275,11 @@ class RegistrationService:
             if self._transactions.complete(pending.id) is None:
                 raise RegistrationExpiredError(detail="confirmed already, or expired")
             existing = self._registrations.by_mail(account.mail)
+            if existing is not None and _same_certificate(existing, card):
+                # Raising rolls the transaction back: the pending step stays as it was.
+                raise RegistrationAlreadyDoneError(
+                    detail=f"serial {card.serial_hex} is linked to {account.mail} already"
+                )
             replaced = None
             if existing is not None and existing.card_uuid == card.uuid:
                 replaced = self._registrations.remove(mail=account.mail)
@@ -289,3 +301,12 @@ class RegistrationService:
     def cancel(self, pending_id: str) -> None:
         """Abandon the registration: its pending step is expired (nothing was stored)."""
         self._transactions.expire(pending_id)
+
+
+def _same_certificate(record: RegistrationRecord, card: CardDetails) -> bool:
+    """Whether a stored link is to exactly this card certificate."""
+    return (
+        record.card_uuid == card.uuid
+        and record.cert_issuer_dn == card.issuer_dn
+        and record.cert_serial.lower() == card.serial_hex.lower()
+    )

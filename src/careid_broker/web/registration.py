@@ -25,7 +25,11 @@ from careid_broker.card.service import CardRefusal
 from careid_broker.card.wiring import CardServices
 from careid_broker.codes import BrokerCode, Code, message_for, status_for
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
-from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
+from careid_broker.registration.service import (
+    RegistrationAlreadyDoneError,
+    RegistrationExpiredError,
+    RegistrationService,
+)
 from careid_broker.registration.state import PendingRegistration, Stage
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import SigninDecision
@@ -304,6 +308,10 @@ def confirm(
             details=details,
         )
         log.info("registration refused at confirmation: %s", exc.code.value)
+        if isinstance(exc, RegistrationAlreadyDoneError):
+            # Finished in another browser: this one has nothing left to do but sign in.
+            session.pop(PENDING_KEY, None)
+            return error_response(exc.code, retry_url=url_for("login.page", tx=pending.return_tx))
         return error_response(exc.code, status=status_for(exc.code))
     session.pop(PENDING_KEY, None)
     record = confirmed.registration
