@@ -183,7 +183,12 @@ class PcscConnection:
         finally:
             command.clear()  # may hold a PIN; the caller wipes its own buffers
         if _rv(rv) != _rv(self._api.SCARD_S_SUCCESS):
-            raise error_for_pcsc(rv, connected=True, api=self._api)
+            error = error_for_pcsc(rv, connected=True, api=self._api)
+            if type(error) is CardCommunicationError:
+                # A card pulled mid-APDU fails as a communication error or as a
+                # removal depending on timing; the person removed it either way.
+                error = self._error_after_bad_response()
+            raise error
         if len(response) < 2:
             # A card pulled mid-APDU can come back as "success" with no status word
             # (vpcd does this); ask PC/SC whether the card is still there.

@@ -216,6 +216,18 @@ def test_transmit_errors_after_connect(rv: int, error: type) -> None:
     connection.close()
 
 
+@pytest.mark.parametrize("rv", [scard.SCARD_F_COMM_ERROR, scard.SCARD_E_NOT_TRANSACTED])
+def test_a_communication_error_with_the_card_gone_is_a_removal(rv: int) -> None:
+    # The card was pulled mid-signature: whatever PC/SC said, the person removed it.
+    api = two_readers()
+    connection = connect(api=api)
+    api.transmit_rv = rv
+    api.readers["Virtual PCD 00 01"] = (EMPTY | (8 << 16), [])
+    with pytest.raises(CardRemovedError):
+        connection.transmit(b"\x00\x87\x11\x9a")
+    connection.close()
+
+
 def test_reset_by_another_program_says_so() -> None:
     error = error_for_pcsc(scard.SCARD_W_RESET_CARD, connected=True)
     assert isinstance(error, CardRemovedError) and "reset" in error.message

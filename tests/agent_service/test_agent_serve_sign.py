@@ -151,6 +151,26 @@ def test_card_removed_while_signing(slot: CardSlot, start_agent: StartAgent) -> 
     assert "removed" in reply.json["message"]
 
 
+@pytest.mark.parametrize(
+    ("algorithm", "ins"),
+    [
+        (KeyAlgorithm.P256, 0x20),  # as VERIFY (the PIN) arrives
+        (KeyAlgorithm.P256, 0x87),  # as GENERAL AUTHENTICATE arrives
+        (KeyAlgorithm.RSA2048, 0x87),  # between the chained GENERAL AUTHENTICATE blocks
+        (KeyAlgorithm.RSA2048, 0xC0),  # as GET RESPONSE fetches the signature
+    ],
+)
+def test_a_card_pulled_at_any_point_of_the_signature_is_card_removed(
+    slot: CardSlot, start_agent: StartAgent, algorithm: KeyAlgorithm, ins: int
+) -> None:
+    slot.insert(make_test_profile(algorithm))
+    port = start_agent().server.port
+    assert call(port, "GET", "/v1/status").json["cardPresent"] is True
+    slot.yank_on_ins = ins
+    reply = authenticate(port, new_challenge())
+    assert (reply.status, reply.json["error"]) == (409, "card_removed")
+
+
 def test_no_card(slot: CardSlot, start_agent: StartAgent) -> None:
     slot.remove()
     port = start_agent().server.port
