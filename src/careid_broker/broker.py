@@ -33,6 +33,7 @@ from careid_broker.store import (
     KeyAlgorithm,
     LoginTransactions,
     Repositories,
+    ResponderStateTable,
     Store,
     Tokens,
     create_store,
@@ -160,6 +161,9 @@ def build_broker(
         metrics=metrics,
         clock=clock,
         http=http or UrllibFetcher(),
+        # Shared by every worker and instance: one that finds a responder down (or back)
+        # tells them all at once.
+        responder_states=ResponderStateTable(store),
     )
     provider = build_provider(
         issuer=config.broker.issuer,

@@ -27,6 +27,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig, UrllibFetcher
+from careid_broker.pki.ocsp_backoff import ResponderStates
 from careid_devkit.ocsp_responder import PkiServer
 from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
 from support.clock import FakeClock
@@ -88,12 +89,17 @@ class PkiEnv:
         return PkiConfig.from_mapping(self.mapping(**overrides), base_dir=self.directory)
 
     def validator(
-        self, *, http: HttpFetcher | None = None, **overrides: Any
+        self,
+        *,
+        http: HttpFetcher | None = None,
+        responder_states: ResponderStates | None = None,
+        **overrides: Any,
     ) -> CertificateValidator:
         return CertificateValidator(
             self.config(**overrides),
             clock=self.clock,
             http=http if http is not None else UrllibFetcher(),
+            responder_states=responder_states,
         )
 
     def craft(

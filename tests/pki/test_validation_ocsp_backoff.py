@@ -23,6 +23,7 @@ from careid_broker.errors import (
     RevocationUnavailableError,
 )
 from careid_broker.pki import CertificateValidator, HttpFetchError, PkiConfig, RevocationSource
+from careid_broker.pki.ocsp_backoff import ResponderStates
 from careid_protocol.errors import ErrorCode
 
 BACKOFF = 30
@@ -50,10 +51,16 @@ class Responder:
         return len(self.fetcher.posts)
 
 
-def _validator(env: PkiEnv, responder: Responder, **overrides: Any) -> CertificateValidator:
+def _validator(
+    env: PkiEnv,
+    responder: Responder,
+    *,
+    responder_states: ResponderStates | None = None,
+    **overrides: Any,
+) -> CertificateValidator:
     overrides.setdefault("revocation", "ocsp-then-crl")
     overrides["ocsp"] = {"failure_backoff_seconds": BACKOFF, **overrides.get("ocsp", {})}
-    return env.validator(http=responder.fetcher, **overrides)
+    return env.validator(http=responder.fetcher, responder_states=responder_states, **overrides)
 
 
 def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

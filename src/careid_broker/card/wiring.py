@@ -16,6 +16,7 @@ from careid_broker.card.settings import CardSettings
 from careid_broker.directory import Directory
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig
+from careid_broker.pki.ocsp_backoff import ResponderStates
 from careid_broker.pki.status import Clock
 from careid_broker.signin.sessions import SigninSessions
 from careid_broker.store import Repositories
@@ -52,12 +53,15 @@ def build_card_services(
     metrics: BrokerMetrics,
     clock: Clock,
     http: HttpFetcher,
+    responder_states: ResponderStates | None = None,
 ) -> CardServices:
     """Card sign-in's parts from its settings and the broker's adapters."""
     validator: CertificateValidator | None = None
     signin: CardSignin | None = None
     if pki is not None:
-        validator = CertificateValidator(pki, clock=clock, http=http)
+        validator = CertificateValidator(
+            pki, clock=clock, http=http, responder_states=responder_states
+        )
         signin = CardSignin(
             origin=origin,
             challenges=repos.challenges,

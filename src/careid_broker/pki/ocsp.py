@@ -33,7 +33,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki.config import OcspSettings
 from careid_broker.pki.http import HttpFetcher, HttpFetchError
-from careid_broker.pki.ocsp_backoff import ResponderBackoff
+from careid_broker.pki.ocsp_backoff import ResponderBackoff, ResponderStates
 from careid_broker.pki.ocsp_response import (
     InvalidOcspResponse,
     OcspAnswer,
@@ -92,6 +92,7 @@ class OcspClient:
         clock: Clock,
         http: HttpFetcher,
         max_clock_skew: timedelta,
+        responder_states: ResponderStates | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -99,7 +100,7 @@ class OcspClient:
         self._skew = max_clock_skew
         self._lock = threading.Lock()
         self._cache: OrderedDict[_CacheKey, _Cached] = OrderedDict()
-        self.backoff = ResponderBackoff(settings.failure_backoff)
+        self.backoff = ResponderBackoff(settings.failure_backoff, responder_states)
 
     def check(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
         """The "good" status; revoked or unknown: CertificateRevokedError.

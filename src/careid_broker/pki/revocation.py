@@ -18,6 +18,7 @@ from careid_broker.pki.config import PkiConfig, RevocationMode
 from careid_broker.pki.crl import CrlCache
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.ocsp import OcspClient
+from careid_broker.pki.ocsp_backoff import ResponderStates
 from careid_broker.pki.status import Clock, RevocationStatus, describe
 
 logger = logging.getLogger(__name__)
@@ -35,11 +36,24 @@ class RevocationOutcome:
 class RevocationChecker:
     """Runs the configured revocation checks for a certificate and its issuer."""
 
-    def __init__(self, config: PkiConfig, *, clock: Clock, http: HttpFetcher) -> None:
+    def __init__(
+        self,
+        config: PkiConfig,
+        *,
+        clock: Clock,
+        http: HttpFetcher,
+        responder_states: ResponderStates | None = None,
+    ) -> None:
         self._mode = config.revocation
         self._soft_fail = config.soft_fail
         skew: timedelta = config.max_clock_skew
-        self.ocsp = OcspClient(config.ocsp, clock=clock, http=http, max_clock_skew=skew)
+        self.ocsp = OcspClient(
+            config.ocsp,
+            clock=clock,
+            http=http,
+            max_clock_skew=skew,
+            responder_states=responder_states,
+        )
         self.crl = CrlCache(config.crl, clock=clock, http=http, max_clock_skew=skew)
         if self._soft_fail:
             logger.warning(

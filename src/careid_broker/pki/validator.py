@@ -54,6 +54,7 @@ from careid_broker.pki.checks import (
 from careid_broker.pki.config import PkiConfig
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.keys import UnsupportedKey, supported_key
+from careid_broker.pki.ocsp_backoff import ResponderStates
 from careid_broker.pki.revocation import RevocationChecker
 from careid_broker.pki.status import (
     Clock,
@@ -157,7 +158,14 @@ def _check_keys(certificates: tuple[x509.Certificate, ...]) -> None:
 class CertificateValidator:
     """Validates card certificates against the `[pki]` configuration."""
 
-    def __init__(self, config: PkiConfig, *, clock: Clock, http: HttpFetcher) -> None:
+    def __init__(
+        self,
+        config: PkiConfig,
+        *,
+        clock: Clock,
+        http: HttpFetcher,
+        responder_states: ResponderStates | None = None,
+    ) -> None:
         self._config = config
         self._clock = clock
         self._store = verification.Store(list(config.trust_anchors))
@@ -168,7 +176,10 @@ class CertificateValidator:
             .may_be_present(x509.SubjectAlternativeName, verification.Criticality.AGNOSTIC, None)
         )
         self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
-        self.revocation = RevocationChecker(config, clock=clock, http=http)
+        # Shared through the store by the broker, so every worker and instance agrees.
+        self.revocation = RevocationChecker(
+            config, clock=clock, http=http, responder_states=responder_states
+        )
 
     def trust(self, certificate: bytes | x509.Certificate) -> TrustedCertificate:
         """Every certificate check up to and including revocation, in DESIGN.md's order;

@@ -48,6 +48,7 @@ from careid_broker.store.registrations import (
     Registrations,
 )
 from careid_broker.store.repositories import Repositories
+from careid_broker.store.responders import ResponderStateTable
 from careid_broker.store.sessions import (
     EndedSession,
     EndReason,
@@ -120,6 +121,7 @@ __all__ = [
     "RegistrationRecord",
     "Registrations",
     "Repositories",
+    "ResponderStateTable",
     "RetryPolicy",
     "RevokeOutcome",
     "RevokeResult",

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from careid_broker.store.base import require_aware
+from careid_broker.store.base import Base, require_aware
 from careid_broker.store.errors import StoreUnavailableError
 from careid_broker.store.models import Heartbeat
 
@@ -170,7 +170,7 @@ class Store:
                 return False
         try:
             with self.transaction() as session:
-                statement = _upsert(self.dialect_name, Heartbeat).values(
+                statement = upsert(self.dialect_name, Heartbeat).values(
                     host=host[:255], beat_at=self.now()
                 )
                 session.execute(
@@ -309,7 +309,7 @@ def _postgresql_engine(url: URL, *, busy_timeout: timedelta, pool_size: int, ech
     )
 
 
-def _upsert(dialect: str, table: type[Heartbeat]) -> Any:
+def upsert(dialect: str, table: type[Base]) -> Any:
     """INSERT … ON CONFLICT for this dialect (both SQLite and PostgreSQL have it)."""
     if dialect == "postgresql":
         return postgresql.insert(table)

@@ -293,3 +293,14 @@ class Heartbeat(Base):
 
     host: Mapped[str] = mapped_column(String(255), primary_key=True)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OcspResponderState(Base):
+    """An OCSP responder every worker and instance skips until `until` (it failed)."""
+
+    __tablename__ = "ocsp_responders"
+
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(String(500))

@@ -1,0 +1,94 @@
+"""OCSP responder back-off in the store, so every worker and instance agrees at once.
+
+The certificate validator asks, for each revocation check, whether a responder is being
+skipped; one that failed in any worker is skipped by all, and one that answered again in
+any worker is asked by all. When a back-off runs out exactly one caller, in whichever
+process, takes the probe (a conditional UPDATE decides), so the others keep skipping
+rather than all waiting on a responder that may still be down. The shape is
+`careid_broker.pki.ocsp_backoff.ResponderStates` (structural: the store does not import
+the PKI layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+
+from careid_broker.store.engine import Store, upsert
+from careid_broker.store.models import OcspResponderState
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponderRow:
+    """A responder being skipped (what `ResponderStates.get` returns)."""
+
+    since: datetime
+    until: datetime
+    reason: str
+
+
+def _row(state: OcspResponderState) -> ResponderRow:
+    return ResponderRow(since=state.since, until=state.until, reason=state.reason)
+
+
+class ResponderStateTable:
+    """`ResponderStates` over the `ocsp_responders` table."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, key: str) -> ResponderRow | None:
+        with self._store.session() as session:
+            state = session.get(OcspResponderState, key)
+            return _row(state) if state is not None else None
+
+    def take_probe(self, key: str, now: datetime, lease_until: datetime) -> bool:
+        with self._store.transaction() as session:
+            result = session.execute(
+                update(OcspResponderState)
+                .where(OcspResponderState.url == key, OcspResponderState.until <= now)
+                .values(until=lease_until),
+                execution_options={"synchronize_session": False},
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def mark_failed(self, key: str, now: datetime, until: datetime, reason: str) -> datetime:
+        with self._store.transaction() as session:
+            # An upsert: two workers finding the responder down at once both succeed.
+            statement = upsert(self._store.dialect_name, OcspResponderState).values(
+                url=key, since=now, until=until, reason=reason[:500]
+            )
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["url"],
+                    set_={"until": statement.excluded.until, "reason": statement.excluded.reason},
+                )
+            )
+            since = session.scalar(
+                select(OcspResponderState.since).where(OcspResponderState.url == key)
+            )
+            return since if since is not None else now
+
+    def clear(self, key: str) -> ResponderRow | None:
+        with self._store.transaction() as session:
+            state = session.get(OcspResponderState, key, with_for_update=True)
+            if state is None:
+                return None
+            row = _row(state)
+            session.execute(delete(OcspResponderState).where(OcspResponderState.url == key))
+            return row
+
+    def skipped(self, now: datetime) -> dict[str, datetime]:
+        with self._store.session() as session:
+            rows = session.execute(
+                select(OcspResponderState.url, OcspResponderState.until).where(
+                    OcspResponderState.until > now
+                )
+            ).all()
+            return {url: until for url, until in rows}
+
+    def clear_all(self) -> None:
+        with self._store.transaction() as session:
+            session.execute(delete(OcspResponderState))
