@@ -32,6 +32,7 @@ from careid_broker.signin.sessions import SigninSessions
 from careid_broker.store import (
     KeyAlgorithm,
     LoginTransactions,
+    OcspAnswerTable,
     Repositories,
     ResponderStateTable,
     Store,
@@ -164,6 +165,7 @@ def build_broker(
         # Shared by every worker and instance: one that finds a responder down (or back)
         # tells them all at once.
         responder_states=ResponderStateTable(store),
+        answers=OcspAnswerTable(store),
     )
     provider = build_provider(
         issuer=config.broker.issuer,

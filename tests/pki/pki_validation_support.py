@@ -28,6 +28,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig, UrllibFetcher
 from careid_broker.pki.ocsp_backoff import ResponderStates
+from careid_broker.pki.ocsp_cache import OcspAnswerCache
 from careid_devkit.ocsp_responder import PkiServer
 from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
 from support.clock import FakeClock
@@ -93,6 +94,7 @@ class PkiEnv:
         *,
         http: HttpFetcher | None = None,
         responder_states: ResponderStates | None = None,
+        answers: OcspAnswerCache | None = None,
         **overrides: Any,
     ) -> CertificateValidator:
         return CertificateValidator(
@@ -100,6 +102,7 @@ class PkiEnv:
             clock=self.clock,
             http=http if http is not None else UrllibFetcher(),
             responder_states=responder_states,
+            answers=answers,
         )
 
     def craft(

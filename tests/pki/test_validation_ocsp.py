@@ -20,6 +20,7 @@ from pki_validation_support import (
     RecordingFetcher,
     closed_port_url,
     key_usage_for,
+    next_uuid,
     request_nonce,
     silent_port,
 )
@@ -101,7 +102,7 @@ def _responder_cert(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def test_good_answers_are_cached_until_next_update(env: PkiEnv) -> None:
+def test_good_answers_are_cached_until_next_update_at_most(env: PkiEnv) -> None:
     cert = env.issue()
     validator = env.validator()
     before = _served(env)
@@ -111,11 +112,47 @@ def test_good_answers_are_cached_until_next_update(env: PkiEnv) -> None:
     assert first.revocation is not None and not first.revocation.cached
     assert second.revocation is not None and second.revocation.cached
 
-    # The devkit's answers last an hour: past nextUpdate the responder is asked again.
+    # The devkit's answers last an hour: past nextUpdate the responder is asked again
+    # (with max_good_age_seconds raised past it here).
+    validator = env.validator(ocsp={"max_good_age_seconds": 7200})
+    validator.validate(cert)
+    before = _served(env)
     env.clock.advance(timedelta(hours=1, seconds=1))
     third = validator.validate(cert)
-    assert _served(env) == before + 2
+    assert _served(env) == before + 1
     assert third.revocation is not None and not third.revocation.cached
+
+
+def test_a_card_revoked_after_a_good_answer_is_refused_once_the_good_answer_is_too_old(
+    env: PkiEnv,
+) -> None:
+    # The answer says good for an hour; a Registration Authority revokes the lost card a
+    # minute later and expects it refused within max_good_age_seconds, not the hour.
+    uuid = next_uuid()
+    cert = env.issue(uuid=uuid)
+    validator = env.validator(ocsp={"max_good_age_seconds": 120})
+    validator.validate(cert)
+    env.pki.revoke(uuid=uuid, now=env.clock.now)
+    env.clock.advance(timedelta(seconds=119))
+    cached = validator.validate(cert)
+    assert cached.revocation is not None and cached.revocation.cached
+    env.clock.advance(timedelta(seconds=1))
+    with pytest.raises(CertificateRevokedError):
+        validator.validate(cert)
+
+
+def test_a_revoked_answer_is_kept_until_next_update(env: PkiEnv) -> None:
+    uuid = next_uuid()
+    cert = env.issue(uuid=uuid)
+    env.pki.revoke(uuid=uuid, now=env.clock.now)
+    validator = env.validator(ocsp={"max_good_age_seconds": 60})
+    with pytest.raises(CertificateRevokedError):
+        validator.validate(cert)
+    served = _served(env)
+    env.clock.advance(timedelta(minutes=30))  # past the good-answer limit, not nextUpdate
+    with pytest.raises(CertificateRevokedError):
+        validator.validate(cert)
+    assert _served(env) == served
 
 
 def test_a_revoked_card_is_refused_by_ocsp(env: PkiEnv) -> None:

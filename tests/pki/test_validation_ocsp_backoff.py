@@ -24,6 +24,7 @@ from careid_broker.errors import (
 )
 from careid_broker.pki import CertificateValidator, HttpFetchError, PkiConfig, RevocationSource
 from careid_broker.pki.ocsp_backoff import ResponderStates
+from careid_broker.pki.ocsp_cache import OcspAnswerCache
 from careid_protocol.errors import ErrorCode
 
 BACKOFF = 30
@@ -56,11 +57,14 @@ def _validator(
     responder: Responder,
     *,
     responder_states: ResponderStates | None = None,
+    answers: OcspAnswerCache | None = None,
     **overrides: Any,
 ) -> CertificateValidator:
     overrides.setdefault("revocation", "ocsp-then-crl")
     overrides["ocsp"] = {"failure_backoff_seconds": BACKOFF, **overrides.get("ocsp", {})}
-    return env.validator(http=responder.fetcher, responder_states=responder_states, **overrides)
+    return env.validator(
+        http=responder.fetcher, responder_states=responder_states, answers=answers, **overrides
+    )
 
 
 def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

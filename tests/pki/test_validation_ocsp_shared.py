@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from pki_validation_support import PkiEnv
+from pki_validation_support import PkiEnv, next_uuid
+from sqlalchemy import select
 from test_validation_ocsp_backoff import BACKOFF, Responder, _validator
 
+from careid_broker.errors import CertificateRevokedError
 from careid_broker.pki import CertificateValidator, RevocationSource
-from careid_broker.store import ResponderStateTable, Store, create_store
+from careid_broker.store import OcspAnswerTable, ResponderStateTable, Store, create_store
+from careid_broker.store.models import OcspAnswer
 
 
 @pytest.fixture
@@ -25,8 +29,14 @@ def shared(env: PkiEnv, store_url: str) -> Iterator[Store]:
     store.dispose()
 
 
-def _worker(env: PkiEnv, responder: Responder, store: Store) -> CertificateValidator:
-    return _validator(env, responder, responder_states=ResponderStateTable(store))
+def _worker(env: PkiEnv, responder: Responder, store: Store, **ocsp: Any) -> CertificateValidator:
+    return _validator(
+        env,
+        responder,
+        responder_states=ResponderStateTable(store),
+        answers=OcspAnswerTable(store),
+        ocsp=ocsp,
+    )
 
 
 def test_a_responder_one_worker_found_down_is_skipped_by_the_others_at_once(
@@ -72,3 +82,52 @@ def test_a_responder_back_for_one_worker_is_asked_by_all_at_once(
     assert second.validate(env.issue()).revocation_method is RevocationSource.OCSP
     assert responder.asked == asked + 1
     assert second.revocation.ocsp.backoff.backed_off(env.clock.now) == {}
+
+
+def test_a_good_answer_one_worker_fetched_serves_the_others(env: PkiEnv, shared: Store) -> None:
+    responder = Responder(down=False)
+    first, second = _worker(env, responder, shared), _worker(env, responder, shared)
+    cert = env.issue()
+    assert first.validate(cert).revocation_method is RevocationSource.OCSP
+    assert responder.asked == 1
+    served = second.validate(cert)  # another worker: no second question to the responder
+    assert served.revocation is not None and served.revocation.cached
+    assert responder.asked == 1
+
+
+def test_a_revoked_card_is_refused_everywhere_within_the_good_answer_limit(
+    env: PkiEnv, shared: Store
+) -> None:
+    responder = Responder(down=False)
+    workers = [_worker(env, responder, shared, max_good_age_seconds=60) for _ in range(2)]
+    uuid = next_uuid()
+    cert = env.issue(uuid=uuid)
+    workers[0].validate(cert)
+    env.pki.revoke(uuid=uuid, now=env.clock.now)
+    env.clock.advance(timedelta(seconds=60))
+    for worker in workers:
+        with pytest.raises(CertificateRevokedError):
+            worker.validate(cert)
+    assert responder.asked == 2  # the second worker used the first one's "revoked"
+
+
+def test_a_tampered_shared_answer_is_not_trusted(env: PkiEnv, shared: Store) -> None:
+    responder = Responder(down=False)
+    worker = _worker(env, responder, shared)
+    cert = env.issue()
+    worker.validate(cert)
+    table = OcspAnswerTable(shared)
+    ((key, kept),) = [(k, table.get(k, env.clock.now)) for k in _keys(shared)]
+    assert kept is not None
+    forged = bytearray(kept.der)
+    forged[-5] ^= 0xFF  # inside the signature
+    table.put(
+        key, der=bytes(forged), location=kept.location, expires=env.clock.now + timedelta(minutes=1)
+    )
+    assert worker.validate(cert).revocation is not None  # asked the responder again
+    assert responder.asked == 2
+
+
+def _keys(store: Store) -> list[str]:
+    with store.session() as session:
+        return list(session.scalars(select(OcspAnswer.cert_key)))

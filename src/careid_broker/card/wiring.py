@@ -17,6 +17,7 @@ from careid_broker.directory import Directory
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig
 from careid_broker.pki.ocsp_backoff import ResponderStates
+from careid_broker.pki.ocsp_cache import OcspAnswerCache
 from careid_broker.pki.status import Clock
 from careid_broker.signin.sessions import SigninSessions
 from careid_broker.store import Repositories
@@ -54,13 +55,14 @@ def build_card_services(
     clock: Clock,
     http: HttpFetcher,
     responder_states: ResponderStates | None = None,
+    answers: OcspAnswerCache | None = None,
 ) -> CardServices:
     """Card sign-in's parts from its settings and the broker's adapters."""
     validator: CertificateValidator | None = None
     signin: CardSignin | None = None
     if pki is not None:
         validator = CertificateValidator(
-            pki, clock=clock, http=http, responder_states=responder_states
+            pki, clock=clock, http=http, responder_states=responder_states, answers=answers
         )
         signin = CardSignin(
             origin=origin,

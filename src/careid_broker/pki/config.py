@@ -82,6 +82,9 @@ class OcspSettings:
     max_response_age: timedelta = timedelta(hours=1)
     """How old a response without nextUpdate may be (its thisUpdate)."""
     cache_max_entries: int = 10_000
+    max_good_age: timedelta = timedelta(minutes=5)
+    """A cached "good" answer is used for at most this long, whatever its nextUpdate:
+    a card a Registration Authority revokes is refused within this time."""
     failure_backoff: timedelta = timedelta(seconds=30)
     """After a responder fails (timeout, connection error, no usable answer), skip it
     for this long and go straight to the fallback; zero: always ask it."""
@@ -276,6 +279,9 @@ def _ocsp(reader: _Reader) -> OcspSettings:
             )
         ),
         cache_max_entries=reader.integer("cache_max_entries", 10_000, minimum=0, maximum=1_000_000),
+        max_good_age=timedelta(
+            seconds=reader.integer("max_good_age_seconds", 300, minimum=0, maximum=86400)
+        ),
         failure_backoff=timedelta(
             seconds=reader.integer("failure_backoff_seconds", 30, minimum=0, maximum=3600)
         ),

@@ -1,15 +1,17 @@
-"""The OCSP client (RFC 6960, nonce RFC 8954): ask, verify, cache until nextUpdate.
+"""The OCSP client (RFC 6960, nonce RFC 8954): ask, verify, cache.
 
 Nonce and cache. With `require_nonce` every request to the responder carries 32 fresh
 random bytes and the answer must echo them, so a network attacker cannot replay an old
-"good" answer to us. Verified good/revoked answers are then cached until their
-nextUpdate, keyed by the CertID (issuer name and key hash, serial), and repeated
-sign-ins with the same card are served from the cache without a new nonce. That does not
-weaken the nonce: the cached answer was itself nonce-checked when fetched, and the
-responder (the CA's policy) declared it valid until nextUpdate — the same window any
-relying party without a nonce, or with a CRL, accepts. A revocation made inside that
-window is seen at the latest at nextUpdate, as with a CRL. "Unknown" answers and answers
-without nextUpdate are not cached.
+"good" answer to us. Verified answers are then cached (`ocsp_cache`, shared by every
+worker and instance in the broker), keyed by the CertID (issuer name and key hash,
+serial), and repeated sign-ins with the same card are served from the cache without a
+new nonce. That does not weaken the nonce: the cached answer was itself nonce-checked
+when fetched, and it is verified again (signature, freshness) each time it is used.
+A "revoked" answer is kept until its nextUpdate; a "good" one for at most
+`max_good_age_seconds` (default five minutes) whatever its nextUpdate, because a
+Registration Authority that revokes a lost card expects it refused now, not within the
+hour a responder may declare. "Unknown" answers and answers without nextUpdate are not
+cached.
 
 Back-off (`ocsp_backoff`). A responder that fails is skipped for a while, so that a
 responder outage does not cost every sign-in the full timeout. Cached answers are still
@@ -20,9 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -34,6 +33,7 @@ from careid_broker.errors import CertificateRevokedError, RevocationUnavailableE
 from careid_broker.pki.config import OcspSettings
 from careid_broker.pki.http import HttpFetcher, HttpFetchError
 from careid_broker.pki.ocsp_backoff import ResponderBackoff, ResponderStates
+from careid_broker.pki.ocsp_cache import MemoryAnswerCache, OcspAnswerCache
 from careid_broker.pki.ocsp_response import (
     InvalidOcspResponse,
     OcspAnswer,
@@ -54,15 +54,6 @@ logger = logging.getLogger(__name__)
 #: RFC 8954 §2.1: at most 32 octets; RFC 8954 recommends 32 for unpredictability.
 NONCE_LENGTH = 32
 OCSP_REQUEST_TYPE = "application/ocsp-request"
-
-_CacheKey = tuple[bytes, bytes, int]
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Cached:
-    answer: OcspAnswer
-    location: str
-    expires: datetime
 
 
 def ocsp_urls(certificate: x509.Certificate) -> list[str]:
@@ -93,13 +84,15 @@ class OcspClient:
         http: HttpFetcher,
         max_clock_skew: timedelta,
         responder_states: ResponderStates | None = None,
+        answers: OcspAnswerCache | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._http = http
         self._skew = max_clock_skew
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[_CacheKey, _Cached] = OrderedDict()
+        self._cache: OcspAnswerCache = (
+            answers if answers is not None else MemoryAnswerCache(settings.cache_max_entries)
+        )
         self.backoff = ResponderBackoff(settings.failure_backoff, responder_states)
 
     def check(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
@@ -114,9 +107,10 @@ class OcspClient:
         cert_id_hash = hashes.SHA1()  # noqa: S303
         builder = ocsp.OCSPRequestBuilder().add_certificate(certificate, issuer, cert_id_hash)
         key = self._key(builder.build())
-        cached = self._cached(key, now)
+        cached = self._cached(key, certificate, issuer, now)
         if cached is not None:
-            return self._conclude(certificate, cached.answer, cached.location, cached=True)
+            answer, location = cached
+            return self._conclude(certificate, answer, location, cached=True)
         url = self._responder_url(certificate)
         skipped = self.backoff.skip_reason(url, now)
         if skipped is not None:
@@ -162,18 +156,16 @@ class OcspClient:
                 detail=f"OCSP response from {url} for {describe(certificate)} rejected: {exc}"
             ) from exc
         self.backoff.answered(url, utc_now(self._clock))
-        self._remember(key, answer, url)
+        self._remember(key, answer, body, url, now)
         return self._conclude(certificate, answer, url, cached=False)
 
     def cache_size(self) -> int:
         """How many answers are cached (for metrics and tests)."""
-        with self._lock:
-            return len(self._cache)
+        return self._cache.size()
 
     def clear_cache(self) -> None:
         """Forget every cached answer (e.g. after an emergency revocation)."""
-        with self._lock:
-            self._cache.clear()
+        self._cache.clear()
 
     def _responder_url(self, certificate: x509.Certificate) -> str:
         if self._settings.responder_url is not None:
@@ -186,31 +178,45 @@ class OcspClient:
         return urls[0]
 
     @staticmethod
-    def _key(request: ocsp.OCSPRequest) -> _CacheKey:
-        return request.issuer_name_hash, request.issuer_key_hash, request.serial_number
+    def _key(request: ocsp.OCSPRequest) -> str:
+        return (
+            f"{request.issuer_name_hash.hex()}:{request.issuer_key_hash.hex()}"
+            f":{request.serial_number:x}"
+        )
 
-    def _cached(self, key: _CacheKey, now: datetime) -> _Cached | None:
-        with self._lock:
-            entry = self._cache.get(key)
-            if entry is None:
-                return None
-            if now >= entry.expires:
-                del self._cache[key]
-                return None
-            self._cache.move_to_end(key)
-            return entry
+    def _cached(
+        self, key: str, certificate: x509.Certificate, issuer: x509.Certificate, now: datetime
+    ) -> tuple[OcspAnswer, str] | None:
+        kept = self._cache.get(key, now)
+        if kept is None:
+            return None
+        try:
+            # Verified again: the cache may be shared (the database), and time moves on.
+            answer = verify_response(
+                kept.der,
+                certificate=certificate,
+                issuer=issuer,
+                nonce=None,  # checked when it was fetched
+                now=now,
+                skew=self._skew,
+                max_age=self._settings.max_response_age,
+            )
+        except InvalidOcspResponse as exc:
+            logger.warning("ignoring a cached OCSP answer for %s: %s", describe(certificate), exc)
+            return None
+        return answer, kept.location
 
-    def _remember(self, key: _CacheKey, answer: OcspAnswer, location: str) -> None:
+    def _remember(
+        self, key: str, answer: OcspAnswer, der: bytes, location: str, now: datetime
+    ) -> None:
         if answer.next_update is None or answer.status is ocsp.OCSPCertStatus.UNKNOWN:
             return
-        limit = self._settings.cache_max_entries
-        if limit == 0:
+        expires = answer.next_update
+        if answer.status is ocsp.OCSPCertStatus.GOOD:
+            expires = min(expires, now + self._settings.max_good_age)
+        if expires <= now:
             return
-        with self._lock:
-            self._cache[key] = _Cached(answer=answer, location=location, expires=answer.next_update)
-            self._cache.move_to_end(key)
-            while len(self._cache) > limit:
-                self._cache.popitem(last=False)
+        self._cache.put(key, der=der, location=location, expires=expires)
 
     @staticmethod
     def _conclude(

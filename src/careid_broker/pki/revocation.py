@@ -19,6 +19,7 @@ from careid_broker.pki.crl import CrlCache
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.ocsp import OcspClient
 from careid_broker.pki.ocsp_backoff import ResponderStates
+from careid_broker.pki.ocsp_cache import OcspAnswerCache
 from careid_broker.pki.status import Clock, RevocationStatus, describe
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RevocationChecker:
         clock: Clock,
         http: HttpFetcher,
         responder_states: ResponderStates | None = None,
+        answers: OcspAnswerCache | None = None,
     ) -> None:
         self._mode = config.revocation
         self._soft_fail = config.soft_fail
@@ -53,6 +55,7 @@ class RevocationChecker:
             http=http,
             max_clock_skew=skew,
             responder_states=responder_states,
+            answers=answers,
         )
         self.crl = CrlCache(config.crl, clock=clock, http=http, max_clock_skew=skew)
         if self._soft_fail:

@@ -55,6 +55,7 @@ from careid_broker.pki.config import PkiConfig
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.keys import UnsupportedKey, supported_key
 from careid_broker.pki.ocsp_backoff import ResponderStates
+from careid_broker.pki.ocsp_cache import OcspAnswerCache
 from careid_broker.pki.revocation import RevocationChecker
 from careid_broker.pki.status import (
     Clock,
@@ -165,6 +166,7 @@ class CertificateValidator:
         clock: Clock,
         http: HttpFetcher,
         responder_states: ResponderStates | None = None,
+        answers: OcspAnswerCache | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -178,7 +180,7 @@ class CertificateValidator:
         self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
         # Shared through the store by the broker, so every worker and instance agrees.
         self.revocation = RevocationChecker(
-            config, clock=clock, http=http, responder_states=responder_states
+            config, clock=clock, http=http, responder_states=responder_states, answers=answers
         )
 
     def trust(self, certificate: bytes | x509.Certificate) -> TrustedCertificate:

@@ -48,7 +48,7 @@ from careid_broker.store.registrations import (
     Registrations,
 )
 from careid_broker.store.repositories import Repositories
-from careid_broker.store.responders import ResponderStateTable
+from careid_broker.store.responders import OcspAnswerTable, ResponderStateTable
 from careid_broker.store.sessions import (
     EndedSession,
     EndReason,
@@ -122,6 +122,7 @@ __all__ = [
     "Registrations",
     "Repositories",
     "ResponderStateTable",
+    "OcspAnswerTable",
     "RetryPolicy",
     "RevokeOutcome",
     "RevokeResult",

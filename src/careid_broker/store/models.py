@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     text,
@@ -304,3 +305,14 @@ class OcspResponderState(Base):
     since: Mapped[datetime] = mapped_column(UTCDateTime())
     until: Mapped[datetime] = mapped_column(UTCDateTime())
     reason: Mapped[str] = mapped_column(String(500))
+
+
+class OcspAnswer(Base):
+    """A verified OCSP answer every worker and instance may use until `expires_at`."""
+
+    __tablename__ = "ocsp_answers"
+
+    cert_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary())
+    location: Mapped[str] = mapped_column(String(2048))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -1,4 +1,10 @@
-"""OCSP responder back-off in the store, so every worker and instance agrees at once.
+"""OCSP state in the store, so every worker and instance agrees at once: which responders
+are being skipped (`ResponderStateTable`) and the verified answers (`OcspAnswerTable`).
+
+Answers are kept as the responder's signed DER: the PKI layer verifies each again when
+it uses it, so a row in this table is never trusted on its own.
+
+Back-off:
 
 The certificate validator asks, for each revocation check, whether a responder is being
 skipped; one that failed in any worker is skipped by all, and one that answered again in
@@ -14,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from careid_broker.store.engine import Store, upsert
-from careid_broker.store.models import OcspResponderState
+from careid_broker.store.models import OcspAnswer, OcspResponderState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,3 +98,49 @@ class ResponderStateTable:
     def clear_all(self) -> None:
         with self._store.transaction() as session:
             session.execute(delete(OcspResponderState))
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeptAnswer:
+    """A kept OCSP answer (what `OcspAnswerCache.get` returns)."""
+
+    der: bytes
+    location: str
+
+
+class OcspAnswerTable:
+    """`OcspAnswerCache` over the `ocsp_answers` table."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, key: str, now: datetime) -> KeptAnswer | None:
+        with self._store.session() as session:
+            row = session.get(OcspAnswer, key)
+            if row is None or row.expires_at <= now:
+                return None
+            return KeptAnswer(der=row.der, location=row.location)
+
+    def put(self, key: str, *, der: bytes, location: str, expires: datetime) -> None:
+        with self._store.transaction() as session:
+            statement = upsert(self._store.dialect_name, OcspAnswer).values(
+                cert_key=key, der=der, location=location[:2048], expires_at=expires
+            )
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["cert_key"],
+                    set_={
+                        "der": statement.excluded.der,
+                        "location": statement.excluded.location,
+                        "expires_at": statement.excluded.expires_at,
+                    },
+                )
+            )
+
+    def clear(self) -> None:
+        with self._store.transaction() as session:
+            session.execute(delete(OcspAnswer))
+
+    def size(self) -> int:
+        with self._store.session() as session:
+            return int(session.scalar(select(func.count()).select_from(OcspAnswer)) or 0)
