@@ -237,6 +237,10 @@ class DeliveryWorker:
         while not self._stop.is_set():
             try:
                 report = self._backchannel.deliver_due()
+            except StoreError as exc:
+                # The database is away: nothing is lost (the deliveries wait in it).
+                log.warning("back-channel logout delivery paused: %s", exc.code.value)
+                report = DeliveryReport()
             except Exception:  # noqa: BLE001 - the thread must outlive a bad pass
                 log.exception("back-channel logout delivery pass failed")
                 report = DeliveryReport()
