@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from authlib.oidc.discovery import OpenIDProviderMetadata
-from broker_support import error_code_of
+from broker_support import broker_of, error_code_of
 from flask import Flask
 from flask.testing import FlaskClient
 from oidc_support import (
@@ -184,6 +184,28 @@ def test_oidcc_prompt_none_not_logged_in_is_login_required(oidc_browser: Browser
     params = authorization.params
     assert params["error"] == "login_required"
     assert params["state"] == authorization.state and params["iss"] == ISSUER
+
+
+@pytest.mark.parametrize(
+    ("parameter", "error"),
+    [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")],
+)
+def test_a_request_object_is_refused_not_ignored(
+    oidc_app: Flask, oidc_browser: Browser, parameter: str, error: str
+) -> None:
+    # A request object could carry acr_values demanding a card: ignoring it would sign
+    # the person in by password as if the RP had not asked (OIDC Core §6.1, §6.2).
+    value = "eyJhbGciOiJub25lIn0.eyJhY3JfdmFsdWVzIjoiQUFMM19BTlkifQ."
+    if parameter == "request_uri":
+        value = "https://rp.example.test/request.jwt"
+    authorization = oidc_browser.authorize(**{parameter: value})
+    assert authorization.response.status_code == 302
+    assert authorization.location.startswith(REDIRECT)
+    params = authorization.params
+    assert params["error"] == error
+    assert params["state"] == authorization.state and params["iss"] == ISSUER
+    entry = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.authorize", limit=1)[0]
+    assert entry.outcome == "failure" and entry.details["error"] == error
 
 
 def test_oidcc_prompt_none_logged_in_returns_a_code(oidc_browser: Browser) -> None:

@@ -24,7 +24,11 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
-from authlib.oidc.core.errors import LoginRequiredError
+from authlib.oidc.core.errors import (
+    LoginRequiredError,
+    RequestNotSupportedError,
+    RequestURINotSupportedError,
+)
 from flask import redirect, render_template, url_for
 from flask.wrappers import Response
 
@@ -97,6 +101,13 @@ def with_iss(provider: OidcProvider, response: Response) -> Response:
 
 
 def _error(provider: OidcProvider, request: OAuth2Request, error: OAuth2Error) -> Response:
+    provider.audit(
+        "oidc.authorize",
+        outcome="failure",
+        code=BrokerCode.OIDC_REQUEST_INVALID,
+        rp=request.payload.client_id if isinstance(request.payload.client_id, str) else None,
+        details={"error": error.error, "redirected": bool(error.redirect_uri)},
+    )
     if error.redirect_uri:
         response: Response = provider.server.handle_error_response(request, error)
         return with_iss(provider, response)
@@ -119,6 +130,12 @@ def _error(provider: OidcProvider, request: OAuth2Request, error: OAuth2Error) -
 
 def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -> _Checks:
     data = request.payload.data
+    # Discovery says request objects are not supported, so one must be refused, not
+    # ignored: its acr_values or max_age would silently not apply (OIDC Core §6.1-6.2).
+    if data.get("request") is not None:
+        raise RequestNotSupportedError(redirect_uri=redirect_uri)
+    if data.get("request_uri") is not None:
+        raise RequestURINotSupportedError(redirect_uri=redirect_uri)
     prompts = frozenset((data.get("prompt") or "").split()) & _PROMPTS
     if "none" in prompts and len(prompts) > 1:
         raise InvalidRequestError("prompt=none cannot be combined.", redirect_uri=redirect_uri)
