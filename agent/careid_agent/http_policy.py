@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from careid_agent.errors import (
     InvalidChallengeError,
     OriginNotAllowedError,
 )
+from careid_protocol.json_body import JsonBodyError, loads_bounded
 from careid_protocol.token import is_valid_challenge
 
 #: The largest body any endpoint needs: `{"cardSession": <256 chars>}` is ~290 bytes.
@@ -105,19 +105,6 @@ def check_body_length(content_length: Sequence[str], transfer_encoding: Sequence
     return length
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json_object(body: bytes, content_type: str | None, members: set[str]) -> dict[str, Any]:
     """The body as a JSON object with exactly `members`; BadRequest otherwise."""
     media_type, _, parameters = (content_type or "").partition(";")
@@ -127,10 +114,9 @@ def parse_json_object(body: bytes, content_type: str | None, members: set[str]) 
             "The smartcard agent could not understand the request (send application/json)."
         )
     try:
-        data = json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # Size and nesting bounded before parsing (a deep body would recurse in json).
+        data = loads_bounded(body, max_bytes=MAX_BODY_BYTES)
+    except JsonBodyError as exc:
         raise BadRequestError() from exc
     if not isinstance(data, dict) or set(data) != members:
         raise BadRequestError()

@@ -255,3 +255,20 @@ def test_replies_are_not_held_back_by_nagle(card: VirtualReader, agents: list[Ag
     finally:
         connection.close()
     assert statistics.median(timings[1:]) < 0.025, timings
+
+
+def test_deeply_nested_json_is_a_plain_bad_request(
+    card: VirtualReader, agents: list[Agent]
+) -> None:
+    agent = _start(card, Pins())
+    agents.append(agent)
+    port = agent.server.port
+    for path in ("/v1/authenticate", "/v1/card-sessions"):
+        reply = call(
+            port,
+            "POST",
+            path,
+            raw=b"[" * 2000 + b"]" * 2000,
+            headers=[("Content-Type", "application/json")],
+        )
+        assert (reply.status, reply.json["error"]) == (400, "bad_request"), path

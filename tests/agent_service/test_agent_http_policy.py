@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from careid_agent.errors import (
     BadRequestError,
@@ -136,3 +140,22 @@ def test_challenges_must_be_43_base64url_characters(challenge: object) -> None:
     body = json.dumps({"challenge": challenge}).encode()
     with pytest.raises(InvalidChallengeError):
         parse_challenge(body, "application/json")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.integers(min_value=1, max_value=4000).map(lambda n: b"[" * n + b"]" * n),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+            max_leaves=20,
+        ).map(lambda value: json.dumps(value).encode()),
+    )
+)
+def test_any_body_is_parsed_or_refused_as_bad_request(body: bytes) -> None:
+    try:
+        parse_json_object(body, "application/json", {"challenge"})
+    except (BadRequestError, InvalidChallengeError):
+        pass

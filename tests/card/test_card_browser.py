@@ -214,6 +214,9 @@ def test_registration_by_its_pages_then_the_lock_is_armed(served: Served, page: 
     page.get_by_role("textbox", name="Email address").fill(ALEX[0])
     page.get_by_label("Password", exact=True).fill("Demo-Password-1")
     page.locator("#register-password-button").click()
+    # The button is there before the page's script has bound it: wait for the page.
+    page.wait_for_url("**/register/card")
+    page.wait_for_load_state("load")
     page.locator("#register-card-button").click()
     page.locator("#register-confirm-button").wait_for()
     assert page.locator("#confirm-uuid").inner_text() == ALEX[1]

@@ -30,6 +30,7 @@ from careid_broker.store import Outcome
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER
+from careid_protocol.json_body import JsonBodyError, loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_LIMIT = 200
 _ORG = re.compile(r"[A-Za-z0-9]{1,32}")
 _REMOVAL_KEYS = frozenset({"reason", "reason_text"})
+#: A reason and its text: a few hundred bytes.
+MAX_REMOVAL_BODY_BYTES = 4096
 
 
 def _error(code: Code, status: int, *, challenge: str | None = None) -> Response:
@@ -168,8 +171,11 @@ def remove(card_uuid: str) -> Response:
     actor = _actor(current_broker().api.authenticate(ApiScope.WRITE))
     if len(card_uuid) > 64:
         raise OutOfScopeError(detail="UUID too long")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not set(body) <= _REMOVAL_KEYS:
+    try:
+        body = loads_bounded(request.get_data(cache=True), max_bytes=MAX_REMOVAL_BODY_BYTES)
+    except JsonBodyError:  # not JSON, or too large or deep even to parse
+        body = None
+    if not request.is_json or not isinstance(body, dict) or not set(body) <= _REMOVAL_KEYS:
         raise _invalid("the body must be a JSON object with reason (and reason_text)")
     kind, text = body.get("reason"), body.get("reason_text")
     if not isinstance(kind, str) or not (text is None or isinstance(text, str)):

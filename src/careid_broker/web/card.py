@@ -31,9 +31,11 @@ from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import Outcome, TransactionStatus
 from careid_broker.web import card_binding as binding
 from careid_broker.web.card_pages import (
+    RefusedBodyError,
     install_url,
     json_refusal,
     read_json_body,
+    refuse_body,
     rfc3339,
     same_origin,
 )
@@ -48,6 +50,8 @@ blueprint = Blueprint("card", __name__)
 
 EVENT_CARD = "signin.card"
 MAX_TX_LENGTH = 128
+#: `{"cardSession": S}` with S at most 256 characters: anything much larger is not one.
+MAX_REMOVED_BODY_BYTES = 1024
 # Codes after which the page offers registration (with a link in the answer).
 _OFFER_REGISTRATION = frozenset(
     {BrokerCode.CARD_NOT_REGISTERED, BrokerCode.CARD_CERTIFICATE_NOT_REGISTERED}
@@ -113,7 +117,10 @@ def challenge() -> Response:
     refused = _precheck(card)
     if refused is not None:
         return refused
-    body = read_json_body()
+    try:
+        body = read_json_body()
+    except RefusedBodyError as exc:
+        return refuse_body(exc, EVENT_CARD)
     if body is None:
         return json_refusal(BrokerCode.REQUEST_INVALID)
     try:
@@ -133,10 +140,11 @@ def authenticate() -> Response:
     refused = _precheck(card)
     if refused is not None:
         return refused
-    body = read_json_body()
-    tx = body.get("tx") if body is not None else None
+    tx: object = None
     rp: str | None = None
     try:
+        body = read_json_body()
+        tx = body.get("tx") if body is not None else None
         if body is None:
             raise CardRefusal(ErrorCode.TOKEN_MALFORMED, facts=AttemptFacts(), detail="no JSON")
         bound = _binding(tx, create_local=False)
@@ -225,8 +233,11 @@ def removed() -> Response:
         response = json_refusal(ErrorCode.CARD_REMOVAL_THROTTLED)
         response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
         return response
-    body = request.get_json(silent=True)
-    reference = body.get("cardSession") if isinstance(body, dict) else None
+    try:
+        body = read_json_body(max_bytes=MAX_REMOVED_BODY_BYTES)
+    except RefusedBodyError as exc:
+        return refuse_body(exc, "card.removed")
+    reference = body.get("cardSession") if body is not None else None
     if card.settings.session_lock and reference is not None:
         if card.lock.card_removed(reference) is not None:
             log.info("card removed: session ended")

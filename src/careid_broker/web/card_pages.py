@@ -13,9 +13,13 @@ from flask.wrappers import Response
 
 from careid_broker.card.wiring import CardServices
 from careid_broker.codes import BrokerCode, Code, message_for, status_for
+from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
+from careid_broker.store import Outcome
+from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_token
 from careid_broker.web.security_headers import content_security_policy
+from careid_protocol.json_body import HostileBodyError, JsonBodyError, loads_bounded
 from careid_protocol.token import MAX_TOKEN_JSON_BYTES
 
 #: A card endpoint's body: the token plus the challenge, the transaction id and JSON.
@@ -58,14 +62,40 @@ def same_origin(own_origin: str) -> bool:
     return site == "same-origin"
 
 
-def read_json_body() -> dict[str, Any] | None:
-    """The request's JSON object, or None (too large, not JSON, not an object)."""
-    if request.content_length is not None and request.content_length > MAX_CARD_BODY_BYTES:
-        return None
+class RefusedBodyError(BrokerError):
+    """A JSON body too large or nested too deeply to parse at all."""
+
+    default_code = BrokerCode.REQUEST_INVALID
+
+
+def read_json_body(max_bytes: int = MAX_CARD_BODY_BYTES) -> dict[str, Any] | None:
+    """The request's JSON object, or None (not JSON, not an object).
+
+    A body over `max_bytes` or nested too deeply is refused outright
+    (`RefusedBodyError`, 400 request_invalid): it is never handed to the parser.
+    """
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise RefusedBodyError(detail=f"a body of {request.content_length} bytes")
     if not request.is_json:
         return None
-    data = request.get_json(silent=True)
+    try:
+        data = loads_bounded(request.get_data(cache=True), max_bytes=max_bytes)
+    except HostileBodyError as exc:
+        raise RefusedBodyError(detail=str(exc)) from exc
+    except JsonBodyError:
+        return None
     return data if isinstance(data, dict) else None
+
+
+def refuse_body(exc: RefusedBodyError, event: str) -> Response:
+    """Audit a body refused unparsed, and answer 400 request_invalid in JSON."""
+    current_broker().audit(
+        event,
+        outcome=Outcome.FAILURE,
+        code=exc.code,
+        details={"endpoint": request.endpoint, "why": exc.detail},
+    )
+    return json_refusal(exc.code)
 
 
 def with_agent_csp(response: Response, card: CardServices) -> Response:

@@ -35,8 +35,10 @@ from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import Outcome
 from careid_broker.web.card_pages import (
+    RefusedBodyError,
     json_refusal,
     read_json_body,
+    refuse_body,
     rfc3339,
 )
 from careid_broker.web.context import current_broker
@@ -225,7 +227,10 @@ def authenticate(
 ) -> Response:
     """Step 2: the agent's token for this registration's challenge (JSON)."""
     svc = current_broker()
-    body = read_json_body()
+    try:
+        body = read_json_body()
+    except RefusedBodyError as exc:
+        return refuse_body(exc, "registration.card")
     signin = card.signin
     assert signin is not None  # noqa: S101 - available_card() checked
     try:

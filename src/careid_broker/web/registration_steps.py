@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import TypeVar
 
+from flask import request
 from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -20,6 +21,7 @@ from careid_broker.codes import BrokerCode
 from careid_broker.errors import BrokerError
 from careid_broker.registration.service import RegistrationExpiredError, RegistrationService
 from careid_broker.registration.state import PendingRegistration
+from careid_broker.store import Outcome
 from careid_broker.web.card_pages import json_refusal, same_origin
 from careid_broker.web.context import current_broker
 from careid_broker.web.registration_pages import (
@@ -62,6 +64,14 @@ def script_step(
         def wrapper() -> Response:
             card = available_card()
             if not same_origin(card.origin):
+                # Audited as its /card/* twins are: a cross-site page trying the script's
+                # calls is what an investigator looks for.
+                current_broker().audit(
+                    "registration.card",
+                    outcome=Outcome.FAILURE,
+                    code=BrokerCode.REQUEST_NOT_SAME_ORIGIN,
+                    details={"endpoint": request.endpoint},
+                )
                 return json_refusal(BrokerCode.REQUEST_NOT_SAME_ORIGIN)
             service = current_broker().registration
             try:
