@@ -305,11 +305,18 @@ def test_oidcc_client_secret_post(oidc_browser: Browser) -> None:
     assert response.status_code == 200 and response.get_json()["id_token"]
 
 
-def test_client_secret_basic_with_a_wrong_secret_is_invalid_client(oidc_browser: Browser) -> None:
+def test_client_secret_basic_with_a_wrong_secret_is_invalid_client(
+    oidc_app: Flask, oidc_browser: Browser
+) -> None:
     authorization = oidc_browser.signed_in_code()
     response = oidc_browser.redeem(authorization, secret="wrong-secret-wrong-secret")
     assert response.status_code == 401 and response.get_json()["error"] == "invalid_client"
     assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    # Audited, with the client id it claimed (not trusted: it failed to authenticate).
+    entry = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.token", limit=1)[0]
+    assert entry.outcome == "failure" and entry.error_code == "oidc_token_refused"
+    assert entry.details["reason"] == "invalid_client"
+    assert entry.details["client_id_claimed"] == "rp" and entry.relying_party is None
     # The code was not spent by a client that failed to authenticate.
     assert oidc_browser.redeem(authorization).status_code == 200
 

@@ -12,7 +12,7 @@ from flask.wrappers import Response
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.oidc.discovery import provider_metadata
 from careid_broker.oidc.logout import hinted_sub
-from careid_broker.store import EndReason
+from careid_broker.store import EndReason, Outcome
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
@@ -88,7 +88,32 @@ def token() -> Response:
         except (ValueError, AttributeError):
             result = "error"
     provider.metrics.tokens.inc(grant_type=_grant_type_label(), result=result)
+    if response.status_code != 200:
+        _audit_refused_token_request("oidc.token", result)
     return response
+
+
+def _claimed_client_id() -> str | None:
+    """The client id a token request claims (Basic credentials or the form), unverified."""
+    authorization = request.authorization
+    claimed = authorization.username if authorization is not None else None
+    claimed = claimed or request.form.get("client_id")
+    return claimed[:255] if claimed else None
+
+
+def _audit_refused_token_request(event: str, error: str) -> None:
+    # Every refusal leaves a row: a run of invalid_client or invalid_grant is someone
+    # guessing secrets or codes. The claimed client id is recorded as claimed only.
+    current_broker().audit(
+        event,
+        outcome=Outcome.FAILURE,
+        code=BrokerCode.OIDC_TOKEN_REFUSED,
+        details={
+            "reason": error,
+            "grant_type": _grant_type_label(),
+            "client_id_claimed": _claimed_client_id(),
+        },
+    )
 
 
 @blueprint.route("/userinfo", methods=["GET", "POST"])
@@ -106,6 +131,12 @@ def revoke() -> Response:
     """RFC 7009 token revocation."""
     response: Response = current_broker().oidc.server.create_endpoint_response("revocation")
     response.headers.update(_NO_STORE)
+    if response.status_code != 200:
+        try:
+            error = str(json.loads(response.get_data(as_text=True)).get("error", "error"))
+        except (ValueError, AttributeError):
+            error = "error"
+        _audit_refused_token_request("oidc.revocation", error)
     return response
 
 
