@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import update
 
 from careid_broker.store import Repositories, Store
+from careid_broker.store.base import sha256_hex
 from careid_broker.store.models import CardChallenge
 from careid_devkit.demo import DemoChain
 from careid_protocol.errors import ErrorCode, message_for
@@ -139,7 +140,7 @@ def test_an_expired_challenge_is_refused(
     with store.transaction() as session:
         session.execute(
             update(CardChallenge)
-            .where(CardChallenge.challenge == challenge)
+            .where(CardChallenge.challenge_hash == sha256_hex(challenge))
             .values(expires_at=store.now() - timedelta(seconds=1))
         )
     _refused(_authenticate(page, challenge, token), ErrorCode.CHALLENGE_EXPIRED)

@@ -19,6 +19,7 @@ from careid_broker.store import (
     Store,
     TransactionStatus,
 )
+from careid_broker.store.base import sha256_hex
 from careid_broker.store.challenges import new_challenge
 from careid_broker.store.models import CardChallenge, LoginTransaction
 from careid_protocol.errors import ErrorCode
@@ -91,7 +92,7 @@ def test_purge_removes_old_transactions_with_their_challenges(
     assert repos.transactions.get(old.transaction_id) is None
     assert repos.transactions.get(fresh.transaction_id) is not None
     with store.session() as session:
-        assert session.scalars(select(CardChallenge.challenge)).all() == []
+        assert session.scalars(select(CardChallenge.challenge_hash)).all() == []
 
 
 def test_challenges_are_43_char_base64url_from_the_csprng(
@@ -186,8 +187,19 @@ def test_foreign_keys_are_enforced(store: Store) -> None:
     with pytest.raises(IntegrityError, match="(?i)foreign key"), store.transaction() as session:
         session.execute(
             text(
-                "INSERT INTO card_challenges (challenge, transaction_hash, created_at,"
+                "INSERT INTO card_challenges (challenge_hash, transaction_hash, created_at,"
                 " expires_at) VALUES (:c, :t, :n, :n)"
             ),
-            {"c": new_challenge(), "t": "f" * 64, "n": "2025-01-01 00:00:00"},
+            {"c": sha256_hex(new_challenge()), "t": "f" * 64, "n": "2025-01-01 00:00:00"},
         )
+
+
+def test_challenges_are_kept_only_as_their_sha256(repos: Repositories, store: Store) -> None:
+    tx = repos.transactions.create(REQUEST)
+    issued = repos.challenges.issue(tx.transaction_id)
+    assert issued is not None
+    with store.session() as session:
+        (row,) = session.scalars(select(CardChallenge)).all()
+    assert row.challenge_hash == sha256_hex(issued.challenge)
+    assert issued.challenge not in repr(row.__dict__)
+    assert repos.challenges.consume(issued.challenge, tx.transaction_id).value == "ok"

@@ -78,16 +78,17 @@ class CardChallenges:
             )
             if pending is None:
                 return None
-            challenge = CardChallenge(
-                challenge=new_challenge(),
+            value = new_challenge()
+            row = CardChallenge(
+                challenge_hash=sha256_hex(value),
                 transaction_hash=transaction_hash,
                 created_at=now,
                 expires_at=now + self._ttl,
                 consumed_at=None,
             )
-            session.add(challenge)
+            session.add(row)
             session.flush()
-            return IssuedChallenge(challenge=challenge.challenge, expires_at=challenge.expires_at)
+            return IssuedChallenge(challenge=value, expires_at=row.expires_at)
 
     def consume(
         self, challenge: str, transaction_id: str, *, now: datetime | None = None
@@ -103,17 +104,23 @@ class CardChallenges:
         when = require_aware(now) if now is not None else self._store.now()
         if len(challenge) != CHALLENGE_LENGTH:
             return ChallengeOutcome.UNKNOWN
+        challenge_hash = sha256_hex(challenge)
         with self._store.transaction() as session:
             row = session.execute(
                 update(CardChallenge)
-                .where(CardChallenge.challenge == challenge, CardChallenge.consumed_at.is_(None))
+                .where(
+                    CardChallenge.challenge_hash == challenge_hash,
+                    CardChallenge.consumed_at.is_(None),
+                )
                 .values(consumed_at=when)
                 .returning(CardChallenge.transaction_hash, CardChallenge.expires_at),
                 execution_options={"synchronize_session": False},
             ).one_or_none()
             if row is None:
                 known = session.scalar(
-                    select(CardChallenge.challenge).where(CardChallenge.challenge == challenge)
+                    select(CardChallenge.challenge_hash).where(
+                        CardChallenge.challenge_hash == challenge_hash
+                    )
                 )
                 return ChallengeOutcome.USED if known else ChallengeOutcome.UNKNOWN
         if not hmac.compare_digest(row.transaction_hash, sha256_hex(transaction_id)):

@@ -92,11 +92,12 @@ class LoginTransaction(Base):
 
 
 class CardChallenge(Base):
-    """A single-use nonce the card signs, bound to one login transaction."""
+    """A single-use nonce the card signs, bound to one login transaction. Kept as its
+    SHA-256 only: a copy of the database holds no challenge a token could be made for."""
 
     __tablename__ = "card_challenges"
 
-    challenge: Mapped[str] = mapped_column(String(43), primary_key=True)
+    challenge_hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
     transaction_hash: Mapped[str] = mapped_column(
         ForeignKey("login_transactions.id_hash", ondelete="CASCADE"), index=True
     )

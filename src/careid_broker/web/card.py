@@ -143,7 +143,14 @@ def authenticate() -> Response:
     tx: object = None
     rp: str | None = None
     try:
-        body = read_json_body()
+        try:
+            body = read_json_body()
+        except RefusedBodyError as exc:
+            # Too large or too deep to be a careid-auth:1 token message (the contract's
+            # size check comes first, with its own code).
+            raise CardRefusal(
+                ErrorCode.TOKEN_MALFORMED, facts=AttemptFacts(), detail=exc.detail
+            ) from exc
         tx = body.get("tx") if body is not None else None
         if body is None:
             raise CardRefusal(ErrorCode.TOKEN_MALFORMED, facts=AttemptFacts(), detail="no JSON")
