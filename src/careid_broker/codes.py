@@ -119,7 +119,8 @@ _MESSAGES: dict[BrokerCode, str] = {
         " them; the service's log names each problem."
     ),
     BrokerCode.INVALID_CREDENTIALS: (
-        "The email address or password is not correct. Check them and try again."
+        "The email address or password is not correct. Check them and try again; if you"
+        " have tried several times, wait 15 minutes or sign in with your smartcard."
     ),
     BrokerCode.ACCOUNT_LOCKED: (
         "Your account is locked after too many wrong passwords. Try again later, or ask"
@@ -157,8 +158,9 @@ _MESSAGES: dict[BrokerCode, str] = {
     ),
     BrokerCode.SIGNIN_FORM_INCOMPLETE: "Enter your email address and your password.",
     BrokerCode.SIGNIN_THROTTLED: (
-        "There have been too many sign-in attempts. Wait a few minutes, then try again;"
-        " if you have forgotten your password, reset it in NHSmail."
+        "There have been too many sign-in attempts with this email address or from this"
+        " computer. Wait, then try again, or sign in with your smartcard; if you have"
+        " forgotten your password, reset it in NHSmail."
     ),
     BrokerCode.CARD_REQUIRED: (
         "The service you are signing in to needs your smartcard. Sign in with your"

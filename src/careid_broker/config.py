@@ -339,7 +339,14 @@ def read_database_settings(reader: SettingsReader, root: Path) -> DatabaseSettin
     return settings
 
 
-def _throttle(reader: SettingsReader, prefix: str, free: int) -> ThrottlePolicy:
+def _throttle(
+    reader: SettingsReader,
+    prefix: str,
+    free: int,
+    *,
+    guard: int | None = None,
+    guard_window: timedelta = timedelta(minutes=15),
+) -> ThrottlePolicy:
     window = reader.integer("window_seconds", 900, minimum=1, maximum=86400)
     first = reader.integer("first_block_seconds", 30, minimum=1, maximum=86400)
     longest = reader.integer("max_block_seconds", 3600, minimum=1, maximum=86400)
@@ -350,6 +357,8 @@ def _throttle(reader: SettingsReader, prefix: str, free: int) -> ThrottlePolicy:
         window=timedelta(seconds=window),
         first_block=timedelta(seconds=first),
         max_block=timedelta(seconds=max(longest, first)),
+        guard_failures=guard,
+        guard_window=guard_window,
     )
 
 
@@ -359,8 +368,26 @@ def read_signin_settings(reader: SettingsReader) -> SigninSettings:
     for key, value in (("aup_url", aup_url), ("help_url", help_url)):
         if value is not None and urlsplit(value).scheme not in ("https", "http"):
             reader.problem(key, f"{value!r} must be an http(s) URL")
+    # The directory's own lockout (OpenLDAP ppolicy pwdMaxFailure and
+    # pwdFailureCountInterval; Active Directory's lockout threshold and window): the
+    # broker stops one failure short of it, so a stranger typing wrong passwords for a
+    # real address can never lock that person out (0: the directory has no lockout).
+    lockout_failures = reader.integer("directory_lockout_failures", 5, minimum=0, maximum=1000)
+    if lockout_failures == 1:
+        reader.problem("directory_lockout_failures", "must be 0 (none) or at least 2")
+    lockout_window = timedelta(
+        seconds=reader.integer(
+            "directory_lockout_window_seconds", 900, minimum=1, maximum=7 * 86400
+        )
+    )
     settings = SigninSettings(
-        account_throttle=_throttle(reader, "account", 5),
+        account_throttle=_throttle(
+            reader,
+            "account",
+            5,
+            guard=lockout_failures - 1 if lockout_failures >= 2 else None,
+            guard_window=lockout_window,
+        ),
         # A hospital's staff may share one public address: far more room per address.
         address_throttle=_throttle(reader, "address", 30),
         aup_url=aup_url,

@@ -79,9 +79,15 @@ class DirectoryConfigError(BrokerError):
 
 
 class InvalidCredentialsError(BrokerError):
-    """Unknown user or wrong password: deliberately the same error for both."""
+    """Unknown user, wrong password or a locked account: deliberately the same answer for
+    each, so nobody learns which addresses are real. `reason` is the real one, for the
+    audit only."""
 
     default_code = BrokerCode.INVALID_CREDENTIALS
+
+    def __init__(self, *, reason: Code | None = None, detail: str | None = None) -> None:
+        super().__init__(detail=detail)
+        self.reason: Code = reason if reason is not None else self.code
 
 
 class AccountLockedError(BrokerError):

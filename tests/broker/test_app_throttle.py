@@ -28,9 +28,16 @@ def test_an_account_is_blocked_then_backs_off_then_recovers(
     app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
 ) -> None:
     # A private directory: the failed binds below count towards its own lockout.
+    # The doubling on its own: the lockout guard (tests/broker/test_app_lockout.py) is
+    # off, and the four failed binds stay below this directory's lockout of five.
     app = app_factory(
         directory_slapd=own_slapd,
-        signin={**POLICY, "account_free_failures": 2, "address_free_failures": 100},
+        signin={
+            **POLICY,
+            "account_free_failures": 2,
+            "address_free_failures": 100,
+            "directory_lockout_failures": 0,
+        },
     )
     client = app.test_client()
     mail = "lee.admin@nhs.net"
@@ -88,21 +95,27 @@ def test_one_address_trying_many_accounts_is_blocked(
     assert password_login(guesser, "alex.morgan@nhs.net", DEMO_PASSWORD).status_code == 303
 
 
-def test_the_directory_lockout_is_reported_as_locked(
+def test_a_directory_lockout_is_not_revealed_and_is_audited(
     app_factory: AppFactory, own_slapd: Slapd
 ) -> None:
-    # The demo directory locks an account after five failed binds (ppolicy).
+    # With the broker's guard off, the demo directory's own lockout (five failed binds)
+    # decides: the locked account is still answered like a wrong password, so nobody
+    # learns the address is real, and the audit says it is locked.
     app = app_factory(
         directory_slapd=own_slapd,
-        signin={"account_free_failures": 100, "address_free_failures": 100},
+        signin={
+            "account_free_failures": 100,
+            "address_free_failures": 100,
+            "directory_lockout_failures": 0,
+        },
     )
     client = app.test_client()
     mail = "kim.taylor@nhs.net"
     for _ in range(5):
         assert error_code_of(password_login(client, mail, "wrong")) == "invalid_credentials"
     locked = password_login(client, mail, DEMO_PASSWORD)
-    assert locked.status_code == 403
-    assert error_code_of(locked) == "account_locked"
-    assert "contact your local administrator" in locked.get_data(as_text=True)
+    assert locked.status_code == 400
+    assert error_code_of(locked) == "invalid_credentials"
+    assert "sign in with your smartcard" in locked.get_data(as_text=True)
     entry = broker_of(app).repos.audit.list_recent(limit=1)[0]
     assert entry.error_code == "account_locked" and entry.actor == mail

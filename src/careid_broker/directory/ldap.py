@@ -9,6 +9,7 @@ next call simply tries again.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -137,6 +138,19 @@ class LdapDirectory:
         secret = password_bytes(password)
         account = self.find_account(mail)
         if account is None:
+            # Bind anyway, as a name no entry has: an unknown address then costs the same
+            # round trips as a wrong password, so answer times do not tell a stranger
+            # which addresses are real. The server answers invalidCredentials.
+            nobody = (
+                f"uid=careid-no-such-person-{secrets.token_hex(8)},{self._config.accounts_base}"
+            )
+            try:
+                self._connector.run(
+                    BindAccount(role=BindRole.USER, dn=nobody, password=secret),
+                    lambda _connection: None,
+                )
+            except InvalidCredentialsError:
+                pass
             raise InvalidCredentialsError(detail="no account has that mail address")
         user = BindAccount(role=BindRole.USER, dn=account.dn, password=secret)
         self._connector.run(user, lambda _connection: None)

@@ -124,7 +124,7 @@ class RegistrationService:
         """Check the password; store step 1 and name every missing prerequisite.
 
         Raises what password sign-in raises: `InvalidCredentialsError`,
-        `SigninThrottledError`, `AccountLockedError`, `PasswordExpiredError`,
+        `SigninThrottledError`, `PasswordExpiredError`,
         `DirectoryUnavailableError`.
         """
         checked = self._password.check(mail, password, client_address=client_address)

@@ -72,8 +72,9 @@ class PasswordSignin:
     def check(self, mail: str, password: str, *, client_address: str) -> PasswordCheck:
         """The account and its verdict; raises when the password itself was not accepted.
 
-        Raises `SigninThrottledError`, `InvalidCredentialsError`, `AccountLockedError`,
-        `PasswordExpiredError` or `DirectoryUnavailableError`. The account checks
+        Raises `SigninThrottledError`, `InvalidCredentialsError` (for a locked account
+        too: its `reason` says so), `PasswordExpiredError` or
+        `DirectoryUnavailableError`. The account checks
         (disabled, expired, AUP, unreadable data) come back as `PasswordCheck.refusal`.
         """
         keys = (account_key(mail), address_key(client_address))
@@ -89,11 +90,16 @@ class PasswordSignin:
             self._count_failure(keys[0], self._policies.account)
             self._count_failure(keys[1], self._policies.address)
             raise
-        except AccountLockedError:
-            # The account is the directory's to lock; the address keeps counting so one
-            # client cannot walk through many accounts locking each.
+        except AccountLockedError as exc:
+            # Locked in the directory (by its own policy, or an administrator): answered
+            # as a wrong password, so a stranger cannot tell the address is real; the
+            # audit keeps the real reason. Both counters go on counting as for any
+            # failure, so the answers stay the same in every respect.
+            self._count_failure(keys[0], self._policies.account)
             self._count_failure(keys[1], self._policies.address)
-            raise
+            raise InvalidCredentialsError(
+                reason=BrokerCode.ACCOUNT_LOCKED, detail=exc.detail
+            ) from exc
         self._throttle.reset(keys[0])
         # The address counter is left alone: a guesser must not clear it by signing in
         # to an account of their own between guesses.

@@ -27,6 +27,12 @@ class ThrottlePolicy:
     window: timedelta = timedelta(minutes=15)
     first_block: timedelta = timedelta(seconds=30)
     max_block: timedelta = timedelta(hours=1)
+    guard_failures: int | None = None
+    """Stop at this many failures, whatever the doubling says: one short of the
+    directory's own lockout, so that a stranger cannot lock a real account there."""
+    guard_window: timedelta = timedelta(minutes=15)
+    """How long the guard holds after the last failure: the directory's failure-count
+    interval, after which it has forgotten every failure it saw."""
 
     def block_after(self, failures: int) -> timedelta:
         """How long to refuse attempts after this many failures in the window."""
@@ -108,6 +114,8 @@ class Throttle:
             row.failures += 1
             row.last_failure_at = when
             block = rules.block_after(row.failures)
+            if rules.guard_failures is not None and row.failures >= rules.guard_failures:
+                block = max(block, rules.guard_window)
             if block:
                 row.blocked_until = when + block
             session.flush()

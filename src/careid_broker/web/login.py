@@ -170,8 +170,8 @@ def submit() -> BaseResponse:
         checked = svc.password.check(
             email, password, client_address=request.remote_addr or "unknown"
         )
-    except InvalidCredentialsError:
-        refused(BrokerCode.INVALID_CREDENTIALS)
+    except InvalidCredentialsError as exc:
+        refused(exc.reason)  # the real reason for the audit; the same answer for all
         message = message_for(BrokerCode.INVALID_CREDENTIALS)
         return _form(
             tx_id=tx_id,

@@ -120,7 +120,7 @@ def submit_password() -> BaseResponse:
             email, password, client_address=request.remote_addr or "unknown", return_tx=tx
         )
     except InvalidCredentialsError as exc:
-        audit_step("registration.start", Outcome.FAILURE, code=exc.code)
+        audit_step("registration.start", Outcome.FAILURE, code=exc.reason)
         return _start_form(
             card,
             tx=tx,

@@ -1,0 +1,95 @@
+"""Nobody can lock anyone out, or learn who exists, by typing wrong passwords.
+
+Against a real slapd whose password policy is the demo's (five failures within 15
+minutes lock the account for 15 minutes): the broker stops one failure short of that,
+answers a real address and an unknown one alike, and still tells a real person what to
+do. A card keeps working for an account whose password is locked.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from broker_support import DEMO_PASSWORD, AppFactory, broker_of, error_code_of, password_login
+from card_fixtures import CardAppFactory
+from card_support import ALEX, CardBrowser, CardPki, register_card
+from flask.testing import FlaskClient
+from ldap3 import Connection, Server
+from werkzeug.test import TestResponse
+
+from careid_devkit.slapd import Slapd
+from support.clock import FakeClock
+
+REAL = "lee.admin@nhs.net"
+UNKNOWN = "nobody.here@nhs.net"
+
+
+def _answer(response: TestResponse) -> tuple[int, str | None, str | None]:  # Answer
+    """What the person sees, minus what differs per request (ids, tokens)."""
+    return response.status_code, error_code_of(response), response.headers.get("Retry-After")
+
+
+def _attempts(
+    client: FlaskClient, mail: str, count: int
+) -> list[tuple[int, str | None, str | None]]:
+    return [_answer(password_login(client, mail, "wrong-password")) for _ in range(count)]
+
+
+def _lock_in_the_directory(slapd: Slapd, mail: str) -> None:
+    """Five wrong binds straight at slapd, as another service could make them."""
+    uid = mail.split("@")[0]
+    dn = f"uid={uid},ou=people,dc=nhs,dc=example"
+    server = Server(slapd.url, connect_timeout=2)
+    for _ in range(5):
+        connection = Connection(server, user=dn, password="wrong-password")
+        try:
+            assert not connection.bind()
+        finally:
+            connection.unbind()
+
+
+def test_real_and_unknown_addresses_get_the_same_answers_and_nothing_is_locked(
+    app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
+) -> None:
+    app = app_factory(directory_slapd=own_slapd)
+    real = _attempts(app.test_client(), REAL, 6)
+    unknown = _attempts(app.test_client(), UNKNOWN, 6)
+    assert real == unknown
+    # Four tries reach the directory, then the broker itself holds both for 15 minutes.
+    assert real[:4] == [(400, "invalid_credentials", None)] * 4
+    assert real[4:] == [(429, "signin_throttled", "900")] * 2
+    # The person is told what to do, whichever address they typed.
+    page = password_login(app.test_client(), UNKNOWN, "x").get_data(as_text=True)
+    assert "sign in with your smartcard" in page
+    # The directory never saw its fifth failure: once the hold is over the real person
+    # signs in at once, where a directory lockout would refuse them for 15 more minutes.
+    clock.advance(timedelta(minutes=15, seconds=1))
+    assert password_login(app.test_client(), REAL, DEMO_PASSWORD).status_code == 303
+
+
+def test_an_account_locked_in_the_directory_looks_like_a_wrong_password(
+    app_factory: AppFactory, own_slapd: Slapd
+) -> None:
+    app = app_factory(directory_slapd=own_slapd)
+    _lock_in_the_directory(own_slapd, REAL)
+    locked = password_login(app.test_client(), REAL, DEMO_PASSWORD)  # the right password
+    unknown = password_login(app.test_client(), UNKNOWN, DEMO_PASSWORD)
+    assert _answer(locked) == _answer(unknown) == (400, "invalid_credentials", None)
+    # The audit says what really happened.
+    entries = broker_of(app).repos.audit.list_recent(event_prefix="signin.password", limit=2)
+    assert [e.error_code for e in entries] == ["invalid_credentials", "account_locked"]
+
+
+def test_a_card_signs_in_an_account_whose_password_is_locked(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    app = card_app_factory(directory_slapd=own_slapd)
+    agent = card_pki.agent("alex")
+    register_card(app, agent, ALEX[0])
+    _lock_in_the_directory(own_slapd, ALEX[0])
+    assert password_login(app.test_client(), ALEX[0], DEMO_PASSWORD).status_code == 400
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    answer = browser.sign_in(agent)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0])
