@@ -17,6 +17,7 @@ from datetime import datetime
 from careid_broker.admin.api_auth import ApiAuth
 from careid_broker.admin.service import AdminService
 from careid_broker.auditing import Auditor, RequestFacts, no_request
+from careid_broker.card.revocation import RevokedCardSessions
 from careid_broker.card.wiring import CardServices, build_card_services
 from careid_broker.config import BrokerConfig
 from careid_broker.directory import Directory, LdapDirectory
@@ -166,6 +167,8 @@ def build_broker(
         # tells them all at once.
         responder_states=ResponderStateTable(store),
         answers=OcspAnswerTable(store),
+        # A card revoked while signed in loses its sessions (and its services are told).
+        on_revoked=RevokedCardSessions(repos=repos, sessions=sessions, auditor=audit),
     )
     provider = build_provider(
         issuer=config.broker.issuer,

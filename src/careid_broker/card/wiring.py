@@ -16,6 +16,7 @@ from careid_broker.card.settings import CardSettings
 from careid_broker.directory import Directory
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig
+from careid_broker.pki.crl import RevokedHandler
 from careid_broker.pki.ocsp_backoff import ResponderStates
 from careid_broker.pki.ocsp_cache import OcspAnswerCache
 from careid_broker.pki.status import Clock
@@ -56,13 +57,19 @@ def build_card_services(
     http: HttpFetcher,
     responder_states: ResponderStates | None = None,
     answers: OcspAnswerCache | None = None,
+    on_revoked: RevokedHandler | None = None,
 ) -> CardServices:
     """Card sign-in's parts from its settings and the broker's adapters."""
     validator: CertificateValidator | None = None
     signin: CardSignin | None = None
     if pki is not None:
         validator = CertificateValidator(
-            pki, clock=clock, http=http, responder_states=responder_states, answers=answers
+            pki,
+            clock=clock,
+            http=http,
+            responder_states=responder_states,
+            answers=answers,
+            on_revoked=on_revoked,
         )
         signin = CardSignin(
             origin=origin,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum, unique
@@ -88,6 +89,10 @@ def _file_stamp(path: str) -> tuple[int, int, int]:
     return info.st_mtime_ns, info.st_size, info.st_ino
 
 
+#: Told (issuer DN, serial numbers) of certificates a fetched CRL newly lists as revoked.
+RevokedHandler = Callable[[str, frozenset[int]], None]
+
+
 class CrlCache:
     """Answers "is this certificate on its issuer's CRL?" from verified, fresh CRLs."""
 
@@ -98,11 +103,13 @@ class CrlCache:
         clock: Clock,
         http: HttpFetcher,
         max_clock_skew: timedelta,
+        on_revoked: RevokedHandler | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._http = http
         self._skew = max_clock_skew
+        self._on_revoked = on_revoked
         self._lock = threading.Lock()
         self._entries: dict[_Key, _Entry] = {}
         self._issuers: dict[bytes, x509.Certificate] = {}
@@ -281,11 +288,32 @@ class CrlCache:
             else:
                 logger.warning("ignoring a CRL from %s older than the one cached", source.location)
                 fresh = old
+        if fresh is not old:
+            self._report_revoked(issuer, fresh.crl, old.crl if old is not None else None)
         if is_stale(fresh.next_update, now, self._skew):
             raise CrlProblem(
                 f"the CRL is stale: nextUpdate {fresh.next_update.isoformat()} has passed"
             )
         return fresh
+
+    def _report_revoked(
+        self,
+        issuer: x509.Certificate,
+        crl: x509.CertificateRevocationList,
+        before: x509.CertificateRevocationList | None,
+    ) -> None:
+        """Tell the handler which serials this CRL lists that the one before did not
+        (all of them for the first CRL of an issuer this process has seen)."""
+        if self._on_revoked is None:
+            return
+        known = {r.serial_number for r in before} if before is not None else set()
+        new = frozenset(r.serial_number for r in crl if r.serial_number not in known)
+        if not new:
+            return
+        try:
+            self._on_revoked(issuer.subject.rfc4514_string(), new)
+        except Exception:  # noqa: BLE001 - a CRL fetch must not fail on what follows it
+            logger.exception("acting on newly revoked certificates failed")
 
     def _cached(self, key: _Key) -> _Entry | None:
         with self._lock:

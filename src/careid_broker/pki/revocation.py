@@ -15,7 +15,7 @@ from cryptography import x509
 
 from careid_broker.errors import RevocationUnavailableError
 from careid_broker.pki.config import PkiConfig, RevocationMode
-from careid_broker.pki.crl import CrlCache
+from careid_broker.pki.crl import CrlCache, RevokedHandler
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.ocsp import OcspClient
 from careid_broker.pki.ocsp_backoff import ResponderStates
@@ -45,6 +45,7 @@ class RevocationChecker:
         http: HttpFetcher,
         responder_states: ResponderStates | None = None,
         answers: OcspAnswerCache | None = None,
+        on_revoked: RevokedHandler | None = None,
     ) -> None:
         self._mode = config.revocation
         self._soft_fail = config.soft_fail
@@ -57,7 +58,9 @@ class RevocationChecker:
             responder_states=responder_states,
             answers=answers,
         )
-        self.crl = CrlCache(config.crl, clock=clock, http=http, max_clock_skew=skew)
+        self.crl = CrlCache(
+            config.crl, clock=clock, http=http, max_clock_skew=skew, on_revoked=on_revoked
+        )
         if self._soft_fail:
             logger.warning(
                 "revocation soft-fail is ON: cards whose revocation status cannot be"

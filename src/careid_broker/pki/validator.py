@@ -52,6 +52,7 @@ from careid_broker.pki.checks import (
     clamp_into_validity,
 )
 from careid_broker.pki.config import PkiConfig
+from careid_broker.pki.crl import RevokedHandler
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.keys import UnsupportedKey, supported_key
 from careid_broker.pki.ocsp_backoff import ResponderStates
@@ -167,6 +168,7 @@ class CertificateValidator:
         http: HttpFetcher,
         responder_states: ResponderStates | None = None,
         answers: OcspAnswerCache | None = None,
+        on_revoked: RevokedHandler | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -180,7 +182,12 @@ class CertificateValidator:
         self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
         # Shared through the store by the broker, so every worker and instance agrees.
         self.revocation = RevocationChecker(
-            config, clock=clock, http=http, responder_states=responder_states, answers=answers
+            config,
+            clock=clock,
+            http=http,
+            responder_states=responder_states,
+            answers=answers,
+            on_revoked=on_revoked,
         )
 
     def trust(self, certificate: bytes | x509.Certificate) -> TrustedCertificate:

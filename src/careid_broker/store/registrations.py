@@ -145,6 +145,23 @@ class Registrations:
             row = session.scalar(select(Registration).where(Registration.card_uuid == card_uuid))
             return _record(row) if row else None
 
+    def by_certificates(
+        self, issuer_dn: str, serials_hex: Collection[str]
+    ) -> list[RegistrationRecord]:
+        """The registrations whose linked certificate is one of these (issuer, serials)."""
+        wanted = sorted({serial.upper() for serial in serials_hex})
+        found: list[RegistrationRecord] = []
+        with self._store.session() as session:
+            for start in range(0, len(wanted), 500):  # IN lists of a sane size
+                rows = session.scalars(
+                    select(Registration).where(
+                        Registration.cert_issuer_dn == issuer_dn,
+                        func.upper(Registration.cert_serial).in_(wanted[start : start + 500]),
+                    )
+                ).all()
+                found.extend(_record(r) for r in rows)
+        return found
+
     def by_mail(self, mail: str) -> RegistrationRecord | None:
         """The registration of a mail account, or None."""
         with self._store.session() as session:

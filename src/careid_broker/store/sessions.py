@@ -24,6 +24,7 @@ class EndReason(StrEnum):
 
     LOGOUT = "logout"
     CARD_REMOVED = "card_removed"
+    CARD_REVOKED = "card_revoked"
     REGISTRATION_REMOVED = "registration_removed"
     ADMIN = "admin"
     EXPIRED = "expired"
@@ -147,6 +148,16 @@ class SigninSessions:
                 )
             )
             return _record(row) if row else None
+
+    def active_for_card(self, card_uuid: str) -> list[SessionRecord]:
+        """The open sessions a card (its Care Identity UUID) signed in."""
+        with self._store.session() as session:
+            rows = session.scalars(
+                select(SigninSession).where(
+                    SigninSession.card_uuid == card_uuid, SigninSession.ended_at.is_(None)
+                )
+            ).all()
+            return [_record(r) for r in rows]
 
     def active_for_account(self, mail: str) -> list[SessionRecord]:
         """The account's open sessions, newest first (for the admin console)."""

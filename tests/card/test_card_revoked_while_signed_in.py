@@ -1,0 +1,69 @@
+"""A card revoked by its Registration Authority while its holder is signed in: the next
+CRL the broker fetches ends that card's sessions, and the card is refused from then on."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from broker_support import broker_of
+from card_fixtures import CardAppFactory
+from card_support import ALEX, CardBrowser, CardPki, SimulatedAgent, last_audit, register_card
+from cryptography import x509
+
+from careid_broker.store import EndedSession
+from support.clock import FakeClock
+
+
+def test_a_crl_listing_a_signed_in_card_ends_its_sessions(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    session_ended: list[EndedSession],
+) -> None:
+    # A certificate of this test's own (revoking a shared one would touch other tests).
+    profile = card_pki.issue("alex_lost", ALEX[1], ALEX[2])
+    agent = SimulatedAgent(profile)
+    app = card_app_factory(pki=card_pki.pki_settings(revocation="crl", crl={"refresh_seconds": 60}))
+    register_card(app, agent, ALEX[0])
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    assert browser.sign_in(agent).status_code == 200
+    broker = broker_of(app)
+    assert broker.repos.sessions.active_for_card(ALEX[1])
+
+    # The Registration Authority revokes the lost card; a minute later the broker's CRL
+    # refresher fetches the new CRL.
+    serial = x509.load_pem_x509_certificate(profile.certificate_pem.encode()).serial_number
+    card_pki.pki.revoke(uuid=ALEX[1], serial=serial, reason="keyCompromise", now=card_clock.now)
+    card_clock.advance(timedelta(seconds=61))
+    assert broker.card.validator is not None
+    assert broker.card.validator.revocation.crl.refresh_due() >= 1
+
+    assert broker.repos.sessions.active_for_card(ALEX[1]) == []
+    assert [e.reason for e in session_ended] == ["card_revoked"]
+    entry = last_audit(app, "card.revoked")
+    assert entry.subject == ALEX[0] and entry.details["sessions_ended"] == 1
+    # And the card cannot sign in again.
+    again = CardBrowser(app.test_client())
+    again.open_login()
+    refused = again.sign_in(agent)
+    assert refused.status_code == 403 and refused.get_json()["error"] == "certificate_revoked"
+
+
+def test_cards_a_new_crl_does_not_list_keep_their_sessions(
+    card_app_factory: CardAppFactory, card_pki: CardPki, card_clock: FakeClock
+) -> None:
+    agent = card_pki.agent("alex")
+    app = card_app_factory(pki=card_pki.pki_settings(revocation="crl", crl={"refresh_seconds": 60}))
+    register_card(app, agent, ALEX[0])
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    assert browser.sign_in(agent).status_code == 200
+    other = card_pki.issue("kim_other", "555000000451", "Someone Else")
+    serial = x509.load_pem_x509_certificate(other.certificate_pem.encode()).serial_number
+    card_pki.pki.revoke(uuid="555000000451", serial=serial, now=card_clock.now)
+    card_clock.advance(timedelta(seconds=61))
+    broker = broker_of(app)
+    assert broker.card.validator is not None
+    broker.card.validator.revocation.crl.refresh_due()
+    assert broker.repos.sessions.active_for_card(ALEX[1])
