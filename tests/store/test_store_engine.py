@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import URL
 
 from careid_broker.codes import BrokerCode
@@ -156,4 +156,29 @@ def test_postgresql_connections_carry_a_lock_timeout(pg_database: URL) -> None:
         with store.engine.connect() as conn:
             assert conn.execute(text("SHOW lock_timeout")).scalar() == "9s"
     finally:
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_database_that_goes_away_mid_request_is_unavailable_never_a_crash(
+    pg_database: URL,
+) -> None:
+    # PostgreSQL shutting down terminates the broker's connections. A read that had
+    # already finished must not fail on closing (the rollback closing sends fails); one
+    # that had not gets store_unavailable, the documented answer.
+    store = create_store(pg_database)
+    admin = create_engine(pg_database, isolation_level="AUTOCOMMIT")
+    try:
+        with store.session() as session:
+            pid = session.scalar(text("SELECT pg_backend_pid()"))
+            with admin.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # Closing the finished read above raised nothing; the next one reconnects.
+        with pytest.raises(StoreUnavailableError), store.session() as session:
+            pid = session.scalar(text("SELECT pg_backend_pid()"))
+            with admin.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            session.scalar(text("SELECT 1"))
+    finally:
+        admin.dispose()
         store.dispose()

@@ -107,7 +107,7 @@ class Store:
                 yield session
         finally:
             self._ambient.reset(token)
-            session.close()
+            _close(session)
         for callback in ambient.after_commit:
             callback()
 
@@ -137,7 +137,7 @@ class Store:
         finally:
             # Closing rolls back: nothing read-only is ever committed.
             self._ambient.reset(token)
-            session.close()
+            _close(session)
 
     def ping(self) -> bool:
         """True when the database answers a trivial query (for /readyz)."""
@@ -187,6 +187,20 @@ class Store:
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, or after a fork)."""
         self.engine.dispose()
+
+
+def _close(session: Session) -> None:
+    """Close a session whose work is done (committed, or read-only and rolled back).
+
+    When the database went away meanwhile the rollback that closing sends fails too;
+    that changes nothing (there is nothing left to undo, and the pool drops the dead
+    connection), and must neither turn a finished request into a 500 nor hide the
+    error the request itself already raised.
+    """
+    try:
+        session.close()
+    except DBAPIError as exc:
+        log.warning("closing a store session failed: %s", type(exc.orig).__name__)
 
 
 @contextmanager
