@@ -308,7 +308,7 @@ def test_sign_ins_survive_slapd_ocsp_and_postgresql_going_down_and_up(
         assert successes == sum(flows.completed.values())
         assert broker.repos.audit.verify_chain().ok
         # Every logout queued meanwhile is delivered once the parts are back.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while broker.repos.outbox.pending_count() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert broker.repos.outbox.pending_count() == 0

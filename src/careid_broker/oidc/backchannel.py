@@ -139,7 +139,10 @@ class BackchannelLogout:
     def deliver_due(self, limit: int = 20) -> DeliveryReport:
         """Claim and send every due delivery (up to `limit`)."""
         delivered = retrying = abandoned = 0
-        for delivery in self._outbox.claim_due(limit):
+        # The lease only has to outlast one send: a worker that cannot record the result
+        # (the database went away) must not hold the logout back for long.
+        lease = timedelta(seconds=self._timeout * 2 + 5)
+        for delivery in self._outbox.claim_due(limit, lease=lease):
             error = self._send(delivery)
             if error is None:
                 self._outbox.mark_delivered(delivery.id)

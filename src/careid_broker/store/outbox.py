@@ -116,8 +116,9 @@ class LogoutOutbox:
                 query = query.with_for_update(skip_locked=True)
             rows = session.scalars(query).all()
             for row in rows:
+                reclaimed = row.claimed_until is not None  # its last worker never settled it
                 row.claimed_until = now + lease
-                if row.attempts:
+                if row.attempts or reclaimed:
                     # A retry is a new logout token (Back-Channel Logout 1.0 §2.4, §2.6):
                     # the RP may have received and recorded the last one's jti even if
                     # its answer never reached us, and would rightly refuse it again.
