@@ -26,6 +26,7 @@ from careid_broker.metrics import BrokerMetrics
 from careid_broker.oidc import OidcProvider, build_provider
 from careid_broker.origins import origin_of
 from careid_broker.pki import HttpFetcher, UrllibFetcher
+from careid_broker.pki.sharing import RevocationSharing
 from careid_broker.registration.service import RegistrationService
 from careid_broker.signin.events import SessionEvents
 from careid_broker.signin.password import PasswordSignin, ThrottlePolicies
@@ -165,10 +166,12 @@ def build_broker(
         http=http or UrllibFetcher(),
         # Shared by every worker and instance: one that finds a responder down (or back)
         # tells them all at once.
-        responder_states=ResponderStateTable(store),
-        answers=OcspAnswerTable(store),
-        # A card revoked while signed in loses its sessions (and its services are told).
-        on_revoked=RevokedCardSessions(repos=repos, sessions=sessions, auditor=audit),
+        sharing=RevocationSharing(
+            responders=ResponderStateTable(store),
+            answers=OcspAnswerTable(store),
+            # A card revoked while signed in loses its sessions (and its services are told).
+            on_revoked=RevokedCardSessions(repos=repos, sessions=sessions, auditor=audit),
+        ),
     )
     provider = build_provider(
         issuer=config.broker.issuer,

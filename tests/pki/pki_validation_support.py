@@ -27,8 +27,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig, UrllibFetcher
-from careid_broker.pki.ocsp_backoff import ResponderStates
-from careid_broker.pki.ocsp_cache import OcspAnswerCache
+from careid_broker.pki.sharing import PROCESS_ONLY, RevocationSharing
 from careid_devkit.ocsp_responder import PkiServer
 from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
 from support.clock import FakeClock
@@ -93,16 +92,14 @@ class PkiEnv:
         self,
         *,
         http: HttpFetcher | None = None,
-        responder_states: ResponderStates | None = None,
-        answers: OcspAnswerCache | None = None,
+        sharing: RevocationSharing = PROCESS_ONLY,
         **overrides: Any,
     ) -> CertificateValidator:
         return CertificateValidator(
             self.config(**overrides),
             clock=self.clock,
             http=http if http is not None else UrllibFetcher(),
-            responder_states=responder_states,
-            answers=answers,
+            sharing=sharing,
         )
 
     def craft(

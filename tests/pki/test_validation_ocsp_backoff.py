@@ -23,8 +23,7 @@ from careid_broker.errors import (
     RevocationUnavailableError,
 )
 from careid_broker.pki import CertificateValidator, HttpFetchError, PkiConfig, RevocationSource
-from careid_broker.pki.ocsp_backoff import ResponderStates
-from careid_broker.pki.ocsp_cache import OcspAnswerCache
+from careid_broker.pki.sharing import PROCESS_ONLY, RevocationSharing
 from careid_protocol.errors import ErrorCode
 
 BACKOFF = 30
@@ -56,15 +55,12 @@ def _validator(
     env: PkiEnv,
     responder: Responder,
     *,
-    responder_states: ResponderStates | None = None,
-    answers: OcspAnswerCache | None = None,
+    sharing: RevocationSharing = PROCESS_ONLY,
     **overrides: Any,
 ) -> CertificateValidator:
     overrides.setdefault("revocation", "ocsp-then-crl")
     overrides["ocsp"] = {"failure_backoff_seconds": BACKOFF, **overrides.get("ocsp", {})}
-    return env.validator(
-        http=responder.fetcher, responder_states=responder_states, answers=answers, **overrides
-    )
+    return env.validator(http=responder.fetcher, sharing=sharing, **overrides)
 
 
 def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

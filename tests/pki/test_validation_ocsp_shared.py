@@ -18,6 +18,7 @@ from test_validation_ocsp_backoff import BACKOFF, Responder, _validator
 
 from careid_broker.errors import CertificateRevokedError
 from careid_broker.pki import CertificateValidator, RevocationSource
+from careid_broker.pki.sharing import RevocationSharing
 from careid_broker.store import OcspAnswerTable, ResponderStateTable, Store, create_store
 from careid_broker.store.models import OcspAnswer
 
@@ -30,13 +31,10 @@ def shared(env: PkiEnv, store_url: str) -> Iterator[Store]:
 
 
 def _worker(env: PkiEnv, responder: Responder, store: Store, **ocsp: Any) -> CertificateValidator:
-    return _validator(
-        env,
-        responder,
-        responder_states=ResponderStateTable(store),
-        answers=OcspAnswerTable(store),
-        ocsp=ocsp,
+    sharing = RevocationSharing(
+        responders=ResponderStateTable(store), answers=OcspAnswerTable(store)
     )
+    return _validator(env, responder, sharing=sharing, ocsp=ocsp)
 
 
 def test_a_responder_one_worker_found_down_is_skipped_by_the_others_at_once(

@@ -16,9 +16,7 @@ from careid_broker.card.settings import CardSettings
 from careid_broker.directory import Directory
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig
-from careid_broker.pki.crl import RevokedHandler
-from careid_broker.pki.ocsp_backoff import ResponderStates
-from careid_broker.pki.ocsp_cache import OcspAnswerCache
+from careid_broker.pki.sharing import PROCESS_ONLY, RevocationSharing
 from careid_broker.pki.status import Clock
 from careid_broker.signin.sessions import SigninSessions
 from careid_broker.store import Repositories
@@ -55,9 +53,7 @@ def build_card_services(
     metrics: BrokerMetrics,
     clock: Clock,
     http: HttpFetcher,
-    responder_states: ResponderStates | None = None,
-    answers: OcspAnswerCache | None = None,
-    on_revoked: RevokedHandler | None = None,
+    sharing: RevocationSharing = PROCESS_ONLY,
 ) -> CardServices:
     """Card sign-in's parts from its settings and the broker's adapters."""
     validator: CertificateValidator | None = None
@@ -67,9 +63,7 @@ def build_card_services(
             pki,
             clock=clock,
             http=http,
-            responder_states=responder_states,
-            answers=answers,
-            on_revoked=on_revoked,
+            sharing=sharing,
         )
         signin = CardSignin(
             origin=origin,

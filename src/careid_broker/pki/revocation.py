@@ -15,11 +15,10 @@ from cryptography import x509
 
 from careid_broker.errors import RevocationUnavailableError
 from careid_broker.pki.config import PkiConfig, RevocationMode
-from careid_broker.pki.crl import CrlCache, RevokedHandler
+from careid_broker.pki.crl import CrlCache
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.ocsp import OcspClient
-from careid_broker.pki.ocsp_backoff import ResponderStates
-from careid_broker.pki.ocsp_cache import OcspAnswerCache
+from careid_broker.pki.sharing import PROCESS_ONLY, RevocationSharing
 from careid_broker.pki.status import Clock, RevocationStatus, describe
 
 logger = logging.getLogger(__name__)
@@ -43,9 +42,7 @@ class RevocationChecker:
         *,
         clock: Clock,
         http: HttpFetcher,
-        responder_states: ResponderStates | None = None,
-        answers: OcspAnswerCache | None = None,
-        on_revoked: RevokedHandler | None = None,
+        sharing: RevocationSharing = PROCESS_ONLY,
     ) -> None:
         self._mode = config.revocation
         self._soft_fail = config.soft_fail
@@ -55,11 +52,11 @@ class RevocationChecker:
             clock=clock,
             http=http,
             max_clock_skew=skew,
-            responder_states=responder_states,
-            answers=answers,
+            responder_states=sharing.responders,
+            answers=sharing.answers,
         )
         self.crl = CrlCache(
-            config.crl, clock=clock, http=http, max_clock_skew=skew, on_revoked=on_revoked
+            config.crl, clock=clock, http=http, max_clock_skew=skew, on_revoked=sharing.on_revoked
         )
         if self._soft_fail:
             logger.warning(

@@ -52,12 +52,10 @@ from careid_broker.pki.checks import (
     clamp_into_validity,
 )
 from careid_broker.pki.config import PkiConfig
-from careid_broker.pki.crl import RevokedHandler
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.keys import UnsupportedKey, supported_key
-from careid_broker.pki.ocsp_backoff import ResponderStates
-from careid_broker.pki.ocsp_cache import OcspAnswerCache
 from careid_broker.pki.revocation import RevocationChecker
+from careid_broker.pki.sharing import PROCESS_ONLY, RevocationSharing
 from careid_broker.pki.status import (
     Clock,
     RevocationSource,
@@ -166,9 +164,7 @@ class CertificateValidator:
         *,
         clock: Clock,
         http: HttpFetcher,
-        responder_states: ResponderStates | None = None,
-        answers: OcspAnswerCache | None = None,
-        on_revoked: RevokedHandler | None = None,
+        sharing: RevocationSharing = PROCESS_ONLY,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -185,9 +181,7 @@ class CertificateValidator:
             config,
             clock=clock,
             http=http,
-            responder_states=responder_states,
-            answers=answers,
-            on_revoked=on_revoked,
+            sharing=sharing,
         )
 
     def trust(self, certificate: bytes | x509.Certificate) -> TrustedCertificate:

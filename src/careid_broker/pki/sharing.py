@@ -1,0 +1,29 @@
+"""`RevocationSharing`: where revocation state lives and who hears of revocations.
+
+By default each validator keeps its OCSP back-off and answers in its own process and
+tells nobody what a CRL revokes. The broker passes the store's tables, so that every
+worker and instance agrees at once, and a handler that ends a revoked card's sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from careid_broker.pki.crl import RevokedHandler
+from careid_broker.pki.ocsp_backoff import ResponderStates
+from careid_broker.pki.ocsp_cache import OcspAnswerCache
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevocationSharing:
+    """Shared revocation state and the revocation handler (None: this process alone)."""
+
+    responders: ResponderStates | None = None
+    """Which OCSP responders are being skipped (back-off)."""
+    answers: OcspAnswerCache | None = None
+    """Verified OCSP answers."""
+    on_revoked: RevokedHandler | None = None
+    """Told of the certificates a newly fetched CRL lists."""
+
+
+PROCESS_ONLY = RevocationSharing()
