@@ -67,3 +67,29 @@ def test_cards_a_new_crl_does_not_list_keep_their_sessions(
     assert broker.card.validator is not None
     broker.card.validator.revocation.crl.refresh_due()
     assert broker.repos.sessions.active_for_card(ALEX[1])
+
+
+def test_a_revoked_answer_at_a_sign_in_ends_the_cards_other_sessions(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    session_ended: list[EndedSession],
+) -> None:
+    # OCSP (no CRL here): the card is signed in on one workstation; revoked, it is tried
+    # on another. The refusal there ends the first session too.
+    profile = card_pki.issue("alex_stolen", ALEX[1], ALEX[2])
+    agent = SimulatedAgent(profile)
+    app = card_app_factory(pki=card_pki.pki_settings(ocsp={"max_good_age_seconds": 60}))
+    register_card(app, agent, ALEX[0])
+    first = CardBrowser(app.test_client())
+    first.open_login()
+    assert first.sign_in(agent).status_code == 200
+    serial = x509.load_pem_x509_certificate(profile.certificate_pem.encode()).serial_number
+    card_pki.pki.revoke(uuid=ALEX[1], serial=serial, now=card_clock.now)
+    card_clock.advance(timedelta(seconds=61))  # past the cached good answer
+    second = CardBrowser(app.test_client())
+    second.open_login()
+    refused = second.sign_in(agent)
+    assert refused.get_json()["error"] == "certificate_revoked"
+    assert broker_of(app).repos.sessions.active_for_card(ALEX[1]) == []
+    assert [e.reason for e in session_ended] == ["card_revoked"]

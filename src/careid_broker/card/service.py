@@ -26,8 +26,9 @@ from cryptography import x509
 
 from careid_broker.codes import BrokerCode, Code
 from careid_broker.directory import CareIdentity, Directory, MailAccount
-from careid_broker.errors import BrokerError
+from careid_broker.errors import BrokerError, CertificateRevokedError
 from careid_broker.pki import TrustedCertificate, ValidatedCertificate, identify
+from careid_broker.pki.crl import RevokedHandler
 from careid_broker.store import (
     CardChallenges,
     ChallengeOutcome,
@@ -146,8 +147,10 @@ class CardSignin:
         directory: Directory,
         link_mode: LinkMode = LinkMode.UUID,
         identity_rule: IdentityRule = DEFAULT_RULE,
+        on_revoked: RevokedHandler | None = None,
     ) -> None:
         self.origin = origin
+        self._on_revoked = on_revoked
         self._challenges = challenges
         self._validator = validator
         self._registrations = registrations
@@ -178,7 +181,11 @@ class CardSignin:
             if outcome is not ChallengeOutcome.OK:
                 code = outcome.error_code or ErrorCode.CHALLENGE_UNKNOWN
                 raise ProtocolError(code, f"challenge {outcome.value}")
-            trusted = self._validator.trust(certificate)
+            try:
+                trusted = self._validator.trust(certificate)
+            except CertificateRevokedError:
+                self._revoked(certificate)
+                raise
             # TBS from the broker's own origin and the challenge it stored and has just
             # consumed: nothing the client sent but the signature itself.
             verify_signature(parsed, trusted.certificate, self.origin, challenge)
@@ -198,6 +205,15 @@ class CardSignin:
                 revocation=method.value if method is not None else None,
                 soft_fail=validated.soft_fail_used,
             ),
+        )
+
+    def _revoked(self, certificate: bytes | x509.Certificate) -> None:
+        # The chain was verified before revocation was asked: this is a certificate of
+        # ours that its CA has revoked. Any session it opened ends now, wherever.
+        if self._on_revoked is None or not isinstance(certificate, x509.Certificate):
+            return
+        self._on_revoked(
+            certificate.issuer.rfc4514_string(), frozenset({certificate.serial_number})
         )
 
     def decide(self, card: VerifiedCard) -> CardSigninDecision:

@@ -73,6 +73,7 @@ def build_card_services(
             directory=directory,
             link_mode=settings.link_mode,
             identity_rule=pki.identity,
+            on_revoked=sharing.on_revoked,
         )
     else:
         log.info("no [pki] section: smartcard sign-in and registration are switched off")
