@@ -17,7 +17,7 @@ from datetime import datetime
 from careid_broker.admin.api_auth import ApiAuth
 from careid_broker.admin.service import AdminService
 from careid_broker.auditing import Auditor, RequestFacts, no_request
-from careid_broker.card.revocation import RevokedCardSessions
+from careid_broker.card.revocation import CardRevocationCheck, RevokedCardSessions
 from careid_broker.card.wiring import CardServices, build_card_services
 from careid_broker.config import BrokerConfig
 from careid_broker.directory import Directory, LdapDirectory
@@ -63,6 +63,7 @@ class Broker:
     sessions: SigninSessions
     password: PasswordSignin
     card: CardServices
+    revocation_check: CardRevocationCheck
     registration: RegistrationService
     admin: AdminService
     api: ApiAuth
@@ -154,6 +155,7 @@ def build_broker(
             account=config.signin.account_throttle, address=config.signin.address_throttle
         ),
     )
+    revoked = RevokedCardSessions(repos=repos, sessions=sessions, auditor=audit)
     card = build_card_services(
         settings=config.card,
         origin=origin,
@@ -170,7 +172,7 @@ def build_broker(
             responders=ResponderStateTable(store),
             answers=OcspAnswerTable(store),
             # A card revoked while signed in loses its sessions (and its services are told).
-            on_revoked=RevokedCardSessions(repos=repos, sessions=sessions, auditor=audit),
+            on_revoked=revoked,
         ),
     )
     provider = build_provider(
@@ -197,6 +199,9 @@ def build_broker(
         sessions=sessions,
         password=password,
         card=card,
+        revocation_check=CardRevocationCheck(
+            validator=card.validator, revoked=revoked, auditor=audit
+        ),
         registration=RegistrationService(
             issuer=config.broker.issuer,
             store=store,

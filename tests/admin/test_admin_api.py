@@ -353,3 +353,30 @@ def test_an_api_client_may_not_take_a_relying_partys_id(
     assert config.admin.rights_cache == timedelta(seconds=60)
     assert config.api.token_lifetime == timedelta(seconds=120)
     assert set(config.api.clients) == {"rx1-reader", "rx1-writer", "y1-writer"}
+
+
+def test_a_card_check_is_scoped_and_answers_in_the_documented_shape(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    # This app has no [pki]: the answer says so, in the documented shape. (The checks
+    # themselves, good and revoked, are tested with a real PKI in tests/card.)
+    register(admin_app, ALEX)
+    register(admin_app, KIM)
+    reader = api_token(api, "rx1-reader", READER_SECRET)
+    path = f"/api/v1/registrations/{UUIDS[ALEX]}/check-revocation"
+    _error(api.post(path, headers=bearer(reader)), 403, "api_scope_insufficient")
+    writer = api_token(api, "rx1-writer", WRITER_SECRET)
+    response = api.post(path, headers=bearer(writer))
+    body = _conforms(api, response, "/api/v1/registrations/{card_uuid}/check-revocation", "post")
+    assert body == {
+        "card_uuid": UUIDS[ALEX],
+        "result": "not_configured",
+        "code": None,
+        "sessions_ended": 0,
+    }
+    kim = api.post(f"/api/v1/registrations/{UUIDS[KIM]}/check-revocation", headers=bearer(writer))
+    _error(kim, 404, "registration_not_found")
+    entry = broker_of(admin_app).repos.audit.list_recent(event_prefix="admin.revocation", limit=1)[
+        0
+    ]
+    assert entry.actor == "api:rx1-writer" and entry.details["result"] == "not_configured"

@@ -189,3 +189,18 @@ def test_registrations_remove_ends_sessions_and_queues_logouts(
         capsys, cli_config, "registrations", "remove", "--uuid", UUIDS[KIM], "--reason", "other"
     )
     assert status == 1 and "admin_reason_required" in err
+
+
+def test_revocation_check_and_crl_refresh_from_the_command_line(
+    admin_app: Flask, cli_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register(admin_app, ALEX)
+    status, out, _ = _run(capsys, cli_config, "revocation", "check", "--uuid", UUIDS[ALEX])
+    # This broker has no [pki]: said so, and exit 1 (no answer about the card).
+    assert status == 1 and f"{UUIDS[ALEX]} ({ALEX}): not_configured" in out
+    status, _, err = _run(capsys, cli_config, "revocation", "check", "--uuid", "999999999999")
+    assert status == 1 and "registration_not_found" in err
+    status, out, _ = _run(capsys, cli_config, "revocation", "refresh-crls")
+    assert status == 0 and "CRLs fetched afresh: 0" in out
+    events = [e.event for e in broker_of(admin_app).repos.audit.list_recent(limit=5)]
+    assert "admin.revocation.check" in events and "admin.revocation.refresh_crls" in events

@@ -366,3 +366,24 @@ def test_a_registration_made_at_my_organisation_stays_mine_after_a_move(
     assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[KIM]) is None
     # With the registration gone, kim is Y00001's alone again.
     assert lee.get(f"/admin/users/{KIM}").status_code == 404
+
+
+def test_lee_can_check_a_card_now_from_its_page(admin_app: Flask, lee: FlaskClient) -> None:
+    register(admin_app, ALEX)
+    page, token = page_csrf(lee, f"/admin/users/{ALEX}")
+    assert 'id="check-revocation"' in page.get_data(as_text=True)
+    answer = lee.post(
+        f"/admin/users/{ALEX}/check-revocation",
+        data={"csrf_token": token, "card_uuid": UUIDS[ALEX]},
+    )
+    assert answer.status_code == 303 and answer.headers["Location"].endswith(f"/users/{ALEX}")
+    shown = lee.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "Smartcard sign-in is not configured here." in shown  # no [pki] in this app
+    entry = broker_of(admin_app).repos.audit.list_recent(
+        event_prefix="admin.revocation.check", limit=1
+    )[0]
+    assert entry.actor == LEE and entry.subject == ALEX
+    # Someone else's organisation: as if the person did not exist.
+    register(admin_app, KIM)
+    other = lee.post(f"/admin/users/{KIM}/check-revocation", data={"csrf_token": token})
+    assert other.status_code == 404

@@ -149,6 +149,7 @@ def register_card(
             cert_issuer_dn=certificate.issuer.rfc4514_string(),
             cert_serial=agent.serial_hex,
             cert_fingerprint=certificate.fingerprint(hashes.SHA256()).hex(),
+            cert_der=certificate.public_bytes(serialization.Encoding.DER),
         )
     )
 

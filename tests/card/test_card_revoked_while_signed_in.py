@@ -3,6 +3,7 @@ CRL the broker fetches ends that card's sessions, and the card is refused from t
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from broker_support import broker_of
@@ -93,3 +94,45 @@ def test_a_revoked_answer_at_a_sign_in_ends_the_cards_other_sessions(
     assert refused.get_json()["error"] == "certificate_revoked"
     assert broker_of(app).repos.sessions.active_for_card(ALEX[1]) == []
     assert [e.reason for e in session_ended] == ["card_revoked"]
+
+
+def test_an_administrator_checks_a_card_now_and_a_revoked_one_loses_its_sessions(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    session_ended: list[EndedSession],
+) -> None:
+    # OCSP with an hour-long good answer cached: without "check now" the revoked card
+    # would keep its session until the cache ran out.
+    profile = card_pki.issue("alex_checked", ALEX[1], ALEX[2])
+    agent = SimulatedAgent(profile)
+    app = card_app_factory(pki=card_pki.pki_settings(ocsp={"max_good_age_seconds": 3600}))
+    registration = register_card(app, agent, ALEX[0])
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    assert browser.sign_in(agent).status_code == 200
+    check = broker_of(app).revocation_check
+    assert check.check(registration, actor="lee.admin@nhs.net").result.value == "good"
+
+    serial = x509.load_pem_x509_certificate(profile.certificate_pem.encode()).serial_number
+    card_pki.pki.revoke(uuid=ALEX[1], serial=serial, now=card_clock.now)
+    outcome = check.check(registration, actor="lee.admin@nhs.net")
+    assert (outcome.result.value, outcome.code, outcome.sessions_ended) == (
+        "revoked",
+        "certificate_revoked",
+        1,
+    )
+    assert [e.reason for e in session_ended] == ["card_revoked"]
+    entry = last_audit(app, "admin.revocation.check")
+    assert entry.actor == "lee.admin@nhs.net" and entry.details["result"] == "revoked"
+
+
+def test_a_registration_kept_without_its_certificate_is_not_guessed_at(
+    card_app_factory: CardAppFactory, card_pki: CardPki
+) -> None:
+    app = card_app_factory()
+    registration = dataclasses.replace(
+        register_card(app, card_pki.agent("alex"), ALEX[0]), cert_der=None
+    )
+    outcome = broker_of(app).revocation_check.check(registration, actor="cli:test")
+    assert outcome.result.value == "no_certificate" and outcome.sessions_ended == 0

@@ -130,6 +130,27 @@ def _schemas() -> dict[str, Any]:
                 "relying_parties_notified": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "RevocationCheck": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["card_uuid", "result", "code", "sessions_ended"],
+            "properties": {
+                "card_uuid": {"type": "string"},
+                "result": {
+                    "type": "string",
+                    "enum": [
+                        "good",
+                        "revoked",
+                        "unavailable",
+                        "invalid",
+                        "no_certificate",
+                        "not_configured",
+                    ],
+                },
+                "code": nullable_string,
+                "sessions_ended": {"type": "integer", "minimum": 0},
+            },
+        },
         "Error": {
             "type": "object",
             "additionalProperties": False,
@@ -270,6 +291,20 @@ def _paths() -> dict[str, Any]:
                     **_AUTH_ERRORS,
                     "404": _error("No such registration in the client's organisations"),
                     "409": _error("The registration changed during the removal"),
+                },
+            }
+        },
+        "/api/v1/registrations/{card_uuid}/check-revocation": {
+            "post": {
+                "operationId": "checkRevocation",
+                "summary": "Ask now whether the registered card is revoked (no cached"
+                " answer); if it is, the person's sessions end and their services are told",
+                "security": _secured(ApiScope.WRITE),
+                "parameters": [_UUID_PARAMETER],
+                "responses": {
+                    "200": _json(_ref("RevocationCheck"), "What the check found"),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such registration in the client's organisations"),
                 },
             }
         },

@@ -1,4 +1,5 @@
-"""A card revoked while its holder is signed in: its sessions end, its services are told.
+"""A card revoked while its holder is signed in: its sessions end, its services are told;
+and an administrator's "check this card now" / "refresh the CRLs now".
 
 The CRL refresher (and any CRL fetched at a sign-in) reports the certificates a new CRL
 lists; the cards registered with one of them lose every session they opened, with
@@ -10,10 +11,16 @@ to sign out.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from enum import StrEnum, unique
+
+from cryptography import x509
 
 from careid_broker.auditing import Auditor
+from careid_broker.errors import BrokerError, CertificateRevokedError, RevocationUnavailableError
+from careid_broker.pki import CertificateValidator
 from careid_broker.signin.sessions import SigninSessions
-from careid_broker.store import EndReason, Outcome, Repositories
+from careid_broker.store import EndReason, Outcome, RegistrationRecord, Repositories
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +34,12 @@ class RevokedCardSessions:
         self._audit = auditor
 
     def __call__(self, issuer_dn: str, serials: frozenset[int]) -> None:
-        """A CRL of `issuer_dn` newly lists these serial numbers."""
+        """A CRL of `issuer_dn` newly lists these serial numbers (or a check found one)."""
+        self.end_sessions(issuer_dn, serials)
+
+    def end_sessions(self, issuer_dn: str, serials: frozenset[int]) -> int:
+        """End the sessions of the cards registered with these certificates; how many."""
+        total = 0
         registrations = self._repos.registrations.by_certificates(
             issuer_dn, [f"{serial:X}" for serial in serials]
         )
@@ -37,6 +49,7 @@ class RevokedCardSessions:
                 for record in self._repos.sessions.active_for_card(registration.card_uuid)
                 if self._sessions.end(record.sid, EndReason.CARD_REVOKED) is not None
             ]
+            total += len(ended)
             log.warning(
                 "a registered card's certificate is revoked: %d session(s) ended", len(ended)
             )
@@ -52,3 +65,96 @@ class RevokedCardSessions:
                     "sessions_ended": len(ended),
                 },
             )
+        return total
+
+
+@unique
+class CheckResult(StrEnum):
+    """What checking a registered card's revocation now found."""
+
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNAVAILABLE = "unavailable"
+    """No trustworthy answer now (responder and CRL unreachable): try again later."""
+    INVALID = "invalid"
+    """The certificate no longer validates for another reason (expired, untrusted…)."""
+    NO_CERTIFICATE = "no_certificate"
+    """Registered before the broker kept certificates: the next card sign-in checks it."""
+    NOT_CONFIGURED = "not_configured"
+    """No [pki]: card sign-in is off."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckOutcome:
+    """The answer, the code behind it and the sessions it ended."""
+
+    result: CheckResult
+    code: str | None = None
+    sessions_ended: int = 0
+
+
+class CardRevocationCheck:
+    """An administrator's "check this card's revocation now" and "refresh the CRLs now"."""
+
+    def __init__(
+        self,
+        *,
+        validator: CertificateValidator | None,
+        revoked: RevokedCardSessions,
+        auditor: Auditor,
+    ) -> None:
+        self._validator = validator
+        self._revoked = revoked
+        self._audit = auditor
+
+    def check(self, registration: RegistrationRecord, *, actor: str) -> CheckOutcome:
+        """Ask afresh whether the registered certificate is revoked (no cached answer);
+        if it is, end the card's sessions. Audited."""
+        outcome = self._check(registration)
+        self._audit(
+            "admin.revocation.check",
+            outcome=Outcome.SUCCESS,
+            code=outcome.code,
+            actor=actor,
+            subject=registration.account_mail,
+            org=registration.org_code or None,
+            details={
+                "card_uuid": registration.card_uuid,
+                "result": outcome.result.value,
+                "sessions_ended": outcome.sessions_ended,
+            },
+        )
+        return outcome
+
+    def _check(self, registration: RegistrationRecord) -> CheckOutcome:
+        if self._validator is None:
+            return CheckOutcome(result=CheckResult.NOT_CONFIGURED)
+        if registration.cert_der is None:
+            return CheckOutcome(result=CheckResult.NO_CERTIFICATE)
+        certificate = x509.load_der_x509_certificate(registration.cert_der)
+        revocation = self._validator.revocation
+        revocation.ocsp.forget(certificate)
+        revocation.crl.refresh_all()
+        try:
+            self._validator.trust(certificate)
+        except CertificateRevokedError as exc:
+            ended = self._revoked.end_sessions(
+                certificate.issuer.rfc4514_string(), frozenset({certificate.serial_number})
+            )
+            return CheckOutcome(result=CheckResult.REVOKED, code=exc.code, sessions_ended=ended)
+        except RevocationUnavailableError as exc:
+            return CheckOutcome(result=CheckResult.UNAVAILABLE, code=exc.code)
+        except BrokerError as exc:
+            return CheckOutcome(result=CheckResult.INVALID, code=exc.code)
+        return CheckOutcome(result=CheckResult.GOOD)
+
+    def refresh_crls(self, *, actor: str) -> int:
+        """Fetch every CRL the broker holds now; cards they newly list lose their sessions."""
+        refreshed = self._validator.revocation.crl.refresh_all() if self._validator else 0
+        self._audit(
+            "admin.revocation.refresh_crls",
+            outcome=Outcome.SUCCESS,
+            actor=actor,
+            details={"crls_refreshed": refreshed},
+        )
+        return refreshed

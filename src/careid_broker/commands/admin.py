@@ -24,6 +24,7 @@ from careid_broker.admin.reasons import RemovalReason, reason_from_words
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.broker import build_broker
+from careid_broker.card.revocation import CheckResult
 from careid_broker.codes import BrokerCode, Code, message_for
 from careid_broker.config import BrokerConfig, BrokerConfigError, load_config
 from careid_broker.errors import BrokerError
@@ -133,6 +134,41 @@ def _remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# revocation check / refresh-crls
+
+
+def _revocation_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    broker = build_broker(config)
+    try:
+        registration = broker.repos.registrations.by_uuid(args.uuid.strip())
+        if registration is None:
+            return _fail(BrokerCode.REGISTRATION_NOT_FOUND, f"Care Identity UUID {args.uuid!r}")
+        outcome = broker.revocation_check.check(registration, actor=_cli_actor().name)
+    finally:
+        broker.stop()
+    print(f"{registration.card_uuid} ({registration.account_mail}): {outcome.result.value}")
+    if outcome.code:
+        print(f"code: {outcome.code}")
+    print(f"sessions ended: {outcome.sessions_ended}")
+    return EXIT_OK if outcome.result in (CheckResult.GOOD, CheckResult.REVOKED) else EXIT_FAILED
+
+
+def _refresh_crls(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    broker = build_broker(config)
+    try:
+        refreshed = broker.revocation_check.refresh_crls(actor=_cli_actor().name)
+    finally:
+        broker.stop()
+    print(f"CRLs fetched afresh: {refreshed}")
+    return EXIT_OK
+
+
 # audit verify / export
 
 
@@ -233,6 +269,21 @@ def register(sub: Any) -> None:
     )
     removing.add_argument("--detail", help="with --reason other: the description")
     removing.set_defaults(func=_remove)
+
+    revocation = sub.add_parser("revocation", help="card certificate revocation, now")
+    revocation_actions = revocation.add_subparsers(
+        dest="revocation_command", required=True, metavar="ACTION"
+    )
+    checking = revocation_actions.add_parser(
+        "check",
+        help="ask now whether a registered card is revoked; if so its sessions end"
+        " (exit 0: good or revoked; 1: no answer now)",
+    )
+    checking.add_argument("--uuid", required=True, help="the Care Identity UUID")
+    checking.set_defaults(func=_revocation_check)
+    revocation_actions.add_parser(
+        "refresh-crls", help="fetch the CRLs afresh; cards they newly list lose their sessions"
+    ).set_defaults(func=_refresh_crls)
 
     audit = sub.add_parser("audit", help="the hash-chained audit log")
     audit_actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

@@ -156,7 +156,12 @@ class CrlCache:
             detail=f"no usable CRL for {describe(certificate)}: {detail}"
         )
 
-    def refresh_due(self) -> int:
+    def refresh_all(self) -> int:
+        """Fetch afresh every CRL this process holds, due or not (an administrator's
+        "refresh the CRLs now"); the number fetched successfully."""
+        return self.refresh_due(force=True)
+
+    def refresh_due(self, *, force: bool = False) -> int:
         """Fetch afresh every cached CRL that is due; the number fetched successfully.
 
         Due: fetched `refresh_interval` ago, or within `refresh_interval` of its
@@ -170,7 +175,8 @@ class CrlCache:
         refreshed = 0
         for (source, fingerprint), entry in entries:
             due = (
-                now >= entry.fetched_at + interval
+                force
+                or now >= entry.fetched_at + interval
                 or now >= entry.next_update - interval
                 or self._file_changed(source, entry)
             )

@@ -167,6 +167,10 @@ class OcspClient:
         """Forget every cached answer (e.g. after an emergency revocation)."""
         self._cache.clear()
 
+    def forget(self, certificate: x509.Certificate) -> None:
+        """Forget what the cache holds about this certificate: the next check asks."""
+        self._cache.forget_serial(certificate.serial_number)
+
     def _responder_url(self, certificate: x509.Certificate) -> str:
         if self._settings.responder_url is not None:
             return self._settings.responder_url

@@ -15,6 +15,11 @@ from datetime import datetime
 from typing import Protocol
 
 
+def serial_key_suffix(serial: int) -> str:
+    """How a cache key (issuer name hash : issuer key hash : serial) ends for a serial."""
+    return f":{serial:x}"
+
+
 class CachedAnswer(Protocol):
     """A kept answer (read-only)."""
 
@@ -38,6 +43,10 @@ class OcspAnswerCache(Protocol):
 
     def clear(self) -> None:
         """Forget every answer (an emergency revocation)."""
+        ...
+
+    def forget_serial(self, serial: int) -> None:
+        """Forget the answers about certificates with this serial number (any issuer)."""
         ...
 
     def size(self) -> int:
@@ -83,6 +92,12 @@ class MemoryAnswerCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+    def forget_serial(self, serial: int) -> None:
+        suffix = serial_key_suffix(serial)
+        with self._lock:
+            for key in [k for k in self._entries if k.endswith(suffix)]:
+                del self._entries[key]
 
     def size(self) -> int:
         with self._lock:

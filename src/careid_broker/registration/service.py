@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSignin
 from careid_broker.codes import BrokerCode
 from careid_broker.directory import CareIdentity, Directory, MailAccount, account_refusals
@@ -231,6 +233,7 @@ class RegistrationService:
                         issuer_dn=certificate.issuer_dn,
                         serial_hex=certificate.serial_hex,
                         fingerprint=certificate.fingerprint_sha256,
+                        certificate_der=certificate.certificate.public_bytes(Encoding.DER),
                     ),
                 )
             )
@@ -294,6 +297,7 @@ class RegistrationService:
                     cert_serial=card.serial_hex,
                     cert_fingerprint=card.fingerprint,
                     how=HOW_RENEWAL if replaced is not None else HOW_SELF_SERVICE,
+                    cert_der=card.certificate_der,
                 )
             )
         return Confirmed(registration=record, account=account, replaced=replaced), identity

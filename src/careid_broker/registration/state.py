@@ -10,6 +10,7 @@ written only at confirmation; until then nothing links a card to an account.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,8 @@ class CardDetails:
     issuer_dn: str
     serial_hex: str
     fingerprint: str
+    certificate_der: bytes | None = None
+    """The certificate itself, kept with the registration (None in older steps)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +91,11 @@ def to_request(
             "issuer_dn": card.issuer_dn,
             "serial_hex": card.serial_hex,
             "fingerprint": card.fingerprint,
+            "certificate": (
+                base64.b64encode(card.certificate_der).decode("ascii")
+                if card.certificate_der is not None
+                else None
+            ),
         }
     return AuthorizationRequest(
         client_id=REGISTRATION_CLIENT_ID,
@@ -102,6 +110,15 @@ def _text(data: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"registration state lacks {key}")
     return value
+
+
+def _der(value: object) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
 
 
 def from_record(pending_id: str, record: LoginTransactionRecord) -> PendingRegistration | None:
@@ -123,6 +140,7 @@ def from_record(pending_id: str, record: LoginTransactionRecord) -> PendingRegis
                 issuer_dn=_text(card_data, "issuer_dn"),
                 serial_hex=_text(card_data, "serial_hex"),
                 fingerprint=_text(card_data, "fingerprint"),
+                certificate_der=_der(card_data.get("certificate")),
             )
         return_tx = extras.get("return_tx")
         return PendingRegistration(

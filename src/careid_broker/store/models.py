@@ -63,6 +63,8 @@ class Registration(Base):
     cert_fingerprint: Mapped[str] = mapped_column(String(HASH_LEN))
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
     how: Mapped[str] = mapped_column(String(32))
+    cert_der: Mapped[bytes | None] = mapped_column(LargeBinary())
+    """The linked certificate itself, so its revocation can be checked with no card."""
 
 
 class LoginTransaction(Base):

@@ -37,6 +37,7 @@ class NewRegistration:
     cert_serial: str  # hex
     cert_fingerprint: str  # SHA-256 of the DER certificate, hex
     how: str = "self-service"
+    cert_der: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -54,6 +55,8 @@ class RegistrationRecord:
     cert_fingerprint: str
     registered_at: datetime
     how: str
+    cert_der: bytes | None = None
+    """The linked certificate (None for links made before it was kept)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,6 +82,7 @@ def _record(row: Registration) -> RegistrationRecord:
         cert_fingerprint=row.cert_fingerprint,
         registered_at=row.registered_at,
         how=row.how,
+        cert_der=row.cert_der,
     )
 
 
@@ -113,6 +117,7 @@ class Registrations:
             cert_fingerprint=new.cert_fingerprint.lower(),
             registered_at=self._store.now(),
             how=new.how,
+            cert_der=new.cert_der,
         )
         with self._store.transaction() as session:
             try:

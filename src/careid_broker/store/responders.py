@@ -141,6 +141,12 @@ class OcspAnswerTable:
         with self._store.transaction() as session:
             session.execute(delete(OcspAnswer))
 
+    def forget_serial(self, serial: int) -> None:
+        # The key ends ":<serial hex>" (careid_broker.pki.ocsp_cache); hex has no LIKE
+        # wildcards, so the pattern is exact.
+        with self._store.transaction() as session:
+            session.execute(delete(OcspAnswer).where(OcspAnswer.cert_key.like(f"%:{serial:x}")))
+
     def size(self) -> int:
         with self._store.session() as session:
             return int(session.scalar(select(func.count()).select_from(OcspAnswer)) or 0)

@@ -164,6 +164,26 @@ def get_registration(card_uuid: str) -> Response:
     return jsonify(registration_json(current_broker().admin.registration(actor, card_uuid)))
 
 
+@blueprint.post("/registrations/<card_uuid>/check-revocation")
+@csrf_exempt
+def check_revocation(card_uuid: str) -> Response:
+    """Check the card's revocation now; a revoked card's sessions end."""
+    broker = current_broker()
+    actor = _actor(broker.api.authenticate(ApiScope.WRITE))
+    if len(card_uuid) > 64:
+        raise OutOfScopeError(detail="UUID too long")
+    registration = broker.admin.registration(actor, card_uuid)
+    outcome = broker.revocation_check.check(registration, actor=actor.name)
+    return jsonify(
+        {
+            "card_uuid": registration.card_uuid,
+            "result": outcome.result.value,
+            "code": outcome.code,
+            "sessions_ended": outcome.sessions_ended,
+        }
+    )
+
+
 @blueprint.post("/registrations/<card_uuid>/remove")
 @csrf_exempt
 def remove(card_uuid: str) -> Response:

@@ -24,6 +24,7 @@ from careid_broker.admin.reasons import MAX_REASON_TEXT, Reason, RemovalReason, 
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor, describe_orgs
 from careid_broker.admin.service import UserDetails, clean_search_text
+from careid_broker.card.revocation import CheckResult
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import Outcome
 from careid_broker.web.admin_access import admin_view
@@ -178,6 +179,50 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
         " They can now register a smartcard again.",
         "success",
     )
+    return redirect(url_for("admin.user", mail=details.mail), code=303)
+
+
+_CHECK_MESSAGES = {
+    CheckResult.GOOD: ("The card is not revoked: its issuer says it is good now.", "success"),
+    CheckResult.REVOKED: (
+        "The card is revoked. {ended} signed-in session{s} ended; the services they used"
+        " were told to sign them out.",
+        "success",
+    ),
+    CheckResult.UNAVAILABLE: (
+        "The card's revocation could not be checked now (its issuer did not answer)."
+        " Try again in a few minutes.",
+        "error",
+    ),
+    CheckResult.INVALID: (
+        "The card's certificate is no longer valid (expired, or not trusted): it cannot sign in.",
+        "error",
+    ),
+    CheckResult.NO_CERTIFICATE: (
+        "This card was registered before the service kept certificates, so it cannot be"
+        " checked without the card; it is checked at its next sign-in.",
+        "error",
+    ),
+    CheckResult.NOT_CONFIGURED: ("Smartcard sign-in is not configured here.", "error"),
+}
+
+
+@blueprint.post("/users/<mail>/check-revocation")
+@admin_view
+def check_revocation(actor: Actor, mail: str) -> BaseResponse:
+    """Ask now whether the person's card is revoked; if it is, their sessions end."""
+    details = _details(actor, mail)
+    if details is None or details.registration is None:
+        return _not_found()
+    broker = current_broker()
+    try:
+        registration = broker.admin.registration(actor, details.registration.card_uuid)
+    except OutOfScopeError:
+        return _not_found()
+    outcome = broker.revocation_check.check(registration, actor=actor.name)
+    text, category = _CHECK_MESSAGES[outcome.result]
+    ended = outcome.sessions_ended
+    flash(text.format(ended=ended, s="" if ended == 1 else "s"), category)
     return redirect(url_for("admin.user", mail=details.mail), code=303)
 
 
