@@ -36,10 +36,11 @@ from oidc_support import RP_SECRET, Browser, TestRelyingParty, query_of, write_t
 from sqlalchemy import func, select
 
 from careid_broker.store import upgrade
-from careid_broker.store.models import AuditEntry, SigninSession
+from careid_broker.store.models import AuditEntry, LogoutDelivery, SigninSession
 from careid_devkit.ocsp_responder import PkiServer, start_pki_server
 from careid_devkit.pki import init_pki
 from careid_devkit.slapd import Slapd
+from support.clock import FakeClock
 
 pytestmark = [pytest.mark.slapd, pytest.mark.postgres]
 
@@ -49,6 +50,24 @@ DOCUMENTED_503 = {"store_unavailable", "directory_unavailable", "revocation_unav
 ALEX = "alex.morgan@nhs.net"
 ALEX_UUID = "555000000001"
 PASSWORD = "Demo-Password-1"  # noqa: S105 - the demo seed's, public
+
+
+class RealClock(FakeClock):
+    """The real time: leases, back-offs and expiries must run out as they would."""
+
+    @property  # type: ignore[override]
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    @now.setter
+    def now(self, value: datetime) -> None:
+        raise AssertionError("the chaos test runs on the real clock")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The app's clock (overrides the settable one of broker_fixtures)."""
+    return RealClock()
 
 
 def _free_port() -> int:
@@ -311,7 +330,23 @@ def test_sign_ins_survive_slapd_ocsp_and_postgresql_going_down_and_up(
         deadline = time.monotonic() + 90
         while broker.repos.outbox.pending_count() and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert broker.repos.outbox.pending_count() == 0
+        with broker.store.session() as session:
+            stuck = [
+                (
+                    row.client_id,
+                    row.attempts,
+                    row.last_error,
+                    row.next_attempt_at,
+                    row.claimed_until,
+                )
+                for row in session.scalars(
+                    select(LogoutDelivery).where(
+                        LogoutDelivery.delivered_at.is_(None),
+                        LogoutDelivery.abandoned_at.is_(None),
+                    )
+                )
+            ]
+        assert stuck == [], (stuck, broker.clock(), test_rp.attempts, test_rp.replays)
     finally:
         broker.oidc.stop_worker()
         ocsp.stop()
