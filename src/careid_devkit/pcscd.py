@@ -20,6 +20,12 @@ from types import TracebackType
 log = logging.getLogger(__name__)
 
 RUN_DIR = Path("/run/pcscd")
+# vpcd's two readers listen on these TCP ports (Debian's /etc/reader.conf.d/vpcd: 0x8C7B).
+VPCD_PORTS = (35963, 35964)
+# How long to wait for another socket to let go of one (a client connection that got it
+# as its ephemeral local port, then its 60 s TIME_WAIT if it closed first; .ci/setup
+# reserves the ports where it can).
+PORT_WAIT_SECONDS = 75.0
 SOCKET_PATH = RUN_DIR / "pcscd.comm"
 PID_PATH = RUN_DIR / "pcscd.pid"
 
@@ -56,6 +62,34 @@ def socket_answers() -> bool:
         except OSError:
             return False
     return True
+
+
+def _port_taken(port: int) -> bool:
+    """Whether binding `port` fails as vpcd's own bind would (SO_REUSEADDR, any address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))  # noqa: S104 - a probe, closed at once
+        except OSError:
+            return True
+    return False
+
+
+def _wait_for_vpcd_ports(timeout: float) -> None:
+    """Wait until vpcd's ports can be bound: a daemon started before that would come up
+    with no virtual readers ("Address already in use" in its log) and stay so."""
+    deadline = time.monotonic() + timeout
+    taken = [port for port in VPCD_PORTS if _port_taken(port)]
+    if taken:
+        log.info("waiting for vpcd's ports %s to be released", taken)
+    while taken:
+        if time.monotonic() >= deadline:
+            raise PcscdUnavailable(
+                f"vpcd's TCP ports {taken} are still in use after {timeout:.0f} s:"
+                " another program (or a pcscd not answering on its socket) holds them"
+            )
+        time.sleep(0.5)
+        taken = [port for port in VPCD_PORTS if _port_taken(port)]
 
 
 @dataclass
@@ -111,6 +145,7 @@ def ensure_pcscd(*, log_path: Path | None = None, timeout: float = 15.0) -> Pcsc
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     if PID_PATH.exists() and running_pid() is None:
         PID_PATH.unlink(missing_ok=True)  # stale pid file from a killed daemon
+    _wait_for_vpcd_ports(PORT_WAIT_SECONDS)
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         proc = subprocess.Popen(  # noqa: S603 - fixed argument list
