@@ -154,6 +154,7 @@ def build_broker(
         policies=ThrottlePolicies(
             account=config.signin.account_throttle, address=config.signin.address_throttle
         ),
+        failure_floor=config.signin.failure_answer_floor,
     )
     revoked = RevokedCardSessions(repos=repos, sessions=sessions, auditor=audit)
     card = build_card_services(

@@ -134,6 +134,8 @@ class SigninSettings:
     aup_url: str = "https://portal.nhs.net/"
     help_contact: str = "your local IT service desk"
     help_url: str | None = None
+    # A refused password is answered no sooner than this after the directory was asked.
+    failure_answer_floor: timedelta = timedelta(milliseconds=50)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -393,6 +395,12 @@ def read_signin_settings(reader: SettingsReader) -> SigninSettings:
         aup_url=aup_url,
         help_contact=reader.string("help_contact", "your local IT service desk"),
         help_url=help_url,
+        # The directory does more for a real entry than for a name no entry has (OpenLDAP's
+        # ppolicy records the failure): about 0.5 ms that would tell a stranger which
+        # addresses are real. Every refusal waits out the same floor instead.
+        failure_answer_floor=timedelta(
+            milliseconds=reader.integer("failure_answer_ms", 50, minimum=0, maximum=2000)
+        ),
     )
     reader.finish()
     return settings

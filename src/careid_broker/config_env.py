@@ -63,6 +63,7 @@ KNOWN_TYPES: Mapping[tuple[str, str], str] = {
     ("directory", "writable"): _BOOL,
     ("directory", "search_limit"): _INT,
     ("signin", "account_free_failures"): _INT,
+    ("signin", "failure_answer_ms"): _INT,
     ("signin", "address_free_failures"): _INT,
     ("signin", "window_seconds"): _INT,
     ("signin", "first_block_seconds"): _INT,

@@ -3,12 +3,16 @@
 The order matters. Throttling is checked first, so a blocked guesser costs the
 directory nothing. The password is checked before anything about the account is
 revealed: a refused account (disabled, policy not accepted) is only named to someone
-who knew its password. Unknown address and wrong password are one error.
+who knew its password. Unknown address, wrong password and a locked account are one
+error, answered no sooner than a fixed floor after the directory was asked, so their
+answer times do not tell them apart either.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -63,11 +67,21 @@ class PasswordSignin:
     """Checks an email address and password; the account if it may sign in."""
 
     def __init__(
-        self, *, directory: Directory, throttle: Throttle, policies: ThrottlePolicies
+        self,
+        *,
+        directory: Directory,
+        throttle: Throttle,
+        policies: ThrottlePolicies,
+        failure_floor: timedelta = timedelta(0),
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._directory = directory
         self._throttle = throttle
         self._policies = policies
+        self._failure_floor = failure_floor.total_seconds()
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     def check(self, mail: str, password: str, *, client_address: str) -> PasswordCheck:
         """The account and its verdict; raises when the password itself was not accepted.
@@ -84,11 +98,13 @@ class PasswordSignin:
                 max(state.retry_after for state in blocked),
                 detail=", ".join(state.key.split(":", 1)[0] for state in blocked),
             )
+        asked = self._monotonic()
         try:
             account = self._directory.authenticate(mail, password)
         except InvalidCredentialsError:
             self._count_failure(keys[0], self._policies.account)
             self._count_failure(keys[1], self._policies.address)
+            self._wait_out_floor(asked)
             raise
         except AccountLockedError as exc:
             # Locked in the directory (by its own policy, or an administrator): answered
@@ -97,6 +113,7 @@ class PasswordSignin:
             # failure, so the answers stay the same in every respect.
             self._count_failure(keys[0], self._policies.account)
             self._count_failure(keys[1], self._policies.address)
+            self._wait_out_floor(asked)
             raise InvalidCredentialsError(
                 reason=BrokerCode.ACCOUNT_LOCKED, detail=exc.detail
             ) from exc
@@ -114,6 +131,12 @@ class PasswordSignin:
         return tuple(
             self._throttle.check(k) for k in (account_key(mail), address_key(client_address))
         )
+
+    def _wait_out_floor(self, asked: float) -> None:
+        """Hold a refusal until the floor has passed since the directory was asked."""
+        remaining = self._failure_floor - (self._monotonic() - asked)
+        if remaining > 0:
+            self._sleep(remaining)
 
     def _count_failure(self, key: str, policy: ThrottlePolicy) -> None:
         state = self._throttle.record_failure(key, policy=policy)
