@@ -8,7 +8,15 @@ from datetime import timedelta
 
 from broker_support import broker_of
 from card_fixtures import CardAppFactory
-from card_support import ALEX, CardBrowser, CardPki, SimulatedAgent, last_audit, register_card
+from card_support import (
+    ALEX,
+    CardBrowser,
+    CardPki,
+    SimulatedAgent,
+    audits,
+    last_audit,
+    register_card,
+)
 from cryptography import x509
 
 from careid_broker.store import EndedSession
@@ -136,3 +144,39 @@ def test_a_registration_kept_without_its_certificate_is_not_guessed_at(
     )
     outcome = broker_of(app).revocation_check.check(registration, actor="cli:test")
     assert outcome.result.value == "no_certificate" and outcome.sessions_ended == 0
+
+
+def test_a_renewed_card_becomes_the_one_an_administrator_checks(
+    card_app_factory: CardAppFactory, card_pki: CardPki, card_clock: FakeClock
+) -> None:
+    # Registered with one card; the Registration Authority renews it (same Care
+    # Identity, new certificate) and the holder signs in with the new one.
+    old = SimulatedAgent(card_pki.issue("alex_before_renewal", ALEX[1], ALEX[2]))
+    new = SimulatedAgent(card_pki.issue("alex_after_renewal", ALEX[1], ALEX[2]))
+    app = card_app_factory(pki=card_pki.pki_settings(ocsp={"max_good_age_seconds": 3600}))
+    register_card(app, old, ALEX[0])
+    broker = broker_of(app)
+
+    def sign_in(agent: SimulatedAgent) -> None:
+        browser = CardBrowser(app.test_client())
+        browser.open_login()
+        assert browser.sign_in(agent).status_code == 200
+
+    sign_in(new)
+    registration = broker.repos.registrations.by_uuid(ALEX[1])
+    assert registration is not None and registration.cert_der is not None
+    assert registration.cert_serial == new.serial_hex.lower()
+    held = x509.load_der_x509_certificate(registration.cert_der)
+    assert f"{held.serial_number:x}" == new.serial_hex.lower()
+    entry = last_audit(app, "registration.certificate_renewed")
+    assert entry.subject == ALEX[0]
+    assert entry.details["previous_serial"] == old.serial_hex.lower()
+    assert entry.details["cert_serial"].lower() == new.serial_hex.lower()
+    # The same card again changes nothing and is not audited again.
+    sign_in(new)
+    assert len(audits(app, "registration.certificate_renewed")) == 1
+
+    # The new card is reported lost: "check now" asks about it, not the old one.
+    card_pki.pki.revoke(uuid=ALEX[1], serial=held.serial_number, now=card_clock.now)
+    outcome = broker.revocation_check.check(registration, actor="lee.admin@nhs.net")
+    assert (outcome.result.value, outcome.sessions_ended) == ("revoked", 2)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from careid_broker.codes import BrokerCode, Code
 from careid_broker.directory import CareIdentity, Directory, MailAccount
@@ -261,6 +262,22 @@ class CardSignin:
             raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
         return CardSigninDecision(
             card=card, registration=registration, account=account, identity=identity, facts=facts
+        )
+
+    def record_certificate(self, decision: CardSigninDecision) -> bool:
+        """Keep the certificate this sign-in used as the registration's, when it is a
+        renewed card's (same identity, new certificate): an administrator's revocation
+        check then asks about the card in use, not the one first registered. True when
+        the registration changed."""
+        used = decision.card.certificate
+        if decision.registration.cert_fingerprint.lower() == used.fingerprint_sha256.lower():
+            return False
+        return self._registrations.record_certificate(
+            decision.registration.card_uuid,
+            issuer_dn=used.issuer_dn,
+            serial_hex=used.serial_hex,
+            fingerprint=used.fingerprint_sha256,
+            der=used.certificate.public_bytes(Encoding.DER),
         )
 
     def signin(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from careid_broker.store.engine import Store
@@ -149,6 +149,30 @@ class Registrations:
         with self._store.session() as session:
             row = session.scalar(select(Registration).where(Registration.card_uuid == card_uuid))
             return _record(row) if row else None
+
+    def record_certificate(
+        self, card_uuid: str, *, issuer_dn: str, serial_hex: str, fingerprint: str, der: bytes
+    ) -> bool:
+        """Make this the card's linked certificate (a renewed card, same identity).
+
+        True when it changed something: the registration held another certificate.
+        """
+        with self._store.transaction() as session:
+            changed = session.execute(
+                update(Registration)
+                .where(
+                    Registration.card_uuid == card_uuid,
+                    Registration.cert_fingerprint != fingerprint.lower(),
+                )
+                .values(
+                    cert_issuer_dn=issuer_dn,
+                    cert_serial=serial_hex.lower(),
+                    cert_fingerprint=fingerprint.lower(),
+                    cert_der=der,
+                ),
+                execution_options={"synchronize_session": False},
+            )
+            return bool(getattr(changed, "rowcount", 0))
 
     def by_certificates(
         self, issuer_dn: str, serials_hex: Collection[str]

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("card", __name__)
 
 EVENT_CARD = "signin.card"
+# A renewed card (same Care Identity, new certificate) signed in: its registration now
+# holds the new certificate.
+EVENT_CERTIFICATE_RENEWED = "registration.certificate_renewed"
 MAX_TX_LENGTH = 128
 #: `{"cardSession": S}` with S at most 256 characters: anything much larger is not one.
 MAX_REMOVED_BODY_BYTES = 1024
@@ -204,6 +207,24 @@ def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Respons
 
 
 def _signed_in(card: CardServices, decision: CardSigninDecision, bound: _Binding) -> Response:
+    svc = current_broker()
+    with svc.store.transaction():
+        if card.signin is not None and card.signin.record_certificate(decision):
+            registration = decision.registration
+            svc.audit(
+                EVENT_CERTIFICATE_RENEWED,
+                outcome=Outcome.SUCCESS,
+                actor=decision.account.mail,
+                subject=registration.account_mail,
+                org=decision.facts.org_code,
+                rp=bound.rp,
+                details={
+                    "card_uuid": registration.card_uuid,
+                    "previous_serial": registration.cert_serial,
+                    "cert_issuer": decision.card.certificate.issuer_dn,
+                    "cert_serial": decision.card.certificate.serial_hex,
+                },
+            )
     new = complete_signin(
         SigninDecision(
             account=decision.account,
