@@ -18,8 +18,10 @@ from card_support import (
     register_card,
 )
 from cryptography import x509
+from sqlalchemy import update
 
 from careid_broker.store import EndedSession
+from careid_broker.store.models import Registration
 from support.clock import FakeClock
 
 
@@ -180,3 +182,28 @@ def test_a_renewed_card_becomes_the_one_an_administrator_checks(
     card_pki.pki.revoke(uuid=ALEX[1], serial=held.serial_number, now=card_clock.now)
     outcome = broker.revocation_check.check(registration, actor="lee.admin@nhs.net")
     assert (outcome.result.value, outcome.sessions_ended) == ("revoked", 2)
+
+
+def test_a_registration_from_before_certificates_were_kept_gets_its_own_at_sign_in(
+    card_app_factory: CardAppFactory, card_pki: CardPki
+) -> None:
+    app = card_app_factory()
+    agent = card_pki.agent("alex")
+    register_card(app, agent, ALEX[0])
+    broker = broker_of(app)
+    with broker.store.transaction() as session:  # as migration 0006 left older links
+        session.execute(update(Registration).values(cert_der=None))
+    before = broker.repos.registrations.by_uuid(ALEX[1])
+    assert before is not None and before.cert_der is None
+
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    assert browser.sign_in(agent).status_code == 200
+    after = broker.repos.registrations.by_uuid(ALEX[1])
+    assert after is not None and after.cert_der is not None
+    held = x509.load_der_x509_certificate(after.cert_der)
+    assert f"{held.serial_number:x}" == agent.serial_hex.lower()
+    assert after.cert_serial == before.cert_serial
+    # The same card: nothing was renewed, so nothing says so.
+    assert audits(app, "registration.certificate_renewed") == []
+    assert broker.revocation_check.check(after, actor="cli:test").result.value == "good"

@@ -267,18 +267,22 @@ class CardSignin:
     def record_certificate(self, decision: CardSigninDecision) -> bool:
         """Keep the certificate this sign-in used as the registration's, when it is a
         renewed card's (same identity, new certificate): an administrator's revocation
-        check then asks about the card in use, not the one first registered. True when
-        the registration changed."""
+        check then asks about the card in use, not the one first registered. A
+        registration made before certificates were kept gets its DER filled in. True
+        when the card was renewed (a change worth auditing)."""
         used = decision.card.certificate
-        if decision.registration.cert_fingerprint.lower() == used.fingerprint_sha256.lower():
+        registration = decision.registration
+        same = registration.cert_fingerprint.lower() == used.fingerprint_sha256.lower()
+        if same and registration.cert_der is not None:
             return False
-        return self._registrations.record_certificate(
+        changed = self._registrations.record_certificate(
             decision.registration.card_uuid,
             issuer_dn=used.issuer_dn,
             serial_hex=used.serial_hex,
             fingerprint=used.fingerprint_sha256,
             der=used.certificate.public_bytes(Encoding.DER),
         )
+        return changed and not same
 
     def signin(
         self, token: object, *, challenge: object, transaction_id: str

@@ -153,16 +153,20 @@ class Registrations:
     def record_certificate(
         self, card_uuid: str, *, issuer_dn: str, serial_hex: str, fingerprint: str, der: bytes
     ) -> bool:
-        """Make this the card's linked certificate (a renewed card, same identity).
+        """Make this the card's linked certificate (a renewed card, same identity), or fill
+        in the DER of a registration made before it was kept.
 
-        True when it changed something: the registration held another certificate.
+        True when it changed something.
         """
         with self._store.transaction() as session:
             changed = session.execute(
                 update(Registration)
                 .where(
                     Registration.card_uuid == card_uuid,
-                    Registration.cert_fingerprint != fingerprint.lower(),
+                    or_(
+                        Registration.cert_fingerprint != fingerprint.lower(),
+                        Registration.cert_der.is_(None),
+                    ),
                 )
                 .values(
                     cert_issuer_dn=issuer_dn,
