@@ -5,17 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from directory_support import NOW, bound_connection, make_directory
+from directory_support import bound_connection, make_directory
 
 from careid_broker.codes import BrokerCode
-from careid_broker.directory import LdapDirectory, MailAccount, Role
+from careid_broker.directory import LdapDirectory, MailAccount
 from careid_broker.errors import (
     AccountDisabledError,
-    AccountExpiredError,
-    AupNotAcceptedError,
-    BrokerError,
-    CareIdentityInactiveError,
-    CareIdentityNotFoundError,
     InvalidCredentialsError,
 )
 from careid_devkit.slapd import DEMO_USER_PASSWORD, Slapd
@@ -154,83 +149,9 @@ def test_empty_password_is_refused_without_contacting_the_directory(own_slapd: S
         directory.authenticate("alex.morgan@nhs.net", "x" * 5000)
 
 
-CHECKS: list[tuple[str, type[BrokerError] | None]] = [
-    ("alex.morgan@nhs.net", None),
-    ("sam.patel@nhs.net", AupNotAcceptedError),
-    ("jo.bloggs@nhs.net", AccountDisabledError),
-    ("lee.admin@nhs.net", None),
-    ("kim.taylor@nhs.net", None),
-    ("pat.jones@nhs.net", None),  # the mail account is fine; the Care Identity is not
-    ("chris.old@nhs.net", AupNotAcceptedError),
-]
-
-
-@pytest.mark.parametrize(("mail", "refusal"), CHECKS)
-def test_check_account_for_each_seeded_state(
-    directory: LdapDirectory, mail: str, refusal: type[BrokerError] | None
-) -> None:
-    account = directory.find_account(mail)
-    assert account is not None
-    if refusal is None:
-        directory.check_account(account)
-    else:
-        with pytest.raises(refusal) as caught:
-            directory.check_account(account)
-        assert caught.value.message  # a plain message to show
-
-
-def test_an_expired_account_is_refused(demo_slapd: Slapd) -> None:
-    from careid_broker.directory import DirectoryConfig
-
-    config = DirectoryConfig.from_mapping(demo_slapd.directory_settings())
-    after_contract = LdapDirectory(config, clock=lambda: datetime(2100, 1, 1, tzinfo=UTC))
-    kim = after_contract.find_account("kim.taylor@nhs.net")
-    assert kim is not None
-    with pytest.raises(AccountExpiredError):
-        after_contract.check_account(kim)
-    before = LdapDirectory(config, clock=lambda: NOW)
-    before.check_account(kim)
-
-
-def test_aup_check_follows_the_configured_version(demo_slapd: Slapd) -> None:
-    older = make_directory(demo_slapd, current_aup_version="2022-1")
-    chris = older.find_account("chris.old@nhs.net")
-    alex = older.find_account("alex.morgan@nhs.net")
-    assert chris is not None and alex is not None
-    older.check_account(chris)
-    with pytest.raises(AupNotAcceptedError):
-        older.check_account(alex)
-
-
-def test_care_identity_roles_and_status(directory: LdapDirectory) -> None:
-    alex = directory.find_care_identity("555000000001")
-    assert alex is not None
-    assert alex.active and alex.status == "active"
-    assert alex.roles == (Role(code="R8000", name="Clinical Practitioner", org_code="RX1"),)
-    assert directory.check_care_identity(alex) is alex
-
-    lee = directory.find_care_identity("555000000004")
-    assert lee is not None
-    assert {role.code for role in lee.roles} == {"R8008", "R8003"}
-    assert {role.name for role in lee.roles} == {"Admin/Clinical Support", "Health Professional"}
-
-    pat = directory.find_care_identity("555000000006")
-    assert pat is not None
-    assert not pat.active and pat.status == "inactive"
-    with pytest.raises(CareIdentityInactiveError):
-        directory.check_care_identity(pat)
-    with pytest.raises(CareIdentityNotFoundError):
-        directory.check_care_identity(directory.find_care_identity("555000000099"))
-
-
-@pytest.mark.parametrize("mail", sorted(SEED))
-def test_every_account_links_to_its_care_identity(directory: LdapDirectory, mail: str) -> None:
-    account = directory.find_account(mail)
-    assert account is not None and account.care_identity_uuid is not None
-    identity = directory.find_care_identity(account.care_identity_uuid)
-    assert identity is not None
-    assert identity.uuid == account.care_identity_uuid
-    assert identity.active is (mail != "pat.jones@nhs.net")
+# Account and Care Identity state (each seeded state, expiry, the AUP version, roles and
+# links) are checked against slapd by the contract tests in test_memory_directory.py,
+# which ask the in-memory directory and slapd the same questions.
 
 
 def _mails(accounts: list[MailAccount]) -> list[str]:
