@@ -4,9 +4,16 @@ Two roots, as STYLE.md asks of each component: `CardError` for the reader and th
 (raised by the transport, APDU and PIV layers) and `AgentError` for the agent's own API
 (PIN entry, origins, requests; filled in by the service layer). The HTTP layer turns
 either into `{"error": code, "message": message}`; the CLI prints the same pair.
+
+`message` is for the clinician in front of the screen: what happened and what to do, in
+plain words. What IT support needs to find the cause (a PC/SC return code, the reader
+name in the settings, the readers that exist) goes in `detail`, which the agent logs and
+`careid-agent status` prints, and which never reaches a page.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from careid_protocol.errors import ErrorCode, message_for
 
@@ -16,15 +23,59 @@ class CardError(Exception):
 
     code: ErrorCode = ErrorCode.CARD_COMMUNICATION
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
         self.message = message if message is not None else message_for(self.code)
+        self.detail = detail
         super().__init__(self.message)
 
 
 class NoReaderError(CardError):
-    """No PC/SC reader is connected (or the PC/SC service is not running)."""
+    """No PC/SC reader is connected, or none the agent may use."""
 
     code = ErrorCode.NO_READER
+
+
+#: The PC/SC service cannot be started by the person at the workstation, and a reader
+#: that is plugged in will not appear until it runs: so no "check it is plugged in".
+SERVICE_UNAVAILABLE_MESSAGE = (
+    "Your smartcard reader is not available on this computer. Contact IT support."
+)
+
+
+class PcscUnavailableError(NoReaderError):
+    """The PC/SC service (pcscd, or Windows' or macOS's smart card service) is not running."""
+
+    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
+        super().__init__(SERVICE_UNAVAILABLE_MESSAGE if message is None else message, detail=detail)
+
+
+class ReaderNotFoundError(NoReaderError):
+    """No connected reader has the name the agent is set up to use (`reader`)."""
+
+    def __init__(self, wanted: str, available: Sequence[str]) -> None:
+        self.wanted = wanted
+        self.available = tuple(available)
+        super().__init__(
+            "The smartcard reader this computer is set up to use was not found. Check that"
+            " it is plugged in; if it is, contact IT support.",
+            detail=f"no reader matches the reader setting {wanted!r}; readers present: "
+            + (", ".join(repr(name) for name in self.available) or "none"),
+        )
+
+
+class ReaderAmbiguousError(NoReaderError):
+    """Several connected readers match the reader name the agent is set up to use."""
+
+    def __init__(self, wanted: str, matches: Sequence[str]) -> None:
+        self.wanted = wanted
+        self.matches = tuple(matches)
+        super().__init__(
+            "The smartcard agent cannot tell which card reader to use. Unplug any extra"
+            " card reader and try again; if that does not help, contact IT support.",
+            detail=f"{len(self.matches)} readers match the reader setting {wanted!r}: "
+            + ", ".join(repr(name) for name in self.matches)
+            + "; set the full name of one",
+        )
 
 
 class NoCardError(CardError):
@@ -117,7 +168,7 @@ class ApduError(CardError):
 
     def __init__(self, sw: int, message: str | None = None) -> None:
         self.sw = sw
-        super().__init__(message)
+        super().__init__(message, detail=f"the card answered status word {sw:04X}")
 
     def __str__(self) -> str:
         # The status word is for logs and support; `message` stays plain for the user.
@@ -129,8 +180,9 @@ class AgentError(Exception):
 
     code: ErrorCode = ErrorCode.AGENT_INTERNAL
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
         self.message = message if message is not None else message_for(self.code)
+        self.detail = detail
         super().__init__(self.message)
 
 

@@ -11,6 +11,7 @@ unpowers the card, which logs the user out of every other program) and of
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -25,8 +26,12 @@ from careid_agent.errors import (
     CardRemovedError,
     NoCardError,
     NoReaderError,
+    PcscUnavailableError,
+    ReaderAmbiguousError,
     ReaderBusyError,
+    ReaderNotFoundError,
 )
+from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +116,12 @@ def _rv(code: int) -> int:
     return code & _MASK
 
 
+_NO_SERVICE = {_rv(scard.SCARD_E_NO_SERVICE), _rv(scard.SCARD_E_SERVICE_STOPPED)}
 _NO_READER = {
     _rv(scard.SCARD_E_NO_READERS_AVAILABLE),
-    _rv(scard.SCARD_E_NO_SERVICE),
-    _rv(scard.SCARD_E_SERVICE_STOPPED),
     _rv(scard.SCARD_E_UNKNOWN_READER),
     _rv(scard.SCARD_E_READER_UNAVAILABLE),
+    *_NO_SERVICE,
 }
 _CARD_GONE = {_rv(scard.SCARD_E_NO_SMARTCARD), _rv(scard.SCARD_W_REMOVED_CARD)}
 _BUSY = {_rv(scard.SCARD_E_SHARING_VIOLATION), _rv(scard.SCARD_E_TIMEOUT)}
@@ -127,26 +132,43 @@ _RESET_MESSAGE = (
 )
 
 
-def error_for_pcsc(code: int, *, connected: bool, api: Any = scard) -> CardError:
-    """The typed error for a PC/SC return code.
+def error_for_pcsc(
+    code: int, *, connected: bool, api: Any = scard, platform: str = sys.platform
+) -> CardError:
+    """The typed error for a PC/SC return code, the code itself in its `detail`.
 
     `connected` says whether a card handle existed: a missing card is "no card" when
     connecting and "card removed" once an operation has started.
     """
     rv = _rv(code)
     text = api.SCardGetErrorMessage(code)
-    log.debug("PC/SC error 0x%08X (%s), connected=%s", rv, text, connected)
+    detail = f"PC/SC: {str(text).rstrip('. ')} (0x{rv:08X})"
+    log.debug("%s, connected=%s", detail, connected)
     if rv in _BUSY:
-        return ReaderBusyError()
+        return ReaderBusyError(detail=detail)
     if rv == _rv(scard.SCARD_W_RESET_CARD):
         # The PIN state is gone with the reset, so the operation cannot simply continue.
-        return CardRemovedError(_RESET_MESSAGE)
+        return CardRemovedError(_RESET_MESSAGE, detail=detail)
     if rv in _CARD_GONE:
-        return CardRemovedError() if connected else NoCardError()
-    if rv in _NO_READER:
+        return CardRemovedError(detail=detail) if connected else NoCardError(detail=detail)
+    if rv in _NO_READER and connected:
         # A reader unplugged mid-operation took the card with it.
-        return CardRemovedError() if connected else NoReaderError()
-    return CardCommunicationError()
+        return CardRemovedError(detail=detail)
+    if rv in _NO_SERVICE:
+        if platform == "win32":
+            # Windows stops its Smart Card service when the last reader is unplugged
+            # and starts it when one arrives: there, plugging the reader in is the fix.
+            return PcscUnavailableError(
+                message_for(ErrorCode.NO_READER),
+                detail=f"{detail}: the Smart Card service is not running (Windows stops"
+                " it while no reader is plugged in)",
+            )
+        return PcscUnavailableError(
+            detail=f"{detail}: the PC/SC service (pcscd) is not running or not reachable"
+        )
+    if rv in _NO_READER:
+        return NoReaderError(detail=detail)
+    return CardCommunicationError(detail=detail)
 
 
 class PcscConnection:
@@ -322,16 +344,32 @@ def _reader_states(api: Any, context: int, names: Sequence[str]) -> list[ReaderI
     return readers
 
 
-def list_readers(*, api: Any = scard) -> list[ReaderInfo]:
-    """Every reader and whether it holds a card; empty when there is no reader (or service)."""
-    try:
-        context = establish_context(api)
-    except NoReaderError:
-        return []
+def scan_readers(*, api: Any = scard) -> list[ReaderInfo]:
+    """Every reader and whether it holds a card; empty when PC/SC answers with no reader.
+
+    Raises PcscUnavailableError when the PC/SC service does not answer, so callers can
+    tell "the service is down" from "no reader is plugged in".
+    """
+    context = establish_context(api)
     try:
         return _reader_states(api, context, reader_names(api, context))
     finally:
         api.SCardReleaseContext(context)
+
+
+def list_readers(*, api: Any = scard) -> list[ReaderInfo]:
+    """Every reader and whether it holds a card; empty when there is no reader (or service)."""
+    try:
+        return scan_readers(api=api)
+    except NoReaderError:
+        return []
+
+
+def match_readers(readers: Sequence[ReaderInfo], reader: str) -> list[ReaderInfo]:
+    """The readers a reader setting names: the exact name, else each case-insensitive
+    substring match (so `--reader "PCD 00 01"` works)."""
+    exact = [r for r in readers if r.name == reader]
+    return exact or [r for r in readers if reader.lower() in r.name.lower()]
 
 
 def choose_reader(
@@ -339,26 +377,23 @@ def choose_reader(
 ) -> ReaderInfo:
     """The reader to use: the named one, else the first with a card, preferred names first.
 
-    A name matches exactly, or else as a unique case-insensitive substring (so
-    `--reader "PCD 00 01"` works). Preferences are substrings tried in order.
+    A name must match one reader (`match_readers`). Preferences are substrings tried in
+    order.
     """
     if not readers:
-        raise NoReaderError()
+        raise NoReaderError(detail="PC/SC answers but lists no reader")
     if reader is not None:
-        exact = [r for r in readers if r.name == reader]
-        partial = [r for r in readers if reader.lower() in r.name.lower()]
-        matches = exact or partial
-        if len(matches) != 1:
-            raise NoReaderError(
-                f"No single smartcard reader matches {reader!r}. Check the reader's name"
-                " (careid-agent readers lists them) and try again."
-            )
+        matches = match_readers(readers, reader)
+        if not matches:
+            raise ReaderNotFoundError(reader, [r.name for r in readers])
+        if len(matches) > 1:
+            raise ReaderAmbiguousError(reader, [r.name for r in matches])
         if not matches[0].card_present:
-            raise NoCardError()
+            raise NoCardError(detail=f"no card in {matches[0].name!r}")
         return matches[0]
     with_card = [r for r in readers if r.card_present]
     if not with_card:
-        raise NoCardError()
+        raise NoCardError(detail=f"none of the {len(readers)} reader(s) holds a card")
     for wanted in preference:
         for candidate in with_card:
             if wanted.lower() in candidate.name.lower():

@@ -3,7 +3,8 @@
 `ScriptedConnection` replays recorded exchanges (command hex → response hex) and fails on
 any command it did not expect; `ReaderConnection` puts the devkit's in-process virtual
 card behind the agent's `CardConnection` protocol (reader name, insertion id,
-transactions, close) and can simulate the card being pulled out.
+transactions, close) and can simulate the card being pulled out. `FakeScard` stands in
+for pyscard's `smartcard.scard` below the transport, answering like pcsc-lite.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from cardsim_profiles import make_test_profile
+from smartcard import scard
 
 from careid_agent.errors import CardRemovedError, NoCardError, NoReaderError
+from careid_agent.transport import ReaderInfo
 from careid_devkit.card_profile import CardProfile, KeyAlgorithm
 from careid_devkit.cardsim import InProcessConnection, PivApplet
 
 __all__ = [
+    "OK",
+    "FakeScard",
     "KeyAlgorithm",
     "ReaderConnection",
     "ScriptedConnection",
@@ -28,6 +34,7 @@ __all__ = [
 ]
 
 PIN = "246810"
+OK: int = scard.SCARD_S_SUCCESS
 
 
 def h(text: str) -> bytes:
@@ -103,6 +110,13 @@ class VirtualReader:
         self.connections.append(connection)
         return connection
 
+    def info(self) -> ReaderInfo:
+        """The reader as PC/SC lists it."""
+        atr = self.card.atr if self.card is not None else b""
+        return ReaderInfo(
+            name=self.name, card_present=self.card is not None, atr=atr, event_count=self.events
+        )
+
     @property
     def apdus(self) -> int:
         """Commands the current card has received."""
@@ -149,3 +163,65 @@ class ReaderConnection:
 
     def close(self) -> None:
         self.closed = True
+
+
+class FakeScard:
+    """Just enough of pyscard's `smartcard.scard` module, recording every call."""
+
+    def __init__(self, readers: dict[str, tuple[int, list[int]]]) -> None:
+        # name -> (dwEventState, ATR)
+        self.readers = readers
+        self.calls: list[tuple[Any, ...]] = []
+        self.establish_rv: int = OK
+        self.connect_rv: int = OK
+        self.transmit_rv: int = OK
+        self.begin_rv: int = OK
+        self.response = [0x90, 0x00]
+        self.released = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(scard, name)  # constants
+
+    def SCardEstablishContext(self, scope: int) -> tuple[int, int]:
+        self.calls.append(("establish", scope))
+        return self.establish_rv, 1234
+
+    def SCardReleaseContext(self, context: int) -> int:
+        self.released += 1
+        return OK
+
+    def SCardListReaders(self, context: int, groups: list[str]) -> tuple[int, list[str]]:
+        if not self.readers:
+            return scard.SCARD_E_NO_READERS_AVAILABLE, []
+        return OK, list(self.readers)
+
+    def SCardGetStatusChange(
+        self, context: int, timeout: int, states: list[tuple[str, int]]
+    ) -> tuple[int, list[tuple[str, int, list[int]]]]:
+        self.calls.append(("status", timeout, [s[1] for s in states]))
+        return OK, [(name, *self.readers[name]) for name, _ in states]
+
+    def SCardConnect(
+        self, context: int, name: str, share: int, protocols: int
+    ) -> tuple[int, int, int]:
+        self.calls.append(("connect", name, share, protocols))
+        return self.connect_rv, 777, scard.SCARD_PROTOCOL_T1
+
+    def SCardTransmit(self, handle: int, pci: int, apdu: list[int]) -> tuple[int, list[int]]:
+        self.calls.append(("transmit", pci, bytes(apdu)))
+        return self.transmit_rv, list(self.response) if self.transmit_rv == OK else []
+
+    def SCardBeginTransaction(self, handle: int) -> int:
+        self.calls.append(("begin",))
+        return self.begin_rv
+
+    def SCardEndTransaction(self, handle: int, disposition: int) -> int:
+        self.calls.append(("end", disposition))
+        return OK
+
+    def SCardDisconnect(self, handle: int, disposition: int) -> int:
+        self.calls.append(("disconnect", disposition))
+        return OK
+
+    def SCardGetErrorMessage(self, code: int) -> str:
+        return str(scard.SCardGetErrorMessage(code))

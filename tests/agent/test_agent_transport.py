@@ -6,9 +6,8 @@ in the high 16 bits of dwEventState. The real stack is exercised by the integrat
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from agent_fakes import FakeScard
 from smartcard import scard
 
 from careid_agent.errors import (
@@ -16,7 +15,10 @@ from careid_agent.errors import (
     CardRemovedError,
     NoCardError,
     NoReaderError,
+    PcscUnavailableError,
+    ReaderAmbiguousError,
     ReaderBusyError,
+    ReaderNotFoundError,
 )
 from careid_agent.transport import (
     ReaderInfo,
@@ -25,72 +27,10 @@ from careid_agent.transport import (
     error_for_pcsc,
     insertion_id,
     list_readers,
+    scan_readers,
 )
 
-OK: int = scard.SCARD_S_SUCCESS
 ATR = [0x3B, 0x81, 0x01, 0x80, 0x00]
-
-
-class FakeScard:
-    """Just enough of pyscard's `smartcard.scard` module, recording every call."""
-
-    def __init__(self, readers: dict[str, tuple[int, list[int]]]) -> None:
-        # name -> (dwEventState, ATR)
-        self.readers = readers
-        self.calls: list[tuple[Any, ...]] = []
-        self.establish_rv: int = OK
-        self.connect_rv: int = OK
-        self.transmit_rv: int = OK
-        self.begin_rv: int = OK
-        self.response = [0x90, 0x00]
-        self.released = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(scard, name)  # constants
-
-    def SCardEstablishContext(self, scope: int) -> tuple[int, int]:
-        self.calls.append(("establish", scope))
-        return self.establish_rv, 1234
-
-    def SCardReleaseContext(self, context: int) -> int:
-        self.released += 1
-        return OK
-
-    def SCardListReaders(self, context: int, groups: list[str]) -> tuple[int, list[str]]:
-        if not self.readers:
-            return scard.SCARD_E_NO_READERS_AVAILABLE, []
-        return OK, list(self.readers)
-
-    def SCardGetStatusChange(
-        self, context: int, timeout: int, states: list[tuple[str, int]]
-    ) -> tuple[int, list[tuple[str, int, list[int]]]]:
-        self.calls.append(("status", timeout, [s[1] for s in states]))
-        return OK, [(name, *self.readers[name]) for name, _ in states]
-
-    def SCardConnect(
-        self, context: int, name: str, share: int, protocols: int
-    ) -> tuple[int, int, int]:
-        self.calls.append(("connect", name, share, protocols))
-        return self.connect_rv, 777, scard.SCARD_PROTOCOL_T1
-
-    def SCardTransmit(self, handle: int, pci: int, apdu: list[int]) -> tuple[int, list[int]]:
-        self.calls.append(("transmit", pci, bytes(apdu)))
-        return self.transmit_rv, list(self.response) if self.transmit_rv == OK else []
-
-    def SCardBeginTransaction(self, handle: int) -> int:
-        self.calls.append(("begin",))
-        return self.begin_rv
-
-    def SCardEndTransaction(self, handle: int, disposition: int) -> int:
-        self.calls.append(("end", disposition))
-        return OK
-
-    def SCardDisconnect(self, handle: int, disposition: int) -> int:
-        self.calls.append(("disconnect", disposition))
-        return OK
-
-    def SCardGetErrorMessage(self, code: int) -> str:
-        return str(scard.SCardGetErrorMessage(code))
 
 
 PRESENT = scard.SCARD_STATE_PRESENT | scard.SCARD_STATE_CHANGED
@@ -127,6 +67,17 @@ def test_no_service_or_no_readers_is_an_empty_list() -> None:
     assert list_readers(api=no_service) == []
 
 
+def test_a_scan_tells_a_stopped_service_from_no_reader() -> None:
+    assert scan_readers(api=FakeScard({})) == []
+    no_service = FakeScard({"Virtual PCD 00 01": (0, [])})
+    no_service.establish_rv = scard.SCARD_E_NO_SERVICE
+    with pytest.raises(PcscUnavailableError) as caught:
+        scan_readers(api=no_service)
+    assert caught.value.code == "no_reader"  # the stable code pages switch on
+    assert "8010001D" in (caught.value.detail or "")
+    assert "pcscd" in (caught.value.detail or "")
+
+
 def _info(name: str, present: bool) -> ReaderInfo:
     return ReaderInfo(
         name=name, card_present=present, atr=b"\x3b" if present else b"", event_count=1
@@ -147,9 +98,9 @@ def test_choose_reader() -> None:
     assert choose_reader(READERS, None, ["nothing", "PCD 00 01"]).name == "Virtual PCD 00 01"
     assert choose_reader(READERS, "Virtual PCD 00 01").name == "Virtual PCD 00 01"
     assert choose_reader(READERS, "pcd 00 01").name == "Virtual PCD 00 01"
-    with pytest.raises(NoReaderError):
-        choose_reader(READERS, "Virtual PCD")  # ambiguous
-    with pytest.raises(NoReaderError):
+    with pytest.raises(ReaderAmbiguousError):
+        choose_reader(READERS, "Virtual PCD")
+    with pytest.raises(ReaderNotFoundError):
         choose_reader(READERS, "Gemalto")
     with pytest.raises(NoCardError):
         choose_reader(READERS, "Acme")
@@ -270,3 +221,61 @@ def test_no_reader_when_connecting() -> None:
 
 def test_insertion_id_names_reader_counter_and_atr() -> None:
     assert insertion_id("R", 3, b"\x3b\x00") == "R#3#3b00"
+
+
+def _plain(message: str) -> None:
+    # What a clinician reads: no command to run, no PC/SC jargon, someone to ask.
+    for hint in ("careid-agent", "PC/SC", "pcscd", "reader's name", "SCARD"):
+        assert hint not in message
+    assert message.endswith(".")
+
+
+def test_a_reader_setting_naming_no_reader_tells_the_clinician_what_to_do() -> None:
+    with pytest.raises(ReaderNotFoundError) as caught:
+        choose_reader(READERS, "Gemalto")
+    error = caught.value
+    assert error.code == "no_reader"
+    _plain(error.message)
+    assert "IT support" in error.message
+    # IT support gets the setting and every reader that exists.
+    assert error.wanted == "Gemalto"
+    assert "'Gemalto'" in (error.detail or "")
+    for reader in READERS:
+        assert repr(reader.name) in (error.detail or "")
+
+
+def test_a_reader_setting_naming_several_lists_them_for_it_support() -> None:
+    with pytest.raises(ReaderAmbiguousError) as caught:
+        choose_reader(READERS, "virtual pcd")
+    error = caught.value
+    assert error.code == "no_reader"
+    _plain(error.message)
+    assert error.matches == ("Virtual PCD 00 00", "Virtual PCD 00 01")
+    assert "2 readers match" in (error.detail or "")
+    assert "'Virtual PCD 00 00', 'Virtual PCD 00 01'" in (error.detail or "")
+    assert "Omnikey" not in (error.detail or "")
+
+
+@pytest.mark.parametrize("rv", [scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED])
+def test_a_stopped_pcsc_service_is_not_an_unplugged_reader(rv: int) -> None:
+    error = error_for_pcsc(rv, connected=False, platform="linux")
+    assert isinstance(error, PcscUnavailableError) and error.code == "no_reader"
+    _plain(error.message)
+    assert "plugged in" not in error.message
+    assert "IT support" in error.message
+    assert "not running" in (error.detail or "")
+
+
+def test_on_windows_no_service_means_no_reader_is_plugged_in() -> None:
+    # Windows stops its Smart Card service when the last reader goes; plugging one in
+    # starts it again, so that is what the clinician is told there.
+    error = error_for_pcsc(scard.SCARD_E_NO_SERVICE, connected=False, platform="win32")
+    assert isinstance(error, PcscUnavailableError)
+    assert "plugged in" in error.message
+    assert "no reader is plugged in" in (error.detail or "")
+
+
+def test_pcsc_errors_keep_the_return_code_out_of_the_message() -> None:
+    error = error_for_pcsc(scard.SCARD_E_SHARING_VIOLATION, connected=True)
+    assert isinstance(error, ReaderBusyError)
+    assert "0x8010000B" in (error.detail or "") and "0x" not in error.message
