@@ -28,6 +28,7 @@ from careid_agent.errors import (
     BadRequestError,
     CardError,
     MethodNotAllowedError,
+    NoReaderError,
     NotFoundError,
     PinBlockedError,
     WrongPinError,
@@ -266,10 +267,12 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
 
     def _send_error(self, error: AgentError | CardError, origin: str | None) -> None:
         status = http_status(error.code)
-        if status >= 500 or status == HTTPStatus.BAD_GATEWAY:
-            log.warning("%s %s: %s", self.command, self.path[:100], error.code.value)
+        # The page gets the plain message; the log gets what IT support needs.
+        detail = f" ({error.detail})" if error.detail else ""
+        if status >= 500 or status == HTTPStatus.BAD_GATEWAY or isinstance(error, NoReaderError):
+            log.warning("%s %s: %s%s", self.command, self.path[:100], error.code.value, detail)
         else:
-            log.info("%s %s refused: %s", self.command, self.path[:100], error.code.value)
+            log.info("%s %s refused: %s%s", self.command, self.path[:100], error.code.value, detail)
         extra: Headers = [("Connection", "close")]
         if error.code in _RETRY_LATER:
             extra.append(("Retry-After", "1"))

@@ -37,7 +37,7 @@ class Agent:
         config: AgentConfig,
         *,
         connect: Callable[[], CardConnection] | None = None,
-        list_readers: Callable[[], list[ReaderInfo]] = transport.list_readers,
+        list_readers: Callable[[], list[ReaderInfo]] = transport.scan_readers,
         reader_source: ReaderSource | None = None,
         pin_entry: PinEntry | None = None,
         post: Poster = post_json,

@@ -24,6 +24,7 @@ from careid_agent.errors import (
     CardRemovedError,
     NoCardError,
     NoReaderError,
+    ReaderNotFoundError,
 )
 from careid_agent.events import EventHub, ServerEvent
 from careid_agent.pin import PinEntry
@@ -93,8 +94,11 @@ class AgentService:
         self._pin_policy = pin_policy
         self._card_wait = card_wait
         self._present_cards = present_cards
+        self._reader = reader
         self.wants_reader = reader_matcher(reader)
         self._lock = threading.Lock()
+        self._reported_lock = threading.Lock()
+        self._reported: str | None = None
 
     @contextmanager
     def _card(self, wait: float) -> Iterator[None]:
@@ -106,17 +110,39 @@ class AgentService:
             self._lock.release()
 
     def _readers(self) -> list[ReaderInfo]:
-        try:
-            return [r for r in self._list_readers() if self.wants_reader(r.name)]
-        except CardError as exc:
-            log.info("cannot list readers: %s", exc.message)
-            return []
+        """The readers the agent may use; a CardError when PC/SC does not answer, or
+        when readers exist but the reader setting names none of them."""
+        readers = self._list_readers()
+        wanted = [r for r in readers if self.wants_reader(r.name)]
+        if readers and not wanted and self._reader is not None:
+            raise ReaderNotFoundError(self._reader, [r.name for r in readers])
+        return wanted
+
+    def _report(self, error: CardError | None) -> None:
+        # Pages poll /v1/status every few seconds: log a reader problem when it starts
+        # or changes, not on every poll. The page shows the plain message; the log is
+        # where IT support finds the cause.
+        problem = None
+        if isinstance(error, NoReaderError):
+            problem = f"{error.code.value}: {error.detail or error.message}"
+        with self._reported_lock:
+            previous, self._reported = self._reported, problem
+        if problem is not None and problem != previous:
+            log.warning("no smartcard reader can be used: %s", problem)
+        elif problem is None and previous is not None:
+            log.info("a smartcard reader can be used again")
 
     # -- GET /v1/status ----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """Readers, whether a card is in, and who it names (no PIN needed)."""
-        readers = self._readers()
+        error: CardError | None = None
+        try:
+            readers = self._readers()
+            if not readers:
+                raise NoReaderError(detail="PC/SC answers but lists no reader")
+        except CardError as exc:
+            readers, error = [], exc
         body: dict[str, Any] = {
             "agentVersion": AGENT_VERSION,
             "protocol": FORMAT,
@@ -125,25 +151,27 @@ class AgentService:
             "cardPresent": any(r.card_present for r in readers),
             "card": None,
         }
-        error: CardError | None = None
-        if not readers:
-            error = NoReaderError()
-        elif not body["cardPresent"]:
+        if error is None and not body["cardPresent"]:
             error = NoCardError()
-        else:
-            try:
-                with self._card(min(STATUS_WAIT, self._card_wait)):
-                    status = self._cards.status()
-                body["card"] = status.to_json() | {
-                    "algorithm": JOSE_ALGORITHMS[status.algorithm].value
-                }
-            except CardBusyError:
-                body["cardBusy"] = True
-            except CardError as exc:
-                error = exc
+        if error is None:
+            error = self._read_card(body)
+        self._report(error)
         if error is not None:
             body["cardError"] = {"error": error.code.value, "message": error.message}
         return body
+
+    def _read_card(self, body: dict[str, Any]) -> CardError | None:
+        # Fills in `card` (or `cardBusy`); the card's error, if any.
+        try:
+            with self._card(min(STATUS_WAIT, self._card_wait)):
+                status = self._cards.status()
+        except CardBusyError:
+            body["cardBusy"] = True
+        except CardError as exc:
+            return exc
+        else:
+            body["card"] = status.to_json() | {"algorithm": JOSE_ALGORITHMS[status.algorithm].value}
+        return None
 
     # -- POST /v1/authenticate ---------------------------------------------------------
 
@@ -182,7 +210,7 @@ class AgentService:
         reference = check_card_session(card_session)
         try:
             chosen = choose_reader(self._readers(), None, self._preference)
-        except (NoReaderError, NoCardError):
+        except CardError:
             # The card that signed in has already gone: the session must end now.
             self._notifier.notify(
                 [CardSession(origin=origin, insertion_id="", reader="", card_session=reference)]

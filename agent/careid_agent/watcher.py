@@ -154,7 +154,7 @@ class CardWatcher:
                 readers = self._source.wait(0 if first else self._poll)
             except CardError as exc:
                 if not failing:
-                    log.warning("cannot watch the smartcard readers: %s", exc.message)
+                    log.warning("cannot watch the smartcard readers: %s", exc.detail or exc.message)
                 failing = True
                 # Every card counts as gone: PC/SC (and its insertion counter) went away.
                 readers = []

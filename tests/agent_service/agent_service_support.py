@@ -1,6 +1,7 @@
 """Helpers for the agent service tests: the virtual card in reader "Virtual PCD 00 01",
-an HTTP client that sets Host and Origin as a browser would, an SSE reader and a stand-in
-broker that records `card/removed` notices.
+a reader source that stays quiet (for agents over a fake card), an HTTP client that sets
+Host and Origin as a browser would, an SSE reader and a stand-in broker that records
+`card/removed` notices.
 
 Reader 00 01 (vpcd port 35964) is this suite's alone: other suites use 00 00 at the same
 time, which is why every agent here is pinned to 00 01 with its `reader` setting.
@@ -23,6 +24,7 @@ from typing import Any
 from cardsim_profiles import make_test_profile
 
 from careid_agent import transport
+from careid_agent.transport import ReaderInfo
 from careid_devkit.card_profile import CardProfile, KeyAlgorithm
 from careid_devkit.cardsim import PivApplet, VpcdCardClient
 
@@ -97,6 +99,23 @@ class CardSlot:
         """APDUs the card has answered since it was inserted."""
         assert self.client is not None, "no card inserted"
         return self.client.counters.commands
+
+
+class QuietSource:
+    """A reader source that never reports a change (for agents whose card is a fake)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    def wait(self, timeout: float) -> list[ReaderInfo]:
+        self.stop.wait(timeout)
+        return []
+
+    def cancel(self) -> None:
+        self.stop.set()
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass

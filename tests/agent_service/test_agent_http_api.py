@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from agent_fakes import KeyAlgorithm, VirtualReader, make_test_profile
-from agent_service_support import ORIGIN, call, new_challenge
+from agent_service_support import ORIGIN, QuietSource, call, new_challenge
 
 from careid_agent.card import PinRequest
 from careid_agent.config import Overrides, parse_config
@@ -22,23 +22,6 @@ from careid_agent.serve import Agent
 from careid_agent.transport import ReaderInfo
 from careid_protocol.errors import ErrorCode
 from careid_protocol.token import verify_token
-
-
-class QuietSource:
-    """A reader source that never reports a change."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-
-    def wait(self, timeout: float) -> list[ReaderInfo]:
-        self.stop.wait(timeout)
-        return []
-
-    def cancel(self) -> None:
-        self.stop.set()
-
-    def close(self) -> None:
-        pass
 
 
 class Pins:
