@@ -1,114 +1,135 @@
-"""Prometheus metrics in the text exposition format (version 0.0.4), with no dependency.
+"""Prometheus metrics through prometheus_client, one scrape covering every worker.
 
-Values are kept per process. Under gunicorn each worker counts what it served and a
-scrape is answered by one worker, so scrape the workers of one instance through
-`rate()`/`increase()` (which tolerate the jumps) or run one worker per container; the
-limitation is the same as prometheus_client's without its multiprocess directory.
+In one process (tests, `flask run`) a `Registry` keeps its values in memory. Under
+`careid-broker serve` the master calls `use_multiprocess_directory()` before it forks:
+each worker then writes its values to memory-mapped files in that private directory,
+and whichever worker answers a scrape reads all the files (`MultiProcessCollector`), so
+/metrics on one instance reports the sum over its workers, including workers that have
+died since (their counters stay until the instance restarts, which Prometheus reads as
+the counter reset it is).
+
+Values computed when scraped (`Registry.gauge`: the logout backlog, from the database)
+are custom collectors run by the worker that answers; they must never depend on that
+worker's own state.
+
+This module is the only one that imports prometheus_client.
 """
 
 from __future__ import annotations
 
-import math
-import re
+import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
 
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+import prometheus_client
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
+
+#: The variable prometheus_client reads for its multiprocess directory.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 # Request latencies: a sign-in is a few directory and database round trips.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# `*_created` series are each process's start time: meaningless summed over workers, and
+# never part of the broker's exposition.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _format_labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{name}="{_escape(value)}"' for name, value in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+#: How a scrape combines the workers' values of a `ProcessGauge` (prometheus_client's
+#: multiprocess modes; the `live` ones forget a worker once it has exited).
+GaugeMode = Literal["livesum", "livemax", "livemin", "mostrecent", "max", "min"]
 
 
-def _format_number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+def use_multiprocess_directory(directory: Path) -> None:
+    """Keep this process's values, and those of the workers it forks, in `directory`."""
+    os.environ[MULTIPROC_ENV] = str(directory)
+    # prometheus_client picks its value store from the environment when first imported,
+    # and the broker imports it long before `serve` knows it will fork workers. Metrics
+    # are made in each worker after the fork, and read the store chosen here.
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
-class _Metric:
-    kind = ""
+def worker_exited(pid: int, directory: Path) -> None:
+    """Forget an exited worker's live gauges (its counters and histograms stay)."""
+    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
 
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"invalid metric name {name!r}")
-        for label in labels:
-            if not _LABEL.fullmatch(label) or label.startswith("__") or label == "le":
-                raise ValueError(f"invalid label name {label!r}")
+
+def _label_values(metric: str, names: Sequence[str], given: Mapping[str, str]) -> dict[str, str]:
+    if set(given) != set(names):
+        raise ValueError(f"{metric} takes labels {tuple(names)}, got {sorted(given)}")
+    return {name: str(given[name]) for name in names}
+
+
+def _sample(metric: MetricWrapperBase, sample_name: str, labels: Mapping[str, str]) -> float:
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name == sample_name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+class _Wrapped:
+    """A prometheus_client metric called as the broker always has: labels as keywords."""
+
+    def __init__(self, name: str, labels: Sequence[str], metric: MetricWrapperBase) -> None:
         self.name = name
-        self.documentation = documentation
         self.labels = tuple(labels)
-        self._lock = threading.Lock()
+        self._metric = metric
 
-    def _key(self, values: dict[str, str]) -> tuple[str, ...]:
-        if set(values) != set(self.labels):
-            raise ValueError(f"{self.name} takes labels {self.labels}, got {sorted(values)}")
-        return tuple(str(values[label]) for label in self.labels)
+    def _labelled(self, labels: Mapping[str, str]) -> dict[str, str]:
+        return _label_values(self.name, self.labels, labels)
 
-    def header(self) -> list[str]:
-        text = self.documentation.replace("\\", "\\\\").replace("\n", "\\n")
-        return [f"# HELP {self.name} {text}", f"# TYPE {self.name} {self.kind}"]
-
-    def render(self) -> list[str]:
-        raise NotImplementedError
+    def _child(self, labels: Mapping[str, str]) -> MetricWrapperBase:
+        if not self.labels:
+            if labels:
+                raise ValueError(f"{self.name} takes no labels, got {sorted(labels)}")
+            return self._metric
+        return self._metric.labels(**self._labelled(labels))
 
 
-class Counter(_Metric):
+class Counter(_Wrapped):
     """A count that only goes up."""
 
-    kind = "counter"
-
-    def __init__(self, name: str, documentation: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, documentation, labels)
-        self._values: dict[tuple[str, ...], float] = {}
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        *,
+        registry: CollectorRegistry | None,
+    ) -> None:
+        if not name.endswith("_total"):
+            raise ValueError(f"a counter's name ends in _total: {name!r}")
+        metric = prometheus_client.Counter(name, documentation, labels, registry=registry)
+        super().__init__(name, labels, metric)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         """Add `amount` (never negative) to the series named by the labels."""
         if amount < 0:
             raise ValueError("a counter only goes up")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        child = self._child(labels)
+        assert isinstance(child, prometheus_client.Counter)  # noqa: S101 - made above
+        child.inc(amount)
 
     def value(self, **labels: str) -> float:
-        """The current value of one series (0 when never incremented)."""
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [
-            f"{self.name}{_format_labels(self.labels, key)} {_format_number(value)}"
-            for key, value in items
-        ]
+        """This process's value of one series (0 when never incremented)."""
+        return _sample(self._metric, self.name, self._labelled(labels))
 
 
-@dataclass(kw_only=True, slots=True)
-class _Buckets:
-    counts: list[int]
-    total: float = 0.0
-    count: int = 0
-
-
-class Histogram(_Metric):
+class Histogram(_Wrapped):
     """Observations counted into cumulative buckets, with their sum and count."""
-
-    kind = "histogram"
 
     def __init__(
         self,
@@ -117,88 +138,144 @@ class Histogram(_Metric):
         labels: Sequence[str] = (),
         *,
         buckets: Iterable[float] = LATENCY_BUCKETS,
+        registry: CollectorRegistry | None,
     ) -> None:
-        super().__init__(name, documentation, labels)
         bounds = sorted(set(buckets))
         if not bounds:
             raise ValueError("a histogram needs buckets")
+        metric = prometheus_client.Histogram(
+            name, documentation, labels, registry=registry, buckets=bounds
+        )
+        super().__init__(name, labels, metric)
         self.bounds = tuple(bounds)
-        self._series: dict[tuple[str, ...], _Buckets] = {}
 
     def observe(self, value: float, **labels: str) -> None:
         """Record one observation (e.g. a request's duration in seconds)."""
-        key = self._key(labels)
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = _Buckets(counts=[0] * len(self.bounds))
-            for index, bound in enumerate(self.bounds):
-                if value <= bound:
-                    series.counts[index] += 1
-            series.total += value
-            series.count += 1
+        child = self._child(labels)
+        assert isinstance(child, prometheus_client.Histogram)  # noqa: S101 - made above
+        child.observe(value)
 
     def count(self, **labels: str) -> int:
-        """How many observations one series has."""
-        with self._lock:
-            series = self._series.get(self._key(labels))
-            return series.count if series else 0
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(
-                (key, list(s.counts), s.total, s.count) for key, s in self._series.items()
-            )
-        lines: list[str] = []
-        for key, counts, total, count in items:
-            for bound, bucket_count in zip(self.bounds, counts, strict=True):
-                le = f'le="{_format_number(bound)}"'
-                lines.append(
-                    f"{self.name}_bucket{_format_labels(self.labels, key, le)} {bucket_count}"
-                )
-            inf = 'le="+Inf"'
-            lines.append(f"{self.name}_bucket{_format_labels(self.labels, key, inf)} {count}")
-            lines.append(
-                f"{self.name}_sum{_format_labels(self.labels, key)} {_format_number(total)}"
-            )
-            lines.append(f"{self.name}_count{_format_labels(self.labels, key)} {count}")
-        return lines
+        """How many observations one series has in this process."""
+        return int(_sample(self._metric, f"{self.name}_count", self._labelled(labels)))
 
 
-class Gauge(_Metric):
+class ProcessGauge(_Wrapped):
+    """A value each worker sets for itself; a scrape combines the workers' by `mode`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        *,
+        mode: GaugeMode,
+        registry: CollectorRegistry | None,
+    ) -> None:
+        metric = prometheus_client.Gauge(
+            name, documentation, labels, registry=registry, multiprocess_mode=mode
+        )
+        super().__init__(name, labels, metric)
+        self.mode = mode
+
+    def _gauge(self, labels: Mapping[str, str]) -> prometheus_client.Gauge:
+        child = self._child(labels)
+        assert isinstance(child, prometheus_client.Gauge)  # noqa: S101 - made above
+        return child
+
+    def set(self, value: float, **labels: str) -> None:
+        """Set this worker's value."""
+        self._gauge(labels).set(value)
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        """Raise this worker's value."""
+        self._gauge(labels).inc(amount)
+
+    def dec(self, amount: float = 1.0, **labels: str) -> None:
+        """Lower this worker's value."""
+        self._gauge(labels).dec(amount)
+
+    def value(self, **labels: str) -> float:
+        """This worker's value of one series."""
+        return _sample(self._metric, self.name, self._labelled(labels))
+
+
+class Gauge:
     """A value read when scraped (a callback; None means "unknown now": not shown)."""
 
-    kind = "gauge"
-
     def __init__(self, name: str, documentation: str, read: Callable[[], float | None]) -> None:
-        super().__init__(name, documentation, ())
+        self.name = name
+        self.labels: tuple[str, ...] = ()
+        self.documentation = documentation
         self._read = read
 
-    def render(self) -> list[str]:
+    def describe(self) -> Iterable[Metric]:
+        """The family without reading it (so registering it costs no query)."""
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterable[Metric]:
+        """The family, with its value when `read` knows one."""
+        family = GaugeMetricFamily(self.name, self.documentation)
         value = self._read()
-        return [] if value is None else [f"{self.name} {_format_number(value)}"]
+        if value is not None:
+            family.add_metric([], value)
+        return [family]
+
+
+_AnyMetric = Counter | Histogram | ProcessGauge | Gauge
 
 
 class Registry:
-    """The metrics of one app; `counter()` etc. return the existing metric for a name."""
+    """The metrics of one app; `counter()` etc. return the existing metric for a name.
 
-    def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
+    With `multiprocess_dir` the values live in that directory's files (the process must
+    have called `use_multiprocess_directory`), and `render()` reads every process's.
+    """
+
+    def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        self._exposed = CollectorRegistry()
+        # In multiprocess mode the collector reads this worker's values from its files
+        # with everyone else's: registering the metrics too would export them twice.
+        self._own: CollectorRegistry | None = self._exposed
+        if multiprocess_dir is not None:
+            multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+                self._exposed, path=str(multiprocess_dir)
+            )
+            self._own = None
+        self._metrics: dict[str, _AnyMetric] = {}
         self._lock = threading.Lock()
 
-    def _get_or_add(self, metric: _Metric) -> _Metric:
+    @classmethod
+    def from_environment(cls) -> Registry:
+        """Multiprocess when prometheus_client's variable names a directory, else not."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        return cls(multiprocess_dir=Path(directory) if directory else None)
+
+    def _get_or_add(
+        self,
+        name: str,
+        kind: type[_AnyMetric],
+        labels: Sequence[str],
+        make: Callable[[], _AnyMetric],
+    ) -> _AnyMetric:
         with self._lock:
-            existing = self._metrics.get(metric.name)
+            existing = self._metrics.get(name)
             if existing is None:
-                self._metrics[metric.name] = metric
+                metric = self._metrics[name] = make()
                 return metric
-        if type(existing) is not type(metric) or existing.labels != metric.labels:
-            raise ValueError(f"metric {metric.name} already exists with another shape")
+        if type(existing) is not kind or existing.labels != tuple(labels):
+            raise ValueError(f"metric {name} already exists with another shape")
         return existing
 
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         """The counter of that name, registering it the first time."""
-        metric = self._get_or_add(Counter(name, documentation, labels))
+        metric = self._get_or_add(
+            name,
+            Counter,
+            labels,
+            lambda: Counter(name, documentation, labels, registry=self._own),
+        )
         assert isinstance(metric, Counter)  # noqa: S101 - checked in _get_or_add
         return metric
 
@@ -211,35 +288,114 @@ class Registry:
         buckets: Iterable[float] = LATENCY_BUCKETS,
     ) -> Histogram:
         """The histogram of that name, registering it the first time."""
-        metric = self._get_or_add(Histogram(name, documentation, labels, buckets=buckets))
+        metric = self._get_or_add(
+            name,
+            Histogram,
+            labels,
+            lambda: Histogram(name, documentation, labels, buckets=buckets, registry=self._own),
+        )
         assert isinstance(metric, Histogram)  # noqa: S101 - checked in _get_or_add
         return metric
 
+    def process_gauge(
+        self, name: str, documentation: str, labels: Sequence[str] = (), *, mode: GaugeMode
+    ) -> ProcessGauge:
+        """A gauge each worker sets, combined over the workers by `mode` when scraped."""
+        metric = self._get_or_add(
+            name,
+            ProcessGauge,
+            labels,
+            lambda: ProcessGauge(name, documentation, labels, mode=mode, registry=self._own),
+        )
+        assert isinstance(metric, ProcessGauge)  # noqa: S101 - checked in _get_or_add
+        return metric
+
     def gauge(self, name: str, documentation: str, read: Callable[[], float | None]) -> Gauge:
-        """A gauge read by calling `read` at each scrape."""
-        metric = self._get_or_add(Gauge(name, documentation, read))
+        """A gauge read by calling `read` at each scrape, in the worker that answers it."""
+
+        def make() -> Gauge:
+            gauge = Gauge(name, documentation, read)
+            self._exposed.register(gauge)
+            return gauge
+
+        metric = self._get_or_add(name, Gauge, (), make)
         assert isinstance(metric, Gauge)  # noqa: S101 - checked in _get_or_add
         return metric
 
-    def render(self) -> str:
-        """The exposition text for every metric."""
+    def names(self) -> dict[str, tuple[str, ...]]:
+        """Every metric's name and label names."""
         with self._lock:
-            metrics = sorted(self._metrics.values(), key=lambda m: m.name)
-        lines: list[str] = []
-        for metric in metrics:
-            lines.extend(metric.header())
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+            return {name: metric.labels for name, metric in self._metrics.items()}
+
+    def render(self) -> str:
+        """The exposition text (format 0.0.4) for every metric."""
+        return generate_latest(self._exposed).decode()
 
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+class RevocationMetrics:
+    """OCSP and CRL cache lookups and failed fetches (a `pki` `RevocationObserver`)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.cache_lookups = registry.counter(
+            "careid_revocation_cache_lookups_total",
+            "Revocation checks by source (ocsp, crl) and whether the cache answered"
+            " (hit) or the responder or distribution point had to be asked (miss).",
+            ("source", "result"),
+        )
+        self.fetch_failures = registry.counter(
+            "careid_revocation_fetch_failures_total",
+            "OCSP requests and CRL fetches by source that gave no usable answer"
+            " (unreachable, timed out, rejected or stale).",
+            ("source",),
+        )
+
+    def cache_lookup(self, source: str, *, hit: bool) -> None:
+        """A check looked in the cache."""
+        self.cache_lookups.inc(source=source, result="hit" if hit else "miss")
+
+    def fetch_failed(self, source: str) -> None:
+        """Asking the responder or fetching the CRL gave nothing usable."""
+        self.fetch_failures.inc(source=source)
+
+
+class DirectoryPoolMetrics:
+    """Directory connections open and which servers answer (a `directory` `PoolObserver`)."""
+
+    def __init__(self, registry: Registry) -> None:
+        # Summed over live workers: a worker that exits closes its connections with it.
+        self.connections_open = registry.process_gauge(
+            "careid_directory_connections_open",
+            "Directory connections open now (each lives for one operation).",
+            mode="livesum",
+        )
+        # The newest word from any worker, even one that has exited since: whether a
+        # server answered is a fact about the server, not about the worker that asked.
+        self.server_up = registry.process_gauge(
+            "careid_directory_server_up",
+            "1 when the last attempt at a directory server answered, 0 when it failed"
+            " (it is tried after the others until it answers again).",
+            ("server",),
+            mode="mostrecent",
+        )
+
+    def connection_opened(self) -> None:
+        """A connection is being opened."""
+        self.connections_open.inc()
+
+    def connection_closed(self) -> None:
+        """A connection was closed (or never opened)."""
+        self.connections_open.dec()
+
+    def server_answered(self, server: str, *, answered: bool) -> None:
+        """An attempt at `server` answered, or failed."""
+        self.server_up.set(1.0 if answered else 0.0, server=server)
 
 
 class BrokerMetrics:
     """The broker's own metrics; the OP adds its own through `registry` or `tokens`."""
 
     def __init__(self, registry: Registry | None = None) -> None:
-        self.registry = registry or Registry()
+        self.registry = registry or Registry.from_environment()
         r = self.registry
         self.signins = r.counter(
             "careid_signins_total",
@@ -269,6 +425,13 @@ class BrokerMetrics:
             "Token endpoint requests by grant type and result (success or OAuth error).",
             ("grant_type", "result"),
         )
+        # Also counted by the registration view; made here so it reads 0, not absent,
+        # until the first card is registered.
+        self.card_registrations = r.counter(
+            "careid_card_registrations_total", "Smartcards registered (linked to an account)."
+        )
+        self.revocation = RevocationMetrics(r)
+        self.directory_pool = DirectoryPoolMetrics(r)
 
     def render(self) -> str:
         """The exposition text."""

@@ -2,10 +2,18 @@
 
 Each worker builds its own app (no preloading): the store's connection pool and any
 background threads must be created after the fork, never inherited across it.
+
+Metrics: before the first fork the master makes a private directory (fresh, mode 0700)
+where every worker keeps its metric values, so that a scrape answered by any worker
+reports the sum over all of them; a worker that exits leaves its counts there, and the
+directory goes when the master does.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +24,7 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 from careid_broker.app import create_app
 from careid_broker.config import BrokerConfig, load_config
 from careid_broker.logging_setup import gunicorn_logconfig
+from careid_broker.metrics import use_multiprocess_directory, worker_exited
 
 
 def gunicorn_options(
@@ -49,6 +58,17 @@ def gunicorn_options(
     }
 
 
+def metrics_hooks(directory: Path) -> dict[str, Any]:
+    """gunicorn hooks that keep the workers' shared metrics directory in order."""
+
+    def child_exit(server: Any, worker: Any) -> None:
+        # Runs in the master for every worker that exits, killed or not: its live
+        # gauges (connections it had open) go with it, its counters stay.
+        worker_exited(worker.pid, directory)
+
+    return {"child_exit": child_exit}
+
+
 class BrokerServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
     """A gunicorn application that builds the broker in each worker."""
 
@@ -80,6 +100,16 @@ def serve(
         # Read again in the worker, so the environment the worker sees is what applies.
         return create_app(load_config(config_path))
 
-    BrokerServer(
-        factory, gunicorn_options(config, bind=bind, workers=workers, threads=threads)
-    ).run()
+    options = gunicorn_options(config, bind=bind, workers=workers, threads=threads)
+    # mkdtemp: a new, empty directory only this user may read (0700), never one left
+    # over from an earlier run, whose counts would be added to this one's.
+    directory = Path(tempfile.mkdtemp(prefix="careid-metrics-"))
+    master = os.getpid()
+    try:
+        use_multiprocess_directory(directory)
+        BrokerServer(factory, options | metrics_hooks(directory)).run()
+    finally:
+        # A worker leaves through here too (gunicorn exits it by raising SystemExit
+        # up the stack it was forked from): only the master removes the directory.
+        if os.getpid() == master:
+            shutil.rmtree(directory, ignore_errors=True)

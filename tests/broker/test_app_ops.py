@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from broker_fixtures import fresh_pg_database
 from broker_support import DEMO_PASSWORD, AppFactory, broker_of, error_code_of, password_login
 from flask import Flask
 from flask.testing import FlaskClient
+from metrics_support import sample
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -157,14 +157,6 @@ def test_readyz_fails_on_a_postgresql_that_answers_reads_only(
             broker_of(app).store.dispose()
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
-    match = re.search(r"^" + pattern + "$", text, flags=re.MULTILINE)
-    assert match is not None, f"no sample {name}{{{wanted}}}"
-    return float(match.group(1))
-
-
 def test_metrics_count_sign_ins_by_result_and_time_requests(
     app: Flask, client: FlaskClient
 ) -> None:
@@ -175,16 +167,16 @@ def test_metrics_count_sign_ins_by_result_and_time_requests(
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain; version=0.0.4")
     text = response.get_data(as_text=True)
-    assert _sample(text, "careid_signins_total", method="password", result="success") == 1
+    assert sample(text, "careid_signins_total", method="password", result="success") == 1
     assert (
-        _sample(text, "careid_signins_total", method="password", result="invalid_credentials") == 1
+        sample(text, "careid_signins_total", method="password", result="invalid_credentials") == 1
     )
-    assert _sample(text, "careid_signins_total", method="password", result="aup_not_accepted") == 1
-    posts = _sample(
+    assert sample(text, "careid_signins_total", method="password", result="aup_not_accepted") == 1
+    posts = sample(
         text, "careid_http_request_duration_seconds_count", endpoint="login.submit", method="POST"
     )
     assert posts == 3
-    inf = _sample(
+    inf = sample(
         text,
         "careid_http_request_duration_seconds_bucket",
         endpoint="login.submit",
@@ -193,7 +185,7 @@ def test_metrics_count_sign_ins_by_result_and_time_requests(
     )
     assert inf == 3
     assert "# TYPE careid_http_request_duration_seconds histogram" in text
-    assert _sample(text, "careid_logout_outbox_pending") == 0
+    assert sample(text, "careid_logout_outbox_pending") == 0
 
 
 def test_metrics_are_refused_outside_the_allowed_networks(app: Flask) -> None:
@@ -204,7 +196,7 @@ def test_metrics_are_refused_outside_the_allowed_networks(app: Flask) -> None:
     assert error_code_of(response) == "ops_endpoint_forbidden"
 
 
-def test_the_exposition_format_escapes_and_orders_series() -> None:
+def test_the_exposition_escapes_and_each_name_has_one_shape() -> None:
     registry = Registry()
     counter = registry.counter("x_total", "Things.\nSecond line", ("kind",))
     counter.inc(kind='a"b\\c')
@@ -214,20 +206,22 @@ def test_the_exposition_format_escapes_and_orders_series() -> None:
     histogram.observe(0.05)
     text = registry.render()
     assert "# HELP x_total Things.\\nSecond line" in text
-    assert 'x_total{kind="a\\"b\\\\c"} 1' in text
-    assert 'x_total{kind="plain"} 2' in text
-    assert 'y_seconds_bucket{le="0.1"} 1' in text
-    assert 'y_seconds_bucket{le="1"} 2' in text
-    assert 'y_seconds_bucket{le="+Inf"} 2' in text
-    assert "y_seconds_sum 0.55" in text and "y_seconds_count 2" in text
+    assert 'x_total{kind="a\\"b\\\\c"} 1.0' in text
+    assert sample(text, "x_total", kind='a"b\\c') == 1
+    assert sample(text, "x_total", kind="plain") == 2
+    assert counter.value(kind="plain") == 2
+    assert sample(text, "y_seconds_bucket", le="0.1") == 1
+    assert sample(text, "y_seconds_bucket", le="1.0") == 2
+    assert sample(text, "y_seconds_bucket", le="+Inf") == 2
+    assert sample(text, "y_seconds_sum") == 0.55 and histogram.count() == 2
     # The same name returns the same metric; another shape is a mistake.
     assert registry.counter("x_total", "Things.", ("kind",)) is counter
-    try:
+    with pytest.raises(ValueError, match="another shape"):
         registry.counter("x_total", "Things.", ("other",))
-    except ValueError:
-        pass
-    else:
-        raise AssertionError("a second shape for one name was accepted")
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.inc(other="x")
+    with pytest.raises(ValueError, match="only goes up"):
+        counter.inc(-1, kind="plain")
 
 
 def test_the_op_has_a_token_counter_to_use() -> None:
