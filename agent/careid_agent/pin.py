@@ -104,8 +104,8 @@ class TerminalPinProvider:
         """The PIN typed at the terminal."""
         if not self._interactive():
             raise PinProviderUnavailableError(
-                "The smartcard agent has no terminal to ask for your PIN. Ask IT support to"
-                " check the agent's PIN entry settings."
+                detail="no terminal to ask for the PIN on (the agent's standard input is not"
+                " a terminal)"
             )
         output = self._output or sys.stderr
         with self._lock:
@@ -175,12 +175,19 @@ class DialogPinProvider:
                 with self._lock:  # one dialog at a time
                     return self._runner.call(lambda: self._dialog(request, self._timeout))
             except DialogUnavailableError as exc:
-                log.info("no PIN dialog possible (%s); trying the terminal", exc.message)
+                reason = exc.detail or exc.message
         else:
-            log.info("no display for a PIN dialog; trying the terminal")
+            reason = "no desktop display to show it on"
+        log.info("no PIN dialog possible (%s); trying the terminal", reason)
         if self._fallback is None:
-            raise PinProviderUnavailableError()
-        return self._fallback(request)
+            raise PinProviderUnavailableError(detail=f"no PIN dialog: {reason}")
+        try:
+            return self._fallback(request)
+        except PinProviderUnavailableError as exc:
+            # The person is told the agent cannot ask; IT support needs both reasons.
+            raise PinProviderUnavailableError(
+                detail=f"no PIN dialog: {reason}; {exc.detail or exc.message}"
+            ) from exc
 
 
 class NoPinProvider:

@@ -59,11 +59,11 @@ def ask_pin_with_tk(
         import tkinter
         from tkinter import ttk
     except ImportError as exc:  # Python built without Tk (some Linux distributions)
-        raise DialogUnavailableError("tkinter is not installed") from exc
+        raise DialogUnavailableError(detail="tkinter is not installed") from exc
     try:
         root = tkinter.Tk()
     except tkinter.TclError as exc:
-        raise DialogUnavailableError(f"Tk cannot open a window: {exc}") from exc
+        raise DialogUnavailableError(detail=f"Tk cannot open a window: {exc}") from exc
     outcome: list[bytearray | str] = []
     try:
         root.title(TITLE)

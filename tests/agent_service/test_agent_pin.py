@@ -36,6 +36,7 @@ from careid_agent.pin import (
 from careid_agent.pin_dialog import DialogUnavailableError, ask_pin_with_tk, prompt_text
 from careid_agent.pinpad import ReaderPinPad
 from careid_agent.ui_thread import MainThreadRunner
+from careid_protocol.errors import ErrorCode, message_for
 
 REQUEST = PinRequest(
     reader="Virtual PCD 00 01",
@@ -134,8 +135,12 @@ def test_terminal_reads_the_pin_and_says_who_asks() -> None:
 
 def test_terminal_without_a_terminal_is_unavailable() -> None:
     provider = TerminalPinProvider(read=lambda prompt: "246810", interactive=lambda: False)
-    with pytest.raises(PinProviderUnavailableError):
+    with pytest.raises(PinProviderUnavailableError) as caught:
         provider(REQUEST)
+    # The clinician is told the agent cannot ask, and whom to call; IT support gets why.
+    assert caught.value.message == message_for(ErrorCode.PIN_PROVIDER_UNAVAILABLE)
+    assert "terminal" not in caught.value.message
+    assert "standard input is not a terminal" in (caught.value.detail or "")
 
 
 def test_terminal_times_out_and_a_late_pin_is_never_used_for_the_next_sign_in() -> None:
@@ -192,6 +197,23 @@ def test_dialog_falls_back_to_the_terminal_without_a_display() -> None:
     assert provider(REQUEST) == bytearray(b"246810") and asked == [REQUEST]
     with pytest.raises(PinProviderUnavailableError):
         DialogPinProvider(fallback=None, display=lambda: False)(REQUEST)
+
+
+def test_no_dialog_and_no_terminal_is_plain_for_the_clinician() -> None:
+    def no_tk(request: PinRequest, timeout: float) -> bytearray:
+        raise DialogUnavailableError(detail="tkinter is not installed")
+
+    terminal = TerminalPinProvider(interactive=lambda: False)
+    provider = DialogPinProvider(fallback=terminal, display=lambda: True, dialog=no_tk)
+    with pytest.raises(PinProviderUnavailableError) as caught:
+        provider(REQUEST)
+    error = caught.value
+    assert error.message == message_for(ErrorCode.PIN_PROVIDER_UNAVAILABLE)
+    assert "IT support" in error.message
+    for jargon in ("terminal", "tkinter", "Tk ", "display"):
+        assert jargon not in error.message
+    assert "tkinter is not installed" in (error.detail or "")
+    assert "standard input is not a terminal" in (error.detail or "")
 
 
 def test_real_tkinter_without_a_display_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
