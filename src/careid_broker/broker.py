@@ -114,8 +114,9 @@ def build_broker(
             busy_timeout=config.database.busy_timeout,
             pool_size=config.database.pool_size,
         )
+    metrics = BrokerMetrics()
     if directory is None:
-        directory = LdapDirectory(config.directory, clock=clock)
+        directory = LdapDirectory(config.directory, clock=clock, observer=metrics.directory_pool)
     origin = origin_of(config.broker.issuer)
     if origin is None:  # the configuration check already refuses such an issuer
         raise ValueError(f"the issuer {config.broker.issuer!r} has no origin")
@@ -131,11 +132,17 @@ def build_broker(
         challenge_ttl=config.card.challenge_lifetime,
         logout_retry=oidc.logout_retry,
     )
-    metrics = BrokerMetrics()
+    # Read from the database by the worker that answers the scrape: the same for all.
     metrics.registry.gauge(
         "careid_logout_outbox_pending",
         "Back-channel logouts waiting to be delivered (absent while the store is down).",
         lambda: _pending_logouts(repos),
+    )
+    metrics.registry.gauge(
+        "careid_logout_outbox_oldest_age_seconds",
+        "How long the oldest back-channel logout still waiting was queued ago, in seconds"
+        " (0 when none waits; absent while the store is down).",
+        lambda: _oldest_logout_age(repos, clock),
     )
     audit = Auditor(repos.audit, request_facts=request_facts)
     events = SessionEvents()
@@ -174,6 +181,7 @@ def build_broker(
             answers=OcspAnswerTable(store),
             # A card revoked while signed in loses its sessions (and its services are told).
             on_revoked=revoked,
+            observer=metrics.revocation,
         ),
     )
     provider = build_provider(
@@ -233,3 +241,13 @@ def _pending_logouts(repos: Repositories) -> float | None:
         return float(repos.outbox.pending_count())
     except BrokerError:
         return None
+
+
+def _oldest_logout_age(repos: Repositories, clock: Clock) -> float | None:
+    try:
+        oldest = repos.outbox.oldest_pending_at()
+    except BrokerError:
+        return None
+    if oldest is None:
+        return 0.0
+    return max(0.0, (clock() - oldest).total_seconds())

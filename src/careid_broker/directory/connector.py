@@ -27,7 +27,7 @@ from ldap3.core.exceptions import LDAPException
 
 from careid_broker.directory.bindresult import PPOLICY_REQUEST
 from careid_broker.directory.config import DirectoryConfig, ServerAddress, TlsMode
-from careid_broker.directory.pool import ServerPool
+from careid_broker.directory.pool import UNOBSERVED, PoolObserver, ServerPool
 from careid_broker.directory.refusal import refusal_for, restriction_after_bind
 from careid_broker.errors import BrokerError, DirectoryUnavailableError
 
@@ -122,9 +122,14 @@ class Connector:
     """Runs one operation on a freshly bound connection, failing over across servers."""
 
     def __init__(
-        self, config: DirectoryConfig, *, monotonic: Callable[[], float] = time.monotonic
+        self,
+        config: DirectoryConfig,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        observer: PoolObserver = UNOBSERVED,
     ) -> None:
         self._config = config
+        self._observer = observer
         self._pool: ServerPool[ServerAddress] = ServerPool(
             config.servers(),
             strategy=config.pool_strategy,
@@ -150,28 +155,38 @@ class Connector:
         failures: list[str] = []
         for index, address in self._pool.order():
             connection = self._connection(address, account)
+            self._observer.connection_opened()
             try:
                 self._open(connection, address)
                 self._bind(connection, account)
                 result = operation(connection)
             except BrokerError:
-                self._pool.mark_ok(index)
+                self._answered(index, address)
                 raise
             except ServerFault as exc:
                 failures.append(f"{address.url}: {exc}")
-                self._pool.mark_failed(index)
+                self._failed(index, address)
                 continue
             except (LDAPException, OSError) as exc:
                 failures.append(f"{address.url}: {type(exc).__name__}: {exc}")
-                self._pool.mark_failed(index)
+                self._failed(index, address)
                 continue
             finally:
                 _close(connection)
-            self._pool.mark_ok(index)
+                self._observer.connection_closed()
+            self._answered(index, address)
             return result
         detail = "; ".join(failures)
         log.warning("directory unavailable (%s bind): %s", account.role.value, detail)
         raise DirectoryUnavailableError(detail=detail)
+
+    def _answered(self, index: int, address: ServerAddress) -> None:
+        self._pool.mark_ok(index)
+        self._observer.server_answered(address.url, answered=True)
+
+    def _failed(self, index: int, address: ServerAddress) -> None:
+        self._pool.mark_failed(index)
+        self._observer.server_answered(address.url, answered=False)
 
     def _connection(self, address: ServerAddress, account: BindAccount) -> Connection:
         server = Server(

@@ -34,6 +34,7 @@ from careid_broker.directory.lookups import (
     password_bytes,
 )
 from careid_broker.directory.models import CareIdentity, MailAccount
+from careid_broker.directory.pool import UNOBSERVED, PoolObserver
 from careid_broker.directory.reading import read_account, read_care_identity
 from careid_broker.directory.values import format_time
 from careid_broker.errors import (
@@ -60,10 +61,11 @@ class LdapDirectory:
         *,
         clock: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        observer: PoolObserver = UNOBSERVED,
     ) -> None:
         self._config = config
         self._clock = clock
-        self._connector = Connector(config, monotonic=monotonic)
+        self._connector = Connector(config, monotonic=monotonic, observer=observer)
         self._service = BindAccount(
             role=BindRole.SERVICE, dn=config.bind_dn, password=config.bind_password.encode()
         )

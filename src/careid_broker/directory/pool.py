@@ -10,11 +10,42 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from careid_broker.directory.config import PoolStrategy
 
 S = TypeVar("S")
+
+
+class PoolObserver(Protocol):
+    """Hears how the directory connections stand (for metrics); must never raise."""
+
+    def connection_opened(self) -> None:
+        """A connection to a server is being opened."""
+        ...
+
+    def connection_closed(self) -> None:
+        """That connection was closed (or never got open)."""
+        ...
+
+    def server_answered(self, server: str, *, answered: bool) -> None:
+        """An attempt at `server` (its URL) answered, or failed."""
+        ...
+
+
+class _Unobserved:
+    def connection_opened(self) -> None:
+        pass
+
+    def connection_closed(self) -> None:
+        pass
+
+    def server_answered(self, server: str, *, answered: bool) -> None:
+        pass
+
+
+#: Nobody listening (a directory built without the broker's metrics).
+UNOBSERVED: PoolObserver = _Unobserved()
 
 
 class ServerPool(Generic[S]):

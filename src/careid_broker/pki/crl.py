@@ -26,6 +26,7 @@ from careid_broker.pki.certfiles import parse_crl
 from careid_broker.pki.config import CrlSettings
 from careid_broker.pki.crl_checks import CrlProblem, is_stale, verify_crl
 from careid_broker.pki.http import HttpFetcher, HttpFetchError
+from careid_broker.pki.observer import UNOBSERVED, RevocationObserver
 from careid_broker.pki.status import Clock, RevocationSource, RevocationStatus, describe, utc_now
 
 logger = logging.getLogger(__name__)
@@ -104,8 +105,10 @@ class CrlCache:
         http: HttpFetcher,
         max_clock_skew: timedelta,
         on_revoked: RevokedHandler | None = None,
+        observer: RevocationObserver = UNOBSERVED,
     ) -> None:
         self._settings = settings
+        self._observer = observer
         self._clock = clock
         self._http = http
         self._skew = max_clock_skew
@@ -184,7 +187,7 @@ class CrlCache:
                 continue
             issuer = self._issuers[fingerprint]
             try:
-                self._fetch((source, fingerprint), source, issuer, now)
+                self._observed_fetch((source, fingerprint), source, issuer, now)
             except CrlProblem as exc:
                 logger.warning("could not refresh the CRL from %s: %s", source.location, exc)
                 continue
@@ -236,6 +239,7 @@ class CrlCache:
         key: _Key = (source, issuer.fingerprint(hashes.SHA256()))
         entry = self._cached(key)
         if entry is not None and now < entry.next_update and not self._file_changed(source, entry):
+            self._observer.cache_lookup(RevocationSource.CRL, hit=True)
             return entry, True
         if source.kind is SourceKind.FILE:
             with self._lock:
@@ -251,15 +255,30 @@ class CrlCache:
             entry = self._cached(key)
             if entry is not None and now < entry.next_update:
                 if not self._file_changed(source, entry):
+                    self._observer.cache_lookup(RevocationSource.CRL, hit=True)
                     return entry, True
+            self._observer.cache_lookup(RevocationSource.CRL, hit=False)
             try:
-                return self._fetch(key, source, issuer, now), False
+                return self._observed_fetch(key, source, issuer, now), False
             except CrlProblem as exc:
                 # Between nextUpdate and nextUpdate + skew the old CRL still counts.
                 usable = entry is not None and not is_stale(entry.next_update, now, self._skew)
                 if entry is not None and usable and not exc.other_issuer:
                     return entry, True
                 raise
+
+    def _observed_fetch(
+        self, key: _Key, source: CrlSource, issuer: x509.Certificate, now: datetime
+    ) -> _Entry:
+        """`_fetch`, telling the observer when it gives nothing usable."""
+        try:
+            return self._fetch(key, source, issuer, now)
+        except CrlProblem as exc:
+            # Another issuer's CRL in a configured file is not a failure: that file is
+            # for someone else.
+            if not exc.other_issuer:
+                self._observer.fetch_failed(RevocationSource.CRL)
+            raise
 
     def _fetch(
         self, key: _Key, source: CrlSource, issuer: x509.Certificate, now: datetime

@@ -32,6 +32,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki.config import OcspSettings
 from careid_broker.pki.http import HttpFetcher, HttpFetchError
+from careid_broker.pki.observer import UNOBSERVED, RevocationObserver
 from careid_broker.pki.ocsp_backoff import ResponderBackoff, ResponderStates
 from careid_broker.pki.ocsp_cache import MemoryAnswerCache, OcspAnswerCache
 from careid_broker.pki.ocsp_response import (
@@ -85,8 +86,10 @@ class OcspClient:
         max_clock_skew: timedelta,
         responder_states: ResponderStates | None = None,
         answers: OcspAnswerCache | None = None,
+        observer: RevocationObserver = UNOBSERVED,
     ) -> None:
         self._settings = settings
+        self._observer = observer
         self._clock = clock
         self._http = http
         self._skew = max_clock_skew
@@ -108,6 +111,7 @@ class OcspClient:
         builder = ocsp.OCSPRequestBuilder().add_certificate(certificate, issuer, cert_id_hash)
         key = self._key(builder.build())
         cached = self._cached(key, certificate, issuer, now)
+        self._observer.cache_lookup(RevocationSource.OCSP, hit=cached is not None)
         if cached is not None:
             answer, location = cached
             return self._conclude(certificate, answer, location, cached=True)
@@ -128,6 +132,7 @@ class OcspClient:
                 self._settings.timeout_seconds,
             )
         except (HttpFetchError, OSError) as exc:
+            self._observer.fetch_failed(RevocationSource.OCSP)
             self.backoff.failed(url, utc_now(self._clock), str(exc))
             raise RevocationUnavailableError(
                 detail=f"OCSP responder {url} unreachable for {describe(certificate)}: {exc}"
@@ -146,6 +151,7 @@ class OcspClient:
             # An answer we cannot trust tells us nothing: the same as no answer. Logged
             # loudly because a bad signature or nonce can mean an attack.
             logger.error("rejected OCSP response from %s: %s", url, exc)
+            self._observer.fetch_failed(RevocationSource.OCSP)
             if isinstance(exc, OcspResponderUnusable):
                 self.backoff.failed(url, utc_now(self._clock), str(exc))
             else:

@@ -54,9 +54,15 @@ class RevocationChecker:
             max_clock_skew=skew,
             responder_states=sharing.responders,
             answers=sharing.answers,
+            observer=sharing.observer,
         )
         self.crl = CrlCache(
-            config.crl, clock=clock, http=http, max_clock_skew=skew, on_revoked=sharing.on_revoked
+            config.crl,
+            clock=clock,
+            http=http,
+            max_clock_skew=skew,
+            on_revoked=sharing.on_revoked,
+            observer=sharing.observer,
         )
         if self._soft_fail:
             logger.warning(

@@ -2,7 +2,8 @@
 
 By default each validator keeps its OCSP back-off and answers in its own process and
 tells nobody what a CRL revokes. The broker passes the store's tables, so that every
-worker and instance agrees at once, and a handler that ends a revoked card's sessions.
+worker and instance agrees at once, a handler that ends a revoked card's sessions, and
+an observer that counts cache hits and failed fetches.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from careid_broker.pki.crl import RevokedHandler
+from careid_broker.pki.observer import UNOBSERVED, RevocationObserver
 from careid_broker.pki.ocsp_backoff import ResponderStates
 from careid_broker.pki.ocsp_cache import OcspAnswerCache
 
@@ -24,6 +26,8 @@ class RevocationSharing:
     """Verified OCSP answers."""
     on_revoked: RevokedHandler | None = None
     """Told of the certificates a newly fetched CRL lists."""
+    observer: RevocationObserver = UNOBSERVED
+    """Told of cache lookups and failed fetches (metrics)."""
 
 
 PROCESS_ONLY = RevocationSharing()

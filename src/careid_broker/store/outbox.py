@@ -166,3 +166,13 @@ class LogoutOutbox:
                 )
             )
             return int(count or 0)
+
+    def oldest_pending_at(self) -> datetime | None:
+        """When the oldest delivery neither delivered nor abandoned was queued (metrics)."""
+        with self._store.session() as session:
+            return session.scalar(
+                select(func.min(LogoutDelivery.created_at)).where(
+                    LogoutDelivery.delivered_at.is_(None),
+                    LogoutDelivery.abandoned_at.is_(None),
+                )
+            )
