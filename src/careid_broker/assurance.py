@@ -1,8 +1,11 @@
 """Authentication assurance: the `acr` and `amr` values a sign-in carries, and what they meet.
 
-Names follow NHS CIS2 Authentication (`AAL3_SMARTCARD`, `AAL1_USERPASS`, and the request
-value `AAL3_ANY` that demands a card); `amr` values are RFC 8176's (`sc` smart card,
-`pin`, `hwk` hardware-secured key, `pwd` password).
+Names follow NHS CIS2 Authentication. A sign-in here is one of two classes: a card and
+its PIN (`AAL3_SMARTCARD`, assurance level 3) or a directory password (`AAL1_USERPASS`,
+level 1). Relying parties written for CIS2 ask with its request values: `AAL3_ANY`
+(any level-3 method: a card here), `AAL2_OR_AAL3_ANY` and `AAL2_ANY` (level 2 or more:
+also a card here, since a password is level 1). `amr` values are RFC 8176's (`sc`
+smart card, `pin`, `hwk` hardware-secured key, `pwd` password).
 """
 
 from __future__ import annotations
@@ -14,13 +17,24 @@ ACR_PASSWORD: Final = "AAL1_USERPASS"  # noqa: S105 - an acr name, not a passwor
 ACR_CARD: Final = "AAL3_SMARTCARD"
 # Only ever requested (acr_values), never issued: "any AAL3 method", i.e. a card here.
 ACR_ANY_CARD: Final = "AAL3_ANY"
+# Requested by CIS2 RPs that accept level 2 or better; only a card meets them here.
+ACR_AAL2_OR_AAL3: Final = "AAL2_OR_AAL3_ANY"
+ACR_AAL2: Final = "AAL2_ANY"
 
 AMR_PASSWORD: Final = ("pwd",)
 AMR_CARD: Final = ("sc", "pin", "hwk")
 
 # The assurance level each value stands for. A session meets a requested value when its
 # own level is at least the requested one.
-_LEVELS: Final = {ACR_PASSWORD: 1, ACR_CARD: 3, ACR_ANY_CARD: 3}
+_LEVELS: Final = {
+    ACR_PASSWORD: 1,
+    ACR_CARD: 3,
+    ACR_ANY_CARD: 3,
+    ACR_AAL2_OR_AAL3: 2,
+    ACR_AAL2: 2,
+}
+#: Every value `acr_values` may name (discovery's `acr_values_supported`).
+SUPPORTED_ACR_VALUES: Final = tuple(_LEVELS)
 
 
 def level_of(acr: str) -> int | None:

@@ -24,6 +24,7 @@ from careid_broker.directory import Directory, LdapDirectory
 from careid_broker.errors import BrokerError
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.oidc import OidcProvider, build_provider
+from careid_broker.oidc.clients import CardRemoval
 from careid_broker.origins import origin_of
 from careid_broker.pki import HttpFetcher, UrllibFetcher
 from careid_broker.pki.sharing import RevocationSharing
@@ -171,6 +172,9 @@ def build_broker(
         repos=repos,
         directory=directory,
         sessions=sessions,
+        keep_on_removal=frozenset(
+            client.client_id for client in oidc.clients if client.card_removal is CardRemoval.NONE
+        ),
         metrics=metrics,
         clock=clock,
         http=http or UrllibFetcher(),

@@ -72,6 +72,7 @@ class BrokerCode(StrEnum):
     OIDC_LOGOUT_INVALID = "oidc_logout_invalid"
     OIDC_TOKEN_REFUSED = "oidc_token_refused"
     OIDC_CLIENT_KEYS_UNAVAILABLE = "oidc_client_keys_unavailable"
+    OIDC_ROLE_NOT_CHOSEN = "oidc_role_not_chosen"
 
     # Local administrators: the console, the registrations API and the CLI (broker side).
     ADMIN_NOT_AUTHORISED = "admin_not_authorised"
@@ -238,6 +239,10 @@ _MESSAGES: dict[BrokerCode, str] = {
         "The service that sent you here asked for sign-in in a way this sign-in service"
         " cannot accept, so you have not been sent back to it. Go back to that service"
         " and try again; if it keeps happening, tell its IT support team."
+    ),
+    BrokerCode.OIDC_ROLE_NOT_CHOSEN: (
+        "Choose the role you are working in today, then select Continue. If the role you"
+        " need is not listed, ask your Registration Authority."
     ),
     BrokerCode.OIDC_SIGNIN_EXPIRED: (
         "This sign-in has expired or was already finished. Go back to the service you"

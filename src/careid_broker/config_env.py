@@ -78,6 +78,7 @@ KNOWN_TYPES: Mapping[tuple[str, str], str] = {
     ("oidc", "backchannel_max_attempts"): _INT,
     ("oidc", "backchannel_first_retry_seconds"): _FLOAT,
     ("oidc", "backchannel_poll_seconds"): _FLOAT,
+    ("oidc", "token_endpoint_auth_methods"): _LIST,
     ("card", "challenge_lifetime_seconds"): _INT,
     ("card", "session_lock"): _BOOL,
     ("card", "registration_lifetime_seconds"): _INT,

@@ -24,7 +24,7 @@ from broker_support import DEMO_PASSWORD, csrf_token_from
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, OctKey
 from werkzeug.test import TestResponse
 
 from careid_broker.oidc.client_secrets import hash_secret
@@ -33,6 +33,8 @@ ISSUER = "http://localhost:5000"
 REDIRECT = "https://rp.example.test/callback"
 POST_LOGOUT = "https://rp.example.test/signed-out"
 RP_SECRET = "rp-secret-for-the-oidc-tests-0123"
+# client_secret_jwt's shared HMAC key (at least 32 bytes).
+JWT_SECRET = "hmac-secret-for-the-oidc-tests-0123456789"
 OTHER_SECRET = "other-secret-for-the-oidc-tests-45"
 ALL_SCOPES = "openid profile email nationalrbacaccess associatedorgs"
 ALEX = "alex.morgan@nhs.net"
@@ -46,11 +48,19 @@ def _fast_hash(secret: str) -> str:
 
 
 def write_test_clients(
-    path: Path, *, backchannel_uri: str | None = None, other_backchannel: str | None = None
+    path: Path,
+    *,
+    backchannel_uri: str | None = None,
+    other_backchannel: str | None = None,
+    other_card_removal: str | None = None,
 ) -> Path:
     """A clients file with one client of each kind the conformance tests need."""
     rp_backchannel = f'backchannel_logout_uri = "{backchannel_uri}"\n' if backchannel_uri else ""
     other_bc = f'backchannel_logout_uri = "{other_backchannel}"\n' if other_backchannel else ""
+    if other_card_removal is not None:
+        other_bc += f'card_removal = "{other_card_removal}"\n'
+    secret_file = path.with_name(path.stem + "-secretjwt.secret")
+    secret_file.write_text(JWT_SECRET + "\n", encoding="utf-8")
     public = JWT_CLIENT_KEY.as_dict(private=False)
     members = ", ".join(f"{name} = {json.dumps(value)}" for name, value in public.items())
     jwks = f"{{ keys = [ {{ {members} }} ] }}"
@@ -84,6 +94,11 @@ name = "private_key_jwt RP"
 id_token_signed_response_alg = "ES256"
 redirect_uris = ["{REDIRECT}"]
 jwks = {jwks}
+
+[clients.secretjwt]
+name = "client_secret_jwt RP"
+redirect_uris = ["{REDIRECT}"]
+secret_file = "{secret_file.name}"
 """,
         encoding="utf-8",
     )
@@ -114,8 +129,10 @@ def client_assertion(
     audience: str = f"{ISSUER}/token",
     jti: str | None = None,
     lifetime: int = 60,
+    hmac_secret: str | None = None,
 ) -> dict[str, str]:
-    """private_key_jwt form fields signed with JWT_CLIENT_KEY."""
+    """private_key_jwt form fields signed with JWT_CLIENT_KEY (client_secret_jwt with
+    `hmac_secret`: an HS256 MAC under that secret)."""
     now = int(time.time())
     claims = {
         "iss": client_id,
@@ -125,7 +142,10 @@ def client_assertion(
         "iat": now,
         "exp": now + lifetime,
     }
-    token = jwt.encode({"alg": "ES256", "kid": JWT_CLIENT_KEY.kid}, claims, JWT_CLIENT_KEY)
+    if hmac_secret is not None:
+        token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(hmac_secret.encode()))
+    else:
+        token = jwt.encode({"alg": "ES256", "kid": JWT_CLIENT_KEY.kid}, claims, JWT_CLIENT_KEY)
     return {
         "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         "client_assertion": token,
@@ -265,6 +285,8 @@ class Browser:
             data.update(client_id=self.client_id, client_secret=secret)
         elif auth == "jwt":
             data.update(client_assertion(self.client_id))
+        elif auth == "secret_jwt":
+            data.update(client_assertion(self.client_id, hmac_secret=secret))
         elif auth == "none":
             data["client_id"] = self.client_id
         clean = {k: v for k, v in data.items() if v is not None}

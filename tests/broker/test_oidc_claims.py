@@ -38,7 +38,14 @@ def test_every_claim_has_its_scope() -> None:
         "name": "Alex Morgan",
         "given_name": "Alex",
         "family_name": "Morgan",
+        "uid": "555000000001",
         "nhsid_useruid": "555000000001",
+    }
+    assert claims_for_scope(claims, "openid nhsperson") == {
+        "nhsid_useruid": "555000000001",
+        "name": "Alex Morgan",
+        "given_name": "Alex",
+        "family_name": "Morgan",
     }
     assert claims_for_scope(claims, ["email"]) == {
         "email": "alex.morgan@nhs.net",

@@ -123,7 +123,8 @@ def card_app_factory(
     tmp_path: Path,
     app_builder: AppBuilder,
 ) -> CardAppFactory:
-    """`factory(backchannel_uri=None, directory_slapd=None, **sections)` → a broker app.
+    """`factory(backchannel_uri=None, other_backchannel=None, other_card_removal=None,
+    directory_slapd=None, **sections)` → a broker app.
 
     Sections are merged over the defaults: development mode, no background workers, the
     in-memory demo directory (`directory_slapd=` for a real slapd), the OIDC test
@@ -133,11 +134,16 @@ def card_app_factory(
     def build(
         *,
         backchannel_uri: str | None = None,
+        other_backchannel: str | None = None,
+        other_card_removal: str | None = None,
         directory_slapd: Slapd | None = None,
         **overrides: dict[str, Any],
     ) -> Flask:
         clients = write_test_clients(
-            tmp_path / f"clients-{len(app_builder.built)}.toml", backchannel_uri=backchannel_uri
+            tmp_path / f"clients-{len(app_builder.built)}.toml",
+            backchannel_uri=backchannel_uri,
+            other_backchannel=other_backchannel,
+            other_card_removal=other_card_removal,
         )
         settings: dict[str, dict[str, Any]] = {
             "broker": {

@@ -12,7 +12,7 @@ from broker_support import broker_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
-from oidc_support import Browser, TestRelyingParty, query_of
+from oidc_support import OTHER_SECRET, Browser, TestRelyingParty, query_of
 
 from careid_broker.card.lock import WindowLimiter
 from careid_broker.store import EndedSession
@@ -65,6 +65,49 @@ def test_removing_the_card_ends_the_session_and_every_rp_is_told_within_two_seco
     assert entry.subject == ALEX[0] and entry.details["reason"] == "card_removed"
     # The browser's session is gone too: the RP's next request needs a new sign-in.
     assert rp.authorize().location.startswith("/login?")
+
+
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
+def test_an_rp_with_card_removal_none_keeps_its_sign_in_while_a_logout_rp_is_ended(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    test_rp: TestRelyingParty,
+    session_ended: list[EndedSession],
+) -> None:
+    app = card_app_factory(
+        backchannel_uri=test_rp.url,
+        other_backchannel=test_rp.url + "?rp=other",
+        other_card_removal="none",
+    )
+    rp, card_session = _card_signin_to_rp(app, card_pki)
+    # The same card sign-in, single sign-on into "other" (card_removal = "none").
+    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
+    other_tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
+    assert other_tokens.status_code == 200, other_tokens.get_data(as_text=True)
+
+    assert _removed(app, {"cardSession": card_session}).status_code == 204
+
+    [ended] = session_ended
+    assert ended.reason == "card_removed"
+    assert ended.relying_parties == ("rp",) and ended.kept_relying_parties == ("other",)
+    broker = broker_of(app)
+    assert broker.oidc.backchannel.deliver_due().delivered == 1
+    [received] = test_rp.wait_for(1)
+    assert received.path == "/backchannel-logout"  # "other" was not told
+    # "other" keeps its tokens: its refresh token still works after the card left.
+    refreshed = other.token(
+        {"grant_type": "refresh_token", "refresh_token": other_tokens.get_json()["refresh_token"]},
+        auth="post",
+        secret=OTHER_SECRET,
+    )
+    assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
+    entry = last_audit(app, "session.end")
+    assert entry.details["relying_parties"] == ["rp"]
+    assert entry.details["kept_relying_parties"] == ["other"]
+    # The broker's own session ended all the same: nobody else at this workstation can
+    # use it, for either service.
+    assert rp.authorize().location.startswith("/login?")
+    assert other.authorize().location.startswith("/login?")
 
 
 def test_reports_for_unknown_or_ended_sessions_change_nothing_and_look_the_same(

@@ -50,7 +50,7 @@ def _ldif_people() -> dict[str, dict[str, str]]:
     return people
 
 
-def test_the_demo_accounts_are_the_seven_of_the_demo_directory() -> None:
+def test_the_demo_accounts_are_the_people_of_the_demo_directory() -> None:
     people = _ldif_people()
     assert sorted(people) == sorted(account.uid for account in DEMO_ACCOUNTS)
     for account in DEMO_ACCOUNTS:
@@ -59,7 +59,7 @@ def test_the_demo_accounts_are_the_seven_of_the_demo_directory() -> None:
         assert person["cn"] == account.name
         assert person["careidCareIdentityUuid"] == account.uuid
         assert person["careidOrgCode"] == account.org
-    assert [a.uuid for a in DEMO_ACCOUNTS] == [f"55500000000{n}" for n in range(1, 8)]
+    assert [a.uuid for a in DEMO_ACCOUNTS] == [f"55500000000{n}" for n in range(1, 10)]
 
 
 def test_demo_cards_cover_every_account_and_the_bad_cards() -> None:

@@ -52,7 +52,7 @@ def _seed_passwords() -> dict[str, str]:
 def test_every_seeded_password_is_a_hash_of_the_documented_one() -> None:
     passwords = _seed_passwords()
     people = {dn: h for dn, h in passwords.items() if dn.endswith("ou=people,dc=nhs,dc=example")}
-    assert len(people) == 7
+    assert len(people) == 9
     for dn, hashed in people.items():
         assert ssha_verify(DEMO_USER_PASSWORD, hashed), dn
     assert ssha_verify(DEMO_SERVICE_PASSWORD, passwords[DEMO_SERVICE_DN])

@@ -29,8 +29,17 @@ CARD_SESSION_RE = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 class SessionLock:
     """Ends the session a card-session reference names."""
 
-    def __init__(self, *, sessions: SigninSessions, metrics: BrokerMetrics) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: SigninSessions,
+        metrics: BrokerMetrics,
+        keep_on_removal: frozenset[str] = frozenset(),
+    ) -> None:
         self._sessions = sessions
+        # Relying parties whose `card_removal = "none"`: the session still ends (no one
+        # else can use it at this workstation), but they keep their own sign-in.
+        self._keep = keep_on_removal
         self._removals = metrics.registry.counter(
             "careid_card_removals_total", "Sessions ended because their card was removed."
         )
@@ -39,11 +48,12 @@ class SessionLock:
         """End the active session with that card session; the ended session, or None.
 
         Its relying parties are told (back-channel logout queued in the same database
-        transaction as the ending) and the ending is audited.
+        transaction as the ending), except those that keep their sign-in on removal,
+        and the ending is audited.
         """
         if not isinstance(card_session, str) or not CARD_SESSION_RE.fullmatch(card_session):
             return None
-        ended = self._sessions.end_by_card_session(card_session)
+        ended = self._sessions.end_by_card_session(card_session, keep_clients=self._keep)
         if ended is not None:
             self._removals.inc()
         return ended

@@ -50,6 +50,7 @@ def build_card_services(
     repos: Repositories,
     directory: Directory,
     sessions: SigninSessions,
+    keep_on_removal: frozenset[str] = frozenset(),
     metrics: BrokerMetrics,
     clock: Clock,
     http: HttpFetcher,
@@ -82,7 +83,7 @@ def build_card_services(
         origin=origin,
         validator=validator,
         signin=signin,
-        lock=SessionLock(sessions=sessions, metrics=metrics),
+        lock=SessionLock(sessions=sessions, metrics=metrics, keep_on_removal=keep_on_removal),
         removal_limiter=WindowLimiter(
             limit=settings.removal_rate_limit, window=settings.removal_rate_window
         ),

@@ -16,11 +16,14 @@ from typing import Any
 from careid_broker.directory import CareIdentity, MailAccount, Role
 
 # Which claims each scope releases (OIDC Core §5.4 for profile/email; CIS2 for the rest).
+# The ID token carries them too (as CIS2's does), and userinfo.
 SCOPE_CLAIMS: Mapping[str, tuple[str, ...]] = {
-    "profile": ("name", "given_name", "family_name", "nhsid_useruid"),
+    "profile": ("name", "given_name", "family_name", "uid", "nhsid_useruid"),
     "email": ("email", "email_verified"),
+    "nhsperson": ("nhsid_useruid", "name", "given_name", "family_name"),
     "nationalrbacaccess": ("nhsid_nrbac_roles",),
     "associatedorgs": ("nhsid_user_orgs",),
+    "selectedrole": ("selected_roleid", "selected_role_org_code", "selected_role_org_name"),
 }
 
 # Claims about the authentication event, always in the ID token.
@@ -39,7 +42,7 @@ CLAIMS_SUPPORTED: tuple[str, ...] = (
     "sid",
     "at_hash",
     "authentication_assurance_level",
-    *(claim for claims in SCOPE_CLAIMS.values() for claim in claims),
+    *dict.fromkeys(claim for claims in SCOPE_CLAIMS.values() for claim in claims),
 )
 
 
@@ -54,22 +57,43 @@ def person_role_id(uuid: str, role: Role) -> str:
     return str(int.from_bytes(hashlib.sha256(material).digest()[:8], "big") % 10**12).zfill(12)
 
 
-def nrbac_roles(identity: CareIdentity | None) -> list[dict[str, str]]:
-    """`nhsid_nrbac_roles`: the active Care Identity's roles, in CIS2's shape."""
+def nrbac_roles(
+    identity: CareIdentity | None, org_names: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
+    """`nhsid_nrbac_roles`: the active Care Identity's roles, in CIS2's shape.
+
+    `org_name` is added where `org_names` (by upper-case ODS code) knows it.
+    """
     if identity is None or not identity.active:
         return []
-    return [
-        {
+    names = org_names or {}
+    roles: list[dict[str, str]] = []
+    for role in identity.roles:
+        entry = {
             "person_roleid": person_role_id(identity.uuid, role),
             "org_code": role.org_code,
             "role_name": role.name,
             "role_code": role.code,
         }
-        for role in identity.roles
-    ]
+        if (name := names.get(role.org_code.upper())) is not None:
+            entry["org_name"] = name
+        roles.append(entry)
+    return roles
 
 
-def user_orgs(account: MailAccount, identity: CareIdentity | None) -> list[dict[str, str]]:
+def selected_role_claims(role: Mapping[str, str]) -> dict[str, str]:
+    """The `selectedrole` claims for one entry of `nhsid_nrbac_roles`."""
+    claims = {"selected_roleid": role["person_roleid"], "selected_role_org_code": role["org_code"]}
+    if role.get("org_name"):
+        claims["selected_role_org_name"] = role["org_name"]
+    return claims
+
+
+def user_orgs(
+    account: MailAccount,
+    identity: CareIdentity | None,
+    org_names: Mapping[str, str] | None = None,
+) -> list[dict[str, str]]:
     """`nhsid_user_orgs`: the account's organisation, then those of its roles."""
     codes: list[str] = []
     if account.org_code:
@@ -79,20 +103,34 @@ def user_orgs(account: MailAccount, identity: CareIdentity | None) -> list[dict[
     seen: dict[str, None] = {}
     for code in codes:
         seen.setdefault(code.upper(), None)
-    # The directory holds ODS codes but not organisation names, so `org_name` (which
-    # CIS2 also sends) is left out rather than sent empty.
-    return [{"org_code": code} for code in seen]
+    # The directory holds ODS codes, not names: `org_name` (which CIS2 also sends) comes
+    # from [oidc] organisations_file, and is left out rather than sent empty.
+    names = org_names or {}
+    orgs: list[dict[str, str]] = []
+    for code in seen:
+        entry = {"org_code": code}
+        if (name := names.get(code)) is not None:
+            entry["org_name"] = name
+        orgs.append(entry)
+    return orgs
 
 
-def user_claims(account: MailAccount, identity: CareIdentity | None) -> dict[str, Any]:
-    """Every scope-governed claim about the user, from the directory (no `sub`)."""
+def user_claims(
+    account: MailAccount,
+    identity: CareIdentity | None,
+    org_names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Every scope-governed claim about the user, from the directory (no `sub`).
+
+    The `selectedrole` claims are added once a role is chosen (`selected_role_claims`).
+    """
     claims: dict[str, Any] = {
         "name": account.display_name,
         "email": account.mail,
         # The address is the directory's own mail attribute, not user-asserted.
         "email_verified": True,
-        "nhsid_nrbac_roles": nrbac_roles(identity),
-        "nhsid_user_orgs": user_orgs(account, identity),
+        "nhsid_nrbac_roles": nrbac_roles(identity, org_names),
+        "nhsid_user_orgs": user_orgs(account, identity, org_names),
     }
     if account.given_name:
         claims["given_name"] = account.given_name
@@ -100,7 +138,9 @@ def user_claims(account: MailAccount, identity: CareIdentity | None) -> dict[str
         claims["family_name"] = account.surname
     uuid = identity.uuid if identity is not None else account.care_identity_uuid
     if uuid:
+        # CIS2 names the Care Identity UUID `uid` under profile and `nhsid_useruid`.
         claims["nhsid_useruid"] = uuid
+        claims["uid"] = uuid
     return claims
 
 

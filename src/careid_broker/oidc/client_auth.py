@@ -1,8 +1,13 @@
-"""private_key_jwt client authentication (OIDC Core §9, RFC 7523 §2.2) on authlib.
+"""JWT client authentication (OIDC Core §9, RFC 7523 §2.2) on authlib.
 
-The client signs a short JWT with its own key; we check it against the public keys
-declared for it in clients.toml (`jwks` inline, or `jwks_uri`: a file or an https URL,
-fetched with a timeout and cached). Each assertion's `jti` is accepted once (stored
+`private_key_jwt`: the client signs a short JWT with its own key; we check it against
+the public keys declared for it in clients.toml (`jwks` inline, or `jwks_uri`: a file
+or an https URL, fetched with a timeout and cached).
+`client_secret_jwt`: the JWT is an HMAC (HS256/384/512) under the secret shared with
+the client (`secret_file` / `secret_env`).
+
+Both arrive as the same `client_assertion`; the JWS header's `alg` says which it is, and
+each handler leaves the other's alone. Each assertion's `jti` is accepted once (stored
 until the assertion expires), so a captured assertion cannot be replayed.
 """
 
@@ -20,7 +25,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, OctKey
 
 from careid_broker.oidc.clients import AuthMethod
 from careid_broker.oidc.errors import ClientKeysUnavailableError
@@ -95,10 +100,14 @@ class ClientKeyResolver:
         return key_set
 
 
-class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
-    """authlib's RFC 7523 client assertion check, with our keys, audience and jti store."""
+_HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
 
-    CLIENT_AUTH_METHOD = AuthMethod.PRIVATE_KEY_JWT.value
+
+class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
+    """authlib's RFC 7523 client assertion check, with our audience and jti store."""
+
+    #: True for the HMAC method: it takes only HS* assertions, the other only the rest.
+    HMAC = False
 
     def __init__(
         self,
@@ -114,16 +123,18 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         self._jtis = jtis
         self._clock = clock
 
+    def __call__(self, query_client: Any, request: Any) -> OAuthClient | None:
+        assertion = request.form.get("client_assertion")
+        if request.form.get("client_assertion_type") == self.CLIENT_ASSERTION_TYPE and assertion:
+            headers, _ = self.extract_assertion(assertion)
+            if (headers.get("alg") in _HMAC_ALGS) is not self.HMAC:
+                return None  # the other JWT method's assertion
+        client: OAuthClient | None = super().__call__(query_client, request)
+        return client
+
     def get_audiences(self) -> list[str]:
         # RFC 7523 §3: the issuer or the token endpoint URL identify us.
         return list(self._audiences)
-
-    def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
-        try:
-            return self._resolver.keys_for(client)
-        except ClientKeysUnavailableError as exc:
-            log.warning("private_key_jwt: %s", exc)
-            raise InvalidClientError(description="The client's keys could not be loaded.") from exc
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
         now = self._clock()
@@ -139,3 +150,37 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             jti=str(jti),
             expires_at=max(expires, now) + timedelta(seconds=60),
         )
+
+
+class PrivateKeyJwt(_ClientAssertion):
+    """private_key_jwt: the assertion is signed with one of the client's declared keys."""
+
+    CLIENT_AUTH_METHOD = AuthMethod.PRIVATE_KEY_JWT.value
+
+    def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
+        if not client.record.allows_auth_method(self.CLIENT_AUTH_METHOD):
+            raise InvalidClientError(
+                description=f"The client cannot authenticate with {self.CLIENT_AUTH_METHOD}."
+            )
+        try:
+            return self._resolver.keys_for(client)
+        except ClientKeysUnavailableError as exc:
+            log.warning("private_key_jwt: %s", exc)
+            raise InvalidClientError(description="The client's keys could not be loaded.") from exc
+
+
+class ClientSecretJwt(_ClientAssertion):
+    """client_secret_jwt: the assertion is an HMAC under the secret shared with the client."""
+
+    CLIENT_AUTH_METHOD = AuthMethod.CLIENT_SECRET_JWT.value
+    HMAC = True
+
+    def resolve_client_public_key(self, client: OAuthClient) -> OctKey:
+        secret = client.record.jwt_secret
+        if secret is None or not client.record.allows_auth_method(self.CLIENT_AUTH_METHOD):
+            # Checked before the signature, so no jti is spent on a client that may not
+            # use this method.
+            raise InvalidClientError(
+                description=f"The client cannot authenticate with {self.CLIENT_AUTH_METHOD}."
+            )
+        return OctKey.import_key(secret)

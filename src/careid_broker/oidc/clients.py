@@ -7,6 +7,7 @@
     post_logout_redirect_uris = ["http://localhost:5001/"]
     backchannel_logout_uri = "http://localhost:5001/backchannel-logout"
     scopes = ["openid", "profile", "email", "nationalrbacaccess", "associatedorgs"]
+    card_removal = "logout"                 # or "none"; default from [oidc] card_removal
 
 Every problem in the file is collected and reported together (`OidcConfigError`).
 """
@@ -14,6 +15,7 @@ Every problem in the file is collected and reported together (`OidcConfigError`)
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +38,22 @@ class AuthMethod(StrEnum):
 
     CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - a method name
     CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105 - a method name
+    CLIENT_SECRET_JWT = "client_secret_jwt"  # noqa: S105 - a method name
     PRIVATE_KEY_JWT = "private_key_jwt"
+    NONE = "none"
+
+
+@unique
+class CardRemoval(StrEnum):
+    """What taking the card out does to a relying party's sign-in.
+
+    `logout`: the RP is sent a back-channel logout and its tokens are revoked.
+    `none`: the RP is not told and keeps its tokens (NHS England's newer smartcard
+    client behaves so); the broker's own session still ends, so the next person at the
+    workstation cannot use it to reach any service.
+    """
+
+    LOGOUT = "logout"
     NONE = "none"
 
 
@@ -48,10 +65,23 @@ class IdTokenAlg(StrEnum):
     ES256 = "ES256"
 
 
-# Scopes the broker knows; a request's other scope values are ignored (OIDC Core §5.4).
-SUPPORTED_SCOPES = ("openid", "profile", "email", "nationalrbacaccess", "associatedorgs")
+# Scopes the broker knows, named as NHS CIS2 Authentication names them; a request's
+# other scope values are ignored (OIDC Core §5.4). `selectedrole` asks the person to
+# choose one of their roles at sign-in.
+SUPPORTED_SCOPES = (
+    "openid",
+    "profile",
+    "email",
+    "nhsperson",
+    "nationalrbacaccess",
+    "associatedorgs",
+    "selectedrole",
+)
 GRANT_TYPES = ("authorization_code", "refresh_token")
+ALL_AUTH_METHODS = frozenset(AuthMethod)
 _SECRET_METHODS = frozenset({AuthMethod.CLIENT_SECRET_BASIC, AuthMethod.CLIENT_SECRET_POST})
+# RFC 7518 §3.2: an HMAC key at least as long as the hash output (HS256: 32 bytes).
+MIN_JWT_SECRET_BYTES = 32
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
@@ -63,6 +93,8 @@ class ClientRecord:
     name: str
     auth_methods: tuple[AuthMethod, ...]
     secret: SecretHash | None = field(default=None, repr=False)
+    # client_secret_jwt only: the shared HMAC key itself (it cannot be hashed).
+    jwt_secret: bytes | None = field(default=None, repr=False)
     redirect_uris: tuple[str, ...]
     post_logout_redirect_uris: tuple[str, ...] = ()
     backchannel_logout_uri: str | None = None
@@ -73,6 +105,7 @@ class ClientRecord:
     id_token_alg: IdTokenAlg = IdTokenAlg.RS256
     jwks: Mapping[str, Any] | None = None
     jwks_uri: str | None = None
+    card_removal: CardRemoval = CardRemoval.LOGOUT
 
     @property
     def confidential(self) -> bool:
@@ -110,7 +143,19 @@ class ClientRegistry:
         return frozenset({IdTokenAlg.RS256, *(c.id_token_alg for c in self)})
 
 
-def load_clients(path: Path, *, default_require_pkce: bool = True) -> ClientRegistry:
+@dataclass(frozen=True, kw_only=True)
+class ClientDefaults:
+    """Deployment-wide rules for every client ([oidc] in broker.toml)."""
+
+    require_pkce: bool = True
+    # The methods this deployment accepts at all; a client naming another is an error.
+    auth_methods: frozenset[AuthMethod] = ALL_AUTH_METHODS
+    card_removal: CardRemoval = CardRemoval.LOGOUT
+
+
+def load_clients(
+    path: Path, *, default_require_pkce: bool = True, defaults: ClientDefaults | None = None
+) -> ClientRegistry:
     """Read and check a clients file; `OidcConfigError` names every problem."""
     try:
         with path.open("rb") as handle:
@@ -120,7 +165,11 @@ def load_clients(path: Path, *, default_require_pkce: bool = True) -> ClientRegi
     except tomllib.TOMLDecodeError as exc:
         raise OidcConfigError([f"{path}: not valid TOML: {exc}"]) from exc
     return clients_from_mapping(
-        data, base_dir=path.parent, default_require_pkce=default_require_pkce, source=path
+        data,
+        base_dir=path.parent,
+        default_require_pkce=default_require_pkce,
+        defaults=defaults,
+        source=path,
     )
 
 
@@ -129,9 +178,12 @@ def clients_from_mapping(
     *,
     base_dir: Path,
     default_require_pkce: bool = True,
+    defaults: ClientDefaults | None = None,
     source: Path | None = None,
 ) -> ClientRegistry:
     """Build the registry from a parsed clients file (`[clients.<id>]` tables)."""
+    if defaults is None:
+        defaults = ClientDefaults(require_pkce=default_require_pkce)
     problems: list[str] = []
     root = SettingsReader(data, "", problems)
     table = root.table("clients")
@@ -146,7 +198,7 @@ def clients_from_mapping(
                 entry if isinstance(entry, Mapping) else {},
                 client_id,
                 base_dir=base_dir,
-                default_require_pkce=default_require_pkce,
+                defaults=defaults,
                 problems=problems,
             )
             if record is not None:
@@ -165,7 +217,7 @@ def _client(
     client_id: str,
     *,
     base_dir: Path,
-    default_require_pkce: bool,
+    defaults: ClientDefaults,
     problems: list[str],
 ) -> ClientRecord | None:
     before = len(problems)
@@ -177,9 +229,27 @@ def _client(
     jwks_uri = _jwks_uri(reader, base_dir)
     if jwks is not None and jwks_uri is not None:
         reader.problem("jwks", "give jwks or jwks_uri, not both")
-    methods = _auth_methods(reader, has_secret=secret is not None, has_keys=bool(jwks or jwks_uri))
+    jwt_secret = _jwt_secret(reader, base_dir)
+    methods = _auth_methods(
+        reader,
+        has_secret=secret is not None,
+        has_jwt_secret=jwt_secret is not None,
+        has_keys=bool(jwks or jwks_uri),
+    )
+    for method in methods:
+        if method not in defaults.auth_methods:
+            allowed = ", ".join(sorted(m.value for m in defaults.auth_methods))
+            reader.problem(
+                "token_endpoint_auth_method",
+                f"{method.value!r} is not allowed in this deployment "
+                f"([oidc] token_endpoint_auth_methods: {allowed})",
+            )
     if any(m in _SECRET_METHODS for m in methods) and secret is None:
         reader.problem("secret_hash", "is required for client_secret_basic/client_secret_post")
+    if AuthMethod.CLIENT_SECRET_JWT in methods and jwt_secret is None:
+        reader.problem("secret_file", "or secret_env is required for client_secret_jwt")
+    if jwt_secret is not None and AuthMethod.CLIENT_SECRET_JWT not in methods:
+        reader.problem("secret_file", "is used only by client_secret_jwt (add that method)")
     if AuthMethod.PRIVATE_KEY_JWT in methods and not (jwks or jwks_uri):
         reader.problem("jwks", "or jwks_uri is required for private_key_jwt")
     if AuthMethod.NONE in methods and len(methods) > 1:
@@ -207,7 +277,7 @@ def _client(
             reader.problem("grant_types", f"unknown grant type {grant!r}")
     if "authorization_code" not in grant_types:
         reader.problem("grant_types", "must include 'authorization_code'")
-    require_pkce = reader.boolean("require_pkce", default_require_pkce)
+    require_pkce = reader.boolean("require_pkce", defaults.require_pkce)
     if not require_pkce and AuthMethod.NONE in methods:
         # A public client has nothing else binding the code to it (RFC 9700 §2.1.1).
         reader.problem("require_pkce", "may be false only for a confidential client")
@@ -216,6 +286,7 @@ def _client(
         name=name,
         auth_methods=methods,
         secret=secret,
+        jwt_secret=jwt_secret,
         redirect_uris=redirect_uris,
         post_logout_redirect_uris=post_logout,
         backchannel_logout_uri=backchannel,
@@ -228,6 +299,7 @@ def _client(
         id_token_alg=reader.choice("id_token_signed_response_alg", IdTokenAlg, IdTokenAlg.RS256),
         jwks=jwks,
         jwks_uri=jwks_uri,
+        card_removal=reader.choice("card_removal", CardRemoval, defaults.card_removal),
     )
     reader.finish()
     return record if len(problems) == before else None
@@ -247,12 +319,44 @@ def _secret_hash(reader: SettingsReader) -> SecretHash | None:
         return None
 
 
+def _jwt_secret(reader: SettingsReader, base_dir: Path) -> bytes | None:
+    """client_secret_jwt's shared key: from a file, or an environment variable by name."""
+    path_text = reader.optional_string("secret_file")
+    env_name = reader.optional_string("secret_env")
+    if path_text is not None and env_name is not None:
+        reader.problem("secret_file", "give secret_file or secret_env, not both")
+        return None
+    value: bytes | None = None
+    if path_text is not None:
+        path = base_dir / path_text
+        try:
+            value = path.read_bytes().strip()
+        except OSError as exc:
+            reader.problem("secret_file", f"{str(path)!r} cannot be read: {exc.strerror}")
+            return None
+    elif env_name is not None:
+        text = os.environ.get(env_name)
+        if not text:
+            reader.problem("secret_env", f"the environment variable {env_name} is not set")
+            return None
+        value = text.strip().encode("utf-8")
+    if value is not None and len(value) < MIN_JWT_SECRET_BYTES:
+        key = "secret_file" if path_text is not None else "secret_env"
+        reader.problem(
+            key, f"the secret must be at least {MIN_JWT_SECRET_BYTES} bytes (RFC 7518 §3.2)"
+        )
+        return None
+    return value
+
+
 def _auth_methods(
-    reader: SettingsReader, *, has_secret: bool, has_keys: bool
+    reader: SettingsReader, *, has_secret: bool, has_jwt_secret: bool, has_keys: bool
 ) -> tuple[AuthMethod, ...]:
     if not reader.has("token_endpoint_auth_method"):
         if has_secret:
             return (AuthMethod.CLIENT_SECRET_BASIC, AuthMethod.CLIENT_SECRET_POST)
+        if has_jwt_secret:
+            return (AuthMethod.CLIENT_SECRET_JWT,)
         if has_keys:
             return (AuthMethod.PRIVATE_KEY_JWT,)
         return (AuthMethod.NONE,)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from careid_broker.oidc.clients import ClientRegistry, load_clients
+from careid_broker.oidc.clients import (
+    ALL_AUTH_METHODS,
+    AuthMethod,
+    CardRemoval,
+    ClientDefaults,
+    ClientRegistry,
+    load_clients,
+)
 from careid_broker.oidc.errors import OidcConfigError
 from careid_broker.settings import SettingsReader
 from careid_broker.store import RetryPolicy
@@ -21,6 +29,12 @@ class OidcConfig:
 
     clients_file: Path
     clients: ClientRegistry = field(compare=False)
+    # The token endpoint's client authentication methods this deployment accepts.
+    auth_methods: frozenset[AuthMethod] = ALL_AUTH_METHODS
+    # What card removal does to an RP that does not say (its `card_removal`).
+    card_removal: CardRemoval = CardRemoval.LOGOUT
+    # Organisation names by ODS code (upper case), for role selection and claims.
+    organisations: Mapping[str, str] = field(default_factory=dict, compare=False)
     code_lifetime_seconds: int = 60
     access_token_lifetime_seconds: int = 600
     refresh_token_lifetime_seconds: int = 28800
@@ -98,10 +112,19 @@ class OidcConfig:
             "backchannel_first_retry_seconds", 5.0, minimum=0.0, maximum=3600
         )
         poll = reader.number("backchannel_poll_seconds", 2.0, minimum=0.05, maximum=300)
+        auth_methods = _auth_methods(reader)
+        card_removal = reader.choice("card_removal", CardRemoval, CardRemoval.LOGOUT)
+        organisations_text = reader.optional_string("organisations_file")
         reader.finish()
+        organisations: dict[str, str] = {}
+        if organisations_text is not None:
+            organisations = _organisations(base_dir / organisations_text, problems)
         clients = ClientRegistry({})
+        defaults = ClientDefaults(
+            require_pkce=require_pkce, auth_methods=auth_methods, card_removal=card_removal
+        )
         try:
-            clients = load_clients(clients_file, default_require_pkce=require_pkce)
+            clients = load_clients(clients_file, defaults=defaults)
         except OidcConfigError as exc:
             problems.extend(exc.problems)
         if problems:
@@ -109,6 +132,9 @@ class OidcConfig:
         return cls(
             clients_file=clients_file,
             clients=clients,
+            auth_methods=auth_methods,
+            card_removal=card_removal,
+            organisations=organisations,
             signing_key_passphrase=passphrase,
             require_pkce=require_pkce,
             code_lifetime_seconds=code,
@@ -121,6 +147,43 @@ class OidcConfig:
             backchannel_first_retry_seconds=first_retry,
             backchannel_poll_seconds=poll,
         )
+
+
+def _auth_methods(reader: SettingsReader) -> frozenset[AuthMethod]:
+    if not reader.has("token_endpoint_auth_methods"):
+        return ALL_AUTH_METHODS
+    methods: set[AuthMethod] = set()
+    for name in reader.strings("token_endpoint_auth_methods", ()):
+        try:
+            methods.add(AuthMethod(name))
+        except ValueError:
+            allowed = ", ".join(m.value for m in AuthMethod)
+            reader.problem("token_endpoint_auth_methods", f"{name!r} is not one of: {allowed}")
+    if not methods:
+        reader.problem("token_endpoint_auth_methods", "must name at least one method")
+        return ALL_AUTH_METHODS
+    return frozenset(methods)
+
+
+def _organisations(path: Path, problems: list[str]) -> dict[str, str]:
+    """`ods_code,name` lines (a header line `ods_code,name` is allowed), by upper-case code."""
+    names: dict[str, str] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                if not row or row[0].startswith("#") or (number == 1 and row[0] == "ods_code"):
+                    continue
+                if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                    problems.append(
+                        f"oidc.organisations_file: {path}:{number}: want 'ods_code,name'"
+                    )
+                    continue
+                names[row[0].strip().upper()] = row[1].strip()
+    except OSError as exc:
+        problems.append(f"oidc.organisations_file: {str(path)!r} cannot be read: {exc.strerror}")
+    except (UnicodeDecodeError, csv.Error) as exc:
+        problems.append(f"oidc.organisations_file: {path}: {exc}")
+    return names
 
 
 def _passphrase(reader: SettingsReader) -> str | None:

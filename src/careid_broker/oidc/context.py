@@ -17,6 +17,7 @@ from careid_broker.store import Repositories
 CLIENT_AUTH_METHODS = [
     AuthMethod.CLIENT_SECRET_BASIC.value,
     AuthMethod.CLIENT_SECRET_POST.value,
+    AuthMethod.CLIENT_SECRET_JWT.value,
     AuthMethod.PRIVATE_KEY_JWT.value,
     AuthMethod.NONE.value,
 ]

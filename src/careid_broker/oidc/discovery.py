@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from careid_broker.assurance import ACR_ANY_CARD, ACR_CARD, ACR_PASSWORD
+from careid_broker.assurance import SUPPORTED_ACR_VALUES
 from careid_broker.oidc.claims import CLAIMS_SUPPORTED
-from careid_broker.oidc.clients import SUPPORTED_SCOPES, AuthMethod, IdTokenAlg
+from careid_broker.oidc.clients import ALL_AUTH_METHODS, SUPPORTED_SCOPES, AuthMethod, IdTokenAlg
 from careid_broker.store import KeyAlgorithm
 
 # The paths of the OP's endpoints under the issuer.
@@ -20,9 +21,18 @@ PATHS = {
 }
 
 
-def provider_metadata(issuer: str) -> dict[str, Any]:
-    """The discovery document for an issuer URL (no trailing slash)."""
-    auth_methods = [m.value for m in AuthMethod]
+def provider_metadata(
+    issuer: str, *, auth_methods_allowed: Iterable[AuthMethod] = ALL_AUTH_METHODS
+) -> dict[str, Any]:
+    """The discovery document for an issuer URL (no trailing slash).
+
+    `auth_methods_allowed` is the deployment's `[oidc] token_endpoint_auth_methods`.
+    """
+    allowed = frozenset(auth_methods_allowed)
+    auth_methods = [m.value for m in AuthMethod if m in allowed]
+    signing_algs = [a.value for a in KeyAlgorithm]
+    if AuthMethod.CLIENT_SECRET_JWT in allowed:
+        signing_algs.append("HS256")
     return {
         "issuer": issuer,
         **{name: f"{issuer}{path}" for name, path in PATHS.items()},
@@ -33,7 +43,7 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [a.value for a in IdTokenAlg],
         "token_endpoint_auth_methods_supported": auth_methods,
-        "token_endpoint_auth_signing_alg_values_supported": [a.value for a in KeyAlgorithm],
+        "token_endpoint_auth_signing_alg_values_supported": signing_algs,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": list(CLAIMS_SUPPORTED),
@@ -41,7 +51,7 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
-        "acr_values_supported": [ACR_CARD, ACR_PASSWORD, ACR_ANY_CARD],
+        "acr_values_supported": list(SUPPORTED_ACR_VALUES),
         "prompt_values_supported": ["none", "login"],
         "display_values_supported": ["page"],
         "ui_locales_supported": ["en-GB"],

@@ -23,7 +23,7 @@ from authlib.oidc.core import OpenIDCode
 from flask import g
 
 from careid_broker.oidc.claims import authentication_claims, claims_for_scope
-from careid_broker.oidc.client_auth import ClientKeyResolver, PrivateKeyJwt
+from careid_broker.oidc.client_auth import ClientKeyResolver, ClientSecretJwt, PrivateKeyJwt
 from careid_broker.oidc.clients import AuthMethod
 from careid_broker.oidc.context import CLIENT_AUTH_METHODS, ServerContext
 from careid_broker.oidc.endpoints import (
@@ -315,11 +315,22 @@ def build_server(
         ),
     )
     server.register_extension(server.issuer_parameter)
+    audiences = [context.issuer, f"{context.issuer}/token"]
+    resolver = ClientKeyResolver()
     server.register_client_auth_method(
         AuthMethod.PRIVATE_KEY_JWT.value,
         PrivateKeyJwt(
-            audiences=[context.issuer, f"{context.issuer}/token"],
-            resolver=ClientKeyResolver(),
+            audiences=audiences,
+            resolver=resolver,
+            jtis=context.repos.jtis,
+            clock=jti_clock,
+        ),
+    )
+    server.register_client_auth_method(
+        AuthMethod.CLIENT_SECRET_JWT.value,
+        ClientSecretJwt(
+            audiences=audiences,
+            resolver=resolver,
             jtis=context.repos.jtis,
             clock=jti_clock,
         ),

@@ -150,14 +150,21 @@ class SigninSessions:
                 self.publish_ended(ended, why=why)
         return ended
 
-    def end_by_card_session(self, card_session: str) -> EndedSession | None:
-        """End the session the agent's card-removed report names, if it is still open."""
+    def end_by_card_session(
+        self, card_session: str, *, keep_clients: frozenset[str] = frozenset()
+    ) -> EndedSession | None:
+        """End the session the agent's card-removed report names, if it is still open.
+
+        `keep_clients` keep their sign-in: they are not told and their tokens stay.
+        """
         # Looked up before any write: most reports name nothing, and must stay cheap.
         record = self._repos.sessions.find_by_card_session(card_session)
         if record is None or not record.active:
             return None
         with self._store.transaction():
-            ended = self._repos.sessions.end_session(record.sid, EndReason.CARD_REMOVED)
+            ended = self._repos.sessions.end_session(
+                record.sid, EndReason.CARD_REMOVED, keep_clients=keep_clients
+            )
             if ended is None or not ended.ended_now:
                 return None  # ended meanwhile by something else, which told the RPs
             self.publish_ended(ended)
@@ -173,6 +180,8 @@ class SigninSessions:
             "relying_parties": list(ended.relying_parties),
             "tokens_revoked": ended.tokens_revoked,
         }
+        if ended.kept_relying_parties:
+            details["kept_relying_parties"] = list(ended.kept_relying_parties)
         if why:
             details["why"] = why
         self._audit(

@@ -33,6 +33,7 @@ MAIL_LEN = 320  # RFC 5321 path limit
 DN_LEN = 1024
 CLIENT_ID_LEN = 255
 UUID_LEN = 64  # Care Identity UUIDs are 12 digits; leave room for other schemes
+ROLE_ID_LEN = 32  # CIS2 person_roleid (12 digits here)
 
 
 class Subject(Base):
@@ -127,6 +128,18 @@ class SigninSession(Base):
     # The agent reports card removal with this id and no cookie: it is a bearer
     # capability to end the session, so only its hash is kept.
     card_session_hash: Mapped[str | None] = mapped_column(String(HASH_LEN), unique=True)
+    # The role chosen during this session (CIS2 `selectedrole`): not asked again in it.
+    selected_role_id: Mapped[str | None] = mapped_column(String(ROLE_ID_LEN))
+
+
+class RoleChoice(Base):
+    """The role a person chose last, offered first the next time they are asked."""
+
+    __tablename__ = "role_choices"
+
+    sub: Mapped[str] = mapped_column(ForeignKey("subjects.sub"), primary_key=True)
+    person_roleid: Mapped[str] = mapped_column(String(ROLE_ID_LEN))
+    chosen_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class SessionRelyingParty(Base):

@@ -14,7 +14,12 @@ from sqlalchemy.orm import Session
 from careid_broker.store._sql import insert_ignore
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
-from careid_broker.store.models import OAuthToken, SessionRelyingParty, SigninSession
+from careid_broker.store.models import (
+    OAuthToken,
+    RoleChoice,
+    SessionRelyingParty,
+    SigninSession,
+)
 from careid_broker.store.subjects import normalise_mail
 from careid_broker.store.tokens import lock_families_where, revoke_tokens_where
 
@@ -45,6 +50,7 @@ class SessionRecord:
     last_seen_at: datetime
     ended_at: datetime | None
     end_reason: str | None
+    selected_role_id: str | None = None
 
     @property
     def active(self) -> bool:
@@ -76,6 +82,9 @@ class EndedSession:
     ended_now: bool
     relying_parties: tuple[str, ...]
     tokens_revoked: int
+    # RPs of the session that keep their sign-in (not told, tokens kept): those whose
+    # `card_removal = "none"` when a card removal ended it.
+    kept_relying_parties: tuple[str, ...] = ()
 
 
 def _record(row: SigninSession) -> SessionRecord:
@@ -91,6 +100,7 @@ def _record(row: SigninSession) -> SessionRecord:
         last_seen_at=row.last_seen_at,
         ended_at=row.ended_at,
         end_reason=row.end_reason,
+        selected_role_id=row.selected_role_id,
     )
 
 
@@ -172,6 +182,40 @@ class SigninSessions:
             ).all()
             return [_record(r) for r in rows]
 
+    def select_role(self, sid: str, person_roleid: str) -> bool:
+        """Record the role chosen in an active session, and as the person's last choice.
+
+        False (and nothing written) if the session has ended or is unknown.
+        """
+        now = self._store.now()
+        with self._store.transaction() as session:
+            rows = session.execute(
+                update(SigninSession)
+                .where(SigninSession.sid == sid, SigninSession.ended_at.is_(None))
+                .values(selected_role_id=person_roleid)
+                .returning(SigninSession.sub),
+                execution_options={"synchronize_session": False},
+            ).all()
+            if not rows:
+                return False
+            sub = rows[0].sub
+            # Insert-or-update without a read first: two choices at once cannot collide.
+            values = {"sub": sub, "person_roleid": person_roleid, "chosen_at": now}
+            if not insert_ignore(session, RoleChoice, values, ["sub"]):
+                session.execute(
+                    update(RoleChoice)
+                    .where(RoleChoice.sub == sub)
+                    .values(person_roleid=person_roleid, chosen_at=now),
+                    execution_options={"synchronize_session": False},
+                )
+            return True
+
+    def last_role_choice(self, sub: str) -> str | None:
+        """The person_roleid this subject chose last, in any session, or None."""
+        with self._store.session() as session:
+            row = session.get(RoleChoice, sub)
+            return row.person_roleid if row else None
+
     def touch(self, sid: str) -> bool:
         """Record activity on an active session; False if it has ended or is unknown."""
         with self._store.transaction() as session:
@@ -212,10 +256,14 @@ class SigninSessions:
         with self._store.session() as session:
             return _relying_parties(session, sid)
 
-    def end_session(self, sid: str, reason: str) -> EndedSession | None:
+    def end_session(
+        self, sid: str, reason: str, *, keep_clients: frozenset[str] = frozenset()
+    ) -> EndedSession | None:
         """End a session and revoke its tokens; None if the sid is unknown.
 
-        Idempotent: ending an ended session changes nothing (`ended_now=False`).
+        The tokens of `keep_clients` stay valid and those RPs are listed as kept, not
+        as relying parties to tell. Idempotent: ending an ended session changes
+        nothing (`ended_now=False`).
         """
         now = self._store.now()
         with self._store.transaction() as session:
@@ -227,7 +275,9 @@ class SigninSessions:
                 execution_options={"synchronize_session": False},
             ).all()
             if rows:
-                return _finish_ending(session, rows[0], now=now, reason=str(reason))
+                return _finish_ending(
+                    session, rows[0], now=now, reason=str(reason), keep=keep_clients
+                )
             existing = session.get(SigninSession, sid)
             if existing is None:
                 return None
@@ -272,10 +322,22 @@ def _relying_parties(session: Session, sid: str) -> tuple[str, ...]:
     )
 
 
-def _finish_ending(session: Session, row: Any, *, now: datetime, reason: str) -> EndedSession:
+def _finish_ending(
+    session: Session,
+    row: Any,
+    *,
+    now: datetime,
+    reason: str,
+    keep: frozenset[str] = frozenset(),
+) -> EndedSession:
     # Tokens die with the session: a removed card or a removed registration must not
-    # leave a refresh token that keeps an RP signed in.
-    revoked = revoke_tokens_where(session, OAuthToken.sid == row.sid, now)
+    # leave a refresh token that keeps an RP signed in — unless the RP chose to keep
+    # its sign-in when the card leaves.
+    condition = OAuthToken.sid == row.sid
+    if keep:
+        condition = condition & OAuthToken.client_id.not_in(sorted(keep))
+    revoked = revoke_tokens_where(session, condition, now)
+    joined = _relying_parties(session, row.sid)
     return EndedSession(
         sid=row.sid,
         sub=row.sub,
@@ -283,6 +345,7 @@ def _finish_ending(session: Session, row: Any, *, now: datetime, reason: str) ->
         ended_at=now,
         reason=reason,
         ended_now=True,
-        relying_parties=_relying_parties(session, row.sid),
+        relying_parties=tuple(rp for rp in joined if rp not in keep),
         tokens_revoked=revoked,
+        kept_relying_parties=tuple(rp for rp in joined if rp in keep),
     )

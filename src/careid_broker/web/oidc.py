@@ -12,10 +12,12 @@ from flask.wrappers import Response
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.oidc.discovery import provider_metadata
 from careid_broker.oidc.logout import hinted_sub
+from careid_broker.origins import origin_of
 from careid_broker.store import EndReason, Outcome
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
+from careid_broker.web.security_headers import allow_form_action
 from careid_broker.web.signin_cookie import current_signin, end_signin
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,9 @@ def _public_json(document: object, *, max_age: int) -> Response:
 @blueprint.get("/.well-known/openid-configuration")
 def discovery() -> Response:
     """OpenID Provider metadata."""
-    return _public_json(provider_metadata(current_broker().oidc.issuer), max_age=3600)
+    oidc = current_broker().oidc
+    metadata = provider_metadata(oidc.issuer, auth_methods_allowed=oidc.config.auth_methods)
+    return _public_json(metadata, max_age=3600)
 
 
 @blueprint.get("/jwks")
@@ -68,6 +72,44 @@ def resume() -> Response:
     if tx is not None and len(tx) > MAX_TX_LENGTH:
         tx = None
     return authorize_flow.resume(current_broker().oidc, tx, current_signin())
+
+
+@blueprint.route("/authorize/role", methods=["GET", "POST"])
+def choose_role() -> Response:
+    """Choose one of your roles (the `selectedrole` scope), then go on to the service."""
+    provider = current_broker().oidc
+    tx = request.args.get("tx") or None
+    if tx is not None and len(tx) > MAX_TX_LENGTH:
+        tx = None
+    signin = current_signin()
+    failed = False
+    if request.method == "POST":
+        chosen = request.form.get("person_roleid", "")
+        done = authorize_flow.choose_role(provider, tx, signin, chosen)
+        if done is not None:
+            return done
+        failed = True
+        provider.audit(
+            "oidc.role_selected",
+            outcome=Outcome.FAILURE,
+            code=BrokerCode.OIDC_ROLE_NOT_CHOSEN,
+            actor=signin.account_mail if signin else None,
+            subject=signin.account_mail if signin else None,
+            details={"chosen": chosen[:32]},
+        )
+    choice = authorize_flow.role_choice(provider, tx, signin)
+    if isinstance(choice, Response):
+        return choice
+    # The form's answer ends in a redirect to the RP, which form-action must allow.
+    allow_form_action(origin_of(choice.redirect_uri))
+    page = render_template(
+        "oidc_choose_role.html",
+        choice=choice,
+        failed=failed,
+        code=BrokerCode.OIDC_ROLE_NOT_CHOSEN.value,
+        message=message_for(BrokerCode.OIDC_ROLE_NOT_CHOSEN),
+    )
+    return Response(page, status=400 if failed else 200, mimetype="text/html")
 
 
 def _grant_type_label() -> str:

@@ -9,6 +9,10 @@ redirect URI, scope, PKCE, nonce) and then decides:
 - otherwise the request is stored as a login transaction and the browser goes to the
   login page, which comes back to `GET /authorize/resume?tx=…` after signing in.
 
+With the `selectedrole` scope, a person holding several roles chooses one first
+(`GET|POST /authorize/role?tx=…`); the choice holds for the rest of the sign-in
+session, and is offered first next time. One role is chosen without asking.
+
 Errors go back to the RP only when its redirect URI was checked; otherwise an error page.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,11 +39,16 @@ from flask.wrappers import Response
 from careid_broker import assurance
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.errors import BrokerError, InvalidCredentialsError
-from careid_broker.oidc.claims import user_claims
+from careid_broker.oidc.claims import scope_values, selected_role_claims, user_claims
 from careid_broker.oidc.errors import SigninExpiredError
 from careid_broker.oidc.models import SignedInUser
 from careid_broker.oidc.provider import OidcProvider
-from careid_broker.store import AuthorizationRequest, SessionRecord, TransactionStatus
+from careid_broker.store import (
+    AuthorizationRequest,
+    LoginTransactionRecord,
+    SessionRecord,
+    TransactionStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +209,36 @@ def signed_in_user(provider: OidcProvider, signin: SessionRecord) -> SignedInUse
         acr=signin.acr,
         amr=tuple(signin.amr),
         auth_time=signin.auth_time,
-        claims=user_claims(account, identity),
+        claims=user_claims(account, identity, provider.config.organisations),
     )
+
+
+def person_roles(user: SignedInUser) -> list[dict[str, str]]:
+    """The person's roles as released in `nhsid_nrbac_roles` (empty without any)."""
+    roles = user.claims.get("nhsid_nrbac_roles") or []
+    return [dict(role) for role in roles]
+
+
+def with_selected_role(
+    scope: str, signin: SessionRecord, user: SignedInUser
+) -> SignedInUser | None:
+    """`user` with the `selectedrole` claims, or None when the person must choose first.
+
+    Without the scope, or for a person with no role (CIS2 allows that; the claims are
+    then absent), `user` is returned as it is. One role is chosen without asking.
+    """
+    if "selectedrole" not in scope_values(scope):
+        return user
+    roles = person_roles(user)
+    if not roles:
+        return user
+    if len(roles) == 1:
+        chosen: dict[str, str] | None = roles[0]
+    else:
+        chosen = next((r for r in roles if r["person_roleid"] == signin.selected_role_id), None)
+    if chosen is None:
+        return None
+    return replace(user, claims={**user.claims, **selected_role_claims(chosen)})
 
 
 def _issue(
@@ -223,6 +260,32 @@ def _issue(
 def _to_login(tx: str, acr_values: str | None) -> Response:
     card = "required" if assurance.demands_card(acr_values) else None
     return redirect(url_for("login.page", tx=tx, card=card))  # type: ignore[return-value]
+
+
+def _to_role_choice(tx: str) -> Response:
+    return redirect(url_for("oidc.choose_role", tx=tx))  # type: ignore[return-value]
+
+
+def _store_request(
+    provider: OidcProvider, request: OAuth2Request, redirect_uri: str, checks: _Checks
+) -> str:
+    data = request.payload.data
+    created = provider.repos.transactions.create(
+        AuthorizationRequest(
+            client_id=request.payload.client_id,
+            redirect_uri=redirect_uri,
+            scope=request.payload.scope or "",
+            state=data.get("state") or None,
+            nonce=data.get("nonce") or None,
+            code_challenge=data.get("code_challenge") or None,
+            code_challenge_method=data.get("code_challenge_method") or None,
+            prompt=" ".join(sorted(checks.prompts)) or None,
+            max_age=checks.max_age,
+            acr_values=checks.acr_values,
+            extras={key: data[key] for key in _UI_HINTS if data.get(key)},
+        )
+    )
+    return created.transaction_id
 
 
 def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
@@ -257,47 +320,120 @@ def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
             # The account may no longer sign in: the login page names the reason.
             log.info("signed-in session not reusable: %s", exc.code.value)
         else:
-            return _issue(provider, request, grant, user)
+            chosen = with_selected_role(request.payload.scope or "", signin, user)
+            if chosen is not None:
+                return _issue(provider, request, grant, chosen)
+            if "none" in checks.prompts:
+                # Choosing a role is a page, which prompt=none forbids (OIDC Core §3.1.2.6).
+                needed = OAuth2Error(
+                    error="interaction_required",
+                    description="The person must choose a role.",
+                    redirect_uri=redirect_uri,
+                    state=request.payload.state,
+                )
+                return _error(provider, request, needed)
+            return _to_role_choice(_store_request(provider, request, redirect_uri, checks))
     if "none" in checks.prompts:
         refusal = LoginRequiredError(redirect_uri=redirect_uri, state=request.payload.state)
         return _error(provider, request, refusal)
 
-    data = request.payload.data
-    created = provider.repos.transactions.create(
-        AuthorizationRequest(
-            client_id=request.payload.client_id,
-            redirect_uri=redirect_uri,
-            scope=request.payload.scope or "",
-            state=data.get("state") or None,
-            nonce=data.get("nonce") or None,
-            code_challenge=data.get("code_challenge") or None,
-            code_challenge_method=data.get("code_challenge_method") or None,
-            prompt=" ".join(sorted(checks.prompts)) or None,
-            max_age=checks.max_age,
-            acr_values=checks.acr_values,
-            extras={key: data[key] for key in _UI_HINTS if data.get(key)},
-        )
+    return _to_login(_store_request(provider, request, redirect_uri, checks), checks.acr_values)
+
+
+def _pending(provider: OidcProvider, tx: str | None) -> LoginTransactionRecord:
+    record = provider.repos.transactions.get(tx) if tx else None
+    if record is None or record.status is not TransactionStatus.PENDING:
+        raise SigninExpiredError(detail="login transaction unknown, expired or completed")
+    return record
+
+
+def _needs_signin(
+    provider: OidcProvider, record: LoginTransactionRecord, signin: SessionRecord
+) -> bool:
+    """Whether the current sign-in falls short of what the stored request asked."""
+    stored = record.request
+    prompts = frozenset((stored.prompt or "").split())
+    fresh = signin.auth_time >= record.created_at
+    if "login" in prompts and not fresh:
+        return True
+    if stored.max_age is not None and not fresh:
+        if (provider.clock() - signin.auth_time).total_seconds() > stored.max_age:
+            return True
+    return not assurance.satisfies(signin.acr, stored.acr_values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleChoice:
+    """What the role page shows: the roles (last choice first) and which is checked."""
+
+    transaction_id: str
+    client_name: str
+    redirect_uri: str
+    roles: list[dict[str, str]]
+    preselected: str | None
+
+
+def role_choice(
+    provider: OidcProvider, tx: str | None, signin: SessionRecord | None
+) -> RoleChoice | Response:
+    """The role page's content for a pending transaction, or where to go instead."""
+    record = _pending(provider, tx)
+    assert tx is not None  # noqa: S101 - a record was found by it
+    if signin is None or _needs_signin(provider, record, signin):
+        return _to_login(tx, record.request.acr_values)
+    user = signed_in_user(provider, signin)
+    if with_selected_role(record.request.scope, signin, user) is not None:
+        return redirect(url_for("oidc.resume", tx=tx))  # type: ignore[return-value]
+    roles = person_roles(user)
+    last = provider.repos.sessions.last_role_choice(signin.sub)
+    roles.sort(key=lambda role: role["person_roleid"] != last)  # stable: last choice first
+    client = provider.clients.get(record.request.client_id)
+    return RoleChoice(
+        transaction_id=tx,
+        client_name=client.name if client else record.request.client_id,
+        redirect_uri=record.request.redirect_uri,
+        roles=roles,
+        preselected=last if any(r["person_roleid"] == last for r in roles) else None,
     )
-    return _to_login(created.transaction_id, checks.acr_values)
+
+
+def choose_role(
+    provider: OidcProvider, tx: str | None, signin: SessionRecord | None, person_roleid: str
+) -> Response | None:
+    """Record the role chosen on the role page; None when it is not one of the person's."""
+    record = _pending(provider, tx)
+    assert tx is not None  # noqa: S101 - a record was found by it
+    if signin is None or _needs_signin(provider, record, signin):
+        return _to_login(tx, record.request.acr_values)
+    user = signed_in_user(provider, signin)
+    roles = {role["person_roleid"]: role for role in person_roles(user)}
+    role = roles.get(person_roleid)
+    if role is None:
+        return None
+    if not provider.repos.sessions.select_role(signin.sid, person_roleid):
+        raise SigninExpiredError(detail="the sign-in session ended while choosing a role")
+    provider.audit(
+        "oidc.role_selected",
+        outcome="success",
+        actor=signin.account_mail,
+        subject=signin.account_mail,
+        rp=record.request.client_id,
+        org=role["org_code"],
+        details={
+            "person_roleid": person_roleid,
+            "role_code": role["role_code"],
+            "org_code": role["org_code"],
+        },
+    )
+    return redirect(url_for("oidc.resume", tx=tx))  # type: ignore[return-value]
 
 
 def resume(provider: OidcProvider, tx: str | None, signin: SessionRecord | None) -> Response:
     """Handle GET /authorize/resume?tx=… after the login page signed the user in."""
-    record = provider.repos.transactions.get(tx) if tx else None
-    if record is None or record.status is not TransactionStatus.PENDING:
-        raise SigninExpiredError(detail="login transaction unknown, expired or completed")
+    record = _pending(provider, tx)
     assert tx is not None  # noqa: S101 - a record was found by it
     stored = record.request
-    if signin is None:
-        return _to_login(tx, stored.acr_values)
-    prompts = frozenset((stored.prompt or "").split())
-    fresh = signin.auth_time >= record.created_at
-    if "login" in prompts and not fresh:
-        return _to_login(tx, stored.acr_values)
-    if stored.max_age is not None and not fresh:
-        if (provider.clock() - signin.auth_time).total_seconds() > stored.max_age:
-            return _to_login(tx, stored.acr_values)
-    if not assurance.satisfies(signin.acr, stored.acr_values):
+    if signin is None or _needs_signin(provider, record, signin):
         return _to_login(tx, stored.acr_values)
 
     request = StoredAuthorizationRequest(provider.issuer, _stored_params(stored))
@@ -309,7 +445,9 @@ def resume(provider: OidcProvider, tx: str | None, signin: SessionRecord | None)
     except OAuth2Error as error:
         error.state = stored.state
         return _error(provider, request, error)
-    user = signed_in_user(provider, signin)
+    user = with_selected_role(stored.scope, signin, signed_in_user(provider, signin))
+    if user is None:
+        return _to_role_choice(tx)
     if provider.repos.transactions.complete(tx) is None:
         raise SigninExpiredError(detail="login transaction completed by another request")
     return _issue(provider, request, grant, user)

@@ -1,4 +1,4 @@
-"""Who is in the demo: the seven accounts of config/ldap/demo.ldif and their cards.
+"""Who is in the demo: the nine accounts of config/ldap/demo.ldif and their cards.
 
 Public DEMO MATERIAL: the password and PIN below are printed by the demo on purpose.
 """
@@ -76,6 +76,20 @@ DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
         uuid="555000000007",
         org="RX1",
         note="accepted an older AUP only",
+    ),
+    DemoAccount(
+        uid="robin.hale",
+        name="Robin Hale",
+        uuid="555000000008",
+        org="RX1",
+        note="a locum: three roles in three organisations",
+    ),
+    DemoAccount(
+        uid="casey.doyle",
+        name="Casey Doyle",
+        uuid="555000000009",
+        org="Y00001",
+        note="a GP in two practices",
     ),
 )
 

@@ -22,6 +22,8 @@ from careid_devkit.slapd import Slapd
 from careid_devkit.webmail.config import DEMO_CLIENT_SECRET
 
 LOOPBACK = "127.0.0.1"
+# The demo directory's made-up organisations, by ODS code (DEMO MATERIAL).
+DEMO_ORGANISATIONS = Path(__file__).resolve().parents[3] / "config" / "organisations.csv"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +128,7 @@ def broker_settings(
         "database": {"url": database_url},
         "directory": directory,
         "signin": {"help_contact": "the demo's README"},
-        "oidc": {"clients_file": str(clients_file)},
+        "oidc": {"clients_file": str(clients_file), "organisations_file": str(DEMO_ORGANISATIONS)},
     }
     known = broker_sections()
     if "pki" in known:
