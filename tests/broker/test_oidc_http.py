@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -33,9 +32,9 @@ from oidc_support import ALEX, REDIRECT, RP_SECRET, write_test_clients
 from sqlalchemy.engine import URL
 
 from careid_devkit.slapd import Slapd
+from support.node_rp import RP_DIR, install_openid_client, node_command
 
 REPO = Path(__file__).resolve().parents[2]
-RP_DIR = REPO / "tests" / "rp"
 
 
 def _config(tmp_path: Path, slapd: Slapd, database_url: str, *, issuer: str) -> Path:
@@ -100,44 +99,12 @@ def test_a_full_code_flow_over_http(served: BrokerProcess) -> None:
 # The independent relying party (openid-client from the npm registry).
 
 
-def _node_command() -> list[str]:
-    node = shutil.which("node")
-    npm = shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("needs Node.js 18+ and npm (Debian packages nodejs npm)")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
-    major = int(version.stdout.strip().lstrip("v").split(".")[0])
-    if major < 18:
-        pytest.skip(f"needs Node.js 18+ for openid-client (found {version.stdout.strip()})")
-    # Node 18 has Web Crypto only behind a flag; later versions have it by default.
-    return [node, "--experimental-global-webcrypto"] if major == 18 else [node]
-
-
-def _install_openid_client() -> None:
-    """`npm ci` from the lock file, unless exactly that release is installed already."""
-    lock = json.loads((RP_DIR / "package-lock.json").read_text(encoding="utf-8"))
-    wanted = lock["packages"]["node_modules/openid-client"]["version"]
-    marker = RP_DIR / "node_modules" / "openid-client" / "package.json"
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8"))["version"] == wanted:
-        return
-    npm = shutil.which("npm")
-    assert npm is not None
-    result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=RP_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"npm ci failed: {result.stdout}{result.stderr}"
-
-
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_openid_client_signs_in_with_pkce_and_validates_everything(
     served: BrokerProcess,
 ) -> None:
-    command = _node_command()
-    _install_openid_client()
+    command = node_command()
+    install_openid_client()
     settings = {
         "issuer": served.url,
         "clientId": "rp",

@@ -12,6 +12,7 @@ directory put back.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from joserfc.jwk import ECKey
 from sqlalchemy import delete
 
 from careid_broker.store import Repositories, Store, create_store
@@ -29,7 +31,14 @@ from careid_devkit.demo import DEMO_PIN, ChainSettings, DemoChain, DemoPorts, fr
 from careid_devkit.pcscd import Pcscd
 from careid_devkit.slapd import DEBIAN_SBIN
 
-from .e2e_support import CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, ExtraPorts, remove
+from .e2e_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CIS2_RP_CLIENT_ID,
+    PAGE_TIMEOUT_MS,
+    ExtraPorts,
+    remove,
+)
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 
@@ -51,7 +60,33 @@ def playwright_api() -> Any:
 
 @pytest.fixture(scope="package")
 def extra_ports() -> ExtraPorts:
-    return ExtraPorts(crl_broker=free_port(), other_site=free_port())
+    return ExtraPorts(crl_broker=free_port(), other_site=free_port(), cis2_rp=free_port())
+
+
+@pytest.fixture(scope="package")
+def cis2_rp_key() -> ECKey:
+    """The CIS2-configured RP's private_key_jwt key (its public half is in clients.toml)."""
+    return ECKey.generate_key("P-256", private=True, auto_kid=True)
+
+
+def _cis2_client(key: ECKey, port: int, folder: Path) -> dict[str, Any]:
+    """clients.toml for the CIS2-configured RP: private_key_jwt only, as CIS2 demands."""
+    jwks = folder / "cis2-rp-jwks.json"
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}), encoding="utf-8")
+    return {
+        "name": "Clinical system (CIS2-configured test RP)",
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks_uri": str(jwks),
+        "redirect_uris": [f"http://localhost:{port}/callback"],
+        "scopes": [
+            "openid",
+            "profile",
+            "nhsperson",
+            "nationalrbacaccess",
+            "associatedorgs",
+            "selectedrole",
+        ],
+    }
 
 
 @pytest.fixture(scope="package")
@@ -59,6 +94,7 @@ def chain(
     pcscd: Pcscd,
     playwright_api: Any,
     extra_ports: ExtraPorts,
+    cis2_rp_key: ECKey,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DemoChain]:
     """Every part running (session-wide; tests reset what they change)."""
@@ -68,7 +104,11 @@ def chain(
         pytest.skip("needs OpenLDAP slapd (Debian package slapd)")
     # The agent also serves a second broker (CRL revocation mode) and "another site":
     # that is how a token for another origin is obtained for real.
+    rp_folder = tmp_path_factory.mktemp("cis2-rp")
     settings = ChainSettings(
+        extra_clients={
+            CIS2_RP_CLIENT_ID: _cis2_client(cis2_rp_key, extra_ports.cis2_rp, rp_folder)
+        },
         workspace=tmp_path_factory.mktemp("demo"),
         ports=DemoPorts.defaults_or_free(),
         headless=True,

@@ -41,6 +41,13 @@ class ExtraPorts:
     """A second broker on the same store, checking revocation by CRL only."""
     other_site: int
     """A plain page standing for another web site that uses the same agent."""
+    cis2_rp: int
+    """The relying party configured as a CIS2 integration guide says (tests/rp)."""
+
+
+#: The CIS2-configured relying party's client id and its private_key_jwt key (test
+#: material, made afresh for each run).
+CIS2_RP_CLIENT_ID = "cis2-rp"
 
 
 #: Page actions wait this long (ms) at most: a card sign-in takes well under a second.

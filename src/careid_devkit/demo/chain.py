@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from careid_broker.config import load_config
 from careid_broker.store import Repositories, create_store
@@ -75,6 +76,8 @@ class ChainSettings:
     extra_agent_origins: tuple[str, ...] = ()
     card_specs: tuple[CardSpec, ...] | None = None
     start_timeout: float = START_TIMEOUT
+    # More relying parties for clients.toml, by client id (tests add their own RPs).
+    extra_clients: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _python(module: str, *args: str) -> list[str]:
@@ -185,7 +188,10 @@ class DemoChain:
 
     def _write_configs(self) -> None:
         assert self.cards is not None and self.slapd is not None  # noqa: S101 - start order
-        write_toml(self.clients_file, clients_settings(self.urls), header="Demo relying parties.")
+        clients = clients_settings(self.urls)
+        for client_id, client in self.settings.extra_clients.items():
+            clients[f"clients.{client_id}"] = dict(client)
+        write_toml(self.clients_file, clients, header="Demo relying parties.")
         tables = broker_settings(
             urls=self.urls,
             slapd=self.slapd,
