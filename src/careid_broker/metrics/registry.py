@@ -1,4 +1,5 @@
-"""Prometheus metrics through prometheus_client, one scrape covering every worker.
+"""The metric types and their registry, over prometheus_client; one scrape covers every
+worker.
 
 In one process (tests, `flask run`) a `Registry` keeps its values in memory. Under
 `careid-broker serve` the master calls `use_multiprocess_directory()` before it forks:
@@ -12,7 +13,7 @@ Values computed when scraped (`Registry.gauge`: the logout backlog, from the dat
 are custom collectors run by the worker that answers; they must never depend on that
 worker's own state.
 
-This module is the only one that imports prometheus_client.
+This package is the only place that imports prometheus_client.
 """
 
 from __future__ import annotations
@@ -330,109 +331,3 @@ class Registry:
     def render(self) -> str:
         """The exposition text (format 0.0.4) for every metric."""
         return generate_latest(self._exposed).decode()
-
-
-class RevocationMetrics:
-    """OCSP and CRL cache lookups and failed fetches (a `pki` `RevocationObserver`)."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.cache_lookups = registry.counter(
-            "careid_revocation_cache_lookups_total",
-            "Revocation checks by source (ocsp, crl) and whether the cache answered"
-            " (hit) or the responder or distribution point had to be asked (miss).",
-            ("source", "result"),
-        )
-        self.fetch_failures = registry.counter(
-            "careid_revocation_fetch_failures_total",
-            "OCSP requests and CRL fetches by source that gave no usable answer"
-            " (unreachable, timed out, rejected or stale).",
-            ("source",),
-        )
-
-    def cache_lookup(self, source: str, *, hit: bool) -> None:
-        """A check looked in the cache."""
-        self.cache_lookups.inc(source=source, result="hit" if hit else "miss")
-
-    def fetch_failed(self, source: str) -> None:
-        """Asking the responder or fetching the CRL gave nothing usable."""
-        self.fetch_failures.inc(source=source)
-
-
-class DirectoryPoolMetrics:
-    """Directory connections open and which servers answer (a `directory` `PoolObserver`)."""
-
-    def __init__(self, registry: Registry) -> None:
-        # Summed over live workers: a worker that exits closes its connections with it.
-        self.connections_open = registry.process_gauge(
-            "careid_directory_connections_open",
-            "Directory connections open now (each lives for one operation).",
-            mode="livesum",
-        )
-        # The newest word from any worker, even one that has exited since: whether a
-        # server answered is a fact about the server, not about the worker that asked.
-        self.server_up = registry.process_gauge(
-            "careid_directory_server_up",
-            "1 when the last attempt at a directory server answered, 0 when it failed"
-            " (it is tried after the others until it answers again).",
-            ("server",),
-            mode="mostrecent",
-        )
-
-    def connection_opened(self) -> None:
-        """A connection is being opened."""
-        self.connections_open.inc()
-
-    def connection_closed(self) -> None:
-        """A connection was closed (or never opened)."""
-        self.connections_open.dec()
-
-    def server_answered(self, server: str, *, answered: bool) -> None:
-        """An attempt at `server` answered, or failed."""
-        self.server_up.set(1.0 if answered else 0.0, server=server)
-
-
-class BrokerMetrics:
-    """The broker's own metrics; the OP adds its own through `registry` or `tokens`."""
-
-    def __init__(self, registry: Registry | None = None) -> None:
-        self.registry = registry or Registry.from_environment()
-        r = self.registry
-        self.signins = r.counter(
-            "careid_signins_total",
-            "Sign-in attempts by method (password, card) and result (success or error code).",
-            ("method", "result"),
-        )
-        self.requests = r.counter(
-            "careid_http_requests_total",
-            "HTTP requests by endpoint, method and status code.",
-            ("endpoint", "method", "status"),
-        )
-        self.latency = r.histogram(
-            "careid_http_request_duration_seconds",
-            "HTTP request latency in seconds by endpoint and method.",
-            ("endpoint", "method"),
-        )
-        self.directory_errors = r.counter(
-            "careid_directory_errors_total",
-            "Directory operations that failed because the directory did not answer.",
-            ("operation",),
-        )
-        self.csrf_refusals = r.counter(
-            "careid_csrf_refusals_total", "Form posts refused for a missing or wrong CSRF token."
-        )
-        self.tokens = r.counter(
-            "careid_token_requests_total",
-            "Token endpoint requests by grant type and result (success or OAuth error).",
-            ("grant_type", "result"),
-        )
-        # Also counted by the registration view; made here so it reads 0, not absent,
-        # until the first card is registered.
-        self.card_registrations = r.counter(
-            "careid_card_registrations_total", "Smartcards registered (linked to an account)."
-        )
-        self.revocation = RevocationMetrics(r)
-        self.directory_pool = DirectoryPoolMetrics(r)
-
-    def render(self) -> str:
-        """The exposition text."""
-        return self.registry.render()
