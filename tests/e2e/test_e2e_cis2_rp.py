@@ -23,6 +23,7 @@ from .e2e_support import (
     CIS2_RP_CLIENT_ID,
     ExtraPorts,
     insert,
+    open_webmail_sign_in,
     press_card_button,
     register_directly,
 )
@@ -109,3 +110,20 @@ def test_a_cis2_configured_rp_signs_a_locum_in_by_card_with_the_role_they_pick(
     assert entries and entries[0].subject == robin.mail
     assert entries[0].details["person_roleid"] == claims["selected_roleid"]
     assert entries[0].relying_party == CIS2_RP_CLIENT_ID
+
+
+def test_in_the_demo_a_gp_with_two_practices_picks_one_and_the_webmail_shows_it(
+    page: Any, chain: DemoChain, repos: Repositories
+) -> None:
+    casey = account_by_uid("casey.doyle")
+    register_directly(repos, chain, casey.uid, casey.uuid)
+    insert(chain, casey.uuid)
+    open_webmail_sign_in(page, chain)
+    press_card_button(page)
+    page.wait_for_url(f"{chain.urls.broker}/authorize/role?**")
+    page.get_by_role("radio").nth(1).check()
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{chain.urls.webmail}/")
+    page.get_by_role("heading", name=f"Signed in as {casey.name}").wait_for()
+    chosen = page.locator("tr[data-selected-role]")
+    assert chosen.count() == 1 and "Y00002" in chosen.inner_text()

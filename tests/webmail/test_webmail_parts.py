@@ -126,9 +126,12 @@ def test_claims_become_a_user() -> None:
             {"role_code": "R1", "role_name": "Nurse", "org_code": "RX1", "person_roleid": "9"},
             "not a role",
         ],
+        "selected_roleid": "9",
     }
     user = user_from_claims(claims, id_token="secret-token", now=T0)
     assert user.name == "Sam Patel"
+    assert user.selected_roleid == "9"
+    assert user_from_claims({"sub": "s"}, id_token="t", now=T0).selected_roleid is None
     assert user.amr == ("pwd",)
     assert [r.role_name for r in user.roles] == ["Nurse"]
     assert "secret-token" not in repr(user)

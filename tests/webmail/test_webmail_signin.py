@@ -40,6 +40,7 @@ def test_sign_in_round_trip_uses_pkce_and_nonce_and_shows_who(
         "email",
         "nationalrbacaccess",
         "associatedorgs",
+        "selectedrole",
     }
     assert "acr_values" not in authorize
     # The verifier sent to the token endpoint is the one behind the challenge (the OP

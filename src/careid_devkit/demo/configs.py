@@ -160,7 +160,14 @@ def clients_settings(urls: DemoUrls, *, secret: str = DEMO_CLIENT_SECRET) -> dic
             "redirect_uris": [f"{urls.webmail}/callback"],
             "post_logout_redirect_uris": [f"{urls.webmail}/"],
             "backchannel_logout_uri": f"{urls.webmail}/backchannel-logout",
-            "scopes": ["openid", "profile", "email", "nationalrbacaccess", "associatedorgs"],
+            "scopes": [
+                "openid",
+                "profile",
+                "email",
+                "nationalrbacaccess",
+                "associatedorgs",
+                "selectedrole",
+            ],
         }
     }
 

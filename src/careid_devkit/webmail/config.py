@@ -19,7 +19,15 @@ ISSUER_ENV = "CAREID_WEBMAIL_ISSUER"
 
 DEFAULT_ISSUER = "http://localhost:5000"
 DEFAULT_PORT = 5001
-DEFAULT_SCOPES = ("openid", "profile", "email", "nationalrbacaccess", "associatedorgs")
+# `selectedrole`: a person with several roles chooses the one they work in at sign-in.
+DEFAULT_SCOPES = (
+    "openid",
+    "profile",
+    "email",
+    "nationalrbacaccess",
+    "associatedorgs",
+    "selectedrole",
+)
 
 # The acr_values the "Sign in with smartcard" link asks for, and the acr it must get back.
 ACR_ANY_CARD = "AAL3_ANY"

@@ -40,6 +40,7 @@ def user_from_claims(claims: Mapping[str, Any], *, id_token: str, now: datetime)
         roles=_roles(claims.get("nhsid_nrbac_roles")),
         signed_in_at=now,
         id_token=id_token,
+        selected_roleid=_text(claims.get("selected_roleid")),
     )
 
 

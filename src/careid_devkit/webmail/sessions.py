@@ -41,6 +41,8 @@ class SignedInUser:
     signed_in_at: datetime
     # Needed as the id_token_hint at sign-out; never logged or shown.
     id_token: str = field(repr=False)
+    # The role the person chose at sign-in (the `selectedrole` scope), if any.
+    selected_roleid: str | None = None
 
 
 @unique
