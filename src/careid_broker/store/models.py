@@ -123,7 +123,8 @@ class SigninSession(Base):
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Indexed for retention: ended sessions are found by when they ended.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     end_reason: Mapped[str | None] = mapped_column(String(64))
     # The agent reports card removal with this id and no cookie: it is a bearer
     # capability to end the session, so only its hash is kept.
@@ -203,8 +204,10 @@ class OAuthToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Indexed so that deleting a token (retention) finds the row pointing at it at once
+    # rather than scanning the table for every row deleted.
     rotated_to: Mapped[int | None] = mapped_column(
-        ForeignKey("oauth_tokens.id", ondelete="SET NULL")
+        ForeignKey("oauth_tokens.id", ondelete="SET NULL"), index=True
     )
 
 
@@ -216,7 +219,8 @@ class LogoutDelivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_id: Mapped[str] = mapped_column(String(CLIENT_ID_LEN))
     jti: Mapped[str] = mapped_column(String(64), unique=True)
-    sid: Mapped[str] = mapped_column(String(64))
+    # Indexed for retention: a session is kept while a delivery still names it.
+    sid: Mapped[str] = mapped_column(String(64), index=True)
     sub: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer)
@@ -236,7 +240,8 @@ class ThrottleCounter(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     window_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Indexed for retention: counters are forgotten a while after their last failure.
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
