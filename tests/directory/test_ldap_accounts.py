@@ -26,6 +26,8 @@ SEED = {
     "kim.taylor@nhs.net": ("Y00001", "555000000005", "Kim Taylor", True, "2024-1"),
     "pat.jones@nhs.net": ("RX1", "555000000006", "Pat Jones", True, "2024-1"),
     "chris.old@nhs.net": ("RX1", "555000000007", "Chris Old", True, "2022-1"),
+    "robin.hale@nhs.net": ("RX1", "555000000008", "Robin Hale", True, "2024-1"),
+    "casey.doyle@nhs.net": ("Y00001", "555000000009", "Casey Doyle", True, "2024-1"),
 }
 
 
