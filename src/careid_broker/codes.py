@@ -249,8 +249,9 @@ _MESSAGES: dict[BrokerCode, str] = {
         " were using and sign in again."
     ),
     BrokerCode.OIDC_LOGOUT_INVALID: (
-        "The sign-out request could not be checked, so you have not been sent back to"
-        " the service. Close the browser window to be sure you are signed out."
+        "The service's sign-out request could not be checked, so nothing was signed out"
+        " by it. To sign out now, select “Sign out of every service”: it signs"
+        " you out here and tells every service you used with this sign-in."
     ),
     BrokerCode.OIDC_TOKEN_REFUSED: (
         "A web application's token request was refused. Its IT support team should"

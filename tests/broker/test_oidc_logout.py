@@ -133,6 +133,52 @@ def test_an_invalid_id_token_hint_gets_an_error_page_and_ends_nothing(
     assert _signed_in(oidc_browser)
 
 
+def _refused_logout(oidc_browser: Browser, **query: str) -> str:
+    response = oidc_browser.client.get("/logout", query_string=query)
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert error_code_of(response) == "oidc_logout_invalid"
+    return response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "case", ["tampered_hint", "foreign_issuer_hint", "hint_for_another_client"]
+)
+def test_a_refused_logout_still_offers_sign_out_of_every_service(
+    oidc_app: Flask, oidc_browser: Browser, test_rp: TestRelyingParty, case: str
+) -> None:
+    """A bad hint or redirect never leaves fewer ways out than a good request."""
+    tokens = _sign_in(oidc_browser)
+    header, payload, _signature = tokens["id_token"].split(".")
+    query = {
+        "tampered_hint": {"id_token_hint": f"{header}.{payload}.{'A' * 40}"},
+        "foreign_issuer_hint": {"id_token_hint": "not.a.token"},
+        "hint_for_another_client": {
+            "id_token_hint": tokens["id_token"],
+            "client_id": "other",
+            "post_logout_redirect_uri": POST_LOGOUT,
+        },
+    }[case]
+    page = _refused_logout(oidc_browser, **query)
+    assert "You are still signed in" in page
+    assert "alex.morgan@nhs.net" in page
+    assert "Sign out of every service" in page
+    assert "close the browser window" not in page.lower()
+    entry = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.logout", limit=1)[0]
+    assert entry.error_code == "oidc_logout_invalid" and entry.subject == "alex.morgan@nhs.net"
+
+    done = oidc_browser.client.post("/signout", data={"csrf_token": csrf_token_from(page)})
+    assert done.status_code == 200 and "You have signed out" in done.get_data(as_text=True)
+    assert not _signed_in(oidc_browser)
+    # The relying party's session ends too: it is told by back-channel logout.
+    assert broker_of(oidc_app).oidc.backchannel.deliver_due().delivered == 1
+    assert test_rp.wait_for(1)[0].path == "/backchannel-logout"
+
+
+def test_a_refused_logout_when_not_signed_in_says_so(oidc_browser: Browser) -> None:
+    page = _refused_logout(oidc_browser, id_token_hint="not.a.token")
+    assert "You are not signed in" in page and "Sign out of every service" not in page
+
+
 def test_a_hint_for_someone_else_does_not_sign_this_person_out(oidc_app: Flask) -> None:
     alex = Browser(oidc_app.test_client())
     kim = Browser(oidc_app.test_client())

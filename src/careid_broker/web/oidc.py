@@ -195,15 +195,7 @@ def logout() -> Response:
     try:
         validated = server.validate_endpoint_request("end_session")
     except OAuth2Error as error:
-        log.info("logout request refused: %s", error.get_error_description())
-        return _logout_page(
-            "oidc_error.html",
-            status=400,
-            code=BrokerCode.OIDC_LOGOUT_INVALID.value,
-            message=message_for(BrokerCode.OIDC_LOGOUT_INVALID),
-            oauth_error=error.error,
-            oauth_description=error.get_error_description(),
-        )
+        return _logout_refused(error)
     if validated.needs_confirmation:
         signin = current_signin()
         if signin is None:
@@ -215,6 +207,31 @@ def logout() -> Response:
         response.headers.update(_NO_STORE)
         return response
     return _logout_page("oidc_logout_done.html", client=validated.client)
+
+
+def _logout_refused(error: OAuth2Error) -> Response:
+    """A logout request that does not check out: nothing ends by itself, but the page
+    offers the same way out as a valid request does (a bad hint must never trap anyone
+    in a session on a shared computer)."""
+    log.info("logout request refused: %s", error.get_error_description())
+    signin = current_signin()
+    current_broker().audit(
+        "oidc.logout",
+        outcome=Outcome.FAILURE,
+        code=BrokerCode.OIDC_LOGOUT_INVALID,
+        actor=signin.account_mail if signin else None,
+        subject=signin.account_mail if signin else None,
+        details={"oauth_error": error.error, "signed_in": signin is not None},
+    )
+    return _logout_page(
+        "oidc_logout_refused.html",
+        status=400,
+        signin=signin,
+        code=BrokerCode.OIDC_LOGOUT_INVALID.value,
+        message=message_for(BrokerCode.OIDC_LOGOUT_INVALID),
+        oauth_error=error.error,
+        oauth_description=error.get_error_description(),
+    )
 
 
 def _end_browser_session(hinted: str | None) -> None:
