@@ -88,3 +88,15 @@ def test_a_session_ends_at_its_lifetime_however_busy(
     clock.advance(timedelta(minutes=4))
     assert not _signed_in(client)
     assert [e.reason for e in session_ended] == ["expired"]
+
+
+def test_every_page_offers_sign_out_while_signed_in(client: FlaskClient) -> None:
+    def header(path: str) -> str:
+        page = client.get(path).get_data(as_text=True)
+        return page.split('<header class="header">', 1)[1].split("</header>", 1)[0]
+
+    assert 'id="header-signout"' not in header("/login")
+    password_login(client, "alex.morgan@nhs.net")
+    for path in ("/login", "/signout", "/register", "/no-such-page", "/card/agent-help"):
+        assert 'id="header-signout"' in header(path), path
+        assert "alex.morgan@nhs.net" in header(path), path

@@ -43,6 +43,16 @@ MAX_MAIL_LENGTH = 320
 MAX_TX_LENGTH = 128
 
 
+@blueprint.app_context_processor
+def _header_signin() -> dict[str, object]:
+    """Every broker page offers "Sign out" in its header while someone is signed in."""
+    try:
+        return {"header_signin": current_signin()}
+    except BrokerError:
+        # The store is down: the page saying so must still render, without the button.
+        return {"header_signin": None}
+
+
 def _transaction(tx_id: str | None) -> LoginTransactionRecord | None:
     """The pending login transaction named by `tx`; a page for an unusable one."""
     if tx_id is None:
