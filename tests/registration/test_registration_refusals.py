@@ -52,6 +52,8 @@ def test_a_wrong_password_is_said_plainly_and_nothing_starts(
         (SAM, ["aup_not_accepted"]),
         (CHRIS, ["aup_not_accepted"]),
         (JO, ["account_disabled"]),
+        # The Care Identity is looked up at step 1: no card and PIN before saying so.
+        (PAT, ["care_identity_inactive"]),
     ],
 )
 def test_each_missing_prerequisite_is_named(
@@ -102,7 +104,6 @@ def test_the_aup_can_be_accepted_when_the_directory_is_writable(
 @pytest.mark.parametrize(
     ("card", "code"),
     [
-        ("pat", "care_identity_inactive"),
         ("unknown", "care_identity_not_found"),
         ("alex_revoked", "certificate_revoked"),
         ("alex_expired", "certificate_expired"),
@@ -112,7 +113,7 @@ def test_the_aup_can_be_accepted_when_the_directory_is_writable(
 def test_step_two_refuses_cards_that_cannot_be_registered(
     card_app: Flask, card_pki: CardPki, card_browser: CardBrowser, card: str, code: str
 ) -> None:
-    card_browser.register_password(PAT[0] if card == "pat" else ALEX[0])
+    card_browser.register_password(ALEX[0])
     response = card_browser.register_card(card_pki.agent(card))
     assert response.status_code in (403, 503), response.get_data(as_text=True)
     assert response.get_json()["error"] == code

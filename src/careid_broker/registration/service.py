@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSignin
 from careid_broker.codes import BrokerCode
 from careid_broker.directory import CareIdentity, Directory, MailAccount, account_refusals
-from careid_broker.errors import BrokerError
+from careid_broker.errors import BrokerError, CareIdentityInactiveError, CareIdentityNotFoundError
 from careid_broker.registration.state import (
     CardDetails,
     PendingRegistration,
@@ -162,11 +162,22 @@ class RegistrationService:
         return account, self._problems(account)
 
     def _problems(self, account: MailAccount) -> tuple[BrokerError, ...]:
-        return tuple(
+        problems: list[BrokerError] = list(
             account_refusals(
                 account, now=self._clock(), current_aup_version=self._directory.current_aup_version
             )
         )
+        # The active Care Identity is a prerequisite too (DESIGN.md): named at step 1,
+        # not learnt after the card and PIN. A directory that names no UUID for the
+        # account leaves it to step 2, which checks the card's own.
+        if account.care_identity_uuid:
+            try:
+                self._directory.check_care_identity(
+                    self._directory.find_care_identity(account.care_identity_uuid)
+                )
+            except (CareIdentityInactiveError, CareIdentityNotFoundError) as exc:
+                problems.append(exc)
+        return tuple(problems)
 
     def accept_aup(self, pending: PendingRegistration) -> MailAccount:
         """Record acceptance of the current AUP (`DirectoryReadOnlyError` when it cannot)."""
