@@ -49,6 +49,14 @@ from careid_broker.store.registrations import (
 )
 from careid_broker.store.repositories import Repositories
 from careid_broker.store.responders import OcspAnswerTable, ResponderStateTable
+from careid_broker.store.retention import (
+    PurgeKind,
+    PurgeReport,
+    Retention,
+    RetentionObserver,
+    RetentionPolicy,
+    RetentionWorker,
+)
 from careid_broker.store.sessions import (
     EndedSession,
     EndReason,
@@ -122,6 +130,12 @@ __all__ = [
     "Registrations",
     "Repositories",
     "ResponderStateTable",
+    "PurgeKind",
+    "PurgeReport",
+    "Retention",
+    "RetentionObserver",
+    "RetentionPolicy",
+    "RetentionWorker",
     "OcspAnswerTable",
     "RetryPolicy",
     "RevokeOutcome",

@@ -15,6 +15,7 @@ from careid_broker.store.base import Base
 # keys in the same database.
 AUDIT_CHAIN_LOCK = 0x63617265_69640001  # "careid" + 1
 SIGNING_KEYS_LOCK = 0x63617265_69640002
+RETENTION_LOCK = 0x63617265_69640003
 
 
 def dialect_name(session: Session) -> str:
@@ -52,6 +53,18 @@ def serialize_on(session: Session, lock_key: int) -> None:
     """
     if dialect_name(session) == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+
+
+def try_serialize_on(session: Session, lock_key: int) -> bool:
+    """Like `serialize_on`, but never waits: False when another transaction holds it.
+
+    SQLite: always True, for the write lock BEGIN IMMEDIATE took is already exclusive.
+    """
+    if dialect_name(session) == "postgresql":
+        return bool(
+            session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": lock_key})
+        )
+    return True
 
 
 def serialize_on_name(session: Session, name: str) -> None:
