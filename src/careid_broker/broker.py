@@ -38,6 +38,8 @@ from careid_broker.store import (
     OcspAnswerTable,
     Repositories,
     ResponderStateTable,
+    Retention,
+    RetentionWorker,
     Store,
     Tokens,
     create_store,
@@ -69,6 +71,7 @@ class Broker:
     admin: AdminService
     api: ApiAuth
     oidc: OidcProvider
+    retention: RetentionWorker | None = None
 
     @property
     def runs_workers(self) -> bool:
@@ -76,19 +79,24 @@ class Broker:
         return not self.config.broker.dev_disable_workers
 
     def start(self) -> None:
-        """Start this process's background work: the CRL refresher and the back-channel
-        logout deliverer. Call after a fork (each gunicorn worker builds its own)."""
+        """Start this process's background work: the CRL refresher, the back-channel
+        logout deliverer and the retention purge. Call after a fork (each gunicorn worker
+        builds its own)."""
         if not self.runs_workers:
             return
         if self.card.validator is not None:
             self.card.validator.start()
         self.oidc.ensure_worker()
+        if self.retention is not None:
+            self.retention.ensure_running()
 
     def stop(self) -> None:
         """Stop the background work and close the store's connections."""
         if self.card.validator is not None:
             self.card.validator.stop()
         self.oidc.stop_worker()
+        if self.retention is not None:
+            self.retention.stop()
         self.store.dispose()
 
 
@@ -200,6 +208,21 @@ def build_broker(
         with_worker=oidc.backchannel_worker and not config.broker.dev_disable_workers,
     )
     events.on_ended(provider.session_ended)
+    # Every worker of every instance runs it: the store makes sure no two purge at once.
+    retention = (
+        RetentionWorker(
+            Retention(
+                store,
+                audit=repos.audit,
+                policy=config.retention.policy,
+                session_lifetime=config.broker.session_lifetime,
+                observer=metrics.retention,
+            ),
+            interval=config.retention.interval,
+        )
+        if config.retention.enabled and not config.broker.dev_disable_workers
+        else None
+    )
     return Broker(
         config=config,
         clock=clock,
@@ -237,6 +260,7 @@ def build_broker(
         # API tokens live in the shared token table, with the [api] lifetime.
         api=ApiAuth(config.api, Tokens(store, access_ttl=config.api.token_lifetime)),
         oidc=provider,
+        retention=retention,
     )
 
 

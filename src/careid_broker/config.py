@@ -6,7 +6,8 @@ checks every section, raising one `BrokerConfigError` that names every problem â
 `[ops]`, `[database]`, `[directory]` (`DirectoryConfig`), `[signin]`, `[oidc]`
 (`OidcConfig`: lifetimes, signing key passphrase, clients), `[card]` (`CardSettings`)
 and `[pki]` (`PkiConfig`: card sign-in is available only when it is given), `[admin]` and `[api]`
-(local administrators' console and API: `careid_broker.admin.config`).
+(local administrators' console and API: `careid_broker.admin.config`), and `[retention]`
+(`RetentionSettings`: how long old working state is kept before it is purged).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from careid_broker.errors import BrokerError
 from careid_broker.oidc.config import OidcConfig, read_oidc_config
 from careid_broker.pki.config import PkiConfig, read_pki_config
 from careid_broker.settings import SettingsReader
-from careid_broker.store import ThrottlePolicy
+from careid_broker.store import RetentionPolicy, ThrottlePolicy
 
 DEFAULT_CONFIG_PATH = Path("config") / "broker.toml"
 # The key in the shipped demo configuration: public, so refused outside development.
@@ -139,6 +140,15 @@ class SigninSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetentionSettings:
+    """`[retention]`: the background purge of old working state (never the audit log)."""
+
+    enabled: bool = True
+    interval: timedelta = timedelta(minutes=10)
+    policy: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+
+@dataclass(frozen=True, kw_only=True)
 class BrokerConfig:
     """Every section, checked."""
 
@@ -154,6 +164,7 @@ class BrokerConfig:
     pki: PkiConfig | None = None
     admin: AdminSettings = field(default_factory=AdminSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     source: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
     env_overrides: tuple[str, ...] = ()
@@ -193,6 +204,7 @@ class BrokerConfig:
             top.table("api"),
             reserved_client_ids=[c.client_id for c in oidc.clients] if oidc else (),
         )
+        retention = read_retention_settings(top.table("retention"))
         if problems:
             raise BrokerConfigError(problems)
         # None only alongside a problem:
@@ -210,6 +222,7 @@ class BrokerConfig:
             pki=pki,
             admin=admin,
             api=api,
+            retention=retention,
             source=source,
             base_dir=root,
             env_overrides=tuple(applied),
@@ -400,6 +413,36 @@ def read_signin_settings(reader: SettingsReader) -> SigninSettings:
         # addresses are real. Every refusal waits out the same floor instead.
         failure_answer_floor=timedelta(
             milliseconds=reader.integer("failure_answer_ms", 50, minimum=0, maximum=2000)
+        ),
+    )
+    reader.finish()
+    return settings
+
+
+def read_retention_settings(reader: SettingsReader) -> RetentionSettings:
+    def days(key: str, default: timedelta, minimum: int = 0) -> timedelta:
+        value = reader.integer(key, default.days, minimum=minimum, maximum=3650)
+        return timedelta(days=value)
+
+    defaults = RetentionPolicy()
+    settings = RetentionSettings(
+        enabled=reader.boolean("enabled", True),
+        interval=timedelta(
+            seconds=reader.integer("interval_seconds", 600, minimum=60, maximum=86400)
+        ),
+        policy=RetentionPolicy(
+            ended_sessions=days("ended_sessions_days", defaults.ended_sessions),
+            expired_tokens=days("expired_tokens_days", defaults.expired_tokens),
+            expired_codes=days("expired_codes_days", defaults.expired_codes),
+            expired_challenges=days("expired_challenges_days", defaults.expired_challenges),
+            login_transactions=days("login_transactions_days", defaults.login_transactions),
+            used_jtis=days("used_jtis_days", defaults.used_jtis),
+            # Never less than a day: the longest throttle window ([signin] window_seconds).
+            throttle_counters=days("throttle_counters_days", defaults.throttle_counters, 1),
+            logout_deliveries=days("logout_deliveries_days", defaults.logout_deliveries),
+            heartbeats=days("heartbeats_days", defaults.heartbeats),
+            ocsp_state=days("ocsp_state_days", defaults.ocsp_state),
+            batch_size=reader.integer("batch_size", defaults.batch_size, minimum=10, maximum=10000),
         ),
     )
     reader.finish()

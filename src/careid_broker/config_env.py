@@ -35,6 +35,7 @@ SECTIONS = (
     "pki",
     "admin",
     "api",
+    "retention",
 )
 
 ALIASES: Mapping[str, tuple[str, str]] = {
@@ -95,6 +96,19 @@ KNOWN_TYPES: Mapping[tuple[str, str], str] = {
     ("admin", "recent_signins"): _INT,
     ("admin", "audit_entries"): _INT,
     ("api", "token_lifetime_seconds"): _INT,
+    ("retention", "enabled"): _BOOL,
+    ("retention", "interval_seconds"): _INT,
+    ("retention", "batch_size"): _INT,
+    ("retention", "ended_sessions_days"): _INT,
+    ("retention", "expired_tokens_days"): _INT,
+    ("retention", "expired_codes_days"): _INT,
+    ("retention", "expired_challenges_days"): _INT,
+    ("retention", "login_transactions_days"): _INT,
+    ("retention", "used_jtis_days"): _INT,
+    ("retention", "throttle_counters_days"): _INT,
+    ("retention", "logout_deliveries_days"): _INT,
+    ("retention", "heartbeats_days"): _INT,
+    ("retention", "ocsp_state_days"): _INT,
 }
 
 _TRUE = {"true", "1", "yes", "on"}

@@ -34,6 +34,7 @@ __all__ = [
     "Histogram",
     "ProcessGauge",
     "Registry",
+    "RetentionMetrics",
     "RevocationMetrics",
     "use_multiprocess_directory",
     "worker_exited",
@@ -99,6 +100,21 @@ class DirectoryPoolMetrics:
         self.server_up.set(1.0 if answered else 0.0, server=server)
 
 
+class RetentionMetrics:
+    """Rows the retention purge deleted (a `store` `RetentionObserver`)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.rows = registry.counter(
+            "careid_retention_purged_total",
+            "Rows the retention purge deleted, by kind (the table they were in).",
+            ("kind",),
+        )
+
+    def purged(self, kind: str, count: int) -> None:
+        """A batch of `count` rows of `kind` was deleted."""
+        self.rows.inc(count, kind=kind)
+
+
 class BrokerMetrics:
     """The broker's own metrics; the OP adds its own through `registry` or `tokens`."""
 
@@ -140,6 +156,7 @@ class BrokerMetrics:
         )
         self.revocation = RevocationMetrics(r)
         self.directory_pool = DirectoryPoolMetrics(r)
+        self.retention = RetentionMetrics(r)
 
     def render(self) -> str:
         """The exposition text."""

@@ -384,6 +384,11 @@ class RetentionWorker:
         self._pid = os.getpid()
 
     @property
+    def retention(self) -> Retention:
+        """What each pass runs."""
+        return self._retention
+
+    @property
     def running(self) -> bool:
         """Whether the thread is alive in this process."""
         return self._pid == os.getpid() and self._thread is not None and self._thread.is_alive()
