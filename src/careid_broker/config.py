@@ -40,7 +40,7 @@ from careid_broker.directory.config import read_directory_config
 from careid_broker.errors import BrokerError
 from careid_broker.oidc.config import OidcConfig, read_oidc_config
 from careid_broker.pki.config import PkiConfig, read_pki_config
-from careid_broker.settings import SettingsReader
+from careid_broker.settings import SettingsReader, did_you_mean
 from careid_broker.store import RetentionPolicy, ThrottlePolicy
 
 DEFAULT_CONFIG_PATH = Path("config") / "broker.toml"
@@ -182,7 +182,7 @@ class BrokerConfig:
         root = (base_dir or Path.cwd()).resolve()
         merged, applied, problems = apply_env_overrides(data, env or {})
         for name in sorted(set(merged) - set(SECTIONS)):
-            problems.append(f"[{name}]: is not a known section")
+            problems.append(f"[{name}]: is not a known section{did_you_mean(name, SECTIONS)}")
         top = SettingsReader(merged, "", problems)
 
         broker = read_broker_settings(top.table("broker"))

@@ -7,6 +7,7 @@ caller raises once, with all of them, when it has read everything.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -22,6 +23,15 @@ _ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-2](?:\.(?:0|[1-9][0-9]*)
 def is_attribute_name(text: str) -> bool:
     """Whether text is a plain LDAP attribute name or numeric OID."""
     return _ATTRIBUTE_NAME.fullmatch(text) is not None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """The closest known name as "; did you mean 'x'?", or "" when none is close."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    if not close:
+        # difflib compares characters exactly: a short name in capitals ("DEV") is not close.
+        close = [k for k in sorted(set(known)) if k.casefold() == name.casefold()][:1]
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class SettingsReader:
@@ -181,5 +191,7 @@ class SettingsReader:
 
     def finish(self) -> None:
         """Name keys nobody read: usually a typing mistake that would silently not apply."""
+        # Every setting a reader knows is asked for (present or not), so what it asked
+        # for is the list a misspelt name is compared with.
         for key in sorted(set(self._data) - self._seen):
-            self.problem(key, "is not a known setting")
+            self.problem(key, f"is not a known setting{did_you_mean(key, self._seen)}")
