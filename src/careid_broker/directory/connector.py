@@ -44,6 +44,16 @@ class ServerFault(Exception):
     """This server answered, but not usefully: try the next one, then deny."""
 
 
+class BindRefused(ServerFault):
+    """The server refused the broker's own account: `result` is the RFC 4511 code."""
+
+    def __init__(self, role: BindRole, result: int | None, description: str | None) -> None:
+        super().__init__(f"{role.value} account bind refused: {description}")
+        self.role = role
+        self.result = result
+        self.description = description
+
+
 class BindRole(Enum):
     """Whose credentials a connection binds with."""
 
@@ -180,6 +190,22 @@ class Connector:
         log.warning("directory unavailable (%s bind): %s", account.role.value, detail)
         raise DirectoryUnavailableError(detail=detail)
 
+    def attempt(
+        self, address: ServerAddress, account: BindAccount, operation: Callable[[Connection], T]
+    ) -> T:
+        """Bind on this one server and run `operation`, raising whatever went wrong.
+
+        For diagnostics (`check-config --connect`), which want each server's own answer:
+        no failover, and the pool's view of the servers is left as it was.
+        """
+        connection = self._connection(address, account)
+        try:
+            self._open(connection, address)
+            self._bind(connection, account)
+            return operation(connection)
+        finally:
+            _close(connection)
+
     def _answered(self, index: int, address: ServerAddress) -> None:
         self._pool.mark_ok(index)
         self._observer.server_answered(address.url, answered=True)
@@ -232,7 +258,7 @@ class Connector:
             raise refusal_for(result)
         # The broker's own account was refused: a configuration fault (or a directory in
         # trouble), never the user's — the same on every server, but try them all.
-        raise ServerFault(f"{account.role.value} account bind refused: {result.get('description')}")
+        raise BindRefused(account.role, result.get("result"), result.get("description"))
 
     def search(
         self,
