@@ -11,9 +11,10 @@ from sqlalchemy.engine import make_url
 
 from careid_broker.codes import message_for
 from careid_broker.commands import admin as admin_commands
+from careid_broker.commands import check_config as check_config_command
 from careid_broker.commands import oidc as oidc_commands
+from careid_broker.commands.parsing import CONFIG_HELP, CommandParser, documented, resolve_config
 from careid_broker.config import BrokerConfig, BrokerConfigError, default_config_path, load_config
-from careid_broker.directory import LdapDirectory
 from careid_broker.logging_setup import configure_logging
 from careid_broker.server import serve
 from careid_broker.store import (
@@ -23,9 +24,10 @@ from careid_broker.store import (
     create_store,
     current_revision,
     head_revision,
-    schema_is_current,
     upgrade,
 )
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 def load_cli_config(args: argparse.Namespace) -> BrokerConfig:
@@ -43,40 +45,6 @@ def _report_config_error(exc: BrokerConfigError) -> int:
     for problem in exc.problems:
         print(f"  problem: {problem}", file=sys.stderr)
     return 2
-
-
-def _check_config(args: argparse.Namespace) -> int:
-    path = _config_path(args)
-    try:
-        config = load_config(path)
-    except BrokerConfigError as exc:
-        return _report_config_error(exc)
-    for name in config.env_overrides:
-        print(f"note: {name} overrides the file")
-    problems: list[str] = []
-    if args.connect:
-        problems.extend(_connection_problems(config))
-    for problem in problems:
-        print(f"  problem: {problem}", file=sys.stderr)
-    if problems:
-        return 1
-    print(f"configuration OK: {path.resolve()}")
-    return 0
-
-
-def _connection_problems(config: BrokerConfig) -> list[str]:
-    problems: list[str] = []
-    store = create_store(config.database.url)
-    try:
-        if not store.ping():
-            problems.append("database: does not answer (see the log line above)")
-        elif not schema_is_current(store):
-            problems.append("database: schema is not current; run `careid-broker db upgrade`")
-    finally:
-        store.dispose()
-    if not LdapDirectory(config.directory).ping():
-        problems.append("directory: does not answer the service account's search")
-    return problems
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -178,43 +146,108 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser: the broker's own commands, the OpenID Provider's and the
     local administrators'."""
     parser = argparse.ArgumentParser(
-        prog="careid-broker", description="The Care Identity federation broker."
+        prog="careid-broker",
+        description="The Care Identity federation broker.",
+        epilog="Every COMMAND has its own --help, with what it does and its exit statuses.",
     )
     parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="configuration file (default: $CAREID_CONFIG or config/broker.toml)",
+        "--config", action="append", type=Path, default=None, metavar="FILE", help=CONFIG_HELP
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=CommandParser
+    )
 
-    serve = sub.add_parser("serve", help="run the broker under gunicorn")
+    serve = sub.add_parser(
+        "serve",
+        help="run the broker under gunicorn",
+        **documented(
+            "Run the broker under gunicorn on [server] bind, with its workers and threads,"
+            " until stopped (SIGTERM or Ctrl+C). Put TLS in front at a reverse proxy.",
+            {
+                EXIT_OK: "stopped cleanly",
+                EXIT_FAILED: "gunicorn stopped with an error (e.g. the address is in use)",
+                EXIT_CONFIG: "the configuration is not valid (check-config names each problem)",
+                3: "a worker could not boot (gunicorn's own status)",
+                4: "the application could not be loaded (gunicorn's own status)",
+            },
+        ),
+    )
     serve.add_argument("--bind", help="HOST:PORT (default: [server] bind)")
     serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
     serve.add_argument("--threads", type=int, help="threads per worker (default: [server] threads)")
     serve.set_defaults(func=_serve)
 
-    check = sub.add_parser("check-config", help="check the configuration and name every problem")
-    check.add_argument(
-        "--connect", action="store_true", help="also check that the database and directory answer"
+    check_config_command.register(sub)
+
+    db = sub.add_parser(
+        "db",
+        help="the database schema",
+        **documented(
+            "Create, upgrade or show the database schema ([database] url).",
+            {EXIT_CONFIG: "no ACTION given; otherwise as the ACTION's --help says"},
+        ),
     )
-    check.set_defaults(func=_check_config)
-
-    db = sub.add_parser("db", help="the database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_sub.add_parser("upgrade", help="apply the schema migrations").set_defaults(func=_db_upgrade)
-    db_sub.add_parser("current", help="show the schema revision").set_defaults(func=_db_current)
+    db_sub.add_parser(
+        "upgrade",
+        help="apply the schema migrations",
+        **documented(
+            "Create the schema, or bring it up to this broker's revision. Safe to run"
+            " again: a current schema is left as it is.",
+            {
+                EXIT_OK: "the schema is at this broker's revision",
+                EXIT_CONFIG: "the configuration is not valid",
+            },
+        ),
+    ).set_defaults(func=_db_upgrade)
+    db_sub.add_parser(
+        "current",
+        help="show the schema revision",
+        **documented(
+            "Show the database's schema revision beside the one this broker ships.",
+            {
+                EXIT_OK: "the schema is current",
+                EXIT_FAILED: "the schema is older (or newer): run db upgrade",
+                EXIT_CONFIG: "the configuration is not valid",
+            },
+        ),
+    ).set_defaults(func=_db_current)
 
-    keys = sub.add_parser("keys", help="the OpenID Provider's signing keys")
+    keys = sub.add_parser(
+        "keys",
+        help="the OpenID Provider's signing keys",
+        **documented(
+            "Rotate or list the OpenID Provider's signing keys.",
+            {EXIT_CONFIG: "no ACTION given; otherwise as the ACTION's --help says"},
+        ),
+    )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     rotate = keys_sub.add_parser(
-        "rotate", help="next key becomes current, a new next key is published, oldest retired"
+        "rotate",
+        help="next key becomes current, a new next key is published, oldest retired",
+        **documented(
+            "The published next key becomes current, a new next key is published before"
+            " it signs anything, and the oldest key is retired; every algorithm in use"
+            " rotates together.",
+            {
+                EXIT_OK: "rotated",
+                EXIT_FAILED: "not rotated: --if-current named a key that is no longer current",
+                EXIT_CONFIG: "the configuration is not valid",
+            },
+        ),
     )
     rotate.add_argument(
         "--if-current", metavar="KID", help="rotate only if KID is still current (run once of many)"
     )
     rotate.set_defaults(func=_keys_rotate)
-    keys_sub.add_parser("list", help="the published keys").set_defaults(func=_keys_list)
+    keys_sub.add_parser(
+        "list",
+        help="the published keys",
+        **documented(
+            "List the published signing keys: state, algorithm, key id, creation time.",
+            {EXIT_OK: "listed", EXIT_CONFIG: "the configuration is not valid"},
+        ),
+    ).set_defaults(func=_keys_list)
 
     oidc_commands.register(sub)
     admin_commands.register(sub)
@@ -223,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run one subcommand and return its exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    resolve_config(parser, args)
     status: int = args.func(args)
     return status
 

@@ -77,6 +77,7 @@ class BrokerCode(StrEnum):
     # Local administrators: the console, the registrations API and the CLI (broker side).
     ADMIN_NOT_AUTHORISED = "admin_not_authorised"
     ADMIN_REASON_REQUIRED = "admin_reason_required"
+    ADMIN_CONFIRMATION_REQUIRED = "admin_confirmation_required"
     ADMIN_REGISTRATION_CHANGED = "admin_registration_changed"
     REGISTRATION_NOT_FOUND = "registration_not_found"
     API_TOKEN_MISSING = "api_token_missing"
@@ -269,6 +270,11 @@ _MESSAGES: dict[BrokerCode, str] = {
     BrokerCode.ADMIN_REASON_REQUIRED: (
         "Choose why you are removing this registration. If you choose another reason,"
         " describe it in the box (up to 500 characters)."
+    ),
+    BrokerCode.ADMIN_CONFIRMATION_REQUIRED: (
+        "Removing a registration needs a confirmation, and there is no terminal to ask"
+        " on, so nothing was removed. Run the command at a terminal to be asked, add"
+        " --dry-run to see what it would do, or add --yes to confirm in advance."
     ),
     BrokerCode.ADMIN_REGISTRATION_CHANGED: (
         "The registration changed or was removed while you were looking at it, so"

@@ -6,6 +6,7 @@ app, with a real broker.toml.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import timedelta
@@ -20,7 +21,7 @@ from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import create_engine, text
 
 from careid_broker.cli import main
-from careid_broker.store import EndReason
+from careid_broker.store import EndReason, Outcome
 from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
 
@@ -147,7 +148,10 @@ def test_registrations_remove_ends_sessions_and_queues_logouts(
         "--uuid",
         UUIDS[ALEX],
         "--reason",
+        "other",
+        "--detail",
         "card left on a train",
+        "--yes",
     )
     assert status == 0, out
     assert f"removed: {UUIDS[ALEX]} linked to {ALEX}" in out
@@ -183,12 +187,82 @@ def test_registrations_remove_ends_sessions_and_queues_logouts(
         UUIDS[ALEX],
         "--reason",
         "lost_card",
+        "--yes",
     )
     assert status == 1 and "registration_not_found" in err
     status, _, err = _run(
         capsys, cli_config, "registrations", "remove", "--uuid", UUIDS[KIM], "--reason", "other"
     )
-    assert status == 1 and "admin_reason_required" in err
+    assert status == 2 and "admin_reason_required" in err
+
+
+def _removal_refusals(app: Flask) -> list[str | None]:
+    return [
+        e.error_code
+        for e in broker_of(app).repos.audit.list_recent(event_prefix="admin.registration.remove")
+        if e.outcome is Outcome.FAILURE
+    ]
+
+
+def test_registrations_remove_refuses_an_unknown_reason_with_the_list(
+    admin_app: Flask, cli_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register(admin_app, ALEX)
+    remove = ("registrations", "remove", "--uuid", UUIDS[ALEX], "--yes")
+    status, out, err = _run(capsys, cli_config, *remove, "--reason", "lost-card")
+    assert status == 2 and out == ""
+    assert "admin_reason_required: unknown removal reason 'lost-card'" in err
+    assert "Did you mean 'lost_card'?" in err
+    for reason in ("lost_card", "left_organisation", "wrong_link", "other"):
+        assert f"    {reason} " in err
+    # Nothing changed, and the refusal is in the audit log with its code.
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert _removal_refusals(admin_app) == ["admin_reason_required"]
+    refusal = broker_of(admin_app).repos.audit.list_recent(event_prefix="admin.registration")[0]
+    assert refusal.actor is not None and refusal.actor.startswith("cli:")
+    assert refusal.details["card_uuid"] == UUIDS[ALEX] and refusal.details["via"] == "cli"
+
+
+class _Terminal(io.StringIO):
+    """Standard input as a terminal at which the administrator types `answer`."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_registrations_remove_confirms_at_a_terminal_and_never_without_one(
+    admin_app: Flask,
+    cli_config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    register(admin_app, ALEX)
+    sign_in(admin_app.test_client(), ALEX)
+    repos = broker_of(admin_app).repos
+    remove = ("registrations", "remove", "--uuid", UUIDS[ALEX], "--reason", "lost_card")
+    # No terminal (a script) and no --yes: refused, audited, nothing changed.
+    status, out, err = _run(capsys, cli_config, *remove)
+    assert status == 2 and out == ""
+    assert "admin_confirmation_required" in err and "--yes" in err and "--dry-run" in err
+    assert _removal_refusals(admin_app) == ["admin_confirmation_required"]
+    # --dry-run shows who and what, and changes nothing.
+    status, out, _ = _run(capsys, cli_config, *remove, "--dry-run")
+    assert status == 0
+    assert f"Care Identity UUID: {UUIDS[ALEX]}" in out and f"account: {ALEX}" in out
+    assert "signed-in sessions that end now: 1" in out and "dry run: nothing was removed" in out
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert len(repos.sessions.active_for_account(ALEX)) == 1
+    # At a terminal: shown, asked; anything but yes keeps it.
+    monkeypatch.setattr("sys.stdin", _Terminal("no\n"))
+    status, out, _ = _run(capsys, cli_config, *remove)
+    assert status == 1 and "Remove it?" in out and "nothing was removed" in out
+    assert f"account: {ALEX}" in out and "signed-in sessions that end now: 1" in out
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    monkeypatch.setattr("sys.stdin", _Terminal("yes\n"))
+    status, out, _ = _run(capsys, cli_config, *remove)
+    assert status == 0 and f"removed: {UUIDS[ALEX]} linked to {ALEX}" in out
+    assert "sessions ended: 1" in out
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is None
 
 
 def test_revocation_check_and_crl_refresh_from_the_command_line(

@@ -11,7 +11,7 @@ import pytest
 from careid_broker.admin.config import ApiScope, read_admin_settings, read_api_settings
 from careid_broker.admin.errors import RemovalReasonError
 from careid_broker.admin.export import csv_lines
-from careid_broker.admin.reasons import RemovalReason, parse_reason, reason_from_words
+from careid_broker.admin.reasons import RemovalReason, parse_reason
 from careid_broker.admin.rights import Actor, CachedRights, admin_orgs, session_key
 from careid_broker.directory import MailAccount
 from careid_broker.oidc.client_secrets import hash_secret
@@ -62,10 +62,9 @@ def test_unusable_reasons_are_refused(kind: str | None, text: str | None) -> Non
 
 def test_other_keeps_the_words_tidied() -> None:
     assert parse_reason("other", "  card\n cut   in two ").text == "card cut in two"
-    assert reason_from_words("wrong_link").kind is RemovalReason.WRONG_LINK
-    free = reason_from_words("card left on a train")
+    assert parse_reason("wrong_link", None).kind is RemovalReason.WRONG_LINK
+    free = parse_reason("other", "card left on a train")
     assert free.kind is RemovalReason.OTHER and free.describe() == "other: card left on a train"
-    assert reason_from_words("other", "duplicate record").text == "duplicate record"
 
 
 # Rights.

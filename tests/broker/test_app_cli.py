@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from broker_support import TEST_SECRET_KEY, write_broker_toml
 
-from careid_broker.cli import main
+from careid_broker.cli import build_parser, main
 from careid_broker.store import (
     Repositories,
     create_store,
@@ -87,7 +88,81 @@ def test_check_config_names_every_problem(
         "CAREID_SERVER_THREADS",
     ):
         assert fragment in err
-    assert "`careid-broker check-config`" in err  # the plain message with the code's advice
+    # Its own headline: the code, the file and what to do, not "run check-config" again.
+    headline = err.splitlines()[0]
+    assert headline.startswith("careid-broker: broker_config_invalid: ")
+    assert str(bad) in headline and f"{len(problems)} problems" in headline
+    assert "check-config" not in err
+
+
+def test_check_config_says_which_known_name_a_typo_meant(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with config_file.open("a", encoding="utf-8") as out:
+        out.write('[ops]\nmetrics_allowed_network = ["127.0.0.1"]\ncolour = "blue"\n')
+        out.write("[servr]\nworkers = 2\n")
+    assert main(["--config", str(config_file), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "ops.metrics_allowed_network: is not a known setting;"
+        " did you mean 'metrics_allowed_networks'?" in err
+    )
+    assert "[servr]: is not a known section; did you mean 'server'?" in err
+    # Nothing close: no guess, and still an error.
+    assert "ops.colour: is not a known setting\n" in err
+
+
+def test_check_config_ok_says_what_it_checked_and_warns_of_development_mode(
+    tmp_path: Path, demo_slapd: Slapd, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path,
+        slapd=demo_slapd,
+        database_url="postgresql+psycopg://careid:db-Pa55word@db.trust.example/careid",
+        clients_file=clients_file,
+    )
+    assert main(["--config", str(config), "check-config"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    for section in ("broker", "server", "logging", "ops", "database", "directory", "signin"):
+        assert f"  [{section}] " in out, out
+    for section in ("oidc", "card", "pki", "admin", "api"):
+        assert f"  [{section}] " in out, out
+    assert "[database] postgresql+psycopg://careid:***@db.trust.example/careid" in out
+    assert f"[directory] {demo_slapd.url} (first); bind as '{demo_slapd.service_bind_dn}'" in out
+    lines = clients_file.read_text().splitlines()
+    clients = sum(1 for line in lines if line.startswith("[clients."))
+    assert f"[oidc] {clients} client" in out
+    assert "[pki] not set: card sign-in is not available" in out
+    assert "db-Pa55word" not in out + captured.err
+    assert demo_slapd.service_password not in out + captured.err
+    assert "WARNING: development mode is on ([broker] dev = true)" in captured.err
+    assert out.splitlines()[-1] == (
+        f"configuration OK: {config.resolve()} (connections not checked: add --connect)"
+    )
+
+
+def test_config_is_accepted_after_the_subcommand_and_a_conflict_is_refused(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", "--config", str(config_file)]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--config", str(config_file)]) == 0
+    assert main(["keys", "list", "--config", str(config_file)]) == 0
+    # The same file twice (however written) is fine.
+    same = ["--config", str(config_file), "check-config", "--config", str(config_file)]
+    assert main(same) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.toml"
+    for argv in (
+        ["--config", str(config_file), "check-config", "--config", str(other)],
+        ["check-config", "--config", str(config_file), "--config", str(other)],
+    ):
+        with pytest.raises(SystemExit) as raised:
+            main(argv)
+        assert raised.value.code == 2
+        err = capsys.readouterr().err
+        assert "--config names two different files" in err and str(other) in err
 
 
 def test_db_upgrade_creates_the_schema(
@@ -195,3 +270,33 @@ def test_serve_runs_gunicorn_workers_that_answer(config_file: Path) -> None:
     text = log_path.read_text()
     assert text.count("Booting worker") == 2, text
     assert '"request_id"' in text  # JSON request lines from the workers
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found.append((*path, name))
+                found.extend(_subcommands(child, (*path, name)))
+    return found
+
+
+def test_every_subcommand_help_has_a_description_and_its_exit_statuses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    commands = _subcommands(build_parser())
+    assert ("registrations", "remove") in commands and ("check-config",) in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as raised:
+            main([*command, "--help"])
+        assert raised.value.code == 0
+        out = capsys.readouterr().out
+        usage, _, rest = out.partition("\n\n")
+        description = rest.split("\n\n", 1)[0]
+        assert not description.startswith(("options:", "positional")), (command, out)
+        assert len(description) > 30, (command, out)
+        assert "\nExit status:\n  0  " in out or "\nExit status:\n  2  " in out, (command, out)
+        assert "--config FILE" in out, (command, out)

@@ -48,8 +48,10 @@ class Reason:
 def parse_reason(kind: str | None, text: str | None) -> Reason:
     """A `Reason` from form, JSON or command-line values; `RemovalReasonError` if unusable.
 
-    Text given with a listed reason is dropped: the list item says it all, and free
-    text is where personal details creep into the audit log.
+    Only a listed value is a reason: an unknown one (a typo such as "lost-card") is
+    refused, never recorded as "other", which would put the removal down to the wrong
+    reason in the audit log. Text given with a listed reason is dropped: the list item
+    says it all, and free text is where personal details creep into the audit log.
     """
     try:
         reason = RemovalReason((kind or "").strip())
@@ -61,12 +63,3 @@ def parse_reason(kind: str | None, text: str | None) -> Reason:
     if not cleaned or len(cleaned) > MAX_REASON_TEXT:
         raise RemovalReasonError(detail="'other' needs a description of 1-500 characters")
     return Reason(kind=reason, text=cleaned)
-
-
-def reason_from_words(words: str, detail: str | None = None) -> Reason:
-    """For the break-glass CLI: a listed reason's value, or free words meaning "other"."""
-    try:
-        kind = RemovalReason(words.strip())
-    except ValueError:
-        return parse_reason(RemovalReason.OTHER.value, words)
-    return parse_reason(kind.value, detail if kind is RemovalReason.OTHER else None)

@@ -14,25 +14,35 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from careid_broker.admin.errors import OutOfScopeError, RegistrationChangedError
+from careid_broker.admin.errors import (
+    OutOfScopeError,
+    RegistrationChangedError,
+    RemovalReasonError,
+)
 from careid_broker.admin.export import registration_json, timestamp
-from careid_broker.admin.reasons import RemovalReason, reason_from_words
-from careid_broker.admin.removal import remove_registration
+from careid_broker.admin.reasons import Reason, RemovalReason, parse_reason
+from careid_broker.admin.removal import EVENT_REMOVE, remove_registration
 from careid_broker.admin.rights import Actor
+from careid_broker.auditing import Auditor
 from careid_broker.broker import build_broker
 from careid_broker.card.revocation import CheckResult
 from careid_broker.codes import BrokerCode, Code, message_for
+from careid_broker.commands.parsing import documented
 from careid_broker.config import BrokerConfig, BrokerConfigError, load_config
 from careid_broker.errors import BrokerError
+from careid_broker.settings import did_you_mean
 from careid_broker.store import (
     AuditLog,
     ChainHead,
+    Outcome,
     RegistrationRecord,
     Registrations,
+    SigninSessions,
     create_store,
 )
 
@@ -57,11 +67,11 @@ def _config(args: argparse.Namespace) -> BrokerConfig | None:
         return None
 
 
-def _fail(code: Code, detail: str | None = None) -> int:
+def _fail(code: Code, detail: str | None = None, *, status: int = EXIT_FAILED) -> int:
     print(f"careid-broker: {code.value}: {message_for(code)}", file=sys.stderr)
     if detail:
         print(f"  {detail}", file=sys.stderr)
-    return EXIT_FAILED
+    return status
 
 
 # registrations list
@@ -107,20 +117,46 @@ def _remove(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_CONFIG
+    actor = _cli_actor()
+    uuid = args.uuid.strip()
     try:
-        reason = reason_from_words(args.reason, args.detail)
-    except BrokerError as exc:
-        return _fail(exc.code, "give --reason lost_card|left_organisation|wrong_link, or words")
+        reason = parse_reason(args.reason, args.detail)
+    except RemovalReasonError as exc:
+        _refuse(config, actor, uuid, exc.code)
+        print(f"careid-broker: {exc.code.value}: {exc.detail}", file=sys.stderr)
+        print(_reasons_help(args.reason), file=sys.stderr)
+        return EXIT_CONFIG
+    interactive = sys.stdin.isatty()
+    if not (args.yes or args.dry_run or interactive):
+        # Fail closed: a script that forgot --yes must not remove anyone.
+        _refuse(config, actor, uuid, BrokerCode.ADMIN_CONFIRMATION_REQUIRED)
+        return _fail(BrokerCode.ADMIN_CONFIRMATION_REQUIRED, status=EXIT_CONFIG)
+    preview = _preview(config, uuid)
+    if preview is not None:
+        _show(preview, reason)
+        if args.dry_run:
+            print("dry run: nothing was removed")
+            return EXIT_OK
+        if not args.yes and not _confirmed():
+            print("nothing was removed")
+            return EXIT_FAILED
+    elif args.dry_run:
+        return _fail(BrokerCode.REGISTRATION_NOT_FOUND, f"Care Identity UUID {uuid!r}")
     # The same graph the web app builds, without Flask: the sessions end and the
     # relying parties' logouts are queued exactly as from the console.
     broker = build_broker(config)
     try:
         try:
             removal = remove_registration(
-                broker.admin, _cli_actor(), card_uuid=args.uuid, reason=reason
+                broker.admin,
+                actor,
+                card_uuid=uuid,
+                reason=reason,
+                # What was shown is what is removed: if it changed meanwhile, nothing is.
+                expected_mail=preview.registration.account_mail if preview else None,
             )
         except (OutOfScopeError, RegistrationChangedError) as exc:
-            return _fail(exc.code, f"Care Identity UUID {args.uuid!r}")
+            return _fail(exc.code, f"Care Identity UUID {uuid!r}")
     finally:
         # The delivery thread may have started to send the logouts now; whatever it has
         # not sent stays queued for the running broker.
@@ -132,6 +168,71 @@ def _remove(args: argparse.Namespace) -> int:
     told = ", ".join(removal.relying_parties) or "none"
     print(f"relying parties told (back-channel logout queued): {told}")
     return EXIT_OK
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Preview:
+    registration: RegistrationRecord
+    sessions: int
+
+
+def _preview(config: BrokerConfig, uuid: str) -> _Preview | None:
+    """What a removal would take away, read without changing anything."""
+    store = create_store(config.database.url)
+    try:
+        record = Registrations(store).by_uuid(uuid) if uuid else None
+        if record is None:
+            return None
+        sessions = len(SigninSessions(store).active_for_account(record.account_mail))
+    finally:
+        store.dispose()
+    return _Preview(registration=record, sessions=sessions)
+
+
+def _show(preview: _Preview, reason: Reason) -> None:
+    record = preview.registration
+    print("This removes the smartcard registration:")
+    print(f"  Care Identity UUID: {record.card_uuid}")
+    print(f"  account: {record.account_mail} ({record.org_code})")
+    print(f"  registered: {timestamp(record.registered_at)}")
+    print(f"  reason: {reason.describe()}")
+    print(
+        f"  signed-in sessions that end now: {preview.sessions}"
+        " (their services are told to sign them out)"
+    )
+
+
+def _confirmed() -> bool:
+    print('Remove it? Type "yes" to remove, anything else to keep it: ', end="", flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().casefold() in ("yes", "y")
+
+
+def _reasons_help(given: str) -> str:
+    suggestion = did_you_mean(given.strip(), [r.value for r in RemovalReason])
+    lines = [f"  {suggestion.removeprefix('; ').capitalize()}"] if suggestion else []
+    lines.append("  Give --reason as one of:")
+    lines.extend(f"    {r.value:<18} {r.label}" for r in RemovalReason)
+    lines.append('  and with --reason other, --detail "a description" (1-500 characters)')
+    return "\n".join(lines)
+
+
+def _refuse(config: BrokerConfig, actor: Actor, uuid: str, code: Code) -> None:
+    """Audit a refused removal, as the service audits its own refusals."""
+    store = create_store(config.database.url)
+    try:
+        Auditor(AuditLog(store))(
+            EVENT_REMOVE,
+            outcome=Outcome.FAILURE,
+            code=code,
+            actor=actor.name,
+            details={"via": actor.via, "card_uuid": uuid[:64]},
+        )
+    except BrokerError as exc:
+        # The refusal stands either way; the administrator learns it went unrecorded.
+        print(f"careid-broker: the refusal could not be audited: {exc}", file=sys.stderr)
+    finally:
+        store.dispose()
 
 
 # revocation check / refresh-crls
@@ -248,47 +349,133 @@ def _write_lines(log: AuditLog, since: datetime | None, out: TextIO) -> int:
     return count
 
 
+_CONFIG_EXIT = "the configuration is not valid (check-config names each problem)"
+
+
 def register(sub: Any) -> None:
-    """Add the `registrations` and `audit` command groups to the broker's CLI."""
-    registrations = sub.add_parser("registrations", help="smartcard registrations (break-glass)")
+    """Add the `registrations`, `revocation` and `audit` command groups to the broker's CLI."""
+    registrations = sub.add_parser(
+        "registrations",
+        help="smartcard registrations (break-glass)",
+        **documented(
+            "List or remove smartcard registrations with the broker host's authority"
+            " (every organisation), audited as cli:<login name>.",
+            {EXIT_CONFIG: "no ACTION given; otherwise as the ACTION's --help says"},
+        ),
+    )
     reg_actions = registrations.add_subparsers(
         dest="registrations_command", required=True, metavar="ACTION"
     )
-    listing = reg_actions.add_parser("list", help="list registrations")
+    listing = reg_actions.add_parser(
+        "list",
+        help="list registrations",
+        **documented(
+            "List registrations as a table (or JSON): Care Identity UUID, account,"
+            " organisation, link mode, when and how registered.",
+            {EXIT_OK: "listed (possibly none)", EXIT_CONFIG: _CONFIG_EXIT},
+        ),
+    )
     listing.add_argument("--org", help="only this organisation (ODS code)")
     listing.add_argument("--uuid", help="only this Care Identity UUID")
     listing.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     listing.set_defaults(func=_list)
     removing = reg_actions.add_parser(
-        "remove", help="remove a registration: sessions end, relying parties are told"
+        "remove",
+        help="remove a registration: sessions end, relying parties are told",
+        **documented(
+            "Remove a card's registration, as the console does: the person's signed-in"
+            " sessions end, their services are told by back-channel logout, the removal"
+            " is audited, and the person can register again. It shows what it will remove"
+            " and asks for confirmation at a terminal; --yes confirms in advance (scripts),"
+            " --dry-run shows what would happen and changes nothing.",
+            {
+                EXIT_OK: "removed (with --dry-run: it would be removed)",
+                EXIT_FAILED: "nothing removed: no such registration, it changed meanwhile,"
+                " or the confirmation was declined",
+                EXIT_CONFIG: "nothing removed: the reason is not one of the list (or"
+                " 'other' has no --detail), there is no terminal to confirm on and no"
+                " --yes, or the configuration is not valid",
+            },
+        ),
     )
     removing.add_argument("--uuid", required=True, help="the Care Identity UUID")
-    reasons = ", ".join(r.value for r in RemovalReason if r is not RemovalReason.OTHER)
     removing.add_argument(
-        "--reason", required=True, help=f"{reasons}; or other words (recorded as 'other')"
+        "--reason",
+        required=True,
+        metavar="REASON",
+        help="one of: " + ", ".join(r.value for r in RemovalReason) + " (other needs --detail)",
     )
-    removing.add_argument("--detail", help="with --reason other: the description")
+    removing.add_argument("--detail", help="with --reason other: the description (1-500 chars)")
+    confirming = removing.add_mutually_exclusive_group()
+    confirming.add_argument(
+        "--yes", action="store_true", help="do not ask for confirmation (for scripts)"
+    )
+    confirming.add_argument(
+        "--dry-run", action="store_true", help="show what would be removed; change nothing"
+    )
     removing.set_defaults(func=_remove)
 
-    revocation = sub.add_parser("revocation", help="card certificate revocation, now")
+    revocation = sub.add_parser(
+        "revocation",
+        help="card certificate revocation, now",
+        **documented(
+            "Ask a registered card's issuer now whether it is revoked, or fetch the CRLs"
+            " afresh; a revoked card's sessions end at once.",
+            {EXIT_CONFIG: "no ACTION given; otherwise as the ACTION's --help says"},
+        ),
+    )
     revocation_actions = revocation.add_subparsers(
         dest="revocation_command", required=True, metavar="ACTION"
     )
     checking = revocation_actions.add_parser(
         "check",
-        help="ask now whether a registered card is revoked; if so its sessions end"
-        " (exit 0: good or revoked; 1: no answer now)",
+        help="ask now whether a registered card is revoked; if so its sessions end",
+        **documented(
+            "Ask the card's issuer afresh (no cached answer) whether the registered"
+            " card's certificate is revoked; if it is, the person's sessions end, with"
+            " back-channel logout. Audited.",
+            {
+                EXIT_OK: "an answer: good, or revoked (and the sessions ended)",
+                EXIT_FAILED: "no answer now (issuer unreachable, certificate not kept,"
+                " no [pki]), or no such registration",
+                EXIT_CONFIG: _CONFIG_EXIT,
+            },
+        ),
     )
     checking.add_argument("--uuid", required=True, help="the Care Identity UUID")
     checking.set_defaults(func=_revocation_check)
     revocation_actions.add_parser(
-        "refresh-crls", help="fetch the CRLs afresh; cards they newly list lose their sessions"
+        "refresh-crls",
+        help="fetch the CRLs afresh; cards they newly list lose their sessions",
+        **documented(
+            "Fetch every cached CRL afresh; registered cards they newly list lose their"
+            " sessions. Audited.",
+            {EXIT_OK: "fetched (the count is printed)", EXIT_CONFIG: _CONFIG_EXIT},
+        ),
     ).set_defaults(func=_refresh_crls)
 
-    audit = sub.add_parser("audit", help="the hash-chained audit log")
+    audit = sub.add_parser(
+        "audit",
+        help="the hash-chained audit log",
+        **documented(
+            "Verify the audit log's hash chain, or export its entries.",
+            {EXIT_CONFIG: "no ACTION given; otherwise as the ACTION's --help says"},
+        ),
+    )
     audit_actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_actions.add_parser(
-        "verify", help="walk the hash chain; exit 1 naming the first broken entry"
+        "verify",
+        help="walk the hash chain; exit 1 naming the first broken entry",
+        **documented(
+            "Walk the audit log's hash chain from the first entry. A successful run"
+            " prints the head as SEQ:HASH: record it elsewhere and pass it back as"
+            " --anchor, which also catches a rewritten or cut chain.",
+            {
+                EXIT_OK: "the chain verified",
+                EXIT_FAILED: "the chain is broken (the first broken entry is named)",
+                EXIT_CONFIG: _CONFIG_EXIT + ", or --anchor is not SEQ:HASH",
+            },
+        ),
     )
     verify.add_argument(
         "--anchor",
@@ -296,7 +483,17 @@ def register(sub: Any) -> None:
         help="SEQ:HASH of a head recorded earlier: also catches a rewritten or cut chain",
     )
     verify.set_defaults(func=_verify)
-    exporting = audit_actions.add_parser("export", help="write entries as JSON lines")
+    exporting = audit_actions.add_parser(
+        "export",
+        help="write entries as JSON lines",
+        **documented(
+            "Write audit entries as JSON lines (with their hashes), to standard output or a file.",
+            {
+                EXIT_OK: "exported (the count is printed on stderr)",
+                EXIT_CONFIG: _CONFIG_EXIT + ", or --since is not a date or time",
+            },
+        ),
+    )
     exporting.add_argument(
         "--since", type=parse_since, help="from this date or time on (UTC unless given)"
     )

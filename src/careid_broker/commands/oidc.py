@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from careid_broker.commands.parsing import documented
 from careid_broker.oidc.client_secrets import hash_secret, new_client_secret
 from careid_broker.oidc.clients import load_clients
 from careid_broker.oidc.errors import OidcConfigError
@@ -68,17 +69,41 @@ def _list_clients(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `clients` command group to the broker's CLI."""
-    clients = sub.add_parser("clients", help="the OpenID Provider's relying parties")
+    clients = sub.add_parser(
+        "clients",
+        help="the OpenID Provider's relying parties",
+        **documented(
+            "Make client secret hashes for clients.toml, or check and list its clients.",
+            {2: "no ACTION given; otherwise as the ACTION's --help says"},
+        ),
+    )
     actions = clients.add_subparsers(dest="clients_command", required=True, metavar="ACTION")
     hashing = actions.add_parser(
         "hash-secret",
         help="print a secret_hash line for clients.toml (secret read from stdin or a prompt)",
+        **documented(
+            "Print a secret_hash line for clients.toml. The secret is read from standard"
+            " input or asked for twice without echo (never taken on the command line),"
+            " or made with --generate and shown once.",
+            {
+                0: "printed",
+                1: f"the two entries differ, or the secret is under {MIN_SECRET_LENGTH} characters",
+            },
+        ),
     )
     hashing.add_argument(
         "--generate", action="store_true", help="make a new random secret and print it once"
     )
     hashing.set_defaults(func=_hash_secret)
-    listing = actions.add_parser("list", help="check a clients file and list its clients")
+    listing = actions.add_parser(
+        "list",
+        help="check a clients file and list its clients",
+        **documented(
+            "Check a clients file and list its clients: authentication methods, PKCE,"
+            " ID token algorithm, back-channel logout URI and redirect URIs.",
+            {0: "the file is valid (its clients listed)", 1: "it is not (each problem named)"},
+        ),
+    )
     listing.add_argument(
         "file", type=Path, nargs="?", default=Path("config/clients.toml"), help="clients file"
     )
