@@ -58,3 +58,17 @@ def test_the_confirm_and_done_pages_carry_their_ids(
     done = card_browser.register_confirm().get_data(as_text=True)
     for element_id in ("register-done", "register-lock-status", "register-continue-link"):
         assert f'id="{element_id}"' in done, element_id
+
+
+def test_the_pages_that_check_the_agent_carry_its_messages_and_link_text(
+    card_app: Flask, card_browser: CardBrowser
+) -> None:
+    """ "Agent not running" is said in words with a named link, on every page that
+    checks this computer (the script reads both from the page)."""
+    card_browser.register_password("sam.patel@nhs.net")  # prerequisites page
+    for path in ("/register/card", "/register"):
+        client = card_browser.client if path == "/register/card" else card_app.test_client()
+        page = client.get(path).get_data(as_text=True)
+        assert page.count('id="card-texts"') == 1, path
+        assert re.search(r'data-code="agent_unreachable">The smartcard agent is not', page), path
+        assert 'data-text="install-link">How to install or start' in page, path

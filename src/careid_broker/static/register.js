@@ -14,7 +14,7 @@
   function setCheck(item, state, message, link) {
     item.setAttribute("data-state", state);
     item.textContent = message;
-    if (link) {
+    if (link && link.href && link.label) {
       var anchor = document.createElement("a");
       anchor.href = link.href;
       anchor.textContent = link.label;
