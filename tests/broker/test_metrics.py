@@ -33,6 +33,7 @@ ADDED = {
     "careid_revocation_fetch_failures_total": ("counter", ("source",)),
     "careid_directory_connections_open": ("gauge", ()),
     "careid_directory_server_up": ("gauge", ("server",)),
+    "careid_retention_purged_total": ("counter", ("kind",)),
 }
 
 
