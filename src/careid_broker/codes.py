@@ -388,3 +388,71 @@ def status_for(code: Code) -> int:
 def heading_for(code: Code) -> str:
     """The heading of that code's error page."""
     return _HEADINGS.get(code, "Sorry, there is a problem")
+
+
+# What a code means, in a few words, for the local administrator and the helpdesk
+# reading a person's sign-ins (the person's own message says what to do instead).
+_WORDS: Final[dict[str, str]] = {
+    BrokerCode.INVALID_CREDENTIALS: "Wrong email address or password",
+    BrokerCode.ACCOUNT_LOCKED: "Account locked after wrong passwords",
+    BrokerCode.ACCOUNT_DISABLED: "Mail account disabled",
+    BrokerCode.ACCOUNT_EXPIRED: "Mail account expired",
+    BrokerCode.PASSWORD_EXPIRED: "Password expired",
+    BrokerCode.AUP_NOT_ACCEPTED: "Acceptable use policy not accepted",
+    BrokerCode.CARE_IDENTITY_NOT_FOUND: "No Care Identity record",
+    BrokerCode.CARE_IDENTITY_INACTIVE: "Care Identity not active",
+    BrokerCode.DIRECTORY_DATA_INVALID: "Account details in the directory unreadable",
+    BrokerCode.DIRECTORY_UNAVAILABLE: "Directory could not be reached",
+    BrokerCode.STORE_UNAVAILABLE: "Database could not be reached",
+    BrokerCode.SIGNIN_THROTTLED: "Too many attempts: made to wait",
+    BrokerCode.SIGNIN_FORM_INCOMPLETE: "Email address or password left empty",
+    BrokerCode.CARD_REQUIRED: "Service needs a smartcard, password used",
+    BrokerCode.CARD_NOT_REGISTERED: "Smartcard not registered",
+    BrokerCode.CARD_CERTIFICATE_NOT_REGISTERED: "Renewed or replacement card not registered",
+    BrokerCode.CARD_ACCOUNT_MISSING: "Registered account no longer exists",
+    BrokerCode.CARD_IDENTITY_MISMATCH: "Card names another Care Identity",
+    BrokerCode.REQUEST_NOT_SAME_ORIGIN: "Request from another site",
+    BrokerCode.BROWSER_UNSUPPORTED: "Browser cannot use the smartcard",
+    BrokerCode.CSRF_INVALID: "Form expired",
+    BrokerCode.REGISTRATION_PREREQUISITES_MISSING: "Account not ready for registration",
+    BrokerCode.REGISTRATION_CARD_LINKED: "Card already linked to another account",
+    BrokerCode.REGISTRATION_ACCOUNT_LINKED: "Account already linked to another card",
+    BrokerCode.OIDC_LOGOUT_INVALID: "Sign-out request could not be checked",
+    BrokerCode.OIDC_REQUEST_INVALID: "Service's sign-in request not valid",
+    BrokerCode.OIDC_SIGNIN_EXPIRED: "Sign-in expired",
+    BrokerCode.ADMIN_NOT_AUTHORISED: "Not a local administrator",
+    BrokerCode.REGISTRATION_NOT_FOUND: "Outside the administrator's organisations",
+    ErrorCode.CERTIFICATE_REVOKED: "Smartcard certificate revoked",
+    ErrorCode.CERTIFICATE_EXPIRED: "Smartcard certificate expired",
+    ErrorCode.CERTIFICATE_NOT_YET_VALID: "Smartcard certificate not valid yet",
+    ErrorCode.CERTIFICATE_UNTRUSTED: "Smartcard not issued by a trusted authority",
+    ErrorCode.CERTIFICATE_MALFORMED: "Smartcard certificate unreadable",
+    ErrorCode.CERTIFICATE_USAGE: "Certificate not for signing in",
+    ErrorCode.CERTIFICATE_POLICY: "Certificate policy not accepted",
+    ErrorCode.CERTIFICATE_KEY_UNSUPPORTED: "Certificate key type not accepted",
+    ErrorCode.REVOCATION_UNAVAILABLE: "Revocation could not be checked",
+    ErrorCode.SIGNATURE_INVALID: "Card signature did not check out",
+    ErrorCode.IDENTITY_MISSING: "Certificate names no Care Identity UUID",
+    ErrorCode.CHALLENGE_EXPIRED: "Took too long",
+    ErrorCode.CHALLENGE_USED: "Attempt replayed",
+    ErrorCode.CHALLENGE_UNKNOWN: "Attempt not recognised",
+    ErrorCode.CHALLENGE_WRONG_TRANSACTION: "Attempt from another browser window",
+    ErrorCode.TOKEN_MALFORMED: "Agent's answer not valid",
+}
+
+
+def words_for(code: str | None) -> str:
+    """A stored code in a few words (a code from another release: its first sentence
+    if known here, else "Refused"); the code itself is shown beside it."""
+    if not code:
+        return ""
+    if code in _WORDS:
+        return _WORDS[code]
+    known: Code | None = None
+    if code in BrokerCode.__members__.values():
+        known = BrokerCode(code)
+    elif code in ErrorCode.__members__.values():
+        known = ErrorCode(code)
+    if known is None:
+        return "Refused"
+    return message_for(known).split(". ")[0].rstrip(".")

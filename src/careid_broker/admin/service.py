@@ -31,6 +31,8 @@ from careid_broker.store.subjects import normalise_mail
 SessionEndedHook = Callable[[EndedSession], None]
 MAX_SEARCH_TEXT = 128
 EXPORT_BATCH = 200
+# How many recent card sign-in rows are searched for the registered certificate.
+CERTIFICATE_SCAN = 500
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,13 +202,45 @@ class AdminService:
             care_identity=identity,
             registration=registration,
             active_sessions=tuple(self.repos.sessions.active_for_account(wanted)),
-            recent_signins=tuple(
-                audit.list_for_subject(
-                    [wanted], event_prefix="signin.", limit=self.settings.recent_signins
-                )
-            ),
+            recent_signins=self._recent_signins(wanted, account, registration),
             audit_trail=tuple(audit.list_for_subject(subjects, limit=self.settings.audit_entries)),
         )
+
+    def _recent_signins(
+        self,
+        mail: str,
+        account: MailAccount | None,
+        registration: RegistrationRecord | None,
+    ) -> tuple[AuditRecord, ...]:
+        """Sign-in attempts by the address, by the Care Identity UUID, and by the
+        registered certificate.
+
+        A refused card (revoked, expired, untrusted, not registered) is audited before
+        the broker knows whose it is: under the UUID it claims, or with no subject at
+        all. "Why can't this person sign in?" needs those rows too.
+        """
+        limit = self.settings.recent_signins
+        subjects = {mail}
+        for uuid in (
+            registration.card_uuid if registration else None,
+            account.care_identity_uuid if account else None,
+        ):
+            if uuid:
+                subjects.add(uuid)
+        audit = self.repos.audit
+        found = {
+            e.seq: e for e in audit.list_for_subject(subjects, event_prefix="signin.", limit=limit)
+        }
+        if registration is not None:
+            serial = registration.cert_serial.lower()
+            recent_cards = audit.list_recent(event_prefix="signin.card", limit=CERTIFICATE_SCAN)
+            for entry in recent_cards:
+                details = entry.details
+                if str(details.get("cert_serial", "")).lower() == serial and details.get(
+                    "cert_issuer"
+                ) in (None, registration.cert_issuer_dn):
+                    found.setdefault(entry.seq, entry)
+        return tuple(sorted(found.values(), key=lambda e: e.seq, reverse=True)[:limit])
 
     # Registrations (the API and the CLI).
 

@@ -25,7 +25,7 @@ from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor, describe_orgs
 from careid_broker.admin.service import UserDetails, clean_search_text
 from careid_broker.card.revocation import CheckResult
-from careid_broker.codes import BrokerCode, message_for
+from careid_broker.codes import BrokerCode, message_for, words_for
 from careid_broker.store import Outcome
 from careid_broker.web.admin_access import admin_view
 from careid_broker.web.context import current_broker
@@ -43,6 +43,42 @@ def admin_time(value: datetime | None) -> str:
         return ""
     utc = value.astimezone(UTC)
     return f"{utc.day} {utc:%b %Y, %H:%M} UTC"
+
+
+# Audit events in words, for the person's page; the event name stays beside them.
+_EVENT_WORDS = {
+    "signin.card": "Smartcard sign-in",
+    "signin.password": "Password sign-in",
+    "session.end": "Sign-in session ended",
+    "oidc.authorize": "Sign-in request from a service",
+    "oidc.role_selected": "Role chosen",
+    "oidc.logout": "Sign-out request from a service",
+    "oidc.backchannel_logout": "Service told to sign out",
+    "registration.start": "Registration step 1: email and password",
+    "registration.aup": "Acceptable use policy accepted here",
+    "registration.card": "Registration step 2: smartcard and PIN",
+    "registration.create": "Smartcard registered",
+    "registration.cancel": "Registration cancelled",
+    "registration.certificate_renewed": "Renewed smartcard recorded",
+    "card.removed": "Smartcard taken out of the reader",
+    "card.revoked": "Smartcard found revoked",
+    "admin.registration.remove": "Registration removed by an administrator",
+    "admin.revocation.check": "Revocation checked by an administrator",
+    "admin.user.view": "Person's page opened",
+    "csrf.refused": "Expired form refused",
+}
+
+
+@blueprint.app_template_filter("event_words")
+def event_words(event: str) -> str:
+    """An audit event as an administrator reads it (the event name if not known)."""
+    return _EVENT_WORDS.get(event, event)
+
+
+@blueprint.app_template_filter("code_words")
+def code_words(code: str | None) -> str:
+    """An error code in a few words (`careid_broker.codes.words_for`)."""
+    return words_for(code)
 
 
 def _page(template: str, *, status: int = 200, **context: object) -> Response:
