@@ -155,8 +155,8 @@ _MESSAGES: dict[BrokerCode, str] = {
         " `careid-broker check-config`, which names each problem, and correct them."
     ),
     BrokerCode.CSRF_INVALID: (
-        "This form has expired or did not come from this sign-in page, so it was not"
-        " accepted. Reload the page and try again."
+        "This form had expired (for example, you signed in or out in another tab or"
+        " window), so nothing was sent. Fill it in again and send it."
     ),
     BrokerCode.SIGNIN_FORM_INCOMPLETE: "Enter your email address and your password.",
     BrokerCode.SIGNIN_THROTTLED: (

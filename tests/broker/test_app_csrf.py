@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from broker_support import (
     DEMO_PASSWORD,
     AppFactory,
     broker_of,
     cookie_value,
+    csrf_token_from,
     error_code_of,
     login_form,
+    password_login,
 )
 from flask import Flask
 from flask.testing import FlaskClient
+from oidc_support import Browser, make_oidc_app, query_of
 
 from careid_broker.store import Outcome
 from careid_broker.web.csrf import csrf_exempt
@@ -87,3 +92,42 @@ def test_exempt_views_take_posts_without_a_token(app_factory: AppFactory) -> Non
     client = app.test_client()
     assert client.post("/test/machine").status_code == 200
     assert client.post("/test/browser").status_code == 400
+
+
+def test_a_form_expired_by_another_tab_is_shown_again_keeping_the_rps_request(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    """Signing in and out in a second tab replaces the token the first tab's form holds:
+    the form comes back with a fresh token, the relying party's request still in it."""
+    oidc_app = make_oidc_app(app_factory, tmp_path)
+    browser = Browser(oidc_app.test_client())
+    location = browser.authorize().location
+    tx = query_of(location)["tx"]
+    stale = csrf_token_from(browser.client.get(location).get_data(as_text=True))
+    # The second tab.
+    password_login(browser.client, "kim.taylor@nhs.net")
+    token = csrf_token_from(browser.client.get("/signout").get_data(as_text=True))
+    browser.client.post("/signout", data={"csrf_token": token})
+
+    form = {"csrf_token": stale, "tx": tx, "email": "alex.morgan@nhs.net", "password": "x"}
+    again = browser.client.post("/login", data=form)
+    assert again.status_code == 400 and error_code_of(again) == "csrf_invalid"
+    page = again.get_data(as_text=True)
+    assert "Sign in" in page and f'name="tx" value="{tx}"' in page
+    assert 'value="alex.morgan@nhs.net"' in page and "Reload the page" not in page
+    fresh = csrf_token_from(page)
+    assert fresh != stale
+    done = browser.client.post(
+        "/login", data={**form, "csrf_token": fresh, "password": DEMO_PASSWORD}
+    )
+    assert done.status_code == 303 and done.headers["Location"].startswith("/authorize/resume")
+
+
+def test_an_expired_form_without_a_page_of_its_own_links_back_to_one(
+    app: Flask, client: FlaskClient
+) -> None:
+    password_login(client, "alex.morgan@nhs.net")
+    refused = client.post("/signout", data={"csrf_token": "stale" * 8})
+    assert refused.status_code == 400 and error_code_of(refused) == "csrf_invalid"
+    page = refused.get_data(as_text=True)
+    assert '<a class="button" href="/signout">Go back to the form</a>' in page

@@ -18,13 +18,15 @@ import secrets
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Flask, current_app, request, session
+from flask import Flask, current_app, request, session, url_for
 from flask.wrappers import Response
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BuildError
 
 from careid_broker.codes import BrokerCode
 from careid_broker.store import Outcome
 from careid_broker.web.context import current_broker
-from careid_broker.web.errors import error_response
+from careid_broker.web.errors import error_response, wants_json
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,30 @@ FIELD_NAME = "csrf_token"
 HEADER_NAME = "X-CSRF-Token"
 _SESSION_KEY = "csrf"
 _EXEMPT_ATTRIBUTE = "_careid_csrf_exempt"
+_RESHOW_ATTRIBUTE = "_careid_csrf_reshow"
+# Forms posted to an address that has no page of its own: where their page is.
+_FORM_PAGES = {
+    "login.signout": "login.signout_page",
+    "oidc.logout_confirm": "login.signout_page",
+    "registration.accept_aup": "registration.card_page",
+    "registration.cancel": "registration.start",
+    "admin.remove_confirm": "admin.user",
+    "admin.check_revocation": "admin.user",
+}
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _MAX_TOKEN_LENGTH = 128
+
+
+def reshow_on_expiry(reshow: Callable[[], Response]) -> Callable[[F], F]:
+    """When this form comes back with an expired token, answer with `reshow()`: the
+    form again (fresh token, what was typed and the relying party's request kept),
+    instead of a page whose only way on is to re-post the stale form."""
+
+    def decorate(view: F) -> F:
+        setattr(view, _RESHOW_ATTRIBUTE, reshow)
+        return view
+
+    return decorate
 
 
 def csrf_exempt(view: F) -> F:
@@ -85,7 +109,27 @@ def _check() -> Response | None:
         code=BrokerCode.CSRF_INVALID,
         details={"endpoint": request.endpoint, "reason": reason},
     )
-    return error_response(BrokerCode.CSRF_INVALID)
+    view = current_app.view_functions.get(request.endpoint or "")
+    reshow = getattr(view, _RESHOW_ATTRIBUTE, None)
+    if callable(reshow) and not wants_json():
+        answer: Response = reshow()
+        return answer
+    return error_response(BrokerCode.CSRF_INVALID, retry_url=_form_page())
+
+
+def _form_page() -> str:
+    """The page the refused form was on, to fill it in again (a GET, never a re-post)."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        adapter.match(request.path, method="GET")
+    except HTTPException:
+        endpoint = _FORM_PAGES.get(request.endpoint or "", "login.page")
+        args = request.view_args or {}
+        try:
+            return url_for(endpoint, **args)
+        except BuildError:
+            return url_for("login.page")
+    return request.full_path.rstrip("?")
 
 
 def init_app(app: Flask) -> None:

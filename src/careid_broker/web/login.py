@@ -29,6 +29,7 @@ from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, Tran
 from careid_broker.web import card_binding
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
+from careid_broker.web.csrf import reshow_on_expiry
 from careid_broker.web.errors import error_response
 from careid_broker.web.security_headers import allow_form_action
 from careid_broker.web.signin_cookie import complete_signin, current_signin, end_signin
@@ -132,7 +133,22 @@ def page() -> BaseResponse:
     return _form(tx_id=tx_id, card_only=card_only, email=_login_hint(tx))
 
 
+def _expired_form() -> Response:
+    """The sign-in form again after its token expired: same request, same address."""
+    tx_id = request.form.get("tx") or None
+    tx = _transaction(tx_id)
+    return _form(
+        tx_id=tx_id,
+        card_only=tx is not None and demands_card(tx.request.acr_values),
+        email=request.form.get("email", "").strip()[:MAX_MAIL_LENGTH],
+        summary=[("password", message_for(BrokerCode.CSRF_INVALID))],
+        code=BrokerCode.CSRF_INVALID,
+        status=400,
+    )
+
+
 @blueprint.post("/login")
+@reshow_on_expiry(_expired_form)
 def submit() -> BaseResponse:
     """Password sign-in."""
     svc = current_broker()

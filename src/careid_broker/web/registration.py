@@ -42,6 +42,7 @@ from careid_broker.web.card_pages import (
     rfc3339,
 )
 from careid_broker.web.context import current_broker
+from careid_broker.web.csrf import reshow_on_expiry
 from careid_broker.web.errors import error_response
 from careid_broker.web.registration_pages import (
     MAX_MAIL_LENGTH,
@@ -98,7 +99,20 @@ def _start_form(
     )
 
 
+def _expired_start_form() -> Response:
+    """Step 1's form again after its token expired (the relying party's request kept)."""
+    return _start_form(
+        available_card(),
+        tx=return_tx(request.form.get("tx")),
+        email=request.form.get("email", "").strip()[:MAX_MAIL_LENGTH],
+        summary=[("password", message_for(BrokerCode.CSRF_INVALID))],
+        code=BrokerCode.CSRF_INVALID,
+        status=400,
+    )
+
+
 @blueprint.post("/register")
+@reshow_on_expiry(_expired_start_form)
 def submit_password() -> BaseResponse:
     """Step 1's form: check the password and every account prerequisite."""
     card = available_card()
