@@ -1,0 +1,65 @@
+"""Broker pages in Chromium without a server: the in-process app (`card_app_factory`,
+with the test sign-in route) answering every request of a fresh browser context.
+
+    def test_x(open_page): page, site = open_page(width=375)
+
+Marked `browser`; skips, naming the Debian package, without Chromium.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from card_fixtures import CardAppFactory
+from flask import Flask
+from page_site import CHROMIUM, CHROMIUM_ARGS, FakeAgent, InProcessSite, install_test_signin
+
+OpenPage = Callable[..., tuple[Any, FakeAgent]]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="package")
+def page_chromium() -> Iterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("needs Chromium (Debian package chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (dev extra)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page_app(card_app_factory: CardAppFactory) -> Flask:
+    app = card_app_factory()
+    install_test_signin(app)
+    return app
+
+
+@pytest.fixture
+def open_page(page_chromium: Any, page_app: Flask) -> Iterator[OpenPage]:
+    """`open_page(width=1024)` → (a page in a fresh context on the app, its fake agent)."""
+    contexts: list[Any] = []
+
+    def open_one(width: int = 1024, app: Flask | None = None) -> tuple[Any, FakeAgent]:
+        context = page_chromium.new_context(viewport={"width": width, "height": 800})
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        InProcessSite(app or page_app).attach(context)
+        agent = FakeAgent()
+        agent.attach(context)
+        return context.new_page(), agent
+
+    yield open_one
+    for context in contexts:
+        context.close()
