@@ -74,3 +74,23 @@ def test_codes_and_events_are_words_with_the_code_beside_them(
     trail = lee.get(f"/admin/users/{ALEX}").get_data(as_text=True).split('id="admin-audit"')[1]
     assert "Smartcard sign-in (<code>signin.card</code>)" in trail
     assert '<td data-label="Result">Succeeded</td>' in trail
+
+
+def test_another_reason_without_words_is_the_boxs_error(admin_app: Flask, lee: FlaskClient) -> None:
+    register(admin_app, ALEX)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    response = lee.post(
+        f"/admin/users/{ALEX}/remove", data={"csrf_token": token, "reason": "other"}
+    )
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert 'data-error-code="admin_reason_required"' in page
+    assert '<a href="#reason-text">Describe the other reason' in page
+    assert 'aria-describedby="reason-text-hint reason-text-error" aria-invalid="true"' in page
+    assert 'id="reason-other" name="reason" value="other" checked>' in page
+    assert 'id="error-summary" role="alert"' in page and "autofocus" in page
+    # No choice at all: the error is the radios'.
+    response = lee.post(f"/admin/users/{ALEX}/remove", data={"csrf_token": token})
+    page = response.get_data(as_text=True)
+    assert '<a href="#reason-lost_card">' in page and 'id="reason-error"' in page
+    assert page.count('aria-invalid="true"') == 4  # every radio

@@ -34,6 +34,7 @@ from careid_broker.web.errors import error_response
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
 MAX_MAIL_LENGTH = 320
+_TEXT_ERROR = f"Describe the other reason, in up to {MAX_REASON_TEXT} characters"
 
 
 @blueprint.app_template_filter("admin_time")
@@ -154,6 +155,8 @@ def _removal_form(
         text=text,
         max_text=MAX_REASON_TEXT,
         error=message_for(BrokerCode.ADMIN_REASON_REQUIRED) if failed else None,
+        # "Another reason" with no words: the error is the box's, not the choice's.
+        text_error=_TEXT_ERROR if failed and chosen == RemovalReason.OTHER.value else None,
         code=BrokerCode.ADMIN_REASON_REQUIRED.value if failed else None,
     )
 
@@ -200,7 +203,13 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
             expected_mail=details.mail,
         )
     except RemovalReasonError:
-        return _removal_form(actor, details, failed=True)
+        return _removal_form(
+            actor,
+            details,
+            chosen=request.form.get("reason"),
+            text=request.form.get("reason_text", "")[: MAX_REASON_TEXT * 2],
+            failed=True,
+        )
     except RegistrationChangedError:
         flash(message_for(BrokerCode.ADMIN_REGISTRATION_CHANGED), "error")
         return redirect(url_for("admin.user", mail=details.mail), code=303)
