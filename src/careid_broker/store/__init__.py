@@ -55,8 +55,8 @@ from careid_broker.store.retention import (
     Retention,
     RetentionObserver,
     RetentionPolicy,
-    RetentionWorker,
 )
+from careid_broker.store.retention_worker import RetentionWorker
 from careid_broker.store.sessions import (
     EndedSession,
     EndReason,
