@@ -72,3 +72,16 @@ def test_the_pages_that_check_the_agent_carry_its_messages_and_link_text(
         assert page.count('id="card-texts"') == 1, path
         assert re.search(r'data-code="agent_unreachable">The smartcard agent is not', page), path
         assert 'data-text="install-link">How to install or start' in page, path
+
+
+def test_step_three_is_a_summary_list_with_cancel_as_the_lesser_action(
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
+) -> None:
+    card_browser.register_password(ALEX[0])
+    card_browser.register_card(card_pki.agent("alex"))
+    page = card_browser.client.get("/register/confirm").get_data(as_text=True)
+    assert '<dl class="summary-list" id="register-summary">' in page and "<table" not in page
+    assert '<dt>Card holder</dt><dd id="confirm-holder-name">' in page
+    assert 'class="button-link" id="register-cancel-button"' in page
+    group = page.split('<div class="button-group">', 1)[1].split("</div>", 1)[0]
+    assert "register-confirm-button" in group and "register-cancel-button" in group

@@ -18,6 +18,7 @@
   var AGENT_SIGN_TIMEOUT_MS = 180000;
   var AGENT_SESSION_TIMEOUT_MS = 5000;
   var BROKER_TIMEOUT_MS = 30000;
+  var ERROR_PREFIX = "Error: ";
 
   function supported() {
     return (
@@ -180,20 +181,29 @@
     this.errorLink = document.getElementById("card-error-link");
   }
 
+  // While waiting (the PIN prompt is up) the button says so and refuses a second
+  // press, but stays focusable: `disabled` would drop keyboard focus to the page.
+  Ui.prototype.isBusy = function () {
+    return Boolean(this.button) && this.button.getAttribute("aria-disabled") === "true";
+  };
+
   Ui.prototype.busy = function (key) {
     if (this.button) {
-      this.button.disabled = true;
       this.button.setAttribute("aria-disabled", "true");
+      this.button.classList.add("button-waiting");
     }
     this.error.hidden = true;
+    if (document.title.indexOf(ERROR_PREFIX) === 0) {
+      document.title = document.title.slice(ERROR_PREFIX.length);
+    }
     this.status.textContent = text(key);
     this.status.hidden = false;
   };
 
   Ui.prototype.idle = function () {
     if (this.button) {
-      this.button.disabled = false;
       this.button.removeAttribute("aria-disabled");
+      this.button.classList.remove("button-waiting");
     }
     this.status.hidden = true;
   };
@@ -211,6 +221,10 @@
       this.errorAction.hidden = true;
     }
     this.error.hidden = false;
+    // As on the server's error pages: the title is the first thing a screen reader says.
+    if (document.title.indexOf(ERROR_PREFIX) !== 0) {
+      document.title = ERROR_PREFIX + document.title;
+    }
     this.error.focus();
   };
 
@@ -269,7 +283,7 @@
     var ui = new Ui(document.getElementById("card-signin-button"));
     form.addEventListener("submit", function (event) {
       event.preventDefault();
-      if (ui.button && ui.button.disabled) {
+      if (ui.isBusy()) {
         return;
       }
       cardRound(options, ui)

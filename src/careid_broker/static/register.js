@@ -71,7 +71,7 @@
     var ui = new card.Ui(document.getElementById("register-card-button"));
     form.addEventListener("submit", function (event) {
       event.preventDefault();
-      if (ui.button && ui.button.disabled) {
+      if (ui.isBusy()) {
         return;
       }
       card
