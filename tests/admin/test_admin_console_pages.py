@@ -94,3 +94,15 @@ def test_another_reason_without_words_is_the_boxs_error(admin_app: Flask, lee: F
     page = response.get_data(as_text=True)
     assert '<a href="#reason-lost_card">' in page and 'id="reason-error"' in page
     assert page.count('aria-invalid="true"') == 4  # every radio
+
+
+def test_a_removal_with_no_one_signed_in_does_not_read_like_a_fault(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    register(admin_app, ALEX)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    form = {"csrf_token": token, "reason": "lost_card", "card_uuid": "555000000001"}
+    done = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form, follow_redirects=True)
+    notice = done.get_data(as_text=True).split('id="admin-notice"', 1)[1].split("</div>", 1)[0]
+    assert "not signed in anywhere, so no session had to end" in notice
+    assert "0 signed-in sessions" not in notice

@@ -192,3 +192,13 @@ def test_unknown_pages_and_methods_get_plain_error_pages(client: FlaskClient) ->
     response = client.get("/no/such/page", headers={"Accept": "application/json"})
     assert response.get_json()["error"] == "page_not_found"
     assert response.get_json()["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_the_login_page_offers_first_time_registration_and_agent_help_a_way_back(
+    card_app: Flask,
+) -> None:
+    client = card_app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    assert 'href="/register" id="register-route-link">Register your smartcard</a>' in page
+    help_page = client.get("/card/agent-help").get_data(as_text=True)
+    assert 'id="agent-help-back" href="/login">Go back to the sign-in page</a>' in help_page

@@ -217,11 +217,17 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
         return _not_found()
     sessions = len(removal.ended)
     services_told = len(removal.relying_parties)
+    if sessions:
+        ended = (
+            f" {sessions} signed-in session{'' if sessions == 1 else 's'} ended;"
+            f" {services_told} service{'' if services_told == 1 else 's'} told to sign them"
+            " out."
+        )
+    else:
+        # Nothing to end is the ordinary case, not a fault: say it as such.
+        ended = " They were not signed in anywhere, so no session had to end."
     flash(
-        "The smartcard registration was removed."
-        f" {sessions} signed-in session{'' if sessions == 1 else 's'} ended;"
-        f" {services_told} service{'' if services_told == 1 else 's'} told to sign them out."
-        " They can now register a smartcard again.",
+        f"The smartcard registration was removed.{ended} They can now register a smartcard again.",
         "success",
     )
     return redirect(url_for("admin.user", mail=details.mail), code=303)
