@@ -63,6 +63,8 @@ KNOWN_TYPES: Mapping[tuple[str, str], str] = {
     ("directory", "server_retry_after"): _FLOAT,
     ("directory", "writable"): _BOOL,
     ("directory", "search_limit"): _INT,
+    ("directory", "connection_pool_size"): _INT,
+    ("directory", "connection_max_idle_seconds"): _FLOAT,
     ("signin", "account_free_failures"): _INT,
     ("signin", "failure_answer_ms"): _INT,
     ("signin", "address_free_failures"): _INT,

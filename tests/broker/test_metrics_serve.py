@@ -177,7 +177,9 @@ def test_one_scrape_reports_the_sum_over_the_workers_and_keeps_a_killed_workers_
     for _ in range(4):
         assert _get(f"{served.url}/readyz")[0] == 200
     text = served.scrape()
-    assert sample(text, "careid_directory_connections_open") == 0
+    # Each worker that answered a readiness check keeps its service connection bound
+    # for the next one (at most one each: the pings ran one after another).
+    assert 1 <= sample(text, "careid_directory_connections_open") <= len(workers)
     assert sample(text, "careid_logout_outbox_pending") == 0
 
     victim = max(workers, key=lambda pid: shares[pid])

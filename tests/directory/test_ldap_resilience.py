@@ -11,7 +11,7 @@ from directory_support import make_directory
 
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.directory import DirectoryConfig, LdapDirectory
-from careid_broker.errors import DirectoryUnavailableError
+from careid_broker.errors import DirectoryUnavailableError, InvalidCredentialsError
 from careid_devkit.slapd import DEMO_USER_PASSWORD, Slapd
 
 pytestmark = pytest.mark.slapd
@@ -138,3 +138,93 @@ def test_round_robin_keeps_working_with_one_server_down(
     # request still succeeds (the next in turn answers).
     for _ in range(4):
         assert directory.find_account(ALEX) is not None
+
+
+# Kept (pooled) connections.
+
+
+class _Counting:
+    """A pool observer that counts round trips and open connections."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.open = 0
+
+    def connection_opened(self) -> None:
+        self.open += 1
+
+    def connection_closed(self) -> None:
+        self.open -= 1
+
+    def server_answered(self, server: str, *, answered: bool) -> None:
+        pass
+
+    def request_sent(self, operation: str) -> None:
+        self.requests[operation] = self.requests.get(operation, 0) + 1
+
+
+def _with_observer(slapd: Slapd, observer: _Counting, **settings: object) -> LdapDirectory:
+    config = make_directory(slapd, **settings).config
+    return LdapDirectory(config, observer=observer)
+
+
+def test_searches_reuse_a_bound_service_connection(own_slapd: Slapd) -> None:
+    counting = _Counting()
+    directory = _with_observer(own_slapd, counting)
+    for _ in range(5):
+        assert directory.find_account(ALEX) is not None
+    # One connect and one bind for five searches; the connection stays open, kept.
+    assert counting.requests == {"connect": 1, "bind": 1, "search": 5}
+    assert counting.open == 1
+
+
+def test_password_checks_rebind_a_kept_user_connection_never_used_for_searches(
+    own_slapd: Slapd,
+) -> None:
+    counting = _Counting()
+    directory = _with_observer(own_slapd, counting)
+    for _ in range(3):
+        assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+    # Each check: a search as the service account and a bind as the user, on two kept
+    # connections (service, user binds): 2 connects in all, 1 service bind + 3 user binds.
+    assert counting.requests == {"connect": 2, "bind": 4, "search": 3}
+    # A wrong password is refused, and the connection that saw it is closed, not kept.
+    with pytest.raises(InvalidCredentialsError):
+        directory.authenticate(ALEX, "not-the-password")
+    assert counting.requests["unbind"] == 1
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+
+
+def test_a_kept_connection_dropped_by_a_restart_is_replaced_without_an_error(
+    own_slapd: Slapd,
+) -> None:
+    counting = _Counting()
+    directory = _with_observer(own_slapd, counting)
+    assert directory.find_account(ALEX) is not None
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+    own_slapd.stop()
+    own_slapd.start()  # every kept connection is now dead
+    assert directory.find_account(ALEX) is not None
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+    assert directory.ping() is True
+    assert counting.requests["connect"] == 4  # two first, two after the restart
+
+
+def test_a_connection_idle_too_long_is_closed_not_reused(own_slapd: Slapd) -> None:
+    now = [1000.0]
+    counting = _Counting()
+    config = make_directory(own_slapd, connection_max_idle_seconds=30).config
+    directory = LdapDirectory(config, observer=counting, monotonic=lambda: now[0])
+    assert directory.find_account(ALEX) is not None
+    now[0] += 31
+    assert directory.find_account(ALEX) is not None
+    assert counting.requests["connect"] == 2 and counting.open == 1
+
+
+def test_with_no_pool_every_operation_has_its_own_connection(own_slapd: Slapd) -> None:
+    counting = _Counting()
+    directory = _with_observer(own_slapd, counting, connection_pool_size=0)
+    for _ in range(3):
+        assert directory.find_account(ALEX) is not None
+    assert counting.requests == {"connect": 3, "bind": 3, "search": 3, "unbind": 3}
+    assert counting.open == 0

@@ -73,6 +73,12 @@ class DirectoryConfig:
     write_bind_password: str | None = field(default=None, repr=False)
     current_aup_version: str
     search_limit: int = 100
+    # Bound connections kept open between operations, per server and account (service,
+    # writer, user binds); 0 opens and closes one per operation.
+    connection_pool_size: int = 8
+    # A kept connection unused for this long is closed rather than reused (servers and
+    # firewalls drop idle connections; Active Directory after 900 s by default).
+    connection_max_idle_seconds: float = 60.0
     mapping: AttributeMapping = field(default_factory=AttributeMapping)
 
     def servers(self) -> tuple[ServerAddress, ...]:
@@ -154,6 +160,10 @@ class DirectoryConfig:
             write_bind_password=write_bind_password,
             current_aup_version=reader.string("current_aup_version"),
             search_limit=reader.integer("search_limit", 100, minimum=1, maximum=1000),
+            connection_pool_size=reader.integer("connection_pool_size", 8, minimum=0, maximum=256),
+            connection_max_idle_seconds=reader.number(
+                "connection_max_idle_seconds", 60.0, minimum=1.0, maximum=3600.0
+            ),
             mapping=mapping,
         )
         reader.finish()

@@ -1,20 +1,33 @@
-"""Connections to the directory: one per request, over TLS when configured, with failover.
+"""Connections to the directory, over TLS when configured, kept bound, with failover.
 
-Every operation gets a fresh connection from the first server in the pool's order that
-answers, bound as the account the operation needs, and closed afterwards. No connection
-outlives a request, so a directory that went away and came back is simply used again,
-and a hung server costs one request a receive timeout, never a wedged shared socket.
-Anything unexpected — a refused connection, a timeout, a TLS failure, a result code we
-do not expect — becomes `DirectoryUnavailableError`: the broker denies, never allows.
+Every operation runs on a connection to the first server in the pool's order that
+answers, bound as the account the operation needs. Connections are kept open between
+operations (`connection_pool_size` per server and account, in this process):
+
+- the service and writer accounts' connections stay bound as those accounts, so a
+  search is one round trip instead of connect, bind, search and unbind;
+- a user's password check re-binds a kept user-bind connection (a bind replaces the
+  connection's identity; a failed one leaves it anonymous, RFC 4511 §4.2.1). These
+  connections are used for binds and nothing else, so no search ever runs as a user.
+
+A kept connection unused for `connection_max_idle_seconds` is closed, not reused; one
+that fails is closed and the operation is tried once more on a new connection to the
+same server (it was probably dropped while idle) before the server counts as failed.
+Any connection that saw an error or a refusal is closed, never kept. Anything
+unexpected — a refused connection, a timeout, a TLS failure, a result code we do not
+expect — becomes `DirectoryUnavailableError`: the broker denies, never allows.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import ssl
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -128,8 +141,73 @@ class _VerifyingTls(Tls):  # type: ignore[misc]  # ldap3 ships no type informati
         )
 
 
+@dataclass(kw_only=True, slots=True)
+class _Kept:
+    connection: Connection
+    idle_since: float
+
+
+def _close_kept(kept: dict[tuple[int, BindRole], list[_Kept]], pid: int) -> None:
+    if pid == os.getpid():
+        for items in kept.values():
+            for item in items:
+                _close(item.connection)
+    kept.clear()
+
+
+class _KeptConnections:
+    """Bound connections kept between operations, by (server, account role).
+
+    Per process: after a fork the child forgets its parent's connections (their
+    sockets are shared with the parent, which may still use them) and opens its own.
+    """
+
+    def __init__(self, *, size: int, max_idle: float, monotonic: Callable[[], float]) -> None:
+        self._size = size
+        self._max_idle = max_idle
+        self._monotonic = monotonic
+        self._kept: dict[tuple[int, BindRole], list[_Kept]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        # Closed with their owner, even when nobody calls `close()` (an adapter made
+        # and dropped, in tests or by the CLI).
+        weakref.finalize(self, _close_kept, self._kept, self._pid)
+
+    def close(self) -> None:
+        """Close every kept connection (at shutdown)."""
+        with self._lock:
+            _close_kept(self._kept, self._pid)
+
+    def take(self, key: tuple[int, BindRole]) -> tuple[Connection | None, list[Connection]]:
+        """A kept connection for `key` (the most recently used), and stale ones to close."""
+        stale: list[Connection] = []
+        now = self._monotonic()
+        with self._lock:
+            if self._pid != os.getpid():
+                self._kept.clear()  # the parent's: never touch them
+                self._pid = os.getpid()
+            kept = self._kept.get(key, [])
+            while kept:
+                item = kept.pop()
+                if now - item.idle_since <= self._max_idle and not item.connection.closed:
+                    return item.connection, stale
+                stale.append(item.connection)
+        return None, stale
+
+    def give(self, key: tuple[int, BindRole], connection: Connection) -> bool:
+        """Keep `connection` for later; False (the caller closes it) when full."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return False
+            kept = self._kept.setdefault(key, [])
+            if len(kept) >= self._size:
+                return False
+            kept.append(_Kept(connection=connection, idle_since=self._monotonic()))
+            return True
+
+
 class Connector:
-    """Runs one operation on a freshly bound connection, failing over across servers."""
+    """Runs operations on kept, bound connections, failing over across servers."""
 
     def __init__(
         self,
@@ -149,6 +227,15 @@ class Connector:
         self._tls = _VerifyingTls(config.ca_file) if config.use_tls is not TlsMode.NONE else None
         # ldap3 writes the receive timeout into SO_RCVTIMEO as an integer of seconds.
         self._receive_timeout = max(1, math.ceil(config.receive_timeout))
+        self._kept = _KeptConnections(
+            size=config.connection_pool_size,
+            max_idle=config.connection_max_idle_seconds,
+            monotonic=monotonic,
+        )
+
+    def close(self) -> None:
+        """Close the connections kept between operations."""
+        self._kept.close()
 
     @property
     def time_limit(self) -> int:
@@ -164,12 +251,20 @@ class Connector:
         """
         failures: list[str] = []
         for index, address in self._pool.order():
-            connection = self._connection(address, account)
-            self._observer.connection_opened()
+            key = (index, account.role)
+            reused, stale = self._kept.take(key)
+            for old in stale:
+                self._discard(old)
             try:
-                self._open(connection, address)
-                self._bind(connection, account)
-                result = operation(connection)
+                if reused is not None:
+                    try:
+                        result = self._on(key, reused, address, account, operation)
+                    except (LDAPException, OSError) as exc:
+                        # Most likely dropped while it sat idle: one more try, afresh.
+                        log.info("kept directory connection to %s failed: %s", address.url, exc)
+                        result = self._on(key, None, address, account, operation)
+                else:
+                    result = self._on(key, None, address, account, operation)
             except BrokerError:
                 self._answered(index, address)
                 raise
@@ -181,9 +276,6 @@ class Connector:
                 failures.append(f"{address.url}: {type(exc).__name__}: {exc}")
                 self._failed(index, address)
                 continue
-            finally:
-                _close(connection)
-                self._observer.connection_closed()
             self._answered(index, address)
             return result
         detail = "; ".join(failures)
@@ -205,6 +297,45 @@ class Connector:
             return operation(connection)
         finally:
             _close(connection)
+
+    def _on(
+        self,
+        key: tuple[int, BindRole],
+        kept: Connection | None,
+        address: ServerAddress,
+        account: BindAccount,
+        operation: Callable[[Connection], T],
+    ) -> T:
+        """Run `operation` on `kept` (or a new connection); keep the connection after a
+        clean success, close it after anything else."""
+        if kept is None:
+            connection = self._connection(address, account)
+            self._observer.connection_opened()
+        else:
+            connection = kept
+        clean = False
+        try:
+            if kept is None:
+                self._open(connection, address)
+                self._bind(connection, account)
+            elif account.role is BindRole.USER:
+                # A kept service or writer connection is still bound as that account; a
+                # user-bind connection binds again, as this user.
+                connection.user, connection.password = account.dn, account.password
+                self._bind(connection, account)
+            result = operation(connection)
+            clean = True
+            return result
+        finally:
+            if account.role is BindRole.USER:
+                connection.password = None  # not kept in memory longer than the bind
+            if not (clean and self._kept.give(key, connection)):
+                self._discard(connection)
+
+    def _discard(self, connection: Connection) -> None:
+        self._observer.request_sent("unbind")
+        _close(connection)
+        self._observer.connection_closed()
 
     def _answered(self, index: int, address: ServerAddress) -> None:
         self._pool.mark_ok(index)
@@ -239,14 +370,17 @@ class Connector:
         )
 
     def _open(self, connection: Connection, address: ServerAddress) -> None:
+        self._observer.request_sent("connect")
         connection.open(read_server_info=False)
         if self._config.use_tls is TlsMode.STARTTLS:
+            self._observer.request_sent("starttls")
             # ldap3 raises on failure; a False return (operations pending) is a failure too.
             if not connection.start_tls(read_server_info=False):
                 raise ServerFault("StartTLS was not established")
 
     def _bind(self, connection: Connection, account: BindAccount) -> None:
         controls = [PPOLICY_REQUEST] if account.role is BindRole.USER else None
+        self._observer.request_sent("bind")
         bound = connection.bind(read_server_info=False, controls=controls)
         result = cast(dict[str, Any], connection.result or {})
         if bound:
@@ -271,6 +405,7 @@ class Connector:
         base_only: bool = False,
     ) -> SearchResult:
         """Run a search on a bound connection and decode every value as UTF-8."""
+        self._observer.request_sent("search")
         connection.search(
             base,
             search_filter,

@@ -66,6 +66,7 @@ class LdapDirectory:
         self._config = config
         self._clock = clock
         self._connector = Connector(config, monotonic=monotonic, observer=observer)
+        self._observer = observer
         self._service = BindAccount(
             role=BindRole.SERVICE, dn=config.bind_dn, password=config.bind_password.encode()
         )
@@ -180,6 +181,7 @@ class LdapDirectory:
             changes[mapping.aup_time] = [(MODIFY_REPLACE, [stamp])]
 
         def operation(connection: Connection) -> None:
+            self._observer.request_sent("modify")
             connection.modify(account.dn, changes)
             result = connection.result or {}
             if result.get("result") != 0:
@@ -267,6 +269,10 @@ class LdapDirectory:
     def check_care_identity(self, identity: CareIdentity | None) -> CareIdentity:
         """The record, if it exists and is active; else the reason it may not be used."""
         return policy.check_care_identity(identity)
+
+    def close(self) -> None:
+        """Close the connections kept open between operations (at shutdown)."""
+        self._connector.close()
 
     # Health.
 

@@ -32,6 +32,10 @@ class PoolObserver(Protocol):
         """An attempt at `server` (its URL) answered, or failed."""
         ...
 
+    def request_sent(self, operation: str) -> None:
+        """One round trip to a server: connect, starttls, bind, search, modify, unbind."""
+        ...
+
 
 class _Unobserved:
     def connection_opened(self) -> None:
@@ -41,6 +45,9 @@ class _Unobserved:
         pass
 
     def server_answered(self, server: str, *, answered: bool) -> None:
+        pass
+
+    def request_sent(self, operation: str) -> None:
         pass
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "Registry",
     "RetentionMetrics",
     "RevocationMetrics",
+    "StoreMetrics",
     "use_multiprocess_directory",
     "worker_exited",
 ]
@@ -74,11 +75,18 @@ class DirectoryPoolMetrics:
         # Summed over live workers: a worker that exits closes its connections with it.
         self.connections_open = registry.process_gauge(
             "careid_directory_connections_open",
-            "Directory connections open now (each lives for one operation).",
+            "Directory connections open now: bound connections kept between operations"
+            " ([directory] connection_pool_size per server and account) and those in use.",
             mode="livesum",
         )
         # The newest word from any worker, even one that has exited since: whether a
         # server answered is a fact about the server, not about the worker that asked.
+        self.requests = registry.counter(
+            "careid_directory_requests_total",
+            "Round trips to the directory by operation (connect, starttls, bind, search,"
+            " modify, unbind).",
+            ("operation",),
+        )
         self.server_up = registry.process_gauge(
             "careid_directory_server_up",
             "1 when the last attempt at a directory server answered, 0 when it failed"
@@ -98,6 +106,32 @@ class DirectoryPoolMetrics:
     def server_answered(self, server: str, *, answered: bool) -> None:
         """An attempt at `server` answered, or failed."""
         self.server_up.set(1.0 if answered else 0.0, server=server)
+
+    def request_sent(self, operation: str) -> None:
+        """One round trip to a directory server."""
+        self.requests.inc(operation=operation)
+
+
+class StoreMetrics:
+    """Database transactions and statements (a `store` `StoreObserver`)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.transactions = registry.counter(
+            "careid_store_transactions_total",
+            "Database transactions begun, by kind (write, read).",
+            ("kind",),
+        )
+        self.statements = registry.counter(
+            "careid_store_statements_total", "SQL statements sent to the database."
+        )
+
+    def transaction_begun(self, *, write: bool) -> None:
+        """A transaction began."""
+        self.transactions.inc(kind="write" if write else "read")
+
+    def statement_run(self) -> None:
+        """One statement was sent."""
+        self.statements.inc()
 
 
 class RetentionMetrics:
@@ -157,6 +191,7 @@ class BrokerMetrics:
         self.revocation = RevocationMetrics(r)
         self.directory_pool = DirectoryPoolMetrics(r)
         self.retention = RetentionMetrics(r)
+        self.store = StoreMetrics(r)
 
     def render(self) -> str:
         """The exposition text."""
