@@ -116,14 +116,15 @@ def build_broker(
     """
     if clock is None:
         clock = store.clock if store is not None else utc_now
+    metrics = BrokerMetrics()
     if store is None:
         store = create_store(
             config.database.url,
             clock=clock,
             busy_timeout=config.database.busy_timeout,
             pool_size=config.database.pool_size,
+            observer=metrics.store,
         )
-    metrics = BrokerMetrics()
     if directory is None:
         directory = LdapDirectory(config.directory, clock=clock, observer=metrics.directory_pool)
     origin = origin_of(config.broker.issuer)

@@ -486,6 +486,13 @@ def test_a_code_is_bound_to_its_client_and_redirect_uri(oidc_app: Flask) -> None
     second = rp.signed_in_code()
     moved = rp.redeem(second, redirect_uri="https://rp.example.test/other")
     assert moved.status_code == 400 and moved.get_json()["error"] == "invalid_grant"
+    # A failed exchange burns the code: a stolen code gets one try, not one per guess.
+    again = rp.redeem(second)
+    assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
+    wrong_verifier = rp.signed_in_code()
+    guessed = rp.redeem(wrong_verifier, code_verifier="x" * 64)
+    assert guessed.status_code == 400 and guessed.get_json()["error"] == "invalid_grant"
+    assert rp.redeem(wrong_verifier).get_json()["error"] == "invalid_grant"
 
 
 def test_a_code_expires_after_60_seconds(oidc_browser: Browser, clock: FakeClock) -> None:

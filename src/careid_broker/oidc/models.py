@@ -86,11 +86,13 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
 
 
 class StoredCode(AuthorizationCodeMixin):  # type: ignore[misc]
-    """A redeemed authorization code (already consumed in the store)."""
+    """An authorization code found valid; it is used up (redeemed) in the transaction
+    that issues its tokens, or burned when the exchange fails."""
 
-    def __init__(self, code_id: int, grant: CodeGrant) -> None:
+    def __init__(self, code_id: int, grant: CodeGrant, *, raw: str) -> None:
         self.code_id = code_id
         self.grant = grant
+        self.raw = raw
         # Read by authlib's CodeChallenge extension.
         self.code_challenge = grant.code_challenge
         self.code_challenge_method = grant.code_challenge_method

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Request, grants
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -154,32 +155,56 @@ class CodeGrantWithStore(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         return None
 
+    def validate_token_request(self) -> None:
+        # A code that was found but whose exchange then fails (redirect URI, PKCE) is
+        # burned, so a stolen code gets one try.
+        self._found: tuple[StoredCode, OAuthClient] | None = None
+        try:
+            super().validate_token_request()
+        except OAuth2Error:
+            if self._found is not None:
+                found, client = self._found
+                burn(self.ctx, found.raw, client)
+            raise
+
     def query_authorization_code(self, code: str, client: OAuthClient) -> StoredCode | None:
-        result = self.ctx.repos.codes.redeem(code, client_id=client.get_client_id())
-        if result.outcome is RedeemOutcome.REUSED:
-            log.warning(
-                "authorization code replayed by %s: %d tokens revoked",
-                client.get_client_id(),
-                result.tokens_revoked,
-            )
-            self.ctx.on_token_event(
-                "authorization_code",
-                client.get_client_id(),
-                "code_reused",
-                {"tokens_revoked": result.tokens_revoked},
-            )
-        if result.outcome is not RedeemOutcome.OK or result.grant is None:
+        # Read only: the code is used up in `save_token`'s transaction with the tokens.
+        found = self.ctx.repos.codes.peek(code, client_id=client.get_client_id())
+        if found.outcome is RedeemOutcome.UNKNOWN:
+            return None
+        if found.outcome is not RedeemOutcome.OK or found.grant is None:
+            burn(self.ctx, code, client)  # reused: revokes its tokens; else burned
             return None
         # A session that ended within the code's minute is caught in `save_token`,
         # atomically with issuing the tokens.
-        assert result.code_id is not None  # noqa: S101 - set with OK
-        return StoredCode(result.code_id, result.grant)
+        assert found.code_id is not None  # noqa: S101 - set with OK
+        stored = StoredCode(found.code_id, found.grant, raw=code)
+        self._found = (stored, client)
+        return stored
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
         return None  # consumed atomically when it was queried
 
     def authenticate_user(self, authorization_code: StoredCode) -> SignedInUser:
         return authorization_code.user()
+
+
+def burn(ctx: ServerContext, code: str, client: OAuthClient) -> RedeemOutcome:
+    """Use a code up without issuing anything; a reused code's tokens are revoked."""
+    result = ctx.repos.codes.redeem(code, client_id=client.get_client_id())
+    if result.outcome is RedeemOutcome.REUSED:
+        log.warning(
+            "authorization code replayed by %s: %d tokens revoked",
+            client.get_client_id(),
+            result.tokens_revoked,
+        )
+        ctx.on_token_event(
+            "authorization_code",
+            client.get_client_id(),
+            "code_reused",
+            {"tokens_revoked": result.tokens_revoked},
+        )
+    return result.outcome
 
 
 class RefreshGrantWithStore(grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -280,21 +305,39 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         user: SignedInUser = request.user
         code: StoredCode = request.authorization_code
         repos = self.ctx.repos
-        # One transaction: the RP joins the session (to be told by back-channel logout
-        # when it ends) and gets its tokens, or — if the session ended meanwhile —
-        # neither happens.
+        # One transaction: the code is used up, the RP joins the session (to be told by
+        # back-channel logout when it ends) and gets its tokens — or, if the code was
+        # used meanwhile or the session ended, nothing is issued.
         with repos.store.transaction():
-            if not repos.sessions.add_relying_party(user.sid, client_id):
-                raise InvalidGrantError("The sign-in session has ended.")
-            repos.tokens.issue(
-                client_id=client_id,
-                sub=user.sub,
-                scope=token.get("scope", code.get_scope()),
-                access_token=token["access_token"],
-                refresh_token=token.get("refresh_token"),
-                sid=user.sid,
-                code_id=code.code_id,
-            )
+            redeemed = repos.codes.redeem(code.raw, client_id=client_id)
+            if redeemed.outcome is RedeemOutcome.OK:
+                if not repos.sessions.add_relying_party(user.sid, client_id):
+                    raise InvalidGrantError("The sign-in session has ended.")
+                repos.tokens.issue(
+                    client_id=client_id,
+                    sub=user.sub,
+                    scope=token.get("scope", code.get_scope()),
+                    access_token=token["access_token"],
+                    refresh_token=token.get("refresh_token"),
+                    sid=user.sid,
+                    code_id=code.code_id,
+                )
+        # Not OK: used by a concurrent exchange (or replayed) since it was read. That is
+        # committed as it is (a reused code's tokens are revoked), and nothing issued.
+        if redeemed.outcome is not RedeemOutcome.OK:
+            if redeemed.outcome is RedeemOutcome.REUSED:
+                log.warning(
+                    "authorization code raced or replayed by %s: %d tokens revoked",
+                    client_id,
+                    redeemed.tokens_revoked,
+                )
+                self.ctx.on_token_event(
+                    "authorization_code",
+                    client_id,
+                    "code_reused",
+                    {"tokens_revoked": redeemed.tokens_revoked},
+                )
+            raise InvalidGrantError("The authorization code is not valid.")
 
 
 def build_server(

@@ -92,7 +92,8 @@ class PasswordSignin:
         (disabled, expired, AUP, unreadable data) come back as `PasswordCheck.refusal`.
         """
         keys = (account_key(mail), address_key(client_address))
-        blocked = [state for state in map(self._throttle.check, keys) if state.blocked]
+        states = self._throttle.check_many(keys)
+        blocked = [state for state in states if state.blocked]
         if blocked:
             raise SigninThrottledError(
                 max(state.retry_after for state in blocked),
@@ -117,7 +118,11 @@ class PasswordSignin:
             raise InvalidCredentialsError(
                 reason=BrokerCode.ACCOUNT_LOCKED, detail=exc.detail
             ) from exc
-        self._throttle.reset(keys[0])
+        if states[0].failures:
+            # Only when there was something to forget: most sign-ins have no failures
+            # behind them, and a write transaction each would queue them all. A failure
+            # counted meanwhile by another request stays counted (the safe side).
+            self._throttle.reset(keys[0])
         # The address counter is left alone: a guesser must not clear it by signing in
         # to an account of their own between guesses.
         try:
@@ -128,9 +133,7 @@ class PasswordSignin:
 
     def throttle_state(self, mail: str, client_address: str) -> tuple[ThrottleState, ...]:
         """Where the account and the address stand (for tests and the admin console)."""
-        return tuple(
-            self._throttle.check(k) for k in (account_key(mail), address_key(client_address))
-        )
+        return self._throttle.check_many((account_key(mail), address_key(client_address)))
 
     def _wait_out_floor(self, asked: float) -> None:
         """Hold a refusal until the floor has passed since the directory was asked."""

@@ -116,6 +116,29 @@ class AuthorizationCodes:
             session.flush()
             return IssuedCode(code=code, code_id=row.id, expires_at=row.expires_at)
 
+    def peek(self, code: str, *, client_id: str, now: datetime | None = None) -> RedeemResult:
+        """What `redeem` would answer, read without using the code up (a read only).
+
+        OK means the code exists, is unused, belongs to this client and is in time; the
+        token endpoint then redeems it in the transaction that issues the tokens, so a
+        code exchange writes once. Any other answer changes nothing here: the caller
+        redeems to burn the code (and, for a reused one, revoke its tokens).
+        """
+        when = require_aware(now) if now is not None else self._store.now()
+        with self._store.session() as session:
+            row = session.scalars(
+                select(AuthorizationCode).where(AuthorizationCode.code_hash == sha256_hex(code))
+            ).one_or_none()
+            if row is None:
+                return RedeemResult(outcome=RedeemOutcome.UNKNOWN)
+            if row.consumed_at is not None:
+                return RedeemResult(outcome=RedeemOutcome.REUSED, code_id=row.id)
+            if not hmac.compare_digest(row.client_id, client_id):
+                return RedeemResult(outcome=RedeemOutcome.WRONG_CLIENT, code_id=row.id)
+            if row.expires_at <= when:
+                return RedeemResult(outcome=RedeemOutcome.EXPIRED, code_id=row.id)
+            return RedeemResult(outcome=RedeemOutcome.OK, code_id=row.id, grant=_grant(row))
+
     def redeem(self, code: str, *, client_id: str, now: datetime | None = None) -> RedeemResult:
         """Use a code up; exactly one caller ever gets OK for a code.
 

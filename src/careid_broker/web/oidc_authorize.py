@@ -242,18 +242,28 @@ def with_selected_role(
 
 
 def _issue(
-    provider: OidcProvider, request: OAuth2Request, grant: Any, user: SignedInUser
+    provider: OidcProvider,
+    request: OAuth2Request,
+    grant: Any,
+    user: SignedInUser,
+    *,
+    completes: str | None = None,
 ) -> Response:
-    response: Response = provider.server.create_authorization_response(
-        request=request, grant_user=user, grant=grant
-    )
-    provider.audit(
-        "oidc.authorize",
-        outcome="success",
-        subject=user.account_mail,
-        rp=request.payload.client_id,
-        details={"acr": user.acr},
-    )
+    """The code for the RP, and its audit entry, in one write transaction; with
+    `completes`, that login transaction is marked done in it too (or nothing is issued)."""
+    with provider.store.transaction():
+        if completes is not None and provider.repos.transactions.complete(completes) is None:
+            raise SigninExpiredError(detail="login transaction completed by another request")
+        response: Response = provider.server.create_authorization_response(
+            request=request, grant_user=user, grant=grant
+        )
+        provider.audit(
+            "oidc.authorize",
+            outcome="success",
+            subject=user.account_mail,
+            rp=request.payload.client_id,
+            details={"acr": user.acr},
+        )
     return with_iss(provider, response)
 
 
@@ -448,6 +458,4 @@ def resume(provider: OidcProvider, tx: str | None, signin: SessionRecord | None)
     user = with_selected_role(stored.scope, signin, signed_in_user(provider, signin))
     if user is None:
         return _to_role_choice(tx)
-    if provider.repos.transactions.complete(tx) is None:
-        raise SigninExpiredError(detail="login transaction completed by another request")
-    return _issue(provider, request, grant, user)
+    return _issue(provider, request, grant, user, completes=tx)
