@@ -40,6 +40,11 @@ TARGET_P95_MS = 500.0
 CLIENT_ID = "bench"
 CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
 REDIRECT = "https://rp.bench.test/callback"
+# The client the peer benchmark's driver (../shared/peer-bench/drive.py) signs in with:
+# its own defaults for the redirect URI and the ID token algorithm.
+PEER_CLIENT_ID = "peerbench"
+PEER_CLIENT_SECRET = "peerbench-client-secret-0123456789abcdef"
+PEER_REDIRECT = "http://127.0.0.1:9/cb"
 CLI = str(Path(sys.executable).with_name("careid-broker"))
 # What a sign-in may raise when the broker misbehaves: counted as an error, not fatal.
 SIGNIN_FAILURES = (AssertionError, OSError, KeyError, ValueError)
@@ -75,7 +80,11 @@ def write_config(
     clients.write_text(
         f"[clients.{CLIENT_ID}]\n"
         f'secret_hash = "{hash_secret(CLIENT_SECRET)}"\n'  # production cost: part of the flow
-        f'redirect_uris = ["{REDIRECT}"]\n',
+        f'redirect_uris = ["{REDIRECT}"]\n'
+        f"\n[clients.{PEER_CLIENT_ID}]\n"
+        f'secret_hash = "{hash_secret(PEER_CLIENT_SECRET)}"\n'
+        f'redirect_uris = ["{PEER_REDIRECT}"]\n'
+        'id_token_signed_response_alg = "ES256"\n',
         encoding="utf-8",
     )
     sections: dict[str, Mapping[str, Any]] = {
@@ -99,9 +108,103 @@ def write_config(
     return config
 
 
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class Server:
+    """A running broker: its port, and its processes' CPU time so far."""
+
+    port: int
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used by the gunicorn master and its live workers."""
+        return sum(_cpu_seconds(p) for p in (self.pid, *_children(self.pid)))
+
+    def counters(self) -> dict[str, float]:
+        """The broker's counters from /metrics (summed over its workers), by sample."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            body = response.read().decode()
+            if response.status != 200:
+                raise RuntimeError(f"/metrics answered {response.status}")
+        finally:
+            conn.close()
+        values: dict[str, float] = {}
+        for line in body.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            sample, _, value = line.rpartition(" ")
+            if sample.endswith("_created"):
+                continue
+            values[sample] = float(value)
+        return values
+
+
+#: What `work_per_signin` reports, from the broker's own counters.
+WORK_COUNTERS = {
+    "db_write_transactions": 'careid_store_transactions_total{kind="write"}',
+    "db_read_transactions": 'careid_store_transactions_total{kind="read"}',
+    "db_statements": "careid_store_statements_total",
+    "directory_connects": 'careid_directory_requests_total{operation="connect"}',
+    "directory_binds": 'careid_directory_requests_total{operation="bind"}',
+    "directory_searches": 'careid_directory_requests_total{operation="search"}',
+    "directory_unbinds": 'careid_directory_requests_total{operation="unbind"}',
+}
+
+
+@dataclass(kw_only=True)
+class WorkMeter:
+    """The server's CPU time and counted work between `start()` and `report(n)`."""
+
+    server: Server
+    cpu: float = 0.0
+    counts: dict[str, float] | None = None
+
+    def start(self) -> None:
+        self.cpu = self.server.cpu_seconds()
+        self.counts = self.server.counters()
+
+    def report(self, signins: int) -> dict[str, Any]:
+        """CPU ms and round trips per sign-in (the counters' scrape itself included)."""
+        cpu = self.server.cpu_seconds() - self.cpu
+        after = self.server.counters()
+        before = self.counts or {}
+        per = max(signins, 1)
+        work = {
+            name: round((after.get(key, 0.0) - before.get(key, 0.0)) / per, 2)
+            for name, key in WORK_COUNTERS.items()
+        }
+        return {"server_cpu_ms_per_signin": round(cpu * 1000 / per, 2), "work_per_signin": work}
+
+
 @contextmanager
-def serve(config: Path, *, port: int, workers: int, threads: int, log: Path) -> Iterator[str]:
-    """`careid-broker serve` on 127.0.0.1:`port` until the block ends; its base URL."""
+def serve(config: Path, *, port: int, workers: int, threads: int, log: Path) -> Iterator[Server]:
+    """`careid-broker serve` on 127.0.0.1:`port` until the block ends."""
     with log.open("wb") as output:
         process = subprocess.Popen(
             [
@@ -132,7 +235,7 @@ def serve(config: Path, *, port: int, workers: int, threads: int, log: Path) -> 
                         break
                 except OSError:
                     time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}"
+            yield Server(port=port, pid=process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -183,8 +286,8 @@ class BrokerSetup:
 
 
 @contextmanager
-def running_broker(backend: str, folder: Path, setup: BrokerSetup) -> Iterator[int]:
-    """The broker on `backend`'s own database in `folder`/`backend`; its port."""
+def running_broker(backend: str, folder: Path, setup: BrokerSetup) -> Iterator[Server]:
+    """The broker on `backend`'s own database in `folder`/`backend`."""
     run_dir = folder / backend
     run_dir.mkdir()
     port = free_port()
@@ -207,8 +310,8 @@ def running_broker(backend: str, folder: Path, setup: BrokerSetup) -> Iterator[i
             workers=setup.workers,
             threads=setup.threads,
             log=run_dir / "log",
-        ):
-            yield port
+        ) as server:
+            yield server
 
 
 class Browser:

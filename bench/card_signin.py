@@ -61,6 +61,8 @@ from broker_bench import (
     TARGET_SIGNINS_PER_SECOND,
     BrokerSetup,
     Browser,
+    Server,
+    WorkMeter,
     add_load_arguments,
     add_server_arguments,
     authorize,
@@ -183,9 +185,10 @@ def one_signin(port: int, agent: Agent) -> float:
 
 
 def run_load(
-    port: int, agents: list[Agent], *, signins: int, users: int, ocsp: PkiServer
+    server: Server, agents: list[Agent], *, signins: int, users: int, ocsp: PkiServer
 ) -> dict[str, Any]:
-    """`signins` sign-ins shared among `users` threads; throughput and latency."""
+    """`signins` sign-ins shared among `users` threads; throughput, latency, work."""
+    port = server.port
     # Warm-up: keys, pools, and each card's OCSP answer cached in every worker. Which
     # worker takes a connection is the kernel's choice: go round the cards until a
     # whole round needs no OCSP request (or give up and let the JSON say so).
@@ -198,12 +201,17 @@ def run_load(
         if quiet_rounds == 2:
             break
     ocsp_before = ocsp.ocsp_requests_served
+    meter = WorkMeter(server=server)
+    meter.start()
     outcome = run_users(
         lambda slot: one_signin(port, agents[slot % len(agents)]), signins=signins, users=users
     )
     return outcome.report(
         latency_key="server_side_latency_ms",
-        extra={"ocsp_requests_during_run": ocsp.ocsp_requests_served - ocsp_before},
+        extra={
+            "ocsp_requests_during_run": ocsp.ocsp_requests_served - ocsp_before,
+            **meter.report(len(outcome.latencies)),
+        },
     )
 
 
@@ -325,9 +333,9 @@ def main() -> int:
                     prepare=lambda url: _register(url, agents),
                 )
                 for backend in backends:
-                    with running_broker(backend, folder, setup) as port:
+                    with running_broker(backend, folder, setup) as server:
                         outcome = run_load(
-                            port, agents, signins=args.signins, users=args.users, ocsp=ocsp
+                            server, agents, signins=args.signins, users=args.users, ocsp=ocsp
                         )
                     results.append({"backend": backend, **outcome})
     return emit(

@@ -33,6 +33,8 @@ from broker_bench import (
     TARGET_SIGNINS_PER_SECOND,
     BrokerSetup,
     Browser,
+    Server,
+    WorkMeter,
     add_load_arguments,
     add_server_arguments,
     authorize,
@@ -77,8 +79,9 @@ def one_signin(port: int, mail: str) -> None:
         browser.close()
 
 
-def run_load(port: int, *, signins: int, users: int) -> dict[str, Any]:
-    """`signins` sign-ins shared among `users` threads; throughput and latency."""
+def run_load(server: Server, *, signins: int, users: int) -> dict[str, Any]:
+    """`signins` sign-ins shared among `users` threads; throughput, latency, work."""
+    port = server.port
 
     def timed_signin(slot: int) -> float:
         started = time.perf_counter()
@@ -87,8 +90,10 @@ def run_load(port: int, *, signins: int, users: int) -> dict[str, Any]:
 
     for warm in range(users):  # the first requests of each worker load keys and pools
         one_signin(port, ACCOUNTS[warm % len(ACCOUNTS)])
+    meter = WorkMeter(server=server)
+    meter.start()
     outcome = run_users(timed_signin, signins=signins, users=users)
-    return outcome.report(latency_key="latency_ms")
+    return outcome.report(latency_key="latency_ms", extra=meter.report(len(outcome.latencies)))
 
 
 def main() -> int:
@@ -112,8 +117,8 @@ def main() -> int:
             extra_sections={"signin": {"address_free_failures": 10000}},
         )
         for backend in backends:
-            with running_broker(backend, Path(raw), setup) as port:
-                outcome = run_load(port, signins=args.signins, users=args.users)
+            with running_broker(backend, Path(raw), setup) as server:
+                outcome = run_load(server, signins=args.signins, users=args.users)
             results.append({"backend": backend, **outcome})
     return emit(
         {

@@ -142,8 +142,8 @@ def main() -> int:
             # Every failure comes from one address: keep the per-address throttle out of it.
             extra_sections={"signin": signin},
         )
-        with running_broker("sqlite", Path(raw), setup) as port:
-            outcome = measure(port, rounds=args.rounds, warmup=args.warmup)
+        with running_broker("sqlite", Path(raw), setup) as server:
+            outcome = measure(server.port, rounds=args.rounds, warmup=args.warmup)
     return emit(
         {
             "benchmark": "password_timing",

@@ -1,0 +1,256 @@
+"""Sign-ins per second against node-oidc-provider, measured in the same run by one driver.
+
+The yardstick is `../shared/peer-bench` (outside this repository; its README says what it
+measures): panva's oidc-provider with an in-memory store, driven by its `drive.py` —
+N virtual users, each flow authorize → login form → code → token → userinfo with every
+step checked, every flow a new browser. This script runs, one after the other on the
+same machine:
+
+1. the peer (`op.mjs`), driven by `drive.py`;
+2. `careid-broker serve` on SQLite (and on PostgreSQL when a server is named), driven
+   by the same `drive.py` — a password sign-in with a real LDAP bind against slapd,
+   every write the broker makes durable before it answers;
+3. optionally (`--card`), `bench/card_signin.py` for complete card sign-ins.
+
+and prints one JSON document: each measurement, our rate as a ratio to the peer's, the
+broker's CPU per sign-in and its work per sign-in (database transactions and
+statements, directory round trips, from its own /metrics), and the targets:
+
+- password flow at least 0.5 x the peer's flows/s; card sign-in at least 0.4 x;
+- p95 under 60 ms at 8 users; broker CPU per card sign-in under 5 ms.
+
+Timing is never a pass/fail test: this prints, and exits non-zero only when a run had
+errors. Loopback only; needs Node.js and npm (the peer installs itself with `npm ci`),
+and slapd.
+
+Run: .venv/bin/python bench/peer_compare.py [--seconds 20] [--users 8] [--card]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from broker_bench import (
+    PEER_CLIENT_ID,
+    PEER_CLIENT_SECRET,
+    PEER_REDIRECT,
+    BrokerSetup,
+    Server,
+    WorkMeter,
+    add_server_arguments,
+    free_port,
+    running_broker,
+    select_backends,
+    server_label,
+)
+from careid_devkit.slapd import start_slapd
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_PEER = HERE.parents[1] / "shared" / "peer-bench"
+MAIL = "alex.morgan@nhs.net"
+PASSWORD = "Demo-Password-1"
+TARGETS = {
+    "password_ratio_at_least": 0.5,
+    "card_ratio_at_least": 0.4,
+    "p95_ms_below": 60.0,
+    "card_cpu_ms_per_signin_below": 5.0,
+}
+
+
+def _install_peer(peer: Path) -> None:
+    if not (peer / "node_modules" / "oidc-provider" / "package.json").is_file():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=peer, check=True)
+    python = peer / ".venv" / "bin" / "python"
+    probe = [str(python), "-c", "import aiohttp, jwt, cryptography"]
+    if not python.exists() or subprocess.run(probe, capture_output=True).returncode != 0:
+        subprocess.run([sys.executable, "-m", "venv", str(peer / ".venv")], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "-r", "requirements.txt"],
+            cwd=peer,
+            check=True,
+        )
+
+
+def _drive(peer: Path, base_url: str, pid: int, args: argparse.Namespace, *extra: str) -> Any:
+    command = [
+        str(peer / ".venv" / "bin" / "python"),
+        str(peer / "drive.py"),
+        "--base-url",
+        base_url,
+        "--server-pid",
+        str(pid),
+        "--concurrency",
+        str(args.users),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+        *extra,
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds * 4 + 120)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"drive.py printed nothing: {run.stderr[-2000:]}")
+    result = json.loads(lines[-1])
+    if run.returncode != 0 and not result.get("errors"):
+        result["errors"] = f"drive.py exit {run.returncode}: {run.stderr[-500:]}"
+    return result
+
+
+def _measure_peer(peer: Path, args: argparse.Namespace) -> Any:
+    port = free_port()
+    log = (Path(tempfile.gettempdir()) / f"peer-op-{port}.log").open("wb")
+    process = subprocess.Popen(
+        ["node", "op.mjs"],
+        cwd=peer,
+        env={**os.environ, "NODE_ENV": "production", "PORT": str(port)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                url = f"{base}/.well-known/openid-configuration"
+                with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback http
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("op.mjs did not start") from None
+                time.sleep(0.1)
+        version = json.loads((peer / "node_modules" / "oidc-provider" / "package.json").read_text())
+        return _drive(
+            peer,
+            base,
+            process.pid,
+            args,
+            "--peer",
+            "oidc-provider",
+            "--peer-version",
+            version["version"],
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def _measure_broker(peer: Path, server: Server, args: argparse.Namespace) -> Any:
+    meter = WorkMeter(server=server)
+    meter.start()
+    result = _drive(
+        peer,
+        f"http://127.0.0.1:{server.port}",
+        server.pid,
+        args,
+        "--peer",
+        "careid-broker",
+        "--client-id",
+        PEER_CLIENT_ID,
+        "--client-secret",
+        PEER_CLIENT_SECRET,
+        "--redirect-uri",
+        PEER_REDIRECT,
+        "--username",
+        MAIL,
+        "--password",
+        PASSWORD,
+        "--username-field",
+        "email",
+        "--password-field",
+        "password",
+    )
+    # Warm-up flows and drive.py's preflight are counted too: an upper bound per flow.
+    flows = max(1, round(result["flows_per_s"] * (args.seconds + args.warmup)))
+    result.update(meter.report(flows))
+    return result
+
+
+def _card(args: argparse.Namespace, backend: str) -> Any:
+    command = [
+        sys.executable,
+        str(HERE / "card_signin.py"),
+        "--signins",
+        str(args.card_signins),
+        "--users",
+        str(args.users),
+        "--backend",
+        backend,
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+    ]
+    if args.pg_url:
+        command += ["--pg-url", args.pg_url]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    return json.loads(run.stdout)["results"][0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer-bench", type=Path, default=DEFAULT_PEER)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--card", action="store_true", help="also run bench/card_signin.py")
+    parser.add_argument("--card-signins", type=int, default=600)
+    add_server_arguments(parser)
+    args = parser.parse_args()
+    backends = select_backends(parser, args)
+    peer = args.peer_bench.resolve()
+    _install_peer(peer)
+
+    reference = _measure_peer(peer, args)
+    peer_rate = float(reference["flows_per_s"]) or 1.0
+    results: list[dict[str, Any]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="careid-peer-") as raw,
+        start_slapd(Path(raw) / "slapd") as slapd,
+    ):
+        setup = BrokerSetup(
+            workers=args.workers,
+            threads=args.threads,
+            pg_url=args.pg_url,
+            directory=slapd.directory_settings(),
+            extra_sections={"signin": {"address_free_failures": 10000}},
+        )
+        for backend in backends:
+            with running_broker(backend, Path(raw), setup) as server:
+                ours = _measure_broker(peer, server, args)
+            entry: dict[str, Any] = {
+                "backend": backend,
+                "password_flow": ours,
+                "password_ratio": round(float(ours["flows_per_s"]) / peer_rate, 3),
+            }
+            if args.card:
+                card = _card(args, backend)
+                entry["card_signin"] = card
+                entry["card_ratio"] = round(card["signins_per_second"] / peer_rate, 3)
+            results.append(entry)
+    report = {
+        "benchmark": "peer_compare",
+        "server": server_label(args),
+        "virtual_users": args.users,
+        "cpu_count": os.cpu_count(),
+        "peer": reference,
+        "targets": TARGETS,
+        "results": results,
+    }
+    print(json.dumps(report, indent=2))
+    errors = bool(reference.get("errors")) or any(r["password_flow"].get("errors") for r in results)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
