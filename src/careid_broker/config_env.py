@@ -65,6 +65,8 @@ KNOWN_TYPES: Mapping[tuple[str, str], str] = {
     ("directory", "search_limit"): _INT,
     ("directory", "connection_pool_size"): _INT,
     ("directory", "connection_max_idle_seconds"): _FLOAT,
+    ("signin", "directory_lockout_failures"): _INT,
+    ("signin", "directory_lockout_window_seconds"): _INT,
     ("signin", "account_free_failures"): _INT,
     ("signin", "failure_answer_ms"): _INT,
     ("signin", "address_free_failures"): _INT,
