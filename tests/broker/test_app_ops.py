@@ -196,6 +196,41 @@ def test_metrics_are_refused_outside_the_allowed_networks(app: Flask) -> None:
     assert error_code_of(response) == "ops_endpoint_forbidden"
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Forwarded-For", "203.0.113.5"),
+        ("X-Real-IP", "203.0.113.5"),
+        ("Forwarded", "for=203.0.113.5;proto=https"),
+    ],
+)
+def test_metrics_through_an_untrusted_proxy_are_refused(
+    app: Flask, header: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # trusted_proxies = 0 (the default) and a proxy on the same host: the peer is
+    # 127.0.0.1, an allowed network, but the client behind the proxy could be anyone.
+    client = app.test_client()
+    assert client.get("/metrics").status_code == 200
+    with caplog.at_level("WARNING", logger="careid_broker.web.ops"):
+        response = client.get("/metrics", headers=[header])
+    assert response.status_code == 403
+    assert error_code_of(response) == "ops_endpoint_forbidden"
+    (line,) = [r.getMessage() for r in caplog.records if "refused /metrics" in r.getMessage()]
+    assert header[0] in line and "trusted_proxies" in line
+    assert "203.0.113.5" not in line
+
+
+def test_metrics_behind_a_trusted_proxy_judge_the_forwarded_client(
+    app_factory: AppFactory,
+) -> None:
+    client = app_factory(broker={"trusted_proxies": 1}).test_client()
+    scraper = client.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert scraper.status_code == 200
+    outsider = client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.5"})
+    assert outsider.status_code == 403
+    assert error_code_of(outsider) == "ops_endpoint_forbidden"
+
+
 def test_the_exposition_escapes_and_each_name_has_one_shape() -> None:
     registry = Registry()
     counter = registry.counter("x_total", "Things.\nSecond line", ("kind",))

@@ -1,6 +1,10 @@
 """Operations endpoints: `/healthz` (the process answers), `/readyz` (store and directory
 answer, schema current), `/metrics` (Prometheus, from allowed networks only).
 
+`/metrics` judges the client address. With `[broker] trusted_proxies = 0` that is the
+TCP peer, which for a reverse proxy on the same host is 127.0.0.1 for every client:
+such a request (it carries a proxy's forwarding header) is refused rather than trusted.
+
 A load balancer takes an instance out of rotation while /readyz fails and puts it back
 when it passes again; nothing here caches a failure, so recovery needs no restart.
 """
@@ -23,6 +27,10 @@ from careid_broker.web.errors import error_response
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("ops", __name__)
+
+# Headers a reverse proxy adds naming the client it forwards for (RFC 7239 and the
+# de-facto ones). Their values are not read here, only their presence.
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 @blueprint.get("/healthz")
@@ -69,9 +77,28 @@ def _allowed(address: str | None) -> bool:
     return any(ip in network for network in networks)
 
 
+def _untrusted_proxy_headers() -> list[str]:
+    """The forwarding headers present while no proxy is trusted (none when one is)."""
+    if current_broker().config.broker.trusted_proxies:
+        return []
+    return [name for name in PROXY_HEADERS if name in request.headers]
+
+
 @blueprint.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition."""
+    forwarded = _untrusted_proxy_headers()
+    if forwarded:
+        # Fail closed: the peer is a proxy whose client could be anyone.
+        log.warning(
+            "refused /metrics: the request came through a proxy (%s) but [broker]"
+            " trusted_proxies = 0, so the client's address is unknown; set trusted_proxies"
+            " to the number of proxies in front of the broker, or let the scraper reach the"
+            " broker's bind address directly",
+            ", ".join(forwarded),
+            extra={"error_code": BrokerCode.OPS_ENDPOINT_FORBIDDEN.value, "headers": forwarded},
+        )
+        return error_response(BrokerCode.OPS_ENDPOINT_FORBIDDEN)
     if not _allowed(request.remote_addr):
         return error_response(BrokerCode.OPS_ENDPOINT_FORBIDDEN)
     return Response(current_broker().metrics.render(), content_type=CONTENT_TYPE)
