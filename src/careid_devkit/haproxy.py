@@ -73,9 +73,15 @@ def haproxy_config(
     upstreams: Sequence[Upstream],
     check_path: str = "/readyz",
     log_requests: bool = False,
+    source: str | None = None,
 ) -> str:
-    """The configuration text (see the module docstring for each choice)."""
+    """The configuration text (see the module docstring for each choice).
+
+    `source`: the local address HAProxy connects to the instances from, so that a test
+    can tell the balancer's address from the client's (both are on loopback).
+    """
     request_log = "    log stdout format raw local0\n    option httplog\n" if log_requests else ""
+    source_line = f"    source {source}\n" if source else ""
     servers = "\n".join(
         f"    server {u.name} {u.host}:{u.port} check inter 1s fall 2 rise 1"
         " observe layer4 error-limit 1 on-error mark-down"
@@ -105,7 +111,7 @@ frontend broker
 backend brokers
     balance roundrobin
     http-reuse never
-    option httpchk
+{source_line}    option httpchk
     http-check send meth GET uri {check_path} ver HTTP/1.1 hdr Host 127.0.0.1
     http-check expect status 200
     http-response set-header {SERVED_BY_HEADER} %[srv_name]
@@ -199,6 +205,7 @@ def start_haproxy(
     port: int = 0,
     check_path: str = "/readyz",
     log_requests: bool = False,
+    source: str | None = None,
     start_timeout: float = 10.0,
 ) -> Haproxy:
     """Write the configuration into `workdir`, check it, run haproxy; port 0: a free one."""
@@ -210,7 +217,11 @@ def start_haproxy(
     config = workdir / "haproxy.cfg"
     config.write_text(
         haproxy_config(
-            port=listen, upstreams=upstreams, check_path=check_path, log_requests=log_requests
+            port=listen,
+            upstreams=upstreams,
+            check_path=check_path,
+            log_requests=log_requests,
+            source=source,
         ),
         encoding="utf-8",
     )

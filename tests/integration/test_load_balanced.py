@@ -52,6 +52,7 @@ from careid_devkit.ocsp_responder import PkiServer, start_pki_server
 from careid_devkit.pki import init_pki
 from careid_devkit.slapd import Slapd
 from support.load_balanced import (
+    BALANCER_SOURCE,
     Cluster,
     LbBrowser,
     Tokens,
@@ -160,7 +161,8 @@ def _count(database_url: str, statement: Any) -> int:
 def test_a_password_signin_crosses_instances_and_its_code_is_redeemed_at_the_other(
     cluster: Cluster,
 ) -> None:
-    browser = LbBrowser(cluster.url)
+    # A client that forges X-Forwarded-For: HAProxy appends the address it saw.
+    browser = LbBrowser(cluster.url, send_headers={"X-Forwarded-For": "203.0.113.7"})
     code, verifier = browser.password_signin(ALEX[0])
     # authorize, login page, password, resume: each answered by the other instance.
     assert alternated(browser.instances()) and set(browser.instances()) == BOTH
@@ -176,10 +178,25 @@ def test_a_password_signin_crosses_instances_and_its_code_is_redeemed_at_the_oth
     info = rp.get("/userinfo", headers={"Authorization": f"Bearer {tokens.access_token}"})
     assert info.status == 200 and info.json()["sub"] == claims["sub"]
     assert set(rp.instances()) == BOTH
-    # The discovery document names the load balancer (X-Forwarded-Host/Proto, one hop).
-    discovery = rp.get("/.well-known/openid-configuration").json()
-    assert discovery["issuer"] == cluster.url
-    assert discovery["token_endpoint"] == f"{cluster.url}/token"
+    # The broker trusted exactly one hop: the client's address as HAProxy saw it, not
+    # the balancer's own (BALANCER_SOURCE) nor the forged one.
+    audited = _count(
+        cluster.database_url,
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(
+            AuditEntry.event == "signin.password",
+            AuditEntry.outcome == "success",
+            AuditEntry.client_address == "127.0.0.1",
+        ),
+    )
+    forged_or_balancer = _count(
+        cluster.database_url,
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(AuditEntry.client_address.in_(("203.0.113.7", BALANCER_SOURCE))),
+    )
+    assert audited >= 1 and forged_or_balancer == 0
 
 
 def test_a_card_signin_crosses_instances(cluster: Cluster, cards: Cards) -> None:

@@ -41,6 +41,9 @@ from careid_broker.store import LinkMode, NewRegistration, Registrations, create
 from careid_devkit.haproxy import SERVED_BY_HEADER, Haproxy, Upstream, start_haproxy
 
 SECRET_KEY = "load-balanced-test-secret-key-0123456789-abcdef"  # noqa: S105 - test only
+# HAProxy connects to the instances from this loopback address, the clients from
+# 127.0.0.1: what the broker records shows which one it took for the client.
+BALANCER_SOURCE = "127.0.0.3"
 _DATA_CSRF = re.compile(r'data-csrf-token="([^"]+)"')
 
 
@@ -220,6 +223,7 @@ def running_cluster(
             [Upstream(name=spec.name, port=spec.port) for spec in specs],
             port=lb_port,
             log_requests=True,
+            source=BALANCER_SOURCE,
         )
         stack.pop_all()
         cluster = Cluster(lb=lb, specs=specs, instances=instances, database_url=database_url)
@@ -270,6 +274,8 @@ class LbBrowser:
     """A browser behind the load balancer: its cookies, and who answered each request."""
 
     base: str
+    #: Headers sent with every request (e.g. a forged X-Forwarded-For).
+    send_headers: dict[str, str] = field(default_factory=dict)
     served: list[Served] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -280,7 +286,7 @@ class LbBrowser:
         body: Any = None, headers: Mapping[str, str] | None = None,
     ) -> HttpResult:  # fmt: skip
         url = path if path.startswith("http") else urllib.parse.urljoin(self.base, path)
-        sent = dict(headers or {})
+        sent = {**self.send_headers, **(headers or {})}
         if body is not None:
             result = self._json(url, body, sent)
         else:
