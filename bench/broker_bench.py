@@ -285,6 +285,19 @@ class BrokerSetup:
     prepare: Callable[[str], None] | None = None
 
 
+def password_setup(args: argparse.Namespace, directory: Mapping[str, Any]) -> BrokerSetup:
+    """The broker for password sign-ins from one address (the bench's), against
+    `directory`: the per-address throttle is set out of reach, since many sign-ins from
+    one address in a short time is the point of a benchmark."""
+    return BrokerSetup(
+        workers=args.workers,
+        threads=args.threads,
+        pg_url=args.pg_url,
+        directory=directory,
+        extra_sections={"signin": {"address_free_failures": 10000}},
+    )
+
+
 @contextmanager
 def running_broker(backend: str, folder: Path, setup: BrokerSetup) -> Iterator[Server]:
     """The broker on `backend`'s own database in `folder`/`backend`."""

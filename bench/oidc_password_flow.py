@@ -31,7 +31,6 @@ from typing import Any
 from broker_bench import (
     TARGET_P95_MS,
     TARGET_SIGNINS_PER_SECOND,
-    BrokerSetup,
     Browser,
     Server,
     WorkMeter,
@@ -40,6 +39,7 @@ from broker_bench import (
     authorize,
     emit,
     finish_signin,
+    password_setup,
     path_of,
     run_users,
     running_broker,
@@ -108,14 +108,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="careid-bench-") as raw,
         start_slapd(Path(raw) / "slapd") as slapd,
     ):
-        setup = BrokerSetup(
-            workers=args.workers,
-            threads=args.threads,
-            pg_url=args.pg_url,
-            directory=slapd.directory_settings(),
-            # Many sign-ins from one address in a short time is the point of a benchmark.
-            extra_sections={"signin": {"address_free_failures": 10000}},
-        )
+        setup = password_setup(args, slapd.directory_settings())
         for backend in backends:
             with running_broker(backend, Path(raw), setup) as server:
                 outcome = run_load(server, signins=args.signins, users=args.users)

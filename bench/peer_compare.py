@@ -43,11 +43,11 @@ from broker_bench import (
     PEER_CLIENT_ID,
     PEER_CLIENT_SECRET,
     PEER_REDIRECT,
-    BrokerSetup,
     Server,
     WorkMeter,
     add_server_arguments,
     free_port,
+    password_setup,
     running_broker,
     select_backends,
     server_label,
@@ -218,13 +218,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="careid-peer-") as raw,
         start_slapd(Path(raw) / "slapd") as slapd,
     ):
-        setup = BrokerSetup(
-            workers=args.workers,
-            threads=args.threads,
-            pg_url=args.pg_url,
-            directory=slapd.directory_settings(),
-            extra_sections={"signin": {"address_free_failures": 10000}},
-        )
+        setup = password_setup(args, slapd.directory_settings())
         for backend in backends:
             with running_broker(backend, Path(raw), setup) as server:
                 ours = _measure_broker(peer, server, args)

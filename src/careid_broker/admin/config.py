@@ -140,13 +140,7 @@ def _client(reader: SettingsReader, client_id: str, reserved: Collection[str]) -
             secret = parse_secret_hash(text)
         except ValueError as exc:
             reader.problem("secret_hash", str(exc))
-    scopes: set[ApiScope] = set()
-    for value in reader.strings("scopes", ()):
-        try:
-            scopes.add(ApiScope(value))
-        except ValueError:
-            allowed = ", ".join(s.value for s in ApiScope)
-            reader.problem("scopes", f"{value!r} is not one of: {allowed}")
+    scopes = set(reader.choices("scopes", ApiScope))
     if not scopes and not reader.has("scopes"):
         reader.problem("scopes", "is required (registrations:read and/or registrations:write)")
     orgs = reader.strings("org_codes", ())

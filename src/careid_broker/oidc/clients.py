@@ -360,15 +360,7 @@ def _auth_methods(
         if has_keys:
             return (AuthMethod.PRIVATE_KEY_JWT,)
         return (AuthMethod.NONE,)
-    names = reader.strings("token_endpoint_auth_method", ())
-    methods: list[AuthMethod] = []
-    for name in names:
-        try:
-            methods.append(AuthMethod(name))
-        except ValueError:
-            allowed = ", ".join(m.value for m in AuthMethod)
-            reader.problem("token_endpoint_auth_method", f"{name!r} is not one of: {allowed}")
-    return tuple(dict.fromkeys(methods))
+    return reader.choices("token_endpoint_auth_method", AuthMethod)
 
 
 def _inline_jwks(reader: SettingsReader, raw: Mapping[str, object]) -> Mapping[str, Any] | None:

@@ -152,17 +152,11 @@ class OidcConfig:
 def _auth_methods(reader: SettingsReader) -> frozenset[AuthMethod]:
     if not reader.has("token_endpoint_auth_methods"):
         return ALL_AUTH_METHODS
-    methods: set[AuthMethod] = set()
-    for name in reader.strings("token_endpoint_auth_methods", ()):
-        try:
-            methods.add(AuthMethod(name))
-        except ValueError:
-            allowed = ", ".join(m.value for m in AuthMethod)
-            reader.problem("token_endpoint_auth_methods", f"{name!r} is not one of: {allowed}")
+    methods = frozenset(reader.choices("token_endpoint_auth_methods", AuthMethod))
     if not methods:
         reader.problem("token_endpoint_auth_methods", "must name at least one method")
         return ALL_AUTH_METHODS
-    return frozenset(methods)
+    return methods
 
 
 def _organisations(path: Path, problems: list[str]) -> dict[str, str]:

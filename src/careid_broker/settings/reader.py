@@ -134,6 +134,18 @@ class SettingsReader:
             return default
         return tuple(str(item).strip() for item in value)
 
+    def choices(self, key: str, kind: type[E]) -> tuple[E, ...]:
+        """A list of an enumeration's values (a single string is a list of one), in the
+        order given and without repeats; each unknown value is named as a problem."""
+        chosen: list[E] = []
+        for name in self.strings(key, ()):
+            try:
+                chosen.append(kind(name))
+            except ValueError:
+                allowed = ", ".join(member.value for member in kind)
+                self.problem(key, f"{name!r} is not one of: {allowed}")
+        return tuple(dict.fromkeys(chosen))
+
     def number(self, key: str, default: float, *, minimum: float, maximum: float) -> float:
         """A number within [minimum, maximum]."""
         value = self._get(key)

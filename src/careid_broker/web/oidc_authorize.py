@@ -267,6 +267,23 @@ def _issue(
     return with_iss(provider, response)
 
 
+def _silent_error(
+    provider: OidcProvider,
+    request: OAuth2Request,
+    redirect_uri: str,
+    error: str,
+    description: str,
+) -> Response:
+    """A prompt=none request that cannot be answered without a page: back to the RP."""
+    refusal = OAuth2Error(
+        error=error,
+        description=description,
+        redirect_uri=redirect_uri,
+        state=request.payload.state,
+    )
+    return _error(provider, request, refusal)
+
+
 def _to_login(tx: str, acr_values: str | None) -> Response:
     card = "required" if assurance.demands_card(acr_values) else None
     return redirect(url_for("login.page", tx=tx, card=card))  # type: ignore[return-value]
@@ -319,13 +336,13 @@ def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
             if exc.code is BrokerCode.DIRECTORY_UNAVAILABLE:
                 if "none" in checks.prompts:
                     # No page may be shown: tell the RP to try again later (OIDC Core §3.1.2.6).
-                    unavailable = OAuth2Error(
-                        error="temporarily_unavailable",
-                        description="The directory could not be reached.",
-                        redirect_uri=redirect_uri,
-                        state=request.payload.state,
+                    return _silent_error(
+                        provider,
+                        request,
+                        redirect_uri,
+                        "temporarily_unavailable",
+                        "The directory could not be reached.",
                     )
-                    return _error(provider, request, unavailable)
                 raise
             # The account may no longer sign in: the login page names the reason.
             log.info("signed-in session not reusable: %s", exc.code.value)
@@ -335,13 +352,13 @@ def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
                 return _issue(provider, request, grant, chosen)
             if "none" in checks.prompts:
                 # Choosing a role is a page, which prompt=none forbids (OIDC Core §3.1.2.6).
-                needed = OAuth2Error(
-                    error="interaction_required",
-                    description="The person must choose a role.",
-                    redirect_uri=redirect_uri,
-                    state=request.payload.state,
+                return _silent_error(
+                    provider,
+                    request,
+                    redirect_uri,
+                    "interaction_required",
+                    "The person must choose a role.",
                 )
-                return _error(provider, request, needed)
             return _to_role_choice(_store_request(provider, request, redirect_uri, checks))
     if "none" in checks.prompts:
         refusal = LoginRequiredError(redirect_uri=redirect_uri, state=request.payload.state)

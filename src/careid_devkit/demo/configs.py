@@ -19,7 +19,7 @@ from careid_broker.oidc.client_secrets import hash_secret
 from careid_devkit.demo.ports import DemoPorts
 from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
 from careid_devkit.slapd import Slapd
-from careid_devkit.webmail.config import DEMO_CLIENT_SECRET
+from careid_devkit.webmail.config import DEFAULT_SCOPES, DEMO_CLIENT_SECRET
 
 LOOPBACK = "127.0.0.1"
 # The demo directory's made-up organisations, by ODS code (DEMO MATERIAL).
@@ -160,14 +160,7 @@ def clients_settings(urls: DemoUrls, *, secret: str = DEMO_CLIENT_SECRET) -> dic
             "redirect_uris": [f"{urls.webmail}/callback"],
             "post_logout_redirect_uris": [f"{urls.webmail}/"],
             "backchannel_logout_uri": f"{urls.webmail}/backchannel-logout",
-            "scopes": [
-                "openid",
-                "profile",
-                "email",
-                "nationalrbacaccess",
-                "associatedorgs",
-                "selectedrole",
-            ],
+            "scopes": list(DEFAULT_SCOPES),
         }
     }
 
