@@ -30,7 +30,10 @@ def test_healthz_answers(client: FlaskClient) -> None:
 def test_readyz_checks_the_store_and_the_directory(client: FlaskClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ready", "checks": {"store": "ok", "directory": "ok"}}
+    assert response.get_json() == {
+        "status": "ready",
+        "checks": {"store": "ok", "directory": "ok", "signing_key": "ok"},
+    }
 
 
 def test_directory_down_refuses_sign_in_and_fails_readyz_then_recovers(
@@ -76,6 +79,7 @@ def test_readyz_fails_when_the_database_does_not_answer(
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["store"] == "store_unavailable"
+    assert response.get_json()["checks"]["signing_key"] == "not_checked"
     # Sign-in fails closed with the store's own message.
     signin = app.test_client().get("/login")
     assert signin.status_code == 200  # the page itself needs no database

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from broker_support import broker_of
+from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from metrics_support import sample
 from oidc_support import Browser, id_token_claims, make_oidc_app
 
-from careid_broker.store import KeyAlgorithm, KeyState
+from careid_broker.oidc.keys import READY, READY_CHECK_SECONDS, TokenSigner
+from careid_broker.store import KeyAlgorithm, KeyState, SigningKeyUnavailableError
 
 
 @pytest.fixture
@@ -67,3 +71,72 @@ def test_a_rotation_signs_with_the_published_next_key_and_keeps_the_old_one(
     rs256.rotate()
     provider.signer.forget()
     assert old_header["kid"] not in _published(oidc_browser)  # retired after two rotations
+
+
+def test_an_undecryptable_signing_key_fails_readyz_and_token_requests_count_it(
+    app_factory: Callable[..., Flask], tmp_path: Path
+) -> None:
+    # One instance makes the keys with the right passphrase; another, on the same
+    # database, was given the wrong one.
+    right = make_oidc_app(app_factory, tmp_path, signing_key_passphrase="right horse")
+    assert right.test_client().get("/readyz").get_json()["checks"]["signing_key"] == "ok"
+    wrong = make_oidc_app(app_factory, tmp_path, signing_key_passphrase="wrong horse")
+    client = wrong.test_client()
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["status"] == "not_ready"
+    assert ready.get_json()["checks"]["signing_key"] == "signing_key_unavailable"
+
+    oidc_browser = Browser(client)
+    refused = oidc_browser.redeem(oidc_browser.signed_in_code())
+    assert refused.status_code == 503
+    metrics = client.get("/metrics").get_data(as_text=True)
+    counted = sample(
+        metrics,
+        "careid_token_requests_total",
+        grant_type="authorization_code",
+        result="signing_key_unavailable",
+    )
+    assert counted == 1
+
+
+class _FakeKeys:
+    """A store's keys of one algorithm that can be made to fail."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+        self.broken = False
+
+    def ensure_keys(self) -> None:
+        pass
+
+    def current(self) -> Any:
+        self.loads += 1
+        if self.broken:
+            raise SigningKeyUnavailableError(detail="signing key k1 could not be decrypted")
+        return _Active()
+
+
+class _Active:
+    kid = "k1"
+    alg = KeyAlgorithm.ES256
+
+    def __init__(self) -> None:
+        self.private_key = ec.generate_private_key(ec.SECP256R1())
+
+
+def test_readiness_is_kept_for_a_few_seconds_and_fails_closed() -> None:
+    keys = _FakeKeys()
+    now = [0.0]
+    signer = TokenSigner(lambda alg: keys, monotonic=lambda: now[0], cache_seconds=0.0)  # type: ignore[arg-type,return-value]
+    keys.broken = True
+    assert signer.ready() == "signing_key_unavailable"
+    loads = keys.loads
+    now[0] += READY_CHECK_SECONDS / 2
+    keys.broken = False
+    assert signer.ready() == "signing_key_unavailable"  # the kept answer: no decryption
+    assert keys.loads == loads
+    now[0] += READY_CHECK_SECONDS
+    assert signer.ready() == READY
+    assert keys.loads > loads

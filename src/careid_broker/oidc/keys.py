@@ -5,10 +5,15 @@ The JWKS publishes every key in state next, current or previous, of every algori
 the previous one while tokens it signed are alive). Tokens are signed with the current
 key of the algorithm the client registered (RS256 by default, ES256 per client), with
 its `kid` in the header so RPs pick the right key.
+
+`/readyz` asks `ready()` whether the current keys can be loaded and decrypted: a wrong
+passphrase otherwise leaves an instance in the load balancer that fails every token
+request. The answer is kept for a few seconds, so frequent probes cost no decryption.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,12 +25,19 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from careid_broker.errors import BrokerError
 from careid_broker.store import ActiveSigningKey, KeyAlgorithm, SigningKeys
+
+log = logging.getLogger(__name__)
 
 # How long a loaded current key is reused before asking the store again. A rotation
 # makes the published `next` key current; signing with the old one a little longer is
 # harmless because it stays published as `previous`.
 CURRENT_KEY_CACHE_SECONDS = 30.0
+# How long a readiness answer (good or bad) is reused: long enough that probes every
+# second or two decrypt nothing, short enough that a fixed passphrase shows at once.
+READY_CHECK_SECONDS = 10.0
+READY = "ok"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -61,6 +73,11 @@ class TokenSigner:
         self._cache_seconds = cache_seconds
         self._cache: dict[KeyAlgorithm, _Loaded] = {}
         self._lock = threading.Lock()
+        # What ready() checks: the algorithms the clients sign with (RS256 at least,
+        # the JWKS's and the default).
+        self._algorithms = frozenset(ensure) | {KeyAlgorithm.RS256}
+        self._ready_seconds = READY_CHECK_SECONDS
+        self._readiness: tuple[str, float] | None = None
 
     def ensure_keys(self) -> None:
         """Create a current and a next key for each algorithm the clients need that has
@@ -100,6 +117,35 @@ class TokenSigner:
         """Drop cached keys (after a rotation in this process)."""
         with self._lock:
             self._cache.clear()
+            self._readiness = None
+
+    def ready(self) -> str:
+        """`READY`, or the error code of why a current key cannot sign (fails closed).
+
+        Loads (creating if there are none yet, as the first token request would) and
+        decrypts the current key of each algorithm in use; the answer is reused for
+        `READY_CHECK_SECONDS`.
+        """
+        now = self._monotonic()
+        with self._lock:
+            if self._readiness is not None and now - self._readiness[1] < self._ready_seconds:
+                return self._readiness[0]
+        answer = READY
+        for alg in sorted(self._algorithms):
+            try:
+                self.current(alg)
+            except BrokerError as exc:
+                # The detail names the key and what is wrong, never the passphrase.
+                log.warning(
+                    "signing key not usable: %s",
+                    exc.detail or exc.code.value,
+                    extra={"error_code": exc.code.value, "alg": alg.value},
+                )
+                answer = exc.code.value
+                break
+        with self._lock:
+            self._readiness = (answer, now)
+        return answer
 
     def sign(self, claims: Mapping[str, Any], *, alg: KeyAlgorithm, typ: str = "JWT") -> str:
         """A compact JWS over the claims, with `kid` and `typ` in the header."""

@@ -10,6 +10,7 @@ from flask import Blueprint, render_template, request
 from flask.wrappers import Response
 
 from careid_broker.codes import BrokerCode, message_for
+from careid_broker.errors import BrokerError
 from careid_broker.oidc.discovery import provider_metadata
 from careid_broker.oidc.logout import hinted_sub
 from careid_broker.origins import origin_of
@@ -122,7 +123,13 @@ def _grant_type_label() -> str:
 def token() -> Response:
     """The token endpoint: code exchange and refresh."""
     provider = current_broker().oidc
-    response: Response = provider.server.create_token_response()
+    try:
+        response: Response = provider.server.create_token_response()
+    except BrokerError as exc:
+        # The broker's own failures (an undecryptable signing key, the store down) are
+        # answered by its error handler; count them with the rest.
+        provider.metrics.tokens.inc(grant_type=_grant_type_label(), result=exc.code.value)
+        raise
     result = "success"
     if response.status_code != 200:
         try:

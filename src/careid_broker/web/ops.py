@@ -1,12 +1,14 @@
 """Operations endpoints: `/healthz` (the process answers), `/readyz` (store and directory
-answer, schema current), `/metrics` (Prometheus, from allowed networks only).
+answer, schema current, signing keys decrypt), `/metrics` (Prometheus, from allowed
+networks only).
 
 `/metrics` judges the client address. With `[broker] trusted_proxies = 0` that is the
 TCP peer, which for a reverse proxy on the same host is 127.0.0.1 for every client:
 such a request (it carries a proxy's forwarding header) is refused rather than trusted.
 
 A load balancer takes an instance out of rotation while /readyz fails and puts it back
-when it passes again; nothing here caches a failure, so recovery needs no restart.
+when it passes again, with no restart. Only the signing key check keeps its answer, for
+a few seconds (`oidc.keys.READY_CHECK_SECONDS`): a decryption per probe is wasted work.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def healthz() -> Response:
 @blueprint.get("/readyz")
 def readyz() -> Response:
     """Ready to sign people in: the store answers with the current schema and commits a
-    write (a full disk answers reads only), the directory answers."""
+    write (a full disk answers reads only), the directory answers, and the current
+    signing keys load and decrypt (checked once the store is known to answer)."""
     svc = current_broker()
     checks: dict[str, str] = {}
     if not svc.store.ping():
@@ -58,6 +61,8 @@ def readyz() -> Response:
     else:
         svc.metrics.directory_errors.inc(operation="ping")
         checks["directory"] = BrokerCode.DIRECTORY_UNAVAILABLE.value
+    # The keys are in the store: without it they cannot be checked (nor used).
+    checks["signing_key"] = svc.oidc.signer.ready() if checks["store"] == "ok" else "not_checked"
     ready = all(value == "ok" for value in checks.values())
     if not ready:
         log.warning("not ready: %s", checks, extra={"checks": checks})
