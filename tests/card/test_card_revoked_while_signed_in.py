@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from pathlib import Path
 
 from broker_support import broker_of
 from card_fixtures import CardAppFactory
@@ -20,6 +21,8 @@ from card_support import (
 from cryptography import x509
 from sqlalchemy import update
 
+from careid_broker.pki import UrllibFetcher
+from careid_broker.pki.crl import distribution_points
 from careid_broker.store import EndedSession
 from careid_broker.store.models import Registration
 from support.clock import FakeClock
@@ -207,3 +210,52 @@ def test_a_registration_from_before_certificates_were_kept_gets_its_own_at_sign_
     # The same card: nothing was renewed, so nothing says so.
     assert audits(app, "registration.certificate_renewed") == []
     assert broker.revocation_check.check(after, actor="cli:test").result.value == "good"
+
+
+def test_an_administrators_crl_refresh_fetches_each_crl_and_ends_listed_cards_sessions(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    # What `careid-broker revocation refresh-crls` does: in a process holding no CRL, the
+    # registered card's distribution point is fetched, verified and acted on.
+    profile = card_pki.issue("alex_refresh", ALEX[1], ALEX[2])
+    agent = SimulatedAgent(profile)
+    crl_copy = tmp_path / "copy.crl"
+    app = card_app_factory(pki=card_pki.pki_settings(revocation="crl"))
+    register_card(app, agent, ALEX[0])
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    assert browser.sign_in(agent).status_code == 200
+    broker = broker_of(app)
+    serial = x509.load_pem_x509_certificate(profile.certificate_pem.encode()).serial_number
+    card_pki.pki.revoke(uuid=ALEX[1], serial=serial, reason="keyCompromise", now=card_clock.now)
+    card_clock.advance(timedelta(seconds=1))
+
+    refreshed = broker.revocation_check.refresh_crls(actor="ops")
+    assert refreshed is not None
+    by_location = {r.crl.source.location: r for r in refreshed}
+    (url,) = distribution_points(x509.load_pem_x509_certificate(profile.certificate_pem.encode()))
+    card_crl = by_location[url]
+    assert card_crl.crl.ok and card_crl.crl.source.named_by == "registered cards' certificates"
+    assert serial in card_crl.crl.serials and card_crl.crl.next_update is not None
+    assert card_crl.sessions_ended == 1
+    assert broker.repos.sessions.active_for_card(ALEX[1]) == []
+    entry = last_audit(app, "admin.revocation.refresh_crls")
+    assert entry.outcome == "success" and entry.actor == "ops"
+    assert entry.details["sessions_ended"] == 1 and entry.details["crls_failed"] == []
+
+    # A configured CRL file that cannot be read is reported, and the refresh fails.
+    crl_copy.write_bytes(UrllibFetcher().get(url, 5.0))
+    app = card_app_factory(
+        pki=card_pki.pki_settings(revocation="crl", crl={"files": [str(crl_copy)]})
+    )
+    crl_copy.unlink()
+    refreshed = broker_of(app).revocation_check.refresh_crls(actor="ops")
+    assert refreshed is not None
+    failed = [r.crl for r in refreshed if not r.crl.ok]
+    assert [f.source.location for f in failed] == [str(crl_copy)]
+    assert failed[0].problem is not None and "cannot fetch" in failed[0].problem
+    entry = last_audit(app, "admin.revocation.refresh_crls")
+    assert entry.outcome == "failure" and entry.error_code == "revocation_unavailable"

@@ -6,6 +6,12 @@ lists; the cards registered with one of them lose every session they opened, wit
 back-channel logout to each relying party, as when the card is pulled out. A
 Registration Authority that revokes a lost card should not have to wait for the thief
 to sign out.
+
+An administrator's "refresh the CRLs now" fetches every CRL the configuration and the
+registered cards name and ends the sessions of the cards each lists. It does not reach
+the CRLs the running workers hold in memory: they fetch theirs afresh on their own
+schedule (`[pki.crl] refresh_seconds`, and before each CRL's nextUpdate); the sessions
+it ends are in the store, so every worker sees them at once.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from cryptography import x509
 from careid_broker.auditing import Auditor
 from careid_broker.errors import BrokerError, CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki import CertificateValidator
+from careid_broker.pki.crl_fetch import FetchedCrl
 from careid_broker.signin.sessions import SigninSessions
 from careid_broker.store import EndReason, Outcome, RegistrationRecord, Repositories
+from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,24 @@ class RevokedCardSessions:
                 },
             )
         return total
+
+    def linked_certificates(self) -> list[x509.Certificate]:
+        """The certificates the registered cards are linked to (where known)."""
+        found: list[x509.Certificate] = []
+        for der in self._repos.registrations.linked_certificates():
+            try:
+                found.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                log.warning("a registration's stored certificate does not parse: skipped")
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrlRefresh:
+    """One CRL an administrator's refresh fetched (or could not), and what it ended."""
+
+    crl: FetchedCrl
+    sessions_ended: int = 0
 
 
 @unique
@@ -148,13 +174,33 @@ class CardRevocationCheck:
             return CheckOutcome(result=CheckResult.INVALID, code=exc.code)
         return CheckOutcome(result=CheckResult.GOOD)
 
-    def refresh_crls(self, *, actor: str) -> int:
-        """Fetch every CRL the broker holds now; cards they newly list lose their sessions."""
-        refreshed = self._validator.revocation.crl.refresh_all() if self._validator else 0
+    def refresh_crls(self, *, actor: str) -> tuple[CrlRefresh, ...] | None:
+        """Fetch and verify every CRL the configuration and the registered cards name;
+        cards each lists lose their sessions. None without [pki]. Audited."""
+        if self._validator is None:
+            return None
+        refreshed: list[CrlRefresh] = []
+        for fetched in self._validator.fetch_crls(self._revoked.linked_certificates()):
+            ended = 0
+            if fetched.ok and fetched.issuer_dn is not None and fetched.serials:
+                ended = self._revoked.end_sessions(fetched.issuer_dn, fetched.serials)
+            elif not fetched.ok:
+                log.warning(
+                    "could not refresh the CRL from %s: %s",
+                    fetched.source.location,
+                    fetched.problem,
+                )
+            refreshed.append(CrlRefresh(crl=fetched, sessions_ended=ended))
+        failed = [r.crl.source.location for r in refreshed if not r.crl.ok]
         self._audit(
             "admin.revocation.refresh_crls",
-            outcome=Outcome.SUCCESS,
+            outcome=Outcome.FAILURE if failed else Outcome.SUCCESS,
+            code=ErrorCode.REVOCATION_UNAVAILABLE if failed else None,
             actor=actor,
-            details={"crls_refreshed": refreshed},
+            details={
+                "crls_fetched": len(refreshed) - len(failed),
+                "crls_failed": failed[:20],
+                "sessions_ended": sum(r.sessions_ended for r in refreshed),
+            },
         )
-        return refreshed
+        return tuple(refreshed)

@@ -266,8 +266,31 @@ def _refresh_crls(args: argparse.Namespace) -> int:
         refreshed = broker.revocation_check.refresh_crls(actor=_cli_actor().name)
     finally:
         broker.stop()
-    print(f"CRLs fetched afresh: {refreshed}")
-    return EXIT_OK
+    if refreshed is None:
+        print("no [pki] section: card sign-in is off, so there are no CRLs to fetch")
+        return EXIT_CONFIG
+    for item in refreshed:
+        crl = item.crl
+        print(f"{crl.source.location} ({crl.source.named_by}):")
+        if crl.ok and crl.next_update is not None:
+            print(
+                f"  fetched: issued by {crl.issuer_dn}, {len(crl.serials)} entries,"
+                f" next update {crl.next_update:%Y-%m-%d %H:%M}Z;"
+                f" sessions ended: {item.sessions_ended}"
+            )
+        else:
+            print(f"  FAILED: {crl.problem}")
+    failed = sum(1 for item in refreshed if not item.crl.ok)
+    print(
+        f"CRLs fetched and verified: {len(refreshed) - failed}; failed: {failed}"
+        + ("" if refreshed else " (the configuration and the registered cards name none)")
+    )
+    print(
+        "The running workers keep their own CRLs in memory and fetch them afresh on their"
+        " own schedule ([pki.crl] refresh_seconds, and before each CRL's next update);"
+        " the sessions ended here end for every worker at once."
+    )
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # audit verify / export
@@ -446,11 +469,18 @@ def register(sub: Any) -> None:
     checking.set_defaults(func=_revocation_check)
     revocation_actions.add_parser(
         "refresh-crls",
-        help="fetch the CRLs afresh; cards they newly list lose their sessions",
+        help="fetch and verify every CRL; cards they list lose their sessions",
         **documented(
-            "Fetch every cached CRL afresh; registered cards they newly list lose their"
-            " sessions. Audited.",
-            {EXIT_OK: "fetched (the count is printed)", EXIT_CONFIG: _CONFIG_EXIT},
+            "Fetch and verify every CRL the configuration names ([pki.crl] files, the"
+            " distribution points of the registered cards' and the CA certificates) and"
+            " print each one; registered cards a CRL lists lose their sessions. The"
+            " running workers' own CRLs are not changed: they refresh on their own"
+            " schedule. Audited.",
+            {
+                EXIT_OK: "every CRL fetched and verified",
+                EXIT_FAILED: "a CRL could not be fetched, verified, or is out of date",
+                EXIT_CONFIG: _CONFIG_EXIT + " (or no [pki])",
+            },
         ),
     ).set_defaults(func=_refresh_crls)
 

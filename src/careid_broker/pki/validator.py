@@ -30,6 +30,7 @@ card certificates need not carry (their identity is in the subject).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,6 +53,7 @@ from careid_broker.pki.checks import (
     clamp_into_validity,
 )
 from careid_broker.pki.config import PkiConfig
+from careid_broker.pki.crl_fetch import FetchedCrl, fetch_crls, named_crls
 from careid_broker.pki.http import HttpFetcher
 from careid_broker.pki.keys import UnsupportedKey, supported_key
 from careid_broker.pki.revocation import RevocationChecker
@@ -168,6 +170,7 @@ class CertificateValidator:
     ) -> None:
         self._config = config
         self._clock = clock
+        self._http = http
         self._store = verification.Store(list(config.trust_anchors))
         self._intermediates = list(config.intermediates)
         self._ee_policy = (
@@ -215,6 +218,12 @@ class CertificateValidator:
             soft_fail_used=outcome.soft_fail_used,
             soft_fail_reason=outcome.soft_fail_reason,
         )
+
+    def fetch_crls(self, card_certificates: Iterable[x509.Certificate]) -> Iterator[FetchedCrl]:
+        """Fetch and verify every CRL the configuration and these cards' certificates name
+        (not into this process's cache: for an administrator's refresh)."""
+        named = named_crls(self._config, card_certificates)
+        return fetch_crls(self._config, named, http=self._http, now=utc_now(self._clock))
 
     def identify(self, trusted: TrustedCertificate) -> ValidatedCertificate:
         """The holder of a trusted certificate, by the configured identity rule."""

@@ -195,6 +195,14 @@ class Registrations:
                 found.extend(_record(r) for r in rows)
         return found
 
+    def linked_certificates(self) -> list[bytes]:
+        """The DER of every registered card's linked certificate (where known)."""
+        with self._store.session() as session:
+            rows = session.scalars(
+                select(Registration.cert_der).where(Registration.cert_der.is_not(None))
+            ).all()
+        return [der for der in rows if der is not None]
+
     def by_mail(self, mail: str) -> RegistrationRecord | None:
         """The registration of a mail account, or None."""
         with self._store.session() as session:
