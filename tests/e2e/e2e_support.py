@@ -136,7 +136,7 @@ def webmail_password_sign_in(page: Any, chain: DemoChain, uid: str) -> None:
     page.get_by_role("link", name="Sign in", exact=True).click()
     page.wait_for_url(f"{chain.urls.broker}/login?**")
     password_sign_in(page, chain, uid)
-    page.wait_for_url(f"{chain.urls.webmail}/")
+    back_at_webmail(page, chain)
     name = account_by_uid(uid).name
     page.get_by_role("heading", name=f"Signed in as {name}").wait_for()
 
@@ -169,11 +169,28 @@ def webmail_claim(page: Any, claim: str) -> str:
     return text
 
 
+def back_at_webmail(page: Any, chain: DemoChain) -> None:
+    """Wait until the sign-in is back at the webmail, through the role page when the
+    person holds several roles (the webmail asks for `selectedrole`): the role chosen
+    last is already selected, else the first is taken."""
+    role_page = f"{chain.urls.broker}/authorize/role"
+    page.wait_for_url(
+        lambda url: url.startswith(f"{chain.urls.webmail}/") or url.startswith(role_page)
+    )
+    if page.url.startswith(role_page):
+        if not page.locator("input[name=person_roleid]:checked").count():
+            page.get_by_role("radio").first.check()
+        page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{chain.urls.webmail}/")
+
+
 def card_sign_in_to_webmail(page: Any, chain: DemoChain, name: str) -> None:
-    """Webmail → broker → card → back at the webmail signed in as `name` by card."""
+    """Webmail → broker → card → back at the webmail signed in as `name` by card (for a
+    person with several roles, through the role page: the first role, or the last one
+    chosen, which is already selected)."""
     open_webmail_sign_in(page, chain)
     press_card_button(page)
-    page.wait_for_url(f"{chain.urls.webmail}/")
+    back_at_webmail(page, chain)
     page.get_by_role("heading", name=f"Signed in as {name}").wait_for()
     assert "AAL3_SMARTCARD" in webmail_claim(page, "acr")
 

@@ -76,7 +76,7 @@ def test_lee_removes_alexs_registration_and_alex_registers_again(
     press_card_button(card)
     assert card_refusal(card)[0] == BrokerCode.CARD_NOT_REGISTERED
     # ... and Alex can register again, by the same three steps.
-    card.get_by_role("link", name="Register your smartcard").click()
+    card.locator("#card-error").get_by_role("link", name="Register your smartcard").click()
     register_by_three_steps(card, chain, "alex.morgan")
     card.get_by_role("heading", name="Signed in as Alex Morgan").wait_for()
     assert "AAL3_SMARTCARD" in webmail_claim(card, "acr")

@@ -61,7 +61,8 @@ def test_card_sign_in_is_refused_with_its_message(
     # Still on the broker's page, not signed in anywhere.
     assert page.url.startswith(f"{chain.urls.broker}/login")
     if code is BrokerCode.CARD_NOT_REGISTERED:
-        assert page.get_by_role("link", name="Register your smartcard").is_visible()
+        card_error = page.locator("#card-error")
+        assert card_error.get_by_role("link", name="Register your smartcard").is_visible()
     if code is BrokerCode.AUP_NOT_ACCEPTED:
         assert page.get_by_role("link", name="Read and accept the acceptable use policy")
 

@@ -30,7 +30,7 @@ def test_alex_registers_by_three_steps_then_signs_in_with_the_card_alone(
     assert code == BrokerCode.CARD_NOT_REGISTERED
     assert message == message_for(BrokerCode.CARD_NOT_REGISTERED)
     # The refusal offers registration, keeping the webmail's sign-in request.
-    page.get_by_role("link", name="Register your smartcard").click()
+    page.locator("#card-error").get_by_role("link", name="Register your smartcard").click()
     register_by_three_steps(page, chain, "alex.morgan")
     page.get_by_role("heading", name="Signed in as Alex Morgan").wait_for()
     assert "AAL3_SMARTCARD" in webmail_claim(page, "acr")
