@@ -22,6 +22,7 @@ from careid_broker.store import Store
 from careid_broker.web import (
     admin_api,
     admin_console,
+    aup,
     card,
     context,
     csrf,
@@ -72,7 +73,7 @@ def create_app(
     signin_cookie.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)
-    for area in (login, card, registration, ops, admin_console, admin_api, oidc):
+    for area in (login, aup, card, registration, ops, admin_console, admin_api, oidc):
         app.register_blueprint(area.blueprint)
     if config.broker.dev:
         log.warning("the broker runs in DEVELOPMENT mode: cookies are not Secure, no HSTS")

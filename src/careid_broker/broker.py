@@ -29,6 +29,7 @@ from careid_broker.origins import origin_of
 from careid_broker.pki import HttpFetcher, UrllibFetcher
 from careid_broker.pki.sharing import RevocationSharing
 from careid_broker.registration.service import RegistrationService
+from careid_broker.signin.aup import ACCEPT_WITHIN, AupAcceptance
 from careid_broker.signin.events import SessionEvents
 from careid_broker.signin.password import PasswordSignin, ThrottlePolicies
 from careid_broker.signin.sessions import SigninSessions
@@ -65,6 +66,7 @@ class Broker:
     session_events: SessionEvents
     sessions: SigninSessions
     password: PasswordSignin
+    aup: AupAcceptance
     card: CardServices
     revocation_check: CardRevocationCheck
     registration: RegistrationService
@@ -235,6 +237,12 @@ def build_broker(
         session_events=events,
         sessions=sessions,
         password=password,
+        aup=AupAcceptance(
+            issuer=config.broker.issuer,
+            directory=directory,
+            transactions=LoginTransactions(store, ttl=ACCEPT_WITHIN),
+            writable=config.directory.writable,
+        ),
         card=card,
         revocation_check=CardRevocationCheck(
             validator=card.validator, revoked=revoked, auditor=audit

@@ -110,7 +110,7 @@ _MESSAGES: dict[BrokerCode, str] = {
     BrokerCode.DIRECTORY_UNAVAILABLE: "The directory could not be reached. Try again shortly.",
     BrokerCode.DIRECTORY_READ_ONLY: (
         "This service cannot record your acceptance in the directory. Accept the policy in"
-        " NHSmail itself, then try again."
+        " the NHSmail portal, then try again."
     ),
     BrokerCode.DIRECTORY_DATA_INVALID: (
         "Your account details in the directory could not be read. Ask your local"
@@ -140,8 +140,7 @@ _MESSAGES: dict[BrokerCode, str] = {
     ),
     BrokerCode.AUP_NOT_ACCEPTED: (
         "You need to accept the NHSmail acceptable use policy before you can sign in."
-        " Sign in to NHSmail with your email and password, accept the policy, then try"
-        " again."
+        " Accept it in the NHSmail portal, then try again."
     ),
     BrokerCode.CARE_IDENTITY_NOT_FOUND: (
         "No Care Identity record was found for your account. Ask your Registration"
@@ -371,6 +370,35 @@ _HEADINGS: Final[dict[Code, str]] = {
     BrokerCode.BROKER_INTERNAL: "Sorry, there is a problem with the service",
     BrokerCode.OPS_ENDPOINT_FORBIDDEN: "Access denied",
 }
+
+
+@unique
+class AupRoute(StrEnum):
+    """Where a person refused for the acceptable use policy can accept it."""
+
+    HERE = "here"  # on this page: the directory is writable, the password just checked
+    PASSWORD = "password"  # noqa: S105 - here, after an email and password check first
+    PORTAL = "portal"  # only in the NHSmail portal: this deployment's directory is read-only
+
+
+_AUP_MESSAGES: Final[dict[AupRoute, str]] = {
+    AupRoute.HERE: (
+        "You need to accept the current acceptable use policy before you can go on. Read"
+        " it, then accept it on this page."
+    ),
+    AupRoute.PASSWORD: (
+        "You need to accept the current acceptable use policy before you can sign in. A"
+        " smartcard cannot record your acceptance: accept it once with your email"
+        " address and password, then sign in again."
+    ),
+    AupRoute.PORTAL: _MESSAGES[BrokerCode.AUP_NOT_ACCEPTED],
+}
+
+
+def aup_message(route: AupRoute) -> str:
+    """The one `aup_not_accepted` message for where the person can accept the policy
+    (`message_for` gives the portal's, the only route every deployment has)."""
+    return _AUP_MESSAGES[route]
 
 
 def message_for(code: Code) -> str:

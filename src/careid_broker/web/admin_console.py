@@ -57,6 +57,8 @@ _EVENT_WORDS = {
     "oidc.backchannel_logout": "Service told to sign out",
     "registration.start": "Registration step 1: email and password",
     "registration.aup": "Acceptable use policy accepted here",
+    "aup.password": "Email and password checked to accept the acceptable use policy",
+    "aup.accept": "Acceptable use policy accepted at sign-in",
     "registration.card": "Registration step 2: smartcard and PIN",
     "registration.create": "Smartcard registered",
     "registration.cancel": "Registration cancelled",

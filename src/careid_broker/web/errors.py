@@ -16,7 +16,15 @@ from flask import Flask, jsonify, render_template, request
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException
 
-from careid_broker.codes import BrokerCode, Code, heading_for, message_for, status_for
+from careid_broker.codes import (
+    AupRoute,
+    BrokerCode,
+    Code,
+    aup_message,
+    heading_for,
+    message_for,
+    status_for,
+)
 from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
 from careid_broker.web.context import current_broker
@@ -51,6 +59,10 @@ def error_response(
     if retry_after is None and status == 503:
         retry_after = UNAVAILABLE_RETRY_AFTER
     message = message_for(code)
+    aup_writable = current_broker().config.directory.writable
+    if code is BrokerCode.AUP_NOT_ACCEPTED and aup_writable:
+        # No password was checked on the way here: one is, on the way to accepting it.
+        message = aup_message(AupRoute.PASSWORD)
     response: Response
     if wants_json():
         response = jsonify(
@@ -66,6 +78,7 @@ def error_response(
             retry_url=retry_url,
             wait=minutes_text(retry_after) if retry_after and status == 429 else None,
             signin=current_broker().config.signin,
+            aup_writable=aup_writable,
         )
         response = Response(page, mimetype="text/html")
     response.status_code = status

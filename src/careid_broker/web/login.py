@@ -26,7 +26,7 @@ from careid_broker.origins import origin_of
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, TransactionStatus
-from careid_broker.web import card_binding
+from careid_broker.web import aup, card_binding
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import reshow_on_expiry
@@ -225,6 +225,8 @@ def submit() -> BaseResponse:
     if checked.refusal is not None:
         log.info("account refused at sign-in: %s", checked.refusal.code.value)
         refused(checked.refusal.code, org=account.org_code)
+        if checked.refusal.code is BrokerCode.AUP_NOT_ACCEPTED:
+            return aup.offer_acceptance(account, tx_id=tx_id, sign_in=True)
         return error_response(checked.refusal.code, status=status_for(checked.refusal.code))
 
     complete_signin(

@@ -1,0 +1,199 @@
+"""The acceptable use policy at password sign-in: one message for each deployment.
+
+A writable directory: the refusal page offers the policy to accept, for the account whose
+password was just checked in this browser only, and then the sign-in goes on. A read-only
+one: the page says to accept it in the NHSmail portal, and offers nothing to accept here.
+"""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+from broker_support import (
+    AppFactory,
+    broker_of,
+    cookie_value,
+    csrf_token_from,
+    error_code_of,
+    password_login,
+)
+from flask import Flask
+from flask.testing import FlaskClient
+
+from careid_broker.codes import AupRoute, BrokerCode, aup_message
+from careid_broker.store import AuditRecord, AuthorizationRequest, Outcome
+from careid_broker.web.errors import error_response
+
+SAM = "sam.patel@nhs.net"  # never accepted
+CHRIS = "chris.old@nhs.net"  # accepted an older version
+SIGNIN_COOKIE = "careid-signin"
+PORTAL = "in the NHSmail portal"
+
+
+def _last(app: Flask, event: str) -> AuditRecord:
+    entries = [
+        e for e in broker_of(app).repos.audit.list_recent(event_prefix=event) if e.event == event
+    ]
+    assert entries, f"no {event} audit entry"
+    return entries[0]
+
+
+def _text(response: object) -> str:
+    return html.unescape(response.get_data(as_text=True))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def writable_app(app_factory: AppFactory) -> Flask:
+    return app_factory(directory={"writable": True})
+
+
+def _rp_transaction(app: Flask) -> str:
+    created = broker_of(app).repos.transactions.create(
+        AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
+    )
+    return created.transaction_id
+
+
+@pytest.mark.parametrize("mail", [SAM, CHRIS])
+def test_read_only_says_accept_it_in_the_portal_and_offers_nothing_here(
+    app: Flask, client: FlaskClient, mail: str
+) -> None:
+    response = password_login(client, mail)
+    assert response.status_code == 403
+    assert error_code_of(response) == "aup_not_accepted"
+    page = _text(response)
+    assert aup_message(AupRoute.PORTAL) in page
+    assert PORTAL in page and 'href="https://portal.nhs.net/"' in page
+    assert 'id="aup-form"' not in page and "I accept" not in page
+    assert 'href="/login/aup' not in page
+    entry = _last(app, "signin.password")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "aup_not_accepted"
+    # Nothing to accept here, whatever is posted.
+    assert "I accept" not in _text(client.get("/login/aup"))
+    token = csrf_token_from(client.get("/login").get_data(as_text=True))
+    refused = client.post("/login/aup", data={"csrf_token": token, "accept": "yes"})
+    assert error_code_of(refused) == "oidc_signin_expired"
+    account = broker_of(app).directory.find_account(mail)
+    assert account is not None and account.aup_version != "2024-1"
+
+
+@pytest.mark.parametrize("mail", [SAM, CHRIS])
+def test_writable_offers_the_policy_here_without_sending_anyone_to_the_portal(
+    writable_app: Flask, mail: str
+) -> None:
+    client = writable_app.test_client()
+    response = password_login(client, mail)
+    assert response.status_code == 403
+    assert error_code_of(response) == "aup_not_accepted"
+    page = _text(response)
+    assert aup_message(AupRoute.HERE) in page
+    assert 'id="aup-form"' in page and 'id="aup-accept-button"' in page
+    assert 'href="https://portal.nhs.net/" id="aup-read-link"' in page
+    assert PORTAL not in page and "NHSmail itself" not in page
+    assert mail in page and "(version 2024-1)" in page
+    entry = _last(writable_app, "signin.password")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "aup_not_accepted"
+    assert entry.actor == mail
+    assert cookie_value(client, SIGNIN_COOKIE) is None  # not signed in until accepted
+
+
+def test_accepting_records_it_for_that_account_and_continues_to_the_relying_party(
+    writable_app: Flask,
+) -> None:
+    client = writable_app.test_client()
+    tx = _rp_transaction(writable_app)
+    page = _text(password_login(client, SAM, tx=tx))
+    accepted = client.post(
+        "/login/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
+    )
+    assert accepted.status_code == 303
+    assert accepted.location == f"/authorize/resume?tx={tx}"
+    broker = broker_of(writable_app)
+    account = broker.directory.find_account(SAM)
+    assert account is not None and account.aup_version == "2024-1"
+    other = broker.directory.find_account(CHRIS)
+    assert other is not None and other.aup_version != "2024-1"
+    entry = _last(writable_app, "aup.accept")
+    assert entry.outcome is Outcome.SUCCESS and entry.actor == SAM and entry.subject == SAM
+    assert entry.relying_party == "testrp" and entry.details["aup_version"] == "2024-1"
+    assert len(broker.repos.sessions.active_for_account(SAM)) == 1
+    assert _last(writable_app, "signin.password").outcome is Outcome.SUCCESS
+    # Single use: the same step accepts nothing twice.
+    again = client.post(
+        "/login/aup",
+        data={"csrf_token": csrf_token_from(_text(client.get("/signout"))), "accept": "yes"},
+    )
+    assert error_code_of(again) == "oidc_signin_expired"
+
+
+def test_accepting_needs_the_form_token(writable_app: Flask) -> None:
+    client = writable_app.test_client()
+    password_login(client, SAM)
+    forged = client.post("/login/aup", data={"accept": "yes"})
+    assert forged.status_code == 400 and error_code_of(forged) == "csrf_invalid"
+    forged = client.post("/login/aup", data={"accept": "yes", "csrf_token": "guess"})
+    assert error_code_of(forged) == "csrf_invalid"
+    account = broker_of(writable_app).directory.find_account(SAM)
+    assert account is not None and account.aup_version is None
+    assert _last(writable_app, "csrf.refused").details["endpoint"] == "aup.accept"
+
+
+def test_only_the_browser_that_checked_the_password_can_accept(writable_app: Flask) -> None:
+    sams_browser = writable_app.test_client()
+    password_login(sams_browser, SAM)
+    # Someone else, who knows only the address, has no step to accept with.
+    stranger = writable_app.test_client()
+    page = _text(stranger.get("/login/aup"))
+    assert 'id="aup-password-form"' in page and 'id="aup-form"' not in page
+    refused = stranger.post(
+        "/login/aup",
+        data={"csrf_token": csrf_token_from(page), "accept": "yes", "email": SAM},
+    )
+    assert error_code_of(refused) == "oidc_signin_expired"
+    assert _last(writable_app, "aup.accept").outcome is Outcome.FAILURE
+    # A wrong password starts nothing either.
+    wrong = stranger.post(
+        "/login/aup/password",
+        data={"csrf_token": csrf_token_from(page), "email": SAM, "password": "not-it"},
+    )
+    assert wrong.status_code == 400 and error_code_of(wrong) == "invalid_credentials"
+    assert 'id="aup-form"' not in _text(wrong)
+    account = broker_of(writable_app).directory.find_account(SAM)
+    assert account is not None and account.aup_version is None
+
+
+def test_a_card_user_accepts_with_the_password_and_goes_back_to_the_card(
+    writable_app: Flask,
+) -> None:
+    client = writable_app.test_client()
+    form = _text(client.get("/login/aup"))
+    assert aup_message(AupRoute.PASSWORD) in form and PORTAL not in form
+    checked = client.post(
+        "/login/aup/password",
+        data={"csrf_token": csrf_token_from(form), "email": CHRIS, "password": "Demo-Password-1"},
+    )
+    assert checked.status_code == 403 and error_code_of(checked) == "aup_not_accepted"
+    page = _text(checked)
+    assert 'id="aup-form"' in page and PORTAL not in page
+    assert _last(writable_app, "aup.password").outcome is Outcome.SUCCESS
+    done = client.post("/login/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"})
+    assert done.status_code == 200
+    assert "Sign in with your smartcard" in _text(done)
+    account = broker_of(writable_app).directory.find_account(CHRIS)
+    assert account is not None and account.aup_version == "2024-1"
+    assert _last(writable_app, "aup.accept").actor == CHRIS
+    # The detour signs nobody in: the card does that next.
+    assert broker_of(writable_app).repos.sessions.active_for_account(CHRIS) == []
+
+
+def test_a_directory_refusal_after_sign_in_names_the_way_to_accept(
+    writable_app: Flask, app: Flask
+) -> None:
+    with writable_app.test_request_context("/", headers={"Accept": "text/html"}):
+        page = html.unescape(error_response(BrokerCode.AUP_NOT_ACCEPTED).get_data(as_text=True))
+    assert aup_message(AupRoute.PASSWORD) in page and 'href="/login/aup"' in page
+    assert PORTAL not in page
+    with app.test_request_context("/", headers={"Accept": "text/html"}):
+        page = html.unescape(error_response(BrokerCode.AUP_NOT_ACCEPTED).get_data(as_text=True))
+    assert aup_message(AupRoute.PORTAL) in page and 'href="/login/aup"' not in page
