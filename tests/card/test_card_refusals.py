@@ -20,7 +20,7 @@ from card_support import (
 from flask import Flask
 from oidc_support import Browser, query_of
 
-from careid_broker.codes import BrokerCode, message_for
+from careid_broker.codes import AupRoute, BrokerCode, aup_message, message_for
 from careid_broker.store import Outcome
 from careid_devkit.slapd import Slapd
 from careid_protocol.errors import ErrorCode
@@ -181,3 +181,33 @@ def test_without_a_pki_section_card_sign_in_says_it_is_unavailable(
     assert fallback.status_code == 501
     assert "card_signin_unavailable" in fallback.get_data(as_text=True)
     assert app.test_client().get("/register").status_code == 501
+
+
+@pytest.mark.parametrize("writable", [False, True])
+def test_a_card_refused_for_the_aup_gets_the_one_message_for_this_directory(
+    card_app_factory: CardAppFactory, card_pki: CardPki, writable: bool
+) -> None:
+    app = card_app_factory(directory={"writable": True} if writable else {})
+    register_card(app, card_pki.agent("chris"), CHRIS[0])
+    rp = Browser(app.test_client())
+    tx = query_of(rp.authorize().location)["tx"]
+    response = _refused(app, CardBrowser(rp.client), "chris", card_pki, tx=tx)
+    assert response.status_code == 403
+    body = response.get_json()
+    assert body["error"] == "aup_not_accepted"
+    if writable:
+        # A card cannot record acceptance: the way to accept it here, by password.
+        assert body["message"] == aup_message(AupRoute.PASSWORD)
+        assert body["aup"] == f"/login/aup?tx={tx}"
+        assert "portal" not in body["message"]
+    else:
+        assert (
+            body["message"]
+            == aup_message(AupRoute.PORTAL)
+            == message_for(BrokerCode.AUP_NOT_ACCEPTED)
+        )
+        assert "NHSmail portal" in body["message"]
+        assert body["aup"] == broker_of(app).config.signin.aup_url
+    entry = last_audit(app, "signin.card")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "aup_not_accepted"
+    assert entry.subject == CHRIS[0]

@@ -25,7 +25,7 @@ from flask.wrappers import Response
 from careid_broker.assurance import ACR_CARD, AMR_CARD
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSigninDecision
 from careid_broker.card.wiring import CardServices
-from careid_broker.codes import BrokerCode
+from careid_broker.codes import AupRoute, BrokerCode, aup_message
 from careid_broker.errors import BrokerError
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import Outcome, TransactionStatus
@@ -196,11 +196,16 @@ def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Respons
         details=facts.audit_details(),
     )
     extra: dict[str, str] = {}
+    message = None
     if code in _OFFER_REGISTRATION:
         extra["register"] = url_for("registration.start", tx=tx)
+    elif code is BrokerCode.AUP_NOT_ACCEPTED and svc.aup.writable:
+        # A card cannot record acceptance: the broker can, after a password check.
+        extra["aup"] = url_for("aup.page", tx=tx)
+        message = aup_message(AupRoute.PASSWORD)
     elif code is BrokerCode.AUP_NOT_ACCEPTED:
         extra["aup"] = svc.config.signin.aup_url
-    response = json_refusal(code, extra=extra)
+    response = json_refusal(code, extra=extra, message=message)
     if response.status_code == 503:
         response.headers["Retry-After"] = "30"
     return response

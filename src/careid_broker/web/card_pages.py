@@ -32,12 +32,17 @@ def rfc3339(moment: datetime) -> str:
 
 
 def json_refusal(
-    code: Code, *, status: int | None = None, extra: Mapping[str, Any] | None = None
+    code: Code,
+    *,
+    status: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+    message: str | None = None,
 ) -> Response:
-    """`{"error", "message", "request_id", …}` with the code's status (JSON always)."""
+    """`{"error", "message", "request_id", …}` with the code's status (JSON always);
+    `message` when the code's own does not fit where the person is."""
     body: dict[str, Any] = {
         "error": code.value,
-        "message": message_for(code),
+        "message": message or message_for(code),
         "request_id": current_request_id(),
     }
     body.update(extra or {})
