@@ -4,6 +4,7 @@ none of them leaves a link behind."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -23,6 +24,7 @@ from card_support import (
 )
 from flask import Flask
 
+from careid_broker.codes import AupRoute, aup_message
 from careid_broker.store import LinkMode, NewRegistration, Outcome
 from careid_devkit.slapd import Slapd
 
@@ -200,3 +202,34 @@ def test_registration_needs_the_same_origin_for_its_script_calls(
         response = card_browser.client.post(path, json={}, headers=headers)
         assert response.status_code == 403
         assert response.get_json()["error"] == "request_not_same_origin"
+
+
+@pytest.mark.parametrize("writable", [False, True])
+def test_the_aup_step_says_one_thing_for_this_directory(
+    card_app_factory: CardAppFactory, card_pki: CardPki, writable: bool
+) -> None:
+    app = card_app_factory(directory={"writable": True} if writable else {})
+    card_browser = CardBrowser(app.test_client())
+    card_browser.register_password(SAM[0])
+    response = card_browser.client.get("/register/card")
+    assert response.status_code == 403
+    page = html.unescape(response.get_data(as_text=True))
+    assert _problems(page) == ["aup_not_accepted"]
+    problem = re.search(r'<li id="problem-aup_not_accepted"[^>]*>([^<]*)</li>', page)
+    assert problem is not None
+    if writable:
+        # The checkbox accepts it here: nothing on the page sends them to the portal.
+        assert problem.group(1) == aup_message(AupRoute.HERE)
+        assert 'id="register-aup-form"' in page and "NHSmail portal" not in page
+        accepted = card_browser.client.post(
+            "/register/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
+        )
+        assert accepted.status_code == 303
+        account = broker_of(app).directory.find_account(SAM[0])
+        assert account is not None and account.aup_version == "2024-1"
+        entry = last_audit(app, "registration.aup")
+        assert entry.outcome is Outcome.SUCCESS and entry.actor == SAM[0]
+    else:
+        assert problem.group(1) == aup_message(AupRoute.PORTAL)
+        assert 'id="register-aup-form"' not in page and "I accept" not in page
+        assert "in the NHSmail portal" in page

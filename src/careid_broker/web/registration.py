@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from careid_broker.assurance import ACR_CARD, AMR_CARD
 from careid_broker.card.service import CardRefusal
 from careid_broker.card.wiring import CardServices
-from careid_broker.codes import BrokerCode, Code, message_for, status_for
+from careid_broker.codes import AupRoute, BrokerCode, Code, aup_message, message_for, status_for
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
 from careid_broker.registration.service import (
     RegistrationAlreadyDoneError,
@@ -183,12 +183,17 @@ def card_page(
     account, problems = service.account(pending)
     if problems:
         writable = current_broker().config.directory.writable
+        # The policy's one message: accepted on this page, or in the portal.
+        aup_text = aup_message(AupRoute.HERE if writable else AupRoute.PORTAL)
         return render_page(
             card,
             "register_checks.html",
             status=403,
             account=account,
-            problems=[(p.code.value, p.message) for p in problems],
+            problems=[
+                (p.code.value, aup_text if p.code is BrokerCode.AUP_NOT_ACCEPTED else p.message)
+                for p in problems
+            ],
             aup_missing=any(p.code is BrokerCode.AUP_NOT_ACCEPTED for p in problems),
             aup_writable=writable,
             aup_version=current_broker().directory.current_aup_version,
@@ -265,12 +270,16 @@ def authenticate(
             org=facts.org_code,
             details=facts.audit_details(),
         )
-        extra = (
-            {"aup": svc.config.signin.aup_url}
-            if refusal.code is BrokerCode.AUP_NOT_ACCEPTED
-            else {}
-        )
-        return json_refusal(refusal.code, extra=extra)
+        if refusal.code is BrokerCode.AUP_NOT_ACCEPTED and svc.aup.writable:
+            # Step 1's page offers to accept it: this registration's password is checked.
+            return json_refusal(
+                refusal.code,
+                extra={"aup": url_for("registration.card_page")},
+                message=aup_message(AupRoute.PASSWORD),
+            )
+        if refusal.code is BrokerCode.AUP_NOT_ACCEPTED:
+            return json_refusal(refusal.code, extra={"aup": svc.config.signin.aup_url})
+        return json_refusal(refusal.code)
     except BrokerError as exc:
         return json_refusal(exc.code)
     session[PENDING_KEY] = step.id
