@@ -121,6 +121,20 @@ def test_another_origin_or_challenge_fails(alg: SignatureAlgorithm) -> None:
         assert err.value.code is ErrorCode.SIGNATURE_INVALID
 
 
+@pytest.mark.parametrize("alg", list(SignatureAlgorithm))
+def test_a_signature_by_another_key_fails_with_a_valid_certificate(
+    alg: SignatureAlgorithm,
+) -> None:
+    # A stolen certificate (public, sent with every sign-in) with a signature made by
+    # the thief's own key of the same type: right origin, right challenge, right form.
+    token = _token(alg)
+    thief = _key(alg)
+    token["signature"] = base64.b64encode(_sign(thief, alg, ORIGIN, CHALLENGE)).decode()
+    with pytest.raises(ProtocolError) as err:
+        verify_token(token, ORIGIN, CHALLENGE)
+    assert err.value.code is ErrorCode.SIGNATURE_INVALID
+
+
 def test_algorithm_must_match_key() -> None:
     token = _token(SignatureAlgorithm.ES256)
     token["algorithm"] = "ES384"
