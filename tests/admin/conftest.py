@@ -11,11 +11,15 @@ browser signed in by card as lee.admin, RX1's local administrator).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from admin_support import LEE, make_admin_app, sign_in
+from broker_support import write_broker_toml
 from flask import Flask
 from flask.testing import FlaskClient
+
+from careid_devkit.slapd import Slapd
 
 
 @pytest.fixture
@@ -34,3 +38,19 @@ def lee(admin_app: Flask) -> FlaskClient:
     browser = admin_app.test_client()
     sign_in(browser, LEE)
     return browser
+
+
+@pytest.fixture
+def cli_config(
+    tmp_path: Path,
+    broker_settings: dict[str, dict[str, Any]],
+    admin_app: Flask,
+    demo_slapd: Slapd,
+) -> Path:
+    """A broker.toml for the admin app's database and clients, and the demo directory
+    (the CLI runs the real `careid-broker`, which reaches a real slapd)."""
+    sections = {name: dict(values) for name, values in broker_settings.items()}
+    sections["directory"] = demo_slapd.directory_settings()
+    sections["oidc"] = {"clients_file": str(tmp_path / "admin-test-clients.toml")}
+    sections.pop("signin", None)
+    return write_broker_toml(tmp_path / "broker.toml", sections)

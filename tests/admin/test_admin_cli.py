@@ -11,35 +11,17 @@ import json
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from admin_support import ALEX, KIM, LEE, UUIDS, register, sign_in
-from broker_support import broker_of, write_broker_toml
+from broker_support import broker_of
 from flask import Flask
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import create_engine, text
 
 from careid_broker.cli import main
 from careid_broker.store import EndReason, Outcome
-from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
-
-
-@pytest.fixture
-def cli_config(
-    tmp_path: Path,
-    broker_settings: dict[str, dict[str, Any]],
-    admin_app: Flask,
-    demo_slapd: Slapd,
-) -> Path:
-    """A broker.toml for the admin app's database and clients, and the demo directory
-    (the CLI runs the real `careid-broker`, which reaches a real slapd)."""
-    sections = {name: dict(values) for name, values in broker_settings.items()}
-    sections["directory"] = demo_slapd.directory_settings()
-    sections["oidc"] = {"clients_file": str(tmp_path / "admin-test-clients.toml")}
-    sections.pop("signin", None)
-    return write_broker_toml(tmp_path / "broker.toml", sections)
 
 
 def _run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str, str]:
