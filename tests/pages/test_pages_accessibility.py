@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from card_support import CardPki, register_card
 from flask import Flask
-from page_site import ORIGIN, PHONE_WIDTH, FakeAgent, axe_violations, sideways_overflow
+from page_site import (
+    ORIGIN,
+    PHONE_WIDTH,
+    FakeAgent,
+    axe_violations,
+    install_test_signin,
+    sideways_overflow,
+)
 
 from careid_broker.store import Outcome
 from careid_broker.web.context import broker_of
@@ -259,6 +266,70 @@ def test_no_wcag_violation_and_no_sideways_scrolling(
 ) -> None:
     page, agent = open_page(width=width)
     STATES[state](page, agent, card_pki, page_app)
+    assert axe_violations(page) == []
+    if width == PHONE_WIDTH:
+        assert sideways_overflow(page) == 0, page.url
+
+
+# Pages that need a person with several roles, or a directory that records the AUP.
+
+ROBIN = "robin.hale@nhs.net"  # a locum: three roles
+
+
+def _role_page(page: Any, app: Flask) -> None:
+    # The relying party's request, made outside the browser: the browser would follow
+    # the redirect to the role page past the in-process routing.
+    started = app.test_client().get(
+        "/authorize?response_type=code&client_id=rp"
+        "&redirect_uri=https%3A%2F%2Frp.example.test%2Fcallback"
+        "&scope=openid%20selectedrole&state=s&nonce=n"
+        "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+    )
+    tx = started.headers["Location"].split("tx=")[1].split("&")[0]
+    sign_in(page, ROBIN)
+    page.goto(f"{ORIGIN}/authorize/role?tx={tx}")
+    page.get_by_role("heading", name="Choose your role").wait_for()
+
+
+def _role_page_none_chosen(page: Any, app: Flask) -> None:
+    _role_page(page, app)
+    page.get_by_role("button", name="Continue").click()
+    page.locator("[data-error-code=oidc_role_not_chosen]").first.wait_for()
+
+
+def _aup_accept_here(page: Any, app: Flask) -> None:
+    page.goto(f"{ORIGIN}/login")
+    password_form(page, SAM, PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.locator("#aup-accept-button").wait_for()
+
+
+def _aup_by_password_for_a_card(page: Any, app: Flask) -> None:
+    page.goto(f"{ORIGIN}/login/aup")
+    page.get_by_label("Password", exact=True).wait_for()
+
+
+MORE_STATES: dict[str, tuple[Callable[[Any, Flask], None], dict[str, Any]]] = {
+    "choose a role": (_role_page, {}),
+    "choose a role, none chosen": (_role_page_none_chosen, {}),
+    "AUP, accept it here": (_aup_accept_here, {"directory": {"writable": True}}),
+    "AUP, by password for a card": (_aup_by_password_for_a_card, {"directory": {"writable": True}}),
+}
+
+
+@pytest.mark.parametrize("state", list(MORE_STATES))
+@pytest.mark.parametrize("width", [1024, PHONE_WIDTH])
+def test_role_and_policy_pages_have_no_wcag_violation_and_fit_a_phone(
+    open_page: Callable[..., tuple[Any, FakeAgent]],
+    card_app_factory: Callable[..., Flask],
+    state: str,
+    width: int,
+) -> None:
+    reach, settings = MORE_STATES[state]
+    app = card_app_factory(**settings)
+    install_test_signin(app)
+    page, _ = open_page(width=width, app=app)
+    reach(page, app)
     assert axe_violations(page) == []
     if width == PHONE_WIDTH:
         assert sideways_overflow(page) == 0, page.url
