@@ -28,8 +28,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def page_chromium() -> Iterator[Any]:
+    # Per module, not per package: tests/pages is no package, so "package" would keep
+    # Playwright running for the whole session, and another folder's sync_playwright()
+    # (tests/webmail) would then find its event loop already running.
     if shutil.which(CHROMIUM) is None:
         pytest.skip("needs Chromium (Debian package chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (dev extra)")
