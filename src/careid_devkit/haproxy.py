@@ -25,6 +25,12 @@ What the configuration says, and why:
   connection to an instance, refused at once when the instance is gone, and retried.
 - `observe layer4` marks an instance down at its first refused connection, before the
   next health check would.
+- With a `RateLimit`: requests from one client address to the endpoints that create
+  state or cost work before anyone is known (`/authorize`, the card challenges,
+  `/token`, `/api/v1/token`) are counted in a stick table over a sliding window, and
+  past the limit answered 429 by HAProxy itself, before they reach an instance. Other
+  paths are never counted. Behind a NAT a whole site shares an address: size the limit
+  for it (docs/reverse-proxy-tls.md).
 
 DEMO/TEST MATERIAL: plain HTTP on 127.0.0.1, no TLS.
 """
@@ -58,6 +64,30 @@ def haproxy_binary() -> Path | None:
     return Path(found) if found else None
 
 
+#: The paths a flood would aim at: each creates a row or costs a signature or a hash.
+FLOOD_PATHS = ("/authorize", "/card/challenge", "/register/challenge", "/token", "/api/v1/token")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimit:
+    """At most `requests` per client address per `window_seconds` to `FLOOD_PATHS`."""
+
+    requests: int
+    window_seconds: int = 10
+
+    def frontend_lines(self) -> str:
+        """The frontend's stick table, tracking and refusal."""
+        paths = " ".join(FLOOD_PATHS)
+        return (
+            f"    stick-table type ip size 100k expire {max(60, self.window_seconds * 2)}s"
+            f" store http_req_rate({self.window_seconds}s)\n"
+            f"    acl flood_path path {paths}\n"
+            "    http-request track-sc0 src if flood_path\n"
+            "    http-request deny deny_status 429 if flood_path"
+            f" {{ sc_http_req_rate(0) gt {self.requests} }}\n"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Upstream:
     """One broker instance behind the load balancer."""
@@ -74,6 +104,7 @@ def haproxy_config(
     check_path: str = "/readyz",
     log_requests: bool = False,
     source: str | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> str:
     """The configuration text (see the module docstring for each choice).
 
@@ -82,6 +113,7 @@ def haproxy_config(
     """
     request_log = "    log stdout format raw local0\n    option httplog\n" if log_requests else ""
     source_line = f"    source {source}\n" if source else ""
+    limit_lines = rate_limit.frontend_lines() if rate_limit else ""
     servers = "\n".join(
         f"    server {u.name} {u.host}:{u.port} check inter 1s fall 2 rise 1"
         " observe layer4 error-limit 1 on-error mark-down"
@@ -106,7 +138,7 @@ frontend broker
     bind 127.0.0.1:{port}
     http-request set-header X-Forwarded-Proto http
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    default_backend brokers
+{limit_lines}    default_backend brokers
 
 backend brokers
     balance roundrobin
@@ -206,6 +238,7 @@ def start_haproxy(
     check_path: str = "/readyz",
     log_requests: bool = False,
     source: str | None = None,
+    rate_limit: RateLimit | None = None,
     start_timeout: float = 10.0,
 ) -> Haproxy:
     """Write the configuration into `workdir`, check it, run haproxy; port 0: a free one."""
@@ -222,6 +255,7 @@ def start_haproxy(
             check_path=check_path,
             log_requests=log_requests,
             source=source,
+            rate_limit=rate_limit,
         ),
         encoding="utf-8",
     )

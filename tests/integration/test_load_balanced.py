@@ -47,7 +47,7 @@ from careid_broker.store.models import (
     Registration,
     SigninSession,
 )
-from careid_devkit.haproxy import haproxy_binary
+from careid_devkit.haproxy import RateLimit, haproxy_binary, start_haproxy
 from careid_devkit.ocsp_responder import PkiServer, start_pki_server
 from careid_devkit.pki import init_pki
 from careid_devkit.slapd import Slapd
@@ -409,3 +409,45 @@ def test_killing_one_instance_under_load_loses_no_completed_signin(
     browser = LbBrowser(cluster.url)
     browser.redeem(*browser.password_signin(ALEX[0]))
     assert set(browser.instances()) == BOTH
+
+
+# Request flooding, refused at the load balancer.
+
+
+def _status(url: str, path: str) -> int:
+    parts = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(parts[0], int(parts[1]), timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_flood_from_one_address_is_refused_at_the_balancer_and_nothing_else_is(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The rate limit of docs/reverse-proxy-tls.md, low enough to reach in a test: a
+    # second HAProxy in front of the same instances.
+    limited = start_haproxy(
+        tmp_path_factory.mktemp("limited"),
+        cluster.lb.upstreams,
+        rate_limit=RateLimit(requests=20, window_seconds=2),
+    )
+    try:
+        authorize = "/authorize?response_type=code&client_id=rp&scope=openid"
+        statuses = [_status(limited.url, authorize) for _ in range(30)]
+        # Answered by the broker (an error page: no redirect URI) until the limit, then
+        # refused by HAProxy itself before reaching an instance.
+        assert all(s != 429 for s in statuses[:20]), statuses
+        assert statuses[20:] == [429] * 10, statuses
+        assert _status(limited.url, "/token") == 429  # one budget for the flood paths
+        # Paths that are not counted are not refused.
+        assert _status(limited.url, "/healthz") == 200
+        assert _status(limited.url, "/.well-known/openid-configuration") == 200
+        # HAProxy's rate is the current period's count plus a share of the last one's:
+        # two whole periods later the address may ask again.
+        time.sleep(4.5)
+        assert _status(limited.url, authorize) != 429
+    finally:
+        limited.stop()
