@@ -55,6 +55,7 @@ def _signing_in_meanwhile(app: Flask) -> tuple[threading.Thread, threading.Event
     return thread, stop
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_a_sqlite_backup_taken_while_signing_in_restores_and_its_anchor_verifies(
     admin_app: Flask,
     cli_config: Path,
@@ -62,8 +63,6 @@ def test_a_sqlite_backup_taken_while_signing_in_restores_and_its_anchor_verifies
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    if not store_url.startswith("sqlite"):
-        pytest.skip("the SQLite procedure")
     sqlite3 = shutil.which("sqlite3")
     if sqlite3 is None:
         pytest.skip("needs the sqlite3 command (Debian package sqlite3)")
@@ -99,6 +98,7 @@ def test_a_sqlite_backup_taken_while_signing_in_restores_and_its_anchor_verifies
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_a_pg_dump_taken_while_signing_in_restores_and_its_anchor_verifies(
     admin_app: Flask,
     cli_config: Path,
@@ -107,8 +107,6 @@ def test_a_pg_dump_taken_while_signing_in_restores_and_its_anchor_verifies(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    if not store_url.startswith("postgresql"):
-        pytest.skip("the PostgreSQL procedure")
     pg_dump, pg_restore = shutil.which("pg_dump"), shutil.which("pg_restore")
     if pg_dump is None or pg_restore is None:
         pytest.skip("needs pg_dump and pg_restore (Debian package postgresql-client)")
