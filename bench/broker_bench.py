@@ -537,8 +537,9 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """--workers, --threads, --pg-url and --backend."""
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    # The defaults of `careid-broker serve` ([server] in config/broker.toml).
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     parser.add_argument("--pg-url", default=os.environ.get("CAREID_TEST_DATABASE_URL"))
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
 

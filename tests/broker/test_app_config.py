@@ -57,7 +57,7 @@ def test_defaults_and_a_relative_sqlite_path(tmp_path: Path, clients_file: Path)
     config = BrokerConfig.from_mapping(_settings(clients_file), base_dir=tmp_path)
     assert config.broker.secure_cookies
     assert config.broker.session_lifetime == timedelta(hours=8)
-    assert config.server.workers == 2
+    assert (config.server.workers, config.server.threads) == (3, 1)
     assert config.signin.account_throttle.free_failures == 5
     assert config.signin.address_throttle.free_failures == 30
     assert config.database.url == f"sqlite:///{tmp_path.resolve() / 'broker.db'}"
