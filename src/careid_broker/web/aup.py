@@ -165,25 +165,9 @@ def check_password() -> BaseResponse:
     account = checked.account
     refusal = checked.refusal
     if refusal is not None and refusal.code is not BrokerCode.AUP_NOT_ACCEPTED:
-        svc.audit(
-            EVENT_PASSWORD,
-            outcome=Outcome.FAILURE,
-            code=refusal.code,
-            actor=account.mail,
-            subject=account.mail,
-            org=account.org_code,
-            rp=rp,
-        )
+        _audit_for(account, EVENT_PASSWORD, Outcome.FAILURE, rp=rp, code=refusal.code)
         return error_response(refusal.code)
-    svc.audit(
-        EVENT_PASSWORD,
-        outcome=Outcome.SUCCESS,
-        actor=account.mail,
-        subject=account.mail,
-        org=account.org_code,
-        rp=rp,
-        details={"aup_version": account.aup_version},
-    )
+    _audit_for(account, EVENT_PASSWORD, Outcome.SUCCESS, rp=rp)
     if refusal is None:
         return _done_page(account, tx=tx, already=True)
     return offer_acceptance(account, tx_id=tx, sign_in=False)
@@ -214,15 +198,7 @@ def accept() -> BaseResponse:
             rp=rp,
         )
         return error_response(exc.code, retry_url=url_for("login.page", tx=pending.return_tx))
-    svc.audit(
-        EVENT_ACCEPT,
-        outcome=Outcome.SUCCESS,
-        actor=account.mail,
-        subject=account.mail,
-        org=account.org_code,
-        rp=rp,
-        details={"aup_version": account.aup_version},
-    )
+    _audit_for(account, EVENT_ACCEPT, Outcome.SUCCESS, rp=rp)
     try:
         svc.aup.check(account)
     except BrokerError as exc:  # disabled or expired meanwhile: still refused
@@ -245,6 +221,27 @@ def accept() -> BaseResponse:
     if pending.return_tx is None:
         return redirect(card_binding.pop_next() or url_for("login.page"), code=303)
     return redirect(url_for("oidc.resume", tx=pending.return_tx), code=303)
+
+
+def _audit_for(
+    account: MailAccount,
+    event: str,
+    outcome: Outcome,
+    *,
+    rp: str | None,
+    code: str | None = None,
+) -> None:
+    """An audit entry about this account's own step (it is actor and subject)."""
+    current_broker().audit(
+        event,
+        outcome=outcome,
+        code=code,
+        actor=account.mail,
+        subject=account.mail,
+        org=account.org_code,
+        rp=rp,
+        details=None if code is not None else {"aup_version": account.aup_version},
+    )
 
 
 def _done_page(account: MailAccount, *, tx: str | None, already: bool) -> Response:
