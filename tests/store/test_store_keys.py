@@ -84,6 +84,13 @@ def test_rotation_moves_every_key_one_step(store: Store, clock: FakeClock) -> No
     assert second.retired_kids == (current0,)
     assert current0 not in _states(keys)  # retired keys leave the JWKS
     assert len(keys.publishable()) == 3
+    # ... and keep no private part: a retired key signs nothing more, so nothing can
+    # be stolen from it. The others keep theirs, and the new current key signs.
+    with store.session() as session:
+        pems = dict(session.execute(select(SigningKey.kid, SigningKey.private_key_pem)).all())
+    assert pems[current0] is None
+    assert all(pem for kid, pem in pems.items() if kid != current0)
+    _sign_and_verify(keys)
 
 
 def test_a_scheduled_rotation_run_by_two_instances_rotates_once(

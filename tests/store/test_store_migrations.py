@@ -9,7 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from broker_fixtures import fresh_pg_database
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect, text
 
 from careid_broker.store import current_revision, head_revision, upgrade
 from careid_broker.store.base import Base
@@ -63,3 +63,28 @@ def test_upgrade_twice_is_harmless_and_downgrade_removes_everything(empty_url: s
     finally:
         engine.dispose()
     assert left == set()
+
+
+def test_the_upgrade_erases_the_private_part_of_keys_retired_before_it(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url)
+    downgrade(empty_url, "0008_retention_indexes")
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            for kid, state in (("old", "retired"), ("live", "current")):
+                conn.execute(
+                    text(
+                        "INSERT INTO signing_keys (kid, alg, private_key_pem, encrypted,"
+                        " public_jwk, state, created_at)"
+                        " VALUES (:kid, 'ES256', 'PEM', false, '{}', :state, :at)"
+                    ),
+                    {"kid": kid, "state": state, "at": "2026-01-01 00:00:00+00:00"},
+                )
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            rows = dict(conn.execute(text("SELECT kid, private_key_pem FROM signing_keys")).all())
+    finally:
+        engine.dispose()
+    assert rows == {"old": None, "live": "PEM"}

@@ -141,7 +141,15 @@ class SigningKeys:
                     retired_kids=(),
                 )
             retired = tuple(states.get(KeyState.PREVIOUS, []))
-            _move(session, self._alg, KeyState.PREVIOUS, KeyState.RETIRED, retired_at=now)
+            # Retired keys are neither published nor used: their private part goes.
+            _move(
+                session,
+                self._alg,
+                KeyState.PREVIOUS,
+                KeyState.RETIRED,
+                retired_at=now,
+                private_key_pem=None,
+            )
             _move(session, self._alg, KeyState.CURRENT, KeyState.PREVIOUS)
             if KeyState.NEXT not in states:
                 log.warning("no published next signing key: activating an unpublished one")
@@ -190,6 +198,8 @@ class SigningKeys:
                     detail=f"no current {self._alg.value} signing key: run key initialisation"
                 )
             pem, encrypted, kid, alg = row.private_key_pem, row.encrypted, row.kid, row.alg
+        if pem is None:  # only a retired key has none, and a current key is never one
+            raise SigningKeyUnavailableError(detail=f"signing key {kid} has no private part")
         if encrypted and self._passphrase is None:
             raise SigningKeyUnavailableError(
                 detail=f"signing key {kid} is encrypted; no passphrase set"

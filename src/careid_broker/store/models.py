@@ -274,7 +274,8 @@ class SigningKey(Base):
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     alg: Mapped[str] = mapped_column(String(8))
-    private_key_pem: Mapped[str] = mapped_column(Text)
+    # None once retired: a key that signs nothing more keeps no private part.
+    private_key_pem: Mapped[str | None] = mapped_column(Text)
     encrypted: Mapped[bool] = mapped_column(Boolean)
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16))
