@@ -437,21 +437,22 @@ def choose_role(
     role = roles.get(person_roleid)
     if role is None:
         return None
-    if not provider.repos.sessions.select_role(signin.sid, person_roleid):
-        raise SigninExpiredError(detail="the sign-in session ended while choosing a role")
-    provider.audit(
-        "oidc.role_selected",
-        outcome="success",
-        actor=signin.account_mail,
-        subject=signin.account_mail,
-        rp=record.request.client_id,
-        org=role["org_code"],
-        details={
-            "person_roleid": person_roleid,
-            "role_code": role["role_code"],
-            "org_code": role["org_code"],
-        },
-    )
+    with provider.store.transaction():  # the choice and its audit entry, or neither
+        if not provider.repos.sessions.select_role(signin.sid, person_roleid):
+            raise SigninExpiredError(detail="the sign-in session ended while choosing a role")
+        provider.audit(
+            "oidc.role_selected",
+            outcome="success",
+            actor=signin.account_mail,
+            subject=signin.account_mail,
+            rp=record.request.client_id,
+            org=role["org_code"],
+            details={
+                "person_roleid": person_roleid,
+                "role_code": role["role_code"],
+                "org_code": role["org_code"],
+            },
+        )
     return redirect(url_for("oidc.resume", tx=tx))  # type: ignore[return-value]
 
 
