@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_support import install_test_signin
 from card_fixtures import CardAppFactory
 from flask import Flask
-from page_site import CHROMIUM, CHROMIUM_ARGS, FakeAgent, InProcessSite
+from page_site import CHROMIUM, CHROMIUM_ARGS, FakeAgent, InProcessSite, install_test_signin
 
 OpenPage = Callable[..., tuple[Any, FakeAgent]]
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from broker_support import install_test_signin
 from card_support import CardPki, register_card
 from flask import Flask
 from page_site import (
@@ -19,6 +18,7 @@ from page_site import (
     PHONE_WIDTH,
     FakeAgent,
     axe_violations,
+    install_test_signin,
     sideways_overflow,
 )
 
