@@ -19,6 +19,8 @@ from flask import Flask
 from page_site import CHROMIUM, CHROMIUM_ARGS, FakeAgent, InProcessSite, install_test_signin
 
 OpenPage = Callable[..., tuple[Any, FakeAgent]]
+#: One page state takes a few seconds; a stall fails the test rather than the run.
+BROWSER_TEST_SECONDS = 60
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,6 +28,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
+            # Closing a page or context waits without a timeout of its own.
+            item.add_marker(pytest.mark.timeout(BROWSER_TEST_SECONDS))
 
 
 @pytest.fixture(scope="module")
@@ -65,4 +69,6 @@ def open_page(page_chromium: Any, page_app: Flask) -> Iterator[OpenPage]:
 
     yield open_one
     for context in contexts:
+        # Requests still in flight (a held agent call) are dropped, not waited for.
+        context.unroute_all(behavior="ignoreErrors")
         context.close()

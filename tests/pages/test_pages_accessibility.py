@@ -117,6 +117,10 @@ def _page_expired(page: Any, agent: FakeAgent, pki: CardPki, app: Flask) -> None
     sign_in(other, ALEX)
     other.goto(f"{ORIGIN}/signout")
     other.locator("#signout-every-service").click()
+    # Let the signed-out page finish loading: closing a page whose requests are still
+    # being answered by the in-process site has stalled a run.
+    other.get_by_role("heading", name="You have signed out").wait_for()
+    other.wait_for_load_state("load")
     other.close()
     password_form(page, ALEX, PASSWORD)
     page.get_by_role("button", name="Sign in", exact=True).click()
