@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from careid_broker.store import (
     StoreUnavailableError,
     create_store,
 )
-from careid_broker.store.engine import create_store_engine
+from careid_broker.store.engine import AbandonedTransactionError, create_store_engine
 from careid_broker.store.models import LoginTransaction
 
 REQUEST = AuthorizationRequest(client_id="webmail", redirect_uri="https://rp/cb", scope="openid")
@@ -60,16 +61,107 @@ def test_an_exception_rolls_the_whole_transaction_back(store: Store) -> None:
     assert _count_transactions(store) == 0
 
 
-def test_nested_calls_join_the_outer_transaction_in_a_savepoint(store: Store) -> None:
+def test_nested_calls_join_the_outer_transaction(store: Store) -> None:
+    transactions = LoginTransactions(store)
+    with store.transaction():
+        first = transactions.create(REQUEST)
+        second = transactions.create(REQUEST)
+        # Joined, not committed on their own: both visible inside, one commit at the end.
+        assert transactions.get(first.transaction_id) is not None
+    assert transactions.get(second.transaction_id) is not None
+    assert _count_transactions(store) == 2
+
+
+def test_a_failed_inner_unit_the_caller_swallowed_rolls_everything_back(store: Store) -> None:
+    transactions = LoginTransactions(store)
+    with pytest.raises(AbandonedTransactionError) as caught, store.transaction():
+        transactions.create(REQUEST)
+        try:
+            with store.transaction():
+                transactions.create(REQUEST)
+                raise RuntimeError("inner failure")
+        except RuntimeError:
+            pass  # carrying on would commit the inner unit's half-done writes
+        transactions.create(REQUEST)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert _count_transactions(store) == 0
+
+
+def test_a_savepoint_lets_the_outer_transaction_carry_on(store: Store) -> None:
     transactions = LoginTransactions(store)
     with store.transaction():
         kept = transactions.create(REQUEST)
-        with pytest.raises(RuntimeError), store.transaction():
+        with pytest.raises(RuntimeError), store.transaction(savepoint=True):
             transactions.create(REQUEST)
             raise RuntimeError("inner failure")
         # The inner savepoint rolled back; the outer transaction carries on.
         assert transactions.get(kept.transaction_id) is not None
     assert _count_transactions(store) == 1
+
+
+class _Begins:
+    """Counts the transactions a store begins (reads and writes apart)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.writes = 0
+
+    def transaction_begun(self, *, write: bool) -> None:
+        if write:
+            self.writes += 1
+        else:
+            self.reads += 1
+
+    def statement_run(self) -> None:
+        pass
+
+
+@pytest.fixture
+def counted(store_url: str) -> Iterator[tuple[Store, _Begins]]:
+    begins = _Begins()
+    store = create_store(store_url, observer=begins)
+    try:
+        yield store, begins
+    finally:
+        store.dispose()
+
+
+def test_reads_in_a_read_unit_share_one_transaction(counted: tuple[Store, _Begins]) -> None:
+    store, begins = counted
+    made = LoginTransactions(store).create(REQUEST)
+    begins.writes = begins.reads = 0
+    with store.read_unit():
+        for _ in range(3):
+            assert LoginTransactions(store).get(made.transaction_id) is not None
+    assert (begins.reads, begins.writes) == (1, 0)
+
+
+def test_a_write_ends_the_read_unit_and_later_reads_see_it(
+    counted: tuple[Store, _Begins],
+) -> None:
+    store, begins = counted
+    transactions = LoginTransactions(store)
+    with store.read_unit():
+        assert _count_transactions(store) == 0
+        made = transactions.create(REQUEST)  # the shared read is ended first
+        assert transactions.get(made.transaction_id) is not None
+        assert _count_transactions(store) == 1
+    assert (begins.reads, begins.writes) == (2, 1)
+
+
+def test_a_write_inside_a_read_units_session_block_is_refused(store: Store) -> None:
+    with store.read_unit(), store.session(), pytest.raises(RuntimeError, match="read-only"):
+        LoginTransactions(store).create(REQUEST)
+
+
+def test_a_failed_read_in_a_read_unit_starts_afresh(counted: tuple[Store, _Begins]) -> None:
+    store, begins = counted
+    with store.read_unit():
+        with pytest.raises(RuntimeError, match="boom"), store.session() as session:
+            session.execute(text("SELECT 1"))
+            raise RuntimeError("boom")
+        assert _count_transactions(store) == 0
+    assert begins.reads == 2
 
 
 def test_a_write_inside_a_read_session_is_refused(store: Store) -> None:

@@ -163,18 +163,40 @@ class _Ambient:
     session: Session
     write: bool
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Set when a joined unit of work raised: its writes may be half done, so the
+    # transaction it joined must not commit (see `Store.transaction`).
+    failed: BaseException | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class _ReadUnit:
+    """A request's shared read-only session (see `Store.read_unit`)."""
+
+    session: Session | None = None
+    depth: int = 0
+
+
+class AbandonedTransactionError(RuntimeError):
+    """A unit of work that joined this transaction failed and the caller carried on:
+    its writes may be half done, so the transaction was rolled back instead of committed."""
 
 
 class Store:
     """The broker's database: sessions, transactions, the clock.
 
     Repositories call `transaction()` / `session()` themselves. When the caller already
-    holds a `transaction()` on this thread, they join it (inside a SAVEPOINT), so a
-    service can make several repository calls atomic:
+    holds a `transaction()` on this thread, they join it, so a service can make several
+    repository calls atomic:
 
         with store.transaction():
             ended = sessions.end_session(sid, EndReason.CARD_REMOVED)
             outbox.enqueue(sid=ended.sid, sub=ended.sub, client_ids=ended.relying_parties)
+
+    A joined unit of work is not a SAVEPOINT (two statements more per join, on every
+    sign-in): when it raises, the whole transaction is lost. A caller that catches the
+    error and carries on gets `AbandonedTransactionError` at the end instead of a
+    commit of half-done writes. A caller that must recover inside the transaction asks
+    for `transaction(savepoint=True)`.
     """
 
     def __init__(
@@ -200,23 +222,39 @@ class Store:
         self._ambient: ContextVar[_Ambient | None] = ContextVar(
             f"careid_store_{id(self):x}", default=None
         )
+        self._read_unit: ContextVar[_ReadUnit | None] = ContextVar(
+            f"careid_store_reads_{id(self):x}", default=None
+        )
 
     def now(self) -> datetime:
         """The injected clock's time, checked to be timezone-aware, in UTC."""
         return require_aware(self.clock())
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A write transaction: committed on success, rolled back on an exception."""
+    def transaction(self, *, savepoint: bool = False) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on an exception.
+
+        Inside another transaction it joins that one; with `savepoint` a failure rolls
+        back only this unit's writes and the outer transaction may carry on.
+        """
         current = self._ambient.get()
         if current is not None:
             if not current.write:
                 # On SQLite a read transaction cannot safely upgrade to a write lock
                 # (another writer may hold it: deadlock); open the write first.
                 raise RuntimeError("store.transaction() opened inside a read-only session()")
-            with _unavailable_on_connection_errors(), current.session.begin_nested():
-                yield current.session
+            if savepoint:
+                with _unavailable_on_connection_errors(), current.session.begin_nested():
+                    yield current.session
+                return
+            try:
+                with _unavailable_on_connection_errors():
+                    yield current.session
+            except BaseException as exc:
+                current.failed = exc
+                raise
             return
+        self._end_reads("store.transaction()")
         session = self._writers()
         ambient = _Ambient(session=session, write=True)
         token = self._ambient.set(ambient)
@@ -224,6 +262,12 @@ class Store:
         try:
             with gate, _unavailable_on_connection_errors(), session.begin():
                 yield session
+                if ambient.failed is not None:
+                    raise AbandonedTransactionError(
+                        "a unit of work in this transaction failed"
+                        f" ({type(ambient.failed).__name__}) and the caller carried on:"
+                        " rolled back rather than commit half of it"
+                    ) from ambient.failed
         finally:
             self._ambient.reset(token)
             _close(session)
@@ -241,11 +285,64 @@ class Store:
             current.after_commit.append(callback)
 
     @contextmanager
+    def read_unit(self) -> Iterator[None]:
+        """Let the reads in this block share one read-only session (one per request).
+
+        A request reads several times before it writes (its login transaction, the
+        throttle, its session): one BEGIN for all of them, not one each. The shared
+        session ends when a write `transaction()` begins (SQLite cannot upgrade a read
+        lock safely), so reads after a write see it, and at the end of the block.
+        """
+        unit = _ReadUnit()
+        token = self._read_unit.set(unit)
+        try:
+            yield
+        finally:
+            self._read_unit.reset(token)
+            if unit.session is not None:
+                _close(unit.session)
+
+    def _end_reads(self, opening: str) -> None:
+        unit = self._read_unit.get()
+        if unit is None or unit.session is None:
+            return
+        if unit.depth:
+            raise RuntimeError(f"{opening} opened inside a read-only session()")
+        session, unit.session = unit.session, None
+        _close(session)
+
+    @contextmanager
     def session(self) -> Iterator[Session]:
         """A read-only unit of work (rolled back at the end), or the current one."""
         current = self._ambient.get()
         if current is not None:
             yield current.session
+            return
+        unit = self._read_unit.get()
+        if unit is not None:
+            if unit.session is None:
+                shared = self._readers()
+                with _unavailable_on_connection_errors():
+                    shared.begin()
+                unit.session = shared
+            unit.depth += 1
+            try:
+                with _unavailable_on_connection_errors():
+                    yield unit.session
+            except BaseException:
+                # The session may be unusable now (a dropped connection): the next
+                # read starts a fresh one.
+                if unit.depth == 1 and unit.session is not None:
+                    broken, unit.session = unit.session, None
+                    _close(broken)
+                raise
+            finally:
+                unit.depth -= 1
+                if unit.depth == 0 and unit.session is not None:
+                    # Forget what was loaded: a later read in the request loads afresh
+                    # rather than trusting the identity map (PostgreSQL's READ
+                    # COMMITTED shows each statement the newest commits).
+                    unit.session.expunge_all()
             return
         session = self._readers()
         token = self._ambient.set(_Ambient(session=session, write=False))

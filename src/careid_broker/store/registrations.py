@@ -119,21 +119,20 @@ class Registrations:
             how=new.how,
             cert_der=new.cert_der,
         )
-        with self._store.transaction() as session:
-            try:
-                # A savepoint keeps the caller's transaction usable after a conflict
-                # (PostgreSQL aborts the whole transaction on a failed INSERT).
-                with session.begin_nested():
-                    session.add(row)
-                    session.flush()
-            except IntegrityError as exc:
-                sides = self._conflicting_sides(new.card_uuid, mail)
-                if not sides:
-                    raise  # not a uniqueness conflict: a real bug, let it surface
-                raise RegistrationConflictError(
-                    frozenset(sides), detail=f"registration conflict on {sorted(sides)}"
-                ) from exc
-            return _record(row)
+        try:
+            # A savepoint keeps the caller's transaction usable after a conflict
+            # (PostgreSQL aborts the whole transaction on a failed INSERT).
+            with self._store.transaction(savepoint=True) as session:
+                session.add(row)
+                session.flush()
+        except IntegrityError as exc:
+            sides = self._conflicting_sides(new.card_uuid, mail)
+            if not sides:
+                raise  # not a uniqueness conflict: a real bug, let it surface
+            raise RegistrationConflictError(
+                frozenset(sides), detail=f"registration conflict on {sorted(sides)}"
+            ) from exc
+        return _record(row)
 
     def _conflicting_sides(self, card_uuid: str, mail: str) -> set[ConflictSide]:
         with self._store.session() as session:

@@ -35,21 +35,24 @@ class Subjects:
         key = normalise_mail(mail)
         if not key:
             raise ValueError("an account mail address is required")
+        existing = select(Subject.sub, Subject.account_dn).where(Subject.account_mail == key)
         with self._store.transaction() as session:
-            insert_ignore(
-                session,
-                Subject,
-                {
-                    "sub": secrets.token_urlsafe(_SUB_BYTES),
-                    "account_mail": key,
-                    "account_dn": dn,
-                    "created_at": self._store.now(),
-                },
-                ["account_mail"],
-            )
-            row = session.execute(
-                select(Subject.sub, Subject.account_dn).where(Subject.account_mail == key)
-            ).one()
+            # Read first: every sign-in but an account's first finds its row.
+            row = session.execute(existing).one_or_none()
+            if row is None:
+                insert_ignore(
+                    session,
+                    Subject,
+                    {
+                        "sub": secrets.token_urlsafe(_SUB_BYTES),
+                        "account_mail": key,
+                        "account_dn": dn,
+                        "created_at": self._store.now(),
+                    },
+                    ["account_mail"],
+                )
+                # Ours, or the one a racing instance inserted first.
+                row = session.execute(existing).one()
             if row.account_dn != dn:
                 session.execute(
                     update(Subject).where(Subject.account_mail == key).values(account_dn=dn)

@@ -7,7 +7,7 @@ facts for the auditor (client address, request id) are here too.
 
 from __future__ import annotations
 
-from flask import Flask, current_app, has_request_context, request
+from flask import Flask, current_app, g, has_request_context, request
 
 from careid_broker.auditing import NO_REQUEST, RequestFacts
 from careid_broker.broker import Broker
@@ -16,9 +16,26 @@ from careid_broker.logging_setup import current_request_id
 EXTENSION_KEY = "careid"
 
 
+_READ_UNIT = "careid_read_unit"
+
+
 def init_app(app: Flask, broker: Broker) -> None:
-    """Make `broker` the one `current_broker()` returns for this app."""
+    """Make `broker` the one `current_broker()` returns for this app, and give each
+    request one read-only store session for the reads before (and after) its write."""
     app.extensions[EXTENSION_KEY] = broker
+
+    def open_read_unit() -> None:
+        unit = broker.store.read_unit()
+        unit.__enter__()
+        setattr(g, _READ_UNIT, unit)
+
+    def close_read_unit(_exc: BaseException | None) -> None:
+        unit = g.pop(_READ_UNIT, None)
+        if unit is not None:
+            unit.__exit__(None, None, None)
+
+    app.before_request(open_read_unit)
+    app.teardown_request(close_read_unit)
 
 
 def broker_of(app: Flask) -> Broker:
