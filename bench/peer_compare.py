@@ -67,16 +67,22 @@ TARGETS = {
 
 
 def _install_peer(peer: Path) -> None:
+    # Installers report on stderr: stdout is this script's JSON and nothing else.
     if not (peer / "node_modules" / "oidc-provider" / "package.json").is_file():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=peer, check=True)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=peer, check=True, stdout=sys.stderr
+        )
     python = peer / ".venv" / "bin" / "python"
     probe = [str(python), "-c", "import aiohttp, jwt, cryptography"]
     if not python.exists() or subprocess.run(probe, capture_output=True).returncode != 0:
-        subprocess.run([sys.executable, "-m", "venv", str(peer / ".venv")], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(peer / ".venv")], check=True, stdout=sys.stderr
+        )
         subprocess.run(
             [str(python), "-m", "pip", "install", "--quiet", "-r", "requirements.txt"],
             cwd=peer,
             check=True,
+            stdout=sys.stderr,
         )
 
 
