@@ -40,13 +40,14 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from careid_devkit.net import free_port, port_answers
 
 log = logging.getLogger(__name__)
 
@@ -151,23 +152,6 @@ backend brokers
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_answers(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        try:
-            sock.connect(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @dataclass(kw_only=True)
 class Haproxy:
     """A running HAProxy in front of `upstreams`; `stop()` ends it."""
@@ -246,7 +230,7 @@ def start_haproxy(
     if binary is None:
         raise HaproxyUnavailable("haproxy is not installed (Debian package haproxy)")
     workdir.mkdir(parents=True, exist_ok=True)
-    listen = port or _free_port()
+    listen = port or free_port()
     config = workdir / "haproxy.cfg"
     config.write_text(
         haproxy_config(
@@ -284,7 +268,7 @@ def start_haproxy(
             raise HaproxyUnavailable(
                 f"haproxy exited at start with status {process.returncode}: {handle.log_tail()}"
             )
-        if _port_answers(listen):
+        if port_answers(listen):
             log.info("haproxy listening on %s (pid %s)", handle.url, process.pid)
             return handle
         time.sleep(0.02)

@@ -20,13 +20,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from careid_devkit.net import free_port, port_answers
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +89,6 @@ class SlapdTls:
 
     cert_file: Path
     key_file: Path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_answers(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        try:
-            sock.connect(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass(kw_only=True)
@@ -188,7 +172,7 @@ class Slapd:
                 raise SlapdUnavailable(
                     f"slapd exited at start with status {status}: {self._log_tail()}"
                 )
-            if _port_answers(self.port) and (not self.tls_port or _port_answers(self.tls_port)):
+            if port_answers(self.port) and (not self.tls_port or port_answers(self.tls_port)):
                 log.info("slapd listening on %s (pid %s)", self.url, self._process.pid)
                 return
             time.sleep(0.02)
@@ -329,8 +313,8 @@ def start_slapd(
             workdir=workdir,
             binary=binary,
             config_dir=config_dir,
-            port=port or _free_port(),
-            tls_port=(tls_port or _free_port()) if tls is not None else None,
+            port=port or free_port(),
+            tls_port=(tls_port or free_port()) if tls is not None else None,
             root_password=root_password,
         )
         try:

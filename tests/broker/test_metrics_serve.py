@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -24,16 +23,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from careid_broker.cli import main
 from careid_broker.metrics import MULTIPROC_ENV
+from careid_devkit.net import free_port
 from careid_devkit.slapd import Slapd
 
 WORKERS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -104,7 +97,7 @@ def served(tmp_path: Path, demo_slapd: Slapd, clients_file: Path) -> Iterator[Se
         },
     )
     assert main(["--config", str(config), "db", "upgrade"]) == 0
-    port = _free_port()
+    port = free_port()
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREID_")}

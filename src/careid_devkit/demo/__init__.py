@@ -19,8 +19,9 @@ from careid_devkit.demo.accounts import (
 from careid_devkit.demo.chain import ChainSettings, DemoChain, PartMissingError
 from careid_devkit.demo.command import register, run_demo
 from careid_devkit.demo.configs import DemoUrls
-from careid_devkit.demo.ports import DemoPorts, PortInUseError, free_port, port_is_free
+from careid_devkit.demo.ports import DemoPorts, PortInUseError, port_is_free
 from careid_devkit.demo.processes import ServiceFailedError, ServiceProcess
+from careid_devkit.net import free_port
 
 __all__ = [
     "DEMO_ACCOUNTS",

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, fields, replace
 
 from careid_devkit.codes import DevkitCode, message_for
+from careid_devkit.net import free_port
 
 
 class PortInUseError(Exception):
@@ -45,14 +46,6 @@ def port_is_free(port: int) -> bool:
                 return True
             return False
     return True
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @dataclass(frozen=True, kw_only=True)
