@@ -12,18 +12,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from broker_support import broker_of, csrf_token_from
-from flask import Blueprint, Flask, request
+from broker_support import broker_of, csrf_token_from, install_test_signin
+from flask import Flask
 from flask.testing import FlaskClient
 from oidc_support import basic, write_test_clients
 from werkzeug.test import TestResponse
 
-from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
 from careid_broker.oidc.client_secrets import hash_secret
-from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import LinkMode, NewRegistration, RegistrationRecord
-from careid_broker.web.csrf import csrf_exempt
-from careid_broker.web.signin_cookie import complete_signin
 
 LEE = "lee.admin@nhs.net"
 ALEX = "alex.morgan@nhs.net"
@@ -82,34 +78,6 @@ def make_admin_app(
     app: Flask = app_factory(**settings)
     install_test_signin(app)
     return app
-
-
-def install_test_signin(app: Flask) -> None:
-    """POST /_test/signin {mail, method}: a sign-in session as the real flows open one."""
-    test_routes = Blueprint("test_signin", __name__)
-
-    @test_routes.post("/_test/signin")
-    @csrf_exempt
-    def signin() -> tuple[str, int]:
-        mail = request.form["mail"]
-        card = request.form.get("method", "card") == "card"
-        account = broker_of(app).directory.find_account(mail)
-        assert account is not None, mail
-        complete_signin(
-            SigninDecision(
-                account=account,
-                method="card" if card else "pwd",
-                acr=ACR_CARD if card else ACR_PASSWORD,
-                amr=AMR_CARD if card else AMR_PASSWORD,
-                event="signin.card" if card else "signin.password",
-                org_code=account.org_code,
-                card_uuid=account.care_identity_uuid if card else None,
-                card_session=card,
-            )
-        )
-        return "", 204
-
-    app.register_blueprint(test_routes)
 
 
 def sign_in(client: FlaskClient, mail: str, *, method: str = "card") -> None:

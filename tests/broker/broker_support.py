@@ -9,13 +9,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Blueprint, Flask, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
 from careid_broker.broker import Broker
 from careid_broker.directory import Directory
+from careid_broker.signin.sessions import SigninDecision
 from careid_broker.web import context
+from careid_broker.web.csrf import csrf_exempt
+from careid_broker.web.signin_cookie import complete_signin
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "src" / "careid_broker" / "templates"
@@ -136,3 +140,33 @@ def write_broker_toml(path: Path, sections: Mapping[str, Mapping[str, object]]) 
         lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def install_test_signin(app: Flask) -> None:
+    """`/_test/signin?mail=…&method=card|pwd` (GET from a browser, POST from a test
+    client): a sign-in session opened as the real flows open one (test material only)."""
+    routes = Blueprint("test_signin", __name__)
+
+    @routes.route("/_test/signin", methods=["GET", "POST"])
+    @csrf_exempt
+    def signin() -> tuple[str, int]:
+        mail = request.values["mail"]
+        card = request.values.get("method", "card") == "card"
+        account = broker_of(app).directory.find_account(mail)
+        assert account is not None, mail
+        complete_signin(
+            SigninDecision(
+                account=account,
+                method="card" if card else "pwd",
+                acr=ACR_CARD if card else ACR_PASSWORD,
+                amr=AMR_CARD if card else AMR_PASSWORD,
+                event="signin.card" if card else "signin.password",
+                org_code=account.org_code,
+                card_uuid=account.care_identity_uuid if card else None,
+                card_session=card,
+            )
+        )
+        # A browser navigates here and needs a page; a test client takes "no content".
+        return ("signed in", 200) if request.method == "GET" else ("", 204)
+
+    app.register_blueprint(routes)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker_support import install_test_signin
 from card_fixtures import CardAppFactory
 from flask import Flask
-from page_site import CHROMIUM, CHROMIUM_ARGS, FakeAgent, InProcessSite, install_test_signin
+from page_site import CHROMIUM, CHROMIUM_ARGS, FakeAgent, InProcessSite
 
 OpenPage = Callable[..., tuple[Any, FakeAgent]]
 #: One page state takes a few seconds; a stall fails the test rather than the run.

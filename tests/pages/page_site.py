@@ -13,13 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from axe_playwright_python.sync_playwright import Axe
-from flask import Blueprint, Flask, request
-
-from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
-from careid_broker.signin.sessions import SigninDecision
-from careid_broker.web.context import broker_of
-from careid_broker.web.csrf import csrf_exempt
-from careid_broker.web.signin_cookie import complete_signin
+from flask import Flask
 
 ORIGIN = "http://localhost:5000"
 AGENT = "http://127.0.0.1:47600"
@@ -124,34 +118,6 @@ class FakeAgent:
             route.fulfill(status=200, headers=cors, body=json.dumps(self.card.sign(challenge)))
         else:
             route.fulfill(status=200, headers=cors, body="{}")
-
-
-def install_test_signin(app: Flask) -> None:
-    """GET /_test/signin?mail=…&method=card|pwd: a session as the real flows open one."""
-    routes = Blueprint("page_test_signin", __name__)
-
-    @routes.get("/_test/signin")
-    @csrf_exempt
-    def signin() -> tuple[str, int]:
-        mail = request.args["mail"]
-        card = request.args.get("method", "card") == "card"
-        account = broker_of(app).directory.find_account(mail)
-        assert account is not None, mail
-        complete_signin(
-            SigninDecision(
-                account=account,
-                method="card" if card else "pwd",
-                acr=ACR_CARD if card else ACR_PASSWORD,
-                amr=AMR_CARD if card else AMR_PASSWORD,
-                event="signin.card" if card else "signin.password",
-                org_code=account.org_code,
-                card_uuid=account.care_identity_uuid if card else None,
-                card_session=card,
-            )
-        )
-        return "signed in", 200
-
-    app.register_blueprint(routes)
 
 
 def axe_violations(page: Any) -> list[str]:

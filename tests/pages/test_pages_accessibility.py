@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from broker_support import install_test_signin
 from card_support import CardPki, register_card
 from flask import Flask
 from page_site import (
@@ -18,7 +19,6 @@ from page_site import (
     PHONE_WIDTH,
     FakeAgent,
     axe_violations,
-    install_test_signin,
     sideways_overflow,
 )
 
