@@ -108,28 +108,36 @@ def write_config(
     return config
 
 
-def _cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of one process (Linux /proc), 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _stat_fields(pid: int) -> list[str]:
+    # "pid (comm) state ppid …": comm may hold spaces, so split after its ")".
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
     found: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(_stat_fields(int(entry.name))[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def process_cpu_seconds(pid: int, *, with_children: bool = False) -> float:
+    """user + system CPU seconds of `pid` (and of its live children), 0 for one gone."""
+    total = 0.0
+    for one in (pid, *(children(pid) if with_children else ())):
+        try:
+            fields = _stat_fields(one)
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
+        # After the command name: state is field 3, utime 14 and stime 15 (1-based).
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +149,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU seconds used by the gunicorn master and its live workers."""
-        return sum(_cpu_seconds(p) for p in (self.pid, *_children(self.pid)))
+        return process_cpu_seconds(self.pid, with_children=True)
 
     def counters(self) -> dict[str, float]:
         """The broker's counters from /metrics (summed over its workers), by sample."""
@@ -245,7 +253,7 @@ def serve(config: Path, *, port: int, workers: int, threads: int, log: Path) -> 
 
 
 @contextmanager
-def _throwaway_postgres(admin_url: str) -> Iterator[str]:
+def throwaway_postgres(admin_url: str) -> Iterator[str]:
     """A fresh database on the server `admin_url` names, dropped afterwards; its URL."""
     server = make_url(admin_url)
     if server.drivername == "postgresql":
@@ -268,7 +276,7 @@ def _database_for(backend: str, folder: Path, pg_url: str | None) -> Iterator[st
         yield f"sqlite:///{folder / 'broker.db'}"
         return
     assert pg_url is not None
-    with _throwaway_postgres(pg_url) as url:
+    with throwaway_postgres(pg_url) as url:
         yield url
 
 
@@ -372,7 +380,9 @@ class Browser:
                     self.cookies[name.strip()] = value
                 else:
                     self.cookies.pop(name.strip(), None)
-        return response.status, dict(response.headers), data
+        # Header names as browsers read them, whatever case the server (or a proxy such
+        # as HAProxy, which lower-cases them) sent: "Location", "Set-Cookie".
+        return response.status, {k.title(): v for k, v in response.headers.items()}, data
 
 
 def path_of(url: str) -> str:

@@ -2,7 +2,7 @@
 the in-process cost of the crypto no implementation can avoid.
 
 One sign-in is what a relying party, a browser and the workstation agent do end to end,
-over real HTTP against `careid-broker serve` (gunicorn, 2 workers): GET /authorize →
+over real HTTP against `careid-broker serve` (gunicorn, 3 sync workers): GET /authorize →
 GET /login?tx (the page binds tx to the browser) → POST /card/challenge → the simulated
 agent signs (a software key and certificate from the development PKI, signing exactly
 as careid-agent does; no PC/SC in the loop) → POST /card/authenticate (chain, OCSP,
@@ -124,7 +124,7 @@ def _agent(profile: CardProfile, mail: str) -> Agent:
     return Agent(mail=mail, uuid=profile.uuid, certificate=certificate, key=key)
 
 
-def _register(database_url: str, agents: list[Agent]) -> None:
+def register_agents(database_url: str, agents: list[Agent]) -> None:
     """Link each person's UUID to their account (what registration leaves behind)."""
     store = create_store(database_url)
     try:
@@ -144,6 +144,7 @@ def _register(database_url: str, agents: list[Agent]) -> None:
                     cert_issuer_dn=agent.certificate.issuer.rfc4514_string(),
                     cert_serial=f"{agent.certificate.serial_number:X}",
                     cert_fingerprint=agent.certificate.fingerprint(hashes.SHA256()).hex(),
+                    cert_der=agent.certificate.public_bytes(serialization.Encoding.DER),
                 )
             )
     finally:
@@ -330,7 +331,7 @@ def main() -> int:
                             "revocation": "ocsp",
                         },
                     },
-                    prepare=lambda url: _register(url, agents),
+                    prepare=lambda url: register_agents(url, agents),
                 )
                 for backend in backends:
                     with running_broker(backend, folder, setup) as server:

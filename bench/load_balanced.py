@@ -39,7 +39,6 @@ import http.client
 import json
 import os
 import platform
-import re
 import secrets
 import signal
 import subprocess
@@ -47,15 +46,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -63,21 +61,20 @@ from sqlalchemy.engine import make_url
 from broker_bench import (
     CLI,
     SIGNIN_FAILURES,
-    Authorization,
-    Browser,
-    authorize,
-    finish_signin,
     free_port,
-    path_of,
     percentiles,
+    process_cpu_seconds,
+    throwaway_postgres,
     write_config,
 )
-from card_signin import Agent
-from careid_broker.store import LinkMode, NewRegistration, Registrations, create_store, upgrade
+from card_signin import Agent, register_agents
+from card_signin import one_signin as card_signin
+from careid_broker.store import upgrade
 from careid_devkit.haproxy import Haproxy, Upstream, haproxy_binary, start_haproxy
 from careid_devkit.ocsp_responder import start_pki_server
 from careid_devkit.pki import Pki, init_pki
-from careid_devkit.slapd import DEMO_USER_PASSWORD, start_slapd
+from careid_devkit.slapd import start_slapd
+from oidc_password_flow import one_signin as password_signin
 
 MIN_RATIO = 0.8
 # People who may sign in both ways (active, AUP current, Care Identity active).
@@ -86,41 +83,9 @@ PEOPLE = (
     ("lee.admin@nhs.net", "555000000004", "Lee Admin"),
     ("kim.taylor@nhs.net", "555000000005", "Kim Taylor"),
 )
-_FORM_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-_DATA_CSRF = re.compile(r'data-csrf-token="([^"]+)"')
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # Processes and CPU time, from /proc.
-
-
-def _stat_fields(pid: int) -> list[str]:
-    # "pid (comm) state ppid …": comm may hold spaces, so split after its ")".
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(_stat_fields(int(entry.name))[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError):
-                continue
-    return found
-
-
-def process_cpu_seconds(pid: int, *, with_children: bool = False) -> float:
-    """utime + stime of `pid` (and of its live children), 0 for a process gone."""
-    total = 0.0
-    for one in (pid, *(_children(pid) if with_children else ())):
-        try:
-            fields = _stat_fields(one)
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
-    return total
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -214,81 +179,8 @@ def _answers_healthz(port: int) -> bool:
         conn.close()
 
 
-# The flows, through the load balancer.
-
-
-class LbBrowser(Browser):
-    """The bench browser, reading header names case-insensitively as browsers do
-    (HAProxy sends them in lower case)."""
-
-    def request(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
-        status, headers, body = super().request(*args, **kwargs)
-        return status, {name.title(): value for name, value in headers.items()}, body
-
-
-def password_signin(port: int, mail: str) -> None:
-    browser = LbBrowser(port)
-    try:
-        authorization = authorize(browser)
-        page = _login_page(browser, authorization)
-        match = _FORM_CSRF.search(page)
-        assert match, "no CSRF token on the login page"
-        status, headers, _ = browser.request(
-            "POST",
-            "/login",
-            form={
-                "csrf_token": match.group(1),
-                "tx": authorization.tx,
-                "email": mail,
-                "password": DEMO_USER_PASSWORD,
-            },
-        )
-        assert status in (302, 303), f"password {status}"
-        claims = finish_signin(browser, authorization, path_of(headers["Location"]))
-        assert claims["email"] == mail, "userinfo email"
-    finally:
-        browser.close()
-
-
-def card_signin(port: int, agent: Agent) -> None:
-    browser = LbBrowser(port)
-    try:
-        authorization = authorize(browser)
-        page = _login_page(browser, authorization)
-        match = _DATA_CSRF.search(page)
-        assert match, "no CSRF token for the card script"
-        script = {
-            "Origin": browser.origin,
-            "X-CSRF-Token": match.group(1),
-            "Accept": "application/json",
-        }
-        tx = authorization.tx
-        status, _, body = browser.request(
-            "POST", "/card/challenge", body_json={"tx": tx}, headers=script
-        )
-        assert status == 200, f"challenge {status}"
-        challenge = json.loads(body)["challenge"]
-        token = agent.sign(browser.origin, challenge)
-        status, _, body = browser.request(
-            "POST",
-            "/card/authenticate",
-            body_json={"tx": tx, "challenge": challenge, "token": token},
-            headers=script,
-        )
-        assert status == 200, f"authenticate {status} {body[:200]!r}"
-        claims = finish_signin(browser, authorization, json.loads(body)["redirect"])
-        assert claims["nhsid_useruid"] == agent.uuid, "userinfo uuid"
-    finally:
-        browser.close()
-
-
-def _login_page(browser: Browser, authorization: Authorization) -> str:
-    status, _, page = browser.request("GET", path_of(authorization.login_url))
-    assert status == 200, f"login page {status}"
-    return page.decode()
-
-
-# One measured run.
+# One measured run: the flows are the single-instance benches' own (oidc_password_flow,
+# card_signin), through the load balancer.
 
 
 @dataclass
@@ -398,47 +290,6 @@ def _agents(pki: Pki) -> list[Agent]:
     return agents
 
 
-def _register(database_url: str, agents: list[Agent]) -> None:
-    store = create_store(database_url)
-    try:
-        for agent in agents:
-            Registrations(store).create(
-                NewRegistration(
-                    card_uuid=agent.uuid,
-                    account_mail=agent.mail,
-                    account_dn=f"uid={agent.mail.split('@')[0]},ou=people,dc=nhs,dc=example",
-                    org_code="RX1",
-                    link_mode=LinkMode.UUID,
-                    cert_issuer_dn=agent.certificate.issuer.rfc4514_string(),
-                    cert_serial=f"{agent.certificate.serial_number:X}",
-                    cert_fingerprint=agent.certificate.fingerprint(hashes.SHA256()).hex(),
-                    cert_der=agent.certificate.public_bytes(serialization.Encoding.DER),
-                )
-            )
-    finally:
-        store.dispose()
-
-
-@contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
-    """A new database on the server `server_url` names, dropped afterwards; its URL."""
-    server = make_url(server_url)
-    if server.drivername == "postgresql":
-        server = server.set(drivername="postgresql+psycopg")
-    name = f"careid_bench_lb_{secrets.token_hex(4)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield server.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 def _configs(
     folder: Path, *, lb_port: int, database_url: str, directory: Mapping[str, Any], pki: Pki
 ) -> list[Path]:
@@ -478,8 +329,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured, per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="load before measuring")
     parser.add_argument("--users", type=int, default=8, help="simulated browsers at once")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     parser.add_argument("--method", choices=("mixed", "password", "card"), default="mixed")
     parser.add_argument("--pg-url", default=os.environ.get("CAREID_TEST_DATABASE_URL"))
     args = parser.parse_args()
@@ -496,12 +347,12 @@ def main() -> int:
         with (
             start_slapd(folder / "slapd") as slapd,
             start_pki_server(folder / "pki", "127.0.0.1", 0) as ocsp,
-            throwaway_database(args.pg_url) as database_url,
+            throwaway_postgres(args.pg_url) as database_url,
         ):
             pki = init_pki(folder / "pki", base_url=ocsp.url, now=now, force=True)
             agents = _agents(pki)
             upgrade(database_url)
-            _register(database_url, agents)
+            register_agents(database_url, agents)
             lb_port = free_port()
             configs = _configs(
                 folder,

@@ -1,9 +1,10 @@
 """Complete password sign-ins per second through the OpenID Provider, and their latency.
 
 One sign-in is what a relying party and a browser do end to end, over real HTTP against
-`careid-broker serve` (gunicorn, 2 workers): GET /authorize → GET /login → POST /login
-(an LDAP bind as the user against a real slapd, plus the directory checks) → GET
-/authorize/resume → POST /token (client_secret_basic, PKCE) → GET /userinfo. Each
+`careid-broker serve` (gunicorn, 3 sync workers by default): GET /authorize → GET
+/login → POST /login (an LDAP bind as the user against a real slapd, plus the directory
+checks) → GET /authorize/resume → POST /token (client_secret_basic, PKCE) → GET
+/userinfo. Each
 virtual user is a new browser for every sign-in (its own cookies, no single sign-on),
 so every iteration pays for the password check; connections are kept alive as a
 browser's would be.

@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -39,6 +38,7 @@ from oidc_support import ALL_SCOPES, REDIRECT, RP_SECRET, basic, pkce_pair, quer
 
 from careid_broker.store import LinkMode, NewRegistration, Registrations, create_store
 from careid_devkit.haproxy import SERVED_BY_HEADER, Haproxy, Upstream, start_haproxy
+from careid_devkit.net import port_answers
 
 SECRET_KEY = "load-balanced-test-secret-key-0123456789-abcdef"  # noqa: S105 - test only
 # HAProxy connects to the instances from this loopback address, the clients from
@@ -91,20 +91,10 @@ def kill_instance(instance: Instance) -> list[int]:
         os.kill(pid, signal.SIGKILL)
     instance._process.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while _accepts(instance.port):
+    while port_answers(instance.port):
         assert time.monotonic() < deadline, f"port {instance.port} still open after SIGKILL"
         time.sleep(0.01)
     return pids
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1)
-        try:
-            probe.connect(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass(frozen=True, kw_only=True)
