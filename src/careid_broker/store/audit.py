@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, insert, select
 
 from careid_broker.store._sql import AUDIT_CHAIN_LOCK, serialize_on
 from careid_broker.store.engine import Store
@@ -158,6 +158,24 @@ def _record(row: AuditEntry) -> AuditRecord:
     )
 
 
+_HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+_APPEND = insert(AuditEntry)
+_COLUMNS = (
+    "seq",
+    "at",
+    "event",
+    "error_code",
+    "actor",
+    "subject",
+    "organisation",
+    "client_address",
+    "relying_party",
+    "details",
+    "prev_hash",
+    "hash",
+)
+
+
 class AuditLog:
     """Append, verify, export and query the audit trail."""
 
@@ -191,15 +209,16 @@ class AuditLog:
         clean_details = json.loads(json.dumps(details or {}, allow_nan=False))
         with self._store.transaction() as session:
             serialize_on(session, AUDIT_CHAIN_LOCK)
-            head = session.execute(
-                select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-            ).one_or_none()
-            row = AuditEntry(
+            # Core, not the ORM's unit of work: every sign-in appends, and an entry is
+            # never read back through this session.
+            connection = session.connection()
+            head = connection.execute(_HEAD).one_or_none()
+            unhashed = AuditRecord(
                 seq=(head.seq + 1) if head else 1,
                 # Read the clock under the lock so time never runs backwards along seq.
                 at=self._store.now(),
                 event=event,
-                outcome=Outcome(outcome).value,
+                outcome=Outcome(outcome),
                 error_code=str(error_code) if error_code is not None else None,
                 actor=actor,
                 subject=subject.strip().lower() if subject else None,
@@ -210,17 +229,20 @@ class AuditLog:
                 prev_hash=head.hash if head else GENESIS_HASH,
                 hash="",
             )
-            row.hash = entry_hash(_hashed_fields(row))
-            session.add(row)
-            session.flush()
-            return _record(row)
+            record = replace(unhashed, hash=entry_hash(_hashed_fields(unhashed)))
+            connection.execute(
+                _APPEND,
+                {
+                    **{name: getattr(record, name) for name in _COLUMNS},
+                    "outcome": record.outcome.value,
+                },
+            )
+            return record
 
     def head(self) -> ChainHead | None:
         """The newest entry's seq and hash, or None for an empty log."""
         with self._store.session() as session:
-            row = session.execute(
-                select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-            ).one_or_none()
+            row = session.execute(_HEAD).one_or_none()
             return ChainHead(seq=row.seq, hash=row.hash) if row else None
 
     def verify_chain(self, *, anchor: ChainHead | None = None) -> VerifyResult:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from careid_broker.store._sql import insert_new
 from careid_broker.store.base import new_secret, require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import AuthorizationCode, OAuthToken
@@ -112,8 +113,7 @@ class AuthorizationCodes:
             consumed_at=None,
         )
         with self._store.transaction() as session:
-            session.add(row)
-            session.flush()
+            insert_new(session, row)
             return IssuedCode(code=code, code_id=row.id, expires_at=row.expires_at)
 
     def peek(self, code: str, *, client_id: str, now: datetime | None = None) -> RedeemResult:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from careid_broker.store._sql import insert_ignore
+from careid_broker.store._sql import insert_ignore, insert_new
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import (
@@ -139,8 +139,7 @@ class SigninSessions:
             card_session_hash=sha256_hex(card_session) if card_session else None,
         )
         with self._store.transaction() as session:
-            session.add(row)
-            session.flush()
+            insert_new(session, row)
             return NewSession(record=_record(row), card_session=card_session)
 
     def get(self, sid: str) -> SessionRecord | None:

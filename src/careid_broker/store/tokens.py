@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from careid_broker.store._sql import serialize_on_name
+from careid_broker.store._sql import insert_new, serialize_on_name
 from careid_broker.store.base import new_secret, require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import AuthorizationCode, OAuthToken
@@ -335,7 +335,7 @@ def _insert_pair(
         expires_at=now + access_ttl,
         **common,
     )
-    session.add(access)
+    insert_new(session, access)
     refresh = None
     if refresh_token is not None:
         refresh = OAuthToken(
@@ -344,8 +344,7 @@ def _insert_pair(
             expires_at=now + refresh_ttl,
             **common,
         )
-        session.add(refresh)
-    session.flush()
+        insert_new(session, refresh)
     return IssuedTokens(
         family=family,
         access_token_id=access.id,

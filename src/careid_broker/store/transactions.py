@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete, update
 
+from careid_broker.store._sql import insert_new
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import LoginTransaction
@@ -118,8 +119,7 @@ class LoginTransactions:
             completed_at=None,
         )
         with self._store.transaction() as session:
-            session.add(row)
-            session.flush()
+            insert_new(session, row)
             return NewLoginTransaction(transaction_id=transaction_id, record=_record(row, now))
 
     def get(self, transaction_id: str) -> LoginTransactionRecord | None:
