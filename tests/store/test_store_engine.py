@@ -93,7 +93,8 @@ def test_a_savepoint_lets_the_outer_transaction_carry_on(store: Store) -> None:
         kept = transactions.create(REQUEST)
         with pytest.raises(RuntimeError), store.transaction(savepoint=True):
             transactions.create(REQUEST)
-            raise RuntimeError("inner failure")
+            with store.transaction():  # a plain join failing inside the savepoint
+                raise RuntimeError("inner failure")
         # The inner savepoint rolled back; the outer transaction carries on.
         assert transactions.get(kept.transaction_id) is not None
     assert _count_transactions(store) == 1

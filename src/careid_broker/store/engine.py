@@ -244,8 +244,14 @@ class Store:
                 # (another writer may hold it: deadlock); open the write first.
                 raise RuntimeError("store.transaction() opened inside a read-only session()")
             if savepoint:
-                with _unavailable_on_connection_errors(), current.session.begin_nested():
-                    yield current.session
+                earlier = current.failed
+                try:
+                    with _unavailable_on_connection_errors(), current.session.begin_nested():
+                        yield current.session
+                except BaseException:
+                    # Rolled back to the savepoint: what failed inside it left nothing.
+                    current.failed = earlier
+                    raise
                 return
             try:
                 with _unavailable_on_connection_errors():
