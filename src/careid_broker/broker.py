@@ -136,6 +136,7 @@ def build_broker(
     repos = Repositories.build(
         store,
         key_passphrase=oidc.key_passphrase,
+        key_previous_passphrase=oidc.key_previous_passphrase,
         key_algorithm=KeyAlgorithm.RS256,
         code_ttl=oidc.code_ttl,
         access_token_ttl=oidc.access_token_ttl,

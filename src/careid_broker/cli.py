@@ -19,7 +19,9 @@ from careid_broker.logging_setup import configure_logging
 from careid_broker.server import serve
 from careid_broker.store import (
     KeyAlgorithm,
+    Outcome,
     Repositories,
+    SigningKeyUnavailableError,
     Store,
     create_store,
     current_revision,
@@ -88,7 +90,11 @@ def _db_current(args: argparse.Namespace) -> int:
 
 def _repositories(config: BrokerConfig) -> tuple[Store, Repositories]:
     store = create_store(config.database.url)
-    return store, Repositories.build(store, key_passphrase=config.oidc.key_passphrase)
+    return store, Repositories.build(
+        store,
+        key_passphrase=config.oidc.key_passphrase,
+        key_previous_passphrase=config.oidc.key_previous_passphrase,
+    )
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
@@ -124,6 +130,54 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         for kid in result.retired_kids:
             print(f"{alg}: retired: {kid}")
     return status
+
+
+_REENCRYPTED = "keys.reencrypted"
+_REENCRYPT_ACTOR = "careid-broker keys reencrypt"
+
+
+def _keys_reencrypt(args: argparse.Namespace) -> int:
+    try:
+        config = load_cli_config(args)
+    except BrokerConfigError as exc:
+        return _report_config_error(exc)
+    if config.oidc.key_passphrase is None:
+        print(
+            "careid-broker: keys reencrypt: no passphrase to encrypt the keys under. Set the"
+            " new one as CAREID_OIDC_SIGNING_KEY_PASSPHRASE and the one the keys were made"
+            " with as CAREID_OIDC_SIGNING_KEY_PREVIOUS_PASSPHRASE.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    store, repos = _repositories(config)
+    try:
+        try:
+            with store.transaction():
+                kids = repos.keys.reencrypt()
+                repos.audit.append(
+                    _REENCRYPTED, Outcome.SUCCESS, actor=_REENCRYPT_ACTOR, details={"kids": kids}
+                )
+        except SigningKeyUnavailableError as exc:
+            repos.audit.append(
+                _REENCRYPTED,
+                Outcome.FAILURE,
+                error_code=exc.code.value,
+                actor=_REENCRYPT_ACTOR,
+                details={"detail": exc.detail or ""},
+            )
+            print(
+                f"careid-broker: keys reencrypt: nothing changed: {exc.detail}. Set"
+                " CAREID_OIDC_SIGNING_KEY_PREVIOUS_PASSPHRASE to the passphrase it was"
+                " made with.",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    finally:
+        store.dispose()
+    for kid in kids:
+        print(f"re-encrypted: {kid}")
+    print(f"{len(kids)} private keys are now encrypted under the configured passphrase")
+    return EXIT_OK
 
 
 def _keys_list(args: argparse.Namespace) -> int:
@@ -217,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "keys",
         help="the OpenID Provider's signing keys",
         **documented(
-            "Rotate or list the OpenID Provider's signing keys.",
+            "Rotate, re-encrypt or list the OpenID Provider's signing keys.",
             {EXIT_CONFIG: "no ACTION given; otherwise as the ACTION's --help says"},
         ),
     )
@@ -240,6 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--if-current", metavar="KID", help="rotate only if KID is still current (run once of many)"
     )
     rotate.set_defaults(func=_keys_rotate)
+    keys_sub.add_parser(
+        "reencrypt",
+        help="store every private key encrypted under the configured passphrase",
+        **documented(
+            "Re-encrypt every stored private signing key under the configured passphrase"
+            " (CAREID_OIDC_SIGNING_KEY_PASSPHRASE), reading each with it, with"
+            " CAREID_OIDC_SIGNING_KEY_PREVIOUS_PASSPHRASE, or in clear. All or nothing;"
+            " audited as keys.reencrypted.",
+            {
+                EXIT_OK: "every key re-encrypted",
+                EXIT_FAILED: "a key could not be read: nothing changed",
+                EXIT_CONFIG: "the configuration is not valid, or no passphrase is set",
+            },
+        ),
+    ).set_defaults(func=_keys_reencrypt)
     keys_sub.add_parser(
         "list",
         help="the published keys",

@@ -1,4 +1,5 @@
-"""`careid-broker`: check-config, db upgrade, keys rotate, and serve under gunicorn."""
+"""`careid-broker`: check-config, db upgrade, keys rotate and reencrypt, and serve under
+gunicorn."""
 
 from __future__ import annotations
 
@@ -300,3 +301,41 @@ def test_every_subcommand_help_has_a_description_and_its_exit_statuses(
         assert len(description) > 30, (command, out)
         assert "\nExit status:\n  0  " in out or "\nExit status:\n  2  " in out, (command, out)
         assert "--config FILE" in out, (command, out)
+
+
+def test_keys_reencrypt_applies_a_changed_passphrase_and_is_audited(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{config_file.parent / 'data' / 'broker.db'}"
+    assert main(["--config", str(config_file), "db", "upgrade"]) == 0
+    store = create_store(url)
+    try:
+        Repositories.build(store, key_passphrase=b"old passphrase").keys.ensure_keys()
+        reencrypt = ["--config", str(config_file), "keys", "reencrypt"]
+        capsys.readouterr()
+        # No passphrase configured: nothing to encrypt under.
+        assert main(reencrypt) == 2
+        assert "CAREID_OIDC_SIGNING_KEY_PASSPHRASE" in capsys.readouterr().err
+        # The new passphrase alone cannot read keys made under the old one.
+        monkeypatch.setenv("CAREID_OIDC_SIGNING_KEY_PASSPHRASE", "new passphrase")
+        assert main(reencrypt) == 1
+        refused = capsys.readouterr().err
+        assert "nothing changed" in refused and "PREVIOUS_PASSPHRASE" in refused
+        assert "new passphrase" not in refused  # a secret is never printed
+        # With the old one as the previous passphrase, every key is re-encrypted.
+        monkeypatch.setenv("CAREID_OIDC_SIGNING_KEY_PREVIOUS_PASSPHRASE", "old passphrase")
+        assert main(reencrypt) == 0
+        out = capsys.readouterr().out
+        monkeypatch.delenv("CAREID_OIDC_SIGNING_KEY_PREVIOUS_PASSPHRASE")
+        repos = Repositories.build(store, key_passphrase=b"new passphrase")
+        kids = {key.kid for key in repos.keys.publishable()}
+        assert all(f"re-encrypted: {kid}" in out for kid in kids)
+        assert repos.keys.current().kid in kids  # loads under the new passphrase alone
+        entries = repos.audit.list_recent(event_prefix="keys.reencrypted", limit=10)
+    finally:
+        store.dispose()
+    assert [(e.outcome.value, e.error_code) for e in entries] == [
+        ("success", None),
+        ("failure", "signing_key_unavailable"),
+    ]
+    assert sorted(entries[0].details["kids"]) == sorted(kids)

@@ -167,3 +167,60 @@ def test_each_algorithm_has_its_own_lifecycle_and_one_jwks(store: Store) -> None
     assert len(rsa_keys.publishable()) == 5
     _sign_and_verify(rsa_keys)
     _sign_and_verify(ec_keys)
+
+
+def _pems(store: Store) -> dict[str, str | None]:
+    with store.session() as session:
+        rows = session.execute(select(SigningKey.kid, SigningKey.private_key_pem)).all()
+    return {row.kid: row.private_key_pem for row in rows}
+
+
+def test_a_changed_passphrase_is_applied_to_every_stored_key(store: Store) -> None:
+    old = SigningKeys(store, passphrase=b"old passphrase")
+    old.ensure_keys()
+    old.rotate()  # a previous key too: every published key is re-encrypted
+    old.rotate()  # and one retired key, which keeps no private part
+    old.for_alg(KeyAlgorithm.ES256).ensure_keys()
+    before = _pems(store)
+    with_private = sorted(kid for kid, pem in before.items() if pem is not None)
+
+    # During the change the broker loads keys under either passphrase.
+    changing = SigningKeys(
+        store, passphrase=b"new passphrase", previous_passphrase=b"old passphrase"
+    )
+    _sign_and_verify(changing)
+    assert sorted(changing.reencrypt()) == with_private
+
+    after = _pems(store)
+    assert all(after[kid] != before[kid] for kid in with_private)
+    assert all(
+        str(after[kid]).startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----") for kid in with_private
+    )
+    new_only = SigningKeys(store, passphrase=b"new passphrase")
+    _sign_and_verify(new_only)
+    _sign_and_verify(new_only.for_alg(KeyAlgorithm.ES256))
+    with pytest.raises(SigningKeyUnavailableError):
+        SigningKeys(store, passphrase=b"old passphrase").current()
+
+
+def test_keys_made_without_a_passphrase_are_encrypted(store: Store) -> None:
+    SigningKeys(store).ensure_keys()
+    keys = SigningKeys(store, passphrase=b"new passphrase")
+    assert len(keys.reencrypt()) == 2
+    with store.session() as session:
+        assert set(session.scalars(select(SigningKey.encrypted))) == {True}
+    _sign_and_verify(keys)
+
+
+def test_reencryption_is_all_or_nothing(store: Store) -> None:
+    SigningKeys(store, passphrase=b"old passphrase").ensure_keys()
+    SigningKeys(store, alg=KeyAlgorithm.ES256).ensure_keys()  # these two in clear
+    before = _pems(store)
+    wrong = SigningKeys(store, passphrase=b"new passphrase", previous_passphrase=b"not it")
+    with pytest.raises(SigningKeyUnavailableError) as caught:
+        wrong.reencrypt()
+    assert "could not be decrypted" in str(caught.value)
+    assert "not it" not in str(caught.value) and "new passphrase" not in str(caught.value)
+    assert _pems(store) == before
+    with pytest.raises(ValueError, match="no passphrase"):
+        SigningKeys(store).reencrypt()

@@ -40,6 +40,8 @@ class OidcConfig:
     refresh_token_lifetime_seconds: int = 28800
     id_token_lifetime_seconds: int = 300
     signing_key_passphrase: str | None = field(default=None, repr=False)
+    # While the passphrase changes (`keys reencrypt`): keys still under the old one load.
+    signing_key_previous_passphrase: str | None = field(default=None, repr=False)
     require_pkce: bool = True
     # Back-channel logout delivery (OIDC Back-Channel Logout 1.0 §2.7).
     backchannel_worker: bool = True
@@ -76,6 +78,13 @@ class OidcConfig:
         return self.signing_key_passphrase.encode("utf-8")
 
     @property
+    def key_previous_passphrase(self) -> bytes | None:
+        """The passphrase being replaced, as `Repositories.build` takes it."""
+        if self.signing_key_previous_passphrase is None:
+            return None
+        return self.signing_key_previous_passphrase.encode("utf-8")
+
+    @property
     def logout_retry(self) -> RetryPolicy:
         """The outbox retry policy (`Repositories.build(logout_retry=…)`)."""
         return RetryPolicy(
@@ -99,6 +108,7 @@ class OidcConfig:
         clients_file = base_dir / reader.string("clients_file", DEFAULT_CLIENTS_FILE)
         require_pkce = reader.boolean("require_pkce", True)
         passphrase = _passphrase(reader)
+        previous_passphrase = reader.optional_string("signing_key_previous_passphrase")
         code = reader.integer("code_lifetime_seconds", 60, minimum=5, maximum=600)
         access = reader.integer("access_token_lifetime_seconds", 600, minimum=30, maximum=86400)
         refresh = reader.integer(
@@ -136,6 +146,7 @@ class OidcConfig:
             card_removal=card_removal,
             organisations=organisations,
             signing_key_passphrase=passphrase,
+            signing_key_previous_passphrase=previous_passphrase,
             require_pkce=require_pkce,
             code_lifetime_seconds=code,
             access_token_lifetime_seconds=access,

@@ -94,10 +94,13 @@ class SigningKeys:
         store: Store,
         *,
         passphrase: bytes | None = None,
+        previous_passphrase: bytes | None = None,
         alg: KeyAlgorithm = KeyAlgorithm.RS256,
     ) -> None:
         self._store = store
         self._passphrase = passphrase
+        # While the passphrase changes: keys still encrypted under the old one load too.
+        self._previous = previous_passphrase
         self._alg = alg
 
     @property
@@ -109,7 +112,9 @@ class SigningKeys:
         """The same store and passphrase, for another algorithm's keys."""
         if alg is self._alg:
             return self
-        return SigningKeys(self._store, passphrase=self._passphrase, alg=alg)
+        return SigningKeys(
+            self._store, passphrase=self._passphrase, previous_passphrase=self._previous, alg=alg
+        )
 
     def ensure_keys(self) -> None:
         """Create a current and a next key if there is no current key yet."""
@@ -198,24 +203,56 @@ class SigningKeys:
                     detail=f"no current {self._alg.value} signing key: run key initialisation"
                 )
             pem, encrypted, kid, alg = row.private_key_pem, row.encrypted, row.kid, row.alg
+        key = self._load(kid, pem, encrypted=encrypted)
+        return ActiveSigningKey(kid=kid, alg=KeyAlgorithm(alg), private_key=key)
+
+    def reencrypt(self) -> list[str]:
+        """Store every private key (next, current, previous; all algorithms) encrypted
+        under the passphrase, reading each with it, the previous passphrase, or in clear;
+        the kids re-encrypted.
+
+        All or nothing: a key that none of them opens raises `SigningKeyUnavailableError`
+        naming it, and no key is changed.
+        """
+        if not self._passphrase:
+            raise ValueError("no passphrase set to encrypt the keys under")
+        encryption = serialization.BestAvailableEncryption(self._passphrase)
+        with self._store.transaction() as session:
+            serialize_on(session, SIGNING_KEYS_LOCK)
+            rows = session.scalars(
+                select(SigningKey)
+                .where(SigningKey.private_key_pem.is_not(None))
+                .order_by(SigningKey.created_at, SigningKey.kid)
+            ).all()
+            for row in rows:
+                key = self._load(row.kid, str(row.private_key_pem), encrypted=row.encrypted)
+                row.private_key_pem = key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+                ).decode("ascii")
+                row.encrypted = True
+            return [row.kid for row in rows]
+
+    def _load(self, kid: str, pem: str | None, *, encrypted: bool) -> PrivateKey:
+        """A stored private key, decrypted with the passphrase or the previous one."""
         if pem is None:  # only a retired key has none, and a current key is never one
             raise SigningKeyUnavailableError(detail=f"signing key {kid} has no private part")
-        if encrypted and self._passphrase is None:
+        passwords = [p for p in (self._passphrase, self._previous) if p] if encrypted else [None]
+        if not passwords:
             raise SigningKeyUnavailableError(
                 detail=f"signing key {kid} is encrypted; no passphrase set"
             )
-        try:
-            key = serialization.load_pem_private_key(
-                pem.encode("ascii"), password=self._passphrase if encrypted else None
-            )
-        except (ValueError, TypeError) as exc:
-            # A wrong passphrase or a damaged PEM: name the key, never the passphrase.
-            raise SigningKeyUnavailableError(
-                detail=f"signing key {kid} could not be decrypted"
-            ) from exc
-        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-            raise SigningKeyUnavailableError(detail=f"signing key {kid} has an unsupported type")
-        return ActiveSigningKey(kid=kid, alg=KeyAlgorithm(alg), private_key=key)
+        for password in passwords:
+            try:
+                key = serialization.load_pem_private_key(pem.encode("ascii"), password=password)
+            except (ValueError, TypeError):
+                # A wrong passphrase or a damaged PEM: try the next; never log either.
+                continue
+            if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                raise SigningKeyUnavailableError(
+                    detail=f"signing key {kid} has an unsupported type"
+                )
+            return key
+        raise SigningKeyUnavailableError(detail=f"signing key {kid} could not be decrypted")
 
     def _add(self, session: Session, state: KeyState) -> str:
         key = generate_private_key(self._alg)

@@ -44,6 +44,7 @@ class Repositories:
         store: Store,
         *,
         key_passphrase: bytes | None = None,
+        key_previous_passphrase: bytes | None = None,
         key_algorithm: KeyAlgorithm = KeyAlgorithm.RS256,
         transaction_ttl: timedelta = timedelta(minutes=15),
         challenge_ttl: timedelta = timedelta(minutes=5),
@@ -65,7 +66,12 @@ class Repositories:
             sessions=SigninSessions(store),
             outbox=LogoutOutbox(store, policy=logout_retry),
             throttle=Throttle(store, policy=throttle_policy),
-            keys=SigningKeys(store, passphrase=key_passphrase, alg=key_algorithm),
+            keys=SigningKeys(
+                store,
+                passphrase=key_passphrase,
+                previous_passphrase=key_previous_passphrase,
+                alg=key_algorithm,
+            ),
             jtis=UsedJtis(store),
             audit=AuditLog(store),
         )
