@@ -162,15 +162,20 @@ class Server:
                 raise RuntimeError(f"/metrics answered {response.status}")
         finally:
             conn.close()
-        values: dict[str, float] = {}
-        for line in body.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            sample, _, value = line.rpartition(" ")
-            if sample.endswith("_created"):
-                continue
-            values[sample] = float(value)
-        return values
+        return parse_metrics(body)
+
+
+def parse_metrics(body: str) -> dict[str, float]:
+    """A Prometheus text exposition's samples by name and labels (no `_created`)."""
+    values: dict[str, float] = {}
+    for line in body.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        sample, _, value = line.rpartition(" ")
+        if sample.endswith("_created"):
+            continue
+        values[sample] = float(value)
+    return values
 
 
 #: What `work_per_signin` reports, from the broker's own counters.

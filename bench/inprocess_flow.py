@@ -1,0 +1,260 @@
+"""The work one password sign-in costs the broker, request by request, in-process.
+
+The HTTP benches (`oidc_password_flow.py`, `peer_compare.py`) measure what a deployment
+sees, but this machine's speed drifts by up to 2x between runs, which hides changes of
+a few per cent. This bench runs the same flow as `oidc_password_flow.py` (GET
+/authorize → GET /login → POST /login with a real LDAP bind against slapd → GET
+/authorize/resume → POST /token → GET /userinfo) through the broker app itself, with
+Flask's test client instead of gunicorn and HTTP, and reports per request:
+
+- the broker's CPU milliseconds (this process; slapd's own CPU is not counted);
+- database transactions begun (read-only and write) and statements run;
+- directory requests (binds and searches), from the broker's own counters;
+- Python function calls per sign-in under cProfile: a count, not a time, so two runs
+  of the same code agree whatever the machine is doing. Use it to compare changes.
+
+`--pstats FILE` keeps the cProfile data of the profiled rounds (read it with `python -m
+pstats FILE` or snakeviz).
+
+Run: .venv/bin/python bench/inprocess_flow.py [--signins 200] [--backend sqlite|postgresql]
+Prints JSON. Loopback only; needs slapd (Debian package slapd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import hashlib
+import json
+import os
+import pstats
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import event
+
+from broker_bench import (
+    CLI,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REDIRECT,
+    parse_metrics,
+    path_of,
+    query_value,
+    throwaway_postgres,
+    write_config,
+)
+from careid_broker.app import create_app
+from careid_broker.config import load_config
+from careid_broker.store.engine import WRITE_OPTION
+from careid_broker.web.context import broker_of
+from careid_devkit.slapd import DEMO_USER_PASSWORD, start_slapd
+
+ACCOUNTS = ("alex.morgan@nhs.net", "lee.admin@nhs.net", "kim.taylor@nhs.net")
+REQUESTS = ("authorize", "login_page", "login_post", "resume", "token", "userinfo")
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Meter:
+    """CPU time and database work per request label."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.label = ""
+
+    def watch(self, engine: Any) -> None:
+        def begun(conn: Any) -> None:
+            kind = "db_writes" if conn.get_execution_options().get(WRITE_OPTION) else "db_reads"
+            self.counts[(self.label, kind)] += 1
+
+        def statement(*_args: Any) -> None:
+            self.counts[(self.label, "db_statements")] += 1
+
+        event.listen(engine, "begin", begun)
+        event.listen(engine, "before_cursor_execute", statement)
+
+    def request(self, client: FlaskClient, label: str, method: str, path: str, **kw: Any) -> Any:
+        self.label = label
+        started = time.process_time()
+        response = client.open(path, method=method, **kw)
+        self.counts[(label, "cpu_us")] += round((time.process_time() - started) * 1e6)
+        self.counts[(label, "requests")] += 1
+        return response
+
+
+def one_signin(client: FlaskClient, meter: Meter, mail: str) -> None:
+    """The password flow; raises on anything unexpected."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    query = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT,
+            "scope": "openid profile email nationalrbacaccess",
+            "state": secrets.token_urlsafe(8),
+            "nonce": secrets.token_urlsafe(8),
+            "code_challenge": challenge.rstrip(b"=").decode(),
+            "code_challenge_method": "S256",
+        }
+    )
+    started = meter.request(client, "authorize", "GET", f"/authorize?{query}")
+    assert started.status_code == 302, f"authorize {started.status_code}"
+    login = started.headers["Location"]
+    page = meter.request(client, "login_page", "GET", path_of(login))
+    match = _CSRF.search(page.get_data(as_text=True))
+    assert page.status_code == 200 and match, f"login page {page.status_code}"
+    form = {
+        "csrf_token": match.group(1),
+        "tx": query_value(login, "tx"),
+        "email": mail,
+        "password": DEMO_USER_PASSWORD,
+    }
+    posted = meter.request(client, "login_post", "POST", "/login", data=form)
+    assert posted.status_code in (302, 303), f"sign-in {posted.status_code}"
+    resumed = meter.request(client, "resume", "GET", path_of(posted.headers["Location"]))
+    assert resumed.status_code == 302, f"resume {resumed.status_code}"
+    basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    token = meter.request(
+        client,
+        "token",
+        "POST",
+        "/token",
+        headers={"Authorization": f"Basic {basic}"},
+        data={
+            "grant_type": "authorization_code",
+            "code": query_value(resumed.headers["Location"], "code"),
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+    )
+    assert token.status_code == 200, f"token {token.status_code}"
+    bearer = {"Authorization": f"Bearer {token.get_json()['access_token']}"}
+    info = meter.request(client, "userinfo", "GET", "/userinfo", headers=bearer)
+    assert info.status_code == 200 and info.get_json()["email"] == mail, "userinfo"
+
+
+@contextmanager
+def _database(backend: str, folder: Path, pg_url: str | None) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'broker.db'}"
+        return
+    if not pg_url:
+        raise SystemExit("--backend postgresql needs --pg-url or CAREID_TEST_DATABASE_URL")
+    with throwaway_postgres(pg_url) as url:
+        yield url
+
+
+def _directory_requests(app: Any) -> dict[str, float]:
+    """The broker's directory requests so far, by operation (from its /metrics)."""
+    answer = app.test_client().get("/metrics")
+    assert answer.status_code == 200, f"/metrics {answer.status_code}"
+    prefix = 'careid_directory_requests_total{operation="'
+    return {
+        sample[len(prefix) :].split('"')[0]: value
+        for sample, value in parse_metrics(answer.get_data(as_text=True)).items()
+        if sample.startswith(prefix)
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--signins", type=int, default=200)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--pg-url", default=os.environ.get("CAREID_TEST_DATABASE_URL"))
+    parser.add_argument("--pstats", type=Path, help="keep the profiled rounds' cProfile data")
+    args = parser.parse_args()
+
+    with (
+        tempfile.TemporaryDirectory(prefix="careid-bench-inproc-") as raw,
+        start_slapd(Path(raw) / "slapd") as slapd,
+        _database(args.backend, Path(raw), args.pg_url) as url,
+    ):
+        config = write_config(
+            Path(raw),
+            port=5000,
+            database_url=url,
+            directory=slapd.directory_settings(),
+            extra_sections={"signin": {"address_free_failures": 10000}},
+        )
+        subprocess.run(
+            [CLI, "--config", str(config), "db", "upgrade"], check=True, capture_output=True
+        )
+        app = create_app(load_config(config))
+        meter = Meter()
+        meter.watch(broker_of(app).store.engine)
+
+        def rounds(count: int) -> None:
+            for n in range(count):
+                one_signin(app.test_client(), meter, ACCOUNTS[n % len(ACCOUNTS)])
+
+        rounds(10)  # keys loaded, pools and caches warm
+        meter.counts.clear()
+        before = _directory_requests(app)
+        rounds(args.signins)
+        after = _directory_requests(app)
+        measured = Counter(meter.counts)
+
+        profiled = max(20, args.signins // 4)
+        profile = cProfile.Profile()
+        profile.enable()
+        rounds(profiled)
+        profile.disable()
+        calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+        if args.pstats is not None:
+            profile.dump_stats(str(args.pstats))
+
+    n = args.signins
+    per_request = {
+        label: {
+            "cpu_ms": round(measured[(label, "cpu_us")] / n / 1000, 2),
+            "db_reads": round(measured[(label, "db_reads")] / n, 2),
+            "db_writes": round(measured[(label, "db_writes")] / n, 2),
+            "db_statements": round(measured[(label, "db_statements")] / n, 2),
+        }
+        for label in REQUESTS
+    }
+    totals = {
+        key: round(sum(row[key] for row in per_request.values()), 2)
+        for key in ("cpu_ms", "db_reads", "db_writes", "db_statements")
+    }
+    directory = {
+        operation: round((after.get(operation, 0.0) - before.get(operation, 0.0)) / n, 2)
+        for operation in sorted(after)
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "inprocess_flow",
+                "flow": "authorize, login page, password POST (LDAP bind), resume, token, userinfo",
+                "how": "the broker app in this process through Flask's test client; no HTTP",
+                "backend": args.backend,
+                "signins": n,
+                "python_calls_per_signin": round(calls / profiled),
+                "per_signin": {**totals, "directory_requests": directory},
+                "per_request": per_request,
+                "note": (
+                    "cpu_ms drifts with the machine; python_calls_per_signin and the counts do"
+                    " not: compare those between changes"
+                ),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
