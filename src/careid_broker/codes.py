@@ -379,6 +379,8 @@ class AupRoute(StrEnum):
     HERE = "here"  # on this page: the directory is writable, the password just checked
     PASSWORD = "password"  # noqa: S105 - here, after an email and password check first
     PORTAL = "portal"  # only in the NHSmail portal: this deployment's directory is read-only
+    # Registering, at the card step: on the checks page (the password was checked at step 1).
+    REGISTRATION = "registration"
 
 
 _AUP_MESSAGES: Final[dict[AupRoute, str]] = {
@@ -392,6 +394,10 @@ _AUP_MESSAGES: Final[dict[AupRoute, str]] = {
         " address and password, then sign in again."
     ),
     AupRoute.PORTAL: _MESSAGES[BrokerCode.AUP_NOT_ACCEPTED],
+    AupRoute.REGISTRATION: (
+        "You need to accept the current acceptable use policy before you can register your"
+        " smartcard. Accept it on the next page, then present your card again."
+    ),
 }
 
 

@@ -20,9 +20,11 @@ from card_support import (
     CardBrowser,
     CardPki,
     last_audit,
+    page_csrf,
     register_card,
 )
 from flask import Flask
+from ldap3 import MODIFY_REPLACE, Connection
 
 from careid_broker.codes import AupRoute, aup_message
 from careid_broker.store import LinkMode, NewRegistration, Outcome
@@ -31,6 +33,15 @@ from careid_devkit.slapd import Slapd
 
 def _problems(page: str) -> list[str]:
     return re.findall(r'<li id="problem-[a-z_]+" data-error-code="([a-z_]+)"', page)
+
+
+def _aup_writer(slapd: Slapd) -> dict[str, object]:
+    """`[directory]` overrides: the broker records AUP acceptance in this slapd."""
+    return {
+        "writable": True,
+        "write_bind_dn": slapd.aup_writer_bind_dn,
+        "write_bind_password": slapd.aup_writer_password,
+    }
 
 
 def _nothing_stored(app: Flask, mail: str, uuid: str) -> None:
@@ -79,14 +90,7 @@ def test_each_missing_prerequisite_is_named(
 def test_the_aup_can_be_accepted_when_the_directory_is_writable(
     card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
 ) -> None:
-    writable = own_slapd.directory_settings(
-        writable=True,
-        write_bind_dn=own_slapd.aup_writer_bind_dn,
-        write_bind_password=own_slapd.aup_writer_password,
-        connect_timeout=1.0,
-        receive_timeout=1.0,
-    )
-    app = card_app_factory(directory=writable)
+    app = card_app_factory(directory_slapd=own_slapd, directory=_aup_writer(own_slapd))
     card_browser = CardBrowser(app.test_client())
     card_browser.register_password(SAM[0])
     page = card_browser.client.get("/register/card").get_data(as_text=True)
@@ -233,3 +237,47 @@ def test_the_aup_step_says_one_thing_for_this_directory(
         assert problem.group(1) == aup_message(AupRoute.PORTAL)
         assert 'id="register-aup-form"' not in page and "I accept" not in page
         assert "in the NHSmail portal" in page
+
+
+def test_a_policy_that_changes_during_registration_is_accepted_there_and_said_so(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    app = card_app_factory(directory_slapd=own_slapd, directory=_aup_writer(own_slapd))
+    card_browser = CardBrowser(app.test_client())
+    card_browser.register_password(ALEX[0])
+    step_two = card_browser.client.get("/register/card")
+    assert step_two.status_code == 200
+    card_browser.csrf = page_csrf(step_two.get_data(as_text=True))
+    challenge = card_browser.challenge(path="/register/challenge").get_json()["challenge"]
+    # The policy moves on while the PIN is being typed (here: the accepted version is
+    # set back, as a new policy version would leave it).
+    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
+    try:
+        assert admin.modify(
+            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            {"careidAupAcceptedVersion": [(MODIFY_REPLACE, ["2023-1"])]},
+        )
+    finally:
+        admin.unbind()
+    agent = card_pki.agent("alex")
+    refused = card_browser.authenticate(
+        agent.sign(challenge), challenge, path="/register/authenticate"
+    )
+    assert refused.status_code == 403
+    body = refused.get_json()
+    assert body["error"] == "aup_not_accepted"
+    # Worded for registering, not for signing in, and sent to the page that accepts it.
+    assert body["message"] == aup_message(AupRoute.REGISTRATION)
+    assert "sign in" not in body["message"]
+    assert body["aup"] == "/register/card"
+    page = card_browser.client.get("/register/card")
+    assert page.status_code == 403 and 'id="register-aup-form"' in page.get_data(as_text=True)
+    accepted = card_browser.client.post(
+        "/register/aup",
+        data={"csrf_token": csrf_token_from(page.get_data(as_text=True)), "accept": "yes"},
+    )
+    assert accepted.status_code == 303
+    assert card_browser.register_card(agent).status_code == 200
+    assert card_browser.register_confirm().status_code == 200
+    linked = broker_of(app).repos.registrations.by_mail(ALEX[0])
+    assert linked is not None and linked.card_uuid == ALEX[1]

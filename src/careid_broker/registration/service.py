@@ -225,6 +225,12 @@ class RegistrationService:
                 facts=replace(refusal.facts, account_mail=pending.mail, org_code=facts.org_code),
                 detail=refusal.detail,
             ) from refusal
+        except PrerequisitesMissingError as exc:
+            # Ready at step 1, not now: a new policy version while the PIN was typed is
+            # the one the person can put right here, so it is named as itself.
+            only_aup = {p.code for p in exc.problems} == {BrokerCode.AUP_NOT_ACCEPTED}
+            code = BrokerCode.AUP_NOT_ACCEPTED if only_aup else exc.code
+            raise CardRefusal(code, facts=facts, detail=exc.detail) from exc
         except BrokerError as exc:
             raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
         certificate = verified.certificate

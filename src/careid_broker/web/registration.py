@@ -271,11 +271,11 @@ def authenticate(
             details=facts.audit_details(),
         )
         if refusal.code is BrokerCode.AUP_NOT_ACCEPTED and svc.aup.writable:
-            # Step 1's page offers to accept it: this registration's password is checked.
+            # The checks page offers to accept it: this registration's password is checked.
             return json_refusal(
                 refusal.code,
                 extra={"aup": url_for("registration.card_page")},
-                message=aup_message(AupRoute.PASSWORD),
+                message=aup_message(AupRoute.REGISTRATION),
             )
         if refusal.code is BrokerCode.AUP_NOT_ACCEPTED:
             return json_refusal(refusal.code, extra={"aup": svc.config.signin.aup_url})
