@@ -410,8 +410,8 @@ class Authorization:
     verifier: str
 
 
-def authorize(browser: Browser, *, extra: Mapping[str, str] | None = None) -> Authorization:
-    """GET /authorize as the relying party sends the browser (PKCE S256)."""
+def authorization_request(extra: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The bench client's /authorize query (PKCE S256), and its code verifier."""
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     query = urllib.parse.urlencode(
@@ -427,6 +427,12 @@ def authorize(browser: Browser, *, extra: Mapping[str, str] | None = None) -> Au
             **(extra or {}),
         }
     )
+    return query, verifier
+
+
+def authorize(browser: Browser, *, extra: Mapping[str, str] | None = None) -> Authorization:
+    """GET /authorize as the relying party sends the browser (PKCE S256)."""
+    query, verifier = authorization_request(extra)
     status, headers, _ = browser.request("GET", f"/authorize?{query}")
     assert status == 302, f"authorize {status}"
     login = headers["Location"]

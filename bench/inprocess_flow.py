@@ -25,17 +25,14 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
-import hashlib
 import json
 import os
 import pstats
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +47,7 @@ from broker_bench import (
     CLIENT_ID,
     CLIENT_SECRET,
     REDIRECT,
+    authorization_request,
     parse_metrics,
     path_of,
     query_value,
@@ -96,20 +94,7 @@ class Meter:
 
 def one_signin(client: FlaskClient, meter: Meter, mail: str) -> None:
     """The password flow; raises on anything unexpected."""
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    query = urllib.parse.urlencode(
-        {
-            "response_type": "code",
-            "client_id": CLIENT_ID,
-            "redirect_uri": REDIRECT,
-            "scope": "openid profile email nationalrbacaccess",
-            "state": secrets.token_urlsafe(8),
-            "nonce": secrets.token_urlsafe(8),
-            "code_challenge": challenge.rstrip(b"=").decode(),
-            "code_challenge_method": "S256",
-        }
-    )
+    query, verifier = authorization_request()
     started = meter.request(client, "authorize", "GET", f"/authorize?{query}")
     assert started.status_code == 302, f"authorize {started.status_code}"
     login = started.headers["Location"]
