@@ -85,6 +85,21 @@ def distribution_points(certificate: x509.Certificate) -> list[str]:
     return urls
 
 
+def read_crl(
+    location: str, *, is_file: bool, http: HttpFetcher, timeout: float
+) -> x509.CertificateRevocationList:
+    """A CRL read from a file or fetched from a URL, and parsed (not yet verified);
+    `CrlProblem` when it cannot be had or is not a CRL."""
+    try:
+        data = Path(location).read_bytes() if is_file else http.get(location, timeout)
+    except (HttpFetchError, OSError) as exc:
+        raise CrlProblem(f"cannot fetch: {exc}") from exc
+    try:
+        return parse_crl(data, source=location)
+    except ValueError as exc:
+        raise CrlProblem(str(exc)) from exc
+
+
 def _file_stamp(path: str) -> tuple[int, int, int]:
     info = os.stat(path)
     return info.st_mtime_ns, info.st_size, info.st_ino
@@ -284,18 +299,14 @@ class CrlCache:
         self, key: _Key, source: CrlSource, issuer: x509.Certificate, now: datetime
     ) -> _Entry:
         stamp: tuple[int, int, int] | None = None
-        try:
-            if source.kind is SourceKind.FILE:
+        is_file = source.kind is SourceKind.FILE
+        if is_file:
+            try:
                 stamp = _file_stamp(source.location)
-                data = Path(source.location).read_bytes()
-            else:
-                data = self._http.get(source.location, self._settings.timeout_seconds)
-        except (HttpFetchError, OSError) as exc:
-            raise CrlProblem(f"cannot fetch: {exc}") from exc
-        try:
-            crl = parse_crl(data, source=source.location)
-        except ValueError as exc:
-            raise CrlProblem(str(exc)) from exc
+            except OSError as exc:
+                raise CrlProblem(f"cannot fetch: {exc}") from exc
+        timeout = self._settings.timeout_seconds
+        crl = read_crl(source.location, is_file=is_file, http=self._http, timeout=timeout)
         try:
             next_update = verify_crl(crl, issuer, now=now, skew=self._skew)
         except CrlProblem as exc:

@@ -12,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from cryptography import x509
 
-from careid_broker.pki.certfiles import parse_crl
 from careid_broker.pki.config import PkiConfig, RevocationMode
-from careid_broker.pki.crl import distribution_points
+from careid_broker.pki.crl import distribution_points, read_crl
 from careid_broker.pki.crl_checks import CrlProblem, is_stale, verify_crl
-from careid_broker.pki.http import HttpFetcher, HttpFetchError
+from careid_broker.pki.http import HttpFetcher
 
 CRL_FILES = "[pki.crl] files"
 REGISTERED_CARDS = "registered cards' certificates"
@@ -95,17 +93,9 @@ def _fetch_one(
     http: HttpFetcher,
     now: datetime,
 ) -> FetchedCrl:
-    try:
-        if source.is_file:
-            data = Path(source.location).read_bytes()
-        else:
-            data = http.get(source.location, config.crl.timeout_seconds)
-    except (HttpFetchError, OSError) as exc:
-        raise CrlProblem(f"cannot fetch: {exc}") from exc
-    try:
-        crl = parse_crl(data, source=source.location)
-    except ValueError as exc:
-        raise CrlProblem(str(exc)) from exc
+    crl = read_crl(
+        source.location, is_file=source.is_file, http=http, timeout=config.crl.timeout_seconds
+    )
     issuers = [ca for ca in authorities if ca.subject == crl.issuer]
     if not issuers:
         raise CrlProblem(f"issued by {crl.issuer.rfc4514_string()}, not a configured CA")
