@@ -30,10 +30,10 @@ from careid_broker.store import Outcome
 from careid_broker.web.admin_access import admin_view
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
+from careid_broker.web.forms import MAX_MAIL_LENGTH
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
-MAX_MAIL_LENGTH = 320
 _TEXT_ERROR = f"Describe the other reason, in up to {MAX_REASON_TEXT} characters"
 
 

@@ -33,7 +33,8 @@ from careid_broker.web import card_binding
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import reshow_on_expiry
 from careid_broker.web.errors import error_response
-from careid_broker.web.registration_pages import MAX_MAIL_LENGTH, return_tx
+from careid_broker.web.forms import expired_form_fields, typed_mail
+from careid_broker.web.registration_pages import return_tx
 from careid_broker.web.security_headers import allow_form_action
 from careid_broker.web.signin_cookie import complete_signin
 
@@ -121,10 +122,7 @@ def page() -> BaseResponse:
 def _expired_password_form() -> Response:
     return _password_form(
         tx=return_tx(request.form.get("tx")),
-        email=request.form.get("email", "").strip()[:MAX_MAIL_LENGTH],
-        summary=[("password", message_for(BrokerCode.CSRF_INVALID))],
-        code=BrokerCode.CSRF_INVALID,
-        status=400,
+        **expired_form_fields(),
     )
 
 
@@ -135,7 +133,7 @@ def check_password() -> BaseResponse:
     refusal); they go on by card afterwards, so this signs nobody in."""
     svc = current_broker()
     tx = return_tx(request.form.get("tx"))
-    email = request.form.get("email", "").strip()[:MAX_MAIL_LENGTH]
+    email = typed_mail()
     password = request.form.get("password", "")
     if not svc.aup.writable:
         return error_response(BrokerCode.AUP_NOT_ACCEPTED, retry_url=url_for("login.page", tx=tx))

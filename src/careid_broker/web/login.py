@@ -31,6 +31,7 @@ from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import reshow_on_expiry
 from careid_broker.web.errors import error_response
+from careid_broker.web.forms import MAX_MAIL_LENGTH, expired_form_fields, typed_mail
 from careid_broker.web.security_headers import allow_form_action
 from careid_broker.web.signin_cookie import complete_signin, current_signin, end_signin
 
@@ -40,7 +41,6 @@ blueprint = Blueprint("login", __name__)
 
 EVENT_PASSWORD = "signin.password"  # noqa: S105 - an audit event name
 EVENT_CARD = "signin.card"
-MAX_MAIL_LENGTH = 320
 MAX_TX_LENGTH = 128
 
 
@@ -140,10 +140,7 @@ def _expired_form() -> Response:
     return _form(
         tx_id=tx_id,
         card_only=tx is not None and demands_card(tx.request.acr_values),
-        email=request.form.get("email", "").strip()[:MAX_MAIL_LENGTH],
-        summary=[("password", message_for(BrokerCode.CSRF_INVALID))],
-        code=BrokerCode.CSRF_INVALID,
-        status=400,
+        **expired_form_fields(),
     )
 
 
@@ -156,7 +153,7 @@ def submit() -> BaseResponse:
     tx = _transaction(tx_id)
     rp = tx.request.client_id if tx else None
     card_only = tx is not None and demands_card(tx.request.acr_values)
-    email = request.form.get("email", "").strip()[:MAX_MAIL_LENGTH]
+    email = typed_mail()
     password = request.form.get("password", "")
     who = _audit_name(email)
 

@@ -44,8 +44,8 @@ from careid_broker.web.card_pages import (
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import reshow_on_expiry
 from careid_broker.web.errors import error_response
+from careid_broker.web.forms import expired_form_fields, typed_mail
 from careid_broker.web.registration_pages import (
-    MAX_MAIL_LENGTH,
     PENDING_KEY,
     audit_step,
     available_card,
@@ -104,10 +104,7 @@ def _expired_start_form() -> Response:
     return _start_form(
         available_card(),
         tx=return_tx(request.form.get("tx")),
-        email=request.form.get("email", "").strip()[:MAX_MAIL_LENGTH],
-        summary=[("password", message_for(BrokerCode.CSRF_INVALID))],
-        code=BrokerCode.CSRF_INVALID,
-        status=400,
+        **expired_form_fields(),
     )
 
 
@@ -118,7 +115,7 @@ def submit_password() -> BaseResponse:
     card = available_card()
     svc = current_broker()
     tx = return_tx(request.form.get("tx"))
-    email = request.form.get("email", "").strip()[:MAX_MAIL_LENGTH]
+    email = typed_mail()
     password = request.form.get("password", "")
     if not email or not password:
         return _start_form(

@@ -20,7 +20,6 @@ from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
 
 PENDING_KEY = "careid_register"
-MAX_MAIL_LENGTH = 320
 MAX_TX_LENGTH = 128
 
 
