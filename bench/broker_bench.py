@@ -439,11 +439,11 @@ def authorize(browser: Browser, *, extra: Mapping[str, str] | None = None) -> Au
     return Authorization(login_url=login, tx=query_value(login, "tx"), verifier=verifier)
 
 
-def finish_signin(browser: Browser, authorization: Authorization, resume: str) -> dict[str, Any]:
-    """Resume the authorization, redeem the code, and return the userinfo claims."""
-    status, headers, _ = browser.request("GET", resume)
-    assert status == 302 and headers["Location"].startswith(REDIRECT), f"resume {status}"
-    code = query_value(headers["Location"], "code")
+def finish_signin(browser: Browser, authorization: Authorization, answer: str) -> dict[str, Any]:
+    """Redeem the code the sign-in's answer sent the browser back to the RP with, and
+    return the userinfo claims."""
+    assert answer.startswith(REDIRECT), f"sign-in answered {answer[:80]!r}, not the RP"
+    code = query_value(answer, "code")
     auth = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     status, _, body = browser.request(
         "POST",

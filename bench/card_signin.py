@@ -6,8 +6,8 @@ over real HTTP against `careid-broker serve` (gunicorn, 3 sync workers): GET /au
 GET /login?tx (the page binds tx to the browser) → POST /card/challenge → the simulated
 agent signs (a software key and certificate from the development PKI, signing exactly
 as careid-agent does; no PC/SC in the loop) → POST /card/authenticate (chain, OCSP,
-signature, registration, two directory reads) → GET /authorize/resume → POST /token →
-GET /userinfo. Every virtual user is a new browser each time (no single sign-on).
+signature, registration, two directory reads, and the code for the RP) → POST /token
+→ GET /userinfo. Every virtual user is a new browser each time (no single sign-on).
 
 "Server-side latency" is the sum of the HTTP round trips of one sign-in: the agent's
 signing is left out (it runs on the workstation, and on real hardware the card takes
@@ -344,7 +344,7 @@ def main() -> int:
             "benchmark": "card_signin",
             "flow": (
                 "authorize, login page, card challenge, (agent signs), card authenticate"
-                " (chain, OCSP cached, signature, registration, directory), resume,"
+                " (chain, OCSP cached, signature, registration, directory, code),"
                 " token, userinfo"
             ),
             "server": server_label(args),

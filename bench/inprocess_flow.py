@@ -4,7 +4,7 @@ The HTTP benches (`oidc_password_flow.py`, `peer_compare.py`) measure what a dep
 sees, but this machine's speed drifts by up to 2x between runs, which hides changes of
 a few per cent. This bench runs the same flow as `oidc_password_flow.py` (GET
 /authorize → GET /login → POST /login with a real LDAP bind against slapd → GET
-/authorize/resume → POST /token → GET /userinfo) through the broker app itself, with
+and on to the RP with the code → POST /token → GET /userinfo) through the broker app itself, with
 Flask's test client instead of gunicorn and HTTP, and reports per request:
 
 - the broker's CPU milliseconds (this process; slapd's own CPU is not counted);
@@ -61,7 +61,7 @@ from careid_broker.web.context import broker_of
 from careid_devkit.slapd import DEMO_USER_PASSWORD, start_slapd
 
 ACCOUNTS = ("alex.morgan@nhs.net", "lee.admin@nhs.net", "kim.taylor@nhs.net")
-REQUESTS = ("authorize", "login_page", "login_post", "resume", "token", "userinfo")
+REQUESTS = ("authorize", "login_page", "login_post", "token", "userinfo")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -108,9 +108,9 @@ def one_signin(client: FlaskClient, meter: Meter, mail: str) -> None:
         "password": DEMO_USER_PASSWORD,
     }
     posted = meter.request(client, "login_post", "POST", "/login", data=form)
-    assert posted.status_code in (302, 303), f"sign-in {posted.status_code}"
-    resumed = meter.request(client, "resume", "GET", path_of(posted.headers["Location"]))
-    assert resumed.status_code == 302, f"resume {resumed.status_code}"
+    assert posted.status_code == 303, f"sign-in {posted.status_code}"
+    answer = posted.headers["Location"]
+    assert answer.startswith(REDIRECT), f"sign-in answered {answer[:80]!r}, not the RP"
     basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     token = meter.request(
         client,
@@ -120,7 +120,7 @@ def one_signin(client: FlaskClient, meter: Meter, mail: str) -> None:
         headers={"Authorization": f"Basic {basic}"},
         data={
             "grant_type": "authorization_code",
-            "code": query_value(resumed.headers["Location"], "code"),
+            "code": query_value(answer, "code"),
             "redirect_uri": REDIRECT,
             "code_verifier": verifier,
         },
@@ -223,7 +223,7 @@ def main() -> int:
         json.dumps(
             {
                 "benchmark": "inprocess_flow",
-                "flow": "authorize, login page, password POST (LDAP bind), resume, token, userinfo",
+                "flow": "authorize, login page, password POST (LDAP bind, code), token, userinfo",
                 "how": "the broker app in this process through Flask's test client; no HTTP",
                 "backend": args.backend,
                 "signins": n,

@@ -10,7 +10,7 @@ key and the issuer (HAProxy's URL), as a trust's would.
 One sign-in is what a relying party, a browser and the agent do end to end, over real
 HTTP: GET /authorize → GET /login → either POST /login (an LDAP bind) or POST
 /card/challenge, the simulated agent signs, POST /card/authenticate (chain, OCSP cached,
-signature, registration, directory) → GET /authorize/resume → POST /token → GET
+signature, registration, directory, code) → POST /token → GET
 /userinfo. Virtual users alternate password and card (--method to choose one); every
 sign-in is a new browser (no single sign-on).
 
@@ -387,7 +387,7 @@ def main() -> int:
         "benchmark": "load_balanced",
         "flow": (
             "authorize, login page, password or card (challenge, agent signs, authenticate),"
-            " resume, token, userinfo; through HAProxy (round robin, no stickiness)"
+            " token, userinfo; through HAProxy (round robin, no stickiness)"
         ),
         "server": (
             f"careid-broker serve per instance: {args.workers} gunicorn workers"

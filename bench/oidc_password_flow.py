@@ -3,8 +3,8 @@
 One sign-in is what a relying party and a browser do end to end, over real HTTP against
 `careid-broker serve` (gunicorn, 3 sync workers by default): GET /authorize → GET
 /login → POST /login (an LDAP bind as the user against a real slapd, plus the directory
-checks) → GET /authorize/resume → POST /token (client_secret_basic, PKCE) → GET
-/userinfo. Each
+checks, and on to the RP with the code) → POST /token (client_secret_basic, PKCE) →
+GET /userinfo. Each
 virtual user is a new browser for every sign-in (its own cookies, no single sign-on),
 so every iteration pays for the password check; connections are kept alive as a
 browser's would be.
@@ -73,8 +73,8 @@ def one_signin(port: int, mail: str) -> None:
                 "password": PASSWORD,
             },
         )
-        assert status in (302, 303), f"sign-in {status}"
-        claims = finish_signin(browser, authorization, path_of(headers["Location"]))
+        assert status == 303, f"sign-in {status}"
+        claims = finish_signin(browser, authorization, headers["Location"])
         assert claims["email"] == mail, "userinfo email"
     finally:
         browser.close()
@@ -117,7 +117,7 @@ def main() -> int:
     return emit(
         {
             "benchmark": "oidc_password_flow",
-            "flow": "authorize, login page, password POST (LDAP bind), resume, token, userinfo",
+            "flow": "authorize, login page, password POST (LDAP bind, code), token, userinfo",
             "server": server_label(args),
             "virtual_users": args.users,
             "cpu_count": os.cpu_count(),

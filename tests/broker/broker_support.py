@@ -17,6 +17,7 @@ from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWO
 from careid_broker.broker import Broker
 from careid_broker.directory import Directory
 from careid_broker.signin.sessions import SigninDecision
+from careid_broker.store import AuthorizationRequest
 from careid_broker.web import context
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.signin_cookie import complete_signin
@@ -112,6 +113,26 @@ class SwitchableDirectory:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._current, name)
+
+
+# The demo relying party in config/clients.toml, which the test apps load.
+DEMO_RP = "webmail"
+DEMO_RP_CALLBACK = "http://localhost:5001/callback"
+
+
+def rp_transaction(app: Flask, **request: Any) -> str:
+    """A login transaction for the demo RP as /authorize would store it (PKCE included),
+    so a sign-in for it goes on to a code; `request` overrides its fields."""
+    fields: dict[str, Any] = {
+        "client_id": DEMO_RP,
+        "redirect_uri": DEMO_RP_CALLBACK,
+        "scope": "openid email",
+        "state": "rp-state",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+        **request,
+    }
+    return broker_of(app).repos.transactions.create(AuthorizationRequest(**fields)).transaction_id
 
 
 def broker_of(app: Flask) -> Broker:

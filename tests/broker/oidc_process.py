@@ -148,7 +148,7 @@ class HttpBrowser:
     def sign_in_for_code(
         self, base: str, *, client_id: str = "rp", mail: str = ALEX, redirect_uri: str = REDIRECT
     ) -> tuple[str, str]:
-        """authorize → sign-in form (unless signed in) → resume; (code, code_verifier)."""
+        """authorize → sign-in form (unless signed in) → the RP; (code, code_verifier)."""
         verifier, challenge = pkce_pair()
         query = urllib.parse.urlencode(
             {
@@ -178,10 +178,8 @@ class HttpBrowser:
                 "password": DEMO_PASSWORD,
             },
         )
-        assert posted.status in (302, 303), posted.body[:500]
-        resumed = self.request(urllib.parse.urljoin(base, posted.location))
-        assert resumed.status == 302 and resumed.location.startswith(redirect_uri), resumed.body
-        params = query_of(resumed.location)
+        assert posted.status == 303 and posted.location.startswith(redirect_uri), posted.body
+        params = query_of(posted.location)
         assert params["state"] == "http-state"
         return params["code"], verifier
 

@@ -6,15 +6,15 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from broker_support import DEMO_PASSWORD, broker_of, cookie_value, login_form, password_login
+from broker_support import DEMO_PASSWORD, cookie_value, login_form, password_login, rp_transaction
 from flask import Flask
 from flask.testing import FlaskClient
 
 from careid_broker.config import LogFormat, LoggingSettings
 from careid_broker.logging_setup import REDACTED, JsonFormatter, formatter_for
-from careid_broker.store import AuthorizationRequest
 
 
 @pytest.fixture
@@ -37,13 +37,11 @@ def log_lines() -> Iterator[io.StringIO]:
 def test_a_sign_in_logs_json_with_request_ids_and_no_secrets(
     app: Flask, client: FlaskClient, log_lines: io.StringIO
 ) -> None:
-    tx = broker_of(app).repos.transactions.create(
-        AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
-    )
-    csrf = login_form(client, tx.transaction_id)
-    password_login(client, "alex.morgan@nhs.net", "Wrong-Password-9", tx=tx.transaction_id)
-    response = password_login(client, "alex.morgan@nhs.net", tx=tx.transaction_id)
-    assert response.status_code == 303
+    tx = rp_transaction(app)
+    csrf = login_form(client, tx)
+    password_login(client, "alex.morgan@nhs.net", "Wrong-Password-9", tx=tx)
+    response = password_login(client, "alex.morgan@nhs.net", tx=tx)
+    assert response.status_code == 303 and "code=" in response.headers["Location"]
     client.get("/nowhere")  # an error page too
 
     text = log_lines.getvalue()
@@ -63,7 +61,8 @@ def test_a_sign_in_logs_json_with_request_ids_and_no_secrets(
         "sign-in cookie": cookie_value(client, "careid-signin"),
         "browser cookie": cookie_value(client, "careid-browser"),
         "csrf token": csrf,
-        "transaction id": tx.transaction_id,
+        "transaction id": tx,
+        "authorization code": parse_qs(urlsplit(response.headers["Location"]).query)["code"][0],
     }
     for name, value in secrets.items():
         assert value and value not in text, f"the {name} appears in the log"

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from broker_support import (
     DEMO_PASSWORD,
+    DEMO_RP,
+    DEMO_RP_CALLBACK,
     AppFactory,
     broker_of,
     cookie_value,
     error_code_of,
     login_form,
     password_login,
+    rp_transaction,
 )
 from flask import Flask
 from flask.testing import FlaskClient
@@ -21,6 +26,7 @@ from careid_broker.assurance import ACR_PASSWORD, AMR_PASSWORD
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import AuditRecord, AuthorizationRequest, EndedSession, Outcome
 from careid_broker.store.errors import StoreUnavailableError
+from careid_broker.web import oidc_authorize as authorize_flow
 
 SIGNIN_COOKIE = "careid-signin"
 BROWSER_COOKIE = "careid-browser"
@@ -94,10 +100,7 @@ def test_each_sign_in_rotates_the_session_and_ends_the_one_before(
     first = broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0]
 
     # Someone else signs in at the same (shared) browser, for an RP's new request.
-    tx = broker_of(app).repos.transactions.create(
-        AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
-    )
-    response = password_login(client, "lee.admin@nhs.net", tx=tx.transaction_id)
+    response = password_login(client, "lee.admin@nhs.net", tx=rp_transaction(app))
     assert response.status_code == 303
     assert cookie_value(client, SIGNIN_COOKIE) not in (None, first_cookie)
     assert cookie_value(client, BROWSER_COOKIE) != first_browser  # CSRF token replaced
@@ -117,10 +120,7 @@ def test_a_cookie_from_before_sign_in_is_worthless_afterwards(
     fixated = cookie_value(planted, SIGNIN_COOKIE)
     assert fixated is not None
     client.set_cookie(SIGNIN_COOKIE, fixated)
-    tx = broker_of(app).repos.transactions.create(
-        AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
-    )
-    password_login(client, "alex.morgan@nhs.net", tx=tx.transaction_id)
+    password_login(client, "alex.morgan@nhs.net", tx=rp_transaction(app))
     assert cookie_value(client, SIGNIN_COOKIE) != fixated
     # The planted session was ended, so the attacker's copy signs nobody in.
     assert "Sign in" in planted.get("/login").get_data(as_text=True)
@@ -221,22 +221,67 @@ def test_something_typed_into_the_email_field_that_is_not_an_address_is_not_audi
     assert entry.actor is None and entry.subject is None
 
 
-def test_with_a_login_transaction_the_browser_goes_back_to_the_op(
+def test_with_a_login_transaction_the_answer_goes_on_to_the_rp_with_its_code(
     app: Flask, client: FlaskClient
 ) -> None:
-    tx = broker_of(app).repos.transactions.create(
-        AuthorizationRequest(
-            client_id="testrp", redirect_uri="https://rp.example.test/callback", scope="openid"
-        )
-    )
-    response = password_login(client, "alex.morgan@nhs.net", tx=tx.transaction_id)
+    tx = rp_transaction(app)
+    response = password_login(client, "alex.morgan@nhs.net", tx=tx)
+    # 303, not 302 or 307: the browser must not post the form (its password) onward.
     assert response.status_code == 303
-    if "oidc" in app.blueprints:
-        assert response.headers["Location"] == f"/authorize/resume?tx={tx.transaction_id}"
+    answer = urlsplit(response.headers["Location"])
+    assert f"{answer.scheme}://{answer.netloc}{answer.path}" == DEMO_RP_CALLBACK
+    params = parse_qs(answer.query)
+    assert params["state"] == ["rp-state"] and params["code"][0]
     entry = _last_audit(app)
-    assert entry.relying_party == "testrp" and entry.outcome is Outcome.SUCCESS
-    # Completing the transaction is the OP's job, on resume.
-    record = broker_of(app).repos.transactions.get(tx.transaction_id)
+    assert entry.relying_party == DEMO_RP and entry.outcome is Outcome.SUCCESS
+    issued = _last_audit(app, "oidc.authorize")
+    assert issued.relying_party == DEMO_RP and issued.outcome is Outcome.SUCCESS
+    # The code completed the transaction: the form cannot be posted for it again.
+    record = broker_of(app).repos.transactions.get(tx)
+    assert record is not None and record.status.value == "completed"
+
+
+def test_a_transaction_completed_meanwhile_keeps_neither_the_session_nor_a_code(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session and the code are one write: the same form posted twice (another tab,
+    a double click) gives one sign-in, and the loser no session of its own."""
+    tx = rp_transaction(app)
+    read_claims = authorize_flow.care_identity_of
+
+    def other_request_completes_it(provider: Any, account: Any) -> Any:
+        # Between this request's reads and its write, another one issues the code.
+        broker_of(app).repos.transactions.complete(tx)
+        return read_claims(provider, account)
+
+    monkeypatch.setattr(authorize_flow, "care_identity_of", other_request_completes_it)
+    response = password_login(client, "alex.morgan@nhs.net", tx=tx)
+    assert response.status_code == 400 and error_code_of(response) == "oidc_signin_expired"
+    assert broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net") == []
+    audit = broker_of(app).repos.audit
+    [refused] = audit.list_recent(event_prefix="oidc.authorize", limit=5)
+    assert refused.outcome is Outcome.FAILURE and refused.error_code == "oidc_signin_expired"
+    assert refused.relying_party == DEMO_RP
+    assert all(
+        entry.outcome is not Outcome.SUCCESS
+        for entry in audit.list_recent(event_prefix="signin.password", limit=5)
+    )
+
+
+def test_a_request_its_client_no_longer_allows_is_refused_with_the_sign_in_kept(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The RP's registration changed after /authorize (here: the redirect URI is no
+    longer registered): the code is refused as `resume` would refuse it, on a page since
+    that address cannot be trusted, and the person stays signed in."""
+    tx = rp_transaction(app, redirect_uri="http://localhost:5001/removed-callback")
+    response = password_login(client, "alex.morgan@nhs.net", tx=tx)
+    assert response.status_code == 400 and error_code_of(response) == "oidc_request_invalid"
+    assert "Location" not in response.headers
+    assert len(broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net")) == 1
+    refused = _last_audit(app, "oidc.authorize")
+    assert refused.outcome is Outcome.FAILURE and refused.error_code == "oidc_request_invalid"
+    record = broker_of(app).repos.transactions.get(tx)
     assert record is not None and record.status.value == "pending"
 
 

@@ -29,8 +29,7 @@ def _card_signin_to_rp(app: Flask, pki: CardPki) -> tuple[Browser, str]:
     card.open_login(tx)
     answer = card.sign_in(agent, tx)
     assert answer.status_code == 200, answer.get_data(as_text=True)
-    resumed = rp.client.get(answer.get_json()["redirect"])
-    authorization.response = resumed
+    authorization.redirect = answer.get_json()["redirect"]
     assert rp.redeem(authorization).status_code == 200
     return rp, answer.get_json()["cardSession"]
 

@@ -164,7 +164,7 @@ def test_a_password_signin_crosses_instances_and_its_code_is_redeemed_at_the_oth
     # A client that forges X-Forwarded-For: HAProxy appends the address it saw.
     browser = LbBrowser(cluster.url, send_headers={"X-Forwarded-For": "203.0.113.7"})
     code, verifier = browser.password_signin(ALEX[0])
-    # authorize, login page, password, resume: each answered by the other instance.
+    # authorize, login page, password (with the code): each answered by the other instance.
     assert alternated(browser.instances()) and set(browser.instances()) == BOTH
     issued_by = browser.served[-1].instance
 

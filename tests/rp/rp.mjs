@@ -88,11 +88,11 @@ response = await browser.request(new URL("/login", issuer).href, {
   headers: { "content-type": "application/x-www-form-urlencoded" },
   body: form.toString(),
 });
-location = response.headers.get("location");
-if (!location) fail(`sign-in: HTTP ${response.status}`);
-response = await browser.request(new URL(location, issuer).href);
+// The sign-in's answer goes straight back to the RP with the code (303 See Other).
 const callback = response.headers.get("location");
-if (!callback || !callback.startsWith(settings.redirectUri)) fail(`resume: HTTP ${response.status}`);
+if (response.status !== 303 || !callback || !callback.startsWith(settings.redirectUri)) {
+  fail(`sign-in: HTTP ${response.status}`);
+}
 
 const tokens = await client.authorizationCodeGrant(config, new URL(callback), {
   pkceCodeVerifier: codeVerifier,

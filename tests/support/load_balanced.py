@@ -367,7 +367,7 @@ class LbBrowser:
         return answer, verifier
 
     def password_signin(self, mail: str) -> tuple[str, str]:
-        """authorize → login page → password → resume; (code, verifier)."""
+        """authorize → login page → password, answered with the code; (code, verifier)."""
         authorized, verifier = self.authorize()
         login = authorized.location
         page = self.get(login)
@@ -381,11 +381,12 @@ class LbBrowser:
                 "password": DEMO_PASSWORD,
             },
         )
-        assert posted.status in (302, 303), posted.body[:300]
-        return self._resume(posted.location), verifier
+        assert posted.status == 303, posted.body[:300]
+        return self._code(posted.location), verifier
 
     def card_signin(self, agent: SimulatedAgent) -> tuple[str, str]:
-        """authorize → login page → card challenge, signature, authenticate → resume."""
+        """authorize → login page → card challenge, signature, authenticate (answered with
+        where the code is); (code, verifier)."""
         authorized, verifier = self.authorize()
         login = authorized.location
         if login.startswith(REDIRECT):  # signed in already (single sign-on)
@@ -394,12 +395,13 @@ class LbBrowser:
         assert page.status == 200, page.body[:300]
         answer = self.card_round(page, agent, tx=query_of(login)["tx"], prefix="/card")
         assert answer.status == 200, answer.body[:300]
-        return self._resume(answer.json()["redirect"]), verifier
+        return self._code(answer.json()["redirect"]), verifier
 
-    def _resume(self, location: str) -> str:
-        resumed = self.get(location)
-        assert resumed.status == 302 and resumed.location.startswith(REDIRECT), resumed.body
-        return query_of(resumed.location)["code"]
+    @staticmethod
+    def _code(answer: str) -> str:
+        """The code in a sign-in's answer, which sends the browser on to the RP."""
+        assert answer.startswith(REDIRECT), answer
+        return query_of(answer)["code"]
 
     def redeem(self, code: str, verifier: str) -> Tokens:
         """The RP's back end: code → tokens at /token, checked against /jwks."""

@@ -28,8 +28,15 @@ from careid_broker.card.wiring import CardServices
 from careid_broker.codes import AupRoute, BrokerCode, aup_message
 from careid_broker.errors import BrokerError
 from careid_broker.signin.sessions import SigninDecision
-from careid_broker.store import Outcome, TransactionStatus
+from careid_broker.store import (
+    LoginTransactionRecord,
+    NewSession,
+    Outcome,
+    SessionRecord,
+    TransactionStatus,
+)
 from careid_broker.web import card_binding as binding
+from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.card_pages import (
     RefusedBodyError,
     install_url,
@@ -68,6 +75,7 @@ class _Binding:
     transaction_id: str
     rp_tx: str | None
     rp: str | None
+    record: LoginTransactionRecord | None = None  # the RP's transaction, as read
 
 
 def _binding(tx: object, *, create_local: bool) -> _Binding:
@@ -96,7 +104,7 @@ def _binding(tx: object, *, create_local: bool) -> _Binding:
     record = svc.repos.transactions.get(tx)
     if record is None or record.status is not TransactionStatus.PENDING:
         raise BrokerError(BrokerCode.OIDC_SIGNIN_EXPIRED, detail="login transaction not pending")
-    return _Binding(transaction_id=tx, rp_tx=tx, rp=record.request.client_id)
+    return _Binding(transaction_id=tx, rp_tx=tx, rp=record.request.client_id, record=record)
 
 
 def _precheck(card: CardServices) -> Response | None:
@@ -213,45 +221,70 @@ def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Respons
 
 def _signed_in(card: CardServices, decision: CardSigninDecision, bound: _Binding) -> Response:
     svc = current_broker()
-    with svc.store.transaction():
-        if card.signin is not None and card.signin.record_certificate(decision):
-            registration = decision.registration
-            svc.audit(
-                EVENT_CERTIFICATE_RENEWED,
-                outcome=Outcome.SUCCESS,
-                actor=decision.account.mail,
-                subject=registration.account_mail,
-                org=decision.facts.org_code,
+    started: list[NewSession] = []
+
+    def start_session() -> SessionRecord:
+        with svc.store.transaction():  # a renewed card's certificate, then the session
+            _record_certificate(card, decision, bound)
+            new = complete_signin(
+                SigninDecision(
+                    account=decision.account,
+                    method="card",
+                    acr=ACR_CARD,
+                    amr=AMR_CARD,
+                    event=EVENT_CARD,
+                    org_code=decision.facts.org_code,
+                    card_uuid=decision.card.uuid,
+                    card_session=card.settings.session_lock,
+                    audit_details=decision.facts.audit_details(),
+                ),
                 rp=bound.rp,
-                details={
-                    "card_uuid": registration.card_uuid,
-                    "previous_serial": registration.cert_serial,
-                    "cert_issuer": decision.card.certificate.issuer_dn,
-                    "cert_serial": decision.card.certificate.serial_hex,
-                },
             )
-    new = complete_signin(
-        SigninDecision(
+        started.append(new)
+        return new.record
+
+    if bound.rp_tx is None or bound.record is None:
+        # A local transaction is kept (until it expires) for this browser's next card
+        # sign-in.
+        start_session()
+        redirect = binding.pop_next() or url_for("login.page")
+    else:
+        # An RP's goes on to its code in this request (`continue_signin`), with the
+        # account and Care Identity the card check has just read; the browser's next
+        # stop is the address the answer names.
+        answer = authorize_flow.continue_signin(
+            svc.oidc,
+            bound.rp_tx,
+            bound.record,
             account=decision.account,
-            method="card",
-            acr=ACR_CARD,
-            amr=AMR_CARD,
-            event=EVENT_CARD,
-            org_code=decision.facts.org_code,
-            card_uuid=decision.card.uuid,
-            card_session=card.settings.session_lock,
-            audit_details=decision.facts.audit_details(),
-        ),
+            identity=decision.identity,
+            start_session=start_session,
+        )
+        # Without a Location (the RP's registration no longer allows the request and
+        # its redirect URI cannot be trusted), resume shows the same error page.
+        redirect = answer.headers.get("Location") or url_for("oidc.resume", tx=bound.rp_tx)
+    return jsonify({"redirect": redirect, "cardSession": started[-1].card_session})
+
+
+def _record_certificate(card: CardServices, decision: CardSigninDecision, bound: _Binding) -> None:
+    svc = current_broker()
+    if card.signin is None or not card.signin.record_certificate(decision):
+        return
+    registration = decision.registration
+    svc.audit(
+        EVENT_CERTIFICATE_RENEWED,
+        outcome=Outcome.SUCCESS,
+        actor=decision.account.mail,
+        subject=registration.account_mail,
+        org=decision.facts.org_code,
         rp=bound.rp,
+        details={
+            "card_uuid": registration.card_uuid,
+            "previous_serial": registration.cert_serial,
+            "cert_issuer": decision.card.certificate.issuer_dn,
+            "cert_serial": decision.card.certificate.serial_hex,
+        },
     )
-    # A local transaction is kept (until it expires) for this browser's next card
-    # sign-in; an RP's is completed by the OpenID Provider when it issues the code.
-    redirect = (
-        (binding.pop_next() or url_for("login.page"))
-        if bound.rp_tx is None
-        else url_for("oidc.resume", tx=bound.rp_tx)
-    )
-    return jsonify({"redirect": redirect, "cardSession": new.card_session})
 
 
 @blueprint.post("/card/removed")

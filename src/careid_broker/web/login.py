@@ -1,8 +1,9 @@
 """The sign-in page (`/login`), password sign-in, the card button's fallback and `/signout`.
 
 `/login?tx=<login transaction>` is where the OpenID Provider sends a browser that must
-sign in; after a successful sign-in the browser goes back to `oidc.resume` with the same
-`tx`. Without `tx` the page ends on "You are signed in".
+sign in; a successful sign-in goes straight on with that transaction in the same
+request (`oidc_authorize.continue_signin`): the browser's next stop is the relying party
+with its code. Without `tx` the page ends on "You are signed in".
 
 The smartcard button is driven by `static/card-signin.js` (the `card` blueprint's
 endpoints); showing the page records `tx` in the browser's session, which is what lets
@@ -16,17 +17,18 @@ import logging
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.wrappers import Response
-from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_PASSWORD, demands_card
 from careid_broker.codes import BrokerCode, Code, message_for, status_for
+from careid_broker.directory.models import CareIdentity
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
 from careid_broker.origins import origin_of
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, TransactionStatus
 from careid_broker.web import aup, card_binding
+from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import reshow_on_expiry
@@ -189,10 +191,15 @@ def submit() -> BaseResponse:
         refused(BrokerCode.CARD_REQUIRED)
         return error_response(BrokerCode.CARD_REQUIRED, retry_url=url_for("login.page", tx=tx_id))
 
+    identity: CareIdentity | None = None
     try:
         checked = svc.password.check(
             email, password, client_address=request.remote_addr or "unknown"
         )
+        if tx is not None and checked.refusal is None:
+            # The relying party's claims, read here so the sign-in goes on to the code
+            # in this request (`continue_signin`) instead of reading them again.
+            identity = authorize_flow.care_identity_of(svc.oidc, checked.account)
     except InvalidCredentialsError as exc:
         refused(exc.reason)  # the real reason for the audit; the same answer for all
         message = message_for(BrokerCode.INVALID_CREDENTIALS)
@@ -226,29 +233,35 @@ def submit() -> BaseResponse:
             return aup.offer_acceptance(account, tx_id=tx_id, sign_in=True)
         return error_response(checked.refusal.code, status=status_for(checked.refusal.code))
 
-    complete_signin(
-        SigninDecision(
-            account=account,
-            method="pwd",
-            acr=ACR_PASSWORD,
-            amr=AMR_PASSWORD,
-            event=EVENT_PASSWORD,
-            org_code=account.org_code,
-        ),
-        rp=rp,
+    decision = SigninDecision(
+        account=account,
+        method="pwd",
+        acr=ACR_PASSWORD,
+        amr=AMR_PASSWORD,
+        event=EVENT_PASSWORD,
+        org_code=account.org_code,
     )
-    return redirect(_after_signin(tx_id), code=303)
+    if tx is None or tx_id is None:
+        complete_signin(decision, rp=rp)
+        return redirect(card_binding.pop_next() or url_for("login.page"), code=303)
+    answer = authorize_flow.continue_signin(
+        svc.oidc,
+        tx_id,
+        tx,
+        account=account,
+        identity=identity,
+        start_session=lambda: complete_signin(decision, rp=rp).record,
+    )
+    return see_other(answer)
 
 
-def _after_signin(tx_id: str | None) -> str:
-    if tx_id is None:
-        return card_binding.pop_next() or url_for("login.page")
-    try:
-        return url_for("oidc.resume", tx=tx_id)
-    except BuildError:
-        # Only while the OpenID Provider is not installed: nothing to resume.
-        log.error("signed in for a login transaction, but no oidc.resume endpoint exists")
-        return url_for("login.page")
+def see_other(response: Response) -> Response:
+    """A redirect answering a form POST as 303 See Other, so the browser follows it
+    with a GET and never re-posts the form (with its password) to the next address
+    (RFC 9700 §4.12; authlib answers authorization requests with 302)."""
+    if response.status_code in (301, 302, 307, 308):
+        response.status_code = 303
+    return response
 
 
 @blueprint.get("/login/card")

@@ -7,7 +7,10 @@ redirect URI, scope, PKCE, nonce) and then decides:
   the id_token_hint's user) → a code at once;
 - prompt=none and none does → `login_required` to the RP;
 - otherwise the request is stored as a login transaction and the browser goes to the
-  login page, which comes back to `GET /authorize/resume?tx=…` after signing in.
+  login page. A password or card sign-in there goes on with the transaction in its own
+  request (`continue_signin`), so its answer sends the browser to the RP with the code;
+  the pages that sign in some other way (accepting the AUP, registering, choosing a
+  role) come back to `GET /authorize/resume?tx=…` instead.
 
 With the `selectedrole` scope, a person holding several roles chooses one first
 (`GET|POST /authorize/role?tx=…`); the choice holds for the rest of the sign-in
@@ -19,7 +22,7 @@ Errors go back to the RP only when its redirect URI was checked; otherwise an er
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,6 +41,7 @@ from flask.wrappers import Response
 
 from careid_broker import assurance
 from careid_broker.codes import BrokerCode, message_for
+from careid_broker.directory.models import CareIdentity, MailAccount
 from careid_broker.errors import BrokerError, InvalidCredentialsError
 from careid_broker.oidc.claims import scope_values, selected_role_claims, user_claims
 from careid_broker.oidc.errors import SigninExpiredError
@@ -197,11 +201,22 @@ def signed_in_user(provider: OidcProvider, signin: SessionRecord) -> SignedInUse
     if account is None:
         raise InvalidCredentialsError(detail="the account is gone from the directory")
     directory.check_account(account)
-    identity = (
-        directory.find_care_identity(account.care_identity_uuid)
-        if account.care_identity_uuid
-        else None
-    )
+    return user_of(provider, signin, account, care_identity_of(provider, account))
+
+
+def care_identity_of(provider: OidcProvider, account: MailAccount) -> CareIdentity | None:
+    """The Care Identity record the account links to, read now (None without a link)."""
+    uuid = account.care_identity_uuid
+    return provider.directory.find_care_identity(uuid) if uuid else None
+
+
+def user_of(
+    provider: OidcProvider,
+    signin: SessionRecord,
+    account: MailAccount,
+    identity: CareIdentity | None,
+) -> SignedInUser:
+    """The user behind a session, with claims from directory entries the caller read."""
     return SignedInUser(
         sub=signin.sub,
         sid=signin.sid,
@@ -477,3 +492,59 @@ def resume(provider: OidcProvider, tx: str | None, signin: SessionRecord | None)
     if user is None:
         return _to_role_choice(tx)
     return _issue(provider, request, grant, user, completes=tx)
+
+
+def continue_signin(
+    provider: OidcProvider,
+    tx: str,
+    record: LoginTransactionRecord,
+    *,
+    account: MailAccount,
+    identity: CareIdentity | None,
+    start_session: Callable[[], SessionRecord],
+) -> Response:
+    """Go on with a login transaction in the request that has just signed the user in.
+
+    What `resume` answers after a redirect, without the redirect (one request and its
+    reads fewer per sign-in): the account and Care Identity the sign-in read and
+    checked in this request are the claims' source, read now and not again. The new
+    session (`start_session`), the completed transaction, the code and their audit
+    entries are one write transaction, begun after every directory read, so SQLite's
+    write lock is never held across a directory round trip; if the code cannot be
+    issued (the transaction was completed meanwhile) the session is not kept either.
+    A request the client's registration no longer allows goes back to the RP with its
+    error, the sign-in kept, as `resume` would.
+    `record` is transaction `tx` as this request read it; its completion is checked
+    again when the code is issued.
+    """
+    stored = record.request
+    request = StoredAuthorizationRequest(provider.issuer, _stored_params(stored))
+    try:
+        grant = provider.server.get_authorization_grant(request)
+        grant.validate_authorization_request()
+    except OAuth2Error as error:
+        start_session()
+        error.state = stored.state
+        return _error(provider, request, error)
+    try:
+        with provider.store.transaction():
+            signin = start_session()
+            if _needs_signin(provider, record, signin):
+                return _to_login(tx, stored.acr_values)
+            user = with_selected_role(
+                stored.scope, signin, user_of(provider, signin, account, identity)
+            )
+            if user is None:
+                return _to_role_choice(tx)
+            return _issue(provider, request, grant, user, completes=tx)
+    except SigninExpiredError as exc:
+        # Rolled back, sign-in included: audited on its own, then the page says so.
+        provider.audit(
+            "oidc.authorize",
+            outcome="failure",
+            code=exc.code,
+            subject=account.mail,
+            rp=stored.client_id,
+            details={"detail": exc.detail},
+        )
+        raise
