@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from careid_broker.store import AuditLog, ChainHead, Outcome, Repositories, Store
 from careid_broker.store.audit import GENESIS_HASH
@@ -45,6 +45,43 @@ def test_entries_chain_from_genesis(repos: Repositories, clock: FakeClock) -> No
     assert first.prev_hash == GENESIS_HASH and second.prev_hash == first.hash
     assert first.subject == "alice@nhs.net" and first.at == clock.now
     assert repos.audit.head() == ChainHead(seq=2, hash=second.hash)
+
+
+def test_entries_of_one_transaction_chain_onto_each_other(
+    repos: Repositories, store: Store
+) -> None:
+    """The chain is locked and its head read once per transaction; each later entry of
+    the same transaction chains onto the one before, and a savepoint rolled back takes
+    its entries with it without the next entry chaining onto them."""
+    repos.audit.append("before", "success")
+    reads: list[str] = []
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if "FROM audit_log" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", counted)
+    try:
+        with store.transaction():
+            first = repos.audit.append("signin.password", "success")
+            second = repos.audit.append("oidc.authorize", "success")
+            with pytest.raises(RuntimeError), store.transaction(savepoint=True):
+                repos.audit.append("inside", "success")
+                raise RuntimeError("rolled back to the savepoint")
+            third = repos.audit.append("after", "success")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", counted)
+    assert (first.seq, second.seq, third.seq) == (2, 3, 4)
+    assert second.prev_hash == first.hash and third.prev_hash == second.hash
+    # Read once at the start, once after the savepoint; never for the second entry.
+    assert len(reads) == 2
+    assert repos.audit.verify_chain().ok
+    assert [e.event for e in repos.audit.list_recent(limit=10)] == [
+        "after",
+        "oidc.authorize",
+        "signin.password",
+        "before",
+    ]
 
 
 def test_the_hash_is_sha256_of_the_canonical_json(repos: Repositories) -> None:

@@ -160,6 +160,7 @@ def _record(row: AuditEntry) -> AuditRecord:
 
 _HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
 _APPEND = insert(AuditEntry)
+_MEMO_HEAD = "audit.head"
 _COLUMNS = (
     "seq",
     "at",
@@ -208,11 +209,18 @@ class AuditLog:
         # gives back later (tuples become lists, keys become strings).
         clean_details = json.loads(json.dumps(details or {}, allow_nan=False))
         with self._store.transaction() as session:
-            serialize_on(session, AUDIT_CHAIN_LOCK)
             # Core, not the ORM's unit of work: every sign-in appends, and an entry is
             # never read back through this session.
             connection = session.connection()
-            head = connection.execute(_HEAD).one_or_none()
+            memo = self._store.transaction_memo()
+            head: ChainHead | None = memo.get(_MEMO_HEAD)
+            if head is None:
+                # First entry of this transaction: lock the chain (held until the
+                # transaction ends) and read its head. A second entry (a sign-in and
+                # its code) chains onto the first without asking again.
+                serialize_on(session, AUDIT_CHAIN_LOCK)
+                row = connection.execute(_HEAD).one_or_none()
+                head = ChainHead(seq=row.seq, hash=row.hash) if row else None
             unhashed = AuditRecord(
                 seq=(head.seq + 1) if head else 1,
                 # Read the clock under the lock so time never runs backwards along seq.
@@ -237,6 +245,7 @@ class AuditLog:
                     "outcome": record.outcome.value,
                 },
             )
+            memo[_MEMO_HEAD] = ChainHead(seq=record.seq, hash=record.hash)
             return record
 
     def head(self) -> ChainHead | None:

@@ -170,6 +170,9 @@ class _Ambient:
     # Set when a joined unit of work raised: its writes may be half done, so the
     # transaction it joined must not commit (see `Store.transaction`).
     failed: BaseException | None = None
+    # What a unit of work learnt that stays true until this transaction ends (the audit
+    # chain's head, once locked and read): see `Store.transaction_memo`.
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -256,6 +259,9 @@ class Store:
                     # Rolled back to the savepoint: what failed inside it left nothing.
                     current.failed = earlier
                     raise
+                finally:
+                    # What was learnt inside may have been rolled back with it.
+                    current.memo.clear()
                 return
             try:
                 with _unavailable_on_connection_errors():
@@ -283,6 +289,16 @@ class Store:
             _close(session)
         for callback in ambient.after_commit:
             callback()
+
+    def transaction_memo(self) -> dict[str, Any]:
+        """A scratch dict for the current write transaction, for what a unit of work
+        may reuse until it ends (a lock it holds, a row it wrote last). Emptied
+        whenever a savepoint ends, since what was learnt inside may have been rolled
+        back; gone with the transaction."""
+        current = self._ambient.get()
+        if current is None or not current.write:
+            raise RuntimeError("transaction_memo() outside a write transaction()")
+        return current.memo
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the current write transaction has committed (at once when
