@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 
-from careid_broker.store._sql import insert_new
+from careid_broker.store._sql import insert_new, row_where
 from careid_broker.store.base import new_secret, require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import AuthorizationCode, OAuthToken
@@ -66,7 +66,7 @@ class RedeemResult:
     tokens_revoked: int = 0
 
 
-def _grant(row: AuthorizationCode) -> CodeGrant:
+def _grant(row: AuthorizationCode | Row[Any]) -> CodeGrant:
     return CodeGrant(
         client_id=row.client_id,
         redirect_uri=row.redirect_uri,
@@ -126,9 +126,7 @@ class AuthorizationCodes:
         """
         when = require_aware(now) if now is not None else self._store.now()
         with self._store.session() as session:
-            row = session.scalars(
-                select(AuthorizationCode).where(AuthorizationCode.code_hash == sha256_hex(code))
-            ).one_or_none()
+            row = row_where(session, AuthorizationCode, "code_hash", sha256_hex(code))
             if row is None:
                 return RedeemResult(outcome=RedeemOutcome.UNKNOWN)
             if row.consumed_at is not None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from careid_broker.store._sql import insert_new, serialize_on_name
@@ -108,6 +108,32 @@ class RevokeResult:
 
     outcome: RevokeOutcome
     tokens_revoked: int = 0
+
+
+_TOKEN_TABLE = OAuthToken.__table__
+_CODE_TABLE = AuthorizationCode.__table__
+_TOKENS = _TOKEN_TABLE.c
+_CODES = _CODE_TABLE.c
+# A live access token and the claims of its grant: one Core statement, built once (it
+# runs for every userinfo request).
+_LIVE_ACCESS_TOKEN = (
+    select(
+        _TOKENS.client_id,
+        _TOKENS.sub,
+        _TOKENS.scope,
+        _TOKENS.sid,
+        _TOKENS.issued_at,
+        _TOKENS.expires_at,
+        _CODES.claims,
+    )
+    .select_from(_TOKEN_TABLE.outerjoin(_CODE_TABLE, _CODES.id == _TOKENS.code_id))
+    .where(
+        _TOKENS.token_hash == bindparam("token_hash"),
+        _TOKENS.kind == TokenKind.ACCESS.value,
+        _TOKENS.revoked_at.is_(None),
+        _TOKENS.expires_at > bindparam("now"),
+    )
+)
 
 
 def new_opaque_token() -> str:
@@ -276,27 +302,21 @@ class Tokens:
         """A live access token (not expired, not revoked), or None."""
         when = require_aware(now) if now is not None else self._store.now()
         with self._store.session() as session:
-            row = session.execute(
-                select(OAuthToken, AuthorizationCode.claims)
-                .outerjoin(AuthorizationCode, AuthorizationCode.id == OAuthToken.code_id)
-                .where(
-                    OAuthToken.token_hash == sha256_hex(token),
-                    OAuthToken.kind == TokenKind.ACCESS.value,
-                    OAuthToken.revoked_at.is_(None),
-                    OAuthToken.expires_at > when,
-                )
-            ).one_or_none()
+            row = (
+                session.connection()
+                .execute(_LIVE_ACCESS_TOKEN, {"token_hash": sha256_hex(token), "now": when})
+                .one_or_none()
+            )
             if row is None:
                 return None
-            tok: OAuthToken = row[0]
             return AccessTokenInfo(
-                client_id=tok.client_id,
-                sub=tok.sub,
-                scope=tok.scope,
-                sid=tok.sid,
-                issued_at=tok.issued_at,
-                expires_at=tok.expires_at,
-                claims=dict(row[1] or {}),
+                client_id=row.client_id,
+                sub=row.sub,
+                scope=row.scope,
+                sid=row.sid,
+                issued_at=row.issued_at,
+                expires_at=row.expires_at,
+                claims=dict(row.claims or {}),
             )
 
     def revoke_family(self, family: str) -> int:

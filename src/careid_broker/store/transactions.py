@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import Row, delete, update
 
-from careid_broker.store._sql import insert_new
+from careid_broker.store._sql import insert_new, row_where
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import LoginTransaction
@@ -64,7 +64,7 @@ class NewLoginTransaction:
     record: LoginTransactionRecord
 
 
-def _record(row: LoginTransaction, now: datetime) -> LoginTransactionRecord:
+def _record(row: LoginTransaction | Row[Any], now: datetime) -> LoginTransactionRecord:
     status = TransactionStatus(row.status)
     if status is TransactionStatus.PENDING and row.expires_at <= now:
         status = TransactionStatus.EXPIRED
@@ -125,7 +125,7 @@ class LoginTransactions:
     def get(self, transaction_id: str) -> LoginTransactionRecord | None:
         """The transaction behind a cookie value, or None if unknown."""
         with self._store.session() as session:
-            row = session.get(LoginTransaction, sha256_hex(transaction_id))
+            row = row_where(session, LoginTransaction, "id_hash", sha256_hex(transaction_id))
             return _record(row, self._store.now()) if row else None
 
     def complete(self, transaction_id: str) -> LoginTransactionRecord | None:
