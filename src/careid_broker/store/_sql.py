@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Insert, Row, Select, Table, bindparam, insert, select, text
+from sqlalchemy import Connection, Insert, Row, Select, Table, bindparam, insert, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -24,25 +24,36 @@ def dialect_name(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
+_IGNORING: dict[tuple[str, Table, tuple[str, ...]], Insert] = {}
+
+
 def insert_ignore(
     session: Session, model: type[Base], values: dict[str, Any], conflict_columns: list[str]
 ) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when the row was inserted.
 
     A conditional insert rather than try/except IntegrityError: on PostgreSQL a failed
-    INSERT aborts the whole transaction, and two instances may race to insert.
+    INSERT aborts the whole transaction, and two instances may race to insert. The
+    statement is built once per dialect, table and conflict target, `values` its
+    parameters.
     """
     table = cast(Table, model.__table__)
-    # RETURNING, not rowcount: psycopg reports -1 for an INSERT run through the ORM.
-    marker = table.c[conflict_columns[0]]
-    if dialect_name(session) == "postgresql":
-        pg_stmt = postgresql.insert(table).values(**values)
-        pg_stmt = pg_stmt.on_conflict_do_nothing(index_elements=conflict_columns)
-        inserted = session.execute(pg_stmt.returning(marker)).first()
-    else:
-        lite_stmt = sqlite.insert(table).values(**values)
-        lite_stmt = lite_stmt.on_conflict_do_nothing(index_elements=conflict_columns)
-        inserted = session.execute(lite_stmt.returning(marker)).first()
+    dialect = dialect_name(session)
+    key = (dialect, table, tuple(conflict_columns))
+    statement = _IGNORING.get(key)
+    if statement is None:
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT run through the ORM.
+        marker = table.c[conflict_columns[0]]
+        if dialect == "postgresql":
+            pg_stmt = postgresql.insert(table).on_conflict_do_nothing(
+                index_elements=conflict_columns
+            )
+            statement = pg_stmt.returning(marker)
+        else:
+            lite_stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+            statement = lite_stmt.returning(marker)
+        _IGNORING[key] = statement
+    inserted = core(session).execute(statement, values).first()
     return inserted is not None
 
 
@@ -108,13 +119,25 @@ def insert_new(session: Session, row: Base) -> None:
         if "id" in table.c and table.c.id.primary_key:
             statement = statement.returning(table.c.id)
         _INSERTS[table] = statement
-    session.flush()
-    result = session.connection().execute(statement, values)
+    result = core(session).execute(statement, values)
     if "id" in table.c and table.c.id.primary_key:
         row.id = result.scalar_one()  # type: ignore[attr-defined]
 
 
 _SELECTS: dict[tuple[Table, str], Select[Any]] = {}
+
+
+def table_of(model: type[Base]) -> Table:
+    """The table a model is mapped to."""
+    return cast(Table, sa_inspect(model).local_table)
+
+
+def columns_of(model: type[Base]) -> list[Any]:
+    """Every column of `model`'s table, labelled with the model's attribute name: what a
+    Core SELECT or RETURNING lists so its rows read like the mapped objects."""
+    mapper = sa_inspect(model)
+    table = cast(Table, mapper.local_table)
+    return [table.c[attr.columns[0].key].label(attr.key) for attr in mapper.column_attrs]
 
 
 def select_rows_where(model: type[Base], column: str, *, many: bool = False) -> Select[Any]:
@@ -126,12 +149,11 @@ def select_rows_where(model: type[Base], column: str, *, many: bool = False) -> 
     against 140 µs a lookup on SQLite, 165 against 305 on PostgreSQL, for
     `session.get`). For the hot path's reads, whose rows become frozen records at once.
     """
-    mapper = sa_inspect(model)
-    table = cast(Table, mapper.local_table)
+    table = table_of(model)
     key = (table, f"{column}:{'many' if many else 'one'}")
     statement = _SELECTS.get(key)
     if statement is None:
-        columns = [table.c[attr.columns[0].key].label(attr.key) for attr in mapper.column_attrs]
+        columns = columns_of(model)
         where = table.c[column]
         condition = (
             where.in_(bindparam("value", expanding=True)) if many else where == bindparam("value")
@@ -144,5 +166,11 @@ def select_rows_where(model: type[Base], column: str, *, many: bool = False) -> 
 def row_where(session: Session, model: type[Base], column: str, value: Any) -> Row[Any] | None:
     """The row of `model`'s table whose unique `column` is `value`, or None (see
     `select_rows_where`)."""
-    statement = select_rows_where(model, column)
-    return session.connection().execute(statement, {"value": value}).one_or_none()
+    return core(session).execute(select_rows_where(model, column), {"value": value}).one_or_none()
+
+
+def core(session: Session) -> Connection:
+    """`session`'s connection for a Core statement, after flushing what the session
+    holds: the statement then sees the transaction's writes as an ORM query would."""
+    session.flush()
+    return session.connection()

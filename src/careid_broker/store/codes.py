@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, bindparam, select, update
 
-from careid_broker.store._sql import insert_new, row_where
+from careid_broker.store._sql import columns_of, core, insert_new, row_where, table_of
 from careid_broker.store.base import new_secret, require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import AuthorizationCode, OAuthToken
@@ -83,6 +83,16 @@ def _grant(row: AuthorizationCode | Row[Any]) -> CodeGrant:
     )
 
 
+_TABLE = table_of(AuthorizationCode)
+# An unused code → used now, returning the row: one Core statement, built once.
+_REDEEM = (
+    update(_TABLE)
+    .where(_TABLE.c.code_hash == bindparam("hash"), _TABLE.c.consumed_at.is_(None))
+    .values(consumed_at=bindparam("now"))
+    .returning(*columns_of(AuthorizationCode))
+)
+
+
 class AuthorizationCodes:
     """Issue and redeem authorization codes."""
 
@@ -148,16 +158,7 @@ class AuthorizationCodes:
         when = require_aware(now) if now is not None else self._store.now()
         code_hash = sha256_hex(code)
         with self._store.transaction() as session:
-            row = session.scalars(
-                update(AuthorizationCode)
-                .where(
-                    AuthorizationCode.code_hash == code_hash,
-                    AuthorizationCode.consumed_at.is_(None),
-                )
-                .values(consumed_at=when)
-                .returning(AuthorizationCode),
-                execution_options={"synchronize_session": False},
-            ).one_or_none()
+            row = core(session).execute(_REDEEM, {"hash": code_hash, "now": when}).one_or_none()
             if row is None:
                 code_id = session.scalar(
                     select(AuthorizationCode.id).where(AuthorizationCode.code_hash == code_hash)

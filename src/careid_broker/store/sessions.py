@@ -8,10 +8,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from careid_broker.store._sql import insert_ignore, insert_new
+from careid_broker.store._sql import core, insert_ignore, insert_new, table_of
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import (
@@ -102,6 +102,16 @@ def _record(row: SigninSession) -> SessionRecord:
         end_reason=row.end_reason,
         selected_role_id=row.selected_role_id,
     )
+
+
+_SESSIONS = table_of(SigninSession).c
+# The session, if it is still open, share-locked until the transaction ends (the token
+# endpoint runs it for every code): one Core statement, built once.
+_SHARE_ACTIVE = (
+    select(_SESSIONS.sid)
+    .where(_SESSIONS.sid == bindparam("sid"), _SESSIONS.ended_at.is_(None))
+    .with_for_update(read=True)
+)
 
 
 class SigninSessions:
@@ -235,11 +245,7 @@ class SigninSessions:
         this returns False.
         """
         with self._store.transaction() as session:
-            active = session.scalar(
-                select(SigninSession.sid)
-                .where(SigninSession.sid == sid, SigninSession.ended_at.is_(None))
-                .with_for_update(read=True)
-            )
+            active = core(session).execute(_SHARE_ACTIVE, {"sid": sid}).scalar()
             if active is None:
                 return False
             insert_ignore(

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
-from careid_broker.store._sql import insert_ignore
+from careid_broker.store._sql import core, insert_ignore, table_of
 from careid_broker.store.engine import Store
 from careid_broker.store.models import Subject
 
 # 16 random bytes → 22 URL-safe characters (128 bits): unguessable, and carries nothing
 # about the person, unlike an email address that RPs would start to rely on.
 _SUB_BYTES = 16
+_SUBJECTS = table_of(Subject).c
+# Built once: every sign-in reads its account's row (inside its write transaction).
+_EXISTING = select(_SUBJECTS.sub, _SUBJECTS.account_dn).where(
+    _SUBJECTS.account_mail == bindparam("mail")
+)
 
 
 def normalise_mail(mail: str) -> str:
@@ -35,10 +40,10 @@ class Subjects:
         key = normalise_mail(mail)
         if not key:
             raise ValueError("an account mail address is required")
-        existing = select(Subject.sub, Subject.account_dn).where(Subject.account_mail == key)
         with self._store.transaction() as session:
+            connection = core(session)
             # Read first: every sign-in but an account's first finds its row.
-            row = session.execute(existing).one_or_none()
+            row = connection.execute(_EXISTING, {"mail": key}).one_or_none()
             if row is None:
                 insert_ignore(
                     session,
@@ -52,7 +57,7 @@ class Subjects:
                     ["account_mail"],
                 )
                 # Ours, or the one a racing instance inserted first.
-                row = session.execute(existing).one()
+                row = connection.execute(_EXISTING, {"mail": key}).one()
             if row.account_dn != dn:
                 session.execute(
                     update(Subject).where(Subject.account_mail == key).values(account_dn=dn)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from careid_broker.store._sql import insert_new, serialize_on_name
+from careid_broker.store._sql import core, insert_new, serialize_on_name
 from careid_broker.store.base import new_secret, require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import AuthorizationCode, OAuthToken
@@ -303,7 +303,7 @@ class Tokens:
         when = require_aware(now) if now is not None else self._store.now()
         with self._store.session() as session:
             row = (
-                session.connection()
+                core(session)
                 .execute(_LIVE_ACCESS_TOKEN, {"token_hash": sha256_hex(token), "now": when})
                 .one_or_none()
             )

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, delete, update
+from sqlalchemy import Row, bindparam, delete, update
 
-from careid_broker.store._sql import insert_new, row_where
+from careid_broker.store._sql import columns_of, core, insert_new, row_where, table_of
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import LoginTransaction
@@ -89,6 +89,21 @@ def _record(row: LoginTransaction | Row[Any], now: datetime) -> LoginTransaction
     )
 
 
+_TABLE = table_of(LoginTransaction)
+# Pending and unexpired → completed, returning the row: one Core statement, built once
+# (every sign-in for an RP runs it).
+_COMPLETE = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.id_hash == bindparam("hash"),
+        _TABLE.c.status == TransactionStatus.PENDING.value,
+        _TABLE.c.expires_at > bindparam("now"),
+    )
+    .values(status=TransactionStatus.COMPLETED.value, completed_at=bindparam("now"))
+    .returning(*columns_of(LoginTransaction))
+)
+
+
 class LoginTransactions:
     """Create, read, complete (once) and expire login transactions."""
 
@@ -136,17 +151,11 @@ class LoginTransactions:
         """
         now = self._store.now()
         with self._store.transaction() as session:
-            row = session.scalars(
-                update(LoginTransaction)
-                .where(
-                    LoginTransaction.id_hash == sha256_hex(transaction_id),
-                    LoginTransaction.status == TransactionStatus.PENDING.value,
-                    LoginTransaction.expires_at > now,
-                )
-                .values(status=TransactionStatus.COMPLETED.value, completed_at=now)
-                .returning(LoginTransaction),
-                execution_options={"synchronize_session": False},
-            ).one_or_none()
+            row = (
+                core(session)
+                .execute(_COMPLETE, {"hash": sha256_hex(transaction_id), "now": now})
+                .one_or_none()
+            )
             return _record(row, now) if row else None
 
     def expire(self, transaction_id: str) -> bool:
