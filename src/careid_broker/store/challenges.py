@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
+from careid_broker.store._sql import core, insert_new, table_of
 from careid_broker.store.base import require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import CardChallenge, LoginTransaction
@@ -57,6 +58,22 @@ def new_challenge() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(CHALLENGE_BYTES)).rstrip(b"=").decode()
 
 
+_TRANSACTIONS = table_of(LoginTransaction).c
+_CHALLENGES = table_of(CardChallenge).c
+# Card sign-in's statements, built once (see `_sql.select_rows_where`).
+_PENDING = select(_TRANSACTIONS.id_hash).where(
+    _TRANSACTIONS.id_hash == bindparam("hash"),
+    _TRANSACTIONS.status == TransactionStatus.PENDING.value,
+    _TRANSACTIONS.expires_at > bindparam("now"),
+)
+_CONSUME = (
+    update(table_of(CardChallenge))
+    .where(_CHALLENGES.challenge_hash == bindparam("hash"), _CHALLENGES.consumed_at.is_(None))
+    .values(consumed_at=bindparam("now"))
+    .returning(_CHALLENGES.transaction_hash, _CHALLENGES.expires_at)
+)
+
+
 class CardChallenges:
     """Issue challenges and consume them exactly once."""
 
@@ -69,12 +86,8 @@ class CardChallenges:
         now = self._store.now()
         transaction_hash = sha256_hex(transaction_id)
         with self._store.transaction() as session:
-            pending = session.scalar(
-                select(LoginTransaction.id_hash).where(
-                    LoginTransaction.id_hash == transaction_hash,
-                    LoginTransaction.status == TransactionStatus.PENDING.value,
-                    LoginTransaction.expires_at > now,
-                )
+            pending = (
+                core(session).execute(_PENDING, {"hash": transaction_hash, "now": now}).scalar()
             )
             if pending is None:
                 return None
@@ -86,8 +99,7 @@ class CardChallenges:
                 expires_at=now + self._ttl,
                 consumed_at=None,
             )
-            session.add(row)
-            session.flush()
+            insert_new(session, row)
             return IssuedChallenge(challenge=value, expires_at=row.expires_at)
 
     def consume(
@@ -106,16 +118,8 @@ class CardChallenges:
             return ChallengeOutcome.UNKNOWN
         challenge_hash = sha256_hex(challenge)
         with self._store.transaction() as session:
-            row = session.execute(
-                update(CardChallenge)
-                .where(
-                    CardChallenge.challenge_hash == challenge_hash,
-                    CardChallenge.consumed_at.is_(None),
-                )
-                .values(consumed_at=when)
-                .returning(CardChallenge.transaction_hash, CardChallenge.expires_at),
-                execution_options={"synchronize_session": False},
-            ).one_or_none()
+            consumed = core(session).execute(_CONSUME, {"hash": challenge_hash, "now": when})
+            row = consumed.one_or_none()
             if row is None:
                 known = session.scalar(
                     select(CardChallenge.challenge_hash).where(

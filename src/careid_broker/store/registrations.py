@@ -6,10 +6,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Row, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from careid_broker.store._sql import row_where
 from careid_broker.store.engine import Store
 from careid_broker.store.errors import ConflictSide, RegistrationConflictError
 from careid_broker.store.models import Registration
@@ -69,7 +71,7 @@ class RegistrationPage:
     limit: int
 
 
-def _record(row: Registration) -> RegistrationRecord:
+def _record(row: Registration | Row[Any]) -> RegistrationRecord:
     return RegistrationRecord(
         id=row.id,
         card_uuid=row.card_uuid,
@@ -146,7 +148,8 @@ class Registrations:
     def by_uuid(self, card_uuid: str) -> RegistrationRecord | None:
         """The registration of a card identity, or None."""
         with self._store.session() as session:
-            row = session.scalar(select(Registration).where(Registration.card_uuid == card_uuid))
+            # Core: every card sign-in reads it (see `_sql.select_rows_where`).
+            row = row_where(session, Registration, "card_uuid", card_uuid)
             return _record(row) if row else None
 
     def record_certificate(

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 
+from careid_broker.store._sql import row_where
 from careid_broker.store.engine import Store, upsert
 from careid_broker.store.models import OcspAnswer, OcspResponderState
 
@@ -116,7 +117,8 @@ class OcspAnswerTable:
 
     def get(self, key: str, now: datetime) -> KeptAnswer | None:
         with self._store.session() as session:
-            row = session.get(OcspAnswer, key)
+            # Core: every card sign-in whose answer is cached reads it.
+            row = row_where(session, OcspAnswer, "cert_key", key)
             if row is None or row.expires_at <= now:
                 return None
             return KeptAnswer(der=row.der, location=row.location)
