@@ -21,6 +21,7 @@ from broker_support import (
 )
 from flask import Flask
 from flask.testing import FlaskClient
+from metrics_support import samples
 
 from careid_broker.assurance import ACR_PASSWORD, AMR_PASSWORD
 from careid_broker.codes import BrokerCode, message_for
@@ -266,6 +267,10 @@ def test_a_transaction_completed_meanwhile_keeps_neither_the_session_nor_a_code(
         entry.outcome is not Outcome.SUCCESS
         for entry in audit.list_recent(event_prefix="signin.password", limit=5)
     )
+    exposition = client.get("/metrics").get_data(as_text=True)
+    found = samples(exposition)
+    succeeded = ("careid_signins_total", frozenset({("method", "password"), ("result", "success")}))
+    assert found.get(succeeded, 0) == 0  # counted only once committed
 
 
 def test_a_request_its_client_no_longer_allows_is_refused_with_the_sign_in_kept(

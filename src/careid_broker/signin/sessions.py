@@ -135,7 +135,10 @@ class SigninSessions:
                     "acr": new.record.acr,
                 },
             )
-        self._metrics.signins.inc(method=_metric_method(decision.method), result="success")
+        # Counted once it is committed: joined to a caller's transaction (a sign-in that
+        # goes on to its code), the session may yet be rolled back with it.
+        method = _metric_method(decision.method)
+        self._store.after_commit(lambda: self._metrics.signins.inc(method=method, result="success"))
         return new
 
     def end(

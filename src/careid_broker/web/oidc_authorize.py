@@ -514,6 +514,7 @@ def continue_signin(
     issued (the transaction was completed meanwhile) the session is not kept either.
     A request the client's registration no longer allows goes back to the RP with its
     error, the sign-in kept, as `resume` would.
+
     `record` is transaction `tx` as this request read it; its completion is checked
     again when the code is issued.
     """
