@@ -130,7 +130,12 @@ def test_remove_a_registration_by_keyboard(
     assert focus_outline(page) == "solid 3px rgb(33, 43, 50)"
     tab_to(page, "remove-continue")
     page.keyboard.press("Enter")
-    page.locator(".error-summary").wait_for()
+    # `autofocus` is applied at the browser's next rendering step, not as the element
+    # appears: wait for the focus itself (bounded) rather than race it.
+    page.wait_for_function(
+        "() => document.activeElement && document.activeElement.id === 'error-summary'",
+        timeout=5000,
+    )
     assert focused_id(page) == "error-summary"
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")  # the summary's link, to the box that needs words
