@@ -3,8 +3,8 @@
 The HTTP benches (`oidc_password_flow.py`, `peer_compare.py`) measure what a deployment
 sees, but this machine's speed drifts by up to 2x between runs, which hides changes of
 a few per cent. This bench runs the same flow as `oidc_password_flow.py` (GET
-/authorize → GET /login → POST /login with a real LDAP bind against slapd → GET
-and on to the RP with the code → POST /token → GET /userinfo) through the broker app itself, with
+/authorize → GET /login → POST /login with a real LDAP bind against slapd, answered
+with the RP's code → POST /token → GET /userinfo) through the broker app itself, with
 Flask's test client instead of gunicorn and HTTP, and reports per request:
 
 - the broker's CPU milliseconds (this process; slapd's own CPU is not counted);

@@ -10,9 +10,9 @@ key and the issuer (HAProxy's URL), as a trust's would.
 One sign-in is what a relying party, a browser and the agent do end to end, over real
 HTTP: GET /authorize → GET /login → either POST /login (an LDAP bind) or POST
 /card/challenge, the simulated agent signs, POST /card/authenticate (chain, OCSP cached,
-signature, registration, directory, code) → POST /token → GET
-/userinfo. Virtual users alternate password and card (--method to choose one); every
-sign-in is a new browser (no single sign-on).
+signature, registration, directory, code) → POST /token → GET /userinfo. Virtual
+users alternate password and card (--method to choose one); every sign-in is a new
+browser (no single sign-on).
 
 Each run is --warmup seconds of load (not counted), then --seconds measured: sign-ins
 completed in that window per second, their latency, the errors, and each instance's

@@ -3,11 +3,10 @@
 One sign-in is what a relying party and a browser do end to end, over real HTTP against
 `careid-broker serve` (gunicorn, 3 sync workers by default): GET /authorize → GET
 /login → POST /login (an LDAP bind as the user against a real slapd, plus the directory
-checks, and on to the RP with the code) → POST /token (client_secret_basic, PKCE) →
-GET /userinfo. Each
-virtual user is a new browser for every sign-in (its own cookies, no single sign-on),
-so every iteration pays for the password check; connections are kept alive as a
-browser's would be.
+checks; its answer sends the browser on to the RP with the code) → POST /token
+(client_secret_basic, PKCE) → GET /userinfo. Each virtual user is a new browser for
+every sign-in (its own cookies, no single sign-on), so every iteration pays for the
+password check; connections are kept alive as a browser's would be.
 
 Backends: SQLite (a WAL file) and, when a PostgreSQL server is named by --pg-url or
 CAREID_TEST_DATABASE_URL, PostgreSQL (a throwaway database, dropped afterwards).
