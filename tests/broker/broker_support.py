@@ -13,7 +13,6 @@ from flask import Blueprint, Flask, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
 from careid_broker.broker import Broker
 from careid_broker.directory import Directory
 from careid_broker.signin.sessions import SigninDecision
@@ -176,16 +175,14 @@ def install_test_signin(app: Flask) -> None:
         account = broker_of(app).directory.find_account(mail)
         assert account is not None, mail
         complete_signin(
-            SigninDecision(
-                account=account,
-                method="card" if card else "pwd",
-                acr=ACR_CARD if card else ACR_PASSWORD,
-                amr=AMR_CARD if card else AMR_PASSWORD,
-                event="signin.card" if card else "signin.password",
+            SigninDecision.by_card(
+                account,
+                card_uuid=account.care_identity_uuid,
                 org_code=account.org_code,
-                card_uuid=account.care_identity_uuid if card else None,
-                card_session=card,
+                card_session=True,
             )
+            if card
+            else SigninDecision.by_password(account)
         )
         # A browser navigates here and needs a page; a test client takes "no content".
         return ("signed in", 200) if request.method == "GET" else ("", 204)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
 from careid_broker.auditing import Auditor
 from careid_broker.directory import MailAccount
 from careid_broker.metrics import BrokerMetrics
@@ -33,6 +34,9 @@ from careid_broker.store import (
 )
 
 Method = Literal["pwd", "card"]
+# The audit events of a successful sign-in, by method.
+EVENT_PASSWORD = "signin.password"  # noqa: S105 - an audit event name
+EVENT_CARD = "signin.card"
 # Recording activity costs a database write; once a minute is plenty for idle expiry.
 TOUCH_INTERVAL = timedelta(seconds=60)
 
@@ -52,6 +56,44 @@ class SigninDecision:
     card_session: bool = False
     """Whether the agent gets a card-session id (the session lock on card removal)."""
     audit_details: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def by_password(
+        cls, account: MailAccount, *, audit_details: Mapping[str, object] | None = None
+    ) -> SigninDecision:
+        """A password sign-in: its method, assurance and audit event follow from that."""
+        return cls(
+            account=account,
+            method="pwd",
+            acr=ACR_PASSWORD,
+            amr=AMR_PASSWORD,
+            event=EVENT_PASSWORD,
+            org_code=account.org_code,
+            audit_details=audit_details or {},
+        )
+
+    @classmethod
+    def by_card(
+        cls,
+        account: MailAccount,
+        *,
+        card_uuid: str | None,
+        org_code: str | None,
+        card_session: bool,
+        audit_details: Mapping[str, object] | None = None,
+    ) -> SigninDecision:
+        """A card sign-in: its method, assurance and audit event follow from that."""
+        return cls(
+            account=account,
+            method="card",
+            acr=ACR_CARD,
+            amr=AMR_CARD,
+            event=EVENT_CARD,
+            org_code=org_code,
+            card_uuid=card_uuid,
+            card_session=card_session,
+            audit_details=audit_details or {},
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,6 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
-from careid_broker.assurance import ACR_PASSWORD, AMR_PASSWORD
 from careid_broker.codes import AupRoute, BrokerCode, Code, aup_message, message_for
 from careid_broker.directory import MailAccount
 from careid_broker.errors import BrokerError, InvalidCredentialsError
@@ -205,15 +204,7 @@ def accept() -> BaseResponse:
     if not pending.sign_in:
         return _done_page(account, tx=pending.return_tx, already=False)
     complete_signin(
-        SigninDecision(
-            account=account,
-            method="pwd",
-            acr=ACR_PASSWORD,
-            amr=AMR_PASSWORD,
-            event="signin.password",
-            org_code=account.org_code,
-            audit_details={"via": "aup"},
-        ),
+        SigninDecision.by_password(account, audit_details={"via": "aup"}),
         rp=rp,
     )
     if pending.return_tx is None:

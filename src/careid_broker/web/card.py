@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from flask import Blueprint, jsonify, render_template, request, url_for
 from flask.wrappers import Response
 
-from careid_broker.assurance import ACR_CARD, AMR_CARD
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSigninDecision
 from careid_broker.card.wiring import CardServices
 from careid_broker.codes import AupRoute, BrokerCode, aup_message
 from careid_broker.errors import BrokerError
-from careid_broker.signin.sessions import SigninDecision
+from careid_broker.signin.sessions import EVENT_CARD, SigninDecision
 from careid_broker.store import (
     LoginTransactionRecord,
     NewSession,
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 
 blueprint = Blueprint("card", __name__)
 
-EVENT_CARD = "signin.card"
 # A renewed card (same Care Identity, new certificate) signed in: its registration now
 # holds the new certificate.
 EVENT_CERTIFICATE_RENEWED = "registration.certificate_renewed"
@@ -227,14 +225,10 @@ def _signed_in(card: CardServices, decision: CardSigninDecision, bound: _Binding
         with svc.store.transaction():  # a renewed card's certificate, then the session
             _record_certificate(card, decision, bound)
             new = complete_signin(
-                SigninDecision(
-                    account=decision.account,
-                    method="card",
-                    acr=ACR_CARD,
-                    amr=AMR_CARD,
-                    event=EVENT_CARD,
-                    org_code=decision.facts.org_code,
+                SigninDecision.by_card(
+                    decision.account,
                     card_uuid=decision.card.uuid,
+                    org_code=decision.facts.org_code,
                     card_session=card.settings.session_lock,
                     audit_details=decision.facts.audit_details(),
                 ),

@@ -19,13 +19,13 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
-from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_PASSWORD, demands_card
+from careid_broker.assurance import ACR_CARD, demands_card
 from careid_broker.codes import BrokerCode, Code, message_for, status_for
 from careid_broker.directory.models import CareIdentity
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
 from careid_broker.origins import origin_of
 from careid_broker.signin.password import SigninThrottledError
-from careid_broker.signin.sessions import SigninDecision
+from careid_broker.signin.sessions import EVENT_CARD, EVENT_PASSWORD, SigninDecision
 from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, TransactionStatus
 from careid_broker.web import aup, card_binding
 from careid_broker.web import oidc_authorize as authorize_flow
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 blueprint = Blueprint("login", __name__)
 
-EVENT_PASSWORD = "signin.password"  # noqa: S105 - an audit event name
-EVENT_CARD = "signin.card"
 MAX_TX_LENGTH = 128
 
 
@@ -233,14 +231,7 @@ def submit() -> BaseResponse:
             return aup.offer_acceptance(account, tx_id=tx_id, sign_in=True)
         return error_response(checked.refusal.code, status=status_for(checked.refusal.code))
 
-    decision = SigninDecision(
-        account=account,
-        method="pwd",
-        acr=ACR_PASSWORD,
-        amr=AMR_PASSWORD,
-        event=EVENT_PASSWORD,
-        org_code=account.org_code,
-    )
+    decision = SigninDecision.by_password(account)
     if tx is None or tx_id is None:
         complete_signin(decision, rp=rp)
         return redirect(card_binding.pop_next() or url_for("login.page"), code=303)

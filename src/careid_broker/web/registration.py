@@ -20,7 +20,6 @@ from flask import Blueprint, jsonify, redirect, request, session, url_for
 from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
-from careid_broker.assurance import ACR_CARD, AMR_CARD
 from careid_broker.card.service import CardRefusal
 from careid_broker.card.wiring import CardServices
 from careid_broker.codes import AupRoute, BrokerCode, Code, aup_message, message_for, status_for
@@ -357,14 +356,10 @@ def confirm(
         "careid_card_registrations_total", "Smartcards registered (linked to an account)."
     ).inc()
     new = complete_signin(
-        SigninDecision(
-            account=confirmed.account,
-            method="card",
-            acr=ACR_CARD,
-            amr=AMR_CARD,
-            event="signin.card",
-            org_code=confirmed.account.org_code,
+        SigninDecision.by_card(
+            confirmed.account,
             card_uuid=record.card_uuid,
+            org_code=confirmed.account.org_code,
             card_session=card.settings.session_lock,
             audit_details={"uuid": record.card_uuid, "via": "registration"},
         )
