@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -196,6 +198,28 @@ def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(tmp_path: Path)
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 7000
     finally:
+        store.dispose()
+
+
+def test_a_write_lock_held_elsewhere_past_the_busy_timeout_is_unavailable(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Another program (a `sqlite3` shell, a backup) holding the write lock, outside the
+    broker's write gate: BEGIN IMMEDIATE waits out the busy timeout, then the store
+    fails closed as unavailable, not with a raw driver error."""
+    path = tmp_path / "b.db"
+    shutil.copyfile(sqlite_template, path)
+    store = create_store(f"sqlite:///{path}", busy_timeout=timedelta(milliseconds=200))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        LoginTransactions(store).create(REQUEST)  # WAL is on
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailableError, match="locked"):
+            LoginTransactions(store).create(REQUEST)
+        other.execute("ROLLBACK")
+        assert LoginTransactions(store).create(REQUEST).record is not None
+    finally:
+        other.close()
         store.dispose()
 
 

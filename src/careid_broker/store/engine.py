@@ -539,8 +539,18 @@ def _sqlite_engine(url: URL, *, busy_timeout: timedelta, echo: bool) -> Engine:
     def _begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: concurrent writers wait in the busy
         # handler instead of failing when a deferred read lock cannot be upgraded.
+        # Straight to the sqlite3 connection: through SQLAlchemy's execution machinery
+        # (`exec_driver_sql`) the BEGIN cost several times the statement itself, twice
+        # or more per request. PostgreSQL's driver sends its BEGIN below SQLAlchemy too,
+        # so neither store counts it among the statements run.
+        # Errors are wrapped as SQLAlchemy would have ("database is locked" must still
+        # become an OperationalError, hence StoreUnavailableError).
         write = bool(conn.get_execution_options().get(WRITE_OPTION))
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
+        statement = "BEGIN IMMEDIATE" if write else "BEGIN DEFERRED"
+        try:
+            conn.connection.driver_connection.execute(statement)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
     return engine
 
