@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Connection, Insert, Row, Select, Table, bindparam, insert, select, text
+from sqlalchemy import Connection, Select, Table, bindparam, insert, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from careid_broker.store.base import Base
+from careid_broker.store.prepared import Prepared
 
 # Keys for pg_advisory_xact_lock: fixed, arbitrary 64-bit numbers, one per serialized
 # resource. They only need to differ from each other and from other applications'
@@ -24,7 +25,7 @@ def dialect_name(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-_IGNORING: dict[tuple[str, Table, tuple[str, ...]], Insert] = {}
+_IGNORING: dict[tuple[str, Table, tuple[str, ...], frozenset[str]], Prepared] = {}
 
 
 def insert_ignore(
@@ -35,11 +36,11 @@ def insert_ignore(
     A conditional insert rather than try/except IntegrityError: on PostgreSQL a failed
     INSERT aborts the whole transaction, and two instances may race to insert. The
     statement is built once per dialect, table and conflict target, `values` its
-    parameters.
+    parameters (a `Prepared` statement, per set of columns given).
     """
     table = cast(Table, model.__table__)
     dialect = dialect_name(session)
-    key = (dialect, table, tuple(conflict_columns))
+    key = (dialect, table, tuple(conflict_columns), frozenset(values))
     statement = _IGNORING.get(key)
     if statement is None:
         # RETURNING, not rowcount: psycopg reports -1 for an INSERT run through the ORM.
@@ -48,13 +49,12 @@ def insert_ignore(
             pg_stmt = postgresql.insert(table).on_conflict_do_nothing(
                 index_elements=conflict_columns
             )
-            statement = pg_stmt.returning(marker)
+            statement = Prepared(pg_stmt.returning(marker), column_keys=values)
         else:
             lite_stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
-            statement = lite_stmt.returning(marker)
+            statement = Prepared(lite_stmt.returning(marker), column_keys=values)
         _IGNORING[key] = statement
-    inserted = core(session).execute(statement, values).first()
-    return inserted is not None
+    return bool(statement.rows(session, values))
 
 
 def serialize_on(session: Session, lock_key: int) -> None:
@@ -91,11 +91,11 @@ def serialize_on_name(session: Session, name: str) -> None:
         )
 
 
-_INSERTS: dict[Table, Insert] = {}
+_INSERTS: dict[tuple[Table, frozenset[str]], Prepared] = {}
 
 
 def insert_new(session: Session, row: Base) -> None:
-    """INSERT a new, unsaved mapped object as one Core statement, in `session`'s
+    """INSERT a new, unsaved mapped object as one prepared statement, in `session`'s
     transaction, bypassing the ORM's unit of work (which costs several times the
     statement itself on the hot path). The object stays outside the session; an
     integer `id` the database assigns is set on it.
@@ -113,15 +113,17 @@ def insert_new(session: Session, row: Base) -> None:
         if attr.key in state.dict
     }
     table = cast(Table, mapper.local_table)
-    statement = _INSERTS.get(table)
+    key = (table, frozenset(values))
+    statement = _INSERTS.get(key)
+    numbered = "id" in table.c and table.c.id.primary_key
     if statement is None:
-        statement = insert(table)
-        if "id" in table.c and table.c.id.primary_key:
-            statement = statement.returning(table.c.id)
-        _INSERTS[table] = statement
-    result = core(session).execute(statement, values)
-    if "id" in table.c and table.c.id.primary_key:
-        row.id = result.scalar_one()  # type: ignore[attr-defined]
+        plain = insert(table)
+        statement = Prepared(plain.returning(table.c.id) if numbered else plain, column_keys=values)
+        _INSERTS[key] = statement
+    if numbered:
+        row.id = statement.one(session, values).id  # type: ignore[attr-defined]
+    else:
+        statement.run(session, values)
 
 
 _SELECTS: dict[tuple[Table, str], Select[Any]] = {}
@@ -163,10 +165,17 @@ def select_rows_where(model: type[Base], column: str, *, many: bool = False) -> 
     return statement
 
 
-def row_where(session: Session, model: type[Base], column: str, value: Any) -> Row[Any] | None:
-    """The row of `model`'s table whose unique `column` is `value`, or None (see
-    `select_rows_where`)."""
-    return core(session).execute(select_rows_where(model, column), {"value": value}).one_or_none()
+_ROWS_WHERE: dict[tuple[Table, str], Prepared] = {}
+
+
+def row_where(session: Session, model: type[Base], column: str, value: Any) -> Any | None:
+    """The row of `model`'s table whose unique `column` is `value`, or None: a
+    `Prepared` `select_rows_where`, whose row reads like the mapped object."""
+    key = (table_of(model), column)
+    statement = _ROWS_WHERE.get(key)
+    if statement is None:
+        statement = _ROWS_WHERE[key] = Prepared(select_rows_where(model, column))
+    return statement.one_or_none(session, {"value": value})
 
 
 def core(session: Session) -> Connection:

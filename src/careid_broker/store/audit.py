@@ -26,6 +26,7 @@ from sqlalchemy import Select, insert, select
 from careid_broker.store._sql import AUDIT_CHAIN_LOCK, serialize_on
 from careid_broker.store.engine import Store
 from careid_broker.store.models import AuditEntry
+from careid_broker.store.prepared import Prepared
 
 GENESIS_HASH = "0" * 64
 
@@ -159,7 +160,7 @@ def _record(row: AuditEntry) -> AuditRecord:
 
 
 _HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-_APPEND = insert(AuditEntry)
+_PREPARED_HEAD = Prepared(_HEAD)
 _MEMO_HEAD = "audit.head"
 _COLUMNS = (
     "seq",
@@ -175,6 +176,7 @@ _COLUMNS = (
     "prev_hash",
     "hash",
 )
+_APPEND = Prepared(insert(AuditEntry), column_keys=(*_COLUMNS, "outcome"))
 
 
 class AuditLog:
@@ -209,9 +211,8 @@ class AuditLog:
         # gives back later (tuples become lists, keys become strings).
         clean_details = json.loads(json.dumps(details or {}, allow_nan=False))
         with self._store.transaction() as session:
-            # Core, not the ORM's unit of work: every sign-in appends, and an entry is
-            # never read back through this session.
-            connection = session.connection()
+            # Prepared statements, not the ORM's unit of work: every sign-in appends,
+            # and an entry is never read back through this session.
             memo = self._store.transaction_memo()
             head: ChainHead | None = memo.get(_MEMO_HEAD)
             if head is None:
@@ -219,7 +220,7 @@ class AuditLog:
                 # transaction ends) and read its head. A second entry (a sign-in and
                 # its code) chains onto the first without asking again.
                 serialize_on(session, AUDIT_CHAIN_LOCK)
-                row = connection.execute(_HEAD).one_or_none()
+                row = _PREPARED_HEAD.one_or_none(session, {})
                 head = ChainHead(seq=row.seq, hash=row.hash) if row else None
             unhashed = AuditRecord(
                 seq=(head.seq + 1) if head else 1,
@@ -238,8 +239,8 @@ class AuditLog:
                 hash="",
             )
             record = replace(unhashed, hash=entry_hash(_hashed_fields(unhashed)))
-            connection.execute(
-                _APPEND,
+            _APPEND.run(
+                session,
                 {
                     **{name: getattr(record, name) for name in _COLUMNS},
                     "outcome": record.outcome.value,

@@ -11,10 +11,11 @@ from enum import StrEnum
 
 from sqlalchemy import bindparam, select, update
 
-from careid_broker.store._sql import core, insert_new, table_of
+from careid_broker.store._sql import insert_new, table_of
 from careid_broker.store.base import require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import CardChallenge, LoginTransaction
+from careid_broker.store.prepared import Prepared
 from careid_broker.store.transactions import TransactionStatus
 from careid_protocol.errors import ErrorCode
 
@@ -60,13 +61,15 @@ def new_challenge() -> str:
 
 _TRANSACTIONS = table_of(LoginTransaction).c
 _CHALLENGES = table_of(CardChallenge).c
-# Card sign-in's statements, built once (see `_sql.select_rows_where`).
-_PENDING = select(_TRANSACTIONS.id_hash).where(
-    _TRANSACTIONS.id_hash == bindparam("hash"),
-    _TRANSACTIONS.status == TransactionStatus.PENDING.value,
-    _TRANSACTIONS.expires_at > bindparam("now"),
+# Card sign-in's statements, compiled once (see `prepared`).
+_PENDING = Prepared(
+    select(_TRANSACTIONS.id_hash).where(
+        _TRANSACTIONS.id_hash == bindparam("hash"),
+        _TRANSACTIONS.status == TransactionStatus.PENDING.value,
+        _TRANSACTIONS.expires_at > bindparam("now"),
+    )
 )
-_CONSUME = (
+_CONSUME = Prepared(
     update(table_of(CardChallenge))
     .where(_CHALLENGES.challenge_hash == bindparam("hash"), _CHALLENGES.consumed_at.is_(None))
     .values(consumed_at=bindparam("now"))
@@ -86,9 +89,7 @@ class CardChallenges:
         now = self._store.now()
         transaction_hash = sha256_hex(transaction_id)
         with self._store.transaction() as session:
-            pending = (
-                core(session).execute(_PENDING, {"hash": transaction_hash, "now": now}).scalar()
-            )
+            pending = _PENDING.scalar(session, {"hash": transaction_hash, "now": now})
             if pending is None:
                 return None
             value = new_challenge()
@@ -118,8 +119,7 @@ class CardChallenges:
             return ChallengeOutcome.UNKNOWN
         challenge_hash = sha256_hex(challenge)
         with self._store.transaction() as session:
-            consumed = core(session).execute(_CONSUME, {"hash": challenge_hash, "now": when})
-            row = consumed.one_or_none()
+            row = _CONSUME.one_or_none(session, {"hash": challenge_hash, "now": when})
             if row is None:
                 known = session.scalar(
                     select(CardChallenge.challenge_hash).where(

@@ -11,10 +11,11 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, select, update
 
-from careid_broker.store._sql import columns_of, core, insert_new, row_where, table_of
+from careid_broker.store._sql import columns_of, insert_new, row_where, table_of
 from careid_broker.store.base import new_secret, require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import AuthorizationCode, OAuthToken
+from careid_broker.store.prepared import Prepared
 from careid_broker.store.tokens import revoke_tokens_where
 
 
@@ -85,7 +86,7 @@ def _grant(row: AuthorizationCode | Row[Any]) -> CodeGrant:
 
 _TABLE = table_of(AuthorizationCode)
 # An unused code → used now, returning the row: one Core statement, built once.
-_REDEEM = (
+_REDEEM = Prepared(
     update(_TABLE)
     .where(_TABLE.c.code_hash == bindparam("hash"), _TABLE.c.consumed_at.is_(None))
     .values(consumed_at=bindparam("now"))
@@ -158,7 +159,7 @@ class AuthorizationCodes:
         when = require_aware(now) if now is not None else self._store.now()
         code_hash = sha256_hex(code)
         with self._store.transaction() as session:
-            row = core(session).execute(_REDEEM, {"hash": code_hash, "now": when}).one_or_none()
+            row = _REDEEM.one_or_none(session, {"hash": code_hash, "now": when})
             if row is None:
                 code_id = session.scalar(
                     select(AuthorizationCode.id).where(AuthorizationCode.code_hash == code_hash)

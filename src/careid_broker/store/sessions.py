@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from careid_broker.store._sql import core, insert_ignore, insert_new, table_of
+from careid_broker.store._sql import insert_ignore, insert_new, table_of
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import (
@@ -20,6 +20,7 @@ from careid_broker.store.models import (
     SessionRelyingParty,
     SigninSession,
 )
+from careid_broker.store.prepared import Prepared
 from careid_broker.store.subjects import normalise_mail
 from careid_broker.store.tokens import lock_families_where, revoke_tokens_where
 
@@ -107,7 +108,7 @@ def _record(row: SigninSession) -> SessionRecord:
 _SESSIONS = table_of(SigninSession).c
 # The session, if it is still open, share-locked until the transaction ends (the token
 # endpoint runs it for every code): one Core statement, built once.
-_SHARE_ACTIVE = (
+_SHARE_ACTIVE = Prepared(
     select(_SESSIONS.sid)
     .where(_SESSIONS.sid == bindparam("sid"), _SESSIONS.ended_at.is_(None))
     .with_for_update(read=True)
@@ -245,7 +246,7 @@ class SigninSessions:
         this returns False.
         """
         with self._store.transaction() as session:
-            active = core(session).execute(_SHARE_ACTIVE, {"sid": sid}).scalar()
+            active = _SHARE_ACTIVE.scalar(session, {"sid": sid})
             if active is None:
                 return False
             insert_ignore(

@@ -6,17 +6,18 @@ import secrets
 
 from sqlalchemy import bindparam, select, update
 
-from careid_broker.store._sql import core, insert_ignore, table_of
+from careid_broker.store._sql import insert_ignore, table_of
 from careid_broker.store.engine import Store
 from careid_broker.store.models import Subject
+from careid_broker.store.prepared import Prepared
 
 # 16 random bytes → 22 URL-safe characters (128 bits): unguessable, and carries nothing
 # about the person, unlike an email address that RPs would start to rely on.
 _SUB_BYTES = 16
 _SUBJECTS = table_of(Subject).c
 # Built once: every sign-in reads its account's row (inside its write transaction).
-_EXISTING = select(_SUBJECTS.sub, _SUBJECTS.account_dn).where(
-    _SUBJECTS.account_mail == bindparam("mail")
+_EXISTING = Prepared(
+    select(_SUBJECTS.sub, _SUBJECTS.account_dn).where(_SUBJECTS.account_mail == bindparam("mail"))
 )
 
 
@@ -41,9 +42,8 @@ class Subjects:
         if not key:
             raise ValueError("an account mail address is required")
         with self._store.transaction() as session:
-            connection = core(session)
             # Read first: every sign-in but an account's first finds its row.
-            row = connection.execute(_EXISTING, {"mail": key}).one_or_none()
+            row = _EXISTING.one_or_none(session, {"mail": key})
             if row is None:
                 insert_ignore(
                     session,
@@ -57,7 +57,7 @@ class Subjects:
                     ["account_mail"],
                 )
                 # Ours, or the one a racing instance inserted first.
-                row = connection.execute(_EXISTING, {"mail": key}).one()
+                row = _EXISTING.one(session, {"mail": key})
             if row.account_dn != dn:
                 session.execute(
                     update(Subject).where(Subject.account_mail == key).values(account_dn=dn)

@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from careid_broker.store._sql import core, insert_new, serialize_on_name
+from careid_broker.store._sql import insert_new, serialize_on_name
 from careid_broker.store.base import new_secret, require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import AuthorizationCode, OAuthToken
+from careid_broker.store.prepared import Prepared
 
 
 class TokenKind(StrEnum):
@@ -116,7 +117,7 @@ _TOKENS = _TOKEN_TABLE.c
 _CODES = _CODE_TABLE.c
 # A live access token and the claims of its grant: one Core statement, built once (it
 # runs for every userinfo request).
-_LIVE_ACCESS_TOKEN = (
+_LIVE_ACCESS_TOKEN = Prepared(
     select(
         _TOKENS.client_id,
         _TOKENS.sub,
@@ -302,10 +303,8 @@ class Tokens:
         """A live access token (not expired, not revoked), or None."""
         when = require_aware(now) if now is not None else self._store.now()
         with self._store.session() as session:
-            row = (
-                core(session)
-                .execute(_LIVE_ACCESS_TOKEN, {"token_hash": sha256_hex(token), "now": when})
-                .one_or_none()
+            row = _LIVE_ACCESS_TOKEN.one_or_none(
+                session, {"token_hash": sha256_hex(token), "now": when}
             )
             if row is None:
                 return None

@@ -13,10 +13,11 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, update
 
-from careid_broker.store._sql import columns_of, core, insert_new, row_where, table_of
+from careid_broker.store._sql import columns_of, insert_new, row_where, table_of
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import LoginTransaction
+from careid_broker.store.prepared import Prepared
 
 
 class TransactionStatus(StrEnum):
@@ -92,7 +93,7 @@ def _record(row: LoginTransaction | Row[Any], now: datetime) -> LoginTransaction
 _TABLE = table_of(LoginTransaction)
 # Pending and unexpired → completed, returning the row: one Core statement, built once
 # (every sign-in for an RP runs it).
-_COMPLETE = (
+_COMPLETE = Prepared(
     update(_TABLE)
     .where(
         _TABLE.c.id_hash == bindparam("hash"),
@@ -151,11 +152,7 @@ class LoginTransactions:
         """
         now = self._store.now()
         with self._store.transaction() as session:
-            row = (
-                core(session)
-                .execute(_COMPLETE, {"hash": sha256_hex(transaction_id), "now": now})
-                .one_or_none()
-            )
+            row = _COMPLETE.one_or_none(session, {"hash": sha256_hex(transaction_id), "now": now})
             return _record(row, now) if row else None
 
     def expire(self, transaction_id: str) -> bool:
