@@ -10,7 +10,11 @@ same machine:
 2. `careid-broker serve` on SQLite (and on PostgreSQL when a server is named), driven
    by the same `drive.py` — a password sign-in with a real LDAP bind against slapd,
    every write the broker makes durable before it answers;
-3. optionally (`--card`), `bench/card_signin.py` for complete card sign-ins.
+3. optionally (`--card`), `bench/card_signin.py` for complete card sign-ins;
+4. optionally (`--floor`), `bench/floor_op.py`: the least an OpenID Provider on the
+   same stack (Flask, gunicorn with the same workers) does for the driver's flow,
+   without and with durable SQLite writes — the ceiling the stack itself sets, so the
+   broker's own work per flow can be told from the framework's.
 
 and prints one JSON document: each measurement, our rate as a ratio to the peer's, the
 broker's CPU per sign-in and its work per sign-in (database transactions and
@@ -23,7 +27,7 @@ Timing is never a pass/fail test: this prints, and exits non-zero only when a ru
 errors. Loopback only; needs Node.js and npm (the peer installs itself with `npm ci`),
 and slapd.
 
-Run: .venv/bin/python bench/peer_compare.py [--seconds 20] [--users 8] [--card]
+Run: .venv/bin/python bench/peer_compare.py [--seconds 20] [--users 8] [--card] [--floor]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -38,6 +43,9 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker_bench import (
     PEER_CLIENT_ID,
@@ -182,6 +190,60 @@ def _measure_broker(peer: Path, server: Server, args: argparse.Namespace) -> Any
     return result
 
 
+def _measure_floor(peer: Path, mode: str, folder: Path, args: argparse.Namespace) -> Any:
+    """`floor_op.py` (the least an OP on this stack does) under gunicorn, driven alike."""
+    port = free_port()
+    key = folder / "floor-key.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    database = folder / f"floor-{mode}.db"
+    env = {
+        **os.environ,
+        "FLOOR_ISSUER": f"http://127.0.0.1:{port}",
+        "FLOOR_KEY": str(key),
+        "FLOOR_SECRET": secrets.token_hex(16),
+        "FLOOR_MODE": mode,
+        "FLOOR_DB": str(database),
+    }
+    if mode == "sqlite":
+        subprocess.run(
+            [sys.executable, "-c", f"import floor_op; floor_op.create_schema({str(database)!r})"],
+            cwd=HERE,
+            env=env,
+            check=True,
+        )
+    gunicorn = [sys.executable, "-m", "gunicorn", "--chdir", str(HERE), "floor_op:app"]
+    process = subprocess.Popen(
+        [*gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers)]
+        + (["--threads", str(args.threads)] if args.threads > 1 else [])
+        + ["--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
+                with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback http
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("floor_op did not start") from None
+                time.sleep(0.1)
+        return _drive(
+            peer, f"http://127.0.0.1:{port}", process.pid, args, "--peer", f"floor-{mode}"
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
 def _card(args: argparse.Namespace, backend: str) -> Any:
     command = [
         sys.executable,
@@ -211,6 +273,11 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--card", action="store_true", help="also run bench/card_signin.py")
     parser.add_argument("--card-signins", type=int, default=600)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench/floor_op.py: the stack alone, without the broker's work",
+    )
     add_server_arguments(parser)
     args = parser.parse_args()
     backends = select_backends(parser, args)
@@ -238,6 +305,14 @@ def main() -> int:
                 entry["card_signin"] = card
                 entry["card_ratio"] = round(card["signins_per_second"] / peer_rate, 3)
             results.append(entry)
+        floor = [
+            {
+                "mode": mode,
+                "password_flow": (measured := _measure_floor(peer, mode, Path(raw), args)),
+                "ratio": round(float(measured["flows_per_s"] or 0) / peer_rate, 3),
+            }
+            for mode in (("stateless", "sqlite") if args.floor else ())
+        ]
     report = {
         "benchmark": "peer_compare",
         "server": server_label(args),
@@ -247,6 +322,8 @@ def main() -> int:
         "targets": TARGETS,
         "results": results,
     }
+    if floor:
+        report["stack_floor"] = floor
     print(json.dumps(report, indent=2))
     errors = bool(reference.get("errors")) or any(r["password_flow"].get("errors") for r in results)
     return 1 if errors else 0
