@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, MultipleResultsFound
 
 from careid_broker.store import Store, StoreUnavailableError, create_store
-from careid_broker.store._sql import columns_of, core, select_rows_where, table_of
+from careid_broker.store._sql import columns_of, core, rows_where_in, select_rows_where, table_of
 from careid_broker.store.models import LoginTransaction
 from careid_broker.store.prepared import Prepared
 
@@ -164,6 +164,18 @@ def test_statement_listeners_are_told(stored: Store) -> None:
 
 
 def test_statements_that_need_sqlalchemy_at_run_time_are_refused(store: Store) -> None:
-    expanding = Prepared(select_rows_where(LoginTransaction, "id_hash", many=True))
+    expanding = Prepared(
+        select(TABLE.c.id_hash).where(TABLE.c.id_hash.in_(bindparam("value", expanding=True)))
+    )
     with store.session() as session, pytest.raises(ValueError, match="run time"):
         expanding.rows(session, {"value": ["a" * 64]})
+
+
+def test_rows_where_in_reads_any_handful_of_values(stored: Store) -> None:
+    with stored.session() as session:
+        assert rows_where_in(session, LoginTransaction, "id_hash", []) == []
+        one = rows_where_in(session, LoginTransaction, "id_hash", ["b" * 64])
+        some = rows_where_in(session, LoginTransaction, "id_hash", ["c" * 64, "z", "a" * 64])
+    assert [row.client_id for row in one] == ["other"]
+    assert sorted(row.id_hash for row in some) == ["a" * 64, "c" * 64]
+    assert all(row.created_at == CREATED for row in some)

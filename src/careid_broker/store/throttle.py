@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
-from careid_broker.store._sql import core, insert_ignore, select_rows_where
+from careid_broker.store._sql import insert_ignore, rows_where_in
 from careid_broker.store.base import require_aware
 from careid_broker.store.engine import Store
 from careid_broker.store.models import ThrottleCounter
@@ -140,9 +140,8 @@ class Throttle:
     ) -> tuple[ThrottleState, ...]:
         """The states of several keys, in their order, read in one query."""
         when = require_aware(now) if now is not None else self._store.now()
-        statement = select_rows_where(ThrottleCounter, "key", many=True)
         with self._store.session() as session:
-            rows = {row.key: row for row in core(session).execute(statement, {"value": list(keys)})}
+            rows = {row.key: row for row in rows_where_in(session, ThrottleCounter, "key", keys)}
         return tuple(
             ThrottleState(
                 key=key,
