@@ -120,6 +120,20 @@ def _drive(peer: Path, base_url: str, pid: int, args: argparse.Namespace, *extra
     return result
 
 
+def _wait_for_discovery(base: str, process: subprocess.Popen[bytes], name: str) -> None:
+    """Until the provider started as `process` serves its discovery document (30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            url = f"{base}/.well-known/openid-configuration"
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback http
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start") from None
+            time.sleep(0.1)
+
+
 def _measure_peer(peer: Path, args: argparse.Namespace) -> Any:
     port = free_port()
     log = (Path(tempfile.gettempdir()) / f"peer-op-{port}.log").open("wb")
@@ -132,16 +146,7 @@ def _measure_peer(peer: Path, args: argparse.Namespace) -> Any:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                url = f"{base}/.well-known/openid-configuration"
-                with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback http
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("op.mjs did not start") from None
-                time.sleep(0.1)
+        _wait_for_discovery(base, process, "op.mjs")
         version = json.loads((peer / "node_modules" / "oidc-provider" / "package.json").read_text())
         return _drive(
             peer,
@@ -226,16 +231,7 @@ def _measure_floor(peer: Path, mode: str, folder: Path, args: argparse.Namespace
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
-                with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback http
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("floor_op did not start") from None
-                time.sleep(0.1)
+        _wait_for_discovery(f"http://127.0.0.1:{port}", process, "floor_op")
         return _drive(
             peer, f"http://127.0.0.1:{port}", process.pid, args, "--peer", f"floor-{mode}"
         )
