@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select, text
+from sqlalchemy import Select, Table, bindparam, insert, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -196,10 +196,3 @@ def rows_where_in(
         statement = Prepared(select_rows_where(model, column, count=len(values)))
         _ROWS_WHERE_IN[key] = statement
     return statement.rows(session, {f"v{n}": value for n, value in enumerate(values)})
-
-
-def core(session: Session) -> Connection:
-    """`session`'s connection for a Core statement, after flushing what the session
-    holds: the statement then sees the transaction's writes as an ORM query would."""
-    session.flush()
-    return session.connection()

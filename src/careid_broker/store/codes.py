@@ -85,7 +85,7 @@ def _grant(row: AuthorizationCode | Row[Any]) -> CodeGrant:
 
 
 _TABLE = table_of(AuthorizationCode)
-# An unused code → used now, returning the row: one Core statement, built once.
+# An unused code → used now, returning the row: one statement, compiled once.
 _REDEEM = Prepared(
     update(_TABLE)
     .where(_TABLE.c.code_hash == bindparam("hash"), _TABLE.c.consumed_at.is_(None))

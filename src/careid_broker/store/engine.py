@@ -538,13 +538,12 @@ def _sqlite_engine(url: URL, *, busy_timeout: timedelta, echo: bool) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: concurrent writers wait in the busy
-        # handler instead of failing when a deferred read lock cannot be upgraded.
-        # Straight to the sqlite3 connection: through SQLAlchemy's execution machinery
-        # (`exec_driver_sql`) the BEGIN cost several times the statement itself, twice
-        # or more per request. PostgreSQL's driver sends its BEGIN below SQLAlchemy too,
-        # so neither store counts it among the statements run.
-        # Errors are wrapped as SQLAlchemy would have ("database is locked" must still
-        # become an OperationalError, hence StoreUnavailableError).
+        # handler instead of failing when a deferred read lock cannot be upgraded. Sent
+        # straight to the sqlite3 connection: through SQLAlchemy's `exec_driver_sql`
+        # the BEGIN cost several times the statement itself, twice or more per request
+        # (PostgreSQL's driver sends its BEGIN below SQLAlchemy too, so neither backend
+        # counts it among the statements run). Errors are wrapped as SQLAlchemy's own:
+        # "database is locked" must still become StoreUnavailableError.
         write = bool(conn.get_execution_options().get(WRITE_OPTION))
         statement = "BEGIN IMMEDIATE" if write else "BEGIN DEFERRED"
         try:

@@ -152,7 +152,7 @@ def _compile(statement: Executable, dialect: Dialect, column_keys: list[str] | N
     if getattr(compiled, "escaped_bind_names", None):
         raise ValueError("Prepared statements take plain parameter names")
     for name, bind in binds.items():
-        if bind.expanding or bind.literal_execute:
+        if bind.expanding or bind.literal_execute or bind.callable is not None:
             raise ValueError(f"parameter {name!r} needs SQLAlchemy at run time")
     table = getattr(statement, "table", None)
     if table is not None and column_keys is not None:

@@ -107,7 +107,7 @@ def _record(row: SigninSession) -> SessionRecord:
 
 _SESSIONS = table_of(SigninSession).c
 # The session, if it is still open, share-locked until the transaction ends (the token
-# endpoint runs it for every code): one Core statement, built once.
+# endpoint runs it for every code): one statement, compiled once.
 _SHARE_ACTIVE = Prepared(
     select(_SESSIONS.sid)
     .where(_SESSIONS.sid == bindparam("sid"), _SESSIONS.ended_at.is_(None))

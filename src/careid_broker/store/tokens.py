@@ -115,7 +115,7 @@ _TOKEN_TABLE = OAuthToken.__table__
 _CODE_TABLE = AuthorizationCode.__table__
 _TOKENS = _TOKEN_TABLE.c
 _CODES = _CODE_TABLE.c
-# A live access token and the claims of its grant: one Core statement, built once (it
+# A live access token and the claims of its grant: one statement, compiled once (it
 # runs for every userinfo request).
 _LIVE_ACCESS_TOKEN = Prepared(
     select(

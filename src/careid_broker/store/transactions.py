@@ -91,7 +91,7 @@ def _record(row: LoginTransaction | Row[Any], now: datetime) -> LoginTransaction
 
 
 _TABLE = table_of(LoginTransaction)
-# Pending and unexpired → completed, returning the row: one Core statement, built once
+# Pending and unexpired → completed, returning the row: one statement, compiled once
 # (every sign-in for an RP runs it).
 _COMPLETE = Prepared(
     update(_TABLE)
