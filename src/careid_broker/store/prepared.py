@@ -15,6 +15,7 @@ store's statement counter); a driver error becomes SQLAlchemy's `DBAPIError` sub
 (so "database is locked" is still an `OperationalError`, hence "store unavailable") and
 a dropped connection is invalidated. Statements that need SQLAlchemy at run time
 (expanding `IN` parameters, Python-side column defaults) are refused when compiled.
+Only SQLAlchemy's own SQL echo (`create_store(echo=True)`, for debugging) misses them.
 """
 
 from __future__ import annotations
