@@ -321,7 +321,9 @@ def main() -> int:
     if floor:
         report["stack_floor"] = floor
     print(json.dumps(report, indent=2))
-    errors = bool(reference.get("errors")) or any(r["password_flow"].get("errors") for r in results)
+    errors = bool(reference.get("errors")) or any(
+        r["password_flow"].get("errors") for r in [*results, *floor]
+    )
     return 1 if errors else 0
 
 
