@@ -42,6 +42,7 @@ from careid_broker.directory.bindresult import PPOLICY_REQUEST
 from careid_broker.directory.config import DirectoryConfig, ServerAddress, TlsMode
 from careid_broker.directory.pool import UNOBSERVED, PoolObserver, ServerPool
 from careid_broker.directory.refusal import refusal_for, restriction_after_bind
+from careid_broker.directory.search_request import send_search
 from careid_broker.errors import BrokerError, DirectoryUnavailableError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ T = TypeVar("T")
 # RFC 4511 result codes the adapter tells apart.
 RESULT_SUCCESS = 0
 RESULT_SIZE_LIMIT_EXCEEDED = 4
+# ldap3's scope names as the protocol's numbers (RFC 4511 §4.5.1.2).
+_SCOPES = {BASE: 0, SUBTREE: 2}
 
 
 class ServerFault(Exception):
@@ -406,14 +409,25 @@ class Connector:
     ) -> SearchResult:
         """Run a search on a bound connection and decode every value as UTF-8."""
         self._observer.request_sent("search")
-        connection.search(
-            base,
-            search_filter,
-            search_scope=BASE if base_only else SUBTREE,
-            attributes=attributes or ["1.1"],
+        scope = BASE if base_only else SUBTREE
+        sent = send_search(
+            connection,
+            base=base,
+            scope=_SCOPES[scope],
             size_limit=size_limit,
             time_limit=self._receive_timeout,
+            search_filter=search_filter,
+            attributes=attributes or ["1.1"],
         )
+        if not sent:
+            connection.search(
+                base,
+                search_filter,
+                search_scope=scope,
+                attributes=attributes or ["1.1"],
+                size_limit=size_limit,
+                time_limit=self._receive_timeout,
+            )
         result = cast(dict[str, Any], connection.result or {})
         code = result.get("result")
         if code not in (RESULT_SUCCESS, RESULT_SIZE_LIMIT_EXCEEDED):
