@@ -136,6 +136,12 @@ def test_filters_outside_the_subset_are_left_to_ldap3(search_filter: str) -> Non
     assert encode_filter(search_filter) is None
 
 
+def test_a_negative_limit_is_left_to_ldap3() -> None:
+    search = {"base": "", "scope": 2, "search_filter": "(cn=a)", "attributes": ["cn"]}
+    assert search_message(1, size_limit=-1, time_limit=0, **search) is None
+    assert search_message(1, size_limit=0, time_limit=-5, **search) is None
+
+
 def test_lookups_go_out_without_ldap3_building_the_request(
     directory: LdapDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

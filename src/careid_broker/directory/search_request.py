@@ -155,22 +155,25 @@ def search_message(
     encoded_filter = encode_filter(search_filter)
     if encoded_filter is None:
         return None
-    request = b"".join(
-        (
-            _tlv(_OCTET_STRING, base.encode("utf-8")),
-            _integer(_ENUMERATED, scope),
-            _integer(_ENUMERATED, DEREF_ALWAYS),
-            _integer(_INTEGER, size_limit),
-            _integer(_INTEGER, time_limit),
-            _tlv(_BOOLEAN, b"\x00"),
-            encoded_filter,
-            _tlv(
-                _SEQUENCE,
-                b"".join(_tlv(_OCTET_STRING, name.encode("utf-8")) for name in attributes),
-            ),
+    try:
+        request = b"".join(
+            (
+                _tlv(_OCTET_STRING, base.encode("utf-8")),
+                _integer(_ENUMERATED, scope),
+                _integer(_ENUMERATED, DEREF_ALWAYS),
+                _integer(_INTEGER, size_limit),
+                _integer(_INTEGER, time_limit),
+                _tlv(_BOOLEAN, b"\x00"),
+                encoded_filter,
+                _tlv(
+                    _SEQUENCE,
+                    b"".join(_tlv(_OCTET_STRING, name.encode("utf-8")) for name in attributes),
+                ),
+            )
         )
-    )
-    return _tlv(_SEQUENCE, _integer(_INTEGER, message_id) + _tlv(_SEARCH_REQUEST, request))
+        return _tlv(_SEQUENCE, _integer(_INTEGER, message_id) + _tlv(_SEARCH_REQUEST, request))
+    except _Unsupported:
+        return None
 
 
 def send_search(
@@ -211,7 +214,7 @@ def send_search(
             search_filter=search_filter,
             attributes=attributes,
         )
-        if message is None:  # pragma: no cover - the filter was checked above
+        if message is None:  # a negative limit: ldap3 says what it makes of it
             return False
         # What ldap3's response reader looks up for a search (the attributes asked for,
         # in ldap3's own shape for a search request).
