@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ldap3 import DEREF_ALWAYS, SUBTREE, Connection
+from ldap3 import BASE, DEREF_ALWAYS, SUBTREE, Connection
 from ldap3.operation.search import search_operation
 from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
 from ldap3.utils.asn1 import encode
 
 from careid_broker.directory import LdapDirectory, filters
-from careid_broker.directory.search_request import encode_filter, search_message
+from careid_broker.directory.search_request import Search, encode_filter, search_message
 
 ATTRIBUTES = st.sampled_from(["mail", "cn", "objectClass", "careidOrgCode", "uid", "sn"])
 ANY_TEXT = st.text(min_size=1, max_size=40)
@@ -40,15 +40,15 @@ def filters_of(values: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     )
 
 
-def ldap3_bytes(message_id: int, search_filter: str, **search: Any) -> bytes:
+def ldap3_bytes(message_id: int, search: Search) -> bytes:
     request = search_operation(
-        search["base"],
-        search_filter,
-        SUBTREE,
+        search.base,
+        search.search_filter,
+        {0: BASE, 2: SUBTREE}[search.scope],
         DEREF_ALWAYS,
-        list(search["attributes"]),
-        search["size_limit"],
-        search["time_limit"],
+        list(search.attributes),
+        search.size_limit,
+        search.time_limit,
         False,
         True,  # auto_escape and auto_encode: ldap3's defaults
         True,
@@ -62,53 +62,35 @@ def ldap3_bytes(message_id: int, search_filter: str, **search: Any) -> bytes:
     return bytes(encode(message))
 
 
-SEARCHES = {
-    "message_id": st.integers(min_value=1, max_value=2**31 - 1),
-    "size_limit": st.integers(min_value=0, max_value=100_000),
-    "time_limit": st.integers(min_value=0, max_value=3600),
-    "base": st.text(min_size=0, max_size=60),
-    "attributes": st.lists(st.sampled_from(["mail", "cn", "1.1", "careidUUID"]), max_size=4),
-}
+def searches(values: st.SearchStrategy[str]) -> st.SearchStrategy[Search]:
+    """Searches (base object or subtree) with filters as `filters` writes them."""
+    return st.builds(
+        Search,
+        base=st.text(min_size=0, max_size=60),
+        scope=st.sampled_from([0, 2]),
+        size_limit=st.integers(min_value=0, max_value=100_000),
+        time_limit=st.integers(min_value=0, max_value=3600),
+        search_filter=filters_of(values),
+        attributes=st.lists(st.sampled_from(["mail", "cn", "1.1", "careidUUID"]), max_size=4),
+    )
+
+
+MESSAGE_IDS = st.integers(min_value=1, max_value=2**31 - 1)
 
 
 @settings(max_examples=300, deadline=None)
-@given(search_filter=filters_of(TRIMMED), **SEARCHES)
-def test_the_message_is_the_one_ldap3_would_send(
-    search_filter: str,
-    message_id: int,
-    size_limit: int,
-    time_limit: int,
-    base: str,
-    attributes: list[str],
-) -> None:
-    search = {
-        "base": base,
-        "size_limit": size_limit,
-        "time_limit": time_limit,
-        "attributes": attributes,
-    }
-    ours = search_message(message_id, scope=2, search_filter=search_filter, **search)
-    assert ours == ldap3_bytes(message_id, search_filter, **search)
+@given(search=searches(TRIMMED), message_id=MESSAGE_IDS)
+def test_the_message_is_the_one_ldap3_would_send(search: Search, message_id: int) -> None:
+    assert search_message(message_id, search) == ldap3_bytes(message_id, search)
 
 
 @settings(max_examples=200, deadline=None)
-@given(search_filter=filters_of(ANY_TEXT), **SEARCHES)
+@given(search=searches(ANY_TEXT), message_id=MESSAGE_IDS)
 def test_any_value_is_sent_as_ldap3_sends_it_or_left_to_ldap3(
-    search_filter: str,
-    message_id: int,
-    size_limit: int,
-    time_limit: int,
-    base: str,
-    attributes: list[str],
+    search: Search, message_id: int
 ) -> None:
-    search = {
-        "base": base,
-        "size_limit": size_limit,
-        "time_limit": time_limit,
-        "attributes": attributes,
-    }
-    ours = search_message(message_id, scope=2, search_filter=search_filter, **search)
-    assert ours is None or ours == ldap3_bytes(message_id, search_filter, **search)
+    ours = search_message(message_id, search)
+    assert ours is None or ours == ldap3_bytes(message_id, search)
 
 
 @pytest.mark.parametrize(
@@ -137,9 +119,9 @@ def test_filters_outside_the_subset_are_left_to_ldap3(search_filter: str) -> Non
 
 
 def test_a_negative_limit_is_left_to_ldap3() -> None:
-    search = {"base": "", "scope": 2, "search_filter": "(cn=a)", "attributes": ["cn"]}
-    assert search_message(1, size_limit=-1, time_limit=0, **search) is None
-    assert search_message(1, size_limit=0, time_limit=-5, **search) is None
+    fields = {"base": "", "scope": 2, "search_filter": "(cn=a)", "attributes": ["cn"]}
+    assert search_message(1, Search(size_limit=-1, time_limit=0, **fields)) is None
+    assert search_message(1, Search(size_limit=0, time_limit=-5, **fields)) is None
 
 
 def test_lookups_go_out_without_ldap3_building_the_request(

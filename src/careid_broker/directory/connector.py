@@ -42,7 +42,7 @@ from careid_broker.directory.bindresult import PPOLICY_REQUEST
 from careid_broker.directory.config import DirectoryConfig, ServerAddress, TlsMode
 from careid_broker.directory.pool import UNOBSERVED, PoolObserver, ServerPool
 from careid_broker.directory.refusal import refusal_for, restriction_after_bind
-from careid_broker.directory.search_request import send_search
+from careid_broker.directory.search_request import Search, send_search
 from careid_broker.errors import BrokerError, DirectoryUnavailableError
 
 log = logging.getLogger(__name__)
@@ -410,8 +410,7 @@ class Connector:
         """Run a search on a bound connection and decode every value as UTF-8."""
         self._observer.request_sent("search")
         scope = BASE if base_only else SUBTREE
-        sent = send_search(
-            connection,
+        search = Search(
             base=base,
             scope=_SCOPES[scope],
             size_limit=size_limit,
@@ -419,14 +418,14 @@ class Connector:
             search_filter=search_filter,
             attributes=attributes or ["1.1"],
         )
-        if not sent:
+        if not send_search(connection, search):
             connection.search(
                 base,
                 search_filter,
                 search_scope=scope,
-                attributes=attributes or ["1.1"],
+                attributes=list(search.attributes),
                 size_limit=size_limit,
-                time_limit=self._receive_timeout,
+                time_limit=search.time_limit,
             )
         result = cast(dict[str, Any], connection.result or {})
         code = result.get("result")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ldap3 import Connection
@@ -140,34 +141,55 @@ def encode_filter(search_filter: str) -> bytes | None:
     return encoded if end == len(search_filter) else None
 
 
-def search_message(
-    message_id: int,
-    *,
-    base: str,
-    scope: int,
-    size_limit: int,
-    time_limit: int,
-    search_filter: str,
-    attributes: Sequence[str],
-) -> bytes | None:
-    """The whole LDAPMessage for this search (no controls), or None when the filter is
-    outside the subset (let ldap3 encode it)."""
-    encoded_filter = encode_filter(search_filter)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Search:
+    """One search as the broker asks it (RFC 4511 §4.5.1; aliases always dereferenced,
+    values and not only types wanted)."""
+
+    base: str
+    scope: int  # 0 base object, 2 whole subtree
+    size_limit: int
+    time_limit: int
+    search_filter: str
+    attributes: Sequence[str]
+
+    def as_ldap3_request(self) -> dict[str, Any]:
+        """The request as ldap3 keeps it for the search it has sent."""
+        return {
+            "base": self.base,
+            "scope": self.scope,
+            "dereferenceAlias": DEREF_ALWAYS,
+            "sizeLimit": self.size_limit,
+            "timeLimit": self.time_limit,
+            "typesOnly": False,
+            "filter": self.search_filter,
+            "attributes": list(self.attributes),
+            "type": "searchRequest",
+            "controls": None,
+        }
+
+
+def search_message(message_id: int, search: Search) -> bytes | None:
+    """The whole LDAPMessage for this search (no controls), or None when it is outside
+    the subset (let ldap3 encode it)."""
+    encoded_filter = encode_filter(search.search_filter)
     if encoded_filter is None:
         return None
     try:
         request = b"".join(
             (
-                _tlv(_OCTET_STRING, base.encode("utf-8")),
-                _integer(_ENUMERATED, scope),
+                _tlv(_OCTET_STRING, search.base.encode("utf-8")),
+                _integer(_ENUMERATED, search.scope),
                 _integer(_ENUMERATED, DEREF_ALWAYS),
-                _integer(_INTEGER, size_limit),
-                _integer(_INTEGER, time_limit),
+                _integer(_INTEGER, search.size_limit),
+                _integer(_INTEGER, search.time_limit),
                 _tlv(_BOOLEAN, b"\x00"),
                 encoded_filter,
                 _tlv(
                     _SEQUENCE,
-                    b"".join(_tlv(_OCTET_STRING, name.encode("utf-8")) for name in attributes),
+                    b"".join(
+                        _tlv(_OCTET_STRING, name.encode("utf-8")) for name in search.attributes
+                    ),
                 ),
             )
         )
@@ -176,20 +198,11 @@ def search_message(
         return None
 
 
-def send_search(
-    connection: Connection,
-    *,
-    base: str,
-    scope: int,
-    size_limit: int,
-    time_limit: int,
-    search_filter: str,
-    attributes: Sequence[str],
-) -> bool:
+def send_search(connection: Connection, search: Search) -> bool:
     """Run the search on `connection` with a directly written request; afterwards
     `connection.result` and `connection.response` are what `Connection.search` leaves.
 
-    False (nothing sent) when the filter is outside the subset or the connection is not
+    False (nothing sent) when the search is outside the subset or the connection is not
     a plain synchronous one bound by a simple bind: the caller then uses
     `Connection.search`.
     """
@@ -200,36 +213,16 @@ def send_search(
         or connection.sasl_mechanism is not None
         or connection.usage
         or not strategy.sync
-        or encode_filter(search_filter) is None
+        or encode_filter(search.search_filter) is None
     ):
         return False
     with connection.connection_lock:
         message_id = connection.server.next_message_id()
-        message = search_message(
-            message_id,
-            base=base,
-            scope=scope,
-            size_limit=size_limit,
-            time_limit=time_limit,
-            search_filter=search_filter,
-            attributes=attributes,
-        )
+        message = search_message(message_id, search)
         if message is None:  # a negative limit: ldap3 says what it makes of it
             return False
-        # What ldap3's response reader looks up for a search (the attributes asked for,
-        # in ldap3's own shape for a search request).
-        request = {
-            "base": base,
-            "scope": scope,
-            "dereferenceAlias": DEREF_ALWAYS,
-            "sizeLimit": size_limit,
-            "timeLimit": time_limit,
-            "typesOnly": False,
-            "filter": search_filter,
-            "attributes": list(attributes),
-            "type": "searchRequest",
-            "controls": None,
-        }
+        # What ldap3's response reader looks up for a search it sent.
+        request = search.as_ldap3_request()
         connection.request = request
         strategy._outstanding[message_id] = request  # noqa: SLF001 - see the module doc
         try:
