@@ -175,6 +175,10 @@ def search_message(message_id: int, search: Search) -> bytes | None:
     encoded_filter = encode_filter(search.search_filter)
     if encoded_filter is None:
         return None
+    return _message(message_id, search, encoded_filter)
+
+
+def _message(message_id: int, search: Search, encoded_filter: bytes) -> bytes | None:
     try:
         request = b"".join(
             (
@@ -213,12 +217,14 @@ def send_search(connection: Connection, search: Search) -> bool:
         or connection.sasl_mechanism is not None
         or connection.usage
         or not strategy.sync
-        or encode_filter(search.search_filter) is None
     ):
+        return False
+    encoded_filter = encode_filter(search.search_filter)
+    if encoded_filter is None:
         return False
     with connection.connection_lock:
         message_id = connection.server.next_message_id()
-        message = search_message(message_id, search)
+        message = _message(message_id, search, encoded_filter)
         if message is None:  # a negative limit: ldap3 says what it makes of it
             return False
         # What ldap3's response reader looks up for a search it sent.
