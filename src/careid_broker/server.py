@@ -20,11 +20,26 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
 from careid_broker.app import create_app
 from careid_broker.config import BrokerConfig, load_config
 from careid_broker.logging_setup import gunicorn_logconfig
 from careid_broker.metrics import use_multiprocess_directory, worker_exited
+
+
+class BrokerLogger(Logger):  # type: ignore[misc]  # gunicorn ships no types
+    """gunicorn's logger without its access log: the broker writes its own access line
+    (path only: query strings carry login transaction ids). gunicorn builds its line's
+    fields for every request whenever a logging config is given, even one that drops
+    the line, so it is switched off here rather than filtered out later."""
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return False
+
+    def access(self, *_args: Any) -> None:
+        return None
 
 
 def gunicorn_options(
@@ -51,6 +66,7 @@ def gunicorn_options(
         "preload_app": False,
         "accesslog": None,
         "errorlog": "-",
+        "logger_class": BrokerLogger,
         "logconfig_dict": gunicorn_logconfig(config.logging),
         # Request lines and headers beyond these are refused before the app sees them.
         "limit_request_line": 8190,

@@ -9,12 +9,22 @@ from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from broker_support import DEMO_PASSWORD, cookie_value, login_form, password_login, rp_transaction
+from broker_support import (
+    DEMO_PASSWORD,
+    cookie_value,
+    login_form,
+    password_login,
+    rp_transaction,
+)
 from flask import Flask
 from flask.testing import FlaskClient
+from gunicorn.config import Config  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
 from careid_broker.config import LogFormat, LoggingSettings
 from careid_broker.logging_setup import REDACTED, JsonFormatter, formatter_for
+from careid_broker.server import BrokerLogger, gunicorn_options
+from careid_broker.web.context import broker_of
 
 
 @pytest.fixture
@@ -93,3 +103,21 @@ def test_text_format_is_available_for_a_terminal() -> None:
     formatter = formatter_for(LoggingSettings(level="INFO", format=LogFormat.TEXT))
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "hello %s", ("there",), None)
     assert formatter.format(record).endswith("INFO t [-] hello there")
+
+
+def test_gunicorn_builds_no_access_line_of_its_own(app: Flask) -> None:
+    # The broker writes its own access line (path only). gunicorn's would carry query
+    # strings, and gunicorn builds its fields for every request whenever a logging
+    # config is given, even one that drops the line: its access log is switched off.
+    cfg = Config()
+    for key, value in gunicorn_options(broker_of(app).config).items():
+        cfg.set(key, value)
+    logger = cfg.logger_class(cfg)
+    assert isinstance(logger, BrokerLogger) and not logger.access_log_enabled
+
+    def atoms(*_args: object) -> dict[str, str]:
+        raise AssertionError("gunicorn built an access line")
+
+    logger.atoms = atoms
+    logger.access(None, None, {}, None)
+    assert Logger(cfg).access_log_enabled  # what the stock logger would have done
