@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from careid_broker.broker import build_broker
@@ -86,7 +88,28 @@ def create_app(
     return app
 
 
+class BrowserSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed session cookie, with its serializer built once per key set.
+
+    Flask builds a new serializer for every request (and itsdangerous tries it out on
+    an empty value each time); the keys are fixed while the app runs, so one is kept
+    and rebuilt only if `SECRET_KEY` or its fallbacks change. What is signed, and how,
+    is Flask's own."""
+
+    def __init__(self) -> None:
+        self._built: tuple[tuple[object, ...], URLSafeTimedSerializer | None] | None = None
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        built = self._built
+        if built is None or built[0] != keys:
+            built = (keys, super().get_signing_serializer(app))
+            self._built = built
+        return built[1]
+
+
 def _configure_flask(app: Flask, config: BrokerConfig) -> None:
+    app.session_interface = BrowserSessionInterface()
     secure = config.broker.secure_cookies
     app.config.update(
         SECRET_KEY=config.broker.secret_key,

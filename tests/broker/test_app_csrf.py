@@ -132,3 +132,25 @@ def test_an_expired_form_without_a_page_of_its_own_links_back_to_one(
     assert refused.status_code == 400 and error_code_of(refused) == "csrf_invalid"
     page = refused.get_data(as_text=True)
     assert '<a class="button" href="/signout">Go back to the form</a>' in page
+
+
+def test_the_browser_session_follows_the_secret_key_and_its_fallbacks(
+    app: Flask, client: FlaskClient
+) -> None:
+    # The session's serializer is built once per key set, not per request: a key
+    # change (a rotation with the old key as a fallback) must still be honoured.
+    token = login_form(client)
+    interface = app.session_interface
+    assert interface.get_signing_serializer(app) is interface.get_signing_serializer(app)
+    old_key = app.secret_key
+    app.secret_key = "another-secret-key-of-a-good-length-0123456789"
+    try:
+        app.config["SECRET_KEY_FALLBACKS"] = [old_key]
+        signed_with_old = login_form(client)
+        assert signed_with_old == token  # the old cookie still opens: same session
+        app.config["SECRET_KEY_FALLBACKS"] = []
+        response = client.post("/login", data=_form(token))
+        assert error_code_of(response) == "csrf_invalid"  # the old key no longer opens it
+    finally:
+        app.secret_key = old_key
+        app.config["SECRET_KEY_FALLBACKS"] = []

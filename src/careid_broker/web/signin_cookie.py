@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 from flask import Flask, g, request
 from flask.wrappers import Response
@@ -48,7 +49,12 @@ def cookie_name() -> str:
 
 
 def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_broker().config.broker.secret_key, salt=_SALT)
+    return _serializer_for(current_broker().config.broker.secret_key)
+
+
+@lru_cache(maxsize=8)  # one per secret key: a process has one broker (tests a few)
+def _serializer_for(secret_key: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key, salt=_SALT)
 
 
 def _sid_from_cookie() -> str | None:
