@@ -259,6 +259,12 @@ def test_the_exposition_escapes_and_each_name_has_one_shape() -> None:
         registry.counter("x_total", "Things.", ("other",))
     with pytest.raises(ValueError, match="takes labels"):
         counter.inc(other="x")
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.inc(kind="plain", other="x")  # after "plain" was counted, still checked
+    two = registry.counter("z_total", "Pairs.", ("a", "b"))
+    two.inc(a="1", b="2")
+    two.inc(b="2", a="1")  # the same series, whichever order the labels come in
+    assert two.value(a="1", b="2") == 2 and two.value(a="2", b="1") == 0
     with pytest.raises(ValueError, match="only goes up"):
         counter.inc(-1, kind="plain")
 

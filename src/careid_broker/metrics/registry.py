@@ -88,6 +88,9 @@ class _Wrapped:
         self.name = name
         self.labels = tuple(labels)
         self._metric = metric
+        # Each series once checked and looked up, then found by the labels as given:
+        # a request counts into a handful of series, many times a second.
+        self._children: dict[tuple[tuple[str, str], ...], MetricWrapperBase] = {}
 
     def _labelled(self, labels: Mapping[str, str]) -> dict[str, str]:
         return _label_values(self.name, self.labels, labels)
@@ -97,7 +100,12 @@ class _Wrapped:
             if labels:
                 raise ValueError(f"{self.name} takes no labels, got {sorted(labels)}")
             return self._metric
-        return self._metric.labels(**self._labelled(labels))
+        key = tuple(labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._metric.labels(**self._labelled(labels))
+            self._children[key] = child
+        return child
 
 
 class Counter(_Wrapped):
