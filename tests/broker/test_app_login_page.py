@@ -100,6 +100,16 @@ def test_csp_is_strict_and_the_usual_security_headers_are_set(client: FlaskClien
     assert response.headers["Cache-Control"] == "no-store"
     # Development mode: no HSTS (plain http://localhost must keep working).
     assert "Strict-Transport-Security" not in response.headers
+    for name in ("Content-Security-Policy", "X-Frame-Options", "Cache-Control"):
+        assert len(response.headers.getlist(name)) == 1, name
+
+
+def test_a_views_own_security_headers_are_kept(client: FlaskClient) -> None:
+    # Discovery is public and cacheable: its own Cache-Control stays, the only one.
+    response = client.get("/.well-known/openid-configuration")
+    (cache_control,) = response.headers.getlist("Cache-Control")
+    assert cache_control.startswith("public, max-age=")
+    assert response.headers["X-Frame-Options"] == "DENY"
 
 
 def test_outside_development_hsts_is_sent(app_factory: AppFactory) -> None:

@@ -30,7 +30,7 @@ LOGIN_IDS = (
 
 
 def _csp(response) -> dict[str, str]:
-    header = response.headers["Content-Security-Policy"]
+    (header,) = response.headers.getlist("Content-Security-Policy")  # the page's own only
     return dict(part.strip().split(" ", 1) for part in header.split(";"))
 
 

@@ -41,19 +41,33 @@ def content_security_policy() -> str:
     return "; ".join((*BASE_CSP, " ".join(("form-action 'self'", *extra))))
 
 
+#: Set on every response unless the view set its own (the CSP comes per response).
+_FIXED = tuple(
+    (name, name.lower(), value)
+    for name, value in (
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Frame-Options", "DENY"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
+    )
+)
+
+
 def _apply(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", content_security_policy())
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    if current_broker().config.broker.secure_cookies:
-        headers.setdefault("Strict-Transport-Security", HSTS_VALUE)
-    if "Cache-Control" not in headers and request.endpoint != "static":
+    # One pass over what the view set (werkzeug's setdefault scans them all each time).
+    present = {name.lower() for name, _ in headers.items()}
+    if "content-security-policy" not in present:
+        headers.add("Content-Security-Policy", content_security_policy())
+    for name, lowered, value in _FIXED:
+        if lowered not in present:
+            headers.add(name, value)
+    if "strict-transport-security" not in present and current_broker().config.broker.secure_cookies:
+        headers.add("Strict-Transport-Security", HSTS_VALUE)
+    if "cache-control" not in present and request.endpoint != "static":
         # Sign-in pages, tokens and error pages must never be served from a cache.
-        headers["Cache-Control"] = "no-store"
+        headers.add("Cache-Control", "no-store")
     return response
 
 
