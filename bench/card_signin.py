@@ -25,7 +25,12 @@ CAREID_TEST_DATABASE_URL, PostgreSQL (a throwaway database, dropped afterwards).
 Targets (2 cores, the bench's own clients on the same cores): at least 20 sign-ins/s,
 p95 server-side latency under 500 ms, no errors.
 
-Run: .venv/bin/python bench/card_signin.py [--signins 200] [--users 8] [--cards 12]
+Each person signs in with their one card (`--cards` more than the three people gives
+them several: a sign-in with another card than the person's last is then a renewed
+card, whose certificate is written to the registration and audited — the rare case,
+not the everyday one).
+
+Run: .venv/bin/python bench/card_signin.py [--signins 200] [--users 8] [--cards 3]
 Prints JSON. Loopback only; needs slapd (Debian package slapd).
 """
 
@@ -285,7 +290,7 @@ def crypto_floor(pki: Pki, agent: Agent, *, rounds: int = 200) -> dict[str, floa
 
 
 def _issue_agents(pki: Pki, count: int) -> list[Agent]:
-    """`count` cards spread over the people (several cards per UUID: renewed cards)."""
+    """`count` cards spread over the people (more than one per UUID: renewed cards)."""
     agents = []
     for n in range(count):
         mail, uuid, name, _ = PEOPLE[n % len(PEOPLE)]
@@ -297,7 +302,9 @@ def _issue_agents(pki: Pki, count: int) -> list[Agent]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_load_arguments(parser)
-    parser.add_argument("--cards", type=int, default=12, help="simulated agents (cards)")
+    parser.add_argument(
+        "--cards", type=int, default=len(PEOPLE), help="simulated agents (cards), one per person"
+    )
     add_server_arguments(parser)
     args = parser.parse_args()
     backends = select_backends(parser, args)
