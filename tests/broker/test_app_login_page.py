@@ -6,7 +6,7 @@ import re
 from html.parser import HTMLParser
 
 from broker_support import TEMPLATES, AppFactory, broker_of, error_code_of
-from flask import Flask
+from flask import Flask, Response
 from flask.testing import FlaskClient
 
 from careid_broker.store import AuthorizationRequest
@@ -104,7 +104,22 @@ def test_csp_is_strict_and_the_usual_security_headers_are_set(client: FlaskClien
         assert len(response.headers.getlist(name)) == 1, name
 
 
-def test_a_views_own_security_headers_are_kept(client: FlaskClient) -> None:
+def test_a_views_own_security_headers_win(app_factory: AppFactory) -> None:
+    app = app_factory()
+    own = {
+        "Content-Security-Policy": "default-src 'none'",
+        "Referrer-Policy": "same-origin",
+        "X-Frame-Options": "SAMEORIGIN",
+        "Cache-Control": "private, max-age=5",
+    }
+    app.add_url_rule("/_test/own-headers", "own_headers", lambda: Response("x", headers=own))
+    response = app.test_client().get("/_test/own-headers")
+    for name, value in own.items():
+        assert response.headers.getlist(name) == [value], name
+    assert response.headers["X-Content-Type-Options"] == "nosniff"  # the rest still added
+
+
+def test_discovery_keeps_its_own_cache_control(client: FlaskClient) -> None:
     # Discovery is public and cacheable: its own Cache-Control stays, the only one.
     response = client.get("/.well-known/openid-configuration")
     (cache_control,) = response.headers.getlist("Cache-Control")

@@ -264,7 +264,8 @@ def test_the_exposition_escapes_and_each_name_has_one_shape() -> None:
     two = registry.counter("z_total", "Pairs.", ("a", "b"))
     two.inc(a="1", b="2")
     two.inc(b="2", a="1")  # the same series, whichever order the labels come in
-    assert two.value(a="1", b="2") == 2 and two.value(a="2", b="1") == 0
+    two.inc(a="2", b="1")  # the same values the other way round: another series
+    assert two.value(a="1", b="2") == 2 and two.value(a="2", b="1") == 1
     with pytest.raises(ValueError, match="only goes up"):
         counter.inc(-1, kind="plain")
 
