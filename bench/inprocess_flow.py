@@ -179,7 +179,10 @@ def main() -> int:
         )
         app = create_app(load_config(config))
         meter = Meter()
-        meter.watch(broker_of(app).store.engine)
+        store = broker_of(app).store
+        meter.watch(store.engine)
+        if store.read_engine is not store.engine:
+            meter.watch(store.read_engine)  # PostgreSQL's read-only pool
 
         def rounds(count: int) -> None:
             for n in range(count):

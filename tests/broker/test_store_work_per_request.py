@@ -27,14 +27,18 @@ def oidc_app(app_factory: Callable[..., Flask], tmp_path: Path) -> Flask:
 def begins(oidc_app: Flask) -> Iterator[Counter[str]]:
     """Transactions begun on the app's database, by kind, while the test runs."""
     counted: Counter[str] = Counter()
-    engine = broker_of(oidc_app).store.engine
+    store = broker_of(oidc_app).store
+    # PostgreSQL's reads run on a pool of their own (autocommit, read-only).
+    engines = {store.engine, store.read_engine}
 
     def begun(conn: Any) -> None:
         counted["write" if conn.get_execution_options().get(WRITE_OPTION) else "read"] += 1
 
-    event.listen(engine, "begin", begun)
+    for engine in engines:
+        event.listen(engine, "begin", begun)
     yield counted
-    event.remove(engine, "begin", begun)
+    for engine in engines:
+        event.remove(engine, "begin", begun)
 
 
 def _counted(begins: Counter[str], request: Callable[[], Any]) -> tuple[Any, dict[str, int]]:

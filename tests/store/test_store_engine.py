@@ -5,12 +5,15 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from careid_broker.codes import BrokerCode
 from careid_broker.store import (
@@ -173,7 +176,14 @@ def test_a_write_inside_a_read_session_is_refused(store: Store) -> None:
 
 
 def test_read_sessions_commit_nothing(store: Store) -> None:
-    with store.session() as session:
+    # SQLite rolls the stray write back at the end; PostgreSQL's read-only connections
+    # refuse it outright.
+    refused = (
+        pytest.raises(DBAPIError, match="read-only")
+        if store.dialect_name == "postgresql"
+        else nullcontext()
+    )
+    with refused, store.session() as session:
         session.add(
             LoginTransaction(
                 id_hash="0" * 64,
@@ -270,9 +280,57 @@ def test_store_now_is_utc_even_from_a_local_clock() -> None:
 def test_postgresql_connections_carry_a_lock_timeout(pg_database: URL) -> None:
     store = create_store(pg_database, busy_timeout=timedelta(seconds=9))
     try:
-        with store.engine.connect() as conn:
-            assert conn.execute(text("SHOW lock_timeout")).scalar() == "9s"
+        for engine in (store.engine, store.read_engine):
+            with engine.connect() as conn:
+                assert conn.execute(text("SHOW lock_timeout")).scalar() == "9s"
     finally:
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_options_in_the_url_apply_to_reads_and_writes(pg_database: URL) -> None:
+    store = create_store(pg_database.update_query_dict({"options": "-c lock_timeout=4s"}))
+    try:
+        with store.transaction() as session:
+            assert session.scalar(text("SHOW lock_timeout")) == "4s"
+        with store.session() as session:
+            assert session.scalar(text("SHOW lock_timeout")) == "4s"
+            assert session.scalar(text("SHOW transaction_read_only")) == "on"
+    finally:
+        store.dispose()
+
+
+def _backend_state(admin: Any, pid: int) -> str:
+    with admin.connect() as conn:
+        return str(
+            conn.scalar(text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})
+        )
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_hold_no_transaction_open_and_refuse_writes(pg_database: URL) -> None:
+    # A read unit's statements each see the newest commits (READ COMMITTED), in a
+    # transaction or not: so reads run in autocommit, with no BEGIN or ROLLBACK round
+    # trip, on connections the server keeps read-only.
+    store = create_store(pg_database)
+    admin = create_engine(pg_database, isolation_level="AUTOCOMMIT")
+    transactions = LoginTransactions(store)
+    try:
+        made = transactions.create(REQUEST)
+        with store.read_unit(), store.session() as session:
+            pid = session.scalar(text("SELECT pg_backend_pid()"))
+            assert transactions.get(made.transaction_id) is not None
+            assert _backend_state(admin, pid) == "idle"  # not "idle in transaction"
+            with pytest.raises(DBAPIError, match="read-only"):
+                session.execute(text("DELETE FROM login_transactions"))
+        assert transactions.get(made.transaction_id) is not None
+        # Writes still run in a transaction of their own, on read-write connections.
+        with store.transaction() as session:
+            pid = session.scalar(text("SELECT pg_backend_pid()"))
+            assert _backend_state(admin, pid) == "idle in transaction"
+            assert session.scalar(text("SHOW transaction_read_only")) == "off"
+    finally:
+        admin.dispose()
         store.dispose()
 
 

@@ -152,12 +152,13 @@ def test_statement_listeners_are_told(stored: Store) -> None:
     def told(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         seen.append(statement)
 
-    event.listen(stored.engine, "before_cursor_execute", told)
+    # A read runs on the read engine (PostgreSQL's read-only pool; SQLite's only one).
+    event.listen(stored.read_engine, "before_cursor_execute", told)
     try:
         with stored.session() as session:
             BY_HASH.one_or_none(session, {"value": "a" * 64})
     finally:
-        event.remove(stored.engine, "before_cursor_execute", told)
+        event.remove(stored.read_engine, "before_cursor_execute", told)
     assert len(seen) == 1 and "login_transactions" in seen[0]
 
 

@@ -118,7 +118,8 @@ class StoreMetrics:
     def __init__(self, registry: Registry) -> None:
         self.transactions = registry.counter(
             "careid_store_transactions_total",
-            "Database transactions begun, by kind (write, read).",
+            "Database units of work begun, by kind: write transactions, and read-only"
+            " units (read; on PostgreSQL these run in autocommit, with no BEGIN).",
             ("kind",),
         )
         self.statements = registry.counter(

@@ -12,7 +12,12 @@ survives a power cut.
 
 PostgreSQL (several instances behind a load balancer): psycopg 3, pool pre-ping so a
 restarted database or a dropped idle connection is noticed before use, and a lock
-timeout so one stuck instance cannot hang the others forever.
+timeout so one stuck instance cannot hang the others forever. Read-only units of work
+run on a pool of their own whose connections are in autocommit and read-only on the
+server (`default_transaction_read_only`): under READ COMMITTED each statement sees the
+newest commits whether or not it is in a transaction, so the BEGIN and ROLLBACK round
+trips around every read bought nothing, and a write sent by mistake in a read unit is
+refused by the server rather than committed.
 """
 
 from __future__ import annotations
@@ -213,16 +218,22 @@ class Store:
         clock: Clock = utc_now,
         gate: WriteGate | None = None,
         observer: StoreObserver = UNOBSERVED,
+        read_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
+        # Where read-only units of work run: `engine` itself unless given (PostgreSQL's
+        # autocommit, server-side read-only pool, see `create_store`).
+        self.read_engine = read_engine if read_engine is not None else engine
         self.clock = clock
         self.dialect_name = engine.dialect.name
         self._gate = gate
         self._observer = observer
         if observer is not UNOBSERVED:
             _observe(engine, observer)
+            if self.read_engine is not engine:
+                _observe(self.read_engine, observer)
         write_bind = engine.execution_options(**{WRITE_OPTION: True})
-        self._readers = sessionmaker(bind=engine, expire_on_commit=False)
+        self._readers = sessionmaker(bind=self.read_engine, expire_on_commit=False)
         self._writers = sessionmaker(bind=write_bind, expire_on_commit=False)
         # Per-instance, so two Store objects (two "broker instances" in one test
         # process) never share a transaction.
@@ -429,6 +440,8 @@ class Store:
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, or after a fork)."""
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
 
 
 def _observe(engine: Engine, observer: StoreObserver) -> None:
@@ -480,11 +493,16 @@ def create_store(
     """A Store for a SQLite file URL or a PostgreSQL URL (`postgresql+psycopg://…`)."""
     engine = create_store_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
     gate: WriteGate | None = None
+    read_engine: Engine | None = None
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
         if engine.url.query.get("mode") != "memory":
             gate = WriteGate(os.path.abspath(database) + ".write-lock", timeout=busy_timeout)
-    return Store(engine, clock=clock, gate=gate, observer=observer)
+    if engine.dialect.name == "postgresql":
+        read_engine = _postgresql_engine(
+            engine.url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo, read_only=True
+        )
+    return Store(engine, clock=clock, gate=gate, observer=observer, read_engine=read_engine)
 
 
 def create_store_engine(
@@ -569,14 +587,26 @@ def _enable_wal(cursor: Any, *, deadline: float) -> None:
             time.sleep(0.02)
 
 
-def _postgresql_engine(url: URL, *, busy_timeout: timedelta, pool_size: int, echo: bool) -> Engine:
+def _postgresql_engine(
+    url: URL, *, busy_timeout: timedelta, pool_size: int, echo: bool, read_only: bool = False
+) -> Engine:
+    """psycopg 3's engine; with `read_only`, for read-only units of work: every
+    connection in autocommit (no BEGIN or ROLLBACK round trips) and read-only on the
+    server, which refuses any write sent on it."""
     if url.drivername == "postgresql":
         # SQLAlchemy's default PostgreSQL driver is psycopg2; the broker ships psycopg 3.
         url = url.set(drivername="postgresql+psycopg")
-    connect_args: dict[str, Any] = {}
-    if "options" not in url.query:
+    options = url.query.get("options")
+    if isinstance(options, tuple):
+        options = " ".join(options)
+    if not options:
         timeout_ms = int(busy_timeout.total_seconds() * 1000)
-        connect_args["options"] = f"-c lock_timeout={timeout_ms:d}"
+        options = f"-c lock_timeout={timeout_ms:d}"
+    kwargs: dict[str, Any] = {}
+    if read_only:
+        # Added to whatever options the URL gives: theirs still apply.
+        options = f"{options} -c default_transaction_read_only=on"
+        kwargs["isolation_level"] = "AUTOCOMMIT"
     return create_engine(
         url,
         echo=echo,
@@ -584,7 +614,8 @@ def _postgresql_engine(url: URL, *, busy_timeout: timedelta, pool_size: int, ech
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         pool_recycle=1800,
-        connect_args=connect_args,
+        connect_args={"options": options},
+        **kwargs,
     )
 
 
