@@ -289,7 +289,7 @@ def crypto_floor(pki: Pki, agent: Agent, *, rounds: int = 200) -> dict[str, floa
     }
 
 
-def _issue_agents(pki: Pki, count: int) -> list[Agent]:
+def issue_agents(pki: Pki, count: int) -> list[Agent]:
     """`count` cards spread over the people (more than one per UUID: renewed cards)."""
     agents = []
     for n in range(count):
@@ -323,7 +323,7 @@ def main() -> int:
                     now=datetime.now(UTC) - timedelta(days=1),
                     force=True,
                 )
-                agents = _issue_agents(pki, args.cards)
+                agents = issue_agents(pki, args.cards)
                 floor = crypto_floor(pki, agents[0])
                 setup = BrokerSetup(
                     workers=args.workers,

@@ -1,11 +1,19 @@
-"""The work one password sign-in costs the broker, request by request, in-process.
+"""The work one sign-in costs the broker, request by request, in-process.
 
-The HTTP benches (`oidc_password_flow.py`, `peer_compare.py`) measure what a deployment
-sees, but this machine's speed drifts by up to 2x between runs, which hides changes of
-a few per cent. This bench runs the same flow as `oidc_password_flow.py` (GET
-/authorize → GET /login → POST /login with a real LDAP bind against slapd, answered
-with the RP's code → POST /token → GET /userinfo) through the broker app itself, with
-Flask's test client instead of gunicorn and HTTP, and reports per request:
+The HTTP benches (`oidc_password_flow.py`, `card_signin.py`, `peer_compare.py`) measure
+what a deployment sees, but this machine's speed drifts by up to 2x between runs, which
+hides changes of a few per cent. This bench runs the same flows through the broker app
+itself, with Flask's test client instead of gunicorn and HTTP:
+
+- `--flow password` (the default), as `oidc_password_flow.py`: GET /authorize → GET
+  /login → POST /login with a real LDAP bind against slapd, answered with the RP's code
+  → POST /token → GET /userinfo;
+- `--flow card`, as `card_signin.py`: GET /authorize (AAL3_ANY) → GET /login → POST
+  /card/challenge → (a simulated agent signs with a development PKI card key, not
+  counted) → POST /card/authenticate (chain, OCSP answer cached from the devkit's
+  responder, signature, registration, directory) → POST /token → GET /userinfo;
+
+and reports per request:
 
 - the broker's CPU milliseconds (this process; slapd's own CPU is not counted);
 - database transactions begun (read-only and write) and statements run;
@@ -16,7 +24,8 @@ Flask's test client instead of gunicorn and HTTP, and reports per request:
 `--pstats FILE` keeps the cProfile data of the profiled rounds (read it with `python -m
 pstats FILE` or snakeviz).
 
-Run: .venv/bin/python bench/inprocess_flow.py [--signins 200] [--backend sqlite|postgresql]
+Run: .venv/bin/python bench/inprocess_flow.py [--flow password|card] [--signins 200]
+    [--backend sqlite|postgresql]
 Prints JSON. Loopback only; needs slapd (Debian package slapd).
 """
 
@@ -35,7 +44,8 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +64,30 @@ from broker_bench import (
     throwaway_postgres,
     write_config,
 )
+from card_signin import PEOPLE, Agent, issue_agents, register_agents
 from careid_broker.app import create_app
 from careid_broker.config import load_config
 from careid_broker.store.engine import WRITE_OPTION
 from careid_broker.web.context import broker_of
+from careid_devkit.ocsp_responder import start_pki_server
+from careid_devkit.pki import init_pki
 from careid_devkit.slapd import DEMO_USER_PASSWORD, start_slapd
 
-ACCOUNTS = ("alex.morgan@nhs.net", "lee.admin@nhs.net", "kim.taylor@nhs.net")
-REQUESTS = ("authorize", "login_page", "login_post", "token", "userinfo")
+ACCOUNTS = tuple(mail for mail, *_ in PEOPLE)
+REQUESTS = {
+    "password": ("authorize", "login_page", "login_post", "token", "userinfo"),
+    "card": ("authorize", "login_page", "card_challenge", "card_authenticate", "token", "userinfo"),
+}
+ORIGIN = "http://127.0.0.1:5000"  # the issuer `write_config` gives port 5000
+FLOW_NAMES = {
+    "password": "authorize, login page, password POST (LDAP bind, code), token, userinfo",
+    "card": (
+        "authorize, login page, card challenge, (agent signs), card authenticate"
+        " (chain, OCSP cached, signature, registration, directory, code), token, userinfo"
+    ),
+}
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_DATA_CSRF = re.compile(r'data-csrf-token="([^"]+)"')
 
 
 class Meter:
@@ -109,7 +134,44 @@ def one_signin(client: FlaskClient, meter: Meter, mail: str) -> None:
     }
     posted = meter.request(client, "login_post", "POST", "/login", data=form)
     assert posted.status_code == 303, f"sign-in {posted.status_code}"
-    answer = posted.headers["Location"]
+    claims = _code_to_claims(client, meter, posted.headers["Location"], verifier)
+    assert claims["email"] == mail, "userinfo"
+
+
+def one_card_signin(client: FlaskClient, meter: Meter, agent: Agent) -> None:
+    """The card flow (the agent's signing is not counted); raises on anything unexpected."""
+    query, verifier = authorization_request({"acr_values": "AAL3_ANY"})
+    started = meter.request(client, "authorize", "GET", f"/authorize?{query}")
+    assert started.status_code == 302, f"authorize {started.status_code}"
+    login = started.headers["Location"]
+    page = meter.request(client, "login_page", "GET", path_of(login))
+    match = _DATA_CSRF.search(page.get_data(as_text=True))
+    assert page.status_code == 200 and match, f"login page {page.status_code}"
+    script = {"Origin": ORIGIN, "X-CSRF-Token": match.group(1), "Accept": "application/json"}
+    tx = query_value(login, "tx")
+    issued = meter.request(
+        client, "card_challenge", "POST", "/card/challenge", json={"tx": tx}, headers=script
+    )
+    assert issued.status_code == 200, f"challenge {issued.status_code}"
+    challenge = issued.get_json()["challenge"]
+    token = agent.sign(ORIGIN, challenge)
+    done = meter.request(
+        client,
+        "card_authenticate",
+        "POST",
+        "/card/authenticate",
+        json={"tx": tx, "challenge": challenge, "token": token},
+        headers=script,
+    )
+    assert done.status_code == 200, f"authenticate {done.status_code} {done.get_data()[:200]!r}"
+    claims = _code_to_claims(client, meter, done.get_json()["redirect"], verifier)
+    assert claims["nhsid_useruid"] == agent.uuid, "userinfo"
+
+
+def _code_to_claims(
+    client: FlaskClient, meter: Meter, answer: str, verifier: str
+) -> dict[str, Any]:
+    """The RP's part: the code in `answer` for tokens, then the userinfo claims."""
     assert answer.startswith(REDIRECT), f"sign-in answered {answer[:80]!r}, not the RP"
     basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     token = meter.request(
@@ -128,7 +190,9 @@ def one_signin(client: FlaskClient, meter: Meter, mail: str) -> None:
     assert token.status_code == 200, f"token {token.status_code}"
     bearer = {"Authorization": f"Bearer {token.get_json()['access_token']}"}
     info = meter.request(client, "userinfo", "GET", "/userinfo", headers=bearer)
-    assert info.status_code == 200 and info.get_json()["email"] == mail, "userinfo"
+    assert info.status_code == 200, f"userinfo {info.status_code}"
+    claims: dict[str, Any] = info.get_json()
+    return claims
 
 
 @contextmanager
@@ -154,29 +218,56 @@ def _directory_requests(app: Any) -> dict[str, float]:
     }
 
 
+def _card_setup(stack: ExitStack, folder: Path) -> tuple[list[Agent], dict[str, Any]]:
+    """A development PKI with its OCSP responder, a card per person, and the broker's
+    `[card]` and `[pki]` settings for them (as `card_signin.py` sets them)."""
+    # The responder's URL goes into the certificates: start it on a first PKI, then
+    # issue for real (as card_signin.py does).
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    init_pki(folder / "pki", now=yesterday)
+    ocsp = stack.enter_context(start_pki_server(folder / "pki", "127.0.0.1", 0))
+    pki = init_pki(folder / "pki", base_url=ocsp.url, now=yesterday, force=True)
+    sections = {
+        "card": {"link_mode": "uuid"},
+        "pki": {
+            "trust_anchors": [str(pki.paths.root_certificate)],
+            "intermediates": [str(pki.paths.issuing_certificate)],
+            "revocation": "ocsp",
+        },
+    }
+    return issue_agents(pki, len(PEOPLE)), sections
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flow", choices=tuple(REQUESTS), default="password")
     parser.add_argument("--signins", type=int, default=200)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--pg-url", default=os.environ.get("CAREID_TEST_DATABASE_URL"))
     parser.add_argument("--pstats", type=Path, help="keep the profiled rounds' cProfile data")
     args = parser.parse_args()
 
-    with (
-        tempfile.TemporaryDirectory(prefix="careid-bench-inproc-") as raw,
-        start_slapd(Path(raw) / "slapd") as slapd,
-        _database(args.backend, Path(raw), args.pg_url) as url,
-    ):
+    with ExitStack() as stack:
+        raw = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="careid-bench-inproc-")))
+        slapd = stack.enter_context(start_slapd(raw / "slapd"))
+        sections: dict[str, Any] = {"signin": {"address_free_failures": 10000}}
+        agents: list[Agent] = []
+        if args.flow == "card":
+            agents, card_sections = _card_setup(stack, raw)
+            sections.update(card_sections)
+        url = stack.enter_context(_database(args.backend, raw, args.pg_url))
         config = write_config(
-            Path(raw),
+            raw,
             port=5000,
             database_url=url,
             directory=slapd.directory_settings(),
-            extra_sections={"signin": {"address_free_failures": 10000}},
+            extra_sections=sections,
         )
         subprocess.run(
             [CLI, "--config", str(config), "db", "upgrade"], check=True, capture_output=True
         )
+        if agents:
+            register_agents(url, agents)
         app = create_app(load_config(config))
         meter = Meter()
         store = broker_of(app).store
@@ -184,11 +275,17 @@ def main() -> int:
         if store.read_engine is not store.engine:
             meter.watch(store.read_engine)  # PostgreSQL's read-only pool
 
-        def rounds(count: int) -> None:
-            for n in range(count):
+        def signin(n: int) -> None:
+            if agents:
+                one_card_signin(app.test_client(), meter, agents[n % len(agents)])
+            else:
                 one_signin(app.test_client(), meter, ACCOUNTS[n % len(ACCOUNTS)])
 
-        rounds(10)  # keys loaded, pools and caches warm
+        def rounds(count: int) -> None:
+            for n in range(count):
+                signin(n)
+
+        rounds(10)  # keys loaded, pools and caches (OCSP answers too) warm
         meter.counts.clear()
         before = _directory_requests(app)
         rounds(args.signins)
@@ -212,7 +309,7 @@ def main() -> int:
             "db_writes": round(measured[(label, "db_writes")] / n, 2),
             "db_statements": round(measured[(label, "db_statements")] / n, 2),
         }
-        for label in REQUESTS
+        for label in REQUESTS[args.flow]
     }
     totals = {
         key: round(sum(row[key] for row in per_request.values()), 2)
@@ -226,7 +323,7 @@ def main() -> int:
         json.dumps(
             {
                 "benchmark": "inprocess_flow",
-                "flow": "authorize, login page, password POST (LDAP bind, code), token, userinfo",
+                "flow": FLOW_NAMES[args.flow],
                 "how": "the broker app in this process through Flask's test client; no HTTP",
                 "backend": args.backend,
                 "signins": n,
