@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Request, grants
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
@@ -22,6 +23,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from flask import g
+from flask import request as flask_request
 
 from careid_broker.oidc.claims import authentication_claims, claims_for_scope
 from careid_broker.oidc.client_auth import ClientKeyResolver, ClientSecretJwt, PrivateKeyJwt
@@ -279,7 +281,9 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         # A login transaction resumed after sign-in carries its own stored request.
         if isinstance(request, OAuth2Request):
             return request
-        return super().create_oauth2_request(request)
+        # authlib's own wraps Flask's `request` proxy, and its payload reads the form
+        # through it a score of times per request: give it the request itself.
+        return FlaskOAuth2Request(flask_request._get_current_object())  # type: ignore[attr-defined]
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         client: OAuthClient = request.client
