@@ -46,7 +46,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -289,6 +290,29 @@ def crypto_floor(pki: Pki, agent: Agent, *, rounds: int = 200) -> dict[str, floa
     }
 
 
+@contextmanager
+def development_pki(folder: Path) -> Iterator[tuple[Pki, PkiServer]]:
+    """A development PKI in `folder` whose certificates name its running OCSP responder."""
+    # The responder's URL goes into the certificates, and the responder serves from the
+    # PKI folder: start it on a first PKI, then issue for real.
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    init_pki(folder, now=yesterday)
+    with start_pki_server(folder, "127.0.0.1", 0) as ocsp:
+        yield init_pki(folder, base_url=ocsp.url, now=yesterday, force=True), ocsp
+
+
+def card_settings(pki: Pki) -> dict[str, Any]:
+    """The broker's `[card]` and `[pki]` settings for cards of `pki`, checked by OCSP."""
+    return {
+        "card": {"link_mode": "uuid"},
+        "pki": {
+            "trust_anchors": [str(pki.paths.root_certificate)],
+            "intermediates": [str(pki.paths.issuing_certificate)],
+            "revocation": "ocsp",
+        },
+    }
+
+
 def issue_agents(pki: Pki, count: int) -> list[Agent]:
     """`count` cards spread over the people (more than one per UUID: renewed cards)."""
     agents = []
@@ -313,16 +337,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="careid-bench-card-") as raw:
         folder = Path(raw)
         with start_slapd(folder / "slapd") as slapd:
-            # The OCSP responder's URL goes into the certificates, and the responder
-            # serves from the PKI folder: start it on a first PKI, then issue for real.
-            init_pki(folder / "pki", now=datetime.now(UTC) - timedelta(days=1))
-            with start_pki_server(folder / "pki", "127.0.0.1", 0) as ocsp:
-                pki = init_pki(
-                    folder / "pki",
-                    base_url=ocsp.url,
-                    now=datetime.now(UTC) - timedelta(days=1),
-                    force=True,
-                )
+            with development_pki(folder / "pki") as (pki, ocsp):
                 agents = issue_agents(pki, args.cards)
                 floor = crypto_floor(pki, agents[0])
                 setup = BrokerSetup(
@@ -330,14 +345,7 @@ def main() -> int:
                     threads=args.threads,
                     pg_url=args.pg_url,
                     directory=slapd.directory_settings(),
-                    extra_sections={
-                        "card": {"link_mode": "uuid"},
-                        "pki": {
-                            "trust_anchors": [str(pki.paths.root_certificate)],
-                            "intermediates": [str(pki.paths.issuing_certificate)],
-                            "revocation": "ocsp",
-                        },
-                    },
+                    extra_sections=card_settings(pki),
                     prepare=lambda url: register_agents(url, agents),
                 )
                 for backend in backends:

@@ -45,7 +45,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +63,18 @@ from broker_bench import (
     throwaway_postgres,
     write_config,
 )
-from card_signin import PEOPLE, Agent, issue_agents, register_agents
+from card_signin import (
+    PEOPLE,
+    Agent,
+    card_settings,
+    development_pki,
+    issue_agents,
+    register_agents,
+)
 from careid_broker.app import create_app
 from careid_broker.config import load_config
 from careid_broker.store.engine import WRITE_OPTION
 from careid_broker.web.context import broker_of
-from careid_devkit.ocsp_responder import start_pki_server
-from careid_devkit.pki import init_pki
 from careid_devkit.slapd import DEMO_USER_PASSWORD, start_slapd
 
 ACCOUNTS = tuple(mail for mail, *_ in PEOPLE)
@@ -218,26 +222,6 @@ def _directory_requests(app: Any) -> dict[str, float]:
     }
 
 
-def _card_setup(stack: ExitStack, folder: Path) -> tuple[list[Agent], dict[str, Any]]:
-    """A development PKI with its OCSP responder, a card per person, and the broker's
-    `[card]` and `[pki]` settings for them (as `card_signin.py` sets them)."""
-    # The responder's URL goes into the certificates: start it on a first PKI, then
-    # issue for real (as card_signin.py does).
-    yesterday = datetime.now(UTC) - timedelta(days=1)
-    init_pki(folder / "pki", now=yesterday)
-    ocsp = stack.enter_context(start_pki_server(folder / "pki", "127.0.0.1", 0))
-    pki = init_pki(folder / "pki", base_url=ocsp.url, now=yesterday, force=True)
-    sections = {
-        "card": {"link_mode": "uuid"},
-        "pki": {
-            "trust_anchors": [str(pki.paths.root_certificate)],
-            "intermediates": [str(pki.paths.issuing_certificate)],
-            "revocation": "ocsp",
-        },
-    }
-    return issue_agents(pki, len(PEOPLE)), sections
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flow", choices=tuple(REQUESTS), default="password")
@@ -253,8 +237,9 @@ def main() -> int:
         sections: dict[str, Any] = {"signin": {"address_free_failures": 10000}}
         agents: list[Agent] = []
         if args.flow == "card":
-            agents, card_sections = _card_setup(stack, raw)
-            sections.update(card_sections)
+            pki, _ = stack.enter_context(development_pki(raw / "pki"))
+            agents = issue_agents(pki, len(PEOPLE))
+            sections.update(card_settings(pki))
         url = stack.enter_context(_database(args.backend, raw, args.pg_url))
         config = write_config(
             raw,
