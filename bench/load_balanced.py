@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +67,11 @@ from broker_bench import (
     throwaway_postgres,
     write_config,
 )
-from card_signin import Agent, register_agents
+from card_signin import Agent, card_settings, development_pki, register_agents
 from card_signin import one_signin as card_signin
 from careid_broker.store import upgrade
 from careid_devkit.haproxy import Haproxy, Upstream, haproxy_binary, start_haproxy
-from careid_devkit.ocsp_responder import start_pki_server
-from careid_devkit.pki import Pki, init_pki
+from careid_devkit.pki import Pki
 from careid_devkit.slapd import start_slapd
 from oidc_password_flow import one_signin as password_signin
 
@@ -312,12 +311,7 @@ def _configs(
                         "dev": True,
                         "trusted_proxies": 1,
                     },
-                    "card": {"link_mode": "uuid"},
-                    "pki": {
-                        "trust_anchors": [str(pki.paths.root_certificate)],
-                        "intermediates": [str(pki.paths.issuing_certificate)],
-                        "revocation": "ocsp",
-                    },
+                    **card_settings(pki),
                 },
             )
         )
@@ -342,14 +336,11 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="careid-bench-lb-") as raw:
         folder = Path(raw)
-        now = datetime.now(UTC) - timedelta(days=1)
-        init_pki(folder / "pki", now=now)
         with (
             start_slapd(folder / "slapd") as slapd,
-            start_pki_server(folder / "pki", "127.0.0.1", 0) as ocsp,
+            development_pki(folder / "pki") as (pki, _),
             throwaway_postgres(args.pg_url) as database_url,
         ):
-            pki = init_pki(folder / "pki", base_url=ocsp.url, now=now, force=True)
             agents = _agents(pki)
             upgrade(database_url)
             register_agents(database_url, agents)
