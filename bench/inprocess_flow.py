@@ -123,15 +123,9 @@ class Meter:
 
 def one_signin(client: FlaskClient, meter: Meter, mail: str) -> None:
     """The password flow; raises on anything unexpected."""
-    query, verifier = authorization_request()
-    started = meter.request(client, "authorize", "GET", f"/authorize?{query}")
-    assert started.status_code == 302, f"authorize {started.status_code}"
-    login = started.headers["Location"]
-    page = meter.request(client, "login_page", "GET", path_of(login))
-    match = _CSRF.search(page.get_data(as_text=True))
-    assert page.status_code == 200 and match, f"login page {page.status_code}"
+    login, verifier, csrf = _login_page(client, meter, {}, _CSRF)
     form = {
-        "csrf_token": match.group(1),
+        "csrf_token": csrf,
         "tx": query_value(login, "tx"),
         "email": mail,
         "password": DEMO_USER_PASSWORD,
@@ -144,14 +138,8 @@ def one_signin(client: FlaskClient, meter: Meter, mail: str) -> None:
 
 def one_card_signin(client: FlaskClient, meter: Meter, agent: Agent) -> None:
     """The card flow (the agent's signing is not counted); raises on anything unexpected."""
-    query, verifier = authorization_request({"acr_values": "AAL3_ANY"})
-    started = meter.request(client, "authorize", "GET", f"/authorize?{query}")
-    assert started.status_code == 302, f"authorize {started.status_code}"
-    login = started.headers["Location"]
-    page = meter.request(client, "login_page", "GET", path_of(login))
-    match = _DATA_CSRF.search(page.get_data(as_text=True))
-    assert page.status_code == 200 and match, f"login page {page.status_code}"
-    script = {"Origin": ORIGIN, "X-CSRF-Token": match.group(1), "Accept": "application/json"}
+    login, verifier, csrf = _login_page(client, meter, {"acr_values": "AAL3_ANY"}, _DATA_CSRF)
+    script = {"Origin": ORIGIN, "X-CSRF-Token": csrf, "Accept": "application/json"}
     tx = query_value(login, "tx")
     issued = meter.request(
         client, "card_challenge", "POST", "/card/challenge", json={"tx": tx}, headers=script
@@ -170,6 +158,21 @@ def one_card_signin(client: FlaskClient, meter: Meter, agent: Agent) -> None:
     assert done.status_code == 200, f"authenticate {done.status_code} {done.get_data()[:200]!r}"
     claims = _code_to_claims(client, meter, done.get_json()["redirect"], verifier)
     assert claims["nhsid_useruid"] == agent.uuid, "userinfo"
+
+
+def _login_page(
+    client: FlaskClient, meter: Meter, extra: dict[str, str], csrf: re.Pattern[str]
+) -> tuple[str, str, str]:
+    """The RP's authorization request and the sign-in page it leads to: the page's URL,
+    the PKCE verifier and the page's CSRF token (found by `csrf`)."""
+    query, verifier = authorization_request(extra)
+    started = meter.request(client, "authorize", "GET", f"/authorize?{query}")
+    assert started.status_code == 302, f"authorize {started.status_code}"
+    login = started.headers["Location"]
+    page = meter.request(client, "login_page", "GET", path_of(login))
+    match = csrf.search(page.get_data(as_text=True))
+    assert page.status_code == 200 and match, f"login page {page.status_code}"
+    return login, verifier, match.group(1)
 
 
 def _code_to_claims(
