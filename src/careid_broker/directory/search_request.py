@@ -175,10 +175,6 @@ def search_message(message_id: int, search: Search) -> bytes | None:
     encoded_filter = encode_filter(search.search_filter)
     if encoded_filter is None:
         return None
-    return _message(message_id, search, encoded_filter)
-
-
-def _message(message_id: int, search: Search, encoded_filter: bytes) -> bytes | None:
     try:
         request = b"".join(
             (
@@ -219,13 +215,12 @@ def send_search(connection: Connection, search: Search) -> bool:
         or not strategy.sync
     ):
         return False
-    encoded_filter = encode_filter(search.search_filter)
-    if encoded_filter is None:
-        return False
     with connection.connection_lock:
         message_id = connection.server.next_message_id()
-        message = _message(message_id, search, encoded_filter)
-        if message is None:  # a negative limit: ldap3 says what it makes of it
+        message = search_message(message_id, search)
+        if message is None:
+            # Outside the subset (or a negative limit: ldap3 says what it makes of it).
+            # The id stays unused: RFC 4511 asks only that ids in use be unique.
             return False
         # What ldap3's response reader looks up for a search it sent.
         request = search.as_ldap3_request()
