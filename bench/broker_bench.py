@@ -35,8 +35,18 @@ from sqlalchemy.engine import make_url
 
 from careid_broker.oidc.client_secrets import hash_secret
 
-TARGET_SIGNINS_PER_SECOND = 20.0
-TARGET_P95_MS = 500.0
+#: The targets a bench can judge on its own (8 users, 2 cores): every sign-in's p95
+#: latency, and a card sign-in's broker CPU. The rates' targets are ratios to
+#: node-oidc-provider measured in the same run, so only `peer_compare.py` judges them.
+TARGET_P95_MS = 60.0
+TARGET_CARD_CPU_MS = 5.0
+RATE_TARGETS = {
+    "password_ratio_at_least": 0.5,
+    "card_ratio_at_least": 0.4,
+}
+RATE_TARGETS_NOTE = (
+    "rates are judged against node-oidc-provider in the same run: bench/peer_compare.py"
+)
 CLIENT_ID = "bench"
 CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
 REDIRECT = "https://rp.bench.test/callback"
@@ -492,11 +502,27 @@ class LoadOutcome:
     errors: tuple[str, ...]
     elapsed: float
 
-    def report(self, *, latency_key: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The per-backend JSON result, judged against the targets."""
+    def report(
+        self,
+        *,
+        latency_key: str,
+        extra: Mapping[str, Any] | None = None,
+        cpu_target_ms: float | None = None,
+    ) -> dict[str, Any]:
+        """The per-backend JSON result, judged against the targets a bench can judge
+        alone: no errors, p95 under `TARGET_P95_MS`, and (with `cpu_target_ms`) the
+        broker's CPU per sign-in (`extra`'s `server_cpu_ms_per_signin`) under it."""
         rate = len(self.latencies) / self.elapsed if self.elapsed else 0.0
         latency = percentiles(list(self.latencies))
         p95 = latency["p95"]
+        extra = dict(extra or {})
+        met = {
+            "no_errors": not self.errors and bool(self.latencies),
+            "p95_ms_below": p95 is not None and p95 < TARGET_P95_MS,
+        }
+        if cpu_target_ms is not None:
+            cpu = extra.get("server_cpu_ms_per_signin")
+            met["server_cpu_ms_per_signin_below"] = cpu is not None and cpu < cpu_target_ms
         return {
             "signins": len(self.latencies),
             "errors": len(self.errors),
@@ -504,13 +530,9 @@ class LoadOutcome:
             "duration_s": round(self.elapsed, 2),
             "signins_per_second": round(rate, 1),
             latency_key: latency,
-            **(extra or {}),
-            "meets_target": bool(
-                not self.errors
-                and rate >= TARGET_SIGNINS_PER_SECOND
-                and p95 is not None
-                and p95 < TARGET_P95_MS
-            ),
+            **extra,
+            "targets_met": met,
+            "meets_target": all(met.values()),
         }
 
 

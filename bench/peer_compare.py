@@ -23,9 +23,9 @@ statements, directory round trips, from its own /metrics), and the targets:
 - password flow at least 0.5 x the peer's flows/s; card sign-in at least 0.4 x;
 - p95 under 60 ms at 8 users; broker CPU per card sign-in under 5 ms.
 
-Timing is never a pass/fail test: this prints, and exits non-zero only when a run had
-errors. Loopback only; needs Node.js and npm (the peer installs itself with `npm ci`),
-and slapd.
+Each target is judged per backend (`targets_met`; `meets_targets` for all). Timing is
+never a pass/fail test: this prints, and exits non-zero only when a run had errors.
+Loopback only; needs Node.js and npm (the peer installs itself with `npm ci`), and slapd.
 
 Run: .venv/bin/python bench/peer_compare.py [--seconds 20] [--users 8] [--card] [--floor]
 """
@@ -51,6 +51,9 @@ from broker_bench import (
     PEER_CLIENT_ID,
     PEER_CLIENT_SECRET,
     PEER_REDIRECT,
+    RATE_TARGETS,
+    TARGET_CARD_CPU_MS,
+    TARGET_P95_MS,
     Server,
     WorkMeter,
     add_server_arguments,
@@ -67,11 +70,33 @@ DEFAULT_PEER = HERE.parents[1] / "shared" / "peer-bench"
 MAIL = "alex.morgan@nhs.net"
 PASSWORD = "Demo-Password-1"
 TARGETS = {
-    "password_ratio_at_least": 0.5,
-    "card_ratio_at_least": 0.4,
-    "p95_ms_below": 60.0,
-    "card_cpu_ms_per_signin_below": 5.0,
+    **RATE_TARGETS,
+    "p95_ms_below": TARGET_P95_MS,
+    "card_cpu_ms_per_signin_below": TARGET_CARD_CPU_MS,
 }
+
+
+def _below(value: object, limit: float) -> bool:
+    return isinstance(value, int | float) and value < limit
+
+
+def _targets_met(entry: dict[str, Any]) -> dict[str, bool]:
+    """Each target judged for one backend's measurements (an error fails its flow's)."""
+    ours = entry["password_flow"]
+    clean = not ours.get("errors")
+    met = {
+        "password_ratio": clean and entry["password_ratio"] >= TARGETS["password_ratio_at_least"],
+        "password_p95": clean and _below(ours.get("p95_ms"), TARGET_P95_MS),
+    }
+    card = entry.get("card_signin")
+    if card is not None:
+        clean = not card.get("errors")
+        met["card_ratio"] = clean and entry["card_ratio"] >= TARGETS["card_ratio_at_least"]
+        met["card_p95"] = clean and _below(
+            card.get("server_side_latency_ms", {}).get("p95"), TARGET_P95_MS
+        )
+        met["card_cpu"] = clean and _below(card.get("server_cpu_ms_per_signin"), TARGET_CARD_CPU_MS)
+    return met
 
 
 def _install_peer(peer: Path) -> None:
@@ -300,6 +325,7 @@ def main() -> int:
                 card = _card(args, backend)
                 entry["card_signin"] = card
                 entry["card_ratio"] = round(card["signins_per_second"] / peer_rate, 3)
+            entry["targets_met"] = _targets_met(entry)
             results.append(entry)
         floor = [
             {
@@ -317,6 +343,7 @@ def main() -> int:
         "peer": reference,
         "targets": TARGETS,
         "results": results,
+        "meets_targets": bool(results) and all(all(r["targets_met"].values()) for r in results),
     }
     if floor:
         report["stack_floor"] = floor
