@@ -94,3 +94,40 @@ def test_any_body_gets_a_coded_4xx_or_success_never_a_5xx(
     if response.status_code >= 400:
         assert isinstance(response.get_json()["error"], str)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    [
+        "A" * 42 + "\ud800",  # a lone surrogate: no UTF-8 form to hash
+        "é" * 43,  # the right length, not base64url
+        "A" * 42 + "=",
+    ],
+)
+@pytest.mark.parametrize(
+    ("path", "event"),
+    [("/card/authenticate", "signin.card"), ("/register/authenticate", "registration.card")],
+)
+def test_a_challenge_the_broker_never_issues_is_refused_with_a_code_and_audited(
+    card_app: Flask,
+    card_browser: CardBrowser,
+    card_pki,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    event: str,
+    challenge: str,
+) -> None:
+    if path.startswith("/register/"):
+        assert card_browser.register_password(ALEX[0]).status_code == 303
+        card_browser.csrf = page_csrf(card_browser.client.get("/register/card").get_data(True))
+        issued = card_browser.challenge(path="/register/challenge").get_json()["challenge"]
+    else:
+        card_browser.open_login()
+        issued = card_browser.challenge().get_json()["challenge"]
+    token = card_pki.agent("alex").sign(issued)  # well formed: only the challenge is wrong
+    with caplog.at_level(logging.WARNING):
+        response = card_browser.authenticate(token, challenge, path=path)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["error"] == "challenge_unknown"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert last_audit(card_app, event).error_code == "challenge_unknown"

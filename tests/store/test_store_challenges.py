@@ -125,6 +125,7 @@ def test_consume_outcomes(repos: Repositories, clock: FakeClock) -> None:
 
     assert consume(new_challenge(), tx.transaction_id) is ChallengeOutcome.UNKNOWN
     assert consume("short", tx.transaction_id) is ChallengeOutcome.UNKNOWN
+    assert consume("A" * 42 + "\ud800", tx.transaction_id) is ChallengeOutcome.UNKNOWN
 
     # Presented from another browser window: refused AND burned.
     stray = repos.challenges.issue(tx.transaction_id)

@@ -39,7 +39,12 @@ from careid_broker.store import (
 )
 from careid_protocol.errors import ErrorCode
 from careid_protocol.identity import DEFAULT_RULE, IdentityRule, uuid_from_certificate
-from careid_protocol.token import ProtocolError, parse_token, verify_signature
+from careid_protocol.token import (
+    ProtocolError,
+    is_valid_challenge,
+    parse_token,
+    verify_signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +183,9 @@ class CardSignin:
                 pass  # the validator names it certificate_malformed, in its turn
             if not isinstance(challenge, str):
                 raise ProtocolError(ErrorCode.CHALLENGE_UNKNOWN, "no challenge was sent")
+            if not is_valid_challenge(challenge):
+                # Not one the broker could have issued: nothing to look up or burn.
+                raise ProtocolError(ErrorCode.CHALLENGE_UNKNOWN, "not a challenge of this broker")
             outcome = self._challenges.consume(challenge, transaction_id)
             if outcome is not ChallengeOutcome.OK:
                 code = outcome.error_code or ErrorCode.CHALLENGE_UNKNOWN

@@ -115,8 +115,8 @@ class CardChallenges:
         real user only has to reload.
         """
         when = require_aware(now) if now is not None else self._store.now()
-        if len(challenge) != CHALLENGE_LENGTH:
-            return ChallengeOutcome.UNKNOWN
+        if len(challenge) != CHALLENGE_LENGTH or not challenge.isascii():
+            return ChallengeOutcome.UNKNOWN  # never issued, and not every string hashes
         challenge_hash = sha256_hex(challenge)
         with self._store.transaction() as session:
             row = _CONSUME.one_or_none(session, {"hash": challenge_hash, "now": when})
