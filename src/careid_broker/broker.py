@@ -209,6 +209,7 @@ def build_broker(
         clock=clock,
         metrics=metrics,
         audit=audit,
+        refresh_refusal=sessions.refresh_refusal,
         with_worker=oidc.backchannel_worker and not config.broker.dev_disable_workers,
     )
     events.on_ended(provider.session_ended)

@@ -607,6 +607,69 @@ def test_a_refresh_token_presented_by_another_client_revokes_its_grant(
     assert own.status_code == 400
 
 
+def _refresh(browser: Browser, refresh_token: str) -> Any:
+    return browser.token({"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+
+def _last(app: Flask, event: str) -> Any:
+    [entry] = broker_of(app).repos.audit.list_recent(event_prefix=event, limit=1)
+    return entry
+
+
+def test_a_refresh_token_dies_with_an_idle_sign_in(
+    oidc_app: Flask, oidc_browser: Browser, clock: FakeClock
+) -> None:
+    tokens = _tokens(oidc_browser)
+    # The person walked away: no page of the broker's is asked for past the idle limit
+    # (2 hours by default), while the RP keeps refreshing.
+    clock.advance(timedelta(minutes=50))
+    fresh = _refresh(oidc_browser, tokens["refresh_token"])
+    assert fresh.status_code == 200, fresh.get_data(as_text=True)
+    clock.advance(timedelta(minutes=71))
+    refused = _refresh(oidc_browser, fresh.get_json()["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    # Ended here, as its browser would have found it: the end audited, the RPs told.
+    ended = _last(oidc_app, "session.end")
+    assert ended.details["reason"] == "expired" and ended.details["relying_parties"] == ["rp"]
+    refusal = _last(oidc_app, "oidc.refresh_token")
+    assert refusal.error_code == "oidc_token_refused"
+    assert refusal.details["reason"] == "refresh_session_ended"
+    assert not broker_of(oidc_app).repos.sessions.active_for_account(ended.subject)
+
+
+def test_a_refresh_token_never_outlives_its_sign_in(
+    app_factory: Callable[..., Flask], tmp_path: Path, clock: FakeClock
+) -> None:
+    app = make_oidc_app(
+        app_factory,
+        tmp_path,
+        broker={"session_lifetime_seconds": 3600, "session_idle_seconds": 1800},
+    )
+    browser = Browser(app.test_client())
+    refresh_token = _tokens(browser)["refresh_token"]
+    for _ in range(3):  # busy all along: the browser and the RP both keep coming back
+        clock.advance(timedelta(minutes=19))
+        assert "You are signed in" in browser.client.get("/login").get_data(as_text=True)
+        answer = _refresh(browser, refresh_token)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        refresh_token = answer.get_json()["refresh_token"]
+    clock.advance(timedelta(minutes=4))  # 61 minutes after the sign-in
+    refused = _refresh(browser, refresh_token)
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    assert _last(app, "session.end").details["reason"] == "expired"
+
+
+def test_a_refresh_token_of_an_ended_sign_in_is_refused(
+    oidc_app: Flask, oidc_browser: Browser
+) -> None:
+    tokens = _tokens(oidc_browser)
+    page = oidc_browser.client.get("/signout").get_data(as_text=True)
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    assert oidc_browser.client.post("/signout", data={"csrf_token": csrf}).status_code in (200, 303)
+    refused = _refresh(oidc_browser, tokens["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+
+
 def test_a_refresh_may_narrow_but_not_widen_the_scope(oidc_browser: Browser) -> None:
     tokens = _tokens(oidc_browser, scope="openid email")
     wider = oidc_browser.token(

@@ -3,6 +3,8 @@ out (well within 2 s); any other report changes nothing and is answered the same
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from datetime import timedelta
 
@@ -10,12 +12,17 @@ import pytest
 from broker_fixtures import BACKENDS
 from broker_support import broker_of
 from card_fixtures import CardAppFactory
-from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
+from card_support import ALEX, CardBrowser, CardPki, SimulatedAgent, last_audit, register_card
+from cryptography import x509
 from flask import Flask
 from oidc_support import OTHER_SECRET, Browser, TestRelyingParty, query_of
 
+from careid_broker.admin.reasons import Reason, RemovalReason
+from careid_broker.admin.removal import remove_registration
+from careid_broker.admin.rights import Actor
 from careid_broker.card.lock import WindowLimiter
 from careid_broker.store import EndedSession
+from support.clock import FakeClock
 
 
 def _card_signin_to_rp(app: Flask, pki: CardPki) -> tuple[Browser, str]:
@@ -107,6 +114,100 @@ def test_an_rp_with_card_removal_none_keeps_its_sign_in_while_a_logout_rp_is_end
     # use it, for either service.
     assert rp.authorize().location.startswith("/login?")
     assert other.authorize().location.startswith("/login?")
+
+
+def _kept_signin(
+    app: Flask, pki: CardPki, agent: SimulatedAgent
+) -> tuple[Browser, dict[str, object]]:
+    """A card sign-in into "rp" and "other" (card_removal = "none"), then the card
+    leaves the reader: "rp" is told, "other" keeps its tokens. ("other", its tokens.)"""
+    register_card(app, agent, ALEX[0])
+    rp = Browser(app.test_client())
+    authorization = rp.authorize()
+    tx = query_of(authorization.location)["tx"]
+    card = CardBrowser(rp.client)
+    card.open_login(tx)
+    answer = card.sign_in(agent, tx)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    authorization.redirect = answer.get_json()["redirect"]
+    assert rp.redeem(authorization).status_code == 200
+    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
+    tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    assert _removed(app, {"cardSession": answer.get_json()["cardSession"]}).status_code == 204
+    return other, tokens.get_json()
+
+
+def _refresh_other(other: Browser, refresh_token: object):
+    return other.token(
+        {"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth="post",
+        secret=OTHER_SECRET,
+    )
+
+
+def test_a_kept_sign_in_never_outlives_the_sessions_lifetime(
+    card_app_factory: CardAppFactory, card_pki: CardPki, card_clock: FakeClock
+) -> None:
+    app = card_app_factory(other_card_removal="none")
+    other, tokens = _kept_signin(app, card_pki, card_pki.agent("alex"))
+    card_clock.advance(timedelta(hours=7, minutes=59))  # within the 8 hours
+    kept = _refresh_other(other, tokens["refresh_token"])
+    assert kept.status_code == 200, kept.get_data(as_text=True)
+    card_clock.advance(timedelta(minutes=1))
+    refused = _refresh_other(other, kept.get_json()["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("ending", ["registration_removed", "card_revoked"])
+def test_a_kept_sign_in_ends_with_its_cards_registration_or_certificate(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    test_rp: TestRelyingParty,
+    ending: str,
+) -> None:
+    # A certificate of this test's own (revoking a shared one would touch other tests).
+    profile = card_pki.issue(f"alex_kept_{ending}", ALEX[1], ALEX[2])
+    app = card_app_factory(
+        backchannel_uri=test_rp.url,
+        other_backchannel=test_rp.url + "?rp=other",
+        other_card_removal="none",
+        pki=card_pki.pki_settings(revocation="crl", crl={"refresh_seconds": 60}),
+    )
+    other, tokens = _kept_signin(app, card_pki, SimulatedAgent(profile))
+    broker = broker_of(app)
+    assert broker.oidc.backchannel.deliver_due().delivered == 1  # "rp" only, so far
+    if ending == "registration_removed":
+        removal = remove_registration(
+            broker.admin,
+            Actor(name="admin@nhs.net", org_codes=None, via="cli"),
+            card_uuid=ALEX[1],
+            reason=Reason(kind=RemovalReason.LOST_CARD),
+        )
+        assert removal.relying_parties == ("other",)
+    else:
+        serial = x509.load_pem_x509_certificate(profile.certificate_pem.encode()).serial_number
+        card_pki.pki.revoke(uuid=ALEX[1], serial=serial, reason="keyCompromise", now=card_clock.now)
+        card_clock.advance(timedelta(seconds=61))
+        assert broker.card.validator is not None
+        assert broker.card.validator.revocation.crl.refresh_due() >= 1
+        entry = last_audit(app, "session.end")
+        assert entry.details["reason"] == "card_revoked"
+        assert entry.details["relying_parties"] == ["other"]
+
+    refused = _refresh_other(other, tokens["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    # "other" is told now, its sign-in having ended.
+    assert broker.oidc.backchannel.deliver_due().delivered == 1
+    received = test_rp.wait_for(2)
+    assert [_audience(r.form["logout_token"]) for r in received] == ["rp", "other"]
+
+
+def _audience(token: str) -> object:
+    """The `aud` of a logout token, unverified (its signature is checked elsewhere)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["aud"]
 
 
 def test_reports_for_unknown_or_ended_sessions_change_nothing_and_look_the_same(

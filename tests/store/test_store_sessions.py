@@ -109,6 +109,49 @@ def test_ending_all_sessions_of_an_account(repos: Repositories) -> None:
     assert still is not None and still.active
 
 
+@pytest.mark.parametrize("by", ["card", "account"])
+def test_the_sign_ins_kept_after_a_card_removal_end_with_the_card_or_account(
+    repos: Repositories, clock: FakeClock, by: str
+) -> None:
+    record = _session(repos).record
+    untouched = _session(repos, "bob@nhs.net", card=False).record
+    tokens = {
+        (sid, client): new_opaque_token()
+        for sid in (record.sid, untouched.sid)
+        for client in ("webmail", "rostering")
+    }
+    for (sid, client), access in tokens.items():
+        repos.sessions.add_relying_party(sid, client)
+        repos.tokens.issue(
+            client_id=client,
+            sub=record.sub,
+            scope="openid",
+            access_token=access,
+            refresh_token=new_opaque_token(),
+            sid=sid,
+        )
+    for sid in (record.sid, untouched.sid):
+        repos.sessions.end_session(
+            sid, EndReason.CARD_REMOVED, keep_clients=frozenset({"rostering"})
+        )
+    assert repos.tokens.lookup_access_token(tokens[record.sid, "rostering"]) is not None
+    clock.advance(timedelta(minutes=5))
+
+    selector: dict[str, Any] = (
+        {"card_uuid": "100000000001"} if by == "card" else {"account_mail": "ALICE@nhs.net"}
+    )
+    [ended] = repos.sessions.end_kept_signins(EndReason.CARD_REVOKED, **selector)
+    assert ended.sid == record.sid and ended.ended_now and ended.reason == "card_revoked"
+    assert ended.relying_parties == ("rostering",) and ended.tokens_revoked == 2
+    assert ended.ended_at == clock.now
+    assert repos.tokens.lookup_access_token(tokens[record.sid, "rostering"]) is None
+    # Bob's card and account are not named: his kept sign-in stays.
+    assert repos.tokens.lookup_access_token(tokens[untouched.sid, "rostering"]) is not None
+    assert repos.sessions.end_kept_signins(EndReason.CARD_REVOKED, **selector) == []
+    with pytest.raises(ValueError, match="name a card or an account"):
+        repos.sessions.end_kept_signins(EndReason.CARD_REVOKED)
+
+
 def test_ending_and_enqueueing_logout_commit_or_fail_together(
     repos: Repositories, store: Store
 ) -> None:

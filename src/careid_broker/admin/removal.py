@@ -70,10 +70,14 @@ def remove_registration(
         if removed is None or removed.id != current.id:
             # Another administrator got there first (or it was re-made): roll back.
             raise RegistrationChangedError(detail=f"{uuid!r} changed during removal")
-        ended = tuple(
-            repos.sessions.end_sessions_for_account(
+        ended = (
+            *repos.sessions.end_sessions_for_account(
                 removed.account_mail, EndReason.REGISTRATION_REMOVED
-            )
+            ),
+            # The sign-ins relying parties kept when the card last left the reader.
+            *repos.sessions.end_kept_signins(
+                EndReason.REGISTRATION_REMOVED, account_mail=removed.account_mail
+            ),
         )
         for session in ended:
             service.session_ended(session)

@@ -57,6 +57,13 @@ class RevokedCardSessions:
                 for record in self._repos.sessions.active_for_card(registration.card_uuid)
                 if self._sessions.end(record.sid, EndReason.CARD_REVOKED) is not None
             ]
+            # And the sign-ins relying parties kept when the card last left the reader.
+            with self._repos.store.transaction():
+                for kept in self._repos.sessions.end_kept_signins(
+                    EndReason.CARD_REVOKED, card_uuid=registration.card_uuid
+                ):
+                    self._sessions.publish_ended(kept, why="kept after a card removal")
+                    ended.append(kept.sid)
             total += len(ended)
             log.warning(
                 "a registered card's certificate is revoked: %d session(s) ended", len(ended)

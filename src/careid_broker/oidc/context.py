@@ -39,3 +39,5 @@ class ServerContext:
     id_token_lifetime_seconds: int
     access_token_lifetime_seconds: int
     on_token_event: TokenEvent
+    # Why a refresh token of sign-in session `sid` may not be used now (None: it may).
+    refresh_refusal: Callable[[str | None], str | None]

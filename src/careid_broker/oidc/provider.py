@@ -96,6 +96,7 @@ def build_provider(
     clock: Callable[[], datetime],
     metrics: BrokerMetrics,
     audit: Auditor,
+    refresh_refusal: Callable[[str | None], str | None],
     with_worker: bool,
 ) -> OidcProvider:
     """Wire the provider. The signing keys the clients need are made on first use."""
@@ -126,6 +127,7 @@ def build_provider(
         id_token_lifetime_seconds=config.id_token_lifetime_seconds,
         access_token_lifetime_seconds=config.access_token_lifetime_seconds,
         on_token_event=on_token_event,
+        refresh_refusal=refresh_refusal,
     )
     backchannel = BackchannelLogout(
         issuer=issuer,

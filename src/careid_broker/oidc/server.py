@@ -239,6 +239,13 @@ class RefreshGrantWithStore(grants.RefreshTokenGrant):  # type: ignore[misc]
                 {"tokens_revoked": result.tokens_revoked},
             )
             return None
+        refusal = self.ctx.refresh_refusal(found.sid)
+        if refusal is not None:
+            # invalid_grant: the RP sends the person to sign in again.
+            self.ctx.on_token_event(
+                "refresh_token", client.get_client_id(), "refresh_session_ended", {"why": refusal}
+            )
+            return None
         return TokenView(
             raw=refresh_token,
             client=None,

@@ -148,6 +148,34 @@ class SigninSessions:
             self._repos.sessions.touch(found.sid)
         return found
 
+    def refresh_refusal(self, sid: str | None) -> str | None:
+        """Why a refresh token issued in sign-in session `sid` may not be used now, or None.
+
+        A refresh token lives no longer than the sign-in it came from. An open session
+        past its lifetime or idle limit is ended here (its tokens revoked, its relying
+        parties told), as `find` would have ended it had its browser come back. An
+        ended session's tokens were revoked when it ended, except those of the relying
+        parties that keep their sign-in when the card leaves the reader: those outlive
+        a card removal, never the session's absolute lifetime. A session ended for any
+        other reason refuses whatever token survived it.
+        """
+        if sid is None:
+            return "the token belongs to no sign-in session"
+        record = self._repos.sessions.get(sid)
+        if record is None:
+            return "the sign-in session is unknown"
+        now = self._store.now()
+        if record.active:
+            if self.expired(record, now):
+                self.end(record.sid, EndReason.EXPIRED)
+                return "the sign-in session has expired"
+            return None
+        if record.end_reason != EndReason.CARD_REMOVED:
+            return "the sign-in session has ended"
+        if now >= record.auth_time + self._lifetime:
+            return "the sign-in session is past its lifetime"
+        return None
+
     def complete(self, decision: SigninDecision, binding: SigninBinding) -> NewSession:
         """Start the decided session: end the browser's previous one, store the new one
         and audit the success, in one transaction (SQLite takes its write lock once)."""

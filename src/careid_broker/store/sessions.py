@@ -298,6 +298,66 @@ class SigninSessions:
                 tokens_revoked=0,
             )
 
+    def end_kept_signins(
+        self, reason: str, *, card_uuid: str | None = None, account_mail: str | None = None
+    ) -> list[EndedSession]:
+        """Revoke the tokens relying parties kept when a card removal ended a session
+        (`end_session`'s `keep_clients`), for the ended sessions of one card or of one
+        account: a revoked card or a removed registration leaves no sign-in alive.
+
+        One `EndedSession` per session that still had such tokens, naming the relying
+        parties that held them (to be told now, as if the session ended now).
+        """
+        if (card_uuid is None) == (account_mail is None):
+            raise ValueError("name a card or an account")
+        ended_of = (
+            SigninSession.card_uuid == card_uuid
+            if card_uuid is not None
+            else SigninSession.account_mail == normalise_mail(account_mail or "")
+        )
+        now = self._store.now()
+        with self._store.transaction() as session:
+            sessions = {
+                row.sid: row
+                for row in session.execute(
+                    select(SigninSession.sid, SigninSession.sub, SigninSession.account_mail).where(
+                        ended_of, SigninSession.ended_at.is_not(None)
+                    )
+                )
+            }
+            if not sessions:
+                return []
+            live = (
+                OAuthToken.sid.in_(sorted(sessions)),
+                OAuthToken.revoked_at.is_(None),
+                OAuthToken.expires_at > now,
+            )
+            holders: dict[str, set[str]] = {}
+            for sid, client_id in session.execute(
+                select(OAuthToken.sid, OAuthToken.client_id).where(*live).distinct()
+            ):
+                if sid is not None:  # always, given the IN above; for the type
+                    holders.setdefault(sid, set()).add(client_id)
+            # Every family up front, in one sorted pass, as `end_sessions_for_account`.
+            lock_families_where(session, OAuthToken.sid.in_(sorted(holders)))
+            ended: list[EndedSession] = []
+            for sid in sorted(holders):
+                row = sessions[sid]
+                revoked = revoke_tokens_where(session, OAuthToken.sid == sid, now)
+                ended.append(
+                    EndedSession(
+                        sid=sid,
+                        sub=row.sub,
+                        account_mail=row.account_mail,
+                        ended_at=now,
+                        reason=reason,
+                        ended_now=True,
+                        relying_parties=tuple(sorted(holders[sid])),
+                        tokens_revoked=revoked,
+                    )
+                )
+            return ended
+
     def end_sessions_for_account(self, mail: str, reason: str) -> list[EndedSession]:
         """End every open session of an account (e.g. its registration was removed)."""
         now = self._store.now()
