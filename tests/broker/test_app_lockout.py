@@ -8,6 +8,8 @@ do. A card keeps working for an account whose password is locked.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -68,6 +70,47 @@ def test_real_and_unknown_addresses_get_the_same_answers_and_nothing_is_locked(
     # signs in at once, where a directory lockout would refuse them for 15 more minutes.
     clock.advance(timedelta(minutes=15, seconds=1))
     assert password_login(app.test_client(), REAL, DEMO_PASSWORD).status_code == 303
+
+
+def test_wrong_passwords_sent_all_at_once_still_stop_short_of_the_directorys_lockout(
+    app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
+) -> None:
+    # Twelve guesses at the same moment, through as many connections: each would pass a
+    # check of the counters made before any of them had failed.
+    app = app_factory(directory_slapd=own_slapd)
+    start = threading.Barrier(12)
+
+    def guess(_: int) -> tuple[int, str | None, str | None]:
+        client = app.test_client()
+        start.wait()
+        return _answer(password_login(client, REAL, "wrong-password"))
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(guess, range(12)))
+    assert answers.count((400, "invalid_credentials", None)) == 4, answers
+    assert {a[:2] for a in answers} == {(400, "invalid_credentials"), (429, "signin_throttled")}
+    # The directory saw four failures, not twelve: once the broker's hold is over the
+    # real person signs in at once (slapd's own clock has not moved: a lockout there
+    # would still refuse them).
+    clock.advance(timedelta(minutes=15, seconds=1))
+    assert password_login(app.test_client(), REAL, DEMO_PASSWORD).status_code == 303
+
+
+def test_one_person_signing_in_from_many_places_at_once_is_not_refused(
+    app_factory: AppFactory, own_slapd: Slapd
+) -> None:
+    # Attempts in flight count against the guard only until they are answered: right
+    # passwords at once wait their turn briefly, none is refused.
+    app = app_factory(directory_slapd=own_slapd)
+    start = threading.Barrier(10)
+
+    def sign_in(_: int) -> int:
+        client = app.test_client()
+        start.wait()
+        return password_login(client, REAL, DEMO_PASSWORD).status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert list(pool.map(sign_in, range(10))) == [303] * 10
 
 
 def test_an_account_locked_in_the_directory_looks_like_a_wrong_password(

@@ -155,6 +155,43 @@ def test_a_write_ends_the_read_unit_and_later_reads_see_it(
     assert (begins.reads, begins.writes) == (2, 1)
 
 
+def test_a_write_for_later_rides_on_the_requests_next_write_transaction(
+    counted: tuple[Store, _Begins],
+) -> None:
+    store, begins = counted
+    transactions = LoginTransactions(store)
+    with store.read_unit():
+        store.write_later(lambda: transactions.create(REQUEST) and None)
+        assert _count_transactions(store) == 0  # not yet
+        transactions.create(REQUEST)  # the request's own write takes it along
+        assert _count_transactions(store) == 2
+    assert begins.writes == 1
+
+
+def test_a_write_for_later_is_made_at_the_end_of_the_request_or_at_once(
+    counted: tuple[Store, _Begins],
+) -> None:
+    store, begins = counted
+    transactions = LoginTransactions(store)
+    with store.read_unit():
+        store.write_later(lambda: transactions.create(REQUEST) and None)
+        assert _count_transactions(store) == 0
+    assert _count_transactions(store) == 1 and begins.writes == 1
+    store.write_later(lambda: transactions.create(REQUEST) and None)  # no request: now
+    assert _count_transactions(store) == 2
+
+
+def test_a_write_for_later_rolled_back_with_its_carrier_is_tried_again(store: Store) -> None:
+    transactions = LoginTransactions(store)
+    with store.read_unit():
+        store.write_later(lambda: transactions.create(REQUEST) and None)
+        with pytest.raises(RuntimeError, match="boom"), store.transaction():
+            transactions.create(REQUEST)
+            raise RuntimeError("boom")
+        assert _count_transactions(store) == 0
+    assert _count_transactions(store) == 1  # the request's end made it, alone
+
+
 def test_a_write_inside_a_read_units_session_block_is_refused(store: Store) -> None:
     with store.read_unit(), store.session(), pytest.raises(RuntimeError, match="read-only"):
         LoginTransactions(store).create(REQUEST)

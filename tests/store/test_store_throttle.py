@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from careid_broker.store import (
+    AttemptOutcome,
     Store,
     Throttle,
     ThrottlePolicy,
@@ -98,3 +99,59 @@ def test_failures_from_two_instances_at_once_are_all_counted(
     key = account_key("dave@nhs.net")
     concurrently(8, lambda i: instances[i % 2].record_failure(key))
     assert instances[0].check(key).failures == 8
+
+
+GUARDED = ThrottlePolicy(free_failures=5, guard_failures=4)
+
+
+def test_attempts_in_flight_count_against_the_guard_until_settled(
+    store: Store, clock: FakeClock
+) -> None:
+    throttle = Throttle(store, policy=GUARDED)
+    key = account_key("erin@nhs.net")
+    assert [throttle.reserve(key).allowed for _ in range(5)] == [True] * 4 + [False]
+    busy = throttle.reserve(key)
+    assert not busy.allowed and not busy.blocked  # busy, not blocked: it may wait
+    assert throttle.check(key).failures == 0  # nothing has failed yet
+
+    assert throttle.settle(key, AttemptOutcome.FAILED) is not None  # one fails: f=1, p=3
+    assert not throttle.reserve(key).allowed
+    assert throttle.settle(key, AttemptOutcome.UNDECIDED) is None  # no answer: f=1, p=2
+    assert throttle.reserve(key).allowed  # f=1, p=3
+    assert throttle.settle(key, AttemptOutcome.SUCCEEDED) is None  # f forgotten, p=2
+    assert throttle.check(key).failures == 0
+    assert [throttle.reserve(key).allowed for _ in range(3)] == [True, True, False]
+
+    # A booking whose worker died stops counting after a minute.
+    clock.advance(timedelta(seconds=61))
+    assert throttle.reserve(key).allowed
+
+
+def test_failed_attempts_reach_the_guard_and_then_block(store: Store, clock: FakeClock) -> None:
+    throttle = Throttle(store, policy=GUARDED)
+    key = account_key("erin@nhs.net")
+    for _ in range(4):
+        assert throttle.reserve(key).allowed
+        throttle.settle(key, AttemptOutcome.FAILED)
+    blocked = throttle.reserve(key)
+    assert not blocked.allowed and blocked.blocked
+    assert blocked.retry_after == GUARDED.guard_window
+
+
+def test_without_a_guard_nothing_is_booked(store: Store) -> None:
+    throttle = Throttle(store, policy=ThrottlePolicy(free_failures=1))
+    key = account_key("erin@nhs.net")
+    assert all(throttle.reserve(key).allowed for _ in range(10))
+    throttle.settle(key, AttemptOutcome.FAILED)
+    throttle.settle(key, AttemptOutcome.FAILED)
+    blocked = throttle.reserve(key)
+    assert not blocked.allowed and blocked.blocked
+
+
+def test_two_instances_booking_at_once_never_pass_the_guard(
+    store: Store, other_store: Store, concurrently: Callable[..., list[Any]]
+) -> None:
+    instances = [Throttle(store, policy=GUARDED), Throttle(other_store, policy=GUARDED)]
+    key = account_key("dave@nhs.net")
+    booked = concurrently(12, lambda i: instances[i % 2].reserve(key).allowed)
+    assert booked.count(True) == 4

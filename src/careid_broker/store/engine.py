@@ -186,6 +186,9 @@ class _ReadUnit:
 
     session: Session | None = None
     depth: int = 0
+    # Bookkeeping writes waiting for the request's next write transaction (see
+    # `Store.write_later`).
+    later: list[Callable[[], None]] = field(default_factory=list)
 
 
 class AbandonedTransactionError(RuntimeError):
@@ -282,12 +285,18 @@ class Store:
                 raise
             return
         self._end_reads("store.transaction()")
+        unit = self._read_unit.get()
+        later: list[Callable[[], None]] = []
+        if unit is not None and unit.later:
+            later, unit.later = unit.later, []
         session = self._writers()
         ambient = _Ambient(session=session, write=True)
         token = self._ambient.set(ambient)
         gate = self._gate.held() if self._gate is not None else nullcontext()
         try:
             with gate, _unavailable_on_connection_errors(), session.begin():
+                for write in later:
+                    write()
                 yield session
                 if ambient.failed is not None:
                     raise AbandonedTransactionError(
@@ -295,6 +304,10 @@ class Store:
                         f" ({type(ambient.failed).__name__}) and the caller carried on:"
                         " rolled back rather than commit half of it"
                     ) from ambient.failed
+        except BaseException:
+            if later and unit is not None:
+                unit.later[:0] = later  # rolled back with it: the request's end tries again
+            raise
         finally:
             self._ambient.reset(token)
             _close(session)
@@ -335,9 +348,37 @@ class Store:
         try:
             yield
         finally:
-            self._read_unit.reset(token)
-            if unit.session is not None:
-                _close(unit.session)
+            try:
+                if unit.later:
+                    self._write_leftovers()
+            finally:
+                self._read_unit.reset(token)
+                if unit.session is not None:
+                    _close(unit.session)
+
+    def write_later(self, write: Callable[[], None]) -> None:
+        """Run `write` (a unit of work: it opens its own `transaction()`) inside this
+        request's next write transaction, or at the end of the request if none comes.
+
+        For bookkeeping that need not be on disk before the request goes on, such as
+        settling a sign-in attempt: it then rides on the commit the request makes anyway
+        instead of costing one of its own. Outside a request (no `read_unit`), or inside
+        a write transaction, it runs at once. If the database fails at the request's
+        end the write is logged as lost: use it for nothing a sign-in depends on.
+        """
+        unit = self._read_unit.get()
+        current = self._ambient.get()
+        if unit is None or (current is not None and current.write):
+            write()
+        else:
+            unit.later.append(write)
+
+    def _write_leftovers(self) -> None:
+        try:
+            with self.transaction():
+                pass  # runs what `write_later` queued
+        except Exception as exc:  # noqa: BLE001 - the request has been answered already
+            log.warning("bookkeeping writes left at the end of a request were lost: %s", exc)
 
     def _end_reads(self, opening: str) -> None:
         unit = self._read_unit.get()

@@ -10,13 +10,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, case, delete, select, update
+from sqlalchemy.orm import Session
 
-from careid_broker.store._sql import insert_ignore, rows_where_in
+from careid_broker.store._sql import insert_ignore, rows_where_in, table_of
 from careid_broker.store.base import require_aware
 from careid_broker.store.engine import Store
 from careid_broker.store.models import ThrottleCounter
+from careid_broker.store.prepared import Prepared
 from careid_broker.store.subjects import normalise_mail
 
 
@@ -66,6 +69,30 @@ class ThrottleState:
         return self.blocked_until - self.now
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reservation:
+    """Whether an attempt may be made now: refused while the key is blocked (for
+    `retry_after`), or while the attempts already in flight could use up the guard."""
+
+    allowed: bool
+    blocked: bool = False
+    retry_after: timedelta = timedelta(0)
+
+
+class AttemptOutcome(StrEnum):
+    """How a reserved attempt ended."""
+
+    FAILED = "failed"  # the directory refused the password: counted
+    SUCCEEDED = "succeeded"  # it accepted it: the key's failures are forgotten
+    UNDECIDED = "undecided"  # no answer (the directory was away): nothing counted
+
+
+#: An attempt booked this long ago no longer counts as in flight (its worker died).
+PENDING_FOR = timedelta(seconds=60)
+
+_PENDING = "pending:"
+
+
 def account_key(mail: str) -> str:
     """Throttle key for an account: the mail is hashed so the table holds no addresses."""
     return "account:" + hashlib.sha256(normalise_mail(mail).encode("utf-8")).hexdigest()
@@ -82,6 +109,76 @@ class Throttle:
     def __init__(self, store: Store, *, policy: ThrottlePolicy | None = None) -> None:
         self._store = store
         self._policy = policy or ThrottlePolicy()
+
+    def reserve(
+        self, key: str, *, policy: ThrottlePolicy | None = None, now: datetime | None = None
+    ) -> Reservation:
+        """Book an attempt against `key` before it is made; `settle` it afterwards.
+
+        The guard (`guard_failures`) caps the failures the directory may see. An attempt
+        in flight may yet fail, so it counts against the guard until it is settled:
+        with `f` failures counted and `p` attempts in flight, one more is allowed only
+        while f + p < guard, however many workers and instances are asking at once
+        (each booking holds the key's row lock). A booking older than `PENDING_FOR`
+        no longer counts. Without a guard nothing is booked: the doubling blocks alone
+        apply, as `check` reads them.
+        """
+        when = require_aware(now) if now is not None else self._store.now()
+        rules = policy or self._policy
+        if rules.guard_failures is None:
+            state = self.check(key, now=when)
+            return Reservation(
+                allowed=not state.blocked, blocked=state.blocked, retry_after=state.retry_after
+            )
+        with self._store.transaction() as session:
+            pending_key = _PENDING + key
+            _book_row(session, pending_key, when)
+            pending = _LOCK_ROW.one(session, {"k": pending_key})
+            counter = _LOCK_ROW.one_or_none(session, {"k": key})
+            failures = 0
+            if counter is not None:
+                if counter.blocked_until is not None and counter.blocked_until > when:
+                    return Reservation(
+                        allowed=False, blocked=True, retry_after=counter.blocked_until - when
+                    )
+                if counter.window_started_at + rules.window > when:
+                    failures = counter.failures
+            in_flight = pending.failures if pending.last_failure_at + PENDING_FOR > when else 0
+            if failures + in_flight >= rules.guard_failures:
+                return Reservation(allowed=False)
+            _SET_BOOKED.run(session, {"k": pending_key, "n": in_flight + 1, "at": when})
+            return Reservation(allowed=True)
+
+    def settle(
+        self,
+        key: str,
+        outcome: AttemptOutcome,
+        *,
+        policy: ThrottlePolicy | None = None,
+        now: datetime | None = None,
+    ) -> ThrottleState | None:
+        """End an attempt `reserve` booked; the key's state after a failure, else None."""
+        when = require_aware(now) if now is not None else self._store.now()
+        rules = policy or self._policy
+        with self._store.transaction() as session:
+            if rules.guard_failures is not None:
+                _UNBOOK.run(session, {"k": _PENDING + key, "stale": when - PENDING_FOR})
+            if outcome is AttemptOutcome.FAILED:
+                return self.record_failure(key, now=when, policy=rules)
+            if outcome is AttemptOutcome.SUCCEEDED:
+                _FORGET.run(session, {"k": key})
+            return None
+
+    def settle_later(
+        self, key: str, outcome: AttemptOutcome, *, policy: ThrottlePolicy | None = None
+    ) -> None:
+        """`settle`, in the request's next write transaction (`Store.write_later`): a
+        sign-in that goes on to write its session settles its attempt in that commit."""
+
+        def settle() -> None:
+            self.settle(key, outcome, policy=policy)
+
+        self._store.write_later(settle)
 
     def record_failure(
         self, key: str, *, now: datetime | None = None, policy: ThrottlePolicy | None = None
@@ -156,3 +253,54 @@ class Throttle:
         """Forget a key's failures (after a successful sign-in)."""
         with self._store.transaction() as session:
             session.execute(delete(ThrottleCounter).where(ThrottleCounter.key == key))
+
+
+_COUNTERS = table_of(ThrottleCounter)
+# Row lock on PostgreSQL (SQLite holds the write lock already): concurrent bookings
+# and failures of one key queue here, none is lost to a read-modify-write race.
+_LOCK_ROW = Prepared(
+    select(
+        _COUNTERS.c.failures,
+        _COUNTERS.c.window_started_at,
+        _COUNTERS.c.last_failure_at,
+        _COUNTERS.c.blocked_until,
+    )
+    .where(_COUNTERS.c.key == bindparam("k"))
+    .with_for_update()
+)
+_SET_BOOKED = Prepared(
+    update(_COUNTERS)
+    .where(_COUNTERS.c.key == bindparam("k"))
+    .values(failures=bindparam("n"), last_failure_at=bindparam("at"))
+)
+# One attempt fewer in flight; none once the last booking is stale (`PENDING_FOR`).
+_UNBOOK = Prepared(
+    update(_COUNTERS)
+    .where(_COUNTERS.c.key == bindparam("k"))
+    .values(
+        failures=case(
+            (
+                (_COUNTERS.c.failures > 0) & (_COUNTERS.c.last_failure_at > bindparam("stale")),
+                _COUNTERS.c.failures - 1,
+            ),
+            else_=0,
+        )
+    )
+)
+_FORGET = Prepared(delete(_COUNTERS).where(_COUNTERS.c.key == bindparam("k")))
+
+
+def _book_row(session: Session, key: str, when: datetime) -> None:
+    """Make `key`'s booking row if it has none (a no-op when it exists)."""
+    insert_ignore(
+        session,
+        ThrottleCounter,
+        {
+            "key": key,
+            "failures": 0,
+            "window_started_at": when,
+            "last_failure_at": when,
+            "blocked_until": None,
+        },
+        ["key"],
+    )
