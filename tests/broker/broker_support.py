@@ -17,7 +17,7 @@ from careid_broker.broker import Broker
 from careid_broker.directory import Directory
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import AuthorizationRequest
-from careid_broker.web import context
+from careid_broker.web import card_binding, context
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.signin_cookie import complete_signin
 
@@ -119,9 +119,19 @@ DEMO_RP = "webmail"
 DEMO_RP_CALLBACK = "http://localhost:5001/callback"
 
 
-def rp_transaction(app: Flask, **request: Any) -> str:
+def started_in(client: FlaskClient, tx: str) -> str:
+    """Bind login transaction `tx` to `client`'s browser session, as the `/authorize`
+    request that makes one does (only that browser may go on with it); `tx`."""
+    with client.session_transaction() as session:
+        known = session.get(card_binding.RP_TRANSACTIONS_KEY, [])
+        session[card_binding.RP_TRANSACTIONS_KEY] = [*known, tx][-card_binding.MAX_REMEMBERED :]
+    return tx
+
+
+def rp_transaction(app: Flask, client: FlaskClient, **request: Any) -> str:
     """A login transaction for the demo RP as /authorize would store it (PKCE included),
-    so a sign-in for it goes on to a code; `request` overrides its fields."""
+    started in `client`'s browser, so a sign-in for it there goes on to a code;
+    `request` overrides its fields."""
     fields: dict[str, Any] = {
         "client_id": DEMO_RP,
         "redirect_uri": DEMO_RP_CALLBACK,
@@ -131,7 +141,8 @@ def rp_transaction(app: Flask, **request: Any) -> str:
         "code_challenge_method": "S256",
         **request,
     }
-    return broker_of(app).repos.transactions.create(AuthorizationRequest(**fields)).transaction_id
+    created = broker_of(app).repos.transactions.create(AuthorizationRequest(**fields))
+    return started_in(client, created.transaction_id)
 
 
 def broker_of(app: Flask) -> Broker:

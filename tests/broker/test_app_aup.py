@@ -17,6 +17,7 @@ from broker_support import (
     csrf_token_from,
     error_code_of,
     password_login,
+    started_in,
 )
 from flask import Flask
 from flask.testing import FlaskClient
@@ -48,11 +49,11 @@ def writable_app(app_factory: AppFactory) -> Flask:
     return app_factory(directory={"writable": True})
 
 
-def _rp_transaction(app: Flask) -> str:
+def _rp_transaction(app: Flask, client: FlaskClient) -> str:
     created = broker_of(app).repos.transactions.create(
         AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
     )
-    return created.transaction_id
+    return started_in(client, created.transaction_id)
 
 
 @pytest.mark.parametrize("mail", [SAM, CHRIS])
@@ -102,7 +103,7 @@ def test_accepting_records_it_for_that_account_and_continues_to_the_relying_part
     writable_app: Flask,
 ) -> None:
     client = writable_app.test_client()
-    tx = _rp_transaction(writable_app)
+    tx = _rp_transaction(writable_app, client)
     page = _text(password_login(client, SAM, tx=tx))
     accepted = client.post(
         "/login/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}

@@ -47,7 +47,7 @@ def log_lines() -> Iterator[io.StringIO]:
 def test_a_sign_in_logs_json_with_request_ids_and_no_secrets(
     app: Flask, client: FlaskClient, log_lines: io.StringIO
 ) -> None:
-    tx = rp_transaction(app)
+    tx = rp_transaction(app, client)
     csrf = login_form(client, tx)
     password_login(client, "alex.morgan@nhs.net", "Wrong-Password-9", tx=tx)
     response = password_login(client, "alex.morgan@nhs.net", tx=tx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from broker_support import TEMPLATES, AppFactory, broker_of, error_code_of
+from broker_support import TEMPLATES, AppFactory, broker_of, error_code_of, started_in
 from flask import Flask, Response
 from flask.testing import FlaskClient
 
@@ -166,6 +166,7 @@ def test_a_login_transaction_is_carried_and_its_rp_origin_allowed_as_form_action
             extras={"login_hint": "alex.morgan@nhs.net"},
         )
     )
+    started_in(client, tx.transaction_id)
     response = client.get("/login", query_string={"tx": tx.transaction_id})
     assert response.status_code == 200
     page = response.get_data(as_text=True)
@@ -186,6 +187,7 @@ def test_a_card_only_request_shows_only_the_smartcard_option(
             acr_values="AAL3_ANY",
         )
     )
+    started_in(client, tx.transaction_id)
     response = client.get("/login", query_string={"tx": tx.transaction_id, "card": "required"})
     markup = parse(response.get_data(as_text=True))
     assert markup.buttons == ["Sign in with your smartcard"]
@@ -201,6 +203,7 @@ def test_an_unknown_or_finished_login_transaction_gets_an_error_page(
     tx = broker_of(app).repos.transactions.create(
         AuthorizationRequest(client_id="testrp", redirect_uri="https://rp/cb", scope="openid")
     )
+    started_in(client, tx.transaction_id)
     broker_of(app).repos.transactions.complete(tx.transaction_id)
     response = client.get("/login", query_string={"tx": tx.transaction_id})
     assert error_code_of(response) == "oidc_signin_expired"

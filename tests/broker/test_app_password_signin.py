@@ -18,6 +18,7 @@ from broker_support import (
     login_form,
     password_login,
     rp_transaction,
+    started_in,
 )
 from flask import Flask
 from flask.testing import FlaskClient
@@ -101,7 +102,7 @@ def test_each_sign_in_rotates_the_session_and_ends_the_one_before(
     first = broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0]
 
     # Someone else signs in at the same (shared) browser, for an RP's new request.
-    response = password_login(client, "lee.admin@nhs.net", tx=rp_transaction(app))
+    response = password_login(client, "lee.admin@nhs.net", tx=rp_transaction(app, client))
     assert response.status_code == 303
     assert cookie_value(client, SIGNIN_COOKIE) not in (None, first_cookie)
     assert cookie_value(client, BROWSER_COOKIE) != first_browser  # CSRF token replaced
@@ -121,7 +122,7 @@ def test_a_cookie_from_before_sign_in_is_worthless_afterwards(
     fixated = cookie_value(planted, SIGNIN_COOKIE)
     assert fixated is not None
     client.set_cookie(SIGNIN_COOKIE, fixated)
-    password_login(client, "alex.morgan@nhs.net", tx=rp_transaction(app))
+    password_login(client, "alex.morgan@nhs.net", tx=rp_transaction(app, client))
     assert cookie_value(client, SIGNIN_COOKIE) != fixated
     # The planted session was ended, so the attacker's copy signs nobody in.
     assert "Sign in" in planted.get("/login").get_data(as_text=True)
@@ -225,7 +226,7 @@ def test_something_typed_into_the_email_field_that_is_not_an_address_is_not_audi
 def test_with_a_login_transaction_the_answer_goes_on_to_the_rp_with_its_code(
     app: Flask, client: FlaskClient
 ) -> None:
-    tx = rp_transaction(app)
+    tx = rp_transaction(app, client)
     response = password_login(client, "alex.morgan@nhs.net", tx=tx)
     # 303, not 302 or 307: the browser must not post the form (its password) onward.
     assert response.status_code == 303
@@ -247,7 +248,7 @@ def test_a_transaction_completed_meanwhile_keeps_neither_the_session_nor_a_code(
 ) -> None:
     """The session and the code are one write: the same form posted twice (another tab,
     a double click) gives one sign-in, and the loser no session of its own."""
-    tx = rp_transaction(app)
+    tx = rp_transaction(app, client)
     read_claims = authorize_flow.care_identity_of
 
     def other_request_completes_it(provider: Any, account: Any) -> Any:
@@ -279,7 +280,7 @@ def test_a_request_its_client_no_longer_allows_is_refused_with_the_sign_in_kept(
     """The RP's registration changed after /authorize (here: the redirect URI is no
     longer registered): the code is refused as `resume` would refuse it, on a page since
     that address cannot be trusted, and the person stays signed in."""
-    tx = rp_transaction(app, redirect_uri="http://localhost:5001/removed-callback")
+    tx = rp_transaction(app, client, redirect_uri="http://localhost:5001/removed-callback")
     response = password_login(client, "alex.morgan@nhs.net", tx=tx)
     assert response.status_code == 400 and error_code_of(response) == "oidc_request_invalid"
     assert "Location" not in response.headers
@@ -301,6 +302,7 @@ def test_a_request_that_demands_a_card_refuses_the_password(
             acr_values="AAL3_ANY",
         )
     )
+    started_in(client, tx.transaction_id)
     # The page offers no password form; a hand-made post is still refused.
     card_page = client.get("/login", query_string={"tx": tx.transaction_id})
     assert 'name="password"' not in card_page.get_data(as_text=True)

@@ -331,12 +331,12 @@ def test_prompt_none_cannot_show_the_role_page(oidc_app: Flask) -> None:
     assert silent.params["error"] == "interaction_required"
 
 
-def test_the_role_page_needs_the_sign_in_that_started_it(oidc_app: Flask) -> None:
+def test_the_role_page_is_only_for_the_browser_that_started_it(oidc_app: Flask) -> None:
     browser = Browser(oidc_app.test_client())
     tx, _ = _role_page(browser, browser.sign_in(browser.authorize(scope=CIS2_SCOPES), ROBIN))
     stranger = oidc_app.test_client()
     page = stranger.get(f"/authorize/role?tx={tx}")
-    assert page.status_code == 302 and page.headers["Location"].startswith("/login?")
+    assert page.status_code == 400 and error_code_of(page) == "oidc_signin_expired"
 
 
 # CIS2's acr_values.

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from authlib.oidc.discovery import OpenIDProviderMetadata
-from broker_support import broker_of, error_code_of
+from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from, error_code_of
 from flask import Flask
 from flask.testing import FlaskClient
 from oidc_support import (
@@ -392,6 +392,32 @@ def test_an_unsupported_response_type_is_returned_to_the_client(oidc_browser: Br
 # The login hand-off (/login?tx=… and back to /authorize/resume?tx=…).
 
 
+def test_a_login_transaction_cannot_be_finished_in_another_browser(
+    oidc_app: Flask, oidc_browser: Browser
+) -> None:
+    # Someone learns the id of a transaction a colleague's browser started and tries to
+    # sign in to it as themselves: the code, with the colleague's state and PKCE
+    # challenge, would sign the colleague's browser in to the RP as them.
+    tx = query_of(oidc_browser.authorize().location)["tx"]
+    other = Browser(oidc_app.test_client())
+    other.signed_in_code(ALEX)  # signed in at the broker in their own right
+    shown = other.client.get("/login", query_string={"tx": tx})
+    assert shown.status_code == 400 and error_code_of(shown) == "oidc_signin_expired"
+    csrf = csrf_token_from(other.client.get("/signout").get_data(as_text=True))
+    posted = other.client.post(
+        "/login",
+        data={"csrf_token": csrf, "tx": tx, "email": ALEX, "password": DEMO_PASSWORD},
+    )
+    assert posted.status_code == 400 and error_code_of(posted) == "oidc_signin_expired"
+    resumed = other.client.get("/authorize/resume", query_string={"tx": tx})
+    assert resumed.status_code == 400 and error_code_of(resumed) == "oidc_signin_expired"
+    refusal = _last(oidc_app, "oidc.authorize")
+    assert refusal.error_code == "oidc_signin_expired" and refusal.relying_party == "rp"
+    assert refusal.details["detail"] == "the login transaction was not started in this browser"
+    # The browser that started it is not held up by any of that.
+    assert broker_of(oidc_app).repos.transactions.get(tx).status.value == "pending"
+
+
 def test_resume_needs_a_live_pending_transaction(oidc_browser: Browser) -> None:
     unknown = oidc_browser.client.get(
         "/authorize/resume", query_string={"tx": "no-such-transaction"}
@@ -505,8 +531,6 @@ def test_a_code_expires_after_60_seconds(oidc_browser: Browser, clock: FakeClock
 def test_a_code_is_worthless_once_its_session_has_ended(oidc_browser: Browser) -> None:
     authorization = oidc_browser.signed_in_code()
     page = oidc_browser.client.get("/signout").get_data(as_text=True)
-    from broker_support import csrf_token_from
-
     oidc_browser.client.post("/signout", data={"csrf_token": csrf_token_from(page)})
     response = oidc_browser.redeem(authorization)
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
@@ -664,8 +688,8 @@ def test_a_refresh_token_of_an_ended_sign_in_is_refused(
 ) -> None:
     tokens = _tokens(oidc_browser)
     page = oidc_browser.client.get("/signout").get_data(as_text=True)
-    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    assert oidc_browser.client.post("/signout", data={"csrf_token": csrf}).status_code in (200, 303)
+    signed_out = oidc_browser.client.post("/signout", data={"csrf_token": csrf_token_from(page)})
+    assert signed_out.status_code == 200
     refused = _refresh(oidc_browser, tokens["refresh_token"])
     assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
 

@@ -112,12 +112,19 @@ def test_the_scripts_use_only_ids_the_templates_have() -> None:
             assert f'id="{element_id}"' in markup, f"{name}: #{element_id} is in no template"
 
 
-def test_showing_the_login_page_binds_its_transaction_to_this_browser(card_app: Flask) -> None:
+def test_a_login_transaction_belongs_to_the_browser_whose_authorize_made_it(
+    card_app: Flask,
+) -> None:
     rp = Browser(card_app.test_client())
     tx = query_of(rp.authorize().location)["tx"]
     other = CardBrowser(card_app.test_client())
     other.open_login()
     assert other.challenge(tx).get_json()["error"] == "challenge_wrong_transaction"
-    other.open_login(tx)  # now this browser has been shown the page for tx too
-    assert other.challenge(tx).status_code == 200
+    # Opening its login page elsewhere does not make it that browser's.
+    shown = other.client.get("/login", query_string={"tx": tx})
+    assert shown.status_code == 400 and error_code_of(shown) == "oidc_signin_expired"
+    assert other.challenge(tx).get_json()["error"] == "challenge_wrong_transaction"
+    own = CardBrowser(rp.client)
+    own.open_login(tx)
+    assert own.challenge(tx).status_code == 200
     assert broker_of(card_app).repos.transactions.get(tx) is not None

@@ -1,10 +1,11 @@
 """Which login transactions this browser may sign in to with a card.
 
 A challenge is bound to a login transaction in the store; the transaction is bound to
-the browser here, in its signed session cookie. The `/login?tx=…` page records `tx`
-when it is shown, so `/card/challenge` and `/card/authenticate` for that `tx` work only
-from the browser that was sent to that page: a challenge (or a transaction id) that
-leaks to another browser is of no use there.
+the browser here, in its signed session cookie. The `/authorize` request that makes
+`tx` records it, so the login page, the password form, `/card/challenge`,
+`/card/authenticate` and the steps after them work for that `tx` only in the browser
+the relying party sent: a challenge (or a transaction id) that leaks to another
+browser is of no use there.
 
 A card sign-in without a relying party (someone opening `/login` directly) still needs
 a transaction for its challenges: a broker-local one, made on first use and known only
@@ -17,12 +18,13 @@ from flask import session
 
 from careid_broker.store import AuthorizationRequest, LoginTransactions, TransactionStatus
 
-_RP_TRANSACTIONS = "careid_card_tx"
+#: The session key holding the login transactions this browser started.
+RP_TRANSACTIONS_KEY = "careid_card_tx"
 _LOCAL_TRANSACTION = "careid_card_local"
 _NEXT = "careid_next"
 #: The longest local path kept as where to go after a broker-local sign-in.
 MAX_NEXT_LENGTH = 512
-#: Login pages a browser may have open at once (tabs signing in to different RPs).
+#: Sign-ins a browser may have under way at once (tabs signing in to different RPs).
 MAX_REMEMBERED = 5
 #: The client id of broker-local transactions: not a registered client, so the OpenID
 #: Provider can never issue a code for one.
@@ -30,14 +32,14 @@ LOCAL_CLIENT_ID = "careid-broker:card-signin"
 
 
 def remember_login_transaction(tx_id: str) -> None:
-    """Record that this browser was shown the login page for `tx_id`."""
+    """Record that this browser started login transaction `tx_id`."""
     known = [t for t in _remembered() if t != tx_id]
     known.append(tx_id)
-    session[_RP_TRANSACTIONS] = known[-MAX_REMEMBERED:]
+    session[RP_TRANSACTIONS_KEY] = known[-MAX_REMEMBERED:]
 
 
 def knows_login_transaction(tx_id: str) -> bool:
-    """Whether this browser was shown the login page for `tx_id`."""
+    """Whether this browser started login transaction `tx_id`."""
     return tx_id in _remembered()
 
 
@@ -45,11 +47,11 @@ def forget_login_transaction(tx_id: str) -> None:
     """Drop a finished transaction from this browser's list."""
     known = _remembered()
     if tx_id in known:
-        session[_RP_TRANSACTIONS] = [t for t in known if t != tx_id]
+        session[RP_TRANSACTIONS_KEY] = [t for t in known if t != tx_id]
 
 
 def _remembered() -> list[str]:
-    value = session.get(_RP_TRANSACTIONS)
+    value = session.get(RP_TRANSACTIONS_KEY)
     if not isinstance(value, list):
         return []
     return [t for t in value if isinstance(t, str)]

@@ -6,8 +6,8 @@ request (`oidc_authorize.continue_signin`): the browser's next stop is the relyi
 with its code. Without `tx` the page ends on "You are signed in".
 
 The smartcard button is driven by `static/card-signin.js` (the `card` blueprint's
-endpoints); showing the page records `tx` in the browser's session, which is what lets
-this browser, and no other, sign in to that transaction by card. `/login/card` is only
+endpoints). Only the browser whose `/authorize` request made `tx` may use it, by
+password or card (`oidc_authorize.in_this_browser`). `/login/card` is only
 reached without the script: it explains what the browser lacks.
 """
 
@@ -63,6 +63,7 @@ def _transaction(tx_id: str | None) -> LoginTransactionRecord | None:
         record = current_broker().repos.transactions.get(tx_id)
     if record is None or record.status is not TransactionStatus.PENDING:
         raise BrokerError(BrokerCode.OIDC_SIGNIN_EXPIRED)
+    authorize_flow.in_this_browser(current_broker().oidc, tx_id, record)
     # The form's answer is a redirect on to this relying party (see security_headers).
     allow_form_action(origin_of(record.request.redirect_uri))
     return record
@@ -113,8 +114,6 @@ def page() -> BaseResponse:
     """The sign-in page, or "You are signed in" when there is nothing to sign in to."""
     tx_id = request.args.get("tx") or None
     tx = _transaction(tx_id)
-    if tx is not None and tx_id is not None:
-        card_binding.remember_login_transaction(tx_id)
     card_only = request.args.get("card") == "required" or (
         tx is not None and demands_card(tx.request.acr_values)
     )

@@ -53,6 +53,7 @@ from careid_broker.store import (
     SessionRecord,
     TransactionStatus,
 )
+from careid_broker.web import card_binding
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +328,8 @@ def _store_request(
             extras={key: data[key] for key in _UI_HINTS if data.get(key)},
         )
     )
+    # Only the browser that made the request may go on with it (`in_this_browser`).
+    card_binding.remember_login_transaction(created.transaction_id)
     return created.transaction_id
 
 
@@ -386,7 +389,31 @@ def _pending(provider: OidcProvider, tx: str | None) -> LoginTransactionRecord:
     record = provider.repos.transactions.get(tx) if tx else None
     if record is None or record.status is not TransactionStatus.PENDING:
         raise SigninExpiredError(detail="login transaction unknown, expired or completed")
+    assert tx is not None  # noqa: S101 - a record was found by it
+    in_this_browser(provider, tx, record)
     return record
+
+
+def in_this_browser(provider: OidcProvider, tx: str, record: LoginTransactionRecord) -> None:
+    """Refuse a login transaction this browser did not start.
+
+    The `/authorize` request that makes a transaction records it in that browser's
+    signed session cookie. Anyone else who learns its id (from a shared screen, a log,
+    a history) could otherwise sign in to it with their own account and hand the code,
+    with the victim's `state` and PKCE challenge, back to the victim's browser: the
+    relying party would then sign the victim in as them. Audited, as a possible attack.
+    """
+    if card_binding.knows_login_transaction(tx):
+        return
+    detail = "the login transaction was not started in this browser"
+    provider.audit(
+        "oidc.authorize",
+        outcome="failure",
+        code=BrokerCode.OIDC_SIGNIN_EXPIRED,
+        rp=record.request.client_id,
+        details={"detail": detail},
+    )
+    raise SigninExpiredError(detail=detail)
 
 
 def _needs_signin(
