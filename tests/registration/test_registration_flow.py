@@ -14,7 +14,7 @@ from card_support import ALEX, CardBrowser, CardPki, audits, last_audit
 from flask import Flask
 from oidc_support import Browser, query_of
 
-from careid_broker.store import LinkMode, Outcome
+from careid_broker.store import AuditRecord, LinkMode, Outcome, StoreUnavailableError
 from support.clock import FakeClock
 
 
@@ -72,6 +72,37 @@ def test_alex_registers_in_three_steps_and_is_signed_in_by_card(
     later = CardBrowser(card_app.test_client())
     later.open_login()
     assert later.sign_in(agent).status_code == 200
+
+
+def test_a_registration_that_cannot_be_audited_is_not_stored(
+    card_app: Flask,
+    card_pki: CardPki,
+    card_browser: CardBrowser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The link, its audit entry and the sign-in commit together: when the audit write
+    # fails (the database went away mid-confirmation) none of them is kept.
+    agent = card_pki.agent("alex")
+    assert card_browser.register_password(ALEX[0]).status_code == 303
+    assert card_browser.register_card(agent).status_code == 200
+    audit_log = broker_of(card_app).repos.audit
+    real_append = audit_log.append
+
+    def failing_append(event: str, *args: object, **kwargs: object) -> AuditRecord:
+        if event == "registration.create":
+            raise StoreUnavailableError(detail="test: the database went away")
+        return real_append(event, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit_log, "append", failing_append)
+    refused = card_browser.register_confirm()
+    assert refused.status_code == 503 and error_code_of(refused) == "store_unavailable"
+    monkeypatch.undo()
+    repos = broker_of(card_app).repos
+    assert repos.registrations.by_uuid(ALEX[1]) is None
+    assert repos.sessions.active_for_account(ALEX[0]) == []
+    # Nothing half done: the same confirmation goes through once the database is back.
+    assert card_browser.register_confirm().status_code == 200
+    assert repos.registrations.by_uuid(ALEX[1]) is not None
 
 
 def test_registration_begun_from_an_rp_sign_in_carries_on_to_that_rp(

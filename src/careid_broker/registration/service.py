@@ -275,12 +275,19 @@ class RegistrationService:
 
     # Step 3 ------------------------------------------------------------------------------
 
-    def confirm(self, pending: PendingRegistration) -> tuple[Confirmed, CareIdentity]:
+    def confirm(
+        self,
+        pending: PendingRegistration,
+        *,
+        within: Callable[[Confirmed], None] | None = None,
+    ) -> tuple[Confirmed, CareIdentity]:
         """Store the link; `RegistrationConflictError` (nothing stored) on a conflict.
 
         The same card identity registering again for the same account (a renewed card,
         or a certificate-pinned link to update) replaces the old link in the same
         transaction; anything else already linked is a conflict for an administrator.
+        `within` runs in that transaction once the link is stored (its audit entry, the
+        sign-in it starts): all of it is committed, or none.
         """
         if pending.stage is not Stage.CARD or pending.card is None:
             raise RegistrationExpiredError(detail=f"registration is at stage {pending.stage}")
@@ -317,7 +324,10 @@ class RegistrationService:
                     cert_der=card.certificate_der,
                 )
             )
-        return Confirmed(registration=record, account=account, replaced=replaced), identity
+            confirmed = Confirmed(registration=record, account=account, replaced=replaced)
+            if within is not None:
+                within(confirmed)
+        return confirmed, identity
 
     def cancel(self, pending_id: str) -> None:
         """Abandon the registration: its pending step is expired (nothing was stored)."""

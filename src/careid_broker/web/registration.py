@@ -25,6 +25,7 @@ from careid_broker.card.wiring import CardServices
 from careid_broker.codes import AupRoute, BrokerCode, Code, aup_message, message_for, status_for
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
 from careid_broker.registration.service import (
+    Confirmed,
     RegistrationAlreadyDoneError,
     RegistrationExpiredError,
     RegistrationService,
@@ -32,7 +33,7 @@ from careid_broker.registration.service import (
 from careid_broker.registration.state import PendingRegistration, Stage
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import SigninDecision
-from careid_broker.store import Outcome
+from careid_broker.store import NewSession, Outcome
 from careid_broker.web.card_pages import (
     RefusedBodyError,
     json_refusal,
@@ -317,8 +318,39 @@ def confirm(
 ) -> BaseResponse:
     """Store the link and sign in by card; or say why not (nothing is stored then)."""
     svc = current_broker()
+    started: list[NewSession] = []
+
+    def audit_and_sign_in(confirmed: Confirmed) -> None:
+        # In the transaction that stores the link: the link, its audit entry and the
+        # sign-in are committed together, or none of them.
+        record = confirmed.registration
+        audit_step(
+            "registration.create",
+            Outcome.SUCCESS,
+            mail=record.account_mail,
+            org=record.org_code or None,
+            details={
+                "uuid": record.card_uuid,
+                "link_mode": record.link_mode.value,
+                "cert_issuer": record.cert_issuer_dn,
+                "cert_serial": record.cert_serial,
+                "replaced_serial": confirmed.replaced.cert_serial if confirmed.replaced else None,
+            },
+        )
+        started.append(
+            complete_signin(
+                SigninDecision.by_card(
+                    confirmed.account,
+                    card_uuid=record.card_uuid,
+                    org_code=confirmed.account.org_code,
+                    card_session=card.settings.session_lock,
+                    audit_details={"uuid": record.card_uuid, "via": "registration"},
+                )
+            )
+        )
+
     try:
-        confirmed, _identity = service.confirm(pending)
+        confirmed, _identity = service.confirm(pending, within=audit_and_sign_in)
     except RegistrationExpiredError:
         return restart()
     except BrokerError as exc:  # a conflict, the account or identity no longer fit
@@ -339,31 +371,10 @@ def confirm(
         return error_response(exc.code, status=status_for(exc.code))
     session.pop(PENDING_KEY, None)
     record = confirmed.registration
-    audit_step(
-        "registration.create",
-        Outcome.SUCCESS,
-        mail=record.account_mail,
-        org=record.org_code or None,
-        details={
-            "uuid": record.card_uuid,
-            "link_mode": record.link_mode.value,
-            "cert_issuer": record.cert_issuer_dn,
-            "cert_serial": record.cert_serial,
-            "replaced_serial": confirmed.replaced.cert_serial if confirmed.replaced else None,
-        },
-    )
+    [new] = started
     svc.metrics.registry.counter(
         "careid_card_registrations_total", "Smartcards registered (linked to an account)."
     ).inc()
-    new = complete_signin(
-        SigninDecision.by_card(
-            confirmed.account,
-            card_uuid=record.card_uuid,
-            org_code=confirmed.account.org_code,
-            card_session=card.settings.session_lock,
-            audit_details={"uuid": record.card_uuid, "via": "registration"},
-        )
-    )
     next_url = (
         url_for("oidc.resume", tx=pending.return_tx) if pending.return_tx else url_for("login.page")
     )
