@@ -41,6 +41,7 @@ from careid_broker.store import (
     ResponderStateTable,
     Retention,
     RetentionWorker,
+    SharedCrlTable,
     Store,
     Tokens,
     create_store,
@@ -195,6 +196,7 @@ def build_broker(
         sharing=RevocationSharing(
             responders=ResponderStateTable(store),
             answers=OcspAnswerTable(store),
+            crls=SharedCrlTable(store),
             # A card revoked while signed in loses its sessions (and its services are told).
             on_revoked=revoked,
             observer=metrics.revocation,

@@ -286,9 +286,9 @@ def _refresh_crls(args: argparse.Namespace) -> int:
         + ("" if refreshed else " (the configuration and the registered cards name none)")
     )
     print(
-        "The running workers keep their own CRLs in memory and fetch them afresh on their"
-        " own schedule ([pki.crl] refresh_seconds, and before each CRL's next update);"
-        " the sessions ended here end for every worker at once."
+        "The running workers take up each CRL fetched here at their next check of its"
+        " issuer (it is shared through the database); the sessions ended here end for"
+        " every worker at once."
     )
     return EXIT_FAILED if failed else EXIT_OK
 

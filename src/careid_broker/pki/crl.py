@@ -5,10 +5,17 @@ certificate in question, and served from memory until its nextUpdate. A backgrou
 thread (`start()`/`stop()`, or `refresh_due()` called directly) fetches each cached CRL
 afresh before it goes stale, so sign-ins do not wait on the download. A CRL past its
 nextUpdate (beyond the clock skew) is never used: the check fails closed.
+
+With `shared` (the store), a worker that fetches a newer CRL than the others hold (its
+own refresh, or an administrator's "refresh now") offers it there, and every other
+worker and instance takes it up at its next check of that issuer, verifying it again:
+a card one worker has seen revoked is refused by all, not only after each one's own
+next refresh.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -17,9 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum, unique
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki.certfiles import parse_crl
@@ -60,6 +69,25 @@ class _Entry:
 
 
 _Key = tuple[CrlSource, bytes]
+
+
+class SharedCrls(Protocol):
+    """The newest CRL of each source and issuer any worker or instance has fetched
+    (`careid_broker.store.SharedCrlTable`), by a key `CrlCache` makes."""
+
+    def newest(self, key: str) -> datetime | None:
+        """The lastUpdate of the newest CRL offered under `key`, if any."""
+
+    def load(self, key: str) -> bytes | None:
+        """That CRL, as its issuer signed it (DER)."""
+
+    def offer(self, key: str, *, der: bytes, last_update: datetime, location: str) -> None:
+        """Keep this CRL under `key` unless a newer one is kept already."""
+
+
+def _shared_key(key: _Key) -> str:
+    source, fingerprint = key
+    return hashlib.sha256(fingerprint + b"\n" + source.location.encode("utf-8")).hexdigest()
 
 
 def distribution_points(certificate: x509.Certificate) -> list[str]:
@@ -121,8 +149,10 @@ class CrlCache:
         max_clock_skew: timedelta,
         on_revoked: RevokedHandler | None = None,
         observer: RevocationObserver = UNOBSERVED,
+        shared: SharedCrls | None = None,
     ) -> None:
         self._settings = settings
+        self._shared = shared
         self._observer = observer
         self._clock = clock
         self._http = http
@@ -173,6 +203,34 @@ class CrlCache:
         raise RevocationUnavailableError(
             detail=f"no usable CRL for {describe(certificate)}: {detail}"
         )
+
+    def adopt(
+        self,
+        location: str,
+        *,
+        is_file: bool,
+        issuer: x509.Certificate,
+        crl: x509.CertificateRevocationList,
+    ) -> None:
+        """Keep a CRL fetched and verified elsewhere in this process (an administrator's
+        refresh) and offer it to the other workers; what it revokes is the caller's to
+        act on (it is not reported again here)."""
+        now = utc_now(self._clock)
+        try:
+            next_update = verify_crl(crl, issuer, now=now, skew=self._skew)
+        except CrlProblem as exc:  # verified by the caller a moment ago: nothing to keep
+            logger.warning("not keeping the CRL from %s: %s", location, exc)
+            return
+        source = CrlSource(kind=SourceKind.FILE if is_file else SourceKind.URL, location=location)
+        key: _Key = (source, issuer.fingerprint(hashes.SHA256()))
+        stamp = None
+        if is_file:
+            try:
+                stamp = _file_stamp(location)
+            except OSError:
+                stamp = None
+        if self._install(key, issuer, crl, next_update, now, stamp, report=False).crl is crl:
+            self._share(key, crl)
 
     def refresh_all(self) -> int:
         """Fetch afresh every CRL this process holds, due or not (an administrator's
@@ -255,7 +313,7 @@ class CrlCache:
         entry = self._cached(key)
         if entry is not None and now < entry.next_update and not self._file_changed(source, entry):
             self._observer.cache_lookup(RevocationSource.CRL, hit=True)
-            return entry, True
+            return self._caught_up(key, source, issuer, entry, now), True
         if source.kind is SourceKind.FILE:
             with self._lock:
                 foreign = self._foreign.get(key)
@@ -314,6 +372,28 @@ class CrlCache:
                 with self._lock:
                     self._foreign[key] = stamp
             raise
+        fresh = self._install(key, issuer, crl, next_update, now, stamp)
+        if fresh.crl is crl:
+            self._share(key, crl)
+        if is_stale(fresh.next_update, now, self._skew):
+            raise CrlProblem(
+                f"the CRL is stale: nextUpdate {fresh.next_update.isoformat()} has passed"
+            )
+        return fresh
+
+    def _install(
+        self,
+        key: _Key,
+        issuer: x509.Certificate,
+        crl: x509.CertificateRevocationList,
+        next_update: datetime,
+        now: datetime,
+        stamp: tuple[int, int, int] | None,
+        *,
+        report: bool = True,
+    ) -> _Entry:
+        """Keep a verified CRL unless an older one than this process holds; the entry
+        kept. The certificates it newly lists are reported (with `report`)."""
         fresh = _Entry(crl=crl, next_update=next_update, fetched_at=now, file_stamp=stamp)
         with self._lock:
             old = self._entries.get(key)
@@ -322,15 +402,58 @@ class CrlCache:
                 self._entries[key] = fresh
                 self._issuers[key[1]] = issuer
             else:
-                logger.warning("ignoring a CRL from %s older than the one cached", source.location)
+                logger.warning("ignoring a CRL from %s older than the one cached", key[0].location)
                 fresh = old
-        if fresh is not old:
+        if fresh is not old and report:
             self._report_revoked(issuer, fresh.crl, old.crl if old is not None else None)
-        if is_stale(fresh.next_update, now, self._skew):
-            raise CrlProblem(
-                f"the CRL is stale: nextUpdate {fresh.next_update.isoformat()} has passed"
-            )
         return fresh
+
+    def _share(self, key: _Key, crl: x509.CertificateRevocationList) -> None:
+        """Offer a CRL this process fetched to the other workers and instances."""
+        if self._shared is None:
+            return
+        try:
+            self._shared.offer(
+                _shared_key(key),
+                der=crl.public_bytes(Encoding.DER),
+                last_update=crl.last_update_utc,
+                location=key[0].location,
+            )
+        except Exception as exc:  # noqa: BLE001 - this process's CRL still stands
+            logger.warning("could not share the CRL from %s: %s", key[0].location, exc)
+
+    def _caught_up(
+        self,
+        key: _Key,
+        source: CrlSource,
+        issuer: x509.Certificate,
+        entry: _Entry,
+        now: datetime,
+    ) -> _Entry:
+        """`entry`, or the newer CRL another worker or instance fetched, once verified
+        here as if fetched (a row that does not verify is ignored, and logged)."""
+        if self._shared is None:
+            return entry
+        shared_key = _shared_key(key)
+        try:
+            newest = self._shared.newest(shared_key)
+            if newest is None or newest <= entry.crl.last_update_utc:
+                return entry
+            der = self._shared.load(shared_key)
+        except Exception as exc:  # noqa: BLE001 - this process's CRL still stands
+            logger.warning("could not read the shared CRL for %s: %s", source.location, exc)
+            return entry
+        if der is None:
+            return entry
+        try:
+            crl = x509.load_der_x509_crl(der)
+            next_update = verify_crl(crl, issuer, now=now, skew=self._skew)
+        except (ValueError, CrlProblem) as exc:
+            logger.warning("a shared CRL for %s does not verify: %s", source.location, exc)
+            return entry
+        if is_stale(next_update, now, self._skew):
+            return entry
+        return self._install(key, issuer, crl, next_update, now, entry.file_stamp)
 
     def _report_revoked(
         self,

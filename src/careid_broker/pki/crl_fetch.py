@@ -4,13 +4,14 @@ An administrator's "refresh the CRLs now" runs in a process of its own, which ho
 CRL from earlier sign-ins; what it can fetch is what is known without a card: the CRL
 files `[pki.crl]` names, the distribution points of the registered cards' certificates
 (which the store keeps), and those of the configured CA certificates. Each CRL is
-verified against the configured CA that issued it (RFC 5280 §6.3.3), as a sign-in would.
+verified against the configured CA that issued it (RFC 5280 §6.3.3), as a sign-in would,
+and handed on (`CertificateValidator.fetch_crls`) to every worker through the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
@@ -43,6 +44,9 @@ class FetchedCrl:
     this_update: datetime | None = None
     next_update: datetime | None = None
     serials: frozenset[int] = frozenset()
+    # The verified CRL and the CA certificate it verified against (when fetched).
+    crl: x509.CertificateRevocationList | None = field(default=None, repr=False, compare=False)
+    issuer: x509.Certificate | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -114,5 +118,7 @@ def _fetch_one(
             this_update=crl.last_update_utc,
             next_update=next_update,
             serials=frozenset(entry.serial_number for entry in crl),
+            crl=crl,
+            issuer=issuer,
         )
     raise CrlProblem("; ".join(problems))

@@ -63,6 +63,7 @@ class RevocationChecker:
             max_clock_skew=skew,
             on_revoked=sharing.on_revoked,
             observer=sharing.observer,
+            shared=sharing.crls,
         )
         if self._soft_fail:
             logger.warning(

@@ -220,10 +220,19 @@ class CertificateValidator:
         )
 
     def fetch_crls(self, card_certificates: Iterable[x509.Certificate]) -> Iterator[FetchedCrl]:
-        """Fetch and verify every CRL the configuration and these cards' certificates name
-        (not into this process's cache: for an administrator's refresh)."""
+        """Fetch and verify every CRL the configuration and these cards' certificates name,
+        for an administrator's refresh; each one fetched is adopted (`CrlCache.adopt`):
+        every worker and instance takes it up at its next check of that issuer."""
         named = named_crls(self._config, card_certificates)
-        return fetch_crls(self._config, named, http=self._http, now=utc_now(self._clock))
+        for fetched in fetch_crls(self._config, named, http=self._http, now=utc_now(self._clock)):
+            if fetched.crl is not None and fetched.issuer is not None:
+                self.revocation.crl.adopt(
+                    fetched.source.location,
+                    is_file=fetched.source.is_file,
+                    issuer=fetched.issuer,
+                    crl=fetched.crl,
+                )
+            yield fetched
 
     def identify(self, trusted: TrustedCertificate) -> ValidatedCertificate:
         """The holder of a trusted certificate, by the configured identity rule."""

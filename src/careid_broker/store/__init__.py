@@ -48,7 +48,7 @@ from careid_broker.store.registrations import (
     Registrations,
 )
 from careid_broker.store.repositories import Repositories
-from careid_broker.store.responders import OcspAnswerTable, ResponderStateTable
+from careid_broker.store.responders import OcspAnswerTable, ResponderStateTable, SharedCrlTable
 from careid_broker.store.retention import (
     PurgeKind,
     PurgeReport,
@@ -144,6 +144,7 @@ __all__ = [
     "RetryPolicy",
     "RevokeOutcome",
     "RevokeResult",
+    "SharedCrlTable",
     "RotateOutcome",
     "RotateResult",
     "RotationResult",

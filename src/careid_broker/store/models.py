@@ -338,3 +338,17 @@ class OcspAnswer(Base):
     der: Mapped[bytes] = mapped_column(LargeBinary())
     location: Mapped[str] = mapped_column(String(2048))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SharedCrl(Base):
+    """The newest CRL any worker or instance has fetched from one source for one issuer,
+    as the issuer signed it: the others take it up at their next check of that issuer."""
+
+    __tablename__ = "shared_crls"
+
+    # SHA-256 of the issuer's certificate fingerprint and the source's location.
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    location: Mapped[str] = mapped_column(String(2048))
+    last_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    der: Mapped[bytes] = mapped_column(LargeBinary())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())

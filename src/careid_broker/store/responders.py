@@ -1,8 +1,9 @@
-"""OCSP state in the store, so every worker and instance agrees at once: which responders
-are being skipped (`ResponderStateTable`) and the verified answers (`OcspAnswerTable`).
+"""Revocation state in the store, so every worker and instance agrees at once: which OCSP
+responders are being skipped (`ResponderStateTable`), the verified OCSP answers
+(`OcspAnswerTable`) and the newest CRL of each source and issuer (`SharedCrlTable`).
 
-Answers are kept as the responder's signed DER: the PKI layer verifies each again when
-it uses it, so a row in this table is never trusted on its own.
+Answers and CRLs are kept as their signer's DER: the PKI layer verifies each again when
+it uses it, so a row in these tables is never trusted on its own.
 
 Back-off:
 
@@ -24,7 +25,7 @@ from sqlalchemy import delete, func, select, update
 
 from careid_broker.store._sql import row_where
 from careid_broker.store.engine import Store, upsert
-from careid_broker.store.models import OcspAnswer, OcspResponderState
+from careid_broker.store.models import OcspAnswer, OcspResponderState, SharedCrl
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,3 +153,42 @@ class OcspAnswerTable:
     def size(self) -> int:
         with self._store.session() as session:
             return int(session.scalar(select(func.count()).select_from(OcspAnswer)) or 0)
+
+
+class SharedCrlTable:
+    """`SharedCrls` over the `shared_crls` table: one row per CRL source and issuer,
+    only ever replaced by a CRL with a later lastUpdate."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def newest(self, key: str) -> datetime | None:
+        with self._store.session() as session:
+            return session.scalar(select(SharedCrl.last_update).where(SharedCrl.key == key))
+
+    def load(self, key: str) -> bytes | None:
+        with self._store.session() as session:
+            return session.scalar(select(SharedCrl.der).where(SharedCrl.key == key))
+
+    def offer(self, key: str, *, der: bytes, last_update: datetime, location: str) -> None:
+        with self._store.transaction() as session:
+            statement = upsert(self._store.dialect_name, SharedCrl).values(
+                key=key,
+                der=der,
+                last_update=last_update,
+                location=location[:2048],
+                recorded_at=self._store.now(),
+            )
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={
+                        "der": statement.excluded.der,
+                        "last_update": statement.excluded.last_update,
+                        "location": statement.excluded.location,
+                        "recorded_at": statement.excluded.recorded_at,
+                    },
+                    # Never back to an older CRL, whichever worker offers last.
+                    where=SharedCrl.last_update < statement.excluded.last_update,
+                )
+            )

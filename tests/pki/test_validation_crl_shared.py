@@ -1,0 +1,122 @@
+"""CRLs shared through the store: a newer CRL one worker (or instance) fetched is used by
+every other at its next check, not only after each one's own next refresh.
+
+Two validators stand for two broker workers: each has its own CRL cache and its own
+HTTP client, and they share only the database, on both backends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pki_validation_support import START, PkiEnv, RecordingFetcher
+
+from careid_broker.errors import CertificateRevokedError
+from careid_broker.pki import CertificateValidator
+from careid_broker.pki.crl import CrlSource, SourceKind, _shared_key
+from careid_broker.pki.sharing import RevocationSharing
+from careid_broker.store import SharedCrlTable, Store, create_store
+
+
+@pytest.fixture
+def shared(env: PkiEnv, store_url: str) -> Iterator[Store]:
+    store = create_store(store_url, clock=env.clock)
+    yield store
+    store.dispose()
+
+
+def _worker(env: PkiEnv, store: Store, fetcher: RecordingFetcher) -> CertificateValidator:
+    sharing = RevocationSharing(crls=SharedCrlTable(store))
+    return env.validator(
+        http=fetcher, sharing=sharing, revocation="crl", crl={"refresh_seconds": 3600}
+    )
+
+
+def test_a_crl_one_worker_refreshed_is_used_by_the_others_at_once(
+    env: PkiEnv, shared: Store
+) -> None:
+    uuid = "555000000901"
+    cert = env.issue(uuid=uuid)
+    first_http, second_http = RecordingFetcher(), RecordingFetcher()
+    first, second = _worker(env, shared, first_http), _worker(env, shared, second_http)
+    first.validate(cert)
+    second.validate(cert)  # each holds the CRL from before, good for a day
+
+    env.clock.advance(timedelta(minutes=1))
+    env.pki.revoke(uuid=uuid, reason="keyCompromise", now=env.clock.now)  # a later CRL
+    assert first.revocation.crl.refresh_all() == 1  # an administrator's "refresh now"
+    with pytest.raises(CertificateRevokedError):
+        first.validate(cert)
+    # The second worker's own CRL is still within its nextUpdate, yet it refuses the
+    # card at once, without fetching anything itself.
+    with pytest.raises(CertificateRevokedError):
+        second.validate(cert)
+    assert len(second_http.gets) == 1
+    # And keeps the newer CRL from then on.
+    with pytest.raises(CertificateRevokedError):
+        second.validate(cert)
+
+
+def test_a_shared_crl_that_does_not_verify_is_ignored(
+    env: PkiEnv, shared: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert = env.issue()
+    worker = _worker(env, shared, RecordingFetcher())
+    worker.validate(cert)
+    # A newer "CRL" in the table, listing the card, but signed by another key.
+    forged = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(env.pki.issuing_certificate.subject)
+        .last_update(START + timedelta(minutes=30))
+        .next_update(START + timedelta(days=1))
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.serial_number)
+            .revocation_date(START)
+            .build()
+        )
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    )
+    source = CrlSource(kind=SourceKind.URL, location=env.pki.urls.crl)
+    key = _shared_key((source, env.pki.issuing_certificate.fingerprint(hashes.SHA256())))
+    SharedCrlTable(shared).offer(
+        key,
+        der=forged.public_bytes(serialization.Encoding.DER),
+        last_update=forged.last_update_utc,
+        location=source.location,
+    )
+    env.clock.advance(timedelta(minutes=31))
+    with caplog.at_level(logging.WARNING, logger="careid_broker.pki"):
+        assert worker.validate(cert).revocation is not None  # its own CRL still stands
+    assert "does not verify" in caplog.text
+
+
+def test_the_table_keeps_the_newest_crl_whoever_offers_last(shared: Store) -> None:
+    table = SharedCrlTable(shared)
+    newer, older = START + timedelta(hours=1), START
+    table.offer("k", der=b"newer", last_update=newer, location="http://crl/a")
+    table.offer("k", der=b"older", last_update=older, location="http://crl/a")
+    assert table.newest("k") == newer and table.load("k") == b"newer"
+    assert table.newest("unknown") is None and table.load("unknown") is None
+
+
+def test_an_administrators_refresh_reaches_every_worker(env: PkiEnv, shared: Store) -> None:
+    uuid = "555000000902"
+    cert = env.issue(uuid=uuid)
+    worker = _worker(env, shared, RecordingFetcher())
+    worker.validate(cert)
+    env.clock.advance(timedelta(minutes=1))
+    env.pki.revoke(uuid=uuid, now=env.clock.now)
+    # `revocation refresh-crls` runs in a process of its own, with the registered cards'
+    # certificates; the worker above fetches nothing itself.
+    admin = _worker(env, shared, RecordingFetcher())
+    [fetched] = [f for f in admin.fetch_crls([cert]) if f.ok]
+    assert cert.serial_number in fetched.serials
+    with pytest.raises(CertificateRevokedError):
+        worker.validate(cert)
