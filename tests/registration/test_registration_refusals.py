@@ -24,7 +24,7 @@ from card_support import (
     register_card,
 )
 from flask import Flask
-from ldap3 import MODIFY_REPLACE, Connection
+from ldap3 import MODIFY_DELETE, MODIFY_REPLACE, Connection
 
 from careid_broker.codes import AupRoute, aup_message
 from careid_broker.store import LinkMode, NewRegistration, Outcome
@@ -138,6 +138,31 @@ def test_someone_else_s_card_does_not_register_to_this_account(
     response = card_browser.register_card(card_pki.agent("lee"))
     assert response.get_json()["error"] == "card_identity_mismatch"
     _nothing_stored(card_app, ALEX[0], "555000000004")
+
+
+def test_a_card_the_directory_gives_to_someone_else_does_not_register_to_an_account_naming_none(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    # Alex's account names no Care Identity in this directory; Lee's card is Lee's there.
+    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
+    try:
+        assert admin.modify(
+            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            {"careidCareIdentityUuid": [(MODIFY_DELETE, [])]},
+        )
+    finally:
+        admin.unbind()
+    app = card_app_factory(directory_slapd=own_slapd)
+    browser = CardBrowser(app.test_client())
+    assert browser.register_password(ALEX[0]).status_code == 303
+    refused = browser.register_card(card_pki.agent("lee"))
+    assert refused.status_code == 403 and refused.get_json()["error"] == "card_identity_mismatch"
+    _nothing_stored(app, ALEX[0], "555000000004")
+    assert last_audit(app, "registration.card").error_code == "card_identity_mismatch"
+    # Alex's own card, which the directory gives to nobody else, still registers.
+    browser = CardBrowser(app.test_client())
+    assert browser.register_password(ALEX[0]).status_code == 303
+    assert browser.register_card(card_pki.agent("alex")).status_code == 200
 
 
 def test_a_card_linked_to_another_account_is_a_conflict_for_an_administrator(

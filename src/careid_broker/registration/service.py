@@ -213,11 +213,7 @@ class RegistrationService:
             facts = replace(verified.facts, account_mail=account.mail, org_code=account.org_code)
             uuid = verified.uuid
             self._directory.check_care_identity(self._directory.find_care_identity(uuid))
-            if account.care_identity_uuid and account.care_identity_uuid != uuid:
-                raise BrokerError(
-                    BrokerCode.CARD_IDENTITY_MISMATCH,
-                    detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
-                )
+            self._check_card_is_accounts(account, uuid)
             self._check_conflicts(account, uuid)
         except CardRefusal as refusal:
             raise CardRefusal(
@@ -258,6 +254,28 @@ class RegistrationService:
         step = from_record(created.transaction_id, created.record)
         assert step is not None  # noqa: S101 - made just above from a valid step
         return step
+
+    def _check_card_is_accounts(self, account: MailAccount, uuid: str) -> None:
+        """Refuse a card the directory says is someone else's.
+
+        The account names its Care Identity: the card must be that one. An account that
+        names none leaves the person's confirmation (step 3) to decide, unless the
+        directory links the card's Care Identity to another account: then the card is
+        that person's (a known password and one's own card must not make an AAL3 link).
+        """
+        if account.care_identity_uuid:
+            if account.care_identity_uuid != uuid:
+                raise BrokerError(
+                    BrokerCode.CARD_IDENTITY_MISMATCH,
+                    detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
+                )
+            return
+        owner = self._directory.find_account_by_uuid(uuid)
+        if owner is not None and normalise_mail(owner.mail) != normalise_mail(account.mail):
+            raise BrokerError(
+                BrokerCode.CARD_IDENTITY_MISMATCH,
+                detail=f"the directory links Care Identity {uuid} to {owner.dn}",
+            )
 
     def _check_conflicts(self, account: MailAccount, uuid: str) -> None:
         """Refuse early what the store would refuse at confirmation (it still decides)."""
