@@ -259,3 +259,16 @@ def test_an_administrators_crl_refresh_fetches_each_crl_and_ends_listed_cards_se
     assert failed[0].problem is not None and "cannot fetch" in failed[0].problem
     entry = last_audit(app, "admin.revocation.refresh_crls")
     assert entry.outcome == "failure" and entry.error_code == "revocation_unavailable"
+
+
+def test_a_stored_certificate_that_no_longer_parses_is_invalid_not_a_crash(
+    card_app_factory: CardAppFactory, card_pki: CardPki
+) -> None:
+    app = card_app_factory()
+    registration = dataclasses.replace(
+        register_card(app, card_pki.agent("alex"), ALEX[0]), cert_der=b"\x30\x03damaged"
+    )
+    outcome = broker_of(app).revocation_check.check(registration, actor="cli:test")
+    assert (outcome.result.value, outcome.code) == ("invalid", "certificate_malformed")
+    entry = last_audit(app, "admin.revocation.check")
+    assert entry.details["result"] == "invalid" and entry.error_code == "certificate_malformed"

@@ -164,7 +164,12 @@ class CardRevocationCheck:
             return CheckOutcome(result=CheckResult.NOT_CONFIGURED)
         if registration.cert_der is None:
             return CheckOutcome(result=CheckResult.NO_CERTIFICATE)
-        certificate = x509.load_der_x509_certificate(registration.cert_der)
+        try:
+            certificate = x509.load_der_x509_certificate(registration.cert_der)
+        except ValueError:
+            # Stored only after it was verified: damaged in the database since.
+            log.warning("a registration's stored certificate does not parse: %s", registration.id)
+            return CheckOutcome(result=CheckResult.INVALID, code=ErrorCode.CERTIFICATE_MALFORMED)
         revocation = self._validator.revocation
         revocation.ocsp.forget(certificate)
         revocation.crl.refresh_all()
