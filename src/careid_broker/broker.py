@@ -168,6 +168,7 @@ def build_broker(
         metrics=metrics,
         lifetime=config.broker.session_lifetime,
         idle=config.broker.session_idle,
+        directory=directory,
     )
     password = PasswordSignin(
         directory=directory,

@@ -17,6 +17,7 @@ from authlib.oidc.discovery import OpenIDProviderMetadata
 from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from, error_code_of
 from flask import Flask
 from flask.testing import FlaskClient
+from ldap3 import MODIFY_REPLACE, Connection
 from oidc_support import (
     ALEX,
     ISSUER,
@@ -681,6 +682,38 @@ def test_a_refresh_token_never_outlives_its_sign_in(
     refused = _refresh(browser, refresh_token)
     assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
     assert _last(app, "session.end").details["reason"] == "expired"
+
+
+def test_a_refresh_token_stops_when_the_directory_stops_the_account(
+    app_factory: Callable[..., Flask], tmp_path: Path, own_slapd: Slapd
+) -> None:
+    app = make_oidc_app(app_factory, tmp_path, directory_slapd=own_slapd)
+    alex, lee = Browser(app.test_client()), Browser(app.test_client())
+    alex_tokens = _tokens(alex)
+    lee_refresh = lee.redeem(lee.signed_in_code("lee.admin@nhs.net")).get_json()["refresh_token"]
+    # The directory cannot be read: no answer, no refresh, and nothing ended.
+    own_slapd.stop()
+    try:
+        down = _refresh(lee, lee_refresh)
+        assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
+    finally:
+        own_slapd.start()
+    assert _refresh(lee, lee_refresh).status_code == 200
+    # Alex's account is disabled in the directory: the RP's next refresh ends the sign-in.
+    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
+    try:
+        assert admin.modify(
+            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            {"careidAccountStatus": [(MODIFY_REPLACE, ["disabled"])]},
+        )
+    finally:
+        admin.unbind()
+    refused = _refresh(alex, alex_tokens["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    ended = _last(app, "session.end")
+    assert ended.subject == ALEX and ended.details["reason"] == "account_refused"
+    assert "account_disabled" in ended.details["why"]
+    assert not broker_of(app).repos.sessions.active_for_account(ALEX)
 
 
 def test_a_refresh_token_of_an_ended_sign_in_is_refused(

@@ -20,7 +20,8 @@ from typing import Literal
 
 from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
 from careid_broker.auditing import Auditor
-from careid_broker.directory import MailAccount
+from careid_broker.directory import Directory, MailAccount
+from careid_broker.errors import BrokerError, DirectoryUnavailableError
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.signin.events import SessionEvents
 from careid_broker.store import (
@@ -118,7 +119,9 @@ class SigninSessions:
         metrics: BrokerMetrics,
         lifetime: timedelta,
         idle: timedelta,
+        directory: Directory | None = None,
     ) -> None:
+        self._directory = directory
         self._store = store
         self._repos = repos
         self._audit = auditor
@@ -158,6 +161,11 @@ class SigninSessions:
         parties that keep their sign-in when the card leaves the reader: those outlive
         a card removal, never the session's absolute lifetime. A session ended for any
         other reason refuses whatever token survived it.
+
+        And the account must still be one that may sign in, read from the directory now
+        as a new sign-in would read it (disabled, expired, AUP no longer current: the
+        session ends). A directory that cannot be read raises
+        `DirectoryUnavailableError`: no answer, no refresh, and nothing ended.
         """
         if sid is None:
             return "the token belongs to no sign-in session"
@@ -169,11 +177,29 @@ class SigninSessions:
             if self.expired(record, now):
                 self.end(record.sid, EndReason.EXPIRED)
                 return "the sign-in session has expired"
-            return None
-        if record.end_reason != EndReason.CARD_REMOVED:
+        elif record.end_reason != EndReason.CARD_REMOVED:
             return "the sign-in session has ended"
-        if now >= record.auth_time + self._lifetime:
+        elif now >= record.auth_time + self._lifetime:
             return "the sign-in session is past its lifetime"
+        refusal = self._account_refusal(record.account_mail)
+        if refusal is not None and record.active:
+            self.end(record.sid, EndReason.ACCOUNT_REFUSED, why=refusal)
+        return refusal
+
+    def _account_refusal(self, mail: str) -> str | None:
+        """Why the account may no longer sign in, read from the directory now; None if
+        it may (or no directory was given)."""
+        if self._directory is None:
+            return None
+        account = self._directory.find_account(mail)
+        if account is None:
+            return "the account is gone from the directory"
+        try:
+            self._directory.check_account(account)
+        except DirectoryUnavailableError:
+            raise
+        except BrokerError as exc:
+            return f"the account may no longer sign in ({exc.code.value})"
         return None
 
     def complete(self, decision: SigninDecision, binding: SigninBinding) -> NewSession:

@@ -34,6 +34,7 @@ class EndReason(StrEnum):
     REGISTRATION_REMOVED = "registration_removed"
     ADMIN = "admin"
     EXPIRED = "expired"
+    ACCOUNT_REFUSED = "account_refused"  # the directory no longer lets the account sign in
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
