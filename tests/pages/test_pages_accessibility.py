@@ -281,18 +281,32 @@ ROBIN = "robin.hale@nhs.net"  # a locum: three roles
 
 
 def _role_page(page: Any, app: Flask) -> None:
-    # The relying party's request, made outside the browser: the browser would follow
-    # the redirect to the role page past the in-process routing.
-    started = app.test_client().get(
-        "/authorize?response_type=code&client_id=rp"
-        "&redirect_uri=https%3A%2F%2Frp.example.test%2Fcallback"
-        "&scope=openid%20selectedrole&state=s&nonce=n"
-        "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
-    )
-    tx = started.headers["Location"].split("tx=")[1].split("&")[0]
     sign_in(page, ROBIN)
-    page.goto(f"{ORIGIN}/authorize/role?tx={tx}")
+    location = _authorize_for(
+        page,
+        app,
+        "response_type=code&client_id=rp&redirect_uri=https%3A%2F%2Frp.example.test%2Fcallback"
+        "&scope=openid%20selectedrole&state=s&nonce=n"
+        "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+    )
+    assert location.startswith("/authorize/role?tx="), location
+    page.goto(f"{ORIGIN}{location}")
     page.get_by_role("heading", name="Choose your role").wait_for()
+
+
+def _authorize_for(page: Any, app: Flask, query: str) -> str:
+    """A relying party's request to /authorize, answered for this browser; where it
+    sends the browser. The in-process routing cannot follow a redirect in the browser,
+    so the request is made here with the browser's cookies, and the cookies the answer
+    sets (the sign-in it starts is bound to them) are handed back to the browser."""
+    client = app.test_client(use_cookies=False)
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies(ORIGIN))
+    started = client.get(f"/authorize?{query}", base_url=ORIGIN, headers={"Cookie": cookies})
+    assert started.status_code == 302, started.get_data(as_text=True)
+    for header in started.headers.getlist("Set-Cookie"):
+        name, value = header.split(";", 1)[0].split("=", 1)
+        page.context.add_cookies([{"name": name, "value": value, "url": ORIGIN}])
+    return str(started.headers["Location"])
 
 
 def _role_page_none_chosen(page: Any, app: Flask) -> None:
