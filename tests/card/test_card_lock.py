@@ -25,9 +25,12 @@ from careid_broker.store import EndedSession
 from support.clock import FakeClock
 
 
-def _card_signin_to_rp(app: Flask, pki: CardPki) -> tuple[Browser, str]:
-    """A card sign-in through the RP `rp` (which receives tokens); the card session."""
-    agent = pki.agent("alex")
+def _card_signin_to_rp(
+    app: Flask, pki: CardPki, agent: SimulatedAgent | None = None
+) -> tuple[Browser, str]:
+    """A card sign-in (Alex's card unless `agent`) through the RP `rp` (which receives
+    tokens); the card session."""
+    agent = agent or pki.agent("alex")
     register_card(app, agent, ALEX[0])
     rp = Browser(app.test_client())
     authorization = rp.authorize()
@@ -121,20 +124,11 @@ def _kept_signin(
 ) -> tuple[Browser, dict[str, object]]:
     """A card sign-in into "rp" and "other" (card_removal = "none"), then the card
     leaves the reader: "rp" is told, "other" keeps its tokens. ("other", its tokens.)"""
-    register_card(app, agent, ALEX[0])
-    rp = Browser(app.test_client())
-    authorization = rp.authorize()
-    tx = query_of(authorization.location)["tx"]
-    card = CardBrowser(rp.client)
-    card.open_login(tx)
-    answer = card.sign_in(agent, tx)
-    assert answer.status_code == 200, answer.get_data(as_text=True)
-    authorization.redirect = answer.get_json()["redirect"]
-    assert rp.redeem(authorization).status_code == 200
+    rp, card_session = _card_signin_to_rp(app, pki, agent)
     other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
     tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
     assert tokens.status_code == 200, tokens.get_data(as_text=True)
-    assert _removed(app, {"cardSession": answer.get_json()["cardSession"]}).status_code == 204
+    assert _removed(app, {"cardSession": card_session}).status_code == 204
     return other, tokens.get_json()
 
 

@@ -132,7 +132,7 @@ class Throttle:
             )
         with self._store.transaction() as session:
             pending_key = _PENDING + key
-            _book_row(session, pending_key, when)
+            _ensure_row(session, pending_key, when)
             pending = _LOCK_ROW.one(session, {"k": pending_key})
             counter = _LOCK_ROW.one_or_none(session, {"k": key})
             failures = 0
@@ -187,18 +187,7 @@ class Throttle:
         when = require_aware(now) if now is not None else self._store.now()
         rules = policy or self._policy
         with self._store.transaction() as session:
-            insert_ignore(
-                session,
-                ThrottleCounter,
-                {
-                    "key": key,
-                    "failures": 0,
-                    "window_started_at": when,
-                    "last_failure_at": when,
-                    "blocked_until": None,
-                },
-                ["key"],
-            )
+            _ensure_row(session, key, when)
             # Row lock on PostgreSQL (SQLite holds the write lock already): concurrent
             # failures each count, none is lost to a read-modify-write race.
             row = session.scalars(
@@ -290,8 +279,8 @@ _UNBOOK = Prepared(
 _FORGET = Prepared(delete(_COUNTERS).where(_COUNTERS.c.key == bindparam("k")))
 
 
-def _book_row(session: Session, key: str, when: datetime) -> None:
-    """Make `key`'s booking row if it has none (a no-op when it exists)."""
+def _ensure_row(session: Session, key: str, when: datetime) -> None:
+    """Make `key`'s row, counting nothing yet, if it has none (a no-op when it exists)."""
     insert_ignore(
         session,
         ThrottleCounter,
