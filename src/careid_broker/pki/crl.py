@@ -165,6 +165,8 @@ class CrlCache:
         # Configured files found to hold another issuer's CRL, by file stamp: not reread
         # on every sign-in while unchanged.
         self._foreign: dict[_Key, tuple[int, int, int]] = {}
+        # Shared CRLs (by their lastUpdate) that did not verify here: not read again.
+        self._rejected: dict[_Key, datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -439,6 +441,9 @@ class CrlCache:
             newest = self._shared.newest(shared_key)
             if newest is None or newest <= entry.crl.last_update_utc:
                 return entry
+            with self._lock:
+                if self._rejected.get(key) == newest:
+                    return entry  # this one was found wanting already: not again each time
             der = self._shared.load(shared_key)
         except Exception as exc:  # noqa: BLE001 - this process's CRL still stands
             logger.warning("could not read the shared CRL for %s: %s", source.location, exc)
@@ -450,6 +455,8 @@ class CrlCache:
             next_update = verify_crl(crl, issuer, now=now, skew=self._skew)
         except (ValueError, CrlProblem) as exc:
             logger.warning("a shared CRL for %s does not verify: %s", source.location, exc)
+            with self._lock:
+                self._rejected[key] = newest
             return entry
         if is_stale(next_update, now, self._skew):
             return entry
