@@ -97,9 +97,11 @@ def check_body_length(content_length: Sequence[str], transfer_encoding: Sequence
         )
     if not content_length:
         return 0
-    if len(content_length) != 1 or not content_length[0].strip().isdigit():
+    value = content_length[0].strip() if len(content_length) == 1 else ""
+    # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
+    if not (value.isascii() and value.isdigit()):
         raise BadRequestError()
-    length = int(content_length[0])
+    length = int(value)
     if length > MAX_BODY_BYTES:
         raise BodyTooLargeError()
     return length

@@ -99,6 +99,10 @@ class AgentService:
         self._lock = threading.Lock()
         self._reported_lock = threading.Lock()
         self._reported: str | None = None
+        # The card insertion that last signed for each origin, and its reader: a card
+        # session that page hands over is that card's, whatever is in the reader then.
+        self._signers: dict[str, tuple[str, str]] = {}
+        self._signers_lock = threading.Lock()
 
     @contextmanager
     def _card(self, wait: float) -> Iterator[None]:
@@ -186,6 +190,8 @@ class AgentService:
             result = self._cards.sign_with(
                 prepare, self._pin.provider, pin_pad=self._pin.pin_pad, requester=origin
             )
+        with self._signers_lock:
+            self._signers[origin] = (result.identity.insertion_id, result.reader)
         algorithm = JOSE_ALGORITHMS[result.identity.algorithm]
         signature = result.signature
         if algorithm is not SignatureAlgorithm.RS256:
@@ -206,31 +212,47 @@ class AgentService:
     # -- POST /v1/card-sessions --------------------------------------------------------
 
     def add_card_session(self, origin: str, card_session: object) -> dict[str, str]:
-        """Keep (origin, the card in the reader, S) until that card leaves."""
+        """Keep (origin, the card that signed for it, S) until that card leaves.
+
+        The card is the insertion that last signed for `origin`, not whichever card is
+        in the reader now: another person's card put in meanwhile (the broker's checks
+        take a moment, a registration's confirmation longer) must not keep this
+        person's session alive. If that card has left, or none signed for `origin` in
+        this agent's lifetime, the session ends at once.
+        """
         reference = check_card_session(card_session)
         try:
-            chosen = choose_reader(self._readers(), None, self._preference)
+            readers = self._readers()
+            choose_reader(readers, None, self._preference)  # NoCardError when none is in
         except CardError:
             # The card that signed in has already gone: the session must end now.
             self._notifier.notify(
                 [CardSession(origin=origin, insertion_id="", reader="", card_session=reference)]
             )
             raise
+        with self._signers_lock:
+            insertion_id, reader = self._signers.get(origin, ("", ""))
         session = CardSession(
-            origin=origin,
-            insertion_id=chosen.insertion_id or "",
-            reader=chosen.name,
-            card_session=reference,
+            origin=origin, insertion_id=insertion_id, reader=reader, card_session=reference
         )
+        present = {r.insertion_id for r in readers if r.insertion_id is not None}
+        if not insertion_id or insertion_id not in present:
+            log.info("the card that signed for %s has left: its card session ends", origin)
+            self._notifier.notify([session])
+            raise CardRemovedError()
         if not self._sessions.add(session):
             self._notifier.notify([session])
             raise CardRemovedError()
-        return {"cardSession": reference, "reader": chosen.name}
+        return {"cardSession": reference, "reader": reader}
 
     # -- the card watcher and GET /v1/events -------------------------------------------
 
     def on_card_event(self, event: CardEvent) -> None:
         """A card went in or out: update the cache, end its sessions, tell the pages."""
+        if event.type is CardEventType.INSERTED:
+            # Seen again (PC/SC came back, or a reader without an insertion counter
+            # whose id repeats): its earlier removal no longer blocks its sessions.
+            self._sessions.card_inserted(event.insertion_id)
         if event.type is CardEventType.REMOVED:
             self._cards.forget(event.insertion_id)
             ended = self._sessions.card_removed(event.insertion_id)

@@ -87,6 +87,11 @@ class CardSessions:
                 )
             return True
 
+    def card_inserted(self, insertion_id: str) -> None:
+        """A card is in the reader under this id: sessions may be kept for it again."""
+        with self._lock:
+            self._gone.pop(insertion_id, None)
+
     def card_removed(self, insertion_id: str) -> list[CardSession]:
         """Forget a card's sessions and return them, to be reported ended."""
         with self._lock:

@@ -116,6 +116,40 @@ def test_a_card_session_ends_when_its_card_leaves(slot: CardSlot, start_agent: S
         broker.server.server_close()
 
 
+def test_a_card_session_belongs_to_the_card_that_signed_not_the_one_in_the_reader_now(
+    slot: CardSlot, start_agent: StartAgent
+) -> None:
+    broker = start_broker()
+    try:
+        slot.insert()
+        agent = start_agent(allowed_origins=[broker.origin])
+        port = agent.server.port
+        body = {"challenge": new_challenge()}
+        assert call(port, "POST", "/v1/authenticate", body=body, origin=broker.origin).status == 200
+        # The card that signed leaves and another insertion takes its place before the
+        # page hands the session over (another person's card, a shared workstation).
+        slot.remove()
+        assert wait_for(lambda: not agent.watcher.cards(), timeout=5)
+        slot.insert()
+        assert wait_for(lambda: bool(agent.watcher.cards()), timeout=5)
+        late = call(
+            port, "POST", "/v1/card-sessions", body={"cardSession": SESSION}, origin=broker.origin
+        )
+        assert (late.status, late.json["error"]) == (409, "card_removed")
+        assert broker.wait(1, timeout=5), "the broker was not told the session must end"
+        assert agent.sessions.count() == 0
+        # The card now in the reader signs, and its session is kept until it leaves.
+        body = {"challenge": new_challenge()}
+        assert call(port, "POST", "/v1/authenticate", body=body, origin=broker.origin).status == 200
+        kept = call(
+            port, "POST", "/v1/card-sessions", body={"cardSession": SESSION}, origin=broker.origin
+        )
+        assert kept.status == 201 and agent.sessions.count() == 1
+    finally:
+        broker.server.shutdown()
+        broker.server.server_close()
+
+
 def test_a_session_registered_with_no_card_ends_at_once(
     slot: CardSlot, start_agent: StartAgent
 ) -> None:

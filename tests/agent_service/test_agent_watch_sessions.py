@@ -151,6 +151,18 @@ def test_sessions_are_kept_per_card_and_a_late_registration_is_caught() -> None:
     assert sessions.count() == 1
 
 
+def test_a_card_seen_again_under_the_same_id_may_keep_sessions_again() -> None:
+    # A watcher that lost PC/SC reports every card gone; a reader without an insertion
+    # counter gives the same id to the next card of the same model. Seen again, the id
+    # is no longer blocked: sign-ins with that card would otherwise end at once.
+    sessions = CardSessions()
+    assert sessions.card_removed("reader|atr") == []
+    assert not sessions.add(_session("reader|atr"))
+    sessions.card_inserted("reader|atr")
+    assert sessions.add(_session("reader|atr"))
+    assert sessions.count() == 1
+
+
 class Recorder:
     def __init__(self, *statuses: int | Exception) -> None:
         self.statuses = list(statuses)
