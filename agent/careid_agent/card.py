@@ -184,6 +184,9 @@ class _Insertion:
     identity: CardIdentity
     pin_verified: bool = False
     retries_left: int | None = None
+    # The site the PIN was last typed for: under once-per-insertion only that site signs
+    # again without asking (another site is another consent).
+    verified_for: str | None = None
 
 
 class CardService:
@@ -352,7 +355,11 @@ class CardService:
             digest, hash_algorithm = prepare(entry.identity)
             if len(digest) != hash_algorithm.digest_size:
                 raise ValueError("digest length does not match the hash algorithm")
-            if self._pin_policy is PinPolicy.ONCE_PER_INSERTION and entry.pin_verified:
+            if (
+                self._pin_policy is PinPolicy.ONCE_PER_INSERTION
+                and entry.pin_verified
+                and entry.verified_for == requester
+            ):
                 signature = self._sign_verified(connection, entry, digest, hash_algorithm)
                 if signature is not None:
                     return SignResult(
@@ -375,6 +382,8 @@ class CardService:
                         self._verify(entry, functools.partial(session.verify_pin, pin))
                     elif pad is not None:
                         self._verify(entry, functools.partial(pad.verify, connection, request))
+                    with self._lock:
+                        entry.verified_for = requester
                     signature = session.sign_digest(
                         digest, algorithm=entry.identity.algorithm, hash_algorithm=hash_algorithm
                     )

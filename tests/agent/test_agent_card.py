@@ -161,6 +161,24 @@ def test_once_per_insertion_skips_the_pin_until_the_card_forgets_it() -> None:
     assert len(pins.requests) == 2
 
 
+def test_once_per_insertion_asks_again_for_another_site() -> None:
+    reader = _reader()
+    service = CardService(reader.connect, pin_policy=PinPolicy.ONCE_PER_INSERTION)
+    pins = Pins(reader)
+
+    def sign_for(site: str) -> None:
+        service.sign_with(lambda _identity: (DIGEST, hashes.SHA256()), pins, requester=site)
+
+    sign_for("https://sso.trust-a.nhs.uk")
+    sign_for("https://sso.trust-a.nhs.uk")  # the same site: no PIN
+    assert len(pins.requests) == 1
+    sign_for("https://sso.trust-b.nhs.uk")  # another site: its own consent
+    assert len(pins.requests) == 2
+    assert pins.requests[1].requester == "https://sso.trust-b.nhs.uk"
+    sign_for("https://sso.trust-a.nhs.uk")  # and the PIN now stands for the last one
+    assert len(pins.requests) == 3
+
+
 def test_every_sign_policy_asks_each_time() -> None:
     reader = _reader()
     service = CardService(reader.connect)
