@@ -95,21 +95,25 @@ class Overrides:
 def default_config_paths(
     *, platform: str = sys.platform, environ: Mapping[str, str] | None = None
 ) -> list[Path]:
-    """Where the agent looks for `agent.toml` when no --config is given, user file first.
+    """Where the agent looks for `agent.toml` when no --config is given, machine-wide
+    file first.
 
-    The machine-wide file is where a trust's IT department deploys its allow-list.
+    The machine-wide file is where a trust's IT department deploys its allow-list and
+    PIN policy: when it exists, a file in the user's own profile cannot replace it (to
+    widen the sites allowed to ask for signatures, or drop a required PIN pad). The
+    user's file is read only on a machine without one.
     """
     env = os.environ if environ is None else environ
     home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
     if platform == "win32":
         user = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
         machine = Path(env.get("PROGRAMDATA") or "C:/ProgramData")
-        return [user / "careid" / CONFIG_FILE_NAME, machine / "careid" / CONFIG_FILE_NAME]
+        return [machine / "careid" / CONFIG_FILE_NAME, user / "careid" / CONFIG_FILE_NAME]
     if platform == "darwin":
         support = "Library/Application Support/careid"
-        return [home / support / CONFIG_FILE_NAME, Path("/") / support / CONFIG_FILE_NAME]
+        return [Path("/") / support / CONFIG_FILE_NAME, home / support / CONFIG_FILE_NAME]
     user = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
-    return [user / "careid" / CONFIG_FILE_NAME, Path("/etc/careid") / CONFIG_FILE_NAME]
+    return [Path("/etc/careid") / CONFIG_FILE_NAME, user / "careid" / CONFIG_FILE_NAME]
 
 
 def find_config(paths: Sequence[Path]) -> Path | None:

@@ -157,27 +157,28 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     assert str(broken) in caught.value.message
 
 
-def test_default_locations_per_platform(tmp_path: Path) -> None:
+def test_default_locations_per_platform_the_machine_wide_file_first(tmp_path: Path) -> None:
     linux = default_config_paths(platform="linux", environ={"HOME": "/home/alex"})
-    assert linux == [Path("/home/alex/.config/careid/agent.toml"), Path("/etc/careid/agent.toml")]
+    assert linux == [Path("/etc/careid/agent.toml"), Path("/home/alex/.config/careid/agent.toml")]
     xdg = default_config_paths(platform="linux", environ={"XDG_CONFIG_HOME": "/x", "HOME": "/h"})
-    assert xdg[0] == Path("/x/careid/agent.toml")
+    assert xdg[1] == Path("/x/careid/agent.toml")
     mac = default_config_paths(platform="darwin", environ={"HOME": "/Users/alex"})
     assert mac == [
-        Path("/Users/alex/Library/Application Support/careid/agent.toml"),
         Path("/Library/Application Support/careid/agent.toml"),
+        Path("/Users/alex/Library/Application Support/careid/agent.toml"),
     ]
     windows = default_config_paths(
         platform="win32",
         environ={"APPDATA": "C:/Users/alex/AppData/Roaming", "PROGRAMDATA": "C:/ProgramData"},
     )
     assert windows == [
-        Path("C:/Users/alex/AppData/Roaming/careid/agent.toml"),
         Path("C:/ProgramData/careid/agent.toml"),
+        Path("C:/Users/alex/AppData/Roaming/careid/agent.toml"),
     ]
-    user, machine = tmp_path / "user.toml", tmp_path / "machine.toml"
-    assert find_config([user, machine]) is None
-    machine.write_text("")
-    assert find_config([user, machine]) == machine
+    # IT's file wins over one in the user's profile; the user's is read without it.
+    machine, user = tmp_path / "machine.toml", tmp_path / "user.toml"
+    assert find_config([machine, user]) is None
     user.write_text("")
-    assert find_config([user, machine]) == user
+    assert find_config([machine, user]) == user
+    machine.write_text("")
+    assert find_config([machine, user]) == machine
