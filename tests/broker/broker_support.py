@@ -17,7 +17,7 @@ from careid_broker.broker import Broker
 from careid_broker.directory import Directory
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import AuthorizationRequest
-from careid_broker.web import card_binding, context
+from careid_broker.web import browser_binding, context
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.signin_cookie import complete_signin
 
@@ -123,8 +123,10 @@ def started_in(client: FlaskClient, tx: str) -> str:
     """Bind login transaction `tx` to `client`'s browser session, as the `/authorize`
     request that makes one does (only that browser may go on with it); `tx`."""
     with client.session_transaction() as session:
-        known = session.get(card_binding.RP_TRANSACTIONS_KEY, [])
-        session[card_binding.RP_TRANSACTIONS_KEY] = [*known, tx][-card_binding.MAX_REMEMBERED :]
+        known = session.get(browser_binding.RP_TRANSACTIONS_KEY, [])
+        session[browser_binding.RP_TRANSACTIONS_KEY] = [*known, tx][
+            -browser_binding.MAX_REMEMBERED :
+        ]
     return tx
 
 

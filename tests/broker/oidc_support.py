@@ -338,14 +338,20 @@ class ReceivedLogout:
     content_type: str
 
 
-def _unverified_jti(token: str) -> str:
-    """The `jti` of a JWT, unverified (the tests check signatures elsewhere)."""
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified (the tests check signatures elsewhere); {} when
+    it is not one."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
-        return ""
-    return str(claims.get("jti", ""))
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _unverified_jti(token: str) -> str:
+    """The `jti` of a JWT, unverified."""
+    return str(unverified_claims(token).get("jti", ""))
 
 
 class TestRelyingParty:

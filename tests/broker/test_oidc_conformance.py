@@ -696,6 +696,9 @@ def test_a_refresh_token_stops_when_the_directory_stops_the_account(
     try:
         down = _refresh(lee, lee_refresh)
         assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
+        refused = _last(app, "oidc.token")
+        assert refused.error_code == "oidc_token_refused"
+        assert refused.details["reason"] == "directory_unavailable"
     finally:
         own_slapd.start()
     assert _refresh(lee, lee_refresh).status_code == 200

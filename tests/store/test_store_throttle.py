@@ -73,14 +73,14 @@ def test_failures_within_the_window_keep_counting_after_a_block(
     assert throttle.record_failure(key).failures == 5
 
 
-def test_reset_and_unknown_keys(store: Store) -> None:
+def test_a_success_forgets_the_failures_and_unknown_keys_are_clear(store: Store) -> None:
     throttle = Throttle(store, policy=POLICY)
     key = account_key("carol@nhs.net")
     assert throttle.check(key).failures == 0 and not throttle.check(key).blocked
     for _ in range(5):
         throttle.record_failure(key)
     assert throttle.check(key).blocked
-    throttle.reset(key)
+    throttle.settle(key, AttemptOutcome.SUCCEEDED)
     assert throttle.check(key).failures == 0 and not throttle.check(key).blocked
 
 

@@ -238,11 +238,6 @@ class Throttle:
             for key in keys
         )
 
-    def reset(self, key: str) -> None:
-        """Forget a key's failures (after a successful sign-in)."""
-        with self._store.transaction() as session:
-            session.execute(delete(ThrottleCounter).where(ThrottleCounter.key == key))
-
 
 _COUNTERS = table_of(ThrottleCounter)
 # Row lock on PostgreSQL (SQLite holds the write lock already): concurrent bookings

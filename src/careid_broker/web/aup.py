@@ -28,7 +28,7 @@ from careid_broker.signin.aup import AupStepExpiredError, PendingAcceptance
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import Outcome
-from careid_broker.web import card_binding
+from careid_broker.web import browser_binding
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import reshow_on_expiry
 from careid_broker.web.errors import error_response
@@ -208,7 +208,7 @@ def accept() -> BaseResponse:
         rp=rp,
     )
     if pending.return_tx is None:
-        return redirect(card_binding.pop_next() or url_for("login.page"), code=303)
+        return redirect(browser_binding.pop_next() or url_for("login.page"), code=303)
     return redirect(url_for("oidc.resume", tx=pending.return_tx), code=303)
 
 

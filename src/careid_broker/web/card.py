@@ -34,7 +34,7 @@ from careid_broker.store import (
     SessionRecord,
     TransactionStatus,
 )
-from careid_broker.web import card_binding as binding
+from careid_broker.web import browser_binding as binding
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.card_pages import (
     RefusedBodyError,

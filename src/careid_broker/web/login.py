@@ -27,7 +27,7 @@ from careid_broker.origins import origin_of
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import EVENT_CARD, EVENT_PASSWORD, SigninDecision
 from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, TransactionStatus
-from careid_broker.web import aup, card_binding
+from careid_broker.web import aup, browser_binding
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
@@ -120,10 +120,10 @@ def page() -> BaseResponse:
     if tx is None:
         # A broker page that sent the browser here (the admin console's step-up) names
         # where to go back to; only a path on this broker is kept.
-        card_binding.remember_next(request.args.get("next"))
+        browser_binding.remember_next(request.args.get("next"))
         current = current_signin()
         if current is not None and not (card_only and current.acr != ACR_CARD):
-            target = card_binding.pop_next()
+            target = browser_binding.pop_next()
             if target is not None:
                 return redirect(target, code=303)
             return Response(
@@ -233,7 +233,7 @@ def submit() -> BaseResponse:
     decision = SigninDecision.by_password(account)
     if tx is None or tx_id is None:
         complete_signin(decision, rp=rp)
-        return redirect(card_binding.pop_next() or url_for("login.page"), code=303)
+        return redirect(browser_binding.pop_next() or url_for("login.page"), code=303)
     answer = authorize_flow.continue_signin(
         svc.oidc,
         tx_id,

@@ -126,9 +126,11 @@ def token() -> Response:
     try:
         response: Response = provider.server.create_token_response()
     except BrokerError as exc:
-        # The broker's own failures (an undecryptable signing key, the store down) are
-        # answered by its error handler; count them with the rest.
+        # The broker's own failures (an undecryptable signing key, the store or the
+        # directory down) are answered by its error handler; counted and audited with
+        # the rest.
         provider.metrics.tokens.inc(grant_type=_grant_type_label(), result=exc.code.value)
+        _audit_refused_token_request("oidc.token", exc.code.value)
         raise
     result = "success"
     if response.status_code != 200:

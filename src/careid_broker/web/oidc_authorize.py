@@ -53,7 +53,7 @@ from careid_broker.store import (
     SessionRecord,
     TransactionStatus,
 )
-from careid_broker.web import card_binding
+from careid_broker.web import browser_binding
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ def _store_request(
         )
     )
     # Only the browser that made the request may go on with it (`in_this_browser`).
-    card_binding.remember_login_transaction(created.transaction_id)
+    browser_binding.remember_login_transaction(created.transaction_id)
     return created.transaction_id
 
 
@@ -403,7 +403,7 @@ def in_this_browser(provider: OidcProvider, tx: str, record: LoginTransactionRec
     with the victim's `state` and PKCE challenge, back to the victim's browser: the
     relying party would then sign the victim in as them. Audited, as a possible attack.
     """
-    if card_binding.knows_login_transaction(tx):
+    if browser_binding.knows_login_transaction(tx):
         return
     detail = "the login transaction was not started in this browser"
     provider.audit(

@@ -14,7 +14,7 @@ from careid_broker.errors import BrokerError
 from careid_broker.registration.service import RegistrationService
 from careid_broker.registration.state import PendingRegistration
 from careid_broker.store import Outcome
-from careid_broker.web import card_binding as binding
+from careid_broker.web import browser_binding as binding
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response

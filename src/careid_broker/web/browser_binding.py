@@ -1,4 +1,5 @@
-"""Which login transactions this browser may sign in to with a card.
+"""Which login transactions this browser started, and so may sign in to (by password or
+card); where a broker-local sign-in goes on to.
 
 A challenge is bound to a login transaction in the store; the transaction is bound to
 the browser here, in its signed session cookie. The `/authorize` request that makes
