@@ -45,6 +45,7 @@ from careid_broker.store import (
     Store,
     Tokens,
     create_store,
+    transaction_key,
     utc_now,
 )
 
@@ -134,6 +135,9 @@ def build_broker(
     if origin is None:  # the configuration check already refuses such an issuer
         raise ValueError(f"the issuer {config.broker.issuer!r} has no origin")
     oidc = config.oidc
+    # One key seals every kind of login transaction (OIDC, AUP, registration), the same
+    # in every worker and instance: a transaction made by one opens in all.
+    tx_key = transaction_key(config.broker.secret_key)
     repos = Repositories.build(
         store,
         key_passphrase=oidc.key_passphrase,
@@ -145,6 +149,7 @@ def build_broker(
         throttle_policy=config.signin.account_throttle,
         challenge_ttl=config.card.challenge_lifetime,
         logout_retry=oidc.logout_retry,
+        transaction_key=tx_key,
     )
     # Read from the database by the worker that answers the scrape: the same for all.
     metrics.registry.gauge(
@@ -245,7 +250,7 @@ def build_broker(
         aup=AupAcceptance(
             issuer=config.broker.issuer,
             directory=directory,
-            transactions=LoginTransactions(store, ttl=ACCEPT_WITHIN),
+            transactions=LoginTransactions(store, key=tx_key, ttl=ACCEPT_WITHIN),
             writable=config.directory.writable,
         ),
         card=card,
@@ -257,7 +262,9 @@ def build_broker(
             store=store,
             password_signin=password,
             directory=directory,
-            transactions=LoginTransactions(store, ttl=config.card.registration_lifetime),
+            transactions=LoginTransactions(
+                store, key=tx_key, ttl=config.card.registration_lifetime
+            ),
             challenges=repos.challenges,
             registrations=repos.registrations,
             link_mode=config.card.link_mode,

@@ -124,7 +124,7 @@ def started_in(client: FlaskClient, tx: str) -> str:
     request that makes one does (only that browser may go on with it); `tx`."""
     with client.session_transaction() as session:
         known = session.get(browser_binding.RP_TRANSACTIONS_KEY, [])
-        session[browser_binding.RP_TRANSACTIONS_KEY] = [*known, tx][
+        session[browser_binding.RP_TRANSACTIONS_KEY] = [*known, browser_binding.remembered_as(tx)][
             -browser_binding.MAX_REMEMBERED :
         ]
     return tx

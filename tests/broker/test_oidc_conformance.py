@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 from authlib.oidc.discovery import OpenIDProviderMetadata
-from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from, error_code_of
+from broker_support import (
+    DEMO_PASSWORD,
+    broker_of,
+    csrf_token_from,
+    error_code_of,
+    rp_transaction,
+)
 from flask import Flask
 from flask.testing import FlaskClient
 from ldap3 import MODIFY_REPLACE, Connection
@@ -31,7 +37,10 @@ from oidc_support import (
     make_oidc_app,
     query_of,
 )
+from sqlalchemy import func, select
 
+from careid_broker.store import MAX_TRANSACTION_ID_LENGTH
+from careid_broker.store.models import AuthorizationCode
 from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
 
@@ -388,6 +397,82 @@ def test_an_unsupported_response_type_is_returned_to_the_client(oidc_browser: Br
     assert authorization.params["error"] == "unsupported_response_type"
     assert authorization.params["iss"] == ISSUER
     assert authorization.params["state"] == authorization.state
+
+
+@pytest.mark.parametrize(("name", "limit"), [("state", 1024), ("nonce", 512), ("acr_values", 255)])
+def test_an_over_long_parameter_is_refused_not_cut(
+    oidc_browser: Browser, name: str, limit: int
+) -> None:
+    # The login transaction keeps the request whole, sealed into its id: a value longer
+    # than the broker keeps is refused to the RP, with a message that names it.
+    authorization = oidc_browser.authorize(**{name: "x" * (limit + 1)})
+    assert authorization.location.startswith(REDIRECT)
+    assert authorization.params["error"] == "invalid_request"
+    assert authorization.params["error_description"] == (
+        f"{name} is longer than {limit} characters."
+    )
+
+
+def test_the_largest_request_kept_still_signs_in(oidc_app: Flask, oidc_browser: Browser) -> None:
+    # Every kept parameter at its limit: the sealed id still fits the URLs and forms the
+    # sign-in passes it through (gunicorn takes request lines up to 8190 bytes), and an
+    # over-long UI hint is dropped rather than refused.
+    authorization = oidc_browser.authorize(
+        state="s" * 1024,
+        nonce="n" * 512,
+        acr_values=("AAL1_USERPASS " * 19)[:255].strip(),
+        login_hint="h" * 257,
+        ui_locales="u" * 256,
+        display="d" * 256,
+    )
+    tx = query_of(authorization.location)["tx"]
+    assert len(tx) <= MAX_TRANSACTION_ID_LENGTH and len(authorization.location) < 8000
+    request = broker_of(oidc_app).repos.transactions.get(tx).request
+    assert request.state == "s" * 1024 and "login_hint" not in request.extras
+    assert request.extras["ui_locales"] == "u" * 256
+    result = oidc_browser.sign_in(authorization)
+    assert result.params["state"] == "s" * 1024
+    tokens = oidc_browser.redeem(result)
+    assert tokens.status_code == 200
+
+
+def test_a_transaction_sealed_for_an_unregistered_redirect_uri_gets_no_code(
+    oidc_app: Flask, oidc_browser: Browser
+) -> None:
+    # Whoever held `secret_key` could seal any request without /authorize's checks.
+    # Finishing a transaction checks the request against the client's registration
+    # again, so no code goes to a redirect URI the relying party did not register.
+    client = oidc_browser.client
+    tx = rp_transaction(
+        oidc_app, client, client_id="rp", redirect_uri="https://attacker.example/cb"
+    )
+    page = client.get("/login", query_string={"tx": tx})
+    posted = client.post(
+        "/login",
+        data={
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+            "tx": tx,
+            "email": ALEX,
+            "password": DEMO_PASSWORD,
+        },
+    )
+    assert "attacker.example" not in posted.headers.get("Location", "")
+    assert posted.status_code == 400
+    with broker_of(oidc_app).store.session() as session:
+        assert session.scalar(select(func.count()).select_from(AuthorizationCode)) == 0
+    # The same, sealed for the registered URI, goes on to a code.
+    tx = rp_transaction(oidc_app, client, client_id="rp", redirect_uri=REDIRECT)
+    page = client.get("/login", query_string={"tx": tx})
+    posted = client.post(
+        "/login",
+        data={
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+            "tx": tx,
+            "email": ALEX,
+            "password": DEMO_PASSWORD,
+        },
+    )
+    assert posted.status_code == 303 and posted.headers["Location"].startswith(REDIRECT)
 
 
 # The login hand-off (/login?tx=… and back to /authorize/resume?tx=…).

@@ -67,11 +67,12 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def parts(store: Store, card_pki: CardPki) -> tuple[CardSignin, RecordingValidator, str]:
-    challenges = CardChallenges(store)
+    transactions = LoginTransactions(store)
+    challenges = CardChallenges(store, transactions=transactions)
     config = PkiConfig.from_mapping(card_pki.pki_settings(), base_dir=Path("/"))
     real = CertificateValidator(config, clock=store.now, http=UrllibFetcher())
     validator = RecordingValidator(real=real, challenges=challenges)
-    transaction = LoginTransactions(store).create(
+    transaction = transactions.create(
         AuthorizationRequest(client_id="rp", redirect_uri="https://rp/cb", scope="openid")
     )
     validator.transaction = transaction.transaction_id

@@ -42,7 +42,8 @@ def other_store(store_url: str, clock: FakeClock) -> Iterator[Store]:
 
 @pytest.fixture
 def repos(store: Store) -> Repositories:
-    return Repositories.build(store)
+    # Test material: a fixed key, so that a second instance can open its transactions.
+    return Repositories.build(store, transaction_key=bytes(range(32)))
 
 
 @pytest.fixture

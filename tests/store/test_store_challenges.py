@@ -12,9 +12,11 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from careid_broker.store import (
+    MAX_TRANSACTION_ID_LENGTH,
     AuthorizationRequest,
     CardChallenges,
     ChallengeOutcome,
+    LoginTransactions,
     Repositories,
     Store,
     TransactionStatus,
@@ -25,6 +27,8 @@ from careid_broker.store.models import CardChallenge, LoginTransaction
 from careid_protocol.errors import ErrorCode
 from support.clock import FakeClock
 
+#: Test material: the key the `repos` fixture seals login transactions with.
+KEY = bytes(range(32))
 REQUEST = AuthorizationRequest(
     client_id="webmail",
     redirect_uri="https://webmail.example/cb",
@@ -40,20 +44,70 @@ REQUEST = AuthorizationRequest(
 )
 
 
-def test_a_transaction_keeps_the_request_and_only_a_hash_of_its_id(
-    repos: Repositories, store: Store, clock: FakeClock
+def test_a_pending_transaction_is_sealed_into_its_id_and_not_stored(
+    repos: Repositories, store: Store, other_store: Store, clock: FakeClock
 ) -> None:
     created = repos.transactions.create(REQUEST)
-    assert len(created.transaction_id) >= 43
-    record = repos.transactions.get(created.transaction_id)
+    transaction_id = created.transaction_id
+    record = repos.transactions.get(transaction_id)
     assert record is not None and record == created.record
     assert record.request == REQUEST
     assert record.status is TransactionStatus.PENDING
     assert record.expires_at == clock.now + timedelta(minutes=15)
+    assert _rows(store) == []  # /authorize writes nothing
+    # Sealed, not merely encoded: none of the request shows through.
+    for value in ("alice@nhs.net", "st-1", "n-1", "webmail.example", "E9Melhoa2Owv"):
+        assert value not in transaction_id
+    # Another instance with the same key opens it; one with another key does not.
+    assert LoginTransactions(other_store, key=KEY).get(transaction_id) == record
+    assert LoginTransactions(other_store, key=bytes(32)).get(transaction_id) is None
+
+
+def test_a_changed_or_made_up_id_opens_nothing(repos: Repositories) -> None:
+    transaction_id = repos.transactions.create(REQUEST).transaction_id
+    flipped = "A" if transaction_id[40] != "A" else "B"
+    for bad in (
+        transaction_id[:40] + flipped + transaction_id[41:],  # one character changed
+        transaction_id[:-4],  # cut short
+        transaction_id + "A",
+        "t1." + transaction_id[3:].upper(),
+        "not-a-transaction",
+        "t1.",
+        "t1.!!!!",
+        "t1." + "é" * 40,
+        "t1." + "A" * (MAX_TRANSACTION_ID_LENGTH + 1),
+    ):
+        assert repos.transactions.get(bad) is None
+        assert repos.transactions.complete(bad) is None
+        assert repos.transactions.expire(bad) is False
+        assert repos.challenges.issue(bad) is None
+
+
+def test_only_a_hash_of_the_id_is_kept_when_it_completes(
+    repos: Repositories, store: Store, clock: FakeClock
+) -> None:
+    created = repos.transactions.create(REQUEST)
+    clock.advance(timedelta(seconds=30))
+    assert repos.transactions.complete(created.transaction_id) is not None
+    (row,) = _rows(store)
+    assert row.id_hash == sha256_hex(created.transaction_id)
+    assert created.transaction_id not in repr(row.__dict__)
+    assert (row.client_id, row.state, row.nonce, row.extras) == (
+        "webmail",
+        "st-1",
+        "n-1",
+        {
+            "login_hint": "alice@nhs.net",
+            "ui_locales": ["en-GB"],
+        },
+    )
+    assert row.created_at == created.record.created_at
+    assert row.completed_at == clock.now and row.status == "completed"
+
+
+def _rows(store: Store) -> list[LoginTransaction]:
     with store.session() as session:
-        stored = session.execute(select(LoginTransaction.id_hash)).scalar_one()
-    assert stored != created.transaction_id and created.transaction_id not in stored
-    assert repos.transactions.get("not-a-transaction") is None
+        return list(session.scalars(select(LoginTransaction)).all())
 
 
 def test_a_transaction_completes_once_and_not_after_expiry(
@@ -81,18 +135,16 @@ def test_expire_ends_a_pending_transaction(repos: Repositories) -> None:
     assert repos.challenges.issue(created.transaction_id) is None
 
 
-def test_purge_removes_old_transactions_with_their_challenges(
+def test_purge_removes_transactions_recorded_long_ago(
     repos: Repositories, store: Store, clock: FakeClock
 ) -> None:
     old = repos.transactions.create(REQUEST)
-    assert repos.challenges.issue(old.transaction_id) is not None
+    assert repos.transactions.complete(old.transaction_id) is not None
     clock.advance(timedelta(days=2))
     fresh = repos.transactions.create(REQUEST)
+    assert repos.transactions.expire(fresh.transaction_id)
     assert repos.transactions.purge() == 1
-    assert repos.transactions.get(old.transaction_id) is None
-    assert repos.transactions.get(fresh.transaction_id) is not None
-    with store.session() as session:
-        assert session.scalars(select(CardChallenge.challenge_hash)).all() == []
+    assert [row.id_hash for row in _rows(store)] == [sha256_hex(fresh.transaction_id)]
 
 
 def test_challenges_are_43_char_base64url_from_the_csprng(
@@ -170,7 +222,9 @@ def test_one_challenge_from_many_threads_and_two_instances_succeeds_once(
     other_store: Store,
     concurrently: Callable[..., list[Any]],
 ) -> None:
-    instances = [CardChallenges(store), CardChallenges(other_store)]
+    instances = [
+        CardChallenges(s, transactions=LoginTransactions(s, key=KEY)) for s in (store, other_store)
+    ]
     for _ in range(3):  # a few rounds: a lucky interleaving should not hide a race
         tx = repos.transactions.create(REQUEST)
         issued = repos.challenges.issue(tx.transaction_id)
@@ -188,10 +242,17 @@ def test_foreign_keys_are_enforced(store: Store) -> None:
     with pytest.raises(IntegrityError, match="(?i)foreign key"), store.transaction() as session:
         session.execute(
             text(
-                "INSERT INTO card_challenges (challenge_hash, transaction_hash, created_at,"
-                " expires_at) VALUES (:c, :t, :n, :n)"
+                "INSERT INTO signin_sessions (sid, sub, account_mail, acr, amr, auth_time,"
+                " created_at, last_seen_at) VALUES (:s, :u, :m, :a, :j, :n, :n, :n)"
             ),
-            {"c": sha256_hex(new_challenge()), "t": "f" * 64, "n": "2025-01-01 00:00:00"},
+            {
+                "s": "s" * 43,
+                "u": "no-such-subject",
+                "m": "a@nhs.net",
+                "a": "AAL1_USERPASS",
+                "j": "[]",
+                "n": "2025-01-01 00:00:00",
+            },
         )
 
 

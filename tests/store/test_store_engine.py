@@ -18,7 +18,9 @@ from sqlalchemy.exc import DBAPIError
 from careid_broker.codes import BrokerCode
 from careid_broker.store import (
     AuthorizationRequest,
+    LoginTransactionRecord,
     LoginTransactions,
+    NewLoginTransaction,
     Repositories,
     Store,
     StoreUnavailableError,
@@ -27,7 +29,25 @@ from careid_broker.store import (
 from careid_broker.store.engine import AbandonedTransactionError, create_store_engine
 from careid_broker.store.models import LoginTransaction
 
+#: Test material: seals login transactions alike in every instance these tests make.
+TEST_TRANSACTION_KEY = bytes(range(32))
 REQUEST = AuthorizationRequest(client_id="webmail", redirect_uri="https://rp/cb", scope="openid")
+
+
+class _Written:
+    """Login transactions as a plain writer for these tests: a pending transaction is
+    not stored, so each `create` also ends it early, which writes its row."""
+
+    def __init__(self, store: Store) -> None:
+        self._transactions = LoginTransactions(store, key=TEST_TRANSACTION_KEY)
+
+    def create(self, request: AuthorizationRequest) -> NewLoginTransaction:
+        made = self._transactions.create(request)
+        assert self._transactions.expire(made.transaction_id)
+        return made
+
+    def get(self, transaction_id: str) -> LoginTransactionRecord | None:
+        return self._transactions.get(transaction_id)
 
 
 def _count_transactions(store: Store) -> int:
@@ -52,13 +72,13 @@ def test_a_naive_clock_is_refused(store_url: str) -> None:
     store = create_store(store_url, clock=lambda: datetime(2025, 1, 1))
     try:
         with pytest.raises(ValueError, match="naive"):
-            LoginTransactions(store).create(REQUEST)
+            _Written(store).create(REQUEST)
     finally:
         store.dispose()
 
 
 def test_an_exception_rolls_the_whole_transaction_back(store: Store) -> None:
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     with pytest.raises(RuntimeError, match="boom"), store.transaction():
         transactions.create(REQUEST)
         transactions.create(REQUEST)
@@ -67,7 +87,7 @@ def test_an_exception_rolls_the_whole_transaction_back(store: Store) -> None:
 
 
 def test_nested_calls_join_the_outer_transaction(store: Store) -> None:
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     with store.transaction():
         first = transactions.create(REQUEST)
         second = transactions.create(REQUEST)
@@ -78,7 +98,7 @@ def test_nested_calls_join_the_outer_transaction(store: Store) -> None:
 
 
 def test_a_failed_inner_unit_the_caller_swallowed_rolls_everything_back(store: Store) -> None:
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     with pytest.raises(AbandonedTransactionError) as caught, store.transaction():
         transactions.create(REQUEST)
         try:
@@ -93,7 +113,7 @@ def test_a_failed_inner_unit_the_caller_swallowed_rolls_everything_back(store: S
 
 
 def test_a_savepoint_lets_the_outer_transaction_carry_on(store: Store) -> None:
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     with store.transaction():
         kept = transactions.create(REQUEST)
         with pytest.raises(RuntimeError), store.transaction(savepoint=True):
@@ -134,11 +154,11 @@ def counted(store_url: str) -> Iterator[tuple[Store, _Begins]]:
 
 def test_reads_in_a_read_unit_share_one_transaction(counted: tuple[Store, _Begins]) -> None:
     store, begins = counted
-    made = LoginTransactions(store).create(REQUEST)
+    made = _Written(store).create(REQUEST)
     begins.writes = begins.reads = 0
     with store.read_unit():
         for _ in range(3):
-            assert LoginTransactions(store).get(made.transaction_id) is not None
+            assert _Written(store).get(made.transaction_id) is not None
     assert (begins.reads, begins.writes) == (1, 0)
 
 
@@ -146,7 +166,7 @@ def test_a_write_ends_the_read_unit_and_later_reads_see_it(
     counted: tuple[Store, _Begins],
 ) -> None:
     store, begins = counted
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     with store.read_unit():
         assert _count_transactions(store) == 0
         made = transactions.create(REQUEST)  # the shared read is ended first
@@ -159,7 +179,7 @@ def test_a_write_for_later_rides_on_the_requests_next_write_transaction(
     counted: tuple[Store, _Begins],
 ) -> None:
     store, begins = counted
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     with store.read_unit():
         store.write_later(lambda: transactions.create(REQUEST) and None)
         assert _count_transactions(store) == 0  # not yet
@@ -172,7 +192,7 @@ def test_a_write_for_later_is_made_at_the_end_of_the_request_or_at_once(
     counted: tuple[Store, _Begins],
 ) -> None:
     store, begins = counted
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     with store.read_unit():
         store.write_later(lambda: transactions.create(REQUEST) and None)
         assert _count_transactions(store) == 0
@@ -182,7 +202,7 @@ def test_a_write_for_later_is_made_at_the_end_of_the_request_or_at_once(
 
 
 def test_a_write_for_later_rolled_back_with_its_carrier_is_tried_again(store: Store) -> None:
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     with store.read_unit():
         store.write_later(lambda: transactions.create(REQUEST) and None)
         with pytest.raises(RuntimeError, match="boom"), store.transaction():
@@ -194,7 +214,7 @@ def test_a_write_for_later_rolled_back_with_its_carrier_is_tried_again(store: St
 
 def test_a_write_inside_a_read_units_session_block_is_refused(store: Store) -> None:
     with store.read_unit(), store.session(), pytest.raises(RuntimeError, match="read-only"):
-        LoginTransactions(store).create(REQUEST)
+        _Written(store).create(REQUEST)
 
 
 def test_a_failed_read_in_a_read_unit_starts_afresh(counted: tuple[Store, _Begins]) -> None:
@@ -209,7 +229,7 @@ def test_a_failed_read_in_a_read_unit_starts_afresh(counted: tuple[Store, _Begin
 
 def test_a_write_inside_a_read_session_is_refused(store: Store) -> None:
     with store.session(), pytest.raises(RuntimeError, match="read-only"):
-        LoginTransactions(store).create(REQUEST)
+        _Written(store).create(REQUEST)
 
 
 def test_read_sessions_commit_nothing(store: Store) -> None:
@@ -259,12 +279,12 @@ def test_a_write_lock_held_elsewhere_past_the_busy_timeout_is_unavailable(
     store = create_store(f"sqlite:///{path}", busy_timeout=timedelta(milliseconds=200))
     other = sqlite3.connect(path, isolation_level=None)
     try:
-        LoginTransactions(store).create(REQUEST)  # WAL is on
+        _Written(store).create(REQUEST)  # WAL is on
         other.execute("BEGIN IMMEDIATE")
         with pytest.raises(StoreUnavailableError, match="locked"):
-            LoginTransactions(store).create(REQUEST)
+            _Written(store).create(REQUEST)
         other.execute("ROLLBACK")
-        assert LoginTransactions(store).create(REQUEST).record is not None
+        assert _Written(store).create(REQUEST).record is not None
     finally:
         other.close()
         store.dispose()
@@ -286,7 +306,7 @@ def test_an_unreachable_database_fails_closed(url: str) -> None:
     try:
         assert store.ping() is False
         with pytest.raises(StoreUnavailableError) as caught:
-            LoginTransactions(store).create(REQUEST)
+            _Written(store).create(REQUEST)
         assert caught.value.code is BrokerCode.STORE_UNAVAILABLE
         assert "database" in caught.value.message
     finally:
@@ -351,7 +371,7 @@ def test_postgresql_reads_hold_no_transaction_open_and_refuse_writes(pg_database
     # trip, on connections the server keeps read-only.
     store = create_store(pg_database)
     admin = create_engine(pg_database, isolation_level="AUTOCOMMIT")
-    transactions = LoginTransactions(store)
+    transactions = _Written(store)
     try:
         made = transactions.create(REQUEST)
         with store.read_unit(), store.session() as session:

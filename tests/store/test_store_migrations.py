@@ -88,3 +88,41 @@ def test_the_upgrade_erases_the_private_part_of_keys_retired_before_it(
     finally:
         engine.dispose()
     assert rows == {"old": None, "live": "PEM"}
+
+
+def test_the_upgrade_to_sealed_transactions_drops_pending_rows_and_the_challenge_link(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url)
+    downgrade(empty_url, "0010_shared_crls")
+    engine = create_engine(empty_url)
+    at = "2026-01-01 00:00:00+00:00"
+    try:
+        with engine.begin() as conn:
+            for id_hash, status in (("p" * 64, "pending"), ("c" * 64, "completed")):
+                conn.execute(
+                    text(
+                        "INSERT INTO login_transactions (id_hash, client_id, redirect_uri,"
+                        " scope, extras, created_at, expires_at, status)"
+                        " VALUES (:h, 'rp', 'https://rp/cb', 'openid', '{}', :at, :at, :s)"
+                    ),
+                    {"h": id_hash, "s": status, "at": at},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO card_challenges (challenge_hash, transaction_hash, created_at,"
+                    " expires_at) VALUES (:c, :t, :at, :at)"
+                ),
+                {"c": "x" * 64, "t": "p" * 64, "at": at},
+            )
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            statuses = conn.execute(text("SELECT status FROM login_transactions")).scalars().all()
+            challenges = conn.execute(text("SELECT count(*) FROM card_challenges")).scalar_one()
+        keys = inspect(engine).get_foreign_keys("card_challenges")
+    finally:
+        engine.dispose()
+    # A pending row's id was random, not sealed: no broker can open it any more.
+    assert statuses == ["completed"]
+    assert challenges == 0  # five-minute challenges are not carried over (as in 0005)
+    assert keys == []  # a pending transaction has no row to refer to

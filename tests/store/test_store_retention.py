@@ -130,7 +130,10 @@ def seed_challenge(repos: Repositories) -> datetime:
 
 
 def seed_transaction(repos: Repositories) -> datetime:
-    return repos.transactions.create(request()).record.expires_at + DAY
+    # Only a transaction that has changed state is stored: this one completed.
+    created = repos.transactions.create(request())
+    assert repos.transactions.complete(created.transaction_id) is not None
+    return created.record.expires_at + DAY
 
 
 def seed_token(repos: Repositories) -> datetime:
@@ -274,6 +277,7 @@ def test_live_rows_are_untouched(repos: Repositories, clock: FakeClock) -> None:
     )
     tx = repos.transactions.create(request())
     assert repos.challenges.issue(tx.transaction_id) is not None
+    assert repos.transactions.expire(repos.transactions.create(request()).transaction_id)
     repos.jtis.use_once(scope="client", jti="live", expires_at=clock.now + timedelta(minutes=5))
     repos.throttle.record_failure("addr:198.51.100.1")
     repos.outbox.enqueue(sid="pending", sub="s", client_ids=[CLIENT])

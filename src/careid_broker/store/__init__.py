@@ -87,14 +87,21 @@ from careid_broker.store.tokens import (
     new_opaque_token,
 )
 from careid_broker.store.transactions import (
+    FIELD_LIMITS,
+    MAX_HINT_LENGTH,
+    MAX_TRANSACTION_ID_LENGTH,
     AuthorizationRequest,
     LoginTransactionRecord,
     LoginTransactions,
     NewLoginTransaction,
     TransactionStatus,
+    transaction_key,
 )
 
 __all__ = [
+    "FIELD_LIMITS",
+    "MAX_HINT_LENGTH",
+    "MAX_TRANSACTION_ID_LENGTH",
     "AccessTokenInfo",
     "ActiveSigningKey",
     "AttemptOutcome",
@@ -172,6 +179,7 @@ __all__ = [
     "head_revision",
     "new_opaque_token",
     "schema_is_current",
+    "transaction_key",
     "upgrade",
     "utc_now",
 ]

@@ -14,9 +14,9 @@ from sqlalchemy import bindparam, select, update
 from careid_broker.store._sql import insert_new, table_of
 from careid_broker.store.base import require_aware, sha256_hex
 from careid_broker.store.engine import Store
-from careid_broker.store.models import CardChallenge, LoginTransaction
+from careid_broker.store.models import CardChallenge
 from careid_broker.store.prepared import Prepared
-from careid_broker.store.transactions import TransactionStatus
+from careid_broker.store.transactions import LoginTransactions
 from careid_protocol.errors import ErrorCode
 
 CHALLENGE_BYTES = 32
@@ -59,16 +59,8 @@ def new_challenge() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(CHALLENGE_BYTES)).rstrip(b"=").decode()
 
 
-_TRANSACTIONS = table_of(LoginTransaction).c
 _CHALLENGES = table_of(CardChallenge).c
-# Card sign-in's statements, compiled once (see `prepared`).
-_PENDING = Prepared(
-    select(_TRANSACTIONS.id_hash).where(
-        _TRANSACTIONS.id_hash == bindparam("hash"),
-        _TRANSACTIONS.status == TransactionStatus.PENDING.value,
-        _TRANSACTIONS.expires_at > bindparam("now"),
-    )
-)
+# Card sign-in's statement, compiled once (see `prepared`).
 _CONSUME = Prepared(
     update(table_of(CardChallenge))
     .where(_CHALLENGES.challenge_hash == bindparam("hash"), _CHALLENGES.consumed_at.is_(None))
@@ -80,8 +72,15 @@ _CONSUME = Prepared(
 class CardChallenges:
     """Issue challenges and consume them exactly once."""
 
-    def __init__(self, store: Store, *, ttl: timedelta = timedelta(minutes=5)) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        transactions: LoginTransactions,
+        ttl: timedelta = timedelta(minutes=5),
+    ) -> None:
         self._store = store
+        self._transactions = transactions
         self._ttl = ttl
 
     def issue(self, transaction_id: str) -> IssuedChallenge | None:
@@ -89,8 +88,7 @@ class CardChallenges:
         now = self._store.now()
         transaction_hash = sha256_hex(transaction_id)
         with self._store.transaction() as session:
-            pending = _PENDING.scalar(session, {"hash": transaction_hash, "now": now})
-            if pending is None:
+            if not self._transactions.pending_in(session, transaction_id):
                 return None
             value = new_challenge()
             row = CardChallenge(

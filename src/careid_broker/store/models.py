@@ -69,7 +69,11 @@ class Registration(Base):
 
 
 class LoginTransaction(Base):
-    """One browser's pending OIDC authorization request, while the user signs in."""
+    """A login transaction that has completed or been ended early.
+
+    A pending one is not stored: its id is the sealed request (`store/transactions.py`).
+    This row, keyed by the id's SHA-256, is written when its state changes, and only once.
+    """
 
     __tablename__ = "login_transactions"
     __table_args__ = (
@@ -95,15 +99,14 @@ class LoginTransaction(Base):
 
 
 class CardChallenge(Base):
-    """A single-use nonce the card signs, bound to one login transaction. Kept as its
-    SHA-256 only: a copy of the database holds no challenge a token could be made for."""
+    """A single-use nonce the card signs, bound to one login transaction (the SHA-256 of
+    its id: a pending transaction has no row to refer to). Kept as its SHA-256 only: a
+    copy of the database holds no challenge a token could be made for."""
 
     __tablename__ = "card_challenges"
 
     challenge_hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
-    transaction_hash: Mapped[str] = mapped_column(
-        ForeignKey("login_transactions.id_hash", ondelete="CASCADE"), index=True
-    )
+    transaction_hash: Mapped[str] = mapped_column(String(HASH_LEN), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

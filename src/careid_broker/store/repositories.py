@@ -53,14 +53,21 @@ class Repositories:
         refresh_token_ttl: timedelta = timedelta(hours=8),
         throttle_policy: ThrottlePolicy | None = None,
         logout_retry: RetryPolicy | None = None,
+        transaction_key: bytes | None = None,
     ) -> Repositories:
-        """Build every repository with the broker's configured lifetimes and policies."""
+        """Build every repository with the broker's configured lifetimes and policies.
+
+        `transaction_key` seals login transactions (`transactions.transaction_key`); every
+        worker and instance must have the same. Without one, a random key: ids made in
+        this process open only here (tests and one-process tools).
+        """
+        transactions = LoginTransactions(store, key=transaction_key, ttl=transaction_ttl)
         return cls(
             store=store,
             subjects=Subjects(store),
             registrations=Registrations(store),
-            transactions=LoginTransactions(store, ttl=transaction_ttl),
-            challenges=CardChallenges(store, ttl=challenge_ttl),
+            transactions=transactions,
+            challenges=CardChallenges(store, transactions=transactions, ttl=challenge_ttl),
             codes=AuthorizationCodes(store, ttl=code_ttl),
             tokens=Tokens(store, access_ttl=access_token_ttl, refresh_ttl=refresh_token_ttl),
             sessions=SigninSessions(store),

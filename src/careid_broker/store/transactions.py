@@ -1,23 +1,63 @@
 """Login transactions: a browser's OIDC authorization request while the user signs in.
 
-The transaction id travels in the browser's cookie; only its SHA-256 is stored.
+A pending transaction is not stored. Its id is the request itself, sealed (AES-256-GCM
+under a key derived from the broker's secret key) with when it was made and when it
+expires: `/authorize` writes nothing, and any worker or instance with the same secret
+key can open it. Only a change of state is written, as a row keyed by the id's SHA-256:
+completed (a code was issued, once) or expired early (cancelled, or failed for good).
+A transaction is pending while its seal opens, its time has not run out and no such row
+exists; `complete` inserts the row only if none exists yet, so of two requests
+completing one transaction exactly one wins.
+
+The id travels in the page (`tx`) and the browser's session cookie keeps its SHA-256
+(`web/browser_binding.py`). The request's parameters are bounded (`FIELD_LIMITS`, checked
+by `/authorize`), so a sealed id stays short enough for a URL.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, update
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import Row, bindparam, delete, select
 
-from careid_broker.store._sql import columns_of, insert_new, row_where, table_of
-from careid_broker.store.base import new_secret, sha256_hex
+from careid_broker.store._sql import insert_ignore, table_of
+from careid_broker.store.base import require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import LoginTransaction
 from careid_broker.store.prepared import Prepared
+
+#: The longest sealed id made or accepted: the bounded fields below, sealed, fit it.
+MAX_TRANSACTION_ID_LENGTH = 6144
+
+#: The longest value `/authorize` keeps for each request parameter (the columns' sizes).
+FIELD_LIMITS: Mapping[str, int] = {
+    "redirect_uri": 2048,
+    "scope": 1024,
+    "state": 1024,
+    "nonce": 512,
+    "code_challenge": 128,
+    "code_challenge_method": 16,
+    "prompt": 64,
+    "acr_values": 255,
+}
+#: The longest UI hint (login_hint, ui_locales, display) kept; a longer one is dropped.
+MAX_HINT_LENGTH = 256
+
+_PREFIX = "t1."
+_NONCE_BYTES = 12
+_AAD = b"careid-broker login transaction v1"
 
 
 class TransactionStatus(StrEnum):
@@ -48,7 +88,7 @@ class AuthorizationRequest:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LoginTransactionRecord:
-    """A stored login transaction; `status` already accounts for expiry."""
+    """A login transaction; `status` already accounts for expiry."""
 
     request: AuthorizationRequest
     created_at: datetime
@@ -59,118 +99,176 @@ class LoginTransactionRecord:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NewLoginTransaction:
-    """A created transaction: `transaction_id` goes in the cookie, nowhere else."""
+    """A created transaction: `transaction_id` is the sealed request, a bearer secret."""
 
     transaction_id: str
     record: LoginTransactionRecord
 
 
-def _record(row: LoginTransaction | Row[Any], now: datetime) -> LoginTransactionRecord:
-    status = TransactionStatus(row.status)
-    if status is TransactionStatus.PENDING and row.expires_at <= now:
-        status = TransactionStatus.EXPIRED
-    return LoginTransactionRecord(
-        request=AuthorizationRequest(
-            client_id=row.client_id,
-            redirect_uri=row.redirect_uri,
-            scope=row.scope,
-            state=row.state,
-            nonce=row.nonce,
-            code_challenge=row.code_challenge,
-            code_challenge_method=row.code_challenge_method,
-            prompt=row.prompt,
-            max_age=row.max_age,
-            acr_values=row.acr_values,
-            extras=dict(row.extras),
-        ),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        status=status,
-        completed_at=row.completed_at,
-    )
+def transaction_key(secret_key: str) -> bytes:
+    """The AES-256 key that seals login transactions, derived from the broker's secret."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"careid-broker login-tx"
+    ).derive(secret_key.encode("utf-8"))
 
 
+class TransactionSealer:
+    """Seals an authorization request into an opaque id and opens it again."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, request: AuthorizationRequest, created: datetime, expires: datetime) -> str:
+        r = request
+        body = {
+            "c": r.client_id, "r": r.redirect_uri, "s": r.scope, "st": r.state, "n": r.nonce,
+            "cc": r.code_challenge, "cm": r.code_challenge_method, "p": r.prompt,
+            "m": r.max_age, "a": r.acr_values, "x": dict(r.extras),
+            "t": _micros(created), "e": _micros(expires),
+        }  # fmt: skip
+        plain = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = nonce + self._aead.encrypt(nonce, plain, _AAD)
+        return _PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+
+    def open(self, transaction_id: str) -> tuple[AuthorizationRequest, datetime, datetime] | None:
+        """The request, made and expires; None for anything this key did not seal."""
+        if (
+            not transaction_id.startswith(_PREFIX)
+            or len(transaction_id) > MAX_TRANSACTION_ID_LENGTH
+            or not transaction_id.isascii()
+        ):
+            return None
+        text = transaction_id[len(_PREFIX) :]
+        try:
+            sealed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            plain = self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _AAD)
+        except (binascii.Error, ValueError, InvalidTag):
+            return None
+        b = json.loads(plain)
+        request = AuthorizationRequest(
+            client_id=b["c"], redirect_uri=b["r"], scope=b["s"], state=b["st"], nonce=b["n"],
+            code_challenge=b["cc"], code_challenge_method=b["cm"], prompt=b["p"],
+            max_age=b["m"], acr_values=b["a"], extras=b["x"],
+        )  # fmt: skip
+        return request, _instant(b["t"]), _instant(b["e"])
+
+
+def _micros(when: datetime) -> int:
+    delta = require_aware(when) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _instant(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TABLE = table_of(LoginTransaction)
-# Pending and unexpired → completed, returning the row: one statement, compiled once
-# (every sign-in for an RP runs it).
-_COMPLETE = Prepared(
-    update(_TABLE)
-    .where(
-        _TABLE.c.id_hash == bindparam("hash"),
-        _TABLE.c.status == TransactionStatus.PENDING.value,
-        _TABLE.c.expires_at > bindparam("now"),
-    )
-    .values(status=TransactionStatus.COMPLETED.value, completed_at=bindparam("now"))
-    .returning(*columns_of(LoginTransaction))
+# A transaction's recorded state, by the id's hash: one statement, compiled once (every
+# page of a sign-in reads it).
+_SETTLED = Prepared(
+    select(_TABLE.c.status, _TABLE.c.completed_at).where(_TABLE.c.id_hash == bindparam("hash"))
 )
 
 
 class LoginTransactions:
     """Create, read, complete (once) and expire login transactions."""
 
-    def __init__(self, store: Store, *, ttl: timedelta = timedelta(minutes=15)) -> None:
+    def __init__(
+        self, store: Store, *, key: bytes | None = None, ttl: timedelta = timedelta(minutes=15)
+    ) -> None:
+        # Without a key (tests, one-process tools) a random one: ids open in this
+        # process only. The broker passes `transaction_key(secret_key)`.
+        self._sealer = TransactionSealer(key if key is not None else AESGCM.generate_key(256))
         self._store = store
         self._ttl = ttl
 
     def create(self, request: AuthorizationRequest) -> NewLoginTransaction:
-        """Store a new pending transaction and return its (secret) id."""
-        transaction_id = new_secret()
+        """A new pending transaction and its (secret) id; nothing is written."""
         now = self._store.now()
-        row = LoginTransaction(
-            id_hash=sha256_hex(transaction_id),
-            client_id=request.client_id,
-            redirect_uri=request.redirect_uri,
-            scope=request.scope,
-            state=request.state,
-            nonce=request.nonce,
-            code_challenge=request.code_challenge,
-            code_challenge_method=request.code_challenge_method,
-            prompt=request.prompt,
-            max_age=request.max_age,
-            acr_values=request.acr_values,
-            extras=dict(request.extras),
+        expires = now + self._ttl
+        transaction_id = self._sealer.seal(request, now, expires)
+        if len(transaction_id) > MAX_TRANSACTION_ID_LENGTH:
+            raise ValueError("authorization request too large to seal; see FIELD_LIMITS")
+        record = LoginTransactionRecord(
+            request=request,
             created_at=now,
-            expires_at=now + self._ttl,
-            status=TransactionStatus.PENDING.value,
+            expires_at=expires,
+            status=TransactionStatus.PENDING,
             completed_at=None,
         )
-        with self._store.transaction() as session:
-            insert_new(session, row)
-            return NewLoginTransaction(transaction_id=transaction_id, record=_record(row, now))
+        return NewLoginTransaction(transaction_id=transaction_id, record=record)
 
     def get(self, transaction_id: str) -> LoginTransactionRecord | None:
-        """The transaction behind a cookie value, or None if unknown."""
+        """The transaction behind an id, or None if this broker did not make it."""
+        opened = self._sealer.open(transaction_id)
+        if opened is None:
+            return None
         with self._store.session() as session:
-            row = row_where(session, LoginTransaction, "id_hash", sha256_hex(transaction_id))
-            return _record(row, self._store.now()) if row else None
+            row = _SETTLED.one_or_none(session, {"hash": sha256_hex(transaction_id)})
+        return _record(opened, row, self._store.now())
+
+    def pending_in(self, session: Any, transaction_id: str) -> bool:
+        """Whether the transaction is pending, read in the caller's transaction."""
+        opened = self._sealer.open(transaction_id)
+        if opened is None or opened[2] <= self._store.now():
+            return False
+        return _SETTLED.one_or_none(session, {"hash": sha256_hex(transaction_id)}) is None
 
     def complete(self, transaction_id: str) -> LoginTransactionRecord | None:
         """Mark a pending, unexpired transaction completed; None if it was not.
 
         Single use: of two requests completing one transaction (a double-clicked
-        button, two instances), exactly one gets the record and issues a code.
+        button, two instances), exactly one inserts the row, gets the record and
+        issues a code.
         """
-        now = self._store.now()
-        with self._store.transaction() as session:
-            row = _COMPLETE.one_or_none(session, {"hash": sha256_hex(transaction_id), "now": now})
-            return _record(row, now) if row else None
+        return self._settle(transaction_id, TransactionStatus.COMPLETED)
 
     def expire(self, transaction_id: str) -> bool:
         """End a pending transaction early (cancelled, or failed for good)."""
+        return self._settle(transaction_id, TransactionStatus.EXPIRED) is not None
+
+    def _settle(
+        self, transaction_id: str, status: TransactionStatus
+    ) -> LoginTransactionRecord | None:
+        opened = self._sealer.open(transaction_id)
+        now = self._store.now()
+        if opened is None or opened[2] <= now:
+            return None
+        request, created, expires = opened
+        completed_at = now if status is TransactionStatus.COMPLETED else None
+        values = {
+            "id_hash": sha256_hex(transaction_id),
+            "client_id": request.client_id,
+            "redirect_uri": request.redirect_uri,
+            "scope": request.scope,
+            "state": request.state,
+            "nonce": request.nonce,
+            "code_challenge": request.code_challenge,
+            "code_challenge_method": request.code_challenge_method,
+            "prompt": request.prompt,
+            "max_age": request.max_age,
+            "acr_values": request.acr_values,
+            "extras": dict(request.extras),
+            "created_at": created,
+            "expires_at": expires,
+            "status": status.value,
+            "completed_at": completed_at,
+        }
         with self._store.transaction() as session:
-            result = session.execute(
-                update(LoginTransaction)
-                .where(
-                    LoginTransaction.id_hash == sha256_hex(transaction_id),
-                    LoginTransaction.status == TransactionStatus.PENDING.value,
-                )
-                .values(status=TransactionStatus.EXPIRED.value),
-                execution_options={"synchronize_session": False},
-            )
-            return bool(getattr(result, "rowcount", 0))
+            if not insert_ignore(session, LoginTransaction, values, ["id_hash"]):
+                return None
+        return LoginTransactionRecord(
+            request=request,
+            created_at=created,
+            expires_at=expires,
+            status=status,
+            completed_at=completed_at,
+        )
 
     def purge(self, *, older_than: timedelta = timedelta(days=1)) -> int:
-        """Delete transactions (and their challenges) that expired long ago."""
+        """Delete recorded transactions that expired long ago."""
         cutoff = self._store.now() - older_than
         with self._store.transaction() as session:
             result = session.execute(
@@ -178,3 +276,21 @@ class LoginTransactions:
                 execution_options={"synchronize_session": False},
             )
             return int(getattr(result, "rowcount", 0))
+
+
+def _record(
+    opened: tuple[AuthorizationRequest, datetime, datetime], row: Row[Any] | None, now: datetime
+) -> LoginTransactionRecord:
+    request, created, expires = opened
+    if row is not None:
+        status, completed_at = TransactionStatus(row.status), row.completed_at
+    else:
+        status = TransactionStatus.PENDING if expires > now else TransactionStatus.EXPIRED
+        completed_at = None
+    return LoginTransactionRecord(
+        request=request,
+        created_at=created,
+        expires_at=expires,
+        status=status,
+        completed_at=completed_at,
+    )

@@ -15,6 +15,8 @@ to this browser's session.
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import session
 
 from careid_broker.store import AuthorizationRequest, LoginTransactions, TransactionStatus
@@ -33,22 +35,34 @@ LOCAL_CLIENT_ID = "careid-broker:card-signin"
 
 
 def remember_login_transaction(tx_id: str) -> None:
-    """Record that this browser started login transaction `tx_id`."""
-    known = [t for t in _remembered() if t != tx_id]
-    known.append(tx_id)
+    """Record that this browser started login transaction `tx_id`.
+
+    By a digest of the id: a sealed id carries the whole request, and five of them
+    would crowd the cookie.
+    """
+    digest = remembered_as(tx_id)
+    known = [t for t in _remembered() if t != digest]
+    known.append(digest)
     session[RP_TRANSACTIONS_KEY] = known[-MAX_REMEMBERED:]
 
 
 def knows_login_transaction(tx_id: str) -> bool:
     """Whether this browser started login transaction `tx_id`."""
-    return tx_id in _remembered()
+    return remembered_as(tx_id) in _remembered()
 
 
 def forget_login_transaction(tx_id: str) -> None:
     """Drop a finished transaction from this browser's list."""
+    digest = remembered_as(tx_id)
     known = _remembered()
-    if tx_id in known:
-        session[RP_TRANSACTIONS_KEY] = [t for t in known if t != tx_id]
+    if digest in known:
+        session[RP_TRANSACTIONS_KEY] = [t for t in known if t != digest]
+
+
+def remembered_as(tx_id: str) -> str:
+    """How the cookie keeps `tx_id`: 128 bits of its SHA-256 tell the ids apart, and the
+    cookie is signed, so none is forged."""
+    return hashlib.sha256(tx_id.encode("utf-8")).hexdigest()[:32]
 
 
 def _remembered() -> list[str]:

@@ -28,6 +28,7 @@ from careid_broker.codes import AupRoute, BrokerCode, aup_message
 from careid_broker.errors import BrokerError
 from careid_broker.signin.sessions import EVENT_CARD, SigninDecision
 from careid_broker.store import (
+    MAX_TRANSACTION_ID_LENGTH,
     LoginTransactionRecord,
     NewSession,
     Outcome,
@@ -57,7 +58,6 @@ blueprint = Blueprint("card", __name__)
 # A renewed card (same Care Identity, new certificate) signed in: its registration now
 # holds the new certificate.
 EVENT_CERTIFICATE_RENEWED = "registration.certificate_renewed"
-MAX_TX_LENGTH = 128
 #: `{"cardSession": S}` with S at most 256 characters: anything much larger is not one.
 MAX_REMOVED_BODY_BYTES = 1024
 # Codes after which the page offers registration (with a link in the answer).
@@ -92,7 +92,7 @@ def _binding(tx: object, *, create_local: bool) -> _Binding:
         return _Binding(transaction_id=local, rp_tx=None, rp=None)
     if (
         not isinstance(tx, str)
-        or len(tx) > MAX_TX_LENGTH
+        or len(tx) > MAX_TRANSACTION_ID_LENGTH
         or not binding.knows_login_transaction(tx)
     ):
         raise BrokerError(

@@ -15,7 +15,7 @@ from careid_broker.card.wiring import CardServices
 from careid_broker.codes import BrokerCode, Code, message_for, status_for
 from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
-from careid_broker.store import Outcome
+from careid_broker.store import MAX_TRANSACTION_ID_LENGTH, Outcome
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_token
 from careid_broker.web.security_headers import content_security_policy
@@ -23,7 +23,7 @@ from careid_protocol.json_body import HostileBodyError, JsonBodyError, loads_bou
 from careid_protocol.token import MAX_TOKEN_JSON_BYTES
 
 #: A card endpoint's body: the token plus the challenge, the transaction id and JSON.
-MAX_CARD_BODY_BYTES = MAX_TOKEN_JSON_BYTES + 1024
+MAX_CARD_BODY_BYTES = MAX_TOKEN_JSON_BYTES + MAX_TRANSACTION_ID_LENGTH + 1024
 
 
 def rfc3339(moment: datetime) -> str:

@@ -26,7 +26,13 @@ from careid_broker.errors import BrokerError, DirectoryUnavailableError, Invalid
 from careid_broker.origins import origin_of
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import EVENT_CARD, EVENT_PASSWORD, SigninDecision
-from careid_broker.store import EndReason, LoginTransactionRecord, Outcome, TransactionStatus
+from careid_broker.store import (
+    MAX_TRANSACTION_ID_LENGTH,
+    EndReason,
+    LoginTransactionRecord,
+    Outcome,
+    TransactionStatus,
+)
 from careid_broker.web import aup, browser_binding
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.card_pages import script_context, with_agent_csp
@@ -40,8 +46,6 @@ from careid_broker.web.signin_cookie import complete_signin, current_signin, end
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("login", __name__)
-
-MAX_TX_LENGTH = 128
 
 
 @blueprint.app_context_processor
@@ -59,7 +63,7 @@ def _transaction(tx_id: str | None) -> LoginTransactionRecord | None:
     if tx_id is None:
         return None
     record = None
-    if len(tx_id) <= MAX_TX_LENGTH:
+    if len(tx_id) <= MAX_TRANSACTION_ID_LENGTH:
         record = current_broker().repos.transactions.get(tx_id)
     if record is None or record.status is not TransactionStatus.PENDING:
         raise BrokerError(BrokerCode.OIDC_SIGNIN_EXPIRED)

@@ -14,7 +14,7 @@ from careid_broker.errors import BrokerError
 from careid_broker.oidc.discovery import provider_metadata
 from careid_broker.oidc.logout import hinted_sub
 from careid_broker.origins import origin_of
-from careid_broker.store import EndReason, Outcome
+from careid_broker.store import MAX_TRANSACTION_ID_LENGTH, EndReason, Outcome
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("oidc", __name__)
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-MAX_TX_LENGTH = 128
 
 
 @blueprint.before_request
@@ -70,7 +69,7 @@ def authorize() -> Response:
 def resume() -> Response:
     """Where the login page returns after a sign-in for a login transaction."""
     tx = request.args.get("tx") or None
-    if tx is not None and len(tx) > MAX_TX_LENGTH:
+    if tx is not None and len(tx) > MAX_TRANSACTION_ID_LENGTH:
         tx = None
     return authorize_flow.resume(current_broker().oidc, tx, current_signin())
 
@@ -80,7 +79,7 @@ def choose_role() -> Response:
     """Choose one of your roles (the `selectedrole` scope), then go on to the service."""
     provider = current_broker().oidc
     tx = request.args.get("tx") or None
-    if tx is not None and len(tx) > MAX_TX_LENGTH:
+    if tx is not None and len(tx) > MAX_TRANSACTION_ID_LENGTH:
         tx = None
     signin = current_signin()
     failed = False

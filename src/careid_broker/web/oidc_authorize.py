@@ -48,6 +48,8 @@ from careid_broker.oidc.errors import SigninExpiredError
 from careid_broker.oidc.models import SignedInUser
 from careid_broker.oidc.provider import OidcProvider
 from careid_broker.store import (
+    FIELD_LIMITS,
+    MAX_HINT_LENGTH,
     AuthorizationRequest,
     LoginTransactionRecord,
     SessionRecord,
@@ -150,6 +152,13 @@ def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -
         raise RequestNotSupportedError(redirect_uri=redirect_uri)
     if data.get("request_uri") is not None:
         raise RequestURINotSupportedError(redirect_uri=redirect_uri)
+    for name, limit in FIELD_LIMITS.items():
+        value = data.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            # Kept whole in the login transaction: too long a value is refused, not cut.
+            raise InvalidRequestError(
+                f"{name} is longer than {limit} characters.", redirect_uri=redirect_uri
+            )
     prompts = frozenset((data.get("prompt") or "").split()) & _PROMPTS
     if "none" in prompts and len(prompts) > 1:
         raise InvalidRequestError("prompt=none cannot be combined.", redirect_uri=redirect_uri)
@@ -325,7 +334,11 @@ def _store_request(
             prompt=" ".join(sorted(checks.prompts)) or None,
             max_age=checks.max_age,
             acr_values=checks.acr_values,
-            extras={key: data[key] for key in _UI_HINTS if data.get(key)},
+            extras={
+                key: data[key]
+                for key in _UI_HINTS
+                if data.get(key) and len(data[key]) <= MAX_HINT_LENGTH
+            },
         )
     )
     # Only the browser that made the request may go on with it (`in_this_browser`).

@@ -13,14 +13,13 @@ from careid_broker.codes import BrokerCode, Code
 from careid_broker.errors import BrokerError
 from careid_broker.registration.service import RegistrationService
 from careid_broker.registration.state import PendingRegistration
-from careid_broker.store import Outcome
+from careid_broker.store import MAX_TRANSACTION_ID_LENGTH, Outcome
 from careid_broker.web import browser_binding as binding
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
 
 PENDING_KEY = "careid_register"
-MAX_TX_LENGTH = 128
 
 
 def available_card() -> CardServices:
@@ -47,7 +46,7 @@ def render_page(
 
 def return_tx(value: object) -> str | None:
     """An RP login transaction to go back to afterwards, if this browser opened it."""
-    if isinstance(value, str) and len(value) <= MAX_TX_LENGTH:
+    if isinstance(value, str) and len(value) <= MAX_TRANSACTION_ID_LENGTH:
         if binding.knows_login_transaction(value):
             return value
     return None
