@@ -6,16 +6,19 @@ from __future__ import annotations
 import base64
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import broker_of
+from broker_support import broker_of, rp_transaction
 from card_fixtures import CardAppFactory
 from card_support import ALEX, ISSUER, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
 from oidc_support import Browser, query_of
+from sqlalchemy import event
 
 from careid_broker.codes import BrokerCode
+from careid_broker.store.engine import WRITE_OPTION
 from support.clock import FakeClock
 
 
@@ -219,3 +222,39 @@ def test_a_finished_login_transaction_gets_no_challenge(card_app: Flask, alex) -
     broker_of(card_app).repos.transactions.expire(tx)
     response = card_browser.challenge(tx)
     assert response.status_code == 400 and _code(response) == BrokerCode.OIDC_SIGNIN_EXPIRED
+
+
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
+def test_a_challenge_reads_its_transactions_state_once_in_its_own_write(
+    card_app: Flask, card_browser: CardBrowser, card_clock: FakeClock
+) -> None:
+    # The state of an RP's login transaction is read in the write that stores the
+    # challenge, not also in a read before it (the throughput issue: nothing read twice).
+    repos = broker_of(card_app).repos
+    tx = rp_transaction(card_app, card_browser.client)
+    card_browser.open_login(tx)
+    begun = _begins(card_app)
+    assert card_browser.challenge(tx).status_code == 200
+    assert begun == {"read": 0, "write": 1}
+    # A completed transaction gets no challenge, though its id alone looks pending.
+    assert repos.transactions.complete(tx) is not None
+    refused = card_browser.challenge(tx)
+    assert refused.status_code == 400 and _code(refused) == "oidc_signin_expired"
+    # Nor does one past its time.
+    later = rp_transaction(card_app, card_browser.client)
+    card_clock.advance(timedelta(minutes=16))
+    refused = card_browser.challenge(later)
+    assert refused.status_code == 400 and _code(refused) == "oidc_signin_expired"
+
+
+def _begins(app: Flask) -> dict[str, int]:
+    """Transactions begun on the app's database from now on, by kind (live counts)."""
+    store = broker_of(app).store
+    counted = {"read": 0, "write": 0}
+
+    def begun(conn: Any) -> None:
+        counted["write" if conn.get_execution_options().get(WRITE_OPTION) else "read"] += 1
+
+    for engine in {store.engine, store.read_engine}:
+        event.listen(engine, "begin", begun)
+    return counted

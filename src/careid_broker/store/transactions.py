@@ -209,6 +209,13 @@ class LoginTransactions:
             row = _SETTLED.one_or_none(session, {"hash": sha256_hex(transaction_id)})
         return _record(opened, row, self._store.now())
 
+    def opened(self, transaction_id: str) -> LoginTransactionRecord | None:
+        """The transaction as far as its id alone tells, without the database: pending
+        until it expires, even if it has completed. Only for a caller whose own write
+        then checks (`CardChallenges.issue`, `complete`), so nothing is read twice."""
+        opened = self._sealer.open(transaction_id)
+        return _record(opened, None, self._store.now()) if opened is not None else None
+
     def pending_in(self, session: Any, transaction_id: str) -> bool:
         """Whether the transaction is pending, read in the caller's transaction."""
         opened = self._sealer.open(transaction_id)

@@ -76,8 +76,12 @@ class _Binding:
     record: LoginTransactionRecord | None = None  # the RP's transaction, as read
 
 
-def _binding(tx: object, *, create_local: bool) -> _Binding:
-    """The transaction for this request's `tx`, checked against this browser's session."""
+def _binding(tx: object, *, create_local: bool, read_state: bool = True) -> _Binding:
+    """The transaction for this request's `tx`, checked against this browser's session.
+
+    Without `read_state` its state is not read here (its id says whether it has
+    expired): the caller's own write checks that it is still pending.
+    """
     svc = current_broker()
     if tx is None:
         local = binding.local_transaction(
@@ -99,7 +103,8 @@ def _binding(tx: object, *, create_local: bool) -> _Binding:
             ErrorCode.CHALLENGE_WRONG_TRANSACTION,
             detail="the login transaction was not opened in this browser",
         )
-    record = svc.repos.transactions.get(tx)
+    transactions = svc.repos.transactions
+    record = transactions.get(tx) if read_state else transactions.opened(tx)
     if record is None or record.status is not TransactionStatus.PENDING:
         raise BrokerError(BrokerCode.OIDC_SIGNIN_EXPIRED, detail="login transaction not pending")
     return _Binding(transaction_id=tx, rp_tx=tx, rp=record.request.client_id, record=record)
@@ -133,7 +138,9 @@ def challenge() -> Response:
     if body is None:
         return json_refusal(BrokerCode.REQUEST_INVALID)
     try:
-        bound = _binding(body.get("tx"), create_local=True)
+        # Whether the transaction is still pending is read once, in the challenge's
+        # own write (`issue`).
+        bound = _binding(body.get("tx"), create_local=True, read_state=False)
         issued = current_broker().repos.challenges.issue(bound.transaction_id)
     except BrokerError as exc:
         return json_refusal(exc.code)
