@@ -24,10 +24,12 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from careid_agent.errors import (
+    CertificateMalformedError,
     MalformedDataError,
     PinBlockedError,
     SecurityStatusError,
@@ -74,6 +76,8 @@ class CardIdentity:
     certificate_der: bytes
     algorithm: Algorithm
     holder_name: str
+    issuer: str
+    """The issuer's name (RFC 4514), read with the rest: names are parsed lazily."""
     uuid: str | None
     chuid: Chuid | None
 
@@ -262,15 +266,23 @@ class CardService:
 
     def _identity(self, insertion_id: str, der: bytes, chuid: Chuid | None) -> CardIdentity:
         certificate = load_certificate(der)
-        return CardIdentity(
-            insertion_id=insertion_id,
-            certificate=certificate,
-            certificate_der=certificate.public_bytes(Encoding.DER),
-            algorithm=algorithm_for_key(certificate.public_key()),
-            holder_name=holder_name(certificate),
-            uuid=uuid_from_certificate(certificate, self._rule),
-            chuid=chuid,
-        )
+        # cryptography parses a certificate's names and key only when first asked: read
+        # everything now, so that a certificate that is DER but holds a bad name or key
+        # is refused as malformed here, not a crash in a later status or sign.
+        try:
+            key = certificate.public_key()
+            return CardIdentity(
+                insertion_id=insertion_id,
+                certificate=certificate,
+                certificate_der=certificate.public_bytes(Encoding.DER),
+                algorithm=algorithm_for_key(key),
+                holder_name=holder_name(certificate),
+                issuer=certificate.issuer.rfc4514_string(),
+                uuid=uuid_from_certificate(certificate, self._rule),
+                chuid=chuid,
+            )
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise CertificateMalformedError() from exc
 
     # -- operations ----------------------------------------------------------------------
 
@@ -306,7 +318,7 @@ class CardService:
             reader=connection.reader,
             holder_name=entry.identity.holder_name,
             uuid=entry.identity.uuid,
-            issuer=certificate.issuer.rfc4514_string(),
+            issuer=entry.identity.issuer,
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
             certificate_valid=certificate.not_valid_before_utc

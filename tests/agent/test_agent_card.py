@@ -3,24 +3,29 @@ removal, and that the PIN is asked for outside any transaction and never logged.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
 
 import pytest
 from agent_fakes import PIN, KeyAlgorithm, ReaderConnection, VirtualReader, make_test_profile
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from careid_agent.apdu import TRACE
 from careid_agent.card import CardService, PinPolicy, PinRequest
 from careid_agent.errors import (
     CardRemovedError,
+    CertificateMalformedError,
     NoCardError,
     PinBlockedError,
     WrongPinError,
 )
+from careid_protocol.errors import ErrorCode
 from careid_protocol.piv import Algorithm
 
 DIGEST = hashlib.sha256(b"TBS").digest()
@@ -286,3 +291,25 @@ def test_forget_drops_the_cache() -> None:
     service.forget(identity.insertion_id)
     assert service.read_identity() == identity
     assert _ins(reader.connections[2]).count(GET_DATA) == 2
+
+
+@pytest.mark.parametrize("operation", ["status", "read_identity", "sign"])
+def test_a_certificate_with_a_bad_name_is_malformed_not_a_crash(operation: str) -> None:
+    # DER that parses, with a name that does not: cryptography reads names only when
+    # first asked, so the agent reads them at once and refuses the card with a code.
+    profile = make_test_profile(KeyAlgorithm.P256, name="ZZZZZZZZ")
+    good = x509.load_pem_x509_certificate(profile.certificate_pem.encode())
+    bad = good.public_bytes(Encoding.DER).replace(b"ZZZZZZZZ", b"\xff" * 8)
+    assert x509.load_der_x509_certificate(bad)  # the structure is fine
+    pem = x509.load_der_x509_certificate(bad).public_bytes(Encoding.PEM).decode()
+    reader = VirtualReader()
+    reader.insert(dataclasses.replace(profile, certificate_pem=pem))
+    service, _ = _service(reader)
+    act = {
+        "status": service.status,
+        "read_identity": service.read_identity,
+        "sign": lambda: service.sign(DIGEST, hashes.SHA256(), Pins(reader)),
+    }[operation]
+    with pytest.raises(CertificateMalformedError) as raised:
+        act()
+    assert raised.value.code is ErrorCode.CERTIFICATE_MALFORMED
