@@ -1,15 +1,15 @@
 """Login transactions: a browser's OIDC authorization request while the user signs in.
 
 A pending transaction is not stored. Its id is the request itself, sealed (AES-256-GCM
-under a key derived from the broker's secret key) with when it was made and when it
-expires: `/authorize` writes nothing, and any worker or instance with the same secret
-key can open it. Only a change of state is written, as a row keyed by the id's SHA-256:
-completed (a code was issued, once) or expired early (cancelled, or failed for good).
-A transaction is pending while its seal opens, its time has not run out and no such row
-exists; `complete` inserts the row only if none exists yet, so of two requests
-completing one transaction exactly one wins.
+under a key of its own, derived from the broker's secret key and a random salt) with
+when it was made and when it expires: `/authorize` writes nothing, and any worker or
+instance with the same secret key can open it. Only a change of state is written, as a
+row keyed by the id's SHA-256: completed (a code was issued, once) or expired early
+(cancelled, or failed for good). A transaction is pending while its seal opens, its time
+has not run out and no such row exists; `complete` inserts the row only if none exists
+yet, so of two requests completing one transaction exactly one wins.
 
-The id travels in the page (`tx`) and the browser's session cookie keeps its SHA-256
+The id travels in the page (`tx`); the browser's session cookie keeps a digest of it
 (`web/browser_binding.py`). The request's parameters are bounded (`FIELD_LIMITS`, checked
 by `/authorize`), so a sealed id stays short enough for a URL.
 """
@@ -56,7 +56,11 @@ FIELD_LIMITS: Mapping[str, int] = {
 MAX_HINT_LENGTH = 256
 
 _PREFIX = "t1."
-_NONCE_BYTES = 12
+# Each id is sealed under its own key, HKDF(master, salt): a key seals once, so the
+# nonce can be fixed and /authorize may be called without limit (a random 96-bit nonce
+# under one key would be good for only about 2^32 ids).
+_SALT_BYTES = 16
+_NONCE = bytes(12)
 _AAD = b"careid-broker login transaction v1"
 
 
@@ -116,7 +120,12 @@ class TransactionSealer:
     """Seals an authorization request into an opaque id and opens it again."""
 
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+        self._master = key
+
+    def _aead(self, salt: bytes) -> AESGCM:
+        return AESGCM(
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_AAD).derive(self._master)
+        )
 
     def seal(self, request: AuthorizationRequest, created: datetime, expires: datetime) -> str:
         r = request
@@ -127,8 +136,8 @@ class TransactionSealer:
             "t": _micros(created), "e": _micros(expires),
         }  # fmt: skip
         plain = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = nonce + self._aead.encrypt(nonce, plain, _AAD)
+        salt = os.urandom(_SALT_BYTES)
+        sealed = salt + self._aead(salt).encrypt(_NONCE, plain, _AAD)
         return _PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
     def open(self, transaction_id: str) -> tuple[AuthorizationRequest, datetime, datetime] | None:
@@ -142,7 +151,8 @@ class TransactionSealer:
         text = transaction_id[len(_PREFIX) :]
         try:
             sealed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            plain = self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _AAD)
+            salt, box = sealed[:_SALT_BYTES], sealed[_SALT_BYTES:]
+            plain = self._aead(salt).decrypt(_NONCE, box, _AAD)
         except (binascii.Error, ValueError, InvalidTag):
             return None
         b = json.loads(plain)
