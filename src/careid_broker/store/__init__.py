@@ -95,6 +95,7 @@ from careid_broker.store.transactions import (
     LoginTransactions,
     NewLoginTransaction,
     TransactionStatus,
+    TransactionTooLargeError,
     transaction_key,
 )
 
@@ -170,6 +171,7 @@ __all__ = [
     "TokenRecord",
     "Tokens",
     "TransactionStatus",
+    "TransactionTooLargeError",
     "UsedJtis",
     "VerifyResult",
     "account_key",

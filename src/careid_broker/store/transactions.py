@@ -38,8 +38,10 @@ from careid_broker.store.engine import Store
 from careid_broker.store.models import LoginTransaction
 from careid_broker.store.prepared import Prepared
 
-#: The longest sealed id made or accepted: the bounded fields below, sealed, fit it.
-MAX_TRANSACTION_ID_LENGTH = 6144
+#: The longest sealed id made or accepted: `/login?tx=…` must fit gunicorn's 8190-byte
+#: request line. A request whose sealed form is longer is refused at `/authorize`
+#: (`TransactionTooLargeError`); with ordinary text in the bounded fields below, it fits.
+MAX_TRANSACTION_ID_LENGTH = 8000
 
 #: The longest value `/authorize` keeps for each request parameter (the columns' sizes).
 FIELD_LIMITS: Mapping[str, int] = {
@@ -62,6 +64,10 @@ _PREFIX = "t1."
 _SALT_BYTES = 16
 _NONCE = bytes(12)
 _AAD = b"careid-broker login transaction v1"
+
+
+class TransactionTooLargeError(ValueError):
+    """The request, sealed, would be longer than `MAX_TRANSACTION_ID_LENGTH`."""
 
 
 class TransactionStatus(StrEnum):
@@ -200,7 +206,7 @@ class LoginTransactions:
         expires = now + self._ttl
         transaction_id = self._sealer.seal(request, now, expires)
         if len(transaction_id) > MAX_TRANSACTION_ID_LENGTH:
-            raise ValueError("authorization request too large to seal; see FIELD_LIMITS")
+            raise TransactionTooLargeError(f"sealed, the request is {len(transaction_id)} long")
         record = LoginTransactionRecord(
             request=request,
             created_at=now,

@@ -52,8 +52,10 @@ from careid_broker.store import (
     MAX_HINT_LENGTH,
     AuthorizationRequest,
     LoginTransactionRecord,
+    NewLoginTransaction,
     SessionRecord,
     TransactionStatus,
+    TransactionTooLargeError,
 )
 from careid_broker.web import browser_binding
 
@@ -318,11 +320,46 @@ def _to_role_choice(tx: str) -> Response:
     return redirect(url_for("oidc.choose_role", tx=tx))  # type: ignore[return-value]
 
 
+def _via_transaction(
+    provider: OidcProvider,
+    request: OAuth2Request,
+    redirect_uri: str,
+    checks: _Checks,
+    then: Callable[[str], Response],
+) -> Response:
+    """`then(tx)` for the request made a login transaction, or the RP told why not."""
+    try:
+        tx = _store_request(provider, request, redirect_uri, checks)
+    except OAuth2Error as error:
+        error.state = request.payload.state
+        return _error(provider, request, error)
+    return then(tx)
+
+
 def _store_request(
     provider: OidcProvider, request: OAuth2Request, redirect_uri: str, checks: _Checks
 ) -> str:
     data = request.payload.data
-    created = provider.repos.transactions.create(
+    try:
+        created = _create(provider, request, redirect_uri, checks, data)
+    except TransactionTooLargeError as exc:
+        # Each field is within its limit, but the whole does not fit a URL sealed.
+        raise InvalidRequestError(
+            "The authorization request is too large.", redirect_uri=redirect_uri
+        ) from exc
+    # Only the browser that made the request may go on with it (`in_this_browser`).
+    browser_binding.remember_login_transaction(created.transaction_id)
+    return created.transaction_id
+
+
+def _create(
+    provider: OidcProvider,
+    request: OAuth2Request,
+    redirect_uri: str,
+    checks: _Checks,
+    data: dict[str, Any],
+) -> NewLoginTransaction:
+    return provider.repos.transactions.create(
         AuthorizationRequest(
             client_id=request.payload.client_id,
             redirect_uri=redirect_uri,
@@ -341,9 +378,6 @@ def _store_request(
             },
         )
     )
-    # Only the browser that made the request may go on with it (`in_this_browser`).
-    browser_binding.remember_login_transaction(created.transaction_id)
-    return created.transaction_id
 
 
 def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
@@ -390,12 +424,18 @@ def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
                     "interaction_required",
                     "The person must choose a role.",
                 )
-            return _to_role_choice(_store_request(provider, request, redirect_uri, checks))
+            return _via_transaction(provider, request, redirect_uri, checks, _to_role_choice)
     if "none" in checks.prompts:
         refusal = LoginRequiredError(redirect_uri=redirect_uri, state=request.payload.state)
         return _error(provider, request, refusal)
 
-    return _to_login(_store_request(provider, request, redirect_uri, checks), checks.acr_values)
+    return _via_transaction(
+        provider,
+        request,
+        redirect_uri,
+        checks,
+        lambda tx: _to_login(tx, checks.acr_values),
+    )
 
 
 def _pending(provider: OidcProvider, tx: str | None) -> LoginTransactionRecord:
