@@ -453,36 +453,30 @@ def test_a_transaction_sealed_for_an_unregistered_redirect_uri_gets_no_code(
     # Finishing a transaction checks the request against the client's registration
     # again, so no code goes to a redirect URI the relying party did not register.
     client = oidc_browser.client
-    tx = rp_transaction(
+    forged = rp_transaction(
         oidc_app, client, client_id="rp", redirect_uri="https://attacker.example/cb"
     )
-    page = client.get("/login", query_string={"tx": tx})
-    posted = client.post(
-        "/login",
-        data={
-            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
-            "tx": tx,
-            "email": ALEX,
-            "password": DEMO_PASSWORD,
-        },
-    )
+    posted = _password_signin(client, forged)
     assert "attacker.example" not in posted.headers.get("Location", "")
     assert posted.status_code == 400
     with broker_of(oidc_app).store.session() as session:
         assert session.scalar(select(func.count()).select_from(AuthorizationCode)) == 0
     # The same, sealed for the registered URI, goes on to a code.
-    tx = rp_transaction(oidc_app, client, client_id="rp", redirect_uri=REDIRECT)
-    page = client.get("/login", query_string={"tx": tx})
-    posted = client.post(
-        "/login",
-        data={
-            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
-            "tx": tx,
-            "email": ALEX,
-            "password": DEMO_PASSWORD,
-        },
-    )
+    legit = rp_transaction(oidc_app, client, client_id="rp", redirect_uri=REDIRECT)
+    posted = _password_signin(client, legit)
     assert posted.status_code == 303 and posted.headers["Location"].startswith(REDIRECT)
+
+
+def _password_signin(client: FlaskClient, tx: str) -> Any:
+    """The login page for `tx`, then its password form: the form's answer."""
+    page = client.get("/login", query_string={"tx": tx})
+    form = {
+        "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+        "tx": tx,
+        "email": ALEX,
+        "password": DEMO_PASSWORD,
+    }
+    return client.post("/login", data=form)
 
 
 # The login hand-off (/login?tx=… and back to /authorize/resume?tx=…).

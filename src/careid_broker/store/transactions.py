@@ -21,7 +21,7 @@ import binascii
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Row, bindparam, delete, select
+from sqlalchemy import bindparam, delete, select
 
 from careid_broker.store._sql import insert_ignore, table_of
 from careid_broker.store.base import require_aware, sha256_hex
@@ -223,14 +223,18 @@ class LoginTransactions:
             return None
         with self._store.session() as session:
             row = _SETTLED.one_or_none(session, {"hash": sha256_hex(transaction_id)})
-        return _record(opened, row, self._store.now())
+        if row is not None:
+            return _record(opened, TransactionStatus(row.status), row.completed_at)
+        return _record(opened, _unsettled(opened[2], self._store.now()), None)
 
     def opened(self, transaction_id: str) -> LoginTransactionRecord | None:
         """The transaction as far as its id alone tells, without the database: pending
         until it expires, even if it has completed. Only for a caller whose own write
         then checks (`CardChallenges.issue`, `complete`), so nothing is read twice."""
         opened = self._sealer.open(transaction_id)
-        return _record(opened, None, self._store.now()) if opened is not None else None
+        if opened is None:
+            return None
+        return _record(opened, _unsettled(opened[2], self._store.now()), None)
 
     def pending_in(self, session: Any, transaction_id: str) -> bool:
         """Whether the transaction is pending, read in the caller's transaction."""
@@ -261,34 +265,20 @@ class LoginTransactions:
             return None
         request, created, expires = opened
         completed_at = now if status is TransactionStatus.COMPLETED else None
-        values = {
-            "id_hash": sha256_hex(transaction_id),
-            "client_id": request.client_id,
-            "redirect_uri": request.redirect_uri,
-            "scope": request.scope,
-            "state": request.state,
-            "nonce": request.nonce,
-            "code_challenge": request.code_challenge,
-            "code_challenge_method": request.code_challenge_method,
-            "prompt": request.prompt,
-            "max_age": request.max_age,
-            "acr_values": request.acr_values,
-            "extras": dict(request.extras),
-            "created_at": created,
-            "expires_at": expires,
-            "status": status.value,
-            "completed_at": completed_at,
-        }
+        # The row's columns are the request's fields, with its times and new state.
+        values = {f.name: getattr(request, f.name) for f in fields(request)}
+        values.update(
+            id_hash=sha256_hex(transaction_id),
+            extras=dict(request.extras),
+            created_at=created,
+            expires_at=expires,
+            status=status.value,
+            completed_at=completed_at,
+        )
         with self._store.transaction() as session:
             if not insert_ignore(session, LoginTransaction, values, ["id_hash"]):
                 return None
-        return LoginTransactionRecord(
-            request=request,
-            created_at=created,
-            expires_at=expires,
-            status=status,
-            completed_at=completed_at,
-        )
+        return _record(opened, status, completed_at)
 
     def purge(self, *, older_than: timedelta = timedelta(days=1)) -> int:
         """Delete recorded transactions that expired long ago."""
@@ -302,14 +292,11 @@ class LoginTransactions:
 
 
 def _record(
-    opened: tuple[AuthorizationRequest, datetime, datetime], row: Row[Any] | None, now: datetime
+    opened: tuple[AuthorizationRequest, datetime, datetime],
+    status: TransactionStatus,
+    completed_at: datetime | None,
 ) -> LoginTransactionRecord:
     request, created, expires = opened
-    if row is not None:
-        status, completed_at = TransactionStatus(row.status), row.completed_at
-    else:
-        status = TransactionStatus.PENDING if expires > now else TransactionStatus.EXPIRED
-        completed_at = None
     return LoginTransactionRecord(
         request=request,
         created_at=created,
@@ -317,3 +304,8 @@ def _record(
         status=status,
         completed_at=completed_at,
     )
+
+
+def _unsettled(expires: datetime, now: datetime) -> TransactionStatus:
+    """The state of a transaction with no row: pending until its time runs out."""
+    return TransactionStatus.PENDING if expires > now else TransactionStatus.EXPIRED
