@@ -135,8 +135,9 @@ def build_broker(
     if origin is None:  # the configuration check already refuses such an issuer
         raise ValueError(f"the issuer {config.broker.issuer!r} has no origin")
     oidc = config.oidc
-    # One key seals every kind of login transaction (OIDC, AUP, registration), the same
-    # in every worker and instance: a transaction made by one opens in all.
+    # The key that seals relying parties' login transactions, the same in every worker
+    # and instance: a transaction made by one opens in all. AUP and registration steps
+    # are stored rows (their ids live in the browser's cookie, which must stay small).
     tx_key = transaction_key(config.broker.secret_key)
     repos = Repositories.build(
         store,
@@ -250,7 +251,7 @@ def build_broker(
         aup=AupAcceptance(
             issuer=config.broker.issuer,
             directory=directory,
-            transactions=LoginTransactions(store, key=tx_key, ttl=ACCEPT_WITHIN),
+            transactions=LoginTransactions(store, key=tx_key, ttl=ACCEPT_WITHIN, sealed=False),
             writable=config.directory.writable,
         ),
         card=card,
@@ -263,7 +264,7 @@ def build_broker(
             password_signin=password,
             directory=directory,
             transactions=LoginTransactions(
-                store, key=tx_key, ttl=config.card.registration_lifetime
+                store, key=tx_key, ttl=config.card.registration_lifetime, sealed=False
             ),
             challenges=repos.challenges,
             registrations=repos.registrations,

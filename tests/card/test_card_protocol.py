@@ -117,6 +117,21 @@ def test_another_browser_cannot_use_a_transaction_or_its_challenge(card_app: Fla
     assert good.status_code == 200, good.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("tx", ["\ud800", "t1.\udfff", 42, ["t1."]])
+def test_a_transaction_id_no_browser_could_hold_is_refused_with_a_code(
+    card_browser: CardBrowser, tx: object
+) -> None:
+    card_browser.open_login()
+    for response in (
+        card_browser.post_json("/card/challenge", {"tx": tx}),
+        card_browser.post_json(
+            "/card/authenticate", {"tx": tx, "challenge": "c" * 43, "token": {}}
+        ),
+    ):
+        assert response.status_code == 400, response.get_data(as_text=True)
+        assert _code(response) == "challenge_wrong_transaction"
+
+
 def test_a_local_challenge_cannot_be_used_from_another_browser(card_app: Flask, alex) -> None:
     owner = CardBrowser(card_app.test_client())
     owner.open_login()

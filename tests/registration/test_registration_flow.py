@@ -11,7 +11,7 @@ from broker_fixtures import BACKENDS
 from broker_support import broker_of, csrf_token_from, error_code_of
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, audits, last_audit
-from flask import Flask
+from flask import Flask, Response, request_finished
 from oidc_support import Browser, query_of
 
 from careid_broker.store import AuditRecord, LinkMode, Outcome, StoreUnavailableError
@@ -108,6 +108,12 @@ def test_a_registration_that_cannot_be_audited_is_not_stored(
 def test_registration_begun_from_an_rp_sign_in_carries_on_to_that_rp(
     card_app: Flask, card_pki: CardPki
 ) -> None:
+    cookies: list[int] = []
+
+    def measure(sender: Flask, response: Response, **_: object) -> None:
+        cookies.extend(len(value) for value in response.headers.getlist("Set-Cookie"))
+
+    request_finished.connect(measure, card_app)
     rp = Browser(card_app.test_client())
     authorization = rp.authorize()
     tx = query_of(authorization.location)["tx"]
@@ -123,6 +129,9 @@ def test_registration_begun_from_an_rp_sign_in_carries_on_to_that_rp(
     assert f'href="/authorize/resume?tx={tx}"' in done.get_data(as_text=True)
     resumed = rp.client.get(f"/authorize/resume?tx={tx}")
     assert resumed.status_code == 302 and resumed.location.startswith(rp.redirect_uri)
+    # Browsers drop a cookie over 4096 bytes (and keep the old one). The browser cookie
+    # holds ids and digests, never the certificate or a sealed request a step carries.
+    assert cookies and max(cookies) < 1000, max(cookies)
 
 
 def test_re_registration_after_an_administrator_removed_the_link(

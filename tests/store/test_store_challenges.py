@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -76,11 +77,49 @@ def test_a_changed_or_made_up_id_opens_nothing(repos: Repositories) -> None:
         "t1.!!!!",
         "t1." + "é" * 40,
         "t1." + "A" * (MAX_TRANSACTION_ID_LENGTH + 1),
+        # Other spellings of the same bytes: each would be a transaction of its own.
+        transaction_id + ".",
+        transaction_id + "==",
+        transaction_id[:20] + "!" + transaction_id[20:],
+        # '+' and '/' for '-' and '_' (the same id, in the rare case it has neither).
+        "t1." + base64.b64encode(_sealed_bytes(transaction_id)).decode().rstrip("=")
+        if {"-", "_"} & set(transaction_id)
+        else "",
     ):
         assert repos.transactions.get(bad) is None
         assert repos.transactions.complete(bad) is None
         assert repos.transactions.expire(bad) is False
         assert repos.challenges.issue(bad) is None
+
+
+def test_a_broker_local_step_is_a_stored_row_every_instance_reads(
+    repos: Repositories, store: Store, clock: FakeClock
+) -> None:
+    # AUP and registration steps keep their ids in the cookie: a random id, a row.
+    steps = LoginTransactions(store, key=KEY, sealed=False)
+    step = steps.create(REQUEST)
+    assert len(step.transaction_id) == 43 and not step.transaction_id.startswith("t1.")
+    (row,) = _rows(store)
+    assert row.status == "pending" and row.id_hash == sha256_hex(step.transaction_id)
+    # The relying parties' instance (sealing) reads it and issues its challenges.
+    assert repos.transactions.get(step.transaction_id) == step.record
+    assert repos.challenges.issue(step.transaction_id) is not None
+    done = repos.transactions.complete(step.transaction_id)
+    assert done is not None and done.status is TransactionStatus.COMPLETED
+    assert steps.complete(step.transaction_id) is None  # once
+    assert repos.challenges.issue(step.transaction_id) is None
+    late = steps.create(REQUEST)
+    clock.advance(timedelta(minutes=15))
+    assert steps.get(late.transaction_id).status is TransactionStatus.EXPIRED
+    assert steps.complete(late.transaction_id) is None
+    cancelled = steps.create(REQUEST)
+    assert steps.expire(cancelled.transaction_id) and not steps.expire(cancelled.transaction_id)
+    assert steps.get(cancelled.transaction_id).status is TransactionStatus.EXPIRED
+
+
+def _sealed_bytes(transaction_id: str) -> bytes:
+    text = transaction_id[3:]
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def test_only_a_hash_of_the_id_is_kept_when_it_completes(

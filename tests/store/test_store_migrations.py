@@ -90,7 +90,7 @@ def test_the_upgrade_erases_the_private_part_of_keys_retired_before_it(
     assert rows == {"old": None, "live": "PEM"}
 
 
-def test_the_upgrade_to_sealed_transactions_drops_pending_rows_and_the_challenge_link(
+def test_the_upgrade_to_sealed_transactions_keeps_the_rows_and_drops_the_challenge_link(
     empty_url: str,
 ) -> None:
     upgrade(empty_url)
@@ -117,12 +117,16 @@ def test_the_upgrade_to_sealed_transactions_drops_pending_rows_and_the_challenge
             )
         upgrade(empty_url)
         with engine.connect() as conn:
-            statuses = conn.execute(text("SELECT status FROM login_transactions")).scalars().all()
+            statuses = (
+                conn.execute(text("SELECT status FROM login_transactions ORDER BY status"))
+                .scalars()
+                .all()
+            )
             challenges = conn.execute(text("SELECT count(*) FROM card_challenges")).scalar_one()
         keys = inspect(engine).get_foreign_keys("card_challenges")
     finally:
         engine.dispose()
-    # A pending row's id was random, not sealed: no broker can open it any more.
-    assert statuses == ["completed"]
+    # A pending row is a stored transaction, which the broker still completes.
+    assert statuses == ["completed", "pending"]
     assert challenges == 0  # five-minute challenges are not carried over (as in 0005)
     assert keys == []  # a pending transaction has no row to refer to

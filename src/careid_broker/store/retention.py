@@ -273,8 +273,8 @@ class Retention:
                     CardChallenge.expires_at < now - p.expired_challenges,
                 )
             case PurgeKind.LOGIN_TRANSACTIONS:
-                # Their challenges go with them (ON DELETE CASCADE); those have
-                # mostly been purged before, having expired no later.
+                # Their challenges are purged by their own expiry (CARD_CHALLENGES),
+                # which comes no later.
                 return _Rule(
                     LoginTransaction,
                     LoginTransaction.id_hash,

@@ -1,17 +1,19 @@
 """Login transactions: a browser's OIDC authorization request while the user signs in.
 
-A pending transaction is not stored. Its id is the request itself, sealed (AES-256-GCM
-under a key of its own, derived from the broker's secret key and a random salt) with
-when it was made and when it expires: `/authorize` writes nothing, and any worker or
-instance with the same secret key can open it. Only a change of state is written, as a
-row keyed by the id's SHA-256: completed (a code was issued, once) or expired early
-(cancelled, or failed for good). A transaction is pending while its seal opens, its time
-has not run out and no such row exists; `complete` inserts the row only if none exists
-yet, so of two requests completing one transaction exactly one wins.
+A relying party's pending transaction is not stored. Its id is the request itself,
+sealed (AES-256-GCM under a key of its own, derived from the broker's secret key and a
+random salt) with when it was made and when it expires: `/authorize` writes nothing,
+and any worker or instance with the same secret key can open it. Only a change of state
+is written, as a row keyed by the id's SHA-256: completed (a code was issued, once) or
+expired early (cancelled, or failed for good). A transaction is pending while its seal
+opens, its time has not run out and no such row exists; `complete` inserts the row only
+if none exists yet, so of two requests completing one transaction exactly one wins.
 
 The id travels in the page (`tx`); the browser's session cookie keeps a digest of it
-(`web/browser_binding.py`). The request's parameters are bounded (`FIELD_LIMITS`, checked
-by `/authorize`), so a sealed id stays short enough for a URL.
+(`web/browser_binding.py`). The request's parameters are bounded (`FIELD_LIMITS`,
+checked by `/authorize`), so a sealed id stays short enough for a URL. Broker-local
+steps (AUP acceptance, registration), whose ids the cookie keeps whole, are stored rows
+from the start (`LoginTransactions(sealed=False)`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 
-from careid_broker.store._sql import insert_ignore, table_of
-from careid_broker.store.base import require_aware, sha256_hex
+from careid_broker.store._sql import columns_of, insert_ignore, insert_new, row_where, table_of
+from careid_broker.store.base import new_secret, require_aware, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import LoginTransaction
 from careid_broker.store.prepared import Prepared
@@ -157,6 +159,11 @@ class TransactionSealer:
         text = transaction_id[len(_PREFIX) :]
         try:
             sealed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            # One spelling per id: the decoder would also take stray characters, '+',
+            # '/' and unused bits, and each spelling would hash to a transaction of its
+            # own (single use is kept by the id's hash).
+            if base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii") != text:
+                return None
             salt, box = sealed[:_SALT_BYTES], sealed[_SALT_BYTES:]
             plain = self._aead(salt).decrypt(_NONCE, box, _AAD)
         except (binascii.Error, ValueError, InvalidTag):
@@ -181,56 +188,98 @@ def _instant(micros: int) -> datetime:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TABLE = table_of(LoginTransaction)
-# A transaction's recorded state, by the id's hash: one statement, compiled once (every
-# page of a sign-in reads it).
+# Statements every sign-in runs, compiled once (see `prepared`). A sealed transaction's
+# recorded state, by the id's hash:
 _SETTLED = Prepared(
     select(_TABLE.c.status, _TABLE.c.completed_at).where(_TABLE.c.id_hash == bindparam("hash"))
 )
+# A stored transaction still pending, and pending → completed (returning the row):
+_PENDING = Prepared(
+    select(_TABLE.c.id_hash).where(
+        _TABLE.c.id_hash == bindparam("hash"),
+        _TABLE.c.status == TransactionStatus.PENDING.value,
+        _TABLE.c.expires_at > bindparam("now"),
+    )
+)
+_COMPLETE = Prepared(
+    update(_TABLE)
+    .where(
+        _TABLE.c.id_hash == bindparam("hash"),
+        _TABLE.c.status == TransactionStatus.PENDING.value,
+        _TABLE.c.expires_at > bindparam("now"),
+    )
+    .values(status=TransactionStatus.COMPLETED.value, completed_at=bindparam("now"))
+    .returning(*columns_of(LoginTransaction))
+)
+_Opened = tuple[AuthorizationRequest, datetime, datetime]
 
 
 class LoginTransactions:
-    """Create, read, complete (once) and expire login transactions."""
+    """Create, read, complete (once) and expire login transactions.
+
+    Two kinds, told apart by their ids. A relying party's transaction (`sealed`, the
+    default) is sealed into its id and written only when its state changes: `/authorize`
+    writes nothing. A broker-local step (`sealed=False`: AUP acceptance, registration)
+    is a row from the start behind a random id, because its id is kept in the browser's
+    cookie and its request can carry a certificate and the RP's own transaction id,
+    too much to seal into a cookie. Every instance reads, completes and expires both
+    kinds alike.
+    """
 
     def __init__(
-        self, store: Store, *, key: bytes | None = None, ttl: timedelta = timedelta(minutes=15)
+        self,
+        store: Store,
+        *,
+        key: bytes | None = None,
+        ttl: timedelta = timedelta(minutes=15),
+        sealed: bool = True,
     ) -> None:
         # Without a key (tests, one-process tools) a random one: ids open in this
         # process only. The broker passes `transaction_key(secret_key)`.
         self._sealer = TransactionSealer(key if key is not None else AESGCM.generate_key(256))
         self._store = store
         self._ttl = ttl
+        self._sealed = sealed
 
     def create(self, request: AuthorizationRequest) -> NewLoginTransaction:
-        """A new pending transaction and its (secret) id; nothing is written."""
+        """A new pending transaction and its (secret) id; written only if not sealed."""
         now = self._store.now()
         expires = now + self._ttl
-        transaction_id = self._sealer.seal(request, now, expires)
-        if len(transaction_id) > MAX_TRANSACTION_ID_LENGTH:
-            raise TransactionTooLargeError(f"sealed, the request is {len(transaction_id)} long")
-        record = LoginTransactionRecord(
-            request=request,
-            created_at=now,
-            expires_at=expires,
-            status=TransactionStatus.PENDING,
-            completed_at=None,
-        )
+        if self._sealed:
+            transaction_id = self._sealer.seal(request, now, expires)
+            if len(transaction_id) > MAX_TRANSACTION_ID_LENGTH:
+                raise TransactionTooLargeError(f"sealed, the request is {len(transaction_id)} long")
+        else:
+            transaction_id = new_secret()
+            row = _row(transaction_id, (request, now, expires), TransactionStatus.PENDING, None)
+            with self._store.transaction() as session:
+                insert_new(session, LoginTransaction(**row))
+        record = _record((request, now, expires), TransactionStatus.PENDING, None)
         return NewLoginTransaction(transaction_id=transaction_id, record=record)
 
     def get(self, transaction_id: str) -> LoginTransactionRecord | None:
         """The transaction behind an id, or None if this broker did not make it."""
+        now = self._store.now()
+        if not _is_sealed(transaction_id):
+            with self._store.session() as session:
+                row = row_where(session, LoginTransaction, "id_hash", sha256_hex(transaction_id))
+            return _from_row(row, now) if row is not None else None
         opened = self._sealer.open(transaction_id)
         if opened is None:
             return None
         with self._store.session() as session:
-            row = _SETTLED.one_or_none(session, {"hash": sha256_hex(transaction_id)})
-        if row is not None:
-            return _record(opened, TransactionStatus(row.status), row.completed_at)
-        return _record(opened, _unsettled(opened[2], self._store.now()), None)
+            settled = _SETTLED.one_or_none(session, {"hash": sha256_hex(transaction_id)})
+        if settled is not None:
+            return _record(opened, TransactionStatus(settled.status), settled.completed_at)
+        return _record(opened, _unsettled(opened[2], now), None)
 
     def opened(self, transaction_id: str) -> LoginTransactionRecord | None:
-        """The transaction as far as its id alone tells, without the database: pending
-        until it expires, even if it has completed. Only for a caller whose own write
-        then checks (`CardChallenges.issue`, `complete`), so nothing is read twice."""
+        """A sealed transaction as far as its id alone tells, without the database:
+        pending until it expires, even if it has completed. Only for a caller whose own
+        write then checks (`CardChallenges.issue`, `complete`), so nothing is read
+        twice. A stored transaction is read as `get` reads it."""
+        if not _is_sealed(transaction_id):
+            return self.get(transaction_id)
         opened = self._sealer.open(transaction_id)
         if opened is None:
             return None
@@ -238,43 +287,58 @@ class LoginTransactions:
 
     def pending_in(self, session: Any, transaction_id: str) -> bool:
         """Whether the transaction is pending, read in the caller's transaction."""
+        now = self._store.now()
+        hashed = sha256_hex(transaction_id)
+        if not _is_sealed(transaction_id):
+            return _PENDING.scalar(session, {"hash": hashed, "now": now}) is not None
         opened = self._sealer.open(transaction_id)
-        if opened is None or opened[2] <= self._store.now():
+        if opened is None or opened[2] <= now:
             return False
-        return _SETTLED.one_or_none(session, {"hash": sha256_hex(transaction_id)}) is None
+        return _SETTLED.one_or_none(session, {"hash": hashed}) is None
 
     def complete(self, transaction_id: str) -> LoginTransactionRecord | None:
         """Mark a pending, unexpired transaction completed; None if it was not.
 
         Single use: of two requests completing one transaction (a double-clicked
-        button, two instances), exactly one inserts the row, gets the record and
+        button, two instances), exactly one writes the completion, gets the record and
         issues a code.
         """
+        if not _is_sealed(transaction_id):
+            now = self._store.now()
+            with self._store.transaction() as session:
+                row = _COMPLETE.one_or_none(
+                    session, {"hash": sha256_hex(transaction_id), "now": now}
+                )
+            return _from_row(row, now) if row is not None else None
         return self._settle(transaction_id, TransactionStatus.COMPLETED)
 
     def expire(self, transaction_id: str) -> bool:
         """End a pending transaction early (cancelled, or failed for good)."""
+        if not _is_sealed(transaction_id):
+            with self._store.transaction() as session:
+                result = session.execute(
+                    update(LoginTransaction)
+                    .where(
+                        LoginTransaction.id_hash == sha256_hex(transaction_id),
+                        LoginTransaction.status == TransactionStatus.PENDING.value,
+                    )
+                    .values(status=TransactionStatus.EXPIRED.value),
+                    execution_options={"synchronize_session": False},
+                )
+                return bool(getattr(result, "rowcount", 0))
         return self._settle(transaction_id, TransactionStatus.EXPIRED) is not None
 
     def _settle(
         self, transaction_id: str, status: TransactionStatus
     ) -> LoginTransactionRecord | None:
+        """A sealed transaction's change of state, written once (INSERT … ON CONFLICT
+        DO NOTHING: of two instances racing, one writes it)."""
         opened = self._sealer.open(transaction_id)
         now = self._store.now()
         if opened is None or opened[2] <= now:
             return None
-        request, created, expires = opened
         completed_at = now if status is TransactionStatus.COMPLETED else None
-        # The row's columns are the request's fields, with its times and new state.
-        values = {f.name: getattr(request, f.name) for f in fields(request)}
-        values.update(
-            id_hash=sha256_hex(transaction_id),
-            extras=dict(request.extras),
-            created_at=created,
-            expires_at=expires,
-            status=status.value,
-            completed_at=completed_at,
-        )
+        values = _row(transaction_id, opened, status, completed_at)
         with self._store.transaction() as session:
             if not insert_ignore(session, LoginTransaction, values, ["id_hash"]):
                 return None
@@ -291,10 +355,43 @@ class LoginTransactions:
             return int(getattr(result, "rowcount", 0))
 
 
-def _record(
-    opened: tuple[AuthorizationRequest, datetime, datetime],
+def _is_sealed(transaction_id: str) -> bool:
+    # A stored transaction's id is `new_secret()`: base64url, never a dot.
+    return transaction_id.startswith(_PREFIX)
+
+
+def _row(
+    transaction_id: str,
+    opened: _Opened,
     status: TransactionStatus,
     completed_at: datetime | None,
+) -> dict[str, Any]:
+    """A transaction's row: the request's fields are its columns."""
+    request, created, expires = opened
+    values = {f.name: getattr(request, f.name) for f in fields(request)}
+    values.update(
+        id_hash=sha256_hex(transaction_id),
+        extras=dict(request.extras),
+        created_at=created,
+        expires_at=expires,
+        status=status.value,
+        completed_at=completed_at,
+    )
+    return values
+
+
+def _from_row(row: Any, now: datetime) -> LoginTransactionRecord:
+    """A stored row's record; a pending one past its time has expired."""
+    values = {f.name: getattr(row, f.name) for f in fields(AuthorizationRequest)}
+    request = AuthorizationRequest(**{**values, "extras": dict(row.extras)})
+    status = TransactionStatus(row.status)
+    if status is TransactionStatus.PENDING:
+        status = _unsettled(row.expires_at, now)
+    return _record((request, row.created_at, row.expires_at), status, row.completed_at)
+
+
+def _record(
+    opened: _Opened, status: TransactionStatus, completed_at: datetime | None
 ) -> LoginTransactionRecord:
     request, created, expires = opened
     return LoginTransactionRecord(
@@ -307,5 +404,5 @@ def _record(
 
 
 def _unsettled(expires: datetime, now: datetime) -> TransactionStatus:
-    """The state of a transaction with no row: pending until its time runs out."""
+    """The state of a transaction with no change recorded: pending until its time runs out."""
     return TransactionStatus.PENDING if expires > now else TransactionStatus.EXPIRED

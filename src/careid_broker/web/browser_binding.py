@@ -62,7 +62,8 @@ def forget_login_transaction(tx_id: str) -> None:
 def remembered_as(tx_id: str) -> str:
     """How the cookie keeps `tx_id`: 128 bits of its SHA-256 tell the ids apart, and the
     cookie is signed, so none is forged."""
-    return hashlib.sha256(tx_id.encode("utf-8")).hexdigest()[:32]
+    # surrogatepass: a lone surrogate from a JSON body is no one's id, not a crash.
+    return hashlib.sha256(tx_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _remembered() -> list[str]:

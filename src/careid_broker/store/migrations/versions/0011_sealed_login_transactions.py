@@ -1,11 +1,11 @@
-"""Pending login transactions are sealed into their ids, not stored.
+"""A relying party's pending login transaction is sealed into its id, not stored.
 
-`login_transactions` now holds only transactions that have completed or were ended
-early, so a card challenge can no longer refer to its transaction's row: the foreign
-key goes. Challenges live five minutes and are never migrated: the table is recreated,
-as in 0005. Pending rows are deleted: their ids were random, not sealed, so no broker
-after this revision can open them; someone signing in across the upgrade starts again
-from the relying party (the login page says so).
+Such a transaction gets a row only once it has completed or been ended early, so a card
+challenge can no longer refer to its transaction's row: the foreign key goes.
+Challenges live five minutes and are never migrated: the table is recreated, as in
+0005 (a sign-in in flight asks for a new challenge; the page does so). Pending rows
+stay: their ids are random, not sealed, and the broker still reads, completes and
+expires such stored transactions (as it keeps AUP and registration steps).
 
 Revision ID: 0011_sealed_login_transactions
 Revises: 0010_shared_crls
@@ -66,12 +66,11 @@ def _drop() -> None:
 
 def upgrade() -> None:
     _drop()
-    op.execute("DELETE FROM login_transactions WHERE status = 'pending'")
     _create(with_foreign_key=False)
 
 
 def downgrade() -> None:
-    # Transactions made after the upgrade have no pending rows for challenges to refer
-    # to; like the upgrade, the downgrade starts their challenges afresh.
+    # Sealed transactions made after the upgrade have no rows for challenges to refer
+    # to, and the code before it cannot open them: their sign-ins start again.
     _drop()
     _create(with_foreign_key=True)
