@@ -4,8 +4,10 @@ Such a transaction gets a row only once it has completed or been ended early, so
 challenge can no longer refer to its transaction's row: the foreign key goes.
 Challenges live five minutes and are never migrated: the table is recreated, as in
 0005 (a sign-in in flight asks for a new challenge; the page does so). Pending rows
-stay: their ids are random, not sealed, and the broker still reads, completes and
-expires such stored transactions (as it keeps AUP and registration steps).
+stay: the broker still reads, completes and expires stored transactions, as it keeps
+AUP and registration steps, so those carry on. A relying party's sign-in half-way
+through starts again from the relying party: the browser's cookie now names the
+transactions it started by a digest, and its old entry does not match.
 
 Revision ID: 0011_sealed_login_transactions
 Revises: 0010_shared_crls
