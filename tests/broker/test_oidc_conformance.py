@@ -424,9 +424,10 @@ def test_a_request_too_large_to_seal_is_refused_to_the_rp(oidc_browser: Browser)
 
 
 def test_the_largest_request_kept_still_signs_in(oidc_app: Flask, oidc_browser: Browser) -> None:
-    # Every kept parameter at its limit: the sealed id still fits the URLs and forms the
-    # sign-in passes it through (gunicorn takes request lines up to 8190 bytes), and an
-    # over-long UI hint is dropped rather than refused.
+    # The free-text parameters an RP chooses, at their limits (its redirect URI and
+    # scope are bounded by its registration): the sealed id still fits the URLs and
+    # forms the sign-in passes it through (gunicorn takes request lines up to 8190
+    # bytes), and an over-long UI hint is dropped rather than refused.
     authorization = oidc_browser.authorize(
         state="s" * 1024,
         nonce="n" * 512,
