@@ -113,6 +113,8 @@ def _configure_flask(app: Flask, config: BrokerConfig) -> None:
     secure = config.broker.secure_cookies
     app.config.update(
         SECRET_KEY=config.broker.secret_key,
+        # Still accepted for cookies they signed while a key is being replaced.
+        SECRET_KEY_FALLBACKS=list(config.broker.previous_secret_keys),
         SESSION_COOKIE_NAME=(
             f"__Host-{SESSION_COOKIE_BASENAME}" if secure else SESSION_COOKIE_BASENAME
         ),

@@ -139,6 +139,7 @@ def build_broker(
     # and instance: a transaction made by one opens in all. AUP and registration steps
     # are stored rows (their ids live in the browser's cookie, which must stay small).
     tx_key = transaction_key(config.broker.secret_key)
+    tx_previous = tuple(transaction_key(k) for k in config.broker.previous_secret_keys)
     repos = Repositories.build(
         store,
         key_passphrase=oidc.key_passphrase,
@@ -151,6 +152,7 @@ def build_broker(
         challenge_ttl=config.card.challenge_lifetime,
         logout_retry=oidc.logout_retry,
         transaction_key=tx_key,
+        previous_transaction_keys=tx_previous,
     )
     # Read from the database by the worker that answers the scrape: the same for all.
     metrics.registry.gauge(
@@ -251,7 +253,9 @@ def build_broker(
         aup=AupAcceptance(
             issuer=config.broker.issuer,
             directory=directory,
-            transactions=LoginTransactions(store, key=tx_key, ttl=ACCEPT_WITHIN, sealed=False),
+            transactions=LoginTransactions(
+                store, key=tx_key, previous_keys=tx_previous, ttl=ACCEPT_WITHIN, sealed=False
+            ),
             writable=config.directory.writable,
         ),
         card=card,
@@ -264,7 +268,11 @@ def build_broker(
             password_signin=password,
             directory=directory,
             transactions=LoginTransactions(
-                store, key=tx_key, ttl=config.card.registration_lifetime, sealed=False
+                store,
+                key=tx_key,
+                previous_keys=tx_previous,
+                ttl=config.card.registration_lifetime,
+                sealed=False,
             ),
             challenges=repos.challenges,
             registrations=repos.registrations,

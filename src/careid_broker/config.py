@@ -75,6 +75,8 @@ class BrokerSettings:
 
     issuer: str
     secret_key: str = field(repr=False)
+    previous_secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    """Keys replaced by `secret_key`, still accepted while what they signed lives on."""
     dev: bool = False
     session_lifetime: timedelta = timedelta(hours=8)
     session_idle: timedelta = timedelta(hours=2)
@@ -272,6 +274,16 @@ def read_broker_settings(reader: SettingsReader) -> BrokerSettings:
         reader.problem("secret_key", f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
     if secret_key == DEMO_SECRET_KEY and not dev:
         reader.problem("secret_key", "is the public demo key; set CAREID_SECRET_KEY")
+    previous_secret_keys = reader.strings("previous_secret_keys", ())
+    for previous in previous_secret_keys:
+        if len(previous) < MIN_SECRET_KEY_LENGTH:
+            reader.problem(
+                "previous_secret_keys", f"each must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            )
+        elif previous == secret_key:
+            reader.problem("previous_secret_keys", "must not hold the current secret_key")
+        elif previous == DEMO_SECRET_KEY and not dev:
+            reader.problem("previous_secret_keys", "must not hold the public demo key")
     disable_workers = reader.boolean("dev_disable_workers", False)
     if disable_workers and not dev:
         # It stops CRL refreshes and logout deliveries: a test switch, never production's.
@@ -279,6 +291,7 @@ def read_broker_settings(reader: SettingsReader) -> BrokerSettings:
     settings = BrokerSettings(
         issuer=issuer,
         secret_key=secret_key,
+        previous_secret_keys=previous_secret_keys,
         dev=dev,
         session_lifetime=_seconds(
             reader, "session_lifetime_seconds", timedelta(hours=8), minimum=60

@@ -5,7 +5,8 @@ password, the signing key passphrase) are better kept out of a file checked into
 configuration management; containers and systemd units pass them as environment
 variables instead. `CAREID_DATABASE_URL` sets `[database] url`,
 `CAREID_DIRECTORY_BIND_PASSWORD` sets `[directory] bind_password`, and so on;
-`CAREID_SECRET_KEY` is a short alias for `CAREID_BROKER_SECRET_KEY`.
+`CAREID_SECRET_KEY` is a short alias for `CAREID_BROKER_SECRET_KEY`, and
+`CAREID_PREVIOUS_SECRET_KEYS` (comma-separated) for `CAREID_BROKER_PREVIOUS_SECRET_KEYS`.
 
 Environment values are text: each is converted to the type the setting has (a number,
 true/false, a comma-separated list). Setting `<key>` also drops a `<key>_file` from the
@@ -40,6 +41,7 @@ SECTIONS = (
 
 ALIASES: Mapping[str, tuple[str, str]] = {
     "CAREID_SECRET_KEY": ("broker", "secret_key"),
+    "CAREID_PREVIOUS_SECRET_KEYS": ("broker", "previous_secret_keys"),
 }
 
 # The type of every non-text setting, for settings absent from the file (a present one
@@ -51,6 +53,7 @@ KNOWN_TYPES: Mapping[tuple[str, str], str] = {
     ("broker", "session_lifetime_seconds"): _INT,
     ("broker", "session_idle_seconds"): _INT,
     ("broker", "trusted_proxies"): _INT,
+    ("broker", "previous_secret_keys"): _LIST,
     ("server", "workers"): _INT,
     ("server", "threads"): _INT,
     ("server", "timeout_seconds"): _INT,

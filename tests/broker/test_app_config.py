@@ -147,6 +147,25 @@ def test_the_public_demo_key_is_refused_outside_development(
     assert BrokerConfig.from_mapping(data, base_dir=tmp_path).broker.dev
 
 
+def test_previous_secret_keys_are_checked_and_kept_out_of_the_repr(
+    tmp_path: Path, clients_file: Path
+) -> None:
+    current = _settings(clients_file)["broker"]["secret_key"]
+    env = {"CAREID_PREVIOUS_SECRET_KEYS": f"{'p' * 40}, {'q' * 40}"}
+    config = BrokerConfig.from_mapping(_settings(clients_file), base_dir=tmp_path, env=env)
+    assert config.broker.previous_secret_keys == ("p" * 40, "q" * 40)
+    assert "p" * 40 not in repr(config)
+    for keys, problem in (
+        (["short"], "each must be at least 32 characters"),
+        ([current], "must not hold the current secret_key"),
+        ([DEMO_SECRET_KEY], "must not hold the public demo key"),
+    ):
+        data = _settings(clients_file, broker={"previous_secret_keys": keys})
+        with pytest.raises(BrokerConfigError) as raised:
+            BrokerConfig.from_mapping(data, base_dir=tmp_path)
+        assert f"broker.previous_secret_keys: {problem}" in raised.value.problems
+
+
 def test_the_op_section_is_checked_by_the_op(tmp_path: Path) -> None:
     data = _settings(tmp_path / "missing-clients.toml")
     with pytest.raises(BrokerConfigError) as raised:

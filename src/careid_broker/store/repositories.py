@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -54,14 +55,21 @@ class Repositories:
         throttle_policy: ThrottlePolicy | None = None,
         logout_retry: RetryPolicy | None = None,
         transaction_key: bytes | None = None,
+        previous_transaction_keys: Sequence[bytes] = (),
     ) -> Repositories:
         """Build every repository with the broker's configured lifetimes and policies.
 
         `transaction_key` seals login transactions (`transactions.transaction_key`); every
         worker and instance must have the same. Without one, a random key: ids made in
         this process open only here (tests and one-process tools).
+        `previous_transaction_keys` still open what they sealed, while a key is replaced.
         """
-        transactions = LoginTransactions(store, key=transaction_key, ttl=transaction_ttl)
+        transactions = LoginTransactions(
+            store,
+            key=transaction_key,
+            previous_keys=previous_transaction_keys,
+            ttl=transaction_ttl,
+        )
         return cls(
             store=store,
             subjects=Subjects(store),

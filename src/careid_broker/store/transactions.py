@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -125,14 +125,18 @@ def transaction_key(secret_key: str) -> bytes:
 
 
 class TransactionSealer:
-    """Seals an authorization request into an opaque id and opens it again."""
+    """Seals an authorization request into an opaque id and opens it again.
 
-    def __init__(self, key: bytes) -> None:
-        self._master = key
+    Seals with `key`; opens with it or any of `previous` (keys being replaced).
+    """
 
-    def _aead(self, salt: bytes) -> AESGCM:
+    def __init__(self, key: bytes, previous: Sequence[bytes] = ()) -> None:
+        self._masters = (key, *previous)
+
+    @staticmethod
+    def _aead(master: bytes, salt: bytes) -> AESGCM:
         return AESGCM(
-            HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_AAD).derive(self._master)
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_AAD).derive(master)
         )
 
     def seal(self, request: AuthorizationRequest, created: datetime, expires: datetime) -> str:
@@ -145,7 +149,7 @@ class TransactionSealer:
         }  # fmt: skip
         plain = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         salt = os.urandom(_SALT_BYTES)
-        sealed = salt + self._aead(salt).encrypt(_NONCE, plain, _AAD)
+        sealed = salt + self._aead(self._masters[0], salt).encrypt(_NONCE, plain, _AAD)
         return _PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
     def open(self, transaction_id: str) -> tuple[AuthorizationRequest, datetime, datetime] | None:
@@ -164,9 +168,10 @@ class TransactionSealer:
             # own (single use is kept by the id's hash).
             if base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii") != text:
                 return None
-            salt, box = sealed[:_SALT_BYTES], sealed[_SALT_BYTES:]
-            plain = self._aead(salt).decrypt(_NONCE, box, _AAD)
-        except (binascii.Error, ValueError, InvalidTag):
+        except (binascii.Error, ValueError):
+            return None
+        plain = self._decrypt(sealed)
+        if plain is None:
             return None
         b = json.loads(plain)
         request = AuthorizationRequest(
@@ -175,6 +180,15 @@ class TransactionSealer:
             max_age=b["m"], acr_values=b["a"], extras=b["x"],
         )  # fmt: skip
         return request, _instant(b["t"]), _instant(b["e"])
+
+    def _decrypt(self, sealed: bytes) -> bytes | None:
+        salt, box = sealed[:_SALT_BYTES], sealed[_SALT_BYTES:]
+        for master in self._masters:
+            try:
+                return self._aead(master, salt).decrypt(_NONCE, box, _AAD)
+            except (InvalidTag, ValueError):
+                continue
+        return None
 
 
 def _micros(when: datetime) -> int:
@@ -231,12 +245,16 @@ class LoginTransactions:
         store: Store,
         *,
         key: bytes | None = None,
+        previous_keys: Sequence[bytes] = (),
         ttl: timedelta = timedelta(minutes=15),
         sealed: bool = True,
     ) -> None:
         # Without a key (tests, one-process tools) a random one: ids open in this
-        # process only. The broker passes `transaction_key(secret_key)`.
-        self._sealer = TransactionSealer(key if key is not None else AESGCM.generate_key(256))
+        # process only. The broker passes `transaction_key(secret_key)`, and the keys
+        # of its previous secret keys, which still open what they sealed.
+        self._sealer = TransactionSealer(
+            key if key is not None else AESGCM.generate_key(256), previous_keys
+        )
         self._store = store
         self._ttl = ttl
         self._sealed = sealed

@@ -49,12 +49,14 @@ def cookie_name() -> str:
 
 
 def _serializer() -> URLSafeSerializer:
-    return _serializer_for(current_broker().config.broker.secret_key)
+    settings = current_broker().config.broker
+    return _serializer_for((*settings.previous_secret_keys, settings.secret_key))
 
 
-@lru_cache(maxsize=8)  # one per secret key: a process has one broker (tests a few)
-def _serializer_for(secret_key: str) -> URLSafeSerializer:
-    return URLSafeSerializer(secret_key, salt=_SALT)
+@lru_cache(maxsize=8)  # one per key set: a process has one broker (tests a few)
+def _serializer_for(keys: tuple[str, ...]) -> URLSafeSerializer:
+    # itsdangerous signs with the last key and accepts any of them.
+    return URLSafeSerializer(list(keys), salt=_SALT)
 
 
 def _sid_from_cookie() -> str | None:
