@@ -47,7 +47,10 @@ def test_a_replaced_key_kept_as_previous_still_opens_what_it_signed_and_sealed(
 
     dropped = make_oidc_app(app_factory, tmp_path, broker={"secret_key": NEW_KEY})
     _serve(browser, dropped)
-    # What the new key signed and sealed still holds...
+    # What the new key signed and sealed still holds: the sign-in made after the
+    # rotation, the browser cookie, the transaction...
+    still = browser.authorize()
+    assert still.location.startswith(REDIRECT) and "code" in still.params
     assert browser.client.get(fresh.location).status_code == 200
     # ...and what the dropped key signed or sealed does not.
     assert broker_of(dropped).repos.transactions.get(tx) is None
