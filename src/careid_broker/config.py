@@ -274,7 +274,8 @@ def read_broker_settings(reader: SettingsReader) -> BrokerSettings:
         reader.problem("secret_key", f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
     if secret_key == DEMO_SECRET_KEY and not dev:
         reader.problem("secret_key", "is the public demo key; set CAREID_SECRET_KEY")
-    previous_secret_keys = reader.strings("previous_secret_keys", ())
+    # An empty list is the usual state once a replacement is over.
+    previous_secret_keys = reader.strings("previous_secret_keys", (), allow_empty=True)
     for previous in previous_secret_keys:
         if len(previous) < MIN_SECRET_KEY_LENGTH:
             reader.problem(

@@ -155,6 +155,13 @@ def test_previous_secret_keys_are_checked_and_kept_out_of_the_repr(
     config = BrokerConfig.from_mapping(_settings(clients_file), base_dir=tmp_path, env=env)
     assert config.broker.previous_secret_keys == ("p" * 40, "q" * 40)
     assert "p" * 40 not in repr(config)
+    # Once a replacement is over the list is empty, in the file or the environment.
+    for settings, env in (
+        (_settings(clients_file, broker={"previous_secret_keys": []}), {}),
+        (_settings(clients_file), {"CAREID_PREVIOUS_SECRET_KEYS": ""}),
+    ):
+        empty = BrokerConfig.from_mapping(settings, base_dir=tmp_path, env=env)
+        assert empty.broker.previous_secret_keys == ()
     for keys, problem in (
         (["short"], "each must be at least 32 characters"),
         ([current], "must not hold the current secret_key"),

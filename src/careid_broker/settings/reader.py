@@ -118,8 +118,10 @@ class SettingsReader:
             self.problem(key, f"{value!r} is not an LDAP attribute name")
         return value
 
-    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        """A non-empty list of non-empty strings."""
+    def strings(
+        self, key: str, default: tuple[str, ...], *, allow_empty: bool = False
+    ) -> tuple[str, ...]:
+        """A non-empty list of non-empty strings (or an empty one, with `allow_empty`)."""
         value = self._get(key)
         if value is None:
             return default
@@ -127,10 +129,11 @@ class SettingsReader:
             value = [value]
         if (
             not isinstance(value, list)
-            or not value
+            or (not value and not allow_empty)
             or not all(isinstance(item, str) and item.strip() for item in value)
         ):
-            self.problem(key, "must be a non-empty list of non-empty strings")
+            kind = "a list" if allow_empty else "a non-empty list"
+            self.problem(key, f"must be {kind} of non-empty strings")
             return default
         return tuple(str(item).strip() for item in value)
 
