@@ -52,7 +52,6 @@ from careid_broker.store import (
     MAX_HINT_LENGTH,
     AuthorizationRequest,
     LoginTransactionRecord,
-    NewLoginTransaction,
     SessionRecord,
     TransactionStatus,
     TransactionTooLargeError,
@@ -340,8 +339,25 @@ def _store_request(
     provider: OidcProvider, request: OAuth2Request, redirect_uri: str, checks: _Checks
 ) -> str:
     data = request.payload.data
+    pending = AuthorizationRequest(
+        client_id=request.payload.client_id,
+        redirect_uri=redirect_uri,
+        scope=request.payload.scope or "",
+        state=data.get("state") or None,
+        nonce=data.get("nonce") or None,
+        code_challenge=data.get("code_challenge") or None,
+        code_challenge_method=data.get("code_challenge_method") or None,
+        prompt=" ".join(sorted(checks.prompts)) or None,
+        max_age=checks.max_age,
+        acr_values=checks.acr_values,
+        extras={
+            key: data[key]
+            for key in _UI_HINTS
+            if data.get(key) and len(data[key]) <= MAX_HINT_LENGTH
+        },
+    )
     try:
-        created = _create(provider, request, redirect_uri, checks, data)
+        created = provider.repos.transactions.create(pending)
     except TransactionTooLargeError as exc:
         # Each field is within its limit, but the whole does not fit a URL sealed.
         raise InvalidRequestError(
@@ -350,34 +366,6 @@ def _store_request(
     # Only the browser that made the request may go on with it (`in_this_browser`).
     browser_binding.remember_login_transaction(created.transaction_id)
     return created.transaction_id
-
-
-def _create(
-    provider: OidcProvider,
-    request: OAuth2Request,
-    redirect_uri: str,
-    checks: _Checks,
-    data: dict[str, Any],
-) -> NewLoginTransaction:
-    return provider.repos.transactions.create(
-        AuthorizationRequest(
-            client_id=request.payload.client_id,
-            redirect_uri=redirect_uri,
-            scope=request.payload.scope or "",
-            state=data.get("state") or None,
-            nonce=data.get("nonce") or None,
-            code_challenge=data.get("code_challenge") or None,
-            code_challenge_method=data.get("code_challenge_method") or None,
-            prompt=" ".join(sorted(checks.prompts)) or None,
-            max_age=checks.max_age,
-            acr_values=checks.acr_values,
-            extras={
-                key: data[key]
-                for key in _UI_HINTS
-                if data.get(key) and len(data[key]) <= MAX_HINT_LENGTH
-            },
-        )
-    )
 
 
 def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
