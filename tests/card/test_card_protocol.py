@@ -12,7 +12,15 @@ import pytest
 from broker_fixtures import BACKENDS
 from broker_support import broker_of, rp_transaction
 from card_fixtures import CardAppFactory
-from card_support import ALEX, ISSUER, CardBrowser, CardPki, last_audit, register_card
+from card_support import (
+    ALEX,
+    ISSUER,
+    CardBrowser,
+    CardPki,
+    audits,
+    last_audit,
+    register_card,
+)
 from flask import Flask
 from oidc_support import Browser, query_of
 from sqlalchemy import event
@@ -119,17 +127,23 @@ def test_another_browser_cannot_use_a_transaction_or_its_challenge(card_app: Fla
 
 @pytest.mark.parametrize("tx", ["\ud800", "t1.\udfff", 42, ["t1."]])
 def test_a_transaction_id_no_browser_could_hold_is_refused_with_a_code(
-    card_browser: CardBrowser, tx: object
+    card_app: Flask, card_browser: CardBrowser, tx: object
 ) -> None:
     card_browser.open_login()
-    for response in (
-        card_browser.post_json("/card/challenge", {"tx": tx}),
-        card_browser.post_json(
-            "/card/authenticate", {"tx": tx, "challenge": "c" * 43, "token": {}}
-        ),
+    for path, body in (
+        ("/card/challenge", {"tx": tx}),
+        ("/card/authenticate", {"tx": tx, "challenge": "c" * 43, "token": {}}),
     ):
+        before = len(audits(card_app, "signin.card"))
+        response = card_browser.post_json(path, body)
         assert response.status_code == 400, response.get_data(as_text=True)
         assert _code(response) == "challenge_wrong_transaction"
+        assert len(audits(card_app, "signin.card")) == before + 1  # this refusal's own
+        refusal = last_audit(card_app, "signin.card")
+        assert refusal.outcome == "failure"
+        assert refusal.error_code == "challenge_wrong_transaction"
+        if path == "/card/challenge":
+            assert refusal.details["endpoint"] == "card.challenge"
 
 
 def test_a_local_challenge_cannot_be_used_from_another_browser(card_app: Flask, alex) -> None:

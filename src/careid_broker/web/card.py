@@ -24,7 +24,7 @@ from flask.wrappers import Response
 
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSigninDecision
 from careid_broker.card.wiring import CardServices
-from careid_broker.codes import AupRoute, BrokerCode, aup_message
+from careid_broker.codes import AupRoute, BrokerCode, Code, aup_message
 from careid_broker.errors import BrokerError
 from careid_broker.signin.sessions import EVENT_CARD, SigninDecision
 from careid_broker.store import (
@@ -143,10 +143,21 @@ def challenge() -> Response:
         bound = _binding(body.get("tx"), create_local=True, read_state=False)
         issued = current_broker().repos.challenges.issue(bound.transaction_id)
     except BrokerError as exc:
-        return json_refusal(exc.code)
+        return _challenge_refused(exc.code, exc.detail)
     if issued is None:
-        return json_refusal(BrokerCode.OIDC_SIGNIN_EXPIRED)
+        return _challenge_refused(BrokerCode.OIDC_SIGNIN_EXPIRED, "login transaction not pending")
     return jsonify({"challenge": issued.challenge, "expiresAt": rfc3339(issued.expires_at)})
+
+
+def _challenge_refused(code: Code, detail: str | None) -> Response:
+    """No challenge: audited (a transaction from another browser may be an attack)."""
+    current_broker().audit(
+        EVENT_CARD,
+        outcome=Outcome.FAILURE,
+        code=code,
+        details={"endpoint": request.endpoint, "detail": detail},
+    )
+    return json_refusal(code)
 
 
 @blueprint.post("/card/authenticate")
