@@ -21,9 +21,10 @@ from typing import Literal
 from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
 from careid_broker.auditing import Auditor
 from careid_broker.directory import Directory, MailAccount
-from careid_broker.errors import BrokerError, DirectoryUnavailableError
+from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.signin.events import SessionEvents
+from careid_broker.signin.standing import session_standing
 from careid_broker.store import (
     EndedSession,
     EndReason,
@@ -163,9 +164,10 @@ class SigninSessions:
         other reason refuses whatever token survived it.
 
         And the account must still be one that may sign in, read from the directory now
-        as a new sign-in would read it (disabled, expired, AUP no longer current: the
-        session ends). A directory that cannot be read raises
-        `DirectoryUnavailableError`: no answer, no refresh, and nothing ended.
+        as a new sign-in would read it (disabled, expired, AUP no longer current; for a
+        card's session, its Care Identity suspended or gone: the session ends). A
+        directory that cannot be read raises `DirectoryUnavailableError`: no answer, no
+        refresh, and nothing ended.
         """
         if sid is None:
             return "the token belongs to no sign-in session"
@@ -181,23 +183,25 @@ class SigninSessions:
             return "the sign-in session has ended"
         elif now >= record.auth_time + self._lifetime:
             return "the sign-in session is past its lifetime"
-        refusal = self._account_refusal(record.account_mail)
+        refusal = self._standing_refusal(record)
         if refusal is not None and record.active:
             self.end(record.sid, EndReason.ACCOUNT_REFUSED, why=refusal)
         return refusal
 
-    def _account_refusal(self, mail: str) -> str | None:
-        """Why the account may no longer sign in, read from the directory now; None if
-        it may (or no directory was given)."""
+    def _standing_refusal(self, record: SessionRecord) -> str | None:
+        """Why the session's account (and, for a card's session, its Care Identity) may
+        no longer sign in, read from the directory now; None if it may (or no directory
+        was given)."""
         if self._directory is None:
             return None
-        account = self._directory.find_account(mail)
-        if account is None:
-            return "the account is gone from the directory"
         try:
-            self._directory.check_account(account)
+            session_standing(
+                self._directory, account_mail=record.account_mail, card_uuid=record.card_uuid
+            )
         except DirectoryUnavailableError:
             raise
+        except InvalidCredentialsError:
+            return "the account is gone from the directory"
         except BrokerError as exc:
             return f"the account may no longer sign in ({exc.code.value})"
         return None

@@ -42,11 +42,12 @@ from flask.wrappers import Response
 from careid_broker import assurance
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.directory.models import CareIdentity, MailAccount
-from careid_broker.errors import BrokerError, InvalidCredentialsError
+from careid_broker.errors import BrokerError
 from careid_broker.oidc.claims import scope_values, selected_role_claims, user_claims
 from careid_broker.oidc.errors import SigninExpiredError
 from careid_broker.oidc.models import SignedInUser
 from careid_broker.oidc.provider import OidcProvider
+from careid_broker.signin.standing import session_standing
 from careid_broker.store import (
     FIELD_LIMITS,
     MAX_HINT_LENGTH,
@@ -204,15 +205,14 @@ def _reusable(provider: OidcProvider, signin: SessionRecord | None, checks: _Che
 def signed_in_user(provider: OidcProvider, signin: SessionRecord) -> SignedInUser:
     """The user behind a session, with claims read from the directory now.
 
-    Raises the directory's refusal (disabled account, AUP no longer current…) or
+    Raises the directory's refusal (disabled account, AUP no longer current, a card
+    session's Care Identity suspended…: `signin.standing`) or
     `DirectoryUnavailableError`: a directory that cannot be read denies.
     """
-    directory = provider.directory
-    account = directory.find_account(signin.account_mail)
-    if account is None:
-        raise InvalidCredentialsError(detail="the account is gone from the directory")
-    directory.check_account(account)
-    return user_of(provider, signin, account, care_identity_of(provider, account))
+    account, identity = session_standing(
+        provider.directory, account_mail=signin.account_mail, card_uuid=signin.card_uuid
+    )
+    return user_of(provider, signin, account, identity)
 
 
 def care_identity_of(provider: OidcProvider, account: MailAccount) -> CareIdentity | None:
