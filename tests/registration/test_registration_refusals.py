@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from broker_support import broker_of, csrf_token_from, error_code_of
@@ -19,6 +20,7 @@ from card_support import (
     UNKNOWN_UUID,
     CardBrowser,
     CardPki,
+    SimulatedAgent,
     last_audit,
     page_csrf,
     register_card,
@@ -29,6 +31,7 @@ from ldap3 import MODIFY_DELETE, MODIFY_REPLACE, Connection
 from careid_broker.codes import AupRoute, aup_message
 from careid_broker.store import LinkMode, NewRegistration, Outcome
 from careid_devkit.slapd import Slapd
+from support.clock import FakeClock
 
 
 def _problems(page: str) -> list[str]:
@@ -306,3 +309,32 @@ def test_a_policy_that_changes_during_registration_is_accepted_there_and_said_so
     assert card_browser.register_confirm().status_code == 200
     linked = broker_of(app).repos.registrations.by_mail(ALEX[0])
     assert linked is not None and linked.card_uuid == ALEX[1]
+
+
+def test_a_card_revoked_before_confirmation_is_not_linked_and_signs_nobody_in(
+    card_app_factory: CardAppFactory, card_pki: CardPki, card_clock: FakeClock
+) -> None:
+    agent = SimulatedAgent(card_pki.issue("alex_lost_at_confirm", ALEX[1], ALEX[2]))
+    app = card_app_factory(pki=card_pki.pki_settings(ocsp={"max_good_age_seconds": 60}))
+    browser = CardBrowser(app.test_client())
+    browser.register_password(ALEX[0])
+    assert browser.register_card(agent).status_code == 200
+    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    # The card is reported lost while the page waits for the confirmation; the
+    # answer the broker had about it is out of date by then.
+    card_pki.pki.revoke(
+        uuid=ALEX[1],
+        serial=agent.certificate.serial_number,
+        reason="keyCompromise",
+        now=card_clock.now,
+    )
+    card_clock.advance(timedelta(minutes=2))
+    response = browser.client.post("/register/confirm", data={"csrf_token": csrf_token_from(page)})
+    assert response.status_code == 403
+    assert 'data-error-code="certificate_revoked"' in response.get_data(as_text=True)
+    _nothing_stored(app, ALEX[0], ALEX[1])
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
+    entry = last_audit(app, "registration.create")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "certificate_revoked"
+    assert entry.details["uuid"] == ALEX[1]
+    assert entry.details["cert_serial"] == agent.serial_hex

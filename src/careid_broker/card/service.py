@@ -216,6 +216,28 @@ class CardSignin:
             ),
         )
 
+    def recheck(self, certificate_der: bytes) -> ValidatedCertificate:
+        """The certificate checks again, revocation included as a sign-in asks it (an
+        answer no older than `[pki]` allows), for a certificate this broker checked a
+        while ago (a registration is confirmed up to a quarter of an hour after its card
+        was shown); raises `CardRefusal`."""
+        facts = AttemptFacts()
+        try:
+            certificate = x509.load_der_x509_certificate(certificate_der)
+            facts = claimed_facts(certificate, self._identity_rule)
+            try:
+                trusted = self._validator.trust(certificate)
+            except CertificateRevokedError:
+                self._revoked(certificate)
+                raise
+            return identify(trusted, self._identity_rule)
+        except ValueError as exc:  # damaged since it was checked
+            raise CardRefusal(
+                ErrorCode.CERTIFICATE_MALFORMED, facts=facts, detail=str(exc)
+            ) from exc
+        except BrokerError as exc:
+            raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
+
     def _revoked(self, certificate: bytes | x509.Certificate) -> None:
         # The chain was verified before revocation was asked: this is a certificate of
         # ours that its CA has revoked. Any session it opened ends now, wherever.

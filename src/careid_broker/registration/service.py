@@ -297,9 +297,14 @@ class RegistrationService:
         self,
         pending: PendingRegistration,
         *,
+        checker: CardSignin,
         within: Callable[[Confirmed], None] | None = None,
     ) -> tuple[Confirmed, CareIdentity]:
         """Store the link; `RegistrationConflictError` (nothing stored) on a conflict.
+
+        The card's certificate is checked again first, revocation included as a sign-in
+        checks it (`CardSignin.recheck`, raising `CardRefusal`): a card reported lost between
+        step 2 and the confirmation must not be linked, nor sign anyone in.
 
         The same card identity registering again for the same account (a renewed card,
         or a certificate-pinned link to update) replaces the old link in the same
@@ -313,6 +318,9 @@ class RegistrationService:
         account, problems = self.account(pending)
         if problems:
             raise PrerequisitesMissingError(problems)
+        if card.certificate_der is None:  # a step that kept no certificate: start again
+            raise RegistrationExpiredError(detail="the pending step holds no certificate")
+        checker.recheck(card.certificate_der)
         identity = self._directory.check_care_identity(
             self._directory.find_care_identity(card.uuid)
         )

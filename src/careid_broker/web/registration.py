@@ -350,11 +350,15 @@ def confirm(
         )
 
     try:
-        confirmed, _identity = service.confirm(pending, within=audit_and_sign_in)
+        signin = card.signin
+        assert signin is not None  # noqa: S101 - available_card() checked
+        confirmed, _identity = service.confirm(pending, checker=signin, within=audit_and_sign_in)
     except RegistrationExpiredError:
         return restart()
-    except BrokerError as exc:  # a conflict, the account or identity no longer fit
-        details = {"uuid": pending.card.uuid} if pending.card else {}
+    except BrokerError as exc:  # a conflict, the account, identity or card no longer fit
+        details: dict[str, object] = {"uuid": pending.card.uuid} if pending.card else {}
+        if isinstance(exc, CardRefusal):
+            details |= exc.facts.audit_details()
         audit_step(
             "registration.create",
             Outcome.FAILURE,
