@@ -16,7 +16,7 @@ from werkzeug.test import TestResponse
 from careid_broker.broker import Broker
 from careid_broker.directory import Directory
 from careid_broker.signin.sessions import SigninDecision
-from careid_broker.store import AuthorizationRequest
+from careid_broker.store import AuthorizationRequest, CertificateRef
 from careid_broker.web import browser_binding, context
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.signin_cookie import complete_signin
@@ -191,6 +191,8 @@ def install_test_signin(app: Flask) -> None:
             SigninDecision.by_card(
                 account,
                 card_uuid=account.care_identity_uuid,
+                # No card was shown: a certificate no CA of the tests issues.
+                certificate=CertificateRef("CN=test sign-in", "00"),
                 org_code=account.org_code,
                 card_session=True,
             )

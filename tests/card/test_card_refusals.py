@@ -3,6 +3,8 @@ and no session left behind."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from broker_support import broker_of
 from card_fixtures import CardAppFactory
@@ -20,6 +22,9 @@ from card_support import (
 from flask import Flask
 from oidc_support import Browser, query_of
 
+from careid_broker.admin.reasons import Reason, RemovalReason
+from careid_broker.admin.removal import Removal, remove_registration
+from careid_broker.admin.rights import Actor
 from careid_broker.codes import AupRoute, BrokerCode, aup_message, message_for
 from careid_broker.store import Outcome
 from careid_devkit.slapd import Slapd
@@ -211,3 +216,40 @@ def test_a_card_refused_for_the_aup_gets_the_one_message_for_this_directory(
     entry = last_audit(app, "signin.card")
     assert entry.outcome is Outcome.FAILURE and entry.error_code == "aup_not_accepted"
     assert entry.subject == CHRIS[0]
+
+
+def test_a_registration_removed_while_its_card_signs_in_leaves_no_session(
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
+) -> None:
+    agent = card_pki.agent("alex")
+    register_card(card_app, agent, ALEX[0])
+    broker = broker_of(card_app)
+    directory = broker.directory.real
+    removed: list[Removal] = []
+
+    class RemovedMeanwhile:
+        """The directory, with an administrator removing the (lost) card's registration
+        while the sign-in waits for the Care Identity to be read."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(directory, name)
+
+        def find_care_identity(self, uuid: str) -> Any:
+            if not removed:
+                removed.append(
+                    remove_registration(
+                        broker.admin,
+                        Actor(name=LEE[0], org_codes=frozenset({"RX1"}), via="console"),
+                        card_uuid=ALEX[1],
+                        reason=Reason(kind=RemovalReason.LOST_CARD),
+                    )
+                )
+            return directory.find_care_identity(uuid)
+
+    broker.directory.use(RemovedMeanwhile())
+    response = _refused(card_app, card_browser, "alex", card_pki)
+    assert removed and broker.repos.registrations.by_uuid(ALEX[1]) is None
+    _assert_refusal(card_app, response, BrokerCode.CARD_NOT_REGISTERED, 403)
+    assert broker.repos.sessions.active_for_card(ALEX[1]) == []
+    entry = last_audit(card_app, "signin.card")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "card_not_registered"

@@ -272,3 +272,45 @@ def test_a_stored_certificate_that_no_longer_parses_is_invalid_not_a_crash(
     assert (outcome.result.value, outcome.code) == ("invalid", "certificate_malformed")
     entry = last_audit(app, "admin.revocation.check")
     assert entry.details["result"] == "invalid" and entry.error_code == "certificate_malformed"
+
+
+def test_a_crl_listing_an_old_card_ends_what_it_opened_after_the_renewed_card_signed_in(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    session_ended: list[EndedSession],
+) -> None:
+    old = SimulatedAgent(card_pki.issue("alex_old_card", ALEX[1], ALEX[2]))
+    renewed = SimulatedAgent(card_pki.issue("alex_renewed_card", ALEX[1], ALEX[2]))
+    app = card_app_factory(pki=card_pki.pki_settings(revocation="crl", crl={"refresh_seconds": 60}))
+    register_card(app, old, ALEX[0])
+    # The old card (soon reported lost) signs in; then the holder's renewed card does,
+    # and becomes the registration's certificate.
+    finder = CardBrowser(app.test_client())
+    finder.open_login()
+    assert finder.sign_in(old).status_code == 200
+    holder = CardBrowser(app.test_client())
+    holder.open_login()
+    assert holder.sign_in(renewed).status_code == 200
+    broker = broker_of(app)
+    registration = broker.repos.registrations.by_uuid(ALEX[1])
+    assert registration is not None and registration.cert_serial.upper() == renewed.serial_hex
+
+    card_pki.pki.revoke(
+        uuid=ALEX[1],
+        serial=old.certificate.serial_number,
+        reason="keyCompromise",
+        now=card_clock.now,
+    )
+    card_clock.advance(timedelta(seconds=61))
+    assert broker.card.validator is not None
+    assert broker.card.validator.revocation.crl.refresh_due() >= 1
+
+    # The old card's session ended; the renewed card's goes on.
+    [still] = broker.repos.sessions.active_for_card(ALEX[1])
+    assert [e.reason for e in session_ended] == ["card_revoked"]
+    assert session_ended[0].sid != still.sid
+    assert still.cert_serial == renewed.serial_hex
+    entry = last_audit(app, "card.revoked")
+    assert entry.subject == ALEX[0] and entry.details["sessions_ended"] == 1
+    assert entry.details["opened_with_the_revoked_certificate"] is True

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from careid_broker.store import (
+    CertificateRef,
     EndReason,
     LogoutOutbox,
     NewSession,
@@ -30,6 +31,7 @@ def _session(repos: Repositories, mail: str = "alice@nhs.net", card: bool = True
         amr=["sc", "pin", "hwk"] if card else ["pwd"],
         auth_time=repos.store.now(),
         card_uuid="100000000001" if card else None,
+        certificate=CertificateRef("CN=Test Card CA", "0a1b") if card else None,
         with_card_session=card,
     )
 
@@ -95,6 +97,20 @@ def test_ending_a_session_names_its_rps_revokes_its_tokens_and_is_idempotent(
     assert repos.sessions.end_session("unknown", EndReason.LOGOUT) is None
 
 
+def test_a_card_session_is_found_by_the_certificate_it_was_opened_with(
+    repos: Repositories,
+) -> None:
+    opened = _session(repos).record
+    assert (opened.cert_issuer_dn, opened.cert_serial) == ("CN=Test Card CA", "0A1B")
+    _session(repos, card=False)
+    assert [s.sid for s in repos.sessions.opened_with("CN=Test Card CA", ["0a1b"])] == [opened.sid]
+    assert repos.sessions.opened_with("CN=Another CA", ["0A1B"]) == []
+    assert repos.sessions.opened_with("CN=Test Card CA", ["0A1C"]) == []
+    repos.sessions.end_session(opened.sid, EndReason.CARD_REMOVED)
+    [ended] = repos.sessions.opened_with("CN=Test Card CA", {"0A1B", "FF"})
+    assert ended.sid == opened.sid and ended.end_reason == "card_removed"
+
+
 def test_ending_all_sessions_of_an_account(repos: Repositories) -> None:
     first = _session(repos).record
     second = _session(repos, card=False).record
@@ -109,7 +125,7 @@ def test_ending_all_sessions_of_an_account(repos: Repositories) -> None:
     assert still is not None and still.active
 
 
-@pytest.mark.parametrize("by", ["card", "account"])
+@pytest.mark.parametrize("by", ["card", "account", "sessions"])
 def test_the_sign_ins_kept_after_a_card_removal_end_with_the_card_or_account(
     repos: Repositories, clock: FakeClock, by: str
 ) -> None:
@@ -137,9 +153,11 @@ def test_the_sign_ins_kept_after_a_card_removal_end_with_the_card_or_account(
     assert repos.tokens.lookup_access_token(tokens[record.sid, "rostering"]) is not None
     clock.advance(timedelta(minutes=5))
 
-    selector: dict[str, Any] = (
-        {"card_uuid": "100000000001"} if by == "card" else {"account_mail": "ALICE@nhs.net"}
-    )
+    selector: dict[str, Any] = {
+        "card": {"card_uuid": "100000000001"},
+        "account": {"account_mail": "ALICE@nhs.net"},
+        "sessions": {"sids": [record.sid]},
+    }[by]
     [ended] = repos.sessions.end_kept_signins(EndReason.CARD_REVOKED, **selector)
     assert ended.sid == record.sid and ended.ended_now and ended.reason == "card_revoked"
     assert ended.relying_parties == ("rostering",) and ended.tokens_revoked == 2
@@ -148,7 +166,7 @@ def test_the_sign_ins_kept_after_a_card_removal_end_with_the_card_or_account(
     # Bob's card and account are not named: his kept sign-in stays.
     assert repos.tokens.lookup_access_token(tokens[untouched.sid, "rostering"]) is not None
     assert repos.sessions.end_kept_signins(EndReason.CARD_REVOKED, **selector) == []
-    with pytest.raises(ValueError, match="name a card or an account"):
+    with pytest.raises(ValueError, match="name a card, an account or sessions"):
         repos.sessions.end_kept_signins(EndReason.CARD_REVOKED)
 
 

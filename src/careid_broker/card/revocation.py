@@ -27,7 +27,12 @@ from careid_broker.errors import BrokerError, CertificateRevokedError, Revocatio
 from careid_broker.pki import CertificateValidator
 from careid_broker.pki.crl_fetch import FetchedCrl
 from careid_broker.signin.sessions import SigninSessions
-from careid_broker.store import EndReason, Outcome, RegistrationRecord, Repositories
+from careid_broker.store import (
+    EndReason,
+    Outcome,
+    RegistrationRecord,
+    Repositories,
+)
 from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -46,11 +51,11 @@ class RevokedCardSessions:
         self.end_sessions(issuer_dn, serials)
 
     def end_sessions(self, issuer_dn: str, serials: frozenset[int]) -> int:
-        """End the sessions of the cards registered with these certificates; how many."""
+        """End the sessions of the cards registered with these certificates, and every
+        session a card opened with one of them; how many."""
+        serials_hex = [f"{serial:X}" for serial in serials]
         total = 0
-        registrations = self._repos.registrations.by_certificates(
-            issuer_dn, [f"{serial:X}" for serial in serials]
-        )
+        registrations = self._repos.registrations.by_certificates(issuer_dn, serials_hex)
         for registration in registrations:
             ended = [
                 record.sid
@@ -80,7 +85,38 @@ class RevokedCardSessions:
                     "sessions_ended": len(ended),
                 },
             )
-        return total
+        return total + self._end_opened_with(issuer_dn, serials_hex)
+
+    def _end_opened_with(self, issuer_dn: str, serials_hex: list[str]) -> int:
+        # A session outlives the registration's certificate: the holder's renewed card
+        # replaces it there, while a session the old card opened (a lost card's, say)
+        # goes on. Found by the certificate the session was opened with.
+        opened = self._repos.sessions.opened_with(issuer_dn, serials_hex)
+        ended: dict[str, list[str]] = {}
+        for record in opened:
+            if record.active and self._sessions.end(record.sid, EndReason.CARD_REVOKED):
+                ended.setdefault(record.account_mail, []).append(record.sid)
+        removed = [r.sid for r in opened if r.end_reason == EndReason.CARD_REMOVED]
+        if removed:
+            with self._repos.store.transaction():
+                for kept in self._repos.sessions.end_kept_signins(
+                    EndReason.CARD_REVOKED, sids=removed
+                ):
+                    self._sessions.publish_ended(kept, why="kept after a card removal")
+                    ended.setdefault(kept.account_mail, []).append(kept.sid)
+        for mail, sids in ended.items():
+            log.warning("a revoked certificate had opened %d session(s): ended", len(sids))
+            self._audit(
+                "card.revoked",
+                outcome=Outcome.SUCCESS,
+                subject=mail,
+                details={
+                    "cert_issuer": issuer_dn,
+                    "sessions_ended": len(sids),
+                    "opened_with_the_revoked_certificate": True,
+                },
+            )
+        return sum(len(sids) for sids in ended.values())
 
     def linked_certificates(self) -> list[x509.Certificate]:
         """The certificates the registered cards are linked to (where known)."""

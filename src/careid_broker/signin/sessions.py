@@ -26,6 +26,7 @@ from careid_broker.metrics import BrokerMetrics
 from careid_broker.signin.events import SessionEvents
 from careid_broker.signin.standing import session_standing
 from careid_broker.store import (
+    CertificateRef,
     EndedSession,
     EndReason,
     NewSession,
@@ -55,6 +56,8 @@ class SigninDecision:
     """The audit event of the success (`signin.password`, `signin.card`)."""
     org_code: str | None = None
     card_uuid: str | None = None
+    certificate: CertificateRef | None = None
+    """The certificate a card signed in with (a CRL that lists it ends the session)."""
     card_session: bool = False
     """Whether the agent gets a card-session id (the session lock on card removal)."""
     audit_details: Mapping[str, object] = field(default_factory=dict)
@@ -80,6 +83,7 @@ class SigninDecision:
         account: MailAccount,
         *,
         card_uuid: str | None,
+        certificate: CertificateRef,
         org_code: str | None,
         card_session: bool,
         audit_details: Mapping[str, object] | None = None,
@@ -93,6 +97,7 @@ class SigninDecision:
             event=EVENT_CARD,
             org_code=org_code,
             card_uuid=card_uuid,
+            certificate=certificate,
             card_session=card_session,
             audit_details=audit_details or {},
         )
@@ -220,6 +225,7 @@ class SigninSessions:
                 amr=list(decision.amr),
                 auth_time=self._store.now(),
                 card_uuid=decision.card_uuid,
+                certificate=decision.certificate,
                 with_card_session=decision.card_session,
             )
             self._audit(

@@ -58,6 +58,7 @@ from careid_broker.store.retention import (
 )
 from careid_broker.store.retention_worker import RetentionWorker
 from careid_broker.store.sessions import (
+    CertificateRef,
     EndedSession,
     EndReason,
     NewSession,
@@ -131,6 +132,7 @@ __all__ = [
     "NewLoginTransaction",
     "NewRegistration",
     "NewSession",
+    "CertificateRef",
     "OcspAnswerTable",
     "Outcome",
     "PublishedKey",

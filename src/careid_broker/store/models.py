@@ -134,6 +134,11 @@ class SigninSession(Base):
     card_session_hash: Mapped[str | None] = mapped_column(String(HASH_LEN), unique=True)
     # The role chosen during this session (CIS2 `selectedrole`): not asked again in it.
     selected_role_id: Mapped[str | None] = mapped_column(String(ROLE_ID_LEN))
+    # The certificate a card's session was opened with (its serial in upper-case hex):
+    # a CRL that lists it ends the session, even once the registration names the
+    # holder's renewed card.
+    cert_issuer_dn: Mapped[str | None] = mapped_column(String(DN_LEN))
+    cert_serial: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class RoleChoice(Base):

@@ -152,6 +152,24 @@ class Registrations:
             row = row_where(session, Registration, "card_uuid", card_uuid)
             return _record(row) if row else None
 
+    def hold(self, registration_id: int, *, card_uuid: str) -> bool:
+        """Whether the registration is still there, locked against its removal until the
+        caller's transaction ends (call it inside one).
+
+        A card sign-in reads the registration, then the directory, then starts the
+        session: an administrator's removal in between must either wait for the session
+        (and then end it with the others) or be seen here, so that no session is left
+        for a card that is no longer registered. SQLite's write lock serialises the
+        two; PostgreSQL's row lock (FOR UPDATE) does.
+        """
+        with self._store.transaction() as session:
+            found = session.scalar(
+                select(Registration.id)
+                .where(Registration.id == registration_id, Registration.card_uuid == card_uuid)
+                .with_for_update()
+            )
+            return found is not None
+
     def record_certificate(
         self, card_uuid: str, *, issuer_dn: str, serial_hex: str, fingerprint: str, der: bytes
     ) -> bool:

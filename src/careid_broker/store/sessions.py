@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -37,6 +37,14 @@ class EndReason(StrEnum):
     ACCOUNT_REFUSED = "account_refused"  # the directory no longer lets the account sign in
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateRef:
+    """A certificate by its issuer's DN and serial number (hex, any case)."""
+
+    issuer_dn: str
+    serial_hex: str
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SessionRecord:
     """A sign-in session."""
@@ -53,6 +61,9 @@ class SessionRecord:
     ended_at: datetime | None
     end_reason: str | None
     selected_role_id: str | None = None
+    cert_issuer_dn: str | None = None
+    cert_serial: str | None = None
+    """The certificate a card's session was opened with (upper-case hex serial)."""
 
     @property
     def active(self) -> bool:
@@ -103,6 +114,8 @@ def _record(row: SigninSession) -> SessionRecord:
         ended_at=row.ended_at,
         end_reason=row.end_reason,
         selected_role_id=row.selected_role_id,
+        cert_issuer_dn=row.cert_issuer_dn,
+        cert_serial=row.cert_serial,
     )
 
 
@@ -131,9 +144,11 @@ class SigninSessions:
         amr: Sequence[str],
         auth_time: datetime,
         card_uuid: str | None = None,
+        certificate: CertificateRef | None = None,
         with_card_session: bool = False,
     ) -> NewSession:
-        """Start a session; a card sign-in asks for a card-session id for the agent."""
+        """Start a session; a card sign-in names the certificate it used and asks for a
+        card-session id for the agent."""
         now = self._store.now()
         card_session = new_secret() if with_card_session else None
         row = SigninSession(
@@ -149,6 +164,8 @@ class SigninSessions:
             ended_at=None,
             end_reason=None,
             card_session_hash=sha256_hex(card_session) if card_session else None,
+            cert_issuer_dn=certificate.issuer_dn if certificate else None,
+            cert_serial=certificate.serial_hex.upper() if certificate else None,
         )
         with self._store.transaction() as session:
             insert_new(session, row)
@@ -179,6 +196,21 @@ class SigninSessions:
                 )
             ).all()
             return [_record(r) for r in rows]
+
+    def opened_with(self, issuer_dn: str, serials_hex: Collection[str]) -> list[SessionRecord]:
+        """The sessions (open or ended) a card opened with one of these certificates."""
+        wanted = sorted({serial.upper() for serial in serials_hex})
+        found: list[SessionRecord] = []
+        with self._store.session() as session:
+            for start in range(0, len(wanted), 500):  # IN lists of a sane size
+                rows = session.scalars(
+                    select(SigninSession).where(
+                        SigninSession.cert_serial.in_(wanted[start : start + 500]),
+                        SigninSession.cert_issuer_dn == issuer_dn,
+                    )
+                ).all()
+                found.extend(_record(r) for r in rows)
+        return found
 
     def active_for_account(self, mail: str) -> list[SessionRecord]:
         """The account's open sessions, newest first (for the admin console)."""
@@ -300,22 +332,29 @@ class SigninSessions:
             )
 
     def end_kept_signins(
-        self, reason: str, *, card_uuid: str | None = None, account_mail: str | None = None
+        self,
+        reason: str,
+        *,
+        card_uuid: str | None = None,
+        account_mail: str | None = None,
+        sids: Collection[str] | None = None,
     ) -> list[EndedSession]:
         """Revoke the tokens relying parties kept when a card removal ended a session
-        (`end_session`'s `keep_clients`), for the ended sessions of one card or of one
-        account: a revoked card or a removed registration leaves no sign-in alive.
+        (`end_session`'s `keep_clients`), for the ended sessions of one card, of one
+        account or of these ids: a revoked card or a removed registration leaves no
+        sign-in alive.
 
         One `EndedSession` per session that still had such tokens, naming the relying
         parties that held them (to be told now, as if the session ended now).
         """
-        if (card_uuid is None) == (account_mail is None):
-            raise ValueError("name a card or an account")
-        ended_of = (
-            SigninSession.card_uuid == card_uuid
-            if card_uuid is not None
-            else SigninSession.account_mail == normalise_mail(account_mail or "")
-        )
+        if [card_uuid, account_mail, sids].count(None) != 2:
+            raise ValueError("name a card, an account or sessions")
+        if card_uuid is not None:
+            ended_of = SigninSession.card_uuid == card_uuid
+        elif account_mail is not None:
+            ended_of = SigninSession.account_mail == normalise_mail(account_mail)
+        else:
+            ended_of = SigninSession.sid.in_(sorted(sids or ()))
         now = self._store.now()
         with self._store.transaction() as session:
             sessions = {

@@ -29,6 +29,7 @@ from careid_broker.errors import BrokerError
 from careid_broker.signin.sessions import EVENT_CARD, SigninDecision
 from careid_broker.store import (
     MAX_TRANSACTION_ID_LENGTH,
+    CertificateRef,
     LoginTransactionRecord,
     NewSession,
     Outcome,
@@ -194,7 +195,10 @@ def authenticate() -> Response:
         return _refused(
             CardRefusal(exc.code, facts=AttemptFacts(), detail=exc.detail), rp=rp, tx=None
         )
-    return _signed_in(card, decision, bound)
+    try:
+        return _signed_in(card, decision, bound)
+    except CardRefusal as refusal:  # found when the session was about to start
+        return _refused(refusal, rp=rp, tx=tx if isinstance(tx, str) else None)
 
 
 def _refused(refusal: CardRefusal, *, rp: str | None, tx: str | None) -> Response:
@@ -240,12 +244,22 @@ def _signed_in(card: CardServices, decision: CardSigninDecision, bound: _Binding
     started: list[NewSession] = []
 
     def start_session() -> SessionRecord:
+        used = decision.card.certificate
         with svc.store.transaction():  # a renewed card's certificate, then the session
+            registration = decision.registration
+            if not svc.repos.registrations.hold(registration.id, card_uuid=decision.card.uuid):
+                # Removed by an administrator while the directory was being read.
+                raise CardRefusal(
+                    BrokerCode.CARD_NOT_REGISTERED,
+                    facts=decision.facts,
+                    detail="the registration was removed during the sign-in",
+                )
             _record_certificate(card, decision, bound)
             new = complete_signin(
                 SigninDecision.by_card(
                     decision.account,
                     card_uuid=decision.card.uuid,
+                    certificate=CertificateRef(used.issuer_dn, used.serial_hex),
                     org_code=decision.facts.org_code,
                     card_session=card.settings.session_lock,
                     audit_details=decision.facts.audit_details(),

@@ -33,7 +33,7 @@ from careid_broker.registration.service import (
 from careid_broker.registration.state import PendingRegistration, Stage
 from careid_broker.signin.password import SigninThrottledError
 from careid_broker.signin.sessions import SigninDecision
-from careid_broker.store import NewSession, Outcome
+from careid_broker.store import CertificateRef, NewSession, Outcome
 from careid_broker.web.card_pages import (
     RefusedBodyError,
     json_refusal,
@@ -342,6 +342,7 @@ def confirm(
                 SigninDecision.by_card(
                     confirmed.account,
                     card_uuid=record.card_uuid,
+                    certificate=CertificateRef(record.cert_issuer_dn, record.cert_serial),
                     org_code=confirmed.account.org_code,
                     card_session=card.settings.session_lock,
                     audit_details={"uuid": record.card_uuid, "via": "registration"},
