@@ -21,6 +21,7 @@ from card_support import (
     CardBrowser,
     CardPki,
     SimulatedAgent,
+    audits,
     last_audit,
     page_csrf,
     register_card,
@@ -234,6 +235,29 @@ def test_registration_needs_the_same_origin_for_its_script_calls(
         response = card_browser.client.post(path, json={}, headers=headers)
         assert response.status_code == 403
         assert response.get_json()["error"] == "request_not_same_origin"
+
+
+def test_every_refusal_of_the_script_calls_is_audited(
+    card_app: Flask, card_browser: CardBrowser
+) -> None:
+    def refused(path: str, expected: str, **kwargs: object) -> None:
+        before = len(audits(card_app, "registration.card"))
+        response = card_browser.client.post(path, headers=card_browser.headers(), **kwargs)
+        assert response.get_json()["error"] == expected, response.get_data(as_text=True)
+        entries = audits(card_app, "registration.card")
+        assert len(entries) == before + 1
+        assert entries[0].outcome is Outcome.FAILURE and entries[0].error_code == expected
+        assert entries[0].details["endpoint"] == path.replace("/register/", "registration.")
+
+    # Sam has never accepted the AUP: no challenge for his registration yet.
+    card_browser.register_password(SAM[0])
+    card_browser.csrf = page_csrf(card_browser.client.get("/register/card").get_data(as_text=True))
+    refused("/register/challenge", "registration_prerequisites_missing", json={})
+    refused("/register/authenticate", "token_malformed", data="not json")
+    # No registration under way in this browser any more.
+    with card_browser.client.session_transaction() as browser_session:
+        browser_session.pop("careid_register")
+    refused("/register/challenge", "registration_expired", json={})
 
 
 @pytest.mark.parametrize("writable", [False, True])

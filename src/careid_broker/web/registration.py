@@ -54,7 +54,7 @@ from careid_broker.web.registration_pages import (
     restart,
     return_tx,
 )
-from careid_broker.web.registration_steps import page_step, script_step
+from careid_broker.web.registration_steps import page_step, script_refused, script_step
 from careid_broker.web.signin_cookie import complete_signin
 from careid_protocol.errors import ErrorCode
 
@@ -232,7 +232,7 @@ def challenge(
     try:
         issued = service.issue_challenge(pending)
     except BrokerError as exc:
-        return json_refusal(exc.code)
+        return script_refused(exc, mail=pending.mail)
     return jsonify({"challenge": issued.challenge, "expiresAt": rfc3339(issued.expires_at)})
 
 
@@ -278,7 +278,7 @@ def authenticate(
             return json_refusal(refusal.code, extra={"aup": svc.config.signin.aup_url})
         return json_refusal(refusal.code)
     except BrokerError as exc:
-        return json_refusal(exc.code)
+        return script_refused(exc, mail=pending.mail)
     session[PENDING_KEY] = step.id
     assert step.card is not None  # noqa: S101 - a card step always has its card
     current_broker().audit(

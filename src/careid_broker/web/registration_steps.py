@@ -3,7 +3,8 @@
 `page_step` wraps the pages: no pending step (expired, finished, never begun) restarts
 the registration. `script_step` wraps the page script's JSON calls: a request from
 another origin is refused, and no pending step is answered in JSON (like `/card/*`) for
-the script to show. Either way the view runs as `view(card, service, pending)`.
+the script to show; every refusal of a script call is audited (`script_refused`).
+Either way the view runs as `view(card, service, pending)`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ def page_step(view: StepView[BaseResponse]) -> Callable[[], BaseResponse]:
     return wrapper
 
 
+def script_refused(exc: BrokerError, *, mail: str | None = None) -> Response:
+    """A script call refused: audited as a `registration.card` failure naming the
+    endpoint (as `/card/*`'s refusals are), and answered in JSON with the code."""
+    current_broker().audit(
+        "registration.card",
+        outcome=Outcome.FAILURE,
+        code=exc.code,
+        actor=mail,
+        subject=mail,
+        details={"endpoint": request.endpoint, "detail": exc.detail},
+    )
+    return json_refusal(exc.code)
+
+
 def script_step(
     *, refused: type[BrokerError] = RegistrationExpiredError
 ) -> Callable[[StepView[Response]], Callable[[], Response]]:
@@ -77,7 +92,7 @@ def script_step(
             try:
                 pending = current_pending(service)
             except refused as exc:
-                return json_refusal(exc.code)
+                return script_refused(exc)
             return view(card, service, pending)
 
         return wrapper
