@@ -164,6 +164,36 @@ def test_only_the_browser_that_checked_the_password_can_accept(writable_app: Fla
     assert account is not None and account.aup_version is None
 
 
+def test_a_step_left_open_on_a_shared_workstation_ends_with_a_sign_out_or_sign_in(
+    writable_app: Flask,
+) -> None:
+    workstation = writable_app.test_client()
+
+    def sams_step_is_open() -> bool:
+        return 'id="aup-form"' in _text(workstation.get("/login/aup"))
+
+    # Sam's password is checked, the policy is offered; Sam walks away, signing out.
+    password_login(workstation, SAM)
+    assert sams_step_is_open()
+    page = _text(workstation.get("/login"))
+    assert (
+        workstation.post("/signout", data={"csrf_token": csrf_token_from(page)}).status_code == 200
+    )
+    assert not sams_step_is_open()
+    # Again, and this time the next person signs in on the same browser.
+    password_login(workstation, SAM)
+    assert sams_step_is_open()
+    assert password_login(workstation, "alex.morgan@nhs.net").status_code == 303
+    page = _text(workstation.get("/login/aup"))
+    assert 'id="aup-form"' not in page
+    refused = workstation.post(
+        "/login/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
+    )
+    assert error_code_of(refused) == "oidc_signin_expired"
+    account = broker_of(writable_app).directory.find_account(SAM)
+    assert account is not None and account.aup_version is None
+
+
 def test_a_card_user_accepts_with_the_password_and_goes_back_to_the_card(
     writable_app: Flask,
 ) -> None:

@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from broker_support import broker_of, csrf_token_from, error_code_of
+from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from, error_code_of
 from card_fixtures import CardAppFactory
 from card_support import (
     ALEX,
@@ -163,10 +163,31 @@ def test_a_card_the_directory_gives_to_someone_else_does_not_register_to_an_acco
     assert refused.status_code == 403 and refused.get_json()["error"] == "card_identity_mismatch"
     _nothing_stored(app, ALEX[0], "555000000004")
     assert last_audit(app, "registration.card").error_code == "card_identity_mismatch"
-    # Alex's own card, which the directory gives to nobody else, still registers.
+    # Alex's own card, which the directory gives to nobody else, still registers; with
+    # nothing in the directory to say the card is Alex's, the confirmation asks for the
+    # password again (someone coming to a registration left open on a shared
+    # workstation cannot link their own card to the account).
     browser = CardBrowser(app.test_client())
     assert browser.register_password(ALEX[0]).status_code == 303
     assert browser.register_card(card_pki.agent("alex")).status_code == 200
+    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    assert 'id="password"' in page
+    for typed, reason in (("", "invalid_credentials"), ("not-the-password", "invalid_credentials")):
+        refused = browser.client.post(
+            "/register/confirm", data={"csrf_token": csrf_token_from(page), "password": typed}
+        )
+        assert refused.status_code == 400
+        text = refused.get_data(as_text=True)
+        assert 'data-error-code="invalid_credentials"' in text and 'id="password"' in text
+        _nothing_stored(app, ALEX[0], ALEX[1])
+        entry = last_audit(app, "registration.create")
+        assert entry.outcome is Outcome.FAILURE and entry.error_code == reason
+    done = browser.client.post(
+        "/register/confirm", data={"csrf_token": csrf_token_from(page), "password": DEMO_PASSWORD}
+    )
+    assert done.status_code in (200, 303), done.get_data(as_text=True)
+    registration = broker_of(app).repos.registrations.by_mail(ALEX[0])
+    assert registration is not None and registration.card_uuid == ALEX[1]
 
 
 def test_a_card_linked_to_another_account_is_a_conflict_for_an_administrator(
@@ -362,3 +383,25 @@ def test_a_card_revoked_before_confirmation_is_not_linked_and_signs_nobody_in(
     assert entry.outcome is Outcome.FAILURE and entry.error_code == "certificate_revoked"
     assert entry.details["uuid"] == ALEX[1]
     assert entry.details["cert_serial"] == agent.serial_hex
+
+
+def test_a_registration_left_open_ends_with_a_sign_out_or_another_sign_in(
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
+) -> None:
+    client = card_browser.client
+
+    def resumes() -> bool:
+        return client.get("/register/card").status_code == 200
+
+    assert card_browser.register_password(ALEX[0]).status_code == 303
+    assert resumes()
+    page = client.get("/login").get_data(as_text=True)
+    assert client.post("/signout", data={"csrf_token": csrf_token_from(page)}).status_code == 200
+    assert not resumes()
+    # Begun again and left at the card step; the next person signs in with their card.
+    assert card_browser.register_password(ALEX[0]).status_code == 303
+    assert resumes()
+    register_card(card_app, card_pki.agent("lee"), "lee.admin@nhs.net")
+    card_browser.open_login()
+    assert card_browser.sign_in(card_pki.agent("lee")).status_code == 200
+    assert not resumes()

@@ -24,7 +24,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from careid_broker.card.service import AttemptFacts, CardRefusal, CardSignin
 from careid_broker.codes import BrokerCode
 from careid_broker.directory import CareIdentity, Directory, MailAccount, account_refusals
-from careid_broker.errors import BrokerError, CareIdentityInactiveError, CareIdentityNotFoundError
+from careid_broker.errors import (
+    BrokerError,
+    CareIdentityInactiveError,
+    CareIdentityNotFoundError,
+    InvalidCredentialsError,
+)
 from careid_broker.registration.state import (
     CardDetails,
     PendingRegistration,
@@ -298,6 +303,8 @@ class RegistrationService:
         pending: PendingRegistration,
         *,
         checker: CardSignin,
+        password: str | None = None,
+        client_address: str = "unknown",
         within: Callable[[Confirmed], None] | None = None,
     ) -> tuple[Confirmed, CareIdentity]:
         """Store the link; `RegistrationConflictError` (nothing stored) on a conflict.
@@ -305,6 +312,10 @@ class RegistrationService:
         The card's certificate is checked again first, revocation included as a sign-in
         checks it (`CardSignin.recheck`, raising `CardRefusal`): a card reported lost between
         step 2 and the confirmation must not be linked, nor sign anyone in.
+
+        Where the account names no Care Identity (`needs_password`) the password is
+        checked again, with password sign-in's throttling: `InvalidCredentialsError`
+        without it or when it is wrong.
 
         The same card identity registering again for the same account (a renewed card,
         or a certificate-pinned link to update) replaces the old link in the same
@@ -318,6 +329,10 @@ class RegistrationService:
         account, problems = self.account(pending)
         if problems:
             raise PrerequisitesMissingError(problems)
+        if self.needs_password(account):
+            if not password:
+                raise InvalidCredentialsError(detail="the password was not typed again")
+            self._password.check(account.mail, password, client_address=client_address)
         if card.certificate_der is None:  # a step that kept no certificate: start again
             raise RegistrationExpiredError(detail="the pending step holds no certificate")
         checker.recheck(card.certificate_der)
@@ -354,6 +369,17 @@ class RegistrationService:
             if within is not None:
                 within(confirmed)
         return confirmed, identity
+
+    @staticmethod
+    def needs_password(account: MailAccount) -> bool:
+        """Whether confirming asks for the password again.
+
+        When the account names the card's Care Identity, the directory vouches that the
+        card is the account holder's. When it names none, the link rests on the person
+        confirming it, and a registration left open on a shared workstation (steps live
+        a quarter of an hour) must not let the next person link their own card to it.
+        """
+        return not account.care_identity_uuid
 
     def cancel(self, pending_id: str) -> None:
         """Abandon the registration: its pending step is expired (nothing was stored)."""

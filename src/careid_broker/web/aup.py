@@ -35,13 +35,13 @@ from careid_broker.web.errors import error_response
 from careid_broker.web.forms import expired_form_fields, typed_mail
 from careid_broker.web.registration_pages import return_tx
 from careid_broker.web.security_headers import allow_form_action
-from careid_broker.web.signin_cookie import complete_signin
+from careid_broker.web.signin_cookie import AUP_STEP_KEY, complete_signin
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("aup", __name__)
 
-PENDING_KEY = "careid_aup"
+PENDING_KEY = AUP_STEP_KEY
 EVENT_PASSWORD = "aup.password"  # noqa: S105 - an audit event name
 EVENT_ACCEPT = "aup.accept"
 

@@ -307,8 +307,33 @@ def confirm_page(
     """Step 3: the card holder beside the mail account; confirm or cancel."""
     if pending.stage is not Stage.CARD or pending.card is None:
         return redirect(url_for("registration.card_page"), code=303)
-    existing = current_broker().repos.registrations.by_mail(pending.mail)
-    return render_page(card, "register_confirm.html", pending=pending, existing=existing)
+    return _confirm_form(card, service, pending)
+
+
+_TYPE_IT = "Type your NHSmail password to show that this smartcard is yours."
+
+
+def _confirm_form(
+    card: CardServices,
+    service: RegistrationService,
+    pending: PendingRegistration,
+    *,
+    refused: InvalidCredentialsError | None = None,
+    password: str | None = None,
+) -> BaseResponse:
+    """The confirmation page; with the password asked again where the account names no
+    Care Identity (`RegistrationService.needs_password`)."""
+    account, _problems = service.account(pending)
+    return render_page(
+        card,
+        "register_confirm.html",
+        status=400 if refused is not None else 200,
+        pending=pending,
+        existing=current_broker().repos.registrations.by_mail(pending.mail),
+        needs_password=service.needs_password(account),
+        password_error=None if refused is None else refused.message if password else _TYPE_IT,
+        code=refused.code.value if refused is not None else None,
+    )
 
 
 @blueprint.post("/register/confirm")
@@ -353,9 +378,27 @@ def confirm(
     try:
         signin = card.signin
         assert signin is not None  # noqa: S101 - available_card() checked
-        confirmed, _identity = service.confirm(pending, checker=signin, within=audit_and_sign_in)
+        confirmed, _identity = service.confirm(
+            pending,
+            checker=signin,
+            password=request.form.get("password"),
+            client_address=request.remote_addr or "unknown",
+            within=audit_and_sign_in,
+        )
     except RegistrationExpiredError:
         return restart()
+    except InvalidCredentialsError as exc:  # the password asked again: missing or wrong
+        audit_step(
+            "registration.create",
+            Outcome.FAILURE,
+            code=exc.reason,
+            mail=pending.mail,
+            org=pending.org_code or None,
+            details={"uuid": pending.card.uuid if pending.card else None, "step": "password"},
+        )
+        return _confirm_form(
+            card, service, pending, refused=exc, password=request.form.get("password")
+        )
     except BrokerError as exc:  # a conflict, the account, identity or card no longer fit
         details: dict[str, object] = {"uuid": pending.card.uuid} if pending.card else {}
         if isinstance(exc, CardRefusal):

@@ -18,8 +18,9 @@ from careid_broker.web import browser_binding as binding
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
+from careid_broker.web.signin_cookie import REGISTRATION_STEP_KEY
 
-PENDING_KEY = "careid_register"
+PENDING_KEY = REGISTRATION_STEP_KEY
 
 
 def available_card() -> CardServices:

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flask import Flask, g, request
+from flask import Flask, g, request, session
 from flask.wrappers import Response
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -86,11 +86,27 @@ def current_signin() -> SessionRecord | None:
     return record
 
 
+#: Where the browser's session keeps the step a password check began: accepting the
+#: AUP (`web.aup`), a registration (`web.registration_pages`).
+AUP_STEP_KEY = "careid_aup"
+REGISTRATION_STEP_KEY = "careid_register"
+
+
+def forget_pending_steps() -> None:
+    """Drop the AUP and registration steps this browser began, whoever began them: on a
+    shared workstation the next person to sign in, or anyone after a sign-out, must not
+    carry on with the last person's (their password was checked, not this person's)."""
+    session.pop(AUP_STEP_KEY, None)
+    session.pop(REGISTRATION_STEP_KEY, None)
+
+
 def complete_signin(decision: SigninDecision, *, rp: str | None = None) -> NewSession:
-    """Start the decided session (ending any this browser had) and point the cookie at it."""
+    """Start the decided session (ending any this browser had) and point the cookie at it;
+    any step another sign-in began in this browser is forgotten."""
     new = current_broker().sessions.complete(
         decision, SigninBinding(rp=rp, previous_sid=_sid_from_cookie())
     )
+    forget_pending_steps()
     _set_cookie(_serializer().dumps(new.record.sid))
     setattr(g, _CURRENT, new.record)
     rotate_csrf()
@@ -106,6 +122,7 @@ def end_signin(reason: EndReason | str = EndReason.LOGOUT) -> EndedSession | Non
     setattr(g, _CURRENT, None)
     _set_cookie(None)
     rotate_csrf()
+    forget_pending_steps()
     if sid is None:
         return None
     return current_broker().sessions.end(sid, reason)
