@@ -26,7 +26,12 @@ from flask import g
 from flask import request as flask_request
 
 from careid_broker.oidc.claims import authentication_claims, claims_for_scope
-from careid_broker.oidc.client_auth import ClientKeyResolver, ClientSecretJwt, PrivateKeyJwt
+from careid_broker.oidc.client_auth import (
+    ClientKeyResolver,
+    ClientSecretJwt,
+    PrivateKeyJwt,
+    client_secret_basic,
+)
 from careid_broker.oidc.clients import AuthMethod
 from careid_broker.oidc.context import CLIENT_AUTH_METHODS, ServerContext
 from careid_broker.oidc.endpoints import (
@@ -371,6 +376,7 @@ def build_server(
     server.register_extension(server.issuer_parameter)
     audiences = [context.issuer, f"{context.issuer}/token"]
     resolver = ClientKeyResolver()
+    server.register_client_auth_method(AuthMethod.CLIENT_SECRET_BASIC.value, client_secret_basic)
     server.register_client_auth_method(
         AuthMethod.PRIVATE_KEY_JWT.value,
         PrivateKeyJwt(

@@ -1,0 +1,94 @@
+"""Refusals at the token-holding endpoints (/token, /revoke, /userinfo), as an RP's
+OAuth library sees them: always JSON with an RFC 6749 / RFC 6750 error, never a page or
+a 500, and each one audited.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broker_support import broker_of
+from flask import Flask
+from oidc_support import make_oidc_app
+from werkzeug.test import TestResponse
+
+from careid_broker.store import AuditRecord
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# The endpoints a client authenticates at, and the audit event of each.
+CLIENT_ENDPOINTS = [("/token", "oidc.token"), ("/revoke", "oidc.revocation")]
+
+
+@pytest.fixture
+def oidc_app(app_factory: Callable[..., Flask], tmp_path: Path) -> Flask:
+    return make_oidc_app(app_factory, tmp_path)
+
+
+def _segment(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+def _audit_entries(app: Flask, event: str) -> list[AuditRecord]:
+    return broker_of(app).repos.audit.list_recent(event_prefix=event, limit=50)
+
+
+def _last(app: Flask, event: str) -> AuditRecord:
+    return _audit_entries(app, event)[0]
+
+
+def _json_error(response: TestResponse, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json", response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    assert body["error"] == error, body
+    assert response.headers["Cache-Control"] == "no-store"
+    return body
+
+
+# Client authentication that cannot even be read.
+
+
+@pytest.mark.parametrize(
+    ("path", "event"), [("/token", "oidc.token"), ("/revoke", "oidc.revocation")]
+)
+def test_basic_credentials_that_are_not_utf8_are_invalid_client(
+    oidc_app: Flask, path: str, event: str
+) -> None:
+    # "rp\xff:x": the form-encoded client id and secret must be UTF-8 (RFC 6749 §2.3.1).
+    header = {"Authorization": "Basic " + base64.b64encode(b"rp\xff:x").decode("ascii")}
+    form = {"grant_type": "authorization_code", "code": "x", "token": "x"}
+    response = oidc_app.test_client().post(path, data=form, headers=header)
+    body = _json_error(response, 401, "invalid_client")
+    assert "UTF-8" in body["error_description"]
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    entry = _last(oidc_app, event)
+    assert entry.outcome == "failure" and entry.error_code == "oidc_token_refused"
+    assert entry.details["reason"] == "invalid_client"
+
+
+@pytest.mark.parametrize("header", [{"alg": ["RS256"]}, {"alg": {}}, {"alg": 256}])
+@pytest.mark.parametrize(
+    ("path", "event"), [("/token", "oidc.token"), ("/revoke", "oidc.revocation")]
+)
+def test_a_client_assertion_without_a_string_alg_is_invalid_client(
+    oidc_app: Flask, header: dict[str, Any], path: str, event: str
+) -> None:
+    assertion = f"{_segment(header)}.{_segment({'iss': 'jwtrp', 'sub': 'jwtrp'})}.AAAA"
+    form = {
+        "grant_type": "authorization_code",
+        "code": "x",
+        "token": "x",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion,
+    }
+    response = oidc_app.test_client().post(path, data=form)
+    body = _json_error(response, 401, "invalid_client")
+    assert "alg" in body["error_description"]
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    entry = _last(oidc_app, event)
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_client"
