@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from broker_support import broker_of
 from flask import Flask
-from oidc_support import make_oidc_app
+from oidc_support import REDIRECT, Browser, client_assertion, make_oidc_app
 from werkzeug.test import TestResponse
 
 from careid_broker.store import AuditRecord
@@ -53,9 +53,7 @@ def _json_error(response: TestResponse, status: int, error: str) -> dict[str, An
 # Client authentication that cannot even be read.
 
 
-@pytest.mark.parametrize(
-    ("path", "event"), [("/token", "oidc.token"), ("/revoke", "oidc.revocation")]
-)
+@pytest.mark.parametrize(("path", "event"), CLIENT_ENDPOINTS)
 def test_basic_credentials_that_are_not_utf8_are_invalid_client(
     oidc_app: Flask, path: str, event: str
 ) -> None:
@@ -72,9 +70,7 @@ def test_basic_credentials_that_are_not_utf8_are_invalid_client(
 
 
 @pytest.mark.parametrize("header", [{"alg": ["RS256"]}, {"alg": {}}, {"alg": 256}])
-@pytest.mark.parametrize(
-    ("path", "event"), [("/token", "oidc.token"), ("/revoke", "oidc.revocation")]
-)
+@pytest.mark.parametrize(("path", "event"), CLIENT_ENDPOINTS)
 def test_a_client_assertion_without_a_string_alg_is_invalid_client(
     oidc_app: Flask, header: dict[str, Any], path: str, event: str
 ) -> None:
@@ -92,3 +88,27 @@ def test_a_client_assertion_without_a_string_alg_is_invalid_client(
     assert response.headers["WWW-Authenticate"].startswith("Basic ")
     entry = _last(oidc_app, event)
     assert entry.outcome == "failure" and entry.details["reason"] == "invalid_client"
+
+
+# RFC 7521 §4.2: the client an assertion authenticates is the one the request names.
+
+
+def test_private_key_jwt_for_another_client_id_is_invalid_client(oidc_app: Flask) -> None:
+    jwt_rp = Browser(oidc_app.test_client(), client_id="jwtrp")
+    authorization = jwt_rp.signed_in_code()
+    form = {
+        "grant_type": "authorization_code",
+        "code": authorization.code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": authorization.verifier,
+        **client_assertion("jwtrp"),
+    }
+    refused = jwt_rp.client.post("/token", data={**form, "client_id": "rp"})
+    body = _json_error(refused, 401, "invalid_client")
+    assert "client_id" in body["error_description"]
+    entry = _last(oidc_app, "oidc.token")
+    assert entry.details["reason"] == "invalid_client"
+    assert entry.details["client_id_claimed"] == "rp"
+    # The client's own id, or none at all, is what RFC 7523 §3 expects.
+    fresh = {**form, **client_assertion("jwtrp"), "client_id": "jwtrp"}
+    assert jwt_rp.client.post("/token", data=fresh).status_code == 200

@@ -144,7 +144,7 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
     def __call__(self, query_client: Any, request: Any) -> OAuthClient | None:
         assertion = request.form.get("client_assertion")
         if request.form.get("client_assertion_type") == self.CLIENT_ASSERTION_TYPE and assertion:
-            headers, _ = self.extract_assertion(assertion)
+            headers, claims = self.extract_assertion(assertion)
             alg = headers.get("alg")
             if not isinstance(alg, str):
                 raise InvalidClientError(
@@ -154,6 +154,15 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
                 )
             if (alg in _HMAC_ALGS) is not self.HMAC:
                 return None  # the other JWT method's assertion
+            named = request.form.get("client_id")
+            if named is not None and named != claims.get("sub"):
+                # RFC 7521 §4.2: a client_id in the request must be the client the
+                # assertion authenticates; refused before its jti is spent.
+                raise InvalidClientError(
+                    status_code=401,
+                    description="client_id names another client than the client"
+                    " assertion's issuer and subject (RFC 7521 section 4.2).",
+                )
         client: OAuthClient | None = super().__call__(query_client, request)
         return client
 
