@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from broker_support import broker_of
 from flask import Flask
-from oidc_support import REDIRECT, Browser, client_assertion, make_oidc_app
+from oidc_support import REDIRECT, RP_SECRET, Browser, basic, client_assertion, make_oidc_app
 from werkzeug.test import TestResponse
 
 from careid_broker.store import AuditRecord
@@ -112,3 +112,45 @@ def test_private_key_jwt_for_another_client_id_is_invalid_client(oidc_app: Flask
     # The client's own id, or none at all, is what RFC 7523 §3 expects.
     fresh = {**form, **client_assertion("jwtrp"), "client_id": "jwtrp"}
     assert jwt_rp.client.post("/token", data=fresh).status_code == 200
+
+
+# RFC 7009 revocation.
+
+
+def _tokens(browser: Browser) -> dict[str, Any]:
+    response = browser.redeem(browser.signed_in_code())
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def _userinfo_status(browser: Browser, access_token: str) -> int:
+    headers = {"Authorization": f"Bearer {access_token}"}
+    return browser.client.get("/userinfo", headers=headers).status_code
+
+
+@pytest.mark.parametrize("hint", ["refresh_token", "id_token", "urn:example:unknown"])
+def test_a_token_type_hint_the_broker_does_not_know_is_ignored(oidc_app: Flask, hint: str) -> None:
+    # RFC 7009 §2.2: the hint only speeds the lookup up; a wrong or unknown one must
+    # not leave the token alive (and unsupported_token_type is not a 401).
+    browser = Browser(oidc_app.test_client())
+    tokens = _tokens(browser)
+    response = browser.client.post(
+        "/revoke",
+        data={"token": tokens["access_token"], "token_type_hint": hint},
+        headers=basic("rp", RP_SECRET),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert _userinfo_status(browser, tokens["access_token"]) == 401
+
+
+def test_a_revocation_without_a_token_says_what_is_missing(oidc_app: Flask) -> None:
+    client = oidc_app.test_client()
+    response = client.post("/revoke", data={}, headers=basic("rp", RP_SECRET))
+    body = _json_error(response, 400, "invalid_request")
+    assert "token" in body["error_description"]
+    assert _last(oidc_app, "oidc.revocation").details["reason"] == "invalid_request"
+    # Without client authentication: a 401 always names the scheme to use.
+    unauthenticated = client.post("/revoke", data={"token": "x"})
+    _json_error(unauthenticated, 401, "invalid_client")
+    assert unauthenticated.headers["WWW-Authenticate"].startswith("Basic ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
-from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oidc.core import UserInfoEndpoint
@@ -24,6 +24,13 @@ class StoreRevocation(RevocationEndpoint):  # type: ignore[misc]
     def __init__(self, context: ServerContext) -> None:
         super().__init__()
         self._ctx = context
+
+    def check_params(self, request: OAuth2Request, client: OAuthClient) -> None:
+        # RFC 7009 §2.2: the hint only helps the lookup, which here finds both kinds
+        # anyway, so an unknown hint is ignored (authlib refuses it, leaving the
+        # token alive). unsupported_token_type is for a kind we cannot revoke: none.
+        if not request.form.get("token"):
+            raise InvalidRequestError("Send the token to revoke as the 'token' parameter.")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenView | None:
         found = self._ctx.repos.tokens.find(token_string)
