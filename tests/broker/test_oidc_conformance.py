@@ -785,7 +785,8 @@ def test_a_refresh_token_stops_when_the_directory_stops_the_account(
     own_slapd.stop()
     try:
         down = _refresh(lee, lee_refresh)
-        assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
+        assert down.status_code == 503 and down.get_json()["error"] == "temporarily_unavailable"
+        assert down.get_json()["careid_error"] == "directory_unavailable"
         refused = _last(app, "oidc.token")
         assert refused.error_code == "oidc_token_refused"
         assert refused.details["reason"] == "directory_unavailable"

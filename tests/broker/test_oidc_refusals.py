@@ -17,7 +17,9 @@ from flask import Flask
 from oidc_support import REDIRECT, RP_SECRET, Browser, basic, client_assertion, make_oidc_app
 from werkzeug.test import TestResponse
 
-from careid_broker.store import AuditRecord
+from careid_broker.codes import BrokerCode, message_for
+from careid_broker.errors import DirectoryUnavailableError
+from careid_broker.store import AuditRecord, StoreUnavailableError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The endpoints a client authenticates at, and the audit event of each.
@@ -154,3 +156,97 @@ def test_a_revocation_without_a_token_says_what_is_missing(oidc_app: Flask) -> N
     unauthenticated = client.post("/revoke", data={"token": "x"})
     _json_error(unauthenticated, 401, "invalid_client")
     assert unauthenticated.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+# The broker's own failures, answered to an RP's OAuth library.
+
+
+class _DirectoryDown:
+    """A directory that cannot be reached (in front of the real one's other parts)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.current_aup_version = real.current_aup_version
+
+    def find_account(self, mail: str) -> None:
+        raise DirectoryUnavailableError(detail="test: directory stopped")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def _unavailable(response: TestResponse, careid_error: str) -> None:
+    body = _json_error(response, 503, "temporarily_unavailable")
+    assert body["careid_error"] == careid_error and body["request_id"]
+    assert body["error_description"] == message_for(BrokerCode(careid_error))
+    assert response.headers["Pragma"] == "no-cache"
+    assert response.headers["Retry-After"] == "30"
+
+
+def test_a_directory_outage_at_the_token_endpoint_is_json_for_the_rp(oidc_app: Flask) -> None:
+    browser = Browser(oidc_app.test_client())
+    refresh_token = _tokens(browser)["refresh_token"]
+    switch = broker_of(oidc_app).directory
+    switch.use(_DirectoryDown(switch.real))
+    try:
+        # Whatever the client says it accepts: an RP's library parses JSON only.
+        down = browser.client.post(
+            "/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            headers={**basic("rp", RP_SECRET), "Accept": "text/html,*/*;q=0.8"},
+        )
+        _unavailable(down, "directory_unavailable")
+    finally:
+        switch.restore()
+    entry = _last(oidc_app, "oidc.token")
+    assert entry.error_code == "oidc_token_refused"
+    assert entry.details["reason"] == "directory_unavailable"
+    # Nothing was spent: the same refresh token works once the directory is back.
+    again = browser.token({"grant_type": "refresh_token", "refresh_token": refresh_token})
+    assert again.status_code == 200, again.get_data(as_text=True)
+
+
+def test_a_store_outage_at_revocation_and_userinfo_is_json_for_the_rp(
+    oidc_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = Browser(oidc_app.test_client())
+    tokens = _tokens(browser)
+    repository = broker_of(oidc_app).repos.tokens
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailableError(detail="test: the database went away")
+
+    monkeypatch.setattr(repository, "find", gone)
+    monkeypatch.setattr(repository, "lookup_access_token", gone)
+    revoked = browser.client.post(
+        "/revoke", data={"token": tokens["access_token"]}, headers=basic("rp", RP_SECRET)
+    )
+    _unavailable(revoked, "store_unavailable")
+    info = browser.client.get(
+        "/userinfo",
+        headers={"Authorization": f"Bearer {tokens['access_token']}", "Accept": "text/html"},
+    )
+    _unavailable(info, "store_unavailable")
+    monkeypatch.undo()
+    assert _last(oidc_app, "oidc.revocation").details["reason"] == "store_unavailable"
+    userinfo = _last(oidc_app, "oidc.userinfo")
+    assert userinfo.outcome == "failure" and userinfo.details["reason"] == "store_unavailable"
+
+
+def test_an_unexpected_failure_at_the_token_endpoint_is_json_for_the_rp(
+    oidc_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = Browser(oidc_app.test_client())
+    refresh_token = _tokens(browser)["refresh_token"]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("test: a fault in the broker")
+
+    monkeypatch.setattr(broker_of(oidc_app).repos.tokens, "find", broken)
+    failed = browser.token({"grant_type": "refresh_token", "refresh_token": refresh_token})
+    body = _json_error(failed, 500, "server_error")
+    assert body["careid_error"] == "broker_internal"
+    assert body["error_description"] == message_for(BrokerCode.BROKER_INTERNAL)
+    assert failed.headers["Pragma"] == "no-cache"
+    monkeypatch.undo()
+    assert _last(oidc_app, "oidc.token").details["reason"] == "broker_internal"
