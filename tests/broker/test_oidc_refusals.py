@@ -250,3 +250,56 @@ def test_an_unexpected_failure_at_the_token_endpoint_is_json_for_the_rp(
     assert failed.headers["Pragma"] == "no-cache"
     monkeypatch.undo()
     assert _last(oidc_app, "oidc.token").details["reason"] == "broker_internal"
+
+
+# RFC 6750 at /userinfo.
+
+
+def _challenge(response: TestResponse) -> str:
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.split()[0] == "Bearer", challenge
+    return challenge
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Basic cnA6eA=="}, {"Authorization": "Negotiate abc"}]
+)
+def test_userinfo_without_a_bearer_token_is_challenged_without_an_error_code(
+    oidc_app: Flask, headers: dict[str, str]
+) -> None:
+    # RFC 6750 §3.1: a request with no bearer credentials gets no error code, only the
+    # challenge; the description says what to send.
+    response = oidc_app.test_client().get("/userinfo", headers=headers)
+    assert response.status_code == 401 and response.mimetype == "application/json"
+    assert "error=" not in _challenge(response)
+    body = response.get_json()
+    assert "error" not in body and "Bearer" in body["error_description"]
+    assert response.headers["Cache-Control"] == "no-store"
+    entry = _last(oidc_app, "oidc.userinfo")
+    assert entry.outcome == "failure" and entry.error_code == "oidc_token_refused"
+    assert entry.details["reason"] == "no_bearer_token"
+
+
+def test_userinfo_with_a_token_sent_two_ways_is_invalid_request(oidc_app: Flask) -> None:
+    # RFC 6750 §2: a client MUST NOT send the token by more than one method.
+    browser = Browser(oidc_app.test_client())
+    access_token = _tokens(browser)["access_token"]
+    bearer = {"Authorization": f"Bearer {access_token}"}
+    for response in (
+        browser.client.post("/userinfo", data={"access_token": access_token}, headers=bearer),
+        browser.client.get("/userinfo", query_string={"access_token": access_token}),
+        browser.client.get("/userinfo", headers={"Authorization": "Bearer"}),
+    ):
+        body = _json_error(response, 400, "invalid_request")
+        assert body["error_description"]
+        assert 'error="invalid_request"' in _challenge(response)
+        assert _last(oidc_app, "oidc.userinfo").details["reason"] == "invalid_request"
+
+
+def test_userinfo_with_a_dead_token_is_invalid_token_and_audited(oidc_app: Flask) -> None:
+    response = oidc_app.test_client().get(
+        "/userinfo", headers={"Authorization": "Bearer not-a-token"}
+    )
+    _json_error(response, 401, "invalid_token")
+    assert 'error="invalid_token"' in _challenge(response)
+    assert _last(oidc_app, "oidc.userinfo").details["reason"] == "invalid_token"

@@ -175,12 +175,12 @@ def token() -> Response:
     return response
 
 
-def _oauth_error_of(response: Response) -> str:
-    """The `error` of an OAuth JSON error response ("error" when there is none)."""
+def _oauth_error_of(response: Response, *, none: str = "error") -> str:
+    """The `error` of an OAuth JSON error response (`none` when it names none)."""
     try:
-        return str(json.loads(response.get_data(as_text=True)).get("error", "error"))
+        return str(json.loads(response.get_data(as_text=True)).get("error", none))
     except (ValueError, AttributeError):
-        return "error"
+        return none
 
 
 def _broker_failure(exc: BrokerError) -> Response:
@@ -248,6 +248,9 @@ def userinfo() -> Response:
     """OIDC userinfo (bearer token in the header, or in a POST form body)."""
     response: Response = current_broker().oidc.server.create_endpoint_response("userinfo")
     response.headers.update(_NO_STORE)
+    if response.status_code != 200:
+        # No error code is the RFC 6750 §3.1 answer to a request without a bearer token.
+        _audit_refused_userinfo(_oauth_error_of(response, none="no_bearer_token"))
     return response
 
 
