@@ -414,13 +414,13 @@ def test_an_over_long_parameter_is_refused_not_cut(
 
 
 def test_a_request_too_large_to_seal_is_refused_to_the_rp(oidc_browser: Browser) -> None:
-    # Each value within its limit, but control characters, escaped, make the sealed id
-    # too long for a URL: refused with a reason, not a 500.
-    authorization = oidc_browser.authorize(state="\x01" * 1024, nonce="\x01" * 512)
+    # Each value within its limit, but characters of four UTF-8 bytes each make the
+    # sealed id too long for a URL: refused with a reason, not a 500.
+    authorization = oidc_browser.authorize(state="\U0001f600" * 1024, nonce="\U0001f600" * 512)
     assert authorization.location.startswith(REDIRECT)
     assert authorization.params["error"] == "invalid_request"
     assert authorization.params["error_description"] == "The authorization request is too large."
-    assert authorization.params["state"] == "\x01" * 1024
+    assert authorization.params["state"] == "\U0001f600" * 1024
 
 
 def test_the_largest_request_kept_still_signs_in(oidc_app: Flask, oidc_browser: Browser) -> None:
