@@ -15,6 +15,7 @@ import pytest
 from broker_support import broker_of
 from flask import Flask
 from oidc_support import REDIRECT, RP_SECRET, Browser, basic, client_assertion, make_oidc_app
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from careid_broker.codes import BrokerCode, message_for
@@ -303,3 +304,34 @@ def test_userinfo_with_a_dead_token_is_invalid_token_and_audited(oidc_app: Flask
     _json_error(response, 401, "invalid_token")
     assert 'error="invalid_token"' in _challenge(response)
     assert _last(oidc_app, "oidc.userinfo").details["reason"] == "invalid_token"
+
+
+# A token request that is not well formed (RFC 6749 §3.2, §4.1.3).
+
+
+def test_a_malformed_token_request_is_invalid_request(oidc_app: Flask) -> None:
+    browser = Browser(oidc_app.test_client())
+    authorization = browser.signed_in_code()
+    form = {
+        "grant_type": "authorization_code",
+        "code": authorization.code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": authorization.verifier or "",
+    }
+    auth = basic("rp", RP_SECRET)
+    as_json = browser.client.post("/token", json=form, headers=auth)
+    assert "form" in _json_error(as_json, 400, "invalid_request")["error_description"]
+    no_grant = browser.client.post("/token", data={"code": authorization.code}, headers=auth)
+    assert "grant_type" in _json_error(no_grant, 400, "invalid_request")["error_description"]
+    twice = browser.client.post(
+        "/token",
+        data=MultiDict([*form.items(), ("code", "another-code")]),
+        headers=auth,
+    )
+    assert _json_error(twice, 400, "invalid_request")["error_description"] == (
+        "code is sent more than once."
+    )
+    reasons = [entry.details["reason"] for entry in _audit_entries(oidc_app, "oidc.token")[:3]]
+    assert reasons == ["invalid_request"] * 3
+    # None of them spent the code.
+    assert browser.client.post("/token", data=form, headers=auth).status_code == 200
