@@ -80,3 +80,23 @@ def test_a_control_character_in_a_kept_parameter_is_refused(
     _refused(
         oidc_app, oidc_browser, f"{name} must not contain control characters.", **{name: value}
     )
+
+
+@pytest.mark.parametrize("mode", ["form_post", "fragment", "query.jwt"])
+def test_a_response_mode_other_than_query_is_refused_not_ignored(
+    oidc_app: Flask, oidc_browser: Browser, mode: str
+) -> None:
+    # Discovery advertises only query: an RP asking for another would wait for a
+    # form post or a fragment that never comes. Client and redirect URI are checked,
+    # so the refusal goes back to the RP (RFC 6749 §4.1.2.1), in the query.
+    _refused(
+        oidc_app,
+        oidc_browser,
+        "response_mode must be query, the only mode this provider supports.",
+        response_mode=mode,
+    )
+
+
+def test_response_mode_query_is_accepted(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.authorize(response_mode="query")
+    assert authorization.location.startswith("/login?")

@@ -160,6 +160,14 @@ def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -
         raise RequestNotSupportedError(redirect_uri=redirect_uri)
     if data.get("request_uri") is not None:
         raise RequestURINotSupportedError(redirect_uri=redirect_uri)
+    # Likewise another response_mode (discovery advertises query only): the RP would
+    # wait for a form post or a fragment that never comes. The refusal itself can only
+    # go back in the query.
+    if data.get("response_mode") not in (None, "", "query"):
+        raise InvalidRequestError(
+            "response_mode must be query, the only mode this provider supports.",
+            redirect_uri=redirect_uri,
+        )
     for name, limit in FIELD_LIMITS.items():
         value = data.get(name)
         if isinstance(value, str) and len(value) > limit:
