@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from broker_support import broker_of
 from flask import Flask
-from oidc_support import ISSUER, REDIRECT, Browser, make_oidc_app
+from oidc_support import ISSUER, LOOPBACK_REDIRECT, REDIRECT, Browser, make_oidc_app
 
+from careid_broker.oidc.models import OAuthClient
 from careid_broker.web.oidc_authorize import MAX_MAX_AGE
 
 
@@ -100,3 +101,55 @@ def test_a_response_mode_other_than_query_is_refused_not_ignored(
 def test_response_mode_query_is_accepted(oidc_browser: Browser) -> None:
     authorization = oidc_browser.authorize(response_mode="query")
     assert authorization.location.startswith("/login?")
+
+
+# RFC 8252 §7.3: a native app listens on whichever loopback port it could get.
+
+
+@pytest.mark.parametrize(
+    ("client_id", "redirect_uri", "allowed"),
+    [
+        ("public", "http://127.0.0.1:8765/cb", True),
+        ("public", "http://127.0.0.1:50123/cb", True),
+        ("public", "http://127.0.0.1/cb", True),
+        ("public", "http://[::1]:50123/cb", True),
+        # Everything but the port must match exactly.
+        ("public", "http://127.0.0.1:50123/cb/", False),
+        ("public", "http://127.0.0.1:50123/cb?x=1", False),
+        ("public", "http://127.0.0.1:50123/cb#x", False),
+        ("public", "https://127.0.0.1:50123/cb", False),
+        ("public", "http://[::1]:50123/CB", False),
+        ("public", "http://127.0.0.2:50123/cb", False),
+        ("public", "http://127.0.0.1:50123@evil.example/cb", False),
+        ("public", "http://evil.example@127.0.0.1:50123/cb", False),
+        ("public", "http://127.0.0.1:99999/cb", False),
+        ("public", "http://127.0.0.1:0/cb", False),
+        ("public", "http://127.0.0.1:+5/cb", False),
+        ("public", "http://[::1]:50123/cb".replace("[::1]", "[0:0:0:0:0:0:0:1]"), False),
+        # Never a name (RFC 8252 §8.3), never a confidential client.
+        ("public", "http://localhost:50123/cb", False),
+        ("public", "http://localhost:8765/cb", True),
+        ("nopkce", "http://127.0.0.1:50123/cb", False),
+        ("nopkce", "http://127.0.0.1:8765/cb", True),
+    ],
+)
+def test_a_public_clients_loopback_redirect_may_use_any_port(
+    oidc_app: Flask, client_id: str, redirect_uri: str, allowed: bool
+) -> None:
+    record = broker_of(oidc_app).oidc.clients.get(client_id)
+    assert record is not None
+    assert OAuthClient(record).check_redirect_uri(redirect_uri) is allowed
+
+
+def test_a_native_app_signs_in_on_the_port_it_got(oidc_app: Flask) -> None:
+    native = Browser(oidc_app.test_client(), client_id="public")
+    native.redirect_uri = "http://127.0.0.1:50123/cb"
+    authorization = native.signed_in_code()
+    assert authorization.location.startswith("http://127.0.0.1:50123/cb?")
+    # The code is bound to the URI the request used, port included.
+    elsewhere = native.redeem(authorization, auth="none", redirect_uri=LOOPBACK_REDIRECT)
+    assert elsewhere.status_code == 400
+    native = Browser(oidc_app.test_client(), client_id="public")
+    native.redirect_uri = "http://127.0.0.1:50124/cb"
+    tokens = native.redeem(native.signed_in_code(), auth="none")
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
