@@ -32,6 +32,8 @@ from careid_broker.oidc.client_secrets import hash_secret
 ISSUER = "http://localhost:5000"
 REDIRECT = "https://rp.example.test/callback"
 POST_LOGOUT = "https://rp.example.test/signed-out"
+# A native app's loopback redirect URI (RFC 8252 §7.3), as the public client registers it.
+LOOPBACK_REDIRECT = "http://127.0.0.1:8765/cb"
 RP_SECRET = "rp-secret-for-the-oidc-tests-0123"
 # client_secret_jwt's shared HMAC key (at least 32 bytes).
 JWT_SECRET = "hmac-secret-for-the-oidc-tests-0123456789"
@@ -82,12 +84,12 @@ redirect_uris = ["https://other.example.test/cb"]
 name = "Confidential RP without PKCE"
 secret_hash = "{_fast_hash(RP_SECRET)}"
 require_pkce = false
-redirect_uris = ["{REDIRECT}"]
+redirect_uris = ["{REDIRECT}", "{LOOPBACK_REDIRECT}"]
 
 [clients.public]
 name = "Public RP"
 token_endpoint_auth_method = "none"
-redirect_uris = ["http://127.0.0.1:8765/cb"]
+redirect_uris = ["{LOOPBACK_REDIRECT}", "http://[::1]:8765/cb", "http://localhost:8765/cb"]
 
 [clients.jwtrp]
 name = "private_key_jwt RP"

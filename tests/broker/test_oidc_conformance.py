@@ -414,13 +414,13 @@ def test_an_over_long_parameter_is_refused_not_cut(
 
 
 def test_a_request_too_large_to_seal_is_refused_to_the_rp(oidc_browser: Browser) -> None:
-    # Each value within its limit, but control characters, escaped, make the sealed id
-    # too long for a URL: refused with a reason, not a 500.
-    authorization = oidc_browser.authorize(state="\x01" * 1024, nonce="\x01" * 512)
+    # Each value within its limit, but characters of four UTF-8 bytes each make the
+    # sealed id too long for a URL: refused with a reason, not a 500.
+    authorization = oidc_browser.authorize(state="\U0001f600" * 1024, nonce="\U0001f600" * 512)
     assert authorization.location.startswith(REDIRECT)
     assert authorization.params["error"] == "invalid_request"
     assert authorization.params["error_description"] == "The authorization request is too large."
-    assert authorization.params["state"] == "\x01" * 1024
+    assert authorization.params["state"] == "\U0001f600" * 1024
 
 
 def test_the_largest_request_kept_still_signs_in(oidc_app: Flask, oidc_browser: Browser) -> None:
@@ -785,7 +785,8 @@ def test_a_refresh_token_stops_when_the_directory_stops_the_account(
     own_slapd.stop()
     try:
         down = _refresh(lee, lee_refresh)
-        assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
+        assert down.status_code == 503 and down.get_json()["error"] == "temporarily_unavailable"
+        assert down.get_json()["careid_error"] == "directory_unavailable"
         refused = _last(app, "oidc.token")
         assert refused.error_code == "oidc_token_refused"
         assert refused.details["reason"] == "directory_unavailable"

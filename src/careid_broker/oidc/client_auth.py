@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
@@ -100,6 +101,23 @@ class ClientKeyResolver:
         return key_set
 
 
+def client_secret_basic(query_client: Any, request: Any) -> OAuthClient | None:
+    """authlib's client_secret_basic, refusing credentials that are not UTF-8.
+
+    RFC 6749 §2.3.1 form-encodes the client id and secret as UTF-8; authlib decodes the
+    header without catching bytes that are not, which would otherwise be a 500.
+    """
+    try:
+        client: OAuthClient | None = authenticate_client_secret_basic(query_client, request)
+    except UnicodeDecodeError as exc:
+        raise InvalidClientError(
+            status_code=401,
+            description="The client id and secret in the Authorization header must be"
+            " UTF-8, form-encoded (RFC 6749 section 2.3.1).",
+        ) from exc
+    return client
+
+
 _HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
 
 
@@ -126,9 +144,25 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
     def __call__(self, query_client: Any, request: Any) -> OAuthClient | None:
         assertion = request.form.get("client_assertion")
         if request.form.get("client_assertion_type") == self.CLIENT_ASSERTION_TYPE and assertion:
-            headers, _ = self.extract_assertion(assertion)
-            if (headers.get("alg") in _HMAC_ALGS) is not self.HMAC:
+            headers, claims = self.extract_assertion(assertion)
+            alg = headers.get("alg")
+            if not isinstance(alg, str):
+                raise InvalidClientError(
+                    status_code=401,
+                    description="The client assertion's header must name its signing"
+                    " algorithm (alg) as a string.",
+                )
+            if (alg in _HMAC_ALGS) is not self.HMAC:
                 return None  # the other JWT method's assertion
+            named = request.form.get("client_id")
+            if named is not None and named != claims.get("sub"):
+                # RFC 7521 §4.2: a client_id in the request must be the client the
+                # assertion authenticates; refused before its jti is spent.
+                raise InvalidClientError(
+                    status_code=401,
+                    description="client_id names another client than the client"
+                    " assertion's issuer and subject (RFC 7521 section 4.2).",
+                )
         client: OAuthClient | None = super().__call__(query_client, request)
         return client
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
-from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oidc.core import UserInfoEndpoint
@@ -24,6 +25,13 @@ class StoreRevocation(RevocationEndpoint):  # type: ignore[misc]
     def __init__(self, context: ServerContext) -> None:
         super().__init__()
         self._ctx = context
+
+    def check_params(self, request: OAuth2Request, client: OAuthClient) -> None:
+        # RFC 7009 §2.2: the hint only helps the lookup, which here finds both kinds
+        # anyway, so an unknown hint is ignored (authlib refuses it, leaving the
+        # token alive). unsupported_token_type is for a kind we cannot revoke: none.
+        if not request.form.get("token"):
+            raise InvalidRequestError("Send the token to revoke as the 'token' parameter.")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenView | None:
         found = self._ctx.repos.tokens.find(token_string)
@@ -68,15 +76,66 @@ class StoreBearerValidator(BearerTokenValidator):  # type: ignore[misc]
         )
 
 
+class BearerChallenge(OAuth2Error):  # type: ignore[misc]
+    """A userinfo refusal with its RFC 6750 §3 `WWW-Authenticate: Bearer` challenge.
+
+    Without `error`: the request carried no bearer credentials at all, and §3.1 says
+    such an answer names no error code; the description still says what to send.
+    """
+
+    def __init__(self, description: str, *, error: str | None = None, status: int = 401) -> None:
+        super().__init__(description=description, status_code=status, error=error)
+
+    def get_body(self) -> list[tuple[str, Any]]:
+        body: list[tuple[str, Any]] = super().get_body()
+        return [(name, value) for name, value in body if value is not None]
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        challenge = "Bearer"
+        if self.error:
+            description = self.get_error_description().replace('"', "'")
+            challenge += f' error="{self.error}", error_description="{description}"'
+        return [*headers, ("WWW-Authenticate", challenge)]
+
+
+def _malformed(description: str) -> BearerChallenge:
+    return BearerChallenge(description, error="invalid_request", status=400)
+
+
 class BearerFromHeaderOrBody(ResourceProtector):  # type: ignore[misc]
-    """RFC 6750 §2.1 header, or §2.2 form body (OIDC Core §5.3.1 allows both)."""
+    """RFC 6750 §2.1 header, or §2.2 form body (OIDC Core §5.3.1 allows both): one of
+    them, never both, and never the URL query (§2.3), where a token would be logged."""
 
     def parse_request_authorization(self, request: Any) -> tuple[Any, str]:
-        if not request.headers.get("Authorization") and flask_request.method == "POST":
-            token = flask_request.form.get("access_token")
-            if token and flask_request.mimetype == "application/x-www-form-urlencoded":
-                return self.get_token_validator("bearer"), token
-        return super().parse_request_authorization(request)  # type: ignore[no-any-return]
+        header = request.headers.get("Authorization")
+        in_body = (
+            flask_request.method == "POST"
+            and flask_request.mimetype == "application/x-www-form-urlencoded"
+            and "access_token" in flask_request.form
+        )
+        if "access_token" in flask_request.args:
+            raise _malformed(
+                "Send the access token in the Authorization header (or a POST form body),"
+                " never in the URL."
+            )
+        if header and in_body:
+            raise _malformed(
+                "Send the access token once: in the Authorization header or in the form"
+                " body, not both (RFC 6750 section 2)."
+            )
+        if in_body:
+            token = flask_request.form.get("access_token", "")
+        else:
+            scheme, _, token = (header or "").strip().partition(" ")
+            if scheme.lower() != "bearer":
+                raise BearerChallenge(
+                    "An access token is needed: send it as 'Authorization: Bearer <token>'."
+                )
+        token = token.strip()
+        if not token:
+            raise _malformed("The access token is empty.")
+        return self.get_token_validator("bearer"), token
 
 
 class StoreUserInfo(UserInfoEndpoint):  # type: ignore[misc]

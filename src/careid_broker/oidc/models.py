@@ -8,6 +8,7 @@ these wrap the broker's own records so nothing else needs to know authlib's shap
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,8 +70,19 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
         return " ".join(value for value in requested if value in self.record.scopes)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        # Exact string comparison (OAuth 2.0 Security BCP, RFC 9700 §4.1.3).
-        return redirect_uri in self.record.redirect_uris
+        # Exact string comparison (OAuth 2.0 Security BCP, RFC 9700 §4.1.3), but for
+        # the port of a public native client's loopback IP redirect (RFC 8252 §7.3):
+        # the app listens on whichever port it could get. Never for a host name
+        # (`localhost` may resolve elsewhere, RFC 8252 §8.3) or a confidential client.
+        if redirect_uri in self.record.redirect_uris:
+            return True
+        if self.record.confidential:
+            return False
+        requested = _loopback_without_port(redirect_uri)
+        return requested is not None and any(
+            _loopback_without_port(registered) == requested
+            for registered in self.record.redirect_uris
+        )
 
     def check_client_secret(self, client_secret: str) -> bool:
         return self.record.check_secret(client_secret)
@@ -83,6 +95,22 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.record.grant_types
+
+
+# http://127.0.0.1 or http://[::1], with a port from 1 to 65535 (no leading zero) or none.
+_LOOPBACK_AUTHORITY = re.compile(r"(127\.0\.0\.1|\[::1\])(?::([1-9][0-9]{0,4}))?")
+
+
+def _loopback_without_port(uri: str) -> tuple[str, str] | None:
+    """(IP literal, everything after the authority) of an http loopback IP URI, the
+    port left out; None for any other URI (or one with userinfo or a bad port)."""
+    if not uri.startswith("http://"):
+        return None
+    authority, slash, rest = uri[len("http://") :].partition("/")
+    match = _LOOPBACK_AUTHORITY.fullmatch(authority)
+    if match is None or int(match.group(2) or 0) > 65535:
+        return None
+    return match.group(1), slash + rest
 
 
 class StoredCode(AuthorizationCodeMixin):  # type: ignore[misc]

@@ -26,7 +26,12 @@ from flask import g
 from flask import request as flask_request
 
 from careid_broker.oidc.claims import authentication_claims, claims_for_scope
-from careid_broker.oidc.client_auth import ClientKeyResolver, ClientSecretJwt, PrivateKeyJwt
+from careid_broker.oidc.client_auth import (
+    ClientKeyResolver,
+    ClientSecretJwt,
+    PrivateKeyJwt,
+    client_secret_basic,
+)
 from careid_broker.oidc.clients import AuthMethod
 from careid_broker.oidc.context import CLIENT_AUTH_METHODS, ServerContext
 from careid_broker.oidc.endpoints import (
@@ -292,6 +297,14 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         # through it a score of times per request: give it the request itself.
         return FlaskOAuth2Request(flask_request._get_current_object())  # type: ignore[attr-defined]
 
+    def create_token_response(self, request: Any = None) -> Any:
+        oauth_request = self.create_oauth2_request(request)
+        problem = malformed_token_request()
+        if problem is not None:
+            # Refused before any grant looks at it, so no code is spent on it.
+            return self.handle_error_response(oauth_request, InvalidRequestError(problem))
+        return super().create_token_response(oauth_request)
+
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         client: OAuthClient = request.client
         client_id = client.get_client_id()
@@ -351,6 +364,24 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             raise InvalidGrantError("The authorization code is not valid.")
 
 
+def malformed_token_request() -> str | None:
+    """What is wrong with the current token request's form, if anything.
+
+    RFC 6749 §4.1.3 and §6: a form-encoded body with a grant_type; §3.2: no parameter
+    more than once. authlib would answer the first two unsupported_grant_type and pick
+    one of a repeated parameter's values.
+    """
+    if flask_request.mimetype != "application/x-www-form-urlencoded":
+        return "Send the token request as an application/x-www-form-urlencoded form."
+    form = flask_request.form
+    for name, values in form.lists():
+        if len(values) > 1:
+            return f"{name} is sent more than once."
+    if not form.get("grant_type"):
+        return "Missing 'grant_type': send authorization_code or refresh_token."
+    return None
+
+
 def build_server(
     context: ServerContext, *, jti_clock: Callable[[], datetime]
 ) -> BrokerAuthorizationServer:
@@ -371,6 +402,7 @@ def build_server(
     server.register_extension(server.issuer_parameter)
     audiences = [context.issuer, f"{context.issuer}/token"]
     resolver = ClientKeyResolver()
+    server.register_client_auth_method(AuthMethod.CLIENT_SECRET_BASIC.value, client_secret_basic)
     server.register_client_auth_method(
         AuthMethod.PRIVATE_KEY_JWT.value,
         PrivateKeyJwt(

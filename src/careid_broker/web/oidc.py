@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, render_template, request
 from flask.wrappers import Response
+from werkzeug.exceptions import HTTPException
 
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.errors import BrokerError
+from careid_broker.logging_setup import current_request_id
 from careid_broker.oidc.discovery import provider_metadata
 from careid_broker.oidc.logout import hinted_sub
 from careid_broker.origins import origin_of
-from careid_broker.store import MAX_TRANSACTION_ID_LENGTH, EndReason, Outcome
+from careid_broker.store import MAX_TRANSACTION_ID_LENGTH, EndReason, Outcome, StoreError
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
+from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER
 from careid_broker.web.security_headers import allow_form_action
 from careid_broker.web.signin_cookie import current_signin, end_signin
 
@@ -117,29 +122,90 @@ def _grant_type_label() -> str:
     return grant_type if grant_type in ("authorization_code", "refresh_token") else "other"
 
 
+View = Callable[[], Response]
+
+
+def _answers_json(audit: Callable[[str], None]) -> Callable[[View], View]:
+    """For an endpoint RPs call (token, revocation, userinfo): the broker's own failures,
+    expected (the store or the directory down) or not, are answered as OAuth JSON,
+    each `audit`ed with its code, never as the error page."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def answered() -> Response:
+            try:
+                return view()
+            except HTTPException:
+                raise
+            except BrokerError as exc:
+                failure = exc
+            except Exception:
+                log.exception("unexpected error at %s", request.path)
+                failure = BrokerError(BrokerCode.BROKER_INTERNAL)
+            try:
+                audit(failure.code.value)
+            except StoreError as exc:
+                # A failure of the store itself cannot be audited into it: logged.
+                log.warning("refusal not audited: %s", exc.code.value)
+            return _broker_failure(failure)
+
+        return answered
+
+    return decorate
+
+
+def _token_failed(code: str) -> None:
+    current_broker().oidc.metrics.tokens.inc(grant_type=_grant_type_label(), result=code)
+    _audit_refused_token_request("oidc.token", code)
+
+
 @blueprint.post("/token")
 @csrf_exempt
+@_answers_json(_token_failed)
 def token() -> Response:
     """The token endpoint: code exchange and refresh."""
     provider = current_broker().oidc
-    try:
-        response: Response = provider.server.create_token_response()
-    except BrokerError as exc:
-        # The broker's own failures (an undecryptable signing key, the store or the
-        # directory down) are answered by its error handler; counted and audited with
-        # the rest.
-        provider.metrics.tokens.inc(grant_type=_grant_type_label(), result=exc.code.value)
-        _audit_refused_token_request("oidc.token", exc.code.value)
-        raise
+    response: Response = provider.server.create_token_response()
     result = "success"
     if response.status_code != 200:
-        try:
-            result = str(json.loads(response.get_data(as_text=True)).get("error", "error"))
-        except (ValueError, AttributeError):
-            result = "error"
+        result = _oauth_error_of(response)
     provider.metrics.tokens.inc(grant_type=_grant_type_label(), result=result)
     if response.status_code != 200:
         _audit_refused_token_request("oidc.token", result)
+    return response
+
+
+def _oauth_error_of(response: Response, *, none: str = "error") -> str:
+    """The `error` of an OAuth JSON error response (`none` when it names none)."""
+    try:
+        return str(json.loads(response.get_data(as_text=True)).get("error", none))
+    except (ValueError, AttributeError):
+        return none
+
+
+def _broker_failure(exc: BrokerError) -> Response:
+    """A broker-level failure as RFC 6749 §5.2 JSON.
+
+    An RP's OAuth library parses JSON with an RFC 6749 `error`, whatever its Accept
+    header said. The broker's own stable code, which the service desk and the audit
+    log know it by, goes with it as `careid_error`, with the request id.
+    """
+    # `detail` is for operators and never holds a secret (BrokerError's contract).
+    log.warning(
+        "refused: %s", exc.code.value, extra={"error_code": exc.code.value, "detail": exc.detail}
+    )
+    unavailable = exc.status == 503
+    body = {
+        "error": "temporarily_unavailable" if unavailable else "server_error",
+        "error_description": exc.message,
+        "careid_error": exc.code.value,
+        "request_id": current_request_id(),
+    }
+    response = Response(json.dumps(body), status=503 if unavailable else 500)
+    response.mimetype = "application/json"
+    response.headers.update(_NO_STORE)
+    if unavailable:
+        response.headers["Retry-After"] = str(int(UNAVAILABLE_RETRY_AFTER.total_seconds()))
     return response
 
 
@@ -166,27 +232,41 @@ def _audit_refused_token_request(event: str, error: str) -> None:
     )
 
 
+def _audit_refused_userinfo(reason: str) -> None:
+    current_broker().audit(
+        "oidc.userinfo",
+        outcome=Outcome.FAILURE,
+        code=BrokerCode.OIDC_TOKEN_REFUSED,
+        details={"reason": reason},
+    )
+
+
 @blueprint.route("/userinfo", methods=["GET", "POST"])
 @csrf_exempt
+@_answers_json(_audit_refused_userinfo)
 def userinfo() -> Response:
     """OIDC userinfo (bearer token in the header, or in a POST form body)."""
     response: Response = current_broker().oidc.server.create_endpoint_response("userinfo")
     response.headers.update(_NO_STORE)
+    if response.status_code != 200:
+        # No error code is the RFC 6750 §3.1 answer to a request without a bearer token.
+        _audit_refused_userinfo(_oauth_error_of(response, none="no_bearer_token"))
     return response
+
+
+def _revocation_failed(code: str) -> None:
+    _audit_refused_token_request("oidc.revocation", code)
 
 
 @blueprint.post("/revoke")
 @csrf_exempt
+@_answers_json(_revocation_failed)
 def revoke() -> Response:
     """RFC 7009 token revocation."""
     response: Response = current_broker().oidc.server.create_endpoint_response("revocation")
     response.headers.update(_NO_STORE)
     if response.status_code != 200:
-        try:
-            error = str(json.loads(response.get_data(as_text=True)).get("error", "error"))
-        except (ValueError, AttributeError):
-            error = "error"
-        _audit_refused_token_request("oidc.revocation", error)
+        _audit_refused_token_request("oidc.revocation", _oauth_error_of(response))
     return response
 
 

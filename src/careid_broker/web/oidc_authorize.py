@@ -22,6 +22,7 @@ Errors go back to the RP only when its redirect URI was checked; otherwise an er
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -64,6 +65,12 @@ log = logging.getLogger(__name__)
 # UI hints kept with a login transaction for the login page; they change nothing else.
 _UI_HINTS = ("login_hint", "ui_locales", "display")
 _PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+#: The largest max_age accepted (about 68 years): the store keeps it in a 32-bit integer
+#: column (PostgreSQL's int4).
+MAX_MAX_AGE = 2**31 - 1
+# C0 controls and DEL. RFC 6749 Appendix A allows none in state, scope or the PKCE
+# values, no other parameter kept has a use for one, and PostgreSQL stores no NUL.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +161,14 @@ def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -
         raise RequestNotSupportedError(redirect_uri=redirect_uri)
     if data.get("request_uri") is not None:
         raise RequestURINotSupportedError(redirect_uri=redirect_uri)
+    # Likewise another response_mode (discovery advertises query only): the RP would
+    # wait for a form post or a fragment that never comes. The refusal itself can only
+    # go back in the query.
+    if data.get("response_mode") not in (None, "", "query"):
+        raise InvalidRequestError(
+            "response_mode must be query, the only mode this provider supports.",
+            redirect_uri=redirect_uri,
+        )
     for name, limit in FIELD_LIMITS.items():
         value = data.get(name)
         if isinstance(value, str) and len(value) > limit:
@@ -161,19 +176,16 @@ def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -
             raise InvalidRequestError(
                 f"{name} is longer than {limit} characters.", redirect_uri=redirect_uri
             )
+    for name in (*FIELD_LIMITS, *_UI_HINTS):
+        value = data.get(name)
+        if isinstance(value, str) and _CONTROL_CHARACTER.search(value):
+            raise InvalidRequestError(
+                f"{name} must not contain control characters.", redirect_uri=redirect_uri
+            )
     prompts = frozenset((data.get("prompt") or "").split()) & _PROMPTS
     if "none" in prompts and len(prompts) > 1:
         raise InvalidRequestError("prompt=none cannot be combined.", redirect_uri=redirect_uri)
-    max_age: int | None = None
-    if data.get("max_age") not in (None, ""):
-        try:
-            max_age = int(data["max_age"])
-        except ValueError:
-            max_age = -1
-        if max_age < 0:
-            raise InvalidRequestError(
-                "max_age must be a whole number of seconds.", redirect_uri=redirect_uri
-            )
+    max_age = _max_age(data.get("max_age"), redirect_uri)
     hinted_sub: str | None = None
     if data.get("id_token_hint"):
         claims = provider.signer.verify(data["id_token_hint"])
@@ -187,6 +199,19 @@ def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -
         max_age=max_age,
         acr_values=data.get("acr_values") or None,
         hinted_sub=hinted_sub,
+    )
+
+
+def _max_age(value: str | None, redirect_uri: str) -> int | None:
+    """max_age as seconds (None when not asked), within what the store keeps."""
+    if value is None or value == "":
+        return None
+    # ASCII digits only: int() would also take "-0", "+5", " 5" and other scripts' digits.
+    if value.isascii() and value.isdigit() and len(value) <= 10 and int(value) <= MAX_MAX_AGE:
+        return int(value)
+    raise InvalidRequestError(
+        f"max_age must be a whole number of seconds from 0 to {MAX_MAX_AGE}.",
+        redirect_uri=redirect_uri,
     )
 
 

@@ -1,0 +1,155 @@
+"""What /authorize keeps of a request, and so what it must refuse before keeping it.
+
+The login transaction carries the request through the sign-in into the store's rows
+(`max_age` a 32-bit integer, the rest text). A value the store cannot hold must be
+refused to the RP at /authorize, never found out as a 500 after the person has typed
+their password. Both backends: PostgreSQL is the stricter (int4, no NUL in text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from broker_support import broker_of
+from flask import Flask
+from oidc_support import ISSUER, LOOPBACK_REDIRECT, REDIRECT, Browser, make_oidc_app
+
+from careid_broker.oidc.models import OAuthClient
+from careid_broker.web.oidc_authorize import MAX_MAX_AGE
+
+
+@pytest.fixture
+def oidc_app(app_factory: Callable[..., Flask], tmp_path: Path) -> Flask:
+    return make_oidc_app(app_factory, tmp_path)
+
+
+@pytest.fixture
+def oidc_browser(oidc_app: Flask) -> Browser:
+    return Browser(oidc_app.test_client())
+
+
+def _refused(oidc_app: Flask, browser: Browser, description: str, **params: str) -> None:
+    authorization = browser.authorize(**params)
+    assert authorization.location.startswith(REDIRECT), authorization.location
+    assert authorization.params["error"] == "invalid_request"
+    assert authorization.params["error_description"] == description
+    assert authorization.params["iss"] == ISSUER
+    [entry] = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.authorize", limit=1)
+    assert entry.outcome == "failure" and entry.error_code == "oidc_request_invalid"
+    assert entry.details["error"] == "invalid_request" and entry.details["redirected"]
+
+
+@pytest.mark.parametrize(
+    "max_age", ["99999999999999999999", str(MAX_MAX_AGE + 1), "-1", "-0", "+5", " 5", "1.5", "٣"]
+)
+def test_a_max_age_the_store_cannot_keep_is_refused(
+    oidc_app: Flask, oidc_browser: Browser, max_age: str
+) -> None:
+    description = f"max_age must be a whole number of seconds from 0 to {MAX_MAX_AGE}."
+    _refused(oidc_app, oidc_browser, description, max_age=max_age)
+
+
+def test_the_largest_max_age_signs_in(oidc_browser: Browser) -> None:
+    assert MAX_MAX_AGE == 2**31 - 1  # PostgreSQL's int4, the column's type
+    authorization = oidc_browser.signed_in_code(max_age=str(MAX_MAX_AGE))
+    assert oidc_browser.redeem(authorization).status_code == 200
+    # Kept, and honoured: the same sign-in is still young enough.
+    again = oidc_browser.authorize(max_age=str(MAX_MAX_AGE))
+    assert again.response.status_code == 302 and "code" in again.params
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("state", "abc\x00def"),
+        ("nonce", "\x00"),
+        ("scope", "openid\x1femail"),
+        ("acr_values", "AAL1_USERPASS\x7f"),
+        ("prompt", "login\x0b"),
+        ("login_hint", "alex\x00@nhs.net"),
+        ("ui_locales", "en\x1b"),
+        ("display", "page\r\n"),
+    ],
+)
+def test_a_control_character_in_a_kept_parameter_is_refused(
+    oidc_app: Flask, oidc_browser: Browser, name: str, value: str
+) -> None:
+    # RFC 6749 Appendix A allows no control character in state or scope, and
+    # PostgreSQL cannot store NUL: refused, naming the parameter, before it is kept.
+    _refused(
+        oidc_app, oidc_browser, f"{name} must not contain control characters.", **{name: value}
+    )
+
+
+@pytest.mark.parametrize("mode", ["form_post", "fragment", "query.jwt"])
+def test_a_response_mode_other_than_query_is_refused_not_ignored(
+    oidc_app: Flask, oidc_browser: Browser, mode: str
+) -> None:
+    # Discovery advertises only query: an RP asking for another would wait for a
+    # form post or a fragment that never comes. Client and redirect URI are checked,
+    # so the refusal goes back to the RP (RFC 6749 §4.1.2.1), in the query.
+    _refused(
+        oidc_app,
+        oidc_browser,
+        "response_mode must be query, the only mode this provider supports.",
+        response_mode=mode,
+    )
+
+
+def test_response_mode_query_is_accepted(oidc_browser: Browser) -> None:
+    authorization = oidc_browser.authorize(response_mode="query")
+    assert authorization.location.startswith("/login?")
+
+
+# RFC 8252 §7.3: a native app listens on whichever loopback port it could get.
+
+
+@pytest.mark.parametrize(
+    ("client_id", "redirect_uri", "allowed"),
+    [
+        ("public", "http://127.0.0.1:8765/cb", True),
+        ("public", "http://127.0.0.1:50123/cb", True),
+        ("public", "http://127.0.0.1/cb", True),
+        ("public", "http://[::1]:50123/cb", True),
+        # Everything but the port must match exactly.
+        ("public", "http://127.0.0.1:50123/cb/", False),
+        ("public", "http://127.0.0.1:50123/cb?x=1", False),
+        ("public", "http://127.0.0.1:50123/cb#x", False),
+        ("public", "https://127.0.0.1:50123/cb", False),
+        ("public", "http://[::1]:50123/CB", False),
+        ("public", "http://127.0.0.2:50123/cb", False),
+        ("public", "http://127.0.0.1:50123@evil.example/cb", False),
+        ("public", "http://evil.example@127.0.0.1:50123/cb", False),
+        ("public", "http://127.0.0.1:99999/cb", False),
+        ("public", "http://127.0.0.1:0/cb", False),
+        ("public", "http://127.0.0.1:+5/cb", False),
+        ("public", "http://[::1]:50123/cb".replace("[::1]", "[0:0:0:0:0:0:0:1]"), False),
+        # Never a name (RFC 8252 §8.3), never a confidential client.
+        ("public", "http://localhost:50123/cb", False),
+        ("public", "http://localhost:8765/cb", True),
+        ("nopkce", "http://127.0.0.1:50123/cb", False),
+        ("nopkce", "http://127.0.0.1:8765/cb", True),
+    ],
+)
+def test_a_public_clients_loopback_redirect_may_use_any_port(
+    oidc_app: Flask, client_id: str, redirect_uri: str, allowed: bool
+) -> None:
+    record = broker_of(oidc_app).oidc.clients.get(client_id)
+    assert record is not None
+    assert OAuthClient(record).check_redirect_uri(redirect_uri) is allowed
+
+
+def test_a_native_app_signs_in_on_the_port_it_got(oidc_app: Flask) -> None:
+    native = Browser(oidc_app.test_client(), client_id="public")
+    native.redirect_uri = "http://127.0.0.1:50123/cb"
+    authorization = native.signed_in_code()
+    assert authorization.location.startswith("http://127.0.0.1:50123/cb?")
+    # The code is bound to the URI the request used, port included.
+    elsewhere = native.redeem(authorization, auth="none", redirect_uri=LOOPBACK_REDIRECT)
+    assert elsewhere.status_code == 400
+    native = Browser(oidc_app.test_client(), client_id="public")
+    native.redirect_uri = "http://127.0.0.1:50124/cb"
+    tokens = native.redeem(native.signed_in_code(), auth="none")
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
