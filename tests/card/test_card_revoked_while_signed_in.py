@@ -156,7 +156,11 @@ def test_a_renewed_card_becomes_the_one_an_administrator_checks(
 ) -> None:
     # Registered with one card; the Registration Authority renews it (same Care
     # Identity, new certificate) and the holder signs in with the new one.
-    old = SimulatedAgent(card_pki.issue("alex_before_renewal", ALEX[1], ALEX[2]))
+    old = SimulatedAgent(
+        card_pki.issue(
+            "alex_before_renewal", ALEX[1], ALEX[2], not_before=card_clock.now - timedelta(days=30)
+        )
+    )
     new = SimulatedAgent(card_pki.issue("alex_after_renewal", ALEX[1], ALEX[2]))
     app = card_app_factory(pki=card_pki.pki_settings(ocsp={"max_good_age_seconds": 3600}))
     register_card(app, old, ALEX[0])
@@ -177,14 +181,18 @@ def test_a_renewed_card_becomes_the_one_an_administrator_checks(
     assert entry.subject == ALEX[0]
     assert entry.details["previous_serial"] == old.serial_hex.lower()
     assert entry.details["cert_serial"].lower() == new.serial_hex.lower()
-    # The same card again changes nothing and is not audited again.
+    # The same card again changes nothing and is not audited again; nor does the card
+    # it replaced (still valid, until its revocation): the registration keeps the newer.
     sign_in(new)
+    sign_in(old)
     assert len(audits(app, "registration.certificate_renewed")) == 1
+    kept = broker.repos.registrations.by_uuid(ALEX[1])
+    assert kept is not None and kept.cert_serial == new.serial_hex.lower()
 
     # The new card is reported lost: "check now" asks about it, not the old one.
     card_pki.pki.revoke(uuid=ALEX[1], serial=held.serial_number, now=card_clock.now)
     outcome = broker.revocation_check.check(registration, actor="lee.admin@nhs.net")
-    assert (outcome.result.value, outcome.sessions_ended) == ("revoked", 2)
+    assert (outcome.result.value, outcome.sessions_ended) == ("revoked", 3)
 
 
 def test_a_registration_from_before_certificates_were_kept_gets_its_own_at_sign_in(

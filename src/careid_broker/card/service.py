@@ -305,6 +305,10 @@ class CardSignin:
         same = registration.cert_fingerprint.lower() == used.fingerprint_sha256.lower()
         if same and registration.cert_der is not None:
             return False
+        if not same and _issued_before(used.certificate, registration.cert_der):
+            # The card the renewed one replaced, still valid: the registration keeps
+            # naming the newer certificate (its sessions are tied to this one anyway).
+            return False
         changed = self._registrations.record_certificate(
             decision.registration.card_uuid,
             issuer_dn=used.issuer_dn,
@@ -319,3 +323,14 @@ class CardSignin:
     ) -> CardSigninDecision:
         """`verify` then `decide`: the whole card sign-in check."""
         return self.decide(self.verify(token, challenge=challenge, transaction_id=transaction_id))
+
+
+def _issued_before(certificate: x509.Certificate, registered_der: bytes | None) -> bool:
+    """Whether `certificate` was issued before the registration's (if it parses)."""
+    if registered_der is None:
+        return False
+    try:
+        registered = x509.load_der_x509_certificate(registered_der)
+    except ValueError:
+        return False
+    return certificate.not_valid_before_utc < registered.not_valid_before_utc
