@@ -29,6 +29,7 @@ from careid_broker.web import (
     context,
     csrf,
     errors,
+    input_guard,
     instrumentation,
     login,
     oidc,
@@ -72,6 +73,7 @@ def create_app(
     # response, headers and cookies included.
     instrumentation.init_app(app)
     security_headers.init_app(app)
+    input_guard.init_app(app)  # before any hook reads the request's values
     signin_cookie.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)

@@ -387,3 +387,22 @@ def test_lee_can_check_a_card_now_from_its_page(admin_app: Flask, lee: FlaskClie
     register(admin_app, KIM)
     other = lee.post(f"/admin/users/{KIM}/check-revocation", data={"csrf_token": token})
     assert other.status_code == 404
+
+
+def test_a_nul_character_anywhere_is_refused_before_it_reaches_the_store(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    # PostgreSQL cannot hold a NUL in text: looked up, it was a database error (a 500).
+    register(admin_app, ALEX)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    form = {"csrf_token": token, "reason": "lost_card", "card_uuid": UUIDS[ALEX] + "\x00"}
+    for send, where in (
+        (lambda: lee.get("/admin/users/alex%00@nhs.net"), "path"),
+        (lambda: lee.get("/admin", query_string={"q": "alex\x00"}), "query"),
+        (lambda: lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form), "form"),
+    ):
+        response = send()
+        assert response.status_code == 400 and error_code_of(response) == "request_invalid"
+        [entry, *_] = _audit(admin_app, "request.refused")
+        assert entry.error_code == "request_invalid" and entry.details["nul_in"] == where
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None

@@ -335,3 +335,16 @@ def test_a_malformed_token_request_is_invalid_request(oidc_app: Flask) -> None:
     assert reasons == ["invalid_request"] * 3
     # None of them spent the code.
     assert browser.client.post("/token", data=form, headers=auth).status_code == 200
+
+
+def test_a_nul_character_at_the_token_endpoint_is_invalid_request_in_oauth_json(
+    oidc_app: Flask,
+) -> None:
+    answer = Browser(oidc_app.test_client()).token(
+        {"grant_type": "authorization_code", "code": "x\x00y"}
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] == "invalid_request"
+    assert answer.headers["Cache-Control"] == "no-store"
+    details = _last(oidc_app, "request.refused").details
+    assert (details["endpoint"], details["nul_in"]) == ("oidc.token", "form")
