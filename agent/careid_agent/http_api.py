@@ -42,6 +42,7 @@ from careid_agent.http_policy import (
     parse_json_object,
 )
 from careid_agent.service import AgentService
+from careid_agent.signings import SIGNING_HEADER
 from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
@@ -347,15 +348,29 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
     def authenticate(self, origin: str) -> None:
         """POST /v1/authenticate {"challenge": C}."""
         challenge = parse_challenge(self._read_body(), self.headers.get("Content-Type"))
-        token = self.server.service.authenticate(origin, challenge)
-        self._send_json(HTTPStatus.OK, token, origin)
+        signed = self.server.service.authenticate(origin, challenge)
+        # The handle travels in a header: the body is the token the page forwards to
+        # its broker untouched, and careid-auth:1 allows no sixth member there.
+        extra: Headers = [
+            (SIGNING_HEADER, signed.signing),
+            ("Access-Control-Expose-Headers", SIGNING_HEADER),
+        ]
+        self._send_json(HTTPStatus.OK, signed.token, origin, extra)
 
     def card_sessions(self, origin: str) -> None:
-        """POST /v1/card-sessions {"cardSession": S}."""
+        """POST /v1/card-sessions {"cardSession": S, "signing": H} (H optional: pages
+        older than the signing handle send none)."""
         data = parse_json_object(
-            self._read_body(), self.headers.get("Content-Type"), {"cardSession"}
+            self._read_body(),
+            self.headers.get("Content-Type"),
+            {"cardSession"},
+            optional=frozenset({"signing"}),
         )
-        answer = self.server.service.add_card_session(origin, data["cardSession"])
+        signing = None
+        if "signing" in data:
+            # Sent, it must be a handle: `null` is not "no handle" (that ends the session).
+            signing = "" if data["signing"] is None else data["signing"]
+        answer = self.server.service.add_card_session(origin, data["cardSession"], signing)
         self._send_json(HTTPStatus.CREATED, answer, origin)
 
     def events(self, origin: str) -> None:
