@@ -36,8 +36,10 @@ CLA_CHAINING = 0x10
 SENSITIVE_INS = frozenset(
     {int(Ins.VERIFY), int(Ins.CHANGE_REFERENCE_DATA), int(Ins.RESET_RETRY_COUNTER)}
 )
-#: A card that keeps answering 61xx must not keep us reading forever.
+#: A card that keeps answering 61xx must not keep us reading forever: a cap on the
+#: bytes, and one on the rounds (a byte a round would take 65,536 to reach the first).
 MAX_RESPONSE_BYTES = 64 * 1024
+MAX_GET_RESPONSE_ROUNDS = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,15 +145,25 @@ class ApduProtocol:
         received, sw = self._exchange_one(encode_command(cla, ins, p1, p2, body, le))
         chunks.append(received)
         total = len(received)
+        rounds = 0
         while sw >> 8 == 0x61:
+            rounds += 1
+            if rounds > MAX_GET_RESPONSE_ROUNDS:
+                raise CardCommunicationError(
+                    detail=f"the card still had more to send after {rounds - 1} GET RESPONSEs"
+                )
             get_response = encode_command(
                 0x00, Ins.GET_RESPONSE, 0x00, 0x00, b"", (sw & 0xFF) or 256
             )
             received, sw = self._exchange_one(get_response)
+            if not received and sw >> 8 == 0x61:
+                # A GET RESPONSE that brings nothing yet says "more" makes no progress:
+                # asking again would loop with the card lock and transaction held.
+                raise CardCommunicationError(detail=f"GET RESPONSE answered {sw:04X} with no data")
             chunks.append(received)
             total += len(received)
             if total > MAX_RESPONSE_BYTES:
-                raise CardCommunicationError()
+                raise CardCommunicationError(detail="the card's answer is over 64 KiB")
         return Response(data=b"".join(chunks), sw=sw)
 
     def send(

@@ -377,6 +377,10 @@ class CardService:
                     return SignResult(
                         identity=entry.identity, signature=signature, reader=connection.reader
                     )
+            if entry.retries_left == 0 and self._still_blocked(connection, entry):
+                # Asking would have the person type a PIN (or wait on a PIN pad) that
+                # the card can only refuse.
+                raise PinBlockedError()
             request = PinRequest(
                 reader=connection.reader,
                 holder_name=entry.identity.holder_name,
@@ -429,6 +433,18 @@ class CardService:
                 with self._lock:
                     entry.pin_verified = False
                 return None
+
+    def _still_blocked(self, connection: CardConnection, entry: _Insertion) -> bool:
+        """Whether the PIN this insertion last saw blocked is blocked still (SELECT +
+        VERIFY status, no PIN): a Registration Authority may unblock a card left in."""
+        with connection.transaction():
+            session = PivSession(connection)
+            session.select()
+            pin = session.pin_status()
+        with self._lock:
+            entry.retries_left = pin.retries_left
+            entry.pin_verified = pin.verified
+        return pin.retries_left == 0
 
     def _verify(self, entry: _Insertion, verify: Callable[[], None]) -> None:
         try:

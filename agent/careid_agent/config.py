@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum, unique
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from careid_agent.card import PinPolicy
 from careid_agent.errors import ConfigError
@@ -203,6 +204,18 @@ _KEYS = frozenset(
 )
 
 
+def _without_default_port(origin: str) -> str | None:
+    """`scheme://host` when `origin` spells out its scheme's default port; else None."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if (parts.scheme, port) not in (("https", 443), ("http", 80)):
+        return None
+    return f"{parts.scheme}://{parts.netloc.rpartition(':')[0]}"
+
+
 def parse_config(
     data: Mapping[str, Any], *, overrides: Overrides | None = None, where: str = "agent settings"
 ) -> AgentConfig:
@@ -228,7 +241,15 @@ def parse_config(
     if len(origins) > MAX_ALLOWED_ORIGINS:
         problems.add(f"allowed_origins may hold at most {MAX_ALLOWED_ORIGINS} origins")
     for origin in origins:
-        if not is_valid_origin(origin, allow_dev_http=dev):
+        bare = _without_default_port(origin)
+        if bare is not None:
+            # Browsers leave the scheme's default port out of the Origin they send, so
+            # this entry could never match and card sign-in would fail without a clue.
+            problems.add(
+                f"allowed_origins: {origin!r} names its scheme's default port, which"
+                f" browsers leave out: write {bare!r}"
+            )
+        elif not is_valid_origin(origin, allow_dev_http=dev):
             hint = (
                 " (http://localhost origins need --dev)"
                 if is_valid_origin(origin, allow_dev_http=True)

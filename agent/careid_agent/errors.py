@@ -217,6 +217,16 @@ class AgentBusyError(AgentError):
     code = ErrorCode.AGENT_BUSY
 
 
+class AgentStoppingError(AgentBusyError):
+    """The agent is stopping (quit, log-off) while a request waited, e.g. on a PIN prompt."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The smartcard agent is stopping. Try again in a moment; if it does not start"
+            " again, restart the workstation or contact IT support."
+        )
+
+
 class ConfigError(AgentError):
     """The agent's configuration is not valid; `message` names the setting for IT staff."""
 

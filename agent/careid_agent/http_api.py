@@ -42,6 +42,7 @@ from careid_agent.http_policy import (
     parse_json_object,
 )
 from careid_agent.service import AgentService
+from careid_agent.signings import SIGNING_HEADER
 from careid_protocol.errors import ErrorCode, message_for
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,17 @@ _STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.AGENT_BUSY: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.PIN_PROVIDER_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.CARD_COMMUNICATION: HTTPStatus.BAD_GATEWAY,
+}
+#: The code for each status http.server sends by itself (`send_error`).
+_SEND_ERROR_CODES: dict[int, ErrorCode] = {
+    HTTPStatus.NOT_FOUND: ErrorCode.NOT_FOUND,
+    HTTPStatus.METHOD_NOT_ALLOWED: ErrorCode.METHOD_NOT_ALLOWED,
+    HTTPStatus.NOT_IMPLEMENTED: ErrorCode.METHOD_NOT_ALLOWED,  # a method it has no do_X for
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ErrorCode.BODY_TOO_LARGE,
+    HTTPStatus.REQUEST_URI_TOO_LONG: ErrorCode.BODY_TOO_LARGE,
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: ErrorCode.BODY_TOO_LARGE,
+    HTTPStatus.SERVICE_UNAVAILABLE: ErrorCode.AGENT_BUSY,
+    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: ErrorCode.BAD_REQUEST,  # the client's request
 }
 _RETRY_LATER = {ErrorCode.CARD_BUSY, ErrorCode.READER_BUSY, ErrorCode.AGENT_BUSY}
 
@@ -141,7 +153,7 @@ class AgentHTTPServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve on a new thread, or refuse at once when all slots are taken."""
         if not self._slots.acquire(blocking=False):
-            _refuse_busy(request)
+            _refuse_busy(request, self.policy)
             self.shutdown_request(request)
             return
         try:
@@ -162,11 +174,41 @@ class AgentHTTPServer(ThreadingHTTPServer):
             self._slots.release()
 
 
-def _refuse_busy(sock: socket.socket) -> None:
+#: How long a refusal waits for the request's headers to arrive (to read its Origin).
+_BUSY_PEEK = 0.1
+_BUSY_PEEK_BYTES = 8192
+
+
+def _origin_of_waiting_request(sock: socket.socket, policy: RequestPolicy) -> str | None:
+    """The allowed origin of the request waiting on `sock`, from what has arrived within
+    a moment (browsers send the headers at once); None if it is not there or not allowed.
+
+    Peeked, never waited for long: this runs on the thread that accepts connections.
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], _BUSY_PEEK)
+        if not readable:
+            return None
+        head = sock.recv(_BUSY_PEEK_BYTES, socket.MSG_PEEK).split(b"\r\n\r\n", 1)[0]
+    except (OSError, ValueError):
+        return None
+    origins = [
+        line.partition(b":")[2].strip().decode("latin-1")
+        for line in head.split(b"\r\n")[1:]
+        if line.partition(b":")[0].strip().lower() == b"origin"
+    ]
+    return policy.allowed_origin(origins)
+
+
+def _refuse_busy(sock: socket.socket, policy: RequestPolicy) -> None:
     body = json.dumps(error_body(AgentBusyError())).encode("utf-8")
+    origin = _origin_of_waiting_request(sock, policy)
+    # CORS for an allowed page, so it can read "agent_busy" rather than a network error.
+    cors = "".join(f"{k}: {v}\r\n" for k, v in policy.cors_headers(origin)) if origin else ""
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n"
+        f"Cache-Control: no-store\r\n{cors}\r\n"
     )
     try:
         sock.settimeout(1.0)
@@ -281,19 +323,34 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         self._send_json(status, error_body(error), origin, extra)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Malformed requests (bad request line, headers too long) answer JSON too."""
+        """Requests http.server refuses itself (bad request line, headers too long, an
+        unknown method) answer JSON too, with the code that matches the status."""
         self.close_connection = True
         # An unparseable request line leaves the version at HTTP/0.9, which has no status
         # line; answer in HTTP/1.0 so the client can read the refusal.
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"
-        body = {"error": ErrorCode.BAD_REQUEST.value, "message": message_for(ErrorCode.BAD_REQUEST)}
+        error = _SEND_ERROR_CODES.get(code)
+        if error is None:
+            error = ErrorCode.BAD_REQUEST if code < 500 else ErrorCode.AGENT_INTERNAL
+        body = {"error": error.value, "message": message_for(error)}
         payload = json.dumps(body).encode("utf-8")
+        # Headers exist only when they were parsed (an unknown method, not a header
+        # too long): then an allowed page may read the refusal.
+        headers = getattr(self, "headers", None)
+        origin = (
+            self.server.policy.allowed_origin(headers.get_all("Origin") or [])
+            if headers is not None
+            else None
+        )
         try:
             self.send_response(code)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Connection", "close")
+            if origin is not None:
+                for name, value in self.server.policy.cors_headers(origin):
+                    self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
         except OSError:
@@ -347,15 +404,29 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
     def authenticate(self, origin: str) -> None:
         """POST /v1/authenticate {"challenge": C}."""
         challenge = parse_challenge(self._read_body(), self.headers.get("Content-Type"))
-        token = self.server.service.authenticate(origin, challenge)
-        self._send_json(HTTPStatus.OK, token, origin)
+        signed = self.server.service.authenticate(origin, challenge)
+        # The handle travels in a header: the body is the token the page forwards to
+        # its broker untouched, and careid-auth:1 allows no sixth member there.
+        extra: Headers = [
+            (SIGNING_HEADER, signed.signing),
+            ("Access-Control-Expose-Headers", SIGNING_HEADER),
+        ]
+        self._send_json(HTTPStatus.OK, signed.token, origin, extra)
 
     def card_sessions(self, origin: str) -> None:
-        """POST /v1/card-sessions {"cardSession": S}."""
+        """POST /v1/card-sessions {"cardSession": S, "signing": H} (H optional: pages
+        older than the signing handle send none)."""
         data = parse_json_object(
-            self._read_body(), self.headers.get("Content-Type"), {"cardSession"}
+            self._read_body(),
+            self.headers.get("Content-Type"),
+            {"cardSession"},
+            optional=frozenset({"signing"}),
         )
-        answer = self.server.service.add_card_session(origin, data["cardSession"])
+        signing = None
+        if "signing" in data:
+            # Sent, it must be a handle: `null` is not "no handle" (that ends the session).
+            signing = "" if data["signing"] is None else data["signing"]
+        answer = self.server.service.add_card_session(origin, data["cardSession"], signing)
         self._send_json(HTTPStatus.CREATED, answer, origin)
 
     def events(self, origin: str) -> None:

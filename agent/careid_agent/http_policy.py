@@ -107,8 +107,14 @@ def check_body_length(content_length: Sequence[str], transfer_encoding: Sequence
     return length
 
 
-def parse_json_object(body: bytes, content_type: str | None, members: set[str]) -> dict[str, Any]:
-    """The body as a JSON object with exactly `members`; BadRequest otherwise."""
+def parse_json_object(
+    body: bytes,
+    content_type: str | None,
+    members: set[str],
+    optional: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The body as a JSON object with exactly `members`, and any of `optional`;
+    BadRequest otherwise."""
     media_type, _, parameters = (content_type or "").partition(";")
     charset = parameters.strip().lower()
     if media_type.strip().lower() != "application/json" or charset not in ("", "charset=utf-8"):
@@ -120,7 +126,7 @@ def parse_json_object(body: bytes, content_type: str | None, members: set[str]) 
         data = loads_bounded(body, max_bytes=MAX_BODY_BYTES)
     except JsonBodyError as exc:
         raise BadRequestError() from exc
-    if not isinstance(data, dict) or set(data) != members:
+    if not isinstance(data, dict) or not members <= set(data) <= members | optional:
         raise BadRequestError()
     return data
 

@@ -28,6 +28,7 @@ from typing import Protocol, runtime_checkable
 from careid_agent.apdu import error_for_status
 from careid_agent.card import PinRequest
 from careid_agent.errors import (
+    CardCommunicationError,
     CardError,
     PinEntryCancelledError,
     PinEntryTimeoutError,
@@ -187,7 +188,12 @@ class ReaderPinPad:
         self._lock = threading.Lock()
 
     def features(self, connection: CardConnection) -> dict[int, int]:
-        """The reader's Part 10 features (asked once per reader name)."""
+        """The reader's Part 10 features (asked until a reader answers, then remembered).
+
+        Raises the CardError of a query that could not be put (another program reset
+        the card or holds the reader, the reader or PC/SC went away): remembering "no
+        features" then would have a PIN-pad reader's PIN typed on the keyboard.
+        """
         with self._lock:
             known = self._features.get(connection.reader)
         if known is not None:
@@ -197,7 +203,10 @@ class ReaderPinPad:
         try:
             answer = connection.control(connection.control_code(GET_FEATURE_REQUEST_FUNCTION))
         except CardError as exc:
-            # Most readers without a keypad refuse the request outright (vpcd does).
+            if type(exc) is not CardCommunicationError:
+                log.info("could not ask reader %r for its PIN pad: %s", connection.reader, exc)
+                raise
+            # The reader itself refused: most readers without a keypad do (vpcd does).
             log.debug("reader %r answers no Part 10 features: %s", connection.reader, exc)
             answer = b""
         features = parse_features(answer)

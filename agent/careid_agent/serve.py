@@ -22,6 +22,7 @@ from careid_agent.pcsc_monitor import ReaderMonitor
 from careid_agent.pin import PinEntry, make_pin_entry
 from careid_agent.service import AgentService
 from careid_agent.sessions import CardSessions, Poster, RemovalNotifier, post_json
+from careid_agent.signings import Signings
 from careid_agent.transport import CardConnection, ReaderInfo
 from careid_agent.ui_thread import MainThreadRunner
 from careid_agent.watcher import CardWatcher, ReaderSource
@@ -74,6 +75,7 @@ class Agent:
             sessions=self.sessions,
             notifier=self.notifier,
             hub=self.hub,
+            signings=Signings(),
             reader=config.reader,
             reader_preference=config.reader_preference,
             pin_policy=config.pin_policy,

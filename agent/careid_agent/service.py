@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from careid_agent import __version__
@@ -29,6 +30,7 @@ from careid_agent.errors import (
 from careid_agent.events import EventHub, ServerEvent
 from careid_agent.pin import PinEntry
 from careid_agent.sessions import CardSession, CardSessions, RemovalNotifier, check_card_session
+from careid_agent.signings import Signing, Signings
 from careid_agent.transport import ReaderInfo, choose_reader
 from careid_agent.watcher import CardEvent, CardEventType
 from careid_protocol.piv import Algorithm
@@ -58,6 +60,14 @@ def _rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Signed:
+    """A careid-auth:1 token and the handle naming its signing (see `signings.py`)."""
+
+    token: dict[str, str]
+    signing: str
+
+
 def reader_matcher(reader: str | None) -> Callable[[str], bool]:
     """Whether a reader name is one the agent uses (all, or those naming `reader`)."""
     if reader is None:
@@ -78,6 +88,7 @@ class AgentService:
         sessions: CardSessions,
         notifier: RemovalNotifier,
         hub: EventHub,
+        signings: Signings | None = None,
         reader: str | None = None,
         reader_preference: Sequence[str] = (),
         pin_policy: PinPolicy = PinPolicy.EVERY_SIGNIN,
@@ -99,10 +110,9 @@ class AgentService:
         self._lock = threading.Lock()
         self._reported_lock = threading.Lock()
         self._reported: str | None = None
-        # The card insertion that last signed for each origin, and its reader: a card
-        # session that page hands over is that card's, whatever is in the reader then.
-        self._signers: dict[str, tuple[str, str]] = {}
-        self._signers_lock = threading.Lock()
+        # Which insertion signed which sign-in: a card session is that card's,
+        # whatever is in the reader when the page hands it over.
+        self._signings = signings if signings is not None else Signings()
 
     @contextmanager
     def _card(self, wait: float) -> Iterator[None]:
@@ -179,8 +189,9 @@ class AgentService:
 
     # -- POST /v1/authenticate ---------------------------------------------------------
 
-    def authenticate(self, origin: str, challenge: str) -> dict[str, str]:
-        """Have the card sign `challenge` for `origin`; the careid-auth:1 token."""
+    def authenticate(self, origin: str, challenge: str) -> Signed:
+        """Have the card sign `challenge` for `origin`; the careid-auth:1 token, and the
+        signing handle the page sends back with its card session."""
 
         def prepare(identity: CardIdentity) -> tuple[bytes, Any]:
             algorithm = JOSE_ALGORITHMS[identity.algorithm]
@@ -190,8 +201,9 @@ class AgentService:
             result = self._cards.sign_with(
                 prepare, self._pin.provider, pin_pad=self._pin.pin_pad, requester=origin
             )
-        with self._signers_lock:
-            self._signers[origin] = (result.identity.insertion_id, result.reader)
+        handle = self._signings.record(
+            origin=origin, insertion_id=result.identity.insertion_id, reader=result.reader
+        )
         algorithm = JOSE_ALGORITHMS[result.identity.algorithm]
         signature = result.signature
         if algorithm is not SignatureAlgorithm.RS256:
@@ -202,48 +214,60 @@ class AgentService:
             result.identity.uuid or "<no UUID>",
             result.reader,
         )
-        return AuthToken(
+        token = AuthToken(
             certificate=result.identity.certificate_der,
             algorithm=algorithm,
             signature=signature,
             agent_version=AGENT_VERSION,
         ).to_json()
+        return Signed(token=token, signing=handle)
 
     # -- POST /v1/card-sessions --------------------------------------------------------
 
-    def add_card_session(self, origin: str, card_session: object) -> dict[str, str]:
-        """Keep (origin, the card that signed for it, S) until that card leaves.
+    def add_card_session(
+        self, origin: str, card_session: object, signing: object = None
+    ) -> dict[str, str]:
+        """Keep (origin, the card that signed, S) until that card leaves.
 
-        The card is the insertion that last signed for `origin`, not whichever card is
-        in the reader now: another person's card put in meanwhile (the broker's checks
-        take a moment, a registration's confirmation longer) must not keep this
-        person's session alive. If that card has left, or none signed for `origin` in
-        this agent's lifetime, the session ends at once.
+        `signing` is the handle `authenticate` gave this sign-in's page: the session is
+        that signing's card's, not whichever card is in the reader now (another person's
+        card put in meanwhile must not keep this person's session alive). A handle is
+        used once; an unknown, expired or other origin's handle, a card that has left,
+        or (for a page that sends no handle, `None`) signings by more than one card for
+        this origin end the session at once. A session already kept is answered again
+        as it stands (a page reloaded).
         """
         reference = check_card_session(card_session)
+        kept = self._sessions.find(origin, reference)
+        if kept is not None:
+            return {"cardSession": reference, "reader": kept.reader}
+        signed: Signing | None
+        if signing is None:
+            signed = self._signings.claim_sole(origin)
+        else:
+            signed = self._signings.claim(origin, signing)
+        session = CardSession(
+            origin=origin,
+            insertion_id=signed.insertion_id if signed else "",
+            reader=signed.reader if signed else "",
+            card_session=reference,
+        )
         try:
             readers = self._readers()
             choose_reader(readers, None, self._preference)  # NoCardError when none is in
         except CardError:
             # The card that signed in has already gone: the session must end now.
-            self._notifier.notify(
-                [CardSession(origin=origin, insertion_id="", reader="", card_session=reference)]
-            )
+            self._notifier.notify([session])
             raise
-        with self._signers_lock:
-            insertion_id, reader = self._signers.get(origin, ("", ""))
-        session = CardSession(
-            origin=origin, insertion_id=insertion_id, reader=reader, card_session=reference
-        )
         present = {r.insertion_id for r in readers if r.insertion_id is not None}
-        if not insertion_id or insertion_id not in present:
-            log.info("the card that signed for %s has left: its card session ends", origin)
+        if signed is None or signed.insertion_id not in present:
+            log.info("no card in the readers signed this card session for %s: it ends", origin)
             self._notifier.notify([session])
             raise CardRemovedError()
         if not self._sessions.add(session):
             self._notifier.notify([session])
             raise CardRemovedError()
-        return {"cardSession": reference, "reader": reader}
+        return {"cardSession": reference, "reader": signed.reader}
 
     # -- the card watcher and GET /v1/events -------------------------------------------
 

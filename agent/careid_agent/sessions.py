@@ -87,6 +87,15 @@ class CardSessions:
                 )
             return True
 
+    def find(self, origin: str, card_session: str) -> CardSession | None:
+        """The session kept for (origin, S), if any."""
+        with self._lock:
+            for sessions in self._by_card.values():
+                found = sessions.get((origin, card_session))
+                if found is not None:
+                    return found
+        return None
+
     def card_inserted(self, insertion_id: str) -> None:
         """A card is in the reader under this id: sessions may be kept for it again."""
         with self._lock:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
+from careid_agent.errors import AgentStoppingError
+
 T = TypeVar("T")
 
 _POLL = 0.2
@@ -47,7 +49,7 @@ class MainThreadRunner:
                 return future.result(timeout=_POLL)  # type: ignore[return-value]
             except TimeoutError:
                 if not self._running.is_set() and future.cancel():
-                    raise RuntimeError("the agent is stopping") from None
+                    raise AgentStoppingError() from None
 
     def run_until(self, stop: threading.Event) -> None:
         """Work through jobs on this thread until `stop` is set."""
@@ -67,7 +69,7 @@ class MainThreadRunner:
                     future.set_exception(exc)
                 except BaseException:
                     # Ctrl-C during a dialog stops the agent; the waiting request fails.
-                    future.set_exception(RuntimeError("the agent is stopping"))
+                    future.set_exception(AgentStoppingError())
                     raise
         finally:
             self._running.clear()
@@ -82,4 +84,4 @@ class MainThreadRunner:
             except queue.Empty:
                 return
             if future.set_running_or_notify_cancel():
-                future.set_exception(RuntimeError("the agent is stopping"))
+                future.set_exception(AgentStoppingError())

@@ -9,6 +9,7 @@ import pytest
 from agent_fakes import ScriptedConnection, h
 
 from careid_agent.apdu import (
+    MAX_GET_RESPONSE_ROUNDS,
     TRACE,
     ApduProtocol,
     describe_command,
@@ -124,6 +125,42 @@ def test_a_card_that_never_stops_answering_61xx_is_cut_off() -> None:
 
     with pytest.raises(CardCommunicationError):
         ApduProtocol(Endless()).send(0x00, 0xCB, 0x3F, 0xFF, h("5C 01 7E"), le=256)
+
+
+class Counting:
+    """A card answering every command with the same (data, SW), counting commands."""
+
+    def __init__(self, data: bytes, sw: int) -> None:
+        self.data, self.sw, self.sent = data, sw, 0
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        self.sent += 1
+        return self.data, self.sw
+
+
+def test_a_get_response_that_brings_no_data_is_refused_at_once() -> None:
+    # "61 00" and nothing else: no progress, so no reason to ask again (this looped
+    # forever, holding the card lock and the PC/SC transaction).
+    card = Counting(b"", 0x6100)
+    with pytest.raises(CardCommunicationError):
+        ApduProtocol(card).send(0x00, 0xCB, 0x3F, 0xFF, h("5C 01 7E"), le=256)
+    assert card.sent == 2  # the command, one GET RESPONSE
+
+
+def test_a_61xx_as_the_first_answer_still_fetches_the_data() -> None:
+    # T=0-style: the command's own answer carries no data, only "61 xx".
+    card = ScriptedConnection(
+        [("00 CB 3F FF 03 5C 01 7E 00", "61 02"), ("00 C0 00 00 02", "AB CD 90 00")]
+    )
+    assert ApduProtocol(card).send(0x00, 0xCB, 0x3F, 0xFF, h("5C 01 7E"), le=256) == h("AB CD")
+
+
+def test_get_response_rounds_are_capped_whatever_the_piece_size() -> None:
+    # A byte at a time would take 65,536 rounds to reach the size cap.
+    card = Counting(b"\x00", 0x6101)
+    with pytest.raises(CardCommunicationError):
+        ApduProtocol(card).send(0x00, 0xCB, 0x3F, 0xFF, h("5C 01 7E"), le=256)
+    assert card.sent <= 1 + MAX_GET_RESPONSE_ROUNDS
 
 
 @pytest.mark.parametrize(

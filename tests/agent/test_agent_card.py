@@ -206,10 +206,31 @@ def test_wrong_pin_then_blocked() -> None:
     with pytest.raises(PinBlockedError):
         service.sign(DIGEST, hashes.SHA256(), pins)
     with pytest.raises(PinBlockedError):
-        service.sign(DIGEST, hashes.SHA256(), pins)  # the right PIN, too late
-    assert pins.requests[3].retries_left == 0
+        service.sign(DIGEST, hashes.SHA256(), pins)  # refused before the right PIN is asked
+    assert len(pins.requests) == 3
     status = service.status()
     assert status.pin_blocked and status.pin_tries_left == 0
+
+
+def test_a_blocked_pin_is_refused_without_asking_for_it() -> None:
+    reader = VirtualReader()
+    applet = reader.insert(make_test_profile(KeyAlgorithm.P256))
+    service = CardService(reader.connect)
+    pins = Pins(reader, "111111", "222222", "333333")
+    for _ in range(3):
+        with pytest.raises((WrongPinError, PinBlockedError)):
+            service.sign(DIGEST, hashes.SHA256(), pins)
+    assert service.status().pin_blocked
+    # No prompt (a PIN typed for nothing, a PIN pad waiting for one): refused at once.
+    for _ in range(2):
+        with pytest.raises(PinBlockedError):
+            service.sign(DIGEST, hashes.SHA256(), pins)
+    assert len(pins.requests) == 3
+    # The Registration Authority unblocks the card while it stays in: asked again.
+    puk = applet.profile.puk.encode().ljust(8, b"\xff") + PIN.encode().ljust(8, b"\xff")
+    assert reader.card is not None
+    assert reader.card.transmit(bytes([0x00, 0x2C, 0x00, 0x80, 16]) + puk)[1] == 0x9000
+    service.sign(DIGEST, hashes.SHA256(), Pins(reader, PIN))
 
 
 def test_removal_mid_operation() -> None:

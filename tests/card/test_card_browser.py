@@ -44,14 +44,23 @@ class StandInAgent:
     refusal: tuple[int, dict[str, Any]] | None = None
     card_sessions: list[str] = field(default_factory=list)
     port: int = 0
+    #: The signing handle to answer in the CareId-Signing header (None: an older agent).
+    signing: str | None = None
+    #: Refuse card-session bodies with members other than cardSession, as older agents do.
+    strict: bool = False
+    card_session_bodies: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         agent = self
 
         class Handler(BaseHTTPRequestHandler):
-            def _send(self, status: int, body: dict[str, Any] | None) -> None:
+            def _send(
+                self, status: int, body: dict[str, Any] | None, extra: dict[str, str] | None = None
+            ) -> None:
                 payload = json.dumps(body).encode() if body is not None else b""
                 self.send_response(status)
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
                 if self.headers.get("Origin") == agent.origin:
                     self.send_header("Access-Control-Allow-Origin", agent.origin)
                     self.send_header("Access-Control-Allow-Methods", "GET, POST")
@@ -83,6 +92,10 @@ class StandInAgent:
             def do_POST(self) -> None:  # noqa: N802
                 body = self._body()
                 if self.path == "/v1/card-sessions":
+                    agent.card_session_bodies.append(body)
+                    if agent.strict and set(body) != {"cardSession"}:
+                        self._send(400, {"error": "bad_request", "message": "Bad request."})
+                        return
                     agent.card_sessions.append(str(body.get("cardSession")))
                     self._send(201, {"cardSession": body.get("cardSession")})
                 elif agent.refusal is not None:
@@ -90,7 +103,14 @@ class StandInAgent:
                 else:
                     assert agent.card is not None
                     origin = self.headers.get("Origin") or ""
-                    self._send(200, agent.card.sign(str(body["challenge"]), origin=origin))
+                    extra = {}
+                    if agent.signing is not None:
+                        extra = {
+                            "CareId-Signing": agent.signing,
+                            "Access-Control-Expose-Headers": "CareId-Signing",
+                        }
+                    token = agent.card.sign(str(body["challenge"]), origin=origin)
+                    self._send(200, token, extra)
 
             def log_message(self, format: str, *args: object) -> None:
                 return
@@ -224,3 +244,57 @@ def test_registration_by_its_pages_then_the_lock_is_armed(served: Served, page: 
     page.locator('#register-lock-status[data-state="armed"]').wait_for()
     assert broker_of(served.app).repos.registrations.by_uuid(ALEX[1]) is not None
     assert len(served.agent.card_sessions) == 1
+
+
+SIGNING = "Zm9yLXRoaXMtc2lnbmluZw"
+
+
+def test_the_signing_handle_goes_back_to_the_agent_with_the_card_session(
+    served: Served, card_pki: CardPki, page: Any
+) -> None:
+    served.agent.signing = SIGNING
+    register_card(served.app, card_pki.agent("alex"), ALEX[0])
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    # Signed in: the broker took the token as the agent gave it (no handle inside).
+    page.get_by_role("heading", name="You are signed in").wait_for()
+    assert [set(b) for b in served.agent.card_session_bodies] == [{"cardSession", "signing"}]
+    assert served.agent.card_session_bodies[0]["signing"] == SIGNING
+
+
+def test_an_agent_without_handles_gets_the_card_session_alone(
+    served: Served, card_pki: CardPki, page: Any
+) -> None:
+    register_card(served.app, card_pki.agent("alex"), ALEX[0])
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    page.get_by_role("heading", name="You are signed in").wait_for()
+    assert [set(b) for b in served.agent.card_session_bodies] == [{"cardSession"}]
+
+
+def test_an_agent_refusing_the_handle_is_asked_again_without_it(
+    served: Served, card_pki: CardPki, page: Any
+) -> None:
+    served.agent.signing = SIGNING
+    served.agent.strict = True
+    register_card(served.app, card_pki.agent("alex"), ALEX[0])
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    page.get_by_role("heading", name="You are signed in").wait_for()
+    assert [set(b) for b in served.agent.card_session_bodies] == [
+        {"cardSession", "signing"},
+        {"cardSession"},
+    ]
+    assert len(served.agent.card_sessions) == 1
+
+
+def test_registration_carries_the_signing_handle_to_its_last_page(
+    served: Served, page: Any
+) -> None:
+    served.agent.signing = SIGNING
+    test_registration_by_its_pages_then_the_lock_is_armed(served, page)
+    assert served.agent.card_session_bodies == [
+        {"cardSession": served.agent.card_sessions[0], "signing": SIGNING}
+    ]
+    # Taken once: nothing is left for a later page of this tab.
+    assert page.evaluate("window.sessionStorage.getItem('careid-agent-signing')") is None

@@ -19,6 +19,13 @@
   var AGENT_SESSION_TIMEOUT_MS = 5000;
   var BROKER_TIMEOUT_MS = 30000;
   var ERROR_PREFIX = "Error: ";
+  // The agent names each signing with a handle in this response header; the page hands
+  // it back with the card session so the agent keeps that session for the card that
+  // signed, not for whichever card signed last.
+  var SIGNING_HEADER = "CareId-Signing";
+  var SIGNING_RE = /^[A-Za-z0-9_-]{16,64}$/;
+  // Registration signs on one page and hands the card session over on a later one.
+  var SIGNING_KEY = "careid-agent-signing";
 
   function supported() {
     return (
@@ -117,6 +124,9 @@
       function (response) {
         return readJson(response).then(function (body) {
           if (response.ok) {
+            if (options.header) {
+              return { body: body, header: response.headers.get(options.header) };
+            }
             return body;
           }
           var code = body.error || "agent_internal";
@@ -145,30 +155,78 @@
     return callAgent(agentUrl, "/v1/status", {}, AGENT_STATUS_TIMEOUT_MS);
   }
 
+  /** Keep a signing handle for a later page of this tab (null clears it). */
+  function keepSigning(signing) {
+    try {
+      if (signing) {
+        window.sessionStorage.setItem(SIGNING_KEY, signing);
+      } else {
+        window.sessionStorage.removeItem(SIGNING_KEY);
+      }
+    } catch (ignored) {
+      // Storage turned off: the agent then decides without the handle.
+    }
+  }
+
+  /** The handle an earlier page of this tab kept, removed as it is taken (or null). */
+  function takeSigning() {
+    try {
+      var signing = window.sessionStorage.getItem(SIGNING_KEY);
+      window.sessionStorage.removeItem(SIGNING_KEY);
+      return signing && SIGNING_RE.test(signing) ? signing : null;
+    } catch (ignored) {
+      return null;
+    }
+  }
+
+  /** The agent's token, and the handle naming this signing (null from an agent too old
+   * to give one). The token goes to the broker as it is; the handle only back to the
+   * agent, with the card session, so that session is kept for the card that signed. */
   function agentSign(agentUrl, challenge) {
     return callAgent(
       agentUrl,
       "/v1/authenticate",
-      { method: "POST", body: { challenge: challenge } },
+      { method: "POST", body: { challenge: challenge }, header: SIGNING_HEADER },
       AGENT_SIGN_TIMEOUT_MS
-    );
+    ).then(function (answer) {
+      var handle = answer.header;
+      return { token: answer.body, signing: handle && SIGNING_RE.test(handle) ? handle : null };
+    });
   }
 
-  /** Hand the card-session reference to the agent; true when it took it. */
-  function armSessionLock(agentUrl, cardSession) {
-    return callAgent(
-      agentUrl,
-      "/v1/card-sessions",
-      { method: "POST", body: { cardSession: cardSession } },
-      AGENT_SESSION_TIMEOUT_MS
-    ).then(
-      function () {
-        return true;
-      },
-      function () {
-        return false;
-      }
-    );
+  /** Hand the card-session reference (and the signing handle, when there is one) to the
+   * agent; true when it took it. */
+  function armSessionLock(agentUrl, cardSession, signing) {
+    function post(body) {
+      return callAgent(
+        agentUrl,
+        "/v1/card-sessions",
+        { method: "POST", body: body },
+        AGENT_SESSION_TIMEOUT_MS
+      );
+    }
+    var body = { cardSession: cardSession };
+    if (signing) {
+      body.signing = signing;
+    }
+    return post(body)
+      .catch(function (problem) {
+        // An agent older than the signing handle refuses a member it does not know:
+        // ask once more as it expects. (A current agent never answers bad_request to a
+        // well-formed body, so this cannot undo its refusal of a handle.)
+        if (signing && problem instanceof CardProblem && problem.code === "bad_request") {
+          return post({ cardSession: cardSession });
+        }
+        throw problem;
+      })
+      .then(
+        function () {
+          return true;
+        },
+        function () {
+          return false;
+        }
+      );
   }
 
   /** The status line, the error box and the button of one card area. */
@@ -247,12 +305,15 @@
     return postBroker(options.challengeUrl, options.csrfToken, { tx: options.tx || null })
       .then(function (issued) {
         ui.busy("pin");
-        return agentSign(options.agentUrl, issued.challenge).then(function (token) {
+        return agentSign(options.agentUrl, issued.challenge).then(function (signed) {
           ui.busy("checking");
           return postBroker(options.authenticateUrl, options.csrfToken, {
             tx: options.tx || null,
             challenge: issued.challenge,
-            token: token,
+            token: signed.token,
+          }).then(function (answer) {
+            answer.agentSigning = signed.signing;
+            return answer;
           });
         });
       });
@@ -290,7 +351,7 @@
         .then(function (answer) {
           ui.busy("signed-in");
           var armed = answer.cardSession
-            ? armSessionLock(options.agentUrl, answer.cardSession)
+            ? armSessionLock(options.agentUrl, answer.cardSession, answer.agentSigning)
             : Promise.resolve(true);
           return armed.then(function () {
             window.location.assign(answer.redirect);
@@ -313,6 +374,8 @@
     messageFor: messageFor,
     agentStatus: agentStatus,
     armSessionLock: armSessionLock,
+    keepSigning: keepSigning,
+    takeSigning: takeSigning,
     cardRound: cardRound,
     linksFor: linksFor,
     optionsFrom: optionsFrom,

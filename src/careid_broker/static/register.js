@@ -74,9 +74,13 @@
       if (ui.isBusy()) {
         return;
       }
+      card.keepSigning(null);
       card
         .cardRound(options, ui)
         .then(function (answer) {
+          // The card session is handed to the agent on the last page, after the
+          // confirmation: the handle naming this signing must reach that page.
+          card.keepSigning(answer.agentSigning);
           window.location.assign(answer.redirect);
         })
         .catch(function (problem) {
@@ -98,7 +102,8 @@
       return;
     }
     var agentUrl = (done.dataset.agentUrl || "").replace(/\/+$/, "");
-    card.armSessionLock(agentUrl, done.dataset.cardSession).then(function (armed) {
+    var signing = card.takeSigning();
+    card.armSessionLock(agentUrl, done.dataset.cardSession, signing).then(function (armed) {
       status.setAttribute("data-state", armed ? "armed" : "not-armed");
       status.textContent = armed ? registerText("lock-armed") : card.text("lock-not-armed");
       status.hidden = false;

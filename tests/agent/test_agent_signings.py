@@ -1,0 +1,249 @@
+"""A card session is kept for the card that signed that sign-in, named by the signing
+handle `/v1/authenticate` gives the page: never for whichever card signed last for the
+origin. The agent's HTTP API in-process over the virtual card, and the handle table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from agent_fakes import PIN, KeyAlgorithm, VirtualReader, make_test_profile
+from agent_service_support import ORIGIN, QuietSource, Reply, call, new_challenge, wait_for
+
+from careid_agent.config import AgentConfig
+from careid_agent.pin import PinEntry
+from careid_agent.serve import Agent
+from careid_agent.signings import SIGNING_HEADER, Signings
+from careid_agent.watcher import CardEvent, CardEventType
+
+OTHER = "https://rostering.example.nhs.uk"
+ALICE = make_test_profile(KeyAlgorithm.P256, name="Alice Able", uuid="555000000001")
+BOB = make_test_profile(KeyAlgorithm.P256, name="Bob Baker", uuid="555000000002")
+S_ALICE = "alice-session-0123456789"
+S_BOB = "bob-session-0123456789ab"
+
+
+@dataclass
+class Workstation:
+    """One reader, the agent over it, and the `card/removed` notices it sent."""
+
+    reader: VirtualReader
+    agent: Agent
+    notices: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        return self.agent.server.port
+
+    def _event(self, kind: CardEventType, insertion_id: str) -> None:
+        self.agent.service.on_card_event(
+            CardEvent(
+                type=kind,
+                reader=self.reader.name,
+                insertion_id=insertion_id,
+                at=dt.datetime.now(dt.UTC),
+            )
+        )
+
+    def insert(self, profile: object) -> None:
+        self.reader.insert(profile)  # type: ignore[arg-type]
+        self._event(CardEventType.INSERTED, self.insertion())
+
+    def remove(self) -> None:
+        gone = self.insertion()
+        self.reader.remove()
+        self._event(CardEventType.REMOVED, gone)
+
+    def insertion(self) -> str:
+        insertion = self.reader.info().insertion_id
+        assert insertion is not None
+        return insertion
+
+    def sign(self, origin: str = ORIGIN) -> Reply:
+        reply = call(
+            self.port,
+            "POST",
+            "/v1/authenticate",
+            body={"challenge": new_challenge()},
+            origin=origin,
+        )
+        assert reply.status == 200, reply.body
+        return reply
+
+    def hand_over(self, body: dict[str, object], origin: str = ORIGIN) -> Reply:
+        return call(self.port, "POST", "/v1/card-sessions", body=body, origin=origin)
+
+    def ended(self) -> list[str]:
+        with self.lock:
+            return [session for _, session in self.notices]
+
+    def kept(self) -> dict[str, list[str]]:
+        return {
+            insertion: sorted(s.card_session for s in sessions.values())
+            for insertion, sessions in self.agent.sessions._by_card.items()
+            if sessions
+        }
+
+
+@pytest.fixture
+def station() -> Iterator[Workstation]:
+    reader = VirtualReader()
+    reader.insert(ALICE)
+    config = AgentConfig(port=0, allowed_origins=(ORIGIN, OTHER), dev=True)
+    holder: list[Workstation] = []
+
+    def post(url: str, body: bytes, timeout: float) -> int:
+        with holder[0].lock:
+            holder[0].notices.append((url, json.loads(body)["cardSession"]))
+        return 204
+
+    agent = Agent(
+        config,
+        connect=reader.connect,
+        list_readers=lambda: [reader.info()],
+        reader_source=QuietSource(),
+        pin_entry=PinEntry(provider=lambda request: bytearray(PIN.encode()), pin_pad=None),
+        post=post,
+    )
+    holder.append(Workstation(reader=reader, agent=agent))
+    agent.start()
+    try:
+        yield holder[0]
+    finally:
+        agent.stop()
+
+
+def _handle(reply: Reply) -> str:
+    handle = reply.header(SIGNING_HEADER)
+    assert handle is not None, "no signing handle"
+    return handle
+
+
+def test_the_handle_travels_in_a_header_the_page_may_read_and_the_token_is_unchanged(
+    station: Workstation,
+) -> None:
+    reply = station.sign()
+    handle = _handle(reply)
+    assert len(handle) == 22 and handle != _handle(station.sign())  # 128 random bits
+    assert SIGNING_HEADER in (reply.header("Access-Control-Expose-Headers") or "")
+    # The page forwards the token to its broker as it is: careid-auth:1's five fields.
+    assert set(reply.json) == {"format", "certificate", "algorithm", "signature", "agentVersion"}
+
+
+def test_a_late_page_cannot_hand_its_session_to_the_next_persons_card(
+    station: Workstation,
+) -> None:
+    # Alice signs; her page waits on the broker (or her registration's confirmation).
+    alice = _handle(station.sign())
+    station.remove()
+    station.insert(BOB)
+    bob = _handle(station.sign())
+    late = station.hand_over({"cardSession": S_ALICE, "signing": alice})
+    assert (late.status, late.json["error"]) == (409, "card_removed")
+    assert wait_for(lambda: station.ended() == [S_ALICE])
+    kept = station.hand_over({"cardSession": S_BOB, "signing": bob})
+    assert (kept.status, kept.json) == (201, {"cardSession": S_BOB, "reader": station.reader.name})
+    assert station.kept() == {station.insertion(): [S_BOB]}
+    station.remove()
+    assert wait_for(lambda: station.ended() == [S_ALICE, S_BOB])
+
+
+def test_a_page_without_a_handle_is_refused_when_two_cards_signed_for_its_origin(
+    station: Workstation,
+) -> None:
+    # An older page sends no handle: "the card that last signed" would be Bob's.
+    station.sign()
+    station.remove()
+    station.insert(BOB)
+    station.sign()
+    late = station.hand_over({"cardSession": S_ALICE})
+    assert (late.status, late.json["error"]) == (409, "card_removed")
+    assert wait_for(lambda: station.ended() == [S_ALICE])
+    assert station.kept() == {}
+
+
+def test_a_page_without_a_handle_is_kept_when_one_card_signed(station: Workstation) -> None:
+    station.sign()
+    station.sign(OTHER)  # another origin's sign-in does not make this one ambiguous
+    reply = station.hand_over({"cardSession": S_ALICE})
+    assert reply.status == 201
+    assert station.kept() == {station.insertion(): [S_ALICE]}
+    # The same page reloaded hands the same session over again: answered as it stands.
+    assert station.hand_over({"cardSession": S_ALICE}).status == 201
+    assert station.ended() == []
+
+
+@pytest.mark.parametrize(
+    "handle",
+    ["A" * 22, "short", "", None, 42, ["x"]],
+    ids=["unknown", "short", "empty", "null", "number", "list"],
+)
+def test_a_handle_that_names_no_signing_ends_the_session(
+    station: Workstation, handle: object
+) -> None:
+    station.sign()
+    reply = station.hand_over({"cardSession": S_ALICE, "signing": handle})
+    assert (reply.status, reply.json["error"]) == (409, "card_removed")
+    assert wait_for(lambda: station.ended() == [S_ALICE])
+    assert station.kept() == {}
+
+
+def test_a_handle_is_used_once_and_by_its_own_origin_only(station: Workstation) -> None:
+    handle = _handle(station.sign())
+    assert station.hand_over({"cardSession": S_ALICE, "signing": handle}).status == 201
+    again = station.hand_over({"cardSession": S_BOB, "signing": handle})
+    assert (again.status, again.json["error"]) == (409, "card_removed")
+    other = _handle(station.sign(OTHER))
+    crossed = station.hand_over({"cardSession": S_BOB, "signing": other})
+    assert (crossed.status, crossed.json["error"]) == (409, "card_removed")
+    assert wait_for(lambda: station.ended() == [S_BOB, S_BOB])
+    # Used up by the attempt: its own origin cannot use it afterwards either.
+    used = station.hand_over({"cardSession": S_BOB, "signing": other}, origin=OTHER)
+    assert used.status == 409
+    assert station.kept() == {station.insertion(): [S_ALICE]}
+
+
+def test_a_member_the_agent_does_not_know_is_still_a_bad_request(station: Workstation) -> None:
+    reply = station.hand_over({"cardSession": S_ALICE, "signing": "A" * 22, "extra": 1})
+    assert (reply.status, reply.json["error"]) == (400, "bad_request")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_handles_expire_and_the_table_is_bounded() -> None:
+    clock = Clock()
+    table = Signings(max_entries=3, max_age=60, clock=clock)
+    old = table.record(origin=ORIGIN, insertion_id="r#1", reader="r")
+    clock.now += 61
+    assert table.claim(ORIGIN, old) is None and len(table) == 0
+    handles = [table.record(origin=ORIGIN, insertion_id="r#2", reader="r") for _ in range(4)]
+    assert len(table) == 3
+    assert table.claim(ORIGIN, handles[0]) is None  # the oldest made room
+    signing = table.claim(ORIGIN, handles[3])
+    assert signing is not None and signing.insertion_id == "r#2"
+
+
+def test_without_a_handle_only_unclaimed_young_signings_count() -> None:
+    clock = Clock()
+    table = Signings(max_age=60, clock=clock)
+    table.record(origin=ORIGIN, insertion_id="r#1", reader="r")
+    clock.now += 61  # Alice's signing is too old to make Bob's ambiguous
+    bob = table.record(origin=ORIGIN, insertion_id="r#2", reader="r")
+    claimed = table.claim_sole(ORIGIN)
+    assert claimed is not None and claimed.insertion_id == "r#2"
+    assert table.claim(ORIGIN, bob) is None  # claimed already
+    table.record(origin=ORIGIN, insertion_id="r#3", reader="r")
+    alice = table.record(origin=ORIGIN, insertion_id="r#4", reader="r")
+    assert table.claim_sole(ORIGIN) is None  # two cards: whose is it?
+    assert table.claim(ORIGIN, alice) is not None  # a page with its handle still works
