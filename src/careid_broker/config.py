@@ -16,7 +16,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum, unique
 from pathlib import Path
@@ -207,7 +207,7 @@ class BrokerConfig:
             top.table("api"),
             reserved_client_ids=[c.client_id for c in oidc.clients] if oidc else (),
         )
-        retention = read_retention_settings(top.table("retention"))
+        retention = _keep_throttle_counters(read_retention_settings(top.table("retention")), signin)
         if problems:
             raise BrokerConfigError(problems)
         # None only alongside a problem:
@@ -432,6 +432,25 @@ def read_signin_settings(reader: SettingsReader) -> SigninSettings:
     )
     reader.finish()
     return settings
+
+
+def _keep_throttle_counters(
+    retention: RetentionSettings, signin: SigninSettings
+) -> RetentionSettings:
+    """Keep throttle counters at least as long as any throttle may still count them.
+
+    The guard counts an account's failures for as long as the directory does
+    (`directory_lockout_window_seconds`, up to a week): a counter purged sooner would
+    let a stranger start again while the directory still remembers the failures.
+    """
+    policies = (signin.account_throttle, signin.address_throttle)
+    longest = max(
+        max(p.window, p.guard_window) if p.guard_failures is not None else p.window
+        for p in policies
+    )
+    if retention.policy.throttle_counters >= longest:
+        return retention
+    return replace(retention, policy=replace(retention.policy, throttle_counters=longest))
 
 
 def read_retention_settings(reader: SettingsReader) -> RetentionSettings:

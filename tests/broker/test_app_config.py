@@ -215,3 +215,18 @@ def test_acr_satisfaction(session_acr: str, requested: Any, expected: bool) -> N
 def test_demands_card() -> None:
     assert demands_card("AAL3_ANY") and not demands_card(None)
     assert not demands_card("AAL3_ANY AAL1_USERPASS")
+
+
+def test_throttle_counters_outlive_the_directorys_lockout_window(
+    tmp_path: Path, clients_file: Path
+) -> None:
+    # A directory that counts failures for three days: its guard's counters must be kept
+    # as long, whatever [retention] throttle_counters_days says.
+    data = _settings(clients_file, signin={"directory_lockout_window_seconds": 3 * 86400})
+    config = BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    assert config.signin.account_throttle.guard_window == timedelta(days=3)
+    assert config.retention.policy.throttle_counters >= timedelta(days=3)
+
+    longer = _settings(clients_file, retention={"throttle_counters_days": 10})
+    kept = BrokerConfig.from_mapping(longer, base_dir=tmp_path).retention.policy
+    assert kept.throttle_counters == timedelta(days=10)
