@@ -3,7 +3,9 @@
 The request id comes from the reverse proxy's `X-Request-ID` when it is a plain token,
 else a fresh one; it is echoed in the response, shown on error pages (so a user can
 quote it to the service desk) and written into every log line and audit entry. The
-access log line names the path only: query strings carry login transaction ids.
+access log line names the path only: query strings carry login transaction ids. Metrics
+are labelled by endpoint and by a method from a fixed set, so nothing a client sends
+can add series.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ log = logging.getLogger("careid_broker.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
+#: Methods that get a metrics label of their own; any other is counted as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _start() -> None:
@@ -34,9 +38,10 @@ def _finish(response: Response) -> Response:
     started = g.get("request_started")
     elapsed = time.perf_counter() - started if isinstance(started, float) else 0.0
     endpoint = request.endpoint or "none"
+    method = request.method if request.method in _METHODS else "other"
     metrics = current_broker().metrics
-    metrics.latency.observe(elapsed, endpoint=endpoint, method=request.method)
-    metrics.requests.inc(endpoint=endpoint, method=request.method, status=str(response.status_code))
+    metrics.latency.observe(elapsed, endpoint=endpoint, method=method)
+    metrics.requests.inc(endpoint=endpoint, method=method, status=str(response.status_code))
     request_id = g.get("request_id")
     if isinstance(request_id, str):
         response.headers[REQUEST_ID_HEADER] = request_id
