@@ -230,3 +230,14 @@ def test_throttle_counters_outlive_the_directorys_lockout_window(
     longer = _settings(clients_file, retention={"throttle_counters_days": 10})
     kept = BrokerConfig.from_mapping(longer, base_dir=tmp_path).retention.policy
     assert kept.throttle_counters == timedelta(days=10)
+
+
+def test_an_empty_secret_is_a_problem_not_none(tmp_path: Path, clients_file: Path) -> None:
+    # An empty variable (a deployment template with nothing filled in) would otherwise
+    # silently mean "no passphrase" and override the one in the file.
+    data = _settings(clients_file, oidc={"signing_key_passphrase": "from-the-file"})
+    env = {"CAREID_OIDC_SIGNING_KEY_PASSPHRASE": "", "CAREID_DIRECTORY_BIND_PASSWORD": " "}
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path, env=env)
+    empty = [p.split(":")[0] for p in raised.value.problems if "set but empty" in p]
+    assert empty == ["directory.bind_password", "oidc.signing_key_passphrase"]
