@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -23,7 +23,15 @@ from careid_broker.commands.database import (
     using_database,
 )
 from careid_broker.commands.parsing import CONFIG_HELP, CommandParser, documented, resolve_config
-from careid_broker.config import BrokerConfig, BrokerConfigError, default_config_path, load_config
+from careid_broker.config import (
+    MOST_THREADS,
+    MOST_WORKERS,
+    BrokerConfig,
+    BrokerConfigError,
+    bind_problem,
+    default_config_path,
+    load_config,
+)
 from careid_broker.logging_setup import configure_logging
 from careid_broker.server import serve
 from careid_broker.store import (
@@ -224,6 +232,25 @@ def _keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bind(text: str) -> str:
+    """`serve --bind`, checked as `[server] bind` is."""
+    problem = bind_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
+
+
+def _count(most: int) -> Callable[[str], int]:
+    """`serve --workers` / `--threads`: a whole number in the range `[server]` allows."""
+
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not 1 <= int(text) <= most:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {most}")
+        return int(text)
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: the broker's own commands, the OpenID Provider's and the
     local administrators'."""
@@ -254,9 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
             },
         ),
     )
-    serve.add_argument("--bind", help="HOST:PORT (default: [server] bind)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
-    serve.add_argument("--threads", type=int, help="threads per worker (default: [server] threads)")
+    serve.add_argument("--bind", type=_bind, help="HOST:PORT (default: [server] bind)")
+    serve.add_argument(
+        "--workers",
+        type=_count(MOST_WORKERS),
+        help=f"worker processes, 1-{MOST_WORKERS} (default: [server] workers)",
+    )
+    serve.add_argument(
+        "--threads",
+        type=_count(MOST_THREADS),
+        help=f"threads per worker, 1-{MOST_THREADS} (default: [server] threads)",
+    )
     serve.set_defaults(func=_serve)
 
     check_config_command.register(sub)
