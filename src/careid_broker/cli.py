@@ -4,25 +4,44 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from careid_broker.codes import message_for
 from careid_broker.commands import admin as admin_commands
 from careid_broker.commands import check_config as check_config_command
 from careid_broker.commands import oidc as oidc_commands
+from careid_broker.commands.database import (
+    EXIT_DATABASE,
+    UNUSABLE_EXIT,
+    DatabaseUnusableError,
+    sqlite_file_missing,
+    unusable,
+    using_database,
+)
 from careid_broker.commands.parsing import CONFIG_HELP, CommandParser, documented, resolve_config
-from careid_broker.config import BrokerConfig, BrokerConfigError, default_config_path, load_config
+from careid_broker.config import (
+    MOST_THREADS,
+    MOST_WORKERS,
+    BrokerConfig,
+    BrokerConfigError,
+    bind_problem,
+    default_config_path,
+    load_config,
+)
 from careid_broker.logging_setup import configure_logging
 from careid_broker.server import serve
 from careid_broker.store import (
     KeyAlgorithm,
     Outcome,
     Repositories,
+    RotationResult,
     SigningKeyUnavailableError,
     Store,
+    StoreUnavailableError,
     create_store,
     current_revision,
     head_revision,
@@ -65,9 +84,11 @@ def _db_upgrade(args: argparse.Namespace) -> int:
         config = load_cli_config(args)
     except BrokerConfigError as exc:
         return _report_config_error(exc)
-    _make_sqlite_folder(config.database.url)
-    upgrade(config.database.url)
-    print(f"database schema at revision {current_revision(config.database.url)}")
+    with using_database(config.database.url, needs_schema=False):
+        _make_sqlite_folder(config.database.url)
+        upgrade(config.database.url)
+        revision = current_revision(config.database.url)
+    print(f"database schema at revision {revision}")
     return 0
 
 
@@ -83,7 +104,11 @@ def _db_current(args: argparse.Namespace) -> int:
         config = load_cli_config(args)
     except BrokerConfigError as exc:
         return _report_config_error(exc)
-    current, head = current_revision(config.database.url), head_revision()
+    current, head = None, head_revision()
+    # A SQLite file that is not there has no schema: say so without creating it.
+    if sqlite_file_missing(config.database.url) is None:
+        with using_database(config.database.url, needs_schema=False):
+            current = current_revision(config.database.url)
     print(f"database schema at revision {current or 'none'}; this broker ships {head}")
     return 0 if current == head else 1
 
@@ -102,23 +127,8 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         config = load_cli_config(args)
     except BrokerConfigError as exc:
         return _report_config_error(exc)
-    store, repos = _repositories(config)
-    try:
-        # Every algorithm in use rotates together (RS256 always; ES256 once a client asked
-        # for it), so no key lives longer than the rotation schedule says.
-        published = repos.keys.publishable()
-        in_use = {key.alg for key in published} | {KeyAlgorithm.RS256}
-        if args.if_current:
-            # A kid names one algorithm's key: rotate that lifecycle only.
-            in_use = {key.alg for key in published if key.kid == args.if_current} or {
-                KeyAlgorithm.RS256
-            }
-        results = [
-            (alg, repos.keys.for_alg(alg).rotate(expected_current_kid=args.if_current))
-            for alg in sorted(in_use)
-        ]
-    finally:
-        store.dispose()
+    with using_database(config.database.url):
+        results = _rotate(config, args.if_current)
     status = 0
     for alg, result in results:
         if not result.rotated:
@@ -130,6 +140,26 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         for kid in result.retired_kids:
             print(f"{alg}: retired: {kid}")
     return status
+
+
+def _rotate(
+    config: BrokerConfig, if_current: str | None
+) -> list[tuple[KeyAlgorithm, RotationResult]]:
+    store, repos = _repositories(config)
+    try:
+        # Every algorithm in use rotates together (RS256 always; ES256 once a client asked
+        # for it), so no key lives longer than the rotation schedule says.
+        published = repos.keys.publishable()
+        in_use = {key.alg for key in published} | {KeyAlgorithm.RS256}
+        if if_current:
+            # A kid names one algorithm's key: rotate that lifecycle only.
+            in_use = {key.alg for key in published if key.kid == if_current} or {KeyAlgorithm.RS256}
+        return [
+            (alg, repos.keys.for_alg(alg).rotate(expected_current_kid=if_current))
+            for alg in sorted(in_use)
+        ]
+    finally:
+        store.dispose()
 
 
 _REENCRYPTED = "keys.reencrypted"
@@ -149,6 +179,11 @@ def _keys_reencrypt(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    with using_database(config.database.url):
+        return _reencrypt(config)
+
+
+def _reencrypt(config: BrokerConfig) -> int:
     store, repos = _repositories(config)
     try:
         try:
@@ -185,15 +220,35 @@ def _keys_list(args: argparse.Namespace) -> int:
         config = load_cli_config(args)
     except BrokerConfigError as exc:
         return _report_config_error(exc)
-    store, repos = _repositories(config)
-    try:
-        keys = repos.keys.publishable()
-    finally:
-        store.dispose()
+    with using_database(config.database.url):
+        store, repos = _repositories(config)
+        try:
+            keys = repos.keys.publishable()
+        finally:
+            store.dispose()
     for key in keys:
         created = f"{key.created_at:%Y-%m-%d %H:%M}Z"
         print(f"{key.state.value:8} {key.alg.value} {key.kid} created {created}")
     return 0
+
+
+def _bind(text: str) -> str:
+    """`serve --bind`, checked as `[server] bind` is."""
+    problem = bind_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
+
+
+def _count(most: int) -> Callable[[str], int]:
+    """`serve --workers` / `--threads`: a whole number in the range `[server]` allows."""
+
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not 1 <= int(text) <= most:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {most}")
+        return int(text)
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,9 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
             },
         ),
     )
-    serve.add_argument("--bind", help="HOST:PORT (default: [server] bind)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
-    serve.add_argument("--threads", type=int, help="threads per worker (default: [server] threads)")
+    serve.add_argument("--bind", type=_bind, help="HOST:PORT (default: [server] bind)")
+    serve.add_argument(
+        "--workers",
+        type=_count(MOST_WORKERS),
+        help=f"worker processes, 1-{MOST_WORKERS} (default: [server] workers)",
+    )
+    serve.add_argument(
+        "--threads",
+        type=_count(MOST_THREADS),
+        help=f"threads per worker, 1-{MOST_THREADS} (default: [server] threads)",
+    )
     serve.set_defaults(func=_serve)
 
     check_config_command.register(sub)
@@ -251,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
             {
                 EXIT_OK: "the schema is at this broker's revision",
                 EXIT_CONFIG: "the configuration is not valid",
+                EXIT_DATABASE: "the database cannot be reached",
             },
         ),
     ).set_defaults(func=_db_upgrade)
@@ -261,8 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Show the database's schema revision beside the one this broker ships.",
             {
                 EXIT_OK: "the schema is current",
-                EXIT_FAILED: "the schema is older (or newer): run db upgrade",
+                EXIT_FAILED: "the schema is older (or newer), or there is none: run db upgrade",
                 EXIT_CONFIG: "the configuration is not valid",
+                EXIT_DATABASE: "the database cannot be reached",
             },
         ),
     ).set_defaults(func=_db_current)
@@ -287,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                 EXIT_OK: "rotated",
                 EXIT_FAILED: "not rotated: --if-current named a key that is no longer current",
                 EXIT_CONFIG: "the configuration is not valid",
+                EXIT_DATABASE: UNUSABLE_EXIT,
             },
         ),
     )
@@ -306,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                 EXIT_OK: "every key re-encrypted",
                 EXIT_FAILED: "a key could not be read: nothing changed",
                 EXIT_CONFIG: "the configuration is not valid, or no passphrase is set",
+                EXIT_DATABASE: UNUSABLE_EXIT,
             },
         ),
     ).set_defaults(func=_keys_reencrypt)
@@ -314,7 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the published keys",
         **documented(
             "List the published signing keys: state, algorithm, key id, creation time.",
-            {EXIT_OK: "listed", EXIT_CONFIG: "the configuration is not valid"},
+            {
+                EXIT_OK: "listed",
+                EXIT_CONFIG: "the configuration is not valid",
+                EXIT_DATABASE: UNUSABLE_EXIT,
+            },
         ),
     ).set_defaults(func=_keys_list)
 
@@ -328,7 +399,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_config(parser, args)
-    status: int = args.func(args)
+    try:
+        status: int = args.func(args)
+    except DatabaseUnusableError as exc:
+        print(f"careid-broker: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
+    except (StoreUnavailableError, DBAPIError) as exc:
+        # The database failed half-way through a command that had found it usable.
+        print(
+            f"careid-broker: {unusable(load_config(args.config).database.url, exc)}",
+            file=sys.stderr,
+        )
+        return EXIT_DATABASE
     return status
 
 

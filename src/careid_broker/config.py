@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum, unique
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from careid_broker.admin.config import (
@@ -192,7 +193,7 @@ class BrokerConfig:
         server = read_server_settings(top.table("server"))
         logging_settings = read_logging_settings(top.table("logging"))
         ops = read_ops_settings(top.table("ops"))
-        database = read_database_settings(top.table("database"), root)
+        database = read_database_settings(top.table("database"), root, dev=broker.dev)
         signin = read_signin_settings(top.table("signin"))
         directory: DirectoryConfig | None = None
         if top.has("directory"):
@@ -207,7 +208,7 @@ class BrokerConfig:
             top.table("api"),
             reserved_client_ids=[c.client_id for c in oidc.clients] if oidc else (),
         )
-        retention = read_retention_settings(top.table("retention"))
+        retention = _keep_throttle_counters(read_retention_settings(top.table("retention")), signin)
         if problems:
             raise BrokerConfigError(problems)
         # None only alongside a problem:
@@ -305,11 +306,37 @@ def read_broker_settings(reader: SettingsReader) -> BrokerSettings:
     return settings
 
 
+#: The most workers, and threads per worker, `[server]` and `serve` accept.
+MOST_WORKERS = MOST_THREADS = 64
+
+
+def bind_problem(bind: str) -> str | None:
+    """What is wrong with a gunicorn bind address (HOST:PORT, [IPv6]:PORT, unix:PATH or
+    fd://N), or None; found here rather than by gunicorn after the master started."""
+    if (bind.startswith("unix:") and len(bind) > 5) or re.fullmatch(r"fd://[0-9]+", bind):
+        return None
+    host, colon, port = bind.rpartition(":")
+    bracketed = host.startswith("[") or host.endswith("]")
+    if bracketed and not (len(host) > 2 and host.startswith("[") and host.endswith("]")):
+        host = ""
+    elif not bracketed and ":" in host:
+        host = ""  # an IPv6 address needs its brackets
+    if not colon or not host or not port.isdigit():
+        return "must be HOST:PORT ([ADDRESS]:PORT for IPv6, or unix:PATH)"
+    if not 1 <= int(port) <= 65535:
+        return f"port {port} is not between 1 and 65535"
+    return None
+
+
 def read_server_settings(reader: SettingsReader) -> ServerSettings:
+    bind = reader.string("bind", "127.0.0.1:5000")
+    problem = bind_problem(bind)
+    if problem is not None:
+        reader.problem("bind", f"{bind!r} {problem}")
     settings = ServerSettings(
-        bind=reader.string("bind", "127.0.0.1:5000"),
-        workers=reader.integer("workers", 3, minimum=1, maximum=64),
-        threads=reader.integer("threads", 1, minimum=1, maximum=64),
+        bind=bind,
+        workers=reader.integer("workers", 3, minimum=1, maximum=MOST_WORKERS),
+        threads=reader.integer("threads", 1, minimum=1, maximum=MOST_THREADS),
         timeout_seconds=reader.integer("timeout_seconds", 30, minimum=5, maximum=600),
     )
     reader.finish()
@@ -339,7 +366,7 @@ def read_ops_settings(reader: SettingsReader) -> OpsSettings:
     return OpsSettings(metrics_allowed_networks=tuple(networks))
 
 
-def read_database_settings(reader: SettingsReader, root: Path) -> DatabaseSettings:
+def read_database_settings(reader: SettingsReader, root: Path, *, dev: bool) -> DatabaseSettings:
     raw = reader.string("url")
     url = raw
     if raw:
@@ -351,7 +378,14 @@ def read_database_settings(reader: SettingsReader, root: Path) -> DatabaseSettin
             backend = parsed.get_backend_name()
             if backend not in ("sqlite", "postgresql"):
                 reader.problem("url", f"{backend!r} databases are not supported")
-            elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            elif backend == "sqlite" and _in_memory(parsed):
+                if not dev:
+                    reader.problem(
+                        "url",
+                        "an in-memory SQLite database is lost at exit and not shared between"
+                        " workers: it needs dev = true",
+                    )
+            elif backend == "sqlite" and parsed.database:
                 # Relative to the configuration file, not to wherever the server started.
                 path = Path(parsed.database)
                 if not path.is_absolute():
@@ -367,6 +401,11 @@ def read_database_settings(reader: SettingsReader, root: Path) -> DatabaseSettin
     )
     reader.finish()
     return settings
+
+
+def _in_memory(url: URL) -> bool:
+    """Whether a SQLite URL names an in-memory database (as the store decides it)."""
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def _throttle(
@@ -432,6 +471,25 @@ def read_signin_settings(reader: SettingsReader) -> SigninSettings:
     )
     reader.finish()
     return settings
+
+
+def _keep_throttle_counters(
+    retention: RetentionSettings, signin: SigninSettings
+) -> RetentionSettings:
+    """Keep throttle counters at least as long as any throttle may still count them.
+
+    The guard counts an account's failures for as long as the directory does
+    (`directory_lockout_window_seconds`, up to a week): a counter purged sooner would
+    let a stranger start again while the directory still remembers the failures.
+    """
+    policies = (signin.account_throttle, signin.address_throttle)
+    longest = max(
+        max(p.window, p.guard_window) if p.guard_failures is not None else p.window
+        for p in policies
+    )
+    if retention.policy.throttle_counters >= longest:
+        return retention
+    return replace(retention, policy=replace(retention.policy, throttle_counters=longest))
 
 
 def read_retention_settings(reader: SettingsReader) -> RetentionSettings:

@@ -339,3 +339,18 @@ def test_keys_reencrypt_applies_a_changed_passphrase_and_is_audited(
         ("failure", "signing_key_unavailable"),
     ]
     assert sorted(entries[0].details["kids"]) == sorted(kids)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--workers", "0"), ("--workers", "65"), ("--threads", "0"), ("--bind", "127.0.0.1:99999")],
+)
+def test_serve_options_are_held_to_the_configurations_ranges(
+    option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused as a usage error before the configuration is read: gunicorn would run a
+    # master with no workers. (A file that is not there: nothing can start regardless.)
+    with pytest.raises(SystemExit) as raised:
+        main(["--config", str(tmp_path / "absent.toml"), "serve", option, value])
+    assert raised.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err

@@ -215,3 +215,74 @@ def test_acr_satisfaction(session_acr: str, requested: Any, expected: bool) -> N
 def test_demands_card() -> None:
     assert demands_card("AAL3_ANY") and not demands_card(None)
     assert not demands_card("AAL3_ANY AAL1_USERPASS")
+
+
+def test_throttle_counters_outlive_the_directorys_lockout_window(
+    tmp_path: Path, clients_file: Path
+) -> None:
+    # A directory that counts failures for three days: its guard's counters must be kept
+    # as long, whatever [retention] throttle_counters_days says.
+    data = _settings(clients_file, signin={"directory_lockout_window_seconds": 3 * 86400})
+    config = BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    assert config.signin.account_throttle.guard_window == timedelta(days=3)
+    assert config.retention.policy.throttle_counters >= timedelta(days=3)
+
+    longer = _settings(clients_file, retention={"throttle_counters_days": 10})
+    kept = BrokerConfig.from_mapping(longer, base_dir=tmp_path).retention.policy
+    assert kept.throttle_counters == timedelta(days=10)
+
+
+def test_an_empty_secret_is_a_problem_not_none(tmp_path: Path, clients_file: Path) -> None:
+    # An empty variable (a deployment template with nothing filled in) would otherwise
+    # silently mean "no passphrase" and override the one in the file.
+    data = _settings(clients_file, oidc={"signing_key_passphrase": "from-the-file"})
+    env = {"CAREID_OIDC_SIGNING_KEY_PASSPHRASE": "", "CAREID_DIRECTORY_BIND_PASSWORD": " "}
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path, env=env)
+    empty = [p.split(":")[0] for p in raised.value.problems if "set but empty" in p]
+    assert empty == ["directory.bind_password", "oidc.signing_key_passphrase"]
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:broker?mode=memory&uri=true"]
+)
+def test_an_in_memory_database_is_for_development_only(
+    url: str, tmp_path: Path, clients_file: Path
+) -> None:
+    # Each worker would have its own empty database, lost at exit.
+    data = _settings(clients_file, database={"url": url})
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    assert [p for p in raised.value.problems if p.startswith("database.url:")] == [
+        "database.url: an in-memory SQLite database is lost at exit and not shared between"
+        " workers: it needs dev = true"
+    ]
+    data["broker"]["dev"] = True
+    assert BrokerConfig.from_mapping(data, base_dir=tmp_path).database.url == url
+
+
+@pytest.mark.parametrize(
+    ("bind", "problem"),
+    [
+        ("127.0.0.1:99999", "port 99999 is not between 1 and 65535"),
+        ("127.0.0.1:0", "port 0 is not between 1 and 65535"),
+        ("127.0.0.1", "must be HOST:PORT"),
+        ("127.0.0.1:http", "must be HOST:PORT"),
+        (":5000", "must be HOST:PORT"),
+        ("[::1:5000", "must be HOST:PORT"),
+    ],
+)
+def test_a_bind_address_must_be_host_and_port(
+    bind: str, problem: str, tmp_path: Path, clients_file: Path
+) -> None:
+    data = _settings(clients_file, server={"bind": bind})
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    [named] = raised.value.problems
+    assert named.startswith(f"server.bind: {bind!r} {problem}")
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:8000", "[::1]:5000", "broker.internal:443"])
+def test_good_bind_addresses_pass(bind: str, tmp_path: Path, clients_file: Path) -> None:
+    data = _settings(clients_file, server={"bind": bind})
+    assert BrokerConfig.from_mapping(data, base_dir=tmp_path).server.bind == bind

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from careid_broker.config import BrokerConfig, BrokerConfigError
-from careid_broker.config_env import ENV_PREFIX, KNOWN_TYPES, SECTIONS
+from careid_broker.config_env import ENV_PREFIX, KNOWN_TYPES, SECTIONS, apply_env_overrides
 from careid_broker.pki import config as pki_config
 from careid_broker.settings import SettingsReader
 
@@ -187,3 +187,17 @@ def test_each_typed_setting_overrides_from_the_environment_alone(
         if setting.env_name not in config.env_overrides:
             refused[setting.env_name] = "not applied"
     assert refused == {}
+
+
+def test_an_override_takes_the_settings_type_not_the_files_value() -> None:
+    # The file says 15 (a whole number); the setting is a number of seconds, and 2.5 is
+    # one. A list setting written as one string in the file is still a list.
+    data = {"database": {"busy_timeout_seconds": 15}, "server": {"workers": 3}}
+    merged, applied, problems = apply_env_overrides(
+        data,
+        {"CAREID_DATABASE_BUSY_TIMEOUT_SECONDS": "2.5", "CAREID_SERVER_WORKERS": "4"},
+    )
+    assert problems == []
+    assert merged["database"]["busy_timeout_seconds"] == 2.5
+    assert merged["server"]["workers"] == 4
+    assert len(applied) == 2

@@ -121,3 +121,27 @@ def test_gunicorn_builds_no_access_line_of_its_own(app: Flask) -> None:
     logger.atoms = atoms
     logger.access(None, None, {}, None)
     assert Logger(cfg).access_log_enabled  # what the stock logger would have done
+
+
+def test_the_access_line_names_the_route_not_the_address_typed(
+    client: FlaskClient, log_lines: io.StringIO
+) -> None:
+    # Unauthenticated, each is refused; the mail address and the Care Identity UUID in
+    # the path are personal data all the same.
+    client.get("/admin/users/alex.morgan@nhs.example")
+    client.get("/api/v1/registrations/555000000001")
+    client.get("/nowhere/jo.bloggs@nhs.example/555000000002")
+    text = log_lines.getvalue()
+    for personal in ("alex.morgan", "555000000001", "jo.bloggs", "555000000002"):
+        assert personal not in text
+    access = [
+        json.loads(line)
+        for line in text.splitlines()
+        if json.loads(line)["logger"] == "careid_broker.access"
+    ]
+    assert [line["path"] for line in access] == [
+        "/admin/users/<mail>",
+        "/api/v1/registrations/<card_uuid>",
+        "<unmatched>",
+    ]
+    assert access[0]["message"] == f"GET /admin/users/<mail> {access[0]['status']}"

@@ -8,7 +8,7 @@ from datetime import timedelta
 from broker_support import broker_of
 from flask import Flask
 from flask.testing import FlaskClient
-from metrics_support import sample, types
+from metrics_support import sample, samples, types
 
 from careid_broker.directory import DirectoryConfig, LdapDirectory
 from careid_broker.metrics import BrokerMetrics, Registry
@@ -97,3 +97,20 @@ def test_the_directory_pool_reports_connections_and_servers(own_slapd: Slapd) ->
     own_slapd.start()
     assert directory.ping()
     assert sample(metrics.render(), "careid_directory_server_up", server=own_slapd.url) == 1
+
+
+def test_made_up_methods_share_one_series(client: FlaskClient) -> None:
+    for method in ("BREW", "XYZZYPLUGH", "PROPFIND"):
+        client.open("/healthz", method=method)
+    client.get("/healthz")
+    text = client.get("/metrics").get_data(as_text=True)
+    methods = {
+        dict(labels)["method"]
+        for (name, labels) in samples(text)
+        if name == "careid_http_requests_total"
+    }
+    assert methods == {"GET", "other"}
+    other = sample(
+        text, "careid_http_requests_total", endpoint="none", method="other", status="405"
+    )
+    assert other == 3

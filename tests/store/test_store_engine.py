@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta, timezone
@@ -313,6 +315,30 @@ def test_an_unreachable_database_fails_closed(url: str) -> None:
         store.dispose()
 
 
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word: a hung database."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.timeout(60)
+def test_a_database_that_never_answers_is_given_up_on(silent_server: int) -> None:
+    store = create_store(
+        f"postgresql+psycopg://nobody@127.0.0.1:{silent_server}/none",
+        busy_timeout=timedelta(seconds=2),
+    )
+    try:
+        started = time.monotonic()
+        assert store.ping() is False
+        with pytest.raises(StoreUnavailableError):
+            _Written(store).create(REQUEST)
+        # Two tries of at most the busy timeout each, not the 60 s test timeout.
+        assert time.monotonic() - started < 15
+    finally:
+        store.dispose()
+
+
 def test_plain_postgresql_urls_use_psycopg_3() -> None:
     engine = create_store_engine("postgresql://u@db.example/broker")
     assert engine.dialect.driver == "psycopg"
@@ -340,6 +366,19 @@ def test_postgresql_connections_carry_a_lock_timeout(pg_database: URL) -> None:
         for engine in (store.engine, store.read_engine):
             with engine.connect() as conn:
                 assert conn.execute(text("SHOW lock_timeout")).scalar() == "9s"
+    finally:
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_the_lock_timeout_is_added_to_options_the_url_gives(pg_database: URL) -> None:
+    url = pg_database.update_query_dict({"options": "-c search_path=public"})
+    store = create_store(url, busy_timeout=timedelta(seconds=3))
+    try:
+        for engine in (store.engine, store.read_engine):
+            with engine.connect() as conn:
+                assert conn.execute(text("SHOW lock_timeout")).scalar() == "3s"
+                assert conn.execute(text("SHOW search_path")).scalar() == "public"
     finally:
         store.dispose()
 

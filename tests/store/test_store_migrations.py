@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +48,34 @@ def test_upgrade_head_gives_exactly_the_models_schema(empty_url: str) -> None:
 
     upgrade(empty_url)
 
+    assert current_revision(empty_url) == head_revision()
+    assert _differences(empty_url) == []
+
+
+# Each process imports the broker first, then starts its upgrade at the same moment.
+_UPGRADE_AT = """
+import sys, time
+from careid_broker.store import upgrade
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+upgrade(sys.argv[1])
+"""
+
+
+def test_upgrades_started_together_on_several_hosts_wait_for_each_other(
+    empty_url: str,
+) -> None:
+    start = time.time() + 4
+    processes = [
+        subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-c", _UPGRADE_AT, empty_url, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
     assert current_revision(empty_url) == head_revision()
     assert _differences(empty_url) == []
 

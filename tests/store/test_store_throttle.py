@@ -155,3 +155,52 @@ def test_two_instances_booking_at_once_never_pass_the_guard(
     key = account_key("dave@nhs.net")
     booked = concurrently(12, lambda i: instances[i % 2].reserve(key).allowed)
     assert booked.count(True) == 4
+
+
+# A directory that locks at 5 failures within 30 minutes, behind a 15-minute window.
+LONG_GUARD = ThrottlePolicy(
+    free_failures=5,
+    window=timedelta(minutes=15),
+    guard_failures=4,
+    guard_window=timedelta(minutes=30),
+)
+
+
+def test_the_guard_counts_failures_over_the_directorys_window_not_the_throttles(
+    store: Store, clock: FakeClock
+) -> None:
+    throttle = Throttle(store, policy=LONG_GUARD)
+    key = account_key("frank@nhs.net")
+    for _ in range(3):
+        assert throttle.reserve(key).allowed
+        throttle.settle(key, AttemptOutcome.FAILED)
+    # Past the throttle's own window, still inside the directory's: the directory has
+    # seen three failures, so one more is the most the broker may let through.
+    clock.advance(timedelta(minutes=16))
+    assert throttle.reserve(key).allowed
+    assert throttle.settle(key, AttemptOutcome.FAILED) is not None
+    refused = throttle.reserve(key)
+    assert not refused.allowed and refused.blocked
+    assert throttle.check(key).failures == 4
+
+
+def test_the_guard_forgets_only_once_the_directory_has(store: Store, clock: FakeClock) -> None:
+    throttle = Throttle(store, policy=LONG_GUARD)
+    key = account_key("grace@nhs.net")
+    throttle.record_failure(key)
+    clock.advance(timedelta(minutes=29))
+    throttle.record_failure(key)
+    # Counted from the last failure, as the directory counts: a failure 29 minutes
+    # after the first keeps the first in its window.
+    clock.advance(timedelta(minutes=29))
+    assert throttle.record_failure(key).failures == 3
+    clock.advance(timedelta(minutes=30))
+    assert throttle.record_failure(key).failures == 1
+
+
+def test_without_a_guard_the_throttles_window_alone_counts(store: Store, clock: FakeClock) -> None:
+    throttle = Throttle(store, policy=POLICY)
+    key = address_key("192.0.2.9")
+    throttle.record_failure(key)
+    clock.advance(timedelta(minutes=16))
+    assert throttle.record_failure(key).failures == 1

@@ -32,6 +32,7 @@ from careid_broker.auditing import Auditor
 from careid_broker.broker import build_broker
 from careid_broker.card.revocation import CheckResult
 from careid_broker.codes import BrokerCode, Code, message_for
+from careid_broker.commands.database import EXIT_DATABASE, UNUSABLE_EXIT, require_database
 from careid_broker.commands.parsing import documented
 from careid_broker.config import BrokerConfig, BrokerConfigError, load_config
 from careid_broker.errors import BrokerError
@@ -58,13 +59,17 @@ def _cli_actor() -> Actor:
 
 
 def _config(args: argparse.Namespace) -> BrokerConfig | None:
+    """The configuration, once its database is known to answer with a schema (every
+    command here needs one; `DatabaseUnusableError` otherwise, and nothing created)."""
     try:
-        return load_config(args.config)
+        config = load_config(args.config)
     except BrokerConfigError as exc:
         print(f"careid-broker: {message_for(exc.code)}", file=sys.stderr)
         for problem in exc.problems:
             print(f"  problem: {problem}", file=sys.stderr)
         return None
+    require_database(config.database.url)
+    return config
 
 
 def _fail(code: Code, detail: str | None = None, *, status: int = EXIT_FAILED) -> int:
@@ -355,7 +360,15 @@ def _export(args: argparse.Namespace) -> int:
     out: TextIO
     with _audit_log(config) as log:
         if args.output is not None:
-            with args.output.open("w", encoding="utf-8") as out:
+            try:
+                out = args.output.open("w", encoding="utf-8")
+            except OSError as exc:
+                print(
+                    f"careid-broker: audit export: cannot write {args.output}: {exc.strerror}",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+            with out:
                 count = _write_lines(log, args.since, out)
         else:
             count = _write_lines(log, args.since, sys.stdout)
@@ -395,7 +408,11 @@ def register(sub: Any) -> None:
         **documented(
             "List registrations as a table (or JSON): Care Identity UUID, account,"
             " organisation, link mode, when and how registered.",
-            {EXIT_OK: "listed (possibly none)", EXIT_CONFIG: _CONFIG_EXIT},
+            {
+                EXIT_OK: "listed (possibly none)",
+                EXIT_CONFIG: _CONFIG_EXIT,
+                EXIT_DATABASE: UNUSABLE_EXIT,
+            },
         ),
     )
     listing.add_argument("--org", help="only this organisation (ODS code)")
@@ -418,6 +435,7 @@ def register(sub: Any) -> None:
                 EXIT_CONFIG: "nothing removed: the reason is not one of the list (or"
                 " 'other' has no --detail), there is no terminal to confirm on and no"
                 " --yes, or the configuration is not valid",
+                EXIT_DATABASE: UNUSABLE_EXIT,
             },
         ),
     )
@@ -462,6 +480,7 @@ def register(sub: Any) -> None:
                 EXIT_FAILED: "no answer now (issuer unreachable, certificate not kept,"
                 " no [pki]), or no such registration",
                 EXIT_CONFIG: _CONFIG_EXIT,
+                EXIT_DATABASE: UNUSABLE_EXIT,
             },
         ),
     )
@@ -480,6 +499,7 @@ def register(sub: Any) -> None:
                 EXIT_OK: "every CRL fetched and verified",
                 EXIT_FAILED: "a CRL could not be fetched, verified, or is out of date",
                 EXIT_CONFIG: _CONFIG_EXIT + " (or no [pki])",
+                EXIT_DATABASE: UNUSABLE_EXIT,
             },
         ),
     ).set_defaults(func=_refresh_crls)
@@ -504,6 +524,7 @@ def register(sub: Any) -> None:
                 EXIT_OK: "the chain verified",
                 EXIT_FAILED: "the chain is broken (the first broken entry is named)",
                 EXIT_CONFIG: _CONFIG_EXIT + ", or --anchor is not SEQ:HASH",
+                EXIT_DATABASE: UNUSABLE_EXIT,
             },
         ),
     )
@@ -520,7 +541,9 @@ def register(sub: Any) -> None:
             "Write audit entries as JSON lines (with their hashes), to standard output or a file.",
             {
                 EXIT_OK: "exported (the count is printed on stderr)",
+                EXIT_FAILED: "the --output file cannot be written",
                 EXIT_CONFIG: _CONFIG_EXIT + ", or --since is not a date or time",
+                EXIT_DATABASE: UNUSABLE_EXIT,
             },
         ),
     )

@@ -34,6 +34,13 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+_SECRET_WORDS = frozenset({"password", "passphrase"})
+
+
+def _names_a_secret(key: str) -> bool:
+    return not _SECRET_WORDS.isdisjoint(key.lower().split("_"))
+
+
 class SettingsReader:
     """Reads one table; problems go to a list shared with nested readers."""
 
@@ -93,12 +100,18 @@ class SettingsReader:
         return value.strip()
 
     def optional_string(self, key: str) -> str | None:
-        """A string, or None when absent or empty."""
+        """A string, or None when absent or empty; an empty password or passphrase is a
+        problem, never "none"."""
         value = self._get(key)
         if value is None:
             return None
         if not isinstance(value, str):
             self.problem(key, "must be a string")
+            return None
+        if not value.strip() and _names_a_secret(key):
+            # An empty environment variable (a template left unfilled) would otherwise
+            # mean "no passphrase" and quietly override the one in the file.
+            self.problem(key, "is set but empty: give it a value, or remove it for none")
             return None
         return value.strip() or None
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import shutil
 import sqlite3
@@ -637,12 +638,19 @@ def _postgresql_engine(
     if url.drivername == "postgresql":
         # SQLAlchemy's default PostgreSQL driver is psycopg2; the broker ships psycopg 3.
         url = url.set(drivername="postgresql+psycopg")
-    options = url.query.get("options")
-    if isinstance(options, tuple):
-        options = " ".join(options)
-    if not options:
-        timeout_ms = int(busy_timeout.total_seconds() * 1000)
-        options = f"-c lock_timeout={timeout_ms:d}"
+    given = url.query.get("options")
+    if isinstance(given, tuple):
+        given = " ".join(given)
+    # The lock timeout first: options the URL gives come after it, so a lock_timeout of
+    # their own still wins, and anything else they set does not cost the broker its.
+    timeout_ms = int(busy_timeout.total_seconds() * 1000)
+    options = f"-c lock_timeout={timeout_ms:d} {given or ''}".strip()
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        # A server that accepts the connection and never answers (hung, or a firewall
+        # that swallows packets) would otherwise hold every request, /readyz and
+        # `check-config --connect` for ever. libpq's least is 2 s.
+        connect_args["connect_timeout"] = max(2, math.ceil(busy_timeout.total_seconds()))
     kwargs: dict[str, Any] = {}
     if read_only:
         # Added to whatever options the URL gives: theirs still apply.
@@ -655,7 +663,7 @@ def _postgresql_engine(
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         pool_recycle=1800,
-        connect_args={"options": options},
+        connect_args={"options": options, **connect_args},
         **kwargs,
     )
 

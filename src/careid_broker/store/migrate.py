@@ -11,12 +11,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import URL
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
 from careid_broker.store.engine import WRITE_OPTION, Store, create_store_engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+#: pg_advisory_xact_lock key for schema migrations ("careid" + 4, after the store's own
+#: keys in `store._sql`).
+MIGRATION_LOCK = 0x63617265_69640004
 
 
 def _config() -> Config:
@@ -31,11 +36,29 @@ def _with_connection(url: str | URL, run: Callable[[Config], None]) -> None:
         # One write transaction for the whole command (SQLite: BEGIN IMMEDIATE), so a
         # second instance upgrading at the same moment waits rather than collides.
         with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
+            if connection.dialect.name == "postgresql":
+                _wait_for_other_migrations(connection)
             config = _config()
             config.attributes["connection"] = connection
             run(config)
     finally:
         engine.dispose()
+
+
+def _wait_for_other_migrations(connection: Connection) -> None:
+    """Hold the migration lock until this transaction ends, waiting as long as another
+    host's migration takes (on PostgreSQL a transaction takes no lock up front, so two
+    upgrades would both create the same tables and one fail). Alembic reads the schema's
+    revision after this returns, so a host that waited finds the other's work done.
+    The lock timeout is lifted for the wait alone: the migration's own statements keep
+    it, so they give up rather than queue behind a running broker's locks for ever.
+    """
+    lock_timeout = connection.scalar(text("SHOW lock_timeout"))
+    connection.execute(text("SET LOCAL lock_timeout = 0"))
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    connection.execute(
+        text("SELECT set_config('lock_timeout', :value, true)"), {"value": lock_timeout}
+    )
 
 
 def upgrade(url: str | URL, revision: str = "head") -> None:

@@ -38,6 +38,21 @@ class ThrottlePolicy:
     """How long the guard holds after the last failure: the directory's failure-count
     interval, after which it has forgotten every failure it saw."""
 
+    def still_counting(
+        self, *, window_started_at: datetime, last_failure_at: datetime, now: datetime
+    ) -> bool:
+        """Whether failures counted so far still count at `now`.
+
+        They count for `window` from the first. With a guard they also count while the
+        directory may still hold them: until `guard_window` has passed with no failure,
+        which is when a directory that counts from the last failure (Active Directory)
+        or forgets each failure after the interval (OpenLDAP ppolicy) has forgotten
+        them all, however long the guard window is beside the throttle's.
+        """
+        if window_started_at + self.window > now:
+            return True
+        return self.guard_failures is not None and last_failure_at + self.guard_window > now
+
     def block_after(self, failures: int) -> timedelta:
         """How long to refuse attempts after this many failures in the window."""
         excess = failures - self.free_failures
@@ -141,7 +156,11 @@ class Throttle:
                     return Reservation(
                         allowed=False, blocked=True, retry_after=counter.blocked_until - when
                     )
-                if counter.window_started_at + rules.window > when:
+                if rules.still_counting(
+                    window_started_at=counter.window_started_at,
+                    last_failure_at=counter.last_failure_at,
+                    now=when,
+                ):
                     failures = counter.failures
             in_flight = pending.failures if pending.last_failure_at + PENDING_FOR > when else 0
             if failures + in_flight >= rules.guard_failures:
@@ -194,7 +213,11 @@ class Throttle:
                 select(ThrottleCounter).where(ThrottleCounter.key == key).with_for_update()
             ).one()
             still_blocked = row.blocked_until is not None and row.blocked_until > when
-            if not still_blocked and row.window_started_at + rules.window <= when:
+            if not still_blocked and not rules.still_counting(
+                window_started_at=row.window_started_at,
+                last_failure_at=row.last_failure_at,
+                now=when,
+            ):
                 # A quiet window has passed: start counting afresh.
                 row.failures = 0
                 row.window_started_at = when

@@ -1,0 +1,99 @@
+"""The database as the commands meet it: one line naming it when it cannot be used.
+
+A command that reads or changes the store first checks that the database answers and
+has a schema, and creates nothing when it does not: a SQLite file that is not there is
+left not there (only `db upgrade` makes one). Every such refusal, and a database that
+fails half-way through a command, is one line naming the database with its password
+hidden, and exit status `EXIT_DATABASE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from careid_broker.store import StoreUnavailableError, current_revision
+
+#: The exit status of every command that needs a database it cannot use.
+EXIT_DATABASE = 3
+
+UNUSABLE_EXIT = (
+    "the database cannot be reached, or has no schema yet (run careid-broker db upgrade)"
+)
+
+_UPGRADE = "create it with `careid-broker db upgrade`"
+
+
+class DatabaseUnusableError(Exception):
+    """The database cannot be used; the message names it and says what to do."""
+
+
+def shown(url: str) -> str:
+    """The database URL as it may be printed: the password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_file_missing(url: str) -> Path | None:
+    """The file a SQLite URL names when it does not exist (None for any other URL)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("mode") == "memory":
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
+def require_database(url: str) -> None:
+    """Refuse, creating nothing, a database that is not there, does not answer or has
+    no schema."""
+    missing = sqlite_file_missing(url)
+    if missing is not None:
+        raise DatabaseUnusableError(f"database {shown(url)}: there is no such file; {_UPGRADE}")
+    try:
+        revision = current_revision(url)
+    except DBAPIError as exc:
+        raise unusable(url, exc) from exc
+    if revision is None:
+        raise DatabaseUnusableError(f"database {shown(url)}: has no schema; {_UPGRADE}")
+
+
+def unusable(url: str, exc: StoreUnavailableError | DBAPIError) -> DatabaseUnusableError:
+    """The one-line refusal for a database that failed: the driver's first line only,
+    never the statement or its parameters (they may hold mail addresses)."""
+    if isinstance(exc, DBAPIError):
+        lines = str(exc.orig).strip().splitlines()
+        reason = f"{type(exc.orig).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    else:
+        reason = exc.detail or exc.message
+    if "no such table" in reason or "does not exist" in reason:
+        reason += "; if the schema is missing or old, run `careid-broker db upgrade`"
+    return DatabaseUnusableError(f"database {shown(url)}: cannot be used: {reason}")
+
+
+@contextmanager
+def using_database(url: str, *, needs_schema: bool = True) -> Iterator[None]:
+    """Run a command's database work: checked first (`require_database`) unless it makes
+    the schema itself, and a failure on the way becomes `DatabaseUnusableError`."""
+    try:
+        if needs_schema:
+            require_database(url)
+        yield
+    except (StoreUnavailableError, DBAPIError) as exc:
+        raise unusable(url, exc) from exc
+
+
+__all__ = [
+    "EXIT_DATABASE",
+    "UNUSABLE_EXIT",
+    "DatabaseUnusableError",
+    "require_database",
+    "shown",
+    "sqlite_file_missing",
+    "unusable",
+    "using_database",
+]

@@ -1,0 +1,136 @@
+"""`careid-broker` database commands meeting a database they cannot use: one line naming
+it (password hidden), a documented exit status, and nothing created."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from broker_support import REPO, TEST_SECRET_KEY, write_broker_toml
+
+from careid_broker.cli import main
+from careid_broker.commands.database import EXIT_DATABASE
+
+#: Commands that read or change the store, and so need its schema.
+NEEDS_SCHEMA = [
+    ("keys", "list"),
+    ("keys", "rotate"),
+    ("registrations", "list"),
+    ("audit", "verify"),
+    ("audit", "export"),
+]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _config(folder: Path, clients_file: Path, database_url: str) -> Path:
+    sections: dict[str, dict[str, object]] = {
+        "broker": {"issuer": "http://localhost:5000", "secret_key": TEST_SECRET_KEY, "dev": True},
+        "database": {"url": database_url},
+        "directory": {
+            "urls": [f"ldap://127.0.0.1:{_closed_port()}"],
+            "bind_dn": "cn=careid-broker,ou=services,dc=nhs,dc=example",
+            "bind_password": "Demo-Broker-Service-1",
+            "accounts_base": "ou=people,dc=nhs,dc=example",
+            "care_identities_base": "ou=careidentities,dc=nhs,dc=example",
+            "current_aup_version": "2024-1",
+        },
+        "oidc": {"clients_file": str(clients_file)},
+    }
+    return write_broker_toml(folder / "broker.toml", sections)
+
+
+@pytest.mark.parametrize("command", NEEDS_SCHEMA, ids=" ".join)
+def test_a_missing_sqlite_file_is_named_and_not_created(
+    command: tuple[str, ...],
+    tmp_path: Path,
+    clients_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    database = tmp_path / "broker.db"
+    config = _config(tmp_path, clients_file, f"sqlite:///{database}")
+    assert main(["--config", str(config), *command]) == EXIT_DATABASE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert str(database) in err and "careid-broker db upgrade" in err
+    assert list(tmp_path.iterdir()) == [config]
+
+
+@pytest.mark.parametrize("command", NEEDS_SCHEMA, ids=" ".join)
+def test_a_database_with_no_schema_says_to_upgrade(
+    command: tuple[str, ...],
+    tmp_path: Path,
+    clients_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    database = tmp_path / "broker.db"
+    sqlite3.connect(database).close()
+    config = _config(tmp_path, clients_file, f"sqlite:///{database}")
+    assert main(["--config", str(config), *command]) == EXIT_DATABASE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "has no schema" in err and "careid-broker db upgrade" in err
+
+
+@pytest.mark.parametrize(
+    "command", [("db", "upgrade"), ("db", "current"), *NEEDS_SCHEMA], ids=" ".join
+)
+def test_an_unreachable_server_is_named_with_its_password_hidden(
+    command: tuple[str, ...],
+    tmp_path: Path,
+    clients_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"postgresql+psycopg://careid:S3cret-Pw@127.0.0.1:{_closed_port()}/careid"
+    config = _config(tmp_path, clients_file, url)
+    assert main(["--config", str(config), *command]) == EXIT_DATABASE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "S3cret-Pw" not in err
+    assert "database postgresql+psycopg://careid:***@127.0.0.1:" in err
+    assert "Connection refused" in err
+
+
+def test_db_current_on_a_missing_file_says_none_and_creates_nothing(
+    tmp_path: Path, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, clients_file, f"sqlite:///{tmp_path / 'broker.db'}")
+    assert main(["--config", str(config), "db", "current"]) == 1
+    assert "revision none" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == [config]
+
+
+def test_an_export_file_that_cannot_be_written_is_one_line(
+    tmp_path: Path, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, clients_file, f"sqlite:///{tmp_path / 'broker.db'}")
+    assert main(["--config", str(config), "db", "upgrade"]) == 0
+    capsys.readouterr()
+    target = tmp_path / "no-such-folder" / "audit.jsonl"
+    argv = ["--config", str(config), "audit", "export", "--output", str(target)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == f"careid-broker: audit export: cannot write {target}: No such file or directory\n"
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path: Path, clients_file: Path) -> None:
+    config = _config(tmp_path, clients_file, f"sqlite:///{tmp_path / 'broker.db'}")
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "careid_broker.cli", "--config", str(config), "keys", "list"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == EXIT_DATABASE
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
