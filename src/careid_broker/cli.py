@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from careid_broker.codes import message_for
@@ -45,6 +44,7 @@ from careid_broker.store import (
     create_store,
     current_revision,
     head_revision,
+    sqlite_file,
     upgrade,
 )
 
@@ -94,9 +94,9 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 def _make_sqlite_folder(url: str) -> None:
     """Create the folder of a SQLite database file, so a first upgrade just works."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_file(url)
+    if database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _db_current(args: argparse.Namespace) -> int:

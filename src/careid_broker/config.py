@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from careid_broker.admin.config import (
@@ -42,7 +42,7 @@ from careid_broker.errors import BrokerError
 from careid_broker.oidc.config import OidcConfig, read_oidc_config
 from careid_broker.pki.config import PkiConfig, read_pki_config
 from careid_broker.settings import SettingsReader, did_you_mean
-from careid_broker.store import RetentionPolicy, ThrottlePolicy
+from careid_broker.store import RetentionPolicy, ThrottlePolicy, sqlite_file
 
 DEFAULT_CONFIG_PATH = Path("config") / "broker.toml"
 # The key in the shipped demo configuration: public, so refused outside development.
@@ -378,7 +378,7 @@ def read_database_settings(reader: SettingsReader, root: Path, *, dev: bool) -> 
             backend = parsed.get_backend_name()
             if backend not in ("sqlite", "postgresql"):
                 reader.problem("url", f"{backend!r} databases are not supported")
-            elif backend == "sqlite" and _in_memory(parsed):
+            elif backend == "sqlite" and sqlite_file(parsed) is None:
                 if not dev:
                     reader.problem(
                         "url",
@@ -401,11 +401,6 @@ def read_database_settings(reader: SettingsReader, root: Path, *, dev: bool) -> 
     )
     reader.finish()
     return settings
-
-
-def _in_memory(url: URL) -> bool:
-    """Whether a SQLite URL names an in-memory database (as the store decides it)."""
-    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def _throttle(

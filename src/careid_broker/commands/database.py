@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from careid_broker.store import StoreUnavailableError, current_revision
+from careid_broker.store import StoreUnavailableError, current_revision, sqlite_file
 
 #: The exit status of every command that needs a database it cannot use.
 EXIT_DATABASE = 3
@@ -39,12 +39,10 @@ def shown(url: str) -> str:
 
 def sqlite_file_missing(url: str) -> Path | None:
     """The file a SQLite URL names when it does not exist (None for any other URL)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    database = sqlite_file(url)
+    if database is None:
         return None
-    if parsed.query.get("mode") == "memory":
-        return None
-    path = Path(parsed.database)
+    path = Path(database)
     return None if path.exists() else path
 
 

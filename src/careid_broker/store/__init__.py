@@ -16,7 +16,7 @@ from careid_broker.store.codes import (
     RedeemOutcome,
     RedeemResult,
 )
-from careid_broker.store.engine import Clock, Store, create_store, utc_now
+from careid_broker.store.engine import Clock, Store, create_store, sqlite_file, utc_now
 from careid_broker.store.errors import (
     ConflictSide,
     RegistrationConflictError,
@@ -179,6 +179,7 @@ __all__ = [
     "account_key",
     "address_key",
     "create_store",
+    "sqlite_file",
     "current_revision",
     "head_revision",
     "new_opaque_token",

@@ -453,8 +453,8 @@ class Store:
         sign-in's new rows find no room, so for a SQLite file the disk must also have
         `MIN_FREE_BYTES` free.
         """
-        database = self.engine.url.database if self.dialect_name == "sqlite" else None
-        if database and database != ":memory:":
+        database = sqlite_file(self.engine.url)
+        if database:
             try:
                 free = shutil.disk_usage(os.path.dirname(os.path.abspath(database))).free
             except OSError as exc:
@@ -523,6 +523,17 @@ def _unavailable_on_connection_errors() -> Iterator[None]:
         raise StoreUnavailableError(detail=f"{type(exc.orig).__name__}: {reason}") from exc
 
 
+def sqlite_file(url: URL | str) -> str | None:
+    """The file a SQLite URL names; None for an in-memory SQLite database (`sqlite://`,
+    `:memory:`, `mode=memory`) or another kind of database."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory":
+        return None
+    return parsed.database
+
+
 def create_store(
     url: str | URL,
     *,
@@ -536,10 +547,9 @@ def create_store(
     engine = create_store_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
     gate: WriteGate | None = None
     read_engine: Engine | None = None
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        if engine.url.query.get("mode") != "memory":
-            gate = WriteGate(os.path.abspath(database) + ".write-lock", timeout=busy_timeout)
+    database = sqlite_file(engine.url)
+    if database:
+        gate = WriteGate(os.path.abspath(database) + ".write-lock", timeout=busy_timeout)
     if engine.dialect.name == "postgresql":
         read_engine = _postgresql_engine(
             engine.url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo, read_only=True
@@ -570,7 +580,7 @@ def create_store_engine(
 def _sqlite_engine(url: URL, *, busy_timeout: timedelta, echo: bool) -> Engine:
     if url.get_driver_name() not in ("pysqlite", ""):
         raise ValueError(f"unsupported SQLite driver {url.drivername!r}: use sqlite:///…")
-    memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    memory = sqlite_file(url) is None
     kwargs: dict[str, Any] = {"echo": echo}
     if memory:
         log.warning(
