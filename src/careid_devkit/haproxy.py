@@ -26,9 +26,10 @@ What the configuration says, and why:
 - `observe layer4` marks an instance down at its first refused connection, before the
   next health check would.
 - With a `RateLimit`: requests from one client address to the endpoints that create
-  state or cost work before anyone is known (`/authorize`, the card challenges,
-  `/token`, `/api/v1/token`) are counted in a stick table over a sliding window, and
-  past the limit answered 429 by HAProxy itself, before they reach an instance. Other
+  state, an audit entry or work before anyone is known (`/authorize`, the card
+  challenges, `/token`, `/revoke`, `/userinfo`, `/api/v1/token`) are counted in a stick
+  table over a sliding window, and past the limit answered 429 by HAProxy itself, before
+  they reach an instance. Other
   paths are never counted. Behind a NAT a whole site shares an address: size the limit
   for it (docs/reverse-proxy-tls.md).
 
@@ -66,7 +67,15 @@ def haproxy_binary() -> Path | None:
 
 
 #: The paths a flood would aim at: each creates a row or costs a signature or a hash.
-FLOOD_PATHS = ("/authorize", "/card/challenge", "/register/challenge", "/token", "/api/v1/token")
+FLOOD_PATHS = (
+    "/authorize",
+    "/card/challenge",
+    "/register/challenge",
+    "/token",
+    "/revoke",
+    "/userinfo",
+    "/api/v1/token",
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -144,18 +144,22 @@ def test_someone_else_s_card_does_not_register_to_this_account(
     _nothing_stored(card_app, ALEX[0], "555000000004")
 
 
-def test_a_card_the_directory_gives_to_someone_else_does_not_register_to_an_account_naming_none(
-    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
-) -> None:
-    # Alex's account names no Care Identity in this directory; Lee's card is Lee's there.
-    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
+def _name_no_care_identity(slapd: Slapd, uid: str) -> None:
+    admin = Connection(slapd.url, slapd.root_dn, slapd.root_password, auto_bind=True)
     try:
         assert admin.modify(
-            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            f"uid={uid},ou=people,dc=nhs,dc=example",
             {"careidCareIdentityUuid": [(MODIFY_DELETE, [])]},
         )
     finally:
         admin.unbind()
+
+
+def test_a_card_the_directory_gives_to_someone_else_does_not_register_to_an_account_naming_none(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    # Alex's account names no Care Identity in this directory; Lee's card is Lee's there.
+    _name_no_care_identity(own_slapd, "alex.morgan")
     app = card_app_factory(directory_slapd=own_slapd)
     browser = CardBrowser(app.test_client())
     assert browser.register_password(ALEX[0]).status_code == 303
@@ -405,3 +409,21 @@ def test_a_registration_left_open_ends_with_a_sign_out_or_another_sign_in(
     card_browser.open_login()
     assert card_browser.sign_in(card_pki.agent("lee")).status_code == 200
     assert not resumes()
+
+
+def test_guessing_the_password_at_the_confirmation_is_throttled(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    _name_no_care_identity(own_slapd, "alex.morgan")
+    app = card_app_factory(directory_slapd=own_slapd)
+    browser = CardBrowser(app.test_client())
+    assert browser.register_password(ALEX[0]).status_code == 303
+    assert browser.register_card(card_pki.agent("alex")).status_code == 200
+    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    form = {"csrf_token": csrf_token_from(page), "password": "not-the-password"}
+    answers = [browser.client.post("/register/confirm", data=form) for _ in range(8)]
+    throttled = [a for a in answers if a.status_code == 429]
+    assert throttled, [a.status_code for a in answers]
+    assert int(throttled[0].headers["Retry-After"]) > 0
+    assert error_code_of(throttled[0]) == "signin_throttled"
+    _nothing_stored(app, ALEX[0], ALEX[1])

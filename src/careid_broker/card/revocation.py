@@ -92,10 +92,13 @@ class RevokedCardSessions:
         # replaces it there, while a session the old card opened (a lost card's, say)
         # goes on. Found by the certificate the session was opened with.
         opened = self._repos.sessions.opened_with(issuer_dn, serials_hex)
-        ended: dict[str, list[str]] = {}
+        # One audit entry per account, card and certificate.
+        ended: dict[tuple[str, str | None, str | None], list[str]] = {}
+        by_sid = {record.sid: record for record in opened}
         for record in opened:
             if record.active and self._sessions.end(record.sid, EndReason.CARD_REVOKED):
-                ended.setdefault(record.account_mail, []).append(record.sid)
+                key = (record.account_mail, record.card_uuid, record.cert_serial)
+                ended.setdefault(key, []).append(record.sid)
         removed = [r.sid for r in opened if r.end_reason == EndReason.CARD_REMOVED]
         if removed:
             with self._repos.store.transaction():
@@ -103,15 +106,19 @@ class RevokedCardSessions:
                     EndReason.CARD_REVOKED, sids=removed
                 ):
                     self._sessions.publish_ended(kept, why="kept after a card removal")
-                    ended.setdefault(kept.account_mail, []).append(kept.sid)
-        for mail, sids in ended.items():
+                    record = by_sid[kept.sid]
+                    key = (record.account_mail, record.card_uuid, record.cert_serial)
+                    ended.setdefault(key, []).append(kept.sid)
+        for (mail, card_uuid, serial), sids in ended.items():
             log.warning("a revoked certificate had opened %d session(s): ended", len(sids))
             self._audit(
                 "card.revoked",
                 outcome=Outcome.SUCCESS,
                 subject=mail,
                 details={
+                    "card_uuid": card_uuid,
                     "cert_issuer": issuer_dn,
+                    "cert_serial": serial,
                     "sessions_ended": len(sids),
                     "opened_with_the_revoked_certificate": True,
                 },

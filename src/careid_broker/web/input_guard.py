@@ -3,8 +3,9 @@
 No address, query parameter or form field the broker takes has a use for NUL, and
 PostgreSQL cannot store one in text: a value carrying it, looked up or kept, would end
 in a database error rather than an answer. Every request is checked before any other
-hook reads it; a NUL anywhere is refused with `request_invalid` (400) and audited
-(`request.refused`, with the endpoint and where the NUL was).
+hook reads it; a NUL anywhere is refused with `request_invalid` (400) and, at an address
+the broker serves, audited (`request.refused`, with the endpoint and where the NUL
+was).
 
 `/authorize` checks its own parameters, control characters included, and answers the
 relying party in OAuth's terms (`web.oidc_authorize`); the token, revocation and
@@ -13,6 +14,8 @@ userinfo endpoints are answered here in OAuth's JSON (`invalid_request`).
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, jsonify, request
 from flask.wrappers import Response
 
@@ -20,6 +23,8 @@ from careid_broker.codes import BrokerCode
 from careid_broker.store import Outcome
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
+
+log = logging.getLogger(__name__)
 
 EVENT = "request.refused"
 #: Endpoints that check their own parameters and answer in their protocol's terms.
@@ -49,6 +54,11 @@ def _check() -> Response | None:
     where = _where_nul()
     if where is None:
         return None
+    if request.endpoint is None:
+        # An address no page answers: a 404 with or without the NUL, and no audit
+        # entry for anyone to write by sending junk (flooding is the proxy's to stop).
+        log.info("a request to an unknown address with a NUL in its %s: refused", where)
+        return error_response(BrokerCode.REQUEST_INVALID, status=400)
     current_broker().audit(
         EVENT,
         outcome=Outcome.FAILURE,

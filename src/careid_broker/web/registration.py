@@ -416,6 +416,12 @@ def confirm(
             # Finished in another browser: this one has nothing left to do but sign in.
             session.pop(PENDING_KEY, None)
             return error_response(exc.code, retry_url=url_for("login.page", tx=pending.return_tx))
+        if isinstance(exc, SigninThrottledError):  # the password asked again, too often
+            return error_response(
+                exc.code,
+                retry_after=exc.retry_after,
+                retry_url=url_for("registration.confirm_page"),
+            )
         return error_response(exc.code, status=status_for(exc.code))
     session.pop(PENDING_KEY, None)
     record = confirmed.registration
