@@ -176,9 +176,13 @@ class FakeVpcd:
         self.port: int = self.server.getsockname()[1]
         self.conn: socket.socket | None = None
 
-    def accept(self) -> socket.socket:
+    def accept(self, timeout: float = 30.0) -> socket.socket:
+        """The card's connection. Waiting for it includes a card process starting up
+        (Python and its imports), which a busy machine can stretch past the exchanges'
+        five seconds."""
         if self.conn is not None:
             self.conn.close()
+        self.server.settimeout(timeout)
         self.conn, _ = self.server.accept()
         self.conn.settimeout(5)
         return self.conn
