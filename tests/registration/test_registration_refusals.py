@@ -155,12 +155,18 @@ def _name_no_care_identity(slapd: Slapd, uid: str) -> None:
         admin.unbind()
 
 
+@pytest.fixture
+def naming_none(card_app_factory: CardAppFactory, own_slapd: Slapd) -> Flask:
+    """A broker whose directory names no Care Identity for Alex's account."""
+    _name_no_care_identity(own_slapd, "alex.morgan")
+    return card_app_factory(directory_slapd=own_slapd)
+
+
 def test_a_card_the_directory_gives_to_someone_else_does_not_register_to_an_account_naming_none(
-    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+    naming_none: Flask, card_pki: CardPki
 ) -> None:
     # Alex's account names no Care Identity in this directory; Lee's card is Lee's there.
-    _name_no_care_identity(own_slapd, "alex.morgan")
-    app = card_app_factory(directory_slapd=own_slapd)
+    app = naming_none
     browser = CardBrowser(app.test_client())
     assert browser.register_password(ALEX[0]).status_code == 303
     refused = browser.register_card(card_pki.agent("lee"))
@@ -412,10 +418,9 @@ def test_a_registration_left_open_ends_with_a_sign_out_or_another_sign_in(
 
 
 def test_guessing_the_password_at_the_confirmation_is_throttled(
-    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+    naming_none: Flask, card_pki: CardPki
 ) -> None:
-    _name_no_care_identity(own_slapd, "alex.morgan")
-    app = card_app_factory(directory_slapd=own_slapd)
+    app = naming_none
     browser = CardBrowser(app.test_client())
     assert browser.register_password(ALEX[0]).status_code == 303
     assert browser.register_card(card_pki.agent("alex")).status_code == 200
