@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, insert, select, text
@@ -196,3 +196,18 @@ def rows_where_in(
         statement = Prepared(select_rows_where(model, column, count=len(values)))
         _ROWS_WHERE_IN[key] = statement
     return statement.rows(session, {f"v{n}": value for n, value in enumerate(values)})
+
+
+#: The most values one IN list carries (`scalars_in_chunks`).
+IN_CHUNK = 500
+
+
+def scalars_in_chunks(
+    session: Session, values: Sequence[Any], statement_for: Callable[[Sequence[Any]], Any]
+) -> list[Any]:
+    """Every row `statement_for(chunk)` selects, over `values` in IN lists of a sane size
+    (a CRL may list thousands of serial numbers)."""
+    found: list[Any] = []
+    for start in range(0, len(values), IN_CHUNK):
+        found.extend(session.scalars(statement_for(values[start : start + IN_CHUNK])).all())
+    return found

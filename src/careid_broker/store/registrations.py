@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Row, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from careid_broker.store._sql import row_where
+from careid_broker.store._sql import row_where, scalars_in_chunks
 from careid_broker.store.engine import Store
 from careid_broker.store.errors import ConflictSide, RegistrationConflictError
 from careid_broker.store.models import Registration
@@ -203,17 +203,16 @@ class Registrations:
     ) -> list[RegistrationRecord]:
         """The registrations whose linked certificate is one of these (issuer, serials)."""
         wanted = sorted({serial.upper() for serial in serials_hex})
-        found: list[RegistrationRecord] = []
         with self._store.session() as session:
-            for start in range(0, len(wanted), 500):  # IN lists of a sane size
-                rows = session.scalars(
-                    select(Registration).where(
-                        Registration.cert_issuer_dn == issuer_dn,
-                        func.upper(Registration.cert_serial).in_(wanted[start : start + 500]),
-                    )
-                ).all()
-                found.extend(_record(r) for r in rows)
-        return found
+            rows = scalars_in_chunks(
+                session,
+                wanted,
+                lambda chunk: select(Registration).where(
+                    Registration.cert_issuer_dn == issuer_dn,
+                    func.upper(Registration.cert_serial).in_(chunk),
+                ),
+            )
+            return [_record(r) for r in rows]
 
     def linked_certificates(self) -> list[bytes]:
         """The DER of every registered card's linked certificate (where known)."""

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from careid_broker.store._sql import insert_ignore, insert_new, table_of
+from careid_broker.store._sql import insert_ignore, insert_new, scalars_in_chunks, table_of
 from careid_broker.store.base import new_secret, sha256_hex
 from careid_broker.store.engine import Store
 from careid_broker.store.models import (
@@ -200,17 +200,15 @@ class SigninSessions:
     def opened_with(self, issuer_dn: str, serials_hex: Collection[str]) -> list[SessionRecord]:
         """The sessions (open or ended) a card opened with one of these certificates."""
         wanted = sorted({serial.upper() for serial in serials_hex})
-        found: list[SessionRecord] = []
         with self._store.session() as session:
-            for start in range(0, len(wanted), 500):  # IN lists of a sane size
-                rows = session.scalars(
-                    select(SigninSession).where(
-                        SigninSession.cert_serial.in_(wanted[start : start + 500]),
-                        SigninSession.cert_issuer_dn == issuer_dn,
-                    )
-                ).all()
-                found.extend(_record(r) for r in rows)
-        return found
+            rows = scalars_in_chunks(
+                session,
+                wanted,
+                lambda chunk: select(SigninSession).where(
+                    SigninSession.cert_serial.in_(chunk), SigninSession.cert_issuer_dn == issuer_dn
+                ),
+            )
+            return [_record(r) for r in rows]
 
     def active_for_account(self, mail: str) -> list[SessionRecord]:
         """The account's open sessions, newest first (for the admin console)."""
