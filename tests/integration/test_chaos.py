@@ -174,7 +174,9 @@ class Flows:
             text = response.get_data(as_text=True)
             body = response.get_json(silent=True)
             if isinstance(body, dict):
-                code = str(body.get("error", ""))
+                # The token endpoint answers in OAuth's terms (`temporarily_unavailable`)
+                # and names the broker's own code beside it.
+                code = str(body.get("careid_error") or body.get("error", ""))
             else:
                 found = re.search(r'data-error-code="([a-z0-9_]+)"', text)
                 code = found.group(1) if found else text[:120]
