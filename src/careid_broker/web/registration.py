@@ -319,7 +319,7 @@ def _confirm_form(
     pending: PendingRegistration,
     *,
     refused: InvalidCredentialsError | None = None,
-    password: str | None = None,
+    typed: bool = False,
 ) -> BaseResponse:
     """The confirmation page; with the password asked again where the account names no
     Care Identity (`RegistrationService.needs_password`)."""
@@ -331,7 +331,7 @@ def _confirm_form(
         pending=pending,
         existing=current_broker().repos.registrations.by_mail(pending.mail),
         needs_password=service.needs_password(account),
-        password_error=None if refused is None else refused.message if password else _TYPE_IT,
+        password_error=None if refused is None else refused.message if typed else _TYPE_IT,
         code=refused.code.value if refused is not None else None,
     )
 
@@ -375,43 +375,38 @@ def confirm(
             )
         )
 
+    password = request.form.get("password")
     try:
         signin = card.signin
         assert signin is not None  # noqa: S101 - available_card() checked
         confirmed, _identity = service.confirm(
             pending,
             checker=signin,
-            password=request.form.get("password"),
+            password=password,
             client_address=request.remote_addr or "unknown",
             within=audit_and_sign_in,
         )
     except RegistrationExpiredError:
         return restart()
-    except InvalidCredentialsError as exc:  # the password asked again: missing or wrong
-        audit_step(
-            "registration.create",
-            Outcome.FAILURE,
-            code=exc.reason,
-            mail=pending.mail,
-            org=pending.org_code or None,
-            details={"uuid": pending.card.uuid if pending.card else None, "step": "password"},
-        )
-        return _confirm_form(
-            card, service, pending, refused=exc, password=request.form.get("password")
-        )
-    except BrokerError as exc:  # a conflict, the account, identity or card no longer fit
+    except BrokerError as exc:  # a conflict; the account, identity, card or password
         details: dict[str, object] = {"uuid": pending.card.uuid} if pending.card else {}
         if isinstance(exc, CardRefusal):
             details |= exc.facts.audit_details()
+        code = exc.code
+        if isinstance(exc, InvalidCredentialsError):  # its real reason, for the audit
+            code = exc.reason
+            details["step"] = "password"
         audit_step(
             "registration.create",
             Outcome.FAILURE,
-            code=exc.code,
+            code=code,
             mail=pending.mail,
             org=pending.org_code or None,
             details=details,
         )
         log.info("registration refused at confirmation: %s", exc.code.value)
+        if isinstance(exc, InvalidCredentialsError):  # the password asked again
+            return _confirm_form(card, service, pending, refused=exc, typed=bool(password))
         if isinstance(exc, RegistrationAlreadyDoneError):
             # Finished in another browser: this one has nothing left to do but sign in.
             session.pop(PENDING_KEY, None)
