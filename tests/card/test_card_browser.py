@@ -181,13 +181,18 @@ def _error(page: Any) -> tuple[str, str]:
     ).inner_text()
 
 
-def test_the_button_signs_in_and_hands_the_card_session_to_the_agent(
-    served: Served, card_pki: CardPki, page: Any
-) -> None:
+def _signs_in_with_the_button(served: Served, card_pki: CardPki, page: Any) -> None:
+    """Alex's card registered, the login page's card button signs in."""
     register_card(served.app, card_pki.agent("alex"), ALEX[0])
     page.goto(f"{served.url}/login")
     page.locator("#card-signin-button").click()
     page.get_by_role("heading", name="You are signed in").wait_for()
+
+
+def test_the_button_signs_in_and_hands_the_card_session_to_the_agent(
+    served: Served, card_pki: CardPki, page: Any
+) -> None:
+    _signs_in_with_the_button(served, card_pki, page)
     assert "with your smartcard" in page.locator("main").inner_text()
     assert len(served.agent.card_sessions) == 1
     session = broker_of(served.app).repos.sessions.find_by_card_session(
@@ -253,11 +258,8 @@ def test_the_signing_handle_goes_back_to_the_agent_with_the_card_session(
     served: Served, card_pki: CardPki, page: Any
 ) -> None:
     served.agent.signing = SIGNING
-    register_card(served.app, card_pki.agent("alex"), ALEX[0])
-    page.goto(f"{served.url}/login")
-    page.locator("#card-signin-button").click()
     # Signed in: the broker took the token as the agent gave it (no handle inside).
-    page.get_by_role("heading", name="You are signed in").wait_for()
+    _signs_in_with_the_button(served, card_pki, page)
     assert [set(b) for b in served.agent.card_session_bodies] == [{"cardSession", "signing"}]
     assert served.agent.card_session_bodies[0]["signing"] == SIGNING
 
@@ -265,10 +267,7 @@ def test_the_signing_handle_goes_back_to_the_agent_with_the_card_session(
 def test_an_agent_without_handles_gets_the_card_session_alone(
     served: Served, card_pki: CardPki, page: Any
 ) -> None:
-    register_card(served.app, card_pki.agent("alex"), ALEX[0])
-    page.goto(f"{served.url}/login")
-    page.locator("#card-signin-button").click()
-    page.get_by_role("heading", name="You are signed in").wait_for()
+    _signs_in_with_the_button(served, card_pki, page)
     assert [set(b) for b in served.agent.card_session_bodies] == [{"cardSession"}]
 
 
@@ -277,10 +276,7 @@ def test_an_agent_refusing_the_handle_is_asked_again_without_it(
 ) -> None:
     served.agent.signing = SIGNING
     served.agent.strict = True
-    register_card(served.app, card_pki.agent("alex"), ALEX[0])
-    page.goto(f"{served.url}/login")
-    page.locator("#card-signin-button").click()
-    page.get_by_role("heading", name="You are signed in").wait_for()
+    _signs_in_with_the_button(served, card_pki, page)
     assert [set(b) for b in served.agent.card_session_bodies] == [
         {"cardSession", "signing"},
         {"cardSession"},
