@@ -30,6 +30,10 @@ from careid_agent.watcher import CardWatcher, ReaderSource
 log = logging.getLogger(__name__)
 
 
+#: The least time a card operation waits for another program's PC/SC transaction.
+MIN_TRANSACTION_WAIT = 1.0
+
+
 class Agent:
     """The running agent: HTTP server, card watcher, removal notices."""
 
@@ -49,7 +53,12 @@ class Agent:
         self.runner = runner or MainThreadRunner()
         if connect is None:
             connect = functools.partial(
-                transport.connect, config.reader, preference=config.reader_preference
+                transport.connect,
+                config.reader,
+                preference=config.reader_preference,
+                # Another program's transaction is waited for as long as another sign-in
+                # is, but never less than a second: programs hold one for milliseconds.
+                transaction_wait=max(config.card_wait, MIN_TRANSACTION_WAIT),
             )
         self.cards = CardService(connect, pin_policy=config.pin_policy)
         self.pin_entry = pin_entry or make_pin_entry(

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from smartcard import scard
 
@@ -41,6 +42,91 @@ _MASK = 0xFFFFFFFF
 #: How long a failed APDU waits for PC/SC to report a removal before calling it a read
 #: failure.
 _REMOVAL_GRACE = 1.5
+#: How long `connect()` and its connections wait for another program's PC/SC
+#: transaction on the card to end, unless told otherwise.
+DEFAULT_TRANSACTION_WAIT = 10.0
+#: At most this many abandoned waits at once (each holds a thread and a PC/SC context
+#: until the other program lets go): past it, "reader busy" at once.
+MAX_ABANDONED_WAITS = 4
+
+_abandoned_lock = threading.Lock()
+_abandoned_waits = 0
+
+T = TypeVar("T")
+
+
+def abandoned_pcsc_waits() -> int:
+    """How many PC/SC calls the agent has given up waiting for are still blocked."""
+    with _abandoned_lock:
+        return _abandoned_waits
+
+
+class PcscWaitAbandoned(ReaderBusyError):
+    """A PC/SC call waited longer than allowed for another program's transaction. The
+    call still blocks on a thread of its own, which owns the call's handle and context
+    from now on and releases them when PC/SC answers."""
+
+
+def _within(wait: float | None, call: Callable[[], T], late: Callable[[T | None], None]) -> T:
+    """`call()`, given up after `wait` seconds (None: no limit) with `PcscWaitAbandoned`.
+
+    pcsc-lite makes `SCardConnect` and `SCardBeginTransaction` wait, for as long as
+    another program holds a transaction on the card, and nothing cancels that wait: it
+    even holds the context's lock, so releasing the context would wait too. So the call
+    runs on a thread; given up, that thread later hands what it got to `late` (None if
+    the call raised), which must release it.
+    """
+    global _abandoned_waits
+    if wait is None:
+        return call()
+    with _abandoned_lock:
+        if _abandoned_waits >= MAX_ABANDONED_WAITS:
+            raise ReaderBusyError(
+                detail=f"{_abandoned_waits} earlier PC/SC calls are still waiting for"
+                " another program to release the card"
+            )
+    answered: list[tuple[T | None, BaseException | None]] = []
+    gave_up = False
+    lock = threading.Lock()
+
+    def run() -> None:
+        global _abandoned_waits
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, or logged
+            error = exc
+        with lock:
+            answered.append((result, error))
+            abandoned = gave_up
+        if not abandoned:
+            return
+        try:
+            late(result)
+            log.info("a PC/SC call given up on has ended; its connection is closed")
+        except Exception:  # noqa: BLE001 - nobody is left to tell
+            log.exception("closing a PC/SC call given up on failed")
+        finally:
+            with _abandoned_lock:
+                _abandoned_waits -= 1
+
+    waiter = threading.Thread(target=run, name="pcsc-bounded-call", daemon=True)
+    waiter.start()
+    waiter.join(wait)
+    with lock:
+        if answered:
+            result, error = answered[0]
+            if error is not None:
+                raise error
+            return cast(T, result)
+        gave_up = True
+        with _abandoned_lock:
+            _abandoned_waits += 1
+    log.warning("another program has held the card for over %.1f s; answered reader_busy", wait)
+    raise PcscWaitAbandoned(
+        detail=f"another program held a PC/SC transaction on the card for over {wait:g} s"
+    )
 
 
 class ApduTransport(Protocol):
@@ -184,6 +270,7 @@ class PcscConnection:
         reader: str,
         atr: bytes,
         insertion_id: str,
+        transaction_wait: float | None = None,
     ) -> None:
         self._api = api
         self._context = context
@@ -191,6 +278,7 @@ class PcscConnection:
         self._pci = api.SCARD_PCI_T0 if protocol == api.SCARD_PROTOCOL_T0 else api.SCARD_PCI_T1
         self._open = True
         self._in_transaction = False
+        self._transaction_wait = transaction_wait
         self.reader = reader
         self.atr = atr
         self.insertion_id = insertion_id
@@ -259,11 +347,32 @@ class PcscConnection:
         return bytes(response)
 
     def begin_transaction(self) -> None:
-        """Take the card exclusively until `end_transaction()` (blocks while another has it)."""
-        rv = self._api.SCardBeginTransaction(self._handle)
+        """Take the card exclusively until `end_transaction()`.
+
+        Waits at most `transaction_wait` seconds for another program's transaction to
+        end (`_within`); given up, the connection belongs to the abandoned call, which
+        gives the card straight back when it gets it and closes the connection.
+        """
+        if not self._open:
+            raise CardCommunicationError()
+        try:
+            rv = _within(
+                self._transaction_wait,
+                lambda: self._api.SCardBeginTransaction(self._handle),
+                self._release_after_late_begin,
+            )
+        except PcscWaitAbandoned:
+            self._open = False  # close() is the abandoned call's to do
+            raise
         if _rv(rv) != _rv(self._api.SCARD_S_SUCCESS):
             raise error_for_pcsc(rv, connected=True, api=self._api)
         self._in_transaction = True
+
+    def _release_after_late_begin(self, rv: int | None) -> None:
+        if rv is not None and _rv(rv) == _rv(self._api.SCARD_S_SUCCESS):
+            self._api.SCardEndTransaction(self._handle, self._api.SCARD_LEAVE_CARD)
+        self._api.SCardDisconnect(self._handle, self._api.SCARD_LEAVE_CARD)
+        self._api.SCardReleaseContext(self._context)
 
     def end_transaction(self) -> None:
         """Release the card, leaving it powered (the PIN state stays as the card has it)."""
@@ -286,7 +395,8 @@ class PcscConnection:
             self.end_transaction()
 
     def close(self) -> None:
-        """Disconnect with SCARD_LEAVE_CARD and release the PC/SC context (idempotent)."""
+        """Disconnect with SCARD_LEAVE_CARD and release the PC/SC context (idempotent;
+        after a transaction wait given up on, the abandoned call does it)."""
         if not self._open:
             return
         self._open = False
@@ -402,20 +512,49 @@ def choose_reader(
 
 
 def connect(
-    reader: str | None = None, *, preference: Sequence[str] = (), api: Any = scard
+    reader: str | None = None,
+    *,
+    preference: Sequence[str] = (),
+    api: Any = scard,
+    transaction_wait: float | None = DEFAULT_TRANSACTION_WAIT,
 ) -> PcscConnection:
-    """Connect (shared) to the card in `reader`, or in the first reader holding a card."""
+    """Connect (shared) to the card in `reader`, or in the first reader holding a card.
+
+    `transaction_wait`: how long a transaction waits for another program's to end
+    (None: as long as it takes, as PC/SC itself does).
+    """
     context = establish_context(api)
     try:
         chosen = choose_reader(
             _reader_states(api, context, reader_names(api, context)), reader, preference
         )
-        rv, handle, protocol = api.SCardConnect(
-            context,
-            chosen.name,
-            api.SCARD_SHARE_SHARED,
-            api.SCARD_PROTOCOL_T0 | api.SCARD_PROTOCOL_T1,
+    except BaseException:
+        api.SCardReleaseContext(context)
+        raise
+
+    def release_after_late_connect(answer: tuple[int, int, int] | None) -> None:
+        if answer is not None and _rv(answer[0]) == _rv(api.SCARD_S_SUCCESS):
+            api.SCardDisconnect(answer[1], api.SCARD_LEAVE_CARD)
+        api.SCardReleaseContext(context)
+
+    try:
+        # pcscd makes a connection wait while another program holds a transaction.
+        rv, handle, protocol = _within(
+            transaction_wait,
+            lambda: api.SCardConnect(
+                context,
+                chosen.name,
+                api.SCARD_SHARE_SHARED,
+                api.SCARD_PROTOCOL_T0 | api.SCARD_PROTOCOL_T1,
+            ),
+            release_after_late_connect,
         )
+    except PcscWaitAbandoned:
+        raise  # the context is the abandoned call's to release
+    except BaseException:
+        api.SCardReleaseContext(context)
+        raise
+    try:
         if _rv(rv) != _rv(api.SCARD_S_SUCCESS):
             raise error_for_pcsc(rv, connected=False, api=api)
         try:
@@ -438,5 +577,6 @@ def connect(
         protocol=protocol,
         reader=chosen.name,
         atr=current.atr,
+        transaction_wait=transaction_wait,
         insertion_id=insertion_id(chosen.name, current.event_count, current.atr),
     )

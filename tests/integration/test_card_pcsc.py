@@ -6,21 +6,25 @@ import base64
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.hashes import HashAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
+from smartcard import scard
 
 from careid_agent.card import CardIdentity, CardService
 from careid_agent.errors import (
     CardRemovedError,
     NoCardError,
     PinBlockedError,
+    ReaderBusyError,
     WrongPinError,
 )
-from careid_agent.transport import connect
+from careid_agent.transport import abandoned_pcsc_waits, connect
 from careid_devkit.card_profile import CardProfile, KeyAlgorithm, load_profile
 from careid_protocol.errors import ErrorCode
 from careid_protocol.piv import Ins
@@ -173,6 +177,64 @@ def test_card_removed_while_signing(pcsc: object, issue_card: IssueCard) -> None
         with pytest.raises(CardRemovedError) as removed:
             _signed_token(_service())
         assert removed.value.code is ErrorCode.CARD_REMOVED
+
+
+@contextmanager
+def _held_by_another_program(reader: str = READER) -> Iterator[None]:
+    """A PC/SC transaction on the card through a handle of its own, as another
+    program (a browser's PKCS#11 module, a second middleware) would hold one."""
+    rv, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    assert rv == scard.SCARD_S_SUCCESS
+    rv, handle, _protocol = scard.SCardConnect(
+        context, reader, scard.SCARD_SHARE_SHARED, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
+    )
+    assert rv == scard.SCARD_S_SUCCESS
+    assert scard.SCardBeginTransaction(handle) == scard.SCARD_S_SUCCESS
+    try:
+        yield
+    finally:
+        scard.SCardEndTransaction(handle, scard.SCARD_LEAVE_CARD)
+        scard.SCardDisconnect(handle, scard.SCARD_LEAVE_CARD)
+        scard.SCardReleaseContext(context)
+
+
+def test_another_programs_transaction_is_waited_for_a_bounded_time(
+    pcsc: object, issue_card: IssueCard
+) -> None:
+    """pcsc-lite's SCardBeginTransaction waits, uncancellably, for as long as another
+    program holds the card. The agent gives up after its wait with `reader_busy`,
+    leaves the abandoned wait to end by itself, and works again once the card is free."""
+    profile, _ = issue_card()
+    with inserted(profile):
+        service = CardService(lambda: connect(READER, transaction_wait=0.5))
+        with _held_by_another_program():
+            started = time.monotonic()
+            with pytest.raises(ReaderBusyError) as busy:
+                service.status()
+            waited = time.monotonic() - started
+            assert busy.value.code is ErrorCode.READER_BUSY
+            assert "another program" in busy.value.message
+            assert 0.5 <= waited < 5
+            # Still held: a second try is refused the same way, not stuck behind the
+            # first one's abandoned wait.
+            with pytest.raises(ReaderBusyError):
+                service.status()
+        # Taken by the other program after the agent has connected: the transaction
+        # waits the same bounded time.
+        connection = connect(READER, transaction_wait=0.5)
+        with _held_by_another_program():
+            started = time.monotonic()
+            with pytest.raises(ReaderBusyError):
+                connection.begin_transaction()
+            assert 0.5 <= time.monotonic() - started < 5
+            connection.close()  # the abandoned call's to do: returns at once
+        # Released: the abandoned calls take the card, give it straight back and close.
+        assert service.status().holder_name == "Alex Morgan"
+        verify_token(_signed_token(service), ORIGIN, CHALLENGE)
+        deadline = time.monotonic() + 5
+        while abandoned_pcsc_waits() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert abandoned_pcsc_waits() == 0
 
 
 def test_no_card(pcsc: object) -> None:
