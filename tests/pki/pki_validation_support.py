@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import socket
 import uuid as uuid_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -114,8 +114,12 @@ class PkiEnv:
         not_before: datetime | None = None,
         not_after: datetime | None = None,
         subject_key: CertificatePublicKeyTypes | None = None,
+        crl_urls: Sequence[str] | None = None,
     ) -> x509.Certificate:
         """A card-like certificate signed by the issuing CA, with chosen extensions.
+
+        Its CRL distribution point is the PKI's CRL unless `crl_urls` names others (one
+        point each; none: no CRL distribution points extension).
 
         Not recorded in the PKI's state: OCSP answers "unknown" for it, the CRL does not
         list it — use `revocation = "crl"` to test the other checks on it.
@@ -146,17 +150,20 @@ class PkiEnv:
                 ),
                 critical=False,
             )
-            .add_extension(
+        )
+        points = [self.pki.urls.crl] if crl_urls is None else crl_urls
+        if points:
+            builder = builder.add_extension(
                 x509.CRLDistributionPoints(
                     [
                         x509.DistributionPoint(
-                            [x509.UniformResourceIdentifier(self.pki.urls.crl)], None, None, None
+                            [x509.UniformResourceIdentifier(url)], None, None, None
                         )
+                        for url in points
                     ]
                 ),
                 critical=False,
             )
-        )
         builder = builder.add_extension(
             key_usage if key_usage is not None else key_usage_for(digital_signature=True),
             critical=True,

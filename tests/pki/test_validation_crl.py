@@ -187,6 +187,73 @@ def test_partial_crls_are_not_used(env: PkiEnv, extension: x509.ExtensionType) -
         env.validator(http=fetcher, revocation="crl").validate(env.issue())
 
 
+def _partition(*urls: str) -> x509.IssuingDistributionPoint:
+    """The issuingDistributionPoint of a CRL for the cards that name one of `urls`."""
+    return x509.IssuingDistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url) for url in urls] or None,
+        relative_name=None,
+        only_contains_user_certs=True,
+        only_contains_ca_certs=False,
+        only_some_reasons=None,
+        indirect_crl=False,
+        only_contains_attribute_certs=False,
+    )
+
+
+def test_a_crl_for_another_distribution_point_is_not_used(env: PkiEnv) -> None:
+    # The issuing CA splits its cards over two CRLs (RFC 5280 §5.2.5, §6.3.3 (b)(2)(i)).
+    part_a, part_b = f"{env.server.url}/part-a.crl", f"{env.server.url}/part-b.crl"
+    card_a, card_b = env.craft(crl_urls=[part_a]), env.craft(crl_urls=[part_b])
+    crl_a = _crl(env, extensions=[_partition(part_a)])
+    crl_b = _crl(env, extensions=[_partition(part_b)], revoked=[card_b.serial_number])
+
+    # The same CA's genuine, current CRL for part A, served at part B's distribution
+    # point (by anyone on the plain-HTTP path), says nothing of part B's cards.
+    substituted = RecordingFetcher(on_get=lambda _url: crl_a)
+    validator = env.validator(http=substituted, revocation="crl")
+    with pytest.raises(RevocationUnavailableError) as caught:
+        validator.trust(card_b)
+    assert caught.value.code is ErrorCode.REVOCATION_UNAVAILABLE
+    assert "not this certificate's" in (caught.value.detail or "")
+    with pytest.raises(RevocationUnavailableError):
+        validator.trust(card_b)  # nor once cached
+    assert validator.trust(card_a).revocation is not None
+
+    # A configured file of part A is skipped for part B's cards, like another issuer's
+    # file: their own distribution point is asked, and its CRL refuses the card.
+    path = _crl_file(env, "part-a.crl", crl_a)
+    honest = RecordingFetcher(on_get=lambda url: {part_a: crl_a, part_b: crl_b}[url])
+    validator = env.validator(http=honest, revocation="crl", crl={"files": [str(path)]})
+    with pytest.raises(CertificateRevokedError):
+        validator.trust(card_b)
+    assert honest.gets == [part_b]
+    result = validator.trust(card_a)  # the file covers part A's cards
+    assert result.revocation is not None and result.revocation.location == str(path)
+    assert honest.gets == [part_b]
+
+    # Only with the file: nothing covers part B's cards, so no status (fail closed).
+    alone = {"files": [str(path)], "use_distribution_points": False}
+    with pytest.raises(RevocationUnavailableError) as caught:
+        env.validator(http=honest, revocation="crl", crl=alone).trust(card_b)
+    assert "does not cover" in (caught.value.detail or "")
+
+
+def test_a_card_without_distribution_points_takes_only_a_crl_naming_none(env: PkiEnv) -> None:
+    card = env.craft(crl_urls=[])
+    partitioned = _crl_file(
+        env, "partitioned.crl", _crl(env, extensions=[_partition(env.pki.urls.crl)])
+    )
+    settings = {"files": [str(partitioned)], "use_distribution_points": False}
+    with pytest.raises(RevocationUnavailableError) as caught:
+        env.validator(revocation="crl", crl=settings).trust(card)
+    assert "does not cover" in (caught.value.detail or "")
+
+    for extensions in ([], [_partition()]):  # no IDP, or an IDP naming no point
+        full = _crl_file(env, "full.crl", _crl(env, extensions=extensions))
+        settings = {"files": [str(full)], "use_distribution_points": False}
+        assert env.validator(revocation="crl", crl=settings).trust(card).revocation is not None
+
+
 def test_an_unreachable_distribution_point_is_unavailable(env: PkiEnv) -> None:
     def down(url: str) -> bytes:
         raise HttpFetchError(f"GET {url}: connection refused")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pki_validation_support import START, PkiEnv, RecordingFetcher
 
-from careid_broker.errors import CertificateRevokedError
+from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki import CertificateValidator
 from careid_broker.pki.crl import CrlSource, SourceKind, _shared_key
 from careid_broker.pki.sharing import RevocationSharing
@@ -121,3 +121,48 @@ def test_an_administrators_refresh_reaches_every_worker(env: PkiEnv, shared: Sto
     assert cert.serial_number in fetched.serials
     with pytest.raises(CertificateRevokedError):
         worker.validate(cert)
+
+
+def test_another_partitions_crl_shared_by_one_worker_answers_for_no_card_of_this_one(
+    env: PkiEnv, shared: Store
+) -> None:
+    part_a, part_b = f"{env.server.url}/part-a.crl", f"{env.server.url}/part-b.crl"
+    card = env.craft(crl_urls=[part_b])
+
+    def partitioned(url: str, this_update: datetime) -> bytes:
+        point = x509.IssuingDistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(url)],
+            relative_name=None,
+            only_contains_user_certs=True,
+            only_contains_ca_certs=False,
+            only_some_reasons=None,
+            indirect_crl=False,
+            only_contains_attribute_certs=False,
+        )
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(env.pki.issuing_certificate.subject)
+            .last_update(this_update)
+            .next_update(this_update + timedelta(days=1))
+            .add_extension(point, critical=True)
+            .sign(env.pki.issuing_key, hashes.SHA256())
+        )
+        return crl.public_bytes(serialization.Encoding.DER)
+
+    honest = partitioned(part_b, START - timedelta(hours=1))
+    second_http = RecordingFetcher(on_get=lambda _url: honest)
+    second = _worker(env, shared, second_http)
+    assert second.trust(card).revocation is not None
+
+    # The first worker is answered at part B's distribution point with the CA's newer,
+    # genuine CRL for part A, and offers it to the others as that source's newest.
+    substituted = partitioned(part_a, START)
+    first = _worker(env, shared, RecordingFetcher(on_get=lambda _url: substituted))
+    with pytest.raises(RevocationUnavailableError):
+        first.trust(card)
+    # The second worker takes it up from the table, and it does not clear the card there
+    # either: only a CRL that covers the card does.
+    with pytest.raises(RevocationUnavailableError) as caught:
+        second.trust(card)
+    assert "does not cover" in (caught.value.detail or "")
+    assert second_http.gets == [part_b]  # from the table, not fetched again

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki.certfiles import parse_crl
 from careid_broker.pki.config import CrlSettings
-from careid_broker.pki.crl_checks import CrlProblem, is_stale, verify_crl
+from careid_broker.pki.crl_checks import CrlProblem, check_covers, is_stale, verify_crl
 from careid_broker.pki.http import HttpFetcher, HttpFetchError
 from careid_broker.pki.observer import UNOBSERVED, RevocationObserver
 from careid_broker.pki.status import Clock, RevocationSource, RevocationStatus, describe, utc_now
@@ -187,6 +187,13 @@ class CrlCache:
                 # A configured file may hold another issuer's CRL: not this one's source.
                 if not (exc.other_issuer and source.kind is SourceKind.FILE):
                     problems.append(f"{source.location}: {exc}")
+                continue
+            try:
+                # Another partition's CRL (a file for other cards, or one served at this
+                # card's distribution point) says nothing of this certificate.
+                check_covers(entry.crl, certificate)
+            except CrlProblem as exc:
+                problems.append(f"{source.location}: {exc}")
                 continue
             revoked = entry.crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
             if revoked is not None:

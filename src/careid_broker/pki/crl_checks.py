@@ -62,6 +62,72 @@ def verify_crl(
     return next_update
 
 
+def check_covers(crl: x509.CertificateRevocationList, certificate: x509.Certificate) -> None:
+    """Refuse (CrlProblem) a verified CRL of the certificate's issuer whose scope leaves
+    the certificate out (RFC 5280 §6.3.3 (b)(2)): a CRL naming distribution points
+    answers only for certificates that name one of them; one naming none (or with no
+    issuingDistributionPoint) is the issuer's full CRL. Checked wherever a CRL is chosen
+    for a certificate, since CRLs are fetched, kept and shared by source, not by card.
+    """
+    try:
+        point = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return
+    if point.only_contains_user_certs and _is_ca(certificate):
+        raise CrlProblem("the CRL does not cover this certificate: it lists end-entity ones only")
+    scope = _point_names(point.full_name, point.relative_name, crl.issuer)
+    if not scope:
+        return
+    names = _certificate_points(certificate)
+    if scope.isdisjoint(names):
+        raise CrlProblem(
+            "the CRL does not cover this certificate: it is for distribution point "
+            f"{_describe(scope)}, not this certificate's ({_describe(names) or 'none'})"
+        )
+
+
+def _point_names(
+    full_name: list[x509.GeneralName] | None,
+    relative_name: x509.RelativeDistinguishedName | None,
+    crl_issuer: x509.Name,
+) -> frozenset[x509.GeneralName]:
+    """A distribution point's names; a relative name is relative to the CRL's issuer."""
+    if full_name:
+        return frozenset(full_name)
+    if relative_name is not None:
+        return frozenset([x509.DirectoryName(x509.Name([*crl_issuer.rdns, relative_name]))])
+    return frozenset()
+
+
+def _certificate_points(certificate: x509.Certificate) -> frozenset[x509.GeneralName]:
+    """The names of the certificate's distribution points whose CRL its issuer signs."""
+    try:
+        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    names: set[x509.GeneralName] = set()
+    for point in points:
+        if not point.crl_issuer:
+            names.update(_point_names(point.full_name, point.relative_name, certificate.issuer))
+    return frozenset(names)
+
+
+def _describe(names: frozenset[x509.GeneralName]) -> str:
+    return ", ".join(
+        sorted(
+            name.value.rfc4514_string() if isinstance(name, x509.DirectoryName) else str(name.value)
+            for name in names
+        )
+    )
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _check_scope(crl: x509.CertificateRevocationList) -> None:
     """Refuse CRLs that do not list every revoked end-entity certificate of the issuer."""
     extensions = crl.extensions
