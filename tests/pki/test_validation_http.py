@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -86,6 +88,66 @@ def test_a_silent_server_times_out() -> None:
         with pytest.raises(HttpFetchError):
             UrllibFetcher().post(url, b"x", "application/ocsp-request", 0.3)
     assert time.monotonic() - started < 3
+
+
+@contextmanager
+def _dripping(sent: bytes, dripped: bytes, every: float = 0.1) -> Iterator[str]:
+    """A URL on 127.0.0.1 whose server answers `sent` at once, then `dripped` one byte
+    every `every` seconds (never long enough apart for a socket timeout), then closes."""
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+
+    def answer(connection: socket.socket) -> None:
+        with connection:
+            try:
+                connection.recv(65536)
+                connection.sendall(sent)
+                for byte in dripped:
+                    if stop.wait(every):
+                        return
+                    connection.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/issuing-ca.crl"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "dripped"),
+    [
+        # A body announced in full and sent a byte at a time.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x" * 50),
+        # Headers sent a byte at a time.
+        (b"HTTP/1.1 200 OK\r\n", b"X-Padding: " + b"a" * 40 + b"\r\n\r\n"),
+    ],
+    ids=["body", "headers"],
+)
+def test_a_slow_drip_times_out_at_the_deadline(sent: bytes, dripped: bytes) -> None:
+    timeout = 0.5
+    with _dripping(sent, dripped) as url:
+        started = time.monotonic()
+        with pytest.raises(HttpFetchError) as caught:
+            UrllibFetcher().get(url, timeout)
+        elapsed = time.monotonic() - started
+    # The drip lasts 5 s or more; the fetch must end near its timeout, not with it.
+    assert elapsed < 5 * timeout
+    assert "timed out" in str(caught.value)
 
 
 def test_redirects_are_followed_to_http_only(
