@@ -128,7 +128,16 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     except BrokerConfigError as exc:
         return _report_config_error(exc)
     with using_database(config.database.url):
-        results = _rotate(config, args.if_current)
+        try:
+            results = _rotate(config, args.if_current)
+        except SigningKeyUnavailableError as exc:
+            print(
+                f"careid-broker: keys rotate: not rotated, nothing changed: {exc.detail}."
+                " While the passphrase changes, set the old one as"
+                " CAREID_OIDC_SIGNING_KEY_PREVIOUS_PASSPHRASE.",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
     status = 0
     for alg, result in results:
         if not result.rotated:
@@ -140,6 +149,10 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         for kid in result.retired_kids:
             print(f"{alg}: retired: {kid}")
     return status
+
+
+_ROTATED = "keys.rotated"
+_ROTATE_ACTOR = "careid-broker keys rotate"
 
 
 def _rotate(
@@ -154,12 +167,43 @@ def _rotate(
         if if_current:
             # A kid names one algorithm's key: rotate that lifecycle only.
             in_use = {key.alg for key in published if key.kid == if_current} or {KeyAlgorithm.RS256}
-        return [
-            (alg, repos.keys.for_alg(alg).rotate(expected_current_kid=if_current))
-            for alg in sorted(in_use)
-        ]
+        try:
+            # All algorithms or none: one refused leaves the others as they were.
+            with store.transaction():
+                results = [
+                    (alg, repos.keys.for_alg(alg).rotate(expected_current_kid=if_current))
+                    for alg in sorted(in_use)
+                ]
+                rotated = [_rotated(alg, result) for alg, result in results if result.rotated]
+                if rotated:
+                    repos.audit.append(
+                        _ROTATED,
+                        Outcome.SUCCESS,
+                        actor=_ROTATE_ACTOR,
+                        details={"rotated": rotated},
+                    )
+        except SigningKeyUnavailableError as exc:
+            # The passphrase does not open the keys a new one would join.
+            repos.audit.append(
+                _ROTATED,
+                Outcome.FAILURE,
+                error_code=exc.code.value,
+                actor=_ROTATE_ACTOR,
+                details={"detail": exc.detail or ""},
+            )
+            raise
+        return results
     finally:
         store.dispose()
+
+
+def _rotated(alg: KeyAlgorithm, result: RotationResult) -> dict[str, object]:
+    return {
+        "alg": alg.value,
+        "current": result.current_kid,
+        "next": result.next_kid,
+        "retired": list(result.retired_kids),
+    }
 
 
 _REENCRYPTED = "keys.reencrypted"
@@ -347,11 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
         **documented(
             "The published next key becomes current, a new next key is published before"
             " it signs anything, and the oldest key is retired; every algorithm in use"
-            " rotates together.",
+            " rotates together. Refused unless the configured passphrase"
+            " (CAREID_OIDC_SIGNING_KEY_PASSPHRASE) opens the current and next keys;"
+            " audited as keys.rotated.",
             {
                 EXIT_OK: "rotated",
                 EXIT_FAILED: "not rotated: --if-current named a key that is no longer current",
-                EXIT_CONFIG: "the configuration is not valid",
+                EXIT_CONFIG: (
+                    "the configuration is not valid, or its signing key passphrase does not"
+                    " open the current and next keys: nothing changed"
+                ),
                 EXIT_DATABASE: UNUSABLE_EXIT,
             },
         ),

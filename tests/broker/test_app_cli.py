@@ -210,6 +210,47 @@ def test_keys_rotate_changes_the_published_keys(
     )
 
 
+def test_keys_rotate_refuses_a_passphrase_that_does_not_open_the_keys(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{config_file.parent / 'data' / 'broker.db'}"
+    assert main(["--config", str(config_file), "db", "upgrade"]) == 0
+    rotate = ["--config", str(config_file), "keys", "rotate"]
+    monkeypatch.setenv("CAREID_OIDC_SIGNING_KEY_PASSPHRASE", "correct horse")
+    assert main(rotate) == 0
+    store = create_store(url)
+    try:
+        repos = Repositories.build(store, key_passphrase=b"correct horse")
+        before = {k.state.value: k.kid for k in repos.keys.publishable()}
+        capsys.readouterr()
+        # From a shell without the passphrase, or with a mistyped one, a new next key
+        # would be made in clear, or under a passphrase no instance has: refused, with a
+        # status a schedule cannot take for "another host rotated" (1).
+        monkeypatch.delenv("CAREID_OIDC_SIGNING_KEY_PASSPHRASE")
+        assert main(rotate) == 2
+        refused = capsys.readouterr().err
+        assert "not rotated" in refused and "CAREID_OIDC_SIGNING_KEY_PASSPHRASE" in refused
+        monkeypatch.setenv("CAREID_OIDC_SIGNING_KEY_PASSPHRASE", "correct hrose")
+        assert main(rotate) == 2
+        refused = capsys.readouterr().err
+        assert "CAREID_OIDC_SIGNING_KEY_PASSPHRASE" in refused and "hrose" not in refused
+        assert {k.state.value: k.kid for k in repos.keys.publishable()} == before
+        # With the passphrase the keys were made with, the rotation goes ahead.
+        monkeypatch.setenv("CAREID_OIDC_SIGNING_KEY_PASSPHRASE", "correct horse")
+        assert main(rotate) == 0
+        assert repos.keys.current().kid == before["next"]
+        entries = repos.audit.list_recent(event_prefix="keys.rotated", limit=10)
+    finally:
+        store.dispose()
+    assert [(e.outcome.value, e.error_code) for e in entries] == [
+        ("success", None),
+        ("failure", "signing_key_unavailable"),
+        ("failure", "signing_key_unavailable"),
+        ("success", None),
+    ]
+    assert "hrose" not in str(entries[1].details) and "horse" not in str(entries[1].details)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -661,6 +661,51 @@ def test_id_token_hint_for_another_user_is_not_served_silently(oidc_browser: Bro
     assert forged.params["error"] == "invalid_request"
 
 
+def test_id_token_hint_for_another_user_is_login_required_after_the_sign_in(
+    oidc_app: Flask,
+) -> None:
+    # OIDC Core §3.1.2.1: the RP asks for the person its ID token names; someone else
+    # signing in at the login page must not get the RP an ID token for themselves.
+    kim = Browser(oidc_app.test_client())
+    kim_token = _tokens(kim, mail="kim.taylor@nhs.net")["id_token"]
+    kim_sub = id_token_claims(kim.client, kim_token)[1]["sub"]
+    browser = Browser(oidc_app.test_client())
+    asked = browser.authorize(id_token_hint=kim_token)
+    answered = browser.sign_in(asked, ALEX)
+    assert answered.location.startswith(REDIRECT)
+    params = answered.params
+    assert "code" not in params and params["error"] == "login_required"
+    assert "not the one" in params["error_description"]
+    assert params["state"] == asked.state and params["iss"] == ISSUER
+    entry = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.authorize", limit=1)[0]
+    assert entry.outcome == "failure" and entry.details["error"] == "login_required"
+    assert entry.subject == ALEX
+    # The request is answered: the same transaction gives no code afterwards either.
+    again = browser.client.get(f"/authorize/resume?tx={query_of(asked.location)['tx']}")
+    assert again.status_code == 400 and "code=" not in again.headers.get("Location", "")
+    # The person the hint names signs in to a code for themselves.
+    fresh = Browser(oidc_app.test_client())
+    signed_in = fresh.sign_in(fresh.authorize(id_token_hint=kim_token), "kim.taylor@nhs.net")
+    claims = id_token_claims(fresh.client, fresh.redeem(signed_in).get_json()["id_token"])[1]
+    assert claims["sub"] == kim_sub
+
+
+def test_id_token_hint_for_another_user_is_not_served_on_resume(oidc_app: Flask) -> None:
+    # A session of someone else's, taken straight to the resume step of a transaction
+    # whose hint names another person, issues no code either.
+    kim = Browser(oidc_app.test_client())
+    kim_token = _tokens(kim, mail="kim.taylor@nhs.net")["id_token"]
+    browser = Browser(oidc_app.test_client())
+    _tokens(browser)  # Alex is signed in here
+    asked = browser.authorize(id_token_hint=kim_token)
+    tx = query_of(asked.location)["tx"]
+    resumed = browser.client.get(f"/authorize/resume?tx={tx}")
+    assert resumed.status_code == 302
+    params = query_of(resumed.headers["Location"])
+    assert "code" not in params and params["error"] == "login_required"
+    assert params["state"] == asked.state
+
+
 def test_a_directory_outage_is_temporarily_unavailable_for_prompt_none(
     app_factory: Callable[..., Flask], tmp_path: Path, own_slapd: Slapd
 ) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import broker_of, password_login
+from broker_support import broker_of, password_login, rp_transaction
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
@@ -58,6 +58,33 @@ def test_a_registered_card_signs_in_to_an_rp_with_card_assurance_and_care_identi
     assert info["email"] == ALEX[0]
     roles = info["nhsid_nrbac_roles"]
     assert [(r["role_code"], r["org_code"]) for r in roles] == [("R8000", "RX1")]
+
+
+def test_a_card_sign_in_by_someone_other_than_the_id_token_hint_gets_no_code(
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
+) -> None:
+    agent = card_pki.agent("alex")
+    register_card(card_app, agent, ALEX[0])
+    # The RP's request named another person by its id_token_hint (OIDC Core §3.1.2.1).
+    rp = Browser(card_browser.client)
+    tx = rp_transaction(
+        card_app,
+        card_browser.client,
+        client_id=rp.client_id,
+        redirect_uri=rp.redirect_uri,
+        id_token_hint_sub="someone-else",
+    )
+    card_browser.open_login(tx)
+    answer = card_browser.sign_in(agent, tx)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    redirect = answer.get_json()["redirect"]
+    assert redirect.startswith(rp.redirect_uri)
+    params = query_of(redirect)
+    assert "code" not in params and params["error"] == "login_required"
+    assert params["state"] == "rp-state"
+    refused = last_audit(card_app, "oidc.authorize")
+    assert refused.outcome is Outcome.FAILURE and refused.details["error"] == "login_required"
+    assert refused.subject == ALEX[0]
 
 
 def test_signing_in_without_an_rp_ends_on_the_signed_in_page_and_is_audited(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +27,7 @@ from careid_broker.store import (
 from careid_broker.store.base import sha256_hex
 from careid_broker.store.challenges import new_challenge
 from careid_broker.store.models import CardChallenge, LoginTransaction
+from careid_broker.store.transactions import _AAD, TransactionSealer, _micros
 from careid_protocol.errors import ErrorCode
 from support.clock import FakeClock
 
@@ -121,6 +124,34 @@ def test_a_broker_local_step_is_a_stored_row_every_instance_reads(
     cancelled = steps.create(REQUEST)
     assert steps.expire(cancelled.transaction_id) and not steps.expire(cancelled.transaction_id)
     assert steps.get(cancelled.transaction_id).status is TransactionStatus.EXPIRED
+
+
+def test_an_id_token_hint_is_sealed_with_the_request_and_older_ids_still_open(
+    repos: Repositories, store: Store, clock: FakeClock
+) -> None:
+    hinted = replace(REQUEST, id_token_hint_sub="kim-sub")
+    created = repos.transactions.create(hinted)
+    assert repos.transactions.get(created.transaction_id).request == hinted
+    completed = repos.transactions.complete(created.transaction_id)
+    assert completed is not None and completed.request == hinted
+    # An id sealed by the release before (no "h" in it) opens as a request without one.
+    body = {
+        "c": REQUEST.client_id, "r": REQUEST.redirect_uri, "s": REQUEST.scope,
+        "st": REQUEST.state, "n": REQUEST.nonce, "cc": REQUEST.code_challenge,
+        "cm": REQUEST.code_challenge_method, "p": REQUEST.prompt, "m": REQUEST.max_age,
+        "a": REQUEST.acr_values, "x": dict(REQUEST.extras),
+        "t": _micros(clock.now), "e": _micros(clock.now + timedelta(minutes=15)),
+    }  # fmt: skip
+    salt = bytes(16)
+    plain = json.dumps(body).encode()
+    sealed = salt + TransactionSealer._aead(KEY, salt).encrypt(bytes(12), plain, _AAD)
+    older = "t1." + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+    record = repos.transactions.get(older)
+    assert record is not None and record.request == REQUEST
+    assert record.request.id_token_hint_sub is None
+    # A stored step has no place for one: refused rather than dropped.
+    with pytest.raises(ValueError, match="id_token_hint"):
+        LoginTransactions(store, key=KEY, sealed=False).create(hinted)
 
 
 def _sealed_bytes(transaction_id: str) -> bytes:

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from careid_broker.codes import BrokerCode
@@ -224,3 +224,62 @@ def test_reencryption_is_all_or_nothing(store: Store) -> None:
     assert _pems(store) == before
     with pytest.raises(ValueError, match="no passphrase"):
         SigningKeys(store).reencrypt()
+
+
+def test_a_new_key_is_refused_when_the_passphrase_does_not_open_the_live_keys(
+    store: Store,
+) -> None:
+    SigningKeys(store, passphrase=b"correct horse", alg=KeyAlgorithm.ES256).ensure_keys()
+    before = _pems(store)
+    # A shell without the passphrase, or with a mistyped one: a key made now would be in
+    # clear, or under a passphrase nothing else uses, and would sign after one rotation.
+    for wrong in (
+        SigningKeys(store, alg=KeyAlgorithm.ES256),
+        SigningKeys(store, passphrase=b"correct hrose", alg=KeyAlgorithm.ES256),
+    ):
+        with pytest.raises(SigningKeyUnavailableError) as caught:
+            wrong.rotate()
+        assert caught.value.code is BrokerCode.SIGNING_KEY_UNAVAILABLE
+        assert "CAREID_OIDC_SIGNING_KEY_PASSPHRASE" in str(caught.value)
+        assert "horse" not in str(caught.value) and "hrose" not in str(caught.value)
+        assert _pems(store) == before  # nothing rotated, nothing added
+
+    # Start-up makes a missing key the same way, and is refused the same way.
+    with store.transaction() as session:
+        session.execute(delete(SigningKey).where(SigningKey.state == KeyState.NEXT.value))
+    only_current = _pems(store)
+    for wrong in (
+        SigningKeys(store, alg=KeyAlgorithm.ES256),
+        SigningKeys(store, passphrase=b"correct hrose", alg=KeyAlgorithm.ES256),
+    ):
+        with pytest.raises(SigningKeyUnavailableError, match="CAREID_OIDC_SIGNING_KEY"):
+            wrong.ensure_keys()
+    assert _pems(store) == only_current
+
+    # The right passphrase, or the one being replaced as the previous one, still works.
+    right = SigningKeys(store, passphrase=b"correct horse", alg=KeyAlgorithm.ES256)
+    right.ensure_keys()
+    right.rotate()
+    changing = SigningKeys(
+        store,
+        passphrase=b"new passphrase",
+        previous_passphrase=b"correct horse",
+        alg=KeyAlgorithm.ES256,
+    )
+    changing.rotate()
+    _sign_and_verify(changing)
+    with store.session() as session:
+        assert set(session.scalars(select(SigningKey.encrypted))) == {True}
+
+
+def test_keys_made_in_clear_still_rotate_once_a_passphrase_is_set(store: Store) -> None:
+    SigningKeys(store).ensure_keys()
+    clear = set(_pems(store))
+    keys = SigningKeys(store, passphrase=b"new passphrase")
+    result = keys.rotate()  # the documented way out: new keys encrypted, then reencrypt
+    with store.session() as session:
+        encrypted = dict(session.execute(select(SigningKey.kid, SigningKey.encrypted)).all())
+    assert encrypted[result.next_kid] is True
+    assert all(encrypted[kid] is False for kid in clear)
+    assert len(keys.reencrypt()) == 3
+    _sign_and_verify(keys)

@@ -117,10 +117,16 @@ class SigningKeys:
         )
 
     def ensure_keys(self) -> None:
-        """Create a current and a next key if there is no current key yet."""
+        """Create a current and a next key if there is no current key yet.
+
+        Refused (`SigningKeyUnavailableError`) when a key is missing and the passphrase
+        does not open the one there is: see `_require_live_keys_open`.
+        """
         with self._store.transaction() as session:
             serialize_on(session, SIGNING_KEYS_LOCK)
             states = _by_state(session, self._alg)
+            if KeyState.CURRENT not in states or KeyState.NEXT not in states:
+                self._require_live_keys_open(session)
             if KeyState.CURRENT not in states:
                 self._add(session, KeyState.CURRENT)
             if KeyState.NEXT not in states:
@@ -131,6 +137,8 @@ class SigningKeys:
 
         With `expected_current_kid`, rotate only if that key is still current: two
         instances running the same scheduled rotation rotate once, not twice.
+        Refused (`SigningKeyUnavailableError`, nothing changed) when the passphrase does
+        not open the current and next keys.
         """
         now = self._store.now()
         with self._store.transaction() as session:
@@ -145,6 +153,7 @@ class SigningKeys:
                     next_kid=next_kids[0],
                     retired_kids=(),
                 )
+            self._require_live_keys_open(session)
             retired = tuple(states.get(KeyState.PREVIOUS, []))
             # Retired keys are neither published nor used: their private part goes.
             _move(
@@ -253,6 +262,34 @@ class SigningKeys:
                 )
             return key
         raise SigningKeyUnavailableError(detail=f"signing key {kid} could not be decrypted")
+
+    def _require_live_keys_open(self, session: Session) -> None:
+        """Refuse (`SigningKeyUnavailableError`) to add a key beside current and next
+        keys this passphrase does not open.
+
+        A new key is encrypted under this process's passphrase, or made in clear without
+        one; it signs after one rotation. Run without the passphrase, or with a mistyped
+        one, it would put a key in clear, or one no instance can decrypt, into the
+        rotation. Keys made in clear open under any passphrase: setting one later and
+        rotating (then `reencrypt`) stays the way to encrypted keys.
+        """
+        rows = session.execute(
+            select(SigningKey.kid, SigningKey.private_key_pem, SigningKey.encrypted).where(
+                SigningKey.alg == self._alg.value,
+                SigningKey.state.in_((KeyState.CURRENT.value, KeyState.NEXT.value)),
+            )
+        ).all()
+        for kid, pem, encrypted in rows:
+            try:
+                self._load(kid, pem, encrypted=encrypted)
+            except SigningKeyUnavailableError as exc:
+                raise SigningKeyUnavailableError(
+                    detail=(
+                        f"no new {self._alg.value} signing key made: {exc.detail}; set the"
+                        " passphrase the current and next keys were made with as"
+                        " CAREID_OIDC_SIGNING_KEY_PASSPHRASE ([oidc] signing_key_passphrase)"
+                    )
+                ) from exc
 
     def _add(self, session: Session, state: KeyState) -> str:
         key = generate_private_key(self._alg)

@@ -96,6 +96,9 @@ class AuthorizationRequest:
     acr_values: str | None = None
     # UI hints that change nothing about security: login_hint, ui_locales, display…
     extras: Mapping[str, Any] = field(default_factory=dict)
+    # The `sub` of the request's id_token_hint: only that person may complete it (OIDC
+    # Core §3.1.2.1). Kept in a sealed id only: a stored transaction never has one.
+    id_token_hint_sub: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,7 +147,7 @@ class TransactionSealer:
         body = {
             "c": r.client_id, "r": r.redirect_uri, "s": r.scope, "st": r.state, "n": r.nonce,
             "cc": r.code_challenge, "cm": r.code_challenge_method, "p": r.prompt,
-            "m": r.max_age, "a": r.acr_values, "x": dict(r.extras),
+            "m": r.max_age, "a": r.acr_values, "x": dict(r.extras), "h": r.id_token_hint_sub,
             "t": _micros(created), "e": _micros(expires),
         }  # fmt: skip
         plain = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -178,6 +181,8 @@ class TransactionSealer:
             client_id=b["c"], redirect_uri=b["r"], scope=b["s"], state=b["st"], nonce=b["n"],
             code_challenge=b["cc"], code_challenge_method=b["cm"], prompt=b["p"],
             max_age=b["m"], acr_values=b["a"], extras=b["x"],
+            # Ids sealed before "h" was added have none: opened as without a hint.
+            id_token_hint_sub=b.get("h"),
         )  # fmt: skip
         return request, _instant(b["t"]), _instant(b["e"])
 
@@ -268,6 +273,8 @@ class LoginTransactions:
             if len(transaction_id) > MAX_TRANSACTION_ID_LENGTH:
                 raise TransactionTooLargeError(f"sealed, the request is {len(transaction_id)} long")
         else:
+            if request.id_token_hint_sub is not None:
+                raise ValueError("a stored login transaction cannot keep an id_token_hint")
             transaction_id = new_secret()
             row = _row(transaction_id, (request, now, expires), TransactionStatus.PENDING, None)
             with self._store.transaction() as session:
@@ -373,6 +380,10 @@ class LoginTransactions:
             return int(getattr(result, "rowcount", 0))
 
 
+# The request's fields that are the row's columns: all but what only a sealed id keeps.
+_COLUMNS = tuple(f.name for f in fields(AuthorizationRequest) if f.name != "id_token_hint_sub")
+
+
 def _is_sealed(transaction_id: str) -> bool:
     # A stored transaction's id is `new_secret()`: base64url, never a dot.
     return transaction_id.startswith(_PREFIX)
@@ -386,7 +397,7 @@ def _row(
 ) -> dict[str, Any]:
     """A transaction's row: the request's fields are its columns."""
     request, created, expires = opened
-    values = {f.name: getattr(request, f.name) for f in fields(request)}
+    values = {name: getattr(request, name) for name in _COLUMNS}
     values.update(
         id_hash=sha256_hex(transaction_id),
         extras=dict(request.extras),
@@ -400,7 +411,7 @@ def _row(
 
 def _from_row(row: Any, now: datetime) -> LoginTransactionRecord:
     """A stored row's record; a pending one past its time has expired."""
-    values = {f.name: getattr(row, f.name) for f in fields(AuthorizationRequest)}
+    values = {name: getattr(row, name) for name in _COLUMNS}
     request = AuthorizationRequest(**{**values, "extras": dict(row.extras)})
     status = TransactionStatus(row.status)
     if status is TransactionStatus.PENDING:

@@ -10,7 +10,9 @@ redirect URI, scope, PKCE, nonce) and then decides:
   login page. A password or card sign-in there goes on with the transaction in its own
   request (`continue_signin`), so its answer sends the browser to the RP with the code;
   the pages that sign in some other way (accepting the AUP, registering, choosing a
-  role) come back to `GET /authorize/resume?tx=…` instead.
+  role) come back to `GET /authorize/resume?tx=…` instead. The transaction keeps the
+  id_token_hint's person: if someone else signs in, the RP gets `login_required`, not
+  a code for them (OIDC Core §3.1.2.1).
 
 With the `selectedrole` scope, a person holding several roles chooses one first
 (`GET|POST /authorize/role?tx=…`); the choice holds for the rest of the sign-in
@@ -375,6 +377,7 @@ def _store_request(
         prompt=" ".join(sorted(checks.prompts)) or None,
         max_age=checks.max_age,
         acr_values=checks.acr_values,
+        id_token_hint_sub=checks.hinted_sub,
         extras={
             key: data[key]
             for key in _UI_HINTS
@@ -497,6 +500,47 @@ def _needs_signin(
     return not assurance.satisfies(signin.acr, stored.acr_values)
 
 
+def _someone_else(record: LoginTransactionRecord, signin: SessionRecord) -> bool:
+    """Whether the person signed in is not the one the request's id_token_hint names."""
+    hinted = record.request.id_token_hint_sub
+    return hinted is not None and hinted != signin.sub
+
+
+def _not_the_hinted_person(
+    provider: OidcProvider,
+    tx: str,
+    request: OAuth2Request,
+    stored: AuthorizationRequest,
+    signin: SessionRecord,
+) -> Response:
+    """`login_required` to the RP for someone other than its id_token_hint's person
+    signed in (OIDC Core §3.1.2.1): no code, the transaction ended, audited."""
+    with provider.store.transaction():
+        provider.repos.transactions.expire(tx)
+        provider.audit(
+            "oidc.authorize",
+            outcome="failure",
+            code=BrokerCode.OIDC_REQUEST_INVALID,
+            actor=signin.account_mail,
+            subject=signin.account_mail,
+            rp=stored.client_id,
+            details={
+                "error": "login_required",
+                "redirected": True,
+                "detail": "signed in as another person than the id_token_hint names",
+            },
+        )
+    refusal = LoginRequiredError(
+        description=(
+            "The person who signed in is not the one the relying party asked for (id_token_hint)."
+        ),
+        redirect_uri=stored.redirect_uri,
+        state=stored.state,
+    )
+    response: Response = provider.server.handle_error_response(request, refusal)
+    return with_iss(provider, response)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RoleChoice:
     """What the role page shows: the roles (last choice first) and which is checked."""
@@ -581,6 +625,8 @@ def resume(provider: OidcProvider, tx: str | None, signin: SessionRecord | None)
     except OAuth2Error as error:
         error.state = stored.state
         return _error(provider, request, error)
+    if _someone_else(record, signin):
+        return _not_the_hinted_person(provider, tx, request, stored, signin)
     user = with_selected_role(stored.scope, signin, signed_in_user(provider, signin))
     if user is None:
         return _to_role_choice(tx)
@@ -625,6 +671,10 @@ def continue_signin(
             signin = start_session()
             if _needs_signin(provider, record, signin):
                 return _to_login(tx, stored.acr_values)
+            if _someone_else(record, signin):
+                # The sign-in stands (the person proved who they are); the RP's request
+                # for someone else is answered, without a code.
+                return _not_the_hinted_person(provider, tx, request, stored, signin)
             user = with_selected_role(
                 stored.scope, signin, user_of(provider, signin, account, identity)
             )
