@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -110,6 +111,26 @@ def test_the_token_endpoint_issues_client_credentials_tokens(
         "failure",
     ]
     assert all(WRITER_SECRET not in str(e.details) for e in entries)
+
+
+def _token_entries(app: Flask) -> list[Any]:
+    return list(reversed(broker_of(app).repos.audit.list_recent(event_prefix="api.token")))
+
+
+def test_basic_credentials_that_are_not_utf8_are_invalid_client(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    raw = base64.b64encode(b"\xff\xfe:\xfd").decode()
+    response = api.post(
+        "/api/v1/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {raw}"},
+    )
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_client"
+    _conforms(api, response, "/api/v1/token", "post")
+    [entry] = _token_entries(admin_app)
+    assert entry.outcome.value == "failure" and entry.actor is None
+    assert entry.details["reason"] == "invalid_client"
 
 
 def test_no_token_is_401_with_a_bearer_challenge(api: FlaskClient) -> None:

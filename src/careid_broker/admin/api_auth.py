@@ -31,6 +31,7 @@ from authlib.oauth2.rfc6750 import (
 
 from careid_broker.admin.config import ApiClient, ApiScope, ApiSettings
 from careid_broker.codes import BrokerCode, Code
+from careid_broker.oidc.client_auth import client_secret_basic
 from careid_broker.store import Tokens, new_opaque_token
 
 REALM = "careid-broker-api"
@@ -109,6 +110,8 @@ class ApiAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             ),
         )
         self.register_grant(ClientCredentials)
+        # The OP's wrapper: Basic credentials that are not UTF-8 are invalid_client.
+        self.register_client_auth_method("client_secret_basic", client_secret_basic)
 
     def query_client(self, client_id: str) -> ApiOAuthClient | None:
         record = self._settings.client(client_id) if isinstance(client_id, str) else None
