@@ -133,6 +133,54 @@ def test_basic_credentials_that_are_not_utf8_are_invalid_client(
     assert entry.details["reason"] == "invalid_client"
 
 
+def test_the_token_is_audited_under_the_client_that_authenticated(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    # Basic credentials are form-encoded (RFC 6749 §2.3.1): rx1%2Dwriter is rx1-writer.
+    raw = base64.b64encode(f"rx1%2Dwriter:{WRITER_SECRET}".encode()).decode()
+    encoded = api.post(
+        "/api/v1/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {raw}"},
+    )
+    assert encoded.status_code == 200
+    [entry] = _token_entries(admin_app)
+    assert entry.outcome.value == "success" and entry.actor == "api:rx1-writer"
+    assert entry.details["client_id"] == "rx1-writer"
+    assert entry.details["scope"] == "registrations:read registrations:write"
+
+
+def test_credentials_sent_two_ways_are_refused_and_audited(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    # RFC 6749 §2.3: one authentication method per request. A wrong Basic secret must
+    # not fall through to another client's secret in the form.
+    both = api.post(
+        "/api/v1/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "rx1-writer",
+            "client_secret": WRITER_SECRET,
+        },
+        headers=basic("rx1-reader", "wrong-secret"),
+    )
+    assert both.status_code == 400 and both.get_json()["error"] == "invalid_request"
+    _conforms(api, both, "/api/v1/token", "post")
+    [entry] = _token_entries(admin_app)
+    assert entry.outcome.value == "failure" and entry.actor is None
+    assert entry.details["reason"] == "invalid_request"
+    assert entry.details["client_id_claimed"] == "rx1-reader"
+    assert "client_id" not in entry.details
+    # Naming the client in the form beside Basic credentials is one method, still fine.
+    named = api.post(
+        "/api/v1/token",
+        data={"grant_type": "client_credentials", "client_id": "rx1-reader"},
+        headers=basic("rx1-reader", READER_SECRET),
+    )
+    assert named.status_code == 200
+    assert _token_entries(admin_app)[-1].actor == "api:rx1-reader"
+
+
 def test_no_token_is_401_with_a_bearer_challenge(api: FlaskClient) -> None:
     response = api.get("/api/v1/registrations")
     _error(response, 401, "api_token_missing")

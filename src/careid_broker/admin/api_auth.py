@@ -21,13 +21,19 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2 import OAuth2Error, OAuth2Request
-from authlib.oauth2.rfc6749 import ClientMixin, MissingAuthorizationError, grants
+from authlib.oauth2.rfc6749 import (
+    ClientMixin,
+    InvalidRequestError,
+    MissingAuthorizationError,
+    grants,
+)
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc6750 import (
     BearerTokenGenerator,
     BearerTokenValidator,
     InsufficientScopeError,
 )
+from flask.wrappers import Response
 
 from careid_broker.admin.config import ApiClient, ApiScope, ApiSettings
 from careid_broker.codes import BrokerCode, Code
@@ -112,6 +118,37 @@ class ApiAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(ClientCredentials)
         # The OP's wrapper: Basic credentials that are not UTF-8 are invalid_client.
         self.register_client_auth_method("client_secret_basic", client_secret_basic)
+
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        # `token_response` makes the request itself, to read the client off it after.
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+    def token_response(self) -> tuple[Response, str | None]:
+        """The token endpoint's answer, and the id of the client the token was issued to.
+
+        That is the client that authenticated (None when refused), not the id the
+        request names: Basic credentials are form-encoded, so `rx1%2Dwriter` is
+        `rx1-writer`.
+        """
+        oauth_request = super().create_oauth2_request(None)
+        response: Response = self.create_token_response(oauth_request)
+        client = oauth_request.client if response.status_code == 200 else None
+        return response, client.get_client_id() if isinstance(client, ApiOAuthClient) else None
+
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> ApiOAuthClient:
+        if request.headers.get("Authorization") and "client_secret" in request.form:
+            # RFC 6749 §2.3: one method per request. Otherwise a wrong Basic secret
+            # falls through to the form's, perhaps another client's, unrecorded.
+            raise InvalidRequestError(
+                description="Send the client's credentials one way only: the Authorization"
+                " header or client_id and client_secret in the form (RFC 6749 section 2.3)."
+            )
+        client: ApiOAuthClient = super().authenticate_client(request, methods, endpoint)
+        return client
 
     def query_client(self, client_id: str) -> ApiOAuthClient | None:
         record = self._settings.client(client_id) if isinstance(client_id, str) else None

@@ -105,22 +105,22 @@ def openapi() -> Response:
 @csrf_exempt
 def token() -> Response:
     """OAuth 2.0 token endpoint for API clients (client credentials grant only)."""
-    response: Response = current_broker().api.server.create_token_response()
-    auth = request.authorization
-    claimed = (auth.username if auth and auth.username else request.form.get("client_id")) or ""
-    claimed = claimed[:64]
-    issued = response.status_code == 200
-    body = response.get_json(silent=True) or {}
-    details: dict[str, Any] = {"via": "api", "client_id": claimed or None}
-    if issued:
-        details["scope"] = body.get("scope")
+    response, issued_to = current_broker().api.server.token_response()
+    details: dict[str, Any] = {"via": "api"}
+    if issued_to is not None:
+        details["client_id"] = issued_to
+        details["scope"] = (response.get_json(silent=True) or {}).get("scope")
     else:
+        # Only a client that authenticated is the actor; a refused id is just a claim.
+        auth = request.authorization
+        claimed = auth.username if auth and auth.username else request.form.get("client_id")
+        details["client_id_claimed"] = claimed[:64] if claimed else None
+        body = response.get_json(silent=True) or {}
         details["reason"] = str(body.get("error", "error"))[:64]
     current_broker().audit(
         "api.token",
-        outcome=Outcome.SUCCESS if issued else Outcome.FAILURE,
-        # Only a client that authenticated is the actor; a refused id is just a claim.
-        actor=f"api:{claimed}" if issued else None,
+        outcome=Outcome.SUCCESS if issued_to is not None else Outcome.FAILURE,
+        actor=f"api:{issued_to}" if issued_to is not None else None,
         details=details,
     )
     return response
