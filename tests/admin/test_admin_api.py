@@ -343,6 +343,24 @@ def test_removal_by_api_ends_sessions_and_tells_relying_parties(
     register(admin_app, ALEX)
 
 
+def test_a_reason_with_a_lone_surrogate_is_refused_not_a_crash(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    register(admin_app, ALEX)
+    token = api_token(api, "rx1-writer", WRITER_SECRET)
+    body = b'{"reason": "other", "reason_text": "card \\ud800 broken"}'
+    response = api.post(
+        f"/api/v1/registrations/{UUIDS[ALEX]}/remove",
+        data=body,
+        content_type="application/json",
+        headers=bearer(token),
+    )
+    _error(response, 400, "admin_reason_required")
+    _conforms(api, response, "/api/v1/registrations/{card_uuid}/remove", "post")
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert broker_of(admin_app).repos.audit.verify_chain().ok
+
+
 # The OpenAPI document is kept true.
 
 

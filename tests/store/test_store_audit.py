@@ -104,6 +104,25 @@ def test_secrets_are_refused_in_details(repos: Repositories) -> None:
         repos.audit.append("signin.password", "maybe")
 
 
+def test_text_that_utf8_cannot_encode_is_stored_replaced_not_a_crash(
+    repos: Repositories,
+) -> None:
+    # A lone surrogate (a JSON \ud800 escape, a command line's undecodable byte) would
+    # fail the hash's UTF-8 encoding; it is kept as U+FFFD, and the entry verifies.
+    entry = repos.audit.append(
+        "admin.registration.remove",
+        "failure",
+        actor="api:rx1\udcff",
+        subject="x\ud800@nhs.net",
+        details={"reason_text": "card \ud800 broken", "list": ["\udfff"], "k\ud800": 1},
+    )
+    assert entry.actor == "api:rx1\ufffd" and entry.subject == "x\ufffd@nhs.net"
+    assert entry.details == {"reason_text": "card \ufffd broken", "list": ["\ufffd"], "k\ufffd": 1}
+    [stored] = repos.audit.list_recent(limit=1)
+    assert stored == entry
+    assert repos.audit.verify_chain().ok
+
+
 def test_an_intact_chain_verifies(repos: Repositories, clock: FakeClock) -> None:
     assert repos.audit.verify_chain().ok  # empty
     _fill(repos.audit, clock)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,6 +30,9 @@ from careid_broker.store.models import AuditEntry
 from careid_broker.store.prepared import Prepared
 
 GENESIS_HASH = "0" * 64
+# A lone UTF-16 surrogate (a JSON \ud800 escape, an undecodable command-line byte) cannot
+# be encoded as UTF-8 for the hash or the database: it is kept as U+FFFD instead.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Detail keys that name secrets; refusing them at append keeps a careless caller from
 # writing a password or a token into a record that is exported and kept for years.
@@ -130,6 +134,15 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _encodable(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _text(value: str | None) -> str | None:
+    """A text field as stored and hashed."""
+    return _encodable(value) if value is not None else None
+
+
 def _check_details(value: Any, path: str = "details") -> None:
     if isinstance(value, Mapping):
         for key, inner in value.items():
@@ -208,8 +221,11 @@ class AuditLog:
         """
         _check_details(details or {})
         # Round-trip through JSON now, so what is hashed is exactly what the database
-        # gives back later (tuples become lists, keys become strings).
-        clean_details = json.loads(json.dumps(details or {}, allow_nan=False))
+        # gives back later (tuples become lists, keys become strings, lone surrogates
+        # U+FFFD). Text that was already encodable is unchanged, and hashes as before.
+        clean_details = json.loads(
+            _encodable(json.dumps(details or {}, allow_nan=False, ensure_ascii=False))
+        )
         with self._store.transaction() as session:
             # Prepared statements, not the ORM's unit of work: every sign-in appends,
             # and an entry is never read back through this session.
@@ -226,14 +242,14 @@ class AuditLog:
                 seq=(head.seq + 1) if head else 1,
                 # Read the clock under the lock so time never runs backwards along seq.
                 at=self._store.now(),
-                event=event,
+                event=_encodable(event),
                 outcome=Outcome(outcome),
-                error_code=str(error_code) if error_code is not None else None,
-                actor=actor,
-                subject=subject.strip().lower() if subject else None,
-                organisation=organisation,
-                client_address=client_address,
-                relying_party=relying_party,
+                error_code=_text(str(error_code) if error_code is not None else None),
+                actor=_text(actor),
+                subject=_text(subject.strip().lower() if subject else None),
+                organisation=_text(organisation),
+                client_address=_text(client_address),
+                relying_party=_text(relying_party),
                 details=clean_details,
                 prev_hash=head.hash if head else GENESIS_HASH,
                 hash="",
