@@ -79,7 +79,8 @@ def _integer(name: str, default: int, *, minimum: int, maximum: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 9 or not minimum <= int(raw) <= maximum:
+    # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or not minimum <= int(raw) <= maximum:
         raise _invalid(f"{name} must be a whole number from {minimum} to {maximum}")
     return int(raw)
 
