@@ -123,6 +123,40 @@ def test_text_that_utf8_cannot_encode_is_stored_replaced_not_a_crash(
     assert repos.audit.verify_chain().ok
 
 
+def test_text_longer_than_its_column_is_cut_not_a_database_error(
+    repos: Repositories,
+) -> None:
+    # On PostgreSQL an over-long value is an error that would undo the audited action.
+    entry = repos.audit.append(
+        "e" * 100,
+        "failure",
+        error_code="c" * 100,
+        actor="a\x00" + "a" * 400,
+        subject="\u0130" * 300 + "@x.nhs.net",  # 610 characters once lower-cased
+        organisation="O" * 40,
+        client_address="2001:db8::" + "1" * 100,
+        relying_party="r" * 300,
+    )
+    limits = {
+        "event": 64,
+        "error_code": 64,
+        "actor": 320,
+        "subject": 320,
+        "organisation": 32,
+        "client_address": 64,
+        "relying_party": 255,
+    }
+    for name, limit in limits.items():
+        value = getattr(entry, name)
+        assert len(value) == limit and value.endswith("\u2026"), name
+    assert entry.subject.startswith("i\u0307" * 159)
+    # Nor can PostgreSQL keep a NUL in text (a NUL in a request is refused before this).
+    assert entry.actor.startswith("a\ufffda")
+    [stored] = repos.audit.list_recent(limit=1)
+    assert stored == entry
+    assert repos.audit.verify_chain().ok
+
+
 def test_an_intact_chain_verifies(repos: Repositories, clock: FakeClock) -> None:
     assert repos.audit.verify_chain().ok  # empty
     _fill(repos.audit, clock)

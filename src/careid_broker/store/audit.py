@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, String, insert, select
 
 from careid_broker.store._sql import AUDIT_CHAIN_LOCK, serialize_on
 from careid_broker.store.engine import Store
@@ -31,8 +31,9 @@ from careid_broker.store.prepared import Prepared
 
 GENESIS_HASH = "0" * 64
 # A lone UTF-16 surrogate (a JSON \ud800 escape, an undecodable command-line byte) cannot
-# be encoded as UTF-8 for the hash or the database: it is kept as U+FFFD instead.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# be encoded as UTF-8 for the hash or the database, nor can PostgreSQL keep a NUL in a
+# text column: either is kept as U+FFFD instead. (json.dumps escapes NUL in details.)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 # Detail keys that name secrets; refusing them at append keeps a careless caller from
 # writing a password or a token into a record that is exported and kept for years.
@@ -135,12 +136,21 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
 
 
 def _encodable(text: str) -> str:
-    return _SURROGATE.sub("\ufffd", text)
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
-def _text(value: str | None) -> str | None:
-    """A text field as stored and hashed."""
-    return _encodable(value) if value is not None else None
+def _text(value: str | None, column: str) -> str | None:
+    """A text field as stored and hashed: encodable, and cut with "…" to fit its column.
+
+    On PostgreSQL a value longer than its column is an error that would roll back the
+    action being audited ("İ".lower() alone is two characters); no caller can rely on
+    having checked every length.
+    """
+    if value is None:
+        return None
+    limit: int = _TEXT_LIMITS[column]
+    value = _encodable(value)
+    return value if len(value) <= limit else value[: limit - 1] + "\u2026"
 
 
 def _check_details(value: Any, path: str = "details") -> None:
@@ -190,6 +200,12 @@ _COLUMNS = (
     "hash",
 )
 _APPEND = Prepared(insert(AuditEntry), column_keys=(*_COLUMNS, "outcome"))
+# Each text column's length, as the database enforces it (PostgreSQL; SQLite does not).
+_TEXT_LIMITS: dict[str, int] = {
+    column.name: column.type.length
+    for column in AuditEntry.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
 
 
 class AuditLog:
@@ -242,14 +258,14 @@ class AuditLog:
                 seq=(head.seq + 1) if head else 1,
                 # Read the clock under the lock so time never runs backwards along seq.
                 at=self._store.now(),
-                event=_encodable(event),
+                event=_text(event, "event") or "",
                 outcome=Outcome(outcome),
-                error_code=_text(str(error_code) if error_code is not None else None),
-                actor=_text(actor),
-                subject=_text(subject.strip().lower() if subject else None),
-                organisation=_text(organisation),
-                client_address=_text(client_address),
-                relying_party=_text(relying_party),
+                error_code=_text(str(error_code) if error_code is not None else None, "error_code"),
+                actor=_text(actor, "actor"),
+                subject=_text(subject.strip().lower() if subject else None, "subject"),
+                organisation=_text(organisation, "organisation"),
+                client_address=_text(client_address, "client_address"),
+                relying_party=_text(relying_party, "relying_party"),
                 details=clean_details,
                 prev_hash=head.hash if head else GENESIS_HASH,
                 hash="",
