@@ -365,6 +365,42 @@ def test_a_reason_with_a_lone_surrogate_is_refused_not_a_crash(
     assert broker_of(admin_app).repos.audit.verify_chain().ok
 
 
+def test_refusals_are_audited_one_entry_each(admin_app: Flask, api: FlaskClient) -> None:
+    register(admin_app, ALEX)
+    audit = broker_of(admin_app).repos.audit
+    reader = api_token(api, "rx1-reader", READER_SECRET)
+    writer = api_token(api, "rx1-writer", WRITER_SECRET)
+    path = f"/api/v1/registrations/{UUIDS[ALEX]}/remove"
+    surrogate = b'{"reason": "other", "reason_text": "card \\ud800 broken"}'
+    cases: list[tuple[dict[str, Any], int, str, str, str | None]] = [
+        ({"json": {"reason": "lost_card"}, "headers": bearer(reader)},
+         403, "api_scope_insufficient", "admin.denied", "api:rx1-reader"),
+        ({"json": {"reason": "lost_card"}, "headers": bearer("made-up-token")},
+         401, "api_token_invalid", "admin.denied", None),
+        ({"json": {"reason": "lost_card"}},
+         401, "api_token_missing", "admin.denied", None),
+        ({"json": {"reason": "lost-card"}, "headers": bearer(writer)},
+         400, "admin_reason_required", "admin.registration.remove", "api:rx1-writer"),
+        ({"data": surrogate, "content_type": "application/json", "headers": bearer(writer)},
+         400, "admin_reason_required", "admin.registration.remove", "api:rx1-writer"),
+        ({"json": {"reason": 5}, "headers": bearer(writer)},
+         400, "api_request_invalid", "admin.registration.remove", "api:rx1-writer"),
+    ]  # fmt: skip
+    for request, status, code, event, actor in cases:
+        before = audit.head()
+        assert before is not None
+        _error(api.post(path, **request), status, code)
+        [entry] = audit.list_recent(limit=1)
+        assert entry.seq == before.seq + 1, code  # one entry a refusal, no more
+        assert (entry.event, entry.outcome.value, entry.error_code) == (event, "failure", code)
+        assert entry.actor == actor and entry.details["via"] == "api"
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    # A refused token on a read is recorded the same way, with the path it was sent to.
+    api.get("/api/v1/registrations", headers=bearer("made-up-token"))
+    [entry] = audit.list_recent(limit=1)
+    assert entry.event == "admin.denied" and entry.details["path"] == "/api/v1/registrations"
+
+
 # The OpenAPI document is kept true.
 
 

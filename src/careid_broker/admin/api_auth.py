@@ -28,11 +28,7 @@ from authlib.oauth2.rfc6749 import (
     grants,
 )
 from authlib.oauth2.rfc6749.util import scope_to_list
-from authlib.oauth2.rfc6750 import (
-    BearerTokenGenerator,
-    BearerTokenValidator,
-    InsufficientScopeError,
-)
+from authlib.oauth2.rfc6750 import BearerTokenGenerator, BearerTokenValidator
 from flask.wrappers import Response
 
 from careid_broker.admin.config import ApiClient, ApiScope, ApiSettings
@@ -204,13 +200,19 @@ class ApiBearerValidator(BearerTokenValidator):  # type: ignore[misc]
 
 
 class ApiAuthRefusal(Exception):
-    """Why a request's bearer token was not accepted, as the response should say it."""
+    """Why a request's bearer token was not accepted, as the response should say it.
 
-    def __init__(self, *, status: int, code: Code, www_authenticate: str) -> None:
+    `client_id` names the token's client when the token was good but lacked the scope.
+    """
+
+    def __init__(
+        self, *, status: int, code: Code, www_authenticate: str, client_id: str | None = None
+    ) -> None:
         super().__init__(code.value)
         self.status = status
         self.code = code
         self.www_authenticate = www_authenticate
+        self.client_id = client_id
 
 
 def _challenge(**attributes: str) -> str:
@@ -231,16 +233,11 @@ class ApiAuth:
     def authenticate(self, scope: ApiScope) -> ApiToken:
         """The request's token if it is live and carries `scope`; else `ApiAuthRefusal`."""
         try:
-            token: ApiToken = self._protector.acquire_token([scope.value])
+            # The scope is checked here, not by authlib, to name the client refused.
+            token: ApiToken = self._protector.acquire_token()
         except MissingAuthorizationError:
             raise ApiAuthRefusal(
                 status=401, code=BrokerCode.API_TOKEN_MISSING, www_authenticate=_challenge()
-            ) from None
-        except InsufficientScopeError:
-            raise ApiAuthRefusal(
-                status=403,
-                code=BrokerCode.API_SCOPE_INSUFFICIENT,
-                www_authenticate=_challenge(error="insufficient_scope", scope=scope.value),
             ) from None
         except OAuth2Error:  # invalid_token, or not a Bearer token at all
             raise ApiAuthRefusal(
@@ -248,4 +245,11 @@ class ApiAuth:
                 code=BrokerCode.API_TOKEN_INVALID,
                 www_authenticate=_challenge(error="invalid_token"),
             ) from None
+        if scope.value not in token.scopes:
+            raise ApiAuthRefusal(
+                status=403,
+                code=BrokerCode.API_SCOPE_INSUFFICIENT,
+                www_authenticate=_challenge(error="insufficient_scope", scope=scope.value),
+                client_id=token.client.client_id,
+            )
         return token

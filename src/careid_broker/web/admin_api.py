@@ -4,6 +4,9 @@ Bearer tokens only (no cookies, so no CSRF token either): a request without a to
 401 with a `WWW-Authenticate` challenge, a token without the scope 403, and anything
 outside the client's organisations 404 — the same answer as for something that does not
 exist. Errors are JSON: `{"error": code, "message": text, "request_id": id}`.
+Refusals are audited: a missing, unknown or under-scoped token as `admin.denied` (one
+entry a request, as the OP's token endpoint records each refused request), a refused
+removal as a failed `admin.registration.remove`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from careid_broker.admin.config import ApiScope
 from careid_broker.admin.errors import OutOfScopeError
 from careid_broker.admin.export import registration_json
 from careid_broker.admin.openapi import openapi_document
-from careid_broker.admin.reasons import parse_reason
-from careid_broker.admin.removal import remove_registration
+from careid_broker.admin.reasons import Reason, parse_reason
+from careid_broker.admin.removal import EVENT_REMOVE, remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.codes import BrokerCode, Code, message_for
 from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
-from careid_broker.store import Outcome
+from careid_broker.store import Outcome, StoreError
+from careid_broker.web.admin_access import EVENT_DENIED
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER
@@ -58,6 +62,19 @@ def _error(code: Code, status: int, *, challenge: str | None = None) -> Response
 
 @blueprint.errorhandler(ApiAuthRefusal)
 def _refused(exc: ApiAuthRefusal) -> Response:
+    # Audited as the console's refused administrators are. A refused token costs one
+    # entry, as at the OP's /token and /userinfo: a run of them is someone guessing.
+    try:
+        current_broker().audit(
+            EVENT_DENIED,
+            outcome=Outcome.FAILURE,
+            code=exc.code,
+            actor=f"api:{exc.client_id}" if exc.client_id else None,
+            details={"via": "api", "path": request.path[:200]},
+        )
+    except StoreError as error:
+        # The refusal stands; a store that is down cannot record it.
+        log.warning("api refusal not audited: %s", error.code.value)
     return _error(exc.code, exc.status, challenge=exc.www_authenticate)
 
 
@@ -185,13 +202,8 @@ def check_revocation(card_uuid: str) -> Response:
     )
 
 
-@blueprint.post("/registrations/<card_uuid>/remove")
-@csrf_exempt
-def remove(card_uuid: str) -> Response:
-    """Remove a registration with a reason; the person's sessions end."""
-    actor = _actor(current_broker().api.authenticate(ApiScope.WRITE))
-    if len(card_uuid) > 64:
-        raise OutOfScopeError(detail="UUID too long")
+def _removal_reason() -> Reason:
+    """The removal body's reason; `api_request_invalid` or `admin_reason_required`."""
     try:
         body = loads_bounded(request.get_data(cache=True), max_bytes=MAX_REMOVAL_BODY_BYTES)
     except JsonBodyError:  # not JSON, or too large or deep even to parse
@@ -201,9 +213,29 @@ def remove(card_uuid: str) -> Response:
     kind, text = body.get("reason"), body.get("reason_text")
     if not isinstance(kind, str) or not (text is None or isinstance(text, str)):
         raise _invalid("reason and reason_text must be strings")
-    removal = remove_registration(
-        current_broker().admin, actor, card_uuid=card_uuid, reason=parse_reason(kind, text)
-    )
+    return parse_reason(kind, text)
+
+
+@blueprint.post("/registrations/<card_uuid>/remove")
+@csrf_exempt
+def remove(card_uuid: str) -> Response:
+    """Remove a registration with a reason; the person's sessions end."""
+    actor = _actor(current_broker().api.authenticate(ApiScope.WRITE))
+    if len(card_uuid) > 64:
+        raise OutOfScopeError(detail="UUID too long")
+    try:
+        reason = _removal_reason()
+    except BrokerError as exc:
+        # Audited as the command line audits a refused removal.
+        current_broker().audit(
+            EVENT_REMOVE,
+            outcome=Outcome.FAILURE,
+            code=exc.code,
+            actor=actor.name,
+            details={"via": actor.via, "card_uuid": card_uuid},
+        )
+        raise
+    removal = remove_registration(current_broker().admin, actor, card_uuid=card_uuid, reason=reason)
     return jsonify(
         {
             "removed": registration_json(removal.registration),
