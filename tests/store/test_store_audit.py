@@ -190,6 +190,35 @@ def test_a_changed_detail_is_detected(repos: Repositories, store: Store, clock: 
     assert repos.audit.verify_chain().first_broken_seq == 4
 
 
+@pytest.mark.parametrize(
+    ("statement", "sqlite_only"),
+    [
+        # A number JSON allows but the log never writes (json reads it as infinity).
+        ("""UPDATE audit_log SET details = '{"attempt": 1e999}' WHERE seq = 3""", False),
+        # PostgreSQL's types refuse these; SQLite keeps whatever it is given.
+        ("UPDATE audit_log SET details = 'not json' WHERE seq = 3", True),
+        ("UPDATE audit_log SET at = 'garbage' WHERE seq = 3", True),
+        ("UPDATE audit_log SET at = 12 WHERE seq = 3", True),
+    ],
+)
+def test_a_garbled_entry_is_reported_broken_not_a_crash(
+    repos: Repositories,
+    store: Store,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    statement: str,
+    sqlite_only: bool,
+) -> None:
+    if sqlite_only and store.dialect_name != "sqlite":
+        pytest.skip("PostgreSQL refuses the garbled value itself")
+    monkeypatch.setattr(AuditLog, "BATCH", 2)  # the garbled entry in the second batch
+    _fill(repos.audit, clock)
+    _sql(store, statement)
+    result = repos.audit.verify_chain()
+    assert not result.ok and result.first_broken_seq == 3 and result.checked == 2
+    assert result.reason is not None and "cannot be read" in result.reason
+
+
 def test_a_deleted_entry_is_detected(repos: Repositories, store: Store, clock: FakeClock) -> None:
     _fill(repos.audit, clock)
     _sql(store, "DELETE FROM audit_log WHERE seq = 2")

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, String, insert, select
+from sqlalchemy import Select, String, func, insert, select
 
 from careid_broker.store._sql import AUDIT_CHAIN_LOCK, serialize_on
 from careid_broker.store.engine import Store
@@ -34,6 +34,12 @@ GENESIS_HASH = "0" * 64
 # be encoded as UTF-8 for the hash or the database, nor can PostgreSQL keep a NUL in a
 # text column: either is kept as U+FFFD instead. (json.dumps escapes NUL in details.)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+# What a value the log never writes raises as its row is read or hashed: SQLite keeps
+# any value in any column ("garbage" as a time, text that is not JSON as details), and
+# JSON's 1e999 reads as infinity. Verification reports such an entry as broken.
+_GARBLED = (ValueError, TypeError, AttributeError)
+_UNREADABLE = "entry cannot be read: a field holds a value the log never writes"
 
 # Detail keys that name secrets; refusing them at append keeps a careless caller from
 # writing a password or a token into a record that is exported and kept for years.
@@ -291,13 +297,18 @@ class AuditLog:
         """Walk the whole chain; the first entry that breaks it, and why."""
         expected_seq, expected_prev, checked = 1, GENESIS_HASH, 0
         anchor_seen = anchor is None
-        for row in self._iter_rows(after_seq=0):
-            if row.seq != expected_seq:
+        for row in self._rows_to_verify():
+            seq = row if isinstance(row, int) else row.seq
+            if seq != expected_seq:
                 return VerifyResult(
                     ok=False,
                     checked=checked,
                     first_broken_seq=expected_seq,
-                    reason=f"entry {expected_seq} is missing (next present is {row.seq})",
+                    reason=f"entry {expected_seq} is missing (next present is {seq})",
+                )
+            if isinstance(row, int):
+                return VerifyResult(
+                    ok=False, checked=checked, first_broken_seq=seq, reason=_UNREADABLE
                 )
             if row.prev_hash != expected_prev:
                 return VerifyResult(
@@ -306,7 +317,13 @@ class AuditLog:
                     first_broken_seq=row.seq,
                     reason="link to the previous entry does not match",
                 )
-            if entry_hash(_hashed_fields(row)) != row.hash:
+            try:
+                computed = entry_hash(_hashed_fields(row))
+            except _GARBLED:
+                return VerifyResult(
+                    ok=False, checked=checked, first_broken_seq=row.seq, reason=_UNREADABLE
+                )
+            if computed != row.hash:
                 return VerifyResult(
                     ok=False,
                     checked=checked,
@@ -390,15 +407,41 @@ class AuditLog:
         # transaction (and, on SQLite, the WAL checkpoint) open.
         last = after_seq
         while True:
-            query = select(AuditEntry).where(AuditEntry.seq > last)
-            if since is not None:
-                query = query.where(AuditEntry.at >= since)
-            with self._store.session() as session:
-                rows = [
-                    _record(r)
-                    for r in session.scalars(query.order_by(AuditEntry.seq).limit(self.BATCH))
-                ]
+            rows = self._batch(after_seq=last, since=since, limit=self.BATCH)
             yield from rows
             if len(rows) < self.BATCH:
                 return
             last = rows[-1].seq
+
+    def _rows_to_verify(self) -> Iterator[AuditRecord | int]:
+        """Every entry, oldest first; for the first that cannot be read, its seq alone."""
+        last, limit = 0, self.BATCH
+        while True:
+            try:
+                rows = self._batch(after_seq=last, limit=limit)
+            except _GARBLED:
+                if limit > 1:
+                    limit = 1  # one of the batch cannot be read: one by one, to name it
+                    continue
+                with self._store.session() as session:
+                    seq = session.scalar(
+                        select(func.min(AuditEntry.seq)).where(AuditEntry.seq > last)
+                    )
+                if seq is not None:
+                    yield seq
+                return
+            yield from rows
+            if len(rows) < limit:
+                return
+            last = rows[-1].seq
+
+    def _batch(
+        self, *, after_seq: int, limit: int, since: datetime | None = None
+    ) -> list[AuditRecord]:
+        query = select(AuditEntry).where(AuditEntry.seq > after_seq)
+        if since is not None:
+            query = query.where(AuditEntry.at >= since)
+        with self._store.session() as session:
+            return [
+                _record(r) for r in session.scalars(query.order_by(AuditEntry.seq).limit(limit))
+            ]
