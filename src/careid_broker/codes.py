@@ -268,7 +268,7 @@ _MESSAGES: dict[BrokerCode, str] = {
     ),
     BrokerCode.ADMIN_REASON_REQUIRED: (
         "Choose why you are removing this registration. If you choose another reason,"
-        " describe it in the box (up to 500 characters)."
+        " describe it in the box in plain text (up to 500 characters)."
     ),
     BrokerCode.ADMIN_CONFIRMATION_REQUIRED: (
         "Removing a registration needs a confirmation, and there is no terminal to ask"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -112,6 +113,74 @@ def test_the_token_endpoint_issues_client_credentials_tokens(
     assert all(WRITER_SECRET not in str(e.details) for e in entries)
 
 
+def _token_entries(app: Flask) -> list[Any]:
+    return list(reversed(broker_of(app).repos.audit.list_recent(event_prefix="api.token")))
+
+
+def test_basic_credentials_that_are_not_utf8_are_invalid_client(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    raw = base64.b64encode(b"\xff\xfe:\xfd").decode()
+    response = api.post(
+        "/api/v1/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {raw}"},
+    )
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_client"
+    _conforms(api, response, "/api/v1/token", "post")
+    [entry] = _token_entries(admin_app)
+    assert entry.outcome.value == "failure" and entry.actor is None
+    assert entry.details["reason"] == "invalid_client"
+
+
+def test_the_token_is_audited_under_the_client_that_authenticated(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    # Basic credentials are form-encoded (RFC 6749 §2.3.1): rx1%2Dwriter is rx1-writer.
+    raw = base64.b64encode(f"rx1%2Dwriter:{WRITER_SECRET}".encode()).decode()
+    encoded = api.post(
+        "/api/v1/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {raw}"},
+    )
+    assert encoded.status_code == 200
+    [entry] = _token_entries(admin_app)
+    assert entry.outcome.value == "success" and entry.actor == "api:rx1-writer"
+    assert entry.details["client_id"] == "rx1-writer"
+    assert entry.details["scope"] == "registrations:read registrations:write"
+
+
+def test_credentials_sent_two_ways_are_refused_and_audited(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    # RFC 6749 §2.3: one authentication method per request. A wrong Basic secret must
+    # not fall through to another client's secret in the form.
+    both = api.post(
+        "/api/v1/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "rx1-writer",
+            "client_secret": WRITER_SECRET,
+        },
+        headers=basic("rx1-reader", "wrong-secret"),
+    )
+    assert both.status_code == 400 and both.get_json()["error"] == "invalid_request"
+    _conforms(api, both, "/api/v1/token", "post")
+    [entry] = _token_entries(admin_app)
+    assert entry.outcome.value == "failure" and entry.actor is None
+    assert entry.details["reason"] == "invalid_request"
+    assert entry.details["client_id_claimed"] == "rx1-reader"
+    assert "client_id" not in entry.details
+    # Naming the client in the form beside Basic credentials is one method, still fine.
+    named = api.post(
+        "/api/v1/token",
+        data={"grant_type": "client_credentials", "client_id": "rx1-reader"},
+        headers=basic("rx1-reader", READER_SECRET),
+    )
+    assert named.status_code == 200
+    assert _token_entries(admin_app)[-1].actor == "api:rx1-reader"
+
+
 def test_no_token_is_401_with_a_bearer_challenge(api: FlaskClient) -> None:
     response = api.get("/api/v1/registrations")
     _error(response, 401, "api_token_missing")
@@ -216,7 +285,11 @@ def test_listing_pages_through_every_registration_once(admin_app: Flask, api: Fl
     part = api.get("/api/v1/registrations?q=PERSON6", headers=bearer(token)).get_json()
     assert part["total"] == 1
     assert api.get("/api/v1/registrations?org=rx1", headers=bearer(token)).get_json()["total"] == 7
-    for bad in ("limit=0", "limit=201", "offset=-1", "limit=abc", "org=R%20X"):
+    # Superscript and full-width digits are digits to str.isdigit(), not to the API.
+    for bad in (
+        *("limit=0", "limit=201", "offset=-1", "limit=abc", "org=R%20X"),
+        *("limit=%C2%B2", "offset=%C2%B9", "limit=%EF%BC%93"),
+    ):
         response = api.get(f"/api/v1/registrations?{bad}", headers=bearer(token))
         _error(response, 400, "api_request_invalid")
         _conforms(api, response, "/api/v1/registrations", "get")
@@ -272,6 +345,60 @@ def test_removal_by_api_ends_sessions_and_tells_relying_parties(
         "registration_not_found",
     )
     register(admin_app, ALEX)
+
+
+def test_a_reason_with_a_lone_surrogate_is_refused_not_a_crash(
+    admin_app: Flask, api: FlaskClient
+) -> None:
+    register(admin_app, ALEX)
+    token = api_token(api, "rx1-writer", WRITER_SECRET)
+    body = b'{"reason": "other", "reason_text": "card \\ud800 broken"}'
+    response = api.post(
+        f"/api/v1/registrations/{UUIDS[ALEX]}/remove",
+        data=body,
+        content_type="application/json",
+        headers=bearer(token),
+    )
+    _error(response, 400, "admin_reason_required")
+    _conforms(api, response, "/api/v1/registrations/{card_uuid}/remove", "post")
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert broker_of(admin_app).repos.audit.verify_chain().ok
+
+
+def test_refusals_are_audited_one_entry_each(admin_app: Flask, api: FlaskClient) -> None:
+    register(admin_app, ALEX)
+    audit = broker_of(admin_app).repos.audit
+    reader = api_token(api, "rx1-reader", READER_SECRET)
+    writer = api_token(api, "rx1-writer", WRITER_SECRET)
+    path = f"/api/v1/registrations/{UUIDS[ALEX]}/remove"
+    surrogate = b'{"reason": "other", "reason_text": "card \\ud800 broken"}'
+    cases: list[tuple[dict[str, Any], int, str, str, str | None]] = [
+        ({"json": {"reason": "lost_card"}, "headers": bearer(reader)},
+         403, "api_scope_insufficient", "admin.denied", "api:rx1-reader"),
+        ({"json": {"reason": "lost_card"}, "headers": bearer("made-up-token")},
+         401, "api_token_invalid", "admin.denied", None),
+        ({"json": {"reason": "lost_card"}},
+         401, "api_token_missing", "admin.denied", None),
+        ({"json": {"reason": "lost-card"}, "headers": bearer(writer)},
+         400, "admin_reason_required", "admin.registration.remove", "api:rx1-writer"),
+        ({"data": surrogate, "content_type": "application/json", "headers": bearer(writer)},
+         400, "admin_reason_required", "admin.registration.remove", "api:rx1-writer"),
+        ({"json": {"reason": 5}, "headers": bearer(writer)},
+         400, "api_request_invalid", "admin.registration.remove", "api:rx1-writer"),
+    ]  # fmt: skip
+    for request, status, code, event, actor in cases:
+        before = audit.head()
+        assert before is not None
+        _error(api.post(path, **request), status, code)
+        [entry] = audit.list_recent(limit=1)
+        assert entry.seq == before.seq + 1, code  # one entry a refusal, no more
+        assert (entry.event, entry.outcome.value, entry.error_code) == (event, "failure", code)
+        assert entry.actor == actor and entry.details["via"] == "api"
+    assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    # A refused token on a read is recorded the same way, with the path it was sent to.
+    api.get("/api/v1/registrations", headers=bearer("made-up-token"))
+    [entry] = audit.list_recent(limit=1)
+    assert entry.event == "admin.denied" and entry.details["path"] == "/api/v1/registrations"
 
 
 # The OpenAPI document is kept true.

@@ -70,6 +70,25 @@ def test_audit_verify_finds_a_deleted_row(
     assert status == 1 and "BROKEN at entry 2" in out and "missing" in out
 
 
+def test_audit_verify_reports_a_garbled_row_as_broken(
+    admin_app: Flask, cli_config: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for person in (ALEX, LEE, KIM):
+        sign_in(admin_app.test_client(), person)
+    garbled = ["""UPDATE audit_log SET details = '{"n": 1e999}' WHERE seq = 2"""]
+    if store_url.startswith("sqlite"):  # PostgreSQL's types refuse these themselves
+        garbled += [
+            "UPDATE audit_log SET details = '{not json' WHERE seq = 2",
+            "UPDATE audit_log SET at = 'garbage' WHERE seq = 2",
+        ]
+    for statement in garbled:
+        _tamper(store_url, statement)
+        status, out, err = _run(capsys, cli_config, "audit", "verify")
+        assert status == 1, statement
+        assert "BROKEN at entry 2" in out and "cannot be read" in out
+        assert "audit_chain_broken" in err and "Traceback" not in err
+
+
 def test_audit_export_since_writes_json_lines(
     admin_app: Flask,
     cli_config: Path,

@@ -52,6 +52,12 @@ def test_listed_reasons_need_no_words_and_drop_any_given() -> None:
         ("other", None),
         ("other", " \t "),
         ("other", "x" * 501),
+        # Words that cannot be stored or would disguise the audit entry.
+        ("other", "card \ud800 broken"),
+        ("other", "card\x00broken"),
+        ("other", "card \x1b[2J broken"),
+        ("other", "card \u202e nekorb"),
+        ("lost_card\udcff", None),
     ],
 )
 def test_unusable_reasons_are_refused(kind: str | None, text: str | None) -> None:

@@ -104,6 +104,59 @@ def test_secrets_are_refused_in_details(repos: Repositories) -> None:
         repos.audit.append("signin.password", "maybe")
 
 
+def test_text_that_utf8_cannot_encode_is_stored_replaced_not_a_crash(
+    repos: Repositories,
+) -> None:
+    # A lone surrogate (a JSON \ud800 escape, a command line's undecodable byte) would
+    # fail the hash's UTF-8 encoding; it is kept as U+FFFD, and the entry verifies.
+    entry = repos.audit.append(
+        "admin.registration.remove",
+        "failure",
+        actor="api:rx1\udcff",
+        subject="x\ud800@nhs.net",
+        details={"reason_text": "card \ud800 broken", "list": ["\udfff"], "k\ud800": 1},
+    )
+    assert entry.actor == "api:rx1\ufffd" and entry.subject == "x\ufffd@nhs.net"
+    assert entry.details == {"reason_text": "card \ufffd broken", "list": ["\ufffd"], "k\ufffd": 1}
+    [stored] = repos.audit.list_recent(limit=1)
+    assert stored == entry
+    assert repos.audit.verify_chain().ok
+
+
+def test_text_longer_than_its_column_is_cut_not_a_database_error(
+    repos: Repositories,
+) -> None:
+    # On PostgreSQL an over-long value is an error that would undo the audited action.
+    entry = repos.audit.append(
+        "e" * 100,
+        "failure",
+        error_code="c" * 100,
+        actor="a\x00" + "a" * 400,
+        subject="\u0130" * 300 + "@x.nhs.net",  # 610 characters once lower-cased
+        organisation="O" * 40,
+        client_address="2001:db8::" + "1" * 100,
+        relying_party="r" * 300,
+    )
+    limits = {
+        "event": 64,
+        "error_code": 64,
+        "actor": 320,
+        "subject": 320,
+        "organisation": 32,
+        "client_address": 64,
+        "relying_party": 255,
+    }
+    for name, limit in limits.items():
+        value = getattr(entry, name)
+        assert len(value) == limit and value.endswith("\u2026"), name
+    assert entry.subject.startswith("i\u0307" * 159)
+    # Nor can PostgreSQL keep a NUL in text (a NUL in a request is refused before this).
+    assert entry.actor.startswith("a\ufffda")
+    [stored] = repos.audit.list_recent(limit=1)
+    assert stored == entry
+    assert repos.audit.verify_chain().ok
+
+
 def test_an_intact_chain_verifies(repos: Repositories, clock: FakeClock) -> None:
     assert repos.audit.verify_chain().ok  # empty
     _fill(repos.audit, clock)
@@ -135,6 +188,35 @@ def test_a_changed_detail_is_detected(repos: Repositories, store: Store, clock: 
     _fill(repos.audit, clock)
     _sql(store, """UPDATE audit_log SET details = '{"attempt": 99}' WHERE seq = 4""")
     assert repos.audit.verify_chain().first_broken_seq == 4
+
+
+@pytest.mark.parametrize(
+    ("statement", "sqlite_only"),
+    [
+        # A number JSON allows but the log never writes (json reads it as infinity).
+        ("""UPDATE audit_log SET details = '{"attempt": 1e999}' WHERE seq = 3""", False),
+        # PostgreSQL's types refuse these; SQLite keeps whatever it is given.
+        ("UPDATE audit_log SET details = 'not json' WHERE seq = 3", True),
+        ("UPDATE audit_log SET at = 'garbage' WHERE seq = 3", True),
+        ("UPDATE audit_log SET at = 12 WHERE seq = 3", True),
+    ],
+)
+def test_a_garbled_entry_is_reported_broken_not_a_crash(
+    repos: Repositories,
+    store: Store,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    statement: str,
+    sqlite_only: bool,
+) -> None:
+    if sqlite_only and store.dialect_name != "sqlite":
+        pytest.skip("PostgreSQL refuses the garbled value itself")
+    monkeypatch.setattr(AuditLog, "BATCH", 2)  # the garbled entry in the second batch
+    _fill(repos.audit, clock)
+    _sql(store, statement)
+    result = repos.audit.verify_chain()
+    assert not result.ok and result.first_broken_seq == 3 and result.checked == 2
+    assert result.reason is not None and "cannot be read" in result.reason
 
 
 def test_a_deleted_entry_is_detected(repos: Repositories, store: Store, clock: FakeClock) -> None:

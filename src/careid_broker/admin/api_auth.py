@@ -21,16 +21,19 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2 import OAuth2Error, OAuth2Request
-from authlib.oauth2.rfc6749 import ClientMixin, MissingAuthorizationError, grants
-from authlib.oauth2.rfc6749.util import scope_to_list
-from authlib.oauth2.rfc6750 import (
-    BearerTokenGenerator,
-    BearerTokenValidator,
-    InsufficientScopeError,
+from authlib.oauth2.rfc6749 import (
+    ClientMixin,
+    InvalidRequestError,
+    MissingAuthorizationError,
+    grants,
 )
+from authlib.oauth2.rfc6749.util import scope_to_list
+from authlib.oauth2.rfc6750 import BearerTokenGenerator, BearerTokenValidator
+from flask.wrappers import Response
 
 from careid_broker.admin.config import ApiClient, ApiScope, ApiSettings
 from careid_broker.codes import BrokerCode, Code
+from careid_broker.oidc.client_auth import client_secret_basic
 from careid_broker.store import Tokens, new_opaque_token
 
 REALM = "careid-broker-api"
@@ -109,6 +112,39 @@ class ApiAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             ),
         )
         self.register_grant(ClientCredentials)
+        # The OP's wrapper: Basic credentials that are not UTF-8 are invalid_client.
+        self.register_client_auth_method("client_secret_basic", client_secret_basic)
+
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        # `token_response` makes the request itself, to read the client off it after.
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+    def token_response(self) -> tuple[Response, str | None]:
+        """The token endpoint's answer, and the id of the client the token was issued to.
+
+        That is the client that authenticated (None when refused), not the id the
+        request names: Basic credentials are form-encoded, so `rx1%2Dwriter` is
+        `rx1-writer`.
+        """
+        oauth_request = super().create_oauth2_request(None)
+        response: Response = self.create_token_response(oauth_request)
+        client = oauth_request.client if response.status_code == 200 else None
+        return response, client.get_client_id() if isinstance(client, ApiOAuthClient) else None
+
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> ApiOAuthClient:
+        if request.headers.get("Authorization") and "client_secret" in request.form:
+            # RFC 6749 §2.3: one method per request. Otherwise a wrong Basic secret
+            # falls through to the form's, perhaps another client's, unrecorded.
+            raise InvalidRequestError(
+                description="Send the client's credentials one way only: the Authorization"
+                " header or client_id and client_secret in the form (RFC 6749 section 2.3)."
+            )
+        client: ApiOAuthClient = super().authenticate_client(request, methods, endpoint)
+        return client
 
     def query_client(self, client_id: str) -> ApiOAuthClient | None:
         record = self._settings.client(client_id) if isinstance(client_id, str) else None
@@ -164,13 +200,19 @@ class ApiBearerValidator(BearerTokenValidator):  # type: ignore[misc]
 
 
 class ApiAuthRefusal(Exception):
-    """Why a request's bearer token was not accepted, as the response should say it."""
+    """Why a request's bearer token was not accepted, as the response should say it.
 
-    def __init__(self, *, status: int, code: Code, www_authenticate: str) -> None:
+    `client_id` names the token's client when the token was good but lacked the scope.
+    """
+
+    def __init__(
+        self, *, status: int, code: Code, www_authenticate: str, client_id: str | None = None
+    ) -> None:
         super().__init__(code.value)
         self.status = status
         self.code = code
         self.www_authenticate = www_authenticate
+        self.client_id = client_id
 
 
 def _challenge(**attributes: str) -> str:
@@ -191,16 +233,11 @@ class ApiAuth:
     def authenticate(self, scope: ApiScope) -> ApiToken:
         """The request's token if it is live and carries `scope`; else `ApiAuthRefusal`."""
         try:
-            token: ApiToken = self._protector.acquire_token([scope.value])
+            # The scope is checked here, not by authlib, to name the client refused.
+            token: ApiToken = self._protector.acquire_token()
         except MissingAuthorizationError:
             raise ApiAuthRefusal(
                 status=401, code=BrokerCode.API_TOKEN_MISSING, www_authenticate=_challenge()
-            ) from None
-        except InsufficientScopeError:
-            raise ApiAuthRefusal(
-                status=403,
-                code=BrokerCode.API_SCOPE_INSUFFICIENT,
-                www_authenticate=_challenge(error="insufficient_scope", scope=scope.value),
             ) from None
         except OAuth2Error:  # invalid_token, or not a Bearer token at all
             raise ApiAuthRefusal(
@@ -208,4 +245,11 @@ class ApiAuth:
                 code=BrokerCode.API_TOKEN_INVALID,
                 www_authenticate=_challenge(error="invalid_token"),
             ) from None
+        if scope.value not in token.scopes:
+            raise ApiAuthRefusal(
+                status=403,
+                code=BrokerCode.API_SCOPE_INSUFFICIENT,
+                www_authenticate=_challenge(error="insufficient_scope", scope=scope.value),
+                client_id=token.client.client_id,
+            )
         return token

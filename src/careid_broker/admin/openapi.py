@@ -189,7 +189,8 @@ def _paths() -> dict[str, Any]:
                 "operationId": "getToken",
                 "summary": "Get an access token (OAuth 2.0 client credentials grant)",
                 "description": "Authenticate with HTTP Basic (client_secret_basic) or with"
-                " client_id and client_secret in the form (client_secret_post).",
+                " client_id and client_secret in the form (client_secret_post), not both:"
+                " a request with both is refused invalid_request (RFC 6749 section 2.3).",
                 "security": [],
                 "requestBody": {
                     "required": True,

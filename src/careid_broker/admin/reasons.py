@@ -52,6 +52,9 @@ def parse_reason(kind: str | None, text: str | None) -> Reason:
     refused, never recorded as "other", which would put the removal down to the wrong
     reason in the audit log. Text given with a listed reason is dropped: the list item
     says it all, and free text is where personal details creep into the audit log.
+    Text with characters that are not printable (control characters, direction
+    overrides, a JSON body's lone surrogates) is refused: it cannot be stored, or
+    would make the audit entry read as something else.
     """
     try:
         reason = RemovalReason((kind or "").strip())
@@ -62,4 +65,6 @@ def parse_reason(kind: str | None, text: str | None) -> Reason:
     cleaned = " ".join((text or "").split())
     if not cleaned or len(cleaned) > MAX_REASON_TEXT:
         raise RemovalReasonError(detail="'other' needs a description of 1-500 characters")
+    if not cleaned.isprintable():
+        raise RemovalReasonError(detail="'other' description has characters that are not text")
     return Reason(kind=reason, text=cleaned)

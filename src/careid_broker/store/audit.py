@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, String, func, insert, select
 
 from careid_broker.store._sql import AUDIT_CHAIN_LOCK, serialize_on
 from careid_broker.store.engine import Store
@@ -29,6 +30,16 @@ from careid_broker.store.models import AuditEntry
 from careid_broker.store.prepared import Prepared
 
 GENESIS_HASH = "0" * 64
+# A lone UTF-16 surrogate (a JSON \ud800 escape, an undecodable command-line byte) cannot
+# be encoded as UTF-8 for the hash or the database, nor can PostgreSQL keep a NUL in a
+# text column: either is kept as U+FFFD instead. (json.dumps escapes NUL in details.)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+# What a value the log never writes raises as its row is read or hashed: SQLite keeps
+# any value in any column ("garbage" as a time, text that is not JSON as details), and
+# JSON's 1e999 reads as infinity. Verification reports such an entry as broken.
+_GARBLED = (ValueError, TypeError, AttributeError)
+_UNREADABLE = "entry cannot be read: a field holds a value the log never writes"
 
 # Detail keys that name secrets; refusing them at append keeps a careless caller from
 # writing a password or a token into a record that is exported and kept for years.
@@ -130,6 +141,24 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _encodable(text: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def _text(value: str | None, column: str) -> str | None:
+    """A text field as stored and hashed: encodable, and cut with "…" to fit its column.
+
+    On PostgreSQL a value longer than its column is an error that would roll back the
+    action being audited ("İ".lower() alone is two characters); no caller can rely on
+    having checked every length.
+    """
+    if value is None:
+        return None
+    limit: int = _TEXT_LIMITS[column]
+    value = _encodable(value)
+    return value if len(value) <= limit else value[: limit - 1] + "\u2026"
+
+
 def _check_details(value: Any, path: str = "details") -> None:
     if isinstance(value, Mapping):
         for key, inner in value.items():
@@ -177,6 +206,12 @@ _COLUMNS = (
     "hash",
 )
 _APPEND = Prepared(insert(AuditEntry), column_keys=(*_COLUMNS, "outcome"))
+# Each text column's length, as the database enforces it (PostgreSQL; SQLite does not).
+_TEXT_LIMITS: dict[str, int] = {
+    column.name: column.type.length
+    for column in AuditEntry.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
 
 
 class AuditLog:
@@ -208,8 +243,11 @@ class AuditLog:
         """
         _check_details(details or {})
         # Round-trip through JSON now, so what is hashed is exactly what the database
-        # gives back later (tuples become lists, keys become strings).
-        clean_details = json.loads(json.dumps(details or {}, allow_nan=False))
+        # gives back later (tuples become lists, keys become strings, lone surrogates
+        # U+FFFD). Text that was already encodable is unchanged, and hashes as before.
+        clean_details = json.loads(
+            _encodable(json.dumps(details or {}, allow_nan=False, ensure_ascii=False))
+        )
         with self._store.transaction() as session:
             # Prepared statements, not the ORM's unit of work: every sign-in appends,
             # and an entry is never read back through this session.
@@ -226,14 +264,14 @@ class AuditLog:
                 seq=(head.seq + 1) if head else 1,
                 # Read the clock under the lock so time never runs backwards along seq.
                 at=self._store.now(),
-                event=event,
+                event=_text(event, "event") or "",
                 outcome=Outcome(outcome),
-                error_code=str(error_code) if error_code is not None else None,
-                actor=actor,
-                subject=subject.strip().lower() if subject else None,
-                organisation=organisation,
-                client_address=client_address,
-                relying_party=relying_party,
+                error_code=_text(str(error_code) if error_code is not None else None, "error_code"),
+                actor=_text(actor, "actor"),
+                subject=_text(subject.strip().lower() if subject else None, "subject"),
+                organisation=_text(organisation, "organisation"),
+                client_address=_text(client_address, "client_address"),
+                relying_party=_text(relying_party, "relying_party"),
                 details=clean_details,
                 prev_hash=head.hash if head else GENESIS_HASH,
                 hash="",
@@ -259,13 +297,18 @@ class AuditLog:
         """Walk the whole chain; the first entry that breaks it, and why."""
         expected_seq, expected_prev, checked = 1, GENESIS_HASH, 0
         anchor_seen = anchor is None
-        for row in self._iter_rows(after_seq=0):
-            if row.seq != expected_seq:
+        for row in self._rows_to_verify():
+            seq = row if isinstance(row, int) else row.seq
+            if seq != expected_seq:
                 return VerifyResult(
                     ok=False,
                     checked=checked,
                     first_broken_seq=expected_seq,
-                    reason=f"entry {expected_seq} is missing (next present is {row.seq})",
+                    reason=f"entry {expected_seq} is missing (next present is {seq})",
+                )
+            if isinstance(row, int):
+                return VerifyResult(
+                    ok=False, checked=checked, first_broken_seq=seq, reason=_UNREADABLE
                 )
             if row.prev_hash != expected_prev:
                 return VerifyResult(
@@ -274,7 +317,13 @@ class AuditLog:
                     first_broken_seq=row.seq,
                     reason="link to the previous entry does not match",
                 )
-            if entry_hash(_hashed_fields(row)) != row.hash:
+            try:
+                computed = entry_hash(_hashed_fields(row))
+            except _GARBLED:
+                return VerifyResult(
+                    ok=False, checked=checked, first_broken_seq=row.seq, reason=_UNREADABLE
+                )
+            if computed != row.hash:
                 return VerifyResult(
                     ok=False,
                     checked=checked,
@@ -358,15 +407,41 @@ class AuditLog:
         # transaction (and, on SQLite, the WAL checkpoint) open.
         last = after_seq
         while True:
-            query = select(AuditEntry).where(AuditEntry.seq > last)
-            if since is not None:
-                query = query.where(AuditEntry.at >= since)
-            with self._store.session() as session:
-                rows = [
-                    _record(r)
-                    for r in session.scalars(query.order_by(AuditEntry.seq).limit(self.BATCH))
-                ]
+            rows = self._batch(after_seq=last, since=since, limit=self.BATCH)
             yield from rows
             if len(rows) < self.BATCH:
                 return
             last = rows[-1].seq
+
+    def _rows_to_verify(self) -> Iterator[AuditRecord | int]:
+        """Every entry, oldest first; for the first that cannot be read, its seq alone."""
+        last, limit = 0, self.BATCH
+        while True:
+            try:
+                rows = self._batch(after_seq=last, limit=limit)
+            except _GARBLED:
+                if limit > 1:
+                    limit = 1  # one of the batch cannot be read: one by one, to name it
+                    continue
+                with self._store.session() as session:
+                    seq = session.scalar(
+                        select(func.min(AuditEntry.seq)).where(AuditEntry.seq > last)
+                    )
+                if seq is not None:
+                    yield seq
+                return
+            yield from rows
+            if len(rows) < limit:
+                return
+            last = rows[-1].seq
+
+    def _batch(
+        self, *, after_seq: int, limit: int, since: datetime | None = None
+    ) -> list[AuditRecord]:
+        query = select(AuditEntry).where(AuditEntry.seq > after_seq)
+        if since is not None:
+            query = query.where(AuditEntry.at >= since)
+        with self._store.session() as session:
+            return [
+                _record(r) for r in session.scalars(query.order_by(AuditEntry.seq).limit(limit))
+            ]

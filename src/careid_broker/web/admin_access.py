@@ -32,6 +32,8 @@ from careid_broker.web.signin_cookie import current_signin
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
+#: A refused administrator: the console's, and the API's refused tokens.
+EVENT_DENIED = "admin.denied"
 RIGHTS_KEY = "careid_admin_rights"
 CARD_LEVEL = level_of(ACR_CARD)
 
@@ -72,7 +74,7 @@ def step_up_url() -> str:
 
 def _denied(signin: SessionRecord) -> Response:
     current_broker().audit(
-        "admin.denied",
+        EVENT_DENIED,
         outcome=Outcome.FAILURE,
         code=BrokerCode.ADMIN_NOT_AUTHORISED,
         actor=signin.account_mail,

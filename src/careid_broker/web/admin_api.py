@@ -4,6 +4,9 @@ Bearer tokens only (no cookies, so no CSRF token either): a request without a to
 401 with a `WWW-Authenticate` challenge, a token without the scope 403, and anything
 outside the client's organisations 404 — the same answer as for something that does not
 exist. Errors are JSON: `{"error": code, "message": text, "request_id": id}`.
+Refusals are audited: a missing, unknown or under-scoped token as `admin.denied` (one
+entry a request, as the OP's token endpoint records each refused request), a refused
+removal as a failed `admin.registration.remove`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from careid_broker.admin.config import ApiScope
 from careid_broker.admin.errors import OutOfScopeError
 from careid_broker.admin.export import registration_json
 from careid_broker.admin.openapi import openapi_document
-from careid_broker.admin.reasons import parse_reason
-from careid_broker.admin.removal import remove_registration
+from careid_broker.admin.reasons import Reason, parse_reason
+from careid_broker.admin.removal import EVENT_REMOVE, remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.codes import BrokerCode, Code, message_for
 from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
-from careid_broker.store import Outcome
+from careid_broker.store import Outcome, StoreError
+from careid_broker.web.admin_access import EVENT_DENIED
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER
@@ -58,6 +62,19 @@ def _error(code: Code, status: int, *, challenge: str | None = None) -> Response
 
 @blueprint.errorhandler(ApiAuthRefusal)
 def _refused(exc: ApiAuthRefusal) -> Response:
+    # Audited as the console's refused administrators are. A refused token costs one
+    # entry, as at the OP's /token and /userinfo: a run of them is someone guessing.
+    try:
+        current_broker().audit(
+            EVENT_DENIED,
+            outcome=Outcome.FAILURE,
+            code=exc.code,
+            actor=f"api:{exc.client_id}" if exc.client_id else None,
+            details={"via": "api", "path": request.path[:200]},
+        )
+    except StoreError as error:
+        # The refusal stands; a store that is down cannot record it.
+        log.warning("api refusal not audited: %s", error.code.value)
     return _error(exc.code, exc.status, challenge=exc.www_authenticate)
 
 
@@ -79,7 +96,8 @@ def _integer(name: str, default: int, *, minimum: int, maximum: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 9 or not minimum <= int(raw) <= maximum:
+    # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or not minimum <= int(raw) <= maximum:
         raise _invalid(f"{name} must be a whole number from {minimum} to {maximum}")
     return int(raw)
 
@@ -105,22 +123,22 @@ def openapi() -> Response:
 @csrf_exempt
 def token() -> Response:
     """OAuth 2.0 token endpoint for API clients (client credentials grant only)."""
-    response: Response = current_broker().api.server.create_token_response()
-    auth = request.authorization
-    claimed = (auth.username if auth and auth.username else request.form.get("client_id")) or ""
-    claimed = claimed[:64]
-    issued = response.status_code == 200
-    body = response.get_json(silent=True) or {}
-    details: dict[str, Any] = {"via": "api", "client_id": claimed or None}
-    if issued:
-        details["scope"] = body.get("scope")
+    response, issued_to = current_broker().api.server.token_response()
+    details: dict[str, Any] = {"via": "api"}
+    if issued_to is not None:
+        details["client_id"] = issued_to
+        details["scope"] = (response.get_json(silent=True) or {}).get("scope")
     else:
+        # Only a client that authenticated is the actor; a refused id is just a claim.
+        auth = request.authorization
+        claimed = auth.username if auth and auth.username else request.form.get("client_id")
+        details["client_id_claimed"] = claimed[:64] if claimed else None
+        body = response.get_json(silent=True) or {}
         details["reason"] = str(body.get("error", "error"))[:64]
     current_broker().audit(
         "api.token",
-        outcome=Outcome.SUCCESS if issued else Outcome.FAILURE,
-        # Only a client that authenticated is the actor; a refused id is just a claim.
-        actor=f"api:{claimed}" if issued else None,
+        outcome=Outcome.SUCCESS if issued_to is not None else Outcome.FAILURE,
+        actor=f"api:{issued_to}" if issued_to is not None else None,
         details=details,
     )
     return response
@@ -184,13 +202,8 @@ def check_revocation(card_uuid: str) -> Response:
     )
 
 
-@blueprint.post("/registrations/<card_uuid>/remove")
-@csrf_exempt
-def remove(card_uuid: str) -> Response:
-    """Remove a registration with a reason; the person's sessions end."""
-    actor = _actor(current_broker().api.authenticate(ApiScope.WRITE))
-    if len(card_uuid) > 64:
-        raise OutOfScopeError(detail="UUID too long")
+def _removal_reason() -> Reason:
+    """The removal body's reason; `api_request_invalid` or `admin_reason_required`."""
     try:
         body = loads_bounded(request.get_data(cache=True), max_bytes=MAX_REMOVAL_BODY_BYTES)
     except JsonBodyError:  # not JSON, or too large or deep even to parse
@@ -200,9 +213,29 @@ def remove(card_uuid: str) -> Response:
     kind, text = body.get("reason"), body.get("reason_text")
     if not isinstance(kind, str) or not (text is None or isinstance(text, str)):
         raise _invalid("reason and reason_text must be strings")
-    removal = remove_registration(
-        current_broker().admin, actor, card_uuid=card_uuid, reason=parse_reason(kind, text)
-    )
+    return parse_reason(kind, text)
+
+
+@blueprint.post("/registrations/<card_uuid>/remove")
+@csrf_exempt
+def remove(card_uuid: str) -> Response:
+    """Remove a registration with a reason; the person's sessions end."""
+    actor = _actor(current_broker().api.authenticate(ApiScope.WRITE))
+    if len(card_uuid) > 64:
+        raise OutOfScopeError(detail="UUID too long")
+    try:
+        reason = _removal_reason()
+    except BrokerError as exc:
+        # Audited as the command line audits a refused removal.
+        current_broker().audit(
+            EVENT_REMOVE,
+            outcome=Outcome.FAILURE,
+            code=exc.code,
+            actor=actor.name,
+            details={"via": actor.via, "card_uuid": card_uuid},
+        )
+        raise
+    removal = remove_registration(current_broker().admin, actor, card_uuid=card_uuid, reason=reason)
     return jsonify(
         {
             "removed": registration_json(removal.registration),

@@ -27,6 +27,7 @@ from careid_broker.admin.service import UserDetails, clean_search_text
 from careid_broker.card.revocation import CheckResult
 from careid_broker.codes import BrokerCode, message_for, words_for
 from careid_broker.store import Outcome
+from careid_broker.store.subjects import normalise_mail
 from careid_broker.web.admin_access import admin_view
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
@@ -93,7 +94,8 @@ def _not_found() -> Response:
 
 
 def _details(actor: Actor, mail: str) -> UserDetails | None:
-    if len(mail) > MAX_MAIL_LENGTH:
+    # Measured as looked up, too: "İ".lower() is two characters.
+    if len(mail) > MAX_MAIL_LENGTH or len(normalise_mail(mail)) > MAX_MAIL_LENGTH:
         return None
     try:
         return current_broker().admin.user(actor, mail)
