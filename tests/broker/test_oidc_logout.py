@@ -8,6 +8,7 @@ key, `typ`, `iss`, `aud`, `events`, `sid`, `jti`, and no `nonce`.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,6 +110,70 @@ def test_logout_by_post_is_accepted(oidc_browser: Browser) -> None:
     )
     assert response.status_code == 302 and response.headers["Location"] == POST_LOGOUT
     assert not _signed_in(oidc_browser)
+
+
+def test_a_logout_posted_without_the_sign_in_cookie_goes_on_by_get(
+    oidc_app: Flask, oidc_browser: Browser
+) -> None:
+    # How a browser sends another site's sign-out form: without the SameSite=Lax sign-in
+    # cookie. It does send it on the top-level GET the 303 leads to, which ends the session.
+    tokens = _sign_in(oidc_browser)
+    form = {
+        "id_token_hint": tokens["id_token"],
+        "post_logout_redirect_uri": POST_LOGOUT,
+        "state": "bye-state",
+    }
+    posted = oidc_app.test_client().post("/logout", data=form)
+    assert posted.status_code == 303
+    assert "Set-Cookie" not in posted.headers and posted.headers["Cache-Control"] == "no-store"
+    path, _, query = posted.headers["Location"].partition("?")
+    assert path == "/logout" and urllib.parse.parse_qsl(query) == list(form.items())
+    assert _signed_in(oidc_browser)  # nothing ends before the GET
+
+    followed = oidc_browser.client.get(posted.headers["Location"])
+    assert followed.status_code == 302
+    assert followed.headers["Location"] == f"{POST_LOGOUT}?state=bye-state"
+    assert not _signed_in(oidc_browser)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "id_token_hint=not.a.token&post_logout_redirect_uri=" + urllib.parse.quote(POST_LOGOUT),
+        "state=one&state=two&client_id=rp&client_id=other&ui_locales=%E2%80%AE&x=%C3%A9",
+        "",
+    ],
+    ids=["bad_hint", "repeated_and_odd", "empty"],
+)
+def test_a_cookieless_logout_post_is_answered_as_the_same_get_would_be(
+    oidc_app: Flask, oidc_browser: Browser, body: str
+) -> None:
+    _sign_in(oidc_browser)
+    posted = oidc_app.test_client().post(
+        "/logout?from=query",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert posted.status_code == 303
+    location = posted.headers["Location"]
+    carried = urllib.parse.parse_qsl(location.partition("?")[2], keep_blank_values=True)
+    sent = urllib.parse.parse_qsl(body, keep_blank_values=True)
+    assert carried == [("from", "query"), *sent]  # every value, in order, repeats and all
+    same_get = oidc_app.test_client().get("/logout", query_string=[("from", "query"), *sent])
+    followed = oidc_app.test_client().get(location)
+    assert followed.status_code != 303  # a GET is answered, never sent round again
+    assert (followed.status_code, followed.headers.get("Location")) == (
+        same_get.status_code,
+        same_get.headers.get("Location"),
+    )
+    assert error_code_of(followed) == error_code_of(same_get)
+    assert _signed_in(oidc_browser)  # none of these ends a session
+
+
+def test_a_cookieless_logout_post_with_a_nul_is_refused_not_carried(oidc_app: Flask) -> None:
+    posted = oidc_app.test_client().post("/logout", data={"state": "a\x00b"})
+    assert posted.status_code == 400 and "Location" not in posted.headers
+    assert error_code_of(posted) == "request_invalid"
 
 
 def test_an_unregistered_post_logout_uri_is_never_redirected_to(oidc_browser: Browser) -> None:
