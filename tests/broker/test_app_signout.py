@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from broker_support import (
     AppFactory,
     broker_of,
     cookie_value,
     csrf_token_from,
+    error_code_of,
     password_login,
 )
 from flask import Flask
 from flask.testing import FlaskClient
 
-from careid_broker.store import EndedSession, Outcome
+from careid_broker.store import EndedSession, Outcome, StoreUnavailableError
 from support.clock import FakeClock
 
 
@@ -60,6 +62,40 @@ def test_signout_when_not_signed_in_is_harmless(
     token = csrf_token_from(client.get("/login").get_data(as_text=True))
     assert client.post("/signout", data={"csrf_token": token}).status_code == 200
     assert session_ended == []
+
+
+def test_a_signout_the_database_could_not_record_keeps_the_session_and_can_be_retried(
+    app: Flask,
+    client: FlaskClient,
+    session_ended: list[EndedSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Forgetting the cookie of a session that did not end would leave it open, its RPs
+    # untold, with no way for this browser to sign it out (the next person at a shared
+    # workstation signs in to the RPs as this one).
+    password_login(client, "alex.morgan@nhs.net")
+    sid = broker_of(app).repos.sessions.active_for_account("alex.morgan@nhs.net")[0].sid
+    broker_of(app).repos.sessions.add_relying_party(sid, "testrp")
+    cookie = cookie_value(client, "careid-signin")
+    token = csrf_token_from(client.get("/signout").get_data(as_text=True))
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailableError(detail="test: the database went away")
+
+    monkeypatch.setattr(broker_of(app).repos.sessions, "end_session", gone)
+    failed = client.post("/signout", data={"csrf_token": token})
+    assert failed.status_code == 503 and error_code_of(failed) == "store_unavailable"
+    assert not any("careid-signin" in c for c in failed.headers.getlist("Set-Cookie"))
+    monkeypatch.undo()
+
+    assert cookie_value(client, "careid-signin") == cookie
+    assert _signed_in(client)
+    assert session_ended == []
+    again = client.post("/signout", data={"csrf_token": token})
+    assert again.status_code == 200 and "You have signed out" in again.get_data(as_text=True)
+    assert cookie_value(client, "careid-signin") is None and not _signed_in(client)
+    assert [e.sid for e in session_ended] == [sid]
+    assert session_ended[0].relying_parties == ("testrp",)
 
 
 def test_an_idle_session_ends_by_itself(

@@ -68,7 +68,7 @@ def test_the_logout_backlog_is_read_from_the_store_when_scraped(
     assert sample(text, "careid_logout_outbox_oldest_age_seconds") == 100
     first = outbox.claim_due(10)
     for delivery in first:
-        outbox.mark_delivered(delivery.id)
+        outbox.mark_delivered(delivery)
     text = client.get("/metrics").get_data(as_text=True)
     assert sample(text, "careid_logout_outbox_pending") == 0
     assert sample(text, "careid_logout_outbox_oldest_age_seconds") == 0

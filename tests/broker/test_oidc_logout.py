@@ -8,7 +8,8 @@ key, `typ`, `iss`, `aud`, `events`, `sid`, `jti`, and no `nonce`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,14 @@ from oidc_support import (
     make_oidc_app,
 )
 
-from careid_broker.oidc.backchannel import LOGOUT_EVENT, DeliveryReport
+from careid_broker.oidc.backchannel import (
+    LOGOUT_EVENT,
+    BackchannelLogout,
+    DeliveryReport,
+    Poster,
+    post_form,
+)
+from careid_broker.store import Outcome
 from careid_devkit.webmail.errors import LogoutTokenError
 from careid_devkit.webmail.logout_token import JtiCache, LogoutTokenValidator
 from support.clock import FakeClock
@@ -102,6 +110,70 @@ def test_logout_by_post_is_accepted(oidc_browser: Browser) -> None:
     )
     assert response.status_code == 302 and response.headers["Location"] == POST_LOGOUT
     assert not _signed_in(oidc_browser)
+
+
+def test_a_logout_posted_without_the_sign_in_cookie_goes_on_by_get(
+    oidc_app: Flask, oidc_browser: Browser
+) -> None:
+    # How a browser sends another site's sign-out form: without the SameSite=Lax sign-in
+    # cookie. It does send it on the top-level GET the 303 leads to, which ends the session.
+    tokens = _sign_in(oidc_browser)
+    form = {
+        "id_token_hint": tokens["id_token"],
+        "post_logout_redirect_uri": POST_LOGOUT,
+        "state": "bye-state",
+    }
+    posted = oidc_app.test_client().post("/logout", data=form)
+    assert posted.status_code == 303
+    assert "Set-Cookie" not in posted.headers and posted.headers["Cache-Control"] == "no-store"
+    path, _, query = posted.headers["Location"].partition("?")
+    assert path == "/logout" and urllib.parse.parse_qsl(query) == list(form.items())
+    assert _signed_in(oidc_browser)  # nothing ends before the GET
+
+    followed = oidc_browser.client.get(posted.headers["Location"])
+    assert followed.status_code == 302
+    assert followed.headers["Location"] == f"{POST_LOGOUT}?state=bye-state"
+    assert not _signed_in(oidc_browser)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "id_token_hint=not.a.token&post_logout_redirect_uri=" + urllib.parse.quote(POST_LOGOUT),
+        "state=one&state=two&client_id=rp&client_id=other&ui_locales=%E2%80%AE&x=%C3%A9",
+        "",
+    ],
+    ids=["bad_hint", "repeated_and_odd", "empty"],
+)
+def test_a_cookieless_logout_post_is_answered_as_the_same_get_would_be(
+    oidc_app: Flask, oidc_browser: Browser, body: str
+) -> None:
+    _sign_in(oidc_browser)
+    posted = oidc_app.test_client().post(
+        "/logout?from=query",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert posted.status_code == 303
+    location = posted.headers["Location"]
+    carried = urllib.parse.parse_qsl(location.partition("?")[2], keep_blank_values=True)
+    sent = urllib.parse.parse_qsl(body, keep_blank_values=True)
+    assert carried == [("from", "query"), *sent]  # every value, in order, repeats and all
+    same_get = oidc_app.test_client().get("/logout", query_string=[("from", "query"), *sent])
+    followed = oidc_app.test_client().get(location)
+    assert followed.status_code != 303  # a GET is answered, never sent round again
+    assert (followed.status_code, followed.headers.get("Location")) == (
+        same_get.status_code,
+        same_get.headers.get("Location"),
+    )
+    assert error_code_of(followed) == error_code_of(same_get)
+    assert _signed_in(oidc_browser)  # none of these ends a session
+
+
+def test_a_cookieless_logout_post_with_a_nul_is_refused_not_carried(oidc_app: Flask) -> None:
+    posted = oidc_app.test_client().post("/logout", data={"state": "a\x00b"})
+    assert posted.status_code == 400 and "Location" not in posted.headers
+    assert error_code_of(posted) == "request_invalid"
 
 
 def test_an_unregistered_post_logout_uri_is_never_redirected_to(oidc_browser: Browser) -> None:
@@ -431,3 +503,86 @@ def test_a_logout_queued_before_a_restart_is_delivered_by_the_next_workers_alone
     finally:
         for worker in workers:
             broker_of(worker).oidc.stop_worker()
+
+
+def _instance_beside(app: Flask, clock: FakeClock, post: Poster) -> BackchannelLogout:
+    """Another broker instance's deliverer on the same database, posting with `post`."""
+    provider = broker_of(app).oidc
+    repos = broker_of(app).repos
+    return BackchannelLogout(
+        issuer=provider.issuer,
+        clients=provider.clients,
+        outbox=repos.outbox,
+        signer=provider.signer,
+        subjects=repos.subjects,
+        audit=repos.audit,
+        clock=clock,
+        post=post,
+        timeout=5.0,
+    )
+
+
+def _backchannel_audit(app: Flask) -> list[Outcome]:
+    entries = broker_of(app).repos.audit.list_recent(event_prefix="oidc.backchannel_logout")
+    return [e.outcome for e in entries]
+
+
+def test_two_instances_send_each_logout_once_however_slow_the_rp_answers(
+    app_factory: AppFactory, tmp_path: Path, test_rp: TestRelyingParty, clock: FakeClock
+) -> None:
+    app = make_oidc_app(app_factory, tmp_path, backchannel_uri=test_rp.url)
+    for mail in ("alex.morgan@nhs.net", "kim.taylor@nhs.net") * 2:
+        browser = Browser(app.test_client())
+        assert browser.redeem(browser.signed_in_code(mail=mail)).status_code == 200
+        _sign_out(browser)
+    assert broker_of(app).repos.outbox.pending_count() == 4
+    other = broker_of(make_oidc_app(app_factory, tmp_path, backchannel_uri=test_rp.url))
+    sends = 0
+
+    def slow_rp(url: str, form: Mapping[str, str], *, timeout: float) -> int:
+        # Each answer takes about the timeout; during the third, the other instance's
+        # deliverer makes its pass.
+        nonlocal sends
+        sends += 1
+        status = post_form(url, form, timeout=timeout)
+        clock.advance(timedelta(seconds=6))
+        if sends == 3:
+            assert other.oidc.backchannel.deliver_due().delivered == 1
+        return status
+
+    report = _instance_beside(app, clock, slow_rp).deliver_due()
+    assert report == DeliveryReport(delivered=3)
+    assert len(test_rp.wait_for(4)) == 4
+    assert test_rp.attempts == 4, "a logout was sent by both instances"
+    assert _backchannel_audit(app) == [Outcome.SUCCESS] * 4
+    assert broker_of(app).repos.outbox.pending_count() == 0
+
+
+def test_a_deliverer_whose_claim_was_taken_over_records_nothing(
+    app_factory: AppFactory,
+    tmp_path: Path,
+    test_rp: TestRelyingParty,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One instance's POST hangs past its lease; another takes the logout over and
+    # delivers it. The first must not count an attempt, clear the other's claim or
+    # report the delivered logout abandoned.
+    app = make_oidc_app(app_factory, tmp_path, backchannel_uri=test_rp.url)
+    rp = Browser(app.test_client())
+    _sign_in(rp)
+    _sign_out(rp)
+    other = broker_of(make_oidc_app(app_factory, tmp_path, backchannel_uri=test_rp.url))
+
+    def hanging_rp(url: str, form: Mapping[str, str], *, timeout: float) -> int:
+        clock.advance(timedelta(minutes=1))
+        assert other.oidc.backchannel.deliver_due().delivered == 1
+        raise TimeoutError("timed out")
+
+    with caplog.at_level("WARNING", logger="careid_broker.oidc.backchannel"):
+        report = _instance_beside(app, clock, hanging_rp).deliver_due()
+    assert report == DeliveryReport()
+    assert _backchannel_audit(app) == [Outcome.SUCCESS]
+    assert len(test_rp.wait_for(1)) == 1 and test_rp.attempts == 1
+    assert broker_of(app).repos.outbox.pending_count() == 0
+    assert any("taken over" in r.getMessage() for r in caplog.records)

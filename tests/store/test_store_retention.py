@@ -26,6 +26,7 @@ from careid_broker.store import (
     Retention,
     RetentionPolicy,
     RetentionWorker,
+    Settlement,
     Store,
 )
 from careid_broker.store._sql import RETENTION_LOCK
@@ -147,7 +148,7 @@ def seed_code(repos: Repositories) -> datetime:
 
 def seed_delivery(repos: Repositories) -> datetime:
     (delivery,) = repos.outbox.enqueue(sid="gone", sub="s", client_ids=[CLIENT])
-    repos.outbox.mark_delivered(delivery.id)
+    repos.outbox.mark_delivered(delivery)
     return repos.store.now() + 7 * DAY
 
 
@@ -158,7 +159,7 @@ def seed_abandoned_delivery(repos: Repositories) -> datetime:
     retrying = True
     while retrying:  # each attempt when it falls due, as the worker makes them
         (claimed,) = repos.outbox.claim_due(1)
-        retrying = repos.outbox.mark_failed(claimed.id, "HTTP 500")
+        retrying = repos.outbox.mark_failed(claimed, "HTTP 500") is Settlement.RETRYING
         with repos.store.session() as session:
             row = session.get(LogoutDelivery, delivery.id)
             assert row is not None
@@ -386,7 +387,7 @@ def test_an_ended_session_is_kept_while_a_token_or_a_delivery_names_it(
     assert count(repos.store, AuthorizationCode) == 0
     assert repos.sessions.get(sid) is not None
 
-    repos.outbox.mark_delivered(delivery.id)
+    repos.outbox.mark_delivered(delivery)
     clock.advance(51 * DAY)
     retention.run_pass()
     assert count(repos.store, LogoutDelivery) == 0

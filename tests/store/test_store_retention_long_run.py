@@ -145,7 +145,7 @@ def sign_in(repos: Repositories, n: int, *, ended: bool, card: bool) -> None:
         result = repos.sessions.end_session(sid, EndReason.LOGOUT)
         assert result is not None
         for delivery in repos.outbox.enqueue(sid=sid, sub=sub, client_ids=result.relying_parties):
-            repos.outbox.mark_delivered(delivery.id)
+            repos.outbox.mark_delivered(delivery)
 
 
 def test_tables_stay_bounded_over_weeks_of_sign_ins(repos: Repositories, clock: FakeClock) -> None:

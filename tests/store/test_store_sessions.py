@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from careid_broker.store import (
     NewSession,
     Repositories,
     RetryPolicy,
+    Settlement,
     Store,
     new_opaque_token,
 )
@@ -201,37 +203,44 @@ def test_claimed_deliveries_are_leased_then_settled(repos: Repositories, clock: 
     assert [d.client_id for d in claimed] == ["webmail", "rostering"]
     assert repos.outbox.claim_due(10) == []  # leased
 
-    repos.outbox.mark_delivered(claimed[0].id)
+    assert repos.outbox.mark_delivered(claimed[0]) is Settlement.DELIVERED
     clock.advance(timedelta(seconds=30))
-    # The worker holding "rostering" died: its lease ran out, so it is due again, as a
+    # The worker holding "rostering" stalled: its lease ran out, so it is due again, as a
     # new logout token (the RP may have taken the first one and refuse it as a replay).
     (again,) = repos.outbox.claim_due(10)
     assert again.client_id == "rostering" and again.jti != claimed[1].jti
     assert (again.sid, again.sub) == (claimed[1].sid, claimed[1].sub)
-    assert repos.outbox.pending_count() == 1
+    # The stalled worker no longer holds it: whatever it reports is not recorded.
+    assert repos.outbox.mark_failed(claimed[1], "timeout") is Settlement.CLAIM_LOST
+    assert repos.outbox.mark_delivered(claimed[1]) is Settlement.CLAIM_LOST
+    assert repos.outbox.claim_due(10) == []  # still the new claim's
+    assert repos.outbox.mark_delivered(again) is Settlement.DELIVERED
+    assert repos.outbox.mark_delivered(again) is Settlement.CLAIM_LOST
+    assert repos.outbox.pending_count() == 0
 
 
 def test_failed_deliveries_back_off_then_are_abandoned(store: Store, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=3, first_delay=timedelta(seconds=10))
     outbox = LogoutOutbox(store, policy=policy)
     (delivery,) = outbox.enqueue(sid="s1", sub="sub1", client_ids=["webmail"])
-    assert outbox.claim_due(1)
-    assert outbox.mark_failed(delivery.id, "HTTP 503") is True
+    (first,) = outbox.claim_due(1)
+    assert outbox.mark_failed(first, "HTTP 503") is Settlement.RETRYING
     clock.advance(timedelta(seconds=9))
     assert outbox.claim_due(1) == []
     clock.advance(timedelta(seconds=1))
     (retry,) = outbox.claim_due(1)
     assert retry.attempts == 1
-    assert outbox.mark_failed(delivery.id, "timeout") is True
+    assert outbox.mark_failed(retry, "timeout") is Settlement.RETRYING
     clock.advance(timedelta(seconds=19))
     assert outbox.claim_due(1) == []
     clock.advance(timedelta(seconds=1))
-    assert outbox.claim_due(1)
-    assert outbox.mark_failed(delivery.id, "x" * 2000) is False  # third strike
+    (last,) = outbox.claim_due(1)
+    assert outbox.mark_failed(last, "x" * 2000) is Settlement.ABANDONED  # third strike
     clock.advance(timedelta(days=1))
     assert outbox.claim_due(1) == []
     assert outbox.pending_count() == 0
-    assert outbox.mark_failed(12345, "unknown delivery") is False
+    unknown = dataclasses.replace(delivery, id=12345)
+    assert outbox.mark_failed(unknown, "unknown delivery") is Settlement.CLAIM_LOST
 
 
 def test_retry_delays_double_up_to_the_cap() -> None:

@@ -28,6 +28,7 @@ from careid_broker.store import (
     KeyAlgorithm,
     LogoutOutbox,
     Outcome,
+    Settlement,
     StoreError,
     Subjects,
 )
@@ -137,23 +138,33 @@ class BackchannelLogout:
         return self._signer.sign(claims, alg=alg, typ=LOGOUT_TOKEN_TYP)
 
     def deliver_due(self, limit: int = 20) -> DeliveryReport:
-        """Claim and send every due delivery (up to `limit`)."""
+        """Claim and send every due delivery (up to `limit`), one at a time."""
         delivered = retrying = abandoned = 0
         # The lease only has to outlast one send: a worker that cannot record the result
-        # (the database went away) must not hold the logout back for long.
+        # (the database went away) must not hold the logout back for long. So each claim
+        # is for the one delivery about to be sent; a batch would outlive its lease and
+        # be claimed and sent again by another worker while this one was still busy.
         lease = timedelta(seconds=self._timeout * 2 + 5)
-        for delivery in self._outbox.claim_due(limit, lease=lease):
+        for _ in range(limit):
+            claimed = self._outbox.claim_due(1, lease=lease)
+            if not claimed:
+                break
+            delivery = claimed[0]
             error = self._send(delivery)
-            if error is None:
-                self._outbox.mark_delivered(delivery.id)
+            settled = (
+                self._outbox.mark_delivered(delivery)
+                if error is None
+                else self._outbox.mark_failed(delivery, error)
+            )
+            if settled is Settlement.DELIVERED:
                 delivered += 1
                 self._record(delivery, Outcome.SUCCESS, attempts=delivery.attempts + 1)
-            elif self._outbox.mark_failed(delivery.id, error):
+            elif settled is Settlement.RETRYING:
                 retrying += 1
                 log.info(
                     "back-channel logout to %s failed (%s); will retry", delivery.client_id, error
                 )
-            else:
+            elif settled is Settlement.ABANDONED:
                 abandoned += 1
                 log.warning(
                     "back-channel logout to %s abandoned after %d attempts (%s)",
@@ -162,6 +173,15 @@ class BackchannelLogout:
                     error,
                 )
                 self._record(delivery, Outcome.FAILURE, attempts=delivery.attempts + 1, error=error)
+            else:
+                # The lease ran out mid-send and another worker claimed the delivery
+                # again: the outcome is that worker's to record, not this one's.
+                log.warning(
+                    "back-channel logout to %s was taken over by another worker while this "
+                    "one sent it (%s); leaving it to that worker",
+                    delivery.client_id,
+                    error or "delivered",
+                )
         return DeliveryReport(delivered=delivered, retrying=retrying, abandoned=abandoned)
 
     def _send(self, delivery: Delivery) -> str | None:

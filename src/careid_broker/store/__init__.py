@@ -39,7 +39,7 @@ from careid_broker.store.migrate import (
     schema_is_current,
     upgrade,
 )
-from careid_broker.store.outbox import Delivery, LogoutOutbox, RetryPolicy
+from careid_broker.store.outbox import Delivery, LogoutOutbox, RetryPolicy, Settlement
 from careid_broker.store.registrations import (
     LinkMode,
     NewRegistration,
@@ -159,6 +159,7 @@ __all__ = [
     "RotateResult",
     "RotationResult",
     "SessionRecord",
+    "Settlement",
     "SigninSessions",
     "SigningKeyUnavailableError",
     "SigningKeys",

@@ -3,7 +3,9 @@
 Enqueue in the same transaction that ends the session (the transactional outbox), so a
 crash can never end a session yet forget to tell its RPs. Workers claim due rows with
 a lease: PostgreSQL `FOR UPDATE SKIP LOCKED` lets two instances claim disjoint rows
-without waiting on each other; on SQLite the write lock serializes claims.
+without waiting on each other; on SQLite the write lock serializes claims. A worker
+settles a delivery only while its claim holds: one whose lease ran out and was claimed
+again by another worker records nothing.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 
 from careid_broker.store._sql import dialect_name
 from careid_broker.store.base import new_secret
@@ -23,7 +26,7 @@ from careid_broker.store.models import LogoutDelivery
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Delivery:
     """A back-channel logout to send: build the logout token with this `jti` (a new one
-    for every attempt)."""
+    for every attempt, so it also names the claim: settle with this `Delivery`)."""
 
     id: int
     client_id: str
@@ -47,6 +50,15 @@ class RetryPolicy:
         return min(self.first_delay * (1 << min(max(attempts - 1, 0), 30)), self.max_delay)
 
 
+class Settlement(StrEnum):
+    """What settling a claimed delivery recorded."""
+
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    ABANDONED = "abandoned"
+    CLAIM_LOST = "claim_lost"  # claimed again by another worker since: nothing recorded
+
+
 def _delivery(row: LogoutDelivery) -> Delivery:
     return Delivery(
         id=row.id,
@@ -56,6 +68,16 @@ def _delivery(row: LogoutDelivery) -> Delivery:
         sub=row.sub,
         attempts=row.attempts,
         created_at=row.created_at,
+    )
+
+
+def _still_claimed(delivery: Delivery) -> tuple[ColumnElement[bool], ...]:
+    # The jti is the claim: a worker that claimed the delivery since has replaced it.
+    return (
+        LogoutDelivery.id == delivery.id,
+        LogoutDelivery.jti == delivery.jti,
+        LogoutDelivery.delivered_at.is_(None),
+        LogoutDelivery.abandoned_at.is_(None),
     )
 
 
@@ -94,7 +116,9 @@ class LogoutOutbox:
         """Claim up to `limit` due deliveries for this worker until the lease ends.
 
         No delivery is ever handed to two workers while its lease runs; one whose
-        worker died becomes due again when the lease passes.
+        worker died becomes due again when the lease passes. Every claim but a new
+        delivery's first gives it a new `jti`, so the worker it was claimed from can
+        no longer settle it.
         """
         now = self._store.now()
         with self._store.transaction() as session:
@@ -126,35 +150,40 @@ class LogoutOutbox:
             session.flush()
             return [_delivery(r) for r in rows]
 
-    def mark_delivered(self, delivery_id: int) -> None:
-        """The RP answered 200: done."""
+    def mark_delivered(self, delivery: Delivery) -> Settlement:
+        """The RP answered 200: done (DELIVERED), unless the claim was lost meanwhile."""
         with self._store.transaction() as session:
-            session.execute(
+            result = session.execute(
                 update(LogoutDelivery)
-                .where(LogoutDelivery.id == delivery_id)
+                .where(*_still_claimed(delivery))
                 .values(delivered_at=self._store.now(), claimed_until=None),
                 execution_options={"synchronize_session": False},
             )
+            settled = int(getattr(result, "rowcount", 0)) == 1
+            return Settlement.DELIVERED if settled else Settlement.CLAIM_LOST
 
-    def mark_failed(self, delivery_id: int, error: str) -> bool:
-        """Record a failed attempt; True if it will be retried, False if abandoned.
+    def mark_failed(self, delivery: Delivery, error: str) -> Settlement:
+        """Record a failed attempt: RETRYING or ABANDONED (the last attempt failed), or
+        CLAIM_LOST when another worker holds the delivery now.
 
         `error` is a short description for administrators (a status code, "timeout"):
         never the logout token.
         """
         now = self._store.now()
         with self._store.transaction() as session:
-            row = session.get(LogoutDelivery, delivery_id, with_for_update=True)
-            if row is None or row.delivered_at is not None:
-                return False
+            row = session.scalars(
+                select(LogoutDelivery).where(*_still_claimed(delivery)).with_for_update()
+            ).one_or_none()
+            if row is None:
+                return Settlement.CLAIM_LOST
             row.attempts += 1
             row.last_error = error[:500]
             row.claimed_until = None
             if row.attempts >= self._policy.max_attempts:
                 row.abandoned_at = now
-                return False
+                return Settlement.ABANDONED
             row.next_attempt_at = now + self._policy.delay_after(row.attempts)
-            return True
+            return Settlement.RETRYING
 
     def pending_count(self) -> int:
         """Deliveries neither delivered nor abandoned (for metrics)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import urllib.parse
 from collections.abc import Callable
 
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, render_template, request
+from flask import Blueprint, render_template, request, url_for
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException
 
@@ -24,7 +25,7 @@ from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import csrf_exempt
 from careid_broker.web.errors import UNAVAILABLE_RETRY_AFTER
 from careid_broker.web.security_headers import allow_form_action
-from careid_broker.web.signin_cookie import current_signin, end_signin
+from careid_broker.web.signin_cookie import cookie_name, current_signin, end_signin
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,8 @@ def _logout_page(template: str, *, status: int = 200, **context: object) -> Resp
 @csrf_exempt
 def logout() -> Response:
     """RP-initiated logout (the `end_session_endpoint`)."""
+    if request.method == "POST" and cookie_name() not in request.cookies:
+        return _logout_by_get()
     server = current_broker().oidc.server
     try:
         validated = server.validate_endpoint_request("end_session")
@@ -295,6 +298,20 @@ def logout() -> Response:
         response.headers.update(_NO_STORE)
         return response
     return _logout_page("oidc_logout_done.html", client=validated.client)
+
+
+def _logout_by_get() -> Response:
+    """Send a logout POSTed without the sign-in cookie on to GET /logout, as it came.
+
+    RP-Initiated Logout §2 lets an RP's page POST here, but the cookie is SameSite=Lax:
+    a browser keeps it off another site's POST and sends it on the top-level GET a 303
+    leads to. Answered without it, the POST would end nothing yet send the RP back told
+    the person had signed out. Every parameter is carried, repeats and order kept, so the
+    GET is checked and answered exactly as this POST would have been.
+    """
+    query = urllib.parse.urlencode(list(request.values.items(multi=True)))
+    target = url_for("oidc.logout") + (f"?{query}" if query else "")
+    return Response(status=303, headers={"Location": target, **_NO_STORE})
 
 
 def _logout_refused(error: OAuth2Error) -> Response:

@@ -119,13 +119,14 @@ def end_signin(reason: EndReason | str = EndReason.LOGOUT) -> EndedSession | Non
     current = g.get(_CURRENT)
     if isinstance(current, SessionRecord):
         sid = current.sid
+    # Ended first: if the store cannot record it, the cookie, CSRF token and steps stay
+    # as they were, so the browser still holds the live session and can sign out again.
+    ended = current_broker().sessions.end(sid, reason) if sid is not None else None
     setattr(g, _CURRENT, None)
     _set_cookie(None)
     rotate_csrf()
     forget_pending_steps()
-    if sid is None:
-        return None
-    return current_broker().sessions.end(sid, reason)
+    return ended
 
 
 def _set_cookie(value: str | None) -> None:
