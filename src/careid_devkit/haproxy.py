@@ -27,7 +27,7 @@ What the configuration says, and why:
   next health check would.
 - With a `RateLimit`: requests from one client address to the endpoints that create
   state, an audit entry or work before anyone is known (`/authorize`, the card
-  challenges, `/token`, `/revoke`, `/userinfo`, `/api/v1/token`) are counted in a stick
+  challenges, `/token`, `/revoke`, `/userinfo`, anything under `/api/v1/`) are counted in a stick
   table over a sliding window, and past the limit answered 429 by HAProxy itself, before
   they reach an instance. Other
   paths are never counted. Behind a NAT a whole site shares an address: size the limit
@@ -66,7 +66,8 @@ def haproxy_binary() -> Path | None:
     return Path(found) if found else None
 
 
-#: The paths a flood would aim at: each creates a row or costs a signature or a hash.
+#: The paths a flood would aim at: each creates a row (an audit entry for each refusal
+#: included) or costs a signature or a hash.
 FLOOD_PATHS = (
     "/authorize",
     "/card/challenge",
@@ -74,8 +75,9 @@ FLOOD_PATHS = (
     "/token",
     "/revoke",
     "/userinfo",
-    "/api/v1/token",
 )
+#: And every path under these: the administration API audits each refused request.
+FLOOD_PREFIXES = ("/api/v1/",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,10 +90,12 @@ class RateLimit:
     def frontend_lines(self) -> str:
         """The frontend's stick table, tracking and refusal."""
         paths = " ".join(FLOOD_PATHS)
+        prefixes = " ".join(FLOOD_PREFIXES)
         return (
             f"    stick-table type ip size 100k expire {max(60, self.window_seconds * 2)}s"
             f" store http_req_rate({self.window_seconds}s)\n"
             f"    acl flood_path path {paths}\n"
+            f"    acl flood_path path_beg {prefixes}\n"
             "    http-request track-sc0 src if flood_path\n"
             "    http-request deny deny_status 429 if flood_path"
             f" {{ sc_http_req_rate(0) gt {self.requests} }}\n"
