@@ -179,6 +179,19 @@ def test_credentials_sent_two_ways_are_refused_and_audited(
     )
     assert named.status_code == 200
     assert _token_entries(admin_app)[-1].actor == "api:rx1-reader"
+    # A leftover bearer header authenticates no client: the form's credentials are the
+    # one method.
+    leftover = api.post(
+        "/api/v1/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "rx1-reader",
+            "client_secret": READER_SECRET,
+        },
+        headers=bearer("left-over"),
+    )
+    assert leftover.status_code == 200
+    assert _token_entries(admin_app)[-1].actor == "api:rx1-reader"
 
 
 def test_no_token_is_401_with_a_bearer_challenge(api: FlaskClient) -> None:
@@ -399,6 +412,39 @@ def test_refusals_are_audited_one_entry_each(admin_app: Flask, api: FlaskClient)
     api.get("/api/v1/registrations", headers=bearer("made-up-token"))
     [entry] = audit.list_recent(limit=1)
     assert entry.event == "admin.denied" and entry.details["path"] == "/api/v1/registrations"
+    # An authenticated client's other refusals: a listing it asked for wrongly, and an
+    # address too long to be a UUID (answered as any unknown one).
+    too_long = "5" * 65
+    reads: list[tuple[str, str, int, str, str]] = [
+        ("get", "/api/v1/registrations?limit=0", 400, "api_request_invalid",
+         "admin.registrations.list"),
+        ("get", "/api/v1/registrations?org=RX1%20X", 400, "api_request_invalid",
+         "admin.registrations.list"),
+        ("get", f"/api/v1/registrations/{too_long}", 404, "registration_not_found",
+         "admin.registration.view"),
+        ("post", f"/api/v1/registrations/{too_long}/check-revocation", 404,
+         "registration_not_found", "admin.registration.view"),
+    ]  # fmt: skip
+    for method, url, status, code, event in reads:
+        token = reader if method == "get" else writer
+        before = audit.head()
+        assert before is not None
+        _error(getattr(api, method)(url, headers=bearer(token)), status, code)
+        [entry] = audit.list_recent(limit=1)
+        assert entry.seq == before.seq + 1, url
+        assert (entry.event, entry.outcome.value, entry.error_code) == (event, "failure", code)
+        assert entry.details["via"] == "api", url
+    before = audit.head()
+    assert before is not None
+    response = api.post(f"/api/v1/registrations/{too_long}/remove", json={"reason": "lost_card"},
+                        headers=bearer(writer))  # fmt: skip
+    _error(response, 404, "registration_not_found")
+    [entry] = audit.list_recent(limit=1)
+    assert entry.seq == before.seq + 1
+    assert (entry.event, entry.error_code) == (
+        "admin.registration.remove",
+        "registration_not_found",
+    )
 
 
 # The OpenAPI document is kept true.

@@ -136,9 +136,11 @@ class ApiAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def authenticate_client(
         self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
     ) -> ApiOAuthClient:
-        if request.headers.get("Authorization") and "client_secret" in request.form:
+        scheme = request.headers.get("Authorization", "").partition(" ")[0]
+        if scheme.lower() == "basic" and "client_secret" in request.form:
             # RFC 6749 §2.3: one method per request. Otherwise a wrong Basic secret
-            # falls through to the form's, perhaps another client's, unrecorded.
+            # falls through to the form's, perhaps another client's, unrecorded. (Any
+            # other Authorization scheme authenticates no client here.)
             raise InvalidRequestError(
                 description="Send the client's credentials one way only: the Authorization"
                 " header or client_id and client_secret in the form (RFC 6749 section 2.3)."

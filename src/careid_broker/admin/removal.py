@@ -9,16 +9,32 @@ again, with the same card or a new one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from careid_broker.admin.errors import OutOfScopeError, RegistrationChangedError
 from careid_broker.admin.reasons import Reason
 from careid_broker.admin.rights import Actor
 from careid_broker.admin.service import AdminService
+from careid_broker.codes import Code
 from careid_broker.store import EndedSession, EndReason, Outcome, RegistrationRecord
 from careid_broker.store.subjects import normalise_mail
 
 EVENT_REMOVE = "admin.registration.remove"
+
+
+def audit_refused_removal(
+    audit: Callable[..., object], actor: Actor, card_uuid: str, code: Code
+) -> None:
+    """Audit a removal refused before it reached `remove_registration` (a reason that
+    does not do, no confirmation): as that function audits its own refusals."""
+    audit(
+        EVENT_REMOVE,
+        outcome=Outcome.FAILURE,
+        code=code,
+        actor=actor.name,
+        details={"via": actor.via, "card_uuid": card_uuid[:64]},
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,7 +26,7 @@ from careid_broker.admin.errors import (
 )
 from careid_broker.admin.export import registration_json, timestamp
 from careid_broker.admin.reasons import Reason, RemovalReason, parse_reason
-from careid_broker.admin.removal import EVENT_REMOVE, remove_registration
+from careid_broker.admin.removal import audit_refused_removal, remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.auditing import Auditor
 from careid_broker.broker import build_broker
@@ -40,7 +40,6 @@ from careid_broker.settings import did_you_mean
 from careid_broker.store import (
     AuditLog,
     ChainHead,
-    Outcome,
     RegistrationRecord,
     Registrations,
     SigninSessions,
@@ -226,13 +225,7 @@ def _refuse(config: BrokerConfig, actor: Actor, uuid: str, code: Code) -> None:
     """Audit a refused removal, as the service audits its own refusals."""
     store = create_store(config.database.url)
     try:
-        Auditor(AuditLog(store))(
-            EVENT_REMOVE,
-            outcome=Outcome.FAILURE,
-            code=code,
-            actor=actor.name,
-            details={"via": actor.via, "card_uuid": uuid[:64]},
-        )
+        audit_refused_removal(Auditor(AuditLog(store)), actor, uuid, code)
     except BrokerError as exc:
         # The refusal stands either way; the administrator learns it went unrecorded.
         print(f"careid-broker: the refusal could not be audited: {exc}", file=sys.stderr)

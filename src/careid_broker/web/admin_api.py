@@ -5,8 +5,9 @@ Bearer tokens only (no cookies, so no CSRF token either): a request without a to
 outside the client's organisations 404 — the same answer as for something that does not
 exist. Errors are JSON: `{"error": code, "message": text, "request_id": id}`.
 Refusals are audited: a missing, unknown or under-scoped token as `admin.denied` (one
-entry a request, as the OP's token endpoint records each refused request), a refused
-removal as a failed `admin.registration.remove`.
+entry a request, as the OP's token endpoint records each refused request); an
+authenticated client's refused listing, lookup, check or removal under its own event
+(`admin.registrations.list`, `admin.registration.view`, `admin.registration.remove`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from flask.wrappers import Response
 
 from careid_broker.admin.api_auth import ApiAuthRefusal, ApiToken
 from careid_broker.admin.config import ApiScope
-from careid_broker.admin.errors import OutOfScopeError
 from careid_broker.admin.export import registration_json
 from careid_broker.admin.openapi import openapi_document
 from careid_broker.admin.reasons import Reason, parse_reason
-from careid_broker.admin.removal import EVENT_REMOVE, remove_registration
+from careid_broker.admin.removal import audit_refused_removal, remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.codes import BrokerCode, Code, message_for
 from careid_broker.errors import BrokerError
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_LIMIT = 200
+#: The event of a refused listing (as the service names an out-of-scope one).
+EVENT_LIST = "admin.registrations.list"
 _ORG = re.compile(r"[A-Za-z0-9]{1,32}")
 _REMOVAL_KEYS = frozenset({"reason", "reason_text"})
 #: A reason and its text: a few hundred bytes.
@@ -148,18 +150,24 @@ def token() -> Response:
 def list_registrations() -> Response:
     """A page of the client's registrations, newest first."""
     actor = _actor(current_broker().api.authenticate(ApiScope.READ))
-    org = _text("org", 32)
-    if org is not None and not _ORG.fullmatch(org):
-        raise _invalid("org must be an organisation (ODS) code")
-    limit = _integer("limit", 50, minimum=1, maximum=MAX_LIMIT)
-    offset = _integer("offset", 0, minimum=0, maximum=10**9)
+    try:
+        org = _text("org", 32)
+        if org is not None and not _ORG.fullmatch(org):
+            raise _invalid("org must be an organisation (ODS) code")
+        limit = _integer("limit", 50, minimum=1, maximum=MAX_LIMIT)
+        offset = _integer("offset", 0, minimum=0, maximum=10**9)
+        card_uuid, text = _text("uuid", 64), _text("q", 128)
+    except BrokerError as exc:
+        current_broker().audit(
+            EVENT_LIST,
+            outcome=Outcome.FAILURE,
+            code=exc.code,
+            actor=actor.name,
+            details={"via": actor.via, "detail": exc.detail},
+        )
+        raise
     page = current_broker().admin.list_registrations(
-        actor,
-        org=org,
-        card_uuid=_text("uuid", 64),
-        text=_text("q", 128),
-        offset=offset,
-        limit=limit,
+        actor, org=org, card_uuid=card_uuid, text=text, offset=offset, limit=limit
     )
     following = offset + len(page.items)
     return jsonify(
@@ -177,8 +185,7 @@ def list_registrations() -> Response:
 def get_registration(card_uuid: str) -> Response:
     """One registration of the client's organisations."""
     actor = _actor(current_broker().api.authenticate(ApiScope.READ))
-    if len(card_uuid) > 64:
-        raise OutOfScopeError(detail="UUID too long")
+    # Unknown, out of scope or too long to be a UUID: the service's audited 404.
     return jsonify(registration_json(current_broker().admin.registration(actor, card_uuid)))
 
 
@@ -188,8 +195,6 @@ def check_revocation(card_uuid: str) -> Response:
     """Check the card's revocation now; a revoked card's sessions end."""
     broker = current_broker()
     actor = _actor(broker.api.authenticate(ApiScope.WRITE))
-    if len(card_uuid) > 64:
-        raise OutOfScopeError(detail="UUID too long")
     registration = broker.admin.registration(actor, card_uuid)
     outcome = broker.revocation_check.check(registration, actor=actor.name)
     return jsonify(
@@ -221,19 +226,11 @@ def _removal_reason() -> Reason:
 def remove(card_uuid: str) -> Response:
     """Remove a registration with a reason; the person's sessions end."""
     actor = _actor(current_broker().api.authenticate(ApiScope.WRITE))
-    if len(card_uuid) > 64:
-        raise OutOfScopeError(detail="UUID too long")
     try:
         reason = _removal_reason()
     except BrokerError as exc:
         # Audited as the command line audits a refused removal.
-        current_broker().audit(
-            EVENT_REMOVE,
-            outcome=Outcome.FAILURE,
-            code=exc.code,
-            actor=actor.name,
-            details={"via": actor.via, "card_uuid": card_uuid},
-        )
+        audit_refused_removal(current_broker().audit, actor, card_uuid, exc.code)
         raise
     removal = remove_registration(current_broker().admin, actor, card_uuid=card_uuid, reason=reason)
     return jsonify(
