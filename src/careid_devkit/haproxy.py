@@ -94,8 +94,9 @@ class RateLimit:
         return (
             f"    stick-table type ip size 100k expire {max(60, self.window_seconds * 2)}s"
             f" store http_req_rate({self.window_seconds}s)\n"
-            f"    acl flood_path path {paths}\n"
-            f"    acl flood_path path_beg {prefixes}\n"
+            # Matched on the decoded path, as the broker routes it: `/%74oken` is /token.
+            f"    acl flood_path path,url_dec -m str {paths}\n"
+            f"    acl flood_path path,url_dec -m beg {prefixes}\n"
             "    http-request track-sc0 src if flood_path\n"
             "    http-request deny deny_status 429 if flood_path"
             f" {{ sc_http_req_rate(0) gt {self.requests} }}\n"
