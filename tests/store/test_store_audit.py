@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 
-from careid_broker.store import AuditLog, ChainHead, Outcome, Repositories, Store
+from careid_broker.store import AuditLog, ChainHead, Outcome, Repositories, Store, create_store
 from careid_broker.store.audit import GENESIS_HASH
 from careid_protocol.errors import ErrorCode
 from support.clock import FakeClock
@@ -190,33 +192,50 @@ def test_a_changed_detail_is_detected(repos: Repositories, store: Store, clock: 
     assert repos.audit.verify_chain().first_broken_seq == 4
 
 
-@pytest.mark.parametrize(
-    ("statement", "sqlite_only"),
-    [
-        # A number JSON allows but the log never writes (json reads it as infinity).
-        ("""UPDATE audit_log SET details = '{"attempt": 1e999}' WHERE seq = 3""", False),
-        # PostgreSQL's types refuse these; SQLite keeps whatever it is given.
-        ("UPDATE audit_log SET details = 'not json' WHERE seq = 3", True),
-        ("UPDATE audit_log SET at = 'garbage' WHERE seq = 3", True),
-        ("UPDATE audit_log SET at = 12 WHERE seq = 3", True),
-    ],
-)
-def test_a_garbled_entry_is_reported_broken_not_a_crash(
-    repos: Repositories,
-    store: Store,
-    clock: FakeClock,
-    monkeypatch: pytest.MonkeyPatch,
-    statement: str,
-    sqlite_only: bool,
+def _reported_broken_at_3(
+    repos: Repositories, store: Store, clock: FakeClock, statement: str
 ) -> None:
-    if sqlite_only and store.dialect_name != "sqlite":
-        pytest.skip("PostgreSQL refuses the garbled value itself")
-    monkeypatch.setattr(AuditLog, "BATCH", 2)  # the garbled entry in the second batch
     _fill(repos.audit, clock)
     _sql(store, statement)
     result = repos.audit.verify_chain()
     assert not result.ok and result.first_broken_seq == 3 and result.checked == 2
     assert result.reason is not None and "cannot be read" in result.reason
+
+
+def test_a_garbled_entry_is_reported_broken_not_a_crash(
+    repos: Repositories, store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(AuditLog, "BATCH", 2)  # the garbled entry in the second batch
+    # A number JSON allows but the log never writes (json reads it as infinity).
+    statement = """UPDATE audit_log SET details = '{"attempt": 1e999}' WHERE seq = 3"""
+    _reported_broken_at_3(repos, store, clock, statement)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_log SET details = 'not json' WHERE seq = 3",
+        "UPDATE audit_log SET at = 'garbage' WHERE seq = 3",
+        "UPDATE audit_log SET at = 12 WHERE seq = 3",
+    ],
+)
+def test_a_value_only_sqlite_would_keep_is_reported_broken_not_a_crash(
+    sqlite_template: Path,
+    tmp_path: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    statement: str,
+) -> None:
+    """PostgreSQL's column types refuse these values; SQLite keeps whatever it is given."""
+    path = tmp_path / "garbled.db"
+    shutil.copyfile(sqlite_template, path)
+    store = create_store(f"sqlite:///{path}", clock=clock)
+    try:
+        monkeypatch.setattr(AuditLog, "BATCH", 2)
+        repos = Repositories.build(store, transaction_key=bytes(range(32)))
+        _reported_broken_at_3(repos, store, clock, statement)
+    finally:
+        store.dispose()
 
 
 def test_a_deleted_entry_is_detected(repos: Repositories, store: Store, clock: FakeClock) -> None:
