@@ -7,7 +7,6 @@ cross-site POST to /logout (RP-Initiated Logout §2) and sends it on top-level G
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import urllib.parse
@@ -33,10 +32,10 @@ from oidc_support import (
 )
 from werkzeug.serving import make_server
 
+from support.browser import fresh_page, launched_chromium
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 TIMEOUT_MS = 15_000
 
 
@@ -93,21 +92,14 @@ class Served:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip("needs Chromium (Debian package chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (dev extra)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context.new_page()
-    context.close()
+    with fresh_page(chromium, timeout_ms=TIMEOUT_MS) as tab:
+        yield tab
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ virtual card is tests/e2e; this checks card-signin.js and register.js themselves
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,10 +21,10 @@ from card_support import ALEX, CardPki, SimulatedAgent, register_card
 from flask import Flask
 from werkzeug.serving import make_server
 
+from support.browser import fresh_page, launched_chromium
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 TIMEOUT_MS = 15_000
 
 
@@ -140,21 +139,14 @@ class Served:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip("needs Chromium (Debian package chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (dev extra)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context.new_page()
-    context.close()
+    with fresh_page(chromium, timeout_ms=TIMEOUT_MS) as tab:
+        yield tab
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ Marked `browser`; skips, naming the Debian package, without Chromium.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,9 @@ import pytest
 from broker_support import install_test_signin
 from card_fixtures import CardAppFactory
 from flask import Flask
-from page_site import CHROMIUM, CHROMIUM_ARGS, FakeAgent, InProcessSite
+from page_site import FakeAgent, InProcessSite
+
+from support.browser import launched_chromium
 
 OpenPage = Callable[..., tuple[Any, FakeAgent]]
 #: One page state takes a few seconds; a stall fails the test rather than the run.
@@ -38,13 +39,8 @@ def page_chromium() -> Iterator[Any]:
     # Per module, not per package: tests/pages is no package, so "package" would keep
     # Playwright running for the whole session, and another folder's sync_playwright()
     # (tests/webmail) would then find its event loop already running.
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip("needs Chromium (Debian package chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (dev extra)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

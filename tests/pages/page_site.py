@@ -17,8 +17,6 @@ from flask import Flask
 
 ORIGIN = "http://localhost:5000"
 AGENT = "http://127.0.0.1:47600"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 #: The WCAG 2.2 AA rules of axe-core (and the 2.0/2.1 A and AA ones they include).
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 PHONE_WIDTH = 375

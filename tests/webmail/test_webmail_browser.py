@@ -8,7 +8,6 @@ end-to-end test with the real broker lives in tests/e2e.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,10 +20,9 @@ from webmail_support import CLIENT_ID, CLIENT_SECRET, make_config
 
 from careid_devkit.webmail import create_webmail_app
 from careid_devkit.webmail.commands import make_webmail_server
+from support.browser import launched_chromium
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 def _free_port() -> int:
@@ -52,17 +50,8 @@ def chain() -> Iterator[tuple[str, FakeOP]]:
 
 @pytest.fixture(scope="module")
 def page() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip("needs Chromium (Debian package chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (dev extra)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        tab = browser.new_page()
-        yield tab
-        browser.close()
+    with launched_chromium() as browser:
+        yield browser.new_page()
 
 
 def test_sign_in_session_end_and_sign_out_in_chromium(page: Any, chain: tuple[str, FakeOP]) -> None:
