@@ -274,6 +274,48 @@ def test_a_transaction_completed_meanwhile_keeps_neither_the_session_nor_a_code(
     assert found.get(succeeded, 0) == 0  # counted only once committed
 
 
+@pytest.mark.parametrize("failure", ["completed_meanwhile", "store_unavailable"])
+def test_a_sign_in_rolled_back_leaves_the_browser_with_the_person_before(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """At a shared workstation: Alex is signed in, Kim signs in for an RP and the write
+    that would start Kim's session (ending Alex's) rolls back. The browser must still
+    hold Alex's session, which is still live, so that it can be signed out from here."""
+    assert password_login(client, "alex.morgan@nhs.net").status_code == 303
+    alex_cookie = cookie_value(client, SIGNIN_COOKIE)
+    tx = rp_transaction(app, client)
+    if failure == "completed_meanwhile":
+        read_claims = authorize_flow.care_identity_of
+
+        def other_request_completes_it(provider: Any, account: Any) -> Any:
+            broker_of(app).repos.transactions.complete(tx)
+            return read_claims(provider, account)
+
+        monkeypatch.setattr(authorize_flow, "care_identity_of", other_request_completes_it)
+        expected = (400, "oidc_signin_expired")
+    else:
+
+        def store_gone(*_args: Any, **_kwargs: Any) -> Any:
+            raise StoreUnavailableError(detail="the database went away")
+
+        monkeypatch.setattr(broker_of(app).oidc.server, "create_authorization_response", store_gone)
+        expected = (503, "store_unavailable")
+    response = password_login(client, "kim.taylor@nhs.net", tx=tx)
+    assert (response.status_code, error_code_of(response)) == expected
+    assert not any(SIGNIN_COOKIE in c for c in response.headers.getlist("Set-Cookie"))
+    assert cookie_value(client, SIGNIN_COOKIE) == alex_cookie
+    sessions = broker_of(app).repos.sessions
+    assert sessions.active_for_account("kim.taylor@nhs.net") == []
+    [alex] = sessions.active_for_account("alex.morgan@nhs.net")
+    # Still Alex's browser: signing out here ends Alex's session.
+    signout = client.get("/signout")
+    assert "You are not signed in" not in signout.get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', signout.get_data(as_text=True))
+    assert token is not None
+    client.post("/signout", data={"csrf_token": token.group(1)})
+    assert sessions.active_for_account("alex.morgan@nhs.net") == []
+
+
 def test_a_request_its_client_no_longer_allows_is_refused_with_the_sign_in_kept(
     app: Flask, client: FlaskClient
 ) -> None:

@@ -102,14 +102,23 @@ def forget_pending_steps() -> None:
 
 def complete_signin(decision: SigninDecision, *, rp: str | None = None) -> NewSession:
     """Start the decided session (ending any this browser had) and point the cookie at it;
-    any step another sign-in began in this browser is forgotten."""
-    new = current_broker().sessions.complete(
-        decision, SigninBinding(rp=rp, previous_sid=_sid_from_cookie())
-    )
-    forget_pending_steps()
-    _set_cookie(_serializer().dumps(new.record.sid))
-    setattr(g, _CURRENT, new.record)
-    rotate_csrf()
+    any step another sign-in began in this browser is forgotten.
+
+    The browser changes (cookie, CSRF token, forgotten steps) only once the session is
+    committed: called inside a write that then rolls back (the RP's transaction completed
+    meanwhile, the store gone before the code), the browser keeps the session it had,
+    which is still live, so the person before can still sign out here.
+    """
+    broker = current_broker()
+    new = broker.sessions.complete(decision, SigninBinding(rp=rp, previous_sid=_sid_from_cookie()))
+
+    def point_the_browser_at_it() -> None:
+        forget_pending_steps()
+        _set_cookie(_serializer().dumps(new.record.sid))
+        setattr(g, _CURRENT, new.record)
+        rotate_csrf()
+
+    broker.store.after_commit(point_the_browser_at_it)
     return new
 
 
