@@ -219,6 +219,11 @@ class Browser:
         clean = {k: v for k, v in query.items() if v is not None}
         if method == "POST":
             response = self.client.post("/authorize", data=clean)
+            if response.status_code == 303 and response.headers["Location"].startswith(
+                "/authorize?"
+            ):
+                # Posted without the broker's cookies: a browser follows on by GET.
+                response = self.client.get(response.headers["Location"])
         else:
             response = self.client.get("/authorize", query_string=clean)
         return Authorization(response=response, verifier=verifier, nonce=nonce, state=state)

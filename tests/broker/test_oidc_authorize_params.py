@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 from broker_support import broker_of
@@ -153,3 +155,54 @@ def test_a_native_app_signs_in_on_the_port_it_got(oidc_app: Flask) -> None:
     native.redirect_uri = "http://127.0.0.1:50124/cb"
     tokens = native.redeem(native.signed_in_code(), auth="none")
     assert tokens.status_code == 200, tokens.get_data(as_text=True)
+
+
+def _cookieless_post(oidc_app: Flask, path: str, form: dict[str, str]) -> Any:
+    """How a browser sends another site's form: without the broker's Lax cookies."""
+    return oidc_app.test_client().post(path, data=form)
+
+
+def test_a_cookieless_authorization_post_goes_on_by_get_and_signs_in_once(
+    oidc_app: Flask, oidc_browser: Browser
+) -> None:
+    """Another site's form POST arrives without the broker's cookies: carried on by GET
+    (which a browser sends them with), the signed-in person gets single sign-on there."""
+    first = oidc_browser.sign_in(oidc_browser.authorize())
+    assert first.location.startswith(REDIRECT)
+    form = {
+        "response_type": "code",
+        "client_id": "rp",
+        "redirect_uri": REDIRECT,
+        "scope": "openid",
+        "state": "s-2",
+        "nonce": "n-2",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+    }
+    posted = _cookieless_post(oidc_app, "/authorize", form)
+    assert posted.status_code == 303
+    assert "Set-Cookie" not in posted.headers and posted.headers["Cache-Control"] == "no-store"
+    path, _, query = posted.headers["Location"].partition("?")
+    assert path == "/authorize" and parse_qsl(query) == list(form.items())
+    followed = oidc_browser.client.get(posted.headers["Location"])
+    assert followed.status_code in (302, 303)
+    answer = parse_qs(urlsplit(followed.headers["Location"]).query)
+    assert answer["state"] == ["s-2"] and "code" in answer  # no login page: single sign-on
+
+
+def test_a_cookieless_post_too_long_for_an_address_is_not_carried_on(oidc_app: Flask) -> None:
+    """An authorization request is then answered as it came (here: to the login page);
+    a sign-out is refused, never answered as a sign-out it could not see."""
+    huge = {"client_id": "rp", "response_type": "code", "login_hint": "x" * 9000}
+    authorization = _cookieless_post(oidc_app, "/authorize", huge)
+    assert authorization.status_code != 303 or not authorization.headers["Location"].startswith(
+        "/authorize"
+    )
+    logout = _cookieless_post(
+        oidc_app, "/logout", {"post_logout_redirect_uri": REDIRECT, "state": "x" * 9000}
+    )
+    assert logout.status_code == 400
+    assert "Location" not in logout.headers
+    assert "oidc_logout_invalid" in logout.get_data(as_text=True)
+    entry = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.logout", limit=1)
+    assert entry and entry[0].error_code == "oidc_logout_invalid"

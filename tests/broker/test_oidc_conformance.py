@@ -144,6 +144,11 @@ def test_oidcc_server_happy_flow(oidc_browser: Browser) -> None:
 def test_the_authorization_endpoint_accepts_post(oidc_browser: Browser) -> None:
     authorization = oidc_browser.sign_in(oidc_browser.authorize(method="POST"))
     assert oidc_browser.redeem(authorization).status_code == 200
+    # A POST that carries the browser's cookies (the RP's form on the same site) is
+    # answered as it came: single sign-on, no detour by GET.
+    again = oidc_browser.authorize(method="POST")
+    assert again.response.status_code in (302, 303)
+    assert again.location.startswith(REDIRECT) and "code" in again.params
 
 
 def test_oidcc_codereuse_second_redemption_fails_and_revokes(oidc_browser: Browser) -> None:

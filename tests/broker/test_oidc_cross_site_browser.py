@@ -1,8 +1,9 @@
-"""RP-initiated logout from another site, in a real browser (Debian's Chromium driven by
+"""An RP's forms POSTed from another site, in a real browser (Debian's Chromium driven by
 Playwright): the broker's app on localhost, a relying party's page on 127.0.0.1.
 
-Only a browser applies SameSite: it keeps the Lax sign-in cookie off the RP page's
-cross-site POST to /logout (RP-Initiated Logout §2) and sends it on top-level GETs.
+Only a browser applies SameSite: it keeps the broker's Lax cookies off the RP page's
+cross-site POSTs to /authorize (OIDC Core §3.1.2.1) and /logout (RP-Initiated Logout §2)
+and sends them on top-level GETs.
 """
 
 from __future__ import annotations
@@ -227,3 +228,56 @@ def test_an_rps_cross_site_logout_form_without_a_hint_asks_the_signed_in_person(
     page.get_by_role("button", name="Sign out of every service").click()
     page.get_by_role("heading", name="You have signed out").wait_for()
     assert broker_of(served.app).repos.sessions.active_for_account(ALEX) == []
+
+
+@pytest.mark.parametrize("prompt", [None, "none"])
+def test_an_rps_cross_site_authorization_form_gets_single_sign_on(
+    served: Served, page: Any, prompt: str | None
+) -> None:
+    """Alex is signed in; another RP page POSTs an authorization request. Answered
+    without the cookies, Alex would be sent to the login page (or the RP told
+    login_required) and the browser's cookie replaced; carried on by GET, the RP gets
+    its code from the sign-in Alex has."""
+    _signs_in_to_the_rp(served, page)
+    browser_cookie = {c["name"]: c["value"] for c in page.context.cookies()}["careid-browser"]
+    _, challenge = pkce_pair()
+    fields = {
+        "response_type": "code",
+        "client_id": "rp",
+        "redirect_uri": REDIRECT,
+        "scope": "openid profile",
+        "state": "by-post",
+        "nonce": "n-2",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    if prompt is not None:
+        fields["prompt"] = prompt
+    answered: list[str] = []
+
+    def rp_callback(route: Any) -> None:
+        answered.append(route.request.url)
+        route.fulfill(status=200, body="RP: signed in")
+
+    page.route(f"{REDIRECT}*", rp_callback)
+    methods: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            methods.append(request.method)
+            if urllib.parse.urlsplit(request.url).path == "/authorize"
+            else None
+        ),
+    )
+    served.rp_page.sign_out_form(f"{served.url}/authorize", fields)  # any POST form
+    page.goto(served.rp_page.url)
+    page.get_by_role("button").click()
+    page.wait_for_url(f"{REDIRECT}*")
+
+    answer = query_of(answered[-1])
+    assert answer["state"] == "by-post" and "code" in answer, answer
+    assert methods == ["POST", "GET"]
+    assert {c["name"]: c["value"] for c in page.context.cookies()}["careid-browser"] == (
+        browser_cookie
+    )
+    assert len(broker_of(served.app).repos.sessions.active_for_account(ALEX)) == 1

@@ -9,7 +9,8 @@ import urllib.parse
 from collections.abc import Callable
 
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, render_template, request, url_for
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from flask import Blueprint, current_app, render_template, request, url_for
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException
 
@@ -28,6 +29,10 @@ from careid_broker.web.security_headers import allow_form_action
 from careid_broker.web.signin_cookie import cookie_name, current_signin, end_signin
 
 log = logging.getLogger(__name__)
+
+#: The longest address a POST is carried on to by GET: gunicorn's request line is at most
+#: 8190 bytes (`server.py`), method and protocol included.
+MAX_CARRIED_URL = 8000
 
 blueprint = Blueprint("oidc", __name__)
 
@@ -67,8 +72,23 @@ def jwks() -> Response:
 @blueprint.route("/authorize", methods=["GET", "POST"])
 @csrf_exempt
 def authorize() -> Response:
-    """The authorization endpoint (GET, or POST from an RP's auto-submitted form)."""
+    """The authorization endpoint (GET, or POST from an RP's auto-submitted form).
+
+    An RP's form POSTed from its own site arrives without the browser's SameSite=Lax
+    cookies: answered as it came, single sign-on would be missed and the browser's
+    cookie (its CSRF token, its other tabs' sign-ins) replaced. So a POST that carries
+    none of them goes on by GET, with which the browser sends them.
+    """
+    if request.method == "POST" and not _carries_our_cookies():
+        again = _again_by_get("oidc.authorize")
+        if again is not None:
+            return again
     return authorize_flow.authorize(current_broker().oidc, current_signin())
+
+
+def _carries_our_cookies() -> bool:
+    browser = current_app.config["SESSION_COOKIE_NAME"]
+    return browser in request.cookies or cookie_name() in request.cookies
 
 
 @blueprint.get("/authorize/resume")
@@ -281,7 +301,17 @@ def _logout_page(template: str, *, status: int = 200, **context: object) -> Resp
 def logout() -> Response:
     """RP-initiated logout (the `end_session_endpoint`)."""
     if request.method == "POST" and cookie_name() not in request.cookies:
-        return _logout_by_get()
+        # RP-Initiated Logout §2 lets an RP's page POST here, but the sign-in cookie is
+        # SameSite=Lax: a browser keeps it off another site's POST. Answered without
+        # it, the POST would end nothing yet send the RP back told the person had
+        # signed out.
+        again = _again_by_get("oidc.logout")
+        if again is None:
+            # Too long to carry on: refused, never answered as a sign-out it was not.
+            return _logout_refused(
+                InvalidRequestError(description="The sign-out request is too long.")
+            )
+        return again
     server = current_broker().oidc.server
     try:
         validated = server.validate_endpoint_request("end_session")
@@ -300,17 +330,14 @@ def logout() -> Response:
     return _logout_page("oidc_logout_done.html", client=validated.client)
 
 
-def _logout_by_get() -> Response:
-    """Send a logout POSTed without the sign-in cookie on to GET /logout, as it came.
-
-    RP-Initiated Logout §2 lets an RP's page POST here, but the cookie is SameSite=Lax:
-    a browser keeps it off another site's POST and sends it on the top-level GET a 303
-    leads to. Answered without it, the POST would end nothing yet send the RP back told
-    the person had signed out. Every parameter is carried, repeats and order kept, so the
-    GET is checked and answered exactly as this POST would have been.
-    """
+def _again_by_get(endpoint: str) -> Response | None:
+    """303 to the same request by GET, every parameter carried, repeats and order kept,
+    so it is checked and answered exactly as this POST would have been; None when the
+    parameters would not fit in a request line (the POST is answered as it came)."""
     query = urllib.parse.urlencode(list(request.values.items(multi=True)))
-    target = url_for("oidc.logout") + (f"?{query}" if query else "")
+    target = url_for(endpoint) + (f"?{query}" if query else "")
+    if len(target) > MAX_CARRIED_URL:
+        return None
     return Response(status=303, headers={"Location": target, **_NO_STORE})
 
 
