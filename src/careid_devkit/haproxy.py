@@ -26,8 +26,9 @@ What the configuration says, and why:
 - `observe layer4` marks an instance down at its first refused connection, before the
   next health check would.
 - With a `RateLimit`: requests from one client address to the endpoints that create
-  state, an audit entry or work before anyone is known (`/authorize`, the card
-  challenges, `/token`, `/revoke`, `/userinfo`, anything under `/api/v1/`) are counted in a stick
+  state, an audit entry or work before anyone is known (`/authorize`, `/login/card`, the
+  card challenges, `/token`, `/revoke`, `/userinfo`, anything under `/api/v1/`, and
+  every POST: a form without its CSRF token is an audited refusal) are counted in a stick
   table over a sliding window, and past the limit answered 429 by HAProxy itself, before
   they reach an instance. Other
   paths are never counted. Behind a NAT a whole site shares an address: size the limit
@@ -67,9 +68,11 @@ def haproxy_binary() -> Path | None:
 
 
 #: The paths a flood would aim at: each creates a row (an audit entry for each refusal
-#: included) or costs a signature or a hash.
+#: included) or costs a signature or a hash, whatever the method. Every POST is counted
+#: too: a form posted without its CSRF token is an audited refusal.
 FLOOD_PATHS = (
     "/authorize",
+    "/login/card",
     "/card/challenge",
     "/register/challenge",
     "/token",
@@ -97,6 +100,7 @@ class RateLimit:
             # Matched on the decoded path, as the broker routes it: `/%74oken` is /token.
             f"    acl flood_path path,url_dec -m str {paths}\n"
             f"    acl flood_path path,url_dec -m beg {prefixes}\n"
+            "    acl flood_path method POST\n"
             "    http-request track-sc0 src if flood_path\n"
             "    http-request deny deny_status 429 if flood_path"
             f" {{ sc_http_req_rate(0) gt {self.requests} }}\n"

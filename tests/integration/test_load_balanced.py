@@ -414,11 +414,11 @@ def test_killing_one_instance_under_load_loses_no_completed_signin(
 # Request flooding, refused at the load balancer.
 
 
-def _status(url: str, path: str) -> int:
+def _status(url: str, path: str, method: str = "GET") -> int:
     parts = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(parts[0], int(parts[1]), timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request(method, path)
         return conn.getresponse().status
     finally:
         conn.close()
@@ -451,11 +451,15 @@ def test_a_flood_from_one_address_is_refused_at_the_balancer_and_nothing_else_is
             "/api/v1/registrations",
             "/%74oken",
             "/api/%761/registrations",
+            "/login/card",
         ):
             assert _status(limited.url, path) == 429, path
+        # Every POST (a form without its CSRF token is an audited refusal).
+        assert _status(limited.url, "/login", method="POST") == 429
         # Paths that are not counted are not refused.
         assert _status(limited.url, "/healthz") == 200
         assert _status(limited.url, "/.well-known/openid-configuration") == 200
+        assert _status(limited.url, "/login") == 200
         # HAProxy's rate is the current period's count plus a share of the last one's:
         # two whole periods later the address may ask again.
         time.sleep(4.5)
