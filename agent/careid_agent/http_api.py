@@ -50,6 +50,13 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 32
 #: Seconds a client may take to send its request (not the time a sign-in may take).
 REQUEST_TIMEOUT = 15.0
+#: Seconds a new connection may stay silent before it is closed. A browser sends its
+#: request at once; a connection that brings none (any page can preconnect to a
+#: localhost name) must not sit on a slot an allowed page's request needs.
+FIRST_BYTE_TIMEOUT = 2.0
+#: Connections allowed to wait for their first byte at once; past it the one that has
+#: waited longest is closed to make room, so silent connections never shut others out.
+MAX_WAITING = 64
 #: How often an idle event stream checks whether its page has gone.
 _SSE_POLL = 0.5
 
@@ -130,11 +137,19 @@ class AgentHTTPServer(ThreadingHTTPServer):
         allowed_origins: frozenset[str] | tuple[str, ...],
         keepalive: float = 15.0,
         max_connections: int = MAX_CONNECTIONS,
+        first_byte_timeout: float = FIRST_BYTE_TIMEOUT,
+        max_waiting: int = MAX_WAITING,
     ) -> None:
         self.service = service
         self.hub = hub
         self.keepalive = keepalive
+        # A slot is taken when a connection's request arrives, not when it is accepted.
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._first_byte_timeout = first_byte_timeout
+        self._max_waiting = max_waiting
+        # Accepted connections waiting for their first byte, oldest first.
+        self._waiting: dict[socket.socket, None] = {}
+        self._waiting_lock = threading.Lock()
         super().__init__(("127.0.0.1", port), AgentRequestHandler)
         self.policy = RequestPolicy(port=self.port, allowed_origins=allowed_origins)
 
@@ -151,15 +166,20 @@ class AgentHTTPServer(ThreadingHTTPServer):
         super().server_bind()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve on a new thread, or refuse at once when all slots are taken."""
-        if not self._slots.acquire(blocking=False):
-            _refuse_busy(request, self.policy)
-            self.shutdown_request(request)
-            return
+        """Serve on a new thread; room is made by closing the connection that has waited
+        longest for its first byte when too many wait."""
+        evicted: socket.socket | None = None
+        with self._waiting_lock:
+            if len(self._waiting) >= self._max_waiting:
+                evicted = next(iter(self._waiting))
+                del self._waiting[evicted]
+            self._waiting[request] = None
+        if evicted is not None:
+            _wake(evicted)
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._stop_waiting(request)
             raise
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -167,11 +187,46 @@ class AgentHTTPServer(ThreadingHTTPServer):
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Handle one connection, then free its slot."""
+        """Wait for the connection's first byte, then take a slot and handle it (or
+        answer "agent busy" when every slot is serving a request)."""
+        try:
+            arrived = _first_byte_arrives(request, self._first_byte_timeout)
+        finally:
+            still_waiting = self._stop_waiting(request)
+        if not (arrived and still_waiting):
+            # Silent past its time, closed by its client, or closed to make room.
+            self.shutdown_request(request)
+            return
+        if not self._slots.acquire(blocking=False):
+            _refuse_busy(request, self.policy)
+            self.shutdown_request(request)
+            return
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def _stop_waiting(self, request: socket.socket) -> bool:
+        """Take `request` off the waiting list; False if it was taken off to make room."""
+        with self._waiting_lock:
+            return self._waiting.pop(request, False) is None
+
+
+def _first_byte_arrives(sock: socket.socket, timeout: float) -> bool:
+    """Whether the client sends something within `timeout` (an end of stream is not)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], timeout)
+        return bool(readable) and bool(sock.recv(1, socket.MSG_PEEK))
+    except (OSError, ValueError):
+        return False
+
+
+def _wake(sock: socket.socket) -> None:
+    """End a connection waiting for its first byte: its thread sees the end and closes it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
 
 
 #: How long a refusal waits for the request's headers to arrive (to read its Origin).
@@ -182,9 +237,7 @@ _BUSY_PEEK_BYTES = 8192
 def _origin_of_waiting_request(sock: socket.socket, policy: RequestPolicy) -> str | None:
     """The allowed origin of the request waiting on `sock`, from what has arrived within
     a moment (browsers send the headers at once); None if it is not there or not allowed.
-
-    Peeked, never waited for long: this runs on the thread that accepts connections.
-    """
+    Peeked, never waited for long."""
     try:
         readable, _, _ = select.select([sock], [], [], _BUSY_PEEK)
         if not readable:

@@ -56,8 +56,10 @@ def one_slot() -> Iterator[AgentHTTPServer]:
 
 
 def test_all_connections_taken_is_readable_by_an_allowed_page(one_slot: AgentHTTPServer) -> None:
-    holder = socket.create_connection(("127.0.0.1", one_slot.port))  # sends nothing yet
+    # A request begun (its headers not finished) holds the only slot.
+    holder = socket.create_connection(("127.0.0.1", one_slot.port))
     try:
+        holder.sendall(b"GET /v1/status HTTP/1.1\r\n")
         time.sleep(0.2)
         busy = call(one_slot.port, "GET", "/v1/status")
         assert (busy.status, busy.json["error"]) == (503, "agent_busy")

@@ -189,15 +189,60 @@ def test_connections_are_capped(card: VirtualReader, agents: list[Agent]) -> Non
     agents.append(agent)
     agent.server._slots = threading.BoundedSemaphore(1)  # noqa: SLF001 - a cap of one
     port = agent.server.port
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
-        time.sleep(0.2)  # the idle connection holds the only slot
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as begun:
+        begun.sendall(b"GET /v1/status HTTP/1.1\r\n")  # a request under way
+        time.sleep(0.2)  # it holds the only slot
         with socket.create_connection(("127.0.0.1", port), timeout=5) as second:
+            second.sendall(b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
             answer = b""
             while chunk := second.recv(4096):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 503") and b"agent_busy" in answer
-        idle.close()
+        begun.close()
     assert _eventually_ok(port)
+
+
+def test_silent_connections_never_shut_out_a_request(
+    card: VirtualReader, agents: list[Agent]
+) -> None:
+    """Any web page can make the browser preconnect to localhost names: connections that
+    never send a request. They take no slot, are closed when silent too long, and the
+    longest-waiting make room when too many wait, so an allowed page is still served."""
+    agent = _start(card, Pins())
+    agents.append(agent)
+    server = agent.server
+    server._slots = threading.BoundedSemaphore(2)  # noqa: SLF001 - fewer slots than the flood
+    server._max_waiting = 8  # noqa: SLF001 - and fewer waiting places
+    port = server.port
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            assert call(port, "GET", "/v1/status").status == 200
+        # The twelve that waited longest were closed to make room.
+        closed = 0
+        for sock in silent[:12]:
+            sock.settimeout(2)
+            try:
+                closed += sock.recv(1) == b""
+            except OSError:
+                closed += 1
+        assert closed == 12
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_connection_silent_past_its_time_is_closed(
+    card: VirtualReader, agents: list[Agent]
+) -> None:
+    agent = _start(card, Pins())
+    agents.append(agent)
+    agent.server._first_byte_timeout = 0.3  # noqa: SLF001 - shorter than the default 2 s
+    with socket.create_connection(("127.0.0.1", agent.server.port), timeout=5) as silent:
+        started = time.monotonic()
+        assert silent.recv(1) == b""  # closed by the agent, nothing answered
+        assert time.monotonic() - started < 3
 
 
 def _eventually_ok(port: int) -> bool:
