@@ -120,6 +120,37 @@ def error_body(error: AgentError | CardError) -> dict[str, Any]:
     return body
 
 
+class LogBudget:
+    """At most `limit` log lines per `window` seconds; past it, lines are counted, and
+    the next line let through says how many were left out. For the refusals of pages
+    that are not allowed: any page can send them, as fast as it likes, and must not
+    rotate the log (and the sign-ins it records) away."""
+
+    def __init__(
+        self, *, limit: int = 20, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._started = clock()
+        self._used = 0
+        self._left_out = 0
+
+    def take(self) -> int | None:
+        """None: leave this line out. Else log it, with this many left out before it."""
+        now = self._clock()
+        with self._lock:
+            if now - self._started >= self._window:
+                self._started, self._used = now, 0
+            if self._used >= self._limit:
+                self._left_out += 1
+                return None
+            self._used += 1
+            left_out, self._left_out = self._left_out, 0
+            return left_out
+
+
 class AgentHTTPServer(ThreadingHTTPServer):
     """Listens on 127.0.0.1 only, with a cap on simultaneous connections."""
 
@@ -150,6 +181,7 @@ class AgentHTTPServer(ThreadingHTTPServer):
         # Accepted connections waiting for their first byte, oldest first.
         self._waiting: dict[socket.socket, None] = {}
         self._waiting_lock = threading.Lock()
+        self.foreign_refusals = LogBudget()
         super().__init__(("127.0.0.1", port), AgentRequestHandler)
         self.policy = RequestPolicy(port=self.port, allowed_origins=allowed_origins)
 
@@ -366,8 +398,23 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         detail = f" ({error.detail})" if error.detail else ""
         if status >= 500 or status == HTTPStatus.BAD_GATEWAY or isinstance(error, NoReaderError):
             log.warning("%s %s: %s%s", self.command, self.path[:100], error.code.value, detail)
-        else:
+        elif origin is not None:
             log.info("%s %s refused: %s%s", self.command, self.path[:100], error.code.value, detail)
+        else:
+            # Not an allowed page's request: anyone's, as often as they like.
+            left_out = self.server.foreign_refusals.take()
+            if left_out is not None:
+                more = (
+                    f" ({left_out} such refusals left out of the log before it)" if left_out else ""
+                )
+                log.info(
+                    "%s %s refused: %s%s%s",
+                    self.command,
+                    self.path[:100],
+                    error.code.value,
+                    detail,
+                    more,
+                )
         extra: Headers = [("Connection", "close")]
         if error.code in _RETRY_LATER:
             extra.append(("Retry-After", "1"))

@@ -4,6 +4,7 @@ matches its status, and CORS for an allowed origin so the page can read it."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ from agent_service_support import ORIGIN, QuietSource, call, new_challenge, wait
 
 from careid_agent.card import PinRequest
 from careid_agent.config import AgentConfig
-from careid_agent.http_api import AgentHTTPServer
+from careid_agent.http_api import AgentHTTPServer, LogBudget
 from careid_agent.pin import PinEntry
 from careid_agent.serve import Agent
 from careid_agent.ui_thread import MainThreadRunner
@@ -160,3 +161,27 @@ def test_the_agent_stopping_during_a_pin_prompt_is_busy_not_a_failure() -> None:
         assert reply.header("Access-Control-Allow-Origin") == ORIGIN  # type: ignore[attr-defined]
     finally:
         agent.stop()
+
+
+def test_refusals_of_pages_not_allowed_cannot_flood_the_log(
+    one_slot: AgentHTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any page can send requests the agent refuses, as fast as it likes; logged each
+    time they would rotate the log, and the sign-ins it records, away."""
+    now = [0.0]
+    one_slot.foreign_refusals = LogBudget(limit=3, window=60.0, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="careid_agent.http_api")
+
+    def refusal_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+
+    for _ in range(10):
+        assert call(one_slot.port, "GET", "/v1/status", origin="https://phish.example.org").status
+    assert len(refusal_lines()) == 3
+    # An allowed page's refusal is always logged.
+    assert call(one_slot.port, "GET", "/v1/nothing").status == 404
+    assert len(refusal_lines()) == 4
+    # The next window's first line says how many were left out.
+    now[0] = 61.0
+    call(one_slot.port, "GET", "/v1/status", origin="https://phish.example.org")
+    assert "7 such refusals left out" in refusal_lines()[-1]
