@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum, unique
 from pathlib import Path
@@ -93,8 +93,46 @@ class Overrides:
 # -- where the file lives -------------------------------------------------------------------
 
 
+def windows_program_data() -> Path | None:
+    """Windows' ProgramData folder as the system knows it (SHGetKnownFolderPath), not as
+    the %PROGRAMDATA% variable says: a standard user can set that for their own account.
+    None where the lookup is unavailable or fails."""
+    import ctypes  # noqa: PLC0415 - Windows only
+    from ctypes import wintypes  # noqa: PLC0415
+
+    windll = getattr(ctypes, "windll", None)
+    if windll is None:
+        return None
+
+    class Guid(ctypes.Structure):
+        _fields_ = [  # noqa: RUF012 - ctypes' own declaration
+            ("data1", wintypes.DWORD),
+            ("data2", wintypes.WORD),
+            ("data3", wintypes.WORD),
+            ("data4", ctypes.c_ubyte * 8),
+        ]
+
+    # FOLDERID_ProgramData {62AB5D82-FDC1-4DC3-A9DD-070D1D495D97}
+    folder = Guid(
+        0x62AB5D82,
+        0xFDC1,
+        0x4DC3,
+        (ctypes.c_ubyte * 8)(0xA9, 0xDD, 0x07, 0x0D, 0x1D, 0x49, 0x5D, 0x97),
+    )
+    found = ctypes.c_wchar_p()
+    if windll.shell32.SHGetKnownFolderPath(ctypes.byref(folder), 0, None, ctypes.byref(found)):
+        return None
+    try:
+        return Path(found.value) if found.value else None
+    finally:
+        windll.ole32.CoTaskMemFree(found)
+
+
 def default_config_paths(
-    *, platform: str = sys.platform, environ: Mapping[str, str] | None = None
+    *,
+    platform: str = sys.platform,
+    environ: Mapping[str, str] | None = None,
+    program_data: Callable[[], Path | None] = windows_program_data,
 ) -> list[Path]:
     """Where the agent looks for `agent.toml` when no --config is given, machine-wide
     file first.
@@ -102,13 +140,14 @@ def default_config_paths(
     The machine-wide file is where a trust's IT department deploys its allow-list and
     PIN policy: when it exists, a file in the user's own profile cannot replace it (to
     widen the sites allowed to ask for signatures, or drop a required PIN pad). The
-    user's file is read only on a machine without one.
+    user's file is read only on a machine without one. So the machine-wide folder never
+    comes from the user's environment: on Windows it is the system's ProgramData.
     """
     env = os.environ if environ is None else environ
     home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
     if platform == "win32":
         user = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
-        machine = Path(env.get("PROGRAMDATA") or "C:/ProgramData")
+        machine = program_data() or Path("C:/ProgramData")
         return [machine / "careid" / CONFIG_FILE_NAME, user / "careid" / CONFIG_FILE_NAME]
     if platform == "darwin":
         support = "Library/Application Support/careid"

@@ -17,6 +17,7 @@ from careid_agent.config import (
     find_config,
     load_config,
     parse_config,
+    windows_program_data,
 )
 from careid_agent.errors import ConfigError
 
@@ -167,14 +168,22 @@ def test_default_locations_per_platform_the_machine_wide_file_first(tmp_path: Pa
         Path("/Library/Application Support/careid/agent.toml"),
         Path("/Users/alex/Library/Application Support/careid/agent.toml"),
     ]
+    # The machine-wide folder is the system's, whatever %PROGRAMDATA% the user set for
+    # their own account (it would let their file pass for IT's).
+    users_own = {
+        "APPDATA": "C:/Users/alex/AppData/Roaming",
+        "PROGRAMDATA": "C:/Users/alex/AppData/Local/mine",
+    }
     windows = default_config_paths(
-        platform="win32",
-        environ={"APPDATA": "C:/Users/alex/AppData/Roaming", "PROGRAMDATA": "C:/ProgramData"},
+        platform="win32", environ=users_own, program_data=lambda: Path("D:/ProgramData")
     )
     assert windows == [
-        Path("C:/ProgramData/careid/agent.toml"),
+        Path("D:/ProgramData/careid/agent.toml"),
         Path("C:/Users/alex/AppData/Roaming/careid/agent.toml"),
     ]
+    unknown = default_config_paths(platform="win32", environ=users_own, program_data=lambda: None)
+    assert unknown[0] == Path("C:/ProgramData/careid/agent.toml")
+    assert windows_program_data() is None  # no Windows API here
     # IT's file wins over one in the user's profile; the user's is read without it.
     machine, user = tmp_path / "machine.toml", tmp_path / "user.toml"
     assert find_config([machine, user]) is None
