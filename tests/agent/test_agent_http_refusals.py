@@ -164,24 +164,35 @@ def test_the_agent_stopping_during_a_pin_prompt_is_busy_not_a_failure() -> None:
 
 
 def test_refusals_of_pages_not_allowed_cannot_flood_the_log(
-    one_slot: AgentHTTPServer, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Any page can send requests the agent refuses, as fast as it likes; logged each
     time they would rotate the log, and the sign-ins it records, away."""
+    agent, _ = _agent()
+    server = AgentHTTPServer(0, service=agent.service, hub=agent.hub, allowed_origins=(ORIGIN,))
     now = [0.0]
-    one_slot.foreign_refusals = LogBudget(limit=3, window=60.0, clock=lambda: now[0])
+    server.foreign_refusals = LogBudget(limit=3, window=60.0, clock=lambda: now[0])
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
     caplog.set_level(logging.INFO, logger="careid_agent.http_api")
 
     def refusal_lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
 
-    for _ in range(10):
-        assert call(one_slot.port, "GET", "/v1/status", origin="https://phish.example.org").status
-    assert len(refusal_lines()) == 3
-    # An allowed page's refusal is always logged.
-    assert call(one_slot.port, "GET", "/v1/nothing").status == 404
-    assert len(refusal_lines()) == 4
-    # The next window's first line says how many were left out.
-    now[0] = 61.0
-    call(one_slot.port, "GET", "/v1/status", origin="https://phish.example.org")
-    assert "7 such refusals left out" in refusal_lines()[-1]
+    try:
+        for _ in range(10):
+            refused = call(server.port, "GET", "/v1/status", origin="https://phish.example.org")
+            assert refused.status == 403
+        assert len(refusal_lines()) == 3
+        # An allowed page's refusal is always logged.
+        assert call(server.port, "GET", "/v1/nothing").status == 404
+        assert len(refusal_lines()) == 4
+        # The next window's first line says how many were left out.
+        now[0] = 61.0
+        call(server.port, "GET", "/v1/status", origin="https://phish.example.org")
+        assert "7 such refusals left out" in refusal_lines()[-1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        agent.server.server_close()  # built with the agent, never started
+        agent.notifier.close()
