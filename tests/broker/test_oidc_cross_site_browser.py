@@ -158,13 +158,14 @@ def _signs_in_to_the_rp(served: Served, page: Any) -> dict[str, Any]:
     return tokens
 
 
-def _logout_requests(page: Any) -> list[str]:
+def _requests_to(page: Any, path: str) -> list[str]:
+    """The methods of the page's requests to `path` from now on, in order."""
     methods: list[str] = []
     page.on(
         "request",
         lambda request: (
             methods.append(request.method)
-            if urllib.parse.urlsplit(request.url).path == "/logout"
+            if urllib.parse.urlsplit(request.url).path == path
             else None
         ),
     )
@@ -192,7 +193,7 @@ def test_an_rps_cross_site_logout_form_really_signs_the_person_out(
             "state": "bye",
         },
     )
-    methods = _logout_requests(page)
+    methods = _requests_to(page, "/logout")
     page.goto(served.rp_page.url)
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(f"{POST_LOGOUT}*")
@@ -260,15 +261,7 @@ def test_an_rps_cross_site_authorization_form_gets_single_sign_on(
         route.fulfill(status=200, body="RP: signed in")
 
     page.route(f"{REDIRECT}*", rp_callback)
-    methods: list[str] = []
-    page.on(
-        "request",
-        lambda request: (
-            methods.append(request.method)
-            if urllib.parse.urlsplit(request.url).path == "/authorize"
-            else None
-        ),
-    )
+    methods = _requests_to(page, "/authorize")
     served.rp_page.sign_out_form(f"{served.url}/authorize", fields)  # any POST form
     page.goto(served.rp_page.url)
     page.get_by_role("button").click()
