@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
@@ -167,34 +168,42 @@ def _rotate(
         if if_current:
             # A kid names one algorithm's key: rotate that lifecycle only.
             in_use = {key.alg for key in published if key.kid == if_current} or {KeyAlgorithm.RS256}
-        try:
-            # All algorithms or none: one refused leaves the others as they were.
-            with store.transaction():
-                results = [
-                    (alg, repos.keys.for_alg(alg).rotate(expected_current_kid=if_current))
-                    for alg in sorted(in_use)
-                ]
-                rotated = [_rotated(alg, result) for alg, result in results if result.rotated]
-                if rotated:
-                    repos.audit.append(
-                        _ROTATED,
-                        Outcome.SUCCESS,
-                        actor=_ROTATE_ACTOR,
-                        details={"rotated": rotated},
-                    )
-        except SigningKeyUnavailableError as exc:
-            # The passphrase does not open the keys a new one would join.
-            repos.audit.append(
-                _ROTATED,
-                Outcome.FAILURE,
-                error_code=exc.code.value,
-                actor=_ROTATE_ACTOR,
-                details={"detail": exc.detail or ""},
-            )
-            raise
+        # All algorithms or none: one refused leaves the others as they were.
+        with _audited_key_change(store, repos, _ROTATED, _ROTATE_ACTOR) as audited:
+            results = [
+                (alg, repos.keys.for_alg(alg).rotate(expected_current_kid=if_current))
+                for alg in sorted(in_use)
+            ]
+            rotated = [_rotated(alg, result) for alg, result in results if result.rotated]
+            if rotated:
+                audited["rotated"] = rotated
         return results
     finally:
         store.dispose()
+
+
+@contextmanager
+def _audited_key_change(
+    store: Store, repos: Repositories, event: str, actor: str
+) -> Iterator[dict[str, object]]:
+    """One transaction changing the signing keys, audited as `event`: a success with the
+    details the block fills in (no entry when it leaves them empty), in the same
+    transaction; a failure, then raised, when the passphrase does not open the keys."""
+    try:
+        with store.transaction():
+            details: dict[str, object] = {}
+            yield details
+            if details:
+                repos.audit.append(event, Outcome.SUCCESS, actor=actor, details=details)
+    except SigningKeyUnavailableError as exc:
+        repos.audit.append(
+            event,
+            Outcome.FAILURE,
+            error_code=exc.code.value,
+            actor=actor,
+            details={"detail": exc.detail or ""},
+        )
+        raise
 
 
 def _rotated(alg: KeyAlgorithm, result: RotationResult) -> dict[str, object]:
@@ -231,19 +240,10 @@ def _reencrypt(config: BrokerConfig) -> int:
     store, repos = _repositories(config)
     try:
         try:
-            with store.transaction():
+            with _audited_key_change(store, repos, _REENCRYPTED, _REENCRYPT_ACTOR) as audited:
                 kids = repos.keys.reencrypt()
-                repos.audit.append(
-                    _REENCRYPTED, Outcome.SUCCESS, actor=_REENCRYPT_ACTOR, details={"kids": kids}
-                )
+                audited["kids"] = kids
         except SigningKeyUnavailableError as exc:
-            repos.audit.append(
-                _REENCRYPTED,
-                Outcome.FAILURE,
-                error_code=exc.code.value,
-                actor=_REENCRYPT_ACTOR,
-                details={"detail": exc.detail or ""},
-            )
             print(
                 f"careid-broker: keys reencrypt: nothing changed: {exc.detail}. Set"
                 " CAREID_OIDC_SIGNING_KEY_PREVIOUS_PASSPHRASE to the passphrase it was"
