@@ -45,6 +45,7 @@ class BrokerCode(StrEnum):
     CSRF_INVALID = "csrf_invalid"
     SIGNIN_FORM_INCOMPLETE = "signin_form_incomplete"
     SIGNIN_THROTTLED = "signin_throttled"
+    STEP_SUPERSEDED = "step_superseded"
     CARD_REQUIRED = "card_required"
     CARD_SIGNIN_UNAVAILABLE = "card_signin_unavailable"
     PAGE_NOT_FOUND = "page_not_found"
@@ -219,6 +220,11 @@ _MESSAGES: dict[BrokerCode, str] = {
         " Google Chrome or Mozilla Firefox) with JavaScript turned on. Use one, or sign in"
         " with your email address and password."
     ),
+    BrokerCode.STEP_SUPERSEDED: (
+        "Someone started another sign-in or registration in this browser after this page"
+        " was opened, so nothing was done here. Start again; on a shared computer, check"
+        " that the person named on the page is you."
+    ),
     BrokerCode.REGISTRATION_EXPIRED: (
         "Your smartcard registration was not finished in time, so nothing was saved. Start"
         " the registration again."
@@ -346,6 +352,7 @@ _STATUS: Final[dict[Code, int]] = {
     BrokerCode.REGISTRATION_ACCOUNT_LINKED: 409,
     BrokerCode.REGISTRATION_PREREQUISITES_MISSING: 403,
     BrokerCode.REGISTRATION_ALREADY_DONE: 409,
+    BrokerCode.STEP_SUPERSEDED: 409,
     BrokerCode.REGISTRATION_NOT_FOUND: 404,
     BrokerCode.ADMIN_REGISTRATION_CHANGED: 409,
 }
@@ -365,6 +372,7 @@ _HEADINGS: Final[dict[Code, str]] = {
     BrokerCode.CARD_REQUIRED: "Sign in with your smartcard",
     BrokerCode.CARD_SIGNIN_UNAVAILABLE: "Smartcard sign-in is not available yet",
     BrokerCode.CSRF_INVALID: "This page has expired",
+    BrokerCode.STEP_SUPERSEDED: "This page is out of date",
     BrokerCode.OIDC_SIGNIN_EXPIRED: "This sign-in has expired",
     BrokerCode.PAGE_NOT_FOUND: "Page not found",
     BrokerCode.BROKER_INTERNAL: "Sorry, there is a problem with the service",
@@ -448,6 +456,7 @@ _WORDS: Final[dict[str, str]] = {
     BrokerCode.REQUEST_NOT_SAME_ORIGIN: "Request from another site",
     BrokerCode.BROWSER_UNSUPPORTED: "Browser cannot use the smartcard",
     BrokerCode.CSRF_INVALID: "Form expired",
+    BrokerCode.STEP_SUPERSEDED: "Form from a page another step replaced",
     BrokerCode.REGISTRATION_PREREQUISITES_MISSING: "Account not ready for registration",
     BrokerCode.REGISTRATION_CARD_LINKED: "Card already linked to another account",
     BrokerCode.REGISTRATION_ACCOUNT_LINKED: "Account already linked to another card",

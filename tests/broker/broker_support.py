@@ -37,6 +37,7 @@ redirect_uris = ["https://rp.example.test/callback"]
 AppFactory = Callable[..., Flask]
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_STEP = re.compile(r'(?:name="step" value|data-step)="([^"]+)"')
 
 
 def csrf_token_from(page: str) -> str:
@@ -44,6 +45,23 @@ def csrf_token_from(page: str) -> str:
     match = _CSRF.search(page)
     assert match is not None, "no csrf_token field on the page"
     return html.unescape(match.group(1))
+
+
+def step_from(page: str) -> str | None:
+    """The tag of the step a page's forms act on (its hidden `step` field, or the card
+    page's `data-step` for its script), if it has one."""
+    match = _STEP.search(page)
+    return html.unescape(match.group(1)) if match else None
+
+
+def form_of(page: str, **fields: str) -> dict[str, str]:
+    """A form posted from `page` as a browser would: its CSRF token, the step it names
+    (if any) and `fields`."""
+    form = {"csrf_token": csrf_token_from(page)}
+    step = step_from(page)
+    if step is not None:
+        form["step"] = step
+    return {**form, **fields}
 
 
 def login_form(client: FlaskClient, tx: str | None = None) -> str:

@@ -16,6 +16,7 @@ from broker_support import (
     cookie_value,
     csrf_token_from,
     error_code_of,
+    form_of,
     password_login,
     started_in,
 )
@@ -105,9 +106,7 @@ def test_accepting_records_it_for_that_account_and_continues_to_the_relying_part
     client = writable_app.test_client()
     tx = _rp_transaction(writable_app, client)
     page = _text(password_login(client, SAM, tx=tx))
-    accepted = client.post(
-        "/login/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
-    )
+    accepted = client.post("/login/aup", data=form_of(page, accept="yes"))
     assert accepted.status_code == 303
     assert accepted.location == f"/authorize/resume?tx={tx}"
     broker = broker_of(writable_app)
@@ -186,9 +185,7 @@ def test_a_step_left_open_on_a_shared_workstation_ends_with_a_sign_out_or_sign_i
     assert password_login(workstation, "alex.morgan@nhs.net").status_code == 303
     page = _text(workstation.get("/login/aup"))
     assert 'id="aup-form"' not in page
-    refused = workstation.post(
-        "/login/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
-    )
+    refused = workstation.post("/login/aup", data=form_of(page, accept="yes"))
     assert error_code_of(refused) == "oidc_signin_expired"
     account = broker_of(writable_app).directory.find_account(SAM)
     assert account is not None and account.aup_version is None
@@ -208,7 +205,7 @@ def test_a_card_user_accepts_with_the_password_and_goes_back_to_the_card(
     page = _text(checked)
     assert 'id="aup-form"' in page and PORTAL not in page
     assert _last(writable_app, "aup.password").outcome is Outcome.SUCCESS
-    done = client.post("/login/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"})
+    done = client.post("/login/aup", data=form_of(page, accept="yes"))
     assert done.status_code == 200
     assert "Sign in with your smartcard" in _text(done)
     account = broker_of(writable_app).directory.find_account(CHRIS)
@@ -228,3 +225,33 @@ def test_a_directory_refusal_after_sign_in_names_the_way_to_accept(
     with app.test_request_context("/", headers={"Accept": "text/html"}):
         page = html.unescape(error_response(BrokerCode.AUP_NOT_ACCEPTED).get_data(as_text=True))
     assert aup_message(AupRoute.PORTAL) in page and 'href="/login/aup"' not in page
+
+
+def test_accepting_on_a_page_for_another_persons_step_records_nothing(
+    writable_app: Flask,
+) -> None:
+    # One browser, two tabs at a shared workstation: Sam's password is checked and the
+    # policy offered for Sam; then Chris signs in in another tab and walks off at his.
+    client = writable_app.test_client()
+    sams_page = _text(password_login(client, SAM))
+    assert SAM in sams_page and 'id="aup-form"' in sams_page
+    assert password_login(client, CHRIS).status_code == 403
+    # Sam's button acts on Sam's step, which Chris's replaced: nothing is recorded for
+    # either, nobody is signed in, and the refusal is audited.
+    refused = client.post("/login/aup", data=form_of(sams_page, accept="yes"))
+    assert refused.status_code == 409 and error_code_of(refused) == "step_superseded"
+    directory = broker_of(writable_app).directory
+    for mail in (SAM, CHRIS):
+        account = directory.find_account(mail)
+        assert account is not None and account.aup_version != "2024-1"
+        assert broker_of(writable_app).repos.sessions.active_for_account(mail) == []
+    entry = _last(writable_app, "aup.accept")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "step_superseded"
+    assert entry.subject == CHRIS
+    # Chris's own page still works for Chris.
+    chris_page = _text(client.get("/login/aup"))
+    assert CHRIS in chris_page
+    accepted = client.post("/login/aup", data=form_of(chris_page, accept="yes"))
+    assert accepted.status_code == 303
+    account = directory.find_account(CHRIS)
+    assert account is not None and account.aup_version == "2024-1"

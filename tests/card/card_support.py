@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from
+from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from, form_of, step_from
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -181,6 +181,8 @@ class CardBrowser:
         self.client = client
         self.origin = origin
         self.csrf: str | None = None
+        # The registration step the last registration page named (its script sends it).
+        self.step: str | None = None
 
     def headers(self, **extra: str) -> dict[str, str]:
         assert self.csrf, "open a page first (it hands the script its CSRF token)"
@@ -219,7 +221,10 @@ class CardBrowser:
         *,
         path: str = "/card/authenticate",
     ) -> TestResponse:
-        return self.post_json(path, {"tx": tx, "challenge": challenge, "token": dict(token)})
+        body = {"tx": tx, "challenge": challenge, "token": dict(token)}
+        if path.startswith("/register/"):
+            body["step"] = self.step
+        return self.post_json(path, body)
 
     def sign_in(
         self, agent: SimulatedAgent, tx: str | None = None, *, origin: str = ISSUER
@@ -249,6 +254,7 @@ class CardBrowser:
         page = self.client.get("/register/card")
         assert page.status_code == 200, page.get_data(as_text=True)
         self.csrf = page_csrf(page.get_data(as_text=True))
+        self.step = step_from(page.get_data(as_text=True))
         issued = self.challenge(path="/register/challenge")
         assert issued.status_code == 200, issued.get_data(as_text=True)
         challenge = issued.get_json()["challenge"]
@@ -260,8 +266,7 @@ class CardBrowser:
         """Step 3: the confirmation page, then its Confirm button."""
         page = self.client.get("/register/confirm")
         assert page.status_code == 200, page.get_data(as_text=True)
-        token = csrf_token_from(page.get_data(as_text=True))
-        return self.client.post("/register/confirm", data={"csrf_token": token})
+        return self.client.post("/register/confirm", data=form_of(page.get_data(as_text=True)))
 
     def register(self, agent: SimulatedAgent, mail: str, *, tx: str | None = None) -> TestResponse:
         """All three steps, each asserted to succeed; the final (signed-in) page."""

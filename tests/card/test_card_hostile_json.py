@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from broker_support import step_from
 from card_support import ALEX, CardBrowser, last_audit, page_csrf
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
@@ -119,7 +120,8 @@ def test_a_challenge_the_broker_never_issues_is_refused_with_a_code_and_audited(
 ) -> None:
     if path.startswith("/register/"):
         assert card_browser.register_password(ALEX[0]).status_code == 303
-        card_browser.csrf = page_csrf(card_browser.client.get("/register/card").get_data(True))
+        page = card_browser.client.get("/register/card").get_data(True)
+        card_browser.csrf, card_browser.step = page_csrf(page), step_from(page)
         issued = card_browser.challenge(path="/register/challenge").get_json()["challenge"]
     else:
         card_browser.open_login()

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from broker_fixtures import BACKENDS
-from broker_support import broker_of, csrf_token_from, error_code_of
+from broker_support import broker_of, csrf_token_from, error_code_of, form_of, step_from
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, audits, last_audit
 from flask import Flask, Response, request_finished
@@ -154,9 +154,7 @@ def test_cancelling_stores_nothing_and_starts_over(
     card_browser.register_password(ALEX[0])
     card_browser.register_card(card_pki.agent("alex"))
     page = card_browser.client.get("/register/confirm").get_data(as_text=True)
-    cancelled = card_browser.client.post(
-        "/register/cancel", data={"csrf_token": csrf_token_from(page)}
-    )
+    cancelled = card_browser.client.post("/register/cancel", data=form_of(page))
     assert cancelled.status_code == 303 and cancelled.location == "/register"
     assert card_browser.client.get("/register").status_code == 200  # the first step again
     token = csrf_token_from(card_browser.client.get("/register").get_data(as_text=True))
@@ -175,9 +173,7 @@ def test_a_registration_left_too_long_expires_and_stores_nothing(
     card_browser.register_card(card_pki.agent("alex"))
     page = card_browser.client.get("/register/confirm").get_data(as_text=True)
     card_clock.advance(timedelta(seconds=121))
-    response = card_browser.client.post(
-        "/register/confirm", data={"csrf_token": csrf_token_from(page)}
-    )
+    response = card_browser.client.post("/register/confirm", data=form_of(page))
     assert response.status_code == 400
     assert 'data-error-code="registration_expired"' in response.get_data(as_text=True)
     assert broker_of(app).repos.registrations.by_uuid(ALEX[1]) is None
@@ -208,6 +204,7 @@ def test_registration_and_sign_in_challenges_are_not_interchangeable(
     card_browser.register_password(ALEX[0])
     page = card_browser.client.get("/register/card").get_data(as_text=True)
     assert "register-card-form" in page
+    card_browser.step = step_from(page)
     registration_challenge = card_browser.challenge(path="/register/challenge").get_json()[
         "challenge"
     ]

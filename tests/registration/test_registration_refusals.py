@@ -9,12 +9,20 @@ import re
 from datetime import timedelta
 
 import pytest
-from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from, error_code_of
+from broker_support import (
+    DEMO_PASSWORD,
+    broker_of,
+    csrf_token_from,
+    error_code_of,
+    form_of,
+    step_from,
+)
 from card_fixtures import CardAppFactory
 from card_support import (
     ALEX,
     CHRIS,
     JO,
+    KIM,
     PAT,
     SAM,
     UNKNOWN_UUID,
@@ -99,9 +107,7 @@ def test_the_aup_can_be_accepted_when_the_directory_is_writable(
     card_browser.register_password(SAM[0])
     page = card_browser.client.get("/register/card").get_data(as_text=True)
     assert 'id="register-aup-form"' in page and 'id="register-aup-button"' in page
-    accepted = card_browser.client.post(
-        "/register/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
-    )
+    accepted = card_browser.client.post("/register/aup", data=form_of(page, accept="yes"))
     assert accepted.status_code == 303 and accepted.location == "/register/card"
     assert card_browser.client.get("/register/card").status_code == 200  # step 2 now
     account = broker_of(app).directory.find_account(SAM[0])
@@ -183,18 +189,14 @@ def test_a_card_the_directory_gives_to_someone_else_does_not_register_to_an_acco
     page = browser.client.get("/register/confirm").get_data(as_text=True)
     assert 'id="password"' in page
     for typed, reason in (("", "invalid_credentials"), ("not-the-password", "invalid_credentials")):
-        refused = browser.client.post(
-            "/register/confirm", data={"csrf_token": csrf_token_from(page), "password": typed}
-        )
+        refused = browser.client.post("/register/confirm", data=form_of(page, password=typed))
         assert refused.status_code == 400
         text = refused.get_data(as_text=True)
         assert 'data-error-code="invalid_credentials"' in text and 'id="password"' in text
         _nothing_stored(app, ALEX[0], ALEX[1])
         entry = last_audit(app, "registration.create")
         assert entry.outcome is Outcome.FAILURE and entry.error_code == reason
-    done = browser.client.post(
-        "/register/confirm", data={"csrf_token": csrf_token_from(page), "password": DEMO_PASSWORD}
-    )
+    done = browser.client.post("/register/confirm", data=form_of(page, password=DEMO_PASSWORD))
     assert done.status_code in (200, 303), done.get_data(as_text=True)
     registration = broker_of(app).repos.registrations.by_mail(ALEX[0])
     assert registration is not None and registration.card_uuid == ALEX[1]
@@ -242,9 +244,7 @@ def test_a_conflict_that_appears_before_confirmation_stores_nothing_and_is_audit
     page = card_browser.client.get("/register/confirm").get_data(as_text=True)
     # Another instance (or an administrator) links the card meanwhile.
     register_card(card_app, card_pki.agent("alex"), "someone.else@nhs.net")
-    response = card_browser.client.post(
-        "/register/confirm", data={"csrf_token": csrf_token_from(page)}
-    )
+    response = card_browser.client.post("/register/confirm", data=form_of(page))
     assert response.status_code == 409
     text = response.get_data(as_text=True)
     assert 'data-error-code="registration_card_linked"' in text
@@ -308,9 +308,7 @@ def test_the_aup_step_says_one_thing_for_this_directory(
         # The checkbox accepts it here: nothing on the page sends them to the portal.
         assert problem.group(1) == aup_message(AupRoute.HERE)
         assert 'id="register-aup-form"' in page and "NHSmail portal" not in page
-        accepted = card_browser.client.post(
-            "/register/aup", data={"csrf_token": csrf_token_from(page), "accept": "yes"}
-        )
+        accepted = card_browser.client.post("/register/aup", data=form_of(page, accept="yes"))
         assert accepted.status_code == 303
         account = broker_of(app).directory.find_account(SAM[0])
         assert account is not None and account.aup_version == "2024-1"
@@ -331,6 +329,7 @@ def test_a_policy_that_changes_during_registration_is_accepted_there_and_said_so
     step_two = card_browser.client.get("/register/card")
     assert step_two.status_code == 200
     card_browser.csrf = page_csrf(step_two.get_data(as_text=True))
+    card_browser.step = step_from(step_two.get_data(as_text=True))
     challenge = card_browser.challenge(path="/register/challenge").get_json()["challenge"]
     # The policy moves on while the PIN is being typed (here: the accepted version is
     # set back, as a new policy version would leave it).
@@ -357,7 +356,7 @@ def test_a_policy_that_changes_during_registration_is_accepted_there_and_said_so
     assert page.status_code == 403 and 'id="register-aup-form"' in page.get_data(as_text=True)
     accepted = card_browser.client.post(
         "/register/aup",
-        data={"csrf_token": csrf_token_from(page.get_data(as_text=True)), "accept": "yes"},
+        data=form_of(page.get_data(as_text=True), accept="yes"),
     )
     assert accepted.status_code == 303
     assert card_browser.register_card(agent).status_code == 200
@@ -384,7 +383,7 @@ def test_a_card_revoked_before_confirmation_is_not_linked_and_signs_nobody_in(
         now=card_clock.now,
     )
     card_clock.advance(timedelta(minutes=2))
-    response = browser.client.post("/register/confirm", data={"csrf_token": csrf_token_from(page)})
+    response = browser.client.post("/register/confirm", data=form_of(page))
     assert response.status_code == 403
     assert 'data-error-code="certificate_revoked"' in response.get_data(as_text=True)
     _nothing_stored(app, ALEX[0], ALEX[1])
@@ -425,10 +424,94 @@ def test_guessing_the_password_at_the_confirmation_is_throttled(
     assert browser.register_password(ALEX[0]).status_code == 303
     assert browser.register_card(card_pki.agent("alex")).status_code == 200
     page = browser.client.get("/register/confirm").get_data(as_text=True)
-    form = {"csrf_token": csrf_token_from(page), "password": "not-the-password"}
+    form = form_of(page, password="not-the-password")
     answers = [browser.client.post("/register/confirm", data=form) for _ in range(8)]
     throttled = [a for a in answers if a.status_code == 429]
     assert throttled, [a.status_code for a in answers]
     assert int(throttled[0].headers["Retry-After"]) > 0
     assert error_code_of(throttled[0]) == "signin_throttled"
     _nothing_stored(app, ALEX[0], ALEX[1])
+
+
+def test_a_confirmation_after_the_directory_relinks_the_account_links_nothing(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    # Between step 2 and the confirmation the directory records another Care Identity
+    # on Alex's account: the card is no longer the one the directory names for it.
+    app = card_app_factory(directory_slapd=own_slapd)
+    browser = CardBrowser(app.test_client())
+    assert browser.register_password(ALEX[0]).status_code == 303
+    assert browser.register_card(card_pki.agent("alex")).status_code == 200
+    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
+    try:
+        assert admin.modify(
+            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            {"careidCareIdentityUuid": [(MODIFY_REPLACE, ["555000000005"])]},
+        )
+    finally:
+        admin.unbind()
+    refused = browser.register_confirm()
+    assert refused.status_code == 403 and error_code_of(refused) == "card_identity_mismatch"
+    _nothing_stored(app, ALEX[0], ALEX[1])
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
+    entry = last_audit(app, "registration.create")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "card_identity_mismatch"
+
+
+def test_forms_from_a_page_for_another_persons_step_do_nothing(
+    card_app: Flask, card_pki: CardPki
+) -> None:
+    # One browser, two tabs at a shared workstation: Alex reaches the confirmation, then
+    # Kim registers in another tab and walks off at hers. Alex's page names Alex.
+    client = card_app.test_client()
+    second_tab = client.get("/register").get_data(as_text=True)  # opened before Alex began
+    alex = CardBrowser(client)
+    assert alex.register_password(ALEX[0]).status_code == 303
+    assert alex.register_card(card_pki.agent("alex")).status_code == 200
+    alex_page = client.get("/register/confirm").get_data(as_text=True)
+    assert ALEX[0] in alex_page
+    kim = CardBrowser(client)
+    started = client.post(
+        "/register", data=form_of(second_tab, email=KIM[0], password=DEMO_PASSWORD)
+    )
+    assert started.status_code == 303
+    # The card page's script names its step too: Alex's step-2 page, left open, presents
+    # a card while this browser holds Kim's step. Refused, and Kim's step is untouched.
+    issued = alex.challenge(path="/register/challenge").get_json()["challenge"]
+    crossed = alex.authenticate(
+        card_pki.agent("alex").sign(issued), issued, path="/register/authenticate"
+    )
+    assert crossed.status_code == 409 and crossed.get_json()["error"] == "step_superseded"
+    assert last_audit(card_app, "registration.card").error_code == "step_superseded"
+    assert kim.register_card(card_pki.agent("kim")).status_code == 200
+    # Alex's Confirm and Cancel buttons act on Alex's step, which is gone: refused, and
+    # Kim's step is neither confirmed nor cancelled.
+    for path in ("/register/confirm", "/register/cancel"):
+        refused = client.post(path, data=form_of(alex_page))
+        assert refused.status_code == 409 and error_code_of(refused) == "step_superseded"
+        entry = audits(card_app, "registration.")[0]
+        assert entry.error_code == "step_superseded" and entry.subject == KIM[0]
+    _nothing_stored(card_app, ALEX[0], ALEX[1])
+    _nothing_stored(card_app, KIM[0], KIM[1])
+    assert broker_of(card_app).repos.sessions.active_for_account(KIM[0]) == []
+    # Kim's own page still confirms Kim's registration.
+    assert kim.register_confirm().status_code == 200
+    assert broker_of(card_app).repos.registrations.by_mail(KIM[0]) is not None
+
+
+def test_a_confirmation_posted_again_is_refused_and_audited(
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
+) -> None:
+    card_browser.register_password(ALEX[0])
+    card_browser.register_card(card_pki.agent("alex"))
+    page = card_browser.client.get("/register/confirm").get_data(as_text=True)
+    kept = card_browser.client.get_cookie(card_app.config["SESSION_COOKIE_NAME"])
+    assert kept is not None
+    assert card_browser.client.post("/register/confirm", data=form_of(page)).status_code == 200
+    # The browser's cookie from before the confirmation, and its form, sent again.
+    card_browser.client.set_cookie(kept.key, kept.value)
+    again = card_browser.client.post("/register/confirm", data=form_of(page))
+    assert again.status_code == 400 and error_code_of(again) == "registration_expired"
+    entry = last_audit(card_app, "registration.create")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "registration_expired"
+    assert entry.details["endpoint"] == "registration.confirm"

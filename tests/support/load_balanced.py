@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker_support import DEMO_PASSWORD, csrf_token_from, write_broker_toml
+from broker_support import DEMO_PASSWORD, csrf_token_from, form_of, step_from, write_broker_toml
 from card_support import SimulatedAgent
 from cryptography.hazmat.primitives import hashes, serialization
 from joserfc import jwt
@@ -338,11 +338,11 @@ class LbBrowser:
         assert issued.status == 200, issued.body[:300]
         challenge = issued.json()["challenge"]
         token = agent.sign(challenge, origin=self.base)
-        return self.post(
-            f"{prefix}/authenticate",
-            body={"tx": tx, "challenge": challenge, "token": token},
-            headers=headers,
-        )
+        body = {"tx": tx, "challenge": challenge, "token": token}
+        step = step_from(page.body.decode())
+        if step is not None:  # a registration page names its step
+            body["step"] = step
+        return self.post(f"{prefix}/authenticate", body=body, headers=headers)
 
     # Through a relying party ----------------------------------------------------------
 
@@ -451,9 +451,7 @@ class LbBrowser:
         assert second.status == 200, second.body[:300]
         confirm = self.get("/register/confirm")
         assert confirm.status == 200, confirm.body[:300]
-        return self.post(
-            "/register/confirm", form={"csrf_token": csrf_token_from(confirm.body.decode())}
-        )
+        return self.post("/register/confirm", form=form_of(confirm.body.decode()))
 
     def admin_signin(self, agent: SimulatedAgent) -> None:
         """/admin sends a browser without a card session to the card sign-in and back."""

@@ -309,7 +309,9 @@ class RegistrationService:
     ) -> tuple[Confirmed, CareIdentity]:
         """Store the link; `RegistrationConflictError` (nothing stored) on a conflict.
 
-        The card's certificate is checked again first, revocation included as a sign-in
+        The directory must still not say the card is someone else's (as at step 2,
+        `CARD_IDENTITY_MISMATCH`). The card's certificate is checked again, revocation
+        included as a sign-in
         checks it (`CardSignin.recheck`, raising `CardRefusal`): a card reported lost between
         step 2 and the confirmation must not be linked, nor sign anyone in.
 
@@ -329,6 +331,9 @@ class RegistrationService:
         account, problems = self.account(pending)
         if problems:
             raise PrerequisitesMissingError(problems)
+        # As at step 2, against the directory as it is now: an account re-linked to
+        # another Care Identity meanwhile must not be linked to this card.
+        self._check_card_is_accounts(account, card.uuid)
         if self.needs_password(account):
             if not password:
                 raise InvalidCredentialsError(detail="the password was not typed again")

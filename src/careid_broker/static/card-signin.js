@@ -309,6 +309,8 @@
           ui.busy("checking");
           return postBroker(options.authenticateUrl, options.csrfToken, {
             tx: options.tx || null,
+            // A registration page names its step; left out (undefined) elsewhere.
+            step: options.step || undefined,
             challenge: issued.challenge,
             token: signed.token,
           }).then(function (answer) {
@@ -328,6 +330,7 @@
       authenticateUrl: data.authenticateUrl,
       csrfToken: data.csrfToken,
       tx: data.tx || null,
+      step: data.step || null,
       sessionLock: data.sessionLock === "true",
     };
   }

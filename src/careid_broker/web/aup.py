@@ -32,7 +32,13 @@ from careid_broker.web import browser_binding
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import reshow_on_expiry
 from careid_broker.web.errors import error_response
-from careid_broker.web.forms import expired_form_fields, typed_mail
+from careid_broker.web.forms import (
+    STEP_FIELD,
+    expired_form_fields,
+    names_step,
+    step_tag,
+    typed_mail,
+)
 from careid_broker.web.registration_pages import return_tx
 from careid_broker.web.security_headers import allow_form_action
 from careid_broker.web.signin_cookie import AUP_STEP_KEY, complete_signin
@@ -73,6 +79,7 @@ def _accept_page(pending: PendingAcceptance, *, status: int = 200) -> Response:
     page = render_template(
         "aup_accept.html",
         pending=pending,
+        form_step=step_tag(pending.id),
         message=aup_message(AupRoute.HERE),
         code=BrokerCode.AUP_NOT_ACCEPTED.value,
         aup_url=svc.config.signin.aup_url,
@@ -179,6 +186,18 @@ def accept() -> BaseResponse:
     except AupStepExpiredError as exc:
         svc.audit(EVENT_ACCEPT, outcome=Outcome.FAILURE, code=exc.code)
         return error_response(exc.code, retry_url=url_for("login.page"))
+    if not names_step(request.form.get(STEP_FIELD), pending.id):
+        # The page was for an earlier step: another password was checked in this browser
+        # since (another tab, perhaps another person). Accepting now would record it for,
+        # and sign in, whoever that was.
+        svc.audit(
+            EVENT_ACCEPT,
+            outcome=Outcome.FAILURE,
+            code=BrokerCode.STEP_SUPERSEDED,
+            subject=pending.mail,
+            rp=_rp_of(pending.return_tx),
+        )
+        return error_response(BrokerCode.STEP_SUPERSEDED, retry_url=url_for("aup.page"))
     if request.form.get("accept") != "yes":
         return redirect(url_for("aup.page"), code=303)
     rp = _rp_of(pending.return_tx)

@@ -1,8 +1,10 @@
-"""What the broker's HTML forms share: the typed email address, and the fields of a
-form shown again after its CSRF token expired."""
+"""What the broker's HTML forms share: the typed email address, the fields of a form
+shown again after its CSRF token expired, and the tag that ties a form to its step."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 from flask import request
@@ -27,3 +29,23 @@ def expired_form_fields() -> dict[str, Any]:
         "code": BrokerCode.CSRF_INVALID,
         "status": 400,
     }
+
+
+#: The hidden field that names the step a page's form acts on (`step_tag`).
+STEP_FIELD = "step"
+
+
+def step_tag(step_id: str) -> str:
+    """What a page puts in its form to name the pending step it shows.
+
+    A browser holds one sign-in or registration step at a time, in its session; a step
+    begun in another tab (another person at a shared workstation, say) replaces it. The
+    tag lets a form posted from the older page be refused instead of acting on the newer
+    step. It is a digest: the step's id stays only in the session cookie.
+    """
+    return hashlib.sha256(b"careid-step\x00" + step_id.encode()).hexdigest()[:32]
+
+
+def names_step(sent: object, step_id: str) -> bool:
+    """Whether `sent` (a form field or JSON value) is the tag of `step_id`."""
+    return isinstance(sent, str) and hmac.compare_digest(sent.encode(), step_tag(step_id).encode())

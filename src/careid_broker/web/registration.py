@@ -44,7 +44,13 @@ from careid_broker.web.card_pages import (
 from careid_broker.web.context import current_broker
 from careid_broker.web.csrf import reshow_on_expiry
 from careid_broker.web.errors import error_response
-from careid_broker.web.forms import expired_form_fields, typed_mail
+from careid_broker.web.forms import (
+    STEP_FIELD,
+    expired_form_fields,
+    names_step,
+    step_tag,
+    typed_mail,
+)
 from careid_broker.web.registration_pages import (
     PENDING_KEY,
     audit_step,
@@ -53,6 +59,7 @@ from careid_broker.web.registration_pages import (
     render_page,
     restart,
     return_tx,
+    superseded,
 )
 from careid_broker.web.registration_steps import page_step, script_refused, script_step
 from careid_broker.web.signin_cookie import complete_signin
@@ -196,8 +203,9 @@ def card_page(
             aup_version=current_broker().directory.current_aup_version,
             aup_url=current_broker().config.signin.aup_url,
             code=BrokerCode.REGISTRATION_PREREQUISITES_MISSING.value,
+            form_step=step_tag(pending.id),
         )
-    return render_page(card, "register_card.html", account=account)
+    return render_page(card, "register_card.html", account=account, form_step=step_tag(pending.id))
 
 
 @blueprint.post("/register/aup")
@@ -206,6 +214,8 @@ def accept_aup(
     card: CardServices, service: RegistrationService, pending: PendingRegistration
 ) -> BaseResponse:
     """Accept the current acceptable use policy in the directory, then carry on."""
+    if not names_step(request.form.get(STEP_FIELD), pending.id):
+        return superseded(pending)
     if request.form.get("accept") != "yes":
         return redirect(url_for("registration.card_page"), code=303)
     try:
@@ -249,6 +259,12 @@ def authenticate(
         return refuse_body(exc, "registration.card")
     signin = card.signin
     assert signin is not None  # noqa: S101 - available_card() checked
+    if body is not None and not names_step(body.get(STEP_FIELD), pending.id):
+        # The page was for an earlier step: this browser now holds another person's.
+        return script_refused(
+            BrokerError(BrokerCode.STEP_SUPERSEDED, detail="the page's step was replaced"),
+            mail=pending.mail,
+        )
     try:
         if body is None:
             raise BrokerError(ErrorCode.TOKEN_MALFORMED, detail="no JSON object")
@@ -331,6 +347,7 @@ def _confirm_form(
         pending=pending,
         existing=current_broker().repos.registrations.by_mail(pending.mail),
         needs_password=service.needs_password(account),
+        form_step=step_tag(pending.id),
         password_error=None if refused is None else refused.message if typed else _TYPE_IT,
         code=refused.code.value if refused is not None else None,
     )
@@ -343,6 +360,10 @@ def confirm(
 ) -> BaseResponse:
     """Store the link and sign in by card; or say why not (nothing is stored then)."""
     svc = current_broker()
+    if pending.stage is not Stage.CARD:
+        return restart()  # step 2 not done: nothing here to confirm
+    if not names_step(request.form.get(STEP_FIELD), pending.id):
+        return superseded(pending)
     started: list[NewSession] = []
 
     def audit_and_sign_in(confirmed: Confirmed) -> None:
@@ -440,9 +461,16 @@ def confirm(
 @blueprint.post("/register/cancel")
 def cancel() -> BaseResponse:
     """Abandon the registration in progress (nothing was stored)."""
+    service = current_broker().registration
     available_card()
-    pending_id = session.pop(PENDING_KEY, None)
-    if isinstance(pending_id, str):
-        current_broker().registration.cancel(pending_id)
-        audit_step("registration.cancel", Outcome.SUCCESS)
+    try:
+        pending = current_pending(service)
+    except RegistrationExpiredError:
+        session.pop(PENDING_KEY, None)  # nothing left to cancel
+        return redirect(url_for("registration.start"), code=303)
+    if not names_step(request.form.get(STEP_FIELD), pending.id):
+        return superseded(pending)  # the step this page showed was cancelled already
+    session.pop(PENDING_KEY, None)
+    service.cancel(pending.id)
+    audit_step("registration.cancel", Outcome.SUCCESS, mail=pending.mail)
     return redirect(url_for("registration.start"), code=303)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flask import render_template, session, url_for
+from flask import render_template, request, session, url_for
 from flask.wrappers import Response
 
 from careid_broker.card.wiring import CardServices
@@ -68,7 +68,38 @@ def audit_step(
     )
 
 
+#: The audit event of each form that acts on a pending step.
+_FORM_EVENTS = {
+    "registration.accept_aup": "registration.aup",
+    "registration.confirm": "registration.create",
+    "registration.cancel": "registration.cancel",
+}
+
+
 def restart() -> Response:
-    """Forget the browser's pending step and say the registration must start again."""
+    """Forget the browser's pending step and say the registration must start again.
+
+    A form posted for a step that has gone (expired, finished, replayed) is a refusal
+    and audited; a page opened without one is only told to start again."""
     session.pop(PENDING_KEY, None)
+    if request.method == "POST":
+        audit_step(
+            _FORM_EVENTS.get(request.endpoint or "", "registration.start"),
+            Outcome.FAILURE,
+            code=BrokerCode.REGISTRATION_EXPIRED,
+            details={"endpoint": request.endpoint},
+        )
     return error_response(BrokerCode.REGISTRATION_EXPIRED, retry_url=url_for("registration.start"))
+
+
+def superseded(pending: PendingRegistration) -> Response:
+    """A form from a page for an earlier step: this browser's step is now another one
+    (begun in another tab, perhaps by another person), so nothing is done to it."""
+    current_broker().audit(
+        _FORM_EVENTS.get(request.endpoint or "", "registration.card"),
+        outcome=Outcome.FAILURE,
+        code=BrokerCode.STEP_SUPERSEDED,
+        subject=pending.mail,
+        details={"endpoint": request.endpoint},
+    )
+    return error_response(BrokerCode.STEP_SUPERSEDED, retry_url=url_for("registration.start"))
