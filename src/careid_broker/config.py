@@ -42,7 +42,7 @@ from careid_broker.errors import BrokerError
 from careid_broker.oidc.config import OidcConfig, read_oidc_config
 from careid_broker.pki.config import PkiConfig, read_pki_config
 from careid_broker.settings import SettingsReader, did_you_mean
-from careid_broker.store import RetentionPolicy, ThrottlePolicy, sqlite_file
+from careid_broker.store import RetentionPolicy, ThrottlePolicy, driver_problem, sqlite_file
 
 DEFAULT_CONFIG_PATH = Path("config") / "broker.toml"
 # The key in the shipped demo configuration: public, so refused outside development.
@@ -376,8 +376,9 @@ def read_database_settings(reader: SettingsReader, root: Path, *, dev: bool) -> 
             reader.problem("url", "is not a database URL (sqlite:///… or postgresql+psycopg://…)")
         else:
             backend = parsed.get_backend_name()
-            if backend not in ("sqlite", "postgresql"):
-                reader.problem("url", f"{backend!r} databases are not supported")
+            problem = driver_problem(parsed)
+            if problem is not None:
+                reader.problem("url", problem)
             elif backend == "sqlite" and sqlite_file(parsed) is None:
                 if not dev:
                     reader.problem(

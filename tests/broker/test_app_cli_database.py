@@ -3,6 +3,7 @@ it (password hidden), a documented exit status, and nothing created."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -134,3 +135,32 @@ def test_the_installed_command_prints_no_traceback(tmp_path: Path, clients_file:
     )
     assert done.returncode == EXIT_DATABASE
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize("command", [("check-config",), ("db", "upgrade"), ("keys", "list")])
+def test_a_broker_installed_without_the_postgresql_driver_says_so(
+    command: tuple[str, ...], tmp_path: Path, clients_file: Path
+) -> None:
+    # Installed without the [postgres] extra: `import psycopg` fails as it would then.
+    absent = tmp_path / "site" / "psycopg"
+    absent.mkdir(parents=True)
+    (absent / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n"
+    )
+    url = f"postgresql+psycopg://careid:S3cret-Pw@127.0.0.1:{_closed_port()}/careid"
+    config = _config(tmp_path, clients_file, url)
+    paths = [str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "careid_broker.cli", "--config", str(config), *command],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "database.url: the PostgreSQL driver psycopg is not installed" in done.stderr
+    assert "careid-bridge[postgres]" in done.stderr
+    assert "S3cret-Pw" not in done.stderr

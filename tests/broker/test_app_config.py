@@ -136,6 +136,43 @@ def test_every_problem_is_named_at_once(tmp_path: Path, clients_file: Path) -> N
     assert raised.value.code.value == "broker_config_invalid"
 
 
+@pytest.mark.parametrize(
+    ("url", "instead"),
+    [
+        ("postgresql+psycopg2://careid@db.example.test/careid", "postgresql+psycopg://"),
+        ("postgresql+asyncpg://careid@db.example.test/careid", "postgresql+psycopg://"),
+        ("postgresql+pg8000://careid@db.example.test/careid", "postgresql+psycopg://"),
+        ("sqlite+pysqlcipher:///broker.db", "sqlite:///"),
+    ],
+)
+def test_a_database_driver_the_broker_does_not_ship_is_named(
+    url: str, instead: str, tmp_path: Path, clients_file: Path
+) -> None:
+    data = _settings(clients_file, database={"url": url})
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    driver = url.partition(":")[0]
+    [problem] = [p for p in raised.value.problems if p.startswith("database.url:")]
+    assert f"{driver!r} is not a driver the broker uses" in problem
+    assert f"write {instead}" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///broker.db",
+        "sqlite+pysqlite:///broker.db",
+        "postgresql://careid@db.example.test/careid",
+        "postgresql+psycopg://careid@db.example.test/careid",
+    ],
+)
+def test_the_database_drivers_the_broker_ships_are_accepted(
+    url: str, tmp_path: Path, clients_file: Path
+) -> None:
+    data = _settings(clients_file, database={"url": url})
+    assert BrokerConfig.from_mapping(data, base_dir=tmp_path).database.url
+
+
 def test_the_public_demo_key_is_refused_outside_development(
     tmp_path: Path, clients_file: Path
 ) -> None:

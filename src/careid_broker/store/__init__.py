@@ -99,6 +99,7 @@ from careid_broker.store.transactions import (
     TransactionTooLargeError,
     transaction_key,
 )
+from careid_broker.store.urls import driver_problem
 
 __all__ = [
     "FIELD_LIMITS",
@@ -182,6 +183,7 @@ __all__ = [
     "create_store",
     "sqlite_file",
     "current_revision",
+    "driver_problem",
     "head_revision",
     "new_opaque_token",
     "schema_is_current",
