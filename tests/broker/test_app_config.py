@@ -228,6 +228,32 @@ def test_a_missing_or_broken_file_is_named(tmp_path: Path) -> None:
     assert "not valid TOML" in raised.value.problems[0]
 
 
+def test_a_configuration_file_that_is_not_utf8_is_named(tmp_path: Path, clients_file: Path) -> None:
+    # A comment with an accent, saved by an editor set to Latin-1.
+    latin = tmp_path / "broker.toml"
+    latin.write_bytes('[broker]\n# Caf\u00e9 de la gare\nissuer = "x"\n'.encode("latin-1"))
+    with pytest.raises(BrokerConfigError) as raised:
+        load_config(latin, env={})
+    assert raised.value.problems == (f"{latin}: is not UTF-8 text (line 2): save it as UTF-8",)
+
+
+@pytest.mark.parametrize("setting", ["clients_file", "organisations_file"])
+def test_an_oidc_file_that_is_not_utf8_is_named(
+    setting: str, tmp_path: Path, clients_file: Path
+) -> None:
+    latin = tmp_path / "latin.txt"
+    good = clients_file.read_bytes() if setting == "clients_file" else b"X26,NHS England\n"
+    latin.write_bytes(good + "# Caf\u00e9 client\n".encode("latin-1"))
+    data = _settings(clients_file, oidc={setting: str(latin)})
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    line = good.count(b"\n") + 1
+    assert any(
+        f"{latin}: is not UTF-8 text (line {line}): save it as UTF-8" in problem
+        for problem in raised.value.problems
+    ), raised.value.problems
+
+
 @pytest.mark.parametrize(
     ("session_acr", "requested", "expected"),
     [
