@@ -82,23 +82,51 @@ def test_a_database_with_no_schema_says_to_upgrade(
     assert "has no schema" in err and "careid-broker db upgrade" in err
 
 
+#: The same password given in the user part, or in the query as libpq also reads it.
+PASSWORD_PLACES = {
+    "user part": ("careid:S3cret-Pw@127.0.0.1:{port}/careid", "careid:***@127.0.0.1:{port}/careid"),
+    "query": (
+        "careid@127.0.0.1:{port}/careid?password=S3cret-Pw&sslmode=prefer&sslpassword=S3cret-Key",
+        "careid@127.0.0.1:{port}/careid?password=***&sslmode=prefer&sslpassword=***",
+    ),
+}
+
+
+@pytest.mark.parametrize("place", PASSWORD_PLACES)
 @pytest.mark.parametrize(
     "command", [("db", "upgrade"), ("db", "current"), *NEEDS_SCHEMA], ids=" ".join
 )
 def test_an_unreachable_server_is_named_with_its_password_hidden(
     command: tuple[str, ...],
+    place: str,
     tmp_path: Path,
     clients_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url = f"postgresql+psycopg://careid:S3cret-Pw@127.0.0.1:{_closed_port()}/careid"
-    config = _config(tmp_path, clients_file, url)
+    port = _closed_port()
+    given, shown = (text.format(port=port) for text in PASSWORD_PLACES[place])
+    config = _config(tmp_path, clients_file, f"postgresql+psycopg://{given}")
     assert main(["--config", str(config), *command]) == EXIT_DATABASE
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert "S3cret-Pw" not in err
-    assert "database postgresql+psycopg://careid:***@127.0.0.1:" in err
+    assert "S3cret" not in err
+    assert f"database postgresql+psycopg://{shown}: cannot be used" in err
     assert "Connection refused" in err
+
+
+@pytest.mark.parametrize("place", PASSWORD_PLACES)
+def test_check_config_shows_the_database_with_its_password_hidden(
+    place: str, tmp_path: Path, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _closed_port()
+    given, shown = (text.format(port=port) for text in PASSWORD_PLACES[place])
+    config = _config(tmp_path, clients_file, f"postgresql+psycopg://{given}")
+    assert main(["--config", str(config), "check-config"]) == 0
+    assert f"  [database] postgresql+psycopg://{shown}\n" in capsys.readouterr().out
+    assert main(["--config", str(config), "check-config", "--connect"]) == 1
+    captured = capsys.readouterr()
+    assert f"problem: database postgresql+psycopg://{shown}: does not answer" in captured.err
+    assert "S3cret" not in captured.out + captured.err
 
 
 def test_db_current_on_a_missing_file_says_none_and_creates_nothing(

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from careid_broker.store import StoreUnavailableError, current_revision, sqlite_file
+from careid_broker.store import StoreUnavailableError, current_revision, shown_url, sqlite_file
 
 #: The exit status of every command that needs a database it cannot use.
 EXIT_DATABASE = 3
@@ -30,11 +29,6 @@ _UPGRADE = "create it with `careid-broker db upgrade`"
 
 class DatabaseUnusableError(Exception):
     """The database cannot be used; the message names it and says what to do."""
-
-
-def shown(url: str) -> str:
-    """The database URL as it may be printed: the password hidden."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def sqlite_file_missing(url: str) -> Path | None:
@@ -51,13 +45,13 @@ def require_database(url: str) -> None:
     no schema."""
     missing = sqlite_file_missing(url)
     if missing is not None:
-        raise DatabaseUnusableError(f"database {shown(url)}: there is no such file; {_UPGRADE}")
+        raise DatabaseUnusableError(f"database {shown_url(url)}: there is no such file; {_UPGRADE}")
     try:
         revision = current_revision(url)
     except DBAPIError as exc:
         raise unusable(url, exc) from exc
     if revision is None:
-        raise DatabaseUnusableError(f"database {shown(url)}: has no schema; {_UPGRADE}")
+        raise DatabaseUnusableError(f"database {shown_url(url)}: has no schema; {_UPGRADE}")
 
 
 def unusable(url: str, exc: StoreUnavailableError | DBAPIError) -> DatabaseUnusableError:
@@ -70,7 +64,7 @@ def unusable(url: str, exc: StoreUnavailableError | DBAPIError) -> DatabaseUnusa
         reason = exc.detail or exc.message
     if "no such table" in reason or "does not exist" in reason:
         reason += "; if the schema is missing or old, run `careid-broker db upgrade`"
-    return DatabaseUnusableError(f"database {shown(url)}: cannot be used: {reason}")
+    return DatabaseUnusableError(f"database {shown_url(url)}: cannot be used: {reason}")
 
 
 @contextmanager
@@ -90,7 +84,6 @@ __all__ = [
     "UNUSABLE_EXIT",
     "DatabaseUnusableError",
     "require_database",
-    "shown",
     "sqlite_file_missing",
     "unusable",
     "using_database",

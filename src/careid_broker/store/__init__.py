@@ -99,7 +99,7 @@ from careid_broker.store.transactions import (
     TransactionTooLargeError,
     transaction_key,
 )
-from careid_broker.store.urls import driver_problem
+from careid_broker.store.urls import driver_problem, shown_url
 
 __all__ = [
     "FIELD_LIMITS",
@@ -187,6 +187,7 @@ __all__ = [
     "head_revision",
     "new_opaque_token",
     "schema_is_current",
+    "shown_url",
     "transaction_key",
     "upgrade",
     "utc_now",

@@ -1,4 +1,5 @@
-"""Database URLs as the broker reads them: which drivers it opens them with.
+"""Database URLs as the broker reads and shows them: which drivers it opens them with,
+and the URL with its passwords hidden.
 
 The broker ships two drivers: Python's own sqlite3 and psycopg 3 (the `[postgres]`
 extra). SQLAlchemy accepts many more URL schemes (`postgresql+psycopg2://`,
@@ -9,6 +10,8 @@ without psycopg, is one named problem before anything runs.
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote_plus
 
 from sqlalchemy.engine import URL, make_url
 
@@ -59,4 +62,19 @@ def driver_problem(url: URL | str) -> str | None:
     return None
 
 
-__all__ = ["driver_problem", "with_broker_driver"]
+def shown_url(url: URL | str) -> str:
+    """The URL as it may be printed or logged: the password hidden, in the user part and
+    in the query (libpq reads `?password=` and `?sslpassword=`, which SQLAlchemy's own
+    `hide_password` leaves in clear)."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    pairs = []
+    for key in sorted(parsed.query):
+        value = parsed.query[key]
+        for one in (value,) if isinstance(value, str) else value:
+            text = "***" if "password" in key.lower() else quote_plus(one)
+            pairs.append(f"{quote_plus(key)}={text}")
+    return f"{shown}?{'&'.join(pairs)}" if pairs else shown
+
+
+__all__ = ["driver_problem", "shown_url", "with_broker_driver"]
