@@ -129,6 +129,21 @@ def test_check_config_shows_the_database_with_its_password_hidden(
     assert "S3cret" not in captured.out + captured.err
 
 
+def test_db_upgrade_names_a_sqlite_folder_it_cannot_create(
+    tmp_path: Path, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file where the folder should be: refused even to root, unlike a permission.
+    (tmp_path / "var").write_text("not a folder\n")
+    folder = tmp_path / "var" / "careid"
+    config = _config(tmp_path, clients_file, f"sqlite:///{folder / 'broker.db'}")
+    assert main(["--config", str(config), "db", "upgrade"]) == EXIT_DATABASE
+    err = capsys.readouterr().err
+    assert err == (
+        f"careid-broker: database sqlite:///{folder / 'broker.db'}: cannot create its folder"
+        f" {folder}: Not a directory\n"
+    )
+
+
 def test_db_current_on_a_missing_file_says_none_and_creates_nothing(
     tmp_path: Path, clients_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
