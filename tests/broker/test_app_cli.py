@@ -65,6 +65,22 @@ def test_check_config_accepts_a_good_file_and_checks_connections(
     assert "careid-broker db upgrade" in capsys.readouterr().err
 
 
+def test_check_config_connect_names_a_missing_sqlite_file_and_creates_nothing(
+    config_file: Path, demo_slapd: Slapd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = config_file.parent / "data"
+    folder.mkdir()
+    assert main(["--config", str(config_file), "check-config", "--connect"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        f"problem: database sqlite:///{folder / 'broker.db'}: there is no such file;"
+        " create it with `careid-broker db upgrade`\n" in captured.err
+    )
+    # The other parts are still asked.
+    assert f"ok: directory {demo_slapd.url}: the service account" in captured.out
+    assert list(folder.iterdir()) == []
+
+
 def test_check_config_names_every_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from careid_broker.commands.database import CREATE_IT, sqlite_file_missing
 from careid_broker.config import BrokerConfig
 from careid_broker.directory.connector import BindRole
 from careid_broker.directory.probe import ProbeResult, ServerProbe, probe_directory
@@ -51,6 +52,9 @@ def connection_checks(
 
 def _database(config: BrokerConfig) -> Check:
     shown = shown_url(config.database.url)
+    if sqlite_file_missing(config.database.url) is not None:
+        # Connecting would create an empty file; like every other command, create nothing.
+        return Check(ok=False, text=f"database {shown}: there is no such file; {CREATE_IT}")
     store = create_store(config.database.url)
     try:
         if not store.ping():

@@ -24,7 +24,8 @@ UNUSABLE_EXIT = (
     "the database cannot be reached, or has no schema yet (run careid-broker db upgrade)"
 )
 
-_UPGRADE = "create it with `careid-broker db upgrade`"
+#: What to do about a database with no file or no schema.
+CREATE_IT = "create it with `careid-broker db upgrade`"
 
 
 class DatabaseUnusableError(Exception):
@@ -45,13 +46,15 @@ def require_database(url: str) -> None:
     no schema."""
     missing = sqlite_file_missing(url)
     if missing is not None:
-        raise DatabaseUnusableError(f"database {shown_url(url)}: there is no such file; {_UPGRADE}")
+        raise DatabaseUnusableError(
+            f"database {shown_url(url)}: there is no such file; {CREATE_IT}"
+        )
     try:
         revision = current_revision(url)
     except DBAPIError as exc:
         raise unusable(url, exc) from exc
     if revision is None:
-        raise DatabaseUnusableError(f"database {shown_url(url)}: has no schema; {_UPGRADE}")
+        raise DatabaseUnusableError(f"database {shown_url(url)}: has no schema; {CREATE_IT}")
 
 
 def unusable(url: str, exc: StoreUnavailableError | DBAPIError) -> DatabaseUnusableError:
@@ -80,6 +83,7 @@ def using_database(url: str, *, needs_schema: bool = True) -> Iterator[None]:
 
 
 __all__ = [
+    "CREATE_IT",
     "EXIT_DATABASE",
     "UNUSABLE_EXIT",
     "DatabaseUnusableError",
