@@ -45,6 +45,7 @@ from careid_broker.store import (
     create_store,
     current_revision,
     head_revision,
+    shown_url,
     sqlite_file,
     upgrade,
 )
@@ -97,7 +98,13 @@ def _make_sqlite_folder(url: str) -> None:
     """Create the folder of a SQLite database file, so a first upgrade just works."""
     database = sqlite_file(url)
     if database:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnusableError(
+                f"database {shown_url(url)}: cannot create its folder {folder}: {exc.strerror}"
+            ) from exc
 
 
 def _db_current(args: argparse.Namespace) -> int:
@@ -358,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
             {
                 EXIT_OK: "the schema is at this broker's revision",
                 EXIT_CONFIG: "the configuration is not valid",
-                EXIT_DATABASE: "the database cannot be reached",
+                EXIT_DATABASE: "the database cannot be reached, or a SQLite file's folder"
+                " cannot be created",
             },
         ),
     ).set_defaults(func=_db_upgrade)

@@ -41,8 +41,8 @@ from careid_broker.directory.config import read_directory_config
 from careid_broker.errors import BrokerError
 from careid_broker.oidc.config import OidcConfig, read_oidc_config
 from careid_broker.pki.config import PkiConfig, read_pki_config
-from careid_broker.settings import SettingsReader, did_you_mean
-from careid_broker.store import RetentionPolicy, ThrottlePolicy, sqlite_file
+from careid_broker.settings import SettingsReader, did_you_mean, not_utf8
+from careid_broker.store import RetentionPolicy, ThrottlePolicy, driver_problem, sqlite_file
 
 DEFAULT_CONFIG_PATH = Path("config") / "broker.toml"
 # The key in the shipped demo configuration: public, so refused outside development.
@@ -244,9 +244,12 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
     environ = dict(os.environ) if env is None else dict(env)
     config_path = (path or default_config_path(environ)).resolve()
     try:
-        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        with config_path.open("rb") as handle:
+            data = tomllib.load(handle)
     except OSError as exc:
         raise BrokerConfigError([f"{config_path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise BrokerConfigError([f"{config_path}: {not_utf8(exc)}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise BrokerConfigError([f"{config_path}: not valid TOML: {exc}"]) from None
     return BrokerConfig.from_mapping(
@@ -376,8 +379,9 @@ def read_database_settings(reader: SettingsReader, root: Path, *, dev: bool) -> 
             reader.problem("url", "is not a database URL (sqlite:///… or postgresql+psycopg://…)")
         else:
             backend = parsed.get_backend_name()
-            if backend not in ("sqlite", "postgresql"):
-                reader.problem("url", f"{backend!r} databases are not supported")
+            problem = driver_problem(parsed)
+            if problem is not None:
+                reader.problem("url", problem)
             elif backend == "sqlite" and sqlite_file(parsed) is None:
                 if not dev:
                     reader.problem(

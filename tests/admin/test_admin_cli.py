@@ -266,6 +266,18 @@ def test_registrations_remove_confirms_at_a_terminal_and_never_without_one(
     assert repos.registrations.by_uuid(UUIDS[ALEX]) is None
 
 
+def test_refresh_crls_help_says_the_running_workers_take_up_what_it_fetched(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["revocation", "refresh-crls", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # What the command itself says when it ends, and what pki/crl.py does.
+    assert "shared through the database" in text
+    assert "every running worker and instance takes it up at its next check" in text
+    assert "not changed" not in text and "own schedule" not in text
+
+
 def test_revocation_check_and_crl_refresh_from_the_command_line(
     admin_app: Flask, cli_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

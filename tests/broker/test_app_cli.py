@@ -65,6 +65,22 @@ def test_check_config_accepts_a_good_file_and_checks_connections(
     assert "careid-broker db upgrade" in capsys.readouterr().err
 
 
+def test_check_config_connect_names_a_missing_sqlite_file_and_creates_nothing(
+    config_file: Path, demo_slapd: Slapd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = config_file.parent / "data"
+    folder.mkdir()
+    assert main(["--config", str(config_file), "check-config", "--connect"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        f"problem: database sqlite:///{folder / 'broker.db'}: there is no such file;"
+        " create it with `careid-broker db upgrade`\n" in captured.err
+    )
+    # The other parts are still asked.
+    assert f"ok: directory {demo_slapd.url}: the service account" in captured.out
+    assert list(folder.iterdir()) == []
+
+
 def test_check_config_names_every_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -94,6 +110,22 @@ def test_check_config_names_every_problem(
     assert headline.startswith("careid-broker: broker_config_invalid: ")
     assert str(bad) in headline and f"{len(problems)} problems" in headline
     assert "check-config" not in err
+
+
+def test_files_that_are_not_utf8_are_named_not_a_traceback(
+    config_file: Path, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    latin_clients = config_file.parent / "clients-latin1.toml"
+    latin_clients.write_bytes(clients_file.read_bytes() + "# Caf\u00e9\n".encode("latin-1"))
+    line = clients_file.read_bytes().count(b"\n") + 1
+    assert main(["clients", "list", str(latin_clients)]) == 1
+    assert capsys.readouterr().err == (
+        f"{latin_clients}: is not UTF-8 text (line {line}): save it as UTF-8\n"
+    )
+    config_file.write_bytes(config_file.read_bytes() + "# R\u00e9seau\n".encode("latin-1"))
+    assert main(["--config", str(config_file), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"problem: {config_file}: is not UTF-8 text (line " in err, err
 
 
 def test_check_config_says_which_known_name_a_typo_meant(

@@ -3,6 +3,7 @@ it (password hidden), a documented exit status, and nothing created."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -81,23 +82,66 @@ def test_a_database_with_no_schema_says_to_upgrade(
     assert "has no schema" in err and "careid-broker db upgrade" in err
 
 
+#: The same password given in the user part, or in the query as libpq also reads it.
+PASSWORD_PLACES = {
+    "user part": ("careid:S3cret-Pw@127.0.0.1:{port}/careid", "careid:***@127.0.0.1:{port}/careid"),
+    "query": (
+        "careid@127.0.0.1:{port}/careid?password=S3cret-Pw&sslmode=prefer&sslpassword=S3cret-Key",
+        "careid@127.0.0.1:{port}/careid?password=***&sslmode=prefer&sslpassword=***",
+    ),
+}
+
+
+@pytest.mark.parametrize("place", PASSWORD_PLACES)
 @pytest.mark.parametrize(
     "command", [("db", "upgrade"), ("db", "current"), *NEEDS_SCHEMA], ids=" ".join
 )
 def test_an_unreachable_server_is_named_with_its_password_hidden(
     command: tuple[str, ...],
+    place: str,
     tmp_path: Path,
     clients_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url = f"postgresql+psycopg://careid:S3cret-Pw@127.0.0.1:{_closed_port()}/careid"
-    config = _config(tmp_path, clients_file, url)
+    port = _closed_port()
+    given, shown = (text.format(port=port) for text in PASSWORD_PLACES[place])
+    config = _config(tmp_path, clients_file, f"postgresql+psycopg://{given}")
     assert main(["--config", str(config), *command]) == EXIT_DATABASE
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert "S3cret-Pw" not in err
-    assert "database postgresql+psycopg://careid:***@127.0.0.1:" in err
+    assert "S3cret" not in err
+    assert f"database postgresql+psycopg://{shown}: cannot be used" in err
     assert "Connection refused" in err
+
+
+@pytest.mark.parametrize("place", PASSWORD_PLACES)
+def test_check_config_shows_the_database_with_its_password_hidden(
+    place: str, tmp_path: Path, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _closed_port()
+    given, shown = (text.format(port=port) for text in PASSWORD_PLACES[place])
+    config = _config(tmp_path, clients_file, f"postgresql+psycopg://{given}")
+    assert main(["--config", str(config), "check-config"]) == 0
+    assert f"  [database] postgresql+psycopg://{shown}\n" in capsys.readouterr().out
+    assert main(["--config", str(config), "check-config", "--connect"]) == 1
+    captured = capsys.readouterr()
+    assert f"problem: database postgresql+psycopg://{shown}: does not answer" in captured.err
+    assert "S3cret" not in captured.out + captured.err
+
+
+def test_db_upgrade_names_a_sqlite_folder_it_cannot_create(
+    tmp_path: Path, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file where the folder should be: refused even to root, unlike a permission.
+    (tmp_path / "var").write_text("not a folder\n")
+    folder = tmp_path / "var" / "careid"
+    config = _config(tmp_path, clients_file, f"sqlite:///{folder / 'broker.db'}")
+    assert main(["--config", str(config), "db", "upgrade"]) == EXIT_DATABASE
+    err = capsys.readouterr().err
+    assert err == (
+        f"careid-broker: database sqlite:///{folder / 'broker.db'}: cannot create its folder"
+        f" {folder}: Not a directory\n"
+    )
 
 
 def test_db_current_on_a_missing_file_says_none_and_creates_nothing(
@@ -134,3 +178,32 @@ def test_the_installed_command_prints_no_traceback(tmp_path: Path, clients_file:
     )
     assert done.returncode == EXIT_DATABASE
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize("command", [("check-config",), ("db", "upgrade"), ("keys", "list")])
+def test_a_broker_installed_without_the_postgresql_driver_says_so(
+    command: tuple[str, ...], tmp_path: Path, clients_file: Path
+) -> None:
+    # Installed without the [postgres] extra: `import psycopg` fails as it would then.
+    absent = tmp_path / "site" / "psycopg"
+    absent.mkdir(parents=True)
+    (absent / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n"
+    )
+    url = f"postgresql+psycopg://careid:S3cret-Pw@127.0.0.1:{_closed_port()}/careid"
+    config = _config(tmp_path, clients_file, url)
+    paths = [str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "careid_broker.cli", "--config", str(config), *command],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "database.url: the PostgreSQL driver psycopg is not installed" in done.stderr
+    assert "careid-bridge[postgres]" in done.stderr
+    assert "S3cret-Pw" not in done.stderr

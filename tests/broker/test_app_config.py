@@ -136,6 +136,43 @@ def test_every_problem_is_named_at_once(tmp_path: Path, clients_file: Path) -> N
     assert raised.value.code.value == "broker_config_invalid"
 
 
+@pytest.mark.parametrize(
+    ("url", "instead"),
+    [
+        ("postgresql+psycopg2://careid@db.example.test/careid", "postgresql+psycopg://"),
+        ("postgresql+asyncpg://careid@db.example.test/careid", "postgresql+psycopg://"),
+        ("postgresql+pg8000://careid@db.example.test/careid", "postgresql+psycopg://"),
+        ("sqlite+pysqlcipher:///broker.db", "sqlite:///"),
+    ],
+)
+def test_a_database_driver_the_broker_does_not_ship_is_named(
+    url: str, instead: str, tmp_path: Path, clients_file: Path
+) -> None:
+    data = _settings(clients_file, database={"url": url})
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    driver = url.partition(":")[0]
+    [problem] = [p for p in raised.value.problems if p.startswith("database.url:")]
+    assert f"{driver!r} is not a driver the broker uses" in problem
+    assert f"write {instead}" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///broker.db",
+        "sqlite+pysqlite:///broker.db",
+        "postgresql://careid@db.example.test/careid",
+        "postgresql+psycopg://careid@db.example.test/careid",
+    ],
+)
+def test_the_database_drivers_the_broker_ships_are_accepted(
+    url: str, tmp_path: Path, clients_file: Path
+) -> None:
+    data = _settings(clients_file, database={"url": url})
+    assert BrokerConfig.from_mapping(data, base_dir=tmp_path).database.url
+
+
 def test_the_public_demo_key_is_refused_outside_development(
     tmp_path: Path, clients_file: Path
 ) -> None:
@@ -189,6 +226,32 @@ def test_a_missing_or_broken_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(BrokerConfigError) as raised:
         load_config(broken, env={})
     assert "not valid TOML" in raised.value.problems[0]
+
+
+def test_a_configuration_file_that_is_not_utf8_is_named(tmp_path: Path, clients_file: Path) -> None:
+    # A comment with an accent, saved by an editor set to Latin-1.
+    latin = tmp_path / "broker.toml"
+    latin.write_bytes('[broker]\n# Caf\u00e9 de la gare\nissuer = "x"\n'.encode("latin-1"))
+    with pytest.raises(BrokerConfigError) as raised:
+        load_config(latin, env={})
+    assert raised.value.problems == (f"{latin}: is not UTF-8 text (line 2): save it as UTF-8",)
+
+
+@pytest.mark.parametrize("setting", ["clients_file", "organisations_file"])
+def test_an_oidc_file_that_is_not_utf8_is_named(
+    setting: str, tmp_path: Path, clients_file: Path
+) -> None:
+    latin = tmp_path / "latin.txt"
+    good = clients_file.read_bytes() if setting == "clients_file" else b"X26,NHS England\n"
+    latin.write_bytes(good + "# Caf\u00e9 client\n".encode("latin-1"))
+    data = _settings(clients_file, oidc={setting: str(latin)})
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path)
+    line = good.count(b"\n") + 1
+    assert any(
+        f"{latin}: is not UTF-8 text (line {line}): save it as UTF-8" in problem
+        for problem in raised.value.problems
+    ), raised.value.problems
 
 
 @pytest.mark.parametrize(

@@ -221,3 +221,16 @@ def test_default_timeouts_fit_a_person_waiting_at_the_sign_in_page() -> None:
     config = DirectoryConfig.from_mapping(MINIMAL)
     assert config.connect_timeout + config.receive_timeout <= 5.0
     assert (config.connect_timeout, config.receive_timeout) == (2.0, 3.0)
+
+
+@pytest.mark.parametrize("setting", ["bind_password_file", "mapping_file"])
+def test_a_file_that_is_not_utf8_is_named_without_its_content(setting: str, tmp_path: Path) -> None:
+    (tmp_path / "latin").write_bytes("p\u00a3ssword\n".encode("latin-1"))
+    data = {k: v for k, v in MINIMAL.items() if k != "bind_password"}
+    if setting == "mapping_file":
+        data["bind_password"] = MINIMAL["bind_password"]
+    problems = _problems({**data, setting: "latin"}, base_dir=tmp_path)
+    assert problems == [
+        f"directory.{setting}: {str(tmp_path / 'latin')!r} is not UTF-8 text (line 1):"
+        " save it as UTF-8"
+    ]

@@ -348,6 +348,10 @@ def test_plain_postgresql_urls_use_psycopg_3() -> None:
 def test_other_databases_are_refused() -> None:
     with pytest.raises(ValueError, match="unsupported database URL"):
         create_store("mysql://u@h/db")
+    # Drivers the broker does not ship, refused before anything imports them.
+    for url in ("postgresql+psycopg2://u@h/db", "sqlite+pysqlcipher:///broker.db"):
+        with pytest.raises(ValueError, match="is not a driver the broker uses"):
+            create_store(url)
 
 
 def test_store_now_is_utc_even_from_a_local_clock() -> None:

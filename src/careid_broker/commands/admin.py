@@ -485,9 +485,10 @@ def register(sub: Any) -> None:
         **documented(
             "Fetch and verify every CRL the configuration names ([pki.crl] files, the"
             " distribution points of the registered cards' and the CA certificates) and"
-            " print each one; registered cards a CRL lists lose their sessions. The"
-            " running workers' own CRLs are not changed: they refresh on their own"
-            " schedule. Audited.",
+            " print each one; registered cards a CRL lists lose their sessions at once,"
+            " for every worker. Each CRL fetched is shared through the database: every"
+            " running worker and instance takes it up at its next check of that issuer,"
+            " verifying it again. Audited.",
             {
                 EXIT_OK: "every CRL fetched and verified",
                 EXIT_FAILED: "a CRL could not be fetched, verified, or is out of date",

@@ -15,13 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from careid_broker.codes import BrokerCode
 from careid_broker.commands.connections import Check, connection_checks
 from careid_broker.commands.parsing import documented
 from careid_broker.config import BrokerConfig, BrokerConfigError, default_config_path, load_config
 from careid_broker.pki import UrllibFetcher
+from careid_broker.store import shown_url
 
 EXIT_OK, EXIT_CONNECT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -99,7 +98,7 @@ def summary(config: BrokerConfig) -> list[str]:
         f"  [server] bind {server.bind}; {server.workers} workers x {server.threads} threads",
         f"  [logging] {config.logging.level}, {config.logging.format.value}",
         "  [ops] /metrics from " + ", ".join(str(n) for n in config.ops.metrics_allowed_networks),
-        f"  [database] {database_url(config.database.url)}",
+        f"  [database] {shown_url(config.database.url)}",
         f"  [directory] {', '.join(directory.urls)} ({directory.pool_strategy.value});"
         f" bind as {directory.bind_dn!r}; TLS {directory.use_tls.value};"
         f" {'writable' if directory.writable else 'read-only'}",
@@ -116,11 +115,6 @@ def summary(config: BrokerConfig) -> list[str]:
         f"{'' if len(config.api.clients) == 1 else 's'}",
     ]
     return lines
-
-
-def database_url(url: str) -> str:
-    """The database URL with any password hidden."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _pki_line(config: BrokerConfig) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.engine import make_url
-
+from careid_broker.commands.database import CREATE_IT, sqlite_file_missing
 from careid_broker.config import BrokerConfig
 from careid_broker.directory.connector import BindRole
 from careid_broker.directory.probe import ProbeResult, ServerProbe, probe_directory
 from careid_broker.pki import HttpFetcher
 from careid_broker.pki.probe import ResponderProbe, probe_responders
-from careid_broker.store import create_store, schema_is_current
+from careid_broker.store import create_store, schema_is_current, shown_url
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +51,10 @@ def connection_checks(
 
 
 def _database(config: BrokerConfig) -> Check:
-    shown = make_url(config.database.url).render_as_string(hide_password=True)
+    shown = shown_url(config.database.url)
+    if sqlite_file_missing(config.database.url) is not None:
+        # Connecting would create an empty file; like every other command, create nothing.
+        return Check(ok=False, text=f"database {shown}: there is no such file; {CREATE_IT}")
     store = create_store(config.database.url)
     try:
         if not store.ping():

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from careid_broker.store import StoreUnavailableError, current_revision, sqlite_file
+from careid_broker.store import StoreUnavailableError, current_revision, shown_url, sqlite_file
 
 #: The exit status of every command that needs a database it cannot use.
 EXIT_DATABASE = 3
@@ -25,16 +24,12 @@ UNUSABLE_EXIT = (
     "the database cannot be reached, or has no schema yet (run careid-broker db upgrade)"
 )
 
-_UPGRADE = "create it with `careid-broker db upgrade`"
+#: What to do about a database with no file or no schema.
+CREATE_IT = "create it with `careid-broker db upgrade`"
 
 
 class DatabaseUnusableError(Exception):
     """The database cannot be used; the message names it and says what to do."""
-
-
-def shown(url: str) -> str:
-    """The database URL as it may be printed: the password hidden."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def sqlite_file_missing(url: str) -> Path | None:
@@ -51,13 +46,15 @@ def require_database(url: str) -> None:
     no schema."""
     missing = sqlite_file_missing(url)
     if missing is not None:
-        raise DatabaseUnusableError(f"database {shown(url)}: there is no such file; {_UPGRADE}")
+        raise DatabaseUnusableError(
+            f"database {shown_url(url)}: there is no such file; {CREATE_IT}"
+        )
     try:
         revision = current_revision(url)
     except DBAPIError as exc:
         raise unusable(url, exc) from exc
     if revision is None:
-        raise DatabaseUnusableError(f"database {shown(url)}: has no schema; {_UPGRADE}")
+        raise DatabaseUnusableError(f"database {shown_url(url)}: has no schema; {CREATE_IT}")
 
 
 def unusable(url: str, exc: StoreUnavailableError | DBAPIError) -> DatabaseUnusableError:
@@ -70,7 +67,7 @@ def unusable(url: str, exc: StoreUnavailableError | DBAPIError) -> DatabaseUnusa
         reason = exc.detail or exc.message
     if "no such table" in reason or "does not exist" in reason:
         reason += "; if the schema is missing or old, run `careid-broker db upgrade`"
-    return DatabaseUnusableError(f"database {shown(url)}: cannot be used: {reason}")
+    return DatabaseUnusableError(f"database {shown_url(url)}: cannot be used: {reason}")
 
 
 @contextmanager
@@ -86,11 +83,11 @@ def using_database(url: str, *, needs_schema: bool = True) -> Iterator[None]:
 
 
 __all__ = [
+    "CREATE_IT",
     "EXIT_DATABASE",
     "UNUSABLE_EXIT",
     "DatabaseUnusableError",
     "require_database",
-    "shown",
     "sqlite_file_missing",
     "unusable",
     "using_database",

@@ -14,7 +14,7 @@ from ldap3.utils.dn import parse_dn
 
 from careid_broker.directory.mapping import AttributeMapping
 from careid_broker.errors import DirectoryConfigError
-from careid_broker.settings import SettingsReader
+from careid_broker.settings import SettingsReader, not_utf8
 
 
 @unique
@@ -213,9 +213,12 @@ def _secret(reader: SettingsReader, key: str, root: Path, *, required: bool) -> 
     if file_name is not None:
         path = root / file_name
         try:
-            text = path.read_text(encoding="utf-8").strip()
+            text = path.read_bytes().decode("utf-8").strip()
         except OSError as exc:
             reader.problem(f"{key}_file", f"cannot read {str(path)!r}: {exc.strerror}")
+            return None
+        except UnicodeDecodeError as exc:
+            reader.problem(f"{key}_file", f"{str(path)!r} {not_utf8(exc)}")
             return None
         if not text:
             reader.problem(f"{key}_file", f"{str(path)!r} is empty")
@@ -236,9 +239,13 @@ def _mapping(reader: SettingsReader, root: Path, problems: list[str]) -> Attribu
         return AttributeMapping.read(reader.table("mapping"))
     path = root / file_name
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
     except OSError as exc:
         reader.problem("mapping_file", f"cannot read {str(path)!r}: {exc.strerror}")
+        return AttributeMapping()
+    except UnicodeDecodeError as exc:
+        reader.problem("mapping_file", f"{str(path)!r} {not_utf8(exc)}")
         return AttributeMapping()
     except tomllib.TOMLDecodeError as exc:
         reader.problem("mapping_file", f"{str(path)!r} is not valid TOML: {exc}")

@@ -29,7 +29,7 @@ from joserfc.jwk import KeySet
 
 from careid_broker.oidc.client_secrets import SecretHash, parse_secret_hash, verify_secret
 from careid_broker.oidc.errors import OidcConfigError
-from careid_broker.settings import SettingsReader
+from careid_broker.settings import SettingsReader, not_utf8
 
 
 @unique
@@ -162,6 +162,8 @@ def load_clients(
             data = tomllib.load(handle)
     except OSError as exc:
         raise OidcConfigError([f"{path}: cannot read the clients file: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise OidcConfigError([f"{path}: {not_utf8(exc)}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise OidcConfigError([f"{path}: not valid TOML: {exc}"]) from exc
     return clients_from_mapping(

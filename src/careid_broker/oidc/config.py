@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,7 +18,7 @@ from careid_broker.oidc.clients import (
     load_clients,
 )
 from careid_broker.oidc.errors import OidcConfigError
-from careid_broker.settings import SettingsReader
+from careid_broker.settings import SettingsReader, not_utf8
 from careid_broker.store import RetryPolicy
 
 DEFAULT_CLIENTS_FILE = "clients.toml"
@@ -174,19 +175,20 @@ def _organisations(path: Path, problems: list[str]) -> dict[str, str]:
     """`ods_code,name` lines (a header line `ods_code,name` is allowed), by upper-case code."""
     names: dict[str, str] = {}
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            for number, row in enumerate(csv.reader(handle), start=1):
-                if not row or row[0].startswith("#") or (number == 1 and row[0] == "ods_code"):
-                    continue
-                if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                    problems.append(
-                        f"oidc.organisations_file: {path}:{number}: want 'ods_code,name'"
-                    )
-                    continue
-                names[row[0].strip().upper()] = row[1].strip()
+        # Decoded whole, so a byte that is not UTF-8 is named by its line.
+        text = path.read_bytes().decode("utf-8")
+        for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+            if not row or row[0].startswith("#") or (number == 1 and row[0] == "ods_code"):
+                continue
+            if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                problems.append(f"oidc.organisations_file: {path}:{number}: want 'ods_code,name'")
+                continue
+            names[row[0].strip().upper()] = row[1].strip()
     except OSError as exc:
         problems.append(f"oidc.organisations_file: {str(path)!r} cannot be read: {exc.strerror}")
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        problems.append(f"oidc.organisations_file: {path}: {not_utf8(exc)}")
+    except csv.Error as exc:
         problems.append(f"oidc.organisations_file: {path}: {exc}")
     return names
 

@@ -7,6 +7,11 @@ of a TOML table that names every problem at once, below every layer that reads s
 
 from __future__ import annotations
 
-from careid_broker.settings.reader import SettingsReader, did_you_mean, is_attribute_name
+from careid_broker.settings.reader import (
+    SettingsReader,
+    did_you_mean,
+    is_attribute_name,
+    not_utf8,
+)
 
-__all__ = ["SettingsReader", "did_you_mean", "is_attribute_name"]
+__all__ = ["SettingsReader", "did_you_mean", "is_attribute_name", "not_utf8"]

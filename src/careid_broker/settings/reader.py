@@ -34,6 +34,13 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """What to say of a settings file that is not UTF-8 (an editor set to Latin-1): the
+    line, never the bytes, since the file may hold a password."""
+    line = exc.object.count(b"\n", 0, exc.start) + 1
+    return f"is not UTF-8 text (line {line}): save it as UTF-8"
+
+
 _SECRET_WORDS = frozenset({"password", "passphrase"})
 
 

@@ -99,6 +99,7 @@ from careid_broker.store.transactions import (
     TransactionTooLargeError,
     transaction_key,
 )
+from careid_broker.store.urls import driver_problem, shown_url
 
 __all__ = [
     "FIELD_LIMITS",
@@ -182,9 +183,11 @@ __all__ = [
     "create_store",
     "sqlite_file",
     "current_revision",
+    "driver_problem",
     "head_revision",
     "new_opaque_token",
     "schema_is_current",
+    "shown_url",
     "transaction_key",
     "upgrade",
     "utc_now",

@@ -47,6 +47,7 @@ from sqlalchemy.pool import StaticPool
 from careid_broker.store.base import Base, require_aware
 from careid_broker.store.errors import StoreUnavailableError
 from careid_broker.store.models import Heartbeat
+from careid_broker.store.urls import driver_problem, with_broker_driver
 
 log = logging.getLogger(__name__)
 
@@ -566,20 +567,16 @@ def create_store_engine(
 ) -> Engine:
     """The configured Engine alone (used by `create_store` and by migrations)."""
     parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
+    problem = driver_problem(parsed)
+    if problem is not None:
+        raise ValueError(f"unsupported database URL {parsed.drivername}://…: {problem}")
+    parsed = with_broker_driver(parsed)
+    if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, busy_timeout=busy_timeout, echo=echo)
-    if backend == "postgresql":
-        return _postgresql_engine(parsed, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
-    raise ValueError(
-        f"unsupported database URL scheme {parsed.drivername!r}:"
-        " use sqlite:///path/to/broker.db or postgresql+psycopg://…"
-    )
+    return _postgresql_engine(parsed, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
 
 
 def _sqlite_engine(url: URL, *, busy_timeout: timedelta, echo: bool) -> Engine:
-    if url.get_driver_name() not in ("pysqlite", ""):
-        raise ValueError(f"unsupported SQLite driver {url.drivername!r}: use sqlite:///…")
     memory = sqlite_file(url) is None
     kwargs: dict[str, Any] = {"echo": echo}
     if memory:
@@ -645,9 +642,6 @@ def _postgresql_engine(
     """psycopg 3's engine; with `read_only`, for read-only units of work: every
     connection in autocommit (no BEGIN or ROLLBACK round trips) and read-only on the
     server, which refuses any write sent on it."""
-    if url.drivername == "postgresql":
-        # SQLAlchemy's default PostgreSQL driver is psycopg2; the broker ships psycopg 3.
-        url = url.set(drivername="postgresql+psycopg")
     given = url.query.get("options")
     if isinstance(given, tuple):
         given = " ".join(given)
