@@ -10,7 +10,15 @@ import pytest
 from broker_fixtures import BACKENDS
 from broker_support import broker_of
 from card_fixtures import CardAppFactory
-from card_support import ALEX, CardBrowser, CardPki, SimulatedAgent, last_audit, register_card
+from card_support import (
+    ALEX,
+    CardBrowser,
+    CardPki,
+    SimulatedAgent,
+    audits,
+    last_audit,
+    register_card,
+)
 from cryptography import x509
 from flask import Flask
 from oidc_support import OTHER_SECRET, Browser, TestRelyingParty, query_of, unverified_claims
@@ -249,6 +257,33 @@ def test_reports_are_rate_limited_per_client_address(
         "/card/removed", json={"cardSession": "y" * 43}, environ_base={"REMOTE_ADDR": "10.1.2.3"}
     )
     assert other.status_code == 204
+
+
+def test_junk_reports_from_a_shared_address_never_hold_up_a_real_removal(
+    card_app_factory: CardAppFactory, card_pki: CardPki, session_ended: list[EndedSession]
+) -> None:
+    # Workstations behind one NAT address: someone there floods junk reports until the
+    # address is throttled, then a card really leaves its reader.
+    app = card_app_factory(card={"removal_rate_limit": 3, "removal_rate_window_seconds": 60})
+    _, card_session = _card_signin_to_rp(app, card_pki)
+    junk = [_removed(app, {"cardSession": f"junk-junk-junk-{n:04}"}) for n in range(5)]
+    assert [r.status_code for r in junk] == [204, 204, 204, 429, 429]
+
+    real = _removed(app, {"cardSession": card_session})
+    assert (real.status_code, real.get_data()) == (204, b"")
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
+    assert [e.reason for e in session_ended] == ["card_removed"]
+    # Naming nothing now (the session has ended), the same report is a miss like any
+    # other: throttled, and so are bodies refused unread (no audit entry for each).
+    assert _removed(app, {"cardSession": card_session}).status_code == 429
+    audited = len(audits(app, "card.removed"))
+    oversized = app.test_client().post(
+        "/card/removed",
+        data=b'{"cardSession": "' + b"x" * 2000 + b'"}',
+        content_type="application/json",
+    )
+    assert oversized.status_code == 429
+    assert len(audits(app, "card.removed")) == audited
 
 
 def test_the_window_limiter_counts_per_key_and_forgets_old_windows() -> None:
