@@ -220,9 +220,13 @@ def test_without_a_pki_section_card_sign_in_says_it_is_unavailable(
     text = page.get_data(as_text=True)
     assert "card-signin.js" not in text and "data-challenge-url" not in text
     assert "connect-src" not in page.headers["Content-Security-Policy"]
-    response = card_browser.challenge()
-    assert response.status_code == 501
-    assert response.get_json()["error"] == "card_signin_unavailable"
+    for path in ("/card/challenge", "/card/authenticate"):
+        response = card_browser.post_json(path, {"tx": None})
+        assert response.status_code == 501
+        assert response.get_json()["error"] == "card_signin_unavailable"
+        entry = last_audit(app, "signin.card")
+        assert entry.outcome is Outcome.FAILURE and entry.error_code == "card_signin_unavailable"
+        assert entry.details["endpoint"] == path[1:].replace("/", ".")
     fallback = card_browser.client.get("/login/card")
     assert fallback.status_code == 501
     assert "card_signin_unavailable" in fallback.get_data(as_text=True)

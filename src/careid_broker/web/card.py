@@ -122,7 +122,7 @@ def _precheck(card: CardServices) -> Response | None:
         )
         return json_refusal(BrokerCode.REQUEST_NOT_SAME_ORIGIN)
     if not card.available:
-        return json_refusal(BrokerCode.CARD_SIGNIN_UNAVAILABLE)
+        return _request_refused(BrokerCode.CARD_SIGNIN_UNAVAILABLE, "no [pki] section")
     return None
 
 
@@ -138,21 +138,23 @@ def challenge() -> Response:
     except RefusedBodyError as exc:
         return refuse_body(exc, EVENT_CARD)
     if body is None:
-        return json_refusal(BrokerCode.REQUEST_INVALID)
+        return _request_refused(BrokerCode.REQUEST_INVALID, "not a JSON object")
     try:
         # Whether the transaction is still pending is read once, in the challenge's
         # own write (`issue`).
         bound = _binding(body.get("tx"), create_local=True, read_state=False)
         issued = current_broker().repos.challenges.issue(bound.transaction_id)
     except BrokerError as exc:
-        return _challenge_refused(exc.code, exc.detail)
+        return _request_refused(exc.code, exc.detail)
     if issued is None:
-        return _challenge_refused(BrokerCode.OIDC_SIGNIN_EXPIRED, "login transaction not pending")
+        return _request_refused(BrokerCode.OIDC_SIGNIN_EXPIRED, "login transaction not pending")
     return jsonify({"challenge": issued.challenge, "expiresAt": rfc3339(issued.expires_at)})
 
 
-def _challenge_refused(code: Code, detail: str | None) -> Response:
-    """No challenge: audited (a transaction from another browser may be an attack)."""
+def _request_refused(code: Code, detail: str | None) -> Response:
+    """A card request refused before any card was looked at: audited like every refusal
+    (a transaction from another browser may be an attack). Each costs the sender a
+    request past the CSRF and same-origin checks, whose own refusals are audited too."""
     current_broker().audit(
         EVENT_CARD,
         outcome=Outcome.FAILURE,
