@@ -67,7 +67,9 @@ class AgentConfig:
     max_event_streams: int = 8
     event_keepalive: float = 15.0
     removal_notice_timeout: float = 3.0
-    removal_notice_attempts: int = 3
+    removal_notice_attempts: int = 10
+    removal_notice_patience: float = 120.0
+    """How long a removal notice is tried for: a lost one leaves a session open."""
     log_level: str = "info"
     log_file: Path | None = None
     """Also log here (rotated); a background agent has no terminal to log to."""
@@ -237,6 +239,7 @@ _KEYS = frozenset(
         "event_keepalive_seconds",
         "removal_notice_timeout_seconds",
         "removal_notice_attempts",
+        "removal_notice_patience_seconds",
         "log_level",
         "log_file",
     }
@@ -325,7 +328,10 @@ def parse_config(
         removal_notice_timeout=_number(
             merged, "removal_notice_timeout_seconds", 3, 0.5, 30, problems
         ),
-        removal_notice_attempts=_integer(merged, "removal_notice_attempts", 3, 1, 10, problems),
+        removal_notice_attempts=_integer(merged, "removal_notice_attempts", 10, 1, 20, problems),
+        removal_notice_patience=_number(
+            merged, "removal_notice_patience_seconds", 120, 1, 600, problems
+        ),
         log_level=_choice(merged, "log_level", "info", LOG_LEVELS, problems),
         log_file=_expand(log_file) if log_file else None,
         dev=dev,

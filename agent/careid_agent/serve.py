@@ -76,6 +76,7 @@ class Agent:
             post=post,
             timeout=config.removal_notice_timeout,
             attempts=config.removal_notice_attempts,
+            patience=config.removal_notice_patience,
         )
         self.service = AgentService(
             cards=self.cards,

@@ -7,13 +7,16 @@ insertion, S); when that card leaves the reader it tells each origin
 the person out of its web apps — the "tap out" of a shared clinical workstation.
 
 Notices go only to allow-listed origins (checked again when sending), never follow
-redirects, retry a few times with a short timeout, and run on their own threads so a slow
-broker never delays the card watcher. S is a bearer reference to someone's session, so it
-is never logged; a short fingerprint stands in for it.
+redirects, and run on their own threads so a slow broker never delays the card watcher.
+A notice lost is a session left open on a shared workstation, so a busy or briefly
+unreachable broker is tried again, with growing pauses and never sooner than its
+`Retry-After` asks, for a bounded while (`patience`). S is a bearer reference to
+someone's session, so it is never logged; a short fingerprint stands in for it.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import logging
@@ -26,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from careid_agent.errors import InvalidCardSessionError
 
@@ -115,8 +119,37 @@ class CardSessions:
             return sum(len(s) for s in self._by_card.values())
 
 
-Poster = Callable[[str, bytes, float], int]
-"""POST a JSON body to a URL with a timeout; the HTTP status (raises OSError on failure)."""
+#: `Retry-After` as delay-seconds (RFC 9110 §10.2.3); the other form is an HTTP-date.
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoticeAnswer:
+    """What an origin answered a notice: its HTTP status, and how long it asked the
+    agent to wait before trying again (`Retry-After`, in seconds), if it did."""
+
+    status: int
+    retry_after: float | None = None
+
+
+Poster = Callable[[str, bytes, float], NoticeAnswer]
+"""POST a JSON body to a URL with a timeout; the answer (raises OSError on failure)."""
+
+
+def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
+    """A `Retry-After` value in seconds from `now`; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": a date with no zone it can be read in
+        return None
+    return max(0.0, (when - now).total_seconds())
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -128,8 +161,8 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
-def post_json(url: str, body: bytes, timeout: float) -> int:
-    """POST with urllib (system proxies and CA store); the status code."""
+def post_json(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+    """POST with urllib (system proxies and CA store); the status and `Retry-After`."""
     request = urllib.request.Request(  # noqa: S310 - the URL is an allow-listed origin
         url,
         data=body,
@@ -138,14 +171,25 @@ def post_json(url: str, body: bytes, timeout: float) -> int:
     )
     try:
         with _OPENER.open(request, timeout=timeout) as response:
-            return int(response.status)
+            status, headers = int(response.status), response.headers
     except urllib.error.HTTPError as exc:
         exc.close()
-        return int(exc.code)
+        status, headers = int(exc.code), exc.headers
+    now = datetime.now(UTC)
+    return NoticeAnswer(
+        status=status, retry_after=retry_after_seconds(headers.get("Retry-After"), now=now)
+    )
 
 
 class RemovalNotifier:
-    """Sends `card/removed` notices, with retries, on a small thread pool."""
+    """Sends `card/removed` notices, with retries, on a small thread pool.
+
+    A notice is tried up to `attempts` times, for at most `patience` seconds after its
+    first try: pauses double from `backoff` up to `max_backoff`, and are at least what
+    the origin's `Retry-After` asks. An origin that asks for a pause past `patience` is
+    given up on at once. Closing the notifier cuts the pauses short: each notice still
+    pending gets one last try, so stopping the agent never waits out a pause.
+    """
 
     def __init__(
         self,
@@ -153,17 +197,24 @@ class RemovalNotifier:
         is_allowed: Callable[[str], bool],
         post: Poster = post_json,
         timeout: float = 3.0,
-        attempts: int = 3,
+        attempts: int = 10,
+        patience: float = 120.0,
         backoff: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
+        max_backoff: float = 15.0,
+        sleep: Callable[[float], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
         workers: int = 4,
     ) -> None:
         self._is_allowed = is_allowed
         self._post = post
         self._timeout = timeout
         self._attempts = attempts
+        self._patience = patience
         self._backoff = backoff
-        self._sleep = sleep
+        self._max_backoff = max_backoff
+        self._closing = threading.Event()
+        self._sleep = sleep or self._closing.wait
+        self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="careid-removed")
 
     def notify(self, sessions: Iterable[CardSession]) -> list[Future[bool]]:
@@ -171,7 +222,8 @@ class RemovalNotifier:
         return [self._pool.submit(self._send, session) for session in sessions]
 
     def close(self, wait: bool = True) -> None:
-        """Stop taking notices; with `wait`, finish those queued first."""
+        """Stop taking notices; with `wait`, give those pending one last try first."""
+        self._closing.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def _send(self, session: CardSession) -> bool:
@@ -185,12 +237,16 @@ class RemovalNotifier:
             return False
         url = f"{session.origin}/card/removed"
         body = json.dumps({"cardSession": session.card_session}).encode("ascii")
+        deadline = self._clock() + self._patience
         for attempt in range(1, self._attempts + 1):
+            last = attempt == self._attempts or self._closing.is_set()
+            pause = min(self._backoff * 2 ** (attempt - 1), self._max_backoff)
             try:
-                status = self._post(url, body, self._timeout)
+                answer = self._post(url, body, self._timeout)
             except (OSError, ValueError) as exc:  # refused, timed out, TLS, bad URL
                 log.info("card/removed to %s failed (try %d): %s", session.origin, attempt, exc)
             else:
+                status = answer.status
                 if 200 <= status < 300:
                     log.info("told %s that card session %s ended", session.origin, tag)
                     return True
@@ -200,7 +256,18 @@ class RemovalNotifier:
                     )
                     return False
                 log.info("card/removed to %s: HTTP %d (try %d)", session.origin, status, attempt)
-            if attempt < self._attempts:
-                self._sleep(self._backoff * 2 ** (attempt - 1))
+                if answer.retry_after is not None:
+                    pause = max(pause, answer.retry_after)
+            if last:
+                break
+            if self._clock() + pause > deadline:
+                log.info(
+                    "card/removed to %s: the next try (in %.1f s) is past the %g s allowed",
+                    session.origin,
+                    pause,
+                    self._patience,
+                )
+                break
+            self._sleep(pause)
         log.warning("could not tell %s that card session %s ended", session.origin, tag)
         return False

@@ -17,6 +17,7 @@ from agent_service_support import ORIGIN, QuietSource, Reply, call, new_challeng
 from careid_agent.config import AgentConfig
 from careid_agent.pin import PinEntry
 from careid_agent.serve import Agent
+from careid_agent.sessions import NoticeAnswer
 from careid_agent.signings import SIGNING_HEADER, Signings
 from careid_agent.watcher import CardEvent, CardEventType
 
@@ -97,10 +98,10 @@ def station() -> Iterator[Workstation]:
     config = AgentConfig(port=0, allowed_origins=(ORIGIN, OTHER), dev=True)
     holder: list[Workstation] = []
 
-    def post(url: str, body: bytes, timeout: float) -> int:
+    def post(url: str, body: bytes, timeout: float) -> NoticeAnswer:
         with holder[0].lock:
             holder[0].notices.append((url, json.loads(body)["cardSession"]))
-        return 204
+        return NoticeAnswer(status=204)
 
     agent = Agent(
         config,

@@ -16,9 +16,11 @@ from careid_agent.errors import CardError, InvalidCardSessionError, NoReaderErro
 from careid_agent.sessions import (
     CardSession,
     CardSessions,
+    NoticeAnswer,
     RemovalNotifier,
     check_card_session,
     post_json,
+    retry_after_seconds,
 )
 from careid_agent.transport import ReaderInfo
 from careid_agent.watcher import CardEvent, CardWatcher, diff
@@ -164,16 +166,49 @@ def test_a_card_seen_again_under_the_same_id_may_keep_sessions_again() -> None:
 
 
 class Recorder:
-    def __init__(self, *statuses: int | Exception) -> None:
+    """A poster answering from a script (its last answer again once the script ends)."""
+
+    def __init__(self, *statuses: int | NoticeAnswer | Exception) -> None:
         self.statuses = list(statuses)
         self.calls: list[tuple[str, bytes, float]] = []
 
-    def __call__(self, url: str, body: bytes, timeout: float) -> int:
+    def __call__(self, url: str, body: bytes, timeout: float) -> NoticeAnswer:
         self.calls.append((url, body, timeout))
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         if isinstance(status, Exception):
             raise status
-        return status
+        return status if isinstance(status, NoticeAnswer) else NoticeAnswer(status=status)
+
+
+class Pauses:
+    """The notifier's sleep and clock: a pause is recorded and moves the clock on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.taken: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.taken.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+def _notify_once(post: Recorder, **settings: Any) -> tuple[bool, list[float]]:
+    """Send one notice with `settings`; whether it was delivered, and the pauses taken."""
+    pauses = Pauses()
+    notifier = RemovalNotifier(
+        is_allowed=lambda origin: True,
+        post=post,
+        sleep=pauses.sleep,
+        clock=pauses.clock,
+        **settings,
+    )
+    (future,) = notifier.notify([_session("card-1")])
+    delivered = future.result(timeout=5)
+    notifier.close()
+    return delivered, pauses.taken
 
 
 @pytest.mark.parametrize(
@@ -204,6 +239,52 @@ def test_removal_notices_retry_then_give_up(
         1.5,
     )
     assert sleeps == [0.5, 1.0][: attempts - 1]
+
+
+def test_a_notice_outlasts_a_broker_restart() -> None:
+    # Unreachable for half a minute (a restart, a failover): the notice still arrives.
+    post = Recorder(*[ConnectionRefusedError()] * 6, 204)
+    delivered, pauses = _notify_once(post)
+    assert delivered and len(post.calls) == 7
+    assert pauses == [0.5, 1.0, 2.0, 4.0, 8.0, 15.0]
+
+
+def test_a_notice_waits_as_long_as_retry_after_asks() -> None:
+    post = Recorder(
+        NoticeAnswer(status=429, retry_after=40.0),
+        NoticeAnswer(status=503, retry_after=0.0),  # never sooner than the agent's own pause
+        204,
+    )
+    delivered, pauses = _notify_once(post)
+    assert delivered and pauses == [40.0, 1.0]
+
+
+def test_a_notice_is_given_up_once_its_patience_runs_out() -> None:
+    post = Recorder(503)
+    delivered, pauses = _notify_once(post, patience=30.0, attempts=20)
+    # 0.5 + 1 + 2 + 4 + 8 = 15.5 s; the next pause (15 s) would end past 30 s.
+    assert not delivered and pauses == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert len(post.calls) == 6
+    # Asked to wait longer than it may, it gives up at once rather than try too soon.
+    post = Recorder(NoticeAnswer(status=429, retry_after=600.0))
+    delivered, pauses = _notify_once(post)
+    assert not delivered and pauses == [] and len(post.calls) == 1
+
+
+def test_closing_the_notifier_cuts_a_pause_short_with_one_last_try() -> None:
+    answered = threading.Event()
+
+    def post(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+        status = 503 if not answered.is_set() else 204
+        answered.set()
+        return NoticeAnswer(status=status, retry_after=3600.0 if status == 503 else None)
+
+    # Its own pauses (no sleep given): the first one would last an hour.
+    notifier = RemovalNotifier(is_allowed=lambda origin: True, post=post, patience=7200.0)
+    (future,) = notifier.notify([_session("card-1")])
+    assert answered.wait(timeout=5)
+    notifier.close(wait=True)  # the agent stopping
+    assert future.result(timeout=0) is True
 
 
 def test_removal_notices_go_to_allowed_origins_only() -> None:
@@ -243,10 +324,40 @@ def test_post_json_never_follows_a_redirect() -> None:
     broker, broker_seen = _server(307, {"Location": target})
     try:
         url = f"http://127.0.0.1:{broker.server_address[1]}/card/removed"
-        assert post_json(url, b'{"cardSession": "x"}', 2.0) == 307
+        assert post_json(url, b'{"cardSession": "x"}', 2.0) == NoticeAnswer(status=307)
         assert broker_seen == [("/card/removed", b'{"cardSession": "x"}')]
         assert elsewhere_seen == []  # the reference did not travel on
     finally:
         for server in (elsewhere, broker):
             server.shutdown()
             server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "seconds"),
+    [
+        (429, "7", 7.0),
+        (503, "Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date gone by: no wait
+        (503, "soon", None),
+        (204, None, None),
+    ],
+)
+def test_post_json_reads_retry_after(
+    status: int, header: str | None, seconds: float | None
+) -> None:
+    broker, seen = _server(status, {"Retry-After": header} if header else {})
+    try:
+        url = f"http://127.0.0.1:{broker.server_address[1]}/card/removed"
+        assert post_json(url, b"{}", 2.0) == NoticeAnswer(status=status, retry_after=seconds)
+        assert len(seen) == 1
+    finally:
+        broker.shutdown()
+        broker.server_close()
+
+
+def test_retry_after_is_delay_seconds_or_an_http_date() -> None:
+    now = dt.datetime(2026, 11, 21, 9, 30, tzinfo=dt.UTC)
+    assert retry_after_seconds(" 60 ", now=now) == 60.0
+    assert retry_after_seconds("Sat, 21 Nov 2026 09:31:30 GMT", now=now) == 90.0
+    for unreadable in (None, "", "-1", "1.5", "1e3", "٣", "Sat, 21 Nov 2026 09:31:30 -0000"):
+        assert retry_after_seconds(unreadable, now=now) is None, unreadable

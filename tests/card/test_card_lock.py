@@ -3,18 +3,31 @@ out (well within 2 s); any other report changes nothing and is answered the same
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from broker_fixtures import BACKENDS
 from broker_support import broker_of
 from card_fixtures import CardAppFactory
-from card_support import ALEX, CardBrowser, CardPki, SimulatedAgent, last_audit, register_card
+from card_support import (
+    ALEX,
+    CardBrowser,
+    CardPki,
+    SimulatedAgent,
+    audits,
+    last_audit,
+    register_card,
+)
 from cryptography import x509
 from flask import Flask
 from oidc_support import OTHER_SECRET, Browser, TestRelyingParty, query_of, unverified_claims
+from werkzeug.serving import make_server
 
+from careid_agent.sessions import CardSession, NoticeAnswer, RemovalNotifier, post_json
 from careid_broker.admin.reasons import Reason, RemovalReason
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
@@ -249,6 +262,80 @@ def test_reports_are_rate_limited_per_client_address(
         "/card/removed", json={"cardSession": "y" * 43}, environ_base={"REMOTE_ADDR": "10.1.2.3"}
     )
     assert other.status_code == 204
+
+
+def test_junk_reports_from_a_shared_address_never_hold_up_a_real_removal(
+    card_app_factory: CardAppFactory, card_pki: CardPki, session_ended: list[EndedSession]
+) -> None:
+    # Workstations behind one NAT address: someone there floods junk reports until the
+    # address is throttled, then a card really leaves its reader.
+    app = card_app_factory(card={"removal_rate_limit": 3, "removal_rate_window_seconds": 60})
+    _, card_session = _card_signin_to_rp(app, card_pki)
+    junk = [_removed(app, {"cardSession": f"junk-junk-junk-{n:04}"}) for n in range(5)]
+    assert [r.status_code for r in junk] == [204, 204, 204, 429, 429]
+
+    real = _removed(app, {"cardSession": card_session})
+    assert (real.status_code, real.get_data()) == (204, b"")
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
+    assert [e.reason for e in session_ended] == ["card_removed"]
+    # Naming nothing now (the session has ended), the same report is a miss like any
+    # other: throttled, and so are bodies refused unread (no audit entry for each).
+    assert _removed(app, {"cardSession": card_session}).status_code == 429
+    audited = len(audits(app, "card.removed"))
+    oversized = app.test_client().post(
+        "/card/removed",
+        data=b'{"cardSession": "' + b"x" * 2000 + b'"}',
+        content_type="application/json",
+    )
+    assert oversized.status_code == 429
+    assert len(audits(app, "card.removed")) == audited
+
+
+@contextmanager
+def _served(app: Flask) -> Iterator[str]:
+    """The broker over real HTTP on 127.0.0.1 (the test client's address too); its origin."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_the_agents_notice_gets_through_a_flooded_address_and_heeds_retry_after(
+    card_app_factory: CardAppFactory, card_pki: CardPki, session_ended: list[EndedSession]
+) -> None:
+    app = card_app_factory(card={"removal_rate_limit": 3, "removal_rate_window_seconds": 600})
+    _, card_session = _card_signin_to_rp(app, card_pki)
+    for n in range(4):  # junk from the workstation's shared address, until throttled
+        _removed(app, {"cardSession": f"junk-junk-junk-{n:04}"})
+    answers: list[NoticeAnswer] = []
+
+    def post(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+        answers.append(post_json(url, body, timeout))
+        return answers[-1]
+
+    with _served(app) as origin:
+        notifier = RemovalNotifier(is_allowed=lambda o: o == origin, post=post, patience=60.0)
+        session = CardSession(
+            origin=origin, insertion_id="card-1", reader="R", card_session=card_session
+        )
+        (ended,) = notifier.notify([session])
+        assert ended.result(timeout=10) is True
+        # Sent again it names nothing and is throttled: the broker asks for the rest of
+        # its ten-minute window, longer than the agent may wait, so it gives up at once
+        # rather than try again sooner.
+        (again,) = notifier.notify([session])
+        assert again.result(timeout=10) is False
+        notifier.close()
+    assert [a.status for a in answers] == [204, 429]
+    retry_after = answers[1].retry_after
+    assert retry_after is not None and retry_after > 60
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
+    assert [e.reason for e in session_ended] == ["card_removed"]
 
 
 def test_the_window_limiter_counts_per_key_and_forgets_old_windows() -> None:

@@ -215,6 +215,24 @@ def test_a_token_that_is_not_an_object_or_too_large_is_refused(
     assert response.status_code == 400 and _code(response) == "token_malformed"
 
 
+@pytest.mark.parametrize("body", [b"[]", b'"x"', b"not json", b"{"])
+def test_a_challenge_request_that_is_no_json_object_is_refused_and_audited(
+    card_app: Flask, card_browser: CardBrowser, body: bytes
+) -> None:
+    card_browser.open_login()
+    before = len(audits(card_app, "signin.card"))
+    response = card_browser.client.post(
+        "/card/challenge",
+        data=body,
+        headers=card_browser.headers(**{"Content-Type": "application/json"}),
+    )
+    assert response.status_code == 400 and _code(response) == "request_invalid"
+    assert len(audits(card_app, "signin.card")) == before + 1  # this refusal's own
+    refusal = last_audit(card_app, "signin.card")
+    assert refusal.outcome == "failure" and refusal.error_code == "request_invalid"
+    assert refusal.details["endpoint"] == "card.challenge"
+
+
 @pytest.mark.parametrize(
     "headers",
     [

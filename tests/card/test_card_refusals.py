@@ -20,6 +20,7 @@ from card_support import (
     register_card,
 )
 from flask import Flask
+from ldap3 import MODIFY_DELETE, Connection
 from oidc_support import Browser, query_of
 
 from careid_broker.admin.reasons import Reason, RemovalReason
@@ -170,6 +171,46 @@ def test_a_card_linked_to_an_account_the_directory_gives_another_identity_is_ref
     assert broker_of(card_app).repos.sessions.active_for_account(LEE[0]) == []
 
 
+@pytest.fixture
+def naming_none(card_app_factory: CardAppFactory, own_slapd: Slapd) -> Flask:
+    """A broker whose directory names no Care Identity for Alex's account."""
+    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
+    try:
+        assert admin.modify(
+            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            {"careidCareIdentityUuid": [(MODIFY_DELETE, [])]},
+        )
+    finally:
+        admin.unbind()
+    return card_app_factory(directory_slapd=own_slapd)
+
+
+def test_a_card_the_directory_gives_to_another_account_does_not_sign_in_to_one_naming_none(
+    naming_none: Flask, card_pki: CardPki
+) -> None:
+    # A link made before the directory recorded Lee's Care Identity on Lee's account:
+    # registration would refuse it now, and so does every sign-in.
+    app = naming_none
+    register_card(app, card_pki.agent("lee"), ALEX[0])
+    response = _refused(app, CardBrowser(app.test_client()), "lee", card_pki)
+    _assert_refusal(app, response, BrokerCode.CARD_IDENTITY_MISMATCH, 403)
+    assert broker_of(app).repos.sessions.active_for_card(LEE[1]) == []
+    entry = last_audit(app, "signin.card")
+    assert entry.subject == ALEX[0] and entry.details["uuid"] == LEE[1]
+
+
+def test_a_card_the_directory_gives_to_no_other_account_signs_in_to_one_naming_none(
+    naming_none: Flask, card_pki: CardPki
+) -> None:
+    app = naming_none
+    register_card(app, card_pki.agent("alex"), ALEX[0])
+    card_browser = CardBrowser(app.test_client())
+    card_browser.open_login()
+    response = card_browser.sign_in(card_pki.agent("alex"))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert broker_of(app).repos.sessions.active_for_card(ALEX[1])
+
+
 def test_without_a_pki_section_card_sign_in_says_it_is_unavailable(
     card_app_factory: CardAppFactory,
 ) -> None:
@@ -179,9 +220,13 @@ def test_without_a_pki_section_card_sign_in_says_it_is_unavailable(
     text = page.get_data(as_text=True)
     assert "card-signin.js" not in text and "data-challenge-url" not in text
     assert "connect-src" not in page.headers["Content-Security-Policy"]
-    response = card_browser.challenge()
-    assert response.status_code == 501
-    assert response.get_json()["error"] == "card_signin_unavailable"
+    for path in ("/card/challenge", "/card/authenticate"):
+        response = card_browser.post_json(path, {"tx": None})
+        assert response.status_code == 501
+        assert response.get_json()["error"] == "card_signin_unavailable"
+        entry = last_audit(app, "signin.card")
+        assert entry.outcome is Outcome.FAILURE and entry.error_code == "card_signin_unavailable"
+        assert entry.details["endpoint"] == path[1:].replace("/", ".")
     fallback = card_browser.client.get("/login/card")
     assert fallback.status_code == 501
     assert "card_signin_unavailable" in fallback.get_data(as_text=True)

@@ -23,6 +23,7 @@ from careid_devkit.slapd import Slapd
 
 IDENTITY_DN = f"careidUuid={ALEX[1]},ou=careidentities,dc=nhs,dc=example"
 ACCOUNT_DN = "uid=alex.morgan,ou=people,dc=nhs,dc=example"
+LEE_DN = "uid=lee.admin,ou=people,dc=nhs,dc=example"
 
 
 def _modify(slapd: Slapd, dn: str, changes: dict[str, Any]) -> None:
@@ -93,3 +94,25 @@ def test_single_sign_on_keeps_the_claims_of_the_card_that_signed_in(
     _modify(own_slapd, ACCOUNT_DN, {"careidCareIdentityUuid": [(MODIFY_REPLACE, ["555000000002"])]})
     silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
     assert query_of(silent.location).get("error") == "login_required", silent.location
+
+
+def test_a_card_session_ends_when_the_directory_gives_its_care_identity_to_another_account(
+    signed_in: tuple[Flask, Browser], own_slapd: Slapd
+) -> None:
+    app, rp = signed_in
+    # Alex's account stops naming a Care Identity: the card's session carries on (above).
+    _modify(own_slapd, ACCOUNT_DN, {"careidCareIdentityUuid": [(MODIFY_DELETE, [])]})
+    silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
+    tokens = rp.redeem(silent).get_json()
+    assert _claims(tokens["id_token"])["nhsid_useruid"] == ALEX[1]
+
+    # The Registration Authority records the card's Care Identity on another account: the
+    # card is that person's now, as a new card sign-in or registration would find.
+    _modify(own_slapd, LEE_DN, {"careidCareIdentityUuid": [(MODIFY_REPLACE, [ALEX[1]])]})
+    silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
+    assert query_of(silent.location).get("error") == "login_required", silent.location
+    refused = rp.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    ended = last_audit(app, "session.end")
+    assert ended.subject == ALEX[0] and ended.details["reason"] == "account_refused"
+    assert "card_identity_mismatch" in str(ended.details)

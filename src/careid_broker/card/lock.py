@@ -3,9 +3,12 @@
 The agent reports `POST /card/removed {"cardSession": S}` with no cookie: S is the only
 credential, a 256-bit secret handed to the agent at sign-in and kept in the store only
 as a hash. Whatever the report names — an active session, an ended one, nothing at all —
-the answer is the same, so the endpoint reveals nothing. Because it is unauthenticated
-it is rate-limited per client address (`WindowLimiter`), to keep a flood from becoming
-database load; S itself cannot be guessed.
+the answer is the same, so the endpoint reveals nothing. Because it is unauthenticated,
+reports that end nothing are rate-limited per client address (`WindowLimiter`); S itself
+cannot be guessed. A report that ends a session is never refused, so junk sent from one
+workstation behind a shared NAT address cannot keep another's card removal from ending
+its session; past the limit the answers differ (204 for it, 429 for junk), which tells
+only that the report has just ended the session it named.
 """
 
 from __future__ import annotations
@@ -68,8 +71,8 @@ class _Window:
 class WindowLimiter:
     """At most `limit` events per key in each fixed window, counted in this process.
 
-    In memory on purpose: the point is to keep a flood off the database, so counting in
-    the database would defeat it. With several workers each allows `limit`.
+    In memory on purpose: the point is to turn a flood away cheaply, so counting in the
+    database would defeat it. With several workers each allows `limit`.
     """
 
     def __init__(

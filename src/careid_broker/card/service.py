@@ -30,6 +30,7 @@ from careid_broker.directory import CareIdentity, Directory, MailAccount
 from careid_broker.errors import BrokerError, CertificateRevokedError
 from careid_broker.pki import TrustedCertificate, ValidatedCertificate, identify
 from careid_broker.pki.crl import RevokedHandler
+from careid_broker.signin.standing import check_card_is_accounts
 from careid_broker.store import (
     CardChallenges,
     ChallengeOutcome,
@@ -275,14 +276,10 @@ class CardSignin:
                 raise CardRefusal(BrokerCode.CARD_ACCOUNT_MISSING, facts=facts)
             facts = replace(facts, org_code=account.org_code or registration.org_code)
             self._directory.check_account(account)
-            if account.care_identity_uuid and account.care_identity_uuid != card.uuid:
-                # The RP's claims come from the account's Care Identity: they must be
-                # the card's, or the RP would be told about someone else's roles.
-                raise CardRefusal(
-                    BrokerCode.CARD_IDENTITY_MISMATCH,
-                    facts=facts,
-                    detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
-                )
+            # The RP's claims come from the card's Care Identity: the account must name
+            # no other, and the directory must not record the card's on another account
+            # (a link made before it did, which registration would refuse now).
+            check_card_is_accounts(self._directory, account, card.uuid)
             identity = self._directory.check_care_identity(
                 self._directory.find_care_identity(card.uuid)
             )

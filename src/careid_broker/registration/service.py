@@ -38,6 +38,7 @@ from careid_broker.registration.state import (
     to_request,
 )
 from careid_broker.signin.password import PasswordSignin
+from careid_broker.signin.standing import check_card_is_accounts
 from careid_broker.store import (
     CardChallenges,
     IssuedChallenge,
@@ -267,20 +268,9 @@ class RegistrationService:
         names none leaves the person's confirmation (step 3) to decide, unless the
         directory links the card's Care Identity to another account: then the card is
         that person's (a known password and one's own card must not make an AAL3 link).
+        Card sign-in and a card session's later checks apply the same rule.
         """
-        if account.care_identity_uuid:
-            if account.care_identity_uuid != uuid:
-                raise BrokerError(
-                    BrokerCode.CARD_IDENTITY_MISMATCH,
-                    detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
-                )
-            return
-        owner = self._directory.find_account_by_uuid(uuid)
-        if owner is not None and normalise_mail(owner.mail) != normalise_mail(account.mail):
-            raise BrokerError(
-                BrokerCode.CARD_IDENTITY_MISMATCH,
-                detail=f"the directory links Care Identity {uuid} to {owner.dn}",
-            )
+        check_card_is_accounts(self._directory, account, uuid)
 
     def _check_conflicts(self, account: MailAccount, uuid: str) -> None:
         """Refuse early what the store would refuse at confirmation (it still decides)."""

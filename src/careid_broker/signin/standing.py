@@ -6,8 +6,9 @@ afresh and applies the same rules a new sign-in would:
 
 - the mail account exists and may sign in (enabled, not expired, current AUP accepted);
 - for a session a card opened, the Care Identity of that card exists and is active, and
-  the account names no other Care Identity. Its claims come from the card's Care
-  Identity, as they did at the sign-in, not from whatever the account names.
+  the card is the account's (`check_card_is_accounts`, the rule card sign-in and
+  registration apply too). Its claims come from the card's Care Identity, as they did
+  at the sign-in, not from whatever the account names.
 
 A refusal is the directory's `BrokerError` (`care_identity_inactive`,
 `account_disabled`…); a directory that cannot be read raises
@@ -19,6 +20,30 @@ from __future__ import annotations
 from careid_broker.codes import BrokerCode
 from careid_broker.directory import CareIdentity, Directory, MailAccount
 from careid_broker.errors import BrokerError, InvalidCredentialsError
+from careid_broker.store.subjects import normalise_mail
+
+
+def check_card_is_accounts(directory: Directory, account: MailAccount, card_uuid: str) -> None:
+    """Refuse (`card_identity_mismatch`) a card the directory says is someone else's.
+
+    The account names its Care Identity: the card must be that one (the relying parties'
+    claims come from it). An account that names none may use a card the directory gives
+    to no one else; one it records on another account is that person's, whatever link
+    the broker holds. Only an account naming none costs a second search.
+    """
+    if account.care_identity_uuid:
+        if account.care_identity_uuid != card_uuid:
+            raise BrokerError(
+                BrokerCode.CARD_IDENTITY_MISMATCH,
+                detail=f"the directory links {account.dn} to {account.care_identity_uuid}",
+            )
+        return
+    owner = directory.find_account_by_uuid(card_uuid)
+    if owner is not None and normalise_mail(owner.mail) != normalise_mail(account.mail):
+        raise BrokerError(
+            BrokerCode.CARD_IDENTITY_MISMATCH,
+            detail=f"the directory links Care Identity {card_uuid} to {owner.dn}",
+        )
 
 
 def session_standing(
@@ -33,9 +58,5 @@ def session_standing(
         # A password session: the Care Identity the account names, for its claims.
         uuid = account.care_identity_uuid
         return account, directory.find_care_identity(uuid) if uuid else None
-    if account.care_identity_uuid and account.care_identity_uuid != card_uuid:
-        raise BrokerError(
-            BrokerCode.CARD_IDENTITY_MISMATCH,
-            detail=f"the directory now links {account.dn} to {account.care_identity_uuid}",
-        )
+    check_card_is_accounts(directory, account, card_uuid)
     return account, directory.check_care_identity(directory.find_care_identity(card_uuid))

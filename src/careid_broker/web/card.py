@@ -3,7 +3,8 @@
 - `POST /card/challenge` `{"tx": T|null}` → `{"challenge": C, "expiresAt": RFC3339}`
 - `POST /card/authenticate` `{"tx": T|null, "challenge": C, "token": {careid-auth:1}}`
   → `{"redirect": URL, "cardSession": S|null}` or 4xx/5xx `{"error", "message", …}`
-- `POST /card/removed` `{"cardSession": S}` (the agent; no cookie, no CSRF) → 204
+- `POST /card/removed` `{"cardSession": S}` (the agent; no cookie, no CSRF) → 204, or
+  429 for an address sending too many reports that end nothing
 - `GET /card/agent-help`: how to install and start the agent.
 
 The first two are same-origin script calls: CSRF token in `X-CSRF-Token`, `Origin` /
@@ -121,7 +122,7 @@ def _precheck(card: CardServices) -> Response | None:
         )
         return json_refusal(BrokerCode.REQUEST_NOT_SAME_ORIGIN)
     if not card.available:
-        return json_refusal(BrokerCode.CARD_SIGNIN_UNAVAILABLE)
+        return _request_refused(BrokerCode.CARD_SIGNIN_UNAVAILABLE, "no [pki] section")
     return None
 
 
@@ -137,21 +138,23 @@ def challenge() -> Response:
     except RefusedBodyError as exc:
         return refuse_body(exc, EVENT_CARD)
     if body is None:
-        return json_refusal(BrokerCode.REQUEST_INVALID)
+        return _request_refused(BrokerCode.REQUEST_INVALID, "not a JSON object")
     try:
         # Whether the transaction is still pending is read once, in the challenge's
         # own write (`issue`).
         bound = _binding(body.get("tx"), create_local=True, read_state=False)
         issued = current_broker().repos.challenges.issue(bound.transaction_id)
     except BrokerError as exc:
-        return _challenge_refused(exc.code, exc.detail)
+        return _request_refused(exc.code, exc.detail)
     if issued is None:
-        return _challenge_refused(BrokerCode.OIDC_SIGNIN_EXPIRED, "login transaction not pending")
+        return _request_refused(BrokerCode.OIDC_SIGNIN_EXPIRED, "login transaction not pending")
     return jsonify({"challenge": issued.challenge, "expiresAt": rfc3339(issued.expires_at)})
 
 
-def _challenge_refused(code: Code, detail: str | None) -> Response:
-    """No challenge: audited (a transaction from another browser may be an attack)."""
+def _request_refused(code: Code, detail: str | None) -> Response:
+    """A card request refused before any card was looked at: audited like every refusal
+    (a transaction from another browser may be an attack). Each costs the sender a
+    request past the CSRF and same-origin checks, whose own refusals are audited too."""
     current_broker().audit(
         EVENT_CARD,
         outcome=Outcome.FAILURE,
@@ -316,24 +319,37 @@ def _record_certificate(card: CardServices, decision: CardSigninDecision, bound:
 @blueprint.post("/card/removed")
 @csrf_exempt
 def removed() -> Response:
-    """The agent's card-removed report: always 204, whatever it names (rate-limited)."""
+    """The agent's card-removed report: 204, whatever it names.
+
+    A report that ends a session is never throttled: workstations often share a NAT
+    address, and junk from one of them must not keep another's card removal from ending
+    its session (threat model T18). Only reports that end nothing count against their
+    address's limit, and past it they are answered 429 with Retry-After (finding that a
+    report names a session is one indexed lookup of its hash).
+    """
     card = current_broker().card
-    address = request.remote_addr or "unknown"
-    wait = card.removal_limiter.allow(address)
-    if wait is not None:
-        log.warning("card/removed reports from %s throttled", address)
-        response = json_refusal(ErrorCode.CARD_REMOVAL_THROTTLED)
-        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-        return response
     try:
         body = read_json_body(max_bytes=MAX_REMOVED_BODY_BYTES)
     except RefusedBodyError as exc:
-        return refuse_body(exc, "card.removed")
+        # Counted before it is audited: a flood of these fills no audit log.
+        return _removal_throttled(card) or refuse_body(exc, "card.removed")
     reference = body.get("cardSession") if body is not None else None
-    if card.settings.session_lock and reference is not None:
-        if card.lock.card_removed(reference) is not None:
-            log.info("card removed: session ended")
-    return Response(status=204)
+    if card.settings.session_lock and card.lock.card_removed(reference) is not None:
+        log.info("card removed: session ended")
+        return Response(status=204)
+    return _removal_throttled(card) or Response(status=204)
+
+
+def _removal_throttled(card: CardServices) -> Response | None:
+    """Count a report that ended nothing against its address; 429 once over the limit."""
+    address = request.remote_addr or "unknown"
+    wait = card.removal_limiter.allow(address)
+    if wait is None:
+        return None
+    log.warning("card/removed reports from %s throttled", address)
+    response = json_refusal(ErrorCode.CARD_REMOVAL_THROTTLED)
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
 
 
 @blueprint.get("/card/agent-help")
