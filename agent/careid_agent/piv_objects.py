@@ -27,7 +27,7 @@ from careid_agent.errors import (
     PinFormatError,
     UnsupportedKeyError,
 )
-from careid_protocol import tlv
+from careid_protocol import tlv, token
 from careid_protocol.piv import (
     TAG_CERT_INFO,
     TAG_CERTIFICATE,
@@ -140,10 +140,11 @@ def _gunzip(data: bytes) -> bytes:
 
 
 def load_certificate(der: bytes) -> x509.Certificate:
-    """Parse a DER certificate read from the card."""
+    """Parse a DER certificate read from the card, every field of it (as the broker will:
+    `careid_protocol.token.load_certificate`)."""
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+        return token.load_certificate(der)
+    except token.ProtocolError as exc:
         raise CertificateMalformedError() from exc
 
 

@@ -19,13 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from cryptography.utils import CryptographyDeprecationWarning
 
 from careid_protocol.errors import ErrorCode, message_for
 
@@ -200,12 +201,59 @@ def parse_token(data: Mapping[str, Any]) -> AuthToken:
     )
 
 
+#: What cryptography raises for a certificate it cannot read, when it loads it or when a
+#: field it parses only on first use is read: not all ValueErrors. A version other than
+#: v1 or v3 is `InvalidVersion`, a repeated extension `DuplicateExtension`, a general
+#: name it does not know `UnsupportedGeneralNameType`, a key type it does not know
+#: `UnsupportedAlgorithm`; and a serial number that is not positive is only a warning
+#: (to become an error in a later release), an exception where warnings are errors.
+UNREADABLE_CERTIFICATE: tuple[type[Exception], ...] = (
+    ValueError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    UnsupportedAlgorithm,
+    CryptographyDeprecationWarning,
+)
+
+
 def load_certificate(der: bytes) -> x509.Certificate:
-    """The token's certificate, or CERTIFICATE_MALFORMED."""
+    """The token's certificate, every field of it read (`read_fully`), or
+    CERTIFICATE_MALFORMED."""
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        raise ProtocolError(ErrorCode.CERTIFICATE_MALFORMED, "certificate not DER") from exc
+        certificate = x509.load_der_x509_certificate(der)
+    except UNREADABLE_CERTIFICATE as exc:
+        raise ProtocolError(ErrorCode.CERTIFICATE_MALFORMED, f"certificate not DER: {exc}") from exc
+    return read_fully(certificate)
+
+
+def read_fully(certificate: x509.Certificate) -> x509.Certificate:
+    """`certificate`, once every field cryptography parses only on first use has parsed;
+    or CERTIFICATE_MALFORMED.
+
+    cryptography decodes names, extensions and the key only when they are first read.
+    Read here, where the certificate is first taken in, a damaged one is refused as
+    malformed instead of raising from whichever later check, or error message, happens
+    to touch the damaged field first.
+    """
+    try:
+        certificate.version  # noqa: B018
+        certificate.issuer  # noqa: B018
+        certificate.subject  # noqa: B018
+        certificate.not_valid_before_utc  # noqa: B018
+        certificate.not_valid_after_utc  # noqa: B018
+        certificate.extensions  # noqa: B018
+        certificate.public_key()
+        serial = certificate.serial_number
+    except UNREADABLE_CERTIFICATE as exc:
+        raise ProtocolError(
+            ErrorCode.CERTIFICATE_MALFORMED, f"certificate does not parse: {exc}"
+        ) from exc
+    if serial <= 0:
+        # RFC 5280 §4.1.2.2 requires a positive serial; cryptography warns of one that
+        # is not (the warning above) and means to refuse it in a later release.
+        raise ProtocolError(ErrorCode.CERTIFICATE_MALFORMED, "serial number is not positive")
+    return certificate
 
 
 def verify_signature(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
+from typing import Any
 
 import pytest
 from agent_fakes import KeyAlgorithm, h, make_test_profile
@@ -26,6 +27,7 @@ from careid_agent.piv_objects import (
     check_signature_shape,
     ecdsa_input,
     encode_pin,
+    load_certificate,
     parse_auth_response,
     parse_certificate_object,
     parse_chuid,
@@ -34,6 +36,7 @@ from careid_agent.piv_objects import (
 )
 from careid_protocol import tlv
 from careid_protocol.piv import Algorithm
+from support.damaged_certificates import unreadable_name, with_negative_serial, with_version
 
 
 def _cert_der(algorithm: KeyAlgorithm = KeyAlgorithm.P256) -> bytes:
@@ -66,6 +69,20 @@ def test_bad_gzip_is_a_malformed_certificate() -> None:
 def test_a_gzip_bomb_is_refused() -> None:
     with pytest.raises(CertificateMalformedError):
         parse_certificate_object(_cert_object(gzip.compress(bytes(1_000_000)), b"\x01"))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda der: with_version(der, 3),  # not a ValueError: once an unhandled crash
+        lambda der: with_negative_serial(der),
+        lambda der: unreadable_name(der, "subject"),
+    ],
+    ids=["v4", "negative-serial", "subject"],
+)
+def test_a_certificate_that_cannot_be_fully_read_is_malformed(damage: Any) -> None:
+    with pytest.raises(CertificateMalformedError):
+        load_certificate(damage(_cert_der()))
 
 
 @pytest.mark.parametrize(

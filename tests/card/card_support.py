@@ -73,8 +73,15 @@ class SimulatedAgent:
     def serial_hex(self) -> str:
         return f"{self.certificate.serial_number:X}"
 
-    def sign(self, challenge: str, *, origin: str = ISSUER) -> dict[str, str]:
-        """The `careid-auth:1` token for `challenge`, signed for `origin`."""
+    @property
+    def certificate_der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    def sign(
+        self, challenge: str, *, origin: str = ISSUER, certificate: bytes | None = None
+    ) -> dict[str, str]:
+        """The `careid-auth:1` token for `challenge`, signed for `origin`; carrying
+        `certificate` in place of the card's when given (a damaged one, say)."""
         import base64
 
         algorithm = self.algorithm
@@ -89,9 +96,7 @@ class SimulatedAgent:
             raise TypeError("unsupported card key")
         return {
             "format": "careid-auth:1",
-            "certificate": base64.b64encode(
-                self.certificate.public_bytes(serialization.Encoding.DER)
-            ).decode(),
+            "certificate": base64.b64encode(certificate or self.certificate_der).decode(),
             "algorithm": algorithm.value,
             "signature": base64.b64encode(signature).decode(),
             "agentVersion": self.agent_version,

@@ -3,6 +3,7 @@ and no session left behind."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from careid_broker.codes import AupRoute, BrokerCode, aup_message, message_for
 from careid_broker.store import Outcome
 from careid_devkit.slapd import Slapd
 from careid_protocol.errors import ErrorCode
+from support.damaged_certificates import unreadable_name, with_version
 
 
 def _refused(
@@ -124,6 +126,38 @@ def test_bad_certificates_are_refused_even_for_a_registered_identity(
     assert entry.details["certificate_validated"] is False
     assert entry.details["cert_serial"] == card_pki.agent(card).serial_hex
     assert entry.details["uuid"] == ALEX[1]  # as the certificate claims it
+
+
+DAMAGES = {
+    "issuer": lambda der: unreadable_name(der, "issuer"),
+    "subject": lambda der: unreadable_name(der, "subject"),
+    "version": lambda der: with_version(der, 3),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_certificate_the_broker_cannot_fully_read_is_refused_as_malformed(
+    card_app: Flask,
+    card_pki: CardPki,
+    card_browser: CardBrowser,
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+) -> None:
+    # cryptography reads a name only when first asked, and a bad version is not a
+    # ValueError: each was once a 500 with no audit entry.
+    agent = card_pki.agent("alex")
+    register_card(card_app, agent, ALEX[0])
+    card_browser.open_login()
+    challenge = card_browser.challenge().get_json()["challenge"]
+    token = agent.sign(challenge, certificate=DAMAGES[damage](agent.certificate_der))
+    with caplog.at_level(logging.WARNING):
+        response = card_browser.authenticate(token, challenge)
+    _assert_refusal(card_app, response, ErrorCode.CERTIFICATE_MALFORMED, 403)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    entry = last_audit(card_app, "signin.card")
+    assert entry.details["certificate_validated"] is False
+    if damage != "version":  # the serial is still there to trace
+        assert entry.details["cert_serial"] == agent.serial_hex
 
 
 def test_no_revocation_status_fails_closed(

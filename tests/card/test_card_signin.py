@@ -167,3 +167,25 @@ def test_with_the_session_lock_off_no_card_session_is_handed_out(
     card_browser.open_login()
     answer = card_browser.sign_in(agent)
     assert answer.status_code == 200 and answer.get_json()["cardSession"] is None
+
+
+@pytest.mark.parametrize("issuer", ["http://localhost:80", "http://localhost:80/"])
+def test_an_issuer_written_with_its_default_port_signs_cards_in_for_the_browser_s_origin(
+    card_app_factory: CardAppFactory, card_pki: CardPki, issuer: str
+) -> None:
+    # The browser's Origin never carries the scheme's default port, and the agent signs
+    # the origin the page has: the broker must expect that one, not the issuer's text.
+    app = card_app_factory(broker={"issuer": issuer})
+    agent = card_pki.agent("alex")
+    register_card(app, agent, ALEX[0])
+    card = CardBrowser(app.test_client(), origin="http://localhost")
+    card.open_login()
+    answer = card.sign_in(agent, origin="http://localhost")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert last_audit(app, "signin.card").outcome is Outcome.SUCCESS
+    # What the help page tells people to allow in the agent (which refuses a default port).
+    help_page = app.test_client().get("/card/agent-help").get_data(as_text=True)
+    assert "<code>http://localhost</code>" in help_page
+    # The OIDC issuer is still exactly as configured: relying parties compare it as text.
+    discovery = app.test_client().get("/.well-known/openid-configuration").get_json()
+    assert discovery["issuer"] == issuer.rstrip("/")

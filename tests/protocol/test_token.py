@@ -9,6 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from careid_protocol.errors import ErrorCode
@@ -22,10 +23,12 @@ from careid_protocol.token import (
     ecdsa_der_to_raw,
     is_valid_challenge,
     is_valid_origin,
+    load_certificate,
     parse_token,
     to_be_signed,
     verify_token,
 )
+from support.damaged_certificates import unreadable_name, with_negative_serial, with_version
 
 ORIGIN = "https://broker.example.nhs.uk"
 CHALLENGE = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
@@ -229,3 +232,52 @@ def test_algorithm_for_small_rsa_key_is_refused() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
     with pytest.raises(ProtocolError):
         algorithm_for_key(key.public_key())
+
+
+def _with_duplicate_extension(key: PrivateKey) -> bytes:
+    """A certificate carrying one private extension twice (RFC 5280 §4.2 forbids it)."""
+    first, second = (x509.ObjectIdentifier(f"1.3.6.1.4.1.99999.{n}") for n in (1, 2))
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Alex Morgan")])
+    der = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.UnrecognizedExtension(first, b"\x05\x00"), critical=False)
+        .add_extension(x509.UnrecognizedExtension(second, b"\x05\x00"), critical=False)
+        .sign(key, hashes.SHA256())
+        .public_bytes(Encoding.DER)
+    )
+    return der.replace(b"\x86\x8d\x1f\x02", b"\x86\x8d\x1f\x01")  # 99999.2 -> 99999.1
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda der, key: unreadable_name(der, "issuer"),
+        lambda der, key: unreadable_name(der, "subject"),
+        lambda der, key: with_version(der, 3),  # "v4": no such version
+        lambda der, key: with_version(der, 1),  # "v2": cryptography reads only v1 and v3
+        lambda der, key: with_negative_serial(der),
+        lambda der, key: _with_duplicate_extension(key),
+    ],
+    ids=["issuer", "subject", "v4", "v2", "negative-serial", "duplicate-extension"],
+)
+def test_a_certificate_that_cannot_be_fully_read_is_malformed(damage: Any) -> None:
+    # Each loads, or nearly: cryptography finds the damage only when the field is read,
+    # or raises something other than ValueError. Either way it is CERTIFICATE_MALFORMED
+    # here, never an exception from whichever check touches the field first.
+    key = _key(SignatureAlgorithm.ES256)
+    der = damage(_cert(key).public_bytes(Encoding.DER), key)
+    with pytest.raises(ProtocolError) as raised:
+        load_certificate(der)
+    assert raised.value.code is ErrorCode.CERTIFICATE_MALFORMED
+
+
+def test_a_whole_certificate_loads() -> None:
+    certificate = _cert(_key(SignatureAlgorithm.ES256))
+    assert load_certificate(certificate.public_bytes(Encoding.DER)) == certificate

@@ -5,7 +5,9 @@ none of them leaves a link behind."""
 from __future__ import annotations
 
 import html
+import logging
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -41,6 +43,7 @@ from careid_broker.codes import AupRoute, aup_message
 from careid_broker.store import LinkMode, NewRegistration, Outcome
 from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
+from support.damaged_certificates import unreadable_name, with_version
 
 
 def _problems(page: str) -> list[str]:
@@ -139,6 +142,37 @@ def test_step_two_refuses_cards_that_cannot_be_registered(
     _nothing_stored(card_app, ALEX[0], ALEX[1])
     # Still at step 2: the person can try again with the right card.
     assert card_browser.client.get("/register/card").status_code in (200, 403)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda der: unreadable_name(der, "issuer"),
+        lambda der: unreadable_name(der, "subject"),
+        lambda der: with_version(der, 3),
+    ],
+    ids=["issuer", "subject", "version"],
+)
+def test_step_two_refuses_a_certificate_the_broker_cannot_fully_read(
+    card_app: Flask,
+    card_pki: CardPki,
+    card_browser: CardBrowser,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[bytes], bytes],
+) -> None:
+    agent = card_pki.agent("alex")
+    assert card_browser.register_password(ALEX[0]).status_code == 303
+    card_browser.csrf = page_csrf(card_browser.client.get("/register/card").get_data(True))
+    challenge = card_browser.challenge(path="/register/challenge").get_json()["challenge"]
+    token = agent.sign(challenge, certificate=damage(agent.certificate_der))
+    with caplog.at_level(logging.WARNING):
+        response = card_browser.authenticate(token, challenge, path="/register/authenticate")
+    assert response.status_code == 403, response.get_data(as_text=True)
+    assert response.get_json()["error"] == "certificate_malformed"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    entry = last_audit(card_app, "registration.card")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "certificate_malformed"
+    _nothing_stored(card_app, ALEX[0], ALEX[1])
 
 
 def test_someone_else_s_card_does_not_register_to_this_account(

@@ -23,8 +23,13 @@ from enum import StrEnum, unique
 from cryptography import x509
 
 from careid_broker.auditing import Auditor
-from careid_broker.errors import BrokerError, CertificateRevokedError, RevocationUnavailableError
-from careid_broker.pki import CertificateValidator
+from careid_broker.errors import (
+    BrokerError,
+    CertificateMalformedError,
+    CertificateRevokedError,
+    RevocationUnavailableError,
+)
+from careid_broker.pki import CertificateValidator, parse_certificate
 from careid_broker.pki.crl_fetch import FetchedCrl
 from careid_broker.signin.sessions import SigninSessions
 from careid_broker.store import (
@@ -130,8 +135,8 @@ class RevokedCardSessions:
         found: list[x509.Certificate] = []
         for der in self._repos.registrations.linked_certificates():
             try:
-                found.append(x509.load_der_x509_certificate(der))
-            except ValueError:
+                found.append(parse_certificate(der))
+            except CertificateMalformedError:
                 log.warning("a registration's stored certificate does not parse: skipped")
         return found
 
@@ -208,8 +213,8 @@ class CardRevocationCheck:
         if registration.cert_der is None:
             return CheckOutcome(result=CheckResult.NO_CERTIFICATE)
         try:
-            certificate = x509.load_der_x509_certificate(registration.cert_der)
-        except ValueError:
+            certificate = parse_certificate(registration.cert_der)
+        except CertificateMalformedError:
             # Stored only after it was verified: damaged in the database since.
             log.warning("a registration's stored certificate does not parse: %s", registration.id)
             return CheckOutcome(result=CheckResult.INVALID, code=ErrorCode.CERTIFICATE_MALFORMED)

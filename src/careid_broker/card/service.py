@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -28,7 +29,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from careid_broker.codes import BrokerCode, Code
 from careid_broker.directory import CareIdentity, Directory, MailAccount
 from careid_broker.errors import BrokerError, CertificateRevokedError
-from careid_broker.pki import TrustedCertificate, ValidatedCertificate, identify
+from careid_broker.pki import (
+    TrustedCertificate,
+    ValidatedCertificate,
+    identify,
+    parse_certificate,
+)
 from careid_broker.pki.crl import RevokedHandler
 from careid_broker.signin.standing import check_card_is_accounts
 from careid_broker.store import (
@@ -41,6 +47,7 @@ from careid_broker.store import (
 from careid_protocol.errors import ErrorCode
 from careid_protocol.identity import DEFAULT_RULE, IdentityRule, uuid_from_certificate
 from careid_protocol.token import (
+    UNREADABLE_CERTIFICATE,
     ProtocolError,
     is_valid_challenge,
     parse_token,
@@ -124,13 +131,14 @@ class CardSigninDecision:
 
 
 def claimed_facts(certificate: x509.Certificate, rule: IdentityRule) -> AttemptFacts:
-    """Issuer, serial and UUID as an unvalidated certificate states them."""
-    try:
-        issuer = certificate.issuer.rfc4514_string()
-        uuid = uuid_from_certificate(certificate, rule)
-    except ValueError:  # a subject or issuer that does not decode
-        return AttemptFacts(cert_serial=f"{certificate.serial_number:X}")
-    return AttemptFacts(cert_issuer=issuer, cert_serial=f"{certificate.serial_number:X}", uuid=uuid)
+    """Issuer, serial and UUID as an unvalidated certificate states them: those of them
+    that can be read (a damaged certificate is still worth tracing by what it shows)."""
+    facts = AttemptFacts(cert_serial=f"{certificate.serial_number:X}")
+    with suppress(ValueError):  # an issuer that does not decode
+        facts = replace(facts, cert_issuer=certificate.issuer.rfc4514_string())
+    with suppress(ValueError):  # a subject that does not decode
+        facts = replace(facts, uuid=uuid_from_certificate(certificate, rule))
+    return facts
 
 
 def same_certificate(registration: RegistrationRecord, certificate: ValidatedCertificate) -> bool:
@@ -179,9 +187,11 @@ class CardSignin:
             certificate: bytes | x509.Certificate = parsed.certificate
             try:
                 certificate = x509.load_der_x509_certificate(parsed.certificate)
-                facts = claimed_facts(certificate, self._identity_rule)
-            except ValueError:
+            except UNREADABLE_CERTIFICATE:
                 pass  # the validator names it certificate_malformed, in its turn
+            else:
+                # Perhaps not fully readable: the validator reads all of it, in its turn.
+                facts = claimed_facts(certificate, self._identity_rule)
             if not isinstance(challenge, str):
                 raise ProtocolError(ErrorCode.CHALLENGE_UNKNOWN, "no challenge was sent")
             if not is_valid_challenge(challenge):
@@ -224,7 +234,8 @@ class CardSignin:
         was shown); raises `CardRefusal`."""
         facts = AttemptFacts()
         try:
-            certificate = x509.load_der_x509_certificate(certificate_der)
+            # Damaged since it was checked: certificate_malformed, like any other.
+            certificate = parse_certificate(certificate_der)
             facts = claimed_facts(certificate, self._identity_rule)
             try:
                 trusted = self._validator.trust(certificate)
@@ -232,10 +243,6 @@ class CardSignin:
                 self._revoked(certificate)
                 raise
             return identify(trusted, self._identity_rule)
-        except ValueError as exc:  # damaged since it was checked
-            raise CardRefusal(
-                ErrorCode.CERTIFICATE_MALFORMED, facts=facts, detail=str(exc)
-            ) from exc
         except BrokerError as exc:
             raise CardRefusal(exc.code, facts=facts, detail=exc.detail) from exc
 
@@ -328,6 +335,6 @@ def _issued_before(certificate: x509.Certificate, registered_der: bytes | None) 
         return False
     try:
         registered = x509.load_der_x509_certificate(registered_der)
-    except ValueError:
+    except UNREADABLE_CERTIFICATE:
         return False
     return certificate.not_valid_before_utc < registered.not_valid_before_utc

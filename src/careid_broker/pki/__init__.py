@@ -23,6 +23,7 @@ from careid_broker.pki.validator import (
     TrustedCertificate,
     ValidatedCertificate,
     identify,
+    parse_certificate,
 )
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "TrustedCertificate",
     "ValidatedCertificate",
     "identify",
+    "parse_certificate",
     "system_clock",
 ]

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 
@@ -66,7 +65,12 @@ from careid_broker.pki.status import (
     utc_now,
 )
 from careid_protocol.identity import IdentityRule, holder_name, uuid_from_certificate
-from careid_protocol.token import MAX_CERTIFICATE_BYTES
+from careid_protocol.token import (
+    MAX_CERTIFICATE_BYTES,
+    ProtocolError,
+    load_certificate,
+    read_fully,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,26 +129,18 @@ def identify(trusted: TrustedCertificate, rule: IdentityRule) -> ValidatedCertif
 
 
 def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
-    """A certificate from DER, fully parsed, or CertificateMalformedError."""
-    if isinstance(data, x509.Certificate):
-        certificate = data
-    else:
-        if len(data) > MAX_CERTIFICATE_BYTES:
-            raise CertificateMalformedError(
-                detail=f"certificate of {len(data)} bytes (at most {MAX_CERTIFICATE_BYTES})"
-            )
-        try:
-            certificate = x509.load_der_x509_certificate(data)
-        except ValueError as exc:
-            raise CertificateMalformedError(detail=f"not a DER certificate: {exc}") from exc
+    """A certificate from DER, fully parsed (`careid_protocol.token.read_fully`), or
+    CertificateMalformedError."""
+    if not isinstance(data, x509.Certificate) and len(data) > MAX_CERTIFICATE_BYTES:
+        raise CertificateMalformedError(
+            detail=f"certificate of {len(data)} bytes (at most {MAX_CERTIFICATE_BYTES})"
+        )
     try:
-        # Parsed lazily by cryptography: make a damaged field fail here, as "malformed".
-        certificate.extensions  # noqa: B018
-        certificate.public_key()
-        certificate.not_valid_after_utc  # noqa: B018
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CertificateMalformedError(detail=f"certificate does not parse: {exc}") from exc
-    return certificate
+        if isinstance(data, x509.Certificate):
+            return read_fully(data)
+        return load_certificate(data)
+    except ProtocolError as exc:
+        raise CertificateMalformedError(detail=exc.detail) from exc
 
 
 def _check_keys(certificates: tuple[x509.Certificate, ...]) -> None:
