@@ -132,7 +132,7 @@ def build_broker(
     if directory is None:
         directory = LdapDirectory(config.directory, clock=clock, observer=metrics.directory_pool)
     origin = origin_of(config.broker.issuer)
-    if origin is None:  # the configuration check already refuses such an issuer
+    if origin is None:  # the configuration check refuses such an issuer (config.py)
         raise ValueError(f"the issuer {config.broker.issuer!r} has no origin")
     oidc = config.oidc
     # The key that seals relying parties' login transactions, the same in every worker

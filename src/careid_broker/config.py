@@ -40,6 +40,7 @@ from careid_broker.directory import DirectoryConfig
 from careid_broker.directory.config import read_directory_config
 from careid_broker.errors import BrokerError
 from careid_broker.oidc.config import OidcConfig, read_oidc_config
+from careid_broker.origins import origin_of
 from careid_broker.pki.config import PkiConfig, read_pki_config
 from careid_broker.settings import SettingsReader, did_you_mean, not_utf8
 from careid_broker.store import RetentionPolicy, ThrottlePolicy, driver_problem, sqlite_file
@@ -271,6 +272,15 @@ def read_broker_settings(reader: SettingsReader) -> BrokerSettings:
             reader.problem("issuer", f"{issuer!r} must be an https:// URL")
         elif parts.scheme == "http" and not dev:
             reader.problem("issuer", "must be https:// unless dev = true")
+        elif origin_of(issuer) is None:
+            # Card tokens are signed for this origin and card requests must carry it:
+            # a host a browser and the agent cannot name (an underscore, say) or a port
+            # outside 1-65535 would leave the broker unable to start.
+            reader.problem(
+                "issuer",
+                f"{issuer!r} has no usable origin: its host must be letters, digits, dots"
+                " and hyphens (or an IP address) and its port 1-65535",
+            )
         if parts.query or parts.fragment:
             reader.problem("issuer", "must have no query or fragment (OpenID Discovery §3)")
     secret_key = reader.string("secret_key")

@@ -103,6 +103,24 @@ def test_a_badly_typed_override_is_named() -> None:
     assert target_of("CAREID_AGENT_PORT") is None
 
 
+@pytest.mark.parametrize(
+    "issuer",
+    ["https://careid_broker.trust.example", "https://sso.trust.example:99999"],
+)
+def test_an_issuer_with_no_usable_origin_is_a_configuration_problem(
+    tmp_path: Path, clients_file: Path, issuer: str
+) -> None:
+    # Card tokens are signed for the issuer's origin: without one, the broker would pass
+    # the check and then fail to start.
+    data = _settings(clients_file, broker={"issuer": issuer, "secret_key": TEST_SECRET_KEY})
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path, env={})
+    assert any(
+        p.startswith("broker.issuer:") and "has no usable origin" in p
+        for p in raised.value.problems
+    ), raised.value.problems
+
+
 def test_every_problem_is_named_at_once(tmp_path: Path, clients_file: Path) -> None:
     data = _settings(
         clients_file,
