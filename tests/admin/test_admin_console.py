@@ -27,7 +27,7 @@ from flask.testing import FlaskClient
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import select
 
-from careid_broker.directory import MailAccount
+from careid_broker.directory import CareIdentity, Directory, MailAccount
 from careid_broker.store import AuditRecord, EndedSession, EndReason
 from careid_broker.store.models import SigninSession
 from careid_devkit.slapd import Slapd
@@ -108,6 +108,65 @@ def test_rights_are_re_read_after_at_most_five_minutes(
     switch.restore()
     sign_in(lee, LEE)
     assert lee.get("/admin").status_code == 200
+
+
+class _Changed:
+    """The directory after lee's standing changed: the Care Identity of lee's card
+    suspended, or lee's account linked to another Care Identity."""
+
+    def __init__(self, real: Directory, change: str) -> None:
+        self.real = real
+        self.change = change
+        self.current_aup_version = real.current_aup_version
+
+    def find_account(self, mail: str) -> MailAccount | None:
+        account = self.real.find_account(mail)
+        if account is not None and account.mail == LEE and self.change == "relinked":
+            return dataclasses.replace(account, care_identity_uuid="555000000077")
+        return account
+
+    def find_care_identity(self, uuid: str) -> CareIdentity | None:
+        identity = self.real.find_care_identity(uuid)
+        if identity is not None and uuid == UUIDS[LEE] and self.change == "suspended":
+            return dataclasses.replace(identity, active=False, status="suspended")
+        return identity
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [("suspended", "care_identity_inactive"), ("relinked", "card_identity_mismatch")],
+)
+def test_an_administrator_who_may_no_longer_sign_in_loses_the_console(
+    admin_app: Flask,
+    lee: FlaskClient,
+    clock: FakeClock,
+    session_ended: list[EndedSession],
+    change: str,
+    code: str,
+) -> None:
+    # Rights are re-read with the same standing check a refresh or SSO makes: the
+    # session ends as theirs would, and nothing more is done in the console.
+    register(admin_app, ALEX)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    switch = broker_of(admin_app).directory
+    switch.use(_Changed(switch.real, change))
+    clock.advance(timedelta(minutes=5, seconds=1))  # past the rights cache
+    form = {"csrf_token": token, "card_uuid": UUIDS[ALEX], "reason": "lost_card"}
+    refused = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
+    assert refused.status_code == 403 and error_code_of(refused) == code
+    repos = broker_of(admin_app).repos
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert repos.sessions.active_for_account(LEE) == []
+    assert [(e.account_mail, e.reason) for e in session_ended] == [(LEE, EndReason.ACCOUNT_REFUSED)]
+    (denied,) = _audit(admin_app, "admin.denied")
+    assert denied.actor == LEE and denied.error_code == code
+    (ended,) = _audit(admin_app, "session.end")
+    assert ended.details["reason"] == "account_refused" and code in ended.details["why"]
+    # The browser is signed out: the console sends it to sign in again.
+    assert lee.get("/admin").status_code == 303
 
 
 def test_the_console_fails_closed_when_the_directory_is_down(

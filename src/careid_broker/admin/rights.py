@@ -3,7 +3,8 @@
 The directory is the only authority: a mail account's `admin_org_codes` list the
 organisations (ODS codes) its holder administers. The console reads them again for
 every new sign-in session and at least every `rights_cache` (at most five minutes)
-within one, so rights removed in the directory stop working within that time.
+within one, so rights removed in the directory stop working within that time; each
+read also checks that the session's holder may still be signed in (`web.admin_access`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def admin_orgs(account: MailAccount | None, *, now: datetime) -> frozenset[str]:
 
     A disabled or expired account, or one whose entry could not be read cleanly, keeps
     no rights: its holder is on their way out, or the data cannot be trusted. (An AUP
-    not yet accepted does not matter here: it is not about who they are.)
+    not yet accepted does not matter here: it is not about who they are. The console
+    reads rights only after the session's standing check, `signin.standing`, which
+    refuses a session whose AUP is no longer current, as a new sign-in would.)
     """
     if account is None or account.problems or not account.active:
         return frozenset()

@@ -39,3 +39,10 @@ def session_standing(
             detail=f"the directory now links {account.dn} to {account.care_identity_uuid}",
         )
     return account, directory.check_care_identity(directory.find_care_identity(card_uuid))
+
+
+def refusal_words(exc: BrokerError) -> str:
+    """Why a session's standing was refused, for its `session.end` entry."""
+    if isinstance(exc, InvalidCredentialsError):
+        return "the account is gone from the directory"
+    return f"the account may no longer sign in ({exc.code.value})"
