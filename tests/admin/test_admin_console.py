@@ -227,6 +227,36 @@ def test_the_person_page_shows_account_registration_signins_and_trail(
     assert page.count('<th scope="col">') >= 13
 
 
+def test_searches_and_views_of_a_person_are_audited_with_the_administrator(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    register(admin_app, ALEX)
+    assert lee.get("/admin", query_string={"q": "  Alex Morgan  "}).status_code == 200
+    (search,) = _audit(admin_app, "admin.search")
+    assert search.actor == LEE and search.outcome.value == "success" and search.subject is None
+    assert {k: search.details[k] for k in ("via", "query", "results")} == {
+        "via": "console",
+        "query": "Alex Morgan",
+        "results": 1,
+    }
+    # Long search text is kept only in part; an empty search is no search.
+    assert lee.get("/admin", query_string={"q": "x" * 128}).status_code == 200
+    assert lee.get("/admin", query_string={"q": "   "}).status_code == 200
+    latest, _ = _audit(admin_app, "admin.search")
+    assert latest.details["query"] == "x" * 40 and latest.details["results"] == 0
+
+    for path in (f"/admin/users/{ALEX}", f"/admin/users/{ALEX}/remove"):
+        assert lee.get(path).status_code == 200
+    views = _audit(admin_app, "admin.user.view")
+    assert [(e.actor, e.subject, e.outcome.value) for e in views] == [
+        (LEE, ALEX, "success"),
+        (LEE, ALEX, "success"),
+    ]
+    assert views[0].organisation == "RX1" and views[0].details["via"] == "console"
+    page = lee.get(f"/admin/users/{ALEX}").get_data(as_text=True)
+    assert 'data-event="admin.user.view"' in page and "Person&#39;s page opened" in page
+
+
 def test_a_person_without_a_registration_has_no_remove_button(
     admin_app: Flask, lee: FlaskClient
 ) -> None:

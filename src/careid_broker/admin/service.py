@@ -30,6 +30,10 @@ from careid_broker.store.subjects import normalise_mail
 
 SessionEndedHook = Callable[[EndedSession], None]
 MAX_SEARCH_TEXT = 128
+# How much of a search's text its audit entry keeps: enough to see what was looked for.
+AUDITED_SEARCH_TEXT = 40
+EVENT_SEARCH = "admin.search"
+EVENT_USER_VIEW = "admin.user.view"
 EXPORT_BATCH = 200
 # How many recent card sign-in rows are searched for the registered certificate.
 CERTIFICATE_SCAN = 500
@@ -124,7 +128,11 @@ class AdminService:
     # Search and the person's page.
 
     def search(self, actor: Actor, text: str | None) -> list[UserSummary]:
-        """Accounts and registrations of the actor's organisations matching the text."""
+        """Accounts and registrations of the actor's organisations matching the text.
+
+        Audited (the text cut short, and how many were found): who looked for whom is
+        part of what an administrator did (threat model T36).
+        """
         query = clean_search_text(text)
         if not query:
             return []
@@ -166,10 +174,25 @@ class AdminService:
                     in_directory=moved is not None,
                 )
             )
-        return results[:limit]
+        results = results[:limit]
+        self.audit(
+            EVENT_SEARCH,
+            outcome=Outcome.SUCCESS,
+            actor=actor.name,
+            details={
+                "via": actor.via,
+                "query": query[:AUDITED_SEARCH_TEXT],
+                "results": len(results),
+            },
+        )
+        return results
 
-    def user(self, actor: Actor, mail: str) -> UserDetails:
-        """A person's page; `OutOfScopeError` when unknown or not the actor's."""
+    def user(self, actor: Actor, mail: str, *, viewed: bool = True) -> UserDetails:
+        """A person's page; `OutOfScopeError` when unknown or not the actor's.
+
+        Audited as a view of the person (T36), unless `viewed` is False: a step that
+        only checks its scope before an action audited on its own (a removal, a check).
+        """
         wanted = normalise_mail(mail)
         account = self.directory.find_account(wanted) if wanted else None
         registration = self.repos.registrations.by_mail(wanted) if wanted else None
@@ -177,7 +200,7 @@ class AdminService:
             registration is not None and actor.covers(registration.org_code)
         )
         if not in_scope:
-            self._refused(actor, "admin.user.view", wanted)
+            self._refused(actor, EVENT_USER_VIEW, wanted)
             raise OutOfScopeError(detail=f"{actor.name} asked for {wanted!r}: not in scope")
         now = self.now()
         refusals: tuple[str, ...] = ()
@@ -194,7 +217,7 @@ class AdminService:
         identity = self.directory.find_care_identity(uuid) if uuid else None
         audit = self.repos.audit
         subjects = [wanted, *([uuid] if uuid else [])]
-        return UserDetails(
+        details = UserDetails(
             mail=wanted,
             account=account,
             refusals=refusals,
@@ -205,6 +228,18 @@ class AdminService:
             recent_signins=self._recent_signins(wanted, account, registration),
             audit_trail=tuple(audit.list_for_subject(subjects, limit=self.settings.audit_entries)),
         )
+        if viewed:
+            # After the trail is read: the page shows earlier views, not this one.
+            self.audit(
+                EVENT_USER_VIEW,
+                outcome=Outcome.SUCCESS,
+                actor=actor.name,
+                subject=wanted,
+                org=(account.org_code if account else None)
+                or (registration.org_code if registration else None),
+                details={"via": actor.via},
+            )
+        return details
 
     def _recent_signins(
         self,

@@ -69,6 +69,7 @@ _EVENT_WORDS = {
     "admin.registration.remove": "Registration removed by an administrator",
     "admin.revocation.check": "Revocation checked by an administrator",
     "admin.user.view": "Person's page opened",
+    "admin.search": "People searched for",
     "csrf.refused": "Expired form refused",
 }
 
@@ -93,12 +94,13 @@ def _not_found() -> Response:
     return error_response(BrokerCode.PAGE_NOT_FOUND)
 
 
-def _details(actor: Actor, mail: str) -> UserDetails | None:
+def _details(actor: Actor, mail: str, *, viewed: bool = True) -> UserDetails | None:
+    """The person, if in scope; `viewed` False for a step whose action is audited."""
     # Measured as looked up, too: "İ".lower() is two characters.
     if len(mail) > MAX_MAIL_LENGTH or len(normalise_mail(mail)) > MAX_MAIL_LENGTH:
         return None
     try:
-        return current_broker().admin.user(actor, mail)
+        return current_broker().admin.user(actor, mail, viewed=viewed)
     except OutOfScopeError:
         return None
 
@@ -193,7 +195,7 @@ def remove_check(actor: Actor, mail: str) -> BaseResponse:
 @admin_view
 def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
     """Step 3: remove, then back to the person's page with what was done."""
-    details = _details(actor, mail)
+    details = _details(actor, mail, viewed=False)
     if details is None:
         return _not_found()
     card_uuid = request.form.get("card_uuid", "")[:64]
@@ -266,7 +268,7 @@ _CHECK_MESSAGES = {
 @admin_view
 def check_revocation(actor: Actor, mail: str) -> BaseResponse:
     """Ask now whether the person's card is revoked; if it is, their sessions end."""
-    details = _details(actor, mail)
+    details = _details(actor, mail, viewed=False)
     if details is None or details.registration is None:
         return _not_found()
     broker = current_broker()
