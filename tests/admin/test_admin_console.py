@@ -426,6 +426,42 @@ def test_a_stale_confirmation_removes_nothing(admin_app: Flask, lee: FlaskClient
     assert broker_of(admin_app).repos.registrations.by_uuid("555000000099") is not None
 
 
+def test_removals_refused_at_the_confirmation_are_audited(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    register(admin_app, ALEX)
+    register(admin_app, SAM)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    confirm = f"/admin/users/{ALEX}/remove/confirm"
+    tampered = {"csrf_token": token, "card_uuid": UUIDS[ALEX], "reason": "bored"}
+    assert lee.post(confirm, data=tampered).status_code == 400
+    # Sam's card (also RX1) on alex's confirmation, and a card no one has.
+    for uuid in (UUIDS[SAM], "999999999999"):
+        form = {"csrf_token": token, "card_uuid": uuid, "reason": "lost_card"}
+        assert lee.post(confirm, data=form).status_code == 303
+    refused = _audit(admin_app, "admin.registration.remove")
+    assert [(e.outcome.value, e.error_code, e.details["card_uuid"]) for e in refused] == [
+        ("failure", "admin_registration_changed", "999999999999"),
+        ("failure", "admin_registration_changed", UUIDS[SAM]),
+        ("failure", "admin_reason_required", UUIDS[ALEX]),
+    ]
+    assert {(e.actor, e.subject, e.details["via"]) for e in refused} == {(LEE, ALEX, "console")}
+    repos = broker_of(admin_app).repos
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert repos.registrations.by_uuid(UUIDS[SAM]) is not None
+
+
+def test_a_revocation_check_of_someone_with_no_registration_is_refused_and_audited(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    _, token = page_csrf(lee, f"/admin/users/{SAM}")
+    answer = lee.post(f"/admin/users/{SAM}/check-revocation", data={"csrf_token": token})
+    assert answer.status_code == 404 and error_code_of(answer) == "page_not_found"
+    (entry,) = _audit(admin_app, "admin.revocation.check")
+    assert entry.outcome.value == "failure" and entry.error_code == "registration_not_found"
+    assert entry.actor == LEE and entry.subject == SAM and entry.details["via"] == "console"
+
+
 # CSV export.
 
 

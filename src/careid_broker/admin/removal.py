@@ -24,15 +24,25 @@ EVENT_REMOVE = "admin.registration.remove"
 
 
 def audit_refused_removal(
-    audit: Callable[..., object], actor: Actor, card_uuid: str, code: Code
+    audit: Callable[..., object],
+    actor: Actor,
+    card_uuid: str,
+    code: Code,
+    *,
+    subject: str | None = None,
 ) -> None:
-    """Audit a removal refused before it reached `remove_registration` (a reason that
-    does not do, no confirmation): as that function audits its own refusals."""
+    """Audit a refused removal: one refused before it reached `remove_registration` (a
+    reason that does not do, no confirmation), or a confirmation that no longer holds.
+
+    `subject` is the person the administrator meant, when there is one (the console's
+    page), even if the card named belongs to someone else or no one.
+    """
     audit(
         EVENT_REMOVE,
         outcome=Outcome.FAILURE,
         code=code,
         actor=actor.name,
+        subject=subject,
         details={"via": actor.via, "card_uuid": card_uuid[:64]},
     )
 
@@ -63,15 +73,27 @@ def remove_registration(
 
     `expected_mail` is what the console's confirmation page showed: if the registration
     now belongs to someone else (or is gone) nothing is removed and
-    `RegistrationChangedError` says so. Out of the actor's scope, or unknown without an
-    expectation: `OutOfScopeError`, audited.
+    `RegistrationChangedError` says so, audited. Out of the actor's scope, or unknown
+    without an expectation: `OutOfScopeError`, audited.
     """
     uuid = card_uuid.strip()
+    expected = normalise_mail(expected_mail) if expected_mail is not None else None
+    try:
+        return _remove(service, actor, uuid=uuid, reason=reason, expected=expected)
+    except RegistrationChangedError as exc:
+        # Audited here, after the removal's transaction rolled back (its own entries
+        # with it): whichever way a removal is asked for, a stale one leaves a trace.
+        audit_refused_removal(service.audit, actor, uuid, exc.code, subject=expected)
+        raise
+
+
+def _remove(
+    service: AdminService, actor: Actor, *, uuid: str, reason: Reason, expected: str | None
+) -> Removal:
     current = service.repos.registrations.by_uuid(uuid) if uuid else None
     if current is not None and not service.covers_registration(actor, current):
         _refused(service, actor, current.account_mail, reason)
         raise OutOfScopeError(detail=f"{actor.name} may not remove {uuid!r}")
-    expected = normalise_mail(expected_mail) if expected_mail is not None else None
     if current is None:
         if expected is not None:
             raise RegistrationChangedError(detail=f"{uuid!r} is no longer registered")

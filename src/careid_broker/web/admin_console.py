@@ -21,10 +21,10 @@ from careid_broker.admin.errors import (
 )
 from careid_broker.admin.export import csv_lines
 from careid_broker.admin.reasons import MAX_REASON_TEXT, Reason, RemovalReason, parse_reason
-from careid_broker.admin.removal import remove_registration
+from careid_broker.admin.removal import audit_refused_removal, remove_registration
 from careid_broker.admin.rights import Actor, describe_orgs
 from careid_broker.admin.service import UserDetails, clean_search_text
-from careid_broker.card.revocation import CheckResult
+from careid_broker.card.revocation import EVENT_CHECK, CheckResult
 from careid_broker.codes import BrokerCode, message_for, words_for
 from careid_broker.store import Outcome
 from careid_broker.store.subjects import normalise_mail
@@ -208,7 +208,11 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
             reason=reason,
             expected_mail=details.mail,
         )
-    except RemovalReasonError:
+    except RemovalReasonError as exc:
+        # The page offered only usable reasons: this one was changed on the way here.
+        audit_refused_removal(
+            current_broker().audit, actor, card_uuid, exc.code, subject=details.mail
+        )
         return _removal_form(
             actor,
             details,
@@ -269,9 +273,19 @@ _CHECK_MESSAGES = {
 def check_revocation(actor: Actor, mail: str) -> BaseResponse:
     """Ask now whether the person's card is revoked; if it is, their sessions end."""
     details = _details(actor, mail, viewed=False)
-    if details is None or details.registration is None:
-        return _not_found()
+    if details is None:
+        return _not_found()  # the refusal is the service's, audited
     broker = current_broker()
+    if details.registration is None:
+        broker.audit(
+            EVENT_CHECK,
+            outcome=Outcome.FAILURE,
+            code=BrokerCode.REGISTRATION_NOT_FOUND,
+            actor=actor.name,
+            subject=details.mail,
+            details={"via": actor.via},
+        )
+        return _not_found()
     try:
         registration = broker.admin.registration(actor, details.registration.card_uuid)
     except OutOfScopeError:
