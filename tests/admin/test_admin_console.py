@@ -486,6 +486,54 @@ def test_the_csv_export_holds_my_organisations_registrations_only(
     assert entry.actor == LEE and entry.details["rows"] == 2
 
 
+def _with_admin_orgs(app: Flask, codes: tuple[str, ...]) -> None:
+    """The directory giving lee these organisation codes to administer."""
+    switch = broker_of(app).directory
+    real = switch.real
+
+    class Granting:
+        current_aup_version = real.current_aup_version
+
+        def find_account(self, mail: str) -> MailAccount | None:
+            account = real.find_account(mail)
+            if account is not None and account.mail == LEE:
+                return dataclasses.replace(account, admin_org_codes=codes)
+            return account
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    switch.use(Granting())
+
+
+@pytest.mark.parametrize(
+    "odd", ["Y\u0141", 'R"X;', "A\r\nSet-Cookie: x=1", "RX2 ;", "\u0661\u0662"]
+)
+def test_organisation_codes_that_are_no_ods_codes_give_no_rights(
+    admin_app: Flask, odd: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Directory data is not trusted to be well formed: such a code is left out (and
+    # logged, for the directory's keepers), so it never reaches a header or a query.
+    register(admin_app, ALEX)
+    _with_admin_orgs(admin_app, ("rx1", odd))
+    browser = admin_app.test_client()
+    sign_in(browser, LEE)
+    response = browser.get("/admin/registrations.csv")
+    assert response.status_code == 200
+    stamp = broker_of(admin_app).store.now().strftime("%Y%m%d")
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="registrations-RX1-{stamp}.csv"'
+    )
+    assert any("not an organisation (ODS) code" in r.getMessage() for r in caplog.records)
+    (entry,) = _audit(admin_app, "admin.registrations.export")
+    assert entry.details["org_codes"] == ["RX1"] and entry.details["rows"] == 1
+    # Only such codes: no organisation at all.
+    _with_admin_orgs(admin_app, (odd,))
+    sign_in(browser, LEE)
+    refused = browser.get("/admin/registrations.csv")
+    assert refused.status_code == 403 and error_code_of(refused) == "admin_not_authorised"
+
+
 def test_a_registration_made_at_my_organisation_stays_mine_after_a_move(
     admin_app: Flask, lee: FlaskClient
 ) -> None:

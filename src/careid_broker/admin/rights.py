@@ -10,14 +10,17 @@ read also checks that the session's holder may still be signed in (`web.admin_ac
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from careid_broker.admin.config import org_key
+from careid_broker.admin.config import is_org_code, org_key
 from careid_broker.directory import MailAccount
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +59,22 @@ def admin_orgs(account: MailAccount | None, *, now: datetime) -> frozenset[str]:
         return frozenset()
     if account.expires is not None and now >= account.expires:
         return frozenset()
-    return frozenset(org_key(code) for code in account.admin_org_codes if code.strip())
+    orgs: set[str] = set()
+    for code in account.admin_org_codes:
+        if not code.strip():
+            continue
+        if not is_org_code(code):
+            # Not trusted to name an organisation (nor to go into a header or a query):
+            # left out, so rights fail closed, and logged for the directory's keepers.
+            log.warning(
+                "ignoring an administered organisation that is not an organisation (ODS)"
+                " code: %r on %s",
+                code[:40],
+                account.dn,
+            )
+            continue
+        orgs.add(org_key(code))
+    return frozenset(orgs)
 
 
 def session_key(sid: str) -> str:

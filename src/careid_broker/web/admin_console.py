@@ -8,6 +8,7 @@ existed. Every form posts a CSRF token (checked app-wide); no page has inline sc
 
 from __future__ import annotations
 
+import string
 from datetime import UTC, datetime
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -35,6 +36,7 @@ from careid_broker.web.forms import MAX_MAIL_LENGTH
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
+_FILENAME_CHARS = frozenset(string.ascii_uppercase + string.digits)
 _TEXT_ERROR = f"Describe the other reason, in up to {MAX_REASON_TEXT} characters"
 
 
@@ -313,7 +315,12 @@ def export_csv(actor: Actor) -> BaseResponse:
         },
     )
     stamp = current_broker().store.now().strftime("%Y%m%d")
-    orgs = "-".join(sorted(actor.org_codes or ())) or "all"
+    # Rights hold ODS codes only (`admin_orgs`); kept to [A-Z0-9] here as well, since a
+    # quote, a semicolon, a line break or a non-Latin-1 letter would break the header.
+    cleaned = (
+        "".join(ch for ch in code if ch in _FILENAME_CHARS) for code in actor.org_codes or ()
+    )
+    orgs = "-".join(sorted(filter(None, cleaned))) or "all"
     return Response(
         "".join(csv_lines(records)),
         mimetype="text/csv",
