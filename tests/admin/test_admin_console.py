@@ -16,6 +16,7 @@ from admin_support import (
     LEE,
     SAM,
     UUIDS,
+    confirmation_form,
     make_admin_app,
     page_csrf,
     register,
@@ -365,15 +366,9 @@ def test_lee_removes_alexs_registration_and_alex_is_signed_out_everywhere(
     repos = broker_of(admin_app).repos
     assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None and not session_ended
 
-    done = lee.post(
-        f"/admin/users/{ALEX}/remove/confirm",
-        data={
-            "csrf_token": token,
-            "card_uuid": UUIDS[ALEX],
-            "reason": "other",
-            "reason_text": "card snapped in two",
-        },
-    )
+    form = confirmation_form(lee, ALEX, "other", "card  snapped in two")
+    assert form["card_uuid"] == UUIDS[ALEX] and form["reason_text"] == "card snapped in two"
+    done = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
     assert done.status_code == 303 and done.headers["Location"] == f"/admin/users/{ALEX}"
     page = lee.get(done.headers["Location"]).get_data(as_text=True)
     assert 'id="admin-notice"' in page and "registration was removed" in page
@@ -415,8 +410,7 @@ def test_lee_removes_alexs_registration_and_alex_is_signed_out_everywhere(
 
 def test_a_stale_confirmation_removes_nothing(admin_app: Flask, lee: FlaskClient) -> None:
     register(admin_app, ALEX)
-    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
-    form = {"csrf_token": token, "card_uuid": UUIDS[ALEX], "reason": "lost_card"}
+    form = confirmation_form(lee, ALEX)
     assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form).status_code == 303
     register(admin_app, ALEX, uuid="555000000099")  # a new card, registered meanwhile
     again = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
@@ -424,6 +418,37 @@ def test_a_stale_confirmation_removes_nothing(admin_app: Flask, lee: FlaskClient
     page = lee.get(again.headers["Location"]).get_data(as_text=True)
     assert "changed or was removed while you were looking" in page
     assert broker_of(admin_app).repos.registrations.by_uuid("555000000099") is not None
+
+
+def test_a_confirmation_does_not_remove_the_same_card_registered_again_since(
+    admin_app: Flask, lee: FlaskClient, clock: FakeClock
+) -> None:
+    register(admin_app, ALEX)
+    form = confirmation_form(lee, ALEX)
+    # Meanwhile another administrator removes it, the card turns up and alex registers
+    # it again (SQLite may give the new row the old one's id).
+    repos = broker_of(admin_app).repos
+    repos.registrations.remove(card_uuid=UUIDS[ALEX])
+    clock.advance(timedelta(minutes=2))
+    again = register(admin_app, ALEX)
+    alex = admin_app.test_client()
+    sign_in(alex, ALEX)
+    stale = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
+    assert stale.status_code == 303
+    page = lee.get(stale.headers["Location"]).get_data(as_text=True)
+    assert "changed or was removed while you were looking" in page
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) == again
+    assert repos.sessions.active_for_account(ALEX) != []
+    (refused,) = _audit(admin_app, "admin.registration.remove")
+    assert refused.error_code == "admin_registration_changed" and refused.subject == ALEX
+    # A confirmation shown for this registration removes it; an empty or altered one not.
+    fresh = confirmation_form(lee, ALEX)
+    assert fresh["registration"] != form["registration"]
+    for tag in ("", "0" * 32):
+        lee.post(f"/admin/users/{ALEX}/remove/confirm", data={**fresh, "registration": tag})
+        assert repos.registrations.by_uuid(UUIDS[ALEX]) == again
+    assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=fresh).status_code == 303
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is None
 
 
 def test_removals_refused_at_the_confirmation_are_audited(
@@ -543,11 +568,8 @@ def test_a_registration_made_at_my_organisation_stays_mine_after_a_move(
     page = lee.get("/admin", query_string={"q": "kim.taylor"}).get_data(as_text=True)
     assert f'data-mail="{KIM}"' in page and "Kim Taylor" in page and "Y00001" in page
     assert lee.get(f"/admin/users/{KIM}").status_code == 200
-    _, token = page_csrf(lee, f"/admin/users/{KIM}/remove")
-    done = lee.post(
-        f"/admin/users/{KIM}/remove/confirm",
-        data={"csrf_token": token, "card_uuid": UUIDS[KIM], "reason": "left_organisation"},
-    )
+    form = confirmation_form(lee, KIM, "left_organisation")
+    done = lee.post(f"/admin/users/{KIM}/remove/confirm", data=form)
     assert done.status_code == 303
     assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[KIM]) is None
     # With the registration gone, kim is Y00001's alone again.

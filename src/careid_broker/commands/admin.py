@@ -26,7 +26,11 @@ from careid_broker.admin.errors import (
 )
 from careid_broker.admin.export import registration_json, timestamp
 from careid_broker.admin.reasons import Reason, RemovalReason, parse_reason
-from careid_broker.admin.removal import audit_refused_removal, remove_registration
+from careid_broker.admin.removal import (
+    audit_refused_removal,
+    registration_tag,
+    remove_registration,
+)
 from careid_broker.admin.rights import Actor
 from careid_broker.auditing import Auditor
 from careid_broker.broker import build_broker
@@ -158,6 +162,7 @@ def _remove(args: argparse.Namespace) -> int:
                 reason=reason,
                 # What was shown is what is removed: if it changed meanwhile, nothing is.
                 expected_mail=preview.registration.account_mail if preview else None,
+                expected_registration=registration_tag(preview.registration) if preview else None,
             )
         except (OutOfScopeError, RegistrationChangedError) as exc:
             return _fail(exc.code, f"Care Identity UUID {uuid!r}")

@@ -22,7 +22,11 @@ from careid_broker.admin.errors import (
 )
 from careid_broker.admin.export import csv_lines
 from careid_broker.admin.reasons import MAX_REASON_TEXT, Reason, RemovalReason, parse_reason
-from careid_broker.admin.removal import audit_refused_removal, remove_registration
+from careid_broker.admin.removal import (
+    audit_refused_removal,
+    registration_tag,
+    remove_registration,
+)
 from careid_broker.admin.rights import Actor, describe_orgs
 from careid_broker.admin.service import UserDetails, clean_search_text
 from careid_broker.card.revocation import EVENT_CHECK, CheckResult
@@ -189,6 +193,8 @@ def remove_check(actor: Actor, mail: str) -> BaseResponse:
         actor=actor,
         user=details,
         registration=details.registration,
+        # What is confirmed is this registration, not whatever holds the card later.
+        registration_tag=registration_tag(details.registration),
         reason=reason,
     )
 
@@ -209,6 +215,8 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
             card_uuid=card_uuid,
             reason=reason,
             expected_mail=details.mail,
+            # Missing (a page from before it was carried) is no match: nothing removed.
+            expected_registration=request.form.get("registration", "")[:64],
         )
     except RemovalReasonError as exc:
         # The page offered only usable reasons: this one was changed on the way here.
