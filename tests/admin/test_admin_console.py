@@ -28,6 +28,8 @@ from flask.testing import FlaskClient
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import select
 
+from careid_broker.admin.rights import Actor
+from careid_broker.admin.service import EXPORT_BATCH
 from careid_broker.directory import CareIdentity, Directory, MailAccount
 from careid_broker.store import AuditRecord, EndedSession, EndReason
 from careid_broker.store.models import SigninSession
@@ -509,6 +511,41 @@ def test_the_csv_export_holds_my_organisations_registrations_only(
     assert formula["how"] == "'=HYPERLINK(1)"
     (entry,) = _audit(admin_app, "admin.registrations.export")
     assert entry.actor == LEE and entry.details["rows"] == 2
+
+
+def test_an_export_misses_no_registration_removed_while_it_runs(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    # More than one batch; a removal between two batches shifts every row after it.
+    mails = [f"p{i:03d}@nhs.net" for i in range(EXPORT_BATCH + 5)]
+    for i, mail in enumerate(mails):
+        register(admin_app, mail, uuid=f"7770{i:08d}", org="RX1")
+    broker = broker_of(admin_app)
+    actor = Actor(name=LEE, org_codes=frozenset({"RX1"}), via="console")
+    rows = broker.admin.all_registrations(actor)
+    first = [next(rows) for _ in range(EXPORT_BATCH)]
+    broker.repos.registrations.remove(card_uuid=first[0].card_uuid)
+    exported = {r.account_mail for r in [*first, *rows]}
+    assert exported == set(mails)
+
+
+def test_a_registration_kept_with_its_code_in_mixed_case_is_exported_and_found(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    # The directory spelled the organisation "Rx1" when alex registered; ODS codes are
+    # case-insensitive, as the person's page already treats them.
+    register(admin_app, ALEX, org="Rx1")
+    register(admin_app, SAM, org="rX1")
+    assert lee.get(f"/admin/users/{ALEX}").status_code == 200
+    rows = list(
+        csv.DictReader(io.StringIO(lee.get("/admin/registrations.csv").get_data(as_text=True)))
+    )
+    assert {r["account_mail"] for r in rows} == {ALEX, SAM}
+    page = lee.get("/admin", query_string={"q": "morgan"}).get_data(as_text=True)
+    assert f'data-mail="{ALEX}"' in page
+    actor = Actor(name=LEE, org_codes=frozenset({"RX1"}), via="console")
+    listed = broker_of(admin_app).admin.list_registrations(actor, org="rx1")
+    assert {r.account_mail for r in listed.items} == {ALEX, SAM} and listed.total == 2
 
 
 def _with_admin_orgs(app: Flask, codes: tuple[str, ...]) -> None:

@@ -42,7 +42,8 @@ class Actor:
         return any(code is not None and org_key(code) in self.org_codes for code in codes)
 
     def sql_org_codes(self) -> list[str] | None:
-        """The codes to filter stored rows by (as stored: upper case), None for all."""
+        """The codes to filter stored rows by (upper case; the store compares stored
+        codes upper-cased), None for all."""
         return None if self.org_codes is None else sorted(self.org_codes)
 
 

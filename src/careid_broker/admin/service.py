@@ -118,12 +118,9 @@ class AdminService:
         return account is not None and actor.covers(account.org_code)
 
     def _stored_org_codes(self, actor: Actor) -> list[str] | None:
-        codes = actor.sql_org_codes()
-        if codes is None:
-            return None
-        # Stored as the directory spelled them at registration; ODS codes are upper case,
-        # but a directory that keeps them in lower case must not hide its registrations.
-        return sorted({*codes, *(code.lower() for code in codes)})
+        # Stored as the directory spelled them at registration ("Rx1" too): the store
+        # compares them upper-cased, as `Actor.covers` does.
+        return actor.sql_org_codes()
 
     # Search and the person's page.
 
@@ -296,8 +293,10 @@ class AdminService:
         text: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        after: RegistrationRecord | None = None,
     ) -> RegistrationPage:
-        """A page of the actor's registrations, newest first, optionally filtered.
+        """A page of the actor's registrations, newest first, optionally filtered
+        (`after`: the page after that registration, by key).
 
         Naming an organisation the actor may not act on is `OutOfScopeError` (404), not
         an empty page: an integration with a wrong setting should hear about it.
@@ -307,26 +306,31 @@ class AdminService:
             if not actor.covers(org):
                 self._refused(actor, "admin.registrations.list", None)
                 raise OutOfScopeError(detail=f"{actor.name} asked for organisation {org!r}")
-            codes = sorted({org_key(org), org.strip(), org_key(org).lower()})
+            codes = [org_key(org)]
         return self.repos.registrations.search(
             org_codes=codes,
             card_uuid=card_uuid.strip() if card_uuid else None,
             text=clean_search_text(text) or None,
             offset=offset,
             limit=limit,
+            after=after,
         )
 
     def all_registrations(
         self, actor: Actor, *, org: str | None = None
     ) -> Iterator[RegistrationRecord]:
-        """Every registration in scope (for exports), newest first, in batches."""
-        offset = 0
+        """Every registration in scope (for exports), newest first, in batches.
+
+        Paged by key, not by offset: a registration removed between two batches would
+        otherwise shift the next one past a row that is still there.
+        """
+        last: RegistrationRecord | None = None
         while True:
-            page = self.list_registrations(actor, org=org, offset=offset, limit=EXPORT_BATCH)
+            page = self.list_registrations(actor, org=org, after=last, limit=EXPORT_BATCH)
             yield from page.items
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
+            if len(page.items) < EXPORT_BATCH:
                 return
+            last = page.items[-1]
 
     def _refused(self, actor: Actor, event: str, subject: str | None) -> None:
         # Probing another organisation is worth knowing about; the answer stays a 404.

@@ -92,17 +92,18 @@ def _list(args: argparse.Namespace) -> int:
     store = create_store(config.database.url)
     try:
         registrations = Registrations(store)
-        orgs = sorted({args.org, args.org.upper(), args.org.lower()}) if args.org else None
+        orgs = [args.org] if args.org else None  # compared as ODS codes: in any case
         records: list[RegistrationRecord] = []
-        offset = 0
+        last: RegistrationRecord | None = None
         while True:
+            # By key, as the export pages: a removal meanwhile shifts no row out of sight.
             page = registrations.search(
-                org_codes=orgs, card_uuid=args.uuid, offset=offset, limit=Registrations.MAX_PAGE
+                org_codes=orgs, card_uuid=args.uuid, after=last, limit=Registrations.MAX_PAGE
             )
             records.extend(page.items)
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
+            if len(page.items) < Registrations.MAX_PAGE:
                 break
+            last = page.items[-1]
     finally:
         store.dispose()
     if args.json:
