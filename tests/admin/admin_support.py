@@ -8,6 +8,7 @@ sees a genuine card session and sign-in history without a card at hand.
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,27 @@ def page_csrf(client: FlaskClient, path: str) -> tuple[TestResponse, str]:
     response = client.get(path)
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     return response, csrf_token_from(response.get_data(as_text=True))
+
+
+_HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">')
+
+
+def confirmation_form(
+    client: FlaskClient, mail: str, reason: str = "lost_card", reason_text: str | None = None
+) -> dict[str, str]:
+    """The removal's confirmation form as its page builds it (step 2 posted)."""
+    _, token = page_csrf(client, f"/admin/users/{mail}/remove")
+    form = {
+        "csrf_token": token,
+        "reason": reason,
+        **({"reason_text": reason_text} if reason_text else {}),
+    }
+    page = client.post(f"/admin/users/{mail}/remove", data=form)
+    assert page.status_code == 200, page.get_data(as_text=True)[:500]
+    text = (
+        page.get_data(as_text=True).split('id="confirm-remove-form"', 1)[1].split("</form>", 1)[0]
+    )
+    return {name: html.unescape(value) for name, value in _HIDDEN.findall(text)}
 
 
 def api_token(client: FlaskClient, client_id: str, secret: str, scope: str | None = None) -> str:

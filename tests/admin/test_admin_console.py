@@ -16,6 +16,7 @@ from admin_support import (
     LEE,
     SAM,
     UUIDS,
+    confirmation_form,
     make_admin_app,
     page_csrf,
     register,
@@ -27,7 +28,9 @@ from flask.testing import FlaskClient
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import select
 
-from careid_broker.directory import MailAccount
+from careid_broker.admin.rights import Actor
+from careid_broker.admin.service import EXPORT_BATCH
+from careid_broker.directory import CareIdentity, Directory, MailAccount
 from careid_broker.store import AuditRecord, EndedSession, EndReason
 from careid_broker.store.models import SigninSession
 from careid_devkit.slapd import Slapd
@@ -110,6 +113,65 @@ def test_rights_are_re_read_after_at_most_five_minutes(
     assert lee.get("/admin").status_code == 200
 
 
+class _Changed:
+    """The directory after lee's standing changed: the Care Identity of lee's card
+    suspended, or lee's account linked to another Care Identity."""
+
+    def __init__(self, real: Directory, change: str) -> None:
+        self.real = real
+        self.change = change
+        self.current_aup_version = real.current_aup_version
+
+    def find_account(self, mail: str) -> MailAccount | None:
+        account = self.real.find_account(mail)
+        if account is not None and account.mail == LEE and self.change == "relinked":
+            return dataclasses.replace(account, care_identity_uuid="555000000077")
+        return account
+
+    def find_care_identity(self, uuid: str) -> CareIdentity | None:
+        identity = self.real.find_care_identity(uuid)
+        if identity is not None and uuid == UUIDS[LEE] and self.change == "suspended":
+            return dataclasses.replace(identity, active=False, status="suspended")
+        return identity
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [("suspended", "care_identity_inactive"), ("relinked", "card_identity_mismatch")],
+)
+def test_an_administrator_who_may_no_longer_sign_in_loses_the_console(
+    admin_app: Flask,
+    lee: FlaskClient,
+    clock: FakeClock,
+    session_ended: list[EndedSession],
+    change: str,
+    code: str,
+) -> None:
+    # Rights are re-read with the same standing check a refresh or SSO makes: the
+    # session ends as theirs would, and nothing more is done in the console.
+    register(admin_app, ALEX)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    switch = broker_of(admin_app).directory
+    switch.use(_Changed(switch.real, change))
+    clock.advance(timedelta(minutes=5, seconds=1))  # past the rights cache
+    form = {"csrf_token": token, "card_uuid": UUIDS[ALEX], "reason": "lost_card"}
+    refused = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
+    assert refused.status_code == 403 and error_code_of(refused) == code
+    repos = broker_of(admin_app).repos
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert repos.sessions.active_for_account(LEE) == []
+    assert [(e.account_mail, e.reason) for e in session_ended] == [(LEE, EndReason.ACCOUNT_REFUSED)]
+    (denied,) = _audit(admin_app, "admin.denied")
+    assert denied.actor == LEE and denied.error_code == code
+    (ended,) = _audit(admin_app, "session.end")
+    assert ended.details["reason"] == "account_refused" and code in ended.details["why"]
+    # The browser is signed out: the console sends it to sign in again.
+    assert lee.get("/admin").status_code == 303
+
+
 def test_the_console_fails_closed_when_the_directory_is_down(
     app_factory: AppFactory, tmp_path: Path, own_slapd: Slapd
 ) -> None:
@@ -166,6 +228,36 @@ def test_the_person_page_shows_account_registration_signins_and_trail(
     assert 'id="admin-audit"' in page and 'data-event="signin.card"' in page
     # Accessible structure: every table has column headers, the form fields labels.
     assert page.count('<th scope="col">') >= 13
+
+
+def test_searches_and_views_of_a_person_are_audited_with_the_administrator(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    register(admin_app, ALEX)
+    assert lee.get("/admin", query_string={"q": "  Alex Morgan  "}).status_code == 200
+    (search,) = _audit(admin_app, "admin.search")
+    assert search.actor == LEE and search.outcome.value == "success" and search.subject is None
+    assert {k: search.details[k] for k in ("via", "query", "results")} == {
+        "via": "console",
+        "query": "Alex Morgan",
+        "results": 1,
+    }
+    # Long search text is kept only in part; an empty search is no search.
+    assert lee.get("/admin", query_string={"q": "x" * 128}).status_code == 200
+    assert lee.get("/admin", query_string={"q": "   "}).status_code == 200
+    latest, _ = _audit(admin_app, "admin.search")
+    assert latest.details["query"] == "x" * 40 and latest.details["results"] == 0
+
+    for path in (f"/admin/users/{ALEX}", f"/admin/users/{ALEX}/remove"):
+        assert lee.get(path).status_code == 200
+    views = _audit(admin_app, "admin.user.view")
+    assert [(e.actor, e.subject, e.outcome.value) for e in views] == [
+        (LEE, ALEX, "success"),
+        (LEE, ALEX, "success"),
+    ]
+    assert views[0].organisation == "RX1" and views[0].details["via"] == "console"
+    page = lee.get(f"/admin/users/{ALEX}").get_data(as_text=True)
+    assert 'data-event="admin.user.view"' in page and "Person&#39;s page opened" in page
 
 
 def test_a_person_without_a_registration_has_no_remove_button(
@@ -276,15 +368,9 @@ def test_lee_removes_alexs_registration_and_alex_is_signed_out_everywhere(
     repos = broker_of(admin_app).repos
     assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None and not session_ended
 
-    done = lee.post(
-        f"/admin/users/{ALEX}/remove/confirm",
-        data={
-            "csrf_token": token,
-            "card_uuid": UUIDS[ALEX],
-            "reason": "other",
-            "reason_text": "card snapped in two",
-        },
-    )
+    form = confirmation_form(lee, ALEX, "other", "card  snapped in two")
+    assert form["card_uuid"] == UUIDS[ALEX] and form["reason_text"] == "card snapped in two"
+    done = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
     assert done.status_code == 303 and done.headers["Location"] == f"/admin/users/{ALEX}"
     page = lee.get(done.headers["Location"]).get_data(as_text=True)
     assert 'id="admin-notice"' in page and "registration was removed" in page
@@ -326,8 +412,7 @@ def test_lee_removes_alexs_registration_and_alex_is_signed_out_everywhere(
 
 def test_a_stale_confirmation_removes_nothing(admin_app: Flask, lee: FlaskClient) -> None:
     register(admin_app, ALEX)
-    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
-    form = {"csrf_token": token, "card_uuid": UUIDS[ALEX], "reason": "lost_card"}
+    form = confirmation_form(lee, ALEX)
     assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form).status_code == 303
     register(admin_app, ALEX, uuid="555000000099")  # a new card, registered meanwhile
     again = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
@@ -335,6 +420,73 @@ def test_a_stale_confirmation_removes_nothing(admin_app: Flask, lee: FlaskClient
     page = lee.get(again.headers["Location"]).get_data(as_text=True)
     assert "changed or was removed while you were looking" in page
     assert broker_of(admin_app).repos.registrations.by_uuid("555000000099") is not None
+
+
+def test_a_confirmation_does_not_remove_the_same_card_registered_again_since(
+    admin_app: Flask, lee: FlaskClient, clock: FakeClock
+) -> None:
+    register(admin_app, ALEX)
+    form = confirmation_form(lee, ALEX)
+    # Meanwhile another administrator removes it, the card turns up and alex registers
+    # it again (SQLite may give the new row the old one's id).
+    repos = broker_of(admin_app).repos
+    repos.registrations.remove(card_uuid=UUIDS[ALEX])
+    clock.advance(timedelta(minutes=2))
+    again = register(admin_app, ALEX)
+    alex = admin_app.test_client()
+    sign_in(alex, ALEX)
+    stale = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form)
+    assert stale.status_code == 303
+    page = lee.get(stale.headers["Location"]).get_data(as_text=True)
+    assert "changed or was removed while you were looking" in page
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) == again
+    assert repos.sessions.active_for_account(ALEX) != []
+    (refused,) = _audit(admin_app, "admin.registration.remove")
+    assert refused.error_code == "admin_registration_changed" and refused.subject == ALEX
+    # A confirmation shown for this registration removes it; an empty or altered one not.
+    fresh = confirmation_form(lee, ALEX)
+    assert fresh["registration"] != form["registration"]
+    for tag in ("", "0" * 32):
+        lee.post(f"/admin/users/{ALEX}/remove/confirm", data={**fresh, "registration": tag})
+        assert repos.registrations.by_uuid(UUIDS[ALEX]) == again
+    assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=fresh).status_code == 303
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is None
+
+
+def test_removals_refused_at_the_confirmation_are_audited(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    register(admin_app, ALEX)
+    register(admin_app, SAM)
+    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
+    confirm = f"/admin/users/{ALEX}/remove/confirm"
+    tampered = {"csrf_token": token, "card_uuid": UUIDS[ALEX], "reason": "bored"}
+    assert lee.post(confirm, data=tampered).status_code == 400
+    # Sam's card (also RX1) on alex's confirmation, and a card no one has.
+    for uuid in (UUIDS[SAM], "999999999999"):
+        form = {"csrf_token": token, "card_uuid": uuid, "reason": "lost_card"}
+        assert lee.post(confirm, data=form).status_code == 303
+    refused = _audit(admin_app, "admin.registration.remove")
+    assert [(e.outcome.value, e.error_code, e.details["card_uuid"]) for e in refused] == [
+        ("failure", "admin_registration_changed", "999999999999"),
+        ("failure", "admin_registration_changed", UUIDS[SAM]),
+        ("failure", "admin_reason_required", UUIDS[ALEX]),
+    ]
+    assert {(e.actor, e.subject, e.details["via"]) for e in refused} == {(LEE, ALEX, "console")}
+    repos = broker_of(admin_app).repos
+    assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
+    assert repos.registrations.by_uuid(UUIDS[SAM]) is not None
+
+
+def test_a_revocation_check_of_someone_with_no_registration_is_refused_and_audited(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    _, token = page_csrf(lee, f"/admin/users/{SAM}")
+    answer = lee.post(f"/admin/users/{SAM}/check-revocation", data={"csrf_token": token})
+    assert answer.status_code == 404 and error_code_of(answer) == "page_not_found"
+    (entry,) = _audit(admin_app, "admin.revocation.check")
+    assert entry.outcome.value == "failure" and entry.error_code == "registration_not_found"
+    assert entry.actor == LEE and entry.subject == SAM and entry.details["via"] == "console"
 
 
 # CSV export.
@@ -361,6 +513,89 @@ def test_the_csv_export_holds_my_organisations_registrations_only(
     assert entry.actor == LEE and entry.details["rows"] == 2
 
 
+def test_an_export_misses_no_registration_removed_while_it_runs(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    # More than one batch; a removal between two batches shifts every row after it.
+    mails = [f"p{i:03d}@nhs.net" for i in range(EXPORT_BATCH + 5)]
+    for i, mail in enumerate(mails):
+        register(admin_app, mail, uuid=f"7770{i:08d}", org="RX1")
+    broker = broker_of(admin_app)
+    actor = Actor(name=LEE, org_codes=frozenset({"RX1"}), via="console")
+    rows = broker.admin.all_registrations(actor)
+    first = [next(rows) for _ in range(EXPORT_BATCH)]
+    broker.repos.registrations.remove(card_uuid=first[0].card_uuid)
+    exported = {r.account_mail for r in [*first, *rows]}
+    assert exported == set(mails)
+
+
+def test_a_registration_kept_with_its_code_in_mixed_case_is_exported_and_found(
+    admin_app: Flask, lee: FlaskClient
+) -> None:
+    # The directory spelled the organisation "Rx1" when alex registered; ODS codes are
+    # case-insensitive, as the person's page already treats them.
+    register(admin_app, ALEX, org="Rx1")
+    register(admin_app, SAM, org="rX1")
+    assert lee.get(f"/admin/users/{ALEX}").status_code == 200
+    rows = list(
+        csv.DictReader(io.StringIO(lee.get("/admin/registrations.csv").get_data(as_text=True)))
+    )
+    assert {r["account_mail"] for r in rows} == {ALEX, SAM}
+    page = lee.get("/admin", query_string={"q": "morgan"}).get_data(as_text=True)
+    assert f'data-mail="{ALEX}"' in page
+    actor = Actor(name=LEE, org_codes=frozenset({"RX1"}), via="console")
+    listed = broker_of(admin_app).admin.list_registrations(actor, org="rx1")
+    assert {r.account_mail for r in listed.items} == {ALEX, SAM} and listed.total == 2
+
+
+def _with_admin_orgs(app: Flask, codes: tuple[str, ...]) -> None:
+    """The directory giving lee these organisation codes to administer."""
+    switch = broker_of(app).directory
+    real = switch.real
+
+    class Granting:
+        current_aup_version = real.current_aup_version
+
+        def find_account(self, mail: str) -> MailAccount | None:
+            account = real.find_account(mail)
+            if account is not None and account.mail == LEE:
+                return dataclasses.replace(account, admin_org_codes=codes)
+            return account
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    switch.use(Granting())
+
+
+@pytest.mark.parametrize(
+    "odd", ["Y\u0141", 'R"X;', "A\r\nSet-Cookie: x=1", "RX2 ;", "\u0661\u0662"]
+)
+def test_organisation_codes_that_are_no_ods_codes_give_no_rights(
+    admin_app: Flask, odd: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Directory data is not trusted to be well formed: such a code is left out (and
+    # logged, for the directory's keepers), so it never reaches a header or a query.
+    register(admin_app, ALEX)
+    _with_admin_orgs(admin_app, ("rx1", odd))
+    browser = admin_app.test_client()
+    sign_in(browser, LEE)
+    response = browser.get("/admin/registrations.csv")
+    assert response.status_code == 200
+    stamp = broker_of(admin_app).store.now().strftime("%Y%m%d")
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="registrations-RX1-{stamp}.csv"'
+    )
+    assert any("not an organisation (ODS) code" in r.getMessage() for r in caplog.records)
+    (entry,) = _audit(admin_app, "admin.registrations.export")
+    assert entry.details["org_codes"] == ["RX1"] and entry.details["rows"] == 1
+    # Only such codes: no organisation at all.
+    _with_admin_orgs(admin_app, (odd,))
+    sign_in(browser, LEE)
+    refused = browser.get("/admin/registrations.csv")
+    assert refused.status_code == 403 and error_code_of(refused) == "admin_not_authorised"
+
+
 def test_a_registration_made_at_my_organisation_stays_mine_after_a_move(
     admin_app: Flask, lee: FlaskClient
 ) -> None:
@@ -370,11 +605,8 @@ def test_a_registration_made_at_my_organisation_stays_mine_after_a_move(
     page = lee.get("/admin", query_string={"q": "kim.taylor"}).get_data(as_text=True)
     assert f'data-mail="{KIM}"' in page and "Kim Taylor" in page and "Y00001" in page
     assert lee.get(f"/admin/users/{KIM}").status_code == 200
-    _, token = page_csrf(lee, f"/admin/users/{KIM}/remove")
-    done = lee.post(
-        f"/admin/users/{KIM}/remove/confirm",
-        data={"csrf_token": token, "card_uuid": UUIDS[KIM], "reason": "left_organisation"},
-    )
+    form = confirmation_form(lee, KIM, "left_organisation")
+    done = lee.post(f"/admin/users/{KIM}/remove/confirm", data=form)
     assert done.status_code == 303
     assert broker_of(admin_app).repos.registrations.by_uuid(UUIDS[KIM]) is None
     # With the registration gone, kim is Y00001's alone again.

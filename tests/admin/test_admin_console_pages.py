@@ -3,7 +3,7 @@ removal form's errors."""
 
 from __future__ import annotations
 
-from admin_support import ALEX, LEE, SAM, page_csrf, register, sign_in
+from admin_support import ALEX, LEE, SAM, confirmation_form, page_csrf, register, sign_in
 from broker_support import broker_of
 from flask import Flask
 from flask.testing import FlaskClient
@@ -100,8 +100,7 @@ def test_a_removal_with_no_one_signed_in_does_not_read_like_a_fault(
     admin_app: Flask, lee: FlaskClient
 ) -> None:
     register(admin_app, ALEX)
-    _, token = page_csrf(lee, f"/admin/users/{ALEX}/remove")
-    form = {"csrf_token": token, "reason": "lost_card", "card_uuid": "555000000001"}
+    form = confirmation_form(lee, ALEX)
     done = lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form, follow_redirects=True)
     notice = done.get_data(as_text=True).split('id="admin-notice"', 1)[1].split("</div>", 1)[0]
     assert "not signed in anywhere, so no session had to end" in notice

@@ -85,6 +85,9 @@ def test_rights_come_only_from_a_usable_account() -> None:
     assert admin_orgs(_account(problems=("bad status",)), now=NOW) == frozenset()
     # An AUP not accepted is about signing in, not about who administers what.
     assert admin_orgs(_account(aup_version=None), now=NOW) == {"RX1", "RX2"}
+    # Only what can be an ODS code names an organisation; anything else is left out.
+    odd = ("rx1", 'R"X;', "Y\u0141", "A\r\nB", "\u0661\u0662", "R X1", "x" * 33)
+    assert admin_orgs(_account(admin_org_codes=odd), now=NOW) == {"RX1"}
 
 
 def test_cached_rights_are_for_one_session_and_five_minutes() -> None:

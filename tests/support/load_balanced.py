@@ -474,12 +474,16 @@ class LbBrowser:
         check = self.post(
             f"/admin/users/{mail}/remove", form={"csrf_token": token, "reason": reason}
         )
-        assert check.status == 200 and 'id="confirm-remove"' in check.body.decode()
+        confirmation = check.body.decode()
+        assert check.status == 200 and 'id="confirm-remove"' in confirmation
+        tag = re.search(r'name="registration" value="([0-9a-f]+)"', confirmation)
+        assert tag is not None, confirmation[:300]
         done = self.post(
             f"/admin/users/{mail}/remove/confirm",
             form={
-                "csrf_token": csrf_token_from(check.body.decode()),
+                "csrf_token": csrf_token_from(confirmation),
                 "card_uuid": card_uuid,
+                "registration": tag.group(1),
                 "reason": reason,
             },
         )

@@ -86,6 +86,12 @@ def org_key(code: str) -> str:
     return code.strip().upper()
 
 
+def is_org_code(code: str) -> bool:
+    """Whether the text (spaces aside) can be an organisation (ODS) code: ASCII letters
+    and digits only, as an API client's `org_codes` must be."""
+    return _ORG_CODE.fullmatch(code.strip()) is not None
+
+
 def read_admin_settings(reader: SettingsReader) -> AdminSettings:
     """`[admin]`; problems go to the reader."""
     settings = AdminSettings(

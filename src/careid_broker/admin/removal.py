@@ -9,6 +9,7 @@ again, with the same card or a new one.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,16 +24,45 @@ from careid_broker.store.subjects import normalise_mail
 EVENT_REMOVE = "admin.registration.remove"
 
 
+def registration_tag(registration: RegistrationRecord) -> str:
+    """A short digest naming this one registration, for a confirmation to carry.
+
+    The card and the account alone do not tell a registration from the same card
+    registered again since (removed meanwhile, found, registered anew), and SQLite may
+    give the new row the old one's id: its id and the moment it was made together do.
+    A renewed certificate keeps the registration, so the certificate is left out.
+    """
+    named = "\n".join(
+        (
+            str(registration.id),
+            registration.card_uuid,
+            registration.account_mail,
+            registration.registered_at.isoformat(),
+        )
+    )
+    return hashlib.sha256(named.encode()).hexdigest()[:32]
+
+
 def audit_refused_removal(
-    audit: Callable[..., object], actor: Actor, card_uuid: str, code: Code
+    audit: Callable[..., object],
+    actor: Actor,
+    card_uuid: str,
+    code: Code,
+    *,
+    subject: str | None = None,
 ) -> None:
-    """Audit a removal refused before it reached `remove_registration` (a reason that
-    does not do, no confirmation): as that function audits its own refusals."""
+    """Audit a refused removal: one refused before it reached `remove_registration` (a
+    reason that does not do, no confirmation), or a confirmation that no longer holds.
+
+    `subject` is the person the administrator meant, when there is one (the console's
+    page), even if the card named belongs to someone else or no one.
+    """
     audit(
         EVENT_REMOVE,
         outcome=Outcome.FAILURE,
         code=code,
         actor=actor.name,
+        subject=subject,
         details={"via": actor.via, "card_uuid": card_uuid[:64]},
     )
 
@@ -58,32 +88,57 @@ def remove_registration(
     card_uuid: str,
     reason: Reason,
     expected_mail: str | None = None,
+    expected_registration: str | None = None,
 ) -> Removal:
     """Remove the registration of a Care Identity UUID.
 
-    `expected_mail` is what the console's confirmation page showed: if the registration
-    now belongs to someone else (or is gone) nothing is removed and
-    `RegistrationChangedError` says so. Out of the actor's scope, or unknown without an
-    expectation: `OutOfScopeError`, audited.
+    `expected_mail` and `expected_registration` (its `registration_tag`) are what a
+    confirmation showed: if the registration now belongs to someone else, is gone, or
+    is another registration than the one shown, nothing is removed and
+    `RegistrationChangedError` says so, audited. Out of the actor's scope, or unknown
+    without an expectation: `OutOfScopeError`, audited.
     """
     uuid = card_uuid.strip()
+    expected = normalise_mail(expected_mail) if expected_mail is not None else None
+    try:
+        return _remove(
+            service, actor, uuid=uuid, reason=reason, expected=expected, tag=expected_registration
+        )
+    except RegistrationChangedError as exc:
+        # Audited here, after the removal's transaction rolled back (its own entries
+        # with it): whichever way a removal is asked for, a stale one leaves a trace.
+        audit_refused_removal(service.audit, actor, uuid, exc.code, subject=expected)
+        raise
+
+
+def _remove(
+    service: AdminService,
+    actor: Actor,
+    *,
+    uuid: str,
+    reason: Reason,
+    expected: str | None,
+    tag: str | None,
+) -> Removal:
     current = service.repos.registrations.by_uuid(uuid) if uuid else None
     if current is not None and not service.covers_registration(actor, current):
         _refused(service, actor, current.account_mail, reason)
         raise OutOfScopeError(detail=f"{actor.name} may not remove {uuid!r}")
-    expected = normalise_mail(expected_mail) if expected_mail is not None else None
+    expecting = expected is not None or tag is not None
     if current is None:
-        if expected is not None:
+        if expecting:
             raise RegistrationChangedError(detail=f"{uuid!r} is no longer registered")
         _refused(service, actor, None, reason)
         raise OutOfScopeError(detail=f"{actor.name} asked to remove unknown {uuid!r}")
     if expected is not None and current.account_mail != expected:
         raise RegistrationChangedError(detail=f"{uuid!r} now belongs to another account")
+    if tag is not None and registration_tag(current) != tag:
+        raise RegistrationChangedError(detail=f"{uuid!r} was registered again since")
 
     repos = service.repos
     with repos.store.transaction():
         removed = repos.registrations.remove(card_uuid=uuid)
-        if removed is None or removed.id != current.id:
+        if removed is None or registration_tag(removed) != registration_tag(current):
             # Another administrator got there first (or it was re-made): roll back.
             raise RegistrationChangedError(detail=f"{uuid!r} changed during removal")
         ended = (

@@ -3,20 +3,24 @@
 The directory is the only authority: a mail account's `admin_org_codes` list the
 organisations (ODS codes) its holder administers. The console reads them again for
 every new sign-in session and at least every `rights_cache` (at most five minutes)
-within one, so rights removed in the directory stop working within that time.
+within one, so rights removed in the directory stop working within that time; each
+read also checks that the session's holder may still be signed in (`web.admin_access`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from careid_broker.admin.config import org_key
+from careid_broker.admin.config import is_org_code, org_key
 from careid_broker.directory import MailAccount
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +42,8 @@ class Actor:
         return any(code is not None and org_key(code) in self.org_codes for code in codes)
 
     def sql_org_codes(self) -> list[str] | None:
-        """The codes to filter stored rows by (as stored: upper case), None for all."""
+        """The codes to filter stored rows by (upper case; the store compares stored
+        codes upper-cased), None for all."""
         return None if self.org_codes is None else sorted(self.org_codes)
 
 
@@ -47,13 +52,30 @@ def admin_orgs(account: MailAccount | None, *, now: datetime) -> frozenset[str]:
 
     A disabled or expired account, or one whose entry could not be read cleanly, keeps
     no rights: its holder is on their way out, or the data cannot be trusted. (An AUP
-    not yet accepted does not matter here: it is not about who they are.)
+    not yet accepted does not matter here: it is not about who they are. The console
+    reads rights only after the session's standing check, `signin.standing`, which
+    refuses a session whose AUP is no longer current, as a new sign-in would.)
     """
     if account is None or account.problems or not account.active:
         return frozenset()
     if account.expires is not None and now >= account.expires:
         return frozenset()
-    return frozenset(org_key(code) for code in account.admin_org_codes if code.strip())
+    orgs: set[str] = set()
+    for code in account.admin_org_codes:
+        if not code.strip():
+            continue
+        if not is_org_code(code):
+            # Not trusted to name an organisation (nor to go into a header or a query):
+            # left out, so rights fail closed, and logged for the directory's keepers.
+            log.warning(
+                "ignoring an administered organisation that is not an organisation (ODS)"
+                " code: %r on %s",
+                code[:40],
+                account.dn,
+            )
+            continue
+        orgs.add(org_key(code))
+    return frozenset(orgs)
 
 
 def session_key(sid: str) -> str:

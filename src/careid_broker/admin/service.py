@@ -30,6 +30,10 @@ from careid_broker.store.subjects import normalise_mail
 
 SessionEndedHook = Callable[[EndedSession], None]
 MAX_SEARCH_TEXT = 128
+# How much of a search's text its audit entry keeps: enough to see what was looked for.
+AUDITED_SEARCH_TEXT = 40
+EVENT_SEARCH = "admin.search"
+EVENT_USER_VIEW = "admin.user.view"
 EXPORT_BATCH = 200
 # How many recent card sign-in rows are searched for the registered certificate.
 CERTIFICATE_SCAN = 500
@@ -114,17 +118,18 @@ class AdminService:
         return account is not None and actor.covers(account.org_code)
 
     def _stored_org_codes(self, actor: Actor) -> list[str] | None:
-        codes = actor.sql_org_codes()
-        if codes is None:
-            return None
-        # Stored as the directory spelled them at registration; ODS codes are upper case,
-        # but a directory that keeps them in lower case must not hide its registrations.
-        return sorted({*codes, *(code.lower() for code in codes)})
+        # Stored as the directory spelled them at registration ("Rx1" too): the store
+        # compares them upper-cased, as `Actor.covers` does.
+        return actor.sql_org_codes()
 
     # Search and the person's page.
 
     def search(self, actor: Actor, text: str | None) -> list[UserSummary]:
-        """Accounts and registrations of the actor's organisations matching the text."""
+        """Accounts and registrations of the actor's organisations matching the text.
+
+        Audited (the text cut short, and how many were found): who looked for whom is
+        part of what an administrator did (threat model T36).
+        """
         query = clean_search_text(text)
         if not query:
             return []
@@ -166,10 +171,25 @@ class AdminService:
                     in_directory=moved is not None,
                 )
             )
-        return results[:limit]
+        results = results[:limit]
+        self.audit(
+            EVENT_SEARCH,
+            outcome=Outcome.SUCCESS,
+            actor=actor.name,
+            details={
+                "via": actor.via,
+                "query": query[:AUDITED_SEARCH_TEXT],
+                "results": len(results),
+            },
+        )
+        return results
 
-    def user(self, actor: Actor, mail: str) -> UserDetails:
-        """A person's page; `OutOfScopeError` when unknown or not the actor's."""
+    def user(self, actor: Actor, mail: str, *, viewed: bool = True) -> UserDetails:
+        """A person's page; `OutOfScopeError` when unknown or not the actor's.
+
+        Audited as a view of the person (T36), unless `viewed` is False: a step that
+        only checks its scope before an action audited on its own (a removal, a check).
+        """
         wanted = normalise_mail(mail)
         account = self.directory.find_account(wanted) if wanted else None
         registration = self.repos.registrations.by_mail(wanted) if wanted else None
@@ -177,7 +197,7 @@ class AdminService:
             registration is not None and actor.covers(registration.org_code)
         )
         if not in_scope:
-            self._refused(actor, "admin.user.view", wanted)
+            self._refused(actor, EVENT_USER_VIEW, wanted)
             raise OutOfScopeError(detail=f"{actor.name} asked for {wanted!r}: not in scope")
         now = self.now()
         refusals: tuple[str, ...] = ()
@@ -194,7 +214,7 @@ class AdminService:
         identity = self.directory.find_care_identity(uuid) if uuid else None
         audit = self.repos.audit
         subjects = [wanted, *([uuid] if uuid else [])]
-        return UserDetails(
+        details = UserDetails(
             mail=wanted,
             account=account,
             refusals=refusals,
@@ -205,6 +225,18 @@ class AdminService:
             recent_signins=self._recent_signins(wanted, account, registration),
             audit_trail=tuple(audit.list_for_subject(subjects, limit=self.settings.audit_entries)),
         )
+        if viewed:
+            # After the trail is read: the page shows earlier views, not this one.
+            self.audit(
+                EVENT_USER_VIEW,
+                outcome=Outcome.SUCCESS,
+                actor=actor.name,
+                subject=wanted,
+                org=(account.org_code if account else None)
+                or (registration.org_code if registration else None),
+                details={"via": actor.via},
+            )
+        return details
 
     def _recent_signins(
         self,
@@ -261,8 +293,10 @@ class AdminService:
         text: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        after: RegistrationRecord | None = None,
     ) -> RegistrationPage:
-        """A page of the actor's registrations, newest first, optionally filtered.
+        """A page of the actor's registrations, newest first, optionally filtered
+        (`after`: the page after that registration, by key).
 
         Naming an organisation the actor may not act on is `OutOfScopeError` (404), not
         an empty page: an integration with a wrong setting should hear about it.
@@ -272,26 +306,31 @@ class AdminService:
             if not actor.covers(org):
                 self._refused(actor, "admin.registrations.list", None)
                 raise OutOfScopeError(detail=f"{actor.name} asked for organisation {org!r}")
-            codes = sorted({org_key(org), org.strip(), org_key(org).lower()})
+            codes = [org_key(org)]
         return self.repos.registrations.search(
             org_codes=codes,
             card_uuid=card_uuid.strip() if card_uuid else None,
             text=clean_search_text(text) or None,
             offset=offset,
             limit=limit,
+            after=after,
         )
 
     def all_registrations(
         self, actor: Actor, *, org: str | None = None
     ) -> Iterator[RegistrationRecord]:
-        """Every registration in scope (for exports), newest first, in batches."""
-        offset = 0
+        """Every registration in scope (for exports), newest first, in batches.
+
+        Paged by key, not by offset: a registration removed between two batches would
+        otherwise shift the next one past a row that is still there.
+        """
+        last: RegistrationRecord | None = None
         while True:
-            page = self.list_registrations(actor, org=org, offset=offset, limit=EXPORT_BATCH)
+            page = self.list_registrations(actor, org=org, after=last, limit=EXPORT_BATCH)
             yield from page.items
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
+            if len(page.items) < EXPORT_BATCH:
                 return
+            last = page.items[-1]
 
     def _refused(self, actor: Actor, event: str, subject: str | None) -> None:
         # Probing another organisation is worth knowing about; the answer stays a 404.

@@ -42,6 +42,9 @@ from careid_protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
+#: An administrator's "check this card now" (the console audits its own refusals so).
+EVENT_CHECK = "admin.revocation.check"
+
 
 class RevokedCardSessions:
     """Ends the sessions of registered cards whose certificate was newly revoked."""
@@ -193,7 +196,7 @@ class CardRevocationCheck:
         if it is, end the card's sessions. Audited."""
         outcome = self._check(registration)
         self._audit(
-            "admin.revocation.check",
+            EVENT_CHECK,
             outcome=Outcome.SUCCESS,
             code=outcome.code,
             actor=actor,

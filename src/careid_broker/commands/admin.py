@@ -26,7 +26,11 @@ from careid_broker.admin.errors import (
 )
 from careid_broker.admin.export import registration_json, timestamp
 from careid_broker.admin.reasons import Reason, RemovalReason, parse_reason
-from careid_broker.admin.removal import audit_refused_removal, remove_registration
+from careid_broker.admin.removal import (
+    audit_refused_removal,
+    registration_tag,
+    remove_registration,
+)
 from careid_broker.admin.rights import Actor
 from careid_broker.auditing import Auditor
 from careid_broker.broker import build_broker
@@ -88,17 +92,18 @@ def _list(args: argparse.Namespace) -> int:
     store = create_store(config.database.url)
     try:
         registrations = Registrations(store)
-        orgs = sorted({args.org, args.org.upper(), args.org.lower()}) if args.org else None
+        orgs = [args.org] if args.org else None  # compared as ODS codes: in any case
         records: list[RegistrationRecord] = []
-        offset = 0
+        last: RegistrationRecord | None = None
         while True:
+            # By key, as the export pages: a removal meanwhile shifts no row out of sight.
             page = registrations.search(
-                org_codes=orgs, card_uuid=args.uuid, offset=offset, limit=Registrations.MAX_PAGE
+                org_codes=orgs, card_uuid=args.uuid, after=last, limit=Registrations.MAX_PAGE
             )
             records.extend(page.items)
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
+            if len(page.items) < Registrations.MAX_PAGE:
                 break
+            last = page.items[-1]
     finally:
         store.dispose()
     if args.json:
@@ -158,6 +163,7 @@ def _remove(args: argparse.Namespace) -> int:
                 reason=reason,
                 # What was shown is what is removed: if it changed meanwhile, nothing is.
                 expected_mail=preview.registration.account_mail if preview else None,
+                expected_registration=registration_tag(preview.registration) if preview else None,
             )
         except (OutOfScopeError, RegistrationChangedError) as exc:
             return _fail(exc.code, f"Care Identity UUID {uuid!r}")

@@ -21,10 +21,10 @@ from typing import Literal
 from careid_broker.assurance import ACR_CARD, ACR_PASSWORD, AMR_CARD, AMR_PASSWORD
 from careid_broker.auditing import Auditor
 from careid_broker.directory import Directory, MailAccount
-from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
+from careid_broker.errors import BrokerError, DirectoryUnavailableError
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.signin.events import SessionEvents
-from careid_broker.signin.standing import session_standing
+from careid_broker.signin.standing import refusal_words, session_standing
 from careid_broker.store import (
     CertificateRef,
     EndedSession,
@@ -205,10 +205,8 @@ class SigninSessions:
             )
         except DirectoryUnavailableError:
             raise
-        except InvalidCredentialsError:
-            return "the account is gone from the directory"
         except BrokerError as exc:
-            return f"the account may no longer sign in ({exc.code.value})"
+            return refusal_words(exc)
         return None
 
     def complete(self, decision: SigninDecision, binding: SigninBinding) -> NewSession:

@@ -60,3 +60,10 @@ def session_standing(
         return account, directory.find_care_identity(uuid) if uuid else None
     check_card_is_accounts(directory, account, card_uuid)
     return account, directory.check_care_identity(directory.find_care_identity(card_uuid))
+
+
+def refusal_words(exc: BrokerError) -> str:
+    """Why a session's standing was refused, for its `session.end` entry."""
+    if isinstance(exc, InvalidCredentialsError):
+        return "the account is gone from the directory"
+    return f"the account may no longer sign in ({exc.code.value})"

@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, select, update
+from sqlalchemy import Row, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from careid_broker.store._sql import row_where, scalars_in_chunks
@@ -238,18 +238,24 @@ class Registrations:
         text: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        after: RegistrationRecord | None = None,
     ) -> RegistrationPage:
         """Filtered registrations, newest first (ties broken by id: stable paging).
 
-        `org_codes` scopes a local administrator to their organisations; an empty
-        collection matches nothing (an administrator with no organisations sees none).
-        `text` matches part of the mail, DN or UUID, case-insensitively.
+        `org_codes` scopes a local administrator to their organisations, compared as
+        ODS codes are, whatever the case (`Rx1` is RX1); an empty collection matches
+        nothing (an administrator with no organisations sees none). `text` matches part
+        of the mail, DN or UUID, case-insensitively. `after` pages by key: only what
+        comes after that registration in this order, so rows removed or added meanwhile
+        do not shift the pages (an export reading every page misses none); the total is
+        still of all that match.
         """
         if offset < 0 or not 1 <= limit <= self.MAX_PAGE:
             raise ValueError(f"offset must be >= 0 and limit 1..{self.MAX_PAGE}")
         query = select(Registration)
         if org_codes is not None:
-            query = query.where(Registration.org_code.in_(list(org_codes)))
+            wanted = sorted({code.strip().upper() for code in org_codes})
+            query = query.where(func.upper(func.trim(Registration.org_code)).in_(wanted))
         if card_uuid is not None:
             query = query.where(Registration.card_uuid == card_uuid)
         if text:
@@ -263,6 +269,16 @@ class Registrations:
             )
         with self._store.session() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            if after is not None:
+                query = query.where(
+                    or_(
+                        Registration.registered_at < after.registered_at,
+                        and_(
+                            Registration.registered_at == after.registered_at,
+                            Registration.id < after.id,
+                        ),
+                    )
+                )
             rows = session.scalars(
                 query.order_by(Registration.registered_at.desc(), Registration.id.desc())
                 .offset(offset)

@@ -9,6 +9,10 @@ Every console view is wrapped in `admin_view`, which runs before it:
 
 Rights come from the directory, kept in the signed browser-session cookie for this
 sign-in session only, and re-read after `[admin] rights_cache_seconds` (≤ 5 minutes).
+Each read also applies the standing check a refresh, an SSO or the role page makes
+(`signin.standing`): an administrator whose account may no longer sign in, whose
+card's Care Identity is suspended, or whose account now names another Care Identity,
+loses the session (ended `account_refused`, as those paths end it) and the console.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from werkzeug.wrappers import Response as BaseResponse
 from careid_broker.admin.rights import Actor, CachedRights, admin_orgs, session_key
 from careid_broker.assurance import ACR_CARD, level_of
 from careid_broker.codes import BrokerCode, message_for
-from careid_broker.store import Outcome, SessionRecord
+from careid_broker.directory import MailAccount
+from careid_broker.errors import BrokerError, DirectoryUnavailableError
+from careid_broker.signin.standing import refusal_words, session_standing
+from careid_broker.store import EndReason, Outcome, SessionRecord
 from careid_broker.web.context import current_broker
-from careid_broker.web.signin_cookie import current_signin
+from careid_broker.web.signin_cookie import current_signin, end_signin
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,8 @@ def rights_for(signin: SessionRecord) -> frozenset[str]:
     """The organisations the signed-in person administers (cached with the session).
 
     A directory that cannot be reached raises `DirectoryUnavailableError`: the console
-    is refused (a 503 page), never opened on stale rights.
+    is refused (a 503 page), never opened on stale rights. A session whose standing is
+    refused ends, and the refusal (`care_identity_inactive`…) is raised, audited.
     """
     svc = current_broker()
     now = svc.store.now()
@@ -57,12 +65,36 @@ def rights_for(signin: SessionRecord) -> frozenset[str]:
         signin.sid, now=now, ttl=svc.config.admin.rights_cache
     ):
         return cached.org_codes
-    orgs = admin_orgs(svc.directory.find_account(signin.account_mail), now=now)
+    orgs = admin_orgs(_standing_account(signin), now=now)
     session[RIGHTS_KEY] = CachedRights(
         session=session_key(signin.sid), org_codes=orgs, read_at=now
     ).to_json()
     log.info("administrator rights read for a session: %d organisations", len(orgs))
     return orgs
+
+
+def _standing_account(signin: SessionRecord) -> MailAccount:
+    """The session's account, read now, if its holder may still be signed in."""
+    try:
+        account, _ = session_standing(
+            current_broker().directory,
+            account_mail=signin.account_mail,
+            card_uuid=signin.card_uuid,
+        )
+    except DirectoryUnavailableError:
+        raise
+    except BrokerError as exc:
+        session.pop(RIGHTS_KEY, None)
+        end_signin(EndReason.ACCOUNT_REFUSED, why=refusal_words(exc))
+        current_broker().audit(
+            EVENT_DENIED,
+            outcome=Outcome.FAILURE,
+            code=exc.code,
+            actor=signin.account_mail,
+            details={"path": request.path[:200], "session_ended": True},
+        )
+        raise
+    return account
 
 
 def step_up_url() -> str:

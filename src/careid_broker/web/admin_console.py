@@ -8,6 +8,7 @@ existed. Every form posts a CSRF token (checked app-wide); no page has inline sc
 
 from __future__ import annotations
 
+import string
 from datetime import UTC, datetime
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -21,10 +22,14 @@ from careid_broker.admin.errors import (
 )
 from careid_broker.admin.export import csv_lines
 from careid_broker.admin.reasons import MAX_REASON_TEXT, Reason, RemovalReason, parse_reason
-from careid_broker.admin.removal import remove_registration
+from careid_broker.admin.removal import (
+    audit_refused_removal,
+    registration_tag,
+    remove_registration,
+)
 from careid_broker.admin.rights import Actor, describe_orgs
 from careid_broker.admin.service import UserDetails, clean_search_text
-from careid_broker.card.revocation import CheckResult
+from careid_broker.card.revocation import EVENT_CHECK, CheckResult
 from careid_broker.codes import BrokerCode, message_for, words_for
 from careid_broker.store import Outcome
 from careid_broker.store.subjects import normalise_mail
@@ -35,6 +40,7 @@ from careid_broker.web.forms import MAX_MAIL_LENGTH
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
+_FILENAME_CHARS = frozenset(string.ascii_uppercase + string.digits)
 _TEXT_ERROR = f"Describe the other reason, in up to {MAX_REASON_TEXT} characters"
 
 
@@ -69,6 +75,7 @@ _EVENT_WORDS = {
     "admin.registration.remove": "Registration removed by an administrator",
     "admin.revocation.check": "Revocation checked by an administrator",
     "admin.user.view": "Person's page opened",
+    "admin.search": "People searched for",
     "csrf.refused": "Expired form refused",
 }
 
@@ -93,12 +100,13 @@ def _not_found() -> Response:
     return error_response(BrokerCode.PAGE_NOT_FOUND)
 
 
-def _details(actor: Actor, mail: str) -> UserDetails | None:
+def _details(actor: Actor, mail: str, *, viewed: bool = True) -> UserDetails | None:
+    """The person, if in scope; `viewed` False for a step whose action is audited."""
     # Measured as looked up, too: "İ".lower() is two characters.
     if len(mail) > MAX_MAIL_LENGTH or len(normalise_mail(mail)) > MAX_MAIL_LENGTH:
         return None
     try:
-        return current_broker().admin.user(actor, mail)
+        return current_broker().admin.user(actor, mail, viewed=viewed)
     except OutOfScopeError:
         return None
 
@@ -185,6 +193,8 @@ def remove_check(actor: Actor, mail: str) -> BaseResponse:
         actor=actor,
         user=details,
         registration=details.registration,
+        # What is confirmed is this registration, not whatever holds the card later.
+        registration_tag=registration_tag(details.registration),
         reason=reason,
     )
 
@@ -193,7 +203,7 @@ def remove_check(actor: Actor, mail: str) -> BaseResponse:
 @admin_view
 def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
     """Step 3: remove, then back to the person's page with what was done."""
-    details = _details(actor, mail)
+    details = _details(actor, mail, viewed=False)
     if details is None:
         return _not_found()
     card_uuid = request.form.get("card_uuid", "")[:64]
@@ -205,8 +215,14 @@ def remove_confirm(actor: Actor, mail: str) -> BaseResponse:
             card_uuid=card_uuid,
             reason=reason,
             expected_mail=details.mail,
+            # Missing (a page from before it was carried) is no match: nothing removed.
+            expected_registration=request.form.get("registration", "")[:64],
         )
-    except RemovalReasonError:
+    except RemovalReasonError as exc:
+        # The page offered only usable reasons: this one was changed on the way here.
+        audit_refused_removal(
+            current_broker().audit, actor, card_uuid, exc.code, subject=details.mail
+        )
         return _removal_form(
             actor,
             details,
@@ -266,10 +282,20 @@ _CHECK_MESSAGES = {
 @admin_view
 def check_revocation(actor: Actor, mail: str) -> BaseResponse:
     """Ask now whether the person's card is revoked; if it is, their sessions end."""
-    details = _details(actor, mail)
-    if details is None or details.registration is None:
-        return _not_found()
+    details = _details(actor, mail, viewed=False)
+    if details is None:
+        return _not_found()  # the refusal is the service's, audited
     broker = current_broker()
+    if details.registration is None:
+        broker.audit(
+            EVENT_CHECK,
+            outcome=Outcome.FAILURE,
+            code=BrokerCode.REGISTRATION_NOT_FOUND,
+            actor=actor.name,
+            subject=details.mail,
+            details={"via": actor.via},
+        )
+        return _not_found()
     try:
         registration = broker.admin.registration(actor, details.registration.card_uuid)
     except OutOfScopeError:
@@ -297,7 +323,12 @@ def export_csv(actor: Actor) -> BaseResponse:
         },
     )
     stamp = current_broker().store.now().strftime("%Y%m%d")
-    orgs = "-".join(sorted(actor.org_codes or ())) or "all"
+    # Rights hold ODS codes only (`admin_orgs`); kept to [A-Z0-9] here as well, since a
+    # quote, a semicolon, a line break or a non-Latin-1 letter would break the header.
+    cleaned = (
+        "".join(ch for ch in code if ch in _FILENAME_CHARS) for code in actor.org_codes or ()
+    )
+    orgs = "-".join(sorted(filter(None, cleaned))) or "all"
     return Response(
         "".join(csv_lines(records)),
         mimetype="text/csv",

@@ -122,15 +122,18 @@ def complete_signin(decision: SigninDecision, *, rp: str | None = None) -> NewSe
     return new
 
 
-def end_signin(reason: EndReason | str = EndReason.LOGOUT) -> EndedSession | None:
-    """End the browser's session (if any), clear its cookie and tell its relying parties."""
+def end_signin(
+    reason: EndReason | str = EndReason.LOGOUT, *, why: str | None = None
+) -> EndedSession | None:
+    """End the browser's session (if any), clear its cookie and tell its relying parties
+    (`why`, if given, goes into the session's end entry)."""
     sid = _sid_from_cookie()
     current = g.get(_CURRENT)
     if isinstance(current, SessionRecord):
         sid = current.sid
     # Ended first: if the store cannot record it, the cookie, CSRF token and steps stay
     # as they were, so the browser still holds the live session and can sign out again.
-    ended = current_broker().sessions.end(sid, reason) if sid is not None else None
+    ended = current_broker().sessions.end(sid, reason, why=why) if sid is not None else None
     setattr(g, _CURRENT, None)
     _set_cookie(None)
     rotate_csrf()
