@@ -254,12 +254,17 @@ class CardBrowser:
             form["tx"] = tx
         return self.client.post("/register", data=form)
 
-    def register_card(self, agent: SimulatedAgent, *, origin: str = ISSUER) -> TestResponse:
-        """Step 2: the card page, then the challenge → sign → authenticate round."""
+    def open_card_step(self) -> TestResponse:
+        """Step 2's page, as its script starts: its CSRF token and the step it names."""
         page = self.client.get("/register/card")
-        assert page.status_code == 200, page.get_data(as_text=True)
         self.csrf = page_csrf(page.get_data(as_text=True))
         self.step = step_from(page.get_data(as_text=True))
+        return page
+
+    def register_card(self, agent: SimulatedAgent, *, origin: str = ISSUER) -> TestResponse:
+        """Step 2: the card page, then the challenge → sign → authenticate round."""
+        page = self.open_card_step()
+        assert page.status_code == 200, page.get_data(as_text=True)
         issued = self.challenge(path="/register/challenge")
         assert issued.status_code == 200, issued.get_data(as_text=True)
         challenge = issued.get_json()["challenge"]

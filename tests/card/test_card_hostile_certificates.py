@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from card_support import ALEX, CardBrowser, CardPki, SimulatedAgent, audits, page_csrf
+from card_support import ALEX, CardBrowser, CardPki, SimulatedAgent, audits
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,7 +48,7 @@ def _at_step_two(app: Flask) -> CardBrowser:
     """A new browser at registration step 2 for Alex."""
     browser = CardBrowser(app.test_client())
     assert browser.register_password(ALEX[0]).status_code == 303
-    browser.csrf = page_csrf(browser.client.get("/register/card").get_data(as_text=True))
+    browser.open_card_step()
     return browser
 
 

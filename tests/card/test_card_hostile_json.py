@@ -7,8 +7,7 @@ import json
 import logging
 
 import pytest
-from broker_support import step_from
-from card_support import ALEX, CardBrowser, last_audit, page_csrf
+from card_support import ALEX, CardBrowser, last_audit
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,7 +44,7 @@ def test_deeply_nested_json_is_400_with_a_code_and_audited(
 ) -> None:
     if path.startswith("/register/"):
         assert card_browser.register_password(ALEX[0]).status_code == 303
-        card_browser.csrf = page_csrf(card_browser.client.get("/register/card").get_data(True))
+        card_browser.open_card_step()
     else:
         card_browser.open_login()
     with caplog.at_level(logging.WARNING):
@@ -120,8 +119,7 @@ def test_a_challenge_the_broker_never_issues_is_refused_with_a_code_and_audited(
 ) -> None:
     if path.startswith("/register/"):
         assert card_browser.register_password(ALEX[0]).status_code == 303
-        page = card_browser.client.get("/register/card").get_data(True)
-        card_browser.csrf, card_browser.step = page_csrf(page), step_from(page)
+        card_browser.open_card_step()
         issued = card_browser.challenge(path="/register/challenge").get_json()["challenge"]
     else:
         card_browser.open_login()

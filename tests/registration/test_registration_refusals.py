@@ -17,7 +17,6 @@ from broker_support import (
     csrf_token_from,
     error_code_of,
     form_of,
-    step_from,
 )
 from card_fixtures import CardAppFactory
 from card_support import (
@@ -33,7 +32,6 @@ from card_support import (
     SimulatedAgent,
     audits,
     last_audit,
-    page_csrf,
     register_card,
 )
 from flask import Flask
@@ -162,7 +160,7 @@ def test_step_two_refuses_a_certificate_the_broker_cannot_fully_read(
 ) -> None:
     agent = card_pki.agent("alex")
     assert card_browser.register_password(ALEX[0]).status_code == 303
-    card_browser.csrf = page_csrf(card_browser.client.get("/register/card").get_data(True))
+    card_browser.open_card_step()
     challenge = card_browser.challenge(path="/register/challenge").get_json()["challenge"]
     token = agent.sign(challenge, certificate=damage(agent.certificate_der))
     with caplog.at_level(logging.WARNING):
@@ -316,7 +314,7 @@ def test_every_refusal_of_the_script_calls_is_audited(
 
     # Sam has never accepted the AUP: no challenge for his registration yet.
     card_browser.register_password(SAM[0])
-    card_browser.csrf = page_csrf(card_browser.client.get("/register/card").get_data(as_text=True))
+    card_browser.open_card_step()
     refused("/register/challenge", "registration_prerequisites_missing", json={})
     refused("/register/authenticate", "token_malformed", data="not json")
     # No registration under way in this browser any more.
@@ -360,10 +358,7 @@ def test_a_policy_that_changes_during_registration_is_accepted_there_and_said_so
     app = card_app_factory(directory_slapd=own_slapd, directory=_aup_writer(own_slapd))
     card_browser = CardBrowser(app.test_client())
     card_browser.register_password(ALEX[0])
-    step_two = card_browser.client.get("/register/card")
-    assert step_two.status_code == 200
-    card_browser.csrf = page_csrf(step_two.get_data(as_text=True))
-    card_browser.step = step_from(step_two.get_data(as_text=True))
+    assert card_browser.open_card_step().status_code == 200
     challenge = card_browser.challenge(path="/register/challenge").get_json()["challenge"]
     # The policy moves on while the PIN is being typed (here: the accepted version is
     # set back, as a new policy version would leave it).
