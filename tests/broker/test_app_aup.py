@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from broker_support import (
+    DEMO_RP_CALLBACK,
     AppFactory,
     broker_of,
     cookie_value,
@@ -24,6 +25,7 @@ from broker_support import (
 )
 from flask import Flask
 from flask.testing import FlaskClient
+from oidc_support import query_of
 from sqlalchemy import select
 
 from careid_broker.codes import AupRoute, BrokerCode, aup_message
@@ -284,6 +286,24 @@ def test_the_session_dates_from_the_password_check_not_the_acceptance(
     assert broker.sessions.find(signin.sid) is not None
     clock.advance(timedelta(seconds=1))
     assert broker.sessions.find(signin.sid) is None
+
+
+def test_max_age_counts_from_the_password_check_not_the_acceptance(
+    writable_app: Flask, clock: FakeClock
+) -> None:
+    client = writable_app.test_client()
+    tx = rp_transaction(writable_app, client, max_age=300)
+    page = _text(password_login(client, SAM, tx=tx))
+    clock.advance(timedelta(minutes=9))
+    accepted = client.post("/login/aup", data=form_of(page, accept="yes"))
+    assert accepted.location == f"/authorize/resume?tx={tx}"
+    # The password is nine minutes old: the relying party asked for five at most.
+    resumed = client.get(accepted.location)
+    assert resumed.status_code == 302 and resumed.location.startswith("/login?"), resumed.location
+    assert query_of(resumed.location)["tx"] == tx
+    # Signing in again (the policy is accepted now) goes on to the code.
+    again = password_login(client, SAM, tx=tx)
+    assert again.status_code == 303 and again.location.startswith(DEMO_RP_CALLBACK)
 
 
 def test_prompt_login_is_not_met_by_accepting_a_policy_offered_before_the_request(

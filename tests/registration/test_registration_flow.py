@@ -263,6 +263,31 @@ def test_the_session_dates_from_the_card_not_the_confirmation(
     assert signin.amr == ("sc", "pin", "hwk")
 
 
+def test_max_age_counts_from_the_card_not_the_confirmation(
+    card_app: Flask, card_pki: CardPki, card_clock: FakeClock
+) -> None:
+    rp = Browser(card_app.test_client())
+    authorization = rp.authorize(max_age="300")
+    tx = query_of(authorization.location)["tx"]
+    card = CardBrowser(rp.client)
+    card.open_login(tx)
+    agent = card_pki.agent("alex")
+    assert card.sign_in(agent, tx).get_json()["error"] == "card_not_registered"
+    assert card.register_password(ALEX[0], tx=tx).status_code == 303
+    assert card.register_card(agent).status_code == 200
+    card_clock.advance(timedelta(minutes=14))
+    assert card.register_confirm().status_code == 200
+    # The card was used fourteen minutes ago: the relying party asked for five at most.
+    resumed = rp.client.get(f"/authorize/resume?tx={tx}")
+    assert resumed.status_code == 302 and resumed.location.startswith("/login?"), resumed.location
+    assert query_of(resumed.location)["tx"] == tx
+    # The card, now registered, signs in again and the relying party gets its code.
+    card.open_login(tx)
+    again = card.sign_in(agent, tx)
+    assert again.status_code == 200, again.get_data(as_text=True)
+    assert again.get_json()["redirect"].startswith(rp.redirect_uri)
+
+
 @pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
 def test_a_step_stored_without_the_cards_time_dates_from_when_it_was_stored(
     card_app: Flask, card_pki: CardPki, card_browser: CardBrowser, card_clock: FakeClock
