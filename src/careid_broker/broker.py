@@ -257,6 +257,7 @@ def build_broker(
                 store, key=tx_key, previous_keys=tx_previous, ttl=ACCEPT_WITHIN, sealed=False
             ),
             writable=config.directory.writable,
+            clock=clock,
         ),
         card=card,
         revocation_check=CardRevocationCheck(

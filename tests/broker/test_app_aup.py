@@ -8,9 +8,11 @@ one: the page says to accept it in the NHSmail portal, and offers nothing to acc
 from __future__ import annotations
 
 import html
+from datetime import timedelta
 
 import pytest
 from broker_support import (
+    DEMO_RP_CALLBACK,
     AppFactory,
     broker_of,
     cookie_value,
@@ -18,14 +20,20 @@ from broker_support import (
     error_code_of,
     form_of,
     password_login,
+    rp_transaction,
     started_in,
 )
 from flask import Flask
 from flask.testing import FlaskClient
+from oidc_support import query_of
+from sqlalchemy import select
 
 from careid_broker.codes import AupRoute, BrokerCode, aup_message
+from careid_broker.signin.aup import AUP_CLIENT_ID
 from careid_broker.store import AuditRecord, AuthorizationRequest, Outcome
+from careid_broker.store.models import LoginTransaction
 from careid_broker.web.errors import error_response
+from support.clock import FakeClock
 
 SAM = "sam.patel@nhs.net"  # never accepted
 CHRIS = "chris.old@nhs.net"  # accepted an older version
@@ -255,3 +263,77 @@ def test_accepting_on_a_page_for_another_persons_step_records_nothing(
     assert accepted.status_code == 303
     account = directory.find_account(CHRIS)
     assert account is not None and account.aup_version == "2024-1"
+
+
+# When the session begins: the password's check, not the click on the policy page.
+
+
+def test_the_session_dates_from_the_password_check_not_the_acceptance(
+    app_factory: AppFactory, clock: FakeClock
+) -> None:
+    app = app_factory(directory={"writable": True}, broker={"session_lifetime_seconds": 3600})
+    client = app.test_client()
+    page = _text(password_login(client, SAM))
+    checked = clock()
+    clock.advance(timedelta(minutes=9))  # the page left open: no credential after this
+    assert client.post("/login/aup", data=form_of(page, accept="yes")).status_code == 303
+    broker = broker_of(app)
+    [signin] = broker.repos.sessions.active_for_account(SAM)
+    assert signin.auth_time == checked and signin.created_at == clock()
+    assert signin.amr == ("pwd",)
+    # Its lifetime runs from the password too: the click does not lengthen it.
+    clock.advance(timedelta(minutes=51) - timedelta(seconds=1))
+    assert broker.sessions.find(signin.sid) is not None
+    clock.advance(timedelta(seconds=1))
+    assert broker.sessions.find(signin.sid) is None
+
+
+def test_max_age_counts_from_the_password_check_not_the_acceptance(
+    writable_app: Flask, clock: FakeClock
+) -> None:
+    client = writable_app.test_client()
+    tx = rp_transaction(writable_app, client, max_age=300)
+    page = _text(password_login(client, SAM, tx=tx))
+    clock.advance(timedelta(minutes=9))
+    accepted = client.post("/login/aup", data=form_of(page, accept="yes"))
+    assert accepted.location == f"/authorize/resume?tx={tx}"
+    # The password is nine minutes old: the relying party asked for five at most.
+    resumed = client.get(accepted.location)
+    assert resumed.status_code == 302 and resumed.location.startswith("/login?"), resumed.location
+    assert query_of(resumed.location)["tx"] == tx
+    # Signing in again (the policy is accepted now) goes on to the code.
+    again = password_login(client, SAM, tx=tx)
+    assert again.status_code == 303 and again.location.startswith(DEMO_RP_CALLBACK)
+
+
+def test_prompt_login_is_not_met_by_accepting_a_policy_offered_before_the_request(
+    writable_app: Flask, clock: FakeClock
+) -> None:
+    client = writable_app.test_client()
+    page = _text(password_login(client, SAM))  # the password checked, the policy offered
+    clock.advance(timedelta(minutes=5))
+    tx = rp_transaction(writable_app, client, prompt="login")  # the RP asks for a new login
+    clock.advance(timedelta(minutes=4))
+    # A click, no credential: the sign-in it makes is older than the request.
+    assert client.post("/login/aup", data=form_of(page, accept="yes")).status_code == 303
+    resumed = client.get(f"/authorize/resume?tx={tx}")
+    assert resumed.status_code == 302 and resumed.location.startswith("/login?"), resumed.location
+
+
+def test_a_step_stored_without_its_check_time_dates_from_when_it_was_stored(
+    writable_app: Flask, clock: FakeClock
+) -> None:
+    client = writable_app.test_client()
+    page = _text(password_login(client, SAM))
+    stored = clock()
+    # As a broker before this one stored it (a rolling upgrade): no check time.
+    with broker_of(writable_app).store.transaction() as session:
+        for row in session.scalars(
+            select(LoginTransaction).where(LoginTransaction.client_id == AUP_CLIENT_ID)
+        ):
+            assert "checked_at" in row.extras
+            row.extras = {k: v for k, v in row.extras.items() if k != "checked_at"}
+    clock.advance(timedelta(minutes=9))
+    assert client.post("/login/aup", data=form_of(page, accept="yes")).status_code == 303
+    [signin] = broker_of(writable_app).repos.sessions.active_for_account(SAM)
+    assert signin.auth_time == stored

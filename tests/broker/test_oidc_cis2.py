@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from oidc_support import (
 from careid_broker.oidc.clients import AuthMethod, CardRemoval, load_clients
 from careid_broker.oidc.config import OidcConfig
 from careid_broker.oidc.errors import OidcConfigError
+from support.clock import FakeClock
 
 AppFactory = Callable[..., Flask]
 ROBIN = "robin.hale@nhs.net"  # a locum: three roles in three organisations
@@ -321,6 +324,66 @@ def test_a_choice_that_is_not_one_of_the_persons_roles_is_refused_and_audited(
     # Nothing was chosen: the RP has no code yet, and a valid choice still goes through.
     done = _choose(browser, tx, page, _role_ids(page)[0])
     assert done.location.startswith(REDIRECT)
+
+
+def test_max_age_is_checked_again_when_the_role_is_chosen(
+    oidc_app: Flask, clock: FakeClock
+) -> None:
+    browser = Browser(oidc_app.test_client())
+    started = browser.authorize(scope=CIS2_SCOPES, max_age="60")
+    tx, page = _role_page(browser, browser.sign_in(started, ROBIN))
+    clock.advance(timedelta(minutes=10))  # the role page left open
+    # The sign-in is ten minutes old, the RP asked for one at most: no code from it.
+    late = browser.client.post(
+        f"/authorize/role?tx={tx}",
+        data={"csrf_token": csrf_token_from(page), "person_roleid": _role_ids(page)[0]},
+    )
+    assert late.status_code == 302 and late.location.startswith("/login?"), late.location
+    assert browser.client.get(f"/authorize/role?tx={tx}").location.startswith("/login?")
+    assert _audits(oidc_app, "oidc.role_selected") == []
+    # Signing in again, and choosing in time, gives the code and a recent auth_time.
+    signed_in = browser.sign_in(replace(started, response=late), ROBIN)
+    tx, page = _role_page(browser, signed_in)
+    clock.advance(timedelta(seconds=30))
+    done = _choose(browser, tx, page, _role_ids(page)[0])
+    assert done.location.startswith(REDIRECT), done.location
+    done.verifier = started.verifier
+    _, claims = id_token_claims(browser.client, _tokens(browser, done)["id_token"])
+    assert int(clock().timestamp()) - claims["auth_time"] <= 60
+
+
+def test_max_age_is_checked_again_on_resuming_after_the_role_choice(
+    oidc_app: Flask, clock: FakeClock
+) -> None:
+    browser = Browser(oidc_app.test_client())
+    tx, page = _role_page(
+        browser, browser.sign_in(browser.authorize(scope=CIS2_SCOPES, max_age="60"), ROBIN)
+    )
+    clock.advance(timedelta(seconds=50))
+    chosen = browser.client.post(
+        f"/authorize/role?tx={tx}",
+        data={"csrf_token": csrf_token_from(page), "person_roleid": _role_ids(page)[0]},
+    )
+    assert chosen.location == f"/authorize/resume?tx={tx}"
+    clock.advance(timedelta(seconds=20))  # the code would be issued 70 s after sign-in
+    resumed = browser.client.get(chosen.location)
+    assert resumed.status_code == 302 and resumed.location.startswith("/login?")
+
+
+def test_max_age_0_is_met_by_a_sign_in_for_the_request_as_prompt_login_is(
+    oidc_app: Flask, clock: FakeClock
+) -> None:
+    # OIDC Core §3.1.2.1: max_age=0 is prompt=login. A sign-in made for the request
+    # meets it, however long the role page then takes.
+    for params in ({"max_age": "0"}, {"prompt": "login"}):
+        browser = Browser(oidc_app.test_client())
+        browser.signed_in_code(ROBIN, scope="openid")  # signed in already: asked again
+        started = browser.authorize(scope=CIS2_SCOPES, **params)
+        assert started.location.startswith("/login?"), started.location
+        tx, page = _role_page(browser, browser.sign_in(started, ROBIN))
+        clock.advance(timedelta(seconds=20))
+        done = _choose(browser, tx, page, _role_ids(page)[0])
+        assert done.location.startswith(REDIRECT), (params, done.location)
 
 
 def test_prompt_none_cannot_show_the_role_page(oidc_app: Flask) -> None:

@@ -13,8 +13,11 @@ from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, audits, last_audit
 from flask import Flask, Response, request_finished
 from oidc_support import Browser, query_of
+from sqlalchemy import select
 
+from careid_broker.registration.state import REGISTRATION_CLIENT_ID
 from careid_broker.store import AuditRecord, LinkMode, Outcome, StoreUnavailableError
+from careid_broker.store.models import LoginTransaction
 from support.clock import FakeClock
 
 
@@ -241,3 +244,70 @@ def test_a_stale_confirmation_after_registering_elsewhere_changes_nothing(
     assert repos.registrations.by_uuid(ALEX[1]) == record
     assert repos.sessions.active_for_account(ALEX[0]) == sessions
     assert last_audit(card_app, "registration.create").error_code == "registration_already_done"
+
+
+# When the session begins: the card's use at step 2, not the click on Confirm.
+
+
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
+def test_the_session_dates_from_the_card_not_the_confirmation(
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser, card_clock: FakeClock
+) -> None:
+    assert card_browser.register_password(ALEX[0]).status_code == 303
+    assert card_browser.register_card(card_pki.agent("alex")).status_code == 200
+    card_used = card_clock()
+    card_clock.advance(timedelta(minutes=14))  # the confirmation page left open
+    assert card_browser.register_confirm().status_code == 200
+    [signin] = broker_of(card_app).repos.sessions.active_for_account(ALEX[0])
+    assert signin.auth_time == card_used and signin.created_at == card_clock()
+    assert signin.amr == ("sc", "pin", "hwk")
+
+
+def test_max_age_counts_from_the_card_not_the_confirmation(
+    card_app: Flask, card_pki: CardPki, card_clock: FakeClock
+) -> None:
+    rp = Browser(card_app.test_client())
+    authorization = rp.authorize(max_age="300")
+    tx = query_of(authorization.location)["tx"]
+    card = CardBrowser(rp.client)
+    card.open_login(tx)
+    agent = card_pki.agent("alex")
+    assert card.sign_in(agent, tx).get_json()["error"] == "card_not_registered"
+    assert card.register_password(ALEX[0], tx=tx).status_code == 303
+    assert card.register_card(agent).status_code == 200
+    card_clock.advance(timedelta(minutes=14))
+    assert card.register_confirm().status_code == 200
+    # The card was used fourteen minutes ago: the relying party asked for five at most.
+    resumed = rp.client.get(f"/authorize/resume?tx={tx}")
+    assert resumed.status_code == 302 and resumed.location.startswith("/login?"), resumed.location
+    assert query_of(resumed.location)["tx"] == tx
+    # The card, now registered, signs in again and the relying party gets its code.
+    card.open_login(tx)
+    again = card.sign_in(agent, tx)
+    assert again.status_code == 200, again.get_data(as_text=True)
+    assert again.get_json()["redirect"].startswith(rp.redirect_uri)
+
+
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
+def test_a_step_stored_without_the_cards_time_dates_from_when_it_was_stored(
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser, card_clock: FakeClock
+) -> None:
+    assert card_browser.register_password(ALEX[0]).status_code == 303
+    assert card_browser.register_card(card_pki.agent("alex")).status_code == 200
+    stored = card_clock()
+    # As a broker before this one stored step 2 (a rolling upgrade): no time of use.
+    with broker_of(card_app).store.transaction() as session:
+        for row in session.scalars(
+            select(LoginTransaction).where(LoginTransaction.client_id == REGISTRATION_CLIENT_ID)
+        ):
+            card = row.extras.get("card")
+            if isinstance(card, dict):
+                assert "used_at" in card
+                row.extras = {
+                    **row.extras,
+                    "card": {k: v for k, v in card.items() if k != "used_at"},
+                }
+    card_clock.advance(timedelta(minutes=14))
+    assert card_browser.register_confirm().status_code == 200
+    [signin] = broker_of(card_app).repos.sessions.active_for_account(ALEX[0])
+    assert signin.auth_time == stored

@@ -96,6 +96,9 @@ class Confirmed:
     registration: RegistrationRecord
     account: MailAccount
     replaced: RegistrationRecord | None
+    card_used_at: datetime
+    """When the card was used (step 2): the auth_time of the card sign-in this starts.
+    Confirming uses no card (a click, perhaps the password typed again), so it is not."""
 
 
 class RegistrationService:
@@ -213,6 +216,9 @@ class RegistrationService:
     ) -> PendingRegistration:
         """Check the card for this registration; store step 2. Raises `CardRefusal`."""
         facts = AttemptFacts(account_mail=pending.mail, org_code=pending.org_code or None)
+        # The card signed the challenge just before its token arrived: the moment the
+        # card and PIN were used, and so the auth_time of the sign-in confirming starts.
+        used_at = self._clock()
         try:
             account = self._ready_for_card(pending)
             verified = card.verify(token, challenge=challenge, transaction_id=pending.id)
@@ -252,6 +258,7 @@ class RegistrationService:
                         issuer_dn=certificate.issuer_dn,
                         serial_hex=certificate.serial_hex,
                         fingerprint=certificate.fingerprint_sha256,
+                        used_at=used_at,
                         certificate_der=certificate.certificate.public_bytes(Encoding.DER),
                     ),
                 )
@@ -360,7 +367,9 @@ class RegistrationService:
                     cert_der=card.certificate_der,
                 )
             )
-            confirmed = Confirmed(registration=record, account=account, replaced=replaced)
+            confirmed = Confirmed(
+                registration=record, account=account, replaced=replaced, card_used_at=card.used_at
+            )
             if within is not None:
                 within(confirmed)
         return confirmed, identity

@@ -6,6 +6,11 @@ browser's session cookie holds. A step never changes a stored step: it makes the
 one and expires the last, so what the confirm page shows is exactly what was verified,
 and a step that fails leaves the previous one as it was. The registration itself is
 written only at confirmation; until then nothing links a card to an account.
+
+Step 2 keeps when the card was used: the card sign-in that confirmation starts is dated
+from then, not from the click on Confirm (`SigninDecision.auth_time`). A step stored by
+an older broker, without that time, is dated from when it was stored, just after the
+card was verified.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from datetime import datetime
 from enum import StrEnum, unique
 from typing import Any
 
-from careid_broker.store import AuthorizationRequest, LoginTransactionRecord, TransactionStatus
+from careid_broker.store import (
+    AuthorizationRequest,
+    LoginTransactionRecord,
+    TransactionStatus,
+    instant_for_extras,
+    instant_from_extras,
+)
 
 #: The client id of registration transactions: no registered client has it, so the
 #: OpenID Provider can never issue a code for one.
@@ -42,6 +53,9 @@ class CardDetails:
     issuer_dn: str
     serial_hex: str
     fingerprint: str
+    used_at: datetime
+    """When the card presented it (its signed challenge arrived): the auth_time of the
+    card sign-in the confirmation starts."""
     certificate_der: bytes | None = None
     """The certificate itself, kept with the registration (None in older steps)."""
 
@@ -91,6 +105,7 @@ def to_request(
             "issuer_dn": card.issuer_dn,
             "serial_hex": card.serial_hex,
             "fingerprint": card.fingerprint,
+            "used_at": instant_for_extras(card.used_at),
             "certificate": (
                 base64.b64encode(card.certificate_der).decode("ascii")
                 if card.certificate_der is not None
@@ -140,6 +155,8 @@ def from_record(pending_id: str, record: LoginTransactionRecord) -> PendingRegis
                 issuer_dn=_text(card_data, "issuer_dn"),
                 serial_hex=_text(card_data, "serial_hex"),
                 fingerprint=_text(card_data, "fingerprint"),
+                # An older broker's step kept no time: stored just after the card's use.
+                used_at=instant_from_extras(card_data.get("used_at")) or record.created_at,
                 certificate_der=_der(card_data.get("certificate")),
             )
         return_tx = extras.get("return_tx")

@@ -6,12 +6,18 @@ browser: the check stores a short-lived, single-use step (a broker-local login
 transaction, as registration's steps are) whose id only the browser's session holds.
 Knowing an email address is not enough to accept the policy for someone.
 
+The step keeps when the password was checked: the sign-in it finishes is dated from
+then (`SigninDecision.auth_time`), not from the click that accepts the policy, which
+proves nothing about who is at the keyboard. A step stored by an older broker, without
+that time, is dated from when it was stored: in the same request, just after the check.
+
 A card sign-in cannot record it (nothing the person typed proves they read anything), so
 its refusal sends the person here by email and password.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +30,8 @@ from careid_broker.store import (
     LoginTransactionRecord,
     LoginTransactions,
     TransactionStatus,
+    instant_for_extras,
+    instant_from_extras,
 )
 from careid_broker.store.subjects import normalise_mail
 
@@ -54,6 +62,8 @@ class PendingAcceptance:
     """The relying party's login transaction to carry on with afterwards."""
     sign_in: bool
     """Sign the person in by password once accepted (False: they go on by card)."""
+    checked_at: datetime
+    """When the password was checked: the auth_time of the sign-in this step finishes."""
     expires_at: datetime
 
 
@@ -61,12 +71,19 @@ class AupAcceptance:
     """Records acceptance of the current policy for a just-checked account."""
 
     def __init__(
-        self, *, issuer: str, directory: Directory, transactions: LoginTransactions, writable: bool
+        self,
+        *,
+        issuer: str,
+        directory: Directory,
+        transactions: LoginTransactions,
+        writable: bool,
+        clock: Callable[[], datetime],
     ) -> None:
         self._issuer = issuer
         self._directory = directory
         self._transactions = transactions
         self._writable = writable
+        self._clock = clock
 
     @property
     def writable(self) -> bool:
@@ -81,7 +98,8 @@ class AupAcceptance:
     def begin(
         self, account: MailAccount, *, return_tx: str | None, sign_in: bool
     ) -> PendingAcceptance:
-        """Store the step for an account whose password was just checked."""
+        """Store the step for an account whose password was just checked (in this
+        request: now is when it was checked)."""
         if not self._writable:
             raise DirectoryReadOnlyError(detail="directory.writable is false")
         extras: dict[str, Any] = {
@@ -91,6 +109,7 @@ class AupAcceptance:
             "display_name": account.display_name,
             "return_tx": return_tx,
             "sign_in": sign_in,
+            "checked_at": instant_for_extras(self._clock()),
         }
         created = self._transactions.create(
             AuthorizationRequest(
@@ -150,5 +169,7 @@ def _from_record(pending_id: str, record: LoginTransactionRecord) -> PendingAcce
         display_name=name if isinstance(name, str) else mail,
         return_tx=return_tx if isinstance(return_tx, str) else None,
         sign_in=extras.get("sign_in") is True,
+        # An older broker's step kept no time: it was stored just after the check.
+        checked_at=instant_from_extras(extras.get("checked_at")) or record.created_at,
         expires_at=record.expires_at,
     )

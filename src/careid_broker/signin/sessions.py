@@ -7,6 +7,13 @@ not happen. Sessions end after `lifetime` from sign-in or `idle` without use; ev
 session that ends is published on `SessionEvents` (back-channel logout) in the same
 transaction as the ending, and audited.
 
+A session's `auth_time` is when its credential was checked. Usually that is now; a
+sign-in finished on a later page (accepting the AUP after the password, confirming a
+registration after the card) is dated from the password or the card, not the click:
+max_age and prompt=login are judged by it (OIDC Core §3.1.2.1), and the session's
+`lifetime` runs from it too, so a page left open never makes a sign-in look newer, nor
+last longer, than the credential behind it.
+
 The browser's cookie is the web layer's business (`web.signin_cookie`); this service
 sees only session ids.
 """
@@ -60,11 +67,18 @@ class SigninDecision:
     """The certificate a card signed in with (a CRL that lists it ends the session)."""
     card_session: bool = False
     """Whether the agent gets a card-session id (the session lock on card removal)."""
+    auth_time: datetime | None = None
+    """When the credential was checked, for a sign-in finished in a later request (the
+    AUP accepted, a registration confirmed); None: in this one, now."""
     audit_details: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod
     def by_password(
-        cls, account: MailAccount, *, audit_details: Mapping[str, object] | None = None
+        cls,
+        account: MailAccount,
+        *,
+        auth_time: datetime | None = None,
+        audit_details: Mapping[str, object] | None = None,
     ) -> SigninDecision:
         """A password sign-in: its method, assurance and audit event follow from that."""
         return cls(
@@ -74,6 +88,7 @@ class SigninDecision:
             amr=AMR_PASSWORD,
             event=EVENT_PASSWORD,
             org_code=account.org_code,
+            auth_time=auth_time,
             audit_details=audit_details or {},
         )
 
@@ -86,6 +101,7 @@ class SigninDecision:
         certificate: CertificateRef,
         org_code: str | None,
         card_session: bool,
+        auth_time: datetime | None = None,
         audit_details: Mapping[str, object] | None = None,
     ) -> SigninDecision:
         """A card sign-in: its method, assurance and audit event follow from that."""
@@ -99,6 +115,7 @@ class SigninDecision:
             card_uuid=card_uuid,
             certificate=certificate,
             card_session=card_session,
+            auth_time=auth_time,
             audit_details=audit_details or {},
         )
 
@@ -212,6 +229,13 @@ class SigninSessions:
     def complete(self, decision: SigninDecision, binding: SigninBinding) -> NewSession:
         """Start the decided session: end the browser's previous one, store the new one
         and audit the success, in one transaction (SQLite takes its write lock once)."""
+        now = self._store.now()
+        # Never later than now: a clock step back between the check and the click must
+        # not date a sign-in in the future.
+        auth_time = now if decision.auth_time is None else min(decision.auth_time, now)
+        details: dict[str, object] = dict(decision.audit_details)
+        if decision.auth_time is not None:
+            details["auth_time"] = auth_time.isoformat()
         with self._store.transaction():
             if binding.previous_sid is not None:
                 self.end(binding.previous_sid, EndReason.LOGOUT, why="replaced by a new sign-in")
@@ -221,7 +245,7 @@ class SigninSessions:
                 account_mail=account.mail,
                 acr=decision.acr,
                 amr=list(decision.amr),
-                auth_time=self._store.now(),
+                auth_time=auth_time,
                 card_uuid=decision.card_uuid,
                 certificate=decision.certificate,
                 with_card_session=decision.card_session,
@@ -234,7 +258,7 @@ class SigninSessions:
                 org=decision.org_code,
                 rp=binding.rp,
                 details={
-                    **decision.audit_details,
+                    **details,
                     "sid": new.record.sid,
                     "acr": new.record.acr,
                 },

@@ -97,6 +97,8 @@ from careid_broker.store.transactions import (
     NewLoginTransaction,
     TransactionStatus,
     TransactionTooLargeError,
+    instant_for_extras,
+    instant_from_extras,
     transaction_key,
 )
 from careid_broker.store.urls import driver_problem, shown_url
@@ -185,6 +187,8 @@ __all__ = [
     "current_revision",
     "driver_problem",
     "head_revision",
+    "instant_for_extras",
+    "instant_from_extras",
     "new_opaque_token",
     "schema_is_current",
     "shown_url",

@@ -120,6 +120,23 @@ class NewLoginTransaction:
     record: LoginTransactionRecord
 
 
+def instant_for_extras(when: datetime) -> str:
+    """An instant as a broker-local step keeps it among its extras (JSON): ISO 8601 in UTC."""
+    return require_aware(when).isoformat()
+
+
+def instant_from_extras(value: object) -> datetime | None:
+    """An instant `instant_for_extras` wrote; None if absent or not one (a step stored by
+    an older broker, which did not keep it: the caller decides what stands in)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+
+
 def transaction_key(secret_key: str) -> bytes:
     """The AES-256 key that seals login transactions, derived from the broker's secret."""
     return HKDF(

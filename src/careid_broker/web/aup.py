@@ -223,7 +223,10 @@ def accept() -> BaseResponse:
     if not pending.sign_in:
         return _done_page(account, tx=pending.return_tx, already=False)
     complete_signin(
-        SigninDecision.by_password(account, audit_details={"via": "aup"}),
+        # Dated from the password's check, not this click (`signin.aup`).
+        SigninDecision.by_password(
+            account, auth_time=pending.checked_at, audit_details={"via": "aup"}
+        ),
         rp=rp,
     )
     if pending.return_tx is None:

@@ -12,7 +12,9 @@ redirect URI, scope, PKCE, nonce) and then decides:
   the pages that sign in some other way (accepting the AUP, registering, choosing a
   role) come back to `GET /authorize/resume?tx=…` instead. The transaction keeps the
   id_token_hint's person: if someone else signs in, the RP gets `login_required`, not
-  a code for them (OIDC Core §3.1.2.1).
+  a code for them (OIDC Core §3.1.2.1). Each of these steps checks the sign-in against
+  the request again (`_needs_signin`): prompt=login against when the request was made,
+  max_age against the time the code is issued.
 
 With the `selectedrole` scope, a person holding several roles chooses one first
 (`GET|POST /authorize/role?tx=…`); the choice holds for the rest of the sign-in
@@ -217,13 +219,26 @@ def _max_age(value: str | None, redirect_uri: str) -> int | None:
     )
 
 
-def _reusable(provider: OidcProvider, signin: SessionRecord | None, checks: _Checks) -> bool:
-    if signin is None or "login" in checks.prompts:
+def _demands_login(prompts: frozenset[str], max_age: int | None) -> bool:
+    """Whether the request wants a sign-in made for it: prompt=login, or max_age=0,
+    which OIDC Core §3.1.2.1 makes its equal."""
+    return "login" in prompts or max_age == 0
+
+
+def _past_max_age(provider: OidcProvider, signin: SessionRecord, max_age: int | None) -> bool:
+    """Whether more than max_age seconds have passed, now, since the session's
+    credential was checked (its auth_time, as the relying party will read it).
+    max_age=0 is judged as prompt=login is (`_demands_login`), against the request."""
+    if not max_age:
         return False
-    if checks.max_age is not None:
-        age = (provider.clock() - signin.auth_time).total_seconds()
-        if age > checks.max_age:
-            return False
+    return (provider.clock() - signin.auth_time).total_seconds() > max_age
+
+
+def _reusable(provider: OidcProvider, signin: SessionRecord | None, checks: _Checks) -> bool:
+    if signin is None or _demands_login(checks.prompts, checks.max_age):
+        return False
+    if _past_max_age(provider, signin, checks.max_age):
+        return False
     if not assurance.satisfies(signin.acr, checks.acr_values):
         return False
     return checks.hinted_sub is None or checks.hinted_sub == signin.sub
@@ -488,15 +503,23 @@ def in_this_browser(provider: OidcProvider, tx: str, record: LoginTransactionRec
 def _needs_signin(
     provider: OidcProvider, record: LoginTransactionRecord, signin: SessionRecord
 ) -> bool:
-    """Whether the current sign-in falls short of what the stored request asked."""
+    """Whether the current sign-in falls short of what the stored request asks, now.
+
+    Every step that goes on with a transaction asks (the role page and its choice,
+    resume, the sign-in's own request), so it is asked just before any code is issued.
+    prompt=login (and max_age=0) wants a credential checked after the request was made:
+    the session's auth_time is when its password or card was checked, not when a later
+    page (the AUP, a registration's confirmation) was clicked. Any other max_age is
+    measured to now, however fresh the sign-in was: a role page left open must not
+    yield a code for a sign-in older than the relying party accepts (OIDC Core
+    §3.1.2.1: the OP must then authenticate the person again).
+    """
     stored = record.request
     prompts = frozenset((stored.prompt or "").split())
-    fresh = signin.auth_time >= record.created_at
-    if "login" in prompts and not fresh:
+    if _demands_login(prompts, stored.max_age) and signin.auth_time < record.created_at:
         return True
-    if stored.max_age is not None and not fresh:
-        if (provider.clock() - signin.auth_time).total_seconds() > stored.max_age:
-            return True
+    if _past_max_age(provider, signin, stored.max_age):
+        return True
     return not assurance.satisfies(signin.acr, stored.acr_values)
 
 

@@ -391,6 +391,7 @@ def confirm(
                     certificate=CertificateRef(record.cert_issuer_dn, record.cert_serial),
                     org_code=confirmed.account.org_code,
                     card_session=card.settings.session_lock,
+                    auth_time=confirmed.card_used_at,
                     audit_details={"uuid": record.card_uuid, "via": "registration"},
                 )
             )
