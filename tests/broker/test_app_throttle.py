@@ -119,3 +119,21 @@ def test_a_directory_lockout_is_not_revealed_and_is_audited(
     assert "sign in with your smartcard" in locked.get_data(as_text=True)
     entry = broker_of(app).repos.audit.list_recent(limit=1)[0]
     assert entry.error_code == "account_locked" and entry.actor == mail
+
+
+def test_one_ipv6_network_is_one_address_to_the_throttle(
+    app_factory: AppFactory, clock: FakeClock
+) -> None:
+    # A /64 is routinely one customer's: a guesser there has millions of addresses.
+    app = app_factory(signin={**POLICY, "account_free_failures": 50, "address_free_failures": 3})
+    for n in range(4):
+        guesser = _from(app.test_client(), f"2001:db8:1:2::{n + 1:x}")
+        assert error_code_of(password_login(guesser, f"nobody{n}@nhs.net", "guess")) == (
+            "invalid_credentials"
+        )
+    elsewhere_in_it = _from(app.test_client(), "2001:db8:1:2:ffff:ffff:ffff:fffe")
+    blocked = password_login(elsewhere_in_it, "alex.morgan@nhs.net", DEMO_PASSWORD)
+    assert blocked.status_code == 429 and error_code_of(blocked) == "signin_throttled"
+    # The next network along is someone else.
+    neighbour = _from(app.test_client(), "2001:db8:1:3::1")
+    assert password_login(neighbour, "alex.morgan@nhs.net", DEMO_PASSWORD).status_code == 303

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from careid_broker.store import (
     AttemptOutcome,
     Store,
@@ -28,7 +30,26 @@ def test_keys_hide_the_mail_address() -> None:
     key = account_key(" Alice@NHS.net ")
     assert key == account_key("alice@nhs.net")
     assert key.startswith("account:") and "alice" not in key and len(key) == 8 + 64
-    assert address_key("2001:DB8::1") == "addr:2001:db8::1"
+
+
+def test_an_ipv6_client_is_its_64_and_a_mapped_ipv4_client_its_ipv4_address() -> None:
+    assert address_key("192.0.2.7") == address_key(" 192.0.2.7 ") == "addr:192.0.2.7"
+    network = address_key("2001:DB8:1:2::1")
+    assert network == "addr:2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:2:ffff:ffff:ffff:ffff") == network
+    assert address_key("2001:db8:1:3::1") != network
+    assert address_key("::ffff:192.0.2.7") == address_key("::FFFF:c000:0207") == "addr:192.0.2.7"
+    # A zone id names the local interface, not another client.
+    assert address_key("fe80::1%eth0") == address_key("fe80::2") == "addr:fe80::/64"
+
+
+@pytest.mark.parametrize(
+    "odd", ["unknown", "", "   ", "fe80::1%", "%eth0", "1.2.3.4.5", "::ffff:1.2.3", "é" * 300]
+)
+def test_an_address_that_is_not_one_still_gets_a_key_that_fits(odd: str) -> None:
+    key = address_key(odd)
+    assert key.startswith("addr:") and len("pending:" + key) <= 128
+    assert key == address_key(odd)
 
 
 def test_blocks_start_after_the_free_failures_and_double(store: Store, clock: FakeClock) -> None:

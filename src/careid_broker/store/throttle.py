@@ -7,6 +7,7 @@ load balancer is counted once.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -113,9 +114,32 @@ def account_key(mail: str) -> str:
     return "account:" + hashlib.sha256(normalise_mail(mail).encode("utf-8")).hexdigest()
 
 
+#: The longest non-IP address text kept as it is in a key (longer ones are hashed), so
+#: "pending:" + the key fits the 128-character column.
+_MAX_ADDRESS_TEXT = 64
+
+
 def address_key(address: str) -> str:
-    """Throttle key for a client address."""
-    return "addr:" + address.strip().lower()
+    """Throttle key for a client address: an IPv6 client by its /64, an IPv4-mapped
+    IPv6 one by its IPv4 address.
+
+    One IPv6 host routinely has a whole /64 to itself (RFC 7421 §1, SLAAC privacy
+    addresses): counted per address it could guess without end. A zone id ("%eth0")
+    names the local interface, not a client, and is dropped. Text that is no IP address
+    ("unknown", when the WSGI server knows none) is keyed as it is, hashed when long.
+    """
+    text = address.strip().lower()
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        if len(text) > _MAX_ADDRESS_TEXT:
+            text = "#" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+        return "addr:" + text
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return "addr:" + str(ip.ipv4_mapped)
+        return "addr:" + str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return "addr:" + str(ip)
 
 
 class Throttle:
