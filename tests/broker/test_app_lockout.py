@@ -17,7 +17,7 @@ from broker_support import DEMO_PASSWORD, AppFactory, broker_of, error_code_of, 
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, register_card
 from flask.testing import FlaskClient
-from ldap3 import Connection, Server
+from ldap3 import MODIFY_ADD, Connection, Server
 from werkzeug.test import TestResponse
 
 from careid_broker.errors import InvalidCredentialsError
@@ -26,6 +26,7 @@ from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
 
 REAL = "lee.admin@nhs.net"
+REAL_DN = "uid=lee.admin,ou=people,dc=nhs,dc=example"
 UNKNOWN = "nobody.here@nhs.net"
 
 
@@ -38,6 +39,25 @@ def _attempts(
     client: FlaskClient, mail: str, count: int
 ) -> list[tuple[int, str | None, str | None]]:
     return [_answer(password_login(client, mail, "wrong-password")) for _ in range(count)]
+
+
+def _binds_in_the_directory(slapd: Slapd, dn: str, password: str) -> bool:
+    """Whether slapd itself accepts that password for the entry now (not locked)."""
+    connection = Connection(Server(slapd.url, connect_timeout=2), user=dn, password=password)
+    try:
+        return bool(connection.bind())
+    finally:
+        connection.unbind()
+
+
+def _add_mail(slapd: Slapd, dn: str, mail: str) -> None:
+    """Give the entry a second `mail` value (inetOrgPerson's is multi-valued)."""
+    root = Connection(Server(slapd.url), user=slapd.root_dn, password=slapd.root_password)
+    assert root.bind()
+    try:
+        assert root.modify(dn, {"mail": [(MODIFY_ADD, [mail])]}), root.result
+    finally:
+        root.unbind()
 
 
 def _lock_in_the_directory(slapd: Slapd, mail: str) -> None:
@@ -93,6 +113,26 @@ def test_wrong_passwords_sent_all_at_once_still_stop_short_of_the_directorys_loc
     # real person signs in at once (slapd's own clock has not moved: a lockout there
     # would still refuse them).
     clock.advance(timedelta(minutes=15, seconds=1))
+    assert password_login(app.test_client(), REAL, DEMO_PASSWORD).status_code == 303
+
+
+def test_an_entry_with_two_mail_addresses_has_one_guard(
+    app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
+) -> None:
+    # The directory counts failed binds per entry, whichever of its addresses was typed:
+    # so does the broker. Five wrong passwords at each address would lock it otherwise.
+    alias = "lee.alias@nhs.net"
+    _add_mail(own_slapd, REAL_DN, alias)
+    app = app_factory(directory_slapd=own_slapd)
+    typed = [REAL, alias, " LEE.ALIAS@nhs.net", REAL] * 3
+    answers = [_answer(password_login(app.test_client(), mail, "wrong-password")) for mail in typed]
+    assert answers[:4] == [(400, "invalid_credentials", None)] * 4
+    assert answers[4:] == [(429, "signin_throttled", "900")] * 8
+    # Held by the broker, not locked in the directory: slapd still takes the password,
+    # and once the hold is over the person signs in by either address.
+    assert _binds_in_the_directory(own_slapd, REAL_DN, DEMO_PASSWORD)
+    clock.advance(timedelta(minutes=15, seconds=1))
+    assert password_login(app.test_client(), alias, DEMO_PASSWORD).status_code == 303
     assert password_login(app.test_client(), REAL, DEMO_PASSWORD).status_code == 303
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from broker_support import (
@@ -9,6 +12,7 @@ from broker_support import (
     AppFactory,
     broker_of,
     error_code_of,
+    login_form,
     password_login,
 )
 from flask.testing import FlaskClient
@@ -22,6 +26,18 @@ POLICY = {"first_block_seconds": 30, "max_block_seconds": 120, "window_seconds":
 def _from(client: FlaskClient, address: str) -> FlaskClient:
     client.environ_base["REMOTE_ADDR"] = address
     return client
+
+
+def _all_at_once(count: int, attempt: Callable[[int], str | None]) -> list[str | None]:
+    """`attempt(0..count-1)` from as many threads, released together; their error codes."""
+    start = threading.Barrier(count)
+
+    def run(n: int) -> str | None:
+        start.wait()
+        return attempt(n)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))
 
 
 def test_an_account_is_blocked_then_backs_off_then_recovers(
@@ -119,3 +135,73 @@ def test_a_directory_lockout_is_not_revealed_and_is_audited(
     assert "sign in with your smartcard" in locked.get_data(as_text=True)
     entry = broker_of(app).repos.audit.list_recent(limit=1)[0]
     assert entry.error_code == "account_locked" and entry.actor == mail
+
+
+def test_guesses_from_one_address_sent_all_at_once_stop_at_its_limit(
+    app_factory: AppFactory,
+) -> None:
+    # Each guess is booked against the address before the directory is asked, so a
+    # burst cannot all pass a check made before any of them had failed. The answer
+    # floor keeps the first guesses in flight while the others arrive.
+    app = app_factory(signin={**POLICY, "address_free_failures": 5, "failure_answer_ms": 200})
+    forms = []
+    for _ in range(16):
+        client = _from(app.test_client(), "198.51.100.20")
+        forms.append((client, login_form(client)))
+
+    def guess(n: int) -> str | None:
+        client, token = forms[n]
+        form = {"csrf_token": token, "email": f"person{n}@nhs.net", "password": "guess"}
+        return error_code_of(client.post("/login", data=form))
+
+    codes = _all_at_once(16, guess)
+    # Five free failures and the sixth, which blocks: as many as one at a time would get.
+    assert codes.count("invalid_credentials") == 6, codes
+    assert codes.count("signin_throttled") == 10, codes
+
+
+def test_guesses_at_one_account_sent_all_at_once_stop_at_its_limit_without_a_guard(
+    app_factory: AppFactory,
+) -> None:
+    # With no directory lockout to stay short of, the account's doubling block alone
+    # applies: attempts in flight still count against it until they are answered.
+    app = app_factory(
+        signin={
+            **POLICY,
+            "account_free_failures": 2,
+            "address_free_failures": 100,
+            "directory_lockout_failures": 0,
+            "failure_answer_ms": 200,
+        }
+    )
+    forms = []
+    for n in range(12):
+        client = _from(app.test_client(), f"198.51.100.{30 + n}")
+        forms.append((client, login_form(client)))
+
+    def guess(n: int) -> str | None:
+        client, token = forms[n]
+        form = {"csrf_token": token, "email": "alex.morgan@nhs.net", "password": f"guess{n}"}
+        return error_code_of(client.post("/login", data=form))
+
+    codes = _all_at_once(12, guess)
+    assert codes.count("invalid_credentials") == 3, codes
+    assert codes.count("signin_throttled") == 9, codes
+
+
+def test_one_ipv6_network_is_one_address_to_the_throttle(
+    app_factory: AppFactory, clock: FakeClock
+) -> None:
+    # A /64 is routinely one customer's: a guesser there has millions of addresses.
+    app = app_factory(signin={**POLICY, "account_free_failures": 50, "address_free_failures": 3})
+    for n in range(4):
+        guesser = _from(app.test_client(), f"2001:db8:1:2::{n + 1:x}")
+        assert error_code_of(password_login(guesser, f"nobody{n}@nhs.net", "guess")) == (
+            "invalid_credentials"
+        )
+    elsewhere_in_it = _from(app.test_client(), "2001:db8:1:2:ffff:ffff:ffff:fffe")
+    blocked = password_login(elsewhere_in_it, "alex.morgan@nhs.net", DEMO_PASSWORD)
+    assert blocked.status_code == 429 and error_code_of(blocked) == "signin_throttled"
+    # The next network along is someone else.
+    neighbour = _from(app.test_client(), "2001:db8:1:3::1")
+    assert password_login(neighbour, "alex.morgan@nhs.net", DEMO_PASSWORD).status_code == 303

@@ -379,6 +379,28 @@ def test_authenticate(build: Build) -> None:
             directory.authenticate(mail, password)
 
 
+class _Stop(Exception):
+    """Raised by a `before_bind` that refuses the attempt."""
+
+
+def test_before_bind_sees_what_the_search_found_and_can_stop_the_bind(build: Build) -> None:
+    directory = build(private=True).directory
+    seen: list[MailAccount | None] = []
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD, before_bind=seen.append).mail == ALEX
+    with pytest.raises(InvalidCredentialsError):
+        directory.authenticate("no.such.person@nhs.net", "x", before_bind=seen.append)
+    assert seen == [_found(directory, ALEX), None]
+
+    def refuse(_: MailAccount | None) -> None:
+        raise _Stop
+
+    # Stopped before the bind: six wrong passwords the directory never saw lock nothing.
+    for _ in range(6):
+        with pytest.raises(_Stop):
+            directory.authenticate(SAM, "wrong-password", before_bind=refuse)
+    assert directory.authenticate(SAM, DEMO_USER_PASSWORD).mail == SAM
+
+
 def test_the_directorys_lockout(build: Build) -> None:
     directory = build(private=True).directory
     for _ in range(5):  # the demo policy locks after five failures

@@ -6,13 +6,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from careid_broker.store import (
     AttemptOutcome,
+    Booking,
     Store,
     Throttle,
     ThrottlePolicy,
     account_key,
     address_key,
+    entry_key,
 )
 from support.clock import FakeClock
 
@@ -24,11 +28,35 @@ POLICY = ThrottlePolicy(
 )
 
 
-def test_keys_hide_the_mail_address() -> None:
+def test_keys_hide_the_mail_address_and_the_entry() -> None:
     key = account_key(" Alice@NHS.net ")
     assert key == account_key("alice@nhs.net")
     assert key.startswith("account:") and "alice" not in key and len(key) == 8 + 64
-    assert address_key("2001:DB8::1") == "addr:2001:db8::1"
+    entry = entry_key("uid=alice,ou=people,dc=nhs,dc=example")
+    assert entry == entry_key(" UID=Alice,ou=People,dc=NHS,dc=example")
+    assert entry.startswith("account:") and "alice" not in entry and len(entry) == 8 + 64
+    # An entry's key is not the key of any address typed for it.
+    assert entry != account_key("uid=alice,ou=people,dc=nhs,dc=example")
+
+
+def test_an_ipv6_client_is_its_64_and_a_mapped_ipv4_client_its_ipv4_address() -> None:
+    assert address_key("192.0.2.7") == address_key(" 192.0.2.7 ") == "addr:192.0.2.7"
+    network = address_key("2001:DB8:1:2::1")
+    assert network == "addr:2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:2:ffff:ffff:ffff:ffff") == network
+    assert address_key("2001:db8:1:3::1") != network
+    assert address_key("::ffff:192.0.2.7") == address_key("::FFFF:c000:0207") == "addr:192.0.2.7"
+    # A zone id names the local interface, not another client.
+    assert address_key("fe80::1%eth0") == address_key("fe80::2") == "addr:fe80::/64"
+
+
+@pytest.mark.parametrize(
+    "odd", ["unknown", "", "   ", "fe80::1%", "%eth0", "1.2.3.4.5", "::ffff:1.2.3", "é" * 300]
+)
+def test_an_address_that_is_not_one_still_gets_a_key_that_fits(odd: str) -> None:
+    key = address_key(odd)
+    assert key.startswith("addr:") and len("pending:" + key) <= 128
+    assert key == address_key(odd)
 
 
 def test_blocks_start_after_the_free_failures_and_double(store: Store, clock: FakeClock) -> None:
@@ -138,14 +166,59 @@ def test_failed_attempts_reach_the_guard_and_then_block(store: Store, clock: Fak
     assert blocked.retry_after == GUARDED.guard_window
 
 
-def test_without_a_guard_nothing_is_booked(store: Store) -> None:
+def test_without_a_guard_attempts_in_flight_count_up_to_the_next_block(
+    store: Store, clock: FakeClock
+) -> None:
+    # One free failure, and the second blocks: two attempts may be in flight, as many as
+    # one at a time would be answered before the block.
     throttle = Throttle(store, policy=ThrottlePolicy(free_failures=1))
-    key = account_key("erin@nhs.net")
-    assert all(throttle.reserve(key).allowed for _ in range(10))
+    key = address_key("192.0.2.8")
+    assert [throttle.reserve(key).allowed for _ in range(3)] == [True, True, False]
     throttle.settle(key, AttemptOutcome.FAILED)
     throttle.settle(key, AttemptOutcome.FAILED)
     blocked = throttle.reserve(key)
-    assert not blocked.allowed and blocked.blocked
+    assert not blocked.allowed and blocked.blocked and blocked.key == key
+    # Once the block is over, one attempt at a time: the next failure blocks again.
+    clock.advance(timedelta(seconds=31))
+    assert [throttle.reserve(key).allowed for _ in range(2)] == [True, False]
+
+
+def test_one_booking_covers_the_account_and_the_address(store: Store) -> None:
+    throttle = Throttle(store)
+    account = Booking(key=account_key("erin@nhs.net"), policy=GUARDED)
+    address = Booking(
+        key=address_key("192.0.2.9"),
+        policy=ThrottlePolicy(free_failures=1),
+        forgotten_on_success=False,
+    )
+    both = (account, address)
+    assert throttle.reserve_all(both).allowed
+    assert throttle.reserve_all(both).allowed
+    busy = throttle.reserve_all(both)  # the address's two are in flight
+    assert not busy.allowed and not busy.blocked and busy.key == address.key
+    # Refused as a whole: nothing was booked against the account either.
+    assert [throttle.reserve(account.key, policy=GUARDED).allowed for _ in range(3)] == [
+        True
+    ] * 2 + [False]
+    throttle.settle(account.key, AttemptOutcome.UNDECIDED, policy=GUARDED)
+    throttle.settle(account.key, AttemptOutcome.UNDECIDED, policy=GUARDED)
+
+    assert throttle.settle_all(both, AttemptOutcome.FAILED)[0].failures == 1
+    # A success forgets the account's failures, never the address's: a guesser must not
+    # clear the address by signing in to an account of their own between guesses.
+    assert throttle.settle_all(both, AttemptOutcome.SUCCEEDED) == ()
+    assert throttle.check(account.key).failures == 0
+    assert throttle.check(address.key).failures == 1
+    assert throttle.reserve_all(both).allowed and not throttle.reserve_all(both).allowed
+
+
+def test_two_instances_booking_an_address_at_once_never_pass_its_limit(
+    store: Store, other_store: Store, concurrently: Callable[..., list[Any]]
+) -> None:
+    instances = [Throttle(store, policy=POLICY), Throttle(other_store, policy=POLICY)]
+    key = address_key("192.0.2.10")
+    booked = concurrently(12, lambda i: instances[i % 2].reserve(key).allowed)
+    assert booked.count(True) == POLICY.free_failures + 1
 
 
 def test_two_instances_booking_at_once_never_pass_the_guard(

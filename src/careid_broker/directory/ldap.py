@@ -129,17 +129,27 @@ class LdapDirectory:
             raise DirectoryDataError(detail=f"more than one entry matches {search_filter}")
         return found.entries[0] if found.entries else None
 
-    def authenticate(self, mail: str, password: str) -> MailAccount:
+    def authenticate(
+        self,
+        mail: str,
+        password: str,
+        *,
+        before_bind: Callable[[MailAccount | None], None] | None = None,
+    ) -> MailAccount:
         """The account, once the directory has accepted its password.
 
         Unknown address and wrong password give the same `InvalidCredentialsError`. An
         empty password is refused here, before any bind: a simple bind with a name and
         no password is an "unauthenticated" bind (RFC 4513 §5.1.2), which some servers
-        answer with success without checking anything. The caller still applies
+        answer with success without checking anything. `before_bind` is called once the
+        search has answered, with the account found or None, before either bind: the
+        sign-in books the attempt against the entry there. The caller still applies
         `check_account`.
         """
         secret = password_bytes(password)
         account = self.find_account(mail)
+        if before_bind is not None:
+            before_bind(account)
         if account is None:
             # Bind anyway, as a name no entry has: an unknown address then costs the same
             # round trips as a wrong password, so answer times do not tell a stranger

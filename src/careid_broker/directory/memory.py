@@ -224,10 +224,19 @@ class MemoryDirectory:
             raise DirectoryDataError(detail=f"more than one entry matches {what}")
         return found[0] if found else None
 
-    def authenticate(self, mail: str, password: str) -> MailAccount:
-        """The account, once its password was accepted (the adapter's refusals and order)."""
+    def authenticate(
+        self,
+        mail: str,
+        password: str,
+        *,
+        before_bind: Callable[[MailAccount | None], None] | None = None,
+    ) -> MailAccount:
+        """The account, once its password was accepted (the adapter's refusals and order,
+        `before_bind` included)."""
         secret = password_bytes(password)
         account = self.find_account(mail)
+        if before_bind is not None:
+            before_bind(account)
         if account is None:
             raise InvalidCredentialsError(detail="no account has that mail address")
         self._bind(account.dn, secret)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -75,8 +75,18 @@ class Directory(Protocol):
         """The account linked to that Care Identity UUID, or None."""
         ...
 
-    def authenticate(self, mail: str, password: str) -> MailAccount:
-        """The account, after the directory accepted the password."""
+    def authenticate(
+        self,
+        mail: str,
+        password: str,
+        *,
+        before_bind: Callable[[MailAccount | None], None] | None = None,
+    ) -> MailAccount:
+        """The account, after the directory accepted the password.
+
+        `before_bind` is called between the search and the bind, with the account found
+        (None for an unknown address); what it raises stops the bind.
+        """
         ...
 
     def check_account(self, account: MailAccount) -> None:

@@ -1,14 +1,19 @@
 """Password sign-in: throttling, an LDAP bind as the user, then the account checks.
 
-The order matters. Throttling is checked first, so a blocked guesser costs the
-directory nothing. Then the attempt is booked against the account's guard (one failure
-short of the directory's own lockout) before the bind, so that guesses sent all at once
-cannot get past it between the check and the count (`Throttle.reserve`). The password
-is checked before anything about the account is revealed: a refused account (disabled,
-policy not accepted) is only named to someone who knew its password. Unknown address,
-wrong password and a locked account are one error, answered no sooner than a fixed
-floor after the directory was asked, so their answer times do not tell them apart
-either.
+The order matters. The client address's block is read first, so a blocked guesser
+costs the directory nothing. The directory is then searched for the address typed, and
+the attempt is booked before the bind (`Throttle.reserve_all`) against the client
+address and against the account: the entry found, whichever of its mail addresses was
+typed, since the directory counts failed binds per entry; or the typed address when no
+entry has it, so an unknown address costs the same round trips and gets the same
+answers. A booking counts as a failure until the attempt is answered, so guesses sent
+all at once get no further than the same guesses one at a time: never more failed binds
+than one short of the directory's own lockout (the account's guard), nor past the
+address's limit. The password is checked before anything about the account is
+revealed: a refused account (disabled, policy not accepted) is only named to someone who
+knew its password. Unknown address, wrong password and a locked account are one error,
+answered no sooner than a fixed floor after the directory was asked, so their answer
+times do not tell them apart either.
 """
 
 from __future__ import annotations
@@ -28,17 +33,20 @@ from careid_broker.errors import (
 )
 from careid_broker.store import (
     AttemptOutcome,
+    Booking,
     Throttle,
     ThrottlePolicy,
     ThrottleState,
     account_key,
     address_key,
+    entry_key,
 )
 
 log = logging.getLogger(__name__)
 
-#: How often a sign-in waiting for the account's attempts in flight looks again, and
-#: when it is told to come back if they do not settle within `busy_wait`.
+#: How often a sign-in waiting for the attempts in flight (the account's or the client
+#: address's) looks again, and when it is told to come back if they do not settle within
+#: `busy_wait`.
 BUSY_POLL = timedelta(milliseconds=20)
 BUSY_RETRY = timedelta(seconds=5)
 
@@ -108,26 +116,32 @@ class PasswordSignin:
         `DirectoryUnavailableError`. The account checks
         (disabled, expired, AUP, unreadable data) come back as `PasswordCheck.refusal`.
         """
-        keys = (account_key(mail), address_key(client_address))
-        states = self._throttle.check_many(keys)  # read only: a blocked guesser writes nothing
-        blocked = [state for state in states if state.blocked]
-        if blocked:
-            raise SigninThrottledError(
-                max(state.retry_after for state in blocked),
-                detail=", ".join(state.key.split(":", 1)[0] for state in blocked),
-            )
-        self._book(keys[0])
+        address = address_key(client_address)
+        # Read only, before the directory is asked: a blocked address costs it nothing
+        # and writes nothing.
+        (state,) = self._throttle.check_many((address,))
+        if state.blocked:
+            raise SigninThrottledError(state.retry_after, detail="addr")
+        booked: list[Booking] = []
+
+        def book(account: MailAccount | None) -> None:
+            # Between the search and the bind: the entry is known, nothing is asked of
+            # it yet. An attempt refused here never reaches the bind.
+            bookings = self._bookings(mail, account, address)
+            self._book(bookings)
+            booked.extend(bookings)
+
         outcome = AttemptOutcome.UNDECIDED  # no answer from the directory: nothing counted
         asked = self._monotonic()
         try:
-            account = self._directory.authenticate(mail, password)
+            account = self._directory.authenticate(mail, password, before_bind=book)
             # Accepted: the account's failures are forgotten when the attempt is settled.
             # The address counter is left alone: a guesser must not clear it by signing
             # in to an account of their own between guesses.
             outcome = AttemptOutcome.SUCCEEDED
         except InvalidCredentialsError:
             outcome = AttemptOutcome.FAILED
-            self._count_failure(keys[1], self._policies.address)
+            self._settle(booked, outcome)
             self._wait_out_floor(asked)
             raise
         except AccountLockedError as exc:
@@ -136,56 +150,79 @@ class PasswordSignin:
             # audit keeps the real reason. Both counters go on counting as for any
             # failure, so the answers stay the same in every respect.
             outcome = AttemptOutcome.FAILED
-            self._count_failure(keys[1], self._policies.address)
+            self._settle(booked, outcome)
             self._wait_out_floor(asked)
             raise InvalidCredentialsError(
                 reason=BrokerCode.ACCOUNT_LOCKED, detail=exc.detail
             ) from exc
         finally:
-            if outcome is AttemptOutcome.SUCCEEDED:
-                # Rides on the commit the sign-in makes next (its session), if any.
-                self._throttle.settle_later(keys[0], outcome, policy=self._policies.account)
-            else:
-                state = self._throttle.settle(keys[0], outcome, policy=self._policies.account)
-                if state is not None:
-                    _log_block(state)
+            if outcome is not AttemptOutcome.FAILED:
+                self._settle(booked, outcome)
         try:
             self._directory.check_account(account)
         except BrokerError as refusal:
             return PasswordCheck(account=account, refusal=refusal)
         return PasswordCheck(account=account, refusal=None)
 
-    def _book(self, key: str) -> None:
-        """Book this attempt against the account's guard, waiting a moment while the
-        attempts already in flight would use it up (they may all fail): however many
-        requests for one account arrive at once, the directory never sees more failed
-        binds than the guard allows (`Throttle.reserve`). Without a guard there is nothing
-        to book: the blocks were read just before."""
-        if self._policies.account.guard_failures is None:
-            return
-        deadline = self._monotonic() + self._busy_wait
+    def _bookings(
+        self, mail: str, account: MailAccount | None, address: str
+    ) -> tuple[Booking, Booking]:
+        """What an attempt counts against: the account (the entry found, else the typed
+        address) and the client address (its `address_key`)."""
+        key = entry_key(account.dn) if account is not None else account_key(mail)
+        return (
+            Booking(key=key, policy=self._policies.account),
+            Booking(
+                key=address,
+                policy=self._policies.address,
+                forgotten_on_success=False,
+            ),
+        )
+
+    def _book(self, bookings: tuple[Booking, ...]) -> None:
+        """Book this attempt, waiting a moment while the attempts already in flight
+        would use up what the account or the address allows (they may all fail):
+        however many requests arrive at once, the directory sees no more failed binds
+        than the same requests one at a time would cause (`Throttle.reserve_all`)."""
+        deadline: float | None = None
         while True:
-            booking = self._throttle.reserve(key, policy=self._policies.account)
+            booking = self._throttle.reserve_all(bookings)
             if booking.allowed:
                 return
+            detail = (booking.key or "").split(":", 1)[0]
             if booking.blocked:
-                raise SigninThrottledError(booking.retry_after, detail="account")
-            if self._monotonic() >= deadline:
-                raise SigninThrottledError(BUSY_RETRY, detail="account: attempts in flight")
+                raise SigninThrottledError(booking.retry_after, detail=detail)
+            now = self._monotonic()
+            if deadline is None:
+                deadline = now + self._busy_wait
+            elif now >= deadline:
+                raise SigninThrottledError(BUSY_RETRY, detail=f"{detail}: attempts in flight")
             self._sleep(BUSY_POLL.total_seconds())
 
+    def _settle(self, booked: list[Booking], outcome: AttemptOutcome) -> None:
+        """End a booked attempt. A success rides on the commit the sign-in makes next
+        (its session), if any; a failure or no answer is settled at once, so the
+        attempts waiting on it may go ahead (or learn of the block it caused)."""
+        if not booked:
+            return  # refused before any bind: nothing was booked, nothing is counted
+        if outcome is AttemptOutcome.SUCCEEDED:
+            self._throttle.settle_later(booked, outcome)
+            return
+        for state in self._throttle.settle_all(booked, outcome):
+            _log_block(state)
+
     def throttle_state(self, mail: str, client_address: str) -> tuple[ThrottleState, ...]:
-        """Where the account and the address stand (for tests and the admin console)."""
-        return self._throttle.check_many((account_key(mail), address_key(client_address)))
+        """Where the account and the address stand (for tests and the admin console): the
+        account is looked up in the directory, as a sign-in would."""
+        account = self._directory.find_account(mail)
+        bookings = self._bookings(mail, account, address_key(client_address))
+        return self._throttle.check_many([booking.key for booking in bookings])
 
     def _wait_out_floor(self, asked: float) -> None:
         """Hold a refusal until the floor has passed since the directory was asked."""
         remaining = self._failure_floor - (self._monotonic() - asked)
         if remaining > 0:
             self._sleep(remaining)
-
-    def _count_failure(self, key: str, policy: ThrottlePolicy) -> None:
-        _log_block(self._throttle.record_failure(key, policy=policy))
 
 
 def _log_block(state: ThrottleState) -> None:

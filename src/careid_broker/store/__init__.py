@@ -68,12 +68,14 @@ from careid_broker.store.sessions import (
 from careid_broker.store.subjects import Subjects
 from careid_broker.store.throttle import (
     AttemptOutcome,
+    Booking,
     Reservation,
     Throttle,
     ThrottlePolicy,
     ThrottleState,
     account_key,
     address_key,
+    entry_key,
 )
 from careid_broker.store.tokens import (
     AccessTokenInfo,
@@ -114,6 +116,7 @@ __all__ = [
     "AuditRecord",
     "AuthorizationCodes",
     "AuthorizationRequest",
+    "Booking",
     "CardChallenges",
     "ChainHead",
     "ChallengeOutcome",
@@ -186,6 +189,7 @@ __all__ = [
     "sqlite_file",
     "current_revision",
     "driver_problem",
+    "entry_key",
     "head_revision",
     "instant_for_extras",
     "instant_from_extras",

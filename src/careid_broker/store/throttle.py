@@ -1,18 +1,23 @@
 """Failure counters with exponential back-off (password sign-in, card attempts).
 
 Counters live in the shared store so that a guesser spread across instances behind a
-load balancer is counted once.
+load balancer is counted once. An attempt is booked against its keys before it is made
+and settled once it is answered (`Throttle.reserve_all`, `Throttle.settle_all`): the
+attempts in flight count as failures-to-be, so a burst sent all at once gets no further
+than the same attempts sent one at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import bindparam, case, delete, select, update
+from sqlalchemy import BindParameter, bindparam, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from careid_broker.store._sql import insert_ignore, rows_where_in, table_of
@@ -53,6 +58,19 @@ class ThrottlePolicy:
             return True
         return self.guard_failures is not None and last_failure_at + self.guard_window > now
 
+    def in_flight_allowed(self, failures: int) -> int:
+        """How many attempts may be in flight at once with `failures` counted.
+
+        As many as could all fail without going past the next block: the free failures
+        left and the one that blocks (one at a time once a block is over, since the next
+        failure blocks again), and never more than the guard leaves. A burst then gets
+        exactly the answers the same attempts would get one after another.
+        """
+        allowed = max(self.free_failures + 1 - failures, 1)
+        if self.guard_failures is not None:
+            allowed = min(allowed, self.guard_failures - failures)
+        return allowed
+
     def block_after(self, failures: int) -> timedelta:
         """How long to refuse attempts after this many failures in the window."""
         excess = failures - self.free_failures
@@ -86,12 +104,26 @@ class ThrottleState:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Reservation:
-    """Whether an attempt may be made now: refused while the key is blocked (for
-    `retry_after`), or while the attempts already in flight could use up the guard."""
+    """Whether an attempt may be made now: refused while a key is blocked (for
+    `retry_after`), or while the attempts already in flight could use up what a key
+    allows (`ThrottlePolicy.in_flight_allowed`). `key` names the key that refused."""
 
     allowed: bool
     blocked: bool = False
     retry_after: timedelta = timedelta(0)
+    key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Booking:
+    """One key an attempt counts against, and the policy it counts under."""
+
+    key: str
+    policy: ThrottlePolicy
+    forgotten_on_success: bool = True
+    """Whether a success forgets the key's failures: an account's, yes; a client
+    address's, no (a guesser must not clear it by signing in to an account of their own
+    between guesses)."""
 
 
 class AttemptOutcome(StrEnum):
@@ -109,13 +141,50 @@ _PENDING = "pending:"
 
 
 def account_key(mail: str) -> str:
-    """Throttle key for an account: the mail is hashed so the table holds no addresses."""
+    """Throttle key for a typed address no entry has: the mail is hashed so the table
+    holds no addresses."""
     return "account:" + hashlib.sha256(normalise_mail(mail).encode("utf-8")).hexdigest()
 
 
+def entry_key(dn: str) -> str:
+    """Throttle key for a directory entry, whichever of its mail addresses was typed.
+
+    The directory counts failed binds per entry, and `mail` may hold several values:
+    counted per typed address, each would get a guard of its own and a stranger could
+    lock the entry through two of them. The DN is the one the directory returned for
+    the entry, spelt the same way each time, so case and surrounding spaces are all that
+    is normalised; hashed like `account_key`, and under the same prefix, so the table
+    does not tell entries from unknown addresses either.
+    """
+    return "account:" + hashlib.sha256(b"dn:" + dn.strip().casefold().encode("utf-8")).hexdigest()
+
+
+#: The longest non-IP address text kept as it is in a key (longer ones are hashed), so
+#: "pending:" + the key fits the 128-character column.
+_MAX_ADDRESS_TEXT = 64
+
+
 def address_key(address: str) -> str:
-    """Throttle key for a client address."""
-    return "addr:" + address.strip().lower()
+    """Throttle key for a client address: an IPv6 client by its /64, an IPv4-mapped
+    IPv6 one by its IPv4 address.
+
+    One IPv6 host routinely has a whole /64 to itself (RFC 7421 §1, SLAAC privacy
+    addresses): counted per address it could guess without end. A zone id ("%eth0")
+    names the local interface, not a client, and is dropped. Text that is no IP address
+    ("unknown", when the WSGI server knows none) is keyed as it is, hashed when long.
+    """
+    text = address.strip().lower()
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        if len(text) > _MAX_ADDRESS_TEXT:
+            text = "#" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+        return "addr:" + text
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return "addr:" + str(ip.ipv4_mapped)
+        return "addr:" + str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return "addr:" + str(ip)
 
 
 class Throttle:
@@ -128,44 +197,53 @@ class Throttle:
     def reserve(
         self, key: str, *, policy: ThrottlePolicy | None = None, now: datetime | None = None
     ) -> Reservation:
-        """Book an attempt against `key` before it is made; `settle` it afterwards.
+        """Book an attempt against one key (`reserve_all`); `settle` it afterwards."""
+        return self.reserve_all((Booking(key=key, policy=policy or self._policy),), now=now)
 
-        The guard (`guard_failures`) caps the failures the directory may see. An attempt
-        in flight may yet fail, so it counts against the guard until it is settled:
-        with `f` failures counted and `p` attempts in flight, one more is allowed only
-        while f + p < guard, however many workers and instances are asking at once
-        (each booking holds the key's row lock). A booking older than `PENDING_FOR`
-        no longer counts. Without a guard nothing is booked: the doubling blocks alone
-        apply, as `check` reads them.
+    def reserve_all(
+        self, bookings: Sequence[Booking], *, now: datetime | None = None
+    ) -> Reservation:
+        """Book an attempt against every key before it is made; `settle_all` it afterwards.
+
+        An attempt in flight may yet fail, so it counts against each key until it is
+        settled: with `f` failures counted and `p` attempts in flight, one more is
+        allowed only while p < `ThrottlePolicy.in_flight_allowed(f)` (with a guard,
+        f + p < guard), for every key at once, however many workers and instances are
+        asking (each booking holds the keys' row locks). All or nothing: refused for one
+        key, the attempt is booked against none. A booking older than `PENDING_FOR` no
+        longer counts.
         """
         when = require_aware(now) if now is not None else self._store.now()
-        rules = policy or self._policy
-        if rules.guard_failures is None:
-            state = self.check(key, now=when)
-            return Reservation(
-                allowed=not state.blocked, blocked=state.blocked, retry_after=state.retry_after
-            )
         with self._store.transaction() as session:
-            pending_key = _PENDING + key
-            _ensure_row(session, pending_key, when)
-            pending = _LOCK_ROW.one(session, {"k": pending_key})
-            counter = _LOCK_ROW.one_or_none(session, {"k": key})
-            failures = 0
-            if counter is not None:
-                if counter.blocked_until is not None and counter.blocked_until > when:
-                    return Reservation(
-                        allowed=False, blocked=True, retry_after=counter.blocked_until - when
-                    )
-                if rules.still_counting(
-                    window_started_at=counter.window_started_at,
-                    last_failure_at=counter.last_failure_at,
-                    now=when,
-                ):
-                    failures = counter.failures
-            in_flight = pending.failures if pending.last_failure_at + PENDING_FOR > when else 0
-            if failures + in_flight >= rules.guard_failures:
-                return Reservation(allowed=False)
-            _SET_BOOKED.run(session, {"k": pending_key, "n": in_flight + 1, "at": when})
+            rows = _lock_rows(session, bookings, when)
+            refusal: Reservation | None = None
+            for booking in bookings:
+                counter = rows.get(booking.key)
+                pending = rows[_PENDING + booking.key]
+                failures = 0
+                if counter is not None:
+                    if counter.blocked_until is not None and counter.blocked_until > when:
+                        wait = counter.blocked_until - when
+                        if refusal is None or not refusal.blocked or wait > refusal.retry_after:
+                            refusal = Reservation(
+                                allowed=False, blocked=True, retry_after=wait, key=booking.key
+                            )
+                        continue
+                    if booking.policy.still_counting(
+                        window_started_at=counter.window_started_at,
+                        last_failure_at=counter.last_failure_at,
+                        now=when,
+                    ):
+                        failures = counter.failures
+                in_flight = pending.failures if pending.last_failure_at + PENDING_FOR > when else 0
+                if in_flight >= booking.policy.in_flight_allowed(failures) and refusal is None:
+                    refusal = Reservation(allowed=False, key=booking.key)
+            if refusal is not None:
+                return refusal
+            _statement(_book_statement, len(bookings)).run(
+                session,
+                {"at": when, "stale": when - PENDING_FOR, **_numbered(_pending_keys(bookings))},
+            )
             return Reservation(allowed=True)
 
     def settle(
@@ -177,25 +255,46 @@ class Throttle:
         now: datetime | None = None,
     ) -> ThrottleState | None:
         """End an attempt `reserve` booked; the key's state after a failure, else None."""
-        when = require_aware(now) if now is not None else self._store.now()
-        rules = policy or self._policy
-        with self._store.transaction() as session:
-            if rules.guard_failures is not None:
-                _UNBOOK.run(session, {"k": _PENDING + key, "stale": when - PENDING_FOR})
-            if outcome is AttemptOutcome.FAILED:
-                return self.record_failure(key, now=when, policy=rules)
-            if outcome is AttemptOutcome.SUCCEEDED:
-                _FORGET.run(session, {"k": key})
-            return None
+        booking = Booking(key=key, policy=policy or self._policy)
+        states = self.settle_all((booking,), outcome, now=now)
+        return states[0] if states else None
 
-    def settle_later(
-        self, key: str, outcome: AttemptOutcome, *, policy: ThrottlePolicy | None = None
-    ) -> None:
-        """`settle`, in the request's next write transaction (`Store.write_later`): a
+    def settle_all(
+        self, bookings: Sequence[Booking], outcome: AttemptOutcome, *, now: datetime | None = None
+    ) -> tuple[ThrottleState, ...]:
+        """End an attempt `reserve_all` booked: it is no longer in flight; a failure is
+        counted against every key, a success forgets the failures of the keys
+        `forgotten_on_success`. The keys' states after a failure (in `bookings`' order),
+        else none."""
+        when = require_aware(now) if now is not None else self._store.now()
+        with self._store.transaction() as session:
+            # Pending rows, then counters, each in key order: the order `reserve_all`
+            # locks them in, so two attempts never wait for each other in a circle (an
+            # UPDATE of several rows locks them in whatever order it finds them).
+            pending = _numbered(_pending_keys(bookings))
+            _statement(_lock_statement, len(bookings)).rows(session, pending)
+            _statement(_unbook_statement, len(bookings)).run(
+                session, {"stale": when - PENDING_FOR, **pending}
+            )
+            if outcome is AttemptOutcome.FAILED:
+                states = {
+                    booking.key: self.record_failure(booking.key, now=when, policy=booking.policy)
+                    for booking in sorted(bookings, key=lambda b: b.key)
+                }
+                return tuple(states[booking.key] for booking in bookings)
+            if outcome is AttemptOutcome.SUCCEEDED:
+                # One at a time, in key order (as the counters are locked everywhere).
+                for key in sorted(b.key for b in bookings if b.forgotten_on_success):
+                    _FORGET.run(session, {"k": key})
+            return ()
+
+    def settle_later(self, bookings: Sequence[Booking], outcome: AttemptOutcome) -> None:
+        """`settle_all`, in the request's next write transaction (`Store.write_later`): a
         sign-in that goes on to write its session settles its attempt in that commit."""
+        booked = tuple(bookings)
 
         def settle() -> None:
-            self.settle(key, outcome, policy=policy)
+            self.settle_all(booked, outcome)
 
         self._store.write_later(settle)
 
@@ -263,38 +362,110 @@ class Throttle:
 
 
 _COUNTERS = table_of(ThrottleCounter)
-# Row lock on PostgreSQL (SQLite holds the write lock already): concurrent bookings
-# and failures of one key queue here, none is lost to a read-modify-write race.
-_LOCK_ROW = Prepared(
-    select(
-        _COUNTERS.c.failures,
-        _COUNTERS.c.window_started_at,
-        _COUNTERS.c.last_failure_at,
-        _COUNTERS.c.blocked_until,
+
+
+def _lock_statement(count: int) -> Prepared:
+    """Lock and read the rows of `count` keys, in the order the keys are given.
+
+    Row locks on PostgreSQL (SQLite holds the write lock already): concurrent bookings
+    and settlements of one key queue here, none is lost to a read-modify-write race.
+    The rows are locked in the order given (PostgreSQL locks a sorted SELECT's rows as
+    they come out of the sort), so two bookings never hold locks the other is waiting
+    for.
+    """
+    keys: list[BindParameter[str]] = [bindparam(f"v{n}") for n in range(count)]
+    return Prepared(
+        select(
+            _COUNTERS.c.key,
+            _COUNTERS.c.failures,
+            _COUNTERS.c.window_started_at,
+            _COUNTERS.c.last_failure_at,
+            _COUNTERS.c.blocked_until,
+        )
+        .where(_COUNTERS.c.key.in_(keys))
+        .order_by(case(*((_COUNTERS.c.key == key, n) for n, key in enumerate(keys))))
+        .with_for_update()
     )
-    .where(_COUNTERS.c.key == bindparam("k"))
-    .with_for_update()
-)
-_SET_BOOKED = Prepared(
-    update(_COUNTERS)
-    .where(_COUNTERS.c.key == bindparam("k"))
-    .values(failures=bindparam("n"), last_failure_at=bindparam("at"))
-)
-# One attempt fewer in flight; none once the last booking is stale (`PENDING_FOR`).
-_UNBOOK = Prepared(
-    update(_COUNTERS)
-    .where(_COUNTERS.c.key == bindparam("k"))
-    .values(
-        failures=case(
-            (
-                (_COUNTERS.c.failures > 0) & (_COUNTERS.c.last_failure_at > bindparam("stale")),
-                _COUNTERS.c.failures - 1,
+
+
+def _book_statement(count: int) -> Prepared:
+    """One attempt more in flight for `count` pending keys (their first, once the last
+    booking is stale: `PENDING_FOR`)."""
+    return Prepared(
+        update(_COUNTERS)
+        .where(_COUNTERS.c.key.in_([bindparam(f"v{n}") for n in range(count)]))
+        .values(
+            failures=case(
+                (_COUNTERS.c.last_failure_at > bindparam("stale"), _COUNTERS.c.failures + 1),
+                else_=1,
             ),
-            else_=0,
+            last_failure_at=bindparam("at"),
         )
     )
-)
+
+
+def _unbook_statement(count: int) -> Prepared:
+    """One attempt fewer in flight for `count` pending keys; none once the last booking
+    is stale (`PENDING_FOR`)."""
+    return Prepared(
+        update(_COUNTERS)
+        .where(_COUNTERS.c.key.in_([bindparam(f"v{n}") for n in range(count)]))
+        .values(
+            failures=case(
+                (
+                    (_COUNTERS.c.failures > 0) & (_COUNTERS.c.last_failure_at > bindparam("stale")),
+                    _COUNTERS.c.failures - 1,
+                ),
+                else_=0,
+            )
+        )
+    )
+
+
 _FORGET = Prepared(delete(_COUNTERS).where(_COUNTERS.c.key == bindparam("k")))
+
+
+# Built once per kind and number of keys (an attempt has one or two).
+_STATEMENTS: dict[tuple[Callable[[int], Prepared], int], Prepared] = {}
+
+
+def _statement(build: Callable[[int], Prepared], count: int) -> Prepared:
+    statement = _STATEMENTS.get((build, count))
+    if statement is None:
+        statement = _STATEMENTS[(build, count)] = build(count)
+    return statement
+
+
+def _numbered(keys: Sequence[str]) -> dict[str, str]:
+    return {f"v{n}": key for n, key in enumerate(keys)}
+
+
+def _pending_keys(bookings: Sequence[Booking]) -> list[str]:
+    return sorted(_PENDING + booking.key for booking in bookings)
+
+
+def _lock_rows(session: Session, bookings: Sequence[Booking], when: datetime) -> dict[str, Any]:
+    """The keys' pending rows, then their counters, locked in that order, each in key
+    order (as `Throttle.settle_all` takes them). A pending row is made, counting
+    nothing, the first time its key is booked.
+
+    The counters are read by a statement of their own, once the pending rows are held:
+    on PostgreSQL a statement that had to wait for a lock sees the rows it locked as
+    they are now but no row committed meanwhile, such as the counter the attempt it
+    waited for has just made by failing.
+    """
+    pending = _pending_keys(bookings)
+    lock = _statement(_lock_statement, len(pending))
+    rows = {row.key: row for row in lock.rows(session, _numbered(pending))}
+    missing = [key for key in pending if key not in rows]
+    if missing:
+        for key in missing:
+            _ensure_row(session, key, when)
+        rows = {row.key: row for row in lock.rows(session, _numbered(pending))}
+    counters = sorted(booking.key for booking in bookings)
+    found = _statement(_lock_statement, len(counters)).rows(session, _numbered(counters))
+    rows.update((row.key, row) for row in found)
+    return rows
 
 
 def _ensure_row(session: Session, key: str, when: datetime) -> None:
