@@ -183,6 +183,31 @@ def test_without_a_guard_attempts_in_flight_count_up_to_the_next_block(
     assert [throttle.reserve(key).allowed for _ in range(2)] == [True, False]
 
 
+def test_bookings_whose_worker_died_go_stale_however_busy_the_address(
+    store: Store, clock: FakeClock
+) -> None:
+    throttle = Throttle(store)
+    nat = Booking(
+        key=address_key("192.0.2.50"),
+        policy=ThrottlePolicy(free_failures=30),
+        forgotten_on_success=False,
+    )
+    allowed_at_once = ThrottlePolicy(free_failures=30).in_flight_allowed(0)
+    # Five attempts whose workers died (a timeout, a kill): booked, never settled.
+    for _ in range(5):
+        assert throttle.reserve_all((nat,)).allowed
+    # Then ordinary sign-ins from a hospital's shared address, one every 30 s.
+    for _ in range(10):
+        clock.advance(timedelta(seconds=30))
+        assert throttle.reserve_all((nat,)).allowed
+        throttle.settle_all((nat,), AttemptOutcome.SUCCEEDED)
+    # The dead five no longer take any of the address's attempts in flight.
+    at_once = 0
+    while throttle.reserve_all((nat,)).allowed:
+        at_once += 1
+    assert at_once == allowed_at_once
+
+
 def test_one_booking_covers_the_account_and_the_address(store: Store) -> None:
     throttle = Throttle(store)
     account = Booking(key=account_key("erin@nhs.net"), policy=GUARDED)

@@ -134,7 +134,7 @@ class AttemptOutcome(StrEnum):
     UNDECIDED = "undecided"  # no answer (the directory was away): nothing counted
 
 
-#: An attempt booked this long ago no longer counts as in flight (its worker died).
+#: Attempts in flight since this long ago no longer count (their worker may have died).
 PENDING_FOR = timedelta(seconds=60)
 
 _PENDING = "pending:"
@@ -389,17 +389,23 @@ def _lock_statement(count: int) -> Prepared:
 
 
 def _book_statement(count: int) -> Prepared:
-    """One attempt more in flight for `count` pending keys (their first, once the last
-    booking is stale: `PENDING_FOR`)."""
+    """One attempt more in flight for `count` pending keys.
+
+    A pending row's time is when its attempts in flight last went from none to some,
+    not the latest booking: moved forward by every booking, a booking whose worker died
+    would never go stale on a key that always has traffic (a hospital's shared NAT
+    address), and each would take an attempt in flight away from it for good. So once
+    `PENDING_FOR` has passed since then, the next booking counts from one again. A live
+    attempt lasts seconds (the directory's timeouts), so what that forgets is at most
+    the few in flight at that moment, once a minute, and they are still settled.
+    """
+    live = (_COUNTERS.c.failures > 0) & (_COUNTERS.c.last_failure_at > bindparam("stale"))
     return Prepared(
         update(_COUNTERS)
         .where(_COUNTERS.c.key.in_([bindparam(f"v{n}") for n in range(count)]))
         .values(
-            failures=case(
-                (_COUNTERS.c.last_failure_at > bindparam("stale"), _COUNTERS.c.failures + 1),
-                else_=1,
-            ),
-            last_failure_at=bindparam("at"),
+            failures=case((live, _COUNTERS.c.failures + 1), else_=1),
+            last_failure_at=case((live, _COUNTERS.c.last_failure_at), else_=bindparam("at")),
         )
     )
 
