@@ -337,3 +337,20 @@ def test_a_step_stored_without_its_check_time_dates_from_when_it_was_stored(
     assert client.post("/login/aup", data=form_of(page, accept="yes")).status_code == 303
     [signin] = broker_of(writable_app).repos.sessions.active_for_account(SAM)
     assert signin.auth_time == stored
+
+
+def test_accepting_on_a_page_that_names_no_step_shows_the_policy_again(
+    writable_app: Flask,
+) -> None:
+    # A policy page shown before pages named their step (open across an upgrade).
+    client = writable_app.test_client()
+    page = _text(password_login(client, SAM))
+    old_form = {k: v for k, v in form_of(page, accept="yes").items() if k != "step"}
+    refused = client.post("/login/aup", data=old_form)
+    assert error_code_of(refused) == "oidc_signin_expired"
+    account = broker_of(writable_app).directory.find_account(SAM)
+    assert account is not None and account.aup_version is None
+    assert _last(writable_app, "aup.accept").error_code == "oidc_signin_expired"
+    # The step is kept: the policy page offers it again, for Sam.
+    again = _text(client.get("/login/aup"))
+    assert 'id="aup-form"' in again and SAM in again

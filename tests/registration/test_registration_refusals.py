@@ -544,3 +544,43 @@ def test_a_confirmation_posted_again_is_refused_and_audited(
     entry = last_audit(card_app, "registration.create")
     assert entry.outcome is Outcome.FAILURE and entry.error_code == "registration_expired"
     assert entry.details["endpoint"] == "registration.confirm"
+
+
+def test_a_stale_confirmation_leaves_a_step_not_yet_at_the_card_alone(
+    card_app: Flask, card_pki: CardPki
+) -> None:
+    # Alex's confirmation page is left open; Kim, in another tab, is at step 2 and has
+    # not presented her card yet. Alex's Confirm must not end Kim's step.
+    client = card_app.test_client()
+    second_tab = client.get("/register").get_data(as_text=True)
+    alex = CardBrowser(client)
+    assert alex.register_password(ALEX[0]).status_code == 303
+    assert alex.register_card(card_pki.agent("alex")).status_code == 200
+    alex_page = client.get("/register/confirm").get_data(as_text=True)
+    started = client.post(
+        "/register", data=form_of(second_tab, email=KIM[0], password=DEMO_PASSWORD)
+    )
+    assert started.status_code == 303
+    refused = client.post("/register/confirm", data=form_of(alex_page))
+    assert refused.status_code == 409 and error_code_of(refused) == "step_superseded"
+    entry = last_audit(card_app, "registration.create")
+    assert entry.error_code == "step_superseded" and entry.subject == KIM[0]
+    assert CardBrowser(client).register_card(card_pki.agent("kim")).status_code == 200
+
+
+def test_a_form_from_a_page_that_names_no_step_starts_again_and_keeps_the_step(
+    card_app: Flask, card_pki: CardPki, card_browser: CardBrowser
+) -> None:
+    # A confirmation page shown before pages named their step (open across an upgrade):
+    # the person is asked to start again, which leads back to their own step.
+    card_browser.register_password(ALEX[0])
+    card_browser.register_card(card_pki.agent("alex"))
+    page = card_browser.client.get("/register/confirm").get_data(as_text=True)
+    old_form = {k: v for k, v in form_of(page).items() if k != "step"}
+    refused = card_browser.client.post("/register/confirm", data=old_form)
+    assert refused.status_code == 400 and error_code_of(refused) == "registration_expired"
+    entry = last_audit(card_app, "registration.create")
+    assert entry.error_code == "registration_expired" and entry.subject == ALEX[0]
+    _nothing_stored(card_app, ALEX[0], ALEX[1])
+    assert card_browser.client.get("/register").location == "/register/confirm"
+    assert card_browser.register_confirm().status_code == 200

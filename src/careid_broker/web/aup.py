@@ -186,18 +186,21 @@ def accept() -> BaseResponse:
     except AupStepExpiredError as exc:
         svc.audit(EVENT_ACCEPT, outcome=Outcome.FAILURE, code=exc.code)
         return error_response(exc.code, retry_url=url_for("login.page"))
-    if not names_step(request.form.get(STEP_FIELD), pending.id):
+    sent = request.form.get(STEP_FIELD)
+    if not names_step(sent, pending.id):
         # The page was for an earlier step: another password was checked in this browser
-        # since (another tab, perhaps another person). Accepting now would record it for,
-        # and sign in, whoever that was.
+        # since (another tab, perhaps another person), and accepting now would record it
+        # for, and sign in, whoever that was. A page naming no step was shown before
+        # steps were named (across an upgrade): the policy page is shown again.
+        code = BrokerCode.STEP_SUPERSEDED if sent else AupStepExpiredError.default_code
         svc.audit(
             EVENT_ACCEPT,
             outcome=Outcome.FAILURE,
-            code=BrokerCode.STEP_SUPERSEDED,
+            code=code,
             subject=pending.mail,
             rp=_rp_of(pending.return_tx),
         )
-        return error_response(BrokerCode.STEP_SUPERSEDED, retry_url=url_for("aup.page"))
+        return error_response(code, retry_url=url_for("aup.page"))
     if request.form.get("accept") != "yes":
         return redirect(url_for("aup.page"), code=303)
     rp = _rp_of(pending.return_tx)

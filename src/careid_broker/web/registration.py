@@ -59,7 +59,7 @@ from careid_broker.web.registration_pages import (
     render_page,
     restart,
     return_tx,
-    superseded,
+    step_refused,
 )
 from careid_broker.web.registration_steps import page_step, script_refused, script_step
 from careid_broker.web.signin_cookie import complete_signin
@@ -214,8 +214,9 @@ def accept_aup(
     card: CardServices, service: RegistrationService, pending: PendingRegistration
 ) -> BaseResponse:
     """Accept the current acceptable use policy in the directory, then carry on."""
-    if not names_step(request.form.get(STEP_FIELD), pending.id):
-        return superseded(pending)
+    sent = request.form.get(STEP_FIELD)
+    if not names_step(sent, pending.id):
+        return step_refused(pending, sent)
     if request.form.get("accept") != "yes":
         return redirect(url_for("registration.card_page"), code=303)
     try:
@@ -260,11 +261,13 @@ def authenticate(
     signin = card.signin
     assert signin is not None  # noqa: S101 - available_card() checked
     if body is not None and not names_step(body.get(STEP_FIELD), pending.id):
-        # The page was for an earlier step: this browser now holds another person's.
-        return script_refused(
-            BrokerError(BrokerCode.STEP_SUPERSEDED, detail="the page's step was replaced"),
-            mail=pending.mail,
-        )
+        # From a page for an earlier step (this browser now holds another person's), or
+        # a page whose script names none (loaded before steps were named: start again).
+        if body.get(STEP_FIELD):
+            refusal = BrokerError(BrokerCode.STEP_SUPERSEDED, detail="the page's step was replaced")
+        else:
+            refusal = RegistrationExpiredError(detail="the page names no step")
+        return script_refused(refusal, mail=pending.mail)
     try:
         if body is None:
             raise BrokerError(ErrorCode.TOKEN_MALFORMED, detail="no JSON object")
@@ -360,10 +363,13 @@ def confirm(
 ) -> BaseResponse:
     """Store the link and sign in by card; or say why not (nothing is stored then)."""
     svc = current_broker()
+    # The page's step first: a confirmation from a page for another person's step must
+    # leave that step alone, whatever stage it is at.
+    sent = request.form.get(STEP_FIELD)
+    if not names_step(sent, pending.id):
+        return step_refused(pending, sent)
     if pending.stage is not Stage.CARD:
         return restart()  # step 2 not done: nothing here to confirm
-    if not names_step(request.form.get(STEP_FIELD), pending.id):
-        return superseded(pending)
     started: list[NewSession] = []
 
     def audit_and_sign_in(confirmed: Confirmed) -> None:
@@ -469,8 +475,9 @@ def cancel() -> BaseResponse:
     except RegistrationExpiredError:
         session.pop(PENDING_KEY, None)  # nothing left to cancel
         return redirect(url_for("registration.start"), code=303)
-    if not names_step(request.form.get(STEP_FIELD), pending.id):
-        return superseded(pending)  # the step this page showed was cancelled already
+    sent = request.form.get(STEP_FIELD)
+    if not names_step(sent, pending.id):
+        return step_refused(pending, sent)  # this page's step was cancelled already
     session.pop(PENDING_KEY, None)
     service.cancel(pending.id)
     audit_step("registration.cancel", Outcome.SUCCESS, mail=pending.mail)

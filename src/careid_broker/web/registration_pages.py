@@ -92,14 +92,19 @@ def restart() -> Response:
     return error_response(BrokerCode.REGISTRATION_EXPIRED, retry_url=url_for("registration.start"))
 
 
-def superseded(pending: PendingRegistration) -> Response:
-    """A form from a page for an earlier step: this browser's step is now another one
-    (begun in another tab, perhaps by another person), so nothing is done to it."""
+def step_refused(pending: PendingRegistration, sent: object) -> Response:
+    """A form that does not name this browser's step, which is left as it is.
+
+    Naming another step, it comes from a page for an earlier one: this browser's step
+    was begun since, in another tab, perhaps by another person (`step_superseded`).
+    Naming none, it comes from a page shown before steps were named (across an
+    upgrade): the person starts again, and is sent on to the step they are at."""
+    code = BrokerCode.STEP_SUPERSEDED if sent else BrokerCode.REGISTRATION_EXPIRED
     current_broker().audit(
         _FORM_EVENTS.get(request.endpoint or "", "registration.card"),
         outcome=Outcome.FAILURE,
-        code=BrokerCode.STEP_SUPERSEDED,
+        code=code,
         subject=pending.mail,
         details={"endpoint": request.endpoint},
     )
-    return error_response(BrokerCode.STEP_SUPERSEDED, retry_url=url_for("registration.start"))
+    return error_response(code, retry_url=url_for("registration.start"))
