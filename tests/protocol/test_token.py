@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import warnings
 from typing import Any
 
 import pytest
@@ -276,6 +277,19 @@ def test_a_certificate_that_cannot_be_fully_read_is_malformed(damage: Any) -> No
     with pytest.raises(ProtocolError) as raised:
         load_certificate(der)
     assert raised.value.code is ErrorCode.CERTIFICATE_MALFORMED
+
+
+def test_a_serial_that_is_not_positive_is_malformed_where_warnings_are_only_warnings() -> None:
+    # The suite turns warnings into errors, and cryptography only warns about a serial
+    # that is not positive: in production the serial check itself is what refuses it.
+    key = _key(SignatureAlgorithm.ES256)
+    der = with_negative_serial(_cert(key).public_bytes(Encoding.DER))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ProtocolError) as raised:
+            load_certificate(der)
+    assert raised.value.code is ErrorCode.CERTIFICATE_MALFORMED
+    assert "serial" in str(raised.value.detail)
 
 
 def test_a_whole_certificate_loads() -> None:
