@@ -91,6 +91,10 @@ class AccountMapping:
     expiry: str | None = "careidAccountExpires"
     expiry_format: TimeFormat = TimeFormat.GENERALIZED_TIME
     care_identity_uuid: str = "careidCareIdentityUuid"
+    # The entry's immutable identifier (OpenLDAP's operational entryUUID, sent only when
+    # asked for by name): tells an address given to a new entry, which must get a new
+    # `sub`, from the same entry renamed or moved, which keeps its own.
+    entry_id: str | None = "entryUUID"
 
     def attributes(self) -> list[str]:
         """Every attribute to request when reading an account."""
@@ -106,6 +110,7 @@ class AccountMapping:
             self.admin_org_codes,
             self.expiry,
             self.care_identity_uuid,
+            self.entry_id,
         ]
         return sorted({name for name in names if name})
 
@@ -131,6 +136,7 @@ class AccountMapping:
             expiry=reader.optional_attribute("expiry", d.expiry),
             expiry_format=reader.choice("expiry_format", TimeFormat, d.expiry_format),
             care_identity_uuid=reader.attribute("care_identity_uuid", d.care_identity_uuid),
+            entry_id=reader.optional_attribute("entry_id", d.entry_id),
         )
         reader.finish()
         return mapping

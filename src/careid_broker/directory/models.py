@@ -39,6 +39,8 @@ class MailAccount:
     admin_org_codes: tuple[str, ...] = ()
     expires: datetime | None = None
     care_identity_uuid: str | None = None
+    # The directory's immutable identifier of the entry (None: not kept or not mapped).
+    entry_id: str | None = None
     problems: tuple[str, ...] = ()
 
     def is_admin_for(self, org_code: str) -> bool:

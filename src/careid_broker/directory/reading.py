@@ -65,6 +65,7 @@ def read_account(entry: Entry, mapping: AccountMapping) -> MailAccount:
         ),
         expires=expires,
         care_identity_uuid=entry.first(mapping.care_identity_uuid),
+        entry_id=entry.first(mapping.entry_id),
         problems=tuple(problems),
     )
     if problems:

@@ -20,6 +20,7 @@ sees only session ids.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,6 +43,8 @@ from careid_broker.store import (
     SessionRecord,
     Store,
 )
+
+log = logging.getLogger(__name__)
 
 Method = Literal["pwd", "card"]
 # The audit events of a successful sign-in, by method.
@@ -240,8 +243,13 @@ class SigninSessions:
             if binding.previous_sid is not None:
                 self.end(binding.previous_sid, EndReason.LOGOUT, why="replaced by a new sign-in")
             account = decision.account
+            subject = self._repos.subjects.subject_for_account(
+                mail=account.mail, dn=account.dn, entry_id=account.entry_id
+            )
+            if subject.replaced_sub is not None:
+                self._subject_reassigned(account, subject.replaced_sub, subject.sub)
             new = self._repos.sessions.create(
-                sub=self._repos.subjects.sub_for_account(mail=account.mail, dn=account.dn),
+                sub=subject.sub,
                 account_mail=account.mail,
                 acr=decision.acr,
                 amr=list(decision.amr),
@@ -268,6 +276,30 @@ class SigninSessions:
         method = _metric_method(decision.method)
         self._store.after_commit(lambda: self._metrics.signins.inc(method=method, result="success"))
         return new
+
+    def _subject_reassigned(self, account: MailAccount, previous: str, sub: str) -> None:
+        """Audit and log an address now held by another directory entry: relying
+        parties see a new `sub` for it, and the old one is never handed out again."""
+        log.warning(
+            "mail address %s now belongs to another directory entry (%s): new sub %s"
+            " replaces %s",
+            account.mail,
+            account.dn,
+            sub,
+            previous,
+        )
+        self._audit(
+            "subject.reassigned",
+            outcome=Outcome.SUCCESS,
+            actor=account.mail,
+            subject=account.mail,
+            details={
+                "previous_sub": previous,
+                "sub": sub,
+                "dn": account.dn,
+                "entry_id": account.entry_id,
+            },
+        )
 
     def end(
         self, sid: str, reason: EndReason | str, *, why: str | None = None

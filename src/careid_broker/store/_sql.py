@@ -26,33 +26,42 @@ def dialect_name(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-_IGNORING: dict[tuple[str, Table, tuple[str, ...], frozenset[str]], Prepared] = {}
+_IGNORING: dict[tuple[str, Table, tuple[str, ...], frozenset[str], str], Prepared] = {}
 
 
 def insert_ignore(
-    session: Session, model: type[Base], values: dict[str, Any], conflict_columns: list[str]
+    session: Session,
+    model: type[Base],
+    values: dict[str, Any],
+    conflict_columns: list[str],
+    *,
+    conflict_where: str | None = None,
 ) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when the row was inserted.
 
     A conditional insert rather than try/except IntegrityError: on PostgreSQL a failed
     INSERT aborts the whole transaction, and two instances may race to insert. The
     statement is built once per dialect, table and conflict target, `values` its
-    parameters (a `Prepared` statement, per set of columns given).
+    parameters (a `Prepared` statement, per set of columns given). `conflict_where` names
+    a partial unique index's condition (SQL text), for a target that is one.
     """
     table = cast(Table, model.__table__)
     dialect = dialect_name(session)
-    key = (dialect, table, tuple(conflict_columns), frozenset(values))
+    key = (dialect, table, tuple(conflict_columns), frozenset(values), conflict_where or "")
     statement = _IGNORING.get(key)
     if statement is None:
         # RETURNING, not rowcount: psycopg reports -1 for an INSERT run through the ORM.
         marker = table.c[conflict_columns[0]]
+        where = text(conflict_where) if conflict_where else None
         if dialect == "postgresql":
             pg_stmt = postgresql.insert(table).on_conflict_do_nothing(
-                index_elements=conflict_columns
+                index_elements=conflict_columns, index_where=where
             )
             statement = Prepared(pg_stmt.returning(marker), column_keys=values)
         else:
-            lite_stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+            lite_stmt = sqlite.insert(table).on_conflict_do_nothing(
+                index_elements=conflict_columns, index_where=where
+            )
             statement = Prepared(lite_stmt.returning(marker), column_keys=values)
         _IGNORING[key] = statement
     return bool(statement.rows(session, values))

@@ -31,20 +31,42 @@ from careid_broker.store.base import Base, UTCDateTime
 HASH_LEN = 64  # SHA-256 hex
 MAIL_LEN = 320  # RFC 5321 path limit
 DN_LEN = 1024
+ENTRY_ID_LEN = 128  # a UUID's text, or a binary GUID as hex, with room to spare
 CLIENT_ID_LEN = 255
 UUID_LEN = 64  # Care Identity UUIDs are 12 digits; leave room for other schemes
 ROLE_ID_LEN = 32  # CIS2 person_roleid (12 digits here)
 
 
+_CURRENT_SUBJECT = text("retired_at IS NULL")
+
+
 class Subject(Base):
-    """The stable opaque OIDC `sub` of one directory account."""
+    """The stable opaque OIDC `sub` of one directory account.
+
+    One current row per mail address; a row whose address was given to another entry
+    is retired (kept for audit, never handed out again: OIDC Core §2).
+    """
 
     __tablename__ = "subjects"
+    __table_args__ = (
+        Index(
+            "uq_subjects_current_account_mail",
+            "account_mail",
+            unique=True,
+            sqlite_where=_CURRENT_SUBJECT,
+            postgresql_where=_CURRENT_SUBJECT,
+        ),
+    )
 
     sub: Mapped[str] = mapped_column(String(64), primary_key=True)
-    account_mail: Mapped[str] = mapped_column(String(MAIL_LEN), unique=True)
+    account_mail: Mapped[str] = mapped_column(String(MAIL_LEN))
     account_dn: Mapped[str] = mapped_column(String(DN_LEN))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    account_entry_id: Mapped[str | None] = mapped_column(String(ENTRY_ID_LEN))
+    """The directory entry's immutable identifier (entryUUID, objectGUID); None until
+    the directory gives one (rows from before revision 0013 take it at next sign-in)."""
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When the address was found to belong to another entry."""
 
 
 class Registration(Base):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
 
@@ -15,9 +16,12 @@ from careid_broker.store.prepared import Prepared
 # about the person, unlike an email address that RPs would start to rely on.
 _SUB_BYTES = 16
 _SUBJECTS = table_of(Subject).c
+_CURRENT = "retired_at IS NULL"
 # Built once: every sign-in reads its account's row (inside its write transaction).
 _EXISTING = Prepared(
-    select(_SUBJECTS.sub, _SUBJECTS.account_dn).where(_SUBJECTS.account_mail == bindparam("mail"))
+    select(_SUBJECTS.sub, _SUBJECTS.account_dn, _SUBJECTS.account_entry_id).where(
+        _SUBJECTS.account_mail == bindparam("mail"), _SUBJECTS.retired_at.is_(None)
+    )
 )
 
 
@@ -26,17 +30,36 @@ def normalise_mail(mail: str) -> str:
     return mail.strip().lower()
 
 
+@dataclass(frozen=True, kw_only=True)
+class AccountSubject:
+    """An account's `sub`, and the one it replaced if its address had been another
+    entry's (for the caller to audit)."""
+
+    sub: str
+    replaced_sub: str | None = None
+
+
 class Subjects:
     """`sub` values: created on first sight of an account, never reassigned."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def sub_for_account(self, *, mail: str, dn: str) -> str:
+    def sub_for_account(self, *, mail: str, dn: str, entry_id: str | None = None) -> str:
+        """The account's `sub`, creating it the first time (see `subject_for_account`)."""
+        return self.subject_for_account(mail=mail, dn=dn, entry_id=entry_id).sub
+
+    def subject_for_account(
+        self, *, mail: str, dn: str, entry_id: str | None = None
+    ) -> AccountSubject:
         """The account's `sub`, creating it the first time (safe against races).
 
-        Keyed by the lower-cased mail, which survives directory moves and renames;
-        the DN is kept up to date beside it so administrators can find the entry.
+        Keyed by the lower-cased mail, which survives directory moves and renames; the
+        DN is kept up to date beside it so administrators can find the entry. The
+        entry's immutable identifier (`entry_id`), when the directory gives one, tells
+        an address given to a new entry from the same entry renamed: the new entry gets
+        a new `sub` and the old one is retired (OIDC Core §2: never reassigned). A row
+        kept without one takes the entry's; with none given, the mail alone decides.
         """
         key = normalise_mail(mail)
         if not key:
@@ -44,6 +67,20 @@ class Subjects:
         with self._store.transaction() as session:
             # Read first: every sign-in but an account's first finds its row.
             row = _EXISTING.one_or_none(session, {"mail": key})
+            replaced: str | None = None
+            if (
+                row is not None
+                and entry_id is not None
+                and row.account_entry_id is not None
+                and row.account_entry_id != entry_id
+            ):
+                replaced = str(row.sub)
+                session.execute(
+                    update(Subject)
+                    .where(Subject.sub == replaced)
+                    .values(retired_at=self._store.now())
+                )
+                row = None
             if row is None:
                 insert_ignore(
                     session,
@@ -52,26 +89,34 @@ class Subjects:
                         "sub": secrets.token_urlsafe(_SUB_BYTES),
                         "account_mail": key,
                         "account_dn": dn,
+                        "account_entry_id": entry_id,
                         "created_at": self._store.now(),
                     },
                     ["account_mail"],
+                    conflict_where=_CURRENT,
                 )
                 # Ours, or the one a racing instance inserted first.
                 row = _EXISTING.one(session, {"mail": key})
+            changes: dict[str, str] = {}
             if row.account_dn != dn:
-                session.execute(
-                    update(Subject).where(Subject.account_mail == key).values(account_dn=dn)
-                )
-            return str(row.sub)
+                changes["account_dn"] = dn
+            if entry_id is not None and row.account_entry_id is None:
+                changes["account_entry_id"] = entry_id
+            if changes:
+                session.execute(update(Subject).where(Subject.sub == row.sub).values(**changes))
+            return AccountSubject(sub=str(row.sub), replaced_sub=replaced)
 
     def find_sub(self, mail: str) -> str | None:
-        """The `sub` already given to an account, or None (never creates one)."""
+        """The `sub` an account holds now, or None (never creates one)."""
         with self._store.session() as session:
             return session.scalar(
-                select(Subject.sub).where(Subject.account_mail == normalise_mail(mail))
+                select(Subject.sub).where(
+                    Subject.account_mail == normalise_mail(mail), Subject.retired_at.is_(None)
+                )
             )
 
     def account_for_sub(self, sub: str) -> str | None:
-        """The account mail behind a `sub` (for userinfo and logout), or None."""
+        """The account mail behind a `sub` (for audit of logout deliveries), or None;
+        a retired `sub` still names the address its holder had."""
         with self._store.session() as session:
             return session.scalar(select(Subject.account_mail).where(Subject.sub == sub))
