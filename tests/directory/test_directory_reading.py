@@ -57,6 +57,20 @@ def test_ad_account(ad: AttributeMapping) -> None:
     assert account.aup_version == "2024-1"
     assert account.aup_accepted_at == datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
     assert account.care_identity_uuid == "555000000001"
+    assert account.entry_id is None  # objectGUID not in this entry
+
+
+def test_ad_object_guids_are_read_as_hex_so_no_two_read_the_same(ad: AttributeMapping) -> None:
+    # 16 bytes, most not UTF-8: decoded as text, these two would both read as U+FFFD runs.
+    guids = (bytes.fromhex("80" * 16), bytes.fromhex("ff" * 16))
+    raw: dict[str, list[bytes]] = {n: [v.encode() for v in vs] for n, vs in AD_USER.items()}
+    read = []
+    for guid in guids:
+        item = {"dn": DN, "raw_attributes": {**raw, "objectGUID": [guid]}}
+        entry = decode_entry(item, ad.accounts.binary_attributes())
+        read.append(read_account(entry, ad.accounts).entry_id)
+    assert read == ["80" * 16, "ff" * 16]
+    assert "objectGUID" in ad.accounts.attributes()
 
 
 @pytest.mark.parametrize(

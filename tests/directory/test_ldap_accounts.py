@@ -46,6 +46,8 @@ def test_every_seed_account_is_read_as_seeded(directory: LdapDirectory, mail: st
     assert account.aup_version == aup
     assert (account.aup_accepted_at is None) == (aup is None)
     assert account.problems == ()
+    # The operational entryUUID, asked for by name: the entry's identity through renames.
+    assert account.entry_id is not None and len(account.entry_id) == 36
     assert directory.find_account_by_uuid(uuid) == account
 
 

@@ -161,3 +161,32 @@ def test_the_upgrade_to_sealed_transactions_keeps_the_rows_and_drops_the_challen
     assert statuses == ["completed", "pending"]
     assert challenges == 0  # five-minute challenges are not carried over (as in 0005)
     assert keys == []  # a pending transaction has no row to refer to
+
+
+def test_the_upgrade_to_entry_ids_keeps_every_sub_and_the_downgrade_keeps_retired_ones(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url)
+    downgrade(empty_url, "0012_session_certificates")
+    engine = create_engine(empty_url)
+    at = "2026-01-01 00:00:00+00:00"
+    insert = text(
+        "INSERT INTO subjects (sub, account_mail, account_dn, created_at)"
+        " VALUES (:s, 'a@nhs.net', 'uid=a', :at)"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert, {"s": "old-sub", "at": at})
+        upgrade(empty_url)
+        with engine.begin() as conn:
+            kept = conn.execute(text("SELECT sub, account_entry_id FROM subjects")).all()
+            # The address passes to another entry: the old row retired, a new current one.
+            conn.execute(text("UPDATE subjects SET retired_at = :at"), {"at": at})
+            conn.execute(insert, {"s": "new-sub", "at": at})
+        downgrade(empty_url, "0012_session_certificates")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT sub, account_mail FROM subjects ORDER BY sub")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in kept] == [("old-sub", None)]  # takes its id at sign-in
+    assert [tuple(row) for row in rows] == [("new-sub", "a@nhs.net"), ("old-sub", "retired:old-sub")]

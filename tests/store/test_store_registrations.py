@@ -71,6 +71,43 @@ def test_unknown_accounts_have_no_sub_until_asked(repos: Repositories) -> None:
         repos.subjects.sub_for_account(mail="  ", dn="uid=x")
 
 
+def test_an_address_given_to_another_entry_gets_a_new_sub_and_retires_the_old(
+    repos: Repositories, store: Store
+) -> None:
+    first = repos.subjects.subject_for_account(mail="a@nhs.net", dn="uid=a", entry_id="e-1")
+    assert first.replaced_sub is None
+    # Renamed and moved, the same entry: the same sub.
+    moved = repos.subjects.subject_for_account(mail="A@nhs.net", dn="uid=a2,ou=x", entry_id="e-1")
+    assert moved == first
+    # The address now names another entry: a new sub, the old one named as replaced.
+    second = repos.subjects.subject_for_account(mail="a@nhs.net", dn="uid=b", entry_id="e-2")
+    assert second.sub != first.sub and second.replaced_sub == first.sub
+    assert repos.subjects.sub_for_account(mail="a@nhs.net", dn="uid=b", entry_id="e-2") == second.sub
+    assert repos.subjects.find_sub("a@nhs.net") == second.sub
+    # The old sub stays for audit, retired, and is never handed out again.
+    assert repos.subjects.account_for_sub(first.sub) == "a@nhs.net"
+    with store.session() as session:
+        rows = session.execute(
+            select(Subject.sub, Subject.account_entry_id, Subject.retired_at)
+        ).all()
+    retired = {sub: (entry_id, at is not None) for sub, entry_id, at in rows}
+    assert retired == {first.sub: ("e-1", True), second.sub: ("e-2", False)}
+
+
+def test_a_sub_kept_without_an_entry_id_takes_the_next_one_given(
+    repos: Repositories, store: Store
+) -> None:
+    # Made before the directory gave identifiers (or before the upgrade).
+    sub = repos.subjects.sub_for_account(mail="a@nhs.net", dn="uid=a")
+    assert repos.subjects.sub_for_account(mail="a@nhs.net", dn="uid=a", entry_id="e-1") == sub
+    with store.session() as session:
+        assert session.scalar(select(Subject.account_entry_id)) == "e-1"
+    # A directory that gives none: the mail alone decides, as it did.
+    assert repos.subjects.sub_for_account(mail="a@nhs.net", dn="uid=a") == sub
+    changed = repos.subjects.subject_for_account(mail="a@nhs.net", dn="uid=a", entry_id="e-2")
+    assert changed.sub != sub
+
+
 def test_concurrent_first_sign_ins_agree_on_one_sub(
     store: Store, other_store: Store, concurrently: Callable[..., list[Any]]
 ) -> None:

@@ -406,8 +406,10 @@ class Connector:
         attributes: list[str],
         size_limit: int,
         base_only: bool = False,
+        binary: frozenset[str] = frozenset(),
     ) -> SearchResult:
-        """Run a search on a bound connection and decode every value as UTF-8."""
+        """Run a search on a bound connection and decode every value as UTF-8, but
+        those of the `binary` attributes (names folded) as hex."""
         self._observer.request_sent("search")
         scope = BASE if base_only else SUBTREE
         search = Search(
@@ -437,22 +439,24 @@ class Connector:
                 f" {result.get('message') or ''}".rstrip()
             )
         entries = [
-            decode_entry(item)
+            decode_entry(item, binary)
             for item in cast(list[dict[str, Any]], connection.response or [])
             if item.get("type") == "searchResEntry"
         ]
         return SearchResult(entries=entries, truncated=code == RESULT_SIZE_LIMIT_EXCEEDED)
 
 
-def decode_entry(item: Mapping[str, Any]) -> Entry:
-    """An ldap3 search response item as an `Entry` (names folded, values UTF-8)."""
+def decode_entry(item: Mapping[str, Any], binary: frozenset[str] = frozenset()) -> Entry:
+    """An ldap3 search response item as an `Entry` (names folded, values UTF-8, or
+    lower-case hex for the `binary` attributes, so no two values read the same)."""
     values: dict[str, list[str]] = {}
     raw = cast(Mapping[str, list[bytes]], item.get("raw_attributes") or {})
     for name, items in raw.items():
         # Attribute names come back as the server spells them (AD: its schema's case).
         key = name.split(";", 1)[0].casefold()
         values.setdefault(key, []).extend(
-            value.decode("utf-8", errors="replace") for value in items
+            value.hex() if key in binary else value.decode("utf-8", errors="replace")
+            for value in items
         )
     return Entry(dn=str(item.get("dn", "")), values=values)
 

@@ -108,10 +108,22 @@ class LdapDirectory:
             filters.equals("objectClass", mapping.object_class),
             filters.equals(attribute, value),
         )
-        entry = self._search_one(self._config.accounts_base, search_filter, mapping.attributes())
+        entry = self._search_one(
+            self._config.accounts_base,
+            search_filter,
+            mapping.attributes(),
+            binary=mapping.binary_attributes(),
+        )
         return read_account(entry, mapping) if entry is not None else None
 
-    def _search_one(self, base: str, search_filter: str, attributes: list[str]) -> Entry | None:
+    def _search_one(
+        self,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        *,
+        binary: frozenset[str] = frozenset(),
+    ) -> Entry | None:
         """The single entry matching, None for no match; two matches are a data fault."""
 
         def operation(connection: Connection) -> SearchResult:
@@ -122,6 +134,7 @@ class LdapDirectory:
                 search_filter=search_filter,
                 attributes=attributes,
                 size_limit=2,
+                binary=binary,
             )
 
         found = self._connector.run(self._service, operation)
@@ -249,6 +262,7 @@ class LdapDirectory:
                 search_filter=search_filter,
                 attributes=mapping.attributes(),
                 size_limit=limit,
+                binary=mapping.binary_attributes(),
             ).entries
 
         accounts = [read_account(e, mapping) for e in self._connector.run(self._service, operation)]

@@ -95,6 +95,9 @@ class AccountMapping:
     # asked for by name): tells an address given to a new entry, which must get a new
     # `sub`, from the same entry renamed or moved, which keeps its own.
     entry_id: str | None = "entryUUID"
+    # A binary identifier (AD's objectGUID) is read as lower-case hex: UTF-8 decoding
+    # would blur two GUIDs into one text.
+    entry_id_binary: bool = False
 
     def attributes(self) -> list[str]:
         """Every attribute to request when reading an account."""
@@ -113,6 +116,12 @@ class AccountMapping:
             self.entry_id,
         ]
         return sorted({name for name in names if name})
+
+    def binary_attributes(self) -> frozenset[str]:
+        """Attributes whose values are bytes, to be read as hex (names folded)."""
+        if self.entry_id and self.entry_id_binary:
+            return frozenset({self.entry_id.casefold()})
+        return frozenset()
 
     @classmethod
     def read(cls, reader: SettingsReader) -> AccountMapping:
@@ -137,6 +146,7 @@ class AccountMapping:
             expiry_format=reader.choice("expiry_format", TimeFormat, d.expiry_format),
             care_identity_uuid=reader.attribute("care_identity_uuid", d.care_identity_uuid),
             entry_id=reader.optional_attribute("entry_id", d.entry_id),
+            entry_id_binary=reader.boolean("entry_id_binary", d.entry_id_binary),
         )
         reader.finish()
         return mapping

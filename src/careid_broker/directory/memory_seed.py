@@ -17,8 +17,9 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum, unique
 from pathlib import Path
@@ -239,8 +240,12 @@ def _account_record(entry: Entry, mapping: AttributeMapping, policy: Entry | Non
     except ValueError as exc:
         raise ValueError(f"{entry.dn}: {exc}") from None
     mails = [value.strip() for value in entry.get(mapping.accounts.mail) if value.strip()]
+    account = read_account(entry, mapping.accounts)
+    if account.entry_id is None and mapping.accounts.entry_id:
+        # slapadd gives every entry an entryUUID the seed does not spell out.
+        account = replace(account, entry_id=str(uuid.uuid4()))
     return AccountRecord(
-        account=read_account(entry, mapping.accounts),
+        account=account,
         password=password,
         other_mails=tuple(mails[1:]),
         lockout=_lockout(policy),
