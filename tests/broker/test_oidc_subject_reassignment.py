@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker_support import broker_of
 from flask import Flask
 from ldap3 import ALL_ATTRIBUTES, Connection
-from broker_support import broker_of
 from oidc_support import ALEX, Browser, id_token_claims, make_oidc_app
 
 from careid_broker.store import AuditRecord
@@ -51,7 +51,9 @@ def _signed_in_sub(app: Flask) -> tuple[str, str]:
 
 def _entry(admin: Connection, dn: str) -> dict[str, Any]:
     assert admin.search(dn, "(objectClass=*)", search_scope="BASE", attributes=ALL_ATTRIBUTES)
-    return {name: list(values) for name, values in admin.entries[0].entry_attributes_as_dict.items()}
+    return {
+        name: list(values) for name, values in admin.entries[0].entry_attributes_as_dict.items()
+    }
 
 
 def _audits(app: Flask, event: str) -> list[AuditRecord]:

@@ -205,6 +205,19 @@ def test_empty_string_unmaps_an_optional_attribute() -> None:
     assert "careidAccountExpires" not in mapping.accounts.attributes()
 
 
+def test_the_entry_id_is_asked_for_by_name_and_may_be_unmapped_or_binary() -> None:
+    # entryUUID is operational: a search returns it only when it is named.
+    assert "entryUUID" in AttributeMapping().accounts.attributes()
+    assert AttributeMapping().accounts.binary_attributes() == frozenset()
+    unmapped = AttributeMapping.from_mapping({"accounts": {"entry_id": ""}}).accounts
+    assert unmapped.entry_id is None and "entryUUID" not in unmapped.attributes()
+    assert unmapped.binary_attributes() == frozenset()
+    ad = AttributeMapping.from_mapping(
+        {"accounts": {"entry_id": "objectGUID", "entry_id_binary": True}}
+    ).accounts
+    assert ad.binary_attributes() == frozenset({"objectguid"})
+
+
 def test_attribute_mapping_from_toml_text() -> None:
     data = tomllib.loads(
         '[accounts.status]\nkind = "bitflag"\nattribute = "uac"\ndisabled_mask = 0x2\n'

@@ -189,4 +189,7 @@ def test_the_upgrade_to_entry_ids_keeps_every_sub_and_the_downgrade_keeps_retire
     finally:
         engine.dispose()
     assert [tuple(row) for row in kept] == [("old-sub", None)]  # takes its id at sign-in
-    assert [tuple(row) for row in rows] == [("new-sub", "a@nhs.net"), ("old-sub", "retired:old-sub")]
+    assert [tuple(row) for row in rows] == [
+        ("new-sub", "a@nhs.net"),
+        ("old-sub", "retired:old-sub"),
+    ]

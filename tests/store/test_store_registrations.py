@@ -82,7 +82,9 @@ def test_an_address_given_to_another_entry_gets_a_new_sub_and_retires_the_old(
     # The address now names another entry: a new sub, the old one named as replaced.
     second = repos.subjects.subject_for_account(mail="a@nhs.net", dn="uid=b", entry_id="e-2")
     assert second.sub != first.sub and second.replaced_sub == first.sub
-    assert repos.subjects.sub_for_account(mail="a@nhs.net", dn="uid=b", entry_id="e-2") == second.sub
+    assert (
+        repos.subjects.sub_for_account(mail="a@nhs.net", dn="uid=b", entry_id="e-2") == second.sub
+    )
     assert repos.subjects.find_sub("a@nhs.net") == second.sub
     # The old sub stays for audit, retired, and is never handed out again.
     assert repos.subjects.account_for_sub(first.sub) == "a@nhs.net"

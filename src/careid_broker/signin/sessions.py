@@ -281,8 +281,7 @@ class SigninSessions:
         """Audit and log an address now held by another directory entry: relying
         parties see a new `sub` for it, and the old one is never handed out again."""
         log.warning(
-            "mail address %s now belongs to another directory entry (%s): new sub %s"
-            " replaces %s",
+            "mail address %s now belongs to another directory entry (%s): new sub %s replaces %s",
             account.mail,
             account.dn,
             sub,

@@ -44,9 +44,7 @@ def downgrade() -> None:
     op.drop_index("uq_subjects_current_account_mail", table_name="subjects")
     # A retired row's address now belongs to another row, which the old unique constraint
     # forbids: it keeps its `sub` (sessions point at it) under an address no one has.
-    op.execute(
-        "UPDATE subjects SET account_mail = 'retired:' || sub WHERE retired_at IS NOT NULL"
-    )
+    op.execute("UPDATE subjects SET account_mail = 'retired:' || sub WHERE retired_at IS NOT NULL")
     with op.batch_alter_table("subjects") as batch:
         batch.create_unique_constraint(op.f("uq_subjects_account_mail"), ["account_mail"])
         batch.drop_column("retired_at")
