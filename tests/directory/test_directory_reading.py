@@ -73,6 +73,14 @@ def test_ad_object_guids_are_read_as_hex_so_no_two_read_the_same(ad: AttributeMa
     assert "objectGUID" in ad.accounts.attributes()
 
 
+def test_an_entry_id_too_long_to_keep_is_a_problem(ad: AttributeMapping) -> None:
+    raw = {n: [v.encode() for v in vs] for n, vs in AD_USER.items()}
+    item = {"dn": DN, "raw_attributes": {**raw, "objectGUID": [b"x" * 65]}}
+    account = read_account(decode_entry(item, ad.accounts.binary_attributes()), ad.accounts)
+    assert account.entry_id is None
+    assert account.problems == ("objectGUID is longer than 128 characters",)
+
+
 @pytest.mark.parametrize(
     ("changes", "active", "expires"),
     [

@@ -10,6 +10,8 @@ from careid_broker.errors import InvalidCredentialsError
 MAX_MAIL_LENGTH = 320
 MAX_SEARCH_TEXT = 128
 MAX_UUID_LENGTH = 64
+# An entry's immutable identifier as the store keeps it (a UUID's text, a GUID's hex).
+MAX_ENTRY_ID_LENGTH = 128
 # A password longer than this (in UTF-8 bytes) is not a password anyone typed.
 MAX_PASSWORD_LENGTH = 1024
 

@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 
 from careid_broker.directory.connector import Entry
+from careid_broker.directory.lookups import MAX_ENTRY_ID_LENGTH
 from careid_broker.directory.mapping import AccountMapping, CareIdentityMapping
 from careid_broker.directory.models import CareIdentity, MailAccount
 from careid_broker.directory.values import TimeFormat, parse_roles, parse_time, split_values
@@ -42,6 +43,11 @@ def read_account(entry: Entry, mapping: AccountMapping) -> MailAccount:
         problems.append(status_problem)
     expires = _time(entry, mapping.expiry, mapping.expiry_format, problems)
     aup_time = _time(entry, mapping.aup_time, mapping.aup_time_format, problems)
+    entry_id = entry.first(mapping.entry_id)
+    if entry_id is not None and len(entry_id) > MAX_ENTRY_ID_LENGTH:
+        # Not this entry's identifier (a mapping mistake): never a `sub` decided on it.
+        problems.append(f"{mapping.entry_id} is longer than {MAX_ENTRY_ID_LENGTH} characters")
+        entry_id = None
     given_name = entry.first(mapping.given_name)
     surname = entry.first(mapping.surname)
     display_name = (
@@ -65,7 +71,7 @@ def read_account(entry: Entry, mapping: AccountMapping) -> MailAccount:
         ),
         expires=expires,
         care_identity_uuid=entry.first(mapping.care_identity_uuid),
-        entry_id=entry.first(mapping.entry_id),
+        entry_id=entry_id,
         problems=tuple(problems),
     )
     if problems:

@@ -31,7 +31,7 @@ from careid_broker.store.base import Base, UTCDateTime
 HASH_LEN = 64  # SHA-256 hex
 MAIL_LEN = 320  # RFC 5321 path limit
 DN_LEN = 1024
-ENTRY_ID_LEN = 128  # a UUID's text, or a binary GUID as hex, with room to spare
+ENTRY_ID_LEN = 128  # directory.lookups.MAX_ENTRY_ID_LENGTH: longer ones are refused there
 CLIENT_ID_LEN = 255
 UUID_LEN = 64  # Care Identity UUIDs are 12 digits; leave room for other schemes
 ROLE_ID_LEN = 32  # CIS2 person_roleid (12 digits here)
