@@ -35,7 +35,7 @@ from careid_broker.web.errors import error_response
 from careid_broker.web.forms import (
     STEP_FIELD,
     expired_form_fields,
-    names_step,
+    step_refusal,
     step_tag,
     typed_mail,
 )
@@ -186,13 +186,12 @@ def accept() -> BaseResponse:
     except AupStepExpiredError as exc:
         svc.audit(EVENT_ACCEPT, outcome=Outcome.FAILURE, code=exc.code)
         return error_response(exc.code, retry_url=url_for("login.page"))
-    sent = request.form.get(STEP_FIELD)
-    if not names_step(sent, pending.id):
-        # The page was for an earlier step: another password was checked in this browser
-        # since (another tab, perhaps another person), and accepting now would record it
-        # for, and sign in, whoever that was. A page naming no step was shown before
-        # steps were named (across an upgrade): the policy page is shown again.
-        code = BrokerCode.STEP_SUPERSEDED if sent else AupStepExpiredError.default_code
+    # A page for an earlier step: accepting now would record the policy for, and sign in,
+    # whoever checked their password in this browser since (`step_refusal`).
+    code = step_refusal(
+        request.form.get(STEP_FIELD), pending.id, unnamed=AupStepExpiredError.default_code
+    )
+    if code is not None:
         svc.audit(
             EVENT_ACCEPT,
             outcome=Outcome.FAILURE,

@@ -49,3 +49,15 @@ def step_tag(step_id: str) -> str:
 def names_step(sent: object, step_id: str) -> bool:
     """Whether `sent` (a form field or JSON value) is the tag of `step_id`."""
     return isinstance(sent, str) and hmac.compare_digest(sent.encode(), step_tag(step_id).encode())
+
+
+def step_refusal(sent: object, step_id: str, *, unnamed: BrokerCode) -> BrokerCode | None:
+    """None when `sent` names the step `step_id`; else the code to refuse with.
+
+    Another step's tag comes from a page for an earlier step: this browser's step was
+    begun since, in another tab, perhaps by another person (`step_superseded`). No tag
+    at all comes from a page shown before pages named their step (across an upgrade):
+    `unnamed`, the step's own "start again" code, which leads back to the step."""
+    if names_step(sent, step_id):
+        return None
+    return BrokerCode.STEP_SUPERSEDED if sent else unnamed

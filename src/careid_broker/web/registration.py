@@ -47,7 +47,7 @@ from careid_broker.web.errors import error_response
 from careid_broker.web.forms import (
     STEP_FIELD,
     expired_form_fields,
-    names_step,
+    step_refusal,
     step_tag,
     typed_mail,
 )
@@ -56,10 +56,10 @@ from careid_broker.web.registration_pages import (
     audit_step,
     available_card,
     current_pending,
+    form_step_refused,
     render_page,
     restart,
     return_tx,
-    step_refused,
 )
 from careid_broker.web.registration_steps import page_step, script_refused, script_step
 from careid_broker.web.signin_cookie import complete_signin
@@ -214,9 +214,8 @@ def accept_aup(
     card: CardServices, service: RegistrationService, pending: PendingRegistration
 ) -> BaseResponse:
     """Accept the current acceptable use policy in the directory, then carry on."""
-    sent = request.form.get(STEP_FIELD)
-    if not names_step(sent, pending.id):
-        return step_refused(pending, sent)
+    if (refused := form_step_refused(pending)) is not None:
+        return refused
     if request.form.get("accept") != "yes":
         return redirect(url_for("registration.card_page"), code=303)
     try:
@@ -260,14 +259,14 @@ def authenticate(
         return refuse_body(exc, "registration.card")
     signin = card.signin
     assert signin is not None  # noqa: S101 - available_card() checked
-    if body is not None and not names_step(body.get(STEP_FIELD), pending.id):
-        # From a page for an earlier step (this browser now holds another person's), or
-        # a page whose script names none (loaded before steps were named: start again).
-        if body.get(STEP_FIELD):
-            refusal = BrokerError(BrokerCode.STEP_SUPERSEDED, detail="the page's step was replaced")
-        else:
-            refusal = RegistrationExpiredError(detail="the page names no step")
-        return script_refused(refusal, mail=pending.mail)
+    if body is not None:
+        # The script names its page's step too (`step_refusal`).
+        code = step_refusal(
+            body.get(STEP_FIELD), pending.id, unnamed=BrokerCode.REGISTRATION_EXPIRED
+        )
+        if code is not None:
+            refused = BrokerError(code, detail="the page does not name this browser's step")
+            return script_refused(refused, mail=pending.mail)
     try:
         if body is None:
             raise BrokerError(ErrorCode.TOKEN_MALFORMED, detail="no JSON object")
@@ -365,9 +364,8 @@ def confirm(
     svc = current_broker()
     # The page's step first: a confirmation from a page for another person's step must
     # leave that step alone, whatever stage it is at.
-    sent = request.form.get(STEP_FIELD)
-    if not names_step(sent, pending.id):
-        return step_refused(pending, sent)
+    if (refused := form_step_refused(pending)) is not None:
+        return refused
     if pending.stage is not Stage.CARD:
         return restart()  # step 2 not done: nothing here to confirm
     started: list[NewSession] = []
@@ -475,9 +473,8 @@ def cancel() -> BaseResponse:
     except RegistrationExpiredError:
         session.pop(PENDING_KEY, None)  # nothing left to cancel
         return redirect(url_for("registration.start"), code=303)
-    sent = request.form.get(STEP_FIELD)
-    if not names_step(sent, pending.id):
-        return step_refused(pending, sent)  # this page's step was cancelled already
+    if (refused := form_step_refused(pending)) is not None:
+        return refused  # this page's step was cancelled already
     session.pop(PENDING_KEY, None)
     service.cancel(pending.id)
     audit_step("registration.cancel", Outcome.SUCCESS, mail=pending.mail)

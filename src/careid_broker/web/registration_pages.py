@@ -18,6 +18,7 @@ from careid_broker.web import browser_binding as binding
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
 from careid_broker.web.errors import error_response
+from careid_broker.web.forms import STEP_FIELD, step_refusal
 from careid_broker.web.signin_cookie import REGISTRATION_STEP_KEY
 
 PENDING_KEY = REGISTRATION_STEP_KEY
@@ -92,14 +93,14 @@ def restart() -> Response:
     return error_response(BrokerCode.REGISTRATION_EXPIRED, retry_url=url_for("registration.start"))
 
 
-def step_refused(pending: PendingRegistration, sent: object) -> Response:
-    """A form that does not name this browser's step, which is left as it is.
-
-    Naming another step, it comes from a page for an earlier one: this browser's step
-    was begun since, in another tab, perhaps by another person (`step_superseded`).
-    Naming none, it comes from a page shown before steps were named (across an
-    upgrade): the person starts again, and is sent on to the step they are at."""
-    code = BrokerCode.STEP_SUPERSEDED if sent else BrokerCode.REGISTRATION_EXPIRED
+def form_step_refused(pending: PendingRegistration) -> Response | None:
+    """The refusal of a form that does not name this browser's step (`step_refusal`),
+    audited; the step is left as it is. None when the form names it."""
+    code = step_refusal(
+        request.form.get(STEP_FIELD), pending.id, unnamed=BrokerCode.REGISTRATION_EXPIRED
+    )
+    if code is None:
+        return None
     current_broker().audit(
         _FORM_EVENTS.get(request.endpoint or "", "registration.card"),
         outcome=Outcome.FAILURE,
