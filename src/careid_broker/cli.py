@@ -14,6 +14,7 @@ from careid_broker.codes import message_for
 from careid_broker.commands import admin as admin_commands
 from careid_broker.commands import check_config as check_config_command
 from careid_broker.commands import oidc as oidc_commands
+from careid_broker.commands import subjects as subjects_commands
 from careid_broker.commands.database import (
     EXIT_DATABASE,
     UNUSABLE_EXIT,
@@ -448,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     oidc_commands.register(sub)
     admin_commands.register(sub)
+    subjects_commands.register(sub)
     return parser
 
 

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_support import broker_of
+from broker_support import broker_of, write_broker_toml
 from flask import Flask
 from ldap3 import ALL_ATTRIBUTES, Connection
 from oidc_support import ALEX, Browser, id_token_claims, make_oidc_app
+from sqlalchemy import select, update
 
+from careid_broker.cli import main
 from careid_broker.store import AuditRecord
+from careid_broker.store.models import Subject
 from careid_devkit.slapd import Slapd
 
 ALEX_DN = "uid=alex.morgan,ou=people,dc=nhs,dc=example"
@@ -90,3 +93,126 @@ def test_a_renamed_or_moved_entry_keeps_its_sub(app: Flask, admin: Connection) -
     )
     assert _signed_in_sub(app)[0] == first
     assert _audits(app, "subject.reassigned") == []
+
+
+# `careid-broker subjects backfill-entry-ids`: subs made before revision 0013 keep no
+# entry identifier and would go to whoever holds their address at the next sign-in.
+
+LEE = "lee.admin@nhs.net"
+LEE_DN = "uid=lee.admin,ou=people,dc=nhs,dc=example"
+
+
+@pytest.fixture
+def cli_config(
+    tmp_path: Path, broker_settings: dict[str, dict[str, Any]], own_slapd: Slapd, app: Flask
+) -> Path:
+    """A broker.toml for the app's database and its (private) directory."""
+    sections = {name: dict(values) for name, values in broker_settings.items()}
+    sections["directory"] = own_slapd.directory_settings()
+    sections["oidc"] = {"clients_file": str(tmp_path / "oidc-test-clients.toml")}
+    sections.pop("signin", None)
+    return write_broker_toml(tmp_path / "broker.toml", sections)
+
+
+def _backfill(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str, str]:
+    status = main(["--config", str(config), "subjects", "backfill-entry-ids", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _subject_rows(app: Flask) -> dict[str, tuple[str, str | None, bool]]:
+    """Every row: sub -> (address, entry id, retired)."""
+    with broker_of(app).store.session() as session:
+        rows = session.execute(
+            select(Subject.sub, Subject.account_mail, Subject.account_entry_id, Subject.retired_at)
+        ).all()
+    return {r.sub: (r.account_mail, r.account_entry_id, r.retired_at is not None) for r in rows}
+
+
+def _forget_entry_ids(app: Flask) -> None:
+    """As every row was before revision 0013."""
+    with broker_of(app).store.transaction() as session:
+        session.execute(update(Subject).values(account_entry_id=None))
+
+
+def _entry_uuid(admin: Connection, dn: str) -> str:
+    assert admin.search(dn, "(objectClass=*)", search_scope="BASE", attributes=["entryUUID"])
+    return str(admin.entries[0].entryUUID.value)
+
+
+def test_a_backfilled_sub_stays_with_its_entry_when_the_address_goes_to_someone_new(
+    app: Flask, admin: Connection, cli_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, _ = _signed_in_sub(app)
+    _forget_entry_ids(app)
+
+    status, out, _ = _backfill(capsys, cli_config)
+    assert status == 0, out
+    assert "entry identifiers recorded: 1" in out
+    assert _subject_rows(app)[first] == (ALEX, _entry_uuid(admin, ALEX_DN), False)
+    [done] = _audits(app, "subjects.entry_ids_backfilled")
+    assert done.actor.startswith("cli:") and done.details["recorded"] == 1
+
+    # Alex leaves before signing in again; the address goes to a new person.
+    attributes = _entry(admin, ALEX_DN)
+    assert admin.delete(ALEX_DN)
+    attributes["uid"] = ["alex.morgan2"]
+    assert admin.add("uid=alex.morgan2,ou=people,dc=nhs,dc=example", attributes=attributes)
+    second, _ = _signed_in_sub(app)
+    assert second != first
+    [reassigned] = _audits(app, "subject.reassigned")
+    assert reassigned.details["previous_sub"] == first
+
+
+def test_the_backfill_lists_what_it_cannot_tell_and_acts_on_it_only_when_told(
+    app: Flask, admin: Connection, cli_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subjects = broker_of(app).repos.subjects
+    lee = subjects.sub_for_account(mail=LEE, dn=LEE_DN)
+    alex = subjects.sub_for_account(mail=ALEX, dn=ALEX_DN)
+    gone = subjects.sub_for_account(mail="gone@nhs.net", dn="uid=gone,ou=people,dc=nhs,dc=example")
+    assert admin.modify_dn(ALEX_DN, "uid=alex.morgan-renamed")
+    renamed = "uid=alex.morgan-renamed,ou=people,dc=nhs,dc=example"
+    before = _subject_rows(app)
+    assert all(entry_id is None for _, entry_id, _ in before.values())
+
+    # By default only what is certain is done: Lee's entry is still where it was.
+    status, out, _ = _backfill(capsys, cli_config)
+    assert status == 0, out
+    assert f"moved\t{ALEX}\twas {ALEX_DN}\tnow {renamed}" in out
+    assert "unheld\tgone@nhs.net" in out
+    assert "entry identifiers recorded: 1" in out and "subjects retired: 0" in out
+    assert "left as they are" in out
+    rows = _subject_rows(app)
+    assert rows[lee] == (LEE, _entry_uuid(admin, LEE_DN), False)
+    assert rows[alex] == (ALEX, None, False) and rows[gone] == ("gone@nhs.net", None, False)
+
+    # A dry run of the decisions changes nothing and audits nothing.
+    audited = len(_audits(app, "subject"))
+    status, out, _ = _backfill(
+        capsys, cli_config, "--moved", "record", "--unheld", "retire", "--dry-run"
+    )
+    assert status == 0 and "would be recorded: 1" in out and "would be retired: 1" in out
+    assert _subject_rows(app) == rows and len(_audits(app, "subject")) == audited
+
+    # The administrator has checked: Alex was renamed; nobody holds the other address.
+    status, out, _ = _backfill(capsys, cli_config, "--moved", "record", "--unheld", "retire")
+    assert status == 0, out
+    rows = _subject_rows(app)
+    assert rows[alex] == (ALEX, _entry_uuid(admin, renamed), False)
+    assert rows[gone] == ("gone@nhs.net", None, True)
+    [retired] = _audits(app, "subject.retired")
+    assert retired.subject == "gone@nhs.net" and retired.details["previous_sub"] == gone
+    # Alex keeps the sub the relying parties know.
+    assert _signed_in_sub(app)[0] == alex
+
+
+def test_the_backfill_needs_a_mapping_that_reads_entry_ids(
+    cli_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = cli_config.read_text(encoding="utf-8")
+    cli_config.write_text(
+        text + '\n[directory.mapping.accounts]\nentry_id = ""\n', encoding="utf-8"
+    )
+    status, _, err = _backfill(capsys, cli_config)
+    assert status == 2 and "entry_id is empty" in err

@@ -53,15 +53,20 @@ from careid_broker.store import (
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-def _cli_actor() -> Actor:
+def cli_actor_name() -> str:
+    """`cli:<login name>`: who acts when a command is run on the broker host."""
     try:
         who = getpass.getuser()
     except (KeyError, OSError):
         who = "unknown"
-    return Actor(name=f"cli:{who}"[:64], org_codes=None, via="cli")
+    return f"cli:{who}"[:64]
 
 
-def _config(args: argparse.Namespace) -> BrokerConfig | None:
+def _cli_actor() -> Actor:
+    return Actor(name=cli_actor_name(), org_codes=None, via="cli")
+
+
+def command_config(args: argparse.Namespace) -> BrokerConfig | None:
     """The configuration, once its database is known to answer with a schema (every
     command here needs one; `DatabaseUnusableError` otherwise, and nothing created)."""
     try:
@@ -86,7 +91,7 @@ def _fail(code: Code, detail: str | None = None, *, status: int = EXIT_FAILED) -
 
 
 def _list(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = command_config(args)
     if config is None:
         return EXIT_CONFIG
     store = create_store(config.database.url)
@@ -123,7 +128,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = command_config(args)
     if config is None:
         return EXIT_CONFIG
     actor = _cli_actor()
@@ -243,7 +248,7 @@ def _refuse(config: BrokerConfig, actor: Actor, uuid: str, code: Code) -> None:
 
 
 def _revocation_check(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = command_config(args)
     if config is None:
         return EXIT_CONFIG
     broker = build_broker(config)
@@ -262,7 +267,7 @@ def _revocation_check(args: argparse.Namespace) -> int:
 
 
 def _refresh_crls(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = command_config(args)
     if config is None:
         return EXIT_CONFIG
     broker = build_broker(config)
@@ -310,7 +315,7 @@ def _audit_log(config: BrokerConfig) -> Iterator[AuditLog]:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = command_config(args)
     if config is None:
         return EXIT_CONFIG
     with _audit_log(config) as log:
@@ -353,7 +358,7 @@ def parse_since(text: str) -> datetime:
 
 
 def _export(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = command_config(args)
     if config is None:
         return EXIT_CONFIG
     out: TextIO

@@ -65,7 +65,7 @@ from careid_broker.store.sessions import (
     SessionRecord,
     SigninSessions,
 )
-from careid_broker.store.subjects import Subjects
+from careid_broker.store.subjects import SubjectRow, Subjects
 from careid_broker.store.throttle import (
     AttemptOutcome,
     Booking,
@@ -172,6 +172,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailableError",
+    "SubjectRow",
     "Subjects",
     "Throttle",
     "ThrottlePolicy",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
@@ -28,6 +29,15 @@ _EXISTING = Prepared(
 def normalise_mail(mail: str) -> str:
     """The form accounts are keyed by: trimmed, lower-cased."""
     return mail.strip().lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubjectRow:
+    """A current `sub` as kept: its address and the DN it was last seen at."""
+
+    sub: str
+    account_mail: str
+    account_dn: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +115,47 @@ class Subjects:
             if changes:
                 session.execute(update(Subject).where(Subject.sub == row.sub).values(**changes))
             return AccountSubject(sub=str(row.sub), replaced_sub=replaced)
+
+    def without_entry_id(self, *, after: str | None = None, limit: int = 500) -> list[SubjectRow]:
+        """Current `sub`s that keep no entry identifier yet (made before revision 0013,
+        or under a mapping without `entry_id`), by `sub`, the page after `after`."""
+        query = select(_SUBJECTS.sub, _SUBJECTS.account_mail, _SUBJECTS.account_dn).where(
+            _SUBJECTS.account_entry_id.is_(None), _SUBJECTS.retired_at.is_(None)
+        )
+        if after is not None:
+            query = query.where(_SUBJECTS.sub > after)
+        with self._store.session() as session:
+            rows = session.execute(query.order_by(_SUBJECTS.sub).limit(limit)).all()
+        return [
+            SubjectRow(
+                sub=str(r.sub), account_mail=str(r.account_mail), account_dn=str(r.account_dn)
+            )
+            for r in rows
+        ]
+
+    def record_entry_id(self, row: SubjectRow, entry_id: str) -> bool:
+        """Keep `entry_id` with a `sub` that has none, if it is still current and still
+        at the DN it was read with (a sign-in meanwhile decides instead); True if kept."""
+        return self._update_unlinked(row, account_entry_id=entry_id)
+
+    def retire(self, row: SubjectRow) -> bool:
+        """Retire a `sub` that keeps no entry identifier (still current, still at the DN
+        it was read with): whoever holds its address next gets a new one. True if done."""
+        return self._update_unlinked(row, retired_at=self._store.now())
+
+    def _update_unlinked(self, row: SubjectRow, **values: Any) -> bool:
+        with self._store.transaction() as session:
+            done = session.execute(
+                update(Subject)
+                .where(
+                    Subject.sub == row.sub,
+                    Subject.account_dn == row.account_dn,
+                    Subject.account_entry_id.is_(None),
+                    Subject.retired_at.is_(None),
+                )
+                .values(**values)
+            )
+            return int(getattr(done, "rowcount", 0)) == 1
 
     def find_sub(self, mail: str) -> str | None:
         """The `sub` an account holds now, or None (never creates one)."""

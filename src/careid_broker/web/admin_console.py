@@ -59,6 +59,7 @@ _EVENT_WORDS = {
     "signin.password": "Password sign-in",
     "session.end": "Sign-in session ended",
     "subject.reassigned": "Email address now on a new directory entry: new identifier for services",
+    "subject.retired": "Identifier for services retired by the broker host's administrator",
     "oidc.authorize": "Sign-in request from a service",
     "oidc.role_selected": "Role chosen",
     "oidc.logout": "Sign-out request from a service",
