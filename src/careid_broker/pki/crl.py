@@ -24,16 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum, unique
 from pathlib import Path
-from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki.certfiles import parse_crl
 from careid_broker.pki.config import CrlSettings
 from careid_broker.pki.crl_checks import CrlProblem, check_covers, is_stale, verify_crl
+from careid_broker.pki.crl_shared import CrlExchange, SharedCrls
 from careid_broker.pki.http import HttpFetcher, HttpFetchError
 from careid_broker.pki.observer import UNOBSERVED, RevocationObserver
 from careid_broker.pki.status import Clock, RevocationSource, RevocationStatus, describe, utc_now
@@ -69,20 +68,6 @@ class _Entry:
 
 
 _Key = tuple[CrlSource, bytes]
-
-
-class SharedCrls(Protocol):
-    """The newest CRL of each source and issuer any worker or instance has fetched
-    (`careid_broker.store.SharedCrlTable`), by a key `CrlCache` makes."""
-
-    def newest(self, key: str) -> datetime | None:
-        """The lastUpdate of the newest CRL offered under `key`, if any."""
-
-    def load(self, key: str) -> bytes | None:
-        """That CRL, as its issuer signed it (DER)."""
-
-    def offer(self, key: str, *, der: bytes, last_update: datetime, location: str) -> None:
-        """Keep this CRL under `key` unless a newer one is kept already."""
 
 
 def _shared_key(key: _Key) -> str:
@@ -152,7 +137,7 @@ class CrlCache:
         shared: SharedCrls | None = None,
     ) -> None:
         self._settings = settings
-        self._shared = shared
+        self._shared = CrlExchange(shared, skew=max_clock_skew)
         self._observer = observer
         self._clock = clock
         self._http = http
@@ -165,8 +150,6 @@ class CrlCache:
         # Configured files found to hold another issuer's CRL, by file stamp: not reread
         # on every sign-in while unchanged.
         self._foreign: dict[_Key, tuple[int, int, int]] = {}
-        # Shared CRLs (by their lastUpdate) that did not verify here: not read again.
-        self._rejected: dict[_Key, datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -419,17 +402,7 @@ class CrlCache:
 
     def _share(self, key: _Key, crl: x509.CertificateRevocationList) -> None:
         """Offer a CRL this process fetched to the other workers and instances."""
-        if self._shared is None:
-            return
-        try:
-            self._shared.offer(
-                _shared_key(key),
-                der=crl.public_bytes(Encoding.DER),
-                last_update=crl.last_update_utc,
-                location=key[0].location,
-            )
-        except Exception as exc:  # noqa: BLE001 - this process's CRL still stands
-            logger.warning("could not share the CRL from %s: %s", key[0].location, exc)
+        self._shared.offer(_shared_key(key), crl, location=key[0].location)
 
     def _caught_up(
         self,
@@ -441,33 +414,32 @@ class CrlCache:
     ) -> _Entry:
         """`entry`, or the newer CRL another worker or instance fetched, once verified
         here as if fetched (a row that does not verify is ignored, and logged)."""
-        if self._shared is None:
-            return entry
-        shared_key = _shared_key(key)
-        try:
-            newest = self._shared.newest(shared_key)
-            if newest is None or newest <= entry.crl.last_update_utc:
-                return entry
-            with self._lock:
-                if self._rejected.get(key) == newest:
-                    return entry  # this one was found wanting already: not again each time
-            der = self._shared.load(shared_key)
-        except Exception as exc:  # noqa: BLE001 - this process's CRL still stands
-            logger.warning("could not read the shared CRL for %s: %s", source.location, exc)
-            return entry
-        if der is None:
-            return entry
-        try:
-            crl = x509.load_der_x509_crl(der)
-            next_update = verify_crl(crl, issuer, now=now, skew=self._skew)
-        except (ValueError, CrlProblem) as exc:
-            logger.warning("a shared CRL for %s does not verify: %s", source.location, exc)
-            with self._lock:
-                self._rejected[key] = newest
-            return entry
+        return self._taken_from_shared(key, source, issuer, entry, now) or entry
+
+    def _taken_from_shared(
+        self,
+        key: _Key,
+        source: CrlSource,
+        issuer: x509.Certificate,
+        entry: _Entry | None,
+        now: datetime,
+    ) -> _Entry | None:
+        """The shared CRL, kept as this process's own, when it is newer than `entry`
+        (or there is none), verifies here and is not stale; else None."""
+        shared = self._shared.newer(
+            _shared_key(key),
+            issuer=issuer,
+            than=entry.crl.last_update_utc if entry is not None else None,
+            now=now,
+            location=source.location,
+        )
+        if shared is None:
+            return None
+        crl, next_update = shared
         if is_stale(next_update, now, self._skew):
-            return entry
-        return self._install(key, issuer, crl, next_update, now, entry.file_stamp)
+            return None
+        stamp = entry.file_stamp if entry is not None else None
+        return self._install(key, issuer, crl, next_update, now, stamp)
 
     def _report_revoked(
         self,

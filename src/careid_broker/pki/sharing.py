@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from careid_broker.pki.crl import RevokedHandler, SharedCrls
+from careid_broker.pki.crl import RevokedHandler
+from careid_broker.pki.crl_shared import SharedCrls
 from careid_broker.pki.observer import UNOBSERVED, RevocationObserver
 from careid_broker.pki.ocsp_backoff import ResponderStates
 from careid_broker.pki.ocsp_cache import OcspAnswerCache
