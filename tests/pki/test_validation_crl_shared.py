@@ -20,6 +20,7 @@ from pki_validation_support import START, PkiEnv, RecordingFetcher
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki import CertificateValidator
 from careid_broker.pki.crl import CrlSource, SourceKind, _shared_key
+from careid_broker.pki.http import HttpFetchError
 from careid_broker.pki.sharing import RevocationSharing
 from careid_broker.store import SharedCrlTable, Store, create_store
 
@@ -166,3 +167,118 @@ def test_another_partitions_crl_shared_by_one_worker_answers_for_no_card_of_this
         second.trust(card)
     assert "does not cover" in (caught.value.detail or "")
     assert second_http.gets == [part_b]  # from the table, not fetched again
+
+
+# A worker with no CRL of an issuer in memory yet (just started, or recycled), or only
+# a stale one, is held to the table as much as one that has a CRL: what its
+# distribution point serves may be older than what another worker or instance fetched.
+
+
+def _crl(
+    env: PkiEnv,
+    this_update: datetime,
+    *,
+    revoked: tuple[x509.Certificate, ...] = (),
+    signer: ec.EllipticCurvePrivateKey | None = None,
+) -> bytes:
+    """A CRL of the issuing CA (signed by `signer` instead: a forgery), good a day."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(env.pki.issuing_certificate.subject)
+        .last_update(this_update)
+        .next_update(this_update + timedelta(days=1))
+    )
+    for certificate in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(certificate.serial_number)
+            .revocation_date(this_update)
+            .build()
+        )
+    key = signer if signer is not None else env.pki.issuing_key
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _unreachable(url: str) -> bytes:
+    raise HttpFetchError("connection refused")
+
+
+def test_a_new_worker_never_takes_an_older_crl_than_the_shared_one(
+    env: PkiEnv, shared: Store
+) -> None:
+    cert = env.issue()
+    before = _crl(env, START - timedelta(hours=1))  # still within its nextUpdate
+    after = _crl(env, START, revoked=(cert,))
+    first = _worker(env, shared, RecordingFetcher(on_get=lambda _url: after))
+    with pytest.raises(CertificateRevokedError):
+        first.validate(cert)  # fetched the CRL listing the card, and shared it
+
+    # A worker that has no CRL yet is served the earlier CRL by its distribution point
+    # (a lagging mirror, or a replay of the plain-HTTP download): it refuses the card.
+    lagging = RecordingFetcher(on_get=lambda _url: before)
+    second = _worker(env, shared, lagging)
+    with pytest.raises(CertificateRevokedError):
+        second.validate(cert)
+    assert lagging.gets == [env.pki.urls.crl]  # it did fetch; the older CRL lost
+    with pytest.raises(CertificateRevokedError):
+        second.validate(cert)
+    assert lagging.gets == [env.pki.urls.crl]  # and it keeps the shared one
+
+
+def test_a_new_worker_whose_distribution_point_is_down_uses_the_shared_crl(
+    env: PkiEnv, shared: Store
+) -> None:
+    good, lost = env.issue(), env.issue()
+    served = _crl(env, START, revoked=(lost,))
+    first = _worker(env, shared, RecordingFetcher(on_get=lambda _url: served))
+    assert first.validate(good).revocation is not None
+
+    second = _worker(env, shared, RecordingFetcher(on_get=_unreachable))
+    status = second.validate(good).revocation
+    assert status is not None and status.this_update == START
+    with pytest.raises(CertificateRevokedError):
+        second.validate(lost)
+
+    # The shared CRL counts only while it is fresh, like any other: past its nextUpdate
+    # (and the skew) with the distribution point still down, the check fails closed.
+    env.clock.advance(timedelta(days=1, minutes=10))
+    third = _worker(env, shared, RecordingFetcher(on_get=_unreachable))
+    for worker in (second, third):
+        with pytest.raises(RevocationUnavailableError):
+            worker.validate(good)
+
+
+def test_a_worker_whose_crl_went_stale_takes_the_shared_one_over_a_lagging_mirror(
+    env: PkiEnv, shared: Store
+) -> None:
+    cert = env.issue()
+    yesterday = _crl(env, START)
+    second = _worker(env, shared, RecordingFetcher(on_get=lambda _url: yesterday))
+    assert second.validate(cert).revocation is not None
+
+    env.clock.advance(timedelta(days=1, hours=1))  # its CRL is past nextUpdate + skew
+    today = _crl(env, START + timedelta(days=1), revoked=(cert,))
+    first = _worker(env, shared, RecordingFetcher(on_get=lambda _url: today))
+    with pytest.raises(CertificateRevokedError):
+        first.validate(cert)
+    # Its distribution point still serves yesterday's CRL: the shared one answers.
+    with pytest.raises(CertificateRevokedError):
+        second.validate(cert)
+
+
+def test_a_new_worker_does_not_take_a_shared_crl_that_does_not_verify(
+    env: PkiEnv, shared: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert = env.issue()
+    forged = _crl(env, START, signer=ec.generate_private_key(ec.SECP256R1()))
+    source = CrlSource(kind=SourceKind.URL, location=env.pki.urls.crl)
+    key = _shared_key((source, env.pki.issuing_certificate.fingerprint(hashes.SHA256())))
+    SharedCrlTable(shared).offer(key, der=forged, last_update=START, location=source.location)
+
+    worker = _worker(env, shared, RecordingFetcher(on_get=_unreachable))
+    with caplog.at_level(logging.WARNING, logger="careid_broker.pki"):
+        for _ in range(2):
+            with pytest.raises(RevocationUnavailableError):
+                worker.validate(cert)
+    # Read and refused once, and not read again while the table holds the same row.
+    assert caplog.text.count("a shared CRL for") == 1

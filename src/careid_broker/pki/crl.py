@@ -10,7 +10,9 @@ With `shared` (the store), a worker that fetches a newer CRL than the others hol
 own refresh, or an administrator's "refresh now") offers it there, and every other
 worker and instance takes it up at its next check of that issuer, verifying it again:
 a card one worker has seen revoked is refused by all, not only after each one's own
-next refresh.
+next refresh. A worker that has no CRL of its own yet, or only a stale one, is held to
+the table too: it never uses a fetched CRL older than the one shared (a lagging mirror
+or a replay), and when its fetch fails it uses the shared CRL while that is fresh.
 """
 
 from __future__ import annotations
@@ -326,9 +328,15 @@ class CrlCache:
             try:
                 return self._observed_fetch(key, source, issuer, now), False
             except CrlProblem as exc:
+                if exc.other_issuer:
+                    raise
+                # The distribution point is down, or gave nothing usable: a fresh CRL
+                # another worker or instance fetched (and this one verifies) answers.
+                taken = self._taken_from_shared(key, source, issuer, entry, now)
+                if taken is not None:
+                    return taken, True
                 # Between nextUpdate and nextUpdate + skew the old CRL still counts.
-                usable = entry is not None and not is_stale(entry.next_update, now, self._skew)
-                if entry is not None and usable and not exc.other_issuer:
+                if entry is not None and not is_stale(entry.next_update, now, self._skew):
                     return entry, True
                 raise
 
@@ -364,9 +372,28 @@ class CrlCache:
                 with self._lock:
                     self._foreign[key] = stamp
             raise
+        fetched = crl
+        # A worker that has no CRL yet (or only a stale one) compares with the table:
+        # what the distribution point serves may be older than what another worker or
+        # instance already fetched (a lagging mirror, or a replay over plain HTTP).
+        shared = self._shared.newer(
+            _shared_key(key),
+            issuer=issuer,
+            than=crl.last_update_utc,
+            now=now,
+            location=source.location,
+        )
+        if shared is not None:
+            logger.warning(
+                "the CRL from %s (thisUpdate %s) is older than the one shared by another"
+                " worker or instance: using that one",
+                source.location,
+                fetched.last_update_utc.isoformat(),
+            )
+            crl, next_update = shared
         fresh = self._install(key, issuer, crl, next_update, now, stamp)
-        if fresh.crl is crl:
-            self._share(key, crl)
+        if fresh.crl is fetched:
+            self._share(key, fetched)
         if is_stale(fresh.next_update, now, self._skew):
             raise CrlProblem(
                 f"the CRL is stale: nextUpdate {fresh.next_update.isoformat()} has passed"
