@@ -33,7 +33,9 @@ from careid_broker.signin.aup import AUP_CLIENT_ID
 from careid_broker.store import AuditRecord, AuthorizationRequest, Outcome
 from careid_broker.store.models import LoginTransaction
 from careid_broker.web.errors import error_response
+from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
+from support.directory_writes import stop_once_written
 
 SAM = "sam.patel@nhs.net"  # never accepted
 CHRIS = "chris.old@nhs.net"  # accepted an older version
@@ -354,3 +356,44 @@ def test_accepting_on_a_page_that_names_no_step_shows_the_policy_again(
     # The step is kept: the policy page offers it again, for Sam.
     again = _text(client.get("/login/aup"))
     assert 'id="aup-form"' in again and SAM in again
+
+
+# The directory records the acceptance, then cannot be read back.
+
+
+def test_an_acceptance_the_directory_recorded_is_audited_even_if_it_cannot_be_read_back(
+    app_factory: AppFactory, own_slapd: Slapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = app_factory(
+        directory_slapd=own_slapd,
+        directory={
+            "writable": True,
+            "write_bind_dn": own_slapd.aup_writer_bind_dn,
+            "write_bind_password": own_slapd.aup_writer_password,
+        },
+    )
+    client = app.test_client()
+    page = _text(password_login(client, SAM))
+    broker = broker_of(app)
+    stop_once_written(broker.directory, own_slapd, monkeypatch)
+    stopped = client.post("/login/aup", data=form_of(page, accept="yes"))
+    # This sign-in stops: the account it would sign in could not be read.
+    assert stopped.status_code == 503 and error_code_of(stopped) == "directory_unavailable"
+    assert cookie_value(client, SIGNIN_COOKIE) is None
+    assert broker.repos.sessions.active_for_account(SAM) == []
+    # The acceptance is in the directory, so the audit says it was made, and why this
+    # sign-in went no further.
+    entries = [e for e in broker.repos.audit.list_recent(event_prefix="aup.accept")]
+    made = [e for e in entries if e.outcome is Outcome.SUCCESS]
+    stopped_there = [e for e in entries if e.outcome is Outcome.FAILURE]
+    assert len(made) == 1 and len(stopped_there) == 1
+    assert made[0].actor == SAM and made[0].subject == SAM
+    assert made[0].details["aup_version"] == "2024-1"
+    assert stopped_there[0].error_code == "directory_unavailable"
+    assert stopped_there[0].details["aup_recorded"] == "2024-1"
+    own_slapd.start()
+    account = broker.directory.find_account(SAM)
+    assert account is not None and account.aup_version == "2024-1"
+    # Signing in again goes straight through: the policy is not offered a second time.
+    again = password_login(app.test_client(), SAM)
+    assert again.status_code == 303, error_code_of(again)

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 from broker_fixtures import fresh_pg_database
-from broker_support import DEMO_PASSWORD, AppFactory, broker_of, error_code_of, password_login
+from broker_support import (
+    DEMO_PASSWORD,
+    AppFactory,
+    broker_of,
+    cookie_value,
+    error_code_of,
+    password_login,
+)
 from flask import Flask
 from flask.testing import FlaskClient
 from metrics_support import sample
@@ -137,11 +144,10 @@ def test_readyz_fails_while_the_database_disk_is_full_then_recovers(
     assert client.get("/readyz").status_code == 200
 
 
-@pytest.mark.postgres
-def test_readyz_fails_on_a_postgresql_that_answers_reads_only(
-    app_factory: AppFactory, pg_server: URL
-) -> None:
-    # A replica, or a primary put read-only by its operator: reads work, writes do not.
+@pytest.fixture
+def read_only_pg_url(pg_server: URL) -> Iterator[str]:
+    """A migrated PostgreSQL database that answers reads and refuses every write, as a
+    standby after a failover does, or a primary its operator made read-only."""
     with fresh_pg_database(pg_server, "careid_readonly") as url:
         upgrade(url)
         admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
@@ -152,13 +158,40 @@ def test_readyz_fails_on_a_postgresql_that_answers_reads_only(
                 )
         finally:
             admin.dispose()
-        app = app_factory(database={"url": url.render_as_string(hide_password=False)})
-        try:
-            response = app.test_client().get("/readyz")
-            assert response.status_code == 503
-            assert response.get_json()["checks"]["store"] == "not_writable"
-        finally:
-            broker_of(app).store.dispose()
+        yield url.render_as_string(hide_password=False)
+
+
+@pytest.mark.postgres
+def test_readyz_fails_on_a_postgresql_that_answers_reads_only(
+    app_factory: AppFactory, read_only_pg_url: str
+) -> None:
+    # A replica, or a primary put read-only by its operator: reads work, writes do not.
+    app = app_factory(database={"url": read_only_pg_url})
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 503
+        assert response.get_json()["checks"]["store"] == "not_writable"
+    finally:
+        broker_of(app).store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_that_refuses_writes_refuses_sign_in_as_store_unavailable(
+    app_factory: AppFactory, read_only_pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server refuses the sign-in's writes with SQLSTATE 25006 (read_only_sql_transaction),
+    # which psycopg raises as an InternalError: still the store being unavailable for now,
+    # answered with a time to come back, never an unexpected error.
+    app = app_factory(database={"url": read_only_pg_url})
+    try:
+        client = app.test_client()
+        refused = password_login(client, "alex.morgan@nhs.net")
+        assert refused.status_code == 503 and error_code_of(refused) == "store_unavailable"
+        assert refused.headers["Retry-After"] == "30"
+        assert cookie_value(client, "careid-signin") is None
+        assert "unexpected error" not in caplog.text
+    finally:
+        broker_of(app).store.dispose()
 
 
 def test_metrics_count_sign_ins_by_result_and_time_requests(

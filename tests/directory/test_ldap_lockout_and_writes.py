@@ -7,6 +7,7 @@ from directory_support import NOW, bound_connection, make_directory
 from ldap3 import MODIFY_REPLACE
 from ldap3.core.exceptions import LDAPBindError
 
+from careid_broker.directory import AupRecordedButUnreadError
 from careid_broker.errors import (
     AccountLockedError,
     AupNotAcceptedError,
@@ -16,6 +17,7 @@ from careid_broker.errors import (
     PasswordExpiredError,
 )
 from careid_devkit.slapd import DEMO_USER_PASSWORD, Slapd
+from support.directory_writes import stop_once_written
 
 pytestmark = pytest.mark.slapd
 
@@ -69,6 +71,31 @@ def test_accept_aup_records_version_and_time(own_slapd: Slapd) -> None:
     own_slapd.stop()
     own_slapd.start()
     assert make_directory(own_slapd).find_account(SAM) == updated
+
+
+def test_an_acceptance_that_cannot_be_read_back_is_still_said_to_be_recorded(
+    own_slapd: Slapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = make_directory(
+        own_slapd,
+        writable=True,
+        write_bind_dn=own_slapd.aup_writer_bind_dn,
+        write_bind_password=own_slapd.aup_writer_password,
+    )
+    sam = directory.find_account(SAM)
+    assert sam is not None
+    stop_once_written(directory, own_slapd, monkeypatch)
+    with pytest.raises(AupRecordedButUnreadError) as caught:
+        directory.accept_aup(sam, "2024-1")
+    # Refused as the read's failure (the directory is unavailable), but saying what
+    # the directory now holds.
+    assert caught.value.code == "directory_unavailable"
+    assert caught.value.recorded.dn == SAM_DN and caught.value.recorded.mail == SAM
+    assert caught.value.recorded.aup_version == "2024-1"
+    assert caught.value.recorded.aup_accepted_at == NOW
+    own_slapd.start()
+    found = make_directory(own_slapd).find_account(SAM)
+    assert found is not None and found.aup_version == "2024-1"
 
 
 def test_accept_aup_is_refused_when_read_only(own_slapd: Slapd) -> None:

@@ -42,6 +42,7 @@ from careid_broker.store import LinkMode, NewRegistration, Outcome
 from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
 from support.damaged_certificates import unreadable_name, with_version
+from support.directory_writes import stop_once_written
 
 
 def _problems(page: str) -> list[str]:
@@ -116,6 +117,28 @@ def test_the_aup_can_be_accepted_when_the_directory_is_writable(
     assert last_audit(app, "registration.aup").outcome is Outcome.SUCCESS
     card_browser.register_card(card_pki.agent("sam"))
     assert card_browser.register_confirm().status_code == 200
+
+
+def test_an_acceptance_the_directory_recorded_is_audited_even_if_it_cannot_be_read_back(
+    card_app_factory: CardAppFactory, own_slapd: Slapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = card_app_factory(directory_slapd=own_slapd, directory=_aup_writer(own_slapd))
+    card_browser = CardBrowser(app.test_client())
+    card_browser.register_password(SAM[0])
+    page = card_browser.client.get("/register/card").get_data(as_text=True)
+    stop_once_written(broker_of(app).directory, own_slapd, monkeypatch)
+    stopped = card_browser.client.post("/register/aup", data=form_of(page, accept="yes"))
+    assert stopped.status_code == 503 and error_code_of(stopped) == "directory_unavailable"
+    entries = audits(app, "registration.aup")
+    made = [e for e in entries if e.outcome is Outcome.SUCCESS]
+    stopped_there = [e for e in entries if e.outcome is Outcome.FAILURE]
+    assert len(made) == 1 and len(stopped_there) == 1
+    assert made[0].actor == SAM[0] and made[0].details["aup_version"] == "2024-1"
+    assert stopped_there[0].error_code == "directory_unavailable"
+    assert stopped_there[0].details["aup_recorded"] == "2024-1"
+    own_slapd.start()
+    # The registration goes on at step 2: nothing is missing any more.
+    assert card_browser.client.get("/register/card").status_code == 200
 
 
 @pytest.mark.parametrize(

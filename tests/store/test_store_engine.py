@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import URL
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
 from careid_broker.codes import BrokerCode
@@ -456,4 +457,59 @@ def test_a_database_that_goes_away_mid_request_is_unavailable_never_a_crash(
             session.scalar(text("SELECT 1"))
     finally:
         admin.dispose()
+        store.dispose()
+
+
+def test_a_database_that_refuses_writes_is_unavailable_never_a_crash(store_url: str) -> None:
+    # A PostgreSQL standby after a failover, or one its operator made read-only, answers
+    # reads and refuses writes with SQLSTATE 25006, which psycopg raises as an
+    # InternalError; SQLite refuses them with SQLITE_READONLY. Either way the caller can
+    # only fail closed and try again later.
+    url = make_url(store_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.update_query_dict({"options": "-c default_transaction_read_only=on"})
+    store = create_store(url)
+    if store.dialect_name == "sqlite":
+        event.listen(
+            store.engine, "connect", lambda conn, _record: conn.execute("PRAGMA query_only = ON")
+        )
+    try:
+        with pytest.raises(StoreUnavailableError, match="read-?only") as caught:
+            _Written(store).create(REQUEST)
+        assert caught.value.code is BrokerCode.STORE_UNAVAILABLE
+        assert _count_transactions(store) == 0
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "unavailable"),
+    [
+        ("25006", True),  # read_only_sql_transaction: a standby, or made read-only
+        ("08006", True),  # connection_failure
+        ("53100", True),  # disk_full
+        ("53300", True),  # too_many_connections
+        ("57P01", True),  # admin_shutdown
+        ("57P03", True),  # cannot_connect_now: starting up, or in recovery
+        ("23505", False),  # unique_violation: a fault in the broker, not an outage
+        ("42P01", False),  # undefined_table
+        ("22001", False),  # string_data_right_truncation
+        ("XX000", False),  # internal_error
+    ],
+)
+def test_postgresql_errors_are_unavailable_by_their_sqlstate(
+    sqlstate: str, unavailable: bool
+) -> None:
+    # The driver's own exception classes: psycopg picks the class from the SQLSTATE.
+    raised = DBAPIError.instance(
+        "INSERT INTO t VALUES (1)", None, psycopg.errors.lookup(sqlstate)("refused"), psycopg.Error
+    )
+    store = create_store("sqlite://")
+    try:
+        with pytest.raises(StoreUnavailableError if unavailable else type(raised)) as caught:
+            with store.transaction():
+                raise raised
+        if unavailable:
+            assert caught.value.__cause__ is raised
+    finally:
         store.dispose()

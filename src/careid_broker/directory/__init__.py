@@ -8,6 +8,7 @@ as slapd does.
 
 from __future__ import annotations
 
+from careid_broker.directory.acceptance import AupRecordedButUnreadError
 from careid_broker.directory.config import DirectoryConfig, PoolStrategy, TlsMode
 from careid_broker.directory.ldap import LdapDirectory
 from careid_broker.directory.mapping import (
@@ -25,6 +26,7 @@ from careid_broker.directory.values import TimeFormat
 __all__ = [
     "AccountMapping",
     "AttributeMapping",
+    "AupRecordedButUnreadError",
     "CareIdentity",
     "CareIdentityMapping",
     "Directory",

@@ -12,11 +12,13 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from ldap3 import MODIFY_REPLACE, Connection
 
 from careid_broker.directory import filters, policy
+from careid_broker.directory.acceptance import read_back
 from careid_broker.directory.config import DirectoryConfig
 from careid_broker.directory.connector import (
     BindAccount,
@@ -41,7 +43,6 @@ from careid_broker.errors import (
     BrokerError,
     DirectoryDataError,
     DirectoryReadOnlyError,
-    DirectoryUnavailableError,
     InvalidCredentialsError,
 )
 
@@ -196,11 +197,12 @@ class LdapDirectory:
         if not version:
             raise ValueError("an AUP version is required")
         mapping = self._config.mapping.accounts
+        now = self._clock()
         changes: dict[str, list[tuple[str, list[str]]]] = {
             mapping.aup_version: [(MODIFY_REPLACE, [version])]
         }
         if mapping.aup_time:
-            stamp = format_time(self._clock(), mapping.aup_time_format)
+            stamp = format_time(now, mapping.aup_time_format)
             changes[mapping.aup_time] = [(MODIFY_REPLACE, [stamp])]
 
         def operation(connection: Connection) -> None:
@@ -215,10 +217,11 @@ class LdapDirectory:
 
         self._connector.run(self._writer, operation)
         log.info("recorded AUP %s acceptance for %s", version, account.dn)
-        updated = self.find_account(account.mail)
-        if updated is None:
-            raise DirectoryUnavailableError(detail=f"{account.dn} vanished after the update")
-        return updated
+        # From here the acceptance is in force, whatever reading it back does.
+        recorded = replace(
+            account, aup_version=version, aup_accepted_at=now if mapping.aup_time else None
+        )
+        return read_back(self.find_account, recorded)
 
     def search_accounts(
         self, text: str, org_codes: Iterable[str], limit: int = 50

@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 from careid_broker.directory import policy
+from careid_broker.directory.acceptance import read_back
 from careid_broker.directory.lookups import (
     MAX_MAIL_LENGTH,
     MAX_SEARCH_TEXT,
@@ -290,10 +291,7 @@ class MemoryDirectory:
             updated = replace(record.account, aup_version=version, aup_accepted_at=accepted_at)
             self._accounts[key] = replace(record, account=updated)
         log.info("recorded AUP %s acceptance for %s", version, account.dn)
-        found = self.find_account(account.mail)
-        if found is None:
-            raise DirectoryUnavailableError(detail=f"{account.dn} vanished after the update")
-        return found
+        return read_back(self.find_account, updated)
 
     def search_accounts(
         self, text: str, org_codes: Iterable[str], limit: int = 50

@@ -104,7 +104,8 @@ class Directory(Protocol):
         ...
 
     def accept_aup(self, account: MailAccount, version: str) -> MailAccount:
-        """Record that the account accepted that AUP version; the account re-read."""
+        """Record that the account accepted that AUP version; the account re-read
+        (`AupRecordedButUnreadError` when recorded but the re-read fails)."""
         ...
 
     def search_accounts(

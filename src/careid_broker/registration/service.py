@@ -189,7 +189,8 @@ class RegistrationService:
         return tuple(problems)
 
     def accept_aup(self, pending: PendingRegistration) -> MailAccount:
-        """Record acceptance of the current AUP (`DirectoryReadOnlyError` when it cannot)."""
+        """Record acceptance of the current AUP (`DirectoryReadOnlyError` when it cannot;
+        `AupRecordedButUnreadError` when recorded but not read back)."""
         account, _ = self.account(pending)
         return self._directory.accept_aup(account, self._directory.current_aup_version)
 

@@ -136,7 +136,9 @@ class AupAcceptance:
 
         The step is used up first, so one password check records at most one
         acceptance. Raises `AupStepExpiredError` (used, expired, or the account is no
-        longer the one checked), `DirectoryReadOnlyError` or `DirectoryUnavailableError`.
+        longer the one checked), `DirectoryReadOnlyError` or `DirectoryUnavailableError`;
+        `AupRecordedButUnreadError` once the directory has recorded it but the account
+        cannot be read back.
         """
         account = self._directory.find_account(pending.mail)
         if (

@@ -40,7 +40,13 @@ from typing import Any, Protocol
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -269,7 +275,10 @@ class Store:
             if savepoint:
                 earlier = current.failed
                 try:
-                    with _unavailable_on_connection_errors(), current.session.begin_nested():
+                    with (
+                        _unavailable_on_connection_errors(writing=True),
+                        current.session.begin_nested(),
+                    ):
                         yield current.session
                 except BaseException:
                     # Rolled back to the savepoint: what failed inside it left nothing.
@@ -280,7 +289,7 @@ class Store:
                     current.memo.clear()
                 return
             try:
-                with _unavailable_on_connection_errors():
+                with _unavailable_on_connection_errors(writing=True):
                     yield current.session
             except BaseException as exc:
                 current.failed = exc
@@ -296,7 +305,7 @@ class Store:
         token = self._ambient.set(ambient)
         gate = self._gate.held() if self._gate is not None else nullcontext()
         try:
-            with gate, _unavailable_on_connection_errors(), session.begin():
+            with gate, _unavailable_on_connection_errors(writing=True), session.begin():
                 for write in later:
                     write()
                 yield session
@@ -402,12 +411,12 @@ class Store:
         if unit is not None:
             if unit.session is None:
                 shared = self._readers()
-                with _unavailable_on_connection_errors():
+                with _unavailable_on_connection_errors(writing=False):
                     shared.begin()
                 unit.session = shared
             unit.depth += 1
             try:
-                with _unavailable_on_connection_errors():
+                with _unavailable_on_connection_errors(writing=False):
                     yield unit.session
             except BaseException:
                 # The session may be unusable now (a dropped connection): the next
@@ -427,7 +436,7 @@ class Store:
         session = self._readers()
         token = self._ambient.set(_Ambient(session=session, write=False))
         try:
-            with _unavailable_on_connection_errors():
+            with _unavailable_on_connection_errors(writing=False):
                 session.begin()
                 yield session
         finally:
@@ -511,15 +520,48 @@ def _close(session: Session) -> None:
         log.warning("closing a store session failed: %s", type(exc.orig).__name__)
 
 
+#: PostgreSQL conditions that mean "not now" rather than a fault in the broker's SQL, by
+#: SQLSTATE class (PostgreSQL manual, appendix A); psycopg raises these as OperationalError.
+_UNAVAILABLE_SQLSTATE_PREFIXES = (
+    "08",  # connection exception
+    "53",  # insufficient resources: disk full, out of memory, too many connections
+    "57P",  # operator intervention: shutting down, starting up, in recovery
+)
+#: read_only_sql_transaction, which psycopg raises as InternalError.
+_READ_ONLY_SQLSTATE = "25006"
+
+
+def _database_cannot_take_it(exc: DBAPIError, *, writing: bool) -> bool:
+    """Whether a driver error says the database cannot take the request now (down,
+    locked, read-only, full) rather than that the request itself is wrong."""
+    if isinstance(exc, IntegrityError | ProgrammingError | DataError):
+        return False  # a fault in the broker, whatever the server is going through
+    if isinstance(exc, OperationalError):
+        # Connection refused or dropped, "database is locked" past the busy timeout,
+        # PostgreSQL's lock_timeout or a deadlock; and SQLite's SQLITE_READONLY and
+        # SQLITE_FULL, which its driver raises as OperationalError too.
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if not isinstance(sqlstate, str):
+        return False
+    if sqlstate == _READ_ONLY_SQLSTATE:
+        # In a write transaction: a standby after a failover, or a database its operator
+        # made read-only. In a read-only unit the broker's own read-only pool refused a
+        # write sent there by mistake: a fault, never to be passed off as an outage.
+        return writing
+    return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+
+
 @contextmanager
-def _unavailable_on_connection_errors() -> Iterator[None]:
+def _unavailable_on_connection_errors(*, writing: bool) -> Iterator[None]:
     try:
         yield
-    except OperationalError as exc:
-        # Connection refused or dropped, "database is locked" past the busy timeout,
-        # PostgreSQL's lock_timeout or a deadlock: the caller can only fail closed and
-        # retry later. Keep the driver's first line only: str(exc) would add the SQL
-        # and its bound parameters (token hashes, mail addresses) to the log.
+    except DBAPIError as exc:
+        if not _database_cannot_take_it(exc, writing=writing):
+            raise
+        # The caller can only fail closed and retry later. Keep the driver's first line
+        # only: str(exc) would add the SQL and its bound parameters (token hashes, mail
+        # addresses) to the log.
         reason = str(exc.orig).strip().splitlines()[0][:200] if str(exc.orig).strip() else ""
         raise StoreUnavailableError(detail=f"{type(exc.orig).__name__}: {reason}") from exc
 

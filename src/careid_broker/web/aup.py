@@ -6,7 +6,9 @@
 - `POST /login/aup/password`: that form
 - `POST /login/aup`: record the acceptance (audited as `aup.accept`), then finish the
   password sign-in it interrupted and go on to the relying party, or, after the card's
-  detour, send the person back to sign in with their card
+  detour, send the person back to sign in with their card. An acceptance the directory
+  took is audited as made even when the account cannot be read back afterwards; that
+  stops only this sign-in (a second, failed `aup.accept` says so: `aup_recorded`)
 
 With a read-only directory none of this records anything: each page says to accept the
 policy in the NHSmail portal.
@@ -15,13 +17,14 @@ policy in the NHSmail portal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask.wrappers import Response
 from werkzeug.wrappers import Response as BaseResponse
 
 from careid_broker.codes import AupRoute, BrokerCode, Code, aup_message, message_for
-from careid_broker.directory import MailAccount
+from careid_broker.directory import AupRecordedButUnreadError, MailAccount
 from careid_broker.errors import BrokerError, InvalidCredentialsError
 from careid_broker.origins import origin_of
 from careid_broker.signin.aup import AupStepExpiredError, PendingAcceptance
@@ -206,6 +209,21 @@ def accept() -> BaseResponse:
     session.pop(PENDING_KEY, None)
     try:
         account = svc.aup.accept(pending)
+    except AupRecordedButUnreadError as exc:
+        # The directory holds the acceptance: it is audited as made, whatever the read
+        # back did. Only this sign-in stops; signing in again finds the policy accepted.
+        log.warning("AUP acceptance recorded, sign-in stopped: %s", exc.detail)
+        recorded = exc.recorded
+        _audit_for(recorded, EVENT_ACCEPT, Outcome.SUCCESS, rp=rp)
+        _audit_for(
+            recorded,
+            EVENT_ACCEPT,
+            Outcome.FAILURE,
+            rp=rp,
+            code=exc.code,
+            details={"aup_recorded": recorded.aup_version},
+        )
+        return error_response(exc.code, retry_url=url_for("login.page", tx=pending.return_tx))
     except BrokerError as exc:  # used or expired, read-only, directory down
         svc.audit(
             EVENT_ACCEPT,
@@ -243,8 +261,12 @@ def _audit_for(
     *,
     rp: str | None,
     code: str | None = None,
+    details: Mapping[str, object] | None = None,
 ) -> None:
-    """An audit entry about this account's own step (it is actor and subject)."""
+    """An audit entry about this account's own step (it is actor and subject); a
+    success names the policy version the account now has."""
+    if details is None and code is None:
+        details = {"aup_version": account.aup_version}
     current_broker().audit(
         event,
         outcome=outcome,
@@ -253,7 +275,7 @@ def _audit_for(
         subject=account.mail,
         org=account.org_code,
         rp=rp,
-        details=None if code is not None else {"aup_version": account.aup_version},
+        details=details,
     )
 
 

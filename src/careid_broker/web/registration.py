@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from careid_broker.card.service import CardRefusal
 from careid_broker.card.wiring import CardServices
 from careid_broker.codes import AupRoute, BrokerCode, Code, aup_message, message_for, status_for
+from careid_broker.directory import AupRecordedButUnreadError
 from careid_broker.errors import BrokerError, DirectoryUnavailableError, InvalidCredentialsError
 from careid_broker.registration.service import (
     Confirmed,
@@ -220,6 +221,27 @@ def accept_aup(
         return redirect(url_for("registration.card_page"), code=303)
     try:
         account = service.accept_aup(pending)
+    except AupRecordedButUnreadError as exc:
+        # The directory holds the acceptance: audited as made, whatever the read back
+        # did. Only this step stops; the card step reads the account afresh.
+        log.warning("AUP acceptance recorded, registration step stopped: %s", exc.detail)
+        recorded = exc.recorded
+        audit_step(
+            "registration.aup",
+            Outcome.SUCCESS,
+            mail=recorded.mail,
+            org=recorded.org_code,
+            details={"aup_version": recorded.aup_version},
+        )
+        audit_step(
+            "registration.aup",
+            Outcome.FAILURE,
+            code=exc.code,
+            mail=recorded.mail,
+            org=recorded.org_code,
+            details={"aup_recorded": recorded.aup_version},
+        )
+        return error_response(exc.code, retry_url=url_for("registration.card_page"))
     except BrokerError as exc:  # read-only directory, directory down
         audit_step("registration.aup", Outcome.FAILURE, code=exc.code, mail=pending.mail)
         return error_response(exc.code, retry_url=url_for("registration.card_page"))
