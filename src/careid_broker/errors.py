@@ -56,6 +56,15 @@ class DirectoryUnavailableError(BrokerError):
     default_code = BrokerCode.DIRECTORY_UNAVAILABLE
 
 
+class BindUnansweredError(DirectoryUnavailableError):
+    """A password bind was sent, or may have been, and no answer came.
+
+    The directory may still take it when it wakes up and count a failed bind towards its
+    own lockout, so the sign-in counts the attempt against the account; the person is
+    answered as for any directory that does not answer.
+    """
+
+
 class DirectoryReadOnlyError(BrokerError):
     """A change was asked of a directory configured read-only."""
 

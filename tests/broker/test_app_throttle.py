@@ -17,8 +17,10 @@ from broker_support import (
 )
 from flask.testing import FlaskClient
 
+from careid_broker.directory import Directory, MailAccount
 from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
+from support.slapd_failures import failed_binds_once_at_least
 
 POLICY = {"first_block_seconds": 30, "max_block_seconds": 120, "window_seconds": 900}
 
@@ -205,3 +207,66 @@ def test_one_ipv6_network_is_one_address_to_the_throttle(
     # The next network along is someone else.
     neighbour = _from(app.test_client(), "2001:db8:1:3::1")
     assert password_login(neighbour, "alex.morgan@nhs.net", DEMO_PASSWORD).status_code == 303
+
+
+class _StopsAtTheBind:
+    """The app's directory, with the slapd behind it stopped (SIGSTOP) between the search
+    and the bind of each password check, once the attempt is booked: a directory that
+    hangs with the bind on its way."""
+
+    def __init__(self, real: Directory, slapd: Slapd) -> None:
+        self._real = real
+        self._slapd = slapd
+
+    def authenticate(
+        self,
+        mail: str,
+        password: str,
+        *,
+        before_bind: Callable[[MailAccount | None], None] | None = None,
+    ) -> MailAccount:
+        def then_stop(account: MailAccount | None) -> None:
+            if before_bind is not None:
+                before_bind(account)
+            self._slapd.pause()
+
+        return self._real.authenticate(mail, password, before_bind=then_stop)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+def test_a_password_bind_the_directory_never_answered_counts_towards_its_lockout(
+    app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
+) -> None:
+    # The demo directory locks an entry at its fifth failed bind; the broker stops at the
+    # fourth. A directory that hangs after the search still takes the bind it was sent
+    # when it wakes, and counts it: so must the broker, or two such attempts and the
+    # four wrong guesses it would still allow lock the person out.
+    app = app_factory(directory_slapd=own_slapd)
+    # A sign-in keeps a user-bind connection open (a timeout there once meant a second
+    # bind, on a new connection).
+    assert password_login(app.test_client(), "alex.morgan@nhs.net").status_code == 303
+    mail, dn = "lee.admin@nhs.net", "uid=lee.admin,ou=people,dc=nhs,dc=example"
+    switch = broker_of(app).directory
+    switch.use(_StopsAtTheBind(switch.real, own_slapd))
+    try:
+        for _ in range(2):
+            hung = password_login(app.test_client(), mail, "wrong-password")
+            own_slapd.resume()
+            assert hung.status_code == 503
+            assert error_code_of(hung) == "directory_unavailable"
+    finally:
+        switch.restore()
+        own_slapd.resume()
+    account, address = broker_of(app).password.throttle_state(mail, "127.0.0.1")
+    assert account.failures == 2 and not account.blocked
+    assert address.failures == 0  # a hung directory blocks no shared address
+    codes = [error_code_of(password_login(app.test_client(), mail, "wrong")) for _ in range(3)]
+    assert codes == ["invalid_credentials", "invalid_credentials", "signin_throttled"]
+    # The directory counted one failed bind per attempt, four: one short of its lockout.
+    assert failed_binds_once_at_least(own_slapd, dn, 4) == 4
+    clock.advance(timedelta(minutes=15, seconds=1))
+    assert password_login(app.test_client(), mail, DEMO_PASSWORD).status_code == 303
+    audited = broker_of(app).repos.audit.list_recent(event_prefix="signin.password", limit=10)
+    assert [e.error_code for e in audited if e.subject == mail].count("directory_unavailable") == 2

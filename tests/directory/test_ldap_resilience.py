@@ -11,12 +11,19 @@ from directory_support import make_directory
 
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.directory import DirectoryConfig, LdapDirectory
-from careid_broker.errors import DirectoryUnavailableError, InvalidCredentialsError
+from careid_broker.errors import (
+    BindUnansweredError,
+    DirectoryUnavailableError,
+    InvalidCredentialsError,
+)
 from careid_devkit.slapd import DEMO_USER_PASSWORD, Slapd
+from support.slapd_failures import failed_binds, failed_binds_once_at_least
 
 pytestmark = pytest.mark.slapd
 
 ALEX = "alex.morgan@nhs.net"
+LEE = "lee.admin@nhs.net"
+LEE_DN = "uid=lee.admin,ou=people,dc=nhs,dc=example"
 
 
 def _closed_port() -> int:
@@ -228,3 +235,49 @@ def test_with_no_pool_every_operation_has_its_own_connection(own_slapd: Slapd) -
         assert directory.find_account(ALEX) is not None
     assert counting.requests == {"connect": 3, "bind": 3, "search": 3, "unbind": 3}
     assert counting.open == 0
+
+
+# A password bind the directory does not answer.
+
+
+def test_a_password_bind_with_no_answer_is_sent_once_and_never_to_another_server(
+    slapd_factory: Callable[..., Slapd],
+) -> None:
+    first, second = slapd_factory(), slapd_factory()
+    counting = _Counting()
+    directory = _with_observer(first, counting, urls=[first.url, second.url])
+    # A password check leaves a kept user-bind connection to the first server.
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+    binds = counting.requests["bind"]
+    try:
+        # The first server stops answering after the search, before the bind reaches it.
+        with pytest.raises(BindUnansweredError) as caught:
+            directory.authenticate(LEE, "wrong-password", before_bind=lambda _: first.pause())
+    finally:
+        first.resume()
+    assert caught.value.code == BrokerCode.DIRECTORY_UNAVAILABLE
+    assert caught.value.message == message_for(BrokerCode.DIRECTORY_UNAVAILABLE)
+    # One bind: not again on a new connection when the kept one timed out, nor at the
+    # second server, which would count a failure of its own.
+    assert counting.requests["bind"] == binds + 1
+    assert failed_binds(second, LEE_DN) == 0
+    # The first server took the bind it had once it woke, and counted it: the reason the
+    # sign-in counts such an attempt as a failure (tests/broker/test_app_throttle.py).
+    assert failed_binds_once_at_least(first, LEE_DN, 1) == 1
+
+
+def test_a_kept_connection_the_server_closed_is_found_before_a_password_is_sent(
+    own_slapd: Slapd,
+) -> None:
+    counting = _Counting()
+    directory = _with_observer(own_slapd, counting)
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+    own_slapd.stop()
+    own_slapd.start()  # the kept service and user-bind connections are now closed
+    binds = counting.requests["bind"]
+    # A password bind is never sent twice, so a dead connection must be found before
+    # it is sent one: the sign-in works, with one service bind and one user bind, both
+    # on new connections.
+    assert directory.authenticate(ALEX, DEMO_USER_PASSWORD).mail == ALEX
+    assert counting.requests["bind"] == binds + 2
+    assert counting.open == 2

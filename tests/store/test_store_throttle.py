@@ -237,6 +237,34 @@ def test_one_booking_covers_the_account_and_the_address(store: Store) -> None:
     assert throttle.reserve_all(both).allowed and not throttle.reserve_all(both).allowed
 
 
+def test_an_attempt_with_no_answer_counts_against_the_account_not_the_address(
+    store: Store,
+) -> None:
+    # The directory may count a bind it never answered: the account's guard counts it
+    # too. The address does not: a hung directory must not block a shared address.
+    throttle = Throttle(store)
+    account = Booking(key=entry_key("uid=erin,ou=people,dc=nhs,dc=example"), policy=GUARDED)
+    address = Booking(
+        key=address_key("192.0.2.11"),
+        policy=ThrottlePolicy(free_failures=1),
+        forgotten_on_success=False,
+        counted_unanswered=False,
+    )
+    both = (account, address)
+    for failures in range(1, 5):
+        assert throttle.reserve_all(both).allowed
+        (state,) = throttle.settle_all(both, AttemptOutcome.UNANSWERED)
+        assert state.key == account.key and state.failures == failures
+    assert throttle.check(address.key).failures == 0
+    # Four, the guard: blocked for the directory's window, with nothing left in flight.
+    blocked = throttle.reserve_all(both)
+    assert blocked.blocked and blocked.key == account.key
+    assert blocked.retry_after == GUARDED.guard_window
+    assert throttle.reserve_all((address,)).allowed
+    # Nothing reached the directory's verdict: nothing counted.
+    assert throttle.settle_all((address,), AttemptOutcome.UNDECIDED) == ()
+
+
 def test_two_instances_booking_an_address_at_once_never_pass_its_limit(
     store: Store, other_store: Store, concurrently: Callable[..., list[Any]]
 ) -> None:

@@ -10,12 +10,17 @@ operations (`connection_pool_size` per server and account, in this process):
   connection's identity; a failed one leaves it anonymous, RFC 4511 §4.2.1). These
   connections are used for binds and nothing else, so no search ever runs as a user.
 
-A kept connection unused for `connection_max_idle_seconds` is closed, not reused; one
-that fails is closed and the operation is tried once more on a new connection to the
-same server (it was probably dropped while idle) before the server counts as failed.
-Any connection that saw an error or a refusal is closed, never kept. Anything
-unexpected — a refused connection, a timeout, a TLS failure, a result code we do not
-expect — becomes `DirectoryUnavailableError`: the broker denies, never allows.
+A kept connection unused for `connection_max_idle_seconds` is closed, not reused, and so
+is one the server has closed or has written to meanwhile (found before anything is
+sent on it). A service or writer operation that fails on a kept connection is tried
+once more on a new connection to the same server (it was probably dropped while idle)
+before the server counts as failed. A user's password bind is never sent twice: once
+it may have left, a timeout or a broken connection ends the attempt with
+`BindUnansweredError`, on no other connection and no other server, since the
+directory may still take the bind it has and count it towards its lockout. Any
+connection that saw an error or a refusal is closed, never kept. Anything unexpected —
+a refused connection, a timeout, a TLS failure, a result code we do not expect —
+becomes `DirectoryUnavailableError`: the broker denies, never allows.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import select
 import socket
 import ssl
 import threading
@@ -36,14 +42,14 @@ from typing import Any, TypeVar, cast
 
 from ldap3 import BASE, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
 from ldap3 import NONE as NO_SERVER_INFO
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError
 
 from careid_broker.directory.bindresult import PPOLICY_REQUEST
 from careid_broker.directory.config import DirectoryConfig, ServerAddress, TlsMode
 from careid_broker.directory.pool import UNOBSERVED, PoolObserver, ServerPool
 from careid_broker.directory.refusal import refusal_for, restriction_after_bind
 from careid_broker.directory.search_request import Search, send_search
-from careid_broker.errors import BrokerError, DirectoryUnavailableError
+from careid_broker.errors import BindUnansweredError, BrokerError, DirectoryUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,14 @@ class BindRefused(ServerFault):
         self.role = role
         self.result = result
         self.description = description
+
+
+class BindSent(Exception):
+    """A user's bind left for the server (or may have) and no answer came back.
+
+    Never tried again, here or on another server: the server may still take the bind it
+    has and count it.
+    """
 
 
 class BindRole(Enum):
@@ -192,7 +206,7 @@ class _KeptConnections:
             kept = self._kept.get(key, [])
             while kept:
                 item = kept.pop()
-                if now - item.idle_since <= self._max_idle and not item.connection.closed:
+                if now - item.idle_since <= self._max_idle and _quiet(item.connection):
                     return item.connection, stale
                 stale.append(item.connection)
         return None, stale
@@ -250,7 +264,9 @@ class Connector:
 
         A `BrokerError` (wrong password, locked account, ambiguous data) is an answer
         and ends the attempt; a transport failure or `ServerFault` moves on to the next
-        server; when none is left, `DirectoryUnavailableError` names each failure.
+        server; when none is left, `DirectoryUnavailableError` names each failure. A
+        user's bind that may have left and got no answer ends the attempt at once with
+        `BindUnansweredError`.
         """
         failures: list[str] = []
         for index, address in self._pool.order():
@@ -263,11 +279,18 @@ class Connector:
                     try:
                         result = self._on(key, reused, address, account, operation)
                     except (LDAPException, OSError) as exc:
-                        # Most likely dropped while it sat idle: one more try, afresh.
+                        # Most likely dropped while it sat idle: one more try, afresh. (A
+                        # user's bind that may have left is `BindSent`, not retried.)
                         log.info("kept directory connection to %s failed: %s", address.url, exc)
                         result = self._on(key, None, address, account, operation)
                 else:
                     result = self._on(key, None, address, account, operation)
+            except BindSent as exc:
+                failures.append(f"{address.url}: {exc}")
+                self._failed(index, address)
+                detail = "; ".join(failures)
+                log.warning("directory did not answer a password bind: %s", detail)
+                raise BindUnansweredError(detail=detail) from exc
             except BrokerError:
                 self._answered(index, address)
                 raise
@@ -382,20 +405,39 @@ class Connector:
                 raise ServerFault("StartTLS was not established")
 
     def _bind(self, connection: Connection, account: BindAccount) -> None:
-        controls = [PPOLICY_REQUEST] if account.role is BindRole.USER else None
-        self._observer.request_sent("bind")
-        bound = connection.bind(read_server_info=False, controls=controls)
-        result = cast(dict[str, Any], connection.result or {})
-        if bound:
-            restriction = restriction_after_bind(result) if controls else None
-            if restriction is not None:
-                raise restriction
-            return
         if account.role is BindRole.USER:
-            raise refusal_for(result)
+            self._bind_user(connection)
+            return
+        self._observer.request_sent("bind")
+        if connection.bind(read_server_info=False):
+            return
+        result = cast(dict[str, Any], connection.result or {})
         # The broker's own account was refused: a configuration fault (or a directory in
         # trouble), never the user's — the same on every server, but try them all.
         raise BindRefused(account.role, result.get("result"), result.get("description"))
+
+    def _bind_user(self, connection: Connection) -> None:
+        """Bind as the user, with the password policy request control: the refusal or
+        restriction the server answered, or `BindSent` when no answer came back once the
+        bind may have left."""
+        self._observer.request_sent("bind")
+        try:
+            bound = connection.bind(read_server_info=False, controls=[PPOLICY_REQUEST])
+        except LDAPSocketOpenError:
+            raise  # the connection was not open: nothing was sent
+        except (LDAPException, OSError) as exc:
+            # A timeout, or a connection broken while sending or waiting: the request
+            # may be in the server's hands already.
+            raise BindSent(f"no answer to the user bind: {type(exc).__name__}: {exc}") from exc
+        result = cast(dict[str, Any], connection.result or {})
+        if bound:
+            restriction = restriction_after_bind(result)
+            if restriction is not None:
+                raise restriction
+            return
+        if result.get("result") is None:
+            raise BindSent("the user bind ended without a result")
+        raise refusal_for(result)
 
     def search(
         self,
@@ -459,6 +501,27 @@ def decode_entry(item: Mapping[str, Any], binary: frozenset[str] = frozenset()) 
             for value in items
         )
     return Entry(dn=str(item.get("dn", "")), values=values)
+
+
+def _quiet(connection: Connection) -> bool:
+    """Whether a kept connection is open with nothing waiting to be read, as an idle one is.
+
+    A server that closed it (a restart, its idle timeout) leaves end-of-file to read, and
+    one that gives up on it may first send a Notice of Disconnection (RFC 4511 §4.4.1):
+    either way the connection is not used. Looked at before anything is sent on it, so a
+    password bind is not sent down a connection already known to be dead.
+    """
+    sock = getattr(connection, "socket", None)
+    if connection.closed or not isinstance(sock, socket.socket):
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False  # TLS records already read and not yet consumed
+    poller = select.poll()
+    try:
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False  # the socket is closed underneath
 
 
 def _close(connection: Connection) -> None:

@@ -1,9 +1,10 @@
 """The directory adapter over LDAP (ldap3): accounts, password sign-in, Care Identities.
 
 Searches run as the broker's service account; a password is checked by a simple bind
-as the user on a separate, fresh connection. Every filter value is escaped
-(`filters`), every failure to get an answer is `DirectoryUnavailableError`, and the
-next call simply tries again.
+as the user on a connection used for such binds alone (`connector`). Every filter value
+is escaped (`filters`), every failure to get an answer is `DirectoryUnavailableError`
+(`BindUnansweredError` for a password bind that may have reached the directory), and
+the next call simply tries again.
 """
 
 from __future__ import annotations
@@ -157,8 +158,9 @@ class LdapDirectory:
         no password is an "unauthenticated" bind (RFC 4513 §5.1.2), which some servers
         answer with success without checking anything. `before_bind` is called once the
         search has answered, with the account found or None, before either bind: the
-        sign-in books the attempt against the entry there. The caller still applies
-        `check_account`.
+        sign-in books the attempt against the entry there. A bind that may have reached
+        the directory and got no answer is `BindUnansweredError`, never sent again. The
+        caller still applies `check_account`.
         """
         secret = password_bytes(password)
         account = self.find_account(mail)

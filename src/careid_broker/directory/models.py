@@ -87,7 +87,9 @@ class Directory(Protocol):
         """The account, after the directory accepted the password.
 
         `before_bind` is called between the search and the bind, with the account found
-        (None for an unknown address); what it raises stops the bind.
+        (None for an unknown address); what it raises stops the bind. A bind that may
+        have reached the directory and got no answer raises `BindUnansweredError`: the
+        directory may still count it.
         """
         ...
 

@@ -1,15 +1,17 @@
 """Password sign-in: throttling, an LDAP bind as the user, then the account checks.
 
-The order matters. The client address's block is read first, so a blocked guesser
-costs the directory nothing. The directory is then searched for the address typed, and
-the attempt is booked before the bind (`Throttle.reserve_all`) against the client
-address and against the account: the entry found, whichever of its mail addresses was
-typed, since the directory counts failed binds per entry; or the typed address when no
-entry has it, so an unknown address costs the same round trips and gets the same
-answers. A booking counts as a failure until the attempt is answered, so guesses sent
-all at once get no further than the same guesses one at a time: never more failed binds
-than one short of the directory's own lockout (the account's guard), nor past the
-address's limit. The password is checked before anything about the account is
+The order matters. The client address's block is read first, so a blocked guesser costs
+the directory nothing. The directory is then searched for the address typed, and the
+attempt is booked before the bind (`Throttle.reserve_all`) against the client address
+and against the account: the entry found, whichever of its mail addresses was typed,
+since the directory counts failed binds per entry; or the typed address when no entry
+has it, so an unknown address costs the same round trips and gets the same answers. A
+booking counts as a failure until the attempt is answered, so guesses sent all at once
+get no further than the same guesses one at a time: never more failed binds than one
+short of the directory's own lockout (the account's guard), nor past the address's
+limit. A bind that may have reached the directory and got no answer counts as a failure
+against the account (not the address): a directory that hangs may still take it, and
+count it, when it wakes up. The password is checked before anything about the account is
 revealed: a refused account (disabled, policy not accepted) is only named to someone who
 knew its password. Unknown address, wrong password and a locked account are one error,
 answered no sooner than a fixed floor after the directory was asked, so their answer
@@ -28,6 +30,7 @@ from careid_broker.codes import BrokerCode
 from careid_broker.directory import Directory, MailAccount
 from careid_broker.errors import (
     AccountLockedError,
+    BindUnansweredError,
     BrokerError,
     InvalidCredentialsError,
 )
@@ -113,7 +116,8 @@ class PasswordSignin:
 
         Raises `SigninThrottledError`, `InvalidCredentialsError` (for a locked account
         too: its `reason` says so), `PasswordExpiredError` or
-        `DirectoryUnavailableError`. The account checks
+        `DirectoryUnavailableError` (`BindUnansweredError` when the bind got no answer:
+        counted against the account). The account checks
         (disabled, expired, AUP, unreadable data) come back as `PasswordCheck.refusal`.
         """
         address = address_key(client_address)
@@ -131,7 +135,9 @@ class PasswordSignin:
             self._book(bookings)
             booked.extend(bookings)
 
-        outcome = AttemptOutcome.UNDECIDED  # no answer from the directory: nothing counted
+        # No verdict and no bind left (the search failed, no connection), or an answer
+        # that is no verdict: nothing counted.
+        outcome = AttemptOutcome.UNDECIDED
         asked = self._monotonic()
         try:
             account = self._directory.authenticate(mail, password, before_bind=book)
@@ -139,6 +145,13 @@ class PasswordSignin:
             # The address counter is left alone: a guesser must not clear it by signing
             # in to an account of their own between guesses.
             outcome = AttemptOutcome.SUCCEEDED
+        except BindUnansweredError:
+            # The bind may be in the directory's hands, to be counted as a failure when it
+            # wakes up: counted against the account's guard now, so that the guesses
+            # still allowed cannot take the directory to its lockout. Answered as any
+            # directory that does not answer.
+            outcome = AttemptOutcome.UNANSWERED
+            raise
         except InvalidCredentialsError:
             outcome = AttemptOutcome.FAILED
             self._settle(booked, outcome)
@@ -176,6 +189,9 @@ class PasswordSignin:
                 key=address,
                 policy=self._policies.address,
                 forgotten_on_success=False,
+                # A directory that hangs must not block everyone behind a shared address;
+                # an attempt with no answer told its sender nothing.
+                counted_unanswered=False,
             ),
         )
 

@@ -124,6 +124,11 @@ class Booking:
     """Whether a success forgets the key's failures: an account's, yes; a client
     address's, no (a guesser must not clear it by signing in to an account of their own
     between guesses)."""
+    counted_unanswered: bool = True
+    """Whether an attempt that got no answer after reaching the directory
+    (`AttemptOutcome.UNANSWERED`) counts as a failure: an account's, yes, since the
+    directory may count it towards its lockout; a client address's, no (a directory that
+    stops answering must not block everyone behind a hospital's shared address)."""
 
 
 class AttemptOutcome(StrEnum):
@@ -131,7 +136,11 @@ class AttemptOutcome(StrEnum):
 
     FAILED = "failed"  # the directory refused the password: counted
     SUCCEEDED = "succeeded"  # it accepted it: the key's failures are forgotten
-    UNDECIDED = "undecided"  # no answer (the directory was away): nothing counted
+    UNDECIDED = "undecided"  # never reached the directory's verdict: nothing counted
+    # The password may have reached the directory and no answer came back: the directory
+    # may count it as a failure once it wakes up, so it is counted as one against the
+    # keys `counted_unanswered`.
+    UNANSWERED = "unanswered"
 
 
 #: Attempts in flight since this long ago no longer count (their worker may have died).
@@ -263,9 +272,10 @@ class Throttle:
         self, bookings: Sequence[Booking], outcome: AttemptOutcome, *, now: datetime | None = None
     ) -> tuple[ThrottleState, ...]:
         """End an attempt `reserve_all` booked: it is no longer in flight; a failure is
-        counted against every key, a success forgets the failures of the keys
-        `forgotten_on_success`. The keys' states after a failure (in `bookings`' order),
-        else none."""
+        counted against every key, an attempt `UNANSWERED` against the keys
+        `counted_unanswered`, a success forgets the failures of the keys
+        `forgotten_on_success`. The states of the keys counted against (in `bookings`'
+        order), else none."""
         when = require_aware(now) if now is not None else self._store.now()
         with self._store.transaction() as session:
             # Pending rows, then counters, each in key order: the order `reserve_all`
@@ -276,12 +286,18 @@ class Throttle:
             _statement(_unbook_statement, len(bookings)).run(
                 session, {"stale": when - PENDING_FOR, **pending}
             )
-            if outcome is AttemptOutcome.FAILED:
+            counted = [
+                booking
+                for booking in bookings
+                if outcome is AttemptOutcome.FAILED
+                or (outcome is AttemptOutcome.UNANSWERED and booking.counted_unanswered)
+            ]
+            if counted:
                 states = {
                     booking.key: self.record_failure(booking.key, now=when, policy=booking.policy)
-                    for booking in sorted(bookings, key=lambda b: b.key)
+                    for booking in sorted(counted, key=lambda b: b.key)
                 }
-                return tuple(states[booking.key] for booking in bookings)
+                return tuple(states[booking.key] for booking in counted)
             if outcome is AttemptOutcome.SUCCEEDED:
                 # One at a time, in key order (as the counters are locked everywhere).
                 for key in sorted(b.key for b in bookings if b.forgotten_on_success):
