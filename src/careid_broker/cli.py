@@ -173,15 +173,21 @@ def _rotate(
         # for it), so no key lives longer than the rotation schedule says.
         published = repos.keys.publishable()
         in_use = {key.alg for key in published} | {KeyAlgorithm.RS256}
-        if if_current:
-            # A kid names one algorithm's key: rotate that lifecycle only.
-            in_use = {key.alg for key in published if key.kid == if_current} or {KeyAlgorithm.RS256}
+        # --if-current guards the whole rotation: the named key's algorithm is asked
+        # first, under the keys' lock, and if that key is no longer current (another
+        # host has rotated) nothing else rotates either.
+        guarded = next((key.alg for key in published if key.kid == if_current), None)
+        if if_current and guarded is None:
+            guarded = KeyAlgorithm.RS256  # an unknown kid: refused by RS256's own check
         # All algorithms or none: one refused leaves the others as they were.
         with _audited_key_change(store, repos, _ROTATED, _ROTATE_ACTOR) as audited:
-            results = [
-                (alg, repos.keys.for_alg(alg).rotate(expected_current_kid=if_current))
-                for alg in sorted(in_use)
-            ]
+            results: list[tuple[KeyAlgorithm, RotationResult]] = []
+            for alg in sorted(in_use, key=lambda alg: (alg is not guarded, alg.value)):
+                expected = if_current if alg is guarded else None
+                result = repos.keys.for_alg(alg).rotate(expected_current_kid=expected)
+                results.append((alg, result))
+                if not result.rotated:
+                    break
             rotated = [_rotated(alg, result) for alg, result in results if result.rotated]
             if rotated:
                 audited["rotated"] = rotated
@@ -415,7 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     rotate.add_argument(
-        "--if-current", metavar="KID", help="rotate only if KID is still current (run once of many)"
+        "--if-current",
+        metavar="KID",
+        help="rotate (every algorithm) only if KID is still current: a schedule run from"
+        " several hosts rotates once",
     )
     rotate.set_defaults(func=_keys_rotate)
     keys_sub.add_parser(

@@ -19,6 +19,7 @@ from broker_support import TEST_SECRET_KEY, write_broker_toml
 
 from careid_broker.cli import build_parser, main
 from careid_broker.store import (
+    KeyAlgorithm,
     Repositories,
     create_store,
     current_revision,
@@ -240,6 +241,39 @@ def test_keys_rotate_changes_the_published_keys(
         main(["--config", str(config_file), "keys", "rotate", f"--if-current={before['current']}"])
         == 1
     )
+
+
+def test_keys_rotate_if_current_rotates_every_algorithm_once(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schedule run from several hosts names one key; every algorithm in use rotates
+    with it, once."""
+    url = f"sqlite:///{config_file.parent / 'data' / 'broker.db'}"
+    assert main(["--config", str(config_file), "db", "upgrade"]) == 0
+    store = create_store(url)
+    try:
+        repos = Repositories.build(store)
+        repos.keys.ensure_keys()
+        repos.keys.for_alg(KeyAlgorithm.ES256).ensure_keys()  # a client asked for ES256
+
+        def current() -> dict[str, str]:
+            return {
+                k.alg.value: k.kid for k in repos.keys.publishable() if k.state.value == "current"
+            }
+
+        before = current()
+        rotate = ["--config", str(config_file), "keys", "rotate"]
+        assert main([*rotate, f"--if-current={before['RS256']}"]) == 0
+        after = current()
+        assert after["RS256"] != before["RS256"] and after["ES256"] != before["ES256"]
+        # The second host, same schedule: nothing rotates, whichever key it names.
+        capsys.readouterr()
+        assert main([*rotate, f"--if-current={before['RS256']}"]) == 1
+        assert main([*rotate, f"--if-current={before['ES256']}"]) == 1
+        assert current() == after
+        assert "not rotated: the current key is" in capsys.readouterr().out
+    finally:
+        store.dispose()
 
 
 def test_keys_rotate_refuses_a_passphrase_that_does_not_open_the_keys(
