@@ -348,3 +348,23 @@ def test_a_nul_character_at_the_token_endpoint_is_invalid_request_in_oauth_json(
     assert answer.headers["Cache-Control"] == "no-store"
     details = _last(oidc_app, "request.refused").details
     assert (details["endpoint"], details["nul_in"]) == ("oidc.token", "form")
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/userinfo"])
+def test_an_over_large_body_or_a_wrong_method_is_answered_in_oauth_json(
+    oidc_app: Flask, path: str
+) -> None:
+    """Errors at these endpoints are always OAuth JSON (README), even those Flask raises
+    before the view: a body over the limit, a method the route does not take."""
+    client = oidc_app.test_client()
+    too_large = client.post(path, data={"x": "a" * (300 * 1024)})
+    assert too_large.status_code == 413
+    assert too_large.get_json()["error"] == "invalid_request"
+    assert too_large.headers["Cache-Control"] == "no-store"
+    wrong_method = client.put(path)
+    assert wrong_method.status_code == 405
+    assert wrong_method.get_json()["error"] == "invalid_request"
+    assert wrong_method.headers["Cache-Control"] == "no-store"
+    assert "Allow" in wrong_method.headers
+    # Elsewhere the person still gets the broker's page.
+    assert "text/html" in client.put("/login").content_type

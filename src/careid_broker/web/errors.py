@@ -12,7 +12,7 @@ import logging
 import math
 from datetime import timedelta
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException
 
@@ -33,6 +33,37 @@ log = logging.getLogger(__name__)
 
 # How long to suggest waiting when the broker itself or its directory is down.
 UNAVAILABLE_RETRY_AFTER = timedelta(seconds=30)
+
+#: Endpoints whose clients read OAuth's JSON errors (RFC 6749 §5.2, RFC 6750 §3.1).
+OAUTH_JSON_ENDPOINTS = frozenset({"oidc.token", "oidc.revoke", "oidc.userinfo"})
+_OAUTH_PATHS = "careid_oauth_json_paths"
+
+
+def oauth_json_error(status: int, description: str) -> Response:
+    """An OAuth error body (`invalid_request`), as those endpoints' clients read them."""
+    response = jsonify({"error": "invalid_request", "error_description": description})
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def _for_oauth_client() -> bool:
+    """Whether this request went to /token, /revoke or /userinfo (by its path too: a
+    method the route does not take finds no endpoint)."""
+    if request.endpoint in OAUTH_JSON_ENDPOINTS:
+        return True
+    if request.endpoint is not None:
+        return False
+    paths = current_app.extensions.get(_OAUTH_PATHS)
+    if paths is None:  # the routes are all registered by the first request
+        paths = frozenset(
+            rule.rule
+            for rule in current_app.url_map.iter_rules()
+            if rule.endpoint in OAUTH_JSON_ENDPOINTS
+        )
+        current_app.extensions[_OAUTH_PATHS] = paths
+    return request.path in paths
 
 
 def wants_json() -> bool:
@@ -102,12 +133,22 @@ def _http_error(exc: HTTPException) -> Response:
         log.error("server error %s: %s", exc.code, exc.description)
         return error_response(BrokerCode.BROKER_INTERNAL, status=exc.code)
     status = exc.code if exc.code is not None and exc.code >= 400 else 400
-    response = error_response(BrokerCode.REQUEST_INVALID, status=status)
+    if _for_oauth_client():
+        # A relying party's OAuth client reads JSON here, never a page (README).
+        response = oauth_json_error(status, _OAUTH_DESCRIPTIONS.get(status, "Bad request."))
+    else:
+        response = error_response(BrokerCode.REQUEST_INVALID, status=status)
     if exc.code == 405 and exc.response is None:
         allowed = getattr(exc, "valid_methods", None)
         if allowed:
             response.headers["Allow"] = ", ".join(allowed)
     return response
+
+
+_OAUTH_DESCRIPTIONS = {
+    405: "This endpoint does not take that method.",
+    413: "The request body is too large.",
+}
 
 
 def _unexpected(exc: Exception) -> Response:

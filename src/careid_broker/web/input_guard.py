@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, request
 from flask.wrappers import Response
 
 from careid_broker.codes import BrokerCode
 from careid_broker.store import Outcome
 from careid_broker.web.context import current_broker
-from careid_broker.web.errors import error_response
+from careid_broker.web.errors import OAUTH_JSON_ENDPOINTS, error_response, oauth_json_error
 
 log = logging.getLogger(__name__)
 
 EVENT = "request.refused"
 #: Endpoints that check their own parameters and answer in their protocol's terms.
 _OWN_CHECKS = frozenset({"oidc.authorize"})
-#: Endpoints whose clients read OAuth's JSON errors (RFC 6749 §5.2, RFC 6750 §3.1).
-_OAUTH_JSON = frozenset({"oidc.token", "oidc.revoke", "oidc.userinfo"})
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -65,17 +63,8 @@ def _check() -> Response | None:
         code=BrokerCode.REQUEST_INVALID,
         details={"endpoint": request.endpoint, "nul_in": where},
     )
-    if request.endpoint in _OAUTH_JSON:
-        response = jsonify(
-            {
-                "error": "invalid_request",
-                "error_description": f"The request's {where} contains a NUL character.",
-            }
-        )
-        response.status_code = 400
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-        return response
+    if request.endpoint in OAUTH_JSON_ENDPOINTS:
+        return oauth_json_error(400, f"The request's {where} contains a NUL character.")
     return error_response(BrokerCode.REQUEST_INVALID, status=400)
 
 
