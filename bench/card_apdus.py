@@ -13,6 +13,7 @@ Run: .venv/bin/python bench/card_apdus.py   (prints JSON; needs pcscd, vpcd, Ope
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import secrets
@@ -145,6 +146,7 @@ def measure(algorithm: KeyAlgorithm, profile: CardProfile, workdir: Path) -> dic
 
 def main() -> int:
     """Measure each key type and print JSON."""
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     daemon = ensure_pcscd()
     try:
         with tempfile.TemporaryDirectory(prefix="careid-bench-") as tmp:

@@ -330,7 +330,7 @@ def issue_agents(pki: Pki, count: int) -> list[Agent]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     add_load_arguments(parser)
     parser.add_argument(
         "--cards", type=int, default=len(PEOPLE), help="simulated agents (cards), one per person"

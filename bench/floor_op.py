@@ -41,6 +41,10 @@ from flask import Flask, Response, jsonify, redirect, request
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+if __name__ == "__main__":  # a gunicorn app (`peer_compare.py --floor` serves it), not a command
+    print(__doc__)
+    raise SystemExit(0)
+
 ISSUER = os.environ["FLOOR_ISSUER"]
 MODE = os.environ.get("FLOOR_MODE", "stateless")
 DATABASE = os.environ.get("FLOOR_DB", "")

@@ -319,7 +319,7 @@ def _configs(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--seconds", type=float, default=20.0, help="measured, per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="load before measuring")
     parser.add_argument("--users", type=int, default=8, help="simulated browsers at once")
