@@ -82,6 +82,14 @@ def formatter_for(settings: LoggingSettings) -> logging.Formatter:
     return JsonFormatter() if settings.format is LogFormat.JSON else TextFormatter()
 
 
+#: Libraries kept above DEBUG whatever the configured level, for what they would log:
+#: Werkzeug's development server logs each request line with its query string, which
+#: carries login transaction ids (the broker logs its own request lines instead);
+#: authlib logs every token it issues ("Issue token {...}": live access and refresh
+#: tokens, the admin API's bearer tokens) at DEBUG.
+QUIETENED = {"werkzeug": logging.WARNING, "authlib": logging.INFO}
+
+
 def configure_logging(settings: LoggingSettings) -> None:
     """Send every log line to stderr in the configured format and level."""
     handler = logging.StreamHandler(sys.stderr)
@@ -91,9 +99,8 @@ def configure_logging(settings: LoggingSettings) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.level)
-    # Werkzeug's development server logs each request line with its query string, which
-    # carries login transaction ids; the broker logs its own request lines instead.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    for name, level in QUIETENED.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def gunicorn_logconfig(settings: LoggingSettings) -> dict[str, Any]:
@@ -119,6 +126,6 @@ def gunicorn_logconfig(settings: LoggingSettings) -> dict[str, Any]:
             "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
             # gunicorn's access lines would carry query strings: the broker writes its own.
             "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
-            "werkzeug": {"level": "WARNING"},
+            **{name: {"level": logging.getLevelName(level)} for name, level in QUIETENED.items()},
         },
     }

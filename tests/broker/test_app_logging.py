@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+import logging.config
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -20,9 +22,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 from gunicorn.config import Config  # type: ignore[import-untyped]
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+from oidc_support import ALEX, Browser, make_oidc_app
 
 from careid_broker.config import LogFormat, LoggingSettings
-from careid_broker.logging_setup import REDACTED, JsonFormatter, formatter_for
+from careid_broker.logging_setup import (
+    REDACTED,
+    JsonFormatter,
+    configure_logging,
+    formatter_for,
+    gunicorn_logconfig,
+)
 from careid_broker.server import BrokerLogger, gunicorn_options
 from careid_broker.web.context import broker_of
 
@@ -145,3 +154,45 @@ def test_the_access_line_names_the_route_not_the_address_typed(
         "<unmatched>",
     ]
     assert access[0]["message"] == f"GET /admin/users/<mail> {access[0]['status']}"
+
+
+@pytest.mark.parametrize("how", ["configure_logging", "gunicorn"])
+def test_at_debug_no_issued_token_is_logged(
+    app_factory: Callable[..., Flask],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    how: str,
+) -> None:
+    """`level = "DEBUG"` is what an operator turns on to follow a sign-in: the tokens
+    issued (authlib logs each one it issues at DEBUG) must not be in it."""
+    oidc_app = make_oidc_app(app_factory, tmp_path)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    saved_levels = {name: logging.getLogger(name).level for name in ("authlib", "werkzeug")}
+    settings = LoggingSettings(level="DEBUG", format=LogFormat.JSON)
+    try:
+        if how == "gunicorn":
+            logging.config.dictConfig(gunicorn_logconfig(settings))
+        else:
+            configure_logging(settings)
+        browser = Browser(oidc_app.test_client())
+        tokens = browser.redeem(browser.signed_in_code(ALEX)).get_json()
+        refreshed = browser.token(
+            {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        ).get_json()
+        assert logging.getLogger("careid_broker.oidc").isEnabledFor(logging.DEBUG)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
+    logged = capsys.readouterr().err
+    assert '"logger": "careid_broker.access"' in logged  # the log was captured
+    issued = [(name, value) for name, value in tokens.items() if name.endswith("_token")]
+    issued += [(name, value) for name, value in refreshed.items() if name.endswith("_token")]
+    assert {name for name, _ in issued} >= {"access_token", "refresh_token", "id_token"}
+    for name, value in issued:
+        assert value not in logged, f"an issued {name} is in the log"
