@@ -9,6 +9,7 @@ tests/e2e/test_e2e_cis2_rp.py.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,6 +21,7 @@ import pytest
 from broker_support import broker_of, csrf_token_from, error_code_of
 from flask import Flask
 from oidc_support import (
+    JWT_CLIENT_KEY,
     JWT_SECRET,
     REDIRECT,
     Authorization,
@@ -31,9 +33,15 @@ from oidc_support import (
     write_test_clients,
 )
 
+from careid_broker.oidc.client_auth import (
+    JWKS_CACHE_SECONDS,
+    JWKS_STALE_IF_ERROR_SECONDS,
+    ClientKeyResolver,
+)
 from careid_broker.oidc.clients import AuthMethod, CardRemoval, load_clients
 from careid_broker.oidc.config import OidcConfig
-from careid_broker.oidc.errors import OidcConfigError
+from careid_broker.oidc.errors import ClientKeysUnavailableError, OidcConfigError
+from careid_broker.oidc.models import OAuthClient
 from support.clock import FakeClock
 
 AppFactory = Callable[..., Flask]
@@ -203,6 +211,63 @@ card_removal = "none"
     assert good.jwt_secret == JWT_SECRET.encode()
     assert good.card_removal is CardRemoval.NONE
     assert JWT_SECRET not in repr(good)
+
+
+class _Monotonic:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_rps_keys_that_cannot_be_read_again_are_kept_for_a_bounded_time(
+    tmp_path: Path,
+) -> None:
+    keys_file = tmp_path / "rp-keys.json"
+    keys_file.write_text(
+        json.dumps({"keys": [JWT_CLIENT_KEY.as_dict(private=False)]}), encoding="utf-8"
+    )
+    path = tmp_path / "clients.toml"
+    path.write_text(
+        """
+[clients.jwtrp]
+redirect_uris = ["https://rp.example.test/cb"]
+token_endpoint_auth_method = "private_key_jwt"
+jwks_uri = "rp-keys.json"
+""",
+        encoding="utf-8",
+    )
+    record = load_clients(path).get("jwtrp")
+    assert record is not None
+    client = OAuthClient(record)
+    clock = _Monotonic()
+    resolver = ClientKeyResolver(monotonic=clock)
+    read_at = clock.now
+    assert resolver.keys_for(client).get_by_kid(JWT_CLIENT_KEY.kid)
+
+    # The RP withdraws its keys (a key reported stolen) or its host is down: the
+    # jwks_uri cannot be read. Past the cache, briefly, the keys last read still serve.
+    keys_file.unlink()
+    clock.now = read_at + JWKS_CACHE_SECONDS + 1
+    assert resolver.keys_for(client).get_by_kid(JWT_CLIENT_KEY.kid)
+
+    # Not for ever: past the bound the client is refused (invalid_client at /token),
+    # as an instance that never read the keys refuses it.
+    clock.now = read_at + JWKS_STALE_IF_ERROR_SECONDS
+    with pytest.raises(ClientKeysUnavailableError) as refused:
+        resolver.keys_for(client)
+    assert refused.value.detail is not None
+    assert "last read" in refused.value.detail
+    clock.now += 24 * 3600
+    with pytest.raises(ClientKeysUnavailableError):
+        resolver.keys_for(client)
+
+    # Readable again: accepted again at once.
+    keys_file.write_text(json.dumps({"keys": [JWT_CLIENT_KEY.as_dict(private=False)]}))
+    assert resolver.keys_for(client).get_by_kid(JWT_CLIENT_KEY.kid)
 
 
 # The selectedrole scope and the role page.

@@ -57,7 +57,6 @@ def test_a_rotation_signs_with_the_published_next_key_and_keeps_the_old_one(
 
     result = rs256.rotate()
     assert result.current_kid == next_kid
-    provider.signer.forget()  # this process's cache; others pick it up within 30 s
 
     after = oidc_browser.redeem(oidc_browser.signed_in_code()).get_json()["id_token"]
     new_header, _ = id_token_claims(oidc_browser.client, after)
@@ -69,8 +68,35 @@ def test_a_rotation_signs_with_the_published_next_key_and_keeps_the_old_one(
     assert jwt.decode(before, keys).claims["aud"] == "rp"
 
     rs256.rotate()
-    provider.signer.forget()
     assert old_header["kid"] not in _published(oidc_browser)  # retired after two rotations
+
+
+def test_a_rotation_on_another_instance_is_signed_with_at_the_next_token_here(
+    app_factory: Callable[..., Flask], tmp_path: Path
+) -> None:
+    # Two instances over one database; `here` has loaded and used its current key.
+    here = make_oidc_app(app_factory, tmp_path)
+    elsewhere = make_oidc_app(app_factory, tmp_path)
+    browser = Browser(here.test_client())
+    first = browser.redeem(browser.signed_in_code()).get_json()["id_token"]
+    exposed, _ = id_token_claims(browser.client, first)
+    keys = broker_of(elsewhere).oidc.repos.keys.for_alg(KeyAlgorithm.RS256)
+
+    # One rotation (`keys rotate` on any host): the next token here is signed with
+    # the new current key, not the one this process has loaded.
+    once = keys.rotate()
+    after_one = browser.redeem(browser.signed_in_code()).get_json()["id_token"]
+    header, _ = id_token_claims(browser.client, after_one)
+    assert header["kid"] == once.current_kid != exposed["kid"]
+
+    # The documented answer to an exposed key: a second rotation retires it and
+    # erases its private part. Nothing here signs with it again.
+    twice = keys.rotate()
+    assert exposed["kid"] in twice.retired_kids
+    after_two = browser.redeem(browser.signed_in_code()).get_json()["id_token"]
+    header, _ = id_token_claims(browser.client, after_two)  # verifies against /jwks
+    assert header["kid"] == twice.current_kid
+    assert exposed["kid"] not in _published(browser)
 
 
 def test_an_undecryptable_signing_key_fails_readyz_and_token_requests_count_it(
@@ -111,7 +137,7 @@ class _FakeKeys:
     def ensure_keys(self) -> None:
         pass
 
-    def current(self) -> Any:
+    def current(self, *, reuse: Any = None) -> Any:
         self.loads += 1
         if self.broken:
             raise SigningKeyUnavailableError(detail="signing key k1 could not be decrypted")
@@ -129,7 +155,7 @@ class _Active:
 def test_readiness_is_kept_for_a_few_seconds_and_fails_closed() -> None:
     keys = _FakeKeys()
     now = [0.0]
-    signer = TokenSigner(lambda alg: keys, monotonic=lambda: now[0], cache_seconds=0.0)  # type: ignore[arg-type,return-value]
+    signer = TokenSigner(lambda alg: keys, monotonic=lambda: now[0])  # type: ignore[arg-type,return-value]
     keys.broken = True
     assert signer.ready() == "signing_key_unavailable"
     loads = keys.loads

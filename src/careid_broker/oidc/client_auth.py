@@ -2,7 +2,8 @@
 
 `private_key_jwt`: the client signs a short JWT with its own key; we check it against
 the public keys declared for it in clients.toml (`jwks` inline, or `jwks_uri`: a file
-or an https URL, fetched with a timeout and cached).
+or an https URL, fetched with a timeout and cached; if it cannot be read again, the keys
+last read serve for a bounded time, then the client is refused).
 `client_secret_jwt`: the JWT is an HMAC (HS256/384/512) under the secret shared with
 the client (`secret_file` / `secret_env`).
 
@@ -36,6 +37,11 @@ from careid_broker.store import UsedJtis
 log = logging.getLogger(__name__)
 
 JWKS_CACHE_SECONDS = 300.0
+# When the jwks_uri cannot be read, the keys last read keep serving until they are this
+# old (5 minutes past the cache), then the client is refused. A host briefly down locks
+# no one out; keys the RP withdrew (a stolen key) are not accepted for ever by the
+# instances that happened to read them, while the others refuse them.
+JWKS_STALE_IF_ERROR_SECONDS = 2 * JWKS_CACHE_SECONDS
 JWKS_MAX_BYTES = 256 * 1024
 # An assertion valid for longer than this is refused: a jti must be remembered for the
 # whole validity, and RFC 7523 expects "a short time" anyway.
@@ -63,10 +69,12 @@ class ClientKeyResolver:
         fetch: Callable[[str], dict[str, Any]] = fetch_jwks,
         monotonic: Callable[[], float] = time.monotonic,
         cache_seconds: float = JWKS_CACHE_SECONDS,
+        stale_if_error_seconds: float = JWKS_STALE_IF_ERROR_SECONDS,
     ) -> None:
         self._fetch = fetch
         self._monotonic = monotonic
         self._cache_seconds = cache_seconds
+        self._stale_if_error_seconds = max(stale_if_error_seconds, cache_seconds)
         self._cache: dict[str, tuple[float, KeySet]] = {}
         self._lock = threading.Lock()
 
@@ -85,16 +93,23 @@ class ClientKeyResolver:
         try:
             key_set = KeySet.import_key_set(self._fetch(record.jwks_uri))  # type: ignore[arg-type]
         except (OSError, ValueError, JoseError) as exc:
-            if cached is not None:
+            if cached is not None and now - cached[0] < self._stale_if_error_seconds:
                 # A JWKS host that is briefly down should not lock the client out.
                 log.warning(
-                    "jwks_uri of %s unavailable (%s); using the cached keys",
+                    "jwks_uri of %s unavailable (%s); using the keys read %.0f s ago",
                     record.client_id,
                     type(exc).__name__,
+                    now - cached[0],
                 )
                 return cached[1]
+            last_read = (
+                ""
+                if cached is None
+                else f"; its keys were last read {now - cached[0]:.0f} s ago, kept at most"
+                f" {self._stale_if_error_seconds:.0f} s while it cannot be read"
+            )
             raise ClientKeysUnavailableError(
-                detail=f"{record.client_id}: {type(exc).__name__}: {exc}"
+                detail=f"{record.client_id}: {type(exc).__name__}: {exc}{last_read}"
             ) from exc
         with self._lock:
             self._cache[record.jwks_uri] = (now, key_set)

@@ -30,10 +30,6 @@ from careid_broker.store import ActiveSigningKey, KeyAlgorithm, SigningKeys
 
 log = logging.getLogger(__name__)
 
-# How long a loaded current key is reused before asking the store again. A rotation
-# makes the published `next` key current; signing with the old one a little longer is
-# harmless because it stays published as `previous`.
-CURRENT_KEY_CACHE_SECONDS = 30.0
 # How long a readiness answer (good or bad) is reused: long enough that probes every
 # second or two decrypt nothing, short enough that a fixed passphrase shows at once.
 READY_CHECK_SECONDS = 10.0
@@ -42,9 +38,8 @@ READY = "ok"
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Loaded:
-    kid: str
+    active: ActiveSigningKey
     key: RSAKey | ECKey
-    loaded_at: float
 
 
 def _joserfc_key(active: ActiveSigningKey) -> RSAKey | ECKey:
@@ -62,7 +57,6 @@ class TokenSigner:
         *,
         ensure: frozenset[KeyAlgorithm] = frozenset(),
         monotonic: Callable[[], float] = time.monotonic,
-        cache_seconds: float = CURRENT_KEY_CACHE_SECONDS,
     ) -> None:
         self._keys_for = keys_for
         # Keys the clients need, made on first use rather than at start-up: a broker
@@ -70,7 +64,7 @@ class TokenSigner:
         self._missing = set(ensure)
         self._ensure_lock = threading.Lock()
         self._monotonic = monotonic
-        self._cache_seconds = cache_seconds
+        # The decrypted current key per algorithm, used while it is still current.
         self._cache: dict[KeyAlgorithm, _Loaded] = {}
         self._lock = threading.Lock()
         # What ready() checks: the algorithms the clients sign with (RS256 at least,
@@ -100,24 +94,23 @@ class TokenSigner:
         return KeySet.import_key_set(self.jwks())  # type: ignore[arg-type]
 
     def current(self, alg: KeyAlgorithm) -> tuple[str, RSAKey | ECKey]:
-        """The kid and private key to sign with now."""
+        """The kid and private key to sign with now: the key the store holds as current.
+
+        Asked of the store on every call (one indexed read), so a rotation made by any
+        instance is signed with from the next token on, and a key retired (its private
+        part erased: the answer to a key believed exposed) never signs again here. Only
+        the decryption is saved while the key stays current.
+        """
         self.ensure_keys()
-        now = self._monotonic()
         with self._lock:
             cached = self._cache.get(alg)
-            if cached is not None and now - cached.loaded_at < self._cache_seconds:
-                return cached.kid, cached.key
-        active = self._keys_for(alg).current()
-        loaded = _Loaded(kid=active.kid, key=_joserfc_key(active), loaded_at=now)
+        active = self._keys_for(alg).current(reuse=cached.active if cached else None)
+        if cached is not None and active is cached.active:
+            return active.kid, cached.key
+        loaded = _Loaded(active=active, key=_joserfc_key(active))
         with self._lock:
             self._cache[alg] = loaded
-        return loaded.kid, loaded.key
-
-    def forget(self) -> None:
-        """Drop cached keys (after a rotation in this process)."""
-        with self._lock:
-            self._cache.clear()
-            self._readiness = None
+        return active.kid, loaded.key
 
     def ready(self) -> str:
         """`READY`, or the error code of why a current key cannot sign (fails closed).

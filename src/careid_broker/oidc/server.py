@@ -22,6 +22,7 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
+from authlib.oidc.core.grants.util import is_openid_scope
 from flask import g
 from flask import request as flask_request
 
@@ -89,6 +90,30 @@ class CareIdOpenIDCode(OpenIDCode):  # type: ignore[misc]
         super().__init__(require_nonce=False)
         self._ctx = context
 
+    def __call__(self, grant: Any) -> None:
+        super().__call__(grant)
+        grant.register_hook("before_create_token_response", self._choose_signing_key)
+
+    def _choose_signing_key(self, grant: Any) -> None:
+        # The store is asked which key is current on every token (so a key retired by
+        # another instance never signs here), in the read-only unit of work that has
+        # just looked the code up, rather than in one of its own after the tokens are
+        # written. A key that cannot be loaded refuses the request before the code is
+        # used up.
+        code: StoredCode = grant.request.authorization_code
+        if is_openid_scope(code.get_scope()):
+            self._signing_key(grant.request.client)
+
+    def _signing_key(self, client: OAuthClient) -> tuple[KeyAlgorithm, str, Any]:
+        """The (alg, kid, key) this request's ID token is signed with, chosen once per
+        request, so the header's kid and the key are one pair."""
+        chosen: tuple[KeyAlgorithm, str, Any] | None = g.get("careid_id_token_key")
+        if chosen is None:
+            alg = KeyAlgorithm(client.record.id_token_alg.value)
+            chosen = (alg, *self._ctx.signer.current(alg))
+            g.careid_id_token_key = chosen
+        return chosen
+
     def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
         # The nonce binds the ID token to the RP's browser session; replaying a code
         # is already impossible (single use), so nonces need no server-side memory.
@@ -98,14 +123,12 @@ class CareIdOpenIDCode(OpenIDCode):  # type: ignore[misc]
         return client.record.id_token_alg.value
 
     def get_encode_header(self, client: OAuthClient) -> dict[str, str]:
-        # The kid and the key must be one pair even if a rotation lands mid-request.
-        alg = KeyAlgorithm(client.record.id_token_alg.value)
-        kid, key = self._ctx.signer.current(alg)
-        g.careid_id_token_key = key
+        alg, kid, _ = self._signing_key(client)
         return {"alg": alg.value, "kid": kid, "typ": "JWT"}
 
     def resolve_client_private_key(self, client: OAuthClient) -> Any:
-        return g.pop("careid_id_token_key")
+        _, _, key = self._signing_key(client)
+        return key
 
     def get_client_claims(self, client: OAuthClient) -> dict[str, Any]:
         now = int(self._ctx.clock().timestamp())

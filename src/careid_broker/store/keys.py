@@ -18,7 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from careid_broker.store._sql import SIGNING_KEYS_LOCK, serialize_on
@@ -26,6 +26,7 @@ from careid_broker.store.engine import Store
 from careid_broker.store.errors import SigningKeyUnavailableError
 from careid_broker.store.jwk import public_jwk
 from careid_broker.store.models import SigningKey
+from careid_broker.store.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -199,21 +200,23 @@ class SigningKeys:
             ]
         return sorted(keys, key=lambda k: (order[k.state], k.alg.value, k.created_at))
 
-    def current(self) -> ActiveSigningKey:
-        """The key to sign with now; `SigningKeyUnavailableError` if none or undecryptable."""
+    def current(self, *, reuse: ActiveSigningKey | None = None) -> ActiveSigningKey:
+        """The key to sign with now; `SigningKeyUnavailableError` if none or undecryptable.
+
+        One indexed read. When `reuse` (a key loaded before) is still the current key it
+        is returned as it is, without decrypting the stored one again.
+        """
         with self._store.session() as session:
-            row = session.scalar(
-                select(SigningKey).where(
-                    SigningKey.alg == self._alg.value, SigningKey.state == KeyState.CURRENT.value
-                )
+            row = _CURRENT.one_or_none(session, {"alg": self._alg.value})
+        if row is None:
+            raise SigningKeyUnavailableError(
+                detail=f"no current {self._alg.value} signing key: run key initialisation"
             )
-            if row is None:
-                raise SigningKeyUnavailableError(
-                    detail=f"no current {self._alg.value} signing key: run key initialisation"
-                )
-            pem, encrypted, kid, alg = row.private_key_pem, row.encrypted, row.kid, row.alg
+        kid, pem, encrypted = row
+        if reuse is not None and reuse.kid == kid and reuse.alg is self._alg:
+            return reuse
         key = self._load(kid, pem, encrypted=encrypted)
-        return ActiveSigningKey(kid=kid, alg=KeyAlgorithm(alg), private_key=key)
+        return ActiveSigningKey(kid=kid, alg=self._alg, private_key=key)
 
     def reencrypt(self) -> list[str]:
         """Store every private key (next, current, previous; all algorithms) encrypted
@@ -318,6 +321,14 @@ class SigningKeys:
         )
         session.flush()
         return str(jwk["kid"])
+
+
+# Read on every token issued (see `current`): compiled once, run on the driver's cursor.
+_CURRENT = Prepared(
+    select(SigningKey.kid, SigningKey.private_key_pem, SigningKey.encrypted).where(
+        SigningKey.alg == bindparam("alg"), SigningKey.state == KeyState.CURRENT.value
+    )
+)
 
 
 def _by_state(session: Session, alg: KeyAlgorithm) -> dict[KeyState, list[str]]:
