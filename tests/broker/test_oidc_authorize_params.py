@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
-from broker_support import broker_of
+from broker_support import broker_of, error_code_of
 from flask import Flask
 from oidc_support import ISSUER, LOOPBACK_REDIRECT, REDIRECT, Browser, make_oidc_app
 
@@ -206,3 +206,43 @@ def test_a_cookieless_post_too_long_for_an_address_is_not_carried_on(oidc_app: F
     assert "oidc_logout_invalid" in logout.get_data(as_text=True)
     entry = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.logout", limit=1)
     assert entry and entry[0].error_code == "oidc_logout_invalid"
+
+
+# Characters an OAuth error may not repeat (RFC 6749 §5.2: error_description is
+# %x20-21 / %x23-5B / %x5D-7E) in what the request sent: a refusal, never a 500.
+
+
+def _request(**overrides: str) -> dict[str, str]:
+    return {
+        "response_type": "code",
+        "client_id": "rp",
+        "redirect_uri": REDIRECT,
+        "scope": "openid",
+        "state": "s",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+        **overrides,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("redirect_uri", REDIRECT + "\\x"),
+        ("redirect_uri", REDIRECT + '"'),
+        ("redirect_uri", "https://rp.example.test/callbäck"),
+        ("response_type", 'code"'),
+        ("response_type", "cöde"),
+    ],
+)
+def test_a_value_an_error_may_not_repeat_gets_the_error_page(
+    oidc_app: Flask, name: str, value: str
+) -> None:
+    # Neither is a request whose redirect URI can be trusted: the page, not the RP.
+    response = oidc_app.test_client().get("/authorize", query_string=_request(**{name: value}))
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert error_code_of(response) == "oidc_request_invalid"
+    assert value not in response.get_data(as_text=True)
+    [entry] = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.authorize", limit=1)
+    assert entry.outcome == "failure" and entry.error_code == "oidc_request_invalid"
+    assert entry.details["error"] == "invalid_request" and not entry.details["redirected"]

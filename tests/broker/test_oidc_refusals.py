@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
 from broker_support import broker_of
 from flask import Flask
 from oidc_support import REDIRECT, RP_SECRET, Browser, basic, client_assertion, make_oidc_app
@@ -20,6 +21,7 @@ from werkzeug.test import TestResponse
 
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.errors import DirectoryUnavailableError
+from careid_broker.oidc.request_checks import refusing_unworded
 from careid_broker.store import AuditRecord, StoreUnavailableError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -348,3 +350,56 @@ def test_a_nul_character_at_the_token_endpoint_is_invalid_request_in_oauth_json(
     assert answer.headers["Cache-Control"] == "no-store"
     details = _last(oidc_app, "request.refused").details
     assert (details["endpoint"], details["nul_in"]) == ("oidc.token", "form")
+
+
+# A request whose text an OAuth error may not repeat (RFC 6749 §5.2 allows only
+# %x20-21 / %x23-5B / %x5D-7E in error_description): refused, never a 500.
+
+
+@pytest.mark.parametrize("alg", ["ES\\256", 'x"y', "é"])
+@pytest.mark.parametrize(("path", "event"), CLIENT_ENDPOINTS)
+def test_a_client_assertion_alg_an_error_may_not_repeat_is_invalid_client(
+    oidc_app: Flask, alg: str, path: str, event: str
+) -> None:
+    assertion = f"{_segment({'alg': alg})}.{_segment({'iss': 'jwtrp', 'sub': 'jwtrp'})}.AAAA"
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": "x",
+        "token": "x",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion,
+    }
+    response = oidc_app.test_client().post(path, data=form)
+    body = _json_error(response, 401, "invalid_client")
+    assert alg not in body["error_description"]
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    entry = _last(oidc_app, event)
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_client"
+
+
+@pytest.mark.parametrize("name", ["%C3%A9", "a%22", "b%5C"])
+def test_a_repeated_parameter_is_named_only_when_the_token_endpoint_knows_it(
+    oidc_app: Flask, name: str
+) -> None:
+    response = oidc_app.test_client().post(
+        "/token",
+        data=f"grant_type=refresh_token&refresh_token=x&{name}=1&{name}=2",
+        content_type="application/x-www-form-urlencoded",
+        headers=basic("rp", RP_SECRET),
+    )
+    body = _json_error(response, 400, "invalid_request")
+    assert body["error_description"] == "A parameter is sent more than once."
+    assert _last(oidc_app, "oidc.token").details["reason"] == "invalid_request"
+
+
+def test_only_authlibs_refusal_to_word_an_error_becomes_the_endpoints_refusal() -> None:
+    fixed = InvalidRequestError("The request holds characters it may not.")
+    with pytest.raises(InvalidRequestError) as refused:
+        with refusing_unworded(lambda: fixed):
+            InvalidClientError(description='alg "ES\\256" is not allowed')
+    assert refused.value is fixed
+    # Any other ValueError is a fault, and goes on as one (a 500, logged), never
+    # mistaken for a bad request.
+    with pytest.raises(ValueError, match="a fault"):
+        with refusing_unworded(lambda: fixed):
+            raise ValueError("a fault")

@@ -17,7 +17,13 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    OAuth2Request,
+    grants,
+)
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -41,6 +47,11 @@ from careid_broker.oidc.endpoints import (
     StoreUserInfo,
 )
 from careid_broker.oidc.models import OAuthClient, SignedInUser, StoredCode, TokenView
+from careid_broker.oidc.request_checks import (
+    CLIENT_REQUEST_PARAMETERS,
+    refusing_unworded,
+    repeated_parameter,
+)
 from careid_broker.store import (
     CodeGrant,
     KeyAlgorithm,
@@ -305,6 +316,16 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return self.handle_error_response(oauth_request, InvalidRequestError(problem))
         return super().create_token_response(oauth_request)
 
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> OAuthClient:
+        # At /token and /revoke alike: credentials authlib cannot word a refusal of
+        # (a client assertion whose alg or kid holds a quote, a backslash or a
+        # non-ASCII letter) are refused as any other unusable credentials are.
+        with refusing_unworded(_unreadable_credentials):
+            client: OAuthClient = super().authenticate_client(request, methods, endpoint)
+        return client
+
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         client: OAuthClient = request.client
         client_id = client.get_client_id()
@@ -374,12 +395,20 @@ def malformed_token_request() -> str | None:
     if flask_request.mimetype != "application/x-www-form-urlencoded":
         return "Send the token request as an application/x-www-form-urlencoded form."
     form = flask_request.form
-    for name, values in form.lists():
-        if len(values) > 1:
-            return f"{name} is sent more than once."
+    repeated = repeated_parameter(form.lists(), CLIENT_REQUEST_PARAMETERS)
+    if repeated is not None:
+        return repeated
     if not form.get("grant_type"):
         return "Missing 'grant_type': send authorization_code or refresh_token."
     return None
+
+
+def _unreadable_credentials() -> InvalidClientError:
+    return InvalidClientError(
+        status_code=401,
+        description="The client's credentials could not be read: a value in them (such as"
+        " the client assertion's alg or kid) holds characters it may not.",
+    )
 
 
 def build_server(

@@ -52,6 +52,7 @@ from careid_broker.oidc.claims import scope_values, selected_role_claims, user_c
 from careid_broker.oidc.errors import SigninExpiredError
 from careid_broker.oidc.models import SignedInUser
 from careid_broker.oidc.provider import OidcProvider
+from careid_broker.oidc.request_checks import refusing_unworded
 from careid_broker.signin.standing import session_standing
 from careid_broker.store import (
     FIELD_LIMITS,
@@ -411,15 +412,25 @@ def _store_request(
     return created.transaction_id
 
 
+def _unworded_request() -> InvalidRequestError:
+    # authlib's own refusal would have repeated the value; which one is not known
+    # here, nor whether the redirect URI can be trusted: so the page, not the RP.
+    return InvalidRequestError(
+        "A parameter holds characters it may not (RFC 6749 Appendix A, RFC 3986):"
+        " check redirect_uri and response_type."
+    )
+
+
 def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
     """Handle GET or POST /authorize for the current Flask request."""
     server = provider.server
     request = server.create_oauth2_request(None)
     try:
-        grant = server.get_authorization_grant(request)
-        grant.validate_no_multiple_request_parameter(request)
-        redirect_uri = grant.validate_authorization_request()
-        checks = _checks(provider, request, redirect_uri)
+        with refusing_unworded(_unworded_request):
+            grant = server.get_authorization_grant(request)
+            grant.validate_no_multiple_request_parameter(request)
+            redirect_uri = grant.validate_authorization_request()
+            checks = _checks(provider, request, redirect_uri)
     except OAuth2Error as error:
         error.state = request.payload.state
         return _error(provider, request, error)
