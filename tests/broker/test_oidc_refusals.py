@@ -15,7 +15,16 @@ import pytest
 from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
 from broker_support import broker_of
 from flask import Flask
-from oidc_support import REDIRECT, RP_SECRET, Browser, basic, client_assertion, make_oidc_app
+from oidc_support import (
+    LOOPBACK_REDIRECT,
+    OTHER_SECRET,
+    REDIRECT,
+    RP_SECRET,
+    Browser,
+    basic,
+    client_assertion,
+    make_oidc_app,
+)
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
@@ -403,3 +412,131 @@ def test_only_authlibs_refusal_to_word_an_error_becomes_the_endpoints_refusal() 
     with pytest.raises(ValueError, match="a fault"):
         with refusing_unworded(lambda: fixed):
             raise ValueError("a fault")
+
+
+# RFC 6749 §2.3: a client uses one authentication method per request; a wrong secret
+# must not fall through to another method, or to another client's credentials.
+
+
+def _two_ways(authorization_code: str, verifier: str | None) -> dict[str, Any]:
+    form = {
+        "grant_type": "authorization_code",
+        "code": authorization_code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier or "",
+    }
+    return {
+        "basic_and_wrong_form_secret": (
+            {**form, "client_id": "rp", "client_secret": "not-the-secret"},
+            basic("rp", RP_SECRET),
+        ),
+        "basic_and_another_clients_form_credentials": (
+            {**form, "client_id": "other", "client_secret": OTHER_SECRET},
+            basic("rp", RP_SECRET),
+        ),
+        "basic_and_a_client_assertion": (
+            {**form, **client_assertion("jwtrp")},
+            basic("rp", RP_SECRET),
+        ),
+        "form_secret_and_a_client_assertion": (
+            {**form, "client_secret": OTHER_SECRET, **client_assertion("jwtrp")},
+            {},
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "basic_and_wrong_form_secret",
+        "basic_and_another_clients_form_credentials",
+        "basic_and_a_client_assertion",
+        "form_secret_and_a_client_assertion",
+    ],
+)
+def test_client_credentials_sent_two_ways_are_refused_at_the_token_endpoint(
+    oidc_app: Flask, case: str
+) -> None:
+    browser = Browser(oidc_app.test_client())
+    authorization = browser.signed_in_code()
+    form, headers = _two_ways(authorization.code, authorization.verifier)[case]
+    refused = browser.client.post("/token", data=form, headers=headers)
+    body = _json_error(refused, 400, "invalid_request")
+    assert "one way" in body["error_description"]
+    entry = _last(oidc_app, "oidc.token")
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_request"
+    # Refused before any grant looked at it: the code is still good, with one method
+    # (naming the client in the form beside Basic credentials is still one method).
+    again = browser.redeem(authorization, client_id="rp")
+    assert again.status_code == 200, again.get_data(as_text=True)
+
+
+def test_client_credentials_sent_two_ways_are_refused_at_revocation(oidc_app: Flask) -> None:
+    browser = Browser(oidc_app.test_client())
+    tokens = _tokens(browser)
+    refused = browser.client.post(
+        "/revoke",
+        data={"token": tokens["access_token"], "client_id": "other", "client_secret": "wrong"},
+        headers=basic("rp", RP_SECRET),
+    )
+    body = _json_error(refused, 400, "invalid_request")
+    assert "one way" in body["error_description"]
+    entry = _last(oidc_app, "oidc.revocation")
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_request"
+    assert _userinfo_status(browser, tokens["access_token"]) == 200  # nothing revoked
+
+
+# RFC 6749 §3.2: a token request's parameters are in the body. The grants read a
+# parameter from the URL as readily as from the form, so the URL could otherwise
+# override what the duplicate checks see.
+
+
+def test_parameters_in_the_token_endpoints_url_are_refused(oidc_app: Flask) -> None:
+    browser = Browser(oidc_app.test_client())
+    authorization = browser.signed_in_code()
+    form = {
+        "grant_type": "authorization_code",
+        "code": authorization.code,
+        "redirect_uri": "https://evil.example/x",
+        "code_verifier": authorization.verifier or "",
+    }
+    auth = basic("rp", RP_SECRET)
+    for query in (f"redirect_uri={REDIRECT}", "client_id=public", "grant_type=refresh_token"):
+        refused = browser.client.post(f"/token?{query}", data=form, headers=auth)
+        body = _json_error(refused, 400, "invalid_request")
+        assert "URL" in body["error_description"]
+        assert _last(oidc_app, "oidc.token").details["reason"] == "invalid_request"
+    # None of them spent the code.
+    good = browser.client.post("/token", data={**form, "redirect_uri": REDIRECT}, headers=auth)
+    assert good.status_code == 200, good.get_data(as_text=True)
+
+
+def test_parameters_in_the_revocation_url_are_refused(oidc_app: Flask) -> None:
+    public = Browser(oidc_app.test_client(), client_id="public", redirect_uri=LOOPBACK_REDIRECT)
+    authorization = public.signed_in_code()
+    tokens = public.redeem(authorization, auth="none").get_json()
+    refused = public.client.post("/revoke?client_id=public", data={"token": tokens["access_token"]})
+    body = _json_error(refused, 400, "invalid_request")
+    assert "URL" in body["error_description"]
+    assert _last(oidc_app, "oidc.revocation").details["reason"] == "invalid_request"
+    assert _userinfo_status(public, tokens["access_token"]) == 200  # nothing revoked
+    # In the body, as RFC 7009 §2.1 sends it, the same revocation is done.
+    done = public.client.post(
+        "/revoke", data={"token": tokens["access_token"], "client_id": "public"}
+    )
+    assert done.status_code == 200, done.get_data(as_text=True)
+    assert _userinfo_status(public, tokens["access_token"]) == 401
+
+
+def test_a_repeated_parameter_at_revocation_is_refused(oidc_app: Flask) -> None:
+    browser = Browser(oidc_app.test_client())
+    tokens = _tokens(browser)
+    refused = browser.client.post(
+        "/revoke",
+        data=MultiDict([("token", "not-a-token"), ("token", tokens["access_token"])]),
+        headers=basic("rp", RP_SECRET),
+    )
+    body = _json_error(refused, 400, "invalid_request")
+    assert body["error_description"] == "token is sent more than once."
+    assert _last(oidc_app, "oidc.revocation").details["reason"] == "invalid_request"
+    assert _userinfo_status(browser, tokens["access_token"]) == 200

@@ -47,11 +47,7 @@ from careid_broker.oidc.endpoints import (
     StoreUserInfo,
 )
 from careid_broker.oidc.models import OAuthClient, SignedInUser, StoredCode, TokenView
-from careid_broker.oidc.request_checks import (
-    CLIENT_REQUEST_PARAMETERS,
-    refusing_unworded,
-    repeated_parameter,
-)
+from careid_broker.oidc.request_checks import malformed_client_request, refusing_unworded
 from careid_broker.store import (
     CodeGrant,
     KeyAlgorithm,
@@ -310,11 +306,19 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     def create_token_response(self, request: Any = None) -> Any:
         oauth_request = self.create_oauth2_request(request)
-        problem = malformed_token_request()
+        problem = malformed_client_request(token_endpoint=True)
         if problem is not None:
             # Refused before any grant looks at it, so no code is spent on it.
             return self.handle_error_response(oauth_request, InvalidRequestError(problem))
         return super().create_token_response(oauth_request)
+
+    def create_endpoint_response(self, name: str, request: Any = None) -> Any:
+        if name == StoreRevocation.ENDPOINT_NAME:
+            problem = malformed_client_request(token_endpoint=False)
+            if problem is not None:
+                oauth_request = self.create_oauth2_request(request)
+                return self.handle_error_response(oauth_request, InvalidRequestError(problem))
+        return super().create_endpoint_response(name, request)
 
     def authenticate_client(
         self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
@@ -383,24 +387,6 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                     {"tokens_revoked": redeemed.tokens_revoked},
                 )
             raise InvalidGrantError("The authorization code is not valid.")
-
-
-def malformed_token_request() -> str | None:
-    """What is wrong with the current token request's form, if anything.
-
-    RFC 6749 §4.1.3 and §6: a form-encoded body with a grant_type; §3.2: no parameter
-    more than once. authlib would answer the first two unsupported_grant_type and pick
-    one of a repeated parameter's values.
-    """
-    if flask_request.mimetype != "application/x-www-form-urlencoded":
-        return "Send the token request as an application/x-www-form-urlencoded form."
-    form = flask_request.form
-    repeated = repeated_parameter(form.lists(), CLIENT_REQUEST_PARAMETERS)
-    if repeated is not None:
-        return repeated
-    if not form.get("grant_type"):
-        return "Missing 'grant_type': send authorization_code or refresh_token."
-    return None
 
 
 def _unreadable_credentials() -> InvalidClientError:
