@@ -1,10 +1,11 @@
 """Checks on the shape of a request before authlib reads it, and the guard for the
 refusals authlib cannot word.
 
-RFC 6749 §3.2: no parameter more than once at the token endpoint, and its parameters in
-the form body. §2.3: a client authenticates one way per request. authlib takes the
-first of a repeated value, reads the URL's query as readily as the body, and tries each
-client authentication method until one works; so these are refused first.
+RFC 6749 §3.1 and §3.2: no parameter more than once, at the authorization endpoint and
+the token endpoint alike; the token endpoint's parameters in the form body. §2.3: a
+client authenticates one way per request. authlib takes the first of a repeated value,
+reads the URL's query as readily as the body, and tries each client authentication
+method until one works; so these are refused first.
 
 authlib 1.9 will not build an `OAuth2Error` whose description holds a character outside
 RFC 6749 §5.2's set (%x20-21 / %x23-5B / %x5D-7E); some of its descriptions repeat what
@@ -23,9 +24,37 @@ from flask import request as flask_request
 
 FORM = "application/x-www-form-urlencoded"
 
-#: The parameters a token request may carry (RFC 6749 §4.1.3, §6, RFC 7636 §4.5,
-#: RFC 7523 §2.2) and a revocation request (RFC 7009 §2.1): a repeated one is named in
-#: the refusal, any other is not, so nothing the request made up is repeated back.
+#: The parameters an authorization request may carry (RFC 6749 §4.1.1, RFC 7636 §4.3,
+#: OIDC Core §3.1.2.1 and §6): a repeated one is named in the refusal, any other is not,
+#: so nothing the request made up is repeated back.
+AUTHORIZATION_PARAMETERS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "prompt",
+        "max_age",
+        "acr_values",
+        "response_mode",
+        "display",
+        "ui_locales",
+        "claims_locales",
+        "id_token_hint",
+        "login_hint",
+        "claims",
+        "request",
+        "request_uri",
+        "registration",
+        "code_challenge",
+        "code_challenge_method",
+    }
+)
+
+#: Likewise at the token endpoint (RFC 6749 §4.1.3, §6, RFC 7636 §4.5, RFC 7523 §2.2)
+#: and the revocation endpoint (RFC 7009 §2.1).
 CLIENT_REQUEST_PARAMETERS = frozenset(
     {
         "grant_type",

@@ -21,6 +21,7 @@ With the `selectedrole` scope, a person holding several roles chooses one first
 session, and is offered first next time. One role is chosen without asking.
 
 Errors go back to the RP only when its redirect URI was checked; otherwise an error page.
+A parameter sent twice is refused (RFC 6749 §3.1), never read as one of its values.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ from careid_broker.oidc.claims import scope_values, selected_role_claims, user_c
 from careid_broker.oidc.errors import SigninExpiredError
 from careid_broker.oidc.models import SignedInUser
 from careid_broker.oidc.provider import OidcProvider
-from careid_broker.oidc.request_checks import refusing_unworded
+from careid_broker.oidc.request_checks import (
+    AUTHORIZATION_PARAMETERS,
+    refusing_unworded,
+    repeated_parameter,
+)
 from careid_broker.signin.standing import session_standing
 from careid_broker.store import (
     FIELD_LIMITS,
@@ -159,6 +164,12 @@ def _error(provider: OidcProvider, request: OAuth2Request, error: OAuth2Error) -
 
 
 def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -> _Checks:
+    # RFC 6749 §3.1. authlib refuses a repeated response_type, client_id, redirect_uri,
+    # scope or state itself, before the redirect URI is known good; any other would
+    # be read as its first value (prompt=none&prompt=login as none).
+    repeated = repeated_parameter(request.payload.datalist.items(), AUTHORIZATION_PARAMETERS)
+    if repeated is not None:
+        raise InvalidRequestError(repeated, redirect_uri=redirect_uri)
     data = request.payload.data
     # Discovery says request objects are not supported, so one must be refused, not
     # ignored: its acr_values or max_age would silently not apply (OIDC Core §6.1-6.2).
