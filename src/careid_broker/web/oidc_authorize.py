@@ -3,8 +3,8 @@
 `GET|POST /authorize` validates the request with authlib's code grant (client, exact
 redirect URI, scope, PKCE, nonce) and then decides:
 
-- a current sign-in satisfies it (no prompt=login, within max_age, acr_values met,
-  the id_token_hint's user) → a code at once;
+- a current sign-in satisfies it (no prompt=login or select_account, within max_age,
+  acr_values met, the id_token_hint's user) → a code at once;
 - prompt=none and none does → `login_required` to the RP;
 - otherwise the request is stored as a login transaction and the browser goes to the
   login page. A password or card sign-in there goes on with the transaction in its own
@@ -74,6 +74,11 @@ log = logging.getLogger(__name__)
 
 # UI hints kept with a login transaction for the login page; they change nothing else.
 _UI_HINTS = ("login_hint", "ui_locales", "display")
+# OIDC Core §3.1.2.1 prompt values, as discovery lists them. select_account is a fresh
+# sign-in: at a shared workstation the person at the keyboard chooses the account by
+# signing in, never by picking whoever signed in last. consent asks for nothing more:
+# the trust registering the relying party is the consent (as CIS2's terms of use are),
+# so it is already obtained and an RP that always asks for it is not refused.
 _PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 #: The largest max_age accepted (about 68 years): the store keeps it in a 32-bit integer
 #: column (PostgreSQL's int4).
@@ -232,9 +237,10 @@ def _max_age(value: str | None, redirect_uri: str) -> int | None:
 
 
 def _demands_login(prompts: frozenset[str], max_age: int | None) -> bool:
-    """Whether the request wants a sign-in made for it: prompt=login, or max_age=0,
-    which OIDC Core §3.1.2.1 makes its equal."""
-    return "login" in prompts or max_age == 0
+    """Whether the request wants a sign-in made for it: prompt=login or
+    prompt=select_account (`_PROMPTS`), or max_age=0, which OIDC Core §3.1.2.1 makes
+    prompt=login's equal."""
+    return "login" in prompts or "select_account" in prompts or max_age == 0
 
 
 def _past_max_age(provider: OidcProvider, signin: SessionRecord, max_age: int | None) -> bool:
