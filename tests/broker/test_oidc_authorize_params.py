@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
-from broker_support import broker_of
+from broker_support import broker_of, error_code_of
 from flask import Flask
 from oidc_support import ISSUER, LOOPBACK_REDIRECT, REDIRECT, Browser, make_oidc_app
 
@@ -206,3 +206,91 @@ def test_a_cookieless_post_too_long_for_an_address_is_not_carried_on(oidc_app: F
     assert "oidc_logout_invalid" in logout.get_data(as_text=True)
     entry = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.logout", limit=1)
     assert entry and entry[0].error_code == "oidc_logout_invalid"
+
+
+# Characters an OAuth error may not repeat (RFC 6749 §5.2: error_description is
+# %x20-21 / %x23-5B / %x5D-7E) in what the request sent: a refusal, never a 500.
+
+
+def _request(**overrides: str) -> dict[str, str]:
+    return {
+        "response_type": "code",
+        "client_id": "rp",
+        "redirect_uri": REDIRECT,
+        "scope": "openid",
+        "state": "s",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+        **overrides,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("redirect_uri", REDIRECT + "\\x"),
+        ("redirect_uri", REDIRECT + '"'),
+        ("redirect_uri", "https://rp.example.test/callbäck"),
+        ("response_type", 'code"'),
+        ("response_type", "cöde"),
+    ],
+)
+def test_a_value_an_error_may_not_repeat_gets_the_error_page(
+    oidc_app: Flask, name: str, value: str
+) -> None:
+    # Neither is a request whose redirect URI can be trusted: the page, not the RP.
+    response = oidc_app.test_client().get("/authorize", query_string=_request(**{name: value}))
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert error_code_of(response) == "oidc_request_invalid"
+    assert value not in response.get_data(as_text=True)
+    [entry] = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.authorize", limit=1)
+    assert entry.outcome == "failure" and entry.error_code == "oidc_request_invalid"
+    assert entry.details["error"] == "invalid_request" and not entry.details["redirected"]
+
+
+# RFC 6749 §3.1: no parameter more than once. Taking one of the values would, for
+# prompt=none&prompt=login, answer by single sign-on a request that also asks for a
+# fresh sign-in.
+
+
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("nonce", ["a", "b"]),
+        ("prompt", ["none", "login"]),
+        ("max_age", ["0", "99999"]),
+        ("acr_values", ["AAL3_ANY", "AAL1_USERPASS"]),
+        ("response_mode", ["query", "fragment"]),
+        ("login_hint", ["alex.morgan@nhs.net", "kim.taylor@nhs.net"]),
+        ("id_token_hint", ["a", "b"]),
+    ],
+)
+def test_a_repeated_parameter_is_refused_to_the_rp(
+    oidc_app: Flask, oidc_browser: Browser, name: str, values: list[str]
+) -> None:
+    oidc_browser.signed_in_code()
+    query = [*_request().items(), *((name, value) for value in values)]
+    response = oidc_browser.client.get("/authorize", query_string=query)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    location = response.headers["Location"]
+    assert location.startswith(REDIRECT + "?"), location
+    params = dict(parse_qsl(urlsplit(location).query))
+    assert "code" not in params
+    assert params["error"] == "invalid_request"
+    assert params["error_description"] == f"{name} is sent more than once."
+    assert params["state"] == "s" and params["iss"] == ISSUER
+    [entry] = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.authorize", limit=1)
+    assert entry.outcome == "failure" and entry.error_code == "oidc_request_invalid"
+    assert entry.details["error"] == "invalid_request" and entry.details["redirected"]
+
+
+def test_a_repeated_parameter_the_endpoint_does_not_know_is_refused_unnamed(
+    oidc_browser: Browser,
+) -> None:
+    # Sent once in the query and once in the form of a POST: still twice.
+    response = oidc_browser.client.post("/authorize?x%22y=1", data={**_request(), 'x"y': "2"})
+    if response.status_code == 303:  # posted without the broker's cookies
+        response = oidc_browser.client.get(response.headers["Location"])
+    params = dict(parse_qsl(urlsplit(response.headers["Location"]).query))
+    assert params["error"] == "invalid_request"
+    assert params["error_description"] == "A parameter is sent more than once."

@@ -255,6 +255,41 @@ def test_oidcc_prompt_login_reauthenticates_with_a_later_auth_time(
     assert claims["sub"] == first_claims["sub"]
 
 
+def test_prompt_select_account_signs_in_afresh_as_login_does(
+    oidc_browser: Browser, clock: FakeClock
+) -> None:
+    # At a shared workstation the account is chosen by signing in again: whoever is
+    # at the keyboard, not whoever signed in last.
+    first = _tokens(oidc_browser)
+    _, first_claims = id_token_claims(oidc_browser.client, first["id_token"])
+    clock.advance(timedelta(seconds=5))
+    authorization = oidc_browser.authorize(prompt="select_account")
+    assert authorization.location.startswith("/login?"), "select_account must ask again"
+    result = oidc_browser.sign_in(authorization, mail="kim.taylor@nhs.net")
+    _, claims = id_token_claims(
+        oidc_browser.client, oidc_browser.redeem(result).get_json()["id_token"]
+    )
+    assert claims["sub"] != first_claims["sub"]
+    assert claims["auth_time"] >= first_claims["auth_time"] + 5
+    # With none it is a contradiction, as prompt=none login is.
+    silent = oidc_browser.authorize(prompt="none select_account")
+    assert silent.params["error"] == "invalid_request"
+
+
+def test_prompt_consent_is_met_by_the_trusts_registration_of_the_rp(
+    oidc_browser: Browser,
+) -> None:
+    # No consent page: the trust registering the RP is the consent (as CIS2's terms of
+    # use are), so an RP that always asks for consent still gets single sign-on.
+    oidc_browser.signed_in_code()
+    again = oidc_browser.authorize(prompt="consent")
+    assert again.response.status_code == 302 and "code" in again.params
+    assert again.params["state"] == again.state
+    assert oidc_browser.redeem(again).status_code == 200
+    meta = oidc_browser.client.get("/.well-known/openid-configuration").get_json()
+    assert meta["prompt_values_supported"] == ["none", "login", "consent", "select_account"]
+
+
 def test_oidcc_max_age_1_reauthenticates(oidc_browser: Browser, clock: FakeClock) -> None:
     first = _tokens(oidc_browser)
     _, first_claims = id_token_claims(oidc_browser.client, first["id_token"])

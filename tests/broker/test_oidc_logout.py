@@ -7,6 +7,8 @@ key, `typ`, `iss`, `aud`, `events`, `sid`, `jti`, and no `nonce`.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -249,6 +251,31 @@ def test_a_refused_logout_still_offers_sign_out_of_every_service(
 def test_a_refused_logout_when_not_signed_in_says_so(oidc_browser: Browser) -> None:
     page = _refused_logout(oidc_browser, id_token_hint="not.a.token")
     assert "You are not signed in" in page and "Sign out of every service" not in page
+
+
+def _segment(value: object) -> str:
+    raw = json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": "RS256", "kid": 'a"b'}, {"alg": "RS256", "kid": "a\\b"}, {"alg": 'x"y'}, {"alg": "é"}],
+    ids=["kid_quote", "kid_backslash", "alg_quote", "alg_non_ascii"],
+)
+def test_a_hint_whose_header_an_error_may_not_repeat_is_refused_and_audited(
+    oidc_app: Flask, oidc_browser: Browser, header: dict[str, str]
+) -> None:
+    # authlib's refusal would repeat the header's alg or kid, which RFC 6749 §5.2 does
+    # not allow in an error_description: a refusal all the same, never a 500.
+    _sign_in(oidc_browser)
+    hint = f"{_segment(header)}.{_segment({'sub': 'x'})}.AAAA"
+    page = _refused_logout(oidc_browser, id_token_hint=hint)
+    assert "You are still signed in" in page and "Sign out of every service" in page
+    [entry] = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.logout", limit=1)
+    assert entry.outcome == "failure" and entry.error_code == "oidc_logout_invalid"
+    assert entry.details["oauth_error"] == "invalid_request"
+    assert _signed_in(oidc_browser)
 
 
 def test_a_hint_for_someone_else_does_not_sign_this_person_out(oidc_app: Flask) -> None:

@@ -12,14 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
 from broker_support import broker_of
 from flask import Flask
-from oidc_support import REDIRECT, RP_SECRET, Browser, basic, client_assertion, make_oidc_app
+from oidc_support import (
+    LOOPBACK_REDIRECT,
+    OTHER_SECRET,
+    REDIRECT,
+    RP_SECRET,
+    Browser,
+    basic,
+    client_assertion,
+    make_oidc_app,
+)
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.errors import DirectoryUnavailableError
+from careid_broker.oidc.request_checks import refusing_unworded
 from careid_broker.store import AuditRecord, StoreUnavailableError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -368,3 +379,184 @@ def test_an_over_large_body_or_a_wrong_method_is_answered_in_oauth_json(
     assert "Allow" in wrong_method.headers
     # Elsewhere the person still gets the broker's page.
     assert "text/html" in client.put("/login").content_type
+
+
+# A request whose text an OAuth error may not repeat (RFC 6749 §5.2 allows only
+# %x20-21 / %x23-5B / %x5D-7E in error_description): refused, never a 500.
+
+
+@pytest.mark.parametrize("alg", ["ES\\256", 'x"y', "é"])
+@pytest.mark.parametrize(("path", "event"), CLIENT_ENDPOINTS)
+def test_a_client_assertion_alg_an_error_may_not_repeat_is_invalid_client(
+    oidc_app: Flask, alg: str, path: str, event: str
+) -> None:
+    assertion = f"{_segment({'alg': alg})}.{_segment({'iss': 'jwtrp', 'sub': 'jwtrp'})}.AAAA"
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": "x",
+        "token": "x",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion,
+    }
+    response = oidc_app.test_client().post(path, data=form)
+    body = _json_error(response, 401, "invalid_client")
+    assert alg not in body["error_description"]
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    entry = _last(oidc_app, event)
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_client"
+
+
+@pytest.mark.parametrize("name", ["%C3%A9", "a%22", "b%5C"])
+def test_a_repeated_parameter_is_named_only_when_the_token_endpoint_knows_it(
+    oidc_app: Flask, name: str
+) -> None:
+    response = oidc_app.test_client().post(
+        "/token",
+        data=f"grant_type=refresh_token&refresh_token=x&{name}=1&{name}=2",
+        content_type="application/x-www-form-urlencoded",
+        headers=basic("rp", RP_SECRET),
+    )
+    body = _json_error(response, 400, "invalid_request")
+    assert body["error_description"] == "A parameter is sent more than once."
+    assert _last(oidc_app, "oidc.token").details["reason"] == "invalid_request"
+
+
+def test_only_authlibs_refusal_to_word_an_error_becomes_the_endpoints_refusal() -> None:
+    fixed = InvalidRequestError("The request holds characters it may not.")
+    with pytest.raises(InvalidRequestError) as refused:
+        with refusing_unworded(lambda: fixed):
+            InvalidClientError(description='alg "ES\\256" is not allowed')
+    assert refused.value is fixed
+    # Any other ValueError is a fault, and goes on as one (a 500, logged), never
+    # mistaken for a bad request.
+    with pytest.raises(ValueError, match="a fault"):
+        with refusing_unworded(lambda: fixed):
+            raise ValueError("a fault")
+
+
+# RFC 6749 §2.3: a client uses one authentication method per request; a wrong secret
+# must not fall through to another method, or to another client's credentials.
+
+
+def _two_ways(authorization_code: str, verifier: str | None) -> dict[str, Any]:
+    form = {
+        "grant_type": "authorization_code",
+        "code": authorization_code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier or "",
+    }
+    return {
+        "basic_and_wrong_form_secret": (
+            {**form, "client_id": "rp", "client_secret": "not-the-secret"},
+            basic("rp", RP_SECRET),
+        ),
+        "basic_and_another_clients_form_credentials": (
+            {**form, "client_id": "other", "client_secret": OTHER_SECRET},
+            basic("rp", RP_SECRET),
+        ),
+        "basic_and_a_client_assertion": (
+            {**form, **client_assertion("jwtrp")},
+            basic("rp", RP_SECRET),
+        ),
+        "form_secret_and_a_client_assertion": (
+            {**form, "client_secret": OTHER_SECRET, **client_assertion("jwtrp")},
+            {},
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "basic_and_wrong_form_secret",
+        "basic_and_another_clients_form_credentials",
+        "basic_and_a_client_assertion",
+        "form_secret_and_a_client_assertion",
+    ],
+)
+def test_client_credentials_sent_two_ways_are_refused_at_the_token_endpoint(
+    oidc_app: Flask, case: str
+) -> None:
+    browser = Browser(oidc_app.test_client())
+    authorization = browser.signed_in_code()
+    form, headers = _two_ways(authorization.code, authorization.verifier)[case]
+    refused = browser.client.post("/token", data=form, headers=headers)
+    body = _json_error(refused, 400, "invalid_request")
+    assert "one way" in body["error_description"]
+    entry = _last(oidc_app, "oidc.token")
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_request"
+    # Refused before any grant looked at it: the code is still good, with one method
+    # (naming the client in the form beside Basic credentials is still one method).
+    again = browser.redeem(authorization, client_id="rp")
+    assert again.status_code == 200, again.get_data(as_text=True)
+
+
+def test_client_credentials_sent_two_ways_are_refused_at_revocation(oidc_app: Flask) -> None:
+    browser = Browser(oidc_app.test_client())
+    tokens = _tokens(browser)
+    refused = browser.client.post(
+        "/revoke",
+        data={"token": tokens["access_token"], "client_id": "other", "client_secret": "wrong"},
+        headers=basic("rp", RP_SECRET),
+    )
+    body = _json_error(refused, 400, "invalid_request")
+    assert "one way" in body["error_description"]
+    entry = _last(oidc_app, "oidc.revocation")
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_request"
+    assert _userinfo_status(browser, tokens["access_token"]) == 200  # nothing revoked
+
+
+# RFC 6749 §3.2: a token request's parameters are in the body. The grants read a
+# parameter from the URL as readily as from the form, so the URL could otherwise
+# override what the duplicate checks see.
+
+
+def test_parameters_in_the_token_endpoints_url_are_refused(oidc_app: Flask) -> None:
+    browser = Browser(oidc_app.test_client())
+    authorization = browser.signed_in_code()
+    form = {
+        "grant_type": "authorization_code",
+        "code": authorization.code,
+        "redirect_uri": "https://evil.example/x",
+        "code_verifier": authorization.verifier or "",
+    }
+    auth = basic("rp", RP_SECRET)
+    for query in (f"redirect_uri={REDIRECT}", "client_id=public", "grant_type=refresh_token"):
+        refused = browser.client.post(f"/token?{query}", data=form, headers=auth)
+        body = _json_error(refused, 400, "invalid_request")
+        assert "URL" in body["error_description"]
+        assert _last(oidc_app, "oidc.token").details["reason"] == "invalid_request"
+    # None of them spent the code.
+    good = browser.client.post("/token", data={**form, "redirect_uri": REDIRECT}, headers=auth)
+    assert good.status_code == 200, good.get_data(as_text=True)
+
+
+def test_parameters_in_the_revocation_url_are_refused(oidc_app: Flask) -> None:
+    public = Browser(oidc_app.test_client(), client_id="public", redirect_uri=LOOPBACK_REDIRECT)
+    authorization = public.signed_in_code()
+    tokens = public.redeem(authorization, auth="none").get_json()
+    refused = public.client.post("/revoke?client_id=public", data={"token": tokens["access_token"]})
+    body = _json_error(refused, 400, "invalid_request")
+    assert "URL" in body["error_description"]
+    assert _last(oidc_app, "oidc.revocation").details["reason"] == "invalid_request"
+    assert _userinfo_status(public, tokens["access_token"]) == 200  # nothing revoked
+    # In the body, as RFC 7009 §2.1 sends it, the same revocation is done.
+    done = public.client.post(
+        "/revoke", data={"token": tokens["access_token"], "client_id": "public"}
+    )
+    assert done.status_code == 200, done.get_data(as_text=True)
+    assert _userinfo_status(public, tokens["access_token"]) == 401
+
+
+def test_a_repeated_parameter_at_revocation_is_refused(oidc_app: Flask) -> None:
+    browser = Browser(oidc_app.test_client())
+    tokens = _tokens(browser)
+    refused = browser.client.post(
+        "/revoke",
+        data=MultiDict([("token", "not-a-token"), ("token", tokens["access_token"])]),
+        headers=basic("rp", RP_SECRET),
+    )
+    body = _json_error(refused, 400, "invalid_request")
+    assert body["error_description"] == "token is sent more than once."
+    assert _last(oidc_app, "oidc.revocation").details["reason"] == "invalid_request"
+    assert _userinfo_status(browser, tokens["access_token"]) == 200

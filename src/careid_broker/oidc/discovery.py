@@ -52,7 +52,9 @@ def provider_metadata(
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "acr_values_supported": list(SUPPORTED_ACR_VALUES),
-        "prompt_values_supported": ["none", "login"],
+        # consent: met by the trust's registration of the RP; select_account: a fresh
+        # sign-in, as login is (`web/oidc_authorize.py`).
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "display_values_supported": ["page"],
         "ui_locales_supported": ["en-GB"],
         "authorization_response_iss_parameter_supported": True,

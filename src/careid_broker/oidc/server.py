@@ -17,7 +17,13 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    OAuth2Request,
+    grants,
+)
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -42,6 +48,7 @@ from careid_broker.oidc.endpoints import (
     StoreUserInfo,
 )
 from careid_broker.oidc.models import OAuthClient, SignedInUser, StoredCode, TokenView
+from careid_broker.oidc.request_checks import malformed_client_request, refusing_unworded
 from careid_broker.store import (
     CodeGrant,
     KeyAlgorithm,
@@ -322,11 +329,29 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     def create_token_response(self, request: Any = None) -> Any:
         oauth_request = self.create_oauth2_request(request)
-        problem = malformed_token_request()
+        problem = malformed_client_request(token_endpoint=True)
         if problem is not None:
             # Refused before any grant looks at it, so no code is spent on it.
             return self.handle_error_response(oauth_request, InvalidRequestError(problem))
         return super().create_token_response(oauth_request)
+
+    def create_endpoint_response(self, name: str, request: Any = None) -> Any:
+        if name == StoreRevocation.ENDPOINT_NAME:
+            problem = malformed_client_request(token_endpoint=False)
+            if problem is not None:
+                oauth_request = self.create_oauth2_request(request)
+                return self.handle_error_response(oauth_request, InvalidRequestError(problem))
+        return super().create_endpoint_response(name, request)
+
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> OAuthClient:
+        # At /token and /revoke alike: credentials authlib cannot word a refusal of
+        # (a client assertion whose alg or kid holds a quote, a backslash or a
+        # non-ASCII letter) are refused as any other unusable credentials are.
+        with refusing_unworded(_unreadable_credentials):
+            client: OAuthClient = super().authenticate_client(request, methods, endpoint)
+        return client
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         client: OAuthClient = request.client
@@ -387,22 +412,12 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             raise InvalidGrantError("The authorization code is not valid.")
 
 
-def malformed_token_request() -> str | None:
-    """What is wrong with the current token request's form, if anything.
-
-    RFC 6749 §4.1.3 and §6: a form-encoded body with a grant_type; §3.2: no parameter
-    more than once. authlib would answer the first two unsupported_grant_type and pick
-    one of a repeated parameter's values.
-    """
-    if flask_request.mimetype != "application/x-www-form-urlencoded":
-        return "Send the token request as an application/x-www-form-urlencoded form."
-    form = flask_request.form
-    for name, values in form.lists():
-        if len(values) > 1:
-            return f"{name} is sent more than once."
-    if not form.get("grant_type"):
-        return "Missing 'grant_type': send authorization_code or refresh_token."
-    return None
+def _unreadable_credentials() -> InvalidClientError:
+    return InvalidClientError(
+        status_code=401,
+        description="The client's credentials could not be read: a value in them (such as"
+        " the client assertion's alg or kid) holds characters it may not.",
+    )
 
 
 def build_server(

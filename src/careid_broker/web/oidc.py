@@ -19,6 +19,7 @@ from careid_broker.errors import BrokerError
 from careid_broker.logging_setup import current_request_id
 from careid_broker.oidc.discovery import provider_metadata
 from careid_broker.oidc.logout import hinted_sub
+from careid_broker.oidc.request_checks import refusing_unworded
 from careid_broker.origins import origin_of
 from careid_broker.store import MAX_TRANSACTION_ID_LENGTH, EndReason, Outcome, StoreError
 from careid_broker.web import oidc_authorize as authorize_flow
@@ -314,7 +315,8 @@ def logout() -> Response:
         return again
     server = current_broker().oidc.server
     try:
-        validated = server.validate_endpoint_request("end_session")
+        with refusing_unworded(_unworded_logout):
+            validated = server.validate_endpoint_request("end_session")
     except OAuth2Error as error:
         return _logout_refused(error)
     if validated.needs_confirmation:
@@ -328,6 +330,14 @@ def logout() -> Response:
         response.headers.update(_NO_STORE)
         return response
     return _logout_page("oidc_logout_done.html", client=validated.client)
+
+
+def _unworded_logout() -> InvalidRequestError:
+    # authlib's refusal would have repeated the id_token_hint header's alg or kid.
+    return InvalidRequestError(
+        description="The sign-out request is not valid: the id_token_hint (or another"
+        " parameter) holds characters it may not."
+    )
 
 
 def _again_by_get(endpoint: str) -> Response | None:

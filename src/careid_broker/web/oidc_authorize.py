@@ -3,8 +3,8 @@
 `GET|POST /authorize` validates the request with authlib's code grant (client, exact
 redirect URI, scope, PKCE, nonce) and then decides:
 
-- a current sign-in satisfies it (no prompt=login, within max_age, acr_values met,
-  the id_token_hint's user) → a code at once;
+- a current sign-in satisfies it (no prompt=login or select_account, within max_age,
+  acr_values met, the id_token_hint's user) → a code at once;
 - prompt=none and none does → `login_required` to the RP;
 - otherwise the request is stored as a login transaction and the browser goes to the
   login page. A password or card sign-in there goes on with the transaction in its own
@@ -21,6 +21,7 @@ With the `selectedrole` scope, a person holding several roles chooses one first
 session, and is offered first next time. One role is chosen without asking.
 
 Errors go back to the RP only when its redirect URI was checked; otherwise an error page.
+A parameter sent twice is refused (RFC 6749 §3.1), never read as one of its values.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ from careid_broker.oidc.claims import scope_values, selected_role_claims, user_c
 from careid_broker.oidc.errors import SigninExpiredError
 from careid_broker.oidc.models import SignedInUser
 from careid_broker.oidc.provider import OidcProvider
+from careid_broker.oidc.request_checks import (
+    AUTHORIZATION_PARAMETERS,
+    refusing_unworded,
+    repeated_parameter,
+)
 from careid_broker.signin.standing import session_standing
 from careid_broker.store import (
     FIELD_LIMITS,
@@ -68,6 +74,11 @@ log = logging.getLogger(__name__)
 
 # UI hints kept with a login transaction for the login page; they change nothing else.
 _UI_HINTS = ("login_hint", "ui_locales", "display")
+# OIDC Core §3.1.2.1 prompt values, as discovery lists them. select_account is a fresh
+# sign-in: at a shared workstation the person at the keyboard chooses the account by
+# signing in, never by picking whoever signed in last. consent asks for nothing more:
+# the trust registering the relying party is the consent (as CIS2's terms of use are),
+# so it is already obtained and an RP that always asks for it is not refused.
 _PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 #: The largest max_age accepted (about 68 years): the store keeps it in a 32-bit integer
 #: column (PostgreSQL's int4).
@@ -158,6 +169,12 @@ def _error(provider: OidcProvider, request: OAuth2Request, error: OAuth2Error) -
 
 
 def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -> _Checks:
+    # RFC 6749 §3.1. authlib refuses a repeated response_type, client_id, redirect_uri,
+    # scope or state itself, before the redirect URI is known good; any other would
+    # be read as its first value (prompt=none&prompt=login as none).
+    repeated = repeated_parameter(request.payload.datalist.items(), AUTHORIZATION_PARAMETERS)
+    if repeated is not None:
+        raise InvalidRequestError(repeated, redirect_uri=redirect_uri)
     data = request.payload.data
     # Discovery says request objects are not supported, so one must be refused, not
     # ignored: its acr_values or max_age would silently not apply (OIDC Core §6.1-6.2).
@@ -220,9 +237,10 @@ def _max_age(value: str | None, redirect_uri: str) -> int | None:
 
 
 def _demands_login(prompts: frozenset[str], max_age: int | None) -> bool:
-    """Whether the request wants a sign-in made for it: prompt=login, or max_age=0,
-    which OIDC Core §3.1.2.1 makes its equal."""
-    return "login" in prompts or max_age == 0
+    """Whether the request wants a sign-in made for it: prompt=login or
+    prompt=select_account (`_PROMPTS`), or max_age=0, which OIDC Core §3.1.2.1 makes
+    prompt=login's equal."""
+    return "login" in prompts or "select_account" in prompts or max_age == 0
 
 
 def _past_max_age(provider: OidcProvider, signin: SessionRecord, max_age: int | None) -> bool:
@@ -411,15 +429,25 @@ def _store_request(
     return created.transaction_id
 
 
+def _unworded_request() -> InvalidRequestError:
+    # authlib's own refusal would have repeated the value; which one is not known
+    # here, nor whether the redirect URI can be trusted: so the page, not the RP.
+    return InvalidRequestError(
+        "A parameter holds characters it may not (RFC 6749 Appendix A, RFC 3986):"
+        " check redirect_uri and response_type."
+    )
+
+
 def authorize(provider: OidcProvider, signin: SessionRecord | None) -> Response:
     """Handle GET or POST /authorize for the current Flask request."""
     server = provider.server
     request = server.create_oauth2_request(None)
     try:
-        grant = server.get_authorization_grant(request)
-        grant.validate_no_multiple_request_parameter(request)
-        redirect_uri = grant.validate_authorization_request()
-        checks = _checks(provider, request, redirect_uri)
+        with refusing_unworded(_unworded_request):
+            grant = server.get_authorization_grant(request)
+            grant.validate_no_multiple_request_parameter(request)
+            redirect_uri = grant.validate_authorization_request()
+            checks = _checks(provider, request, redirect_uri)
     except OAuth2Error as error:
         error.state = request.payload.state
         return _error(provider, request, error)
