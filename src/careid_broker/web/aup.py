@@ -207,23 +207,13 @@ def accept() -> BaseResponse:
         return redirect(url_for("aup.page"), code=303)
     rp = _rp_of(pending.return_tx)
     session.pop(PENDING_KEY, None)
+    unread: AupRecordedButUnreadError | None = None
     try:
         account = svc.aup.accept(pending)
     except AupRecordedButUnreadError as exc:
         # The directory holds the acceptance: it is audited as made, whatever the read
         # back did. Only this sign-in stops; signing in again finds the policy accepted.
-        log.warning("AUP acceptance recorded, sign-in stopped: %s", exc.detail)
-        recorded = exc.recorded
-        _audit_for(recorded, EVENT_ACCEPT, Outcome.SUCCESS, rp=rp)
-        _audit_for(
-            recorded,
-            EVENT_ACCEPT,
-            Outcome.FAILURE,
-            rp=rp,
-            code=exc.code,
-            details={"aup_recorded": recorded.aup_version},
-        )
-        return error_response(exc.code, retry_url=url_for("login.page", tx=pending.return_tx))
+        account, unread = exc.recorded, exc
     except BrokerError as exc:  # used or expired, read-only, directory down
         svc.audit(
             EVENT_ACCEPT,
@@ -235,6 +225,17 @@ def accept() -> BaseResponse:
         )
         return error_response(exc.code, retry_url=url_for("login.page", tx=pending.return_tx))
     _audit_for(account, EVENT_ACCEPT, Outcome.SUCCESS, rp=rp)
+    if unread is not None:
+        log.warning("AUP acceptance recorded, sign-in stopped: %s", unread.detail)
+        _audit_for(
+            account,
+            EVENT_ACCEPT,
+            Outcome.FAILURE,
+            rp=rp,
+            code=unread.code,
+            details={"aup_recorded": account.aup_version},
+        )
+        return error_response(unread.code, retry_url=url_for("login.page", tx=pending.return_tx))
     try:
         svc.aup.check(account)
     except BrokerError as exc:  # disabled or expired meanwhile: still refused

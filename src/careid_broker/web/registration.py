@@ -219,29 +219,13 @@ def accept_aup(
         return refused
     if request.form.get("accept") != "yes":
         return redirect(url_for("registration.card_page"), code=303)
+    unread: AupRecordedButUnreadError | None = None
     try:
         account = service.accept_aup(pending)
     except AupRecordedButUnreadError as exc:
         # The directory holds the acceptance: audited as made, whatever the read back
         # did. Only this step stops; the card step reads the account afresh.
-        log.warning("AUP acceptance recorded, registration step stopped: %s", exc.detail)
-        recorded = exc.recorded
-        audit_step(
-            "registration.aup",
-            Outcome.SUCCESS,
-            mail=recorded.mail,
-            org=recorded.org_code,
-            details={"aup_version": recorded.aup_version},
-        )
-        audit_step(
-            "registration.aup",
-            Outcome.FAILURE,
-            code=exc.code,
-            mail=recorded.mail,
-            org=recorded.org_code,
-            details={"aup_recorded": recorded.aup_version},
-        )
-        return error_response(exc.code, retry_url=url_for("registration.card_page"))
+        account, unread = exc.recorded, exc
     except BrokerError as exc:  # read-only directory, directory down
         audit_step("registration.aup", Outcome.FAILURE, code=exc.code, mail=pending.mail)
         return error_response(exc.code, retry_url=url_for("registration.card_page"))
@@ -252,6 +236,17 @@ def accept_aup(
         org=account.org_code,
         details={"aup_version": account.aup_version},
     )
+    if unread is not None:
+        log.warning("AUP acceptance recorded, registration step stopped: %s", unread.detail)
+        audit_step(
+            "registration.aup",
+            Outcome.FAILURE,
+            code=unread.code,
+            mail=account.mail,
+            org=account.org_code,
+            details={"aup_recorded": account.aup_version},
+        )
+        return error_response(unread.code, retry_url=url_for("registration.card_page"))
     return redirect(url_for("registration.card_page"), code=303)
 
 
