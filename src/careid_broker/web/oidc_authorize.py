@@ -170,9 +170,14 @@ def _error(provider: OidcProvider, request: OAuth2Request, error: OAuth2Error) -
 
 def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -> _Checks:
     # RFC 6749 §3.1. authlib refuses a repeated response_type, client_id, redirect_uri,
-    # scope or state itself, before the redirect URI is known good; any other would
-    # be read as its first value (prompt=none&prompt=login as none).
-    repeated = repeated_parameter(request.payload.datalist.items(), AUTHORIZATION_PARAMETERS)
+    # scope or state itself, before the redirect URI is known good; any other it knows
+    # would be read as its first value (prompt=none&prompt=login as none). Parameters
+    # it does not know are ignored, however often sent (§3.1; RFC 8707's `resource`
+    # may come more than once).
+    known = (
+        item for item in request.payload.datalist.items() if item[0] in AUTHORIZATION_PARAMETERS
+    )
+    repeated = repeated_parameter(known, AUTHORIZATION_PARAMETERS)
     if repeated is not None:
         raise InvalidRequestError(repeated, redirect_uri=redirect_uri)
     data = request.payload.data
