@@ -1,8 +1,9 @@
 """Checks on the shape of a request before authlib reads it, and the guard for the
 refusals authlib cannot word.
 
-RFC 6749 §3.1 and §3.2: no parameter more than once, at the authorization endpoint and
-the token endpoint alike; the token endpoint's parameters in the form body. §2.3: a
+RFC 6749 §3.1 and §3.2: no parameter the endpoint knows more than once (others are
+ignored, however often sent), at the authorization endpoint and the token endpoint
+alike; the token endpoint's parameters in the form body. §2.3: a
 client authenticates one way per request. authlib takes the first of a repeated value,
 reads the URL's query as readily as the body, and tries each client authentication
 method until one works; so these are refused first.
@@ -25,8 +26,7 @@ from flask import request as flask_request
 FORM = "application/x-www-form-urlencoded"
 
 #: The parameters an authorization request may carry (RFC 6749 §4.1.1, RFC 7636 §4.3,
-#: OIDC Core §3.1.2.1 and §6): a repeated one is named in the refusal, any other is not,
-#: so nothing the request made up is repeated back.
+#: OIDC Core §3.1.2.1 and §6): a repeated one is refused, naming it; any other is ignored.
 AUTHORIZATION_PARAMETERS = frozenset(
     {
         "response_type",
@@ -74,12 +74,12 @@ CLIENT_REQUEST_PARAMETERS = frozenset(
 
 
 def repeated_parameter(lists: Iterable[tuple[str, list[str]]], known: frozenset[str]) -> str | None:
-    """The refusal's description when a parameter is sent more than once, else None."""
+    """The refusal's description when a parameter the endpoint knows is sent more than
+    once, else None: unrecognised parameters are ignored, however often sent (RFC 6749
+    §3.1, §3.2), and so never repeated back."""
     for name, values in lists:
-        if len(values) > 1:
-            if name in known:
-                return f"{name} is sent more than once."
-            return "A parameter is sent more than once."
+        if name in known and len(values) > 1:
+            return f"{name} is sent more than once."
     return None
 
 

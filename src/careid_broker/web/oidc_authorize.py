@@ -174,10 +174,7 @@ def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -
     # would be read as its first value (prompt=none&prompt=login as none). Parameters
     # it does not know are ignored, however often sent (§3.1; RFC 8707's `resource`
     # may come more than once).
-    known = (
-        item for item in request.payload.datalist.items() if item[0] in AUTHORIZATION_PARAMETERS
-    )
-    repeated = repeated_parameter(known, AUTHORIZATION_PARAMETERS)
+    repeated = repeated_parameter(request.payload.datalist.items(), AUTHORIZATION_PARAMETERS)
     if repeated is not None:
         raise InvalidRequestError(repeated, redirect_uri=redirect_uri)
     data = request.payload.data
