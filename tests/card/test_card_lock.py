@@ -164,6 +164,45 @@ def test_a_kept_sign_in_never_outlives_the_sessions_lifetime(
     assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
 
 
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
+def test_a_card_removed_after_the_idle_limit_ends_the_session_as_expired_for_every_rp(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    test_rp: TestRelyingParty,
+    session_ended: list[EndedSession],
+) -> None:
+    # The clinician walked away with the card in; the idle limit (2 h) has passed, so the
+    # session is already dead: taking the card out later must not hand "other"
+    # (card_removal = "none") a sign-in that lives on to the absolute lifetime.
+    app = card_app_factory(
+        backchannel_uri=test_rp.url,
+        other_backchannel=test_rp.url + "?rp=other",
+        other_card_removal="none",
+    )
+    rp, card_session = _card_signin_to_rp(app, card_pki)
+    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
+    tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    card_clock.advance(timedelta(hours=2, minutes=1))
+
+    assert _removed(app, {"cardSession": card_session}).status_code == 204
+
+    [ended] = session_ended
+    assert ended.reason == "expired"
+    assert sorted(ended.relying_parties) == ["other", "rp"] and ended.kept_relying_parties == ()
+    entry = last_audit(app, "session.end")
+    assert entry.details["reason"] == "expired"
+    assert "kept_relying_parties" not in entry.details
+    refused = _refresh_other(other, tokens.get_json()["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    # Both relying parties are told, as at any expiry.
+    assert broker_of(app).oidc.backchannel.deliver_due().delivered == 2
+    received = test_rp.wait_for(2)
+    audiences = sorted(unverified_claims(r.form["logout_token"])["aud"] for r in received)
+    assert audiences == ["other", "rp"]
+
+
 @pytest.mark.parametrize("ending", ["registration_removed", "card_revoked"])
 def test_a_kept_sign_in_ends_with_its_cards_registration_or_certificate(
     card_app_factory: CardAppFactory,

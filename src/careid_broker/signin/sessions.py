@@ -317,19 +317,24 @@ class SigninSessions:
     ) -> EndedSession | None:
         """End the session the agent's card-removed report names, if it is still open.
 
-        `keep_clients` keep their sign-in: they are not told and their tokens stay.
+        `keep_clients` keep their sign-in: they are not told and their tokens stay. A
+        session already past its idle or absolute limit ends as expired instead, every
+        relying party told and none kept: the card leaving cannot bring it back to life
+        for those that keep their sign-in.
         """
         # Looked up before any write: most reports name nothing, and must stay cheap.
         record = self._repos.sessions.find_by_card_session(card_session)
         if record is None or not record.active:
             return None
+        reason, keep, why = EndReason.CARD_REMOVED, keep_clients, None
+        if self.expired(record, self._store.now()):
+            reason, keep = EndReason.EXPIRED, frozenset()
+            why = "found expired when its card was removed"
         with self._store.transaction():
-            ended = self._repos.sessions.end_session(
-                record.sid, EndReason.CARD_REMOVED, keep_clients=keep_clients
-            )
+            ended = self._repos.sessions.end_session(record.sid, reason, keep_clients=keep)
             if ended is None or not ended.ended_now:
                 return None  # ended meanwhile by something else, which told the RPs
-            self.publish_ended(ended)
+            self.publish_ended(ended, why=why)
         return ended
 
     def publish_ended(self, ended: EndedSession, *, why: str | None = None) -> None:
