@@ -32,7 +32,7 @@ from careid_broker.admin.reasons import Reason, RemovalReason
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.card.lock import WindowLimiter
-from careid_broker.store import EndedSession
+from careid_broker.store import EndedSession, EndReason
 from support.clock import FakeClock
 
 
@@ -162,6 +162,94 @@ def test_a_kept_sign_in_never_outlives_the_sessions_lifetime(
     card_clock.advance(timedelta(minutes=1))
     refused = _refresh_other(other, kept.get_json()["refresh_token"])
     assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    # Ended there as an expiry: "other"'s tokens revoked, and it is told.
+    entry = last_audit(app, "session.end")
+    assert entry.details["reason"] == "expired" and entry.details["relying_parties"] == ["other"]
+
+
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
+def test_a_card_removed_after_the_idle_limit_ends_the_session_as_expired_for_every_rp(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    test_rp: TestRelyingParty,
+    session_ended: list[EndedSession],
+) -> None:
+    # The clinician walked away with the card in; the idle limit (2 h) has passed, so the
+    # session is already dead: taking the card out later must not hand "other"
+    # (card_removal = "none") a sign-in that lives on to the absolute lifetime.
+    app = card_app_factory(
+        backchannel_uri=test_rp.url,
+        other_backchannel=test_rp.url + "?rp=other",
+        other_card_removal="none",
+    )
+    rp, card_session = _card_signin_to_rp(app, card_pki)
+    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
+    tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    card_clock.advance(timedelta(hours=2, minutes=1))
+
+    assert _removed(app, {"cardSession": card_session}).status_code == 204
+
+    [ended] = session_ended
+    assert ended.reason == "expired"
+    assert sorted(ended.relying_parties) == ["other", "rp"] and ended.kept_relying_parties == ()
+    entry = last_audit(app, "session.end")
+    assert entry.details["reason"] == "expired"
+    assert "kept_relying_parties" not in entry.details
+    refused = _refresh_other(other, tokens.get_json()["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    # Both relying parties are told, as at any expiry.
+    assert broker_of(app).oidc.backchannel.deliver_due().delivered == 2
+    received = test_rp.wait_for(2)
+    audiences = sorted(unverified_claims(r.form["logout_token"])["aud"] for r in received)
+    assert audiences == ["other", "rp"]
+
+
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
+@pytest.mark.parametrize(
+    ("idle_at_removal", "kept"),
+    [
+        pytest.param(timedelta(hours=1, minutes=59), True, id="removed_before_the_idle_limit"),
+        pytest.param(timedelta(hours=2, minutes=1), False, id="removed_after_it"),
+    ],
+)
+def test_a_kept_sign_in_stops_if_its_session_was_idle_past_the_limit_when_the_card_left(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    card_clock: FakeClock,
+    test_rp: TestRelyingParty,
+    idle_at_removal: timedelta,
+    kept: bool,
+) -> None:
+    # Whichever way a session came to be recorded as ended by its card with "other"
+    # keeping its sign-in (here the store is told so directly, as an earlier version
+    # would have done), a removal after the idle limit keeps nothing alive.
+    app = card_app_factory(other_backchannel=test_rp.url + "?rp=other", other_card_removal="none")
+    rp, _ = _card_signin_to_rp(app, card_pki)
+    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
+    tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    broker = broker_of(app)
+    [session] = broker.repos.sessions.active_for_account(ALEX[0])
+    card_clock.advance(idle_at_removal)
+    ended = broker.repos.sessions.end_session(
+        session.sid, EndReason.CARD_REMOVED, keep_clients=frozenset({"other"})
+    )
+    assert ended is not None and ended.kept_relying_parties == ("other",)
+    card_clock.advance(timedelta(hours=1))  # well within the 8-hour lifetime
+
+    refreshed = _refresh_other(other, tokens.get_json()["refresh_token"])
+    if kept:
+        assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
+        return
+    assert refreshed.status_code == 400 and refreshed.get_json()["error"] == "invalid_grant"
+    entry = last_audit(app, "session.end")
+    assert entry.details["reason"] == "expired" and entry.details["relying_parties"] == ["other"]
+    # "other" is told its sign-in has ended, as at any expiry.
+    assert broker.oidc.backchannel.deliver_due().delivered == 1
+    [received] = test_rp.wait_for(1)
+    assert unverified_claims(received.form["logout_token"])["aud"] == "other"
 
 
 @pytest.mark.parametrize("ending", ["registration_removed", "card_revoked"])

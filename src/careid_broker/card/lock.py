@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from careid_broker.metrics import BrokerMetrics
 from careid_broker.signin.sessions import SigninSessions
-from careid_broker.store import EndedSession
+from careid_broker.store import EndedSession, EndReason
 
 #: What the agent accepts as a card-session reference (its `CARD_SESSION_RE`), so a
 #: report the agent could never have sent is not even looked up.
@@ -52,12 +52,13 @@ class SessionLock:
 
         Its relying parties are told (back-channel logout queued in the same database
         transaction as the ending), except those that keep their sign-in on removal,
-        and the ending is audited.
+        and the ending is audited. A session found past its idle or absolute limit ends
+        as expired, keeping no one's sign-in, and is not counted as a removal.
         """
         if not isinstance(card_session, str) or not CARD_SESSION_RE.fullmatch(card_session):
             return None
         ended = self._sessions.end_by_card_session(card_session, keep_clients=self._keep)
-        if ended is not None:
+        if ended is not None and ended.reason == EndReason.CARD_REMOVED:
             self._removals.inc()
         return ended
 

@@ -185,8 +185,10 @@ class SigninSessions:
         parties told), as `find` would have ended it had its browser come back. An
         ended session's tokens were revoked when it ended, except those of the relying
         parties that keep their sign-in when the card leaves the reader: those outlive
-        a card removal, never the session's absolute lifetime. A session ended for any
-        other reason refuses whatever token survived it.
+        a card removal, never the session's absolute lifetime, nor a removal that came
+        after the session had already expired (it kept nothing alive). A kept sign-in
+        that stops here ends as an expiry does: its tokens revoked, its relying parties
+        told. A session ended for any other reason refuses whatever token survived it.
 
         And the account must still be one that may sign in, read from the directory now
         as a new sign-in would read it (disabled, expired, AUP no longer current; for a
@@ -206,12 +208,31 @@ class SigninSessions:
                 return "the sign-in session has expired"
         elif record.end_reason != EndReason.CARD_REMOVED:
             return "the sign-in session has ended"
-        elif now >= record.auth_time + self._lifetime:
-            return "the sign-in session is past its lifetime"
+        elif (expiry := self._kept_signin_expiry(record, now)) is not None:
+            self._end_kept_signins(record.sid, why=expiry)
+            return expiry
         refusal = self._standing_refusal(record)
         if refusal is not None and record.active:
             self.end(record.sid, EndReason.ACCOUNT_REFUSED, why=refusal)
         return refusal
+
+    def _kept_signin_expiry(self, record: SessionRecord, now: datetime) -> str | None:
+        """Why the sign-ins relying parties kept when the card ended `record` may no
+        longer be used, or None while they may."""
+        if now >= record.auth_time + self._lifetime:
+            return "the sign-in session is past its lifetime"
+        # Judged at the ending: idle time after the card left is the kept sign-in's
+        # own business, but a session already dead by then had nothing left to keep.
+        if record.ended_at is None or self.expired(record, record.ended_at):
+            return "the sign-in session had expired before its card was removed"
+        return None
+
+    def _end_kept_signins(self, sid: str, *, why: str) -> None:
+        """Revoke the sign-ins relying parties kept in ended session `sid` and tell
+        them, audited as the expiry it is."""
+        with self._store.transaction():
+            for kept in self._repos.sessions.end_kept_signins(EndReason.EXPIRED, sids=[sid]):
+                self.publish_ended(kept, why=why)
 
     def _standing_refusal(self, record: SessionRecord) -> str | None:
         """Why the session's account (and, for a card's session, its Care Identity) may
@@ -317,19 +338,24 @@ class SigninSessions:
     ) -> EndedSession | None:
         """End the session the agent's card-removed report names, if it is still open.
 
-        `keep_clients` keep their sign-in: they are not told and their tokens stay.
+        `keep_clients` keep their sign-in: they are not told and their tokens stay. A
+        session already past its idle or absolute limit ends as expired instead, every
+        relying party told and none kept: the card leaving cannot bring it back to life
+        for those that keep their sign-in.
         """
         # Looked up before any write: most reports name nothing, and must stay cheap.
         record = self._repos.sessions.find_by_card_session(card_session)
         if record is None or not record.active:
             return None
+        reason, keep, why = EndReason.CARD_REMOVED, keep_clients, None
+        if self.expired(record, self._store.now()):
+            reason, keep = EndReason.EXPIRED, frozenset()
+            why = "found expired when its card was removed"
         with self._store.transaction():
-            ended = self._repos.sessions.end_session(
-                record.sid, EndReason.CARD_REMOVED, keep_clients=keep_clients
-            )
+            ended = self._repos.sessions.end_session(record.sid, reason, keep_clients=keep)
             if ended is None or not ended.ended_now:
                 return None  # ended meanwhile by something else, which told the RPs
-            self.publish_ended(ended)
+            self.publish_ended(ended, why=why)
         return ended
 
     def publish_ended(self, ended: EndedSession, *, why: str | None = None) -> None:

@@ -334,8 +334,9 @@ def removed() -> Response:
         # Counted before it is audited: a flood of these fills no audit log.
         return _removal_throttled(card) or refuse_body(exc, "card.removed")
     reference = body.get("cardSession") if body is not None else None
-    if card.settings.session_lock and card.lock.card_removed(reference) is not None:
-        log.info("card removed: session ended")
+    ended = card.lock.card_removed(reference) if card.settings.session_lock else None
+    if ended is not None:
+        log.info("card removed: session ended (%s)", ended.reason)
         return Response(status=204)
     return _removal_throttled(card) or Response(status=204)
 
