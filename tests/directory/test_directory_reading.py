@@ -124,6 +124,13 @@ def test_a_time_no_calendar_holds_is_a_problem_not_a_crash(value: str) -> None:
     assert account.problems[1].startswith("careidAupAcceptedTime: ")
 
 
+def test_an_ad_expiry_wider_than_a_filetime_is_a_problem_not_never(ad: AttributeMapping) -> None:
+    broken = {**AD_USER, "accountExpires": ["9223372036854775808"]}
+    account = read_account(_entry(DN, broken), ad.accounts)
+    assert account.expires is None
+    assert len(account.problems) == 1 and "accountExpires" in account.problems[0]
+
+
 def test_ad_care_identity(ad: AttributeMapping) -> None:
     identity = read_care_identity(_entry(DN, AD_USER), ad.care_identities)
     assert identity.uuid == "555000000001"

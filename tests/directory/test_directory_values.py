@@ -111,6 +111,14 @@ def test_filetime_beyond_year_9999_is_never() -> None:
     assert parse_filetime("9223372036854775806") is None
 
 
+@pytest.mark.parametrize("ticks", ["9223372036854775808", "18446744073709551615", "9" * 40])
+def test_filetime_wider_than_64_bits_is_refused_not_never(ticks: str) -> None:
+    # AD keeps a FILETIME in a signed 64-bit integer: a wider number is not one, and
+    # for accountExpires "never" would be the reading that lets the account in.
+    with pytest.raises(ValueError, match="64-bit"):
+        parse_filetime(ticks)
+
+
 @pytest.mark.parametrize("text", ["", "-5", "abc", "1.5", "20240301093000Z"])
 def test_filetime_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError):

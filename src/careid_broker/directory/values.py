@@ -85,6 +85,10 @@ def parse_filetime(text: str) -> datetime | None:
         raise ValueError(f"not a FILETIME integer: {text!r}") from None
     if ticks < 0:
         raise ValueError(f"negative FILETIME: {text!r}")
+    if ticks > FILETIME_NEVER[1]:
+        # AD keeps a FILETIME in a signed 64-bit integer: a wider number is none, and
+        # must not be read as "never" (the overflow below) for an account's expiry.
+        raise ValueError(f"FILETIME wider than a signed 64-bit integer: {text!r}")
     if ticks in FILETIME_NEVER:
         return None
     try:
