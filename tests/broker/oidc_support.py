@@ -131,10 +131,11 @@ def client_assertion(
     audience: str = f"{ISSUER}/token",
     jti: str | None = None,
     lifetime: int = 60,
+    exp: float | None = None,
     hmac_secret: str | None = None,
 ) -> dict[str, str]:
     """private_key_jwt form fields signed with JWT_CLIENT_KEY (client_secret_jwt with
-    `hmac_secret`: an HS256 MAC under that secret)."""
+    `hmac_secret`: an HS256 MAC under that secret); `exp` overrides now + `lifetime`."""
     now = int(time.time())
     claims = {
         "iss": client_id,
@@ -142,7 +143,7 @@ def client_assertion(
         "aud": audience,
         "jti": jti or secrets.token_urlsafe(16),
         "iat": now,
-        "exp": now + lifetime,
+        "exp": now + lifetime if exp is None else exp,
     }
     if hmac_secret is not None:
         token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(hmac_secret.encode()))

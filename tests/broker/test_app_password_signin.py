@@ -22,6 +22,7 @@ from broker_support import (
 )
 from flask import Flask
 from flask.testing import FlaskClient
+from ldap3 import MODIFY_REPLACE, Connection
 from metrics_support import samples
 
 from careid_broker.assurance import ACR_PASSWORD, AMR_PASSWORD
@@ -29,6 +30,7 @@ from careid_broker.codes import BrokerCode, message_for
 from careid_broker.store import AuditRecord, AuthorizationRequest, EndedSession, Outcome
 from careid_broker.store.errors import StoreUnavailableError
 from careid_broker.web import oidc_authorize as authorize_flow
+from careid_devkit.slapd import Slapd
 
 SIGNIN_COOKIE = "careid-signin"
 BROWSER_COOKIE = "careid-browser"
@@ -161,6 +163,26 @@ def test_directory_states_refuse_with_a_page_saying_what_to_do(
     entry = _last_audit(app)
     assert entry.outcome is Outcome.FAILURE and entry.error_code == code
     assert entry.actor == mail and entry.organisation == "RX1"
+
+
+def test_an_expiry_no_calendar_holds_refuses_the_account_not_the_service(
+    app_factory: AppFactory, own_slapd: Slapd
+) -> None:
+    # OpenLDAP takes 00010101000000+0100; in UTC it is in year 0, which no datetime holds.
+    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
+    try:
+        assert admin.modify(
+            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            {"careidAccountExpires": [(MODIFY_REPLACE, ["00010101000000+0100"])]},
+        )
+    finally:
+        admin.unbind()
+    app = app_factory(directory_slapd=own_slapd)
+    response = password_login(app.test_client(), "alex.morgan@nhs.net")
+    assert response.status_code == 403
+    assert error_code_of(response) == "directory_data_invalid"
+    entry = _last_audit(app)
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "directory_data_invalid"
 
 
 @pytest.mark.parametrize("mail", ["pat.jones@nhs.net", "kim.taylor@nhs.net", "lee.admin@nhs.net"])

@@ -10,10 +10,12 @@ tests/e2e/test_e2e_cis2_rp.py.
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,43 @@ def test_client_secret_jwt_is_accepted_and_a_replayed_assertion_is_refused(
     # A fresh assertion for the same code still works: the code was not spent.
     fresh = browser.redeem(second_code, auth="secret_jwt", secret=JWT_SECRET)
     assert fresh.status_code == 200, fresh.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.001])
+@pytest.mark.parametrize("client_id", ["secretjwt", "jwtrp"])
+def test_an_assertion_is_remembered_for_as_long_as_its_exp_lets_it_be_accepted(
+    oidc_app: Flask, clock: FakeClock, client_id: str, fraction: float
+) -> None:
+    # joserfc accepts an assertion while exp > int(time.time()) - 60: with a fractional
+    # exp, until ceil(exp) + 60, not exp + 60. It reads the wall clock and the jti store
+    # the broker's clock (one and the same in production). Here the wall clock keeps the
+    # assertion acceptable throughout (exp is minutes ahead of it), while the broker's
+    # clock is put at the last instant joserfc would still accept it: a replay then must
+    # still find the jti.
+    start = float(int(time.time()))
+    clock.now = datetime.fromtimestamp(start, UTC)
+    exp = start + 300 + fraction
+    secret = JWT_SECRET if client_id == "secretjwt" else None
+    assertion = client_assertion(client_id, exp=exp, hmac_secret=secret)
+    browser = Browser(oidc_app.test_client(), client_id=client_id)
+
+    def redeem_with_the_assertion() -> Any:
+        authorization = browser.signed_in_code()
+        form = {
+            "grant_type": "authorization_code",
+            "code": authorization.code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": authorization.verifier,
+            **assertion,
+        }
+        return browser.client.post("/token", data=form)
+
+    first = redeem_with_the_assertion()
+    assert first.status_code == 200, first.get_data(as_text=True)
+    clock.now = datetime.fromtimestamp(math.ceil(exp) + 60 - 0.001, UTC)
+    replay = redeem_with_the_assertion()
+    assert replay.status_code in (400, 401), replay.get_data(as_text=True)
+    assert replay.get_json()["error"] == "invalid_client"
 
 
 def test_an_assertion_under_the_wrong_secret_or_for_the_wrong_method_is_refused(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
 from broker_support import broker_of
 from flask import Flask
 from oidc_support import (
+    JWT_SECRET,
     LOOPBACK_REDIRECT,
     OTHER_SECRET,
     REDIRECT,
@@ -30,8 +32,10 @@ from werkzeug.test import TestResponse
 
 from careid_broker.codes import BrokerCode, message_for
 from careid_broker.errors import DirectoryUnavailableError
+from careid_broker.oidc.client_auth import ClientKeyResolver, ClientSecretJwt
 from careid_broker.oidc.request_checks import refusing_unworded
 from careid_broker.store import AuditRecord, StoreUnavailableError
+from support.clock import FakeClock
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The endpoints a client authenticates at, and the audit event of each.
@@ -126,6 +130,60 @@ def test_private_key_jwt_for_another_client_id_is_invalid_client(oidc_app: Flask
     # The client's own id, or none at all, is what RFC 7523 §3 expects.
     fresh = {**form, **client_assertion("jwtrp"), "client_id": "jwtrp"}
     assert jwt_rp.client.post("/token", data=fresh).status_code == 200
+
+
+# An assertion's exp is a number the client writes: one no clock can reach is an
+# assertion valid for too long, never a 500.
+
+
+@pytest.mark.parametrize(
+    "exp", [10**12, 1e300, 2**62, 2**1100], ids=["year-33658", "1e300", "2^62", "2^1100"]
+)
+@pytest.mark.parametrize("client_id", ["jwtrp", "secretjwt"])
+def test_a_client_assertion_expiring_beyond_any_calendar_is_invalid_client(
+    oidc_app: Flask, client_id: str, exp: float
+) -> None:
+    browser = Browser(oidc_app.test_client(), client_id=client_id)
+    authorization = browser.signed_in_code()
+    secret = JWT_SECRET if client_id == "secretjwt" else None
+    form = {
+        "grant_type": "authorization_code",
+        "code": authorization.code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": authorization.verifier,
+    }
+    refused = browser.client.post(
+        "/token", data={**form, **client_assertion(client_id, exp=exp, hmac_secret=secret)}
+    )
+    body = _json_error(refused, 400, "invalid_client")
+    assert "valid for too long" in body["error_description"]
+    entry = _last(oidc_app, "oidc.token")
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_client"
+    # Refused before the code was touched: the client's next, proper assertion redeems it.
+    fresh = browser.client.post(
+        "/token", data={**form, **client_assertion(client_id, hmac_secret=secret)}
+    )
+    assert fresh.status_code == 200, fresh.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("exp", [math.nan, math.inf, -math.inf, True, "4102444800", None], ids=repr)
+def test_an_exp_that_is_not_a_finite_number_spends_no_jti(
+    oidc_app: Flask, clock: FakeClock, exp: object
+) -> None:
+    # joserfc refuses these before the jti is looked at; the jti check refuses them too,
+    # rather than reading True as 1970 or NaN as a time.
+    check = ClientSecretJwt(
+        audiences=["https://broker.example/token"],
+        resolver=ClientKeyResolver(),
+        jtis=broker_of(oidc_app).repos.jtis,
+        clock=clock,
+    )
+    with pytest.raises(InvalidClientError, match="exp must be a number"):
+        check.validate_jti({"sub": "secretjwt", "exp": exp}, "jti-1")
+    # Nothing was remembered: the same jti with a proper exp is accepted once.
+    proper = {"sub": "secretjwt", "exp": clock.now.timestamp() + 60}
+    assert check.validate_jti(proper, "jti-1") is True
+    assert check.validate_jti(proper, "jti-1") is False
 
 
 # RFC 7009 revocation.

@@ -105,6 +105,32 @@ def test_unreadable_values_become_problems_not_crashes(ad: AttributeMapping) -> 
     assert any("accountExpires" in p for p in account.problems)
 
 
+@pytest.mark.parametrize("value", ["00010101000000+0100", "99991231235959-0100"])
+def test_a_time_no_calendar_holds_is_a_problem_not_a_crash(value: str) -> None:
+    # OpenLDAP accepts the first; either, read as UTC, falls outside years 1 to 9999.
+    entry = _entry(
+        "uid=x",
+        {
+            "mail": ["x@nhs.net"],
+            "careidAccountStatus": ["active"],
+            "careidAccountExpires": [value],
+            "careidAupAcceptedTime": [value],
+        },
+    )
+    account = read_account(entry, AttributeMapping().accounts)
+    assert account.expires is None and account.aup_accepted_at is None
+    assert len(account.problems) == 2
+    assert account.problems[0].startswith("careidAccountExpires: ")
+    assert account.problems[1].startswith("careidAupAcceptedTime: ")
+
+
+def test_an_ad_expiry_wider_than_a_filetime_is_a_problem_not_never(ad: AttributeMapping) -> None:
+    broken = {**AD_USER, "accountExpires": ["9223372036854775808"]}
+    account = read_account(_entry(DN, broken), ad.accounts)
+    assert account.expires is None
+    assert len(account.problems) == 1 and "accountExpires" in account.problems[0]
+
+
 def test_ad_care_identity(ad: AttributeMapping) -> None:
     identity = read_care_identity(_entry(DN, AD_USER), ad.care_identities)
     assert identity.uuid == "555000000001"

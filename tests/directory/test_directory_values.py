@@ -49,6 +49,37 @@ def test_generalized_time_rejects_malformed_or_zoneless(text: str) -> None:
         parse_generalized_time(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "00010101000000+0100",  # 31 December of year 0 in UTC
+        "00010101000000+01",
+        "00010101005959+0100",
+        "99991231235959-0100",  # 1 January 10000 in UTC
+        "99991231235900-0001",
+    ],
+)
+def test_generalized_time_outside_the_calendar_once_in_utc_is_refused(text: str) -> None:
+    # OpenLDAP takes these; in UTC they fall before year 1 or after 9999, which no
+    # datetime holds. Refused with ValueError, so reading an entry makes it a problem.
+    with pytest.raises(ValueError, match="years 1 to 9999"):
+        parse_generalized_time(text)
+    with pytest.raises(ValueError, match="years 1 to 9999"):
+        parse_time(text, TimeFormat.GENERALIZED_TIME)
+    # The calendar's last and first moments themselves are read.
+    assert parse_generalized_time("00010101010000+0100") == datetime(1, 1, 1, tzinfo=UTC)
+    assert parse_generalized_time("99991231225959-0100") == datetime(
+        9999, 12, 31, 23, 59, 59, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize("text", ["20240301093000+2400", "20240301093000+0060", "2024030109-99"])
+def test_generalized_time_refuses_an_offset_no_time_zone_has(text: str) -> None:
+    # RFC 4517 §3.3.13: the differential is hours 00-23 and minutes 00-59.
+    with pytest.raises(ValueError, match="offset"):
+        parse_generalized_time(text)
+
+
 def test_generalized_time_is_written_in_utc() -> None:
     moment = datetime(2024, 3, 1, 10, 30, 15, tzinfo=timezone(timedelta(hours=1)))
     assert format_generalized_time(moment) == "20240301093015Z"
@@ -78,6 +109,14 @@ def test_filetime_never(never: str) -> None:
 
 def test_filetime_beyond_year_9999_is_never() -> None:
     assert parse_filetime("9223372036854775806") is None
+
+
+@pytest.mark.parametrize("ticks", ["9223372036854775808", "18446744073709551615", "9" * 40])
+def test_filetime_wider_than_64_bits_is_refused_not_never(ticks: str) -> None:
+    # AD keeps a FILETIME in a signed 64-bit integer: a wider number is not one, and
+    # for accountExpires "never" would be the reading that lets the account in.
+    with pytest.raises(ValueError, match="64-bit"):
+        parse_filetime(ticks)
 
 
 @pytest.mark.parametrize("text", ["", "-5", "abc", "1.5", "20240301093000Z"])

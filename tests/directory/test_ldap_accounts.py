@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 from directory_support import bound_connection, make_directory
+from ldap3 import MODIFY_REPLACE
 
 from careid_broker.codes import BrokerCode
 from careid_broker.directory import LdapDirectory, MailAccount
 from careid_broker.errors import (
     AccountDisabledError,
+    DirectoryDataError,
     InvalidCredentialsError,
 )
 from careid_devkit.slapd import DEMO_USER_PASSWORD, Slapd
@@ -185,6 +187,24 @@ def test_search_by_name_mail_and_uuid_substring(directory: LdapDirectory) -> Non
 def test_search_limit(directory: LdapDirectory) -> None:
     assert len(directory.search_accounts("", ["RX1"], limit=2)) == 2
     assert len(directory.search_accounts("", ["RX1"], limit=0)) == 1
+
+
+def test_an_expiry_no_calendar_holds_refuses_that_account_and_no_search(own_slapd: Slapd) -> None:
+    # OpenLDAP takes 00010101000000+0100; in UTC it is in year 0, which no datetime holds.
+    with bound_connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password) as admin:
+        assert admin.modify(
+            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+            {"careidAccountExpires": [(MODIFY_REPLACE, ["00010101000000+0100"])]},
+        )
+    directory = make_directory(own_slapd)
+    found = directory.search_accounts("", ["RX1"])
+    assert sorted(_mails(found)) == sorted(m for m, seed in SEED.items() if seed[0] == "RX1")
+    alex = directory.find_account("alex.morgan@nhs.net")
+    assert alex is not None and alex.expires is None
+    assert len(alex.problems) == 1 and alex.problems[0].startswith("careidAccountExpires: ")
+    with pytest.raises(DirectoryDataError) as refused:
+        directory.check_account(alex)
+    assert refused.value.code is BrokerCode.DIRECTORY_DATA_INVALID
 
 
 def test_ping(directory: LdapDirectory) -> None:

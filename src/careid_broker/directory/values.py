@@ -54,8 +54,19 @@ def parse_generalized_time(text: str) -> datetime:
         tzinfo=UTC,
     )
     if parts["utc"] is None:
-        offset = timedelta(hours=int(parts["off_h"]), minutes=int(parts["off_m"] or 0))
-        moment = moment - offset if parts["sign"] == "+" else moment + offset
+        hours, minutes = int(parts["off_h"]), int(parts["off_m"] or 0)
+        # RFC 4517 §3.3.13: a differential's hour is 00-23 and its minute 00-59.
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"GeneralizedTime with an impossible offset: {text!r}")
+        offset = timedelta(hours=hours, minutes=minutes)
+        try:
+            moment = moment - offset if parts["sign"] == "+" else moment + offset
+        except OverflowError:
+            # 00010101000000+0100 (OpenLDAP takes it) is in year 0 in UTC, which no
+            # datetime holds; the caller must hear ValueError, as for any unreadable time.
+            raise ValueError(
+                f"GeneralizedTime outside the years 1 to 9999 once in UTC: {text!r}"
+            ) from None
     return moment
 
 
@@ -74,6 +85,10 @@ def parse_filetime(text: str) -> datetime | None:
         raise ValueError(f"not a FILETIME integer: {text!r}") from None
     if ticks < 0:
         raise ValueError(f"negative FILETIME: {text!r}")
+    if ticks > FILETIME_NEVER[1]:
+        # AD keeps a FILETIME in a signed 64-bit integer: a wider number is none, and
+        # must not be read as "never" (the overflow below) for an account's expiry.
+        raise ValueError(f"FILETIME wider than a signed 64-bit integer: {text!r}")
     if ticks in FILETIME_NEVER:
         return None
     try:

@@ -9,13 +9,15 @@ the client (`secret_file` / `secret_env`).
 
 Both arrive as the same `client_assertion`; the JWS header's `alg` says which it is, and
 each handler leaves the other's alone. Each assertion's `jti` is accepted once (stored
-until the assertion expires), so a captured assertion cannot be replayed.
+until the last moment the assertion could still be accepted), so a captured assertion
+cannot be replayed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import urllib.request
@@ -188,16 +190,36 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
         now = self._clock()
         exp = claims.get("exp")
-        if not isinstance(exp, int | float):
-            return False
-        expires = datetime.fromtimestamp(exp, UTC)
-        if expires - now > MAX_ASSERTION_LIFETIME:
+        # A NumericDate is a finite number (RFC 7519 §2). A bool is an int to Python and
+        # NaN compares false with everything, so neither may reach the checks below.
+        if (
+            isinstance(exp, bool)
+            or not isinstance(exp, int | float)
+            or (isinstance(exp, float) and not math.isfinite(exp))
+        ):
+            raise InvalidClientError(
+                description="The client assertion's exp must be a number of seconds."
+            )
+        now_seconds = now.timestamp()
+        # Compared as numbers, before any datetime is made: an exp no calendar holds
+        # (year 33658, 1e300) is an assertion valid for too long like any other. (An int
+        # compares exactly with a float however large; subtracting one could overflow.)
+        if exp > now_seconds + MAX_ASSERTION_LIFETIME.total_seconds():
             raise InvalidClientError(description="The client assertion is valid for too long.")
-        # Remembered a minute past expiry: the leeway lets it be accepted that long.
+        # joserfc accepts the assertion while exp > int(now) - leeway: it truncates now,
+        # so an exp of x.5 is accepted until ceil(exp) + leeway, half a second after
+        # exp + leeway. The jti is remembered that long, and a second more for the
+        # rounding between this clock and the library's (time.time()): were the row gone
+        # while the library still accepts the assertion, it could be replayed.
+        accepted_until = math.ceil(exp) + self.leeway
+        if now_seconds >= accepted_until:
+            # The library refused it already; should the clocks disagree, still refused.
+            raise InvalidClientError(description="The client assertion has expired.")
         return self._jtis.use_once(
             scope=f"client_assertion:{claims['sub']}",
             jti=str(jti),
-            expires_at=max(expires, now) + timedelta(seconds=60),
+            # Within MAX_ASSERTION_LIFETIME + leeway of now: a time a datetime holds.
+            expires_at=datetime.fromtimestamp(accepted_until + 1, UTC),
         )
 
 

@@ -21,6 +21,9 @@ class UsedJtis:
     def use_once(self, *, scope: str, jti: str, expires_at: datetime) -> bool:
         """True the first time (scope, jti) is seen while unexpired; False on a replay.
 
+        `expires_at` must be no earlier than the last moment the token could still be
+        accepted: from then on the entry is cleared and the jti would be accepted again.
+
         The INSERT decides (primary key, ON CONFLICT DO NOTHING), so two instances
         receiving the same assertion at once accept it exactly once.
         """
