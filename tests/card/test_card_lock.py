@@ -26,6 +26,7 @@ from cryptography import x509
 from flask import Flask
 from oidc_support import OTHER_SECRET, Browser, TestRelyingParty, query_of, unverified_claims
 from werkzeug.serving import make_server
+from werkzeug.test import TestResponse
 
 from careid_agent.sessions import CardSession, NoticeAnswer, RemovalNotifier, post_json
 from careid_broker.admin.reasons import Reason, RemovalReason
@@ -53,6 +54,14 @@ def _card_signin_to_rp(
     authorization.redirect = answer.get_json()["redirect"]
     assert rp.redeem(authorization).status_code == 200
     return rp, answer.get_json()["cardSession"]
+
+
+def _signed_in_to_other(rp: Browser) -> tuple[Browser, TestResponse]:
+    """Single sign-on from `rp`'s browser into "other": ("other", its token answer)."""
+    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
+    tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
+    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    return other, tokens
 
 
 def _removed(app: Flask, body: object, **headers: str):
@@ -101,9 +110,7 @@ def test_an_rp_with_card_removal_none_keeps_its_sign_in_while_a_logout_rp_is_end
     )
     rp, card_session = _card_signin_to_rp(app, card_pki)
     # The same card sign-in, single sign-on into "other" (card_removal = "none").
-    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
-    other_tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
-    assert other_tokens.status_code == 200, other_tokens.get_data(as_text=True)
+    other, other_tokens = _signed_in_to_other(rp)
 
     assert _removed(app, {"cardSession": card_session}).status_code == 204
 
@@ -136,9 +143,7 @@ def _kept_signin(
     """A card sign-in into "rp" and "other" (card_removal = "none"), then the card
     leaves the reader: "rp" is told, "other" keeps its tokens. ("other", its tokens.)"""
     rp, card_session = _card_signin_to_rp(app, pki, agent)
-    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
-    tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
-    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    other, tokens = _signed_in_to_other(rp)
     assert _removed(app, {"cardSession": card_session}).status_code == 204
     return other, tokens.get_json()
 
@@ -184,9 +189,7 @@ def test_a_card_removed_after_the_idle_limit_ends_the_session_as_expired_for_eve
         other_card_removal="none",
     )
     rp, card_session = _card_signin_to_rp(app, card_pki)
-    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
-    tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
-    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    other, tokens = _signed_in_to_other(rp)
     card_clock.advance(timedelta(hours=2, minutes=1))
 
     assert _removed(app, {"cardSession": card_session}).status_code == 204
@@ -227,9 +230,7 @@ def test_a_kept_sign_in_stops_if_its_session_was_idle_past_the_limit_when_the_ca
     # would have done), a removal after the idle limit keeps nothing alive.
     app = card_app_factory(other_backchannel=test_rp.url + "?rp=other", other_card_removal="none")
     rp, _ = _card_signin_to_rp(app, card_pki)
-    other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
-    tokens = other.redeem(other.signed_in_code(), auth="post", secret=OTHER_SECRET)
-    assert tokens.status_code == 200, tokens.get_data(as_text=True)
+    other, tokens = _signed_in_to_other(rp)
     broker = broker_of(app)
     [session] = broker.repos.sessions.active_for_account(ALEX[0])
     card_clock.advance(idle_at_removal)
