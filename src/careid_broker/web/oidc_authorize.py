@@ -21,7 +21,8 @@ With the `selectedrole` scope, a person holding several roles chooses one first
 session, and is offered first next time. One role is chosen without asking.
 
 Errors go back to the RP only when its redirect URI was checked; otherwise an error page.
-A parameter sent twice is refused (RFC 6749 §3.1), never read as one of its values.
+A parameter it knows sent twice is refused (RFC 6749 §3.1), never read as one of its
+values; one it does not know is ignored.
 """
 
 from __future__ import annotations
