@@ -56,6 +56,19 @@ def _card_signin_to_rp(
     return rp, answer.get_json()["cardSession"]
 
 
+def _with_kept_rp(
+    card_app_factory: CardAppFactory, test_rp: TestRelyingParty, **settings: object
+) -> Flask:
+    """An app whose "rp" and "other" both take back-channel logouts at `test_rp`, and
+    "other" keeps its sign-in when the card leaves (card_removal = "none")."""
+    return card_app_factory(
+        backchannel_uri=test_rp.url,
+        other_backchannel=test_rp.url + "?rp=other",
+        other_card_removal="none",
+        **settings,
+    )
+
+
 def _signed_in_to_other(rp: Browser) -> tuple[Browser, TestResponse]:
     """Single sign-on from `rp`'s browser into "other": ("other", its token answer)."""
     other = Browser(rp.client, client_id="other", redirect_uri="https://other.example.test/cb")
@@ -103,11 +116,7 @@ def test_an_rp_with_card_removal_none_keeps_its_sign_in_while_a_logout_rp_is_end
     test_rp: TestRelyingParty,
     session_ended: list[EndedSession],
 ) -> None:
-    app = card_app_factory(
-        backchannel_uri=test_rp.url,
-        other_backchannel=test_rp.url + "?rp=other",
-        other_card_removal="none",
-    )
+    app = _with_kept_rp(card_app_factory, test_rp)
     rp, card_session = _card_signin_to_rp(app, card_pki)
     # The same card sign-in, single sign-on into "other" (card_removal = "none").
     other, other_tokens = _signed_in_to_other(rp)
@@ -183,11 +192,7 @@ def test_a_card_removed_after_the_idle_limit_ends_the_session_as_expired_for_eve
     # The clinician walked away with the card in; the idle limit (2 h) has passed, so the
     # session is already dead: taking the card out later must not hand "other"
     # (card_removal = "none") a sign-in that lives on to the absolute lifetime.
-    app = card_app_factory(
-        backchannel_uri=test_rp.url,
-        other_backchannel=test_rp.url + "?rp=other",
-        other_card_removal="none",
-    )
+    app = _with_kept_rp(card_app_factory, test_rp)
     rp, card_session = _card_signin_to_rp(app, card_pki)
     other, tokens = _signed_in_to_other(rp)
     card_clock.advance(timedelta(hours=2, minutes=1))
@@ -263,10 +268,9 @@ def test_a_kept_sign_in_ends_with_its_cards_registration_or_certificate(
 ) -> None:
     # A certificate of this test's own (revoking a shared one would touch other tests).
     profile = card_pki.issue(f"alex_kept_{ending}", ALEX[1], ALEX[2])
-    app = card_app_factory(
-        backchannel_uri=test_rp.url,
-        other_backchannel=test_rp.url + "?rp=other",
-        other_card_removal="none",
+    app = _with_kept_rp(
+        card_app_factory,
+        test_rp,
         pki=card_pki.pki_settings(revocation="crl", crl={"refresh_seconds": 60}),
     )
     other, tokens = _kept_signin(app, card_pki, SimulatedAgent(profile))

@@ -8,6 +8,7 @@ from ldap3 import MODIFY_REPLACE
 from ldap3.core.exceptions import LDAPBindError
 
 from careid_broker.directory import AupRecordedButUnreadError
+from careid_broker.directory.ldap import LdapDirectory
 from careid_broker.errors import (
     AccountLockedError,
     AupNotAcceptedError,
@@ -52,13 +53,18 @@ def test_failed_binds_as_the_service_account_never_lock_it(own_slapd: Slapd) -> 
     assert make_directory(own_slapd).ping() is True
 
 
-def test_accept_aup_records_version_and_time(own_slapd: Slapd) -> None:
-    directory = make_directory(
+def _aup_writer(own_slapd: Slapd) -> LdapDirectory:
+    """The directory, writable with the AUP writer's account."""
+    return make_directory(
         own_slapd,
         writable=True,
         write_bind_dn=own_slapd.aup_writer_bind_dn,
         write_bind_password=own_slapd.aup_writer_password,
     )
+
+
+def test_accept_aup_records_version_and_time(own_slapd: Slapd) -> None:
+    directory = _aup_writer(own_slapd)
     sam = directory.find_account(SAM)
     assert sam is not None
     with pytest.raises(AupNotAcceptedError):
@@ -76,12 +82,7 @@ def test_accept_aup_records_version_and_time(own_slapd: Slapd) -> None:
 def test_an_acceptance_that_cannot_be_read_back_is_still_said_to_be_recorded(
     own_slapd: Slapd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = make_directory(
-        own_slapd,
-        writable=True,
-        write_bind_dn=own_slapd.aup_writer_bind_dn,
-        write_bind_password=own_slapd.aup_writer_password,
-    )
+    directory = _aup_writer(own_slapd)
     sam = directory.find_account(SAM)
     assert sam is not None
     stop_once_written(directory, own_slapd, monkeypatch)
