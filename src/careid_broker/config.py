@@ -283,6 +283,15 @@ def read_broker_settings(reader: SettingsReader) -> BrokerSettings:
             )
         if parts.query or parts.fragment:
             reader.problem("issuer", "must have no query or fragment (OpenID Discovery §3)")
+        if parts.path:
+            # The agent sends card-removal notices to the sign-in page's origin, at
+            # /card/removed, and the broker's pages link from the root: served under a
+            # path, the card lock would end nothing.
+            reader.problem(
+                "issuer",
+                f"{issuer!r} must have no path: serve the broker at the root of its own"
+                " host name (e.g. https://sso.trust.example)",
+            )
     secret_key = reader.string("secret_key")
     if secret_key and len(secret_key) < MIN_SECRET_KEY_LENGTH:
         reader.problem("secret_key", f"must be at least {MIN_SECRET_KEY_LENGTH} characters")

@@ -121,6 +121,22 @@ def test_an_issuer_with_no_usable_origin_is_a_configuration_problem(
     ), raised.value.problems
 
 
+def test_an_issuer_with_a_path_is_a_configuration_problem(
+    tmp_path: Path, clients_file: Path
+) -> None:
+    # The agent sends card-removal notices to the page's origin + /card/removed, and the
+    # broker's own pages link from the root: under a path the card lock would do nothing.
+    data = _settings(
+        clients_file,
+        broker={"issuer": "https://intranet.trust.example/careid", "secret_key": TEST_SECRET_KEY},
+    )
+    with pytest.raises(BrokerConfigError) as raised:
+        BrokerConfig.from_mapping(data, base_dir=tmp_path, env={})
+    assert any(
+        p.startswith("broker.issuer:") and "must have no path" in p for p in raised.value.problems
+    ), raised.value.problems
+
+
 def test_every_problem_is_named_at_once(tmp_path: Path, clients_file: Path) -> None:
     data = _settings(
         clients_file,
