@@ -28,8 +28,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig, UrllibFetcher
 from careid_broker.pki.sharing import PROCESS_ONLY, RevocationSharing
-from careid_devkit.ocsp_responder import PkiServer
-from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
+from careid_devkit.ocsp_responder import PkiServer, start_pki_server
+from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki, init_pki
 from support.clock import FakeClock
 
 #: A fixed "now": the PKI is made at NOW and tests start a minute later.
@@ -188,6 +188,21 @@ class PkiEnv:
                 critical=False,
             )
         return builder.sign(signer_key or self.pki.issuing_key, hashes.SHA256())
+
+
+@contextmanager
+def served_pki(work: Path) -> Iterator[PkiEnv]:
+    """A new PKI in `work`, whose certificates point at its own running server, and a
+    clock at START that the server shares."""
+    directory = work / "pki"
+    clock = FakeClock(START)
+    # The certificates must carry the server's URL, which is known only once it listens
+    # on its free port: start it on a first PKI, then remake the PKI with that base URL.
+    # The responder rereads the folder whenever ca.json changes, so it serves the new one.
+    init_pki(directory, now=NOW)
+    with start_pki_server(directory, "127.0.0.1", 0, clock=clock) as server:
+        pki = init_pki(directory, base_url=server.url, now=NOW, force=True)
+        yield PkiEnv(pki=pki, server=server, clock=clock, work=work)
 
 
 def key_usage_for(
