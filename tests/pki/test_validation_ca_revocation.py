@@ -15,15 +15,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from pki_validation_support import START, PkiEnv, RecordingFetcher, served_pki
 
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki import CertificateValidator, HttpFetchError, RevocationSource
 from careid_broker.pki.sharing import RevocationSharing
 from careid_broker.store import SharedCrlTable, Store, create_store
-from careid_devkit.pki import load_issuer_key
-from careid_devkit.pki.certs import build_issuing_ca
 from careid_protocol.errors import ErrorCode
 
 MODES = ("ocsp", "crl", "ocsp-then-crl")
@@ -40,10 +37,6 @@ def _names_ca(detail: str | None, env: PkiEnv) -> bool:
     issuing = env.pki.issuing_certificate
     text = detail or ""
     return issuing.subject.rfc4514_string() in text and f"{issuing.serial_number:X}" in text
-
-
-def _root_key(env: PkiEnv) -> CertificateIssuerPrivateKeyTypes:
-    return load_issuer_key(env.pki.paths.root_key.read_bytes(), source="root key")
 
 
 def _root_crl(
@@ -65,7 +58,7 @@ def _root_crl(
         )
     for extension in extensions:
         builder = builder.add_extension(extension, critical=True)
-    return builder.sign(_root_key(env), hashes.SHA384()).public_bytes(serialization.Encoding.DER)
+    return builder.sign(env.root_key(), hashes.SHA384()).public_bytes(serialization.Encoding.DER)
 
 
 def _serving(url: str, body: bytes) -> RecordingFetcher:
@@ -154,7 +147,7 @@ def test_a_stale_root_crl_fails_closed(env: PkiEnv) -> None:
         .issuer_name(env.pki.root_certificate.subject)
         .last_update(START - timedelta(days=2))
         .next_update(START - timedelta(hours=1))
-        .sign(_root_key(env), hashes.SHA384())
+        .sign(env.root_key(), hashes.SHA384())
         .public_bytes(serialization.Encoding.DER)
     )
     fetcher = _serving(env.pki.urls.root_crl, stale)
@@ -163,54 +156,39 @@ def test_a_stale_root_crl_fails_closed(env: PkiEnv) -> None:
     assert "stale" in (caught.value.detail or "") and _names_ca(caught.value.detail, env)
 
 
-def _without_distribution_point(env: PkiEnv) -> Path:
-    """The issuing CA's certificate as a devkit PKI made before the root published a CRL
-    had it: the same name and key, no CRL distribution point."""
-    issuing = env.pki.issuing_certificate
-    old = build_issuing_ca(
-        key_public=env.pki.issuing_key.public_key(),
-        name=issuing.subject,
-        issuer=env.pki.root_certificate,
-        issuer_key=_root_key(env),
-        not_before=issuing.not_valid_before_utc,
-        not_after=issuing.not_valid_after_utc,
-    )
-    path = env.work / "issuing-ca-without-cdp.pem"
-    path.write_bytes(old.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 def test_a_ca_naming_no_distribution_point_is_not_checked_and_said_once(
-    own: PkiEnv, caplog: pytest.LogCaptureFixture
-) -> None:
-    old_ca = _without_distribution_point(own)
-    own.pki.revoke_issuing_ca(now=START)  # on the root's CRL, which nothing names
-    fetcher = RecordingFetcher()
-    validator = own.validator(http=fetcher, revocation="ocsp", intermediates=[str(old_ca)])
-    with caplog.at_level(logging.WARNING, logger="careid_broker.pki"):
-        first = validator.trust(own.issue())
-        second = validator.trust(own.issue())
-    assert not first.soft_fail_used and not second.soft_fail_used
-    assert own.pki.urls.root_crl not in fetcher.gets
-    warned = [r for r in caplog.records if "not checked" in r.getMessage()]
-    assert len(warned) == 1, caplog.text
-    assert own.pki.issuing_certificate.subject.rfc4514_string() in warned[0].getMessage()
-
-    # The root's CRL configured as a file is its issuer's CRL: checked, and refused.
-    files = {"files": [str(own.pki.paths.root_crl_der)]}
-    with pytest.raises(CertificateRevokedError) as caught:
-        own.validator(revocation="ocsp", intermediates=[str(old_ca)], crl=files).trust(own.issue())
-    assert _names_ca(caught.value.detail, own)
-
-
-def test_only_the_issuers_crl_files_count_for_a_ca(
     env: PkiEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
+    old_path, old_ca = env.issuing_ca_without_crl_point()
+    # The root has revoked it, on a CRL that nothing names.
+    root_crl = env.work / "root-revoking-the-old-ca.crl"
+    root_crl.write_bytes(_root_crl(env, revoked=[old_ca.serial_number]))
+    fetcher = RecordingFetcher()
+    validator = env.validator(http=fetcher, revocation="ocsp", intermediates=[str(old_path)])
+    with caplog.at_level(logging.WARNING, logger="careid_broker.pki"):
+        first = validator.trust(env.issue())
+        second = validator.trust(env.issue())
+    assert first.chain[1] == old_ca
+    assert not first.soft_fail_used and not second.soft_fail_used
+    assert env.pki.urls.root_crl not in fetcher.gets
+    warned = [r for r in caplog.records if "not checked" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert f"{old_ca.serial_number:X}" in warned[0].getMessage()
+
+    # The root's CRL configured as a file is its issuer's CRL: checked, and refused.
+    files = {"files": [str(root_crl)]}
+    validator = env.validator(revocation="ocsp", intermediates=[str(old_path)], crl=files)
+    with pytest.raises(CertificateRevokedError) as caught:
+        validator.trust(env.issue())
+    assert f"{old_ca.serial_number:X}" in (caught.value.detail or "")
+
+
+def test_only_the_issuers_crl_files_count_for_a_ca(env: PkiEnv) -> None:
     # The issuing CA's own CRL as a configured file is another issuer's for the CA
     # certificate: it neither clears it nor makes it "unavailable".
-    old_ca = _without_distribution_point(env)
+    old_path, _ = env.issuing_ca_without_crl_point()
     files = {"files": [str(env.pki.paths.crl_der)]}
-    validator = env.validator(revocation="crl", intermediates=[str(old_ca)], crl=files)
+    validator = env.validator(revocation="crl", intermediates=[str(old_path)], crl=files)
     result = validator.trust(env.issue())
     assert result.revocation is not None and not result.soft_fail_used
 
