@@ -202,6 +202,18 @@ class CertificateRevokedError(BrokerError):
     default_code = ErrorCode.CERTIFICATE_REVOKED
 
 
+class AuthorityRevokedError(CertificateRevokedError):
+    """A CA certificate in the card's chain is on its issuer's CRL: the card is refused as
+    revoked, and which CA it was is kept for the audit trail."""
+
+    def __init__(self, *, ca_subject: str, ca_serial: str, detail: str) -> None:
+        super().__init__(detail=detail)
+        self.ca_subject = ca_subject
+        """The revoked CA certificate's subject (RFC 4514)."""
+        self.ca_serial = ca_serial
+        """Its serial number, in hex."""
+
+
 class RevocationUnavailableError(BrokerError):
     """No trustworthy, fresh revocation status could be obtained: the broker denies."""
 

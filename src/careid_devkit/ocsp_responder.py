@@ -1,8 +1,9 @@
 """The development PKI's HTTP server: OCSP (RFC 6960 Appendix A), the CRL, CA certificates.
 
 `start_pki_server` serves `OcspResponder` (careid_devkit.pki.ocsp) over HTTP — POST /ocsp
-and GET /ocsp/<base64> — with the current CRL at /crl/issuing-ca.crl (re-signed when
-revocations change or nextUpdate nears) and the CA certificates under /ca/. One log line
+and GET /ocsp/<base64> — with the issuing CA's current CRL at /crl/issuing-ca.crl and the
+root CA's at /crl/root-ca.crl (each re-signed when its revocations change or its
+nextUpdate nears) and the CA certificates under /ca/. One log line
 per request. DEMO/TEST MATERIAL: this is not a production responder.
 """
 
@@ -48,6 +49,16 @@ _CA_FILES: dict[str, Callable[[Pki], x509.Certificate]] = {
     "root-ca": lambda pki: pki.root_certificate,
     "issuing-ca": lambda pki: pki.issuing_certificate,
     "ocsp-signer": lambda pki: pki.ocsp_certificate,
+}
+
+_CrlMaker = Callable[..., x509.CertificateRevocationList]
+#: The CRLs served, by path (DER, and a PEM copy): the issuing CA's of cards, the root
+#: CA's of the issuing CA (named by its certificate's distribution point).
+_CRLS: dict[str, Callable[[Pki], _CrlMaker]] = {
+    "/crl/issuing-ca.crl": lambda pki: pki.current_crl,
+    "/crl/issuing-ca.crl.pem": lambda pki: pki.current_crl,
+    "/crl/root-ca.crl": lambda pki: pki.current_root_crl,
+    "/crl/root-ca.crl.pem": lambda pki: pki.current_root_crl,
 }
 
 
@@ -117,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 request_der = b""  # answered as malformedRequest, as RFC 6960 wants
             self._ocsp(request_der, log=log)
-        elif path in ("/crl/issuing-ca.crl", "/crl/issuing-ca.crl.pem"):
+        elif path in _CRLS:
             self._crl(path)
         elif path.startswith("/ca/"):
             self._ca(path)
@@ -132,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _crl(self, path: str) -> None:
         try:
-            crl = self.server.responder.pki.current_crl(
+            crl = _CRLS[path](self.server.responder.pki)(
                 now=self.server.clock(), next_update_hours=self.server.crl_next_update_hours
             )
         except (OSError, PkiError) as exc:

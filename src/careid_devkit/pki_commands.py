@@ -41,7 +41,8 @@ EXIT_REFUSED = 2
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `pki` (init, issue-card, revoke, crl) and `ocsp-responder` to the CLI."""
+    """Add `pki` (init, issue-card, revoke, revoke-issuing-ca, crl) and `ocsp-responder`
+    to the CLI."""
     pki = sub.add_parser("pki", help="the development PKI (DEMO/TEST MATERIAL)")
     pki_sub = pki.add_subparsers(dest="pki_command", required=True, metavar="PKI_COMMAND")
 
@@ -95,9 +96,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     revoke.add_argument("--next-update-hours", type=float, default=DEFAULT_CRL_HOURS)
     revoke.set_defaults(func=_revoke)
 
+    revoke_ca = pki_sub.add_parser(
+        "revoke-issuing-ca",
+        help="revoke the issuing CA on the root CA's CRL (every card of it is then refused)",
+    )
+    revoke_ca.add_argument("directory", type=Path, metavar="DIR")
+    revoke_ca.add_argument(
+        "--reason",
+        default=x509.ReasonFlags.ca_compromise.value,
+        choices=REVOCATION_REASONS,
+        help="RFC 5280 reason code (default %(default)s)",
+    )
+    revoke_ca.add_argument("--next-update-hours", type=float, default=DEFAULT_CRL_HOURS)
+    revoke_ca.set_defaults(func=_revoke_issuing_ca)
+
     crl = pki_sub.add_parser("crl", help="sign and write a new CRL")
     crl.add_argument("directory", type=Path, metavar="DIR")
     crl.add_argument("--next-update-hours", type=float, default=DEFAULT_CRL_HOURS)
+    crl.add_argument(
+        "--root", action="store_true", help="the root CA's CRL instead of the issuing CA's"
+    )
     crl.set_defaults(func=_crl)
 
     serve = sub.add_parser(
@@ -131,6 +149,7 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  root CA:    {pki.paths.root_certificate}")
     print(f"  issuing CA: {pki.paths.issuing_certificate}")
     print(f"  OCSP:       {pki.urls.ocsp}   CRL: {pki.urls.crl}")
+    print(f"  root CRL:   {pki.urls.root_crl} (the issuing CA's distribution point)")
     return 0
 
 
@@ -226,14 +245,50 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _revoke_issuing_ca(args: argparse.Namespace) -> int:
+    try:
+        pki = Pki.open(args.directory)
+        revoked = pki.revoke_issuing_ca(
+            reason=args.reason, next_update_hours=args.next_update_hours
+        )
+    except PkiError as exc:
+        return _refused(exc)
+    serial = pki.issuing_certificate.serial_number
+    if revoked is None:
+        print(f"Nothing new to revoke: the issuing CA (serial {serial:X}) was already revoked.")
+    else:
+        print(f"Revoked the issuing CA, serial {serial:X} ({args.reason}).")
+    print(f"Root CRL rewritten: {pki.paths.root_crl_der}")
+    if not _names_root_crl(pki.issuing_certificate):
+        # A folder made before the root published a CRL: nothing points a broker at it.
+        print(
+            "  note: this issuing CA names no CRL distribution point, so brokers do not"
+            " check it unless they are configured with the root CRL file"
+        )
+    return 0
+
+
+def _names_root_crl(issuing: x509.Certificate) -> bool:
+    try:
+        issuing.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    except x509.ExtensionNotFound:
+        return False
+    return True
+
+
 def _crl(args: argparse.Namespace) -> int:
     try:
         pki = Pki.open(args.directory)
-        crl = pki.write_crl(next_update_hours=args.next_update_hours)
+        if args.root:
+            crl = pki.write_root_crl(next_update_hours=args.next_update_hours)
+            written = pki.paths.root_crl_der
+        else:
+            crl = pki.write_crl(next_update_hours=args.next_update_hours)
+            written = pki.paths.crl_der
     except PkiError as exc:
         return _refused(exc)
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    print(f"Wrote CRL number {number} ({len(crl)} revoked) to {pki.paths.crl_der}")
+    print(f"Wrote CRL number {number} ({len(crl)} revoked) to {written}")
     print(f"  next update {crl.next_update_utc:%Y-%m-%d %H:%M} UTC")
     return 0
 
@@ -275,6 +330,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         url = server.url
         print(f"Development PKI served at {url}: OCSP {url}/ocsp, CRL {url}/crl/issuing-ca.crl")
+        print(f"  root CA CRL {url}/crl/root-ca.crl")
         base_url = server.responder.pki.base_url
         if base_url != url:
             print(f"  note: certificates point at {base_url}, not at this address")

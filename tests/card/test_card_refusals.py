@@ -4,6 +4,7 @@ and no session left behind."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,10 @@ from card_support import (
     JO,
     LEE,
     PAT,
+    PIN,
     CardBrowser,
     CardPki,
+    SimulatedAgent,
     last_audit,
     register_card,
 )
@@ -29,8 +32,11 @@ from careid_broker.admin.removal import Removal, remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.codes import AupRoute, BrokerCode, aup_message, message_for
 from careid_broker.store import Outcome
+from careid_devkit.ocsp_responder import start_pki_server
+from careid_devkit.pki import init_pki
 from careid_devkit.slapd import Slapd
 from careid_protocol.errors import ErrorCode
+from support.clock import FakeClock
 from support.damaged_certificates import unreadable_name, with_version
 
 
@@ -173,6 +179,39 @@ def test_no_revocation_status_fails_closed(
     response = _refused(app, card_browser, "alex", card_pki)
     _assert_refusal(app, response, ErrorCode.REVOCATION_UNAVAILABLE, 503)
     assert response.headers["Retry-After"]
+
+
+def test_a_card_whose_issuing_ca_is_revoked_is_refused_naming_the_ca(
+    card_app_factory: CardAppFactory, card_clock: FakeClock, tmp_path: Path
+) -> None:
+    # A PKI of this test's own: its issuing CA is revoked by its root, on the root's CRL
+    # that the issuing CA's certificate names; the card itself is good (its OCSP says so).
+    init_pki(tmp_path / "pki")
+    with start_pki_server(tmp_path / "pki", "127.0.0.1", 0, clock=card_clock) as server:
+        pki = init_pki(tmp_path / "pki", base_url=server.url, force=True)
+        agent = SimulatedAgent(
+            pki.issue_card(uuid=ALEX[1], name=ALEX[2], algorithm="p256", pin=PIN)
+        )
+        pki.revoke_issuing_ca(reason="cACompromise")
+        app = card_app_factory(
+            pki={
+                "trust_anchors": [str(pki.paths.root_certificate)],
+                "intermediates": [str(pki.paths.issuing_certificate)],
+                "revocation": "ocsp",
+                "ocsp": {"timeout_seconds": 2},
+            }
+        )
+        register_card(app, agent, ALEX[0])
+        card_browser = CardBrowser(app.test_client())
+        card_browser.open_login()
+        response = card_browser.sign_in(agent)
+    _assert_refusal(app, response, ErrorCode.CERTIFICATE_REVOKED, 403)
+    entry = last_audit(app, "signin.card")
+    issuing = pki.issuing_certificate
+    assert entry.details["revoked_ca_subject"] == issuing.subject.rfc4514_string()
+    assert entry.details["revoked_ca_serial"] == f"{issuing.serial_number:X}"
+    assert entry.details["cert_serial"] == agent.serial_hex
+    assert entry.details["certificate_validated"] is False
 
 
 def test_a_directory_that_is_down_denies(

@@ -134,6 +134,21 @@ def test_crl_is_served_and_follows_revocations(
     assert x509.load_pem_x509_crl(pem) == crl
 
 
+def test_the_root_crl_is_served_and_follows_the_issuing_cas_revocation(
+    pki: Pki, server: PkiServer, clock: FakeClock
+) -> None:
+    status, content_type, body = _get(server.url + "/crl/root-ca.crl")
+    assert (status, content_type) == (200, "application/pkix-crl")
+    assert len(x509.load_der_x509_crl(body)) == 0
+    pki.revoke_issuing_ca(now=NOW)
+    crl = x509.load_der_x509_crl(_get(server.url + "/crl/root-ca.crl")[2])
+    assert [entry.serial_number for entry in crl] == [pki.issuing_certificate.serial_number]
+    assert crl.issuer == pki.root_certificate.subject
+    assert crl.is_signature_valid(pki.root_certificate.public_key())  # type: ignore[arg-type]
+    pem = _get(server.url + "/crl/root-ca.crl.pem")[2]
+    assert x509.load_pem_x509_crl(pem) == crl
+
+
 def test_crl_is_resigned_when_next_update_is_near(
     pki: Pki, server: PkiServer, clock: FakeClock
 ) -> None:

@@ -244,3 +244,51 @@ def test_ocsp_responder_command_serves_until_sigterm(pki_dir: Path) -> None:
     assert process.returncode == 0, stderr
     assert "Stopped after 1 requests." in stdout
     assert "GET /healthz -> 200" in stderr  # one log line per request
+
+
+def test_revoke_issuing_ca_lists_it_on_the_root_crl(pki_dir: Path) -> None:
+    issuing = x509.load_pem_x509_certificate((pki_dir / "issuing-ca.pem").read_bytes())
+    points = issuing.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    [url] = [name.value for point in points for name in point.full_name or ()]
+    assert url.endswith("/crl/root-ca.crl")
+    root_crl = pki_dir / "crl" / "root-ca.crl"
+    assert len(x509.load_der_x509_crl(root_crl.read_bytes())) == 0  # published at init
+
+    status, out, err = run_cli(["pki", "revoke-issuing-ca", str(pki_dir)])
+    assert status == 0, err
+    assert f"{issuing.serial_number:X}" in out
+    crl = x509.load_der_x509_crl(root_crl.read_bytes())
+    root = x509.load_pem_x509_certificate((pki_dir / "root-ca.pem").read_bytes())
+    assert crl.issuer == root.subject
+    assert crl.is_signature_valid(root.public_key())  # type: ignore[arg-type]
+    [entry] = list(crl)
+    assert entry.serial_number == issuing.serial_number
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    assert reason is x509.ReasonFlags.ca_compromise
+    state = json.loads((pki_dir / "ca.json").read_text())
+    assert state["rootCrlNumber"] == 2 and state["caRevocations"][0]["reason"] == "cACompromise"
+
+    status, out, _ = run_cli(["pki", "revoke-issuing-ca", str(pki_dir)])
+    assert status == 0 and "already revoked" in out
+    status, out, _ = run_cli(["pki", "crl", str(pki_dir), "--root"])
+    assert status == 0 and "root-ca.crl" in out
+    assert [e.serial_number for e in x509.load_der_x509_crl(root_crl.read_bytes())] == [
+        issuing.serial_number
+    ]
+
+
+def test_a_pki_folder_from_before_the_root_crl_keeps_working(pki_dir: Path, tmp_path: Path) -> None:
+    # What `pki init` wrote before the root published a CRL: no root CRL, and no
+    # rootCrlNumber nor caRevocations in ca.json.
+    state = json.loads((pki_dir / "ca.json").read_text())
+    del state["rootCrlNumber"], state["caRevocations"]
+    (pki_dir / "ca.json").write_text(json.dumps(state))
+    for name in ("root-ca.crl", "root-ca.crl.pem"):
+        (pki_dir / "crl" / name).unlink()
+    assert _issue(pki_dir, tmp_path / "a.json")[0] == 0
+    assert run_cli(["pki", "revoke", str(pki_dir), "--uuid", UUID])[0] == 0
+    assert run_cli(["pki", "crl", str(pki_dir)])[0] == 0
+    assert Pki.open(pki_dir).current_root_crl() is not None  # served on demand
+    status, _, err = run_cli(["pki", "revoke-issuing-ca", str(pki_dir)])
+    assert status == 0, err
+    assert len(json.loads((pki_dir / "ca.json").read_text())["revocations"]) == 1

@@ -9,26 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pki_validation_support import NOW, START, PkiEnv
-
-from careid_devkit.ocsp_responder import start_pki_server
-from careid_devkit.pki import init_pki
-from support.clock import FakeClock
+from pki_validation_support import START, PkiEnv, served_pki
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PkiEnv]:
     """One PKI whose certificates point at its own running server."""
-    work = tmp_path_factory.mktemp("pki-validation")
-    directory = work / "pki"
-    clock = FakeClock(START)
-    # The certificates must carry the server's URL, which is known only once it listens
-    # on its free port: start it on a first PKI, then remake the PKI with that base URL.
-    # The responder rereads the folder whenever ca.json changes, so it serves the new one.
-    init_pki(directory, now=NOW)
-    with start_pki_server(directory, "127.0.0.1", 0, clock=clock) as server:
-        pki = init_pki(directory, base_url=server.url, now=NOW, force=True)
-        yield PkiEnv(pki=pki, server=server, clock=clock, work=work)
+    with served_pki(tmp_path_factory.mktemp("pki-validation")) as env:
+        yield env
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import socket
 import uuid as uuid_module
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from careid_broker.pki import CertificateValidator, HttpFetcher, PkiConfig, UrllibFetcher
 from careid_broker.pki.sharing import PROCESS_ONLY, RevocationSharing
-from careid_devkit.ocsp_responder import PkiServer
-from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki
+from careid_devkit.ocsp_responder import PkiServer, start_pki_server
+from careid_devkit.pki import DEV_CARD_AUTH_POLICY_OID, Pki, init_pki, load_issuer_key
+from careid_devkit.pki.certs import build_issuing_ca
 from support.clock import FakeClock
 
 #: A fixed "now": the PKI is made at NOW and tests start a minute later.
@@ -54,6 +55,9 @@ class PkiEnv:
     server: PkiServer
     clock: FakeClock
     work: Path
+    _without_crl_point: tuple[Path, x509.Certificate] | None = field(
+        default=None, init=False, repr=False
+    )
 
     @property
     def directory(self) -> Path:
@@ -84,6 +88,37 @@ class PkiEnv:
             else:
                 data[key] = value
         return data
+
+    def issuing_ca_without_crl_point(self) -> tuple[Path, x509.Certificate]:
+        """The issuing CA's certificate as devkit PKIs made before the root published a
+        CRL had it (the same name and key, no CRL distribution point), in a file; one
+        per PKI, so that validators using it share CRLs (keyed by issuer certificate)."""
+        if self._without_crl_point is not None:
+            return self._without_crl_point
+        issuing = self.pki.issuing_certificate
+        old = build_issuing_ca(
+            key_public=self.pki.issuing_key.public_key(),
+            name=issuing.subject,
+            issuer=self.pki.root_certificate,
+            issuer_key=self.root_key(),
+            not_before=issuing.not_valid_before_utc,
+            not_after=issuing.not_valid_after_utc,
+        )
+        path = self.work / f"issuing-ca-without-cdp-{old.serial_number:X}.pem"
+        path.write_bytes(old.public_bytes(serialization.Encoding.PEM))
+        self._without_crl_point = (path, old)
+        return path, old
+
+    def card_crls_only(self) -> dict[str, Any]:
+        """Overrides that chain cards through `issuing_ca_without_crl_point`: for tests of
+        the card's own CRL, whose fetches and counts the root's CRL would otherwise join
+        (the CA step has tests of its own: test_validation_ca_revocation.py)."""
+        path, _ = self.issuing_ca_without_crl_point()
+        return {"intermediates": [str(path)]}
+
+    def root_key(self) -> CertificateIssuerPrivateKeyTypes:
+        """The root CA's private key (DEMO/TEST MATERIAL, read from the PKI folder)."""
+        return load_issuer_key(self.pki.paths.root_key.read_bytes(), source="root key")
 
     def config(self, **overrides: Any) -> PkiConfig:
         return PkiConfig.from_mapping(self.mapping(**overrides), base_dir=self.directory)
@@ -188,6 +223,21 @@ class PkiEnv:
                 critical=False,
             )
         return builder.sign(signer_key or self.pki.issuing_key, hashes.SHA256())
+
+
+@contextmanager
+def served_pki(work: Path) -> Iterator[PkiEnv]:
+    """A new PKI in `work`, whose certificates point at its own running server, and a
+    clock at START that the server shares."""
+    directory = work / "pki"
+    clock = FakeClock(START)
+    # The certificates must carry the server's URL, which is known only once it listens
+    # on its free port: start it on a first PKI, then remake the PKI with that base URL.
+    # The responder rereads the folder whenever ca.json changes, so it serves the new one.
+    init_pki(directory, now=NOW)
+    with start_pki_server(directory, "127.0.0.1", 0, clock=clock) as server:
+        pki = init_pki(directory, base_url=server.url, now=NOW, force=True)
+        yield PkiEnv(pki=pki, server=server, clock=clock, work=work)
 
 
 def key_usage_for(

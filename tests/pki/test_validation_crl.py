@@ -70,7 +70,7 @@ def test_a_revoked_card_is_refused_by_the_distribution_point_crl(env: PkiEnv) ->
 
 
 def test_the_crl_is_cached_until_its_next_update(env: PkiEnv) -> None:
-    validator = env.validator(revocation="crl")
+    validator = env.validator(**env.card_crls_only(), revocation="crl")
     before = env.server.requests_served
     first = validator.validate(env.issue())
     second = validator.validate(env.issue())  # another card, the same CRL
@@ -112,7 +112,9 @@ def test_a_configured_crl_file_is_used_without_any_http(env: PkiEnv) -> None:
     cert, revoked = env.issue(), env.issue()
     path = _crl_file(env, "local.pem", _crl(env, revoked=[revoked.serial_number], pem=True))
     fetcher = RecordingFetcher()
-    validator = env.validator(http=fetcher, revocation="crl", crl={"files": [str(path)]})
+    validator = env.validator(
+        **env.card_crls_only(), http=fetcher, revocation="crl", crl={"files": [str(path)]}
+    )
     result = validator.validate(cert)
     assert result.revocation is not None and result.revocation.location == str(path)
     with pytest.raises(CertificateRevokedError):
@@ -210,7 +212,7 @@ def test_a_crl_for_another_distribution_point_is_not_used(env: PkiEnv) -> None:
     # The same CA's genuine, current CRL for part A, served at part B's distribution
     # point (by anyone on the plain-HTTP path), says nothing of part B's cards.
     substituted = RecordingFetcher(on_get=lambda _url: crl_a)
-    validator = env.validator(http=substituted, revocation="crl")
+    validator = env.validator(**env.card_crls_only(), http=substituted, revocation="crl")
     with pytest.raises(RevocationUnavailableError) as caught:
         validator.trust(card_b)
     assert caught.value.code is ErrorCode.REVOCATION_UNAVAILABLE
@@ -223,7 +225,9 @@ def test_a_crl_for_another_distribution_point_is_not_used(env: PkiEnv) -> None:
     # file: their own distribution point is asked, and its CRL refuses the card.
     path = _crl_file(env, "part-a.crl", crl_a)
     honest = RecordingFetcher(on_get=lambda url: {part_a: crl_a, part_b: crl_b}[url])
-    validator = env.validator(http=honest, revocation="crl", crl={"files": [str(path)]})
+    validator = env.validator(
+        **env.card_crls_only(), http=honest, revocation="crl", crl={"files": [str(path)]}
+    )
     with pytest.raises(CertificateRevokedError):
         validator.trust(card_b)
     assert honest.gets == [part_b]
@@ -234,7 +238,9 @@ def test_a_crl_for_another_distribution_point_is_not_used(env: PkiEnv) -> None:
     # Only with the file: nothing covers part B's cards, so no status (fail closed).
     alone = {"files": [str(path)], "use_distribution_points": False}
     with pytest.raises(RevocationUnavailableError) as caught:
-        env.validator(http=honest, revocation="crl", crl=alone).trust(card_b)
+        env.validator(**env.card_crls_only(), http=honest, revocation="crl", crl=alone).trust(
+            card_b
+        )
     assert "does not cover" in (caught.value.detail or "")
 
 
@@ -275,7 +281,9 @@ def test_a_cached_crl_serves_within_the_skew_after_next_update_then_fails_closed
             raise HttpFetchError(f"GET {url}: timed out")
         return answer
 
-    validator = env.validator(http=RecordingFetcher(on_get=serve), revocation="crl")
+    validator = env.validator(
+        **env.card_crls_only(), http=RecordingFetcher(on_get=serve), revocation="crl"
+    )
     cert = env.issue()
     validator.validate(cert)
     env.clock.advance(timedelta(hours=1, minutes=2))  # past nextUpdate, inside the skew
@@ -311,7 +319,9 @@ def test_refresh_fetches_due_crls_and_picks_up_new_revocations(env: PkiEnv) -> N
     uuid = "555000000889"
     cert = env.issue(uuid=uuid)
     fetcher = RecordingFetcher()
-    validator = env.validator(http=fetcher, revocation="crl", crl={"refresh_seconds": 600})
+    validator = env.validator(
+        **env.card_crls_only(), http=fetcher, revocation="crl", crl={"refresh_seconds": 600}
+    )
     validator.validate(cert)
     assert len(fetcher.gets) == 1
     assert validator.revocation.crl.refresh_due() == 0  # fetched just now

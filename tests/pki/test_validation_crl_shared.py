@@ -35,7 +35,11 @@ def shared(env: PkiEnv, store_url: str) -> Iterator[Store]:
 def _worker(env: PkiEnv, store: Store, fetcher: RecordingFetcher) -> CertificateValidator:
     sharing = RevocationSharing(crls=SharedCrlTable(store))
     return env.validator(
-        http=fetcher, sharing=sharing, revocation="crl", crl={"refresh_seconds": 3600}
+        **env.card_crls_only(),
+        http=fetcher,
+        sharing=sharing,
+        revocation="crl",
+        crl={"refresh_seconds": 3600},
     )
 
 
@@ -85,7 +89,8 @@ def test_a_shared_crl_that_does_not_verify_is_ignored(
         .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
     )
     source = CrlSource(kind=SourceKind.URL, location=env.pki.urls.crl)
-    key = _shared_key((source, env.pki.issuing_certificate.fingerprint(hashes.SHA256())))
+    _, issuing = env.issuing_ca_without_crl_point()  # the workers' (`_worker`)
+    key = _shared_key((source, issuing.fingerprint(hashes.SHA256())))
     SharedCrlTable(shared).offer(
         key,
         der=forged.public_bytes(serialization.Encoding.DER),
@@ -272,7 +277,8 @@ def test_a_new_worker_does_not_take_a_shared_crl_that_does_not_verify(
     cert = env.issue()
     forged = _crl(env, START, signer=ec.generate_private_key(ec.SECP256R1()))
     source = CrlSource(kind=SourceKind.URL, location=env.pki.urls.crl)
-    key = _shared_key((source, env.pki.issuing_certificate.fingerprint(hashes.SHA256())))
+    _, issuing = env.issuing_ca_without_crl_point()  # the workers' (`_worker`)
+    key = _shared_key((source, issuing.fingerprint(hashes.SHA256())))
     SharedCrlTable(shared).offer(key, der=forged, last_update=START, location=source.location)
 
     worker = _worker(env, shared, RecordingFetcher(on_get=_unreachable))

@@ -42,7 +42,7 @@ def test_crl_cache_hits_misses_and_failed_fetches_are_counted(env: PkiEnv) -> No
     lookups = metrics.revocation.cache_lookups
     failures = metrics.revocation.fetch_failures
     sharing = RevocationSharing(observer=metrics.revocation)
-    validator = env.validator(revocation="crl", sharing=sharing)
+    validator = env.validator(**env.card_crls_only(), revocation="crl", sharing=sharing)
     validator.validate(env.issue())
     validator.validate(env.issue())  # another card, the same CRL
     assert lookups.value(source="crl", result="miss") == 1
@@ -50,7 +50,10 @@ def test_crl_cache_hits_misses_and_failed_fetches_are_counted(env: PkiEnv) -> No
     assert failures.value(source="crl") == 0
 
     unreachable = env.validator(
-        revocation="crl", sharing=sharing, http=RecordingFetcher(on_get=_refuse)
+        **env.card_crls_only(),
+        revocation="crl",
+        sharing=sharing,
+        http=RecordingFetcher(on_get=_refuse),
     )
     with pytest.raises(RevocationUnavailableError):
         unreachable.validate(env.issue())

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from careid_broker.codes import BrokerCode, Code
 from careid_broker.directory import CareIdentity, Directory, MailAccount
-from careid_broker.errors import BrokerError, CertificateRevokedError
+from careid_broker.errors import AuthorityRevokedError, BrokerError, CertificateRevokedError
 from careid_broker.pki import (
     TrustedCertificate,
     ValidatedCertificate,
@@ -79,6 +79,9 @@ class AttemptFacts:
     validated: bool = False
     revocation: str | None = None
     soft_fail: bool = False
+    revoked_ca_subject: str | None = None
+    """The CA certificate of the card's chain found revoked on its issuer's CRL."""
+    revoked_ca_serial: str | None = None
     account_mail: str | None = None
     org_code: str | None = None
 
@@ -90,6 +93,8 @@ class AttemptFacts:
             ("cert_serial", self.cert_serial),
             ("uuid", self.uuid),
             ("revocation", self.revocation),
+            ("revoked_ca_subject", self.revoked_ca_subject),
+            ("revoked_ca_serial", self.revoked_ca_serial),
         ):
             if value is not None:
                 details[key] = value
@@ -128,6 +133,14 @@ class CardSigninDecision:
     account: MailAccount
     identity: CareIdentity
     facts: AttemptFacts
+
+
+def with_revoked_authority(facts: AttemptFacts, error: CertificateRevokedError) -> AttemptFacts:
+    """`facts` naming the revoked CA, where a CA of the card's chain (not the card) was
+    found revoked: an investigator must see which CA, not only that the card was refused."""
+    if not isinstance(error, AuthorityRevokedError):
+        return facts
+    return replace(facts, revoked_ca_subject=error.ca_subject, revoked_ca_serial=error.ca_serial)
 
 
 def claimed_facts(certificate: x509.Certificate, rule: IdentityRule) -> AttemptFacts:
@@ -203,7 +216,8 @@ class CardSignin:
                 raise ProtocolError(code, f"challenge {outcome.value}")
             try:
                 trusted = self._validator.trust(certificate)
-            except CertificateRevokedError:
+            except CertificateRevokedError as exc:
+                facts = with_revoked_authority(facts, exc)
                 self._revoked(certificate)
                 raise
             # TBS from the broker's own origin and the challenge it stored and has just
@@ -239,7 +253,8 @@ class CardSignin:
             facts = claimed_facts(certificate, self._identity_rule)
             try:
                 trusted = self._validator.trust(certificate)
-            except CertificateRevokedError:
+            except CertificateRevokedError as exc:
+                facts = with_revoked_authority(facts, exc)
                 self._revoked(certificate)
                 raise
             return identify(trusted, self._identity_rule)
@@ -248,7 +263,8 @@ class CardSignin:
 
     def _revoked(self, certificate: bytes | x509.Certificate) -> None:
         # The chain was verified before revocation was asked: this is a certificate of
-        # ours that its CA has revoked. Any session it opened ends now, wherever.
+        # ours that its CA has revoked (or whose CA its own issuer has revoked, which
+        # leaves the card no more valid). Any session it opened ends now, wherever.
         if self._on_revoked is None or not isinstance(certificate, x509.Certificate):
             return
         self._on_revoked(

@@ -157,13 +157,28 @@ class CrlCache:
 
     def check(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
         """Not revoked as a status; on the CRL: CertificateRevokedError; else unavailable."""
-        now = utc_now(self._clock)
-        sources = self._sources(certificate)
-        if not sources:
+        status = self.check_if_named(certificate, issuer)
+        if status is not None:
+            return status
+        if not self._sources(certificate):
             raise RevocationUnavailableError(
                 detail=f"no CRL source for {describe(certificate)}: it has no http(s)"
                 " distribution point and no CRL file is configured"
             )
+        raise RevocationUnavailableError(
+            detail=f"no usable CRL for {describe(certificate)}: no configured CRL file is"
+            " from this issuer"
+        )
+
+    def check_if_named(
+        self, certificate: x509.Certificate, issuer: x509.Certificate
+    ) -> RevocationStatus | None:
+        """As `check`, but None where no CRL source is the issuer's: the certificate names
+        no http(s) distribution point (or they are not used) and no configured file holds
+        the issuer's CRL. A source that is the issuer's, or may be (a file that cannot be
+        read), and gives no usable answer is unavailable, as in `check`."""
+        now = utc_now(self._clock)
+        sources = self._sources(certificate)
         problems: list[str] = []
         for source in sources:
             try:
@@ -193,9 +208,10 @@ class CrlCache:
                 next_update=entry.next_update,
                 location=source.location,
             )
-        detail = "; ".join(problems) or "no configured CRL file is from this issuer"
+        if not problems:
+            return None
         raise RevocationUnavailableError(
-            detail=f"no usable CRL for {describe(certificate)}: {detail}"
+            detail=f"no usable CRL for {describe(certificate)}: {'; '.join(problems)}"
         )
 
     def adopt(

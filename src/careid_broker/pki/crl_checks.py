@@ -68,6 +68,10 @@ def check_covers(crl: x509.CertificateRevocationList, certificate: x509.Certific
     answers only for certificates that name one of them; one naming none (or with no
     issuingDistributionPoint) is the issuer's full CRL. Checked wherever a CRL is chosen
     for a certificate, since CRLs are fetched, kept and shared by source, not by card.
+
+    A CRL of end-entity certificates only says nothing of a CA certificate, and an
+    authority revocation list (onlyContainsCACerts, RFC 5280 §5.2.5) nothing of a card:
+    an ARL answers for CA certificates and never clears a card.
     """
     try:
         point = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
@@ -75,6 +79,8 @@ def check_covers(crl: x509.CertificateRevocationList, certificate: x509.Certific
         return
     if point.only_contains_user_certs and _is_ca(certificate):
         raise CrlProblem("the CRL does not cover this certificate: it lists end-entity ones only")
+    if point.only_contains_ca_certs and not _is_ca(certificate):
+        raise CrlProblem("the CRL does not cover this certificate: it lists CA certificates only")
     scope = _point_names(point.full_name, point.relative_name, crl.issuer)
     if not scope:
         return
@@ -129,7 +135,9 @@ def _is_ca(certificate: x509.Certificate) -> bool:
 
 
 def _check_scope(crl: x509.CertificateRevocationList) -> None:
-    """Refuse CRLs that do not list every revoked end-entity certificate of the issuer."""
+    """Refuse CRLs that leave out some revoked certificates of the kinds they cover: delta
+    CRLs, and partitions by reason, indirect CRLs and attribute-certificate CRLs. Which
+    kind of certificate a CRL covers (end-entity or CA) is `check_covers`'s question."""
     extensions = crl.extensions
     for extension in extensions:
         if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
@@ -147,8 +155,7 @@ def _check_scope(crl: x509.CertificateRevocationList) -> None:
     except x509.ExtensionNotFound:
         return
     if (
-        point.only_contains_ca_certs
-        or point.only_contains_attribute_certs
+        point.only_contains_attribute_certs
         or point.only_some_reasons is not None
         or point.indirect_crl
     ):

@@ -55,9 +55,11 @@ class FetchedCrl:
 
 
 def named_crls(config: PkiConfig, card_certificates: Iterable[x509.Certificate]) -> list[NamedCrl]:
-    """Every CRL the configuration and the registered cards name, once each, in order."""
-    if config.revocation is RevocationMode.OCSP:
-        return []
+    """Every CRL the configuration and the registered cards name, once each, in order.
+
+    With revocation "ocsp" the cards' CRLs are not used, but the CA certificates' are
+    (their issuers' CRLs: files and the CA certificates' distribution points)."""
+    cards = config.revocation is not RevocationMode.OCSP
     found: list[NamedCrl] = []
     seen: set[str] = set()
 
@@ -69,8 +71,9 @@ def named_crls(config: PkiConfig, card_certificates: Iterable[x509.Certificate])
     for path in config.crl.files:
         add(str(path), CRL_FILES, is_file=True)
     if config.crl.use_distribution_points:
-        for url in sorted({u for c in card_certificates for u in distribution_points(c)}):
-            add(url, REGISTERED_CARDS, is_file=False)
+        if cards:
+            for url in sorted({u for c in card_certificates for u in distribution_points(c)}):
+                add(url, REGISTERED_CARDS, is_file=False)
         for certificate in (*config.trust_anchors, *config.intermediates):
             for url in distribution_points(certificate):
                 add(url, f"CA certificate {certificate.subject.rfc4514_string()!r}", is_file=False)

@@ -1,8 +1,12 @@
 """Revocation by the deployment's choice: `ocsp`, `crl` or `ocsp-then-crl`; soft-fail.
 
+The card's certificate is checked by the configured mode; then the CA certificates of
+its chain, on their issuers' CRLs whatever the mode (`careid_broker.pki.authorities`).
+
 Fail closed by default: no trustworthy, fresh status means no sign-in. With `soft_fail`
-an unobtainable status is accepted, but never silently: a warning is logged and the
-outcome says so, for the caller to audit. A definite "revoked" is never softened.
+an unobtainable status (the card's or a CA's) is accepted, but never silently: a warning
+is logged and the outcome says so, for the caller to audit. A definite "revoked" is
+never softened.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import timedelta
 from cryptography import x509
 
 from careid_broker.errors import RevocationUnavailableError
+from careid_broker.pki.authorities import AuthorityRevocation
 from careid_broker.pki.config import PkiConfig, RevocationMode
 from careid_broker.pki.crl import CrlCache
 from careid_broker.pki.http import HttpFetcher
@@ -29,6 +34,7 @@ class RevocationOutcome:
     """The certificate is not known to be revoked: by which status, or by soft-fail."""
 
     status: RevocationStatus | None
+    """The card's status; None when soft-fail accepted the card without one."""
     soft_fail_used: bool = False
     soft_fail_reason: str | None = None
 
@@ -65,6 +71,9 @@ class RevocationChecker:
             observer=sharing.observer,
             shared=sharing.crls,
         )
+        self.authorities = AuthorityRevocation(
+            self.crl, use_distribution_points=config.crl.use_distribution_points
+        )
         if self._soft_fail:
             logger.warning(
                 "revocation soft-fail is ON: cards whose revocation status cannot be"
@@ -86,6 +95,28 @@ class RevocationChecker:
             )
             return RevocationOutcome(status=None, soft_fail_used=True, soft_fail_reason=reason)
 
+    def check_chain(self, chain: tuple[x509.Certificate, ...]) -> RevocationOutcome:
+        """The card (`chain[0]`) by the configured mode, then each CA certificate below the
+        trust anchor (`chain[-1]`) by its issuer's CRL; soft-fail as in `check`, the
+        outcome's reason naming the CA."""
+        outcome = self.check(chain[0], chain[1])
+        try:
+            self.authorities.check(chain)
+        except RevocationUnavailableError as exc:
+            if not self._soft_fail:
+                raise
+            reason = exc.detail or exc.message
+            logger.warning(
+                "SOFT-FAIL: accepting %s without the revocation status of its CA: %s",
+                describe(chain[0]),
+                reason,
+            )
+            reasons = [r for r in (outcome.soft_fail_reason, reason) if r]
+            return RevocationOutcome(
+                status=outcome.status, soft_fail_used=True, soft_fail_reason="; ".join(reasons)
+            )
+        return outcome
+
     def _status(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
         if self._mode is RevocationMode.CRL:
             return self.crl.check(certificate, issuer)
@@ -103,9 +134,10 @@ class RevocationChecker:
                 ) from crl_failure
 
     def start(self) -> None:
-        """Start background work (CRL refresh) where the mode uses CRLs."""
-        if self._mode is not RevocationMode.OCSP:
-            self.crl.start()
+        """Start background work: the CRL refresh, in every mode, since CA certificates
+        are checked on CRLs even where cards are checked by OCSP (it holds no CRL, and
+        fetches none, until a check has needed one)."""
+        self.crl.start()
 
     def stop(self) -> None:
         """Stop background work."""

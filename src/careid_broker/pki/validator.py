@@ -5,7 +5,8 @@ typed `BrokerError` with a stable code and an operator `detail`:
 
 parse → every key EC P-256/P-384 or RSA ≥ 2048 (card first, CAs once the chain is built) →
 chain to the trust anchors → validity with bounded skew → keyUsage / EKU → certificate
-policies → revocation: `trust()` stops there. Card sign-in then checks the token's
+policies → revocation (the card by the configured mode, then each CA certificate below
+the trust anchor on its issuer's CRL): `trust()` stops there. Card sign-in then checks the token's
 signature with the trusted key before `identify()` reads the holder's UUID
 (`careid_broker.card.service`); `validate()` is `trust()` then `identify()`, for callers
 with no signature to check.
@@ -87,7 +88,8 @@ class TrustedCertificate:
     serial_hex: str
     fingerprint_sha256: str
     revocation: RevocationStatus | None
-    """The status that cleared the card; None only when soft-fail was used."""
+    """The status that cleared the card; None when soft-fail accepted the card without
+    one (soft-fail may also have accepted a CA's status alone: `soft_fail_used`)."""
     soft_fail_used: bool
     soft_fail_reason: str | None
 
@@ -203,7 +205,7 @@ class CertificateValidator:
             match=config.policy_match,
             disallowed=config.disallowed_policies,
         )
-        outcome = self.revocation.check(leaf, chain[1])
+        outcome = self.revocation.check_chain(chain)
         return TrustedCertificate(
             certificate=leaf,
             chain=chain,

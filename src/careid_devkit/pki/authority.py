@@ -42,6 +42,7 @@ from careid_devkit.pki.keys import (
     same_public_key,
 )
 from careid_devkit.pki.state import (
+    CaRevocation,
     IssuedCertificate,
     PkiState,
     Revocation,
@@ -333,12 +334,7 @@ class Pki:
         margin = min(refresh_margin, timedelta(hours=next_update_hours) / 2)
         with locked(self.paths):
             state = load_state(self.paths)
-            try:
-                crl: x509.CertificateRevocationList | None = x509.load_der_x509_crl(
-                    self.paths.crl_der.read_bytes()
-                )
-            except (OSError, ValueError):
-                crl = None
+            crl = _read_crl(self.paths.crl_der)
             if crl is not None and not crl_needs_refresh(
                 crl,
                 issuer=self.issuing_certificate,
@@ -348,6 +344,78 @@ class Pki:
             ):
                 return crl
             return self._write_crl_locked(state, now=moment, next_update_hours=next_update_hours)
+
+    def revoke_issuing_ca(
+        self,
+        *,
+        reason: x509.ReasonFlags | str = x509.ReasonFlags.ca_compromise,
+        now: datetime | None = None,
+        next_update_hours: float = DEFAULT_CRL_HOURS,
+    ) -> CaRevocation | None:
+        """Revoke the issuing CA's certificate on the root CA's CRL, then rewrite that CRL.
+
+        Every card this PKI issued then fails at a broker that checks CA revocation (the
+        issuing CA names the root's CRL as its distribution point). None when it was
+        revoked already. The OCSP responder goes on answering for cards as before: a
+        real issuing CA's responder would not know of its own revocation either.
+        """
+        flag = cards.parse_reason(reason)
+        check_crl_hours(next_update_hours)  # before anything is written
+        moment = now_utc(now)
+        issuing = self.issuing_certificate
+        with locked(self.paths):
+            state = load_state(self.paths)
+            if state.ca_revocation_of(issuing.serial_number) is not None:
+                new = None
+            else:
+                new = CaRevocation(
+                    serial=issuing.serial_number,
+                    subject=issuing.subject.rfc4514_string(),
+                    revoked_at=moment,
+                    reason=flag,
+                )
+                state = replace(state, ca_revocations=(*state.ca_revocations, new))
+                save_state(self.paths, state)
+            self._write_root_crl_locked(state, now=moment, next_update_hours=next_update_hours)
+        if new is not None:
+            logger.info("revoked the issuing CA, serial %X (%s)", new.serial, flag.value)
+        return new
+
+    def write_root_crl(
+        self, *, next_update_hours: float = DEFAULT_CRL_HOURS, now: datetime | None = None
+    ) -> x509.CertificateRevocationList:
+        """Sign a new root CA CRL (next root CRL number) and write it as DER and PEM."""
+        moment = now_utc(now)
+        with locked(self.paths):
+            return self._write_root_crl_locked(
+                load_state(self.paths), now=moment, next_update_hours=next_update_hours
+            )
+
+    def current_root_crl(
+        self,
+        *,
+        now: datetime | None = None,
+        next_update_hours: float = DEFAULT_CRL_HOURS,
+        refresh_margin: timedelta = timedelta(hours=1),
+    ) -> x509.CertificateRevocationList:
+        """The root CA's CRL on disk, remade first if its revocations changed or its
+        nextUpdate is near (a folder made before the root published one gets one now)."""
+        moment = now_utc(now)
+        margin = min(refresh_margin, timedelta(hours=next_update_hours) / 2)
+        with locked(self.paths):
+            state = load_state(self.paths)
+            crl = _read_crl(self.paths.root_crl_der)
+            if crl is not None and not crl_needs_refresh(
+                crl,
+                issuer=self.root_certificate,
+                revocations=state.ca_revocations,
+                now=moment,
+                refresh_margin=margin,
+            ):
+                return crl
+            return self._write_root_crl_locked(
+                state, now=moment, next_update_hours=next_update_hours
+            )
 
     def _write_crl_locked(
         self, state: PkiState, *, now: datetime, next_update_hours: float
@@ -367,3 +435,38 @@ class Pki:
         write_atomic(self.paths.crl_pem, pem_with_header(crl.public_bytes(_PEM), "CRL"))
         save_state(self.paths, replace(state, crl_number=number))
         return crl
+
+    def _write_root_crl_locked(
+        self, state: PkiState, *, now: datetime, next_update_hours: float
+    ) -> x509.CertificateRevocationList:
+        check_crl_hours(next_update_hours)
+        # Read only here: the root key signs nothing else after `init`.
+        try:
+            root_key = load_issuer_key(
+                self.paths.root_key.read_bytes(), source=str(self.paths.root_key)
+            )
+        except OSError as exc:
+            detail = f"cannot read {exc.filename}: {exc.strerror}"
+            raise PkiError(DevkitCode.DEVKIT_PKI_DAMAGED, detail) from exc
+        number = state.root_crl_number + 1
+        crl = build_crl(
+            issuer=self.root_certificate,
+            issuer_key=root_key,
+            revocations=state.ca_revocations,
+            number=number,
+            this_update=now,
+            next_update=now + timedelta(hours=next_update_hours),
+        )
+        self.paths.crl_directory.mkdir(exist_ok=True)
+        write_atomic(self.paths.root_crl_der, crl.public_bytes(serialization.Encoding.DER))
+        write_atomic(self.paths.root_crl_pem, pem_with_header(crl.public_bytes(_PEM), "root CRL"))
+        save_state(self.paths, replace(state, root_crl_number=number))
+        return crl
+
+
+def _read_crl(path: Path) -> x509.CertificateRevocationList | None:
+    """The CRL at `path`, or None when there is none (or it does not parse)."""
+    try:
+        return x509.load_der_x509_crl(path.read_bytes())
+    except (OSError, ValueError):
+        return None

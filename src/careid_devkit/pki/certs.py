@@ -23,6 +23,7 @@ from careid_devkit.pki.constants import (
     DEV_CARD_AUTH_POLICY_OID,
     DEV_POLICY_NOTICE,
     OCSP_PATH,
+    ROOT_CRL_PATH,
 )
 from careid_devkit.pki.errors import PkiError
 from careid_devkit.pki.keys import issuer_public_key, signature_hash
@@ -41,6 +42,11 @@ class PkiUrls:
     @property
     def crl(self) -> str:
         return self.base_url + CRL_PATH
+
+    @property
+    def root_crl(self) -> str:
+        """The root CA's CRL, named by the issuing CA's certificate."""
+        return self.base_url + ROOT_CRL_PATH
 
     @property
     def ca_issuers(self) -> str:
@@ -74,6 +80,20 @@ def _key_usage(*, digital_signature: bool = False, ca: bool = False) -> x509.Key
         crl_sign=ca,
         encipher_only=False,
         decipher_only=False,
+    )
+
+
+def crl_distribution_point(url: str) -> x509.CRLDistributionPoints:
+    """One full-CRL distribution point at `url` (RFC 5280 §4.2.1.13)."""
+    return x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+        ]
     )
 
 
@@ -144,9 +164,12 @@ def build_issuing_ca(
     issuer_key: CertificateIssuerPrivateKeyTypes,
     not_before: datetime,
     not_after: datetime,
+    crl_url: str | None = None,
 ) -> x509.Certificate:
-    """An intermediate CA that may sign end-entity certificates only (pathLen 0)."""
-    return (
+    """An intermediate CA that may sign end-entity certificates only (pathLen 0), naming
+    its issuer's CRL at `crl_url` (None: no distribution point, as devkit PKIs made before
+    the root published a CRL)."""
+    builder = (
         _subordinate(
             key_public=key_public,
             name=name,
@@ -156,8 +179,10 @@ def build_issuing_ca(
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
-        .sign(issuer_key, signature_hash(issuer_key))
     )
+    if crl_url is not None:
+        builder = builder.add_extension(crl_distribution_point(crl_url), critical=False)
+    return builder.sign(issuer_key, signature_hash(issuer_key))
 
 
 def build_ocsp_signer(
@@ -246,19 +271,7 @@ def build_card_certificate(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(card_urn)]),
             critical=False,
         )
-        .add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(request.urls.crl)],
-                        relative_name=None,
-                        reasons=None,
-                        crl_issuer=None,
-                    )
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(crl_distribution_point(request.urls.crl), critical=False)
         .add_extension(
             x509.AuthorityInformationAccess(
                 [

@@ -51,4 +51,6 @@ CARD_BACKDATE: Final = timedelta(minutes=5)
 #: URL paths served by the OCSP responder / PKI server and written into certificates.
 OCSP_PATH: Final = "/ocsp"
 CRL_PATH: Final = "/crl/issuing-ca.crl"
+#: The root CA's CRL: the distribution point in the issuing CA's certificate.
+ROOT_CRL_PATH: Final = "/crl/root-ca.crl"
 CA_ISSUERS_PATH: Final = "/ca/issuing-ca.crt"

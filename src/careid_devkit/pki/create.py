@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from careid_devkit.codes import DevkitCode
 from careid_devkit.pki.authority import DEFAULT_CRL_HOURS, Pki, now_utc, write_cert, write_key
 from careid_devkit.pki.certs import (
+    PkiUrls,
     build_issuing_ca,
     build_ocsp_signer,
     build_root_ca,
@@ -44,7 +45,8 @@ def init_pki(
     now: datetime | None = None,
     force: bool = False,
 ) -> Pki:
-    """Create a root CA, an issuing CA and an OCSP signer in `directory`."""
+    """Create a root CA, an issuing CA and an OCSP signer in `directory`, and both CAs'
+    first CRLs."""
     paths = PkiPaths(directory=Path(directory))
     base_url = normalise_base_url(base_url)
     if paths.directory.exists() and not paths.directory.is_dir():
@@ -66,6 +68,7 @@ def init_pki(
         issuer_key=root_key,
         not_before=ca_start,
         not_after=moment + ISSUING_CA_LIFETIME,
+        crl_url=PkiUrls(base_url=base_url).root_crl,
     )
     ocsp_signer = build_ocsp_signer(
         key_public=ocsp_key.public_key(),
@@ -80,7 +83,13 @@ def init_pki(
         paths.crl_directory.mkdir(exist_ok=True)
         paths.issued_directory.mkdir(exist_ok=True)
         # --force: what the old PKI issued is meaningless under the new keys.
-        for old in (*paths.issued_directory.glob("*.pem"), paths.crl_der, paths.crl_pem):
+        for old in (
+            *paths.issued_directory.glob("*.pem"),
+            paths.crl_der,
+            paths.crl_pem,
+            paths.root_crl_der,
+            paths.root_crl_pem,
+        ):
             old.unlink(missing_ok=True)
         write_atomic(paths.readme, README_TEXT.encode("ascii"))
         write_key(paths.root_key, root_key, "root CA private key")
@@ -96,7 +105,9 @@ def init_pki(
         )
         save_state(paths, state)
     pki = Pki.open(paths.directory)
-    # A CRL from the start, so the distribution point in every card resolves at once.
+    # CRLs from the start, so the distribution points in every card and in the issuing
+    # CA's certificate resolve at once.
     pki.write_crl(now=moment, next_update_hours=DEFAULT_CRL_HOURS)
+    pki.write_root_crl(now=moment, next_update_hours=DEFAULT_CRL_HOURS)
     logger.info("created development PKI in %s (base URL %s)", paths.directory, base_url)
     return pki

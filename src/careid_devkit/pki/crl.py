@@ -1,7 +1,9 @@
-"""The issuing CA's CRL (RFC 5280 §5), and when a served CRL must be remade."""
+"""The CAs' CRLs (RFC 5280 §5): the issuing CA's of cards, the root CA's of the issuing
+CA; and when a served CRL must be remade."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -9,14 +11,14 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from careid_devkit.pki.certs import authority_key_identifier
 from careid_devkit.pki.keys import issuer_public_key, signature_hash
-from careid_devkit.pki.state import Revocation
+from careid_devkit.pki.state import CaRevocation, Revocation
 
 
 def build_crl(
     *,
     issuer: x509.Certificate,
     issuer_key: CertificateIssuerPrivateKeyTypes,
-    revocations: tuple[Revocation, ...],
+    revocations: Sequence[Revocation | CaRevocation],
     number: int,
     this_update: datetime,
     next_update: datetime,
@@ -47,7 +49,7 @@ def crl_needs_refresh(
     crl: x509.CertificateRevocationList | None,
     *,
     issuer: x509.Certificate,
-    revocations: tuple[Revocation, ...],
+    revocations: Sequence[Revocation | CaRevocation],
     now: datetime,
     refresh_margin: timedelta,
 ) -> bool:

@@ -27,18 +27,22 @@ testing. The private keys are stored unencrypted. Never trust these certificates
 never use these keys, outside a development machine.
 
   ca.json               state: base URL, issued card certificates by UUID, revocations,
-                        the last CRL number
+                        CA revocations, the last CRL numbers
   root-ca.pem/.key      Care Identity Root CA (development), P-384, 20 years
   issuing-ca.pem/.key   Care Identity Issuing CA (development), P-256, 10 years:
-                        signs card certificates and the CRL
+                        signs card certificates and the CRL; names the root CA's
+                        CRL as its distribution point
   ocsp-signer.pem/.key  the OCSP responder's delegated signing certificate
                         (id-kp-OCSPSigning, id-pkix-ocsp-nocheck)
   chain.pem             issuing CA then root CA
   crl/issuing-ca.crl    the current CRL (DER), with a PEM copy next to it
+  crl/root-ca.crl       the root CA's CRL (DER, PEM copy): lists the issuing CA once
+                        revoked (`pki revoke-issuing-ca`)
   issued/SERIAL.pem     every card certificate this PKI issued (no keys: those are in
                         the card profiles)
 
-Commands: careid-devkit pki issue-card | revoke | crl, careid-devkit ocsp-responder.
+Commands: careid-devkit pki issue-card | revoke | revoke-issuing-ca | crl,
+careid-devkit ocsp-responder.
 """
 
 
@@ -99,6 +103,14 @@ class PkiPaths:
     @property
     def crl_pem(self) -> Path:
         return self.crl_directory / "issuing-ca.crl.pem"
+
+    @property
+    def root_crl_der(self) -> Path:
+        return self.crl_directory / "root-ca.crl"
+
+    @property
+    def root_crl_pem(self) -> Path:
+        return self.crl_directory / "root-ca.crl.pem"
 
     @property
     def issued_directory(self) -> Path:

@@ -1,4 +1,8 @@
-"""The PKI's state file (`ca.json`): base URL, issued certificates by UUID, revocations."""
+"""The PKI's state file (`ca.json`): base URL, issued certificates by UUID, revocations.
+
+Folders made before the root CA published a CRL have no `rootCrlNumber` nor
+`caRevocations`: read as none yet, so every command keeps working on them.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +61,16 @@ class Revocation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CaRevocation:
+    """The issuing CA's certificate, revoked by the root CA (listed on the root's CRL)."""
+
+    serial: int
+    subject: str
+    revoked_at: datetime
+    reason: x509.ReasonFlags
+
+
+@dataclass(frozen=True, kw_only=True)
 class PkiState:
     """Everything about the PKI that changes after `init`."""
 
@@ -67,6 +81,10 @@ class PkiState:
     """The number of the last CRL written (0: none yet)."""
     issued: tuple[IssuedCertificate, ...] = field(default=())
     revocations: tuple[Revocation, ...] = field(default=())
+    root_crl_number: int = 0
+    """The number of the root CA's last CRL written (0: none yet)."""
+    ca_revocations: tuple[CaRevocation, ...] = field(default=())
+    """CA certificates the root CA has revoked."""
 
     def issued_to(self, uuid: str) -> tuple[IssuedCertificate, ...]:
         """The card certificates issued to one Care Identity UUID, oldest first."""
@@ -79,6 +97,10 @@ class PkiState:
     def revocation_of(self, serial: int) -> Revocation | None:
         """The revocation of this serial number, if it is revoked."""
         return next((rev for rev in self.revocations if rev.serial == serial), None)
+
+    def ca_revocation_of(self, serial: int) -> CaRevocation | None:
+        """The root CA's revocation of this CA certificate serial, if revoked."""
+        return next((rev for rev in self.ca_revocations if rev.serial == serial), None)
 
     def with_issued(self, cert: IssuedCertificate) -> PkiState:
         """A copy that records one more issued certificate."""
@@ -120,6 +142,16 @@ class PkiState:
                 }
                 for rev in self.revocations
             ],
+            "rootCrlNumber": self.root_crl_number,
+            "caRevocations": [
+                {
+                    "serial": f"{rev.serial:X}",
+                    "subject": rev.subject,
+                    "revokedAt": _time_text(rev.revoked_at),
+                    "reason": rev.reason.value,
+                }
+                for rev in self.ca_revocations
+            ],
         }
 
     @classmethod
@@ -150,6 +182,15 @@ class PkiState:
             )
             for item in data["revocations"]
         )
+        ca_revocations = tuple(
+            CaRevocation(
+                serial=int(item["serial"], 16),
+                subject=str(item["subject"]),
+                revoked_at=_parse_time(item["revokedAt"]),
+                reason=x509.ReasonFlags(item["reason"]),
+            )
+            for item in data.get("caRevocations", ())
+        )
         return cls(
             base_url=str(data["baseUrl"]),
             created_at=_parse_time(data["createdAt"]),
@@ -157,6 +198,8 @@ class PkiState:
             crl_number=int(data["crlNumber"]),
             issued=tuple(sorted(issued, key=lambda cert: cert.issued_at)),
             revocations=revocations,
+            root_crl_number=int(data.get("rootCrlNumber", 0)),
+            ca_revocations=ca_revocations,
         )
 
 
