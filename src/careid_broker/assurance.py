@@ -50,21 +50,60 @@ def requested_values(acr_values: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item.strip() for item in items if item and item.strip()))
 
 
+def known_values(acr_values: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The requested values the broker knows, order kept (`level_of` is not None)."""
+    return tuple(value for value in requested_values(acr_values) if value in _LEVELS)
+
+
+def with_floor(
+    requested_acr_values: str | Iterable[str] | None, floor_acr_values: Iterable[str]
+) -> tuple[str, ...]:
+    """The values a request is judged by under a client's `default_acr_values`.
+
+    Without values of its own the request takes the client's (OpenID Connect Dynamic
+    Client Registration §2, `default_acr_values`). Its own values cannot go below them:
+    a request passes through the browser, so a value weaker than the client's lowest
+    is dropped, and when none is left the client's apply. Values the broker does not
+    know are dropped too; what is left is never empty when the client has a floor.
+    """
+    floor = tuple(floor_acr_values)
+    requested = requested_values(requested_acr_values)
+    if not floor:
+        return requested
+    lowest = min((level_of(value) or 0) for value in floor)
+    kept = tuple(value for value in requested if (level_of(value) or 0) >= max(lowest, 1))
+    return kept or floor
+
+
 def satisfies(session_acr: str, requested_acr_values: str | Iterable[str] | None) -> bool:
     """Whether a session of `session_acr` meets an authorization request's `acr_values`.
 
     `acr_values` lists acceptable values (OpenID Connect Core §3.1.2.1): one met is
-    enough. Values the broker does not know are ignored, as the spec allows for a
-    voluntary claim; a request naming only unknown values asks for nothing in
-    particular. A session whose own acr is unknown meets nothing that was asked for.
+    enough, and nothing asked is met by any session. Values the broker does not know
+    are passed over, but a request naming only such values is met by none: the
+    authorization endpoint refuses it first (`oidc_acr_unsupported`), and read as
+    "nothing asked" a misspelt `AAL3_ANY` would be met by a password. A session whose
+    own acr is unknown meets nothing that was asked for.
     """
-    known = [
-        level for value in requested_values(requested_acr_values) if (level := level_of(value))
-    ]
-    if not known:
+    requested = requested_values(requested_acr_values)
+    if not requested:
         return True
+    known = [level for value in requested if (level := level_of(value))]
     have = level_of(session_acr)
     return have is not None and any(have >= wanted for wanted in known)
+
+
+#: The lowest assurance level whose sessions are given the person's roles and the
+#: organisations and selected role that come from them. CIS2 Authentication has only
+#: AAL2 and AAL3 authenticators, so a relying party written for it reads roles without
+#: asking for an acr; a password (AAL1) must not give them.
+ROLES_LEVEL: Final = 2
+
+
+def releases_roles(session_acr: str) -> bool:
+    """Whether a session of `session_acr` is strong enough for role claims."""
+    level = level_of(session_acr)
+    return level is not None and level >= ROLES_LEVEL
 
 
 def demands_card(requested_acr_values: str | Iterable[str] | None) -> bool:

@@ -74,6 +74,7 @@ class BrokerCode(StrEnum):
     OIDC_TOKEN_REFUSED = "oidc_token_refused"
     OIDC_CLIENT_KEYS_UNAVAILABLE = "oidc_client_keys_unavailable"
     OIDC_ROLE_NOT_CHOSEN = "oidc_role_not_chosen"
+    OIDC_ACR_UNSUPPORTED = "oidc_acr_unsupported"
 
     # Local administrators: the console, the registrations API and the CLI (broker side).
     ADMIN_NOT_AUTHORISED = "admin_not_authorised"
@@ -245,6 +246,11 @@ _MESSAGES: dict[BrokerCode, str] = {
         "The service that sent you here asked for sign-in in a way this sign-in service"
         " cannot accept, so you have not been sent back to it. Go back to that service"
         " and try again; if it keeps happening, tell its IT support team."
+    ),
+    BrokerCode.OIDC_ACR_UNSUPPORTED: (
+        "The service that sent you here asked for a kind of sign-in this sign-in service"
+        " does not offer, so you have not been signed in to it. Tell that service's IT"
+        " support team: its settings name an assurance level this service does not know."
     ),
     BrokerCode.OIDC_ROLE_NOT_CHOSEN: (
         "Choose the role you are working in today, then select Continue. If the role you"
@@ -462,6 +468,7 @@ _WORDS: Final[dict[str, str]] = {
     BrokerCode.REGISTRATION_ACCOUNT_LINKED: "Account already linked to another card",
     BrokerCode.OIDC_LOGOUT_INVALID: "Sign-out request could not be checked",
     BrokerCode.OIDC_REQUEST_INVALID: "Service's sign-in request not valid",
+    BrokerCode.OIDC_ACR_UNSUPPORTED: "Service asked for an assurance level not offered",
     BrokerCode.OIDC_SIGNIN_EXPIRED: "Sign-in expired",
     BrokerCode.ADMIN_NOT_AUTHORISED: "Not a local administrator",
     BrokerCode.REGISTRATION_NOT_FOUND: "Outside the administrator's organisations",

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from broker_support import DEMO_PASSWORD, csrf_token_from
+from broker_support import DEMO_PASSWORD, csrf_token_from, install_test_signin
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
@@ -254,6 +254,12 @@ class Browser:
             state=authorization.state,
         )
 
+    def sign_in_by_card(self, mail: str = ALEX) -> None:
+        """Open a card session (AAL3) in this browser without a card, through the test
+        sign-in route `make_oidc_app` installs: for tests of what follows a card sign-in."""
+        response = self.client.post("/_test/signin", data={"mail": mail, "method": "card"})
+        assert response.status_code == 204, response.get_data(as_text=True)
+
     def signed_in_code(self, mail: str = ALEX, **params: Any) -> Authorization:
         """authorize → sign in (unless already signed in) → the redirect with a code."""
         result = self.authorize(**params)
@@ -325,7 +331,8 @@ def make_oidc_app(
     directory_slapd: Any = None,
     **oidc_settings: Any,
 ) -> Flask:
-    """An app with the test clients (and any other [oidc] or [broker] settings)."""
+    """An app with the test clients (and any other [oidc] or [broker] settings), and
+    the test sign-in route (`Browser.sign_in_by_card`)."""
     clients = write_test_clients(
         tmp_path / "oidc-test-clients.toml",
         backchannel_uri=backchannel_uri,
@@ -334,7 +341,9 @@ def make_oidc_app(
     sections: dict[str, dict[str, Any]] = {"oidc": {"clients_file": str(clients), **oidc_settings}}
     if broker:
         sections["broker"] = broker
-    return app_factory(directory_slapd=directory_slapd, **sections)
+    app = app_factory(directory_slapd=directory_slapd, **sections)
+    install_test_signin(app)
+    return app
 
 
 @dataclass

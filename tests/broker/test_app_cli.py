@@ -146,6 +146,24 @@ def test_check_config_says_which_known_name_a_typo_meant(
     assert "ops.colour: is not a known setting\n" in err
 
 
+def test_check_config_names_a_client_whose_default_acr_values_the_broker_does_not_know(
+    tmp_path: Path, demo_slapd: Slapd, clients_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        clients_file.read_text(encoding="utf-8")
+        + '\n[clients.ward]\nredirect_uris = ["https://ward.example.test/cb"]\n'
+        'token_endpoint_auth_method = "none"\ndefault_acr_values = ["AAL3"]\n',
+        encoding="utf-8",
+    )
+    config = write_config(
+        tmp_path, slapd=demo_slapd, database_url="sqlite:///broker.db", clients_file=clients
+    )
+    assert main(["--config", str(config), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "clients.ward.default_acr_values" in err and "'AAL3'" in err, err
+
+
 def test_check_config_ok_says_what_it_checked_and_warns_of_development_mode(
     tmp_path: Path, demo_slapd: Slapd, clients_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

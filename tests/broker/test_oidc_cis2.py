@@ -14,13 +14,12 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_support import broker_of, csrf_token_from, error_code_of
+from broker_support import broker_of, csrf_token_from, error_code_of, install_test_signin
 from flask import Flask
 from oidc_support import (
     JWT_CLIENT_KEY,
@@ -321,6 +320,13 @@ def _role_page(browser: Browser, authorization: Authorization) -> tuple[str, str
     return query_of(location)["tx"], page.get_data(as_text=True)
 
 
+def _card_sign_in_for(browser: Browser, tx: str, mail: str) -> Authorization:
+    """A card sign-in at the login page of transaction `tx`, and where it goes on to."""
+    browser.sign_in_by_card(mail)
+    resumed = browser.client.get(f"/authorize/resume?tx={tx}")
+    return Authorization(response=resumed, verifier=None, nonce=None, state=None)
+
+
 def _role_ids(page: str) -> list[str]:
     return re.findall(r'name="person_roleid" value="(\d+)"', page)
 
@@ -339,9 +345,9 @@ def test_a_person_with_three_roles_chooses_one_and_the_id_token_carries_it(
     oidc_app: Flask,
 ) -> None:
     browser = Browser(oidc_app.test_client())
+    browser.sign_in_by_card(ROBIN)  # roles come only with AAL2 or better
     started = browser.authorize(scope=CIS2_SCOPES)
-    signed_in = browser.sign_in(started, ROBIN)
-    tx, page = _role_page(browser, signed_in)
+    tx, page = _role_page(browser, started)
     ids = _role_ids(page)
     assert len(ids) == 3
     # Each role: its name, code, organisation name and ODS code; nothing is pre-chosen.
@@ -386,7 +392,8 @@ def test_a_person_with_three_roles_chooses_one_and_the_id_token_carries_it(
 
     # A new sign-in asks again, with the last choice first and already selected.
     other = Browser(oidc_app.test_client())
-    _, second_page = _role_page(other, other.sign_in(other.authorize(scope=CIS2_SCOPES), ROBIN))
+    other.sign_in_by_card(ROBIN)
+    _, second_page = _role_page(other, other.authorize(scope=CIS2_SCOPES))
     assert _role_ids(second_page)[0] == chosen
     assert re.search(rf'value="{chosen}"[^>]*checked', second_page)
     assert "your last choice" in second_page
@@ -396,12 +403,14 @@ def test_one_role_is_chosen_without_asking_and_no_scope_means_no_claim(
     oidc_app: Flask,
 ) -> None:
     browser = Browser(oidc_app.test_client())
+    browser.sign_in_by_card(ALEX)
     authorization = browser.signed_in_code(ALEX, scope=CIS2_SCOPES)
     _, claims = id_token_claims(browser.client, _tokens(browser, authorization)["id_token"])
     assert claims["selected_roleid"] == claims["nhsid_nrbac_roles"][0]["person_roleid"]
     assert claims["selected_role_org_code"] == "RX1"
 
     plain = Browser(oidc_app.test_client())
+    plain.sign_in_by_card(CASEY)
     without = plain.signed_in_code(CASEY, scope="openid profile nationalrbacaccess")
     _, plain_claims = id_token_claims(plain.client, _tokens(plain, without)["id_token"])
     assert "selected_roleid" not in plain_claims
@@ -412,7 +421,8 @@ def test_a_choice_that_is_not_one_of_the_persons_roles_is_refused_and_audited(
     oidc_app: Flask,
 ) -> None:
     browser = Browser(oidc_app.test_client())
-    tx, page = _role_page(browser, browser.sign_in(browser.authorize(scope=CIS2_SCOPES), CASEY))
+    browser.sign_in_by_card(CASEY)
+    tx, page = _role_page(browser, browser.authorize(scope=CIS2_SCOPES))
     for chosen in ("", "000000000000"):
         refused = browser.client.post(
             f"/authorize/role?tx={tx}",
@@ -434,8 +444,9 @@ def test_max_age_is_checked_again_when_the_role_is_chosen(
     oidc_app: Flask, clock: FakeClock
 ) -> None:
     browser = Browser(oidc_app.test_client())
+    browser.sign_in_by_card(ROBIN)
     started = browser.authorize(scope=CIS2_SCOPES, max_age="60")
-    tx, page = _role_page(browser, browser.sign_in(started, ROBIN))
+    tx, page = _role_page(browser, started)
     clock.advance(timedelta(minutes=10))  # the role page left open
     # The sign-in is ten minutes old, the RP asked for one at most: no code from it.
     late = browser.client.post(
@@ -446,8 +457,7 @@ def test_max_age_is_checked_again_when_the_role_is_chosen(
     assert browser.client.get(f"/authorize/role?tx={tx}").location.startswith("/login?")
     assert _audits(oidc_app, "oidc.role_selected") == []
     # Signing in again, and choosing in time, gives the code and a recent auth_time.
-    signed_in = browser.sign_in(replace(started, response=late), ROBIN)
-    tx, page = _role_page(browser, signed_in)
+    tx, page = _role_page(browser, _card_sign_in_for(browser, tx, ROBIN))
     clock.advance(timedelta(seconds=30))
     done = _choose(browser, tx, page, _role_ids(page)[0])
     assert done.location.startswith(REDIRECT), done.location
@@ -460,9 +470,8 @@ def test_max_age_is_checked_again_on_resuming_after_the_role_choice(
     oidc_app: Flask, clock: FakeClock
 ) -> None:
     browser = Browser(oidc_app.test_client())
-    tx, page = _role_page(
-        browser, browser.sign_in(browser.authorize(scope=CIS2_SCOPES, max_age="60"), ROBIN)
-    )
+    browser.sign_in_by_card(ROBIN)
+    tx, page = _role_page(browser, browser.authorize(scope=CIS2_SCOPES, max_age="60"))
     clock.advance(timedelta(seconds=50))
     chosen = browser.client.post(
         f"/authorize/role?tx={tx}",
@@ -481,10 +490,11 @@ def test_max_age_0_is_met_by_a_sign_in_for_the_request_as_prompt_login_is(
     # meets it, however long the role page then takes.
     for params in ({"max_age": "0"}, {"prompt": "login"}):
         browser = Browser(oidc_app.test_client())
-        browser.signed_in_code(ROBIN, scope="openid")  # signed in already: asked again
+        browser.sign_in_by_card(ROBIN)  # signed in already: asked again
         started = browser.authorize(scope=CIS2_SCOPES, **params)
         assert started.location.startswith("/login?"), started.location
-        tx, page = _role_page(browser, browser.sign_in(started, ROBIN))
+        tx = query_of(started.location)["tx"]
+        tx, page = _role_page(browser, _card_sign_in_for(browser, tx, ROBIN))
         clock.advance(timedelta(seconds=20))
         done = _choose(browser, tx, page, _role_ids(page)[0])
         assert done.location.startswith(REDIRECT), (params, done.location)
@@ -492,7 +502,7 @@ def test_max_age_0_is_met_by_a_sign_in_for_the_request_as_prompt_login_is(
 
 def test_prompt_none_cannot_show_the_role_page(oidc_app: Flask) -> None:
     browser = Browser(oidc_app.test_client())
-    browser.sign_in(browser.authorize(scope="openid"), ROBIN)
+    browser.sign_in_by_card(ROBIN)
     silent = browser.authorize(scope=CIS2_SCOPES, prompt="none")
     assert silent.location.startswith(REDIRECT)
     assert silent.params["error"] == "interaction_required"
@@ -500,7 +510,8 @@ def test_prompt_none_cannot_show_the_role_page(oidc_app: Flask) -> None:
 
 def test_the_role_page_is_only_for_the_browser_that_started_it(oidc_app: Flask) -> None:
     browser = Browser(oidc_app.test_client())
-    tx, _ = _role_page(browser, browser.sign_in(browser.authorize(scope=CIS2_SCOPES), ROBIN))
+    browser.sign_in_by_card(ROBIN)
+    tx, _ = _role_page(browser, browser.authorize(scope=CIS2_SCOPES))
     stranger = oidc_app.test_client()
     page = stranger.get(f"/authorize/role?tx={tx}")
     assert page.status_code == 400 and error_code_of(page) == "oidc_signin_expired"
@@ -521,6 +532,98 @@ def test_a_password_session_is_stepped_up_to_a_card_for_cis2s_acr_values(
     params = query_of(stepped.location)
     assert params["card"] == "required" and params["tx"]
     assert "code" not in stepped.params
+
+
+def test_a_password_sign_in_never_releases_roles_whatever_the_rp_asks(oidc_app: Flask) -> None:
+    # CIS2's authenticators are all AAL2 or better, so an RP written for it reads
+    # `nhsid_nrbac_roles` without asking for an acr: a password (AAL1) must not give it
+    # the person's roles. Their identity and mail account's organisation still come.
+    browser = Browser(oidc_app.test_client())
+    tokens = _tokens(browser, browser.signed_in_code(ROBIN, scope=CIS2_SCOPES))
+    _, claims = id_token_claims(browser.client, tokens["id_token"])
+    userinfo = browser.client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ).get_json()
+    for released in (claims, userinfo):
+        assert released["nhsid_nrbac_roles"] == []
+        assert "selected_roleid" not in released and "selected_role_org_code" not in released
+        assert released["nhsid_user_orgs"] == [
+            {"org_code": "RX1", "org_name": "Riverside Hospitals NHS Trust (demo)"}
+        ]
+        assert released["nhsid_useruid"] == "555000000008"
+    assert claims["acr"] == "AAL1_USERPASS"
+
+    # The same person by card: the roles, the role page and every organisation.
+    card = Browser(oidc_app.test_client())
+    card.sign_in_by_card(ROBIN)
+    started = card.authorize(scope=CIS2_SCOPES)
+    tx, page = _role_page(card, started)
+    done = _choose(card, tx, page, _role_ids(page)[0])
+    done.verifier = started.verifier
+    _, card_claims = id_token_claims(card.client, _tokens(card, done)["id_token"])
+    assert card_claims["acr"] == "AAL3_SMARTCARD"
+    assert len(card_claims["nhsid_nrbac_roles"]) == 3 and card_claims["selected_roleid"]
+    assert len(card_claims["nhsid_user_orgs"]) == 3
+
+
+def _card_only_clients(tmp_path: Path, default_acr_values: str) -> Path:
+    path = write_test_clients(tmp_path / "clients.toml")
+    with path.open("a", encoding="utf-8") as clients:
+        clients.write(
+            f"""
+[clients.cardonly]
+name = "Card-only RP"
+token_endpoint_auth_method = "none"
+redirect_uris = ["{REDIRECT}"]
+default_acr_values = {default_acr_values}
+"""
+        )
+    return path
+
+
+def test_default_acr_values_make_a_client_card_only(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    clients = _card_only_clients(tmp_path, '["AAL3_ANY"]')
+    app = app_factory(oidc={"clients_file": str(clients)})
+    install_test_signin(app)
+    card_only = load_clients(clients).get("cardonly")
+    assert card_only is not None and card_only.default_acr_values == ("AAL3_ANY",)
+    browser = Browser(app.test_client(), client_id="cardonly")
+    Browser(browser.client).signed_in_code(ALEX)  # a password session, through another RP
+    # The RP sends no acr_values: the client's default applies, and a password is not
+    # enough. Nor can the request (in the browser's hands) lower it.
+    for params in ({}, {"acr_values": "AAL1_USERPASS"}, {"acr_values": "AAL2_ANY"}):
+        asked = browser.authorize(scope="openid", **params)
+        assert asked.location.startswith("/login?"), (params, asked.location)
+        assert query_of(asked.location)["card"] == "required"
+        silent = browser.authorize(scope="openid", prompt="none", **params)
+        assert silent.params["error"] == "login_required", params
+    # The login page for it refuses the password.
+    tx = query_of(browser.authorize(scope="openid").location)["tx"]
+    page = browser.client.get(f"/login?tx={tx}").get_data(as_text=True)
+    refused = browser.client.post(
+        "/login",
+        data={"csrf_token": csrf_token_from(page), "tx": tx, "email": ALEX, "password": "x"},
+    )
+    assert refused.status_code == 403 and error_code_of(refused) == "card_required"
+    # A card session meets it at once.
+    browser.sign_in_by_card(ALEX)
+    granted = browser.authorize(scope="openid")
+    assert granted.location.startswith(REDIRECT) and "code" in granted.params
+    _, claims = id_token_claims(browser.client, _tokens(browser, granted, auth="none")["id_token"])
+    assert claims["acr"] == "AAL3_SMARTCARD"
+
+
+def test_default_acr_values_the_broker_does_not_know_are_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    clients = _card_only_clients(tmp_path, '["AAL3_ANY", "aal3_any"]')
+    with pytest.raises(OidcConfigError) as refused:
+        load_clients(clients)
+    problems = "\n".join(refused.value.problems)
+    assert "clients.cardonly" in problems and "'aal3_any'" in problems
+    assert "AAL2_OR_AAL3_ANY" in problems  # the values it may name
 
 
 def test_auth_time_is_in_every_id_token_for_max_age_and_prompt_login(oidc_app: Flask) -> None:

@@ -28,11 +28,12 @@ ROLES = (
     Role(code="R8000", name="Clinical Practitioner", org_code="RX1"),
     Role(code="R8000", name="Clinical Practitioner", org_code="Y00001"),
 )
+CARD = "AAL3_SMARTCARD"
 IDENTITY = CareIdentity(dn="cn=x", uuid="555000000001", active=True, status="active", roles=ROLES)
 
 
 def test_every_claim_has_its_scope() -> None:
-    claims = user_claims(ACCOUNT, IDENTITY)
+    claims = user_claims(ACCOUNT, IDENTITY, acr=CARD)
     assert claims_for_scope(claims, "openid") == {}
     assert claims_for_scope(claims, "openid profile") == {
         "name": "Alex Morgan",
@@ -60,6 +61,15 @@ def test_every_claim_has_its_scope() -> None:
     assert orgs == [{"org_code": "RX1"}, {"org_code": "Y00001"}]
 
 
+def test_a_password_session_gets_no_roles_nor_the_organisations_they_add() -> None:
+    claims = user_claims(ACCOUNT, IDENTITY, acr="AAL1_USERPASS")
+    assert claims["nhsid_nrbac_roles"] == []
+    assert claims["nhsid_user_orgs"] == [{"org_code": "RX1"}]  # the mail account's own
+    assert claims["nhsid_useruid"] == "555000000001" and claims["email"] == ACCOUNT.mail
+    # An acr the broker does not know is not strong enough either.
+    assert user_claims(ACCOUNT, IDENTITY, acr="something")["nhsid_nrbac_roles"] == []
+
+
 def test_person_role_ids_are_stable_distinct_and_cis2_shaped() -> None:
     first, second = (person_role_id("555000000001", role) for role in ROLES)
     assert first != second and len(first) == 12 and first.isdigit()
@@ -70,7 +80,7 @@ def test_person_role_ids_are_stable_distinct_and_cis2_shaped() -> None:
 def test_an_inactive_care_identity_releases_no_roles_and_absent_values_no_nulls() -> None:
     inactive = CareIdentity(dn="cn=x", uuid="555000000006", active=False, status="x", roles=ROLES)
     bare = MailAccount(dn="uid=b", mail="b@nhs.net", display_name="B", active=True)
-    claims = user_claims(bare, inactive)
+    claims = user_claims(bare, inactive, acr=CARD)
     assert claims["nhsid_nrbac_roles"] == [] and claims["nhsid_user_orgs"] == []
     released = claims_for_scope(claims, "openid profile email")
     assert "given_name" not in released and "family_name" not in released
@@ -95,7 +105,7 @@ def test_authentication_claims_and_the_public_sid() -> None:
 
 def test_discovery_lists_every_released_claim() -> None:
     supported = set(provider_metadata("https://broker.example")["claims_supported"])
-    claims = user_claims(ACCOUNT, IDENTITY)
+    claims = user_claims(ACCOUNT, IDENTITY, acr=CARD)
     claims.update(
         authentication_claims(
             acr="AAL1_USERPASS", amr=("pwd",), auth_time=datetime.now(UTC), sid="s"

@@ -7,6 +7,7 @@ SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -130,15 +131,23 @@ def test_oidcc_server_happy_flow(oidc_browser: Browser) -> None:
     assert claims["authentication_assurance_level"] == "1"
     assert claims["sid"] and claims["sub"] and "@" not in claims["sub"]
     assert claims["nhsid_useruid"] == "555000000001"
-    assert claims["nhsid_nrbac_roles"] == [
+    # A password sign-in carries no roles (AAL1: tests/broker/test_oidc_cis2.py); a
+    # card sign-in, next, does.
+    assert claims["nhsid_nrbac_roles"] == []
+    assert claims["nhsid_user_orgs"] == [{"org_code": "RX1"}]
+    oidc_browser.sign_in_by_card()
+    by_card = oidc_browser.redeem(oidc_browser.signed_in_code())
+    _, card_claims = id_token_claims(oidc_browser.client, by_card.get_json()["id_token"])
+    assert card_claims["acr"] == "AAL3_SMARTCARD"
+    assert card_claims["nhsid_nrbac_roles"] == [
         {
-            "person_roleid": claims["nhsid_nrbac_roles"][0]["person_roleid"],
+            "person_roleid": card_claims["nhsid_nrbac_roles"][0]["person_roleid"],
             "org_code": "RX1",
             "role_name": "Clinical Practitioner",
             "role_code": "R8000",
         }
     ]
-    assert claims["nhsid_user_orgs"] == [{"org_code": "RX1"}]
+    assert card_claims["nhsid_user_orgs"] == [{"org_code": "RX1"}]
 
 
 def test_the_authorization_endpoint_accepts_post(oidc_browser: Browser) -> None:
@@ -324,7 +333,7 @@ def test_oidcc_userinfo_get_and_post(oidc_browser: Browser) -> None:
         info = response.get_json()
         assert info["sub"] == claims["sub"]
         assert info["email"] == ALEX and info["nhsid_useruid"] == "555000000001"
-        assert info["nhsid_nrbac_roles"][0]["role_code"] == "R8000"
+        assert info["nhsid_nrbac_roles"] == []  # a password sign-in: no roles
     unauthenticated = oidc_browser.client.get("/userinfo")
     assert unauthenticated.status_code == 401
     bad = _userinfo(oidc_browser.client, "not-a-token")
@@ -678,6 +687,64 @@ def test_a_password_session_never_satisfies_aal3_any(oidc_browser: Browser) -> N
     # prompt=none cannot show the card page: the RP is told at once.
     silent = oidc_browser.authorize(acr_values="AAL3_ANY", prompt="none")
     assert silent.params["error"] == "login_required"
+
+
+@pytest.mark.parametrize("acr_values", ["aal3_any", "AAL3", "urn:nhs:aal3 AAL3-ANY"])
+def test_acr_values_naming_nothing_the_broker_knows_are_refused_not_met_by_a_password(
+    oidc_app: Flask, oidc_browser: Browser, acr_values: str
+) -> None:
+    # Read as "nothing asked", a misspelt AAL3_ANY would be met by the weakest sign-in.
+    _tokens(oidc_browser)
+    for params in ({}, {"prompt": "none"}):
+        refused = oidc_browser.authorize(acr_values=acr_values, **params)
+        assert refused.location.startswith(REDIRECT), refused.location
+        assert "code" not in refused.params
+        assert refused.params["error"] == "invalid_request"
+        assert refused.params["state"] == refused.state
+        description = refused.params["error_description"]
+        assert "AAL3_ANY" in description and "AAL2_OR_AAL3_ANY" in description
+    entries = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.authorize")
+    assert entries[0].error_code == "oidc_acr_unsupported"
+    assert entries[0].outcome.value == "failure"
+    # A value it knows beside one it does not: met by the one it knows.
+    mixed = oidc_browser.authorize(acr_values=f"{acr_values} AAL3_ANY")
+    assert mixed.location.startswith("/login?") and query_of(mixed.location)["card"] == "required"
+
+
+def test_a_claims_parameter_asking_for_an_essential_acr_is_refused(
+    oidc_app: Flask, oidc_browser: Browser
+) -> None:
+    # Discovery says claims_parameter_supported: false, so an essential acr asked there
+    # cannot be honoured, and OIDC Core §5.5.1.1 makes that a failed authentication.
+    assert (
+        oidc_browser.client.get("/.well-known/openid-configuration").get_json()[
+            "claims_parameter_supported"
+        ]
+        is False
+    )
+    _tokens(oidc_browser)
+    essential = {"essential": True, "values": ["AAL3_ANY"]}
+    for claims in (
+        {"id_token": {"acr": essential}},
+        {"userinfo": {"acr": {"essential": True, "value": "AAL3_ANY"}}},
+        {"id_token": {"acr": {"essential": True}}},
+    ):
+        refused = oidc_browser.authorize(claims=json.dumps(claims))
+        assert "code" not in refused.params, claims
+        assert refused.params["error"] == "invalid_request", claims
+        assert "acr_values" in refused.params["error_description"]
+    entries = broker_of(oidc_app).repos.audit.list_recent(event_prefix="oidc.authorize")
+    assert entries[0].error_code == "oidc_acr_unsupported"
+    # One that is not JSON might be asking for anything: refused too, as not valid.
+    malformed = oidc_browser.authorize(claims="{not json")
+    assert malformed.params["error"] == "invalid_request" and "code" not in malformed.params
+    # Claims asked for by name only, or an acr that is voluntary: ignored, as before.
+    for claims in (
+        {"userinfo": {"email": None}},
+        {"id_token": {"acr": {"values": ["AAL3_ANY"]}}},
+    ):
+        ignored = oidc_browser.authorize(claims=json.dumps(claims))
+        assert "code" in ignored.params, (claims, ignored.location)
 
 
 def test_acr_values_a_password_meets_are_served_from_the_session(oidc_browser: Browser) -> None:

@@ -129,7 +129,8 @@ def test_openid_client_signs_in_with_pkce_and_validates_everything(
     assert outcome["token_type"].lower() == "bearer"
     userinfo = outcome["userinfo"]
     assert userinfo["sub"] == claims["sub"] and userinfo["email"] == ALEX
-    assert userinfo["nhsid_nrbac_roles"][0]["role_code"] == "R8000"
+    # A password sign-in: no roles, whatever was asked (only AAL2 or better gives them).
+    assert userinfo["nhsid_nrbac_roles"] == []
 
 
 # Two broker processes, one PostgreSQL database.

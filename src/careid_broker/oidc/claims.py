@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from careid_broker import assurance
 from careid_broker.directory import CareIdentity, MailAccount, Role
 
 # Which claims each scope releases (OIDC Core §5.4 for profile/email; CIS2 for the rest).
@@ -119,18 +120,27 @@ def user_claims(
     account: MailAccount,
     identity: CareIdentity | None,
     org_names: Mapping[str, str] | None = None,
+    *,
+    acr: str,
 ) -> dict[str, Any]:
-    """Every scope-governed claim about the user, from the directory (no `sub`).
+    """Every scope-governed claim about the user, from the directory (no `sub`), for a
+    session of `acr`.
 
-    The `selectedrole` claims are added once a role is chosen (`selected_role_claims`).
+    A session below `assurance.ROLES_LEVEL` (a password) gets no roles: an empty
+    `nhsid_nrbac_roles`, and `nhsid_user_orgs` with the mail account's organisation
+    only, since CIS2 Authentication, whose relying parties read roles without asking
+    for an acr, releases them only after an AAL2 or AAL3 sign-in. With no roles there
+    is no role to choose, so no `selectedrole` claims either. The `selectedrole` claims
+    are added once a role is chosen (`selected_role_claims`).
     """
+    roles_from = identity if assurance.releases_roles(acr) else None
     claims: dict[str, Any] = {
         "name": account.display_name,
         "email": account.mail,
         # The address is the directory's own mail attribute, not user-asserted.
         "email_verified": True,
-        "nhsid_nrbac_roles": nrbac_roles(identity, org_names),
-        "nhsid_user_orgs": user_orgs(account, identity, org_names),
+        "nhsid_nrbac_roles": nrbac_roles(roles_from, org_names),
+        "nhsid_user_orgs": user_orgs(account, roles_from, org_names),
     }
     if account.given_name:
         claims["given_name"] = account.given_name

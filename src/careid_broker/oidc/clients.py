@@ -8,6 +8,7 @@
     backchannel_logout_uri = "http://localhost:5001/backchannel-logout"
     scopes = ["openid", "profile", "email", "nationalrbacaccess", "associatedorgs"]
     card_removal = "logout"                 # or "none"; default from [oidc] card_removal
+    default_acr_values = ["AAL3_ANY"]       # card only, whatever the request says
 
 Every problem in the file is collected and reported together (`OidcConfigError`).
 """
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from careid_broker.assurance import SUPPORTED_ACR_VALUES
 from careid_broker.oidc.client_secrets import SecretHash, parse_secret_hash, verify_secret
 from careid_broker.oidc.errors import OidcConfigError
 from careid_broker.settings import SettingsReader, not_utf8
@@ -106,6 +108,9 @@ class ClientRecord:
     jwks: Mapping[str, Any] | None = None
     jwks_uri: str | None = None
     card_removal: CardRemoval = CardRemoval.LOGOUT
+    # Asked for when a request names no acr_values, and the least any request gets
+    # (`assurance.with_floor`); empty: none.
+    default_acr_values: tuple[str, ...] = ()
 
     @property
     def confidential(self) -> bool:
@@ -283,6 +288,13 @@ def _client(
     if not require_pkce and AuthMethod.NONE in methods:
         # A public client has nothing else binding the code to it (RFC 9700 §2.1.1).
         reader.problem("require_pkce", "may be false only for a confidential client")
+    default_acr_values = reader.strings("default_acr_values", (), allow_empty=True)
+    for value in default_acr_values:
+        if value not in SUPPORTED_ACR_VALUES:
+            reader.problem(
+                "default_acr_values",
+                f"unknown acr value {value!r} (the broker's: {', '.join(SUPPORTED_ACR_VALUES)})",
+            )
     record = ClientRecord(
         client_id=client_id,
         name=name,
@@ -302,6 +314,7 @@ def _client(
         jwks=jwks,
         jwks_uri=jwks_uri,
         card_removal=reader.choice("card_removal", CardRemoval, defaults.card_removal),
+        default_acr_values=tuple(dict.fromkeys(default_acr_values)),
     )
     reader.finish()
     return record if len(problems) == before else None

@@ -27,6 +27,7 @@ values; one it does not know is ignored.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -141,13 +142,25 @@ def with_iss(provider: OidcProvider, response: Response) -> Response:
     return response
 
 
+class AcrNotSupportedError(InvalidRequestError):  # type: ignore[misc]
+    """The request asks for an assurance the broker cannot tell it meets: acr_values
+    naming no value it knows, or an essential `acr` in the claims parameter."""
+
+    code = BrokerCode.OIDC_ACR_UNSUPPORTED
+
+
 def _error(provider: OidcProvider, request: OAuth2Request, error: OAuth2Error) -> Response:
+    details: dict[str, Any] = {"error": error.error, "redirected": bool(error.redirect_uri)}
+    code = BrokerCode.OIDC_REQUEST_INVALID
+    if isinstance(error, AcrNotSupportedError):
+        code = AcrNotSupportedError.code
+        details["detail"] = error.get_error_description()
     provider.audit(
         "oidc.authorize",
         outcome="failure",
-        code=BrokerCode.OIDC_REQUEST_INVALID,
+        code=code,
         rp=request.payload.client_id if isinstance(request.payload.client_id, str) else None,
-        details={"error": error.error, "redirected": bool(error.redirect_uri)},
+        details=details,
     )
     if error.redirect_uri:
         response: Response = provider.server.handle_error_response(request, error)
@@ -206,6 +219,8 @@ def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -
             raise InvalidRequestError(
                 f"{name} must not contain control characters.", redirect_uri=redirect_uri
             )
+    _refuse_an_essential_acr_claim(data.get("claims"), redirect_uri)
+    acr_values = _acr_values(provider, request, data.get("acr_values") or None, redirect_uri)
     prompts = frozenset((data.get("prompt") or "").split()) & _PROMPTS
     if "none" in prompts and len(prompts) > 1:
         raise InvalidRequestError("prompt=none cannot be combined.", redirect_uri=redirect_uri)
@@ -221,9 +236,65 @@ def _checks(provider: OidcProvider, request: OAuth2Request, redirect_uri: str) -
     return _Checks(
         prompts=prompts,
         max_age=max_age,
-        acr_values=data.get("acr_values") or None,
+        acr_values=acr_values,
         hinted_sub=hinted_sub,
     )
+
+
+def _supported_acr_values() -> str:
+    return ", ".join(value for value in assurance.SUPPORTED_ACR_VALUES)
+
+
+def _acr_values(
+    provider: OidcProvider, request: OAuth2Request, requested: str | None, redirect_uri: str
+) -> str | None:
+    """The acr_values the request is judged by: its own, under the client's
+    `default_acr_values` (`assurance.with_floor`); None when nothing is asked.
+
+    Values that are all unknown (`aal3_any`, `AAL3`) are refused, not read as nothing
+    asked: the relying party wanted some assurance, and the weakest sign-in would
+    otherwise meet it (OIDC Core §3.1.2.1 lets an OP refuse what it cannot satisfy).
+    """
+    if requested is not None and assurance.requested_values(requested):
+        if not assurance.known_values(requested):
+            raise AcrNotSupportedError(
+                "acr_values names no value this provider supports"
+                f" (it supports: {_supported_acr_values()}; names are case-sensitive).",
+                redirect_uri=redirect_uri,
+            )
+    client = provider.clients.get(request.payload.client_id)
+    floor = client.default_acr_values if client is not None else ()
+    return " ".join(assurance.with_floor(requested, floor)) or None
+
+
+def _refuse_an_essential_acr_claim(claims: str | None, redirect_uri: str) -> None:
+    """Refuse a claims parameter (OIDC Core §5.5) that asks for an essential `acr`.
+
+    Discovery says claims_parameter_supported is false, so other requests in it are
+    ignored; but an essential acr cannot be: §5.5.1.1 makes one not met a failed
+    authentication, and ignoring it would hand the RP whatever sign-in there was. A
+    value that is not a JSON object might ask for one, so it is refused as not valid.
+    """
+    if claims is None or claims == "":
+        return
+    try:
+        parsed = json.loads(claims)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise InvalidRequestError(
+            "claims must be a JSON object (OpenID Connect Core 5.5).", redirect_uri=redirect_uri
+        )
+    for member in ("id_token", "userinfo"):
+        requested = parsed.get(member)
+        acr = requested.get("acr") if isinstance(requested, dict) else None
+        if isinstance(acr, dict) and acr.get("essential") is True:
+            raise AcrNotSupportedError(
+                "The claims parameter is not supported, so an essential acr asked in it"
+                " cannot be met: ask with acr_values"
+                f" (this provider supports: {_supported_acr_values()}).",
+                redirect_uri=redirect_uri,
+            )
 
 
 def _max_age(value: str | None, redirect_uri: str) -> int | None:
@@ -298,7 +369,7 @@ def user_of(
         acr=signin.acr,
         amr=tuple(signin.amr),
         auth_time=signin.auth_time,
-        claims=user_claims(account, identity, provider.config.organisations),
+        claims=user_claims(account, identity, provider.config.organisations, acr=signin.acr),
     )
 
 
