@@ -130,12 +130,21 @@ class Agent:
         )
 
     def stop(self) -> None:
-        """Stop serving, end the event streams, stop watching, send pending notices."""
+        """Stop serving, end the event streams, stop watching, end every card session
+        kept (fail closed) and send the pending notices."""
         if self._thread is not None:
             self.server.shutdown()
             self._thread.join(timeout=5.0)
+            self._thread = None
         self.hub.close()
         self.watcher.stop()
+        # A stopped agent sees no removal, so the cards still in the readers are treated
+        # as gone, as when PC/SC fails: each session is reported ended (one try each, as
+        # the notifier closes) rather than left open for the next person.
+        ended = self.sessions.end_all()
+        if ended:
+            log.info("agent stopping: ending %d card session(s)", len(ended))
+            self.notifier.notify(ended)
         self.notifier.close(wait=True)
         self.server.server_close()
         log.info("careid-agent stopped")

@@ -10,7 +10,9 @@ Notices go only to allow-listed origins (checked again when sending), never foll
 redirects, and run on their own threads so a slow broker never delays the card watcher.
 A notice lost is a session left open on a shared workstation, so a busy or briefly
 unreachable broker is tried again, with growing pauses and never sooner than its
-`Retry-After` asks, for a bounded while (`patience`). S is a bearer reference to
+`Retry-After` asks, for a bounded while (`patience`). An agent that stops sees no more
+removals, so it reports every session it keeps as ended first (fail closed, as when
+PC/SC fails): the person signs in again after an agent restart. S is a bearer reference to
 someone's session, so it is never logged; a short fingerprint stands in for it.
 """
 
@@ -72,12 +74,14 @@ class CardSessions:
         self._max = max_per_card
         self._by_card: dict[str, OrderedDict[tuple[str, str], CardSession]] = {}
         self._gone: OrderedDict[str, None] = OrderedDict()
+        self._closed = False
         self._lock = threading.Lock()
 
     def add(self, session: CardSession) -> bool:
-        """Keep a session; False when its card has already left (notify at once)."""
+        """Keep a session; False when its card has already left, or the agent is
+        stopping (notify at once)."""
         with self._lock:
-            if session.insertion_id in self._gone:
+            if self._closed or session.insertion_id in self._gone:
                 return False
             sessions = self._by_card.setdefault(session.insertion_id, OrderedDict())
             key = (session.origin, session.card_session)
@@ -112,6 +116,18 @@ class CardSessions:
             while len(self._gone) > _GONE_MEMORY:
                 self._gone.popitem(last=False)
             return list(self._by_card.pop(insertion_id, {}).values())
+
+    def end_all(self) -> list[CardSession]:
+        """Forget every session and keep no more; those forgotten, to be reported ended.
+
+        For an agent that is stopping: once it has gone, no removal can be reported, so
+        a session left kept would stay open for whoever uses the workstation next.
+        """
+        with self._lock:
+            self._closed = True
+            ended = [s for sessions in self._by_card.values() for s in sessions.values()]
+            self._by_card.clear()
+            return ended
 
     def count(self) -> int:
         """Sessions kept now."""
@@ -216,14 +232,29 @@ class RemovalNotifier:
         self._sleep = sleep or self._closing.wait
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="careid-removed")
+        self._pool_lock = threading.Lock()
 
     def notify(self, sessions: Iterable[CardSession]) -> list[Future[bool]]:
-        """Queue a notice per session; each future says whether the origin took it."""
-        return [self._pool.submit(self._send, session) for session in sessions]
+        """Queue a notice per session; each future says whether the origin took it.
+
+        Once closed, a notice is still sent (one try, on the caller's thread): a request
+        the agent was answering as it stopped must not lose its session's ending.
+        """
+        futures: list[Future[bool]] = []
+        for session in sessions:
+            with self._pool_lock:
+                if not self._closing.is_set():
+                    futures.append(self._pool.submit(self._send, session))
+                    continue
+            done: Future[bool] = Future()
+            done.set_result(self._send(session))
+            futures.append(done)
+        return futures
 
     def close(self, wait: bool = True) -> None:
         """Stop taking notices; with `wait`, give those pending one last try first."""
-        self._closing.set()
+        with self._pool_lock:
+            self._closing.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def _send(self, session: CardSession) -> bool:

@@ -61,6 +61,8 @@ class BrokerCode(StrEnum):
     REQUEST_NOT_SAME_ORIGIN = "request_not_same_origin"
     AGENT_UNREACHABLE = "agent_unreachable"
     BROKER_UNREACHABLE = "broker_unreachable"
+    CARD_LOCK_NOT_ARMED = "card_lock_not_armed"
+    CARD_LOCK_NOT_ARMED_SIGNED_IN = "card_lock_not_armed_signed_in"
     BROWSER_UNSUPPORTED = "browser_unsupported"
     REGISTRATION_EXPIRED = "registration_expired"
     REGISTRATION_PREREQUISITES_MISSING = "registration_prerequisites_missing"
@@ -215,6 +217,17 @@ _MESSAGES: dict[BrokerCode, str] = {
     ),
     BrokerCode.BROKER_UNREACHABLE: (
         "The sign-in service could not be reached. Check your network connection and try again."
+    ),
+    BrokerCode.CARD_LOCK_NOT_ARMED: (
+        "The smartcard agent could not be set up to sign you out when you remove your"
+        " card, so we signed you out again. Check that the smartcard agent is running"
+        " (or restart it), then sign in again."
+    ),
+    BrokerCode.CARD_LOCK_NOT_ARMED_SIGNED_IN: (
+        "The smartcard agent could not be set up to sign you out when you remove your"
+        " card, and the sign-in service could not be reached to sign you out. You may"
+        " still be signed in: sign out, or close the web browser, before you leave this"
+        " computer. Then check that the smartcard agent is running."
     ),
     BrokerCode.BROWSER_UNSUPPORTED: (
         "Signing in with a smartcard needs an up-to-date web browser (Microsoft Edge,"

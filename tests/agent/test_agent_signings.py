@@ -209,6 +209,25 @@ def test_a_handle_is_used_once_and_by_its_own_origin_only(station: Workstation) 
     assert station.kept() == {station.insertion(): [S_ALICE]}
 
 
+def test_stopping_the_agent_ends_the_card_sessions_it_keeps(station: Workstation) -> None:
+    # An agent update, a crash-restart by the logon task or a sign-out stops the agent
+    # with Alice's card still in: no later removal could be reported, so her sessions
+    # must end now (fail closed), not stay open for the next person.
+    alice = _handle(station.sign())
+    assert station.hand_over({"cardSession": S_ALICE, "signing": alice}).status == 201
+    other = _handle(station.sign(OTHER))
+    assert station.hand_over({"cardSession": S_BOB, "signing": other}, origin=OTHER).status == 201
+    station.agent.stop()
+    with station.lock:
+        assert sorted(station.notices) == [
+            (f"{OTHER}/card/removed", S_BOB),
+            (f"{ORIGIN}/card/removed", S_ALICE),
+        ]
+    assert station.kept() == {}
+    station.agent.stop()  # stopping twice (the fixture does) reports nothing again
+    assert len(station.ended()) == 2
+
+
 def test_a_member_the_agent_does_not_know_is_still_a_bad_request(station: Workstation) -> None:
     reply = station.hand_over({"cardSession": S_ALICE, "signing": "A" * 22, "extra": 1})
     assert (reply.status, reply.json["error"]) == (400, "bad_request")

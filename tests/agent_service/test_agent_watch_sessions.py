@@ -287,6 +287,20 @@ def test_closing_the_notifier_cuts_a_pause_short_with_one_last_try() -> None:
     assert future.result(timeout=0) is True
 
 
+def test_a_notice_after_closing_is_still_sent_once() -> None:
+    # A page's hand-over the agent was still answering as it stopped: refused (the
+    # agent keeps nothing more), and its session's ending is sent there and then.
+    sessions = CardSessions()
+    assert sessions.add(_session("card-1", "S" * 20))
+    assert [s.card_session for s in sessions.end_all()] == ["S" * 20]
+    assert not sessions.add(_session("card-2", "T" * 20)) and sessions.count() == 0
+    post = Recorder(503)
+    notifier = RemovalNotifier(is_allowed=lambda origin: True, post=post)
+    notifier.close()
+    (future,) = notifier.notify([_session("card-2", "T" * 20)])
+    assert future.result(timeout=0) is False and len(post.calls) == 1
+
+
 def test_removal_notices_go_to_allowed_origins_only() -> None:
     post = Recorder(204)
     notifier = RemovalNotifier(is_allowed=lambda origin: origin == "https://a.nhs.uk", post=post)

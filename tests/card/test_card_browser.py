@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from broker_support import broker_of
 from card_fixtures import CardAppFactory
-from card_support import ALEX, CardPki, SimulatedAgent, register_card
+from card_support import ALEX, CardPki, SimulatedAgent, last_audit, register_card
 from flask import Flask
 from werkzeug.serving import make_server
 
@@ -48,6 +48,9 @@ class StandInAgent:
     #: Refuse card-session bodies with members other than cardSession, as older agents do.
     strict: bool = False
     card_session_bodies: list[dict[str, Any]] = field(default_factory=list)
+    #: How the agent fails to take a card session: an answer (status, body) it refuses
+    #: with, or "gone" (it stopped between the signing and the hand-over).
+    session_failure: tuple[int, dict[str, Any]] | str | None = None
 
     def __post_init__(self) -> None:
         agent = self
@@ -92,6 +95,12 @@ class StandInAgent:
                 body = self._body()
                 if self.path == "/v1/card-sessions":
                     agent.card_session_bodies.append(body)
+                    if agent.session_failure == "gone":
+                        self.close_connection = True  # no answer at all: fetch fails
+                        return
+                    if isinstance(agent.session_failure, tuple):
+                        self._send(*agent.session_failure)
+                        return
                     if agent.strict and set(body) != {"cardSession"}:
                         self._send(400, {"error": "bad_request", "message": "Bad request."})
                         return
@@ -286,3 +295,68 @@ def test_registration_carries_the_signing_handle_to_its_last_page(
     ]
     # Taken once: nothing is left for a later page of this tab.
     assert page.evaluate("window.sessionStorage.getItem('careid-agent-signing')") is None
+
+
+AGENT_FAILURES = {
+    "stopped": "gone",
+    "busy": (503, {"error": "agent_busy", "message": "The agent is busy."}),
+    "refused": (409, {"error": "card_removed", "message": "The card was removed."}),
+}
+
+
+@pytest.mark.parametrize("failure", list(AGENT_FAILURES))
+def test_a_sign_in_the_agent_did_not_lock_is_ended_and_goes_no_further(
+    served: Served, card_pki: CardPki, page: Any, failure: str
+) -> None:
+    register_card(served.app, card_pki.agent("alex"), ALEX[0])
+    served.agent.session_failure = AGENT_FAILURES[failure]
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    code, message = _error(page)
+    assert code == "card_lock_not_armed" and "signed you out" in message
+    assert page.locator("#card-error-link").get_attribute("href") == "/card/agent-help"
+    assert page.url == f"{served.url}/login"  # never on to the web app, or "signed in"
+    # The page reported the session itself: ended, and audited as the card lock's end.
+    [body] = served.agent.card_session_bodies
+    session = broker_of(served.app).repos.sessions.find_by_card_session(body["cardSession"])
+    assert session is not None and not session.active
+    entry = last_audit(served.app, "session.end")
+    assert entry.subject == ALEX[0] and entry.details["reason"] == "card_removed"
+    # The next page needs a new sign-in.
+    page.goto(f"{served.url}/login")
+    assert page.get_by_role("heading", name="You are signed in").count() == 0
+
+
+def test_registration_the_agent_did_not_lock_ends_the_session_and_says_so(
+    served: Served, page: Any
+) -> None:
+    served.agent.session_failure = "gone"
+    page.goto(f"{served.url}/register")
+    page.locator('#check-agent[data-state="ok"]').wait_for()
+    page.get_by_role("textbox", name="Email address").fill(ALEX[0])
+    page.get_by_label("Password", exact=True).fill("Demo-Password-1")
+    page.locator("#register-password-button").click()
+    page.wait_for_url("**/register/card")
+    page.wait_for_load_state("load")
+    page.locator("#register-card-button").click()
+    page.locator("#register-confirm-button").click()
+    status = page.locator('#register-lock-status[data-state="not-armed"]')
+    status.wait_for()
+    assert "signed you out" in status.inner_text()
+    assert broker_of(served.app).repos.registrations.by_uuid(ALEX[1]) is not None
+    [body] = served.agent.card_session_bodies
+    session = broker_of(served.app).repos.sessions.find_by_card_session(body["cardSession"])
+    assert session is not None and not session.active
+
+
+def test_a_sign_in_neither_locked_nor_ended_says_it_may_still_be_open(
+    served: Served, card_pki: CardPki, page: Any
+) -> None:
+    register_card(served.app, card_pki.agent("alex"), ALEX[0])
+    served.agent.session_failure = "gone"
+    page.route("**/card/removed", lambda route: route.abort())  # the broker out of reach
+    page.goto(f"{served.url}/login")
+    page.locator("#card-signin-button").click()
+    code, message = _error(page)
+    assert code == "card_lock_not_armed_signed_in" and "sign out" in message
+    assert page.url == f"{served.url}/login"

@@ -3,7 +3,8 @@
  * The page asks the broker for a challenge, has the workstation agent sign it with the
  * card (the agent asks for the PIN), posts the agent's token back to the broker and
  * follows the redirect. After a card sign-in the card-session reference is handed to
- * the agent, which reports the card's removal to the broker (the session lock).
+ * the agent, which reports the card's removal to the broker (the session lock). If the
+ * agent does not take it, the page ends that session itself and goes no further.
  *
  * No inline script anywhere (strict CSP): everything this file needs is in data-*
  * attributes and in the hidden #card-texts list the template renders, so all wording
@@ -229,6 +230,49 @@
       );
   }
 
+  /** The session lock could not be set up: end the sign-in the page has just made, as
+   * the agent would on the card's removal (`POST /card/removed`, which needs no cookie
+   * or CSRF token: the card-session reference is its only credential). The problem to
+   * show: signed out, or (the broker could not be told) perhaps still signed in. */
+  function endUnlocked(removedUrl, cardSession) {
+    function problem(ended) {
+      var code = ended ? "card_lock_not_armed" : "card_lock_not_armed_signed_in";
+      return new CardProblem(code, messageFor(code));
+    }
+    return withTimeout(function (signal) {
+      return window.fetch(removedUrl || "/card/removed", {
+        method: "POST",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ cardSession: cardSession }),
+        signal: signal,
+      });
+    }, BROKER_TIMEOUT_MS).then(
+      function (response) {
+        // 204 whatever it names; 429 only for a report that ended nothing, so the
+        // session is not open either way. Anything else: it may still be open.
+        return problem(response.ok || response.status === 429);
+      },
+      function () {
+        return problem(false);
+      }
+    );
+  }
+
+  /** Hand the card session to the agent; if it did not take it, end the sign-in and
+   * reject with the problem to show (fail closed: no session without its lock). */
+  function lockOrEnd(options, cardSession, signing) {
+    return armSessionLock(options.agentUrl, cardSession, signing).then(function (armed) {
+      if (armed) {
+        return true;
+      }
+      return endUnlocked(options.removedUrl, cardSession).then(function (problem) {
+        throw problem;
+      });
+    });
+  }
+
   /** The status line, the error box and the button of one card area. */
   function Ui(button) {
     this.button = button;
@@ -288,8 +332,11 @@
 
   /** The links offered with a refusal (install help, registration, the AUP). */
   function linksFor(problem, installUrl) {
+    var agentHelp = { href: installUrl, label: text("install-link") };
     var links = {
-      agent_unreachable: { href: installUrl, label: text("install-link") },
+      agent_unreachable: agentHelp,
+      card_lock_not_armed: agentHelp,
+      card_lock_not_armed_signed_in: agentHelp,
     };
     if (problem.extra.register) {
       links[problem.code] = { href: problem.extra.register, label: text("register-link") };
@@ -332,6 +379,7 @@
       tx: data.tx || null,
       step: data.step || null,
       sessionLock: data.sessionLock === "true",
+      removedUrl: data.removedUrl || null,
     };
   }
 
@@ -353,8 +401,9 @@
       cardRound(options, ui)
         .then(function (answer) {
           ui.busy("signed-in");
+          // Never on to the web app with a session its card cannot end.
           var armed = answer.cardSession
-            ? armSessionLock(options.agentUrl, answer.cardSession, answer.agentSigning)
+            ? lockOrEnd(options, answer.cardSession, answer.agentSigning)
             : Promise.resolve(true);
           return armed.then(function () {
             window.location.assign(answer.redirect);
@@ -377,6 +426,7 @@
     messageFor: messageFor,
     agentStatus: agentStatus,
     armSessionLock: armSessionLock,
+    lockOrEnd: lockOrEnd,
     keepSigning: keepSigning,
     takeSigning: takeSigning,
     cardRound: cardRound,

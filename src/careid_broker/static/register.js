@@ -101,13 +101,25 @@
     if (!done || !status || !done.dataset.cardSession || !card.supported()) {
       return;
     }
-    var agentUrl = (done.dataset.agentUrl || "").replace(/\/+$/, "");
+    var options = {
+      agentUrl: (done.dataset.agentUrl || "").replace(/\/+$/, ""),
+      removedUrl: done.dataset.removedUrl || null,
+    };
     var signing = card.takeSigning();
-    card.armSessionLock(agentUrl, done.dataset.cardSession, signing).then(function (armed) {
-      status.setAttribute("data-state", armed ? "armed" : "not-armed");
-      status.textContent = armed ? registerText("lock-armed") : card.text("lock-not-armed");
-      status.hidden = false;
-    });
+    // The session the confirmation started ends here if the agent did not take it.
+    card.lockOrEnd(options, done.dataset.cardSession, signing).then(
+      function () {
+        status.setAttribute("data-state", "armed");
+        status.textContent = registerText("lock-armed");
+        status.hidden = false;
+      },
+      function (problem) {
+        status.setAttribute("data-state", "not-armed");
+        status.setAttribute("data-error-code", problem.code);
+        status.textContent = problem.message;
+        status.hidden = false;
+      }
+    );
   }
 
   function start() {

@@ -123,6 +123,8 @@ SCRIPT_CODES = (
     BrokerCode.AGENT_UNREACHABLE,
     BrokerCode.BROKER_UNREACHABLE,
     BrokerCode.BROWSER_UNSUPPORTED,
+    BrokerCode.CARD_LOCK_NOT_ARMED,
+    BrokerCode.CARD_LOCK_NOT_ARMED_SIGNED_IN,
 )
 
 
@@ -134,5 +136,6 @@ def script_context(card: CardServices) -> dict[str, Any]:
         "install_url": install_url(card),
         "csrf_token": csrf_token(),
         "session_lock": card.settings.session_lock,
+        "removed_url": url_for("card.removed"),
         "messages": {code.value: message_for(code) for code in SCRIPT_CODES},
     }
