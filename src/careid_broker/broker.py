@@ -221,6 +221,7 @@ def build_broker(
         metrics=metrics,
         audit=audit,
         refresh_refusal=sessions.refresh_refusal,
+        end_kept_signin=sessions.end_kept_signin,
         with_worker=oidc.backchannel_worker and not config.broker.dev_disable_workers,
     )
     events.on_ended(provider.session_ended)

@@ -32,6 +32,7 @@ from careid_broker.oidc.client_secrets import hash_secret
 ISSUER = "http://localhost:5000"
 REDIRECT = "https://rp.example.test/callback"
 POST_LOGOUT = "https://rp.example.test/signed-out"
+OTHER_POST_LOGOUT = "https://other.example.test/signed-out"
 # A native app's loopback redirect URI (RFC 8252 §7.3), as the public client registers it.
 LOOPBACK_REDIRECT = "http://127.0.0.1:8765/cb"
 RP_SECRET = "rp-secret-for-the-oidc-tests-0123"
@@ -79,6 +80,7 @@ name = "Other RP"
 secret_hash = "{_fast_hash(OTHER_SECRET)}"
 token_endpoint_auth_method = "client_secret_post"
 redirect_uris = ["https://other.example.test/cb"]
+post_logout_redirect_uris = ["{OTHER_POST_LOGOUT}"]
 {other_bc}
 [clients.nopkce]
 name = "Confidential RP without PKCE"

@@ -24,7 +24,14 @@ from card_support import (
 )
 from cryptography import x509
 from flask import Flask
-from oidc_support import OTHER_SECRET, Browser, TestRelyingParty, query_of, unverified_claims
+from oidc_support import (
+    OTHER_POST_LOGOUT,
+    OTHER_SECRET,
+    Browser,
+    TestRelyingParty,
+    query_of,
+    unverified_claims,
+)
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
@@ -33,7 +40,7 @@ from careid_broker.admin.reasons import Reason, RemovalReason
 from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.card.lock import WindowLimiter
-from careid_broker.store import EndedSession, EndReason
+from careid_broker.store import EndedSession, EndReason, KeyAlgorithm
 from support.clock import FakeClock
 
 
@@ -301,6 +308,148 @@ def test_a_kept_sign_in_ends_with_its_cards_registration_or_certificate(
     received = test_rp.wait_for(2)
     audiences = [unverified_claims(r.form["logout_token"])["aud"] for r in received]
     assert audiences == ["rp", "other"]
+
+
+def _logout(browser: Browser, id_token: object, **params: str):
+    """The RP sends the browser to /logout with its ID token as the hint."""
+    query = {"id_token_hint": id_token, "client_id": browser.client_id, **params}
+    return browser.client.get("/logout", query_string=query)
+
+
+def _hint_like(app: Flask, id_token: object, **changes: str) -> str:
+    """An ID token signed by the broker, as `id_token` but for `changes`."""
+    claims = {**unverified_claims(str(id_token)), **changes}
+    return broker_of(app).oidc.signer.sign(claims, alg=KeyAlgorithm.RS256)
+
+
+def _signed_in_now(browser: Browser) -> bool:
+    return "code" in browser.authorize(prompt="none").params
+
+
+@pytest.mark.parametrize("card_store_url", BACKENDS, indirect=True)
+def test_an_rps_own_logout_ends_the_sign_in_it_kept_and_no_other(
+    card_app_factory: CardAppFactory,
+    card_pki: CardPki,
+    test_rp: TestRelyingParty,
+    session_ended: list[EndedSession],
+) -> None:
+    # Both RPs keep their sign-in when the card leaves ("rp" by [oidc] card_removal);
+    # then "other" signs the person out, as its own sign-out button does.
+    app = _with_kept_rp(card_app_factory, test_rp, oidc={"card_removal": "none"})
+    rp, card_session = _card_signin_to_rp(app, card_pki)
+    rp_tokens = rp.redeem(rp.signed_in_code()).get_json()
+    other, other_tokens = _signed_in_to_other(rp)
+    tokens = other_tokens.get_json()
+    assert _removed(app, {"cardSession": card_session}).status_code == 204
+    broker = broker_of(app)
+    assert broker.oidc.backchannel.deliver_due().delivered == 0  # both kept theirs
+
+    out = _logout(
+        other, tokens["id_token"], post_logout_redirect_uri=OTHER_POST_LOGOUT, state="bye"
+    )
+
+    assert out.status_code == 302 and out.headers["Location"] == f"{OTHER_POST_LOGOUT}?state=bye"
+    refused = _refresh_other(other, tokens["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    userinfo = other.client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert userinfo.status_code == 401
+    ended = session_ended[-1]
+    assert ended.reason == "logout" and ended.relying_parties == ("other",)
+    entry = last_audit(app, "session.end")
+    assert entry.subject == ALEX[0] and entry.details["reason"] == "logout"
+    assert entry.details["relying_parties"] == ["other"] and entry.details["tokens_revoked"] >= 1
+    assert "signed out" in entry.details["why"]
+    # Told, as /logout tells the RP that sent it when it ends a live session.
+    assert broker.oidc.backchannel.deliver_due().delivered == 1
+    [received] = test_rp.wait_for(1)
+    logout_token = unverified_claims(received.form["logout_token"])
+    assert logout_token["aud"] == "other"
+    assert logout_token["sid"] == unverified_claims(tokens["id_token"])["sid"]
+    # "rp" keeps its own sign-in: only the RP that signed out lost one.
+    kept = rp.token({"grant_type": "refresh_token", "refresh_token": rp_tokens["refresh_token"]})
+    assert kept.status_code == 200, kept.get_data(as_text=True)
+    # The same logout again changes nothing more.
+    assert _logout(other, tokens["id_token"]).status_code == 200
+    assert len(audits(app, "session.end")) == 2
+    assert broker.oidc.backchannel.deliver_due().delivered == 0
+
+
+def test_the_last_persons_kept_sign_in_ends_by_its_rps_logout_not_the_next_persons_session(
+    card_app_factory: CardAppFactory, card_pki: CardPki, test_rp: TestRelyingParty
+) -> None:
+    # A shared workstation: Alex takes the card out, Kim signs in at the same browser,
+    # then Alex's tab of "other" sends its sign-out.
+    app = _with_kept_rp(card_app_factory, test_rp)
+    other, alex = _kept_signin(app, card_pki, card_pki.agent("alex"))
+    kim = other.redeem(
+        other.signed_in_code(mail="kim.taylor@nhs.net"), auth="post", secret=OTHER_SECRET
+    )
+    assert kim.status_code == 200, kim.get_data(as_text=True)
+
+    out = _logout(other, alex["id_token"], post_logout_redirect_uri=OTHER_POST_LOGOUT)
+
+    assert out.status_code == 302 and out.headers["Location"] == OTHER_POST_LOGOUT
+    refused = _refresh_other(other, alex["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    assert _signed_in_now(other)  # Kim's session is Kim's
+    assert _refresh_other(other, kim.get_json()["refresh_token"]).status_code == 200
+    entry = last_audit(app, "session.end")
+    assert entry.subject == ALEX[0] and entry.details["relying_parties"] == ["other"]
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [
+        "another_rps_hint",
+        "unknown_sid",
+        "another_subject",
+        "a_live_session_of_the_same_person",
+    ],
+)
+def test_a_logout_hint_naming_no_kept_sign_in_of_its_rp_ends_none(
+    card_app_factory: CardAppFactory, card_pki: CardPki, test_rp: TestRelyingParty, hint: str
+) -> None:
+    app = _with_kept_rp(card_app_factory, test_rp)
+    rp, card_session = _card_signin_to_rp(app, card_pki)
+    rp_tokens = rp.redeem(rp.signed_in_code()).get_json()
+    other, other_tokens = _signed_in_to_other(rp)
+    tokens = other_tokens.get_json()
+    assert _removed(app, {"cardSession": card_session}).status_code == 204
+    broker = broker_of(app)
+    assert broker.oidc.backchannel.deliver_due().delivered == 1  # "rp" was told
+    before = len(audits(app, "session.end"))
+    sender, live = other, None
+    if hint == "another_rps_hint":
+        # "rp" kept nothing (card_removal = "logout"); its hint is for the same session.
+        sender, id_token = rp, rp_tokens["id_token"]
+    elif hint == "unknown_sid":
+        id_token = _hint_like(app, tokens["id_token"], sid="0" * 48)
+    elif hint == "another_subject":
+        id_token = _hint_like(app, tokens["id_token"], sub="someone-else")
+    else:
+        # Alex signed in again elsewhere; that live session's hint names it, not the
+        # ended one, while Kim holds this browser: as before, nothing ends.
+        elsewhere = Browser(
+            app.test_client(), client_id="other", redirect_uri="https://other.example.test/cb"
+        )
+        live = elsewhere.redeem(elsewhere.signed_in_code(), auth="post", secret=OTHER_SECRET)
+        id_token = live.get_json()["id_token"]
+        other.redeem(
+            other.signed_in_code(mail="kim.taylor@nhs.net"), auth="post", secret=OTHER_SECRET
+        )
+
+    out = _logout(sender, id_token)
+
+    assert out.status_code == 200
+    kept = _refresh_other(other, tokens["refresh_token"])
+    assert kept.status_code == 200, kept.get_data(as_text=True)
+    assert len(audits(app, "session.end")) == before
+    assert broker.oidc.backchannel.deliver_due().delivered == 0
+    if live is not None:
+        assert _signed_in_now(other)  # Kim
+        assert _refresh_other(other, live.get_json()["refresh_token"]).status_code == 200
 
 
 def test_reports_for_unknown_or_ended_sessions_change_nothing_and_look_the_same(

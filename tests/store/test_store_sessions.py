@@ -172,6 +172,48 @@ def test_the_sign_ins_kept_after_a_card_removal_end_with_the_card_or_account(
         repos.sessions.end_kept_signins(EndReason.CARD_REVOKED)
 
 
+def test_one_relying_partys_kept_sign_in_ends_alone(repos: Repositories, clock: FakeClock) -> None:
+    ended_one = _session(repos).record
+    live = _session(repos).record
+    access = {}
+    for sid in (ended_one.sid, live.sid):
+        for client in ("webmail", "rostering"):
+            repos.sessions.add_relying_party(sid, client)
+            access[sid, client] = new_opaque_token()
+            repos.tokens.issue(
+                client_id=client,
+                sub=ended_one.sub,
+                scope="openid",
+                access_token=access[sid, client],
+                refresh_token=new_opaque_token(),
+                sid=sid,
+            )
+    repos.sessions.end_session(
+        ended_one.sid, EndReason.CARD_REMOVED, keep_clients=frozenset({"webmail", "rostering"})
+    )
+    # Only ended sessions: the live one's tokens are no kept sign-in.
+    assert repos.sessions.kept_signins(ended_one.sub, "rostering") == [ended_one.sid]
+    assert repos.sessions.kept_signins("another-sub", "rostering") == []
+
+    [ended] = repos.sessions.end_kept_signins(
+        EndReason.LOGOUT, sids=[ended_one.sid], client_id="rostering"
+    )
+
+    assert ended.relying_parties == ("rostering",) and ended.tokens_revoked == 2
+    assert ended.reason == "logout" and ended.ended_at == clock.now
+    assert repos.tokens.lookup_access_token(access[ended_one.sid, "rostering"]) is None
+    assert repos.tokens.lookup_access_token(access[ended_one.sid, "webmail"]) is not None
+    assert repos.tokens.lookup_access_token(access[live.sid, "rostering"]) is not None
+    assert repos.sessions.kept_signins(ended_one.sub, "rostering") == []
+    assert repos.sessions.kept_signins(ended_one.sub, "webmail") == [ended_one.sid]
+    assert (
+        repos.sessions.end_kept_signins(
+            EndReason.LOGOUT, sids=[ended_one.sid, live.sid], client_id="rostering"
+        )
+        == []
+    )
+
+
 def test_ending_and_enqueueing_logout_commit_or_fail_together(
     repos: Repositories, store: Store
 ) -> None:

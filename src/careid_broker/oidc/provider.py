@@ -24,7 +24,7 @@ from careid_broker.oidc.clients import ClientRegistry
 from careid_broker.oidc.config import OidcConfig
 from careid_broker.oidc.context import ServerContext
 from careid_broker.oidc.keys import TokenSigner
-from careid_broker.oidc.logout import BrokerEndSession
+from careid_broker.oidc.logout import BrokerEndSession, EndKeptSignin
 from careid_broker.oidc.server import BrokerAuthorizationServer, build_server
 from careid_broker.store import EndedSession, KeyAlgorithm, Outcome, Repositories, Store
 
@@ -97,6 +97,7 @@ def build_provider(
     metrics: BrokerMetrics,
     audit: Auditor,
     refresh_refusal: Callable[[str | None], str | None],
+    end_kept_signin: EndKeptSignin,
     with_worker: bool,
 ) -> OidcProvider:
     """Wire the provider. The signing keys the clients need are made on first use."""
@@ -145,7 +146,9 @@ def build_provider(
         else None
     )
     server = build_server(context, jti_clock=clock)
-    server.register_endpoint(BrokerEndSession(issuer=issuer, signer=signer))
+    server.register_endpoint(
+        BrokerEndSession(issuer=issuer, signer=signer, end_kept_signin=end_kept_signin)
+    )
     return OidcProvider(
         issuer=issuer,
         config=config,

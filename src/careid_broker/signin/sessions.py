@@ -21,7 +21,7 @@ sees only session ids.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -52,6 +52,8 @@ EVENT_PASSWORD = "signin.password"  # noqa: S105 - an audit event name
 EVENT_CARD = "signin.card"
 # Recording activity costs a database write; once a minute is plenty for idle expiry.
 TOUCH_INTERVAL = timedelta(seconds=60)
+# Why a sign-in a relying party kept after the card left ended (its `session.end` entry).
+KEPT_SIGNIN_LOGOUT = "its relying party signed out of the sign-in it kept after the card left"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,6 +235,29 @@ class SigninSessions:
         with self._store.transaction():
             for kept in self._repos.sessions.end_kept_signins(EndReason.EXPIRED, sids=[sid]):
                 self.publish_ended(kept, why=why)
+
+    def end_kept_signin(
+        self, *, sub: str, client_id: str, named: Callable[[str], bool]
+    ) -> EndedSession | None:
+        """End the sign-in `client_id` kept in an ended session of `sub` when its card
+        left the reader: the one `named` picks (an RP names a session only by its public
+        `sid`). Its tokens are revoked, it is told and it is audited as the logout it
+        is; the other relying parties keep theirs. None, nothing done, when it kept none
+        there."""
+        sid = next(
+            (sid for sid in self._repos.sessions.kept_signins(sub, client_id) if named(sid)),
+            None,
+        )
+        if sid is None:
+            return None
+        with self._store.transaction():
+            # Checked again in the transaction: it may have ended meanwhile.
+            for kept in self._repos.sessions.end_kept_signins(
+                EndReason.LOGOUT, sids=[sid], client_id=client_id
+            ):
+                self.publish_ended(kept, why=KEPT_SIGNIN_LOGOUT)
+                return kept
+        return None
 
     def _standing_refusal(self, record: SessionRecord) -> str | None:
         """Why the session's account (and, for a card's session, its Care Identity) may

@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.orm import Session
 
 from careid_broker.store._sql import insert_ignore, insert_new, scalars_in_chunks, table_of
@@ -336,11 +336,13 @@ class SigninSessions:
         card_uuid: str | None = None,
         account_mail: str | None = None,
         sids: Collection[str] | None = None,
+        client_id: str | None = None,
     ) -> list[EndedSession]:
         """Revoke the tokens relying parties kept when a card removal ended a session
         (`end_session`'s `keep_clients`), for the ended sessions of one card, of one
         account or of these ids: a revoked card or a removed registration leaves no
-        sign-in alive.
+        sign-in alive. With `client_id`, only that relying party's (its own logout):
+        the others keep theirs.
 
         One `EndedSession` per session that still had such tokens, naming the relying
         parties that held them (to be told now, as if the session ended now).
@@ -365,23 +367,25 @@ class SigninSessions:
             }
             if not sessions:
                 return []
+            of_client = OAuthToken.client_id == client_id if client_id is not None else true()
             live = (
                 OAuthToken.sid.in_(sorted(sessions)),
                 OAuthToken.revoked_at.is_(None),
                 OAuthToken.expires_at > now,
+                of_client,
             )
             holders: dict[str, set[str]] = {}
-            for sid, client_id in session.execute(
+            for sid, holder in session.execute(
                 select(OAuthToken.sid, OAuthToken.client_id).where(*live).distinct()
             ):
                 if sid is not None:  # always, given the IN above; for the type
-                    holders.setdefault(sid, set()).add(client_id)
+                    holders.setdefault(sid, set()).add(holder)
             # Every family up front, in one sorted pass, as `end_sessions_for_account`.
-            lock_families_where(session, OAuthToken.sid.in_(sorted(holders)))
+            lock_families_where(session, OAuthToken.sid.in_(sorted(holders)) & of_client)
             ended: list[EndedSession] = []
             for sid in sorted(holders):
                 row = sessions[sid]
-                revoked = revoke_tokens_where(session, OAuthToken.sid == sid, now)
+                revoked = revoke_tokens_where(session, (OAuthToken.sid == sid) & of_client, now)
                 ended.append(
                     EndedSession(
                         sid=sid,
@@ -395,6 +399,27 @@ class SigninSessions:
                     )
                 )
             return ended
+
+    def kept_signins(self, sub: str, client_id: str) -> list[str]:
+        """The ended sessions of `sub` in which `client_id` still holds live tokens
+        (the sign-ins it kept when a card removal ended them), oldest first."""
+        now = self._store.now()
+        with self._store.session() as session:
+            return list(
+                session.scalars(
+                    select(SigninSession.sid)
+                    .join(OAuthToken, OAuthToken.sid == SigninSession.sid)
+                    .where(
+                        SigninSession.sub == sub,
+                        SigninSession.ended_at.is_not(None),
+                        OAuthToken.client_id == client_id,
+                        OAuthToken.revoked_at.is_(None),
+                        OAuthToken.expires_at > now,
+                    )
+                    .group_by(SigninSession.sid, SigninSession.created_at)
+                    .order_by(SigninSession.created_at, SigninSession.sid)
+                )
+            )
 
     def end_sessions_for_account(self, mail: str, reason: str) -> list[EndedSession]:
         """End every open session of an account (e.g. its registration was removed)."""
