@@ -1,14 +1,17 @@
 """JWT client authentication (OIDC Core §9, RFC 7523 §2.2) on authlib.
 
-`private_key_jwt`: the client signs a short JWT with its own key; we check it against
-the public keys declared for it in clients.toml (`jwks` inline, or `jwks_uri`: a file
-or an https URL, fetched with a timeout and cached; if it cannot be read again, the keys
-last read serve for a bounded time, then the client is refused).
+`private_key_jwt`: the client signs a short JWT with its own key (RS256/384/512,
+PS256/384/512, ES256/384/512); we check it against the public keys declared for it in
+clients.toml (`jwks` inline, or `jwks_uri`: a file or an https URL, fetched with a
+timeout and cached; if it cannot be read again, the keys last read serve for a bounded
+time, then the client is refused).
 `client_secret_jwt`: the JWT is an HMAC (HS256/384/512) under the secret shared with
 the client (`secret_file` / `secret_env`).
 
 Both arrive as the same `client_assertion`; the JWS header's `alg` says which it is, and
-each handler leaves the other's alone. Each assertion's `jti` is accepted once (stored
+each handler leaves the other's alone. Each checks the signature under its own
+algorithms only, and a key only under the algorithms of its type (an RSA key is never an
+HMAC secret; `none` is no algorithm). Each assertion's `jti` is accepted once (stored
 until the last moment the assertion could still be accepted), so a captured assertion
 cannot be replayed.
 """
@@ -28,6 +31,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 
@@ -48,6 +52,21 @@ JWKS_MAX_BYTES = 256 * 1024
 # An assertion valid for longer than this is refused: a jti must be remembered for the
 # whole validity, and RFC 7523 expects "a short time" anyway.
 MAX_ASSERTION_LIFETIME = timedelta(minutes=10)
+# The JWS algorithms a client assertion may be signed with (RFC 7518 §3.1), per method.
+# Named, never joserfc's default "recommended" set (RS256, ES256, HS256 only), which
+# would refuse the RS512 and PS256 that NHS signed-JWT integrations use.
+PRIVATE_KEY_JWT_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+)
+CLIENT_SECRET_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
 def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
@@ -135,14 +154,13 @@ def client_secret_basic(query_client: Any, request: Any) -> OAuthClient | None:
     return client
 
 
-_HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
-
-
 class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
     """authlib's RFC 7523 client assertion check, with our audience and jti store."""
 
     #: True for the HMAC method: it takes only HS* assertions, the other only the rest.
     HMAC = False
+    #: The algorithms its assertions' signatures are checked under.
+    ALGORITHMS: tuple[str, ...] = PRIVATE_KEY_JWT_ALGORITHMS
 
     def __init__(
         self,
@@ -169,7 +187,7 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
                     description="The client assertion's header must name its signing"
                     " algorithm (alg) as a string.",
                 )
-            if (alg in _HMAC_ALGS) is not self.HMAC:
+            if (alg in CLIENT_SECRET_JWT_ALGORITHMS) is not self.HMAC:
                 return None  # the other JWT method's assertion
             named = request.form.get("client_id")
             if named is not None and named != claims.get("sub"):
@@ -182,6 +200,18 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
                 )
         client: OAuthClient | None = super().__call__(query_client, request)
         return client
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
+        # authlib's, with the method's algorithms named: left to itself joserfc takes
+        # only its "recommended" few. Each algorithm checks the key's type (and curve)
+        # against its own.
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=self.ALGORITHMS)
+        except JoseError as exc:
+            log.debug("client assertion refused: %r", exc)
+            raise InvalidClientError(description=exc.description) from exc
+        self.verify_claims(token.claims)
+        return token.claims
 
     def get_audiences(self) -> list[str]:
         # RFC 7523 §3: the issuer or the token endpoint URL identify us.
@@ -245,6 +275,7 @@ class ClientSecretJwt(_ClientAssertion):
 
     CLIENT_AUTH_METHOD = AuthMethod.CLIENT_SECRET_JWT.value
     HMAC = True
+    ALGORITHMS = CLIENT_SECRET_JWT_ALGORITHMS
 
     def resolve_client_public_key(self, client: OAuthClient) -> OctKey:
         secret = client.record.jwt_secret
