@@ -46,7 +46,9 @@ from oidc_support import (
 from careid_broker.oidc.client_auth import (
     JWKS_CACHE_SECONDS,
     JWKS_STALE_IF_ERROR_SECONDS,
+    JWKS_UNKNOWN_KID_INTERVAL_SECONDS,
     ClientKeyResolver,
+    fetch_jwks,
 )
 from careid_broker.oidc.clients import AuthMethod, CardRemoval, load_clients
 from careid_broker.oidc.config import OidcConfig
@@ -500,6 +502,111 @@ jwks_uri = "rp-keys.json"
     # Readable again: accepted again at once.
     keys_file.write_text(json.dumps({"keys": [JWT_CLIENT_KEY.as_dict(private=False)]}))
     assert resolver.keys_for(client).get_by_kid(JWT_CLIENT_KEY.kid)
+
+
+def _jwks_file(path: Path, *keys: Key) -> None:
+    path.write_text(
+        json.dumps({"keys": [key.as_dict(private=False) for key in keys]}), encoding="utf-8"
+    )
+
+
+def test_an_rp_that_publishes_a_new_key_may_sign_with_it_at_once(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    old, new, newer = (RSAKey.generate_key(2048, private=True, auto_kid=True) for _ in range(3))
+    keys_file = tmp_path / "rp-keys.json"
+    _jwks_file(keys_file, old)
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        f"""
+[clients.rotating]
+redirect_uris = ["{REDIRECT}"]
+token_endpoint_auth_method = "private_key_jwt"
+jwks_uri = "{keys_file.name}"
+""",
+        encoding="utf-8",
+    )
+    app = app_factory(oidc={"clients_file": str(clients)})
+    browser = Browser(app.test_client(), client_id="rotating")
+
+    def redeem_signed_with(key: Key) -> Any:
+        form = _code_form(browser.signed_in_code())
+        assertion = client_assertion("rotating", key=key, alg="RS256")
+        return browser.client.post("/token", data={**form, **assertion})
+
+    first = redeem_signed_with(old)
+    assert first.status_code == 200, first.get_data(as_text=True)
+    # As docs/keys-and-rotation.md asks: the new key is published, then signed with.
+    # The broker read the keys a moment ago, yet the kid it has not seen makes it
+    # read them again.
+    _jwks_file(keys_file, old, new)
+    rotated = redeem_signed_with(new)
+    assert rotated.status_code == 200, rotated.get_data(as_text=True)
+    # Not at every unknown kid: another within the interval finds the keys just read.
+    _jwks_file(keys_file, old, new, newer)
+    too_soon = redeem_signed_with(newer)
+    assert too_soon.status_code in (400, 401), too_soon.get_data(as_text=True)
+    assert too_soon.get_json()["error"] == "invalid_client"
+    assert "kid" in too_soon.get_json()["error_description"]
+    entry = _audits(app, "oidc.token")[-1]
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_client"
+    assert redeem_signed_with(new).status_code == 200
+
+
+def test_unknown_kids_read_an_rps_keys_again_at_most_once_an_interval(
+    tmp_path: Path,
+) -> None:
+    old, new = (ECKey.generate_key("P-256", private=True, auto_kid=True) for _ in range(2))
+    keys_file = tmp_path / "rp-keys.json"
+    _jwks_file(keys_file, old)
+    path = tmp_path / "clients.toml"
+    path.write_text(
+        """
+[clients.jwtrp]
+redirect_uris = ["https://rp.example.test/cb"]
+token_endpoint_auth_method = "private_key_jwt"
+jwks_uri = "rp-keys.json"
+""",
+        encoding="utf-8",
+    )
+    record = load_clients(path).get("jwtrp")
+    assert record is not None
+    client = OAuthClient(record)
+    reads: list[str] = []
+
+    def counted_fetch(url: str) -> dict[str, Any]:
+        reads.append(url)
+        return fetch_jwks(url)
+
+    clock = _Monotonic()
+    resolver = ClientKeyResolver(fetch=counted_fetch, monotonic=clock)
+    assert resolver.keys_for(client, kid=old.kid).get_by_kid(old.kid)
+    assert len(reads) == 1
+    # A known kid, or none, is served from the cache.
+    resolver.keys_for(client, kid=old.kid)
+    resolver.keys_for(client)
+    assert len(reads) == 1
+
+    # Random kids (someone probing, or an RP signing with a key it has not published)
+    # read the keys again once, then not until the interval has passed.
+    for _ in range(50):
+        assert resolver.keys_for(client, kid=secrets.token_urlsafe(8)).get_by_kid(old.kid)
+    assert len(reads) == 2
+    clock.now += JWKS_UNKNOWN_KID_INTERVAL_SECONDS - 1
+    resolver.keys_for(client, kid="unknown")
+    assert len(reads) == 2
+
+    # The RP publishes a new key: past the interval, its kid is found at once.
+    _jwks_file(keys_file, old, new)
+    clock.now += 1
+    assert resolver.keys_for(client, kid=new.kid).get_by_kid(new.kid)
+    assert len(reads) == 3
+
+    # A read again that fails keeps the keys read (within the cache), as any read does.
+    keys_file.unlink()
+    clock.now += JWKS_UNKNOWN_KID_INTERVAL_SECONDS
+    assert resolver.keys_for(client, kid="unknown").get_by_kid(new.kid)
+    assert len(reads) == 4
 
 
 # The selectedrole scope and the role page.

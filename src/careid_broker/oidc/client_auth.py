@@ -3,8 +3,9 @@
 `private_key_jwt`: the client signs a short JWT with its own key (RS256/384/512,
 PS256/384/512, ES256/384/512); we check it against the public keys declared for it in
 clients.toml (`jwks` inline, or `jwks_uri`: a file or an https URL, fetched with a
-timeout and cached; if it cannot be read again, the keys last read serve for a bounded
-time, then the client is refused).
+timeout and cached; read again at once for a `kid` not among the keys read, at most once
+an interval; if it cannot be read again, the keys last read serve for a bounded time,
+then the client is refused).
 `client_secret_jwt`: the JWT is an HMAC (HS256/384/512) under the secret shared with
 the client (`secret_file` / `secret_env`).
 
@@ -33,7 +34,7 @@ from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secre
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, OctKey
+from joserfc.jwk import GuestProtocol, KeySet, OctKey
 
 from careid_broker.oidc.clients import AuthMethod
 from careid_broker.oidc.errors import ClientKeysUnavailableError
@@ -49,6 +50,11 @@ JWKS_CACHE_SECONDS = 300.0
 # instances that happened to read them, while the others refuse them.
 JWKS_STALE_IF_ERROR_SECONDS = 2 * JWKS_CACHE_SECONDS
 JWKS_MAX_BYTES = 256 * 1024
+# An assertion naming a kid the keys read do not hold (the RP published a new key and
+# signs with it) makes the worker read the jwks_uri again at once, but at most once in
+# this many seconds per jwks_uri: assertions naming random kids cannot make the broker
+# hammer the RP's host.
+JWKS_UNKNOWN_KID_INTERVAL_SECONDS = 30.0
 # An assertion valid for longer than this is refused: a jti must be remembered for the
 # whole validity, and RFC 7523 expects "a short time" anyway.
 MAX_ASSERTION_LIFETIME = timedelta(minutes=10)
@@ -82,7 +88,8 @@ def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
 
 
 class ClientKeyResolver:
-    """The public keys of a client: inline, or fetched from `jwks_uri` and cached."""
+    """The public keys of a client: inline, or fetched from `jwks_uri` and cached (and
+    read again, at most once an interval, for a `kid` the keys read do not hold)."""
 
     def __init__(
         self,
@@ -91,16 +98,25 @@ class ClientKeyResolver:
         monotonic: Callable[[], float] = time.monotonic,
         cache_seconds: float = JWKS_CACHE_SECONDS,
         stale_if_error_seconds: float = JWKS_STALE_IF_ERROR_SECONDS,
+        unknown_kid_interval_seconds: float = JWKS_UNKNOWN_KID_INTERVAL_SECONDS,
     ) -> None:
         self._fetch = fetch
         self._monotonic = monotonic
         self._cache_seconds = cache_seconds
         self._stale_if_error_seconds = max(stale_if_error_seconds, cache_seconds)
+        self._unknown_kid_interval_seconds = unknown_kid_interval_seconds
         self._cache: dict[str, tuple[float, KeySet]] = {}
+        # When each jwks_uri was last read again for a kid its keys did not hold.
+        self._unknown_kid_reads: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def keys_for(self, client: OAuthClient) -> KeySet:
-        """The client's KeySet; `ClientKeysUnavailableError` when it cannot be had."""
+    def keys_for(self, client: OAuthClient, *, kid: str | None = None) -> KeySet:
+        """The client's KeySet; `ClientKeysUnavailableError` when it cannot be had.
+
+        `kid`: the key the assertion names. Keys read from a `jwks_uri` that do not hold
+        it are read again at once, unless they were read again for that reason less than
+        the interval ago.
+        """
         record = client.record
         if record.jwks is not None:
             return KeySet.import_key_set(dict(record.jwks))  # type: ignore[arg-type]
@@ -109,8 +125,20 @@ class ClientKeyResolver:
         now = self._monotonic()
         with self._lock:
             cached = self._cache.get(record.jwks_uri)
-        if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
+            if cached is not None and now - cached[0] < self._cache_seconds:
+                if kid is None or any(key.kid == kid for key in cached[1].keys):
+                    return cached[1]
+                last = self._unknown_kid_reads.get(record.jwks_uri)
+                if last is not None and now - last < self._unknown_kid_interval_seconds:
+                    return cached[1]  # the assertion is refused: no key for its kid
+                # Claimed under the lock: of many such assertions at once, one reads.
+                self._unknown_kid_reads[record.jwks_uri] = now
+                log.info(
+                    "jwks_uri of %s read again: the client assertion names a key not"
+                    " among those read %.0f s ago",
+                    record.client_id,
+                    now - cached[0],
+                )
         try:
             key_set = KeySet.import_key_set(self._fetch(record.jwks_uri))  # type: ignore[arg-type]
         except (OSError, ValueError, JoseError) as exc:
@@ -203,8 +231,8 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
         # authlib's, with the method's algorithms named: left to itself joserfc takes
-        # only its "recommended" few. Each algorithm checks the key's type (and curve)
-        # against its own.
+        # only its "recommended" few. The alg is checked against them before any key is
+        # looked up, and each algorithm checks the key's type (and curve) against its own.
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=self.ALGORITHMS)
         except JoseError as exc:
@@ -258,16 +286,25 @@ class PrivateKeyJwt(_ClientAssertion):
 
     CLIENT_AUTH_METHOD = AuthMethod.PRIVATE_KEY_JWT.value
 
-    def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
+    def resolve_client_public_key(self, client: OAuthClient) -> Callable[[GuestProtocol], KeySet]:
         if not client.record.allows_auth_method(self.CLIENT_AUTH_METHOD):
             raise InvalidClientError(
                 description=f"The client cannot authenticate with {self.CLIENT_AUTH_METHOD}."
             )
-        try:
-            return self._resolver.keys_for(client)
-        except ClientKeysUnavailableError as exc:
-            log.warning("private_key_jwt: %s", exc)
-            raise InvalidClientError(description="The client's keys could not be loaded.") from exc
+
+        def keys_naming(assertion: GuestProtocol) -> KeySet:
+            # Called by joserfc once the alg is found allowed, with the header in hand:
+            # its kid may make the resolver read the client's jwks_uri again.
+            kid = assertion.headers().get("kid")
+            try:
+                return self._resolver.keys_for(client, kid=kid if isinstance(kid, str) else None)
+            except ClientKeysUnavailableError as exc:
+                log.warning("private_key_jwt: %s", exc)
+                raise InvalidClientError(
+                    description="The client's keys could not be loaded."
+                ) from exc
+
+        return keys_naming
 
 
 class ClientSecretJwt(_ClientAssertion):
