@@ -24,7 +24,7 @@ from broker_support import DEMO_PASSWORD, csrf_token_from, install_test_signin
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
-from joserfc.jwk import ECKey, KeySet, OctKey
+from joserfc.jwk import ECKey, Key, KeySet, OctKey
 from werkzeug.test import TestResponse
 
 from careid_broker.oidc.client_secrets import hash_secret
@@ -64,9 +64,7 @@ def write_test_clients(
         other_bc += f'card_removal = "{other_card_removal}"\n'
     secret_file = path.with_name(path.stem + "-secretjwt.secret")
     secret_file.write_text(JWT_SECRET + "\n", encoding="utf-8")
-    public = JWT_CLIENT_KEY.as_dict(private=False)
-    members = ", ".join(f"{name} = {json.dumps(value)}" for name, value in public.items())
-    jwks = f"{{ keys = [ {{ {members} }} ] }}"
+    jwks = inline_jwks(JWT_CLIENT_KEY)
     path.write_text(
         f"""
 [clients.rp]
@@ -109,6 +107,16 @@ secret_file = "{secret_file.name}"
     return path
 
 
+def inline_jwks(*keys: Key) -> str:
+    """A clients.toml inline `jwks` value holding the public part of each key."""
+    tables = []
+    for key in keys:
+        public = key.as_dict(private=False)
+        members = ", ".join(f"{name} = {json.dumps(value)}" for name, value in public.items())
+        tables.append(f"{{ {members} }}")
+    return f"{{ keys = [ {', '.join(tables)} ] }}"
+
+
 def pkce_pair() -> tuple[str, str]:
     """(code_verifier, S256 code_challenge)."""
     verifier = secrets.token_urlsafe(48)
@@ -135,9 +143,13 @@ def client_assertion(
     lifetime: int = 60,
     exp: float | None = None,
     hmac_secret: str | None = None,
+    key: Key | None = None,
+    alg: str | None = None,
 ) -> dict[str, str]:
     """private_key_jwt form fields signed with JWT_CLIENT_KEY (client_secret_jwt with
-    `hmac_secret`: an HS256 MAC under that secret); `exp` overrides now + `lifetime`."""
+    `hmac_secret`: an HS256 MAC under that secret); `exp` overrides now + `lifetime`.
+
+    `key` signs instead (its `kid` in the header, but for an OctKey), under `alg`."""
     now = int(time.time())
     claims = {
         "iss": client_id,
@@ -147,7 +159,11 @@ def client_assertion(
         "iat": now,
         "exp": now + lifetime if exp is None else exp,
     }
-    if hmac_secret is not None:
+    if key is not None:
+        assert alg is not None, "an assertion signed with `key` needs its `alg`"
+        header = {"alg": alg} if isinstance(key, OctKey) else {"alg": alg, "kid": key.kid}
+        token = jwt.encode(header, claims, key, algorithms=[alg])
+    elif hmac_secret is not None:
         token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(hmac_secret.encode()))
     else:
         token = jwt.encode({"alg": "ES256", "kid": JWT_CLIENT_KEY.kid}, claims, JWT_CLIENT_KEY)

@@ -9,9 +9,13 @@ tests/e2e/test_e2e_cis2_rp.py.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import math
 import re
+import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,7 +25,10 @@ from typing import Any
 import pytest
 from broker_support import broker_of, csrf_token_from, error_code_of, install_test_signin
 from flask import Flask
+from joserfc import jwt
+from joserfc.jwk import ECKey, Key, OctKey, RSAKey
 from oidc_support import (
+    ISSUER,
     JWT_CLIENT_KEY,
     JWT_SECRET,
     REDIRECT,
@@ -29,6 +36,7 @@ from oidc_support import (
     Browser,
     client_assertion,
     id_token_claims,
+    inline_jwks,
     make_oidc_app,
     query_of,
     write_test_clients,
@@ -37,7 +45,9 @@ from oidc_support import (
 from careid_broker.oidc.client_auth import (
     JWKS_CACHE_SECONDS,
     JWKS_STALE_IF_ERROR_SECONDS,
+    JWKS_UNKNOWN_KID_INTERVAL_SECONDS,
     ClientKeyResolver,
+    fetch_jwks,
 )
 from careid_broker.oidc.clients import AuthMethod, CardRemoval, load_clients
 from careid_broker.oidc.config import OidcConfig
@@ -158,6 +168,170 @@ def test_an_assertion_under_the_wrong_secret_or_for_the_wrong_method_is_refused(
     assert basic.status_code in (400, 401) and basic.get_json()["error"] == "invalid_client"
 
 
+# The algorithms a client assertion may be signed with. CIS2 integrations sign with
+# RS512 as often as RS256; each key is used under the algorithms of its own type only.
+RSA_CLIENT_KEY = RSAKey.generate_key(2048, private=True, auto_kid=True)
+P384_CLIENT_KEY = ECKey.generate_key("P-384", private=True, auto_kid=True)
+P521_CLIENT_KEY = ECKey.generate_key("P-521", private=True, auto_kid=True)
+JWT_SECRET_KEY = OctKey.import_key(JWT_SECRET.encode())
+ASSERTION_SIGNERS: dict[str, tuple[str, Key]] = {
+    "RS256": ("rsarp", RSA_CLIENT_KEY),
+    "RS384": ("rsarp", RSA_CLIENT_KEY),
+    "RS512": ("rsarp", RSA_CLIENT_KEY),
+    "PS256": ("rsarp", RSA_CLIENT_KEY),
+    "PS384": ("rsarp", RSA_CLIENT_KEY),
+    "PS512": ("rsarp", RSA_CLIENT_KEY),
+    "ES256": ("jwtrp", JWT_CLIENT_KEY),
+    "ES384": ("p384rp", P384_CLIENT_KEY),
+    "ES512": ("p521rp", P521_CLIENT_KEY),
+    "HS256": ("secretjwt", JWT_SECRET_KEY),
+    "HS384": ("secretjwt", JWT_SECRET_KEY),
+    "HS512": ("secretjwt", JWT_SECRET_KEY),
+}
+
+
+@pytest.fixture
+def keys_app(app_factory: AppFactory, tmp_path: Path) -> Flask:
+    """The test clients, and private_key_jwt clients with an RSA, a P-384 and a P-521 key."""
+    clients = write_test_clients(tmp_path / "clients.toml")
+    with clients.open("a", encoding="utf-8") as extra:
+        for client_id, key in [
+            ("rsarp", RSA_CLIENT_KEY),
+            ("p384rp", P384_CLIENT_KEY),
+            ("p521rp", P521_CLIENT_KEY),
+        ]:
+            extra.write(
+                f'\n[clients.{client_id}]\nredirect_uris = ["{REDIRECT}"]\n'
+                f"jwks = {inline_jwks(key)}\n"
+            )
+    return app_factory(oidc={"clients_file": str(clients)})
+
+
+def _code_form(authorization: Authorization) -> dict[str, str]:
+    assert authorization.verifier is not None
+    return {
+        "grant_type": "authorization_code",
+        "code": authorization.code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": authorization.verifier,
+    }
+
+
+def _assertion_claims(client_id: str) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": f"{ISSUER}/token",
+        "jti": secrets.token_urlsafe(16),
+        "iat": now,
+        "exp": now + 60,
+    }
+
+
+def _hand_made_assertion(
+    header: dict[str, Any], client_id: str, sign: Callable[[bytes], bytes]
+) -> str:
+    """A compact JWS made by hand: what a JOSE library refuses to make (alg none, an
+    HMAC under a public key)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+    claims = _assertion_claims(client_id)
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    return f"{signing_input}.{b64(sign(signing_input.encode('ascii')))}"
+
+
+@pytest.mark.parametrize("alg", list(ASSERTION_SIGNERS))
+def test_a_client_assertion_is_accepted_under_each_algorithm_discovery_lists(
+    keys_app: Flask, alg: str
+) -> None:
+    client_id, key = ASSERTION_SIGNERS[alg]
+    client = keys_app.test_client()
+    browser = Browser(client, client_id=client_id)
+    response = client.post(
+        "/token",
+        data={
+            **_code_form(browser.signed_in_code()),
+            **client_assertion(client_id, key=key, alg=alg),
+        },
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    _, claims = id_token_claims(client, response.get_json()["id_token"])
+    assert claims["aud"] == client_id
+    metadata = client.get("/.well-known/openid-configuration").get_json()
+    assert alg in metadata["token_endpoint_auth_signing_alg_values_supported"]
+
+
+def _hs256_under_the_rsa_public_key(client_id: str) -> str:
+    # The classic algorithm confusion: the RSA public key (public, in the RP's JWK
+    # set) used as an HMAC secret.
+    pem = RSA_CLIENT_KEY.as_pem(private=False)
+    header = {"alg": "HS256", "kid": RSA_CLIENT_KEY.kid}
+    return _hand_made_assertion(
+        header, client_id, lambda data: hmac.new(pem, data, hashlib.sha256).digest()
+    )
+
+
+def _signed_naming(client_id: str, key: Key, alg: str, kid: str | None) -> str:
+    """Signed with `key` under `alg`, the header naming key `kid` (none: no kid)."""
+    header = {"alg": alg} if kid is None else {"alg": alg, "kid": kid}
+    return jwt.encode(header, _assertion_claims(client_id), key, algorithms=[alg])
+
+
+def _alg_none(client_id: str, kid: str | None) -> str:
+    header = {"alg": "none"} if kid is None else {"alg": "none", "kid": kid}
+    return _hand_made_assertion(header, client_id, lambda data: b"")
+
+
+CONFUSED_ASSERTIONS: dict[str, Callable[[], str]] = {
+    "HS256 under an RSA client's public key": lambda: _hs256_under_the_rsa_public_key("rsarp"),
+    "RS256 for a client_secret_jwt client": lambda: _signed_naming(
+        "secretjwt", RSA_CLIENT_KEY, "RS256", RSA_CLIENT_KEY.kid
+    ),
+    "ES256 naming an RSA client's key": lambda: _signed_naming(
+        "rsarp", JWT_CLIENT_KEY, "ES256", RSA_CLIENT_KEY.kid
+    ),
+    "ES384 naming a P-256 key": lambda: _signed_naming(
+        "jwtrp", P384_CLIENT_KEY, "ES384", JWT_CLIENT_KEY.kid
+    ),
+    "ES512 naming a P-384 key": lambda: _signed_naming(
+        "p384rp", P521_CLIENT_KEY, "ES512", P384_CLIENT_KEY.kid
+    ),
+    "none for a private_key_jwt client": lambda: _alg_none("rsarp", RSA_CLIENT_KEY.kid),
+    "none for a client_secret_jwt client": lambda: _alg_none("secretjwt", None),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFUSED_ASSERTIONS))
+def test_an_assertion_under_an_algorithm_its_clients_key_is_not_for_is_refused(
+    keys_app: Flask, case: str
+) -> None:
+    assertion = CONFUSED_ASSERTIONS[case]()
+    client_id = json.loads(base64.urlsafe_b64decode(assertion.split(".")[1] + "=="))["sub"]
+    browser = Browser(keys_app.test_client(), client_id=client_id)
+    form = _code_form(browser.signed_in_code())
+    refused = browser.client.post(
+        "/token",
+        data={
+            **form,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+    )
+    assert refused.status_code in (400, 401), refused.get_data(as_text=True)
+    assert refused.get_json()["error"] == "invalid_client"
+    entry = _audits(keys_app, "oidc.token")[-1]
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_client"
+    # The code was not spent: the client's proper assertion redeems it.
+    alg, key = next((a, k) for a, (c, k) in ASSERTION_SIGNERS.items() if c == client_id)
+    proper = browser.client.post(
+        "/token", data={**form, **client_assertion(client_id, key=key, alg=alg)}
+    )
+    assert proper.status_code == 200, proper.get_data(as_text=True)
+
+
 def test_a_deployment_that_allows_only_jwt_methods_refuses_clients_declaring_others(
     tmp_path: Path,
 ) -> None:
@@ -200,12 +374,33 @@ secret_file = "rp.secret"
         "client_secret_jwt",
         "private_key_jwt",
     ]
-    assert "HS256" in metadata["token_endpoint_auth_signing_alg_values_supported"]
+    assert metadata["token_endpoint_auth_signing_alg_values_supported"] == list(ASSERTION_SIGNERS)
     assert {"AAL3_ANY", "AAL2_OR_AAL3_ANY", "AAL2_ANY", "AAL1_USERPASS"} <= set(
         metadata["acr_values_supported"]
     )
     assert {"nhsperson", "selectedrole"} <= set(metadata["scopes_supported"])
     assert "selected_roleid" in metadata["claims_supported"]
+
+
+def test_discovery_lists_hmac_algorithms_only_where_client_secret_jwt_is_allowed(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    clients = tmp_path / "only-keys.toml"
+    clients.write_text(
+        f"""
+[clients.jwtrp]
+redirect_uris = ["{REDIRECT}"]
+jwks = {inline_jwks(JWT_CLIENT_KEY)}
+""",
+        encoding="utf-8",
+    )
+    app = app_factory(
+        oidc={"clients_file": str(clients), "token_endpoint_auth_methods": ["private_key_jwt"]}
+    )
+    metadata = app.test_client().get("/.well-known/openid-configuration").get_json()
+    assert metadata["token_endpoint_auth_signing_alg_values_supported"] == [
+        alg for alg in ASSERTION_SIGNERS if not alg.startswith("HS")
+    ]
 
 
 def test_a_client_secret_jwt_secret_must_be_long_and_only_where_the_method_is(
@@ -306,6 +501,111 @@ jwks_uri = "rp-keys.json"
     # Readable again: accepted again at once.
     keys_file.write_text(json.dumps({"keys": [JWT_CLIENT_KEY.as_dict(private=False)]}))
     assert resolver.keys_for(client).get_by_kid(JWT_CLIENT_KEY.kid)
+
+
+def _jwks_file(path: Path, *keys: Key) -> None:
+    path.write_text(
+        json.dumps({"keys": [key.as_dict(private=False) for key in keys]}), encoding="utf-8"
+    )
+
+
+def test_an_rp_that_publishes_a_new_key_may_sign_with_it_at_once(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    old, new, newer = (RSAKey.generate_key(2048, private=True, auto_kid=True) for _ in range(3))
+    keys_file = tmp_path / "rp-keys.json"
+    _jwks_file(keys_file, old)
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        f"""
+[clients.rotating]
+redirect_uris = ["{REDIRECT}"]
+token_endpoint_auth_method = "private_key_jwt"
+jwks_uri = "{keys_file.name}"
+""",
+        encoding="utf-8",
+    )
+    app = app_factory(oidc={"clients_file": str(clients)})
+    browser = Browser(app.test_client(), client_id="rotating")
+
+    def redeem_signed_with(key: Key) -> Any:
+        form = _code_form(browser.signed_in_code())
+        assertion = client_assertion("rotating", key=key, alg="RS256")
+        return browser.client.post("/token", data={**form, **assertion})
+
+    first = redeem_signed_with(old)
+    assert first.status_code == 200, first.get_data(as_text=True)
+    # As docs/keys-and-rotation.md asks: the new key is published, then signed with.
+    # The broker read the keys a moment ago, yet the kid it has not seen makes it
+    # read them again.
+    _jwks_file(keys_file, old, new)
+    rotated = redeem_signed_with(new)
+    assert rotated.status_code == 200, rotated.get_data(as_text=True)
+    # Not at every unknown kid: another within the interval finds the keys just read.
+    _jwks_file(keys_file, old, new, newer)
+    too_soon = redeem_signed_with(newer)
+    assert too_soon.status_code in (400, 401), too_soon.get_data(as_text=True)
+    assert too_soon.get_json()["error"] == "invalid_client"
+    assert "kid" in too_soon.get_json()["error_description"]
+    entry = _audits(app, "oidc.token")[-1]
+    assert entry.outcome == "failure" and entry.details["reason"] == "invalid_client"
+    assert redeem_signed_with(new).status_code == 200
+
+
+def test_unknown_kids_read_an_rps_keys_again_at_most_once_an_interval(
+    tmp_path: Path,
+) -> None:
+    old, new = (ECKey.generate_key("P-256", private=True, auto_kid=True) for _ in range(2))
+    keys_file = tmp_path / "rp-keys.json"
+    _jwks_file(keys_file, old)
+    path = tmp_path / "clients.toml"
+    path.write_text(
+        """
+[clients.jwtrp]
+redirect_uris = ["https://rp.example.test/cb"]
+token_endpoint_auth_method = "private_key_jwt"
+jwks_uri = "rp-keys.json"
+""",
+        encoding="utf-8",
+    )
+    record = load_clients(path).get("jwtrp")
+    assert record is not None
+    client = OAuthClient(record)
+    reads: list[str] = []
+
+    def counted_fetch(url: str) -> dict[str, Any]:
+        reads.append(url)
+        return fetch_jwks(url)
+
+    clock = _Monotonic()
+    resolver = ClientKeyResolver(fetch=counted_fetch, monotonic=clock)
+    assert resolver.keys_for(client, kid=old.kid).get_by_kid(old.kid)
+    assert len(reads) == 1
+    # A known kid, or none, is served from the cache.
+    resolver.keys_for(client, kid=old.kid)
+    resolver.keys_for(client)
+    assert len(reads) == 1
+
+    # Random kids (someone probing, or an RP signing with a key it has not published)
+    # read the keys again once, then not until the interval has passed.
+    for _ in range(50):
+        assert resolver.keys_for(client, kid=secrets.token_urlsafe(8)).get_by_kid(old.kid)
+    assert len(reads) == 2
+    clock.now += JWKS_UNKNOWN_KID_INTERVAL_SECONDS - 1
+    resolver.keys_for(client, kid="unknown")
+    assert len(reads) == 2
+
+    # The RP publishes a new key: past the interval, its kid is found at once.
+    _jwks_file(keys_file, old, new)
+    clock.now += 1
+    assert resolver.keys_for(client, kid=new.kid).get_by_kid(new.kid)
+    assert len(reads) == 3
+
+    # A read again that fails keeps the keys read (within the cache), as any read does.
+    keys_file.unlink()
+    clock.now += JWKS_UNKNOWN_KID_INTERVAL_SECONDS
+    assert resolver.keys_for(client, kid="unknown").get_by_kid(new.kid)
+    assert len(reads) == 4
 
 
 # The selectedrole scope and the role page.

@@ -1,14 +1,18 @@
 """JWT client authentication (OIDC Core §9, RFC 7523 §2.2) on authlib.
 
-`private_key_jwt`: the client signs a short JWT with its own key; we check it against
-the public keys declared for it in clients.toml (`jwks` inline, or `jwks_uri`: a file
-or an https URL, fetched with a timeout and cached; if it cannot be read again, the keys
-last read serve for a bounded time, then the client is refused).
+`private_key_jwt`: the client signs a short JWT with its own key (RS256/384/512,
+PS256/384/512, ES256/384/512); we check it against the public keys declared for it in
+clients.toml (`jwks` inline, or `jwks_uri`: a file or an https URL, fetched with a
+timeout and cached; read again at once for a `kid` not among the keys read, at most once
+an interval; if it cannot be read again, the keys last read serve for a bounded time,
+then the client is refused).
 `client_secret_jwt`: the JWT is an HMAC (HS256/384/512) under the secret shared with
 the client (`secret_file` / `secret_env`).
 
 Both arrive as the same `client_assertion`; the JWS header's `alg` says which it is, and
-each handler leaves the other's alone. Each assertion's `jti` is accepted once (stored
+each handler leaves the other's alone. Each checks the signature under its own
+algorithms only, and a key only under the algorithms of its type (an RSA key is never an
+HMAC secret; `none` is no algorithm). Each assertion's `jti` is accepted once (stored
 until the last moment the assertion could still be accepted), so a captured assertion
 cannot be replayed.
 """
@@ -28,8 +32,9 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, OctKey
+from joserfc.jwk import GuestProtocol, KeySet, OctKey
 
 from careid_broker.oidc.clients import AuthMethod
 from careid_broker.oidc.errors import ClientKeysUnavailableError
@@ -45,9 +50,29 @@ JWKS_CACHE_SECONDS = 300.0
 # instances that happened to read them, while the others refuse them.
 JWKS_STALE_IF_ERROR_SECONDS = 2 * JWKS_CACHE_SECONDS
 JWKS_MAX_BYTES = 256 * 1024
+# An assertion naming a kid the keys read do not hold (the RP published a new key and
+# signs with it) makes the worker read the jwks_uri again at once, but at most once in
+# this many seconds per jwks_uri: assertions naming random kids cannot make the broker
+# hammer the RP's host.
+JWKS_UNKNOWN_KID_INTERVAL_SECONDS = 30.0
 # An assertion valid for longer than this is refused: a jti must be remembered for the
 # whole validity, and RFC 7523 expects "a short time" anyway.
 MAX_ASSERTION_LIFETIME = timedelta(minutes=10)
+# The JWS algorithms a client assertion may be signed with (RFC 7518 §3.1), per method.
+# Named, never joserfc's default "recommended" set (RS256, ES256, HS256 only), which
+# would refuse the RS512 and PS256 that NHS signed-JWT integrations use.
+PRIVATE_KEY_JWT_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+)
+CLIENT_SECRET_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
 def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
@@ -63,7 +88,8 @@ def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
 
 
 class ClientKeyResolver:
-    """The public keys of a client: inline, or fetched from `jwks_uri` and cached."""
+    """The public keys of a client: inline, or fetched from `jwks_uri` and cached (and
+    read again, at most once an interval, for a `kid` the keys read do not hold)."""
 
     def __init__(
         self,
@@ -72,16 +98,25 @@ class ClientKeyResolver:
         monotonic: Callable[[], float] = time.monotonic,
         cache_seconds: float = JWKS_CACHE_SECONDS,
         stale_if_error_seconds: float = JWKS_STALE_IF_ERROR_SECONDS,
+        unknown_kid_interval_seconds: float = JWKS_UNKNOWN_KID_INTERVAL_SECONDS,
     ) -> None:
         self._fetch = fetch
         self._monotonic = monotonic
         self._cache_seconds = cache_seconds
         self._stale_if_error_seconds = max(stale_if_error_seconds, cache_seconds)
+        self._unknown_kid_interval_seconds = unknown_kid_interval_seconds
         self._cache: dict[str, tuple[float, KeySet]] = {}
+        # When each jwks_uri was last read again for a kid its keys did not hold.
+        self._unknown_kid_reads: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def keys_for(self, client: OAuthClient) -> KeySet:
-        """The client's KeySet; `ClientKeysUnavailableError` when it cannot be had."""
+    def keys_for(self, client: OAuthClient, *, kid: str | None = None) -> KeySet:
+        """The client's KeySet; `ClientKeysUnavailableError` when it cannot be had.
+
+        `kid`: the key the assertion names. Keys read from a `jwks_uri` that do not hold
+        it are read again at once, unless they were read again for that reason less than
+        the interval ago.
+        """
         record = client.record
         if record.jwks is not None:
             return KeySet.import_key_set(dict(record.jwks))  # type: ignore[arg-type]
@@ -90,8 +125,20 @@ class ClientKeyResolver:
         now = self._monotonic()
         with self._lock:
             cached = self._cache.get(record.jwks_uri)
-        if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
+            if cached is not None and now - cached[0] < self._cache_seconds:
+                if kid is None or any(key.kid == kid for key in cached[1].keys):
+                    return cached[1]
+                last = self._unknown_kid_reads.get(record.jwks_uri)
+                if last is not None and now - last < self._unknown_kid_interval_seconds:
+                    return cached[1]  # the assertion is refused: no key for its kid
+                # Claimed under the lock: of many such assertions at once, one reads.
+                self._unknown_kid_reads[record.jwks_uri] = now
+                log.info(
+                    "jwks_uri of %s read again: the client assertion names a key not"
+                    " among those read %.0f s ago",
+                    record.client_id,
+                    now - cached[0],
+                )
         try:
             key_set = KeySet.import_key_set(self._fetch(record.jwks_uri))  # type: ignore[arg-type]
         except (OSError, ValueError, JoseError) as exc:
@@ -135,14 +182,13 @@ def client_secret_basic(query_client: Any, request: Any) -> OAuthClient | None:
     return client
 
 
-_HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
-
-
 class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
     """authlib's RFC 7523 client assertion check, with our audience and jti store."""
 
     #: True for the HMAC method: it takes only HS* assertions, the other only the rest.
     HMAC = False
+    #: The algorithms its assertions' signatures are checked under.
+    ALGORITHMS: tuple[str, ...] = PRIVATE_KEY_JWT_ALGORITHMS
 
     def __init__(
         self,
@@ -169,7 +215,7 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
                     description="The client assertion's header must name its signing"
                     " algorithm (alg) as a string.",
                 )
-            if (alg in _HMAC_ALGS) is not self.HMAC:
+            if (alg in CLIENT_SECRET_JWT_ALGORITHMS) is not self.HMAC:
                 return None  # the other JWT method's assertion
             named = request.form.get("client_id")
             if named is not None and named != claims.get("sub"):
@@ -182,6 +228,18 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
                 )
         client: OAuthClient | None = super().__call__(query_client, request)
         return client
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
+        # authlib's, with the method's algorithms named: left to itself joserfc takes
+        # only its "recommended" few. The alg is checked against them before any key is
+        # looked up, and each algorithm checks the key's type (and curve) against its own.
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=self.ALGORITHMS)
+        except JoseError as exc:
+            log.debug("client assertion refused: %r", exc)
+            raise InvalidClientError(description=exc.description) from exc
+        self.verify_claims(token.claims)
+        return token.claims
 
     def get_audiences(self) -> list[str]:
         # RFC 7523 §3: the issuer or the token endpoint URL identify us.
@@ -228,16 +286,25 @@ class PrivateKeyJwt(_ClientAssertion):
 
     CLIENT_AUTH_METHOD = AuthMethod.PRIVATE_KEY_JWT.value
 
-    def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
+    def resolve_client_public_key(self, client: OAuthClient) -> Callable[[GuestProtocol], KeySet]:
         if not client.record.allows_auth_method(self.CLIENT_AUTH_METHOD):
             raise InvalidClientError(
                 description=f"The client cannot authenticate with {self.CLIENT_AUTH_METHOD}."
             )
-        try:
-            return self._resolver.keys_for(client)
-        except ClientKeysUnavailableError as exc:
-            log.warning("private_key_jwt: %s", exc)
-            raise InvalidClientError(description="The client's keys could not be loaded.") from exc
+
+        def keys_naming(assertion: GuestProtocol) -> KeySet:
+            # Called by joserfc once the alg is found allowed, with the header in hand:
+            # its kid may make the resolver read the client's jwks_uri again.
+            kid = assertion.headers().get("kid")
+            try:
+                return self._resolver.keys_for(client, kid=kid if isinstance(kid, str) else None)
+            except ClientKeysUnavailableError as exc:
+                log.warning("private_key_jwt: %s", exc)
+                raise InvalidClientError(
+                    description="The client's keys could not be loaded."
+                ) from exc
+
+        return keys_naming
 
 
 class ClientSecretJwt(_ClientAssertion):
@@ -245,6 +312,7 @@ class ClientSecretJwt(_ClientAssertion):
 
     CLIENT_AUTH_METHOD = AuthMethod.CLIENT_SECRET_JWT.value
     HMAC = True
+    ALGORITHMS = CLIENT_SECRET_JWT_ALGORITHMS
 
     def resolve_client_public_key(self, client: OAuthClient) -> OctKey:
         secret = client.record.jwt_secret

@@ -7,8 +7,11 @@ from typing import Any
 
 from careid_broker.assurance import SUPPORTED_ACR_VALUES
 from careid_broker.oidc.claims import CLAIMS_SUPPORTED
+from careid_broker.oidc.client_auth import (
+    CLIENT_SECRET_JWT_ALGORITHMS,
+    PRIVATE_KEY_JWT_ALGORITHMS,
+)
 from careid_broker.oidc.clients import ALL_AUTH_METHODS, SUPPORTED_SCOPES, AuthMethod, IdTokenAlg
-from careid_broker.store import KeyAlgorithm
 
 # The paths of the OP's endpoints under the issuer.
 PATHS = {
@@ -30,10 +33,14 @@ def provider_metadata(
     """
     allowed = frozenset(auth_methods_allowed)
     auth_methods = [m.value for m in AuthMethod if m in allowed]
-    signing_algs = [a.value for a in KeyAlgorithm]
+    # The algorithms a client assertion is checked under, of the methods allowed
+    # (RFC 8414 §2: present when a JWT method is).
+    signing_algs: list[str] = []
+    if AuthMethod.PRIVATE_KEY_JWT in allowed:
+        signing_algs += PRIVATE_KEY_JWT_ALGORITHMS
     if AuthMethod.CLIENT_SECRET_JWT in allowed:
-        signing_algs.append("HS256")
-    return {
+        signing_algs += CLIENT_SECRET_JWT_ALGORITHMS
+    metadata: dict[str, Any] = {
         "issuer": issuer,
         **{name: f"{issuer}{path}" for name, path in PATHS.items()},
         "scopes_supported": list(SUPPORTED_SCOPES),
@@ -43,7 +50,6 @@ def provider_metadata(
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [a.value for a in IdTokenAlg],
         "token_endpoint_auth_methods_supported": auth_methods,
-        "token_endpoint_auth_signing_alg_values_supported": signing_algs,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": list(CLAIMS_SUPPORTED),
@@ -62,3 +68,6 @@ def provider_metadata(
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
     }
+    if signing_algs:
+        metadata["token_endpoint_auth_signing_alg_values_supported"] = signing_algs
+    return metadata
