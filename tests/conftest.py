@@ -7,6 +7,7 @@ was already running (a developer's workstation) is reused and left alone.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,3 +44,21 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
         pytest.fail(f"pcscd is installed but could not be started: {exc}")
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _agents_keep_their_card_sessions_in_the_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """Agents started from settings (`careid-agent serve`, the demo) write their card
+    sessions under the user's state folder: this run's, not the machine user's."""
+    state = tmp_path_factory.mktemp("xdg-state")
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = before

@@ -30,6 +30,7 @@ DEFAULT_PORT = 47600
 #: The agent only ever listens here: never on an address another machine can reach.
 LISTEN_ADDRESS = "127.0.0.1"
 CONFIG_FILE_NAME = "agent.toml"
+CARD_SESSIONS_FILE_NAME = "card-sessions.json"
 MAX_ALLOWED_ORIGINS = 64
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -73,6 +74,10 @@ class AgentConfig:
     log_level: str = "info"
     log_file: Path | None = None
     """Also log here (rotated); a background agent has no terminal to log to."""
+    card_sessions_file: Path | None = None
+    """Where the card sessions kept are written down, for the next agent to end should
+    this one crash (`careid_agent.journal`); None: not written (settings read from a file
+    always name one, by default the user's own application state)."""
     dev: bool = False
     source: Path | None = field(default=None, compare=False)
     """The file the settings came from, for the log."""
@@ -156,6 +161,22 @@ def default_config_paths(
         return [Path("/") / support / CONFIG_FILE_NAME, home / support / CONFIG_FILE_NAME]
     user = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
     return [Path("/etc/careid") / CONFIG_FILE_NAME, user / "careid" / CONFIG_FILE_NAME]
+
+
+def default_journal_path(
+    *, platform: str = sys.platform, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Where the agent writes down its card sessions when agent.toml names no
+    `card_sessions_file`: the user's own local (not roaming) application state."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
+    if platform == "win32":
+        local = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
+        return local / "careid" / CARD_SESSIONS_FILE_NAME
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "careid" / CARD_SESSIONS_FILE_NAME
+    state = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state")
+    return state / "careid" / CARD_SESSIONS_FILE_NAME
 
 
 def find_config(paths: Sequence[Path]) -> Path | None:
@@ -242,6 +263,7 @@ _KEYS = frozenset(
         "removal_notice_patience_seconds",
         "log_level",
         "log_file",
+        "card_sessions_file",
     }
 )
 
@@ -314,6 +336,10 @@ def parse_config(
     if log_file is not None and not isinstance(log_file, str):
         problems.add("log_file must be a file path (a string)")
         log_file = None
+    sessions_file = merged.get("card_sessions_file") or None
+    if sessions_file is not None and not isinstance(sessions_file, str):
+        problems.add("card_sessions_file must be a file path (a string)")
+        sessions_file = None
     config = AgentConfig(
         port=port,
         allowed_origins=tuple(dict.fromkeys(origins)),
@@ -334,6 +360,7 @@ def parse_config(
         ),
         log_level=_choice(merged, "log_level", "info", LOG_LEVELS, problems),
         log_file=_expand(log_file) if log_file else None,
+        card_sessions_file=_expand(sessions_file) if sessions_file else default_journal_path(),
         dev=dev,
     )
     problems.raise_if_any()

@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from types import TracebackType
 
 from careid_agent import transport
@@ -18,6 +19,7 @@ from careid_agent.card import CardService
 from careid_agent.config import LISTEN_ADDRESS, AgentConfig
 from careid_agent.events import EventHub
 from careid_agent.http_api import AgentHTTPServer
+from careid_agent.journal import SessionJournal
 from careid_agent.pcsc_monitor import ReaderMonitor
 from careid_agent.pin import PinEntry, make_pin_entry
 from careid_agent.service import AgentService
@@ -69,7 +71,10 @@ class Agent:
             runner=self.runner,
         )
         self.hub = EventHub(max_subscribers=config.max_event_streams)
-        self.sessions = CardSessions()
+        self.journal = (
+            SessionJournal(config.card_sessions_file) if config.card_sessions_file else None
+        )
+        self.sessions = CardSessions(on_change=self.journal.save if self.journal else None)
         allowed = frozenset(config.allowed_origins)
         self.notifier = RemovalNotifier(
             is_allowed=allowed.__contains__,
@@ -112,7 +117,18 @@ class Agent:
         return f"http://{LISTEN_ADDRESS}:{self.server.port}"
 
     def start(self) -> None:
-        """Start watching the readers and serving requests (on background threads)."""
+        """End the card sessions an agent that did not stop left behind, then start
+        watching the readers and serving requests (on background threads)."""
+        if self.journal is not None:
+            # Its cards may still be in the readers, but this agent did not see them
+            # signed with: as after a stop, the person signs in again (fail closed).
+            left = self.journal.take()
+            if left:
+                log.warning(
+                    "ending %d card session(s) an agent that did not stop left behind",
+                    len(left),
+                )
+                self.notifier.notify(left)
         self.watcher.start()
         self._thread = threading.Thread(
             target=self.server.serve_forever,
@@ -142,10 +158,14 @@ class Agent:
         # as gone, as when PC/SC fails: each session is reported ended (one try each, as
         # the notifier closes) rather than left open for the next person.
         ended = self.sessions.end_all()
+        told: list[Future[bool]] = []
         if ended:
             log.info("agent stopping: ending %d card session(s)", len(ended))
-            self.notifier.notify(ended)
+            told = self.notifier.notify(ended)
         self.notifier.close(wait=True)
+        if self.journal is not None and ended:
+            # Those no origin took are left for the next agent to report.
+            self.journal.save([s for s, done in zip(ended, told, strict=True) if not _took(done)])
         self.server.server_close()
         log.info("careid-agent stopped")
 
@@ -160,3 +180,11 @@ class Agent:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _took(done: Future[bool]) -> bool:
+    """Whether the origin took a notice (False for one that failed or was cancelled)."""
+    try:
+        return done.result(timeout=0)
+    except Exception:  # noqa: BLE001 - a notice that did not finish was not taken
+        return False

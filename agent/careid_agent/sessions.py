@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,10 +68,21 @@ class CardSession:
 
 
 class CardSessions:
-    """The card sessions of the cards now in the readers (thread-safe)."""
+    """The card sessions of the cards now in the readers (thread-safe).
 
-    def __init__(self, *, max_per_card: int = MAX_SESSIONS_PER_CARD) -> None:
+    `on_change`, when given, is called with every session kept, whenever that changes
+    (under the lock, so calls come in order): the agent writes them down, so that the
+    next agent can end them should this one crash (`careid_agent.journal`).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_per_card: int = MAX_SESSIONS_PER_CARD,
+        on_change: Callable[[Sequence[CardSession]], object] | None = None,
+    ) -> None:
         self._max = max_per_card
+        self._on_change = on_change
         self._by_card: dict[str, OrderedDict[tuple[str, str], CardSession]] = {}
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._closed = False
@@ -93,6 +104,7 @@ class CardSessions:
                 log.warning(
                     "too many card sessions; forgetting %s", fingerprint(dropped.card_session)
                 )
+            self._changed()
             return True
 
     def find(self, origin: str, card_session: str) -> CardSession | None:
@@ -115,19 +127,27 @@ class CardSessions:
             self._gone[insertion_id] = None
             while len(self._gone) > _GONE_MEMORY:
                 self._gone.popitem(last=False)
-            return list(self._by_card.pop(insertion_id, {}).values())
+            removed = list(self._by_card.pop(insertion_id, {}).values())
+            if removed:
+                self._changed()
+            return removed
 
     def end_all(self) -> list[CardSession]:
         """Forget every session and keep no more; those forgotten, to be reported ended.
 
         For an agent that is stopping: once it has gone, no removal can be reported, so
-        a session left kept would stay open for whoever uses the workstation next.
+        a session left kept would stay open for whoever uses the workstation next. Not
+        reported as a change: the caller writes down those it could not report ended.
         """
         with self._lock:
             self._closed = True
             ended = [s for sessions in self._by_card.values() for s in sessions.values()]
             self._by_card.clear()
             return ended
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change([s for sessions in self._by_card.values() for s in sessions.values()])
 
     def count(self) -> int:
         """Sessions kept now."""

@@ -9,15 +9,17 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from agent_fakes import PIN, KeyAlgorithm, VirtualReader, make_test_profile
 from agent_service_support import ORIGIN, QuietSource, Reply, call, new_challenge, wait_for
 
 from careid_agent.config import AgentConfig
+from careid_agent.journal import SessionJournal
 from careid_agent.pin import PinEntry
 from careid_agent.serve import Agent
-from careid_agent.sessions import NoticeAnswer
+from careid_agent.sessions import NoticeAnswer, Poster
 from careid_agent.signings import SIGNING_HEADER, Signings
 from careid_agent.watcher import CardEvent, CardEventType
 
@@ -26,6 +28,7 @@ ALICE = make_test_profile(KeyAlgorithm.P256, name="Alice Able", uuid="5550000000
 BOB = make_test_profile(KeyAlgorithm.P256, name="Bob Baker", uuid="555000000002")
 S_ALICE = "alice-session-0123456789"
 S_BOB = "bob-session-0123456789ab"
+S_OTHER = "bob-rostering-0123456789"
 
 
 @dataclass
@@ -91,19 +94,11 @@ class Workstation:
         }
 
 
-@pytest.fixture
-def station() -> Iterator[Workstation]:
-    reader = VirtualReader()
-    reader.insert(ALICE)
-    config = AgentConfig(port=0, allowed_origins=(ORIGIN, OTHER), dev=True)
-    holder: list[Workstation] = []
-
-    def post(url: str, body: bytes, timeout: float) -> NoticeAnswer:
-        with holder[0].lock:
-            holder[0].notices.append((url, json.loads(body)["cardSession"]))
-        return NoticeAnswer(status=204)
-
-    agent = Agent(
+def _agent(reader: VirtualReader, journal: Path, post: Poster) -> Agent:
+    config = AgentConfig(
+        port=0, allowed_origins=(ORIGIN, OTHER), dev=True, card_sessions_file=journal
+    )
+    return Agent(
         config,
         connect=reader.connect,
         list_readers=lambda: [reader.info()],
@@ -111,6 +106,20 @@ def station() -> Iterator[Workstation]:
         pin_entry=PinEntry(provider=lambda request: bytearray(PIN.encode()), pin_pad=None),
         post=post,
     )
+
+
+@pytest.fixture
+def station(tmp_path: Path) -> Iterator[Workstation]:
+    reader = VirtualReader()
+    reader.insert(ALICE)
+    holder: list[Workstation] = []
+
+    def post(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+        with holder[0].lock:
+            holder[0].notices.append((url, json.loads(body)["cardSession"]))
+        return NoticeAnswer(status=204)
+
+    agent = _agent(reader, tmp_path / "state" / "card-sessions.json", post)
     holder.append(Workstation(reader=reader, agent=agent))
     agent.start()
     try:
@@ -226,6 +235,91 @@ def test_stopping_the_agent_ends_the_card_sessions_it_keeps(station: Workstation
     assert station.kept() == {}
     station.agent.stop()  # stopping twice (the fixture does) reports nothing again
     assert len(station.ended()) == 2
+
+
+def test_the_card_sessions_of_an_agent_that_did_not_stop_are_ended_by_the_next(
+    station: Workstation,
+) -> None:
+    # A crash, a kill from Task Manager or a power cut: the agent cannot report anything,
+    # and what it held in memory is gone. What it wrote down is not: the next agent
+    # reports those sessions ended as it starts, before the next person sits down.
+    journal = station.agent.config.card_sessions_file
+    assert journal is not None
+    assert (
+        station.hand_over({"cardSession": S_ALICE, "signing": _handle(station.sign())}).status
+        == 201
+    )
+    other = _handle(station.sign(OTHER))
+    assert station.hand_over({"cardSession": S_BOB, "signing": other}, origin=OTHER).status == 201
+    assert journal.stat().st_mode & 0o777 == 0o600
+    assert journal.parent.stat().st_mode & 0o077 == 0
+    notices: list[tuple[str, str]] = []
+
+    def post(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+        notices.append((url, json.loads(body)["cardSession"]))
+        return NoticeAnswer(status=204)
+
+    # The first agent is left as it is (it is the fixture's to stop): the next one knows
+    # of it only what it left on disk.
+    successor = _agent(station.reader, journal, post)
+    successor.start()
+    try:
+        wait_for(lambda: len(notices) == 2)
+        assert sorted(notices) == [
+            (f"{OTHER}/card/removed", S_BOB),
+            (f"{ORIGIN}/card/removed", S_ALICE),
+        ]
+        assert not journal.exists()
+    finally:
+        successor.stop()
+    assert len(notices) == 2  # nothing kept by the successor, nothing more reported
+
+
+def test_the_file_follows_the_sessions_and_keeps_what_a_stop_could_not_report(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "card-sessions.json"
+    reader = VirtualReader()
+    reader.insert(ALICE)
+
+    def post(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+        if json.loads(body)["cardSession"] == S_BOB:
+            raise OSError("connection refused")  # Bob's sign-in service is unreachable
+        return NoticeAnswer(status=204)
+
+    agent = _agent(reader, journal, post)
+    station = Workstation(reader=reader, agent=agent)
+    agent.start()
+    try:
+        alice = _handle(station.sign())
+        assert station.hand_over({"cardSession": S_ALICE, "signing": alice}).status == 201
+        assert _written(journal) == [S_ALICE]
+        station.remove()
+        wait_for(lambda: not journal.exists())  # her card left: reported, not kept
+        station.insert(BOB)
+        bob = _handle(station.sign())
+        assert station.hand_over({"cardSession": S_BOB, "signing": bob}).status == 201
+        other = _handle(station.sign(OTHER))
+        assert (
+            station.hand_over({"cardSession": S_OTHER, "signing": other}, origin=OTHER).status
+            == 201
+        )
+        assert sorted(_written(journal)) == sorted([S_BOB, S_OTHER])
+    finally:
+        agent.stop()  # the other service takes its notice; Bob's cannot be reached
+    assert _written(journal) == [S_BOB]  # left for the next agent to report
+
+
+def _written(journal: Path) -> list[str]:
+    return [item["cardSession"] for item in json.loads(journal.read_text())]
+
+
+def test_a_file_that_is_not_the_agents_is_ignored(tmp_path: Path) -> None:
+    journal = tmp_path / "card-sessions.json"
+    for garbage in (b"not json", b'{"a": 1}', b'[{"origin": 1}, {"cardSession": "short"}]'):
+        journal.write_bytes(garbage)
+        assert SessionJournal(journal).take() == []
+        assert not journal.exists()
 
 
 def test_a_member_the_agent_does_not_know_is_still_a_bad_request(station: Workstation) -> None:

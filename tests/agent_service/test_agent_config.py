@@ -14,6 +14,7 @@ from careid_agent.config import (
     Overrides,
     PinProviderKind,
     default_config_paths,
+    default_journal_path,
     find_config,
     load_config,
     parse_config,
@@ -30,7 +31,7 @@ def test_the_documented_example_is_valid_and_says_what_the_defaults_are() -> Non
     assert config.source == EXAMPLE
     assert config.allowed_origins == (SSO,)
     # The example spells out every default, so it can never drift from the code.
-    assert config == AgentConfig(allowed_origins=(SSO,))
+    assert config == AgentConfig(allowed_origins=(SSO,), card_sessions_file=default_journal_path())
     assert (config.port, config.pin_policy, config.pin_provider) == (
         DEFAULT_PORT,
         PinPolicy.EVERY_SIGNIN,
@@ -71,11 +72,20 @@ def test_log_file_paths_expand_the_home_folder_and_variables(
     assert variable.log_file == Path("/var/log/careid/a.log")
     with pytest.raises(ConfigError, match="log_file must be a file path"):
         parse_config({"allowed_origins": [SSO], "log_file": 3})
+    # The card sessions file: the user's state folder unless the settings name one.
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    assert parse_config({"allowed_origins": [SSO]}).card_sessions_file == Path(
+        "/home/alex/.local/state/careid/card-sessions.json"
+    )
+    named = parse_config({"allowed_origins": [SSO], "card_sessions_file": "~/s.json"})
+    assert named.card_sessions_file == Path("/home/alex/s.json")
+    with pytest.raises(ConfigError, match="card_sessions_file must be a file path"):
+        parse_config({"allowed_origins": [SSO], "card_sessions_file": ["x"]})
 
 
 def test_no_file_means_defaults_plus_flags() -> None:
     config = load_config(None, overrides=Overrides(allowed_origins=(SSO,)))
-    assert config == AgentConfig(allowed_origins=(SSO,))
+    assert config == AgentConfig(allowed_origins=(SSO,), card_sessions_file=default_journal_path())
     with pytest.raises(ConfigError, match="at least one"):
         load_config(None)
 
@@ -184,6 +194,19 @@ def test_default_locations_per_platform_the_machine_wide_file_first(tmp_path: Pa
     unknown = default_config_paths(platform="win32", environ=users_own, program_data=lambda: None)
     assert unknown[0] == Path("C:/ProgramData/careid/agent.toml")
     assert windows_program_data() is None  # no Windows API here
+    # The card sessions are the user's own, kept locally (not in a roaming profile).
+    assert default_journal_path(platform="linux", environ={"HOME": "/home/alex"}) == Path(
+        "/home/alex/.local/state/careid/card-sessions.json"
+    )
+    assert default_journal_path(
+        platform="linux", environ={"XDG_STATE_HOME": "/s", "HOME": "/h"}
+    ) == Path("/s/careid/card-sessions.json")
+    assert default_journal_path(platform="darwin", environ={"HOME": "/Users/alex"}) == Path(
+        "/Users/alex/Library/Application Support/careid/card-sessions.json"
+    )
+    assert default_journal_path(
+        platform="win32", environ={"LOCALAPPDATA": "C:/Users/alex/AppData/Local"}
+    ) == Path("C:/Users/alex/AppData/Local/careid/card-sessions.json")
     # IT's file wins over one in the user's profile; the user's is read without it.
     machine, user = tmp_path / "machine.toml", tmp_path / "user.toml"
     assert find_config([machine, user]) is None
