@@ -37,7 +37,8 @@ OTHER_POST_LOGOUT = "https://other.example.test/signed-out"
 LOOPBACK_REDIRECT = "http://127.0.0.1:8765/cb"
 RP_SECRET = "rp-secret-for-the-oidc-tests-0123"
 # client_secret_jwt's shared HMAC key (at least 32 bytes).
-JWT_SECRET = "hmac-secret-for-the-oidc-tests-0123456789"
+# 64 bytes: long enough for HS512 (RFC 7518 §3.2).
+JWT_SECRET = "hmac-secret-for-the-oidc-tests-0123456789-long-enough-for-hs512!!"
 OTHER_SECRET = "other-secret-for-the-oidc-tests-45"
 ALL_SCOPES = "openid profile email nationalrbacaccess associatedorgs"
 ALEX = "alex.morgan@nhs.net"

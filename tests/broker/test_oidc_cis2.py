@@ -264,6 +264,43 @@ def test_a_client_assertion_is_accepted_under_each_algorithm_discovery_lists(
     assert alg in metadata["token_endpoint_auth_signing_alg_values_supported"]
 
 
+@pytest.mark.parametrize(("alg", "least"), [("HS384", 48), ("HS512", 64)])
+def test_an_hmac_longer_than_the_clients_secret_is_refused(
+    app_factory: AppFactory, tmp_path: Path, alg: str, least: int
+) -> None:
+    # RFC 7518 §3.2: an HMAC key at least as long as the hash. A 40-byte secret (the
+    # broker takes 32 and up) signs HS256 only.
+    secret = "s" * 40
+    (tmp_path / "rp.secret").write_text(secret, encoding="utf-8")
+    clients = tmp_path / "short.toml"
+    clients.write_text(
+        f'[clients.secretjwt]\nredirect_uris = ["{REDIRECT}"]\nsecret_file = "rp.secret"\n',
+        encoding="utf-8",
+    )
+    app = app_factory(
+        oidc={"clients_file": str(clients), "token_endpoint_auth_methods": ["client_secret_jwt"]}
+    )
+    client = app.test_client()
+    browser = Browser(client, client_id="secretjwt")
+    key = OctKey.import_key(secret.encode())
+    authorization = browser.signed_in_code()
+    refused = client.post(
+        "/token",
+        data={**_code_form(authorization), **client_assertion("secretjwt", key=key, alg=alg)},
+    )
+    assert refused.status_code in (400, 401), refused.get_data(as_text=True)
+    assert refused.get_json()["error"] == "invalid_client"
+    assert f"at least {least} bytes" in refused.get_json()["error_description"]
+    entry = _audits(app, "oidc.token")[0]
+    assert entry.outcome == "failure"
+    # The same secret under HS256 still works, with the same code: nothing was spent.
+    fine = client.post(
+        "/token",
+        data={**_code_form(authorization), **client_assertion("secretjwt", key=key, alg="HS256")},
+    )
+    assert fine.status_code == 200, fine.get_data(as_text=True)
+
+
 def _hs256_under_the_rsa_public_key(client_id: str) -> str:
     # The classic algorithm confusion: the RSA public key (public, in the RP's JWK
     # set) used as an HMAC secret.

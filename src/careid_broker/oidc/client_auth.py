@@ -73,6 +73,8 @@ PRIVATE_KEY_JWT_ALGORITHMS = (
     "ES512",
 )
 CLIENT_SECRET_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+#: The least secret each HMAC takes: as long as its hash (RFC 7518 §3.2).
+HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
@@ -314,7 +316,7 @@ class ClientSecretJwt(_ClientAssertion):
     HMAC = True
     ALGORITHMS = CLIENT_SECRET_JWT_ALGORITHMS
 
-    def resolve_client_public_key(self, client: OAuthClient) -> OctKey:
+    def resolve_client_public_key(self, client: OAuthClient) -> Callable[[GuestProtocol], OctKey]:
         secret = client.record.jwt_secret
         if secret is None or not client.record.allows_auth_method(self.CLIENT_AUTH_METHOD):
             # Checked before the signature, so no jti is spent on a client that may not
@@ -322,4 +324,20 @@ class ClientSecretJwt(_ClientAssertion):
             raise InvalidClientError(
                 description=f"The client cannot authenticate with {self.CLIENT_AUTH_METHOD}."
             )
-        return OctKey.import_key(secret)
+        key = OctKey.import_key(secret)
+        size = len(key.raw_value)
+
+        def key_for(assertion: GuestProtocol) -> OctKey:
+            # RFC 7518 §3.2: an HMAC key at least as long as the hash. The secret may be
+            # as short as 32 bytes, enough for HS256 only.
+            alg = assertion.headers().get("alg")
+            least = HMAC_KEY_BYTES.get(alg, 0) if isinstance(alg, str) else 0
+            if size < least:
+                raise InvalidClientError(
+                    description=f"The client's secret is too short for {alg}: it needs at"
+                    f" least {least} bytes (RFC 7518 section 3.2). Sign with HS256, or"
+                    " give the client a longer secret."
+                )
+            return key
+
+        return key_for
