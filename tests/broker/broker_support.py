@@ -64,6 +64,16 @@ def form_of(page: str, **fields: str) -> dict[str, str]:
     return {**form, **fields}
 
 
+def browser_csrf(client: FlaskClient) -> str:
+    """The browser's CSRF token now: the one the next page it loads carries. (A form
+    that carries a password spends the token it was sent with, `spends_token`, so a
+    script's token from the page before is stale once the browser follows a redirect.)"""
+    with client.session_transaction() as session:
+        token = session.get("csrf")
+    assert isinstance(token, str) and token, "no CSRF token in this browser's session"
+    return token
+
+
 def login_form(client: FlaskClient, tx: str | None = None) -> str:
     """GET the sign-in page and return the browser's CSRF token.
 

@@ -15,18 +15,22 @@ from broker_support import (
     DEMO_RP_CALLBACK,
     AppFactory,
     broker_of,
+    browser_csrf,
     cookie_value,
     csrf_token_from,
     error_code_of,
     form_of,
+    login_form,
     password_login,
     rp_transaction,
     started_in,
 )
 from flask import Flask
 from flask.testing import FlaskClient
+from ldap3 import MODIFY_REPLACE, Connection
 from oidc_support import query_of
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from careid_broker.codes import AupRoute, BrokerCode, aup_message
 from careid_broker.signin.aup import AUP_CLIENT_ID
@@ -246,9 +250,14 @@ def test_accepting_on_a_page_for_another_persons_step_records_nothing(
     sams_page = _text(password_login(client, SAM))
     assert SAM in sams_page and 'id="aup-form"' in sams_page
     assert password_login(client, CHRIS).status_code == 403
-    # Sam's button acts on Sam's step, which Chris's replaced: nothing is recorded for
-    # either, nobody is signed in, and the refusal is audited.
-    refused = client.post("/login/aup", data=form_of(sams_page, accept="yes"))
+    # Chris's password spent the token Sam's page holds: its button is refused for that.
+    spent = client.post("/login/aup", data=form_of(sams_page, accept="yes"))
+    assert spent.status_code == 400 and error_code_of(spent) == "csrf_invalid"
+    # It also acts on Sam's step, which Chris's replaced: refused for that too, even were
+    # its token current. Nothing is recorded for either, nobody is signed in, and the
+    # refusal is audited.
+    current = {**form_of(sams_page, accept="yes"), "csrf_token": browser_csrf(client)}
+    refused = client.post("/login/aup", data=current)
     assert refused.status_code == 409 and error_code_of(refused) == "step_superseded"
     directory = broker_of(writable_app).directory
     for mail in (SAM, CHRIS):
@@ -397,3 +406,95 @@ def test_an_acceptance_the_directory_recorded_is_audited_even_if_it_cannot_be_re
     # Signing in again goes straight through: the policy is not offered a second time.
     again = password_login(app.test_client(), SAM)
     assert again.status_code == 303, error_code_of(again)
+
+
+def _aup_writer(slapd: Slapd) -> dict[str, object]:
+    """`[directory]` overrides: the broker records AUP acceptance in this slapd."""
+    return {
+        "writable": True,
+        "write_bind_dn": slapd.aup_writer_bind_dn,
+        "write_bind_password": slapd.aup_writer_password,
+    }
+
+
+def _spent_form_refused(app: Flask, replay: TestResponse, endpoint: str) -> str:
+    """A form sent again after its first answer: refused as spent, and audited; the page."""
+    assert replay.status_code == 400 and error_code_of(replay) == "csrf_invalid"
+    entry = _last(app, "csrf.refused")
+    assert entry.error_code == "csrf_invalid" and entry.details["endpoint"] == endpoint
+    page = _text(replay)
+    assert "Demo-Password-1" not in page
+    return page
+
+
+def test_a_sign_in_refused_for_the_policy_cannot_be_sent_again_once_it_is_accepted(
+    app_factory: AppFactory, own_slapd: Slapd
+) -> None:
+    # Read-only: Sam is told to accept the policy in the portal, does so, and walks away.
+    # The next person's Back or Reload sends Sam's sign-in form again.
+    app = app_factory(directory_slapd=own_slapd)
+    workstation = app.test_client()
+    form = {"csrf_token": login_form(workstation), "email": SAM, "password": "Demo-Password-1"}
+    refused = workstation.post("/login", data=form)
+    assert refused.status_code == 403 and error_code_of(refused) == "aup_not_accepted"
+    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
+    try:
+        assert admin.modify(
+            "uid=sam.patel,ou=people,dc=nhs,dc=example",
+            {"careidAupAcceptedVersion": [(MODIFY_REPLACE, ["2024-1"])]},
+        )
+    finally:
+        admin.unbind()
+
+    page = _spent_form_refused(app, workstation.post("/login", data=form), "login.submit")
+    assert f'value="{SAM}"' in page
+    assert broker_of(app).repos.sessions.active_for_account(SAM) == []
+    assert cookie_value(workstation, SIGNIN_COOKIE) is None
+
+
+def test_a_sign_in_that_offered_the_policy_cannot_be_sent_again_for_a_new_step(
+    writable_app: Flask, clock: FakeClock
+) -> None:
+    # Sam is offered the policy, leaves it, and the step runs out. Sending Sam's form
+    # again would check the password afresh and offer the next person Sam's policy to
+    # accept, and with it Sam's sign-in.
+    workstation = writable_app.test_client()
+    form = {"csrf_token": login_form(workstation), "email": SAM, "password": "Demo-Password-1"}
+    offered = workstation.post("/login", data=form)
+    assert offered.status_code == 403 and 'id="aup-form"' in _text(offered)
+    clock.advance(timedelta(minutes=11))
+    assert 'id="aup-form"' not in _text(workstation.get("/login/aup"))
+
+    _spent_form_refused(writable_app, workstation.post("/login", data=form), "login.submit")
+    assert 'id="aup-form"' not in _text(workstation.get("/login/aup"))
+    account = broker_of(writable_app).directory.find_account(SAM)
+    assert account is not None and account.aup_version is None
+    assert broker_of(writable_app).repos.sessions.active_for_account(SAM) == []
+
+
+def test_the_policys_password_form_refused_while_the_directory_was_down_cannot_be_sent_again(
+    app_factory: AppFactory, own_slapd: Slapd
+) -> None:
+    # Chris checks the password to accept the policy while the directory hangs and walks
+    # away. Sent again by the next person, it would offer them Chris's policy to accept.
+    app = app_factory(directory_slapd=own_slapd, directory=_aup_writer(own_slapd))
+    workstation = app.test_client()
+    form = {
+        "csrf_token": csrf_token_from(_text(workstation.get("/login/aup"))),
+        "email": CHRIS,
+        "password": "Demo-Password-1",
+    }
+    own_slapd.pause()
+    try:
+        down = workstation.post("/login/aup/password", data=form)
+    finally:
+        own_slapd.resume()
+    assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
+
+    replay = workstation.post("/login/aup/password", data=form)
+    page = _spent_form_refused(app, replay, "aup.check_password")
+    assert 'id="aup-password-form"' in page and f'value="{CHRIS}"' in page
+    assert 'id="aup-form"' not in page
+    assert 'id="aup-form"' not in _text(workstation.get("/login/aup"))
+    account = broker_of(app).directory.find_account(CHRIS)
+    assert account is not None and account.aup_version != "2024-1"

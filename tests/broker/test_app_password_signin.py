@@ -417,3 +417,38 @@ def test_a_sign_in_that_cannot_be_audited_does_not_happen(
     monkeypatch.undo()
     entries = broker_of(app).repos.audit.list_recent(event_prefix="signin.password", limit=20)
     assert [e.outcome for e in entries if e.outcome == Outcome.SUCCESS] == []
+
+
+def test_a_form_refused_while_the_directory_was_down_cannot_be_sent_again(
+    app_factory: AppFactory, own_slapd: Slapd
+) -> None:
+    # Alex signs in for a relying party while the directory hangs and walks away from the
+    # "try again" page. Once it is back, the next person's Back or Reload sends Alex's
+    # form again: refused as a spent form, nobody signed in, no code for the RP.
+    app = app_factory(directory_slapd=own_slapd)
+    workstation = app.test_client()
+    tx = rp_transaction(app, workstation)
+    mail = "alex.morgan@nhs.net"
+    form = {
+        "csrf_token": login_form(workstation, tx),
+        "tx": tx,
+        "email": mail,
+        "password": DEMO_PASSWORD,
+    }
+    own_slapd.pause()
+    try:
+        down = workstation.post("/login", data=form)
+    finally:
+        own_slapd.resume()
+    assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
+
+    replay = workstation.post("/login", data=form)
+    assert replay.status_code == 400 and error_code_of(replay) == "csrf_invalid"
+    page = replay.get_data(as_text=True)
+    assert f'name="tx" value="{tx}"' in page and DEMO_PASSWORD not in page
+    assert broker_of(app).repos.sessions.active_for_account(mail) == []
+    record = broker_of(app).repos.transactions.get(tx)
+    assert record is not None and record.status.value == "pending"
+    refused = _last_audit(app, "csrf.refused")
+    assert refused.error_code == "csrf_invalid" and refused.details["endpoint"] == "login.submit"
+    assert _last_audit(app).error_code == "directory_unavailable"  # the one attempt

@@ -12,6 +12,7 @@ from broker_support import (
     AppFactory,
     broker_of,
     error_code_of,
+    form_of,
     login_form,
     password_login,
 )
@@ -270,3 +271,47 @@ def test_a_password_bind_the_directory_never_answered_counts_towards_its_lockout
     assert password_login(app.test_client(), mail, DEMO_PASSWORD).status_code == 303
     audited = broker_of(app).repos.audit.list_recent(event_prefix="signin.password", limit=10)
     assert [e.error_code for e in audited if e.subject == mail].count("directory_unavailable") == 2
+
+
+def test_a_throttled_form_sent_again_by_the_next_person_signs_nobody_in(
+    app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
+) -> None:
+    # Lee, blocked, types the right password: the refusal is the POST's own answer. Lee
+    # walks away; after the block the next person at the browser presses Back or Reload
+    # and confirms "resubmit", which sends Lee's form again, password and token.
+    app = app_factory(
+        directory_slapd=own_slapd,
+        signin={
+            **POLICY,
+            "account_free_failures": 2,
+            "address_free_failures": 100,
+            "directory_lockout_failures": 0,
+        },
+    )
+    workstation = app.test_client()
+    mail = "lee.admin@nhs.net"
+    for _ in range(3):
+        assert error_code_of(password_login(workstation, mail, "wrong")) == "invalid_credentials"
+    form = {"csrf_token": login_form(workstation), "email": mail, "password": DEMO_PASSWORD}
+    blocked = workstation.post("/login", data=form)
+    assert blocked.status_code == 429 and error_code_of(blocked) == "signin_throttled"
+    clock.advance(timedelta(seconds=31))
+    broker = broker_of(app)
+    before = broker.password.throttle_state(mail, "127.0.0.1")
+    attempts = len(broker.repos.audit.list_recent(event_prefix="signin.password", limit=50))
+
+    replay = workstation.post("/login", data=form)
+    assert replay.status_code == 400 and error_code_of(replay) == "csrf_invalid"
+    assert broker.repos.sessions.active_for_account(mail) == []
+    page = replay.get_data(as_text=True)
+    assert f'value="{mail}"' in page and DEMO_PASSWORD not in page
+    refused = broker.repos.audit.list_recent(event_prefix="csrf.", limit=1)[0]
+    assert refused.error_code == "csrf_invalid" and refused.details["endpoint"] == "login.submit"
+    # Refused before the password was looked at: no attempt, counted or audited.
+    assert broker.password.throttle_state(mail, "127.0.0.1") == before
+    after = broker.repos.audit.list_recent(event_prefix="signin.password", limit=50)
+    assert len(after) == attempts
+    # The page the refusal shows takes the password typed again.
+    retry = workstation.post("/login", data=form_of(page, email=mail, password=DEMO_PASSWORD))
+    assert retry.status_code == 303
+    assert len(broker.repos.sessions.active_for_account(mail)) == 1

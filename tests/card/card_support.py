@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker_support import DEMO_PASSWORD, broker_of, csrf_token_from, form_of, step_from
+from broker_support import (
+    DEMO_PASSWORD,
+    broker_of,
+    browser_csrf,
+    csrf_token_from,
+    form_of,
+    step_from,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -252,7 +259,9 @@ class CardBrowser:
         form = {"csrf_token": self.csrf, "email": mail, "password": password}
         if tx:
             form["tx"] = tx
-        return self.client.post("/register", data=form)
+        answer = self.client.post("/register", data=form)
+        self.csrf = browser_csrf(self.client)  # the form spent the page's token
+        return answer
 
     def open_card_step(self) -> TestResponse:
         """Step 2's page, as its script starts: its CSRF token and the step it names."""

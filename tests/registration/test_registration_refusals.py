@@ -14,6 +14,7 @@ import pytest
 from broker_support import (
     DEMO_PASSWORD,
     broker_of,
+    browser_csrf,
     csrf_token_from,
     error_code_of,
     form_of,
@@ -35,7 +36,9 @@ from card_support import (
     register_card,
 )
 from flask import Flask
+from flask.testing import FlaskClient
 from ldap3 import MODIFY_DELETE, MODIFY_REPLACE, Connection
+from werkzeug.test import TestResponse
 
 from careid_broker.codes import AupRoute, aup_message
 from careid_broker.store import LinkMode, NewRegistration, Outcome
@@ -251,6 +254,7 @@ def test_a_card_the_directory_gives_to_someone_else_does_not_register_to_an_acco
         _nothing_stored(app, ALEX[0], ALEX[1])
         entry = last_audit(app, "registration.create")
         assert entry.outcome is Outcome.FAILURE and entry.error_code == reason
+        page = text  # a form is good for one submission: the refusal's own form next
     done = browser.client.post("/register/confirm", data=form_of(page, password=DEMO_PASSWORD))
     assert done.status_code in (200, 303), done.get_data(as_text=True)
     registration = broker_of(app).repos.registrations.by_mail(ALEX[0])
@@ -476,8 +480,15 @@ def test_guessing_the_password_at_the_confirmation_is_throttled(
     assert browser.register_password(ALEX[0]).status_code == 303
     assert browser.register_card(card_pki.agent("alex")).status_code == 200
     page = browser.client.get("/register/confirm").get_data(as_text=True)
-    form = form_of(page, password="not-the-password")
-    answers = [browser.client.post("/register/confirm", data=form) for _ in range(8)]
+    answers = []
+    for _ in range(8):
+        answer = browser.client.post(
+            "/register/confirm", data=form_of(page, password="not-the-password")
+        )
+        answers.append(answer)
+        if answer.status_code != 400:
+            break
+        page = answer.get_data(as_text=True)  # the password asked again, on its own form
     throttled = [a for a in answers if a.status_code == 429]
     assert throttled, [a.status_code for a in answers]
     assert int(throttled[0].headers["Retry-After"]) > 0
@@ -510,6 +521,15 @@ def test_a_confirmation_after_the_directory_relinks_the_account_links_nothing(
     assert entry.outcome is Outcome.FAILURE and entry.error_code == "card_identity_mismatch"
 
 
+def _begin_in_a_tab_opened_earlier(client: FlaskClient, tab: str, mail: str) -> TestResponse:
+    """Step 1 from a page opened before another password was sent in this browser: its
+    form is spent, shown again with the address kept; the password typed again."""
+    expired = client.post("/register", data=form_of(tab, email=mail, password=DEMO_PASSWORD))
+    assert expired.status_code == 400 and error_code_of(expired) == "csrf_invalid"
+    again = form_of(expired.get_data(as_text=True), email=mail, password=DEMO_PASSWORD)
+    return client.post("/register", data=again)
+
+
 def test_forms_from_a_page_for_another_persons_step_do_nothing(
     card_app: Flask, card_pki: CardPki
 ) -> None:
@@ -523,10 +543,13 @@ def test_forms_from_a_page_for_another_persons_step_do_nothing(
     alex_page = client.get("/register/confirm").get_data(as_text=True)
     assert ALEX[0] in alex_page
     kim = CardBrowser(client)
-    started = client.post(
-        "/register", data=form_of(second_tab, email=KIM[0], password=DEMO_PASSWORD)
-    )
+    started = _begin_in_a_tab_opened_earlier(client, second_tab, KIM[0])
     assert started.status_code == 303
+    # Kim's password spent the token Alex's pages hold: their forms and script are
+    # refused for that first. Each also names Alex's step, which refuses them even were
+    # their token current (below, the browser's token now).
+    assert error_code_of(alex.challenge(path="/register/challenge")) == "csrf_invalid"
+    alex.csrf = browser_csrf(client)
     # The card page's script names its step too: Alex's step-2 page, left open, presents
     # a card while this browser holds Kim's step. Refused, and Kim's step is untouched.
     issued = alex.challenge(path="/register/challenge").get_json()["challenge"]
@@ -539,7 +562,9 @@ def test_forms_from_a_page_for_another_persons_step_do_nothing(
     # Alex's Confirm and Cancel buttons act on Alex's step, which is gone: refused, and
     # Kim's step is neither confirmed nor cancelled.
     for path in ("/register/confirm", "/register/cancel"):
-        refused = client.post(path, data=form_of(alex_page))
+        assert error_code_of(client.post(path, data=form_of(alex_page))) == "csrf_invalid"
+        current = {**form_of(alex_page), "csrf_token": browser_csrf(client)}
+        refused = client.post(path, data=current)
         assert refused.status_code == 409 and error_code_of(refused) == "step_superseded"
         entry = audits(card_app, "registration.")[0]
         assert entry.error_code == "step_superseded" and entry.subject == KIM[0]
@@ -580,11 +605,11 @@ def test_a_stale_confirmation_leaves_a_step_not_yet_at_the_card_alone(
     assert alex.register_password(ALEX[0]).status_code == 303
     assert alex.register_card(card_pki.agent("alex")).status_code == 200
     alex_page = client.get("/register/confirm").get_data(as_text=True)
-    started = client.post(
-        "/register", data=form_of(second_tab, email=KIM[0], password=DEMO_PASSWORD)
-    )
-    assert started.status_code == 303
-    refused = client.post("/register/confirm", data=form_of(alex_page))
+    assert _begin_in_a_tab_opened_earlier(client, second_tab, KIM[0]).status_code == 303
+    spent = client.post("/register/confirm", data=form_of(alex_page))
+    assert error_code_of(spent) == "csrf_invalid"  # Kim's password spent its token
+    current = {**form_of(alex_page), "csrf_token": browser_csrf(client)}
+    refused = client.post("/register/confirm", data=current)
     assert refused.status_code == 409 and error_code_of(refused) == "step_superseded"
     entry = last_audit(card_app, "registration.create")
     assert entry.error_code == "step_superseded" and entry.subject == KIM[0]
@@ -607,3 +632,61 @@ def test_a_form_from_a_page_that_names_no_step_starts_again_and_keeps_the_step(
     _nothing_stored(card_app, ALEX[0], ALEX[1])
     assert card_browser.client.get("/register").location == "/register/confirm"
     assert card_browser.register_confirm().status_code == 200
+
+
+def test_step_one_refused_while_the_directory_was_down_cannot_be_sent_again(
+    card_app_factory: CardAppFactory, own_slapd: Slapd
+) -> None:
+    # Alex begins registering while the directory hangs and walks away from the "try
+    # again" page. Sent again by the next person, the form would begin Alex's
+    # registration in their browser.
+    app = card_app_factory(directory_slapd=own_slapd)
+    client = app.test_client()
+    start = client.get("/register").get_data(as_text=True)
+    form = form_of(start, email=ALEX[0], password=DEMO_PASSWORD)
+    own_slapd.pause()
+    try:
+        down = client.post("/register", data=form)
+    finally:
+        own_slapd.resume()
+    assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
+
+    replay = client.post("/register", data=form)
+    assert replay.status_code == 400 and error_code_of(replay) == "csrf_invalid"
+    page = replay.get_data(as_text=True)
+    assert f'value="{ALEX[0]}"' in page and DEMO_PASSWORD not in page
+    entry = last_audit(app, "csrf.refused")
+    assert entry.error_code == "csrf_invalid"
+    assert entry.details["endpoint"] == "registration.submit_password"
+    assert client.get("/register").status_code == 200  # nothing begun: still step 1
+    assert last_audit(app, "registration.start").error_code == "directory_unavailable"
+
+
+def test_a_confirmation_refused_while_the_directory_was_down_cannot_be_sent_again(
+    naming_none: Flask, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    # Alex types the password at the confirmation while the directory hangs and walks
+    # away. Sent again by the next person, the form would link the card and sign them
+    # in with it as Alex.
+    app = naming_none
+    browser = CardBrowser(app.test_client())
+    assert browser.register_password(ALEX[0]).status_code == 303
+    assert browser.register_card(card_pki.agent("alex")).status_code == 200
+    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    form = form_of(page, password=DEMO_PASSWORD)
+    own_slapd.pause()
+    try:
+        down = browser.client.post("/register/confirm", data=form)
+    finally:
+        own_slapd.resume()
+    assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
+
+    replay = browser.client.post("/register/confirm", data=form)
+    assert replay.status_code == 400 and error_code_of(replay) == "csrf_invalid"
+    assert DEMO_PASSWORD not in replay.get_data(as_text=True)
+    entry = last_audit(app, "csrf.refused")
+    assert (
+        entry.error_code == "csrf_invalid" and entry.details["endpoint"] == "registration.confirm"
+    )
+    _nothing_stored(app, ALEX[0], ALEX[1])
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []

@@ -33,7 +33,7 @@ from careid_broker.signin.sessions import SigninDecision
 from careid_broker.store import Outcome
 from careid_broker.web import browser_binding
 from careid_broker.web.context import current_broker
-from careid_broker.web.csrf import reshow_on_expiry
+from careid_broker.web.csrf import reshow_on_expiry, spends_token
 from careid_broker.web.errors import error_response
 from careid_broker.web.forms import (
     STEP_FIELD,
@@ -136,6 +136,7 @@ def _expired_password_form() -> Response:
 
 
 @blueprint.post("/login/aup/password")
+@spends_token
 @reshow_on_expiry(_expired_password_form)
 def check_password() -> BaseResponse:
     """Check the password of someone who wants to accept the policy (after a card

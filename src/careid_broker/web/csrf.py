@@ -4,7 +4,8 @@ The token is a random value kept in the browser's signed Flask session cookie
 (HttpOnly, SameSite=Lax) and echoed in each form's hidden `csrf_token` field (or an
 `X-CSRF-Token` header for same-origin scripts). A cross-site page can neither read the
 cookie nor forge its signature, so it cannot produce a matching pair. The value is
-replaced at every sign-in and sign-out.
+replaced at every sign-in and sign-out, and as soon as a form that carries a password
+is accepted (`spends_token`): such a form is good for one submission.
 
 Endpoints that are cross-site or non-browser by design (OAuth's token endpoint, the
 authorization endpoint's POST form, back-channel calls) opt out with `@csrf_exempt`.
@@ -37,6 +38,7 @@ HEADER_NAME = "X-CSRF-Token"
 _SESSION_KEY = "csrf"
 _EXEMPT_ATTRIBUTE = "_careid_csrf_exempt"
 _RESHOW_ATTRIBUTE = "_careid_csrf_reshow"
+_SPENDS_ATTRIBUTE = "_careid_csrf_spends"
 # Forms posted to an address that has no page of its own: where their page is.
 _FORM_PAGES = {
     "login.signout": "login.signout_page",
@@ -62,6 +64,24 @@ def reshow_on_expiry(reshow: Callable[[], Response]) -> Callable[[F], F]:
     return decorate
 
 
+def spends_token(view: F) -> F:
+    """Mark a form that carries a password as good for one submission.
+
+    The answer to a form POST stays in the browser's history: Back or Reload on it, and
+    "resubmit", send the form again, password and token, perhaps by the next person at
+    a shared workstation once a refusal's cause (a throttle, a directory outage, a policy
+    not yet accepted) has cleared. So the token is replaced the moment this form's is
+    accepted, before the view runs: whatever the view answers (a refusal, the policy to
+    accept, a redirect) carries the new token, and the form sent again is refused
+    `csrf_invalid` (audited, the form shown again with the address but no password)
+    before any password is looked at, so it is no attempt either. Answering with a
+    redirect to a GET instead would keep this browser's history free of the POST, but
+    not stop a copy of the form sent again; the spent token does, whatever the browser
+    keeps."""
+    setattr(view, _SPENDS_ATTRIBUTE, True)
+    return view
+
+
 def csrf_exempt(view: F) -> F:
     """Mark a view as not needing a CSRF token (the same function is returned)."""
     setattr(view, _EXEMPT_ATTRIBUTE, True)
@@ -78,7 +98,7 @@ def csrf_token() -> str:
 
 
 def rotate_csrf() -> None:
-    """Replace the token (at sign-in and sign-out)."""
+    """Replace the token (at sign-in and sign-out, and when a password form is sent)."""
     session[_SESSION_KEY] = secrets.token_urlsafe(32)
 
 
@@ -100,6 +120,10 @@ def _check() -> Response | None:
         and len(sent) <= _MAX_TOKEN_LENGTH
         and hmac.compare_digest(sent.encode(), expected.encode())
     ):
+        if getattr(
+            current_app.view_functions.get(request.endpoint or ""), _SPENDS_ATTRIBUTE, False
+        ):
+            rotate_csrf()  # this form is used up, whatever the view answers
         return None
     reason = "missing" if not sent else ("no_session" if not expected else "mismatch")
     current_broker().metrics.csrf_refusals.inc()

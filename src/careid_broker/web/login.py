@@ -37,7 +37,7 @@ from careid_broker.web import aup, browser_binding
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_broker.web.card_pages import script_context, with_agent_csp
 from careid_broker.web.context import current_broker
-from careid_broker.web.csrf import reshow_on_expiry
+from careid_broker.web.csrf import reshow_on_expiry, spends_token
 from careid_broker.web.errors import error_response
 from careid_broker.web.forms import MAX_MAIL_LENGTH, expired_form_fields, typed_mail
 from careid_broker.web.security_headers import allow_form_action
@@ -148,6 +148,7 @@ def _expired_form() -> Response:
 
 
 @blueprint.post("/login")
+@spends_token
 @reshow_on_expiry(_expired_form)
 def submit() -> BaseResponse:
     """Password sign-in."""

@@ -43,7 +43,7 @@ from careid_broker.web.card_pages import (
     rfc3339,
 )
 from careid_broker.web.context import current_broker
-from careid_broker.web.csrf import reshow_on_expiry
+from careid_broker.web.csrf import reshow_on_expiry, spends_token
 from careid_broker.web.errors import error_response
 from careid_broker.web.forms import (
     STEP_FIELD,
@@ -117,6 +117,7 @@ def _expired_start_form() -> Response:
 
 
 @blueprint.post("/register")
+@spends_token
 @reshow_on_expiry(_expired_start_form)
 def submit_password() -> BaseResponse:
     """Step 1's form: check the password and every account prerequisite."""
@@ -373,6 +374,7 @@ def _confirm_form(
 
 
 @blueprint.post("/register/confirm")
+@spends_token  # it may carry the password (`needs_password`)
 @page_step
 def confirm(
     card: CardServices, service: RegistrationService, pending: PendingRegistration
