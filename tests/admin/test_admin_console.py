@@ -291,7 +291,21 @@ def test_kim_is_not_found_by_guessed_urls_and_cannot_be_removed(
     assert lee.post(f"/admin/users/{KIM}/remove", data=form).status_code == 404
     assert lee.post(f"/admin/users/{KIM}/remove/confirm", data=form).status_code == 404
     # Alex's page with kim's UUID slipped into the confirmation: still nothing removed.
-    assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form).status_code == 404
+    # Answered as a card no one has registered is ("changed"): a 404 here would tell
+    # lee that the UUID is registered in another organisation.
+    for uuid in (UUIDS[KIM], "555000000099"):
+        slipped = lee.post(
+            f"/admin/users/{ALEX}/remove/confirm",
+            data={**form, "card_uuid": uuid, "registration": "x"},
+        )
+        assert slipped.status_code == 303, uuid
+        assert slipped.headers["Location"] == f"/admin/users/{ALEX}"
+        assert "changed" in lee.get(slipped.headers["Location"]).get_data(as_text=True)
+    changed = _audit(admin_app, "admin.registration.remove")[:2]
+    assert [e.error_code for e in changed] == ["admin_registration_changed"] * 2
+    # Its audit entry names the person whose page it was, never kim.
+    assert {e.subject for e in changed} == {ALEX}
+    assert KIM not in str([e.details for e in changed])
     repos = broker_of(admin_app).repos
     assert repos.registrations.by_uuid(UUIDS[KIM]) is not None
     assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
