@@ -77,9 +77,7 @@ _FORM_EVENTS = {
 }
 
 
-def restart(
-    *, mail: str | None = None, details: Mapping[str, object] | None = None
-) -> Response:
+def restart(*, mail: str | None = None, details: Mapping[str, object] | None = None) -> Response:
     """Forget the browser's pending step and say the registration must start again.
 
     A form posted for a step that has gone (expired, finished, replayed, or its account
