@@ -15,11 +15,17 @@ def _admin(slapd: Slapd) -> Connection:
 
 
 def give_address_to_new_entry(
-    slapd: Slapd, uid: str, new_uid: str, *, care_identity: str | None = None
+    slapd: Slapd,
+    uid: str,
+    new_uid: str,
+    *,
+    care_identity: str | None = None,
+    org_code: str | None = None,
 ) -> str:
     """Delete `uid`'s entry and add another person's, `new_uid`, holding its mail
-    address (and its other account values, but no Care Identity unless given); the new
-    entry's DN. slapd gives the new entry its own entryUUID, as any directory would."""
+    address (and its other account values, but no Care Identity unless given, and the
+    organisation given if any); the new entry's DN. slapd gives the new entry its own
+    entryUUID, as any directory would."""
     old_dn, new_dn = f"uid={uid},{PEOPLE}", f"uid={new_uid},{PEOPLE}"
     admin = _admin(slapd)
     try:
@@ -33,6 +39,8 @@ def give_address_to_new_entry(
         values["cn"] = values["displayName"] = [b"New Starter"]
         if care_identity is not None:
             values["careidCareIdentityUuid"] = [care_identity.encode()]
+        if org_code is not None:
+            values["careidOrgCode"] = [org_code.encode()]
         assert admin.delete(old_dn), admin.result
         assert admin.add(new_dn, attributes=values), admin.result
     finally:

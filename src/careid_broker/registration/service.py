@@ -371,6 +371,7 @@ class RegistrationService:
                     card_uuid=card.uuid,
                     account_mail=account.mail,
                     account_dn=account.dn,
+                    account_entry_id=account.entry_id,
                     org_code=account.org_code or "",
                     link_mode=self._link_mode,
                     cert_issuer_dn=card.issuer_dn,
