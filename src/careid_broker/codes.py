@@ -58,6 +58,7 @@ class BrokerCode(StrEnum):
     CARD_CERTIFICATE_NOT_REGISTERED = "card_certificate_not_registered"
     CARD_ACCOUNT_MISSING = "card_account_missing"
     CARD_IDENTITY_MISMATCH = "card_identity_mismatch"
+    REGISTRATION_ACCOUNT_CHANGED = "registration_account_changed"
     REQUEST_NOT_SAME_ORIGIN = "request_not_same_origin"
     AGENT_UNREACHABLE = "agent_unreachable"
     BROKER_UNREACHABLE = "broker_unreachable"
@@ -206,6 +207,12 @@ _MESSAGES: dict[BrokerCode, str] = {
         "This smartcard names a different Care Identity from the one your NHSmail account"
         " is linked to. Use your own smartcard, or ask your local administrator to check"
         " your account."
+    ),
+    BrokerCode.REGISTRATION_ACCOUNT_CHANGED: (
+        "This smartcard was registered to the account that used to have this NHSmail"
+        " address; the address now belongs to a different account. Ask your local"
+        " administrator to remove the old registration, then register the card again"
+        " with your own account."
     ),
     BrokerCode.REQUEST_NOT_SAME_ORIGIN: (
         "This request did not come from the sign-in page, so it was refused. Open the"
@@ -367,6 +374,7 @@ _STATUS: Final[dict[Code, int]] = {
     BrokerCode.CARD_CERTIFICATE_NOT_REGISTERED: 403,
     BrokerCode.CARD_ACCOUNT_MISSING: 403,
     BrokerCode.CARD_IDENTITY_MISMATCH: 403,
+    BrokerCode.REGISTRATION_ACCOUNT_CHANGED: 403,
     BrokerCode.REGISTRATION_CARD_LINKED: 409,
     BrokerCode.REGISTRATION_ACCOUNT_LINKED: 409,
     BrokerCode.REGISTRATION_PREREQUISITES_MISSING: 403,
@@ -472,6 +480,7 @@ _WORDS: Final[dict[str, str]] = {
     BrokerCode.CARD_CERTIFICATE_NOT_REGISTERED: "Renewed or replacement card not registered",
     BrokerCode.CARD_ACCOUNT_MISSING: "Registered account no longer exists",
     BrokerCode.CARD_IDENTITY_MISMATCH: "Card names another Care Identity",
+    BrokerCode.REGISTRATION_ACCOUNT_CHANGED: "Address now another account's",
     BrokerCode.REQUEST_NOT_SAME_ORIGIN: "Request from another site",
     BrokerCode.BROWSER_UNSUPPORTED: "Browser cannot use the smartcard",
     BrokerCode.CSRF_INVALID: "Form expired",

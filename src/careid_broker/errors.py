@@ -141,6 +141,13 @@ class CareIdentityInactiveError(BrokerError):
     default_code = BrokerCode.CARE_IDENTITY_INACTIVE
 
 
+class RegistrationAccountChangedError(BrokerError):
+    """The directory entry holding a registration's address is not the entry it was
+    registered for: the address was given to someone else."""
+
+    default_code = BrokerCode.REGISTRATION_ACCOUNT_CHANGED
+
+
 # Certificate validation (`careid_broker.pki`).
 
 

@@ -28,6 +28,9 @@ from flask.testing import FlaskClient
 from oidc_support import Browser, TestRelyingParty
 from sqlalchemy import select
 
+from careid_broker.admin.errors import OutOfScopeError
+from careid_broker.admin.reasons import Reason, RemovalReason
+from careid_broker.admin.removal import remove_registration
 from careid_broker.admin.rights import Actor
 from careid_broker.admin.service import EXPORT_BATCH
 from careid_broker.directory import CareIdentity, Directory, MailAccount
@@ -35,6 +38,7 @@ from careid_broker.store import AuditRecord, EndedSession, EndReason
 from careid_broker.store.models import SigninSession
 from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
+from support.directory_entries import give_address_to_new_entry
 
 
 def _audit(app: Flask, event: str) -> list[AuditRecord]:
@@ -291,12 +295,55 @@ def test_kim_is_not_found_by_guessed_urls_and_cannot_be_removed(
     assert lee.post(f"/admin/users/{KIM}/remove", data=form).status_code == 404
     assert lee.post(f"/admin/users/{KIM}/remove/confirm", data=form).status_code == 404
     # Alex's page with kim's UUID slipped into the confirmation: still nothing removed.
-    assert lee.post(f"/admin/users/{ALEX}/remove/confirm", data=form).status_code == 404
+    # Answered as a card no one has registered is ("changed"): a 404 here would tell
+    # lee that the UUID is registered in another organisation.
+    for uuid in (UUIDS[KIM], "555000000099"):
+        slipped = lee.post(
+            f"/admin/users/{ALEX}/remove/confirm",
+            data={**form, "card_uuid": uuid, "registration": "x"},
+        )
+        assert slipped.status_code == 303, uuid
+        assert slipped.headers["Location"] == f"/admin/users/{ALEX}"
+        assert "changed" in lee.get(slipped.headers["Location"]).get_data(as_text=True)
+    changed = _audit(admin_app, "admin.registration.remove")[:2]
+    assert [e.error_code for e in changed] == ["admin_registration_changed"] * 2
+    # Its audit entry names the person whose page it was, never kim.
+    assert {e.subject for e in changed} == {ALEX}
+    assert KIM not in str([e.details for e in changed])
     repos = broker_of(admin_app).repos
     assert repos.registrations.by_uuid(UUIDS[KIM]) is not None
     assert repos.registrations.by_uuid(UUIDS[ALEX]) is not None
     refused = _audit(admin_app, "admin.")
     assert any(e.subject == KIM and e.outcome.value == "failure" for e in refused)
+
+
+def test_an_address_given_to_an_entry_in_lee_s_organisation_brings_kim_s_card_no_nearer(
+    app_factory: AppFactory, tmp_path: Path, own_slapd: Slapd
+) -> None:
+    # Kim's registration was made at Y00001. Kim's address is given to a new entry (a
+    # new starter) at RX1, lee's organisation: lee may administer the new starter, not
+    # the card registered to the entry that held the address before.
+    app = make_admin_app(app_factory, tmp_path, directory_slapd=own_slapd)
+    register(app, KIM)
+    give_address_to_new_entry(own_slapd, "kim.taylor", "kim.taylor.new", org_code="RX1")
+    broker = broker_of(app)
+    lee_actor = Actor(name=LEE, org_codes=frozenset({"RX1"}), via="console")
+    with pytest.raises(OutOfScopeError):
+        broker.admin.registration(lee_actor, UUIDS[KIM])
+    reason = Reason(kind=RemovalReason.LOST_CARD)
+    with pytest.raises(OutOfScopeError):
+        remove_registration(broker.admin, lee_actor, card_uuid=UUIDS[KIM], reason=reason)
+    browser = app.test_client()
+    sign_in(browser, LEE)
+    page = browser.get(f"/admin/users/{KIM}")
+    assert page.status_code == 200  # the new starter is lee's to look after
+    text = page.get_data(as_text=True)
+    assert UUIDS[KIM] not in text and 'id="admin-previous-holders-registration"' in text
+    assert browser.get(f"/admin/users/{KIM}/remove").status_code == 303  # nothing to remove
+    assert broker.repos.registrations.by_uuid(UUIDS[KIM]) is not None
+    # The break-glass CLI, and Y00001's administrators, still can.
+    cli = Actor(name="cli:root", org_codes=None, via="cli")
+    assert remove_registration(broker.admin, cli, card_uuid=UUIDS[KIM], reason=reason)
 
 
 def test_an_address_too_long_once_lower_cased_is_not_found_like_any_too_long(

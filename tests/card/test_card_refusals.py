@@ -20,6 +20,7 @@ from card_support import (
     CardBrowser,
     CardPki,
     SimulatedAgent,
+    audits,
     last_audit,
     register_card,
 )
@@ -38,6 +39,7 @@ from careid_devkit.slapd import Slapd
 from careid_protocol.errors import ErrorCode
 from support.clock import FakeClock
 from support.damaged_certificates import unreadable_name, with_version
+from support.directory_entries import give_address_to_new_entry, rename_entry
 
 
 def _refused(
@@ -242,6 +244,83 @@ def test_a_card_linked_to_an_account_the_directory_gives_another_identity_is_ref
     response = _refused(card_app, card_browser, "alex", card_pki)
     _assert_refusal(card_app, response, BrokerCode.CARD_IDENTITY_MISMATCH, 403)
     assert broker_of(card_app).repos.sessions.active_for_account(LEE[0]) == []
+
+
+ALEX_DN = "uid=alex.morgan,ou=people,dc=nhs,dc=example"
+
+
+def _entry_uuid(app: Flask, mail: str) -> str:
+    account = broker_of(app).directory.find_account(mail)
+    assert account is not None and account.entry_id
+    return account.entry_id
+
+
+def test_a_card_does_not_sign_in_to_the_new_entry_its_address_was_given_to(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    # Alex registers; Alex's entry is deleted and the address given to a new starter's
+    # entry (new entryUUID, no Care Identity named). Alex's card must not sign in to it.
+    app = card_app_factory(directory_slapd=own_slapd)
+    agent = card_pki.agent("alex")
+    CardBrowser(app.test_client()).register(agent, ALEX[0])
+    registered_entry = _entry_uuid(app, ALEX[0])
+    sessions = broker_of(app).repos.sessions
+    # The sign-in that registering started; the new entry's holder has none.
+    before = sessions.active_for_account(ALEX[0])
+    give_address_to_new_entry(own_slapd, "alex.morgan", "alex.morgan.new")
+    response = _refused(app, CardBrowser(app.test_client()), "alex", card_pki)
+    assert response.status_code == 403, response.get_data(as_text=True)
+    code = BrokerCode.REGISTRATION_ACCOUNT_CHANGED
+    body = response.get_json()
+    assert body["error"] == code.value and body["message"] == message_for(code)
+    assert "used to have this NHSmail address" in body["message"]
+    assert sessions.active_for_account(ALEX[0]) == before  # no new session
+    entry = last_audit(app, "signin.card")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == code.value
+    assert entry.subject == ALEX[0] and entry.details["uuid"] == ALEX[1]
+    assert audits(app, "subject.reassigned") == []  # no sign-in went on to the new entry
+    registration = broker_of(app).repos.registrations.by_uuid(ALEX[1])
+    assert registration is not None and registration.account_entry_id == registered_entry
+
+
+def test_a_card_still_signs_in_after_its_entry_is_renamed(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    app = card_app_factory(directory_slapd=own_slapd)
+    agent = card_pki.agent("alex")
+    CardBrowser(app.test_client()).register(agent, ALEX[0])
+    rename_entry(own_slapd, "alex.morgan", "alex.morgan2")  # same entry, same entryUUID
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    assert browser.sign_in(agent).status_code == 200
+
+
+def test_a_registration_from_before_entry_ids_takes_its_entry_s_at_sign_in(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    app = card_app_factory(directory_slapd=own_slapd)
+    agent = card_pki.agent("alex")
+    register_card(app, agent, ALEX[0])  # as made before revision 0014: no entry id
+    repos = broker_of(app).repos
+    before = repos.registrations.by_uuid(ALEX[1])
+    assert before is not None and before.account_entry_id is None
+    browser = CardBrowser(app.test_client())
+    browser.open_login()
+    assert browser.sign_in(agent).status_code == 200  # at the registered DN
+    after = repos.registrations.by_uuid(ALEX[1])
+    assert after is not None and after.account_entry_id == _entry_uuid(app, ALEX[0])
+
+
+def test_a_registration_from_before_entry_ids_is_held_to_its_dn(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    app = card_app_factory(directory_slapd=own_slapd)
+    register_card(app, card_pki.agent("alex"), ALEX[0])  # no entry id, never signed in
+    give_address_to_new_entry(own_slapd, "alex.morgan", "alex.morgan.new", care_identity=ALEX[1])
+    response = _refused(app, CardBrowser(app.test_client()), "alex", card_pki)
+    _assert_refusal(app, response, BrokerCode.REGISTRATION_ACCOUNT_CHANGED, 403)
+    registration = broker_of(app).repos.registrations.by_uuid(ALEX[1])
+    assert registration is not None and registration.account_entry_id is None
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from ldap3 import MODIFY_DELETE, MODIFY_REPLACE, Connection
 from oidc_support import Browser, query_of
 
 from careid_devkit.slapd import Slapd
+from support.directory_entries import give_address_to_new_entry
 
 IDENTITY_DN = f"careidUuid={ALEX[1]},ou=careidentities,dc=nhs,dc=example"
 ACCOUNT_DN = "uid=alex.morgan,ou=people,dc=nhs,dc=example"
@@ -116,3 +117,21 @@ def test_a_card_session_ends_when_the_directory_gives_its_care_identity_to_anoth
     ended = last_audit(app, "session.end")
     assert ended.subject == ALEX[0] and ended.details["reason"] == "account_refused"
     assert "card_identity_mismatch" in str(ended.details)
+
+
+def test_a_card_session_ends_when_its_address_is_given_to_another_entry(
+    signed_in: tuple[Flask, Browser], own_slapd: Slapd
+) -> None:
+    app, rp = signed_in
+    silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
+    tokens = rp.redeem(silent).get_json()
+    # Alex's entry goes; a new entry (another person) is given the address, even naming
+    # the same Care Identity: only the entry tells it from the one the card registered.
+    give_address_to_new_entry(own_slapd, "alex.morgan", "alex.morgan.new", care_identity=ALEX[1])
+    silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
+    assert query_of(silent.location).get("error") == "login_required", silent.location
+    refused = rp.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    ended = last_audit(app, "session.end")
+    assert ended.subject == ALEX[0] and ended.details["reason"] == "account_refused"
+    assert "registration_account_changed" in str(ended.details)

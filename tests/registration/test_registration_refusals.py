@@ -45,6 +45,7 @@ from careid_broker.store import LinkMode, NewRegistration, Outcome
 from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
 from support.damaged_certificates import unreadable_name, with_version
+from support.directory_entries import give_address_to_new_entry
 from support.directory_writes import stop_once_written
 
 
@@ -117,9 +118,56 @@ def test_the_aup_can_be_accepted_when_the_directory_is_writable(
     assert card_browser.client.get("/register/card").status_code == 200  # step 2 now
     account = broker_of(app).directory.find_account(SAM[0])
     assert account is not None and account.aup_version == "2024-1"
-    assert last_audit(app, "registration.aup").outcome is Outcome.SUCCESS
+    entry = last_audit(app, "registration.aup")
+    assert entry.outcome is Outcome.SUCCESS
+    assert entry.details["dn"] == "uid=sam.patel,ou=people,dc=nhs,dc=example"
     card_browser.register_card(card_pki.agent("sam"))
     assert card_browser.register_confirm().status_code == 200
+
+
+def test_the_aup_is_not_accepted_on_an_entry_given_the_address_after_the_password_step(
+    card_app_factory: CardAppFactory, own_slapd: Slapd
+) -> None:
+    # Sam's password opened the registration; before Sam accepts the policy, Sam's
+    # address is given to a new directory entry (another person). The acceptance must
+    # not be recorded on that person's entry, as the stand-alone AUP step refuses it.
+    app = card_app_factory(directory_slapd=own_slapd, directory=_aup_writer(own_slapd))
+    card_browser = CardBrowser(app.test_client())
+    assert card_browser.register_password(SAM[0]).status_code == 303
+    page = card_browser.client.get("/register/card").get_data(as_text=True)
+    assert 'id="register-aup-form"' in page
+    new_dn = give_address_to_new_entry(own_slapd, "sam.patel", "sam.patel.new")
+
+    refused = card_browser.client.post("/register/aup", data=form_of(page, accept="yes"))
+    assert error_code_of(refused) == "registration_expired"
+    now = broker_of(app).directory.find_account(SAM[0])
+    assert now is not None and now.dn == new_dn and now.aup_version is None
+    entry = last_audit(app, "registration.aup")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "registration_expired"
+    assert entry.subject == SAM[0]
+    assert entry.details["dn"] == "uid=sam.patel,ou=people,dc=nhs,dc=example"
+    # The step is gone: the registration starts again, with the new holder's password.
+    again = card_browser.client.get("/register/card")
+    assert error_code_of(again) == "registration_expired"
+
+
+def test_a_confirmation_after_the_address_went_to_another_entry_links_nothing(
+    card_app_factory: CardAppFactory, card_pki: CardPki, own_slapd: Slapd
+) -> None:
+    app = card_app_factory(directory_slapd=own_slapd)
+    browser = CardBrowser(app.test_client())
+    assert browser.register_password(ALEX[0]).status_code == 303
+    assert browser.register_card(card_pki.agent("alex")).status_code == 200
+    page = browser.client.get("/register/confirm").get_data(as_text=True)
+    # The new entry names Alex's Care Identity too: only the entry tells them apart.
+    give_address_to_new_entry(own_slapd, "alex.morgan", "alex.morgan.new", care_identity=ALEX[1])
+    refused = browser.client.post("/register/confirm", data=form_of(page))
+    assert error_code_of(refused) == "registration_expired"
+    _nothing_stored(app, ALEX[0], ALEX[1])
+    assert broker_of(app).repos.sessions.active_for_account(ALEX[0]) == []
+    entry = last_audit(app, "registration.create")
+    assert entry.outcome is Outcome.FAILURE and entry.error_code == "registration_expired"
+    assert entry.details["dn"] == "uid=alex.morgan,ou=people,dc=nhs,dc=example"
 
 
 def test_an_acceptance_the_directory_recorded_is_audited_even_if_it_cannot_be_read_back(

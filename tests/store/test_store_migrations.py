@@ -193,3 +193,43 @@ def test_the_upgrade_to_entry_ids_keeps_every_sub_and_the_downgrade_keeps_retire
         ("new-sub", "a@nhs.net"),
         ("old-sub", "retired:old-sub"),
     ]
+
+
+def test_the_upgrade_to_registration_entry_ids_keeps_every_registration(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url)
+    downgrade(empty_url, "0013_subject_entry_ids")
+    engine = create_engine(empty_url)
+    row = {
+        "uuid": "555000000001",
+        "mail": "a@nhs.net",
+        "dn": "uid=a,ou=people",
+        "at": "2026-01-01 00:00:00+00:00",
+    }
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO registrations (card_uuid, account_mail, account_dn, org_code,"
+                    " link_mode, cert_issuer_dn, cert_serial, cert_fingerprint, registered_at,"
+                    " how) VALUES (:uuid, :mail, :dn, 'RX1', 'uuid', 'CN=CA', '0a', 'ff', :at,"
+                    " 'self-service')"
+                ),
+                row,
+            )
+        upgrade(empty_url)
+        with engine.begin() as conn:
+            kept = conn.execute(
+                text("SELECT card_uuid, account_dn, account_entry_id FROM registrations")
+            ).all()
+            # A sign-in at the registered DN records the entry's identifier.
+            conn.execute(text("UPDATE registrations SET account_entry_id = 'e-1'"))
+        downgrade(empty_url, "0013_subject_entry_ids")
+        with engine.connect() as conn:
+            left = conn.execute(text("SELECT card_uuid, account_mail FROM registrations")).all()
+    finally:
+        engine.dispose()
+    # Its DN decides until then (docs/upgrades.md).
+    assert [tuple(r) for r in kept] == [("555000000001", "uid=a,ou=people", None)]
+    assert [tuple(r) for r in left] == [("555000000001", "a@nhs.net")]

@@ -95,8 +95,10 @@ def remove_registration(
     `expected_mail` and `expected_registration` (its `registration_tag`) are what a
     confirmation showed: if the registration now belongs to someone else, is gone, or
     is another registration than the one shown, nothing is removed and
-    `RegistrationChangedError` says so, audited. Out of the actor's scope, or unknown
-    without an expectation: `OutOfScopeError`, audited.
+    `RegistrationChangedError` says so, audited under the expected person, whatever
+    organisation the card is registered in (checked before the scope, so that the
+    answer tells nothing of other organisations' registrations). Out of the actor's
+    scope, or unknown without an expectation: `OutOfScopeError`, audited.
     """
     uuid = card_uuid.strip()
     expected = normalise_mail(expected_mail) if expected_mail is not None else None
@@ -121,19 +123,24 @@ def _remove(
     tag: str | None,
 ) -> Removal:
     current = service.repos.registrations.by_uuid(uuid) if uuid else None
+    if expected is not None or tag is not None:
+        # What the confirmation showed is checked before the scope: a card registered
+        # in another organisation must get the answer an unregistered one gets, or the
+        # confirmation would tell an administrator which UUIDs are registered elsewhere.
+        # Only a registration that is the one shown (the page's own person, whose scope
+        # the caller checked) goes on to the scope check below.
+        if current is None:
+            raise RegistrationChangedError(detail=f"{uuid!r} is no longer registered")
+        if expected is not None and current.account_mail != expected:
+            raise RegistrationChangedError(detail=f"{uuid!r} now belongs to another account")
+        if tag is not None and registration_tag(current) != tag:
+            raise RegistrationChangedError(detail=f"{uuid!r} was registered again since")
     if current is not None and not service.covers_registration(actor, current):
         _refused(service, actor, current.account_mail, reason)
         raise OutOfScopeError(detail=f"{actor.name} may not remove {uuid!r}")
-    expecting = expected is not None or tag is not None
     if current is None:
-        if expecting:
-            raise RegistrationChangedError(detail=f"{uuid!r} is no longer registered")
         _refused(service, actor, None, reason)
         raise OutOfScopeError(detail=f"{actor.name} asked to remove unknown {uuid!r}")
-    if expected is not None and current.account_mail != expected:
-        raise RegistrationChangedError(detail=f"{uuid!r} now belongs to another account")
-    if tag is not None and registration_tag(current) != tag:
-        raise RegistrationChangedError(detail=f"{uuid!r} was registered again since")
 
     repos = service.repos
     with repos.store.transaction():

@@ -65,6 +65,9 @@ class UserDetails:
     active_sessions: tuple[SessionRecord, ...]
     recent_signins: tuple[AuditRecord, ...]
     audit_trail: tuple[AuditRecord, ...]
+    previous_holders_registration: bool = False
+    """The address keeps a registration made for the entry that held it before, in an
+    organisation the actor does not cover: not shown, not the actor's to remove."""
 
     @property
     def name(self) -> str:
@@ -111,11 +114,36 @@ class AdminService:
 
         The organisation recorded at registration, or the person's organisation in the
         directory now: someone who moved trusts can be helped by either administrator.
+        The second only while the entry holding the address is the one registered: an
+        address given to someone else gives their administrators no say over the
+        previous holder's card (the organisation recorded at registration, and the
+        CLI, still do).
         """
         if actor.covers(registration.org_code):
             return True
         account = self.directory.find_account(registration.account_mail)
-        return account is not None and actor.covers(account.org_code)
+        return account is not None and self._covers_through(actor, registration, account)
+
+    @staticmethod
+    def _covers_through(
+        actor: Actor, registration: RegistrationRecord, account: MailAccount
+    ) -> bool:
+        """Whether the account read for a registration's address puts it in scope."""
+        return actor.covers(account.org_code) and account.is_entry(
+            dn=registration.account_dn, entry_id=registration.account_entry_id
+        )
+
+    def _shown_registration(
+        self, actor: Actor, account: MailAccount | None, registration: RegistrationRecord | None
+    ) -> RegistrationRecord | None:
+        """The registration of an address as an administrator may see it beside the
+        account holding the address now: not one made for a previous holder, unless the
+        actor covers the organisation it was made at."""
+        if registration is None or actor.covers(registration.org_code):
+            return registration
+        if account is not None and self._covers_through(actor, registration, account):
+            return registration
+        return None
 
     def _stored_org_codes(self, actor: Actor) -> list[str] | None:
         # Stored as the directory spelled them at registration ("Rx1" too): the store
@@ -146,7 +174,11 @@ class AdminService:
             if not actor.covers(account.org_code):
                 continue
             mail = normalise_mail(account.mail)
-            registration = by_mail.pop(mail, None) or self.repos.registrations.by_mail(mail)
+            registration = self._shown_registration(
+                actor,
+                account,
+                by_mail.pop(mail, None) or self.repos.registrations.by_mail(mail),
+            )
             results.append(
                 UserSummary(
                     mail=mail,
@@ -192,7 +224,8 @@ class AdminService:
         """
         wanted = normalise_mail(mail)
         account = self.directory.find_account(wanted) if wanted else None
-        registration = self.repos.registrations.by_mail(wanted) if wanted else None
+        stored = self.repos.registrations.by_mail(wanted) if wanted else None
+        registration = self._shown_registration(actor, account, stored)
         in_scope = (account is not None and actor.covers(account.org_code)) or (
             registration is not None and actor.covers(registration.org_code)
         )
@@ -221,6 +254,7 @@ class AdminService:
             current_aup_version=self.directory.current_aup_version,
             care_identity=identity,
             registration=registration,
+            previous_holders_registration=stored is not None and registration is None,
             active_sessions=tuple(self.repos.sessions.active_for_account(wanted)),
             recent_signins=self._recent_signins(wanted, account, registration),
             audit_trail=tuple(audit.list_for_subject(subjects, limit=self.settings.audit_entries)),

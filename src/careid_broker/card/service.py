@@ -36,7 +36,7 @@ from careid_broker.pki import (
     parse_certificate,
 )
 from careid_broker.pki.crl import RevokedHandler
-from careid_broker.signin.standing import check_card_is_accounts
+from careid_broker.signin.standing import check_card_is_accounts, check_registered_entry
 from careid_broker.store import (
     CardChallenges,
     ChallengeOutcome,
@@ -297,6 +297,9 @@ class CardSignin:
             account = self._directory.find_account(registration.account_mail)
             if account is None:
                 raise CardRefusal(BrokerCode.CARD_ACCOUNT_MISSING, facts=facts)
+            # The registration is the entry's it was made for, not its address's: one
+            # given to someone else since must not let the old holder's card in.
+            check_registered_entry(registration, account)
             facts = replace(facts, org_code=account.org_code or registration.org_code)
             self._directory.check_account(account)
             # The RP's claims come from the card's Care Identity: the account must name
@@ -337,6 +340,16 @@ class CardSignin:
             der=used.certificate.public_bytes(Encoding.DER),
         )
         return changed and not same
+
+    def record_entry_id(self, decision: CardSigninDecision) -> bool:
+        """Keep the account entry's identifier with a registration made before they were
+        kept (revision 0014), now that this sign-in found the entry at the registered
+        DN (`decide`): from then on the identifier decides, and the entry may be renamed.
+        Call it in the sign-in's transaction. True when recorded."""
+        registration, entry_id = decision.registration, decision.account.entry_id
+        if registration.account_entry_id is not None or entry_id is None:
+            return False
+        return self._registrations.record_entry_id(registration, entry_id)
 
     def signin(
         self, token: object, *, challenge: object, transaction_id: str

@@ -43,6 +43,19 @@ class MailAccount:
     entry_id: str | None = None
     problems: tuple[str, ...] = ()
 
+    def is_entry(self, *, dn: str, entry_id: str | None) -> bool:
+        """Whether this account is the directory entry known by `entry_id` (when both
+        identifiers are known: it survives a rename or a move) or else by `dn`
+        (compared trimmed and case-insensitively, as DNs are compared elsewhere).
+
+        An address given to another entry (another person) keeps its mail, and may keep
+        its DN too where the new entry is named as the old one was: the identifier is
+        what tells them apart, the DN only when one side has none.
+        """
+        if entry_id is not None and self.entry_id is not None:
+            return self.entry_id == entry_id
+        return self.dn.strip().casefold() == dn.strip().casefold()
+
     def is_admin_for(self, org_code: str) -> bool:
         """Whether the account is a local administrator for that organisation."""
         wanted = org_code.casefold()

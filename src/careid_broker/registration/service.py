@@ -146,6 +146,7 @@ class RegistrationService:
                 stage=Stage.PASSWORD,
                 mail=account.mail,
                 dn=account.dn,
+                entry_id=account.entry_id,
                 display_name=account.display_name,
                 org_code=account.org_code or "",
                 return_tx=return_tx,
@@ -164,10 +165,20 @@ class RegistrationService:
         return found
 
     def account(self, pending: PendingRegistration) -> tuple[MailAccount, tuple[BrokerError, ...]]:
-        """The account as the directory has it now, and what it lacks."""
+        """The account as the directory has it now, and what it lacks.
+
+        It must be the directory entry whose password step 1 checked, not only an entry
+        holding its address: an address given to another person meanwhile would have
+        the policy accepted on that person's entry, or their account linked to this
+        card (the stand-alone AUP step refuses it the same way).
+        """
         account = self._directory.find_account(pending.mail)
         if account is None or normalise_mail(account.mail) != normalise_mail(pending.mail):
             raise RegistrationExpiredError(detail="the account is no longer in the directory")
+        if not account.is_entry(dn=pending.dn, entry_id=pending.entry_id):
+            raise RegistrationExpiredError(
+                detail=f"the address is held by {account.dn} now, not the entry step 1 checked"
+            )
         return account, self._problems(account)
 
     def _problems(self, account: MailAccount) -> tuple[BrokerError, ...]:
@@ -250,6 +261,7 @@ class RegistrationService:
                     stage=Stage.CARD,
                     mail=account.mail,
                     dn=account.dn,
+                    entry_id=account.entry_id,
                     display_name=account.display_name,
                     org_code=account.org_code or "",
                     return_tx=pending.return_tx,
@@ -359,6 +371,7 @@ class RegistrationService:
                     card_uuid=card.uuid,
                     account_mail=account.mail,
                     account_dn=account.dn,
+                    account_entry_id=account.entry_id,
                     org_code=account.org_code or "",
                     link_mode=self._link_mode,
                     cert_issuer_dn=card.issuer_dn,

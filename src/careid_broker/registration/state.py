@@ -75,6 +75,8 @@ class PendingRegistration:
     """The RP login transaction to carry on with afterwards, if it began at one."""
     card: CardDetails | None
     expires_at: datetime
+    entry_id: str | None = None
+    """The account entry's identifier at step 1 (None: not mapped, or an older step)."""
 
 
 def to_request(
@@ -87,6 +89,7 @@ def to_request(
     org_code: str,
     return_tx: str | None,
     card: CardDetails | None = None,
+    entry_id: str | None = None,
 ) -> AuthorizationRequest:
     """The transaction that stores a step."""
     extras: dict[str, Any] = {
@@ -94,6 +97,7 @@ def to_request(
         "stage": stage.value,
         "mail": mail,
         "dn": dn,
+        "entry_id": entry_id,
         "display_name": display_name,
         "org_code": org_code,
         "return_tx": return_tx,
@@ -160,6 +164,7 @@ def from_record(pending_id: str, record: LoginTransactionRecord) -> PendingRegis
                 certificate_der=_der(card_data.get("certificate")),
             )
         return_tx = extras.get("return_tx")
+        entry_id = extras.get("entry_id")
         return PendingRegistration(
             id=pending_id,
             stage=Stage(_text(extras, "stage")),
@@ -170,6 +175,7 @@ def from_record(pending_id: str, record: LoginTransactionRecord) -> PendingRegis
             return_tx=return_tx if isinstance(return_tx, str) else None,
             card=card,
             expires_at=record.expires_at,
+            entry_id=entry_id if isinstance(entry_id, str) else None,
         )
     except ValueError:
         return None

@@ -267,7 +267,10 @@ class SigninSessions:
             return None
         try:
             session_standing(
-                self._directory, account_mail=record.account_mail, card_uuid=record.card_uuid
+                self._directory,
+                account_mail=record.account_mail,
+                card_uuid=record.card_uuid,
+                registrations=self._repos.registrations,
             )
         except DirectoryUnavailableError:
             raise

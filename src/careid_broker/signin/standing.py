@@ -17,10 +17,41 @@ A refusal is the directory's `BrokerError` (`care_identity_inactive`,
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from careid_broker.codes import BrokerCode
 from careid_broker.directory import CareIdentity, Directory, MailAccount
-from careid_broker.errors import BrokerError, InvalidCredentialsError
+from careid_broker.errors import (
+    BrokerError,
+    InvalidCredentialsError,
+    RegistrationAccountChangedError,
+)
+from careid_broker.store import RegistrationRecord
 from careid_broker.store.subjects import normalise_mail
+
+
+class RegistrationLookup(Protocol):
+    """What a session's standing needs of `careid_broker.store.Registrations`."""
+
+    def by_uuid(self, card_uuid: str) -> RegistrationRecord | None:
+        """The registration of a card identity, or None."""
+        ...
+
+
+def check_registered_entry(registration: RegistrationRecord, account: MailAccount) -> None:
+    """Refuse (`registration_account_changed`) an account that is not the directory
+    entry the registration was made for: its address has been given to someone else.
+
+    The entry's identifier decides when both sides have one (a renamed or moved entry
+    is still the registered one); else its DN, as registered (a registration made
+    before identifiers were kept, or a directory mapping without them).
+    """
+    if not account.is_entry(dn=registration.account_dn, entry_id=registration.account_entry_id):
+        raise RegistrationAccountChangedError(
+            detail=f"{registration.card_uuid} was registered to {registration.account_dn}"
+            f" ({registration.account_entry_id or 'no entry id'}); the address is now"
+            f" {account.dn}'s ({account.entry_id or 'no entry id'})"
+        )
 
 
 def check_card_is_accounts(directory: Directory, account: MailAccount, card_uuid: str) -> None:
@@ -47,12 +78,25 @@ def check_card_is_accounts(directory: Directory, account: MailAccount, card_uuid
 
 
 def session_standing(
-    directory: Directory, *, account_mail: str, card_uuid: str | None
+    directory: Directory,
+    *,
+    account_mail: str,
+    card_uuid: str | None,
+    registrations: RegistrationLookup,
 ) -> tuple[MailAccount, CareIdentity | None]:
-    """The session's account and Care Identity, read now; raises the first refusal."""
+    """The session's account and Care Identity, read now; raises the first refusal.
+
+    A card's session must still find the entry its card was registered for
+    (`check_registered_entry`). A removed registration ended its sessions with it; one
+    that is gone, or now another account's, is not this session's to check.
+    """
     account = directory.find_account(account_mail)
     if account is None:
         raise InvalidCredentialsError(detail="the account is gone from the directory")
+    if card_uuid is not None:
+        registration = registrations.by_uuid(card_uuid)
+        if registration is not None and registration.account_mail == normalise_mail(account_mail):
+            check_registered_entry(registration, account)
     directory.check_account(account)
     if card_uuid is None:
         # A password session: the Care Identity the account names, for its claims.

@@ -79,6 +79,10 @@ class Registration(Base):
     card_uuid: Mapped[str] = mapped_column(String(UUID_LEN), unique=True)
     account_mail: Mapped[str] = mapped_column(String(MAIL_LEN), unique=True)
     account_dn: Mapped[str] = mapped_column(String(DN_LEN))
+    account_entry_id: Mapped[str | None] = mapped_column(String(ENTRY_ID_LEN))
+    """The account entry's immutable identifier (None: made before revision 0014, or
+    under a mapping without `entry_id`): the registration is that entry's, not its
+    address's."""
     org_code: Mapped[str] = mapped_column(String(32), index=True)
     link_mode: Mapped[str] = mapped_column(String(16))
     cert_issuer_dn: Mapped[str] = mapped_column(String(DN_LEN))

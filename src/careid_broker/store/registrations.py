@@ -40,6 +40,8 @@ class NewRegistration:
     cert_fingerprint: str  # SHA-256 of the DER certificate, hex
     how: str = "self-service"
     cert_der: bytes | None = None
+    account_entry_id: str | None = None
+    """The account entry's immutable identifier, when the directory gives one."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,6 +61,9 @@ class RegistrationRecord:
     how: str
     cert_der: bytes | None = None
     """The linked certificate (None for links made before it was kept)."""
+    account_entry_id: str | None = None
+    """The account entry's identifier (None: made before revision 0014, or the
+    directory gives none); `account_dn` decides without it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,6 +90,7 @@ def _record(row: Registration | Row[Any]) -> RegistrationRecord:
         registered_at=row.registered_at,
         how=row.how,
         cert_der=row.cert_der,
+        account_entry_id=row.account_entry_id,
     )
 
 
@@ -120,6 +126,7 @@ class Registrations:
             registered_at=self._store.now(),
             how=new.how,
             cert_der=new.cert_der,
+            account_entry_id=new.account_entry_id,
         )
         try:
             # A savepoint keeps the caller's transaction usable after a conflict
@@ -213,6 +220,25 @@ class Registrations:
                 ),
             )
             return [_record(r) for r in rows]
+
+    def record_entry_id(self, registration: RegistrationRecord, entry_id: str) -> bool:
+        """Keep `entry_id` with a registration that has none (made before revision 0014),
+        if it is still that registration at the DN it was read with: a removal, a new
+        registration or another instance's recording meanwhile leaves it alone. True if
+        kept."""
+        with self._store.transaction() as session:
+            done = session.execute(
+                update(Registration)
+                .where(
+                    Registration.id == registration.id,
+                    Registration.card_uuid == registration.card_uuid,
+                    Registration.account_dn == registration.account_dn,
+                    Registration.account_entry_id.is_(None),
+                )
+                .values(account_entry_id=entry_id),
+                execution_options={"synchronize_session": False},
+            )
+            return int(getattr(done, "rowcount", 0)) == 1
 
     def linked_certificates(self) -> list[bytes]:
         """The DER of every registered card's linked certificate (where known)."""

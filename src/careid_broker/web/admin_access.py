@@ -80,6 +80,7 @@ def _standing_account(signin: SessionRecord) -> MailAccount:
             current_broker().directory,
             account_mail=signin.account_mail,
             card_uuid=signin.card_uuid,
+            registrations=current_broker().repos.registrations,
         )
     except DirectoryUnavailableError:
         raise

@@ -258,6 +258,8 @@ def _signed_in(card: CardServices, decision: CardSigninDecision, bound: _Binding
                     detail="the registration was removed during the sign-in",
                 )
             _record_certificate(card, decision, bound)
+            if card.signin is not None:  # the sign-in that decided: never None here
+                card.signin.record_entry_id(decision)
             new = complete_signin(
                 SigninDecision.by_card(
                     decision.account,

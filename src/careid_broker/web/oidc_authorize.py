@@ -344,7 +344,10 @@ def signed_in_user(provider: OidcProvider, signin: SessionRecord) -> SignedInUse
     `DirectoryUnavailableError`: a directory that cannot be read denies.
     """
     account, identity = session_standing(
-        provider.directory, account_mail=signin.account_mail, card_uuid=signin.card_uuid
+        provider.directory,
+        account_mail=signin.account_mail,
+        card_uuid=signin.card_uuid,
+        registrations=provider.repos.registrations,
     )
     return user_of(provider, signin, account, identity)
 

@@ -223,6 +223,10 @@ def accept_aup(
     unread: AupRecordedButUnreadError | None = None
     try:
         account = service.accept_aup(pending)
+    except RegistrationExpiredError as exc:
+        # The address is another entry's now (or no one's): nothing is recorded, and
+        # the registration starts again with the password of whoever holds it.
+        return restart(mail=pending.mail, details=_refused_entry(pending, exc))
     except AupRecordedButUnreadError as exc:
         # The directory holds the acceptance: audited as made, whatever the read back
         # did. Only this step stops; the card step reads the account afresh.
@@ -235,7 +239,7 @@ def accept_aup(
         Outcome.SUCCESS,
         mail=account.mail,
         org=account.org_code,
-        details={"aup_version": account.aup_version},
+        details={"aup_version": account.aup_version, "dn": account.dn},
     )
     if unread is not None:
         log.warning("AUP acceptance recorded, registration step stopped: %s", unread.detail)
@@ -249,6 +253,12 @@ def accept_aup(
         )
         return error_response(unread.code, retry_url=url_for("registration.card_page"))
     return redirect(url_for("registration.card_page"), code=303)
+
+
+def _refused_entry(pending: PendingRegistration, exc: RegistrationExpiredError) -> dict[str, str]:
+    """Audit details of a step refused because it expired or its account changed: the
+    entry step 1 checked, and why (which entry holds the address now)."""
+    return {"dn": pending.dn, "detail": exc.detail or ""}
 
 
 @blueprint.post("/register/challenge")
@@ -431,8 +441,8 @@ def confirm(
             client_address=request.remote_addr or "unknown",
             within=audit_and_sign_in,
         )
-    except RegistrationExpiredError:
-        return restart()
+    except RegistrationExpiredError as exc:
+        return restart(mail=pending.mail, details=_refused_entry(pending, exc))
     except BrokerError as exc:  # a conflict; the account, identity, card or password
         details: dict[str, object] = {"uuid": pending.card.uuid} if pending.card else {}
         if isinstance(exc, CardRefusal):

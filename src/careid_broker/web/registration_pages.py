@@ -77,18 +77,20 @@ _FORM_EVENTS = {
 }
 
 
-def restart() -> Response:
+def restart(*, mail: str | None = None, details: Mapping[str, object] | None = None) -> Response:
     """Forget the browser's pending step and say the registration must start again.
 
-    A form posted for a step that has gone (expired, finished, replayed) is a refusal
-    and audited; a page opened without one is only told to start again."""
+    A form posted for a step that has gone (expired, finished, replayed, or its account
+    no longer the entry step 1 checked: `mail` and `details` then say whose and why) is
+    a refusal and audited; a page opened without one is only told to start again."""
     session.pop(PENDING_KEY, None)
     if request.method == "POST":
         audit_step(
             _FORM_EVENTS.get(request.endpoint or "", "registration.start"),
             Outcome.FAILURE,
             code=BrokerCode.REGISTRATION_EXPIRED,
-            details={"endpoint": request.endpoint},
+            mail=mail,
+            details={"endpoint": request.endpoint, **(details or {})},
         )
     return error_response(BrokerCode.REGISTRATION_EXPIRED, retry_url=url_for("registration.start"))
 

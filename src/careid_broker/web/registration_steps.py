@@ -46,7 +46,12 @@ def page_step(view: StepView[BaseResponse]) -> Callable[[], BaseResponse]:
             pending = current_pending(service)
         except RegistrationExpiredError:
             return restart()
-        return view(card, service, pending)
+        try:
+            return view(card, service, pending)
+        except RegistrationExpiredError:
+            # A page that found the account is no longer the entry step 1 checked
+            # (forms refused so are audited by their views, with why).
+            return restart()
 
     return wrapper
 
