@@ -95,6 +95,36 @@ def test_a_renamed_or_moved_entry_keeps_its_sub(app: Flask, admin: Connection) -
     assert _audits(app, "subject.reassigned") == []
 
 
+def _give_alexs_address_to_a_new_entry(admin: Connection) -> None:
+    attributes = _entry(admin, ALEX_DN)
+    assert admin.delete(ALEX_DN)
+    attributes["uid"] = ["alex.morgan2"]
+    attributes["cn"] = attributes["displayName"] = ["New Starter"]
+    assert admin.add("uid=alex.morgan2,ou=people,dc=nhs,dc=example", attributes=attributes)
+
+
+@pytest.mark.parametrize("new_holder_signs_in_first", [False, True])
+def test_a_session_ends_when_its_address_is_given_to_another_entry(
+    app: Flask, admin: Connection, new_holder_signs_in_first: bool
+) -> None:
+    # Alex signed in with a password at a ward PC and left; her address goes to a new
+    # person (a new entry). Her session must not carry on as the new holder: neither
+    # the RP's refresh nor single sign-on may mint tokens with their name under her sub.
+    alex = Browser(app.test_client())
+    tokens = alex.redeem(alex.signed_in_code(ALEX)).get_json()
+    _give_alexs_address_to_a_new_entry(admin)
+    if new_holder_signs_in_first:
+        _signed_in_sub(app)  # which retires Alex's sub
+    refused = alex.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refused.status_code == 400, refused.get_data(as_text=True)
+    assert refused.get_json()["error"] == "invalid_grant"
+    [ended] = _audits(app, "session.end")
+    assert ended.subject == ALEX and ended.details["reason"] == "account_refused"
+    assert ended.details["why"] == "the address now belongs to another directory entry"
+    silent = alex.authorize(prompt="none")
+    assert "login_required" in silent.location
+
+
 # `careid-broker subjects backfill-entry-ids`: subs made before revision 0013 keep no
 # entry identifier and would go to whoever holds their address at the next sign-in.
 

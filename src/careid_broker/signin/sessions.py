@@ -271,6 +271,8 @@ class SigninSessions:
                 account_mail=record.account_mail,
                 card_uuid=record.card_uuid,
                 registrations=self._repos.registrations,
+                sub=record.sub,
+                subjects=self._repos.subjects,
             )
         except DirectoryUnavailableError:
             raise

@@ -27,7 +27,42 @@ from careid_broker.errors import (
     RegistrationAccountChangedError,
 )
 from careid_broker.store import RegistrationRecord
-from careid_broker.store.subjects import normalise_mail
+from careid_broker.store.subjects import SubjectHolder, normalise_mail
+
+
+class AddressReassignedError(InvalidCredentialsError):
+    """The session's address is held by another directory entry now: for the session,
+    its account is gone."""
+
+
+class SubjectLookup(Protocol):
+    """What a session's standing needs of `careid_broker.store.subjects.Subjects`."""
+
+    def holder_of(self, sub: str) -> SubjectHolder | None:
+        """The entry a `sub` belongs to, or None."""
+        ...
+
+
+def check_subjects_entry(holder: SubjectHolder | None, account: MailAccount) -> None:
+    """Refuse an account that is not the directory entry the session's `sub` is:
+    its address has been given to another entry since the sign-in (that entry signing
+    in retired the `sub`, or the entry found now has another identifier). The session
+    ends; whoever holds the address now signs in as themselves.
+
+    With no identifier kept for the `sub` (made before revision 0013 and not yet
+    backfilled, or a mapping without `entry_id`) only retirement can tell.
+    """
+    if holder is None:
+        return
+    if holder.retired:
+        raise AddressReassignedError(
+            detail=f"the session's sub was retired: {account.dn} holds its address now"
+        )
+    if holder.entry_id is not None and account.entry_id not in (None, holder.entry_id):
+        raise AddressReassignedError(
+            detail=f"the address is now {account.dn}'s ({account.entry_id}), not the"
+            f" entry the session signed in ({holder.entry_id})"
+        )
 
 
 class RegistrationLookup(Protocol):
@@ -83,12 +118,16 @@ def session_standing(
     account_mail: str,
     card_uuid: str | None,
     registrations: RegistrationLookup,
+    sub: str,
+    subjects: SubjectLookup,
 ) -> tuple[MailAccount, CareIdentity | None]:
     """The session's account and Care Identity, read now; raises the first refusal.
 
     A card's session must still find the entry its card was registered for
-    (`check_registered_entry`). A removed registration ended its sessions with it; one
-    that is gone, or now another account's, is not this session's to check.
+    (`check_registered_entry`), and every session the entry it signed in
+    (`check_subjects_entry`). A removed registration ended its
+    sessions with it; one that is gone, or now another account's, is not this session's
+    to check.
     """
     account = directory.find_account(account_mail)
     if account is None:
@@ -97,6 +136,7 @@ def session_standing(
         registration = registrations.by_uuid(card_uuid)
         if registration is not None and registration.account_mail == normalise_mail(account_mail):
             check_registered_entry(registration, account)
+    check_subjects_entry(subjects.holder_of(sub), account)
     directory.check_account(account)
     if card_uuid is None:
         # A password session: the Care Identity the account names, for its claims.
@@ -108,6 +148,8 @@ def session_standing(
 
 def refusal_words(exc: BrokerError) -> str:
     """Why a session's standing was refused, for its `session.end` entry."""
+    if isinstance(exc, AddressReassignedError):
+        return "the address now belongs to another directory entry"
     if isinstance(exc, InvalidCredentialsError):
         return "the account is gone from the directory"
     return f"the account may no longer sign in ({exc.code.value})"

@@ -25,6 +25,13 @@ _EXISTING = Prepared(
     )
 )
 
+# Read at single sign-on and every refresh: is the session's `sub` still its holder's?
+_HELD = Prepared(
+    select(_SUBJECTS.account_entry_id, _SUBJECTS.retired_at).where(
+        _SUBJECTS.sub == bindparam("sub")
+    )
+)
+
 
 def normalise_mail(mail: str) -> str:
     """The form accounts are keyed by: trimmed, lower-cased."""
@@ -38,6 +45,14 @@ class SubjectRow:
     sub: str
     account_mail: str
     account_dn: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubjectHolder:
+    """The entry a `sub` belongs to, as far as the broker kept it."""
+
+    entry_id: str | None
+    retired: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +180,17 @@ class Subjects:
                     Subject.account_mail == normalise_mail(mail), Subject.retired_at.is_(None)
                 )
             )
+
+    def holder_of(self, sub: str) -> SubjectHolder | None:
+        """What a `sub` says of the entry that holds it: that entry's identifier, if
+        kept, and whether the `sub` is retired (its address given to another entry);
+        None for a `sub` never made."""
+        with self._store.session() as session:
+            row = _HELD.one_or_none(session, {"sub": sub})
+        if row is None:
+            return None
+        entry_id, retired_at = row
+        return SubjectHolder(entry_id=entry_id, retired=retired_at is not None)
 
     def account_for_sub(self, sub: str) -> str | None:
         """The account mail behind a `sub` (for audit of logout deliveries), or None;

@@ -81,6 +81,8 @@ def _standing_account(signin: SessionRecord) -> MailAccount:
             account_mail=signin.account_mail,
             card_uuid=signin.card_uuid,
             registrations=current_broker().repos.registrations,
+            sub=signin.sub,
+            subjects=current_broker().repos.subjects,
         )
     except DirectoryUnavailableError:
         raise

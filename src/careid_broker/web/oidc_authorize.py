@@ -348,6 +348,8 @@ def signed_in_user(provider: OidcProvider, signin: SessionRecord) -> SignedInUse
         account_mail=signin.account_mail,
         card_uuid=signin.card_uuid,
         registrations=provider.repos.registrations,
+        sub=signin.sub,
+        subjects=provider.repos.subjects,
     )
     return user_of(provider, signin, account, identity)
 
