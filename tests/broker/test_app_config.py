@@ -297,7 +297,7 @@ def test_an_oidc_file_that_is_not_utf8_is_named(
         (ACR_PASSWORD, "AAL3_ANY", False),
         (ACR_PASSWORD, "AAL3_SMARTCARD", False),
         (ACR_PASSWORD, "AAL1_USERPASS AAL3_ANY", True),  # any one listed value will do
-        (ACR_PASSWORD, "urn:unknown:acr", True),  # unknown values ask for nothing
+        (ACR_PASSWORD, "urn:unknown:acr", False),  # values it cannot read are not met
         (ACR_PASSWORD, "urn:unknown:acr AAL3_ANY", False),
         (ACR_CARD, "AAL3_ANY", True),
         (ACR_CARD, "AAL1_USERPASS", True),
