@@ -16,6 +16,7 @@ from broker_support import (
     login_form,
     password_login,
 )
+from flask import Flask
 from flask.testing import FlaskClient
 
 from careid_broker.directory import Directory, MailAccount
@@ -43,13 +44,9 @@ def _all_at_once(count: int, attempt: Callable[[int], str | None]) -> list[str |
         return list(pool.map(run, range(count)))
 
 
-def test_an_account_is_blocked_then_backs_off_then_recovers(
-    app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
-) -> None:
-    # A private directory: the failed binds below count towards its own lockout.
-    # The doubling on its own: the lockout guard (tests/broker/test_app_lockout.py) is
-    # off, and the four failed binds stay below this directory's lockout of five.
-    app = app_factory(
+def _account_doubling_app(app_factory: AppFactory, own_slapd: Slapd) -> Flask:
+    """The account's doubling on its own: two free failures, the lockout guard off."""
+    return app_factory(
         directory_slapd=own_slapd,
         signin={
             **POLICY,
@@ -58,6 +55,15 @@ def test_an_account_is_blocked_then_backs_off_then_recovers(
             "directory_lockout_failures": 0,
         },
     )
+
+
+def test_an_account_is_blocked_then_backs_off_then_recovers(
+    app_factory: AppFactory, own_slapd: Slapd, clock: FakeClock
+) -> None:
+    # A private directory: the failed binds below count towards its own lockout.
+    # The doubling on its own: the lockout guard (tests/broker/test_app_lockout.py) is
+    # off, and the four failed binds stay below this directory's lockout of five.
+    app = _account_doubling_app(app_factory, own_slapd)
     client = app.test_client()
     mail = "lee.admin@nhs.net"
     for _ in range(2):
@@ -279,15 +285,7 @@ def test_a_throttled_form_sent_again_by_the_next_person_signs_nobody_in(
     # Lee, blocked, types the right password: the refusal is the POST's own answer. Lee
     # walks away; after the block the next person at the browser presses Back or Reload
     # and confirms "resubmit", which sends Lee's form again, password and token.
-    app = app_factory(
-        directory_slapd=own_slapd,
-        signin={
-            **POLICY,
-            "account_free_failures": 2,
-            "address_free_failures": 100,
-            "directory_lockout_failures": 0,
-        },
-    )
+    app = _account_doubling_app(app_factory, own_slapd)
     workstation = app.test_client()
     mail = "lee.admin@nhs.net"
     for _ in range(3):

@@ -493,6 +493,23 @@ class _Monotonic:
         return self.now
 
 
+def _client_reading_keys_from(folder: Path, jwks_uri: str) -> OAuthClient:
+    """The private_key_jwt client "jwtrp", its keys read from `jwks_uri` in `folder`."""
+    path = folder / "clients.toml"
+    path.write_text(
+        f"""
+[clients.jwtrp]
+redirect_uris = ["https://rp.example.test/cb"]
+token_endpoint_auth_method = "private_key_jwt"
+jwks_uri = "{jwks_uri}"
+""",
+        encoding="utf-8",
+    )
+    record = load_clients(path).get("jwtrp")
+    assert record is not None
+    return OAuthClient(record)
+
+
 def test_an_rps_keys_that_cannot_be_read_again_are_kept_for_a_bounded_time(
     tmp_path: Path,
 ) -> None:
@@ -500,19 +517,7 @@ def test_an_rps_keys_that_cannot_be_read_again_are_kept_for_a_bounded_time(
     keys_file.write_text(
         json.dumps({"keys": [JWT_CLIENT_KEY.as_dict(private=False)]}), encoding="utf-8"
     )
-    path = tmp_path / "clients.toml"
-    path.write_text(
-        """
-[clients.jwtrp]
-redirect_uris = ["https://rp.example.test/cb"]
-token_endpoint_auth_method = "private_key_jwt"
-jwks_uri = "rp-keys.json"
-""",
-        encoding="utf-8",
-    )
-    record = load_clients(path).get("jwtrp")
-    assert record is not None
-    client = OAuthClient(record)
+    client = _client_reading_keys_from(tmp_path, "rp-keys.json")
     clock = _Monotonic()
     resolver = ClientKeyResolver(monotonic=clock)
     read_at = clock.now
@@ -595,19 +600,7 @@ def test_unknown_kids_read_an_rps_keys_again_at_most_once_an_interval(
     old, new = (ECKey.generate_key("P-256", private=True, auto_kid=True) for _ in range(2))
     keys_file = tmp_path / "rp-keys.json"
     _jwks_file(keys_file, old)
-    path = tmp_path / "clients.toml"
-    path.write_text(
-        """
-[clients.jwtrp]
-redirect_uris = ["https://rp.example.test/cb"]
-token_endpoint_auth_method = "private_key_jwt"
-jwks_uri = "rp-keys.json"
-""",
-        encoding="utf-8",
-    )
-    record = load_clients(path).get("jwtrp")
-    assert record is not None
-    client = OAuthClient(record)
+    client = _client_reading_keys_from(tmp_path, "rp-keys.json")
     reads: list[str] = []
 
     def counted_fetch(url: str) -> dict[str, Any]:

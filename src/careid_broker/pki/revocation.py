@@ -85,14 +85,7 @@ class RevocationChecker:
         try:
             return RevocationOutcome(status=self._status(certificate, issuer))
         except RevocationUnavailableError as exc:
-            if not self._soft_fail:
-                raise
-            reason = exc.detail or exc.message
-            logger.warning(
-                "SOFT-FAIL: accepting %s without a revocation status: %s",
-                describe(certificate),
-                reason,
-            )
+            reason = self._softened(exc, f"{describe(certificate)} without a revocation status")
             return RevocationOutcome(status=None, soft_fail_used=True, soft_fail_reason=reason)
 
     def check_chain(self, chain: tuple[x509.Certificate, ...]) -> RevocationOutcome:
@@ -103,19 +96,22 @@ class RevocationChecker:
         try:
             self.authorities.check(chain)
         except RevocationUnavailableError as exc:
-            if not self._soft_fail:
-                raise
-            reason = exc.detail or exc.message
-            logger.warning(
-                "SOFT-FAIL: accepting %s without the revocation status of its CA: %s",
-                describe(chain[0]),
-                reason,
+            reason = self._softened(
+                exc, f"{describe(chain[0])} without the revocation status of its CA"
             )
             reasons = [r for r in (outcome.soft_fail_reason, reason) if r]
             return RevocationOutcome(
                 status=outcome.status, soft_fail_used=True, soft_fail_reason="; ".join(reasons)
             )
         return outcome
+
+    def _softened(self, exc: RevocationUnavailableError, accepting: str) -> str:
+        """Soft-fail's reason for accepting without a status, logged; else `exc` raised."""
+        if not self._soft_fail:
+            raise exc
+        reason = exc.detail or exc.message
+        logger.warning("SOFT-FAIL: accepting %s: %s", accepting, reason)
+        return reason
 
     def _status(self, certificate: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
         if self._mode is RevocationMode.CRL:
