@@ -242,8 +242,10 @@ def _account_record(entry: Entry, mapping: AttributeMapping, policy: Entry | Non
     mails = [value.strip() for value in entry.get(mapping.accounts.mail) if value.strip()]
     account = read_account(entry, mapping.accounts)
     if account.entry_id is None and mapping.accounts.entry_id:
-        # slapadd gives every entry an entryUUID the seed does not spell out.
-        account = replace(account, entry_id=str(uuid.uuid4()))
+        # slapadd gives every entry an entryUUID the seed does not spell out. Made from
+        # the DN, so that the same seed loaded again (a broker restarted) is the same
+        # directory, as one that keeps its entries would be: its sessions and `sub`s go on.
+        account = replace(account, entry_id=str(uuid.uuid5(uuid.NAMESPACE_X500, entry.dn)))
     return AccountRecord(
         account=account,
         password=password,
