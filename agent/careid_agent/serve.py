@@ -11,7 +11,6 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from types import TracebackType
 
 from careid_agent import transport
@@ -71,12 +70,15 @@ class Agent:
             runner=self.runner,
         )
         self.hub = EventHub(max_subscribers=config.max_event_streams)
-        self.journal = (
-            SessionJournal(config.card_sessions_file) if config.card_sessions_file else None
-        )
-        self.sessions = CardSessions(on_change=self.journal.save if self.journal else None)
         allowed = frozenset(config.allowed_origins)
+        self.journal = (
+            SessionJournal(config.card_sessions_file, is_ours=allowed.__contains__)
+            if config.card_sessions_file
+            else None
+        )
+        self.sessions = CardSessions(on_change=self.journal.kept if self.journal else None)
         self.notifier = RemovalNotifier(
+            ledger=self.journal,
             is_allowed=allowed.__contains__,
             post=post,
             timeout=config.removal_notice_timeout,
@@ -122,10 +124,11 @@ class Agent:
         if self.journal is not None:
             # Its cards may still be in the readers, but this agent did not see them
             # signed with: as after a stop, the person signs in again (fail closed).
-            left = self.journal.take()
+            # Each stays written down until its origin takes the notice.
+            left = self.journal.open()
             if left:
                 log.warning(
-                    "ending %d card session(s) an agent that did not stop left behind",
+                    "ending %d card session(s) the last agent left without a delivered notice",
                     len(left),
                 )
                 self.notifier.notify(left)
@@ -158,14 +161,13 @@ class Agent:
         # as gone, as when PC/SC fails: each session is reported ended (one try each, as
         # the notifier closes) rather than left open for the next person.
         ended = self.sessions.end_all()
-        told: list[Future[bool]] = []
         if ended:
             log.info("agent stopping: ending %d card session(s)", len(ended))
-            told = self.notifier.notify(ended)
+            self.notifier.notify(ended)
         self.notifier.close(wait=True)
-        if self.journal is not None and ended:
-            # Those no origin took are left for the next agent to report.
-            self.journal.save([s for s, done in zip(ended, told, strict=True) if not _took(done)])
+        if self.journal is not None:
+            # Any notice not delivered stays written down for the next agent.
+            self.journal.close()
         self.server.server_close()
         log.info("careid-agent stopped")
 
@@ -180,11 +182,3 @@ class Agent:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _took(done: Future[bool]) -> bool:
-    """Whether the origin took a notice (False for one that failed or was cancelled)."""
-    try:
-        return done.result(timeout=0)
-    except Exception:  # noqa: BLE001 - a notice that did not finish was not taken
-        return False

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from careid_agent.errors import InvalidCardSessionError
 
@@ -70,16 +71,17 @@ class CardSession:
 class CardSessions:
     """The card sessions of the cards now in the readers (thread-safe).
 
-    `on_change`, when given, is called with every session kept, whenever that changes
-    (under the lock, so calls come in order): the agent writes them down, so that the
-    next agent can end them should this one crash (`careid_agent.journal`).
+    `on_change`, when given, is called with every session kept and those a card's
+    removal has just released (owed a notice from then on), whenever that changes (under
+    the lock, so calls come in order): the agent writes them down, so that the next
+    agent can end them should this one crash (`careid_agent.journal`).
     """
 
     def __init__(
         self,
         *,
         max_per_card: int = MAX_SESSIONS_PER_CARD,
-        on_change: Callable[[Sequence[CardSession]], object] | None = None,
+        on_change: Callable[[Sequence[CardSession], Sequence[CardSession]], object] | None = None,
     ) -> None:
         self._max = max_per_card
         self._on_change = on_change
@@ -129,7 +131,7 @@ class CardSessions:
                 self._gone.popitem(last=False)
             removed = list(self._by_card.pop(insertion_id, {}).values())
             if removed:
-                self._changed()
+                self._changed(released=removed)
             return removed
 
     def end_all(self) -> list[CardSession]:
@@ -137,7 +139,7 @@ class CardSessions:
 
         For an agent that is stopping: once it has gone, no removal can be reported, so
         a session left kept would stay open for whoever uses the workstation next. Not
-        reported as a change: the caller writes down those it could not report ended.
+        reported as a change: the caller owes each a notice.
         """
         with self._lock:
             self._closed = True
@@ -145,9 +147,10 @@ class CardSessions:
             self._by_card.clear()
             return ended
 
-    def _changed(self) -> None:
+    def _changed(self, released: Sequence[CardSession] = ()) -> None:
         if self._on_change is not None:
-            self._on_change([s for sessions in self._by_card.values() for s in sessions.values()])
+            kept = [s for sessions in self._by_card.values() for s in sessions.values()]
+            self._on_change(kept, released)
 
     def count(self) -> int:
         """Sessions kept now."""
@@ -217,6 +220,14 @@ def post_json(url: str, body: bytes, timeout: float) -> NoticeAnswer:
     )
 
 
+class NoticeLedger(Protocol):
+    """Where the notices owed are written down (`careid_agent.journal.SessionJournal`)."""
+
+    def owe(self, sessions: Iterable[CardSession]) -> None: ...
+
+    def settle(self, session: CardSession) -> None: ...
+
+
 class RemovalNotifier:
     """Sends `card/removed` notices, with retries, on a small thread pool.
 
@@ -240,8 +251,10 @@ class RemovalNotifier:
         sleep: Callable[[float], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
         workers: int = 4,
+        ledger: NoticeLedger | None = None,
     ) -> None:
         self._is_allowed = is_allowed
+        self._ledger = ledger
         self._post = post
         self._timeout = timeout
         self._attempts = attempts
@@ -260,6 +273,9 @@ class RemovalNotifier:
         Once closed, a notice is still sent (one try, on the caller's thread): a request
         the agent was answering as it stopped must not lose its session's ending.
         """
+        sessions = list(sessions)
+        if self._ledger is not None:
+            self._ledger.owe(sessions)
         futures: list[Future[bool]] = []
         for session in sessions:
             with self._pool_lock:
@@ -278,6 +294,15 @@ class RemovalNotifier:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def _send(self, session: CardSession) -> bool:
+        settled = self._deliver(session)
+        if settled is not None and self._ledger is not None:
+            self._ledger.settle(session)
+        return bool(settled)
+
+    def _deliver(self, session: CardSession) -> bool | None:
+        """True: the origin took the notice; False: it may not or will not (settled all
+        the same); None: not delivered, still owed (for the next agent, should this one
+        stop first)."""
         tag = fingerprint(session.card_session)
         if not self._is_allowed(session.origin):
             log.warning(
@@ -321,4 +346,4 @@ class RemovalNotifier:
                 break
             self._sleep(pause)
         log.warning("could not tell %s that card session %s ended", session.origin, tag)
-        return False
+        return None

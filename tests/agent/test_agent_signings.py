@@ -19,7 +19,7 @@ from careid_agent.config import AgentConfig
 from careid_agent.journal import SessionJournal
 from careid_agent.pin import PinEntry
 from careid_agent.serve import Agent
-from careid_agent.sessions import NoticeAnswer, Poster
+from careid_agent.sessions import CardSession, NoticeAnswer, Poster
 from careid_agent.signings import SIGNING_HEADER, Signings
 from careid_agent.watcher import CardEvent, CardEventType
 
@@ -261,6 +261,7 @@ def test_the_card_sessions_of_an_agent_that_did_not_stop_are_ended_by_the_next(
 
     # The first agent is left as it is (it is the fixture's to stop): the next one knows
     # of it only what it left on disk.
+    _as_if_killed(station.agent)
     successor = _agent(station.reader, journal, post)
     successor.start()
     try:
@@ -269,7 +270,7 @@ def test_the_card_sessions_of_an_agent_that_did_not_stop_are_ended_by_the_next(
             (f"{OTHER}/card/removed", S_BOB),
             (f"{ORIGIN}/card/removed", S_ALICE),
         ]
-        assert not journal.exists()
+        wait_for(lambda: not journal.exists())  # each delivered: nothing more owed
     finally:
         successor.stop()
     assert len(notices) == 2  # nothing kept by the successor, nothing more reported
@@ -314,11 +315,109 @@ def _written(journal: Path) -> list[str]:
     return [item["cardSession"] for item in json.loads(journal.read_text())]
 
 
+def _as_if_killed(agent: Agent) -> None:
+    """What the system does for an agent's process that dies: the lock on its card
+    sessions file goes. (The agent object itself is left for its test to stop.)"""
+    assert agent.journal is not None and agent.journal._owner is not None
+    agent.journal._owner.close()
+    agent.journal._owner = None
+
+
+def test_a_notice_is_written_down_until_its_origin_takes_it(tmp_path: Path) -> None:
+    # Every notice owed is in the file until delivered: one queued when a card leaves
+    # while the broker is slow, and one a new agent inherits but cannot deliver (the
+    # network not up yet at logon), survive the agent that owed them.
+    journal = tmp_path / "card-sessions.json"
+    reader = VirtualReader()
+    reader.insert(ALICE)
+    answering = threading.Event()
+    notices: list[str] = []
+
+    def slow(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+        answering.wait(10)
+        notices.append(json.loads(body)["cardSession"])
+        return NoticeAnswer(status=204)
+
+    agent = _agent(reader, journal, slow)
+    station = Workstation(reader=reader, agent=agent)
+    agent.start()
+    try:
+        alice = _handle(station.sign())
+        assert station.hand_over({"cardSession": S_ALICE, "signing": alice}).status == 201
+        station.remove()
+        assert _written(journal) == [S_ALICE]  # her card left; the notice is on its way
+        _as_if_killed(agent)
+        answering.set()
+    finally:
+        agent.stop()
+
+    def unreachable(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+        raise OSError("network unreachable")
+
+    journal.write_text(json.dumps([_entry_of(S_ALICE), _entry_of(S_BOB)]))
+    successor = _agent(VirtualReader(), journal, unreachable)
+    successor.start()
+    successor.stop()  # gave up: both still owed
+    assert sorted(_written(journal)) == sorted([S_ALICE, S_BOB])
+    delivered: list[str] = []
+
+    def fine(url: str, body: bytes, timeout: float) -> NoticeAnswer:
+        delivered.append(json.loads(body)["cardSession"])
+        return NoticeAnswer(status=204)
+
+    third = _agent(VirtualReader(), journal, fine)
+    third.start()
+    try:
+        wait_for(lambda: not journal.exists())
+        assert sorted(delivered) == sorted([S_ALICE, S_BOB])
+    finally:
+        third.stop()
+
+
+def _entry_of(card_session: str, origin: str = ORIGIN) -> dict[str, str]:
+    return {
+        "origin": origin,
+        "insertionId": "r#1",
+        "reader": "Virtual PCD 00 00",
+        "cardSession": card_session,
+    }
+
+
+def test_one_agent_owns_the_file_and_leaves_other_origins_entries_alone(tmp_path: Path) -> None:
+    journal = tmp_path / "card-sessions.json"
+    elsewhere = _entry_of("someone-elses-0123456789", origin="https://other.trust.example")
+    journal.write_text(json.dumps([elsewhere]))
+    first = SessionJournal(journal, is_ours=lambda origin: origin == ORIGIN)
+    assert first.open() == []  # not this agent's origin: left as it is
+    first.owe([CardSession(**_session_fields(S_ALICE))])
+    second = SessionJournal(journal)
+    assert second.open() == []  # another agent (a demo, say) owns the file
+    second.owe([CardSession(**_session_fields(S_BOB))])  # and keeps nothing in it
+    second.close()
+    assert json.loads(journal.read_text()) == [elsewhere, _entry_of(S_ALICE)]
+    first.close()
+    third = SessionJournal(journal)
+    assert [s.card_session for s in third.open()] == ["someone-elses-0123456789", S_ALICE]
+    third.close()
+
+
+def _session_fields(card_session: str) -> dict[str, str]:
+    entry = _entry_of(card_session)
+    return {
+        "origin": entry["origin"],
+        "insertion_id": entry["insertionId"],
+        "reader": entry["reader"],
+        "card_session": card_session,
+    }
+
+
 def test_a_file_that_is_not_the_agents_is_ignored(tmp_path: Path) -> None:
     journal = tmp_path / "card-sessions.json"
     for garbage in (b"not json", b'{"a": 1}', b'[{"origin": 1}, {"cardSession": "short"}]'):
         journal.write_bytes(garbage)
-        assert SessionJournal(journal).take() == []
+        reader = SessionJournal(journal)
+        assert reader.open() == []
+        reader.close()
         assert not journal.exists()
 
 

@@ -159,9 +159,16 @@ def test_generated_settings_are_accepted_by_the_broker_and_the_agent(tmp_path: P
     assert webmail.check_secret(DEMO_CLIENT_SECRET)
 
     agent = parse_config(
-        agent_settings(urls, reader="Virtual PCD 00 00", pin_provider="env"),
+        agent_settings(
+            urls,
+            reader="Virtual PCD 00 00",
+            pin_provider="env",
+            card_sessions_file=tmp_path / "agent" / "card-sessions.json",
+        ),
         overrides=Overrides(dev=True),
     )
     assert agent.allowed_origins == ("http://localhost:5100",)
+    # The demo's agent keeps its card sessions in the workspace, not the user's own file.
+    assert agent.card_sessions_file == tmp_path / "agent" / "card-sessions.json"
     assert agent.port == 47700 and agent.reader == "Virtual PCD 00 00"
     assert agent.pin_provider is PinProviderKind.ENV

@@ -206,6 +206,8 @@ class DemoChain:
             reader=self.settings.reader,
             pin_provider="env" if self.settings.headless else "dialog",
             extra_origins=self.settings.extra_agent_origins,
+            # The demo's own: never the workstation user's real agent's file.
+            card_sessions_file=self.workspace.agent_dir / "card-sessions.json",
         )
         write_agent_toml(self.agent_config, settings)
 

@@ -172,6 +172,7 @@ def agent_settings(
     pin_provider: str,
     extra_origins: tuple[str, ...] = (),
     log_file: Path | None = None,
+    card_sessions_file: Path | None = None,
 ) -> dict[str, Any]:
     """agent.toml (top-level keys): the broker's origin only, pinned to the demo's reader."""
     settings: dict[str, Any] = {
@@ -188,6 +189,8 @@ def agent_settings(
     }
     if log_file is not None:
         settings["log_file"] = str(log_file)
+    if card_sessions_file is not None:
+        settings["card_sessions_file"] = str(card_sessions_file)
     return settings
 
 
