@@ -19,8 +19,8 @@ from oidc_support import ALEX, Browser, id_token_claims, make_oidc_app
 from sqlalchemy import select, update
 
 from careid_broker.cli import main
-from careid_broker.store import AuditRecord
-from careid_broker.store.models import Subject
+from careid_broker.store import AuditRecord, LinkMode, NewRegistration
+from careid_broker.store.models import Registration, Subject
 from careid_devkit.slapd import Slapd
 
 ALEX_DN = "uid=alex.morgan,ou=people,dc=nhs,dc=example"
@@ -235,6 +235,54 @@ def test_the_backfill_lists_what_it_cannot_tell_and_acts_on_it_only_when_told(
     assert retired.subject == "gone@nhs.net" and retired.details["previous_sub"] == gone
     # Alex keeps the sub the relying parties know.
     assert _signed_in_sub(app)[0] == alex
+
+
+def _registered_before_0014(app: Flask, mail: str, dn: str, card_uuid: str) -> None:
+    """A registration as every one was before revision 0014: no entry identifier."""
+    broker_of(app).repos.registrations.create(
+        NewRegistration(
+            card_uuid=card_uuid,
+            account_mail=mail,
+            account_dn=dn,
+            org_code="RX1",
+            link_mode=LinkMode.UUID,
+            cert_issuer_dn="CN=Test Issuing CA",
+            cert_serial="01",
+            cert_fingerprint=card_uuid * 2,
+        )
+    )
+
+
+def _registration_entry_ids(app: Flask) -> dict[str, str | None]:
+    with broker_of(app).store.session() as session:
+        rows = session.execute(select(Registration.account_mail, Registration.account_entry_id))
+        return {r.account_mail: r.account_entry_id for r in rows}
+
+
+def test_the_backfill_gives_registrations_their_entry_so_a_rename_keeps_them(
+    app: Flask, admin: Connection, cli_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Registrations made before 0014 are held to their DN until their card next signs
+    # in: a person renamed before then would be refused. Run after the upgrade, the
+    # backfill records the entry at each registered DN; a rename after it costs nothing.
+    _registered_before_0014(app, LEE, LEE_DN, "555000000011")
+    _registered_before_0014(app, ALEX, ALEX_DN, "555000000012")
+    assert admin.modify_dn(ALEX_DN, "uid=alex.morgan-renamed")  # before the backfill
+    renamed = "uid=alex.morgan-renamed,ou=people,dc=nhs,dc=example"
+
+    status, out, _ = _backfill(capsys, cli_config)
+    assert status == 0, out
+    assert "registrations' entry identifiers recorded: 1" in out
+    assert f"registration\t{ALEX}\tcard 555000000012\twas {ALEX_DN}\tnow {renamed}" in out
+    assert _registration_entry_ids(app) == {LEE: _entry_uuid(admin, LEE_DN), ALEX: None}
+    [done] = _audits(app, "subjects.entry_ids_backfilled")
+    assert done.details["registrations_recorded"] == 1
+    assert done.details["registrations_left"] == 1
+
+    # Alex is the same person renamed: the administrator says so.
+    status, out, _ = _backfill(capsys, cli_config, "--moved", "record")
+    assert status == 0, out
+    assert _registration_entry_ids(app)[ALEX] == _entry_uuid(admin, renamed)
 
 
 def test_the_backfill_needs_a_mapping_that_reads_entry_ids(

@@ -1,4 +1,5 @@
-"""`careid-broker subjects backfill-entry-ids`: give pre-0013 `sub`s their directory entry.
+"""`careid-broker subjects backfill-entry-ids`: give pre-0013 `sub`s, and pre-0014
+smartcard registrations, their directory entry.
 
 A relying party's `sub` follows the directory entry (`accounts.entry_id`, revision
 0013). A `sub` made before that keeps only the address, and takes an entry's identifier
@@ -8,6 +9,13 @@ now and keeps its identifier when the entry is still at the DN the `sub` was las
 at. An address now on an entry under another DN (renamed or moved, or given to someone
 else) or on none is listed for an administrator to decide; `--moved` and `--unheld`
 carry out that decision. Audited as `cli:<login name>`.
+
+A registration made before revision 0014 is held to the DN it was registered at until
+its card next signs in, which records the entry's identifier: an entry renamed or moved
+before then would be refused. So the same run records the identifier of the entry at
+each such registration's DN, and lists the others (`--moved record` records the entry
+holding the address now, for people renamed or moved; otherwise their next card
+sign-in, or an administrator's removal, decides). A registration is never removed here.
 """
 
 from __future__ import annotations
@@ -30,7 +38,15 @@ from careid_broker.commands.database import EXIT_DATABASE, UNUSABLE_EXIT
 from careid_broker.commands.parsing import documented
 from careid_broker.directory.ldap import LdapDirectory
 from careid_broker.errors import DirectoryDataError, DirectoryUnavailableError
-from careid_broker.store import AuditLog, Outcome, SubjectRow, Subjects, create_store
+from careid_broker.store import (
+    AuditLog,
+    Outcome,
+    RegistrationRecord,
+    Registrations,
+    SubjectRow,
+    Subjects,
+    create_store,
+)
 
 EVENT_BACKFILLED = "subjects.entry_ids_backfilled"
 EVENT_RETIRED = "subject.retired"
@@ -57,6 +73,10 @@ class _Tally:
     several: list[SubjectRow] = field(default_factory=list)
     without_id: list[SubjectRow] = field(default_factory=list)
 
+    registrations_recorded: int = 0
+    registrations_left: list[tuple[RegistrationRecord, str]] = field(default_factory=list)
+    """Registrations not recorded: with what holds (or does not hold) the address now."""
+
     def counts(self) -> dict[str, int]:
         return {
             "recorded": self.recorded,
@@ -65,6 +85,8 @@ class _Tally:
             "unheld": len(self.unheld),
             "several_entries": len(self.several),
             "entry_without_id": len(self.without_id),
+            "registrations_recorded": self.registrations_recorded,
+            "registrations_left": len(self.registrations_left),
         }
 
 
@@ -106,6 +128,22 @@ def _backfill(args: argparse.Namespace) -> int:
             if len(page) < _PAGE:
                 break
             after = page[-1].sub
+        registrations = Registrations(store)
+        after_id = 0
+        while True:
+            held = registrations.without_entry_id(after=after_id, limit=_PAGE)
+            for registration in held:
+                _registration(
+                    registration,
+                    directory,
+                    registrations,
+                    tally,
+                    moved=moved,
+                    dry_run=args.dry_run,
+                )
+            if len(held) < _PAGE:
+                break
+            after_id = held[-1].id
     except DirectoryUnavailableError as exc:
         print(f"careid-broker: the directory stopped answering: {exc}", file=sys.stderr)
         print("  what was done so far stays; run the command again", file=sys.stderr)
@@ -167,6 +205,40 @@ def _one(
         tally.recorded += 1
 
 
+def _registration(
+    registration: RegistrationRecord,
+    directory: LdapDirectory,
+    registrations: Registrations,
+    tally: _Tally,
+    *,
+    moved: Decision,
+    dry_run: bool,
+) -> None:
+    try:
+        account = directory.find_account(registration.account_mail)
+    except DirectoryDataError:
+        tally.registrations_left.append((registration, "more than one entry holds it"))
+        return
+    if account is None:
+        tally.registrations_left.append((registration, "no entry holds the address"))
+        return
+    if account.entry_id is None:
+        tally.registrations_left.append((registration, "the entry has no entry_id value"))
+        return
+    if account.dn.casefold() != registration.account_dn.casefold() and (
+        moved is not Decision.RECORD
+    ):
+        tally.registrations_left.append((registration, f"now {account.dn}"))
+        return
+    if dry_run:
+        tally.registrations_recorded += 1
+        return
+    # Only while it is still that registration, at the DN it was read with, and has no
+    # identifier: a removal or a card sign-in meanwhile decides instead.
+    if registrations.record_entry_id(registration, account.entry_id):
+        tally.registrations_recorded += 1
+
+
 def _retire(
     row: SubjectRow,
     subjects: Subjects,
@@ -201,7 +273,13 @@ def _report(tally: _Tally, *, dry_run: bool, moved: Decision, unheld: Decision) 
         print(f"several\t{row.account_mail}\twas {row.account_dn}\tmore than one entry holds it")
     for row in tally.without_id:
         print(f"no-id\t{row.account_mail}\t{row.account_dn}\tthe entry has no entry_id value")
+    for registration, now in tally.registrations_left:
+        print(
+            f"registration\t{registration.account_mail}\tcard {registration.card_uuid}"
+            f"\twas {registration.account_dn}\t{now}"
+        )
     print(f"entry identifiers {would}recorded: {tally.recorded}")
+    print(f"registrations' entry identifiers {would}recorded: {tally.registrations_recorded}")
     print(f"subjects {would}retired: {tally.retired}")
     left = []
     if tally.moved and moved is Decision.LEAVE:
@@ -222,6 +300,12 @@ def _report(tally: _Tally, *, dry_run: bool, moved: Decision, unheld: Decision) 
         )
     for line in left:
         print(f"left as they are (their next sign-in decides): {line}")
+    if tally.registrations_left:
+        print(
+            f"registrations left as they are: {len(tally.registrations_left)} (their card's"
+            " next sign-in decides, by the DN registered; --moved record takes the entry"
+            " holding the address now, for people renamed or moved)"
+        )
 
 
 def register(sub: Any) -> None:
@@ -244,7 +328,10 @@ def register(sub: Any) -> None:
             " the sub was last seen at, keep the entry's identifier, so that the address"
             " given to someone new later gets a new sub. Addresses now on an entry under"
             " another DN, or on none, are listed, and left for their next sign-in unless"
-            " --moved or --unheld says otherwise. Audited as cli:<login name>.",
+            " --moved or --unheld says otherwise. Smartcard registrations made before"
+            " upgrade 0014 likewise keep the identifier of the entry at their registered"
+            " DN (with --moved record, of the entry holding the address now); the others"
+            " are listed. Audited as cli:<login name>.",
             {
                 EXIT_OK: "done (the lines above list what was left)",
                 EXIT_FAILED: "the directory stopped answering; what was done stays",

@@ -221,6 +221,18 @@ class Registrations:
             )
             return [_record(r) for r in rows]
 
+    def without_entry_id(self, *, after: int = 0, limit: int = 500) -> list[RegistrationRecord]:
+        """Registrations that keep no entry identifier yet (made before revision 0014),
+        by id, the page after id `after`."""
+        with self._store.session() as session:
+            rows = session.scalars(
+                select(Registration)
+                .where(Registration.account_entry_id.is_(None), Registration.id > after)
+                .order_by(Registration.id)
+                .limit(limit)
+            ).all()
+            return [_record(r) for r in rows]
+
     def record_entry_id(self, registration: RegistrationRecord, entry_id: str) -> bool:
         """Keep `entry_id` with a registration that has none (made before revision 0014),
         if it is still that registration at the DN it was read with: a removal, a new
