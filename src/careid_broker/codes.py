@@ -159,8 +159,9 @@ _MESSAGES: dict[BrokerCode, str] = {
         " `careid-broker check-config`, which names each problem, and correct them."
     ),
     BrokerCode.CSRF_INVALID: (
-        "This form had expired (for example, you signed in or out in another tab or"
-        " window), so nothing was sent. Fill it in again and send it."
+        "This page had expired (for example, you signed in or out, or sent a password,"
+        " in another tab or window), so nothing was sent. Fill it in again and send it,"
+        " or reload the page and try again."
     ),
     BrokerCode.SIGNIN_FORM_INCOMPLETE: "Enter your email address and your password.",
     BrokerCode.SIGNIN_THROTTLED: (

@@ -202,6 +202,31 @@ def test_the_button_signs_in_and_hands_the_card_session_to_the_agent(
     assert session is not None and session.account_mail == ALEX[0] and session.active
 
 
+def test_a_card_page_whose_token_another_tab_spent_offers_a_reload_that_works(
+    served: Served, card_pki: CardPki, page: Any
+) -> None:
+    # A password sent in another tab spends the browser's form token (a password form
+    # is good for one submission): the card button on the page left open must not leave
+    # the person stuck on "expired", but take them to a page that works.
+    register_card(served.app, card_pki.agent("alex"), ALEX[0])
+    page.goto(f"{served.url}/login")
+    other = page.context.new_page()
+    other.goto(f"{served.url}/login")
+    other.locator("input[name=email]").fill(ALEX[0])
+    other.locator("input[name=password]").fill("not-the-password")
+    other.get_by_role("button", name="Sign in", exact=True).click()
+    other.wait_for_load_state()
+    page.locator("#card-signin-button").click()
+    code, message = _error(page)
+    assert code == "csrf_invalid" and "another tab" in message
+    link = page.locator("#card-error-link")
+    assert link.inner_text() == "Reload this page"
+    link.click()
+    page.wait_for_load_state()
+    page.locator("#card-signin-button").click()
+    page.get_by_role("heading", name="You are signed in").wait_for()
+
+
 def test_an_unregistered_card_is_offered_registration(served: Served, page: Any) -> None:
     page.goto(f"{served.url}/login")
     page.locator("#card-signin-button").click()

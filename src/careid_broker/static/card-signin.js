@@ -337,6 +337,9 @@
       agent_unreachable: agentHelp,
       card_lock_not_armed: agentHelp,
       card_lock_not_armed_signed_in: agentHelp,
+      // The page's form token was spent elsewhere (a sign-in, a sign-out or a password
+      // in another tab): the same page again carries a current one.
+      csrf_invalid: { href: window.location.href, label: text("reload-link") },
     };
     if (problem.extra.register) {
       links[problem.code] = { href: problem.extra.register, label: text("register-link") };
