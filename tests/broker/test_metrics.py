@@ -25,6 +25,7 @@ KEPT = {
     "careid_token_requests_total": ("counter", ("grant_type", "result")),
     "careid_logout_outbox_pending": ("gauge", ()),
     "careid_card_removals_total": ("counter", ()),
+    "careid_card_lock_not_armed_total": ("counter", ()),
     "careid_card_registrations_total": ("counter", ()),
 }
 ADDED = {

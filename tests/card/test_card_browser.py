@@ -341,12 +341,16 @@ def test_a_sign_in_the_agent_did_not_lock_is_ended_and_goes_no_further(
     assert code == "card_lock_not_armed" and "signed you out" in message
     assert page.locator("#card-error-link").get_attribute("href") == "/card/agent-help"
     assert page.url == f"{served.url}/login"  # never on to the web app, or "signed in"
-    # The page reported the session itself: ended, and audited as the card lock's end.
+    # The page reported the session itself: ended, and audited as a lock the agent did
+    # not take (not as a card taken out), for administrators to see how often.
     [body] = served.agent.card_session_bodies
     session = broker_of(served.app).repos.sessions.find_by_card_session(body["cardSession"])
     assert session is not None and not session.active
     entry = last_audit(served.app, "session.end")
-    assert entry.subject == ALEX[0] and entry.details["reason"] == "card_removed"
+    assert entry.subject == ALEX[0] and entry.details["reason"] == "lock_not_armed"
+    assert "did not take the card lock" in entry.details["why"]
+    metrics = served.app.test_client().get("/metrics").get_data(as_text=True)
+    assert "careid_card_lock_not_armed_total 1.0" in metrics
     # The next page needs a new sign-in.
     page.goto(f"{served.url}/login")
     assert page.get_by_role("heading", name="You are signed in").count() == 0

@@ -46,8 +46,14 @@ class SessionLock:
         self._removals = metrics.registry.counter(
             "careid_card_removals_total", "Sessions ended because their card was removed."
         )
+        self._not_armed = metrics.registry.counter(
+            "careid_card_lock_not_armed_total",
+            "Card sign-ins the agent did not take the card lock for, ended by the page.",
+        )
 
-    def card_removed(self, card_session: object) -> EndedSession | None:
+    def card_removed(
+        self, card_session: object, *, lock_not_armed: bool = False
+    ) -> EndedSession | None:
         """End the active session with that card session; the ended session, or None.
 
         Its relying parties are told (back-channel logout queued in the same database
@@ -57,9 +63,13 @@ class SessionLock:
         """
         if not isinstance(card_session, str) or not CARD_SESSION_RE.fullmatch(card_session):
             return None
-        ended = self._sessions.end_by_card_session(card_session, keep_clients=self._keep)
+        ended = self._sessions.end_by_card_session(
+            card_session, keep_clients=self._keep, lock_not_armed=lock_not_armed
+        )
         if ended is not None and ended.reason == EndReason.CARD_REMOVED:
             self._removals.inc()
+        elif ended is not None and ended.reason == EndReason.LOCK_NOT_ARMED:
+            self._not_armed.inc()
         return ended
 
 

@@ -364,20 +364,28 @@ class SigninSessions:
         return ended
 
     def end_by_card_session(
-        self, card_session: str, *, keep_clients: frozenset[str] = frozenset()
+        self,
+        card_session: str,
+        *,
+        keep_clients: frozenset[str] = frozenset(),
+        lock_not_armed: bool = False,
     ) -> EndedSession | None:
         """End the session the agent's card-removed report names, if it is still open.
 
         `keep_clients` keep their sign-in: they are not told and their tokens stay. A
         session already past its idle or absolute limit ends as expired instead, every
         relying party told and none kept: the card leaving cannot bring it back to life
-        for those that keep their sign-in.
+        for those that keep their sign-in. `lock_not_armed`: the sign-in page reports a
+        session the agent did not take the lock for; it ends as that, none kept.
         """
         # Looked up before any write: most reports name nothing, and must stay cheap.
         record = self._repos.sessions.find_by_card_session(card_session)
         if record is None or not record.active:
             return None
         reason, keep, why = EndReason.CARD_REMOVED, keep_clients, None
+        if lock_not_armed:
+            reason, keep = EndReason.LOCK_NOT_ARMED, frozenset()
+            why = "the smartcard agent did not take the card lock, so the sign-in page ended it"
         if self.expired(record, self._store.now()):
             reason, keep = EndReason.EXPIRED, frozenset()
             why = "found expired when its card was removed"

@@ -245,7 +245,8 @@
         credentials: "same-origin",
         cache: "no-store",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ cardSession: cardSession }),
+        // Said so, for the broker to record it as such rather than as a card removal.
+        body: JSON.stringify({ cardSession: cardSession, lockNotArmed: true }),
         signal: signal,
       });
     }, BROKER_TIMEOUT_MS).then(

@@ -35,6 +35,7 @@ class EndReason(StrEnum):
     ADMIN = "admin"
     EXPIRED = "expired"
     ACCOUNT_REFUSED = "account_refused"  # the directory no longer lets the account sign in
+    LOCK_NOT_ARMED = "lock_not_armed"  # the agent did not take the card lock: the page ended it
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@
 - `POST /card/authenticate` `{"tx": T|null, "challenge": C, "token": {careid-auth:1}}`
   → `{"redirect": URL, "cardSession": S|null}` or 4xx/5xx `{"error", "message", …}`
 - `POST /card/removed` `{"cardSession": S}` (the agent; no cookie, no CSRF) → 204, or
-  429 for an address sending too many reports that end nothing
+  429 for an address sending too many reports that end nothing; with `"lockNotArmed":
+  true` from the sign-in page, for a session the agent did not take the lock for
 - `GET /card/agent-help`: how to install and start the agent.
 
 The first two are same-origin script calls: CSRF token in `X-CSRF-Token`, `Origin` /
@@ -336,7 +337,13 @@ def removed() -> Response:
         # Counted before it is audited: a flood of these fills no audit log.
         return _removal_throttled(card) or refuse_body(exc, "card.removed")
     reference = body.get("cardSession") if body is not None else None
-    ended = card.lock.card_removed(reference) if card.settings.session_lock else None
+    # The sign-in page's own report of a session the agent did not lock (card-signin.js).
+    not_armed = body is not None and body.get("lockNotArmed") is True
+    ended = (
+        card.lock.card_removed(reference, lock_not_armed=not_armed)
+        if card.settings.session_lock
+        else None
+    )
     if ended is not None:
         log.info("card removed: session ended (%s)", ended.reason)
         return Response(status=204)
