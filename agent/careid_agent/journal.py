@@ -90,8 +90,11 @@ class SessionJournal:
 
     def owe(self, sessions: Iterable[CardSession]) -> None:
         """These sessions are owed a notice until `settle`."""
+        owed = {_key(s): s for s in sessions}
+        if not owed:
+            return
         with self._lock:
-            self._owed.update((_key(s), s) for s in sessions)
+            self._owed.update(owed)
             self._write()
 
     def settle(self, session: CardSession) -> None:
