@@ -23,6 +23,8 @@ import signal
 import string
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -200,6 +202,15 @@ class Slapd:
             raise SlapdUnavailable("slapd is not running")
         self._process.send_signal(signal.SIGSTOP)
         self._paused = True
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """`pause()` for the block, `resume()` after it, however it ends."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
     def resume(self) -> None:
         """SIGCONT after `pause()`."""

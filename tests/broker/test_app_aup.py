@@ -27,7 +27,7 @@ from broker_support import (
 )
 from flask import Flask
 from flask.testing import FlaskClient
-from ldap3 import MODIFY_REPLACE, Connection
+from ldap3 import MODIFY_REPLACE
 from oidc_support import query_of
 from sqlalchemy import select
 from werkzeug.test import TestResponse
@@ -39,6 +39,7 @@ from careid_broker.store.models import LoginTransaction
 from careid_broker.web.errors import error_response
 from careid_devkit.slapd import Slapd
 from support.clock import FakeClock
+from support.directory_entries import modify_entry
 from support.directory_writes import stop_once_written
 
 SAM = "sam.patel@nhs.net"  # never accepted
@@ -437,14 +438,11 @@ def test_a_sign_in_refused_for_the_policy_cannot_be_sent_again_once_it_is_accept
     form = {"csrf_token": login_form(workstation), "email": SAM, "password": "Demo-Password-1"}
     refused = workstation.post("/login", data=form)
     assert refused.status_code == 403 and error_code_of(refused) == "aup_not_accepted"
-    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
-    try:
-        assert admin.modify(
-            "uid=sam.patel,ou=people,dc=nhs,dc=example",
-            {"careidAupAcceptedVersion": [(MODIFY_REPLACE, ["2024-1"])]},
-        )
-    finally:
-        admin.unbind()
+    modify_entry(
+        own_slapd,
+        "uid=sam.patel,ou=people,dc=nhs,dc=example",
+        {"careidAupAcceptedVersion": [(MODIFY_REPLACE, ["2024-1"])]},
+    )
 
     page = _spent_form_refused(app, workstation.post("/login", data=form), "login.submit")
     assert f'value="{SAM}"' in page
@@ -484,11 +482,8 @@ def test_the_policys_password_form_refused_while_the_directory_was_down_cannot_b
         "email": CHRIS,
         "password": "Demo-Password-1",
     }
-    own_slapd.pause()
-    try:
+    with own_slapd.paused():
         down = workstation.post("/login/aup/password", data=form)
-    finally:
-        own_slapd.resume()
     assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
 
     replay = workstation.post("/login/aup/password", data=form)

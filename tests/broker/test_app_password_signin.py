@@ -22,7 +22,7 @@ from broker_support import (
 )
 from flask import Flask
 from flask.testing import FlaskClient
-from ldap3 import MODIFY_REPLACE, Connection
+from ldap3 import MODIFY_REPLACE
 from metrics_support import samples
 
 from careid_broker.assurance import ACR_PASSWORD, AMR_PASSWORD
@@ -31,6 +31,7 @@ from careid_broker.store import AuditRecord, AuthorizationRequest, EndedSession,
 from careid_broker.store.errors import StoreUnavailableError
 from careid_broker.web import oidc_authorize as authorize_flow
 from careid_devkit.slapd import Slapd
+from support.directory_entries import modify_entry
 
 SIGNIN_COOKIE = "careid-signin"
 BROWSER_COOKIE = "careid-browser"
@@ -169,14 +170,11 @@ def test_an_expiry_no_calendar_holds_refuses_the_account_not_the_service(
     app_factory: AppFactory, own_slapd: Slapd
 ) -> None:
     # OpenLDAP takes 00010101000000+0100; in UTC it is in year 0, which no datetime holds.
-    admin = Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password, auto_bind=True)
-    try:
-        assert admin.modify(
-            "uid=alex.morgan,ou=people,dc=nhs,dc=example",
-            {"careidAccountExpires": [(MODIFY_REPLACE, ["00010101000000+0100"])]},
-        )
-    finally:
-        admin.unbind()
+    modify_entry(
+        own_slapd,
+        "uid=alex.morgan,ou=people,dc=nhs,dc=example",
+        {"careidAccountExpires": [(MODIFY_REPLACE, ["00010101000000+0100"])]},
+    )
     app = app_factory(directory_slapd=own_slapd)
     response = password_login(app.test_client(), "alex.morgan@nhs.net")
     assert response.status_code == 403
@@ -435,11 +433,8 @@ def test_a_form_refused_while_the_directory_was_down_cannot_be_sent_again(
         "email": mail,
         "password": DEMO_PASSWORD,
     }
-    own_slapd.pause()
-    try:
+    with own_slapd.paused():
         down = workstation.post("/login", data=form)
-    finally:
-        own_slapd.resume()
     assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
 
     replay = workstation.post("/login", data=form)

@@ -16,23 +16,15 @@ import pytest
 from card_fixtures import CardAppFactory
 from card_support import ALEX, CardBrowser, CardPki, last_audit, register_card
 from flask import Flask
-from ldap3 import MODIFY_DELETE, MODIFY_REPLACE, Connection
+from ldap3 import MODIFY_DELETE, MODIFY_REPLACE
 from oidc_support import Browser, query_of
 
 from careid_devkit.slapd import Slapd
-from support.directory_entries import give_address_to_new_entry
+from support.directory_entries import give_address_to_new_entry, modify_entry
 
 IDENTITY_DN = f"careidUuid={ALEX[1]},ou=careidentities,dc=nhs,dc=example"
 ACCOUNT_DN = "uid=alex.morgan,ou=people,dc=nhs,dc=example"
 LEE_DN = "uid=lee.admin,ou=people,dc=nhs,dc=example"
-
-
-def _modify(slapd: Slapd, dn: str, changes: dict[str, Any]) -> None:
-    admin = Connection(slapd.url, slapd.root_dn, slapd.root_password, auto_bind=True)
-    try:
-        assert admin.modify(dn, changes), admin.result
-    finally:
-        admin.unbind()
 
 
 def _claims(id_token: str) -> dict[str, Any]:
@@ -67,7 +59,7 @@ def test_a_suspended_care_identity_gets_no_more_codes_or_refreshes(
     assert _claims(tokens["id_token"])["acr"] == "AAL3_SMARTCARD"
 
     # The Registration Authority suspends the Care Identity while Alex is signed in.
-    _modify(own_slapd, IDENTITY_DN, {"careidStatus": [(MODIFY_REPLACE, ["inactive"])]})
+    modify_entry(own_slapd, IDENTITY_DN, {"careidStatus": [(MODIFY_REPLACE, ["inactive"])]})
 
     silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
     assert query_of(silent.location).get("error") == "login_required", silent.location
@@ -84,7 +76,7 @@ def test_single_sign_on_keeps_the_claims_of_the_card_that_signed_in(
     _, rp = signed_in
     # The account stops naming a Care Identity: the session is still the card's, and its
     # claims are still those of the card's Care Identity.
-    _modify(own_slapd, ACCOUNT_DN, {"careidCareIdentityUuid": [(MODIFY_DELETE, [])]})
+    modify_entry(own_slapd, ACCOUNT_DN, {"careidCareIdentityUuid": [(MODIFY_DELETE, [])]})
     silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
     claims = _claims(rp.redeem(silent).get_json()["id_token"])
     assert claims["nhsid_useruid"] == ALEX[1]
@@ -92,7 +84,9 @@ def test_single_sign_on_keeps_the_claims_of_the_card_that_signed_in(
 
     # The account now names another Care Identity: the card's session is not the
     # account's any more, as a new card sign-in would find.
-    _modify(own_slapd, ACCOUNT_DN, {"careidCareIdentityUuid": [(MODIFY_REPLACE, ["555000000002"])]})
+    modify_entry(
+        own_slapd, ACCOUNT_DN, {"careidCareIdentityUuid": [(MODIFY_REPLACE, ["555000000002"])]}
+    )
     silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
     assert query_of(silent.location).get("error") == "login_required", silent.location
 
@@ -102,14 +96,14 @@ def test_a_card_session_ends_when_the_directory_gives_its_care_identity_to_anoth
 ) -> None:
     app, rp = signed_in
     # Alex's account stops naming a Care Identity: the card's session carries on (above).
-    _modify(own_slapd, ACCOUNT_DN, {"careidCareIdentityUuid": [(MODIFY_DELETE, [])]})
+    modify_entry(own_slapd, ACCOUNT_DN, {"careidCareIdentityUuid": [(MODIFY_DELETE, [])]})
     silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
     tokens = rp.redeem(silent).get_json()
     assert _claims(tokens["id_token"])["nhsid_useruid"] == ALEX[1]
 
     # The Registration Authority records the card's Care Identity on another account: the
     # card is that person's now, as a new card sign-in or registration would find.
-    _modify(own_slapd, LEE_DN, {"careidCareIdentityUuid": [(MODIFY_REPLACE, [ALEX[1]])]})
+    modify_entry(own_slapd, LEE_DN, {"careidCareIdentityUuid": [(MODIFY_REPLACE, [ALEX[1]])]})
     silent = rp.authorize(prompt="none", acr_values="AAL3_ANY")
     assert query_of(silent.location).get("error") == "login_required", silent.location
     refused = rp.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})

@@ -692,11 +692,8 @@ def test_step_one_refused_while_the_directory_was_down_cannot_be_sent_again(
     client = app.test_client()
     start = client.get("/register").get_data(as_text=True)
     form = form_of(start, email=ALEX[0], password=DEMO_PASSWORD)
-    own_slapd.pause()
-    try:
+    with own_slapd.paused():
         down = client.post("/register", data=form)
-    finally:
-        own_slapd.resume()
     assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
 
     replay = client.post("/register", data=form)
@@ -722,11 +719,8 @@ def test_a_confirmation_refused_while_the_directory_was_down_cannot_be_sent_agai
     assert browser.register_card(card_pki.agent("alex")).status_code == 200
     page = browser.client.get("/register/confirm").get_data(as_text=True)
     form = form_of(page, password=DEMO_PASSWORD)
-    own_slapd.pause()
-    try:
+    with own_slapd.paused():
         down = browser.client.post("/register/confirm", data=form)
-    finally:
-        own_slapd.resume()
     assert down.status_code == 503 and error_code_of(down) == "directory_unavailable"
 
     replay = browser.client.post("/register/confirm", data=form)

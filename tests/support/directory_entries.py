@@ -3,6 +3,8 @@ address given to a new entry (another person), an entry renamed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ldap3 import BASE, Connection
 
 from careid_devkit.slapd import Slapd
@@ -12,6 +14,15 @@ PEOPLE = "ou=people,dc=nhs,dc=example"
 
 def _admin(slapd: Slapd) -> Connection:
     return Connection(slapd.url, slapd.root_dn, slapd.root_password, auto_bind=True)
+
+
+def modify_entry(slapd: Slapd, dn: str, changes: dict[str, Any]) -> None:
+    """Change an entry as the directory's administrator (ldap3's `modify` changes)."""
+    admin = _admin(slapd)
+    try:
+        assert admin.modify(dn, changes), admin.result
+    finally:
+        admin.unbind()
 
 
 def give_address_to_new_entry(
