@@ -169,6 +169,31 @@ def _backfill(args: argparse.Namespace) -> int:
     return status
 
 
+class _Found(StrEnum):
+    """What holds an address now, against the DN it was last seen at."""
+
+    SAME = "same"  # an entry at that DN, with an identifier
+    MOVED = "moved"  # an entry under another DN, with an identifier
+    UNHELD = "unheld"
+    SEVERAL = "several"
+    WITHOUT_ID = "without_id"
+
+
+def _holder(directory: LdapDirectory, mail: str, dn: str) -> tuple[_Found, str, str]:
+    """How the entry holding `mail` now stands against `dn`; its DN and identifier
+    (both "" unless SAME or MOVED)."""
+    try:
+        account = directory.find_account(mail)
+    except DirectoryDataError:
+        return _Found.SEVERAL, "", ""  # two entries claim the address: nobody's to record
+    if account is None:
+        return _Found.UNHELD, "", ""
+    if account.entry_id is None:
+        return _Found.WITHOUT_ID, "", ""
+    moved = account.dn.casefold() != dn.casefold()
+    return (_Found.MOVED if moved else _Found.SAME), account.dn, account.entry_id
+
+
 def _one(
     row: SubjectRow,
     directory: LdapDirectory,
@@ -181,28 +206,34 @@ def _one(
     unheld: Decision,
     dry_run: bool,
 ) -> None:
-    try:
-        account = directory.find_account(row.account_mail)
-    except DirectoryDataError:
-        tally.several.append(row)  # two entries claim the address: nobody's to record
+    found, now_dn, entry_id = _holder(directory, row.account_mail, row.account_dn)
+    if found is _Found.SEVERAL:
+        tally.several.append(row)
         return
-    if account is None:
+    if found is _Found.UNHELD:
         tally.unheld.append(row)
         if unheld is Decision.RETIRE:
             _retire(row, subjects, audit, actor, tally, why="unheld", dry_run=dry_run)
         return
-    if account.entry_id is None:
+    if found is _Found.WITHOUT_ID:
         tally.without_id.append(row)
         return
-    if account.dn.casefold() != row.account_dn.casefold():
-        tally.moved.append((row, account.dn))
+    if found is _Found.MOVED:
+        tally.moved.append((row, now_dn))
         if moved is Decision.RETIRE:
             _retire(row, subjects, audit, actor, tally, why="moved", dry_run=dry_run)
             return
         if moved is not Decision.RECORD:
             return
-    if dry_run or subjects.record_entry_id(row, account.entry_id):
+    if dry_run or subjects.record_entry_id(row, entry_id):
         tally.recorded += 1
+
+
+_LEFT_BECAUSE = {
+    _Found.SEVERAL: "more than one entry holds it",
+    _Found.UNHELD: "no entry holds the address",
+    _Found.WITHOUT_ID: "the entry has no entry_id value",
+}
 
 
 def _registration(
@@ -214,28 +245,16 @@ def _registration(
     moved: Decision,
     dry_run: bool,
 ) -> None:
-    try:
-        account = directory.find_account(registration.account_mail)
-    except DirectoryDataError:
-        tally.registrations_left.append((registration, "more than one entry holds it"))
+    found, now_dn, entry_id = _holder(directory, registration.account_mail, registration.account_dn)
+    if found in _LEFT_BECAUSE:
+        tally.registrations_left.append((registration, _LEFT_BECAUSE[found]))
         return
-    if account is None:
-        tally.registrations_left.append((registration, "no entry holds the address"))
-        return
-    if account.entry_id is None:
-        tally.registrations_left.append((registration, "the entry has no entry_id value"))
-        return
-    if account.dn.casefold() != registration.account_dn.casefold() and (
-        moved is not Decision.RECORD
-    ):
-        tally.registrations_left.append((registration, f"now {account.dn}"))
-        return
-    if dry_run:
-        tally.registrations_recorded += 1
+    if found is _Found.MOVED and moved is not Decision.RECORD:
+        tally.registrations_left.append((registration, f"now {now_dn}"))
         return
     # Only while it is still that registration, at the DN it was read with, and has no
     # identifier: a removal or a card sign-in meanwhile decides instead.
-    if registrations.record_entry_id(registration, account.entry_id):
+    if dry_run or registrations.record_entry_id(registration, entry_id):
         tally.registrations_recorded += 1
 
 
