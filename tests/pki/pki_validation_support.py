@@ -298,6 +298,41 @@ def request_nonce(body: bytes) -> bytes | None:
         return None
 
 
+def signed_crl(
+    env: PkiEnv,
+    *,
+    root: bool = False,
+    this_update: datetime = START,
+    next_update: datetime | None = None,
+    revoked: Sequence[int] = (),
+    key: CertificateIssuerPrivateKeyTypes | None = None,
+    extensions: Sequence[x509.ExtensionType] = (),
+    pem: bool = False,
+    issuer_name: x509.Name | None = None,
+) -> bytes:
+    """A CRL in the issuing CA's name (the root CA's with `root`), signed by that CA's
+    key unless `key` is given, good a day from `this_update` unless `next_update` says."""
+    issuer = env.pki.root_certificate if root else env.pki.issuing_certificate
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer_name or issuer.subject)
+        .last_update(this_update)
+        .next_update(next_update or this_update + timedelta(hours=24))
+    )
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(this_update)
+            .build()
+        )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=True)
+    signer = key or (env.root_key() if root else env.pki.issuing_key)
+    crl = builder.sign(signer, hashes.SHA384() if root else hashes.SHA256())
+    return crl.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
+
+
 def der(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
 

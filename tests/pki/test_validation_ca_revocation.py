@@ -8,14 +8,13 @@ as its distribution point; tests that revoke it make a PKI of their own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from pki_validation_support import START, PkiEnv, RecordingFetcher, served_pki
+from pki_validation_support import START, PkiEnv, RecordingFetcher, served_pki, signed_crl
 
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki import CertificateValidator, HttpFetchError, RevocationSource
@@ -37,28 +36,6 @@ def _names_ca(detail: str | None, env: PkiEnv) -> bool:
     issuing = env.pki.issuing_certificate
     text = detail or ""
     return issuing.subject.rfc4514_string() in text and f"{issuing.serial_number:X}" in text
-
-
-def _root_crl(
-    env: PkiEnv,
-    *,
-    revoked: Sequence[int] = (),
-    extensions: Sequence[x509.ExtensionType] = (),
-) -> bytes:
-    """A CRL of the root CA (signed by its key), DER."""
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(env.pki.root_certificate.subject)
-        .last_update(START)
-        .next_update(START + timedelta(hours=24))
-    )
-    for serial in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(START).build()
-        )
-    for extension in extensions:
-        builder = builder.add_extension(extension, critical=True)
-    return builder.sign(env.root_key(), hashes.SHA384()).public_bytes(serialization.Encoding.DER)
 
 
 def _serving(url: str, body: bytes) -> RecordingFetcher:
@@ -142,13 +119,11 @@ def test_an_unreachable_root_crl_is_unavailable_and_soft_fail_says_so(
 
 
 def test_a_stale_root_crl_fails_closed(env: PkiEnv) -> None:
-    stale = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(env.pki.root_certificate.subject)
-        .last_update(START - timedelta(days=2))
-        .next_update(START - timedelta(hours=1))
-        .sign(env.root_key(), hashes.SHA384())
-        .public_bytes(serialization.Encoding.DER)
+    stale = signed_crl(
+        env,
+        root=True,
+        this_update=START - timedelta(days=2),
+        next_update=START - timedelta(hours=1),
     )
     fetcher = _serving(env.pki.urls.root_crl, stale)
     with pytest.raises(RevocationUnavailableError) as caught:
@@ -162,7 +137,7 @@ def test_a_ca_naming_no_distribution_point_is_not_checked_and_said_once(
     old_path, old_ca = env.issuing_ca_without_crl_point()
     # The root has revoked it, on a CRL that nothing names.
     root_crl = env.work / "root-revoking-the-old-ca.crl"
-    root_crl.write_bytes(_root_crl(env, revoked=[old_ca.serial_number]))
+    root_crl.write_bytes(signed_crl(env, root=True, revoked=[old_ca.serial_number]))
     fetcher = RecordingFetcher()
     validator = env.validator(http=fetcher, revocation="ocsp", intermediates=[str(old_path)])
     with caplog.at_level(logging.WARNING, logger="careid_broker.pki"):
@@ -207,7 +182,7 @@ def test_distribution_points_off_leave_the_ca_to_configured_files(own: PkiEnv) -
 def test_an_arl_answers_for_the_ca(env: PkiEnv) -> None:
     issuing = env.pki.issuing_certificate
     for revoked, refused in (((), False), ((issuing.serial_number,), True)):
-        arl = _root_crl(env, revoked=revoked, extensions=[_arl()])
+        arl = signed_crl(env, root=True, revoked=revoked, extensions=[_arl()])
         fetcher = _serving(env.pki.urls.root_crl, arl)
         validator = env.validator(http=fetcher, revocation="ocsp")
         if refused:
@@ -220,15 +195,7 @@ def test_an_arl_answers_for_the_ca(env: PkiEnv) -> None:
 def test_an_arl_cannot_clear_a_card(env: PkiEnv) -> None:
     # The issuing CA's CRL marked onlyContainsCACerts (an ARL) lists no card: it says
     # nothing of a card's status, wherever it is served or configured.
-    arl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(env.pki.issuing_certificate.subject)
-        .last_update(START)
-        .next_update(START + timedelta(hours=24))
-        .add_extension(_arl(), critical=True)
-        .sign(env.pki.issuing_key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.DER)
-    )
+    arl = signed_crl(env, extensions=[_arl()])
     path = env.work / "issuing-arl.crl"
     path.write_bytes(arl)
     fetcher = _serving(env.pki.urls.crl, arl)

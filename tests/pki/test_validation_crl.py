@@ -4,53 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
-from pki_validation_support import START, PkiEnv, RecordingFetcher
+from pki_validation_support import START, PkiEnv, RecordingFetcher, signed_crl
 
 from careid_broker.errors import CertificateRevokedError, RevocationUnavailableError
 from careid_broker.pki import HttpFetchError, RevocationSource
 from careid_devkit.pki import init_pki
 from careid_protocol.errors import ErrorCode
-
-
-def _crl(
-    env: PkiEnv,
-    *,
-    this_update: datetime = START,
-    next_update: datetime | None = None,
-    revoked: Sequence[int] = (),
-    key: CertificateIssuerPrivateKeyTypes | None = None,
-    extensions: Sequence[x509.ExtensionType] = (),
-    pem: bool = False,
-    issuer_name: x509.Name | None = None,
-) -> bytes:
-    """A CRL in the issuing CA's name (signed by its key unless `key` is given)."""
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer_name or env.pki.issuing_certificate.subject)
-        .last_update(this_update)
-        .next_update(next_update or this_update + timedelta(hours=24))
-    )
-    for serial in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(serial)
-            .revocation_date(this_update)
-            .build()
-        )
-    for extension in extensions:
-        builder = builder.add_extension(extension, critical=True)
-    crl = builder.sign(key or env.pki.issuing_key, hashes.SHA256())
-    return crl.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
 
 
 def _crl_file(env: PkiEnv, name: str, data: bytes) -> Path:
@@ -92,7 +58,9 @@ def test_a_stale_crl_fails_closed_and_soft_fail_marks_it(env: PkiEnv) -> None:
     stale = _crl_file(
         env,
         "stale.crl",
-        _crl(env, this_update=START - timedelta(days=2), next_update=START - timedelta(hours=1)),
+        signed_crl(
+            env, this_update=START - timedelta(days=2), next_update=START - timedelta(hours=1)
+        ),
     )
     settings = {
         "revocation": "crl",
@@ -110,7 +78,7 @@ def test_a_stale_crl_fails_closed_and_soft_fail_marks_it(env: PkiEnv) -> None:
 
 def test_a_configured_crl_file_is_used_without_any_http(env: PkiEnv) -> None:
     cert, revoked = env.issue(), env.issue()
-    path = _crl_file(env, "local.pem", _crl(env, revoked=[revoked.serial_number], pem=True))
+    path = _crl_file(env, "local.pem", signed_crl(env, revoked=[revoked.serial_number], pem=True))
     fetcher = RecordingFetcher()
     validator = env.validator(
         **env.card_crls_only(), http=fetcher, revocation="crl", crl={"files": [str(path)]}
@@ -124,10 +92,10 @@ def test_a_configured_crl_file_is_used_without_any_http(env: PkiEnv) -> None:
 
 def test_a_replaced_crl_file_is_reread(env: PkiEnv) -> None:
     cert = env.issue()
-    path = _crl_file(env, "replaced.crl", _crl(env))
+    path = _crl_file(env, "replaced.crl", signed_crl(env))
     validator = env.validator(revocation="crl", crl={"files": [str(path)]})
     validator.validate(cert)
-    path.write_bytes(_crl(env, this_update=START, revoked=[cert.serial_number], pem=True))
+    path.write_bytes(signed_crl(env, this_update=START, revoked=[cert.serial_number], pem=True))
     with pytest.raises(CertificateRevokedError):
         validator.validate(cert)
 
@@ -135,7 +103,7 @@ def test_a_replaced_crl_file_is_reread(env: PkiEnv) -> None:
 def test_a_crl_file_of_another_issuer_is_skipped(env: PkiEnv) -> None:
     other_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Another Issuing CA")])
     other_key = ec.generate_private_key(ec.SECP256R1())
-    foreign = _crl_file(env, "foreign.crl", _crl(env, key=other_key, issuer_name=other_name))
+    foreign = _crl_file(env, "foreign.crl", signed_crl(env, key=other_key, issuer_name=other_name))
     only_foreign = {"files": [str(foreign)], "use_distribution_points": False}
     with pytest.raises(RevocationUnavailableError) as caught:
         env.validator(revocation="crl", crl=only_foreign).validate(env.issue())
@@ -160,7 +128,7 @@ def test_a_crl_file_from_a_namesake_ca_is_a_problem_and_the_dp_still_answers(
 
 
 def test_a_crl_signed_by_another_key_is_not_used(env: PkiEnv) -> None:
-    forged = _crl(env, key=ec.generate_private_key(ec.SECP256R1()))
+    forged = signed_crl(env, key=ec.generate_private_key(ec.SECP256R1()))
     fetcher = RecordingFetcher(on_get=lambda _url: forged)
     with pytest.raises(RevocationUnavailableError) as caught:
         env.validator(http=fetcher, revocation="crl").validate(env.issue())
@@ -183,7 +151,7 @@ def test_a_crl_signed_by_another_key_is_not_used(env: PkiEnv) -> None:
     ],
 )
 def test_partial_crls_are_not_used(env: PkiEnv, extension: x509.ExtensionType) -> None:
-    partial = _crl(env, extensions=[extension])
+    partial = signed_crl(env, extensions=[extension])
     fetcher = RecordingFetcher(on_get=lambda _url: partial)
     with pytest.raises(RevocationUnavailableError):
         env.validator(http=fetcher, revocation="crl").validate(env.issue())
@@ -206,8 +174,8 @@ def test_a_crl_for_another_distribution_point_is_not_used(env: PkiEnv) -> None:
     # The issuing CA splits its cards over two CRLs (RFC 5280 §5.2.5, §6.3.3 (b)(2)(i)).
     part_a, part_b = f"{env.server.url}/part-a.crl", f"{env.server.url}/part-b.crl"
     card_a, card_b = env.craft(crl_urls=[part_a]), env.craft(crl_urls=[part_b])
-    crl_a = _crl(env, extensions=[_partition(part_a)])
-    crl_b = _crl(env, extensions=[_partition(part_b)], revoked=[card_b.serial_number])
+    crl_a = signed_crl(env, extensions=[_partition(part_a)])
+    crl_b = signed_crl(env, extensions=[_partition(part_b)], revoked=[card_b.serial_number])
 
     # The same CA's genuine, current CRL for part A, served at part B's distribution
     # point (by anyone on the plain-HTTP path), says nothing of part B's cards.
@@ -247,7 +215,7 @@ def test_a_crl_for_another_distribution_point_is_not_used(env: PkiEnv) -> None:
 def test_a_card_without_distribution_points_takes_only_a_crl_naming_none(env: PkiEnv) -> None:
     card = env.craft(crl_urls=[])
     partitioned = _crl_file(
-        env, "partitioned.crl", _crl(env, extensions=[_partition(env.pki.urls.crl)])
+        env, "partitioned.crl", signed_crl(env, extensions=[_partition(env.pki.urls.crl)])
     )
     settings = {"files": [str(partitioned)], "use_distribution_points": False}
     with pytest.raises(RevocationUnavailableError) as caught:
@@ -255,7 +223,7 @@ def test_a_card_without_distribution_points_takes_only_a_crl_naming_none(env: Pk
     assert "does not cover" in (caught.value.detail or "")
 
     for extensions in ([], [_partition()]):  # no IDP, or an IDP naming no point
-        full = _crl_file(env, "full.crl", _crl(env, extensions=extensions))
+        full = _crl_file(env, "full.crl", signed_crl(env, extensions=extensions))
         settings = {"files": [str(full)], "use_distribution_points": False}
         assert env.validator(revocation="crl", crl=settings).trust(card).revocation is not None
 
@@ -273,7 +241,7 @@ def test_an_unreachable_distribution_point_is_unavailable(env: PkiEnv) -> None:
 def test_a_cached_crl_serves_within_the_skew_after_next_update_then_fails_closed(
     env: PkiEnv,
 ) -> None:
-    answers: list[bytes | None] = [_crl(env, next_update=START + timedelta(hours=1))]
+    answers: list[bytes | None] = [signed_crl(env, next_update=START + timedelta(hours=1))]
 
     def serve(url: str) -> bytes:
         answer = answers.pop(0) if answers else None
@@ -297,8 +265,8 @@ def test_an_older_crl_never_replaces_a_newer_one(
     env: PkiEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
     cert = env.issue()
-    newer = _crl(env, this_update=START, revoked=[cert.serial_number])
-    older = _crl(env, this_update=START - timedelta(hours=1))
+    newer = signed_crl(env, this_update=START, revoked=[cert.serial_number])
+    older = signed_crl(env, this_update=START - timedelta(hours=1))
     answers = [newer, older]
     validator = env.validator(
         http=RecordingFetcher(on_get=lambda _url: answers.pop(0)),
