@@ -258,7 +258,8 @@ def test_no_agent_running_links_to_the_install_instructions(served: Served, page
     assert page.locator("#card-error-link").get_attribute("href") == "/card/agent-help"
 
 
-def test_registration_by_its_pages_then_the_lock_is_armed(served: Served, page: Any) -> None:
+def _register_by_the_pages(served: Served, page: Any) -> None:
+    """Alex's card registered through the registration pages, up to the confirmation."""
     page.goto(f"{served.url}/register")
     page.locator('#check-browser[data-state="ok"]').wait_for()
     page.locator('#check-agent[data-state="ok"]').wait_for()
@@ -272,6 +273,10 @@ def test_registration_by_its_pages_then_the_lock_is_armed(served: Served, page: 
     page.locator("#register-confirm-button").wait_for()
     assert page.locator("#confirm-uuid").inner_text() == ALEX[1]
     page.locator("#register-confirm-button").click()
+
+
+def test_registration_by_its_pages_then_the_lock_is_armed(served: Served, page: Any) -> None:
+    _register_by_the_pages(served, page)
     page.locator('#register-lock-status[data-state="armed"]').wait_for()
     assert broker_of(served.app).repos.registrations.by_uuid(ALEX[1]) is not None
     assert len(served.agent.card_sessions) == 1
@@ -360,15 +365,7 @@ def test_registration_the_agent_did_not_lock_ends_the_session_and_says_so(
     served: Served, page: Any
 ) -> None:
     served.agent.session_failure = "gone"
-    page.goto(f"{served.url}/register")
-    page.locator('#check-agent[data-state="ok"]').wait_for()
-    page.get_by_role("textbox", name="Email address").fill(ALEX[0])
-    page.get_by_label("Password", exact=True).fill("Demo-Password-1")
-    page.locator("#register-password-button").click()
-    page.wait_for_url("**/register/card")
-    page.wait_for_load_state("load")
-    page.locator("#register-card-button").click()
-    page.locator("#register-confirm-button").click()
+    _register_by_the_pages(served, page)
     status = page.locator('#register-lock-status[data-state="not-armed"]')
     status.wait_for()
     assert "signed you out" in status.inner_text()
